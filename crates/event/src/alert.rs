@@ -1,0 +1,194 @@
+//! The alert: one detection, self-explanatory for a SOC analyst (DESIGN §6).
+
+use crate::{CauseClass, Severity, Text, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One detection, in the spirit of OCSF Detection Finding (class 2004).
+///
+/// `alert_id` is derived from the rule, its version, the entity and the window start, so that a
+/// replay or a restart never produces a second alert for the same incident: consumers deduplicate
+/// by `alert_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// Deterministic id (UUID v5 of rule, version, entity and window start).
+    pub alert_id: String,
+    /// The rule that fired.
+    pub rule_id: String,
+    /// The rule's version.
+    pub rule_version: u32,
+    /// Detection category (`mfa_fatigue`, `credential_stuffing`, …).
+    pub category: String,
+    /// Cause class for the help desk (DESIGN §5).
+    pub cause_class: CauseClass,
+    /// Severity.
+    pub severity: Severity,
+    /// MITRE ATT&CK technique ids (e.g. `T1621`); empty for benign triage findings.
+    pub attack_technique: Vec<String>,
+    /// What the alert is about.
+    pub entity: Entity,
+    /// The event-time window the detection covers.
+    pub window: Window,
+    /// The counts and ratios that fired it.
+    pub metrics: BTreeMap<String, MetricValue>,
+    /// Event ids of the deciding events (bounded; `metrics` holds the full counts).
+    pub evidence: Vec<String>,
+    /// Time of the first event of the incident.
+    pub first_seen: Timestamp,
+    /// Time of the last event counted.
+    pub last_seen: Timestamp,
+    /// One-sentence summary, in English and Japanese.
+    pub summary: Localized,
+    /// What to do next, in English and Japanese.
+    pub steps: LocalizedSteps,
+    /// Alerts this one escalates or follows (e.g. the mfa_fatigue alert behind mfa_fatigue_success).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+}
+
+/// The entity an alert is keyed by. Only the fields of the rule's key are set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    /// Tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Text>,
+    /// User (login name, else provider id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Text>,
+    /// Source IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Source autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Device fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_fingerprint: Option<Text>,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(t) = &self.tenant {
+            parts.push(format!("tenant={t}"));
+        }
+        if let Some(u) = &self.user {
+            parts.push(format!("user={u}"));
+        }
+        if let Some(ip) = &self.ip {
+            parts.push(format!("ip={ip}"));
+        }
+        if let Some(a) = &self.asn {
+            parts.push(format!("asn={a}"));
+        }
+        if let Some(d) = &self.device_fingerprint {
+            parts.push(format!("device={d}"));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// An event-time window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Inclusive start.
+    pub start: Timestamp,
+    /// Exclusive end.
+    pub end: Timestamp,
+}
+
+/// A metric value: a count or a ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum MetricValue {
+    /// A count.
+    Count(u64),
+    /// A ratio or other real number.
+    Real(f64),
+}
+
+/// A text in every supported language.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Localized {
+    /// English.
+    pub en: String,
+    /// Japanese.
+    pub ja: String,
+}
+
+impl Localized {
+    /// The text in `lang` (`en` or `ja`); English for anything else.
+    pub fn get(&self, lang: &str) -> &str {
+        if lang == "ja" { &self.ja } else { &self.en }
+    }
+}
+
+/// Ordered steps in every supported language.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalizedSteps {
+    /// English.
+    pub en: Vec<String>,
+    /// Japanese.
+    pub ja: Vec<String>,
+}
+
+impl LocalizedSteps {
+    /// The steps in `lang` (`en` or `ja`); English for anything else.
+    pub fn get(&self, lang: &str) -> &[String] {
+        if lang == "ja" { &self.ja } else { &self.en }
+    }
+}
+
+impl Alert {
+    /// The deterministic id of an incident: UUID v5 over the rule, its version, the entity key and
+    /// the window start. The same incident always gets the same id, whatever the replay speed,
+    /// restart or instance that found it.
+    pub fn make_id(
+        rule_id: &str,
+        rule_version: u32,
+        entity_key: &str,
+        window_start: i64,
+    ) -> String {
+        // A fixed namespace for authwatch alert ids (UUID v5 of the DNS name "alerts.authwatch").
+        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
+            0x6b, 0x0e, 0x7f, 0x4c, 0x2a, 0x51, 0x5d, 0x8e, 0x9a, 0x43, 0x1c, 0x70, 0x3b, 0xd2,
+            0x88, 0x15,
+        ]);
+        let name = format!("{rule_id}\u{1f}{rule_version}\u{1f}{entity_key}\u{1f}{window_start}");
+        uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_id_is_deterministic_and_distinguishes_inputs() {
+        let a = Alert::make_id("mfa_fatigue", 1, "user=a@x", 1000);
+        assert_eq!(a, Alert::make_id("mfa_fatigue", 1, "user=a@x", 1000));
+        assert_ne!(a, Alert::make_id("mfa_fatigue", 2, "user=a@x", 1000));
+        assert_ne!(a, Alert::make_id("mfa_fatigue", 1, "user=b@x", 1000));
+        assert_ne!(a, Alert::make_id("mfa_fatigue", 1, "user=a@x", 1001));
+        assert_eq!(a.len(), 36);
+    }
+
+    #[test]
+    fn metric_values_serialize_as_plain_numbers() {
+        let m: BTreeMap<String, MetricValue> = [
+            ("denied".to_string(), MetricValue::Count(7)),
+            ("ratio".to_string(), MetricValue::Real(0.5)),
+        ]
+        .into();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"denied":7,"ratio":0.5}"#
+        );
+    }
+}
