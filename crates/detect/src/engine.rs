@@ -1,0 +1,502 @@
+//! The rule engine: compiled rules over keyed, event-time state.
+//!
+//! Events arrive one at a time in stream order. For each rule whose filter passes, the event is
+//! added to its key's sliding-window counters; when the fire condition holds and no incident is
+//! open for that key, an [`Alert`] is produced at once (the deciding event is in hand, so there
+//! is no need to wait for the watermark, which keeps latency to one event). The watermark only
+//! drives housekeeping: keys idle for longer than their window plus suppression are expired, and
+//! per-rule key counts are bounded by configuration, with evictions counted.
+
+use crate::compile::CompiledRule;
+use crate::key::{Key, KeyField, KeyPart};
+use authwatch_event::{
+    Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Text, Timestamp, Window,
+    format_rfc3339_ms,
+};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Engine limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Live keys per rule; past it the least recently active keys are evicted (counted).
+    pub max_keys_per_rule: usize,
+    /// How often, in event time, idle keys are swept (ms).
+    pub sweep_interval_ms: i64,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            max_keys_per_rule: 1_000_000,
+            sweep_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Counts per rule, for metrics and `rules` tooling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStats {
+    /// Events that passed the rule's filter.
+    pub events_matched: u64,
+    /// Alerts produced.
+    pub alerts: u64,
+    /// Firings suppressed because an incident was open for the key.
+    pub suppressed: u64,
+    /// Keys expired by the watermark (normal end of state).
+    pub expired: u64,
+    /// Keys evicted because the rule reached `max_keys_per_rule` (state lost early).
+    pub evicted: u64,
+    /// Live keys now.
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Entry {
+    time: i64,
+    id: Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Incident {
+    alert_id: String,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct KeyState {
+    last_time: i64,
+    recent: Vec<VecDeque<Entry>>,
+    incident: Option<Incident>,
+}
+
+#[derive(Debug, Default)]
+struct RuleState {
+    keys: FxHashMap<Key, KeyState>,
+    stats: RuleStats,
+}
+
+/// The rule engine.
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    /// Evaluation order: rules referenced by `after` come before the rules that reference them.
+    order: Vec<usize>,
+    /// For each rule, the indices of the rules its `after` names.
+    after_refs: Vec<Vec<usize>>,
+    /// For each rule, how long its incidents must stay findable by `after` (0 = not referenced).
+    keep_incidents_ms: Vec<i64>,
+    states: Vec<RuleState>,
+    /// Open and recent incidents of referenced rules, by (rule, entity field, value).
+    incidents: FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    limits: EngineLimits,
+    watermark: i64,
+    next_sweep: i64,
+}
+
+/// A snapshot could not be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Encoding or decoding failed.
+    #[error("detector snapshot encoding: {0}")]
+    Codec(#[from] serde_json::Error),
+    /// The snapshot was taken with another rule set.
+    #[error("detector snapshot is for rules {found:?}, but the loaded rules are {loaded:?}")]
+    RulesChanged {
+        /// Rule ids and versions in the snapshot.
+        found: Vec<String>,
+        /// Rule ids and versions loaded now.
+        loaded: Vec<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    rules: Vec<String>,
+    watermark: i64,
+    next_sweep: i64,
+    states: Vec<Vec<(Key, KeyState)>>,
+    stats: Vec<RuleStats>,
+    incidents: Vec<((usize, KeyField, KeyPart), Incident)>,
+}
+
+impl Engine {
+    /// Builds an engine; the rules must already be checked as a pack (see [`crate::RulePack`]).
+    pub(crate) fn new(rules: Vec<CompiledRule>, order: Vec<usize>, limits: EngineLimits) -> Self {
+        let index_of = |id: &str| rules.iter().position(|r| r.id == id);
+        let after_refs: Vec<Vec<usize>> = rules
+            .iter()
+            .map(|r| {
+                r.after
+                    .as_ref()
+                    .map(|a| a.rules.iter().filter_map(|id| index_of(id)).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut keep_incidents_ms = vec![0i64; rules.len()];
+        for (r, refs) in after_refs.iter().enumerate() {
+            let within = rules[r].after.as_ref().map_or(0, |a| a.within_ms);
+            for &target in refs {
+                keep_incidents_ms[target] = keep_incidents_ms[target].max(within);
+            }
+        }
+        let states = rules.iter().map(|_| RuleState::default()).collect();
+        Engine {
+            rules,
+            order,
+            after_refs,
+            keep_incidents_ms,
+            states,
+            incidents: FxHashMap::default(),
+            limits,
+            watermark: i64::MIN,
+            next_sweep: i64::MIN,
+        }
+    }
+
+    /// The loaded rules.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Per-rule counters, in rule order.
+    pub fn stats(&self) -> Vec<(&str, RuleStats)> {
+        self.rules
+            .iter()
+            .zip(&self.states)
+            .map(|(r, s)| {
+                let mut stats = s.stats;
+                stats.keys = s.keys.len() as u64;
+                (r.id.as_str(), stats)
+            })
+            .collect()
+    }
+
+    /// Processes one event; alerts it decides are pushed to `out`.
+    pub fn on_event(&mut self, e: &AuthEvent, out: &mut Vec<Alert>) {
+        for oi in 0..self.order.len() {
+            let r = self.order[oi];
+            if self.rules[r].filter.matches(e) {
+                self.apply(r, e, out);
+                self.enforce_capacity(r);
+            }
+        }
+    }
+
+    fn apply(&mut self, r: usize, e: &AuthEvent, out: &mut Vec<Alert>) {
+        let rule = &self.rules[r];
+        let Some(key) = Key::extract(&rule.key, e) else {
+            return;
+        };
+        let after = match &rule.after {
+            Some(a) => match find_incident(&self.incidents, &self.after_refs[r], &a.on, a.within_ms, e) {
+                Some(found) => Some(found.clone()),
+                // A sequence rule only keeps state once its opening incident exists.
+                None => {
+                    self.states[r].stats.events_matched += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
+        let state_map = &mut self.states[r];
+        state_map.stats.events_matched += 1;
+        let state = state_map.keys.entry(key.clone()).or_insert_with(|| KeyState {
+            last_time: e.time,
+            recent: vec![VecDeque::new(); rule.counters.len()],
+            incident: None,
+        });
+        state.last_time = state.last_time.max(e.time);
+        let horizon = state.last_time - rule.window_ms;
+        for (c, (_, predicate)) in rule.counters.iter().enumerate() {
+            let recent = &mut state.recent[c];
+            if predicate.matches(e) {
+                // Keep entries sorted by time: streams are mostly ordered, so the insert point is
+                // almost always the back.
+                let at = recent.partition_point(|x| x.time <= e.time);
+                recent.insert(at, Entry { time: e.time, id: e.event_id.clone() });
+            }
+            while recent.front().is_some_and(|x| x.time < horizon) {
+                recent.pop_front();
+            }
+            while recent.len() > rule.counter_caps[c] {
+                recent.pop_front();
+            }
+        }
+        // An open incident absorbs further activity of the key: one alert per incident.
+        if let Some(inc) = &mut state.incident {
+            if e.time <= inc.last_seen.saturating_add(rule.suppress_ms) {
+                inc.last_seen = inc.last_seen.max(e.time);
+                let inc = inc.clone();
+                if self.keep_incidents_ms[r] > 0 {
+                    index_incident(&mut self.incidents, r, &rule.key, &key, &inc);
+                }
+                let counts = window_counts(&state.recent, e.time, rule.window_ms);
+                if rule.condition.holds(&counts) {
+                    state_map.stats.suppressed += 1;
+                }
+                return;
+            }
+            state.incident = None;
+        }
+        let counts = window_counts(&state.recent, e.time, rule.window_ms);
+        if !rule.condition.holds(&counts) {
+            return;
+        }
+        let own_start = state
+            .recent
+            .iter()
+            .filter_map(|q| q.iter().find(|x| x.time >= e.time - rule.window_ms).map(|x| x.time))
+            .min()
+            .unwrap_or(e.time);
+        let window_start = after.as_ref().map_or(own_start, |a| a.first_seen.min(own_start));
+        let key_text = key.canonical(&rule.key);
+        let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, window_start);
+        let incident = Incident {
+            alert_id: alert_id.clone(),
+            first_seen: window_start,
+            last_seen: e.time,
+        };
+        state.incident = Some(incident.clone());
+        state_map.stats.alerts += 1;
+        let mut evidence: Vec<&Entry> = rule
+            .evidence
+            .iter()
+            .flat_map(|&c| state.recent[c].iter())
+            .filter(|x| x.time >= e.time - rule.window_ms && x.time <= e.time)
+            .collect();
+        evidence.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        evidence.dedup_by(|a, b| a.id == b.id);
+        let alert = build_alert(
+            rule,
+            &key,
+            e,
+            &counts,
+            evidence.iter().map(|x| x.id.to_string()).collect(),
+            window_start,
+            alert_id,
+            after.map(|a| a.alert_id).into_iter().collect(),
+        );
+        if self.keep_incidents_ms[r] > 0 {
+            index_incident(&mut self.incidents, r, &rule.key, &key, &incident);
+        }
+        out.push(alert);
+    }
+
+    /// Bounds the rule's key count: past the limit, the least recently active tenth is evicted,
+    /// so the cost of finding them is paid once per many insertions.
+    fn enforce_capacity(&mut self, r: usize) {
+        let max = self.limits.max_keys_per_rule.max(1);
+        let state = &mut self.states[r];
+        if state.keys.len() <= max {
+            return;
+        }
+        let target = max - max / 10;
+        let excess = state.keys.len() - target;
+        let mut times: Vec<i64> = state.keys.values().map(|s| s.last_time).collect();
+        let (_, cutoff, _) = times.select_nth_unstable(excess.saturating_sub(1));
+        let cutoff = *cutoff;
+        let mut removed = 0usize;
+        state.keys.retain(|_, s| {
+            if removed < excess && s.last_time <= cutoff {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        state.stats.evicted += removed as u64;
+    }
+
+    /// Advances event time. Keys idle past their window and suppression are dropped, and
+    /// incidents no sequence can still reference are forgotten.
+    pub fn on_watermark(&mut self, watermark: i64) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        if watermark < self.next_sweep {
+            return;
+        }
+        self.next_sweep = watermark.saturating_add(self.limits.sweep_interval_ms);
+        for (rule, state) in self.rules.iter().zip(&mut self.states) {
+            let ttl = rule.window_ms.max(rule.suppress_ms);
+            let before = state.keys.len();
+            state.keys.retain(|_, s| s.last_time.saturating_add(ttl) >= watermark);
+            state.stats.expired += (before - state.keys.len()) as u64;
+        }
+        let keep = &self.keep_incidents_ms;
+        self.incidents
+            .retain(|(r, _, _), inc| inc.last_seen.saturating_add(keep[*r]) >= watermark);
+    }
+
+    /// Serializes all detector state (for checkpoints). Keys are sorted, so the same state always
+    /// gives the same bytes.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let snapshot = Snapshot {
+            rules: self.rule_versions(),
+            watermark: self.watermark,
+            next_sweep: self.next_sweep,
+            states: self
+                .states
+                .iter()
+                .map(|s| {
+                    let mut v: Vec<(Key, KeyState)> =
+                        s.keys.iter().map(|(k, st)| (k.clone(), st.clone())).collect();
+                    v.sort_by(|a, b| a.0.parts().cmp(b.0.parts()));
+                    v
+                })
+                .collect(),
+            stats: self.states.iter().map(|s| s.stats).collect(),
+            incidents: {
+                let mut v: Vec<_> =
+                    self.incidents.iter().map(|(k, i)| (k.clone(), i.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            },
+        };
+        Ok(serde_json::to_vec(&snapshot)?)
+    }
+
+    /// Restores state saved by [`Engine::snapshot`] with the same rules.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
+        if snapshot.rules != self.rule_versions() || snapshot.states.len() != self.states.len() {
+            return Err(SnapshotError::RulesChanged {
+                found: snapshot.rules,
+                loaded: self.rule_versions(),
+            });
+        }
+        self.watermark = snapshot.watermark;
+        self.next_sweep = snapshot.next_sweep;
+        for ((state, keys), stats) in self.states.iter_mut().zip(snapshot.states).zip(snapshot.stats) {
+            state.keys = keys.into_iter().collect();
+            state.stats = stats;
+        }
+        self.incidents = snapshot.incidents.into_iter().collect();
+        Ok(())
+    }
+
+    fn rule_versions(&self) -> Vec<String> {
+        self.rules.iter().map(|r| format!("{}@{}", r.id, r.version)).collect()
+    }
+}
+
+fn window_counts(recent: &[VecDeque<Entry>], now: i64, window_ms: i64) -> Vec<u64> {
+    recent
+        .iter()
+        .map(|q| {
+            q.iter()
+                .filter(|x| x.time >= now - window_ms && x.time <= now)
+                .count() as u64
+        })
+        .collect()
+}
+
+fn index_incident(
+    index: &mut FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    r: usize,
+    fields: &[KeyField],
+    key: &Key,
+    incident: &Incident,
+) {
+    for (f, p) in fields.iter().zip(key.parts()) {
+        index.insert((r, *f, p.clone()), incident.clone());
+    }
+}
+
+/// The most recent incident of any referenced rule sharing one of the `on` fields with the
+/// event, whose last event is at most `within_ms` before it.
+fn find_incident<'a>(
+    index: &'a FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    refs: &[usize],
+    on: &[KeyField],
+    within_ms: i64,
+    e: &AuthEvent,
+) -> Option<&'a Incident> {
+    let mut best: Option<&Incident> = None;
+    for &r in refs {
+        for &f in on {
+            let Some(part) = f.extract(e) else { continue };
+            if let Some(inc) = index.get(&(r, f, part))
+                && e.time >= inc.first_seen
+                && e.time - inc.last_seen <= within_ms
+                && best.is_none_or(|b| (inc.last_seen, &inc.alert_id) > (b.last_seen, &b.alert_id))
+            {
+                best = Some(inc);
+            }
+        }
+    }
+    best
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_alert(
+    rule: &CompiledRule,
+    key: &Key,
+    e: &AuthEvent,
+    counts: &[u64],
+    evidence: Vec<String>,
+    window_start: i64,
+    alert_id: String,
+    related: Vec<String>,
+) -> Alert {
+    let entity = key.entity(&rule.key);
+    let key_value = |f: KeyField| {
+        rule.key
+            .iter()
+            .zip(key.parts())
+            .find(|(k, _)| **k == f)
+            .map(|(_, p)| p.to_string())
+            .or_else(|| f.extract(e).map(|p| p.to_string()))
+            .unwrap_or_default()
+    };
+    let first_seen = format_rfc3339_ms(window_start).unwrap_or_default();
+    let last_seen = format_rfc3339_ms(e.time).unwrap_or_default();
+    let src_ip = e.src.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let country = e.src.geo.as_ref().map(|g| g.country.to_string()).unwrap_or_default();
+    let values = crate::template::Values {
+        counters: counts,
+        key: &key_value,
+        window: &rule.window_text,
+        first_seen: &first_seen,
+        last_seen: &last_seen,
+        src_ip: &src_ip,
+        country: &country,
+        app: &e.app,
+    };
+    let metrics: BTreeMap<String, MetricValue> = rule
+        .counters
+        .iter()
+        .zip(counts)
+        .map(|((name, _), n)| (name.clone(), MetricValue::Count(*n)))
+        .collect();
+    Alert {
+        alert_id,
+        rule_id: rule.id.clone(),
+        rule_version: rule.version,
+        category: rule.category.clone(),
+        cause_class: rule.cause_class,
+        severity: rule.severity,
+        attack_technique: rule.attack_technique.clone(),
+        entity,
+        window: Window {
+            start: Timestamp(window_start),
+            end: Timestamp(e.time),
+        },
+        metrics,
+        evidence,
+        first_seen: Timestamp(window_start),
+        last_seen: Timestamp(e.time),
+        summary: Localized {
+            en: rule.summary.0.render(&values),
+            ja: rule.summary.1.render(&values),
+        },
+        steps: LocalizedSteps {
+            en: rule.steps.0.clone(),
+            ja: rule.steps.1.clone(),
+        },
+        related,
+    }
+}

@@ -1,0 +1,152 @@
+//! The YAML rule language as written by detection engineers (see docs/RULES.md).
+//!
+//! These types only mirror the file; [`crate::compile`] checks them and turns them into the
+//! engine's compiled form, so nothing here is looked at per event.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One rule file document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique rule id (`[a-z0-9_]+`).
+    pub id: String,
+    /// Rule version; part of the alert id, so bump it when the logic changes.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// One-line description for `rules list`.
+    #[serde(default)]
+    pub description: String,
+    /// Detection category (DESIGN §6 ids); defaults to the rule id.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// `info`, `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// `user`, `device`, `network`, `system` or `attack`.
+    pub cause_class: String,
+    /// MITRE ATT&CK technique ids.
+    #[serde(default)]
+    pub attack_technique: Vec<String>,
+    /// Group-by fields: `user`, `ip`, `tenant`, `asn`, `device`.
+    pub key: Vec<String>,
+    /// Which events the rule looks at.
+    #[serde(default)]
+    pub filter: FilterSpec,
+    /// Sliding event-time window, e.g. `10m`.
+    pub window: String,
+    /// Named counts over the window; each counts the filtered events that also match its own
+    /// filter (an empty filter counts every filtered event).
+    pub counters: BTreeMap<String, FilterSpec>,
+    /// When the rule fires.
+    pub fire_when: ConditionSpec,
+    /// Optional sequence: fire only within `within` after an incident of another rule for the
+    /// same entity.
+    #[serde(default)]
+    pub after: Option<AfterSpec>,
+    /// One alert per entity per incident: after firing, the key stays quiet until no filtered
+    /// event arrived for this long. Defaults to the window.
+    #[serde(default)]
+    pub suppress: Option<String>,
+    /// Counters whose events are listed as evidence (default: all).
+    #[serde(default)]
+    pub evidence: Option<Vec<String>>,
+    /// Summary template, `{placeholder}`s filled at firing.
+    pub summary: LocalizedSpec,
+    /// Next steps.
+    pub steps: LocalizedStepsSpec,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+/// A field → accepted values map; a value can be a scalar or a list (any of).
+pub type FilterSpec = BTreeMap<String, OneOrMany>;
+
+/// A scalar or a list of scalars.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(Scalar),
+    /// Any of several values.
+    Many(Vec<Scalar>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn values(&self) -> Vec<&Scalar> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v.iter().collect(),
+        }
+    }
+}
+
+/// A YAML scalar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// true / false.
+    Bool(bool),
+    /// A number.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// `any:` or `all:` (exactly one) of comparisons such as `unanswered >= 5`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// Fires when any comparison holds.
+    #[serde(default)]
+    pub any: Option<Vec<String>>,
+    /// Fires when every comparison holds.
+    #[serde(default)]
+    pub all: Option<Vec<String>>,
+}
+
+/// A sequence step: the rule fires only after an incident of one of `rules`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterSpec {
+    /// Rule ids whose incidents open the sequence.
+    pub rules: Vec<String>,
+    /// How long after that incident's last event this rule may still fire.
+    pub within: String,
+    /// Entity fields that must be equal (default: this rule's key).
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+}
+
+/// English and Japanese text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalizedSpec {
+    /// English.
+    pub en: String,
+    /// Japanese.
+    pub ja: String,
+}
+
+/// English and Japanese steps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalizedStepsSpec {
+    /// English.
+    pub en: Vec<String>,
+    /// Japanese.
+    pub ja: Vec<String>,
+}

@@ -1,0 +1,228 @@
+//! Engine and pack tests over hand-written event sequences.
+
+use super::*;
+use authwatch_event::{Activity, Alert, AuthEvent, Factor, Outcome, Severity};
+
+const T0: i64 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+const MIN: i64 = 60_000;
+
+fn push(user: &str, t: i64, activity: Activity, outcome: Outcome, id: &str) -> AuthEvent {
+    AuthEvent {
+        time: t,
+        provider: "okta".into(),
+        event_id: id.into(),
+        user: authwatch_event::User { name: user.into(), ..Default::default() },
+        activity,
+        factor: Factor::Push,
+        outcome,
+        src: authwatch_event::Src { ip: Some("198.51.100.7".parse().unwrap()), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+/// `n` push challenges each answered with `outcome`, `gap` apart, starting at `start`.
+fn campaign(user: &str, start: i64, n: usize, gap: i64, outcome: Outcome) -> Vec<AuthEvent> {
+    (0..n)
+        .flat_map(|i| {
+            let t = start + i as i64 * gap;
+            [
+                push(user, t, Activity::MfaChallenge, Outcome::Challenge, &format!("{user}-c{t}")),
+                push(user, t + 20_000, Activity::MfaVerify, outcome, &format!("{user}-v{t}")),
+            ]
+        })
+        .collect()
+}
+
+fn run(engine: &mut Engine, events: &[AuthEvent]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for e in events {
+        engine.on_event(e, &mut out);
+        engine.on_watermark(e.time - 30_000);
+    }
+    out
+}
+
+fn engine() -> Engine {
+    RulePack::builtin().unwrap().engine(EngineLimits::default())
+}
+
+#[test]
+fn builtin_pack_orders_referenced_rules_first() {
+    let pack = RulePack::builtin().unwrap();
+    let ids: Vec<&str> = pack.order.iter().map(|&i| pack.rules[i].id.as_str()).collect();
+    assert_eq!(ids, ["mfa_fatigue", "mfa_fatigue_success"]);
+}
+
+#[test]
+fn fatigue_fires_once_at_the_fifth_unanswered_push() {
+    let alerts = run(&mut engine(), &campaign("aiko@x.jp", T0, 8, MIN, Outcome::Denied));
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(a.rule_id, "mfa_fatigue");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.attack_technique, ["T1621"]);
+    assert_eq!(a.entity.user.as_deref(), Some("aiko@x.jp"));
+    assert_eq!(a.metrics["unanswered"], authwatch_event::MetricValue::Count(5));
+    // Decided by the fifth verify, 4 minutes and 20 s after the first push.
+    assert_eq!(a.window.start.millis(), T0);
+    assert_eq!(a.window.end.millis(), T0 + 4 * MIN + 20_000);
+    assert_eq!(a.evidence.len(), 10);
+    assert!(a.summary.en.contains("5 push requests denied or unanswered"), "{}", a.summary.en);
+    assert!(a.summary.ja.contains("aiko@x.jp"));
+    assert_eq!(a.steps.en.len(), a.steps.ja.len());
+}
+
+#[test]
+fn ordinary_retries_do_not_fire() {
+    // Four timeouts in ten minutes is a phone problem, not an attack.
+    let alerts = run(&mut engine(), &campaign("ken@x.jp", T0, 4, 2 * MIN, Outcome::Timeout));
+    assert!(alerts.is_empty());
+    // Five timeouts spread over an hour never sit in one 10-minute window.
+    let alerts = run(&mut engine(), &campaign("ken@x.jp", T0, 5, 12 * MIN, Outcome::Timeout));
+    assert!(alerts.is_empty());
+}
+
+#[test]
+fn ten_pushes_sent_fire_even_if_approved() {
+    let alerts = run(&mut engine(), &campaign("mia@x.jp", T0, 10, 30_000, Outcome::Success));
+    assert_eq!(alerts[0].rule_id, "mfa_fatigue");
+    assert_eq!(alerts[0].metrics["sent"], authwatch_event::MetricValue::Count(10));
+    // The approval that follows the tenth push is the bombing working.
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[1].rule_id, "mfa_fatigue_success");
+}
+
+#[test]
+fn one_alert_per_incident_and_a_new_one_after_quiet() {
+    let mut events = campaign("aiko@x.jp", T0, 20, MIN, Outcome::Denied);
+    events.extend(campaign("aiko@x.jp", T0 + 3 * 60 * MIN, 6, MIN, Outcome::Denied));
+    let alerts = run(&mut engine(), &events);
+    assert_eq!(alerts.len(), 2);
+    assert_ne!(alerts[0].alert_id, alerts[1].alert_id);
+}
+
+#[test]
+fn approval_after_bombing_escalates_and_links_the_fatigue_alert() {
+    let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
+    let last = events.last().unwrap().time;
+    events.push(push("aiko@x.jp", last + 3 * MIN, Activity::MfaVerify, Outcome::Success, "ok"));
+    let alerts = run(&mut engine(), &events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let (fatigue, success) = (&alerts[0], &alerts[1]);
+    assert_eq!(success.rule_id, "mfa_fatigue_success");
+    assert_eq!(success.severity, Severity::Critical);
+    assert_eq!(success.related, [fatigue.alert_id.clone()]);
+    assert_eq!(success.window.start, fatigue.window.start);
+    assert_eq!(success.evidence, ["ok"]);
+}
+
+#[test]
+fn approval_long_after_or_without_bombing_is_quiet() {
+    let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
+    let last = events.last().unwrap().time;
+    events.push(push("aiko@x.jp", last + 45 * MIN, Activity::MfaVerify, Outcome::Success, "late"));
+    events.push(push("ken@x.jp", last + 46 * MIN, Activity::MfaVerify, Outcome::Success, "k"));
+    let alerts = run(&mut engine(), &events);
+    assert_eq!(alerts.iter().filter(|a| a.rule_id == "mfa_fatigue_success").count(), 0);
+}
+
+#[test]
+fn alert_ids_are_deterministic() {
+    let events = campaign("aiko@x.jp", T0, 8, MIN, Outcome::Denied);
+    let a = run(&mut engine(), &events);
+    let b = run(&mut engine(), &events);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn snapshot_and_restore_mid_stream_gives_the_same_alerts() {
+    let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
+    events.push(push("aiko@x.jp", T0 + 9 * MIN, Activity::MfaVerify, Outcome::Success, "ok"));
+    events.extend(campaign("ken@x.jp", T0 + 2 * MIN, 12, 40_000, Outcome::Timeout));
+    events.sort_by_key(|e| e.time);
+    let whole = run(&mut engine(), &events);
+    for cut in [3, 9, 14, events.len() - 2] {
+        let mut first = engine();
+        let mut alerts = run(&mut first, &events[..cut]);
+        let snapshot = first.snapshot().unwrap();
+        let mut second = engine();
+        second.restore(&snapshot).unwrap();
+        assert_eq!(second.snapshot().unwrap(), snapshot, "restore is lossless");
+        alerts.extend(run(&mut second, &events[cut..]));
+        assert_eq!(alerts, whole, "cut at {cut}");
+    }
+}
+
+#[test]
+fn restore_refuses_another_rule_set() {
+    let snapshot = engine().snapshot().unwrap();
+    let text = include_str!("../../../rules/mfa_fatigue.yaml");
+    let rules = compile::compile_text(Path::new("x.yaml"), text).unwrap();
+    let mut other = RulePack::from_rules(rules).unwrap().engine(EngineLimits::default());
+    assert!(matches!(other.restore(&snapshot), Err(SnapshotError::RulesChanged { .. })));
+}
+
+#[test]
+fn idle_keys_expire_and_capacity_evicts() {
+    let limits = EngineLimits { max_keys_per_rule: 100, sweep_interval_ms: MIN };
+    let mut engine = RulePack::builtin().unwrap().engine(limits);
+    let mut out = Vec::new();
+    for i in 0..250 {
+        let e = push(&format!("u{i}@x.jp"), T0 + i, Activity::MfaVerify, Outcome::Timeout, &format!("e{i}"));
+        engine.on_event(&e, &mut out);
+    }
+    let stats = engine.stats();
+    let (_, fatigue) = stats[0];
+    assert!(fatigue.keys <= 100, "{fatigue:?}");
+    assert_eq!(fatigue.keys + fatigue.evicted, 250);
+    engine.on_watermark(T0 + 2 * 60 * MIN);
+    let (_, fatigue) = engine.stats()[0];
+    assert_eq!(fatigue.keys, 0);
+    assert_eq!(fatigue.expired + fatigue.evicted, 250);
+}
+
+fn load_err(text: &str) -> String {
+    compile::compile_text(Path::new("bad.yaml"), text).unwrap_err().to_string()
+}
+
+const GOOD: &str = include_str!("../../../rules/mfa_fatigue.yaml");
+
+#[test]
+fn bad_rules_fail_with_file_line_and_column() {
+    let e = load_err(&GOOD.replace("severity: high", "severity: hihg"));
+    assert!(e.starts_with("bad.yaml:9:1:"), "{e}");
+    assert!(e.contains("\"hihg\" is not a valid severity"), "{e}");
+
+    let e = load_err(&GOOD.replace("suppress: 30m", "supress: 30m"));
+    assert!(e.starts_with("bad.yaml:28:"), "{e}");
+    assert!(e.contains("unknown field `supress`"), "{e}");
+
+    let e = load_err(&GOOD.replace("unanswered >= 5", "unanswerd >= 5"));
+    assert!(e.contains("unknown counter \"unanswerd\""), "{e}");
+    assert!(e.starts_with("bad.yaml:25:7:"), "{e}");
+
+    let e = load_err(&GOOD.replace("outcome: [denied, timeout]", "outcome: [denied, timedout]"));
+    assert!(e.contains("\"timedout\" is not a valid outcome"), "{e}");
+
+    let e = load_err(&GOOD.replace("{src_ip}", "{source}"));
+    assert!(e.contains("unknown placeholder {source}"), "{e}");
+
+    let e = load_err(&GOOD.replace("window: 10m", "window: ten minutes"));
+    assert!(e.contains("bad duration"), "{e}");
+
+    let e = load_err("id: [unclosed");
+    assert!(e.starts_with("bad.yaml:1:"), "{e}");
+}
+
+#[test]
+fn pack_rejects_duplicates_unknown_references_and_cycles() {
+    let a = compile::compile_text(Path::new("a.yaml"), GOOD).unwrap();
+    let dup: Vec<_> = a.iter().chain(a.iter()).cloned().collect();
+    assert!(RulePack::from_rules(dup).unwrap_err().to_string().contains("defined twice"));
+    let success = include_str!("../../../rules/mfa_fatigue_success.yaml");
+    let lonely = compile::compile_text(Path::new("s.yaml"), success).unwrap();
+    assert!(RulePack::from_rules(lonely).unwrap_err().to_string().contains("unknown rule mfa_fatigue"));
+    let cyc = success.replace("rules: [mfa_fatigue]", "rules: [mfa_fatigue_success]");
+    let cyc = compile::compile_text(Path::new("c.yaml"), &cyc).unwrap();
+    assert!(RulePack::from_rules(cyc).unwrap_err().to_string().contains("cycle"));
+}
