@@ -105,11 +105,14 @@ impl Op {
 impl Condition {
     /// Whether the condition holds for these counts.
     pub fn holds(&self, counts: &[u64]) -> bool {
-        let mut results = self
-            .comparisons
-            .iter()
-            .map(|c| c.op.holds(counts.get(c.counter).copied().unwrap_or(0), c.value));
-        if self.all { results.all(|r| r) } else { results.any(|r| r) }
+        let mut results = self.comparisons.iter().map(|c| {
+            c.op.holds(counts.get(c.counter).copied().unwrap_or(0), c.value)
+        });
+        if self.all {
+            results.all(|r| r)
+        } else {
+            results.any(|r| r)
+        }
     }
 }
 
@@ -166,16 +169,23 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
-        return Err(invalid("id:", format!("rule id {:?} must match [a-z0-9_]+", spec.id)));
+        return Err(invalid(
+            "id:",
+            format!("rule id {:?} must match [a-z0-9_]+", spec.id),
+        ));
     }
     let severity: Severity = spec
         .severity
         .parse()
-        .map_err(|e: authwatch_event::VocabError| invalid(&format!("severity: {}", spec.severity), e.to_string()))?;
-    let cause_class: CauseClass = spec
-        .cause_class
-        .parse()
-        .map_err(|e: authwatch_event::VocabError| invalid(&format!("cause_class: {}", spec.cause_class), e.to_string()))?;
+        .map_err(|e: authwatch_event::VocabError| {
+            invalid(&format!("severity: {}", spec.severity), e.to_string())
+        })?;
+    let cause_class: CauseClass =
+        spec.cause_class
+            .parse()
+            .map_err(|e: authwatch_event::VocabError| {
+                invalid(&format!("cause_class: {}", spec.cause_class), e.to_string())
+            })?;
     let key_fields = |names: &[String], what: &str| -> Result<Vec<KeyField>, RuleError> {
         if names.is_empty() {
             return Err(invalid(what, format!("{what} needs at least one field")));
@@ -185,7 +195,13 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             .map(|n| {
                 KeyField::parse(n).ok_or_else(|| {
                     let all: Vec<&str> = KeyField::ALL.iter().map(|(_, n)| *n).collect();
-                    invalid(n, format!("unknown key field {n:?}; expected one of: {}", all.join(", ")))
+                    invalid(
+                        n,
+                        format!(
+                            "unknown key field {n:?}; expected one of: {}",
+                            all.join(", ")
+                        ),
+                    )
                 })
             })
             .collect()
@@ -199,7 +215,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
     }
     let counter_names: Vec<String> = spec.counters.keys().cloned().collect();
     if counter_names.is_empty() {
-        return Err(invalid("counters", "a rule needs at least one counter".to_owned()));
+        return Err(invalid(
+            "counters",
+            "a rule needs at least one counter".to_owned(),
+        ));
     }
     let counters = spec
         .counters
@@ -211,8 +230,14 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (all, texts) = match &spec.fire_when {
-        ConditionSpec { any: Some(v), all: None } => (false, v),
-        ConditionSpec { any: None, all: Some(v) } => (true, v),
+        ConditionSpec {
+            any: Some(v),
+            all: None,
+        } => (false, v),
+        ConditionSpec {
+            any: None,
+            all: Some(v),
+        } => (true, v),
         _ => {
             return Err(invalid(
                 "fire_when",
@@ -221,7 +246,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         }
     };
     if texts.is_empty() {
-        return Err(invalid("fire_when", "fire_when needs at least one comparison".to_owned()));
+        return Err(invalid(
+            "fire_when",
+            "fire_when needs at least one comparison".to_owned(),
+        ));
     }
     let comparisons = texts
         .iter()
@@ -229,7 +257,9 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         .collect::<Result<Vec<_>, _>>()?;
     let mut counter_caps = vec![1usize; counters.len()];
     for c in &comparisons {
-        let need = usize::try_from(c.value).unwrap_or(usize::MAX).saturating_add(1);
+        let need = usize::try_from(c.value)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         counter_caps[c.counter] = counter_caps[c.counter].max(need.min(100_000));
     }
     let condition = Condition { all, comparisons };
@@ -238,7 +268,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         .as_ref()
         .map(|a| -> Result<After, RuleError> {
             if a.rules.is_empty() {
-                return Err(invalid("after", "after.rules needs at least one rule id".to_owned()));
+                return Err(invalid(
+                    "after",
+                    "after.rules needs at least one rule id".to_owned(),
+                ));
             }
             Ok(After {
                 rules: a.rules.clone(),
@@ -303,19 +336,27 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
 fn parse_comparison(text: &str, counters: &[String]) -> Result<Comparison, String> {
     let parts: Vec<&str> = text.split_whitespace().collect();
     let [name, op, value] = parts.as_slice() else {
-        return Err(format!("comparison {text:?} must read `<counter> <op> <number>`"));
+        return Err(format!(
+            "comparison {text:?} must read `<counter> <op> <number>`"
+        ));
     };
-    let counter = counters
-        .iter()
-        .position(|c| c == name)
-        .ok_or_else(|| format!("comparison {text:?} names unknown counter {name:?}; counters: {}", counters.join(", ")))?;
+    let counter = counters.iter().position(|c| c == name).ok_or_else(|| {
+        format!(
+            "comparison {text:?} names unknown counter {name:?}; counters: {}",
+            counters.join(", ")
+        )
+    })?;
     let op = match *op {
         ">=" => Op::Ge,
         ">" => Op::Gt,
         "<=" => Op::Le,
         "<" => Op::Lt,
         "==" => Op::Eq,
-        other => return Err(format!("unknown operator {other:?}; expected >=, >, <=, < or ==")),
+        other => {
+            return Err(format!(
+                "unknown operator {other:?}; expected >=, >, <=, < or =="
+            ));
+        }
     };
     let value = value
         .parse()

@@ -190,23 +190,28 @@ impl Engine {
             return;
         };
         let after = match &rule.after {
-            Some(a) => match find_incident(&self.incidents, &self.after_refs[r], &a.on, a.within_ms, e) {
-                Some(found) => Some(found.clone()),
-                // A sequence rule only keeps state once its opening incident exists.
-                None => {
-                    self.states[r].stats.events_matched += 1;
-                    return;
+            Some(a) => {
+                match find_incident(&self.incidents, &self.after_refs[r], &a.on, a.within_ms, e) {
+                    Some(found) => Some(found.clone()),
+                    // A sequence rule only keeps state once its opening incident exists.
+                    None => {
+                        self.states[r].stats.events_matched += 1;
+                        return;
+                    }
                 }
-            },
+            }
             None => None,
         };
         let state_map = &mut self.states[r];
         state_map.stats.events_matched += 1;
-        let state = state_map.keys.entry(key.clone()).or_insert_with(|| KeyState {
-            last_time: e.time,
-            recent: vec![VecDeque::new(); rule.counters.len()],
-            incident: None,
-        });
+        let state = state_map
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| KeyState {
+                last_time: e.time,
+                recent: vec![VecDeque::new(); rule.counters.len()],
+                incident: None,
+            });
         state.last_time = state.last_time.max(e.time);
         let horizon = state.last_time - rule.window_ms;
         for (c, (_, predicate)) in rule.counters.iter().enumerate() {
@@ -215,7 +220,13 @@ impl Engine {
                 // Keep entries sorted by time: streams are mostly ordered, so the insert point is
                 // almost always the back.
                 let at = recent.partition_point(|x| x.time <= e.time);
-                recent.insert(at, Entry { time: e.time, id: e.event_id.clone() });
+                recent.insert(
+                    at,
+                    Entry {
+                        time: e.time,
+                        id: e.event_id.clone(),
+                    },
+                );
             }
             while recent.front().is_some_and(|x| x.time < horizon) {
                 recent.pop_front();
@@ -247,10 +258,16 @@ impl Engine {
         let own_start = state
             .recent
             .iter()
-            .filter_map(|q| q.iter().find(|x| x.time >= e.time - rule.window_ms).map(|x| x.time))
+            .filter_map(|q| {
+                q.iter()
+                    .find(|x| x.time >= e.time - rule.window_ms)
+                    .map(|x| x.time)
+            })
             .min()
             .unwrap_or(e.time);
-        let window_start = after.as_ref().map_or(own_start, |a| a.first_seen.min(own_start));
+        let window_start = after
+            .as_ref()
+            .map_or(own_start, |a| a.first_seen.min(own_start));
         let key_text = key.canonical(&rule.key);
         let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, window_start);
         let incident = Incident {
@@ -323,7 +340,9 @@ impl Engine {
         for (rule, state) in self.rules.iter().zip(&mut self.states) {
             let ttl = rule.window_ms.max(rule.suppress_ms);
             let before = state.keys.len();
-            state.keys.retain(|_, s| s.last_time.saturating_add(ttl) >= watermark);
+            state
+                .keys
+                .retain(|_, s| s.last_time.saturating_add(ttl) >= watermark);
             state.stats.expired += (before - state.keys.len()) as u64;
         }
         let keep = &self.keep_incidents_ms;
@@ -342,16 +361,22 @@ impl Engine {
                 .states
                 .iter()
                 .map(|s| {
-                    let mut v: Vec<(Key, KeyState)> =
-                        s.keys.iter().map(|(k, st)| (k.clone(), st.clone())).collect();
+                    let mut v: Vec<(Key, KeyState)> = s
+                        .keys
+                        .iter()
+                        .map(|(k, st)| (k.clone(), st.clone()))
+                        .collect();
                     v.sort_by(|a, b| a.0.parts().cmp(b.0.parts()));
                     v
                 })
                 .collect(),
             stats: self.states.iter().map(|s| s.stats).collect(),
             incidents: {
-                let mut v: Vec<_> =
-                    self.incidents.iter().map(|(k, i)| (k.clone(), i.clone())).collect();
+                let mut v: Vec<_> = self
+                    .incidents
+                    .iter()
+                    .map(|(k, i)| (k.clone(), i.clone()))
+                    .collect();
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
             },
@@ -370,7 +395,12 @@ impl Engine {
         }
         self.watermark = snapshot.watermark;
         self.next_sweep = snapshot.next_sweep;
-        for ((state, keys), stats) in self.states.iter_mut().zip(snapshot.states).zip(snapshot.stats) {
+        for ((state, keys), stats) in self
+            .states
+            .iter_mut()
+            .zip(snapshot.states)
+            .zip(snapshot.stats)
+        {
             state.keys = keys.into_iter().collect();
             state.stats = stats;
         }
@@ -379,7 +409,10 @@ impl Engine {
     }
 
     fn rule_versions(&self) -> Vec<String> {
-        self.rules.iter().map(|r| format!("{}@{}", r.id, r.version)).collect()
+        self.rules
+            .iter()
+            .map(|r| format!("{}@{}", r.id, r.version))
+            .collect()
     }
 }
 
@@ -455,7 +488,12 @@ fn build_alert(
     let first_seen = format_rfc3339_ms(window_start).unwrap_or_default();
     let last_seen = format_rfc3339_ms(e.time).unwrap_or_default();
     let src_ip = e.src.ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let country = e.src.geo.as_ref().map(|g| g.country.to_string()).unwrap_or_default();
+    let country = e
+        .src
+        .geo
+        .as_ref()
+        .map(|g| g.country.to_string())
+        .unwrap_or_default();
     let values = crate::template::Values {
         counters: counts,
         key: &key_value,

@@ -31,7 +31,10 @@ impl KeyField {
 
     /// The field for a rule-language name.
     pub fn parse(name: &str) -> Option<KeyField> {
-        KeyField::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+        KeyField::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(f, _)| *f)
     }
 
     /// The rule-language name.
@@ -49,11 +52,13 @@ impl KeyField {
         match self {
             KeyField::User => {
                 let k = e.user.key();
-                (!k.is_empty()).then(|| KeyPart::Text(if e.user.name.is_empty() {
-                    e.user.id.clone()
-                } else {
-                    e.user.name.clone()
-                }))
+                (!k.is_empty()).then(|| {
+                    KeyPart::Text(if e.user.name.is_empty() {
+                        e.user.id.clone()
+                    } else {
+                        e.user.name.clone()
+                    })
+                })
             }
             KeyField::Ip => e.src.ip.map(KeyPart::Ip),
             KeyField::Tenant => (!e.tenant.is_empty()).then(|| KeyPart::Text(e.tenant.clone())),

@@ -47,8 +47,14 @@ use std::path::{Path, PathBuf};
 /// The rules shipped with authwatch (`rules/` in the repository), compiled into the binary so
 /// that the demo and a fresh install work with no files around.
 const BUILTIN: &[(&str, &str)] = &[
-    ("rules/mfa_fatigue.yaml", include_str!("../../../rules/mfa_fatigue.yaml")),
-    ("rules/mfa_fatigue_success.yaml", include_str!("../../../rules/mfa_fatigue_success.yaml")),
+    (
+        "rules/mfa_fatigue.yaml",
+        include_str!("../../../rules/mfa_fatigue.yaml"),
+    ),
+    (
+        "rules/mfa_fatigue_success.yaml",
+        include_str!("../../../rules/mfa_fatigue_success.yaml"),
+    ),
 ];
 
 /// A checked set of rules.
@@ -70,7 +76,10 @@ impl RulePack {
 
     /// Loads every `*.yaml` / `*.yml` file of a directory (sorted by name), or one file.
     pub fn load(path: &Path) -> Result<Self, RuleError> {
-        let io = |source| RuleError::Io { path: path.to_owned(), source };
+        let io = |source| RuleError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let files: Vec<PathBuf> = if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(io)?

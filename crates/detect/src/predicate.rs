@@ -61,7 +61,10 @@ fn mask_of<T: std::str::FromStr<Err = authwatch_event::VocabError> + Copy>(
 ) -> Result<u64, String> {
     let mut mask = 0u64;
     for v in values {
-        let parsed: T = v.to_string().parse().map_err(|e: authwatch_event::VocabError| e.to_string())?;
+        let parsed: T = v
+            .to_string()
+            .parse()
+            .map_err(|e: authwatch_event::VocabError| e.to_string())?;
         mask |= 1 << index(parsed);
     }
     Ok(mask)
@@ -88,9 +91,13 @@ impl Predicate {
             let values = values.values();
             let fail = |msg: String| (field.clone(), msg);
             match field.as_str() {
-                "activity" => p.activity = mask_of::<Activity>(&values, Activity::index).map_err(fail)?,
+                "activity" => {
+                    p.activity = mask_of::<Activity>(&values, Activity::index).map_err(fail)?
+                }
                 "factor" => p.factor = mask_of::<Factor>(&values, Factor::index).map_err(fail)?,
-                "outcome" => p.outcome = mask_of::<Outcome>(&values, Outcome::index).map_err(fail)?,
+                "outcome" => {
+                    p.outcome = mask_of::<Outcome>(&values, Outcome::index).map_err(fail)?
+                }
                 "reason" => p.reason = mask_of::<Reason>(&values, Reason::index).map_err(fail)?,
                 "provider_risk" => {
                     p.risk = mask_of::<RiskLevel>(&values, RiskLevel::index).map_err(fail)?
@@ -102,7 +109,10 @@ impl Predicate {
                         "app" => TextField::App,
                         _ => TextField::Country,
                     };
-                    p.texts.push((which, values.iter().map(|v| Text::new(v.to_string())).collect()));
+                    p.texts.push((
+                        which,
+                        values.iter().map(|v| Text::new(v.to_string())).collect(),
+                    ));
                 }
                 "src.internal"
                 | "src.anonymizer.anonymous"
@@ -177,7 +187,10 @@ mod tests {
     use crate::spec::OneOrMany;
 
     fn spec(pairs: &[(&str, OneOrMany)]) -> FilterSpec {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
     fn text(s: &str) -> Scalar {
         Scalar::Text(s.to_owned())
@@ -187,10 +200,17 @@ mod tests {
     fn vocabulary_masks_match_any_listed_value() {
         let p = Predicate::compile(&spec(&[
             ("factor", OneOrMany::One(text("push"))),
-            ("outcome", OneOrMany::Many(vec![text("denied"), text("timeout")])),
+            (
+                "outcome",
+                OneOrMany::Many(vec![text("denied"), text("timeout")]),
+            ),
         ]))
         .unwrap();
-        let mut e = AuthEvent { factor: Factor::Push, outcome: Outcome::Denied, ..Default::default() };
+        let mut e = AuthEvent {
+            factor: Factor::Push,
+            outcome: Outcome::Denied,
+            ..Default::default()
+        };
         assert!(p.matches(&e));
         e.outcome = Outcome::Timeout;
         assert!(p.matches(&e));
@@ -203,10 +223,12 @@ mod tests {
 
     #[test]
     fn unknown_field_and_value_are_reported() {
-        let (field, msg) = Predicate::compile(&spec(&[("colour", OneOrMany::One(text("red")))])).unwrap_err();
+        let (field, msg) =
+            Predicate::compile(&spec(&[("colour", OneOrMany::One(text("red")))])).unwrap_err();
         assert_eq!(field, "colour");
         assert!(msg.contains("unknown filter field"));
-        let (field, msg) = Predicate::compile(&spec(&[("outcome", OneOrMany::One(text("deny")))])).unwrap_err();
+        let (field, msg) =
+            Predicate::compile(&spec(&[("outcome", OneOrMany::One(text("deny")))])).unwrap_err();
         assert_eq!(field, "outcome");
         assert!(msg.contains("\"deny\" is not a valid outcome"), "{msg}");
     }
@@ -218,7 +240,10 @@ mod tests {
             ("tenant", OneOrMany::One(text("acme"))),
         ]))
         .unwrap();
-        let mut e = AuthEvent { tenant: "acme".into(), ..Default::default() };
+        let mut e = AuthEvent {
+            tenant: "acme".into(),
+            ..Default::default()
+        };
         assert!(!p.matches(&e));
         e.src.anonymizer.tor = true;
         assert!(p.matches(&e));

@@ -41,8 +41,17 @@ pub struct Values<'a> {
 
 /// Placeholders every template may use besides counter names.
 pub const PLACEHOLDERS: &[&str] = &[
-    "user", "ip", "tenant", "asn", "device", "window", "first_seen", "last_seen", "src_ip",
-    "country", "app",
+    "user",
+    "ip",
+    "tenant",
+    "asn",
+    "device",
+    "window",
+    "first_seen",
+    "last_seen",
+    "src_ip",
+    "country",
+    "app",
 ];
 
 impl Template {
@@ -96,7 +105,9 @@ impl Template {
         for s in &self.0 {
             match s {
                 Segment::Literal(t) => out.push_str(t),
-                Segment::Counter(i) => out.push_str(&v.counters.get(*i).copied().unwrap_or(0).to_string()),
+                Segment::Counter(i) => {
+                    out.push_str(&v.counters.get(*i).copied().unwrap_or(0).to_string())
+                }
                 Segment::Key(k) => out.push_str(&(v.key)(*k)),
                 Segment::Window => out.push_str(v.window),
                 Segment::FirstSeen => out.push_str(v.first_seen),
@@ -116,8 +127,15 @@ mod tests {
 
     #[test]
     fn renders_counters_keys_and_fixed_values() {
-        let t = Template::compile("{denied} pushes to {user} in {window}", &["denied".into()]).unwrap();
-        let key = |k: KeyField| if k == KeyField::User { "aiko".to_owned() } else { String::new() };
+        let t =
+            Template::compile("{denied} pushes to {user} in {window}", &["denied".into()]).unwrap();
+        let key = |k: KeyField| {
+            if k == KeyField::User {
+                "aiko".to_owned()
+            } else {
+                String::new()
+            }
+        };
         let s = t.render(&Values {
             counters: &[7],
             key: &key,

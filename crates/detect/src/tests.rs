@@ -11,11 +11,17 @@ fn push(user: &str, t: i64, activity: Activity, outcome: Outcome, id: &str) -> A
         time: t,
         provider: "okta".into(),
         event_id: id.into(),
-        user: authwatch_event::User { name: user.into(), ..Default::default() },
+        user: authwatch_event::User {
+            name: user.into(),
+            ..Default::default()
+        },
         activity,
         factor: Factor::Push,
         outcome,
-        src: authwatch_event::Src { ip: Some("198.51.100.7".parse().unwrap()), ..Default::default() },
+        src: authwatch_event::Src {
+            ip: Some("198.51.100.7".parse().unwrap()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -26,8 +32,20 @@ fn campaign(user: &str, start: i64, n: usize, gap: i64, outcome: Outcome) -> Vec
         .flat_map(|i| {
             let t = start + i as i64 * gap;
             [
-                push(user, t, Activity::MfaChallenge, Outcome::Challenge, &format!("{user}-c{t}")),
-                push(user, t + 20_000, Activity::MfaVerify, outcome, &format!("{user}-v{t}")),
+                push(
+                    user,
+                    t,
+                    Activity::MfaChallenge,
+                    Outcome::Challenge,
+                    &format!("{user}-c{t}"),
+                ),
+                push(
+                    user,
+                    t + 20_000,
+                    Activity::MfaVerify,
+                    outcome,
+                    &format!("{user}-v{t}"),
+                ),
             ]
         })
         .collect()
@@ -49,25 +67,41 @@ fn engine() -> Engine {
 #[test]
 fn builtin_pack_orders_referenced_rules_first() {
     let pack = RulePack::builtin().unwrap();
-    let ids: Vec<&str> = pack.order.iter().map(|&i| pack.rules[i].id.as_str()).collect();
+    let ids: Vec<&str> = pack
+        .order
+        .iter()
+        .map(|&i| pack.rules[i].id.as_str())
+        .collect();
     assert_eq!(ids, ["mfa_fatigue", "mfa_fatigue_success"]);
 }
 
 #[test]
 fn fatigue_fires_once_at_the_fifth_unanswered_push() {
-    let alerts = run(&mut engine(), &campaign("aiko@x.jp", T0, 8, MIN, Outcome::Denied));
+    let alerts = run(
+        &mut engine(),
+        &campaign("aiko@x.jp", T0, 8, MIN, Outcome::Denied),
+    );
     assert_eq!(alerts.len(), 1);
     let a = &alerts[0];
     assert_eq!(a.rule_id, "mfa_fatigue");
     assert_eq!(a.severity, Severity::High);
     assert_eq!(a.attack_technique, ["T1621"]);
     assert_eq!(a.entity.user.as_deref(), Some("aiko@x.jp"));
-    assert_eq!(a.metrics["unanswered"], authwatch_event::MetricValue::Count(5));
+    assert_eq!(
+        a.metrics["unanswered"],
+        authwatch_event::MetricValue::Count(5)
+    );
     // Decided by the fifth verify, 4 minutes and 20 s after the first push.
     assert_eq!(a.window.start.millis(), T0);
     assert_eq!(a.window.end.millis(), T0 + 4 * MIN + 20_000);
     assert_eq!(a.evidence.len(), 10);
-    assert!(a.summary.en.contains("5 push requests denied or unanswered"), "{}", a.summary.en);
+    assert!(
+        a.summary
+            .en
+            .contains("5 push requests denied or unanswered"),
+        "{}",
+        a.summary.en
+    );
     assert!(a.summary.ja.contains("aiko@x.jp"));
     assert_eq!(a.steps.en.len(), a.steps.ja.len());
 }
@@ -75,18 +109,30 @@ fn fatigue_fires_once_at_the_fifth_unanswered_push() {
 #[test]
 fn ordinary_retries_do_not_fire() {
     // Four timeouts in ten minutes is a phone problem, not an attack.
-    let alerts = run(&mut engine(), &campaign("ken@x.jp", T0, 4, 2 * MIN, Outcome::Timeout));
+    let alerts = run(
+        &mut engine(),
+        &campaign("ken@x.jp", T0, 4, 2 * MIN, Outcome::Timeout),
+    );
     assert!(alerts.is_empty());
     // Five timeouts spread over an hour never sit in one 10-minute window.
-    let alerts = run(&mut engine(), &campaign("ken@x.jp", T0, 5, 12 * MIN, Outcome::Timeout));
+    let alerts = run(
+        &mut engine(),
+        &campaign("ken@x.jp", T0, 5, 12 * MIN, Outcome::Timeout),
+    );
     assert!(alerts.is_empty());
 }
 
 #[test]
 fn ten_pushes_sent_fire_even_if_approved() {
-    let alerts = run(&mut engine(), &campaign("mia@x.jp", T0, 10, 30_000, Outcome::Success));
+    let alerts = run(
+        &mut engine(),
+        &campaign("mia@x.jp", T0, 10, 30_000, Outcome::Success),
+    );
     assert_eq!(alerts[0].rule_id, "mfa_fatigue");
-    assert_eq!(alerts[0].metrics["sent"], authwatch_event::MetricValue::Count(10));
+    assert_eq!(
+        alerts[0].metrics["sent"],
+        authwatch_event::MetricValue::Count(10)
+    );
     // The approval that follows the tenth push is the bombing working.
     assert_eq!(alerts.len(), 2);
     assert_eq!(alerts[1].rule_id, "mfa_fatigue_success");
@@ -95,7 +141,13 @@ fn ten_pushes_sent_fire_even_if_approved() {
 #[test]
 fn one_alert_per_incident_and_a_new_one_after_quiet() {
     let mut events = campaign("aiko@x.jp", T0, 20, MIN, Outcome::Denied);
-    events.extend(campaign("aiko@x.jp", T0 + 3 * 60 * MIN, 6, MIN, Outcome::Denied));
+    events.extend(campaign(
+        "aiko@x.jp",
+        T0 + 3 * 60 * MIN,
+        6,
+        MIN,
+        Outcome::Denied,
+    ));
     let alerts = run(&mut engine(), &events);
     assert_eq!(alerts.len(), 2);
     assert_ne!(alerts[0].alert_id, alerts[1].alert_id);
@@ -105,7 +157,13 @@ fn one_alert_per_incident_and_a_new_one_after_quiet() {
 fn approval_after_bombing_escalates_and_links_the_fatigue_alert() {
     let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
     let last = events.last().unwrap().time;
-    events.push(push("aiko@x.jp", last + 3 * MIN, Activity::MfaVerify, Outcome::Success, "ok"));
+    events.push(push(
+        "aiko@x.jp",
+        last + 3 * MIN,
+        Activity::MfaVerify,
+        Outcome::Success,
+        "ok",
+    ));
     let alerts = run(&mut engine(), &events);
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     let (fatigue, success) = (&alerts[0], &alerts[1]);
@@ -120,10 +178,28 @@ fn approval_after_bombing_escalates_and_links_the_fatigue_alert() {
 fn approval_long_after_or_without_bombing_is_quiet() {
     let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
     let last = events.last().unwrap().time;
-    events.push(push("aiko@x.jp", last + 45 * MIN, Activity::MfaVerify, Outcome::Success, "late"));
-    events.push(push("ken@x.jp", last + 46 * MIN, Activity::MfaVerify, Outcome::Success, "k"));
+    events.push(push(
+        "aiko@x.jp",
+        last + 45 * MIN,
+        Activity::MfaVerify,
+        Outcome::Success,
+        "late",
+    ));
+    events.push(push(
+        "ken@x.jp",
+        last + 46 * MIN,
+        Activity::MfaVerify,
+        Outcome::Success,
+        "k",
+    ));
     let alerts = run(&mut engine(), &events);
-    assert_eq!(alerts.iter().filter(|a| a.rule_id == "mfa_fatigue_success").count(), 0);
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|a| a.rule_id == "mfa_fatigue_success")
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -137,8 +213,20 @@ fn alert_ids_are_deterministic() {
 #[test]
 fn snapshot_and_restore_mid_stream_gives_the_same_alerts() {
     let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
-    events.push(push("aiko@x.jp", T0 + 9 * MIN, Activity::MfaVerify, Outcome::Success, "ok"));
-    events.extend(campaign("ken@x.jp", T0 + 2 * MIN, 12, 40_000, Outcome::Timeout));
+    events.push(push(
+        "aiko@x.jp",
+        T0 + 9 * MIN,
+        Activity::MfaVerify,
+        Outcome::Success,
+        "ok",
+    ));
+    events.extend(campaign(
+        "ken@x.jp",
+        T0 + 2 * MIN,
+        12,
+        40_000,
+        Outcome::Timeout,
+    ));
     events.sort_by_key(|e| e.time);
     let whole = run(&mut engine(), &events);
     for cut in [3, 9, 14, events.len() - 2] {
@@ -158,17 +246,31 @@ fn restore_refuses_another_rule_set() {
     let snapshot = engine().snapshot().unwrap();
     let text = include_str!("../../../rules/mfa_fatigue.yaml");
     let rules = compile::compile_text(Path::new("x.yaml"), text).unwrap();
-    let mut other = RulePack::from_rules(rules).unwrap().engine(EngineLimits::default());
-    assert!(matches!(other.restore(&snapshot), Err(SnapshotError::RulesChanged { .. })));
+    let mut other = RulePack::from_rules(rules)
+        .unwrap()
+        .engine(EngineLimits::default());
+    assert!(matches!(
+        other.restore(&snapshot),
+        Err(SnapshotError::RulesChanged { .. })
+    ));
 }
 
 #[test]
 fn idle_keys_expire_and_capacity_evicts() {
-    let limits = EngineLimits { max_keys_per_rule: 100, sweep_interval_ms: MIN };
+    let limits = EngineLimits {
+        max_keys_per_rule: 100,
+        sweep_interval_ms: MIN,
+    };
     let mut engine = RulePack::builtin().unwrap().engine(limits);
     let mut out = Vec::new();
     for i in 0..250 {
-        let e = push(&format!("u{i}@x.jp"), T0 + i, Activity::MfaVerify, Outcome::Timeout, &format!("e{i}"));
+        let e = push(
+            &format!("u{i}@x.jp"),
+            T0 + i,
+            Activity::MfaVerify,
+            Outcome::Timeout,
+            &format!("e{i}"),
+        );
         engine.on_event(&e, &mut out);
     }
     let stats = engine.stats();
@@ -182,7 +284,9 @@ fn idle_keys_expire_and_capacity_evicts() {
 }
 
 fn load_err(text: &str) -> String {
-    compile::compile_text(Path::new("bad.yaml"), text).unwrap_err().to_string()
+    compile::compile_text(Path::new("bad.yaml"), text)
+        .unwrap_err()
+        .to_string()
 }
 
 const GOOD: &str = include_str!("../../../rules/mfa_fatigue.yaml");
@@ -218,11 +322,26 @@ fn bad_rules_fail_with_file_line_and_column() {
 fn pack_rejects_duplicates_unknown_references_and_cycles() {
     let a = compile::compile_text(Path::new("a.yaml"), GOOD).unwrap();
     let dup: Vec<_> = a.iter().chain(a.iter()).cloned().collect();
-    assert!(RulePack::from_rules(dup).unwrap_err().to_string().contains("defined twice"));
+    assert!(
+        RulePack::from_rules(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("defined twice")
+    );
     let success = include_str!("../../../rules/mfa_fatigue_success.yaml");
     let lonely = compile::compile_text(Path::new("s.yaml"), success).unwrap();
-    assert!(RulePack::from_rules(lonely).unwrap_err().to_string().contains("unknown rule mfa_fatigue"));
+    assert!(
+        RulePack::from_rules(lonely)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown rule mfa_fatigue")
+    );
     let cyc = success.replace("rules: [mfa_fatigue]", "rules: [mfa_fatigue_success]");
     let cyc = compile::compile_text(Path::new("c.yaml"), &cyc).unwrap();
-    assert!(RulePack::from_rules(cyc).unwrap_err().to_string().contains("cycle"));
+    assert!(
+        RulePack::from_rules(cyc)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle")
+    );
 }

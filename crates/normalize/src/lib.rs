@@ -54,8 +54,12 @@ pub trait Normalizer: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Parses and normalizes one line. `ingest_time` (ms) is stamped on the event.
-    fn normalize(&self, line: &[u8], ingest_time: i64, limits: &Limits)
-    -> Result<AuthEvent, Rejection>;
+    fn normalize(
+        &self,
+        line: &[u8],
+        ingest_time: i64,
+        limits: &Limits,
+    ) -> Result<AuthEvent, Rejection>;
 }
 
 /// The input formats authwatch reads.
@@ -95,7 +99,10 @@ impl std::str::FromStr for Format {
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-                format!("unknown format {s:?}; expected one of: {}", names.join(", "))
+                format!(
+                    "unknown format {s:?}; expected one of: {}",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -27,7 +27,10 @@ impl Normalizer for Native {
             )
         })?;
         if text.trim().is_empty() {
-            return Err(Rejection::new(RejectKind::EmptyLine, "empty line".to_owned()));
+            return Err(Rejection::new(
+                RejectKind::EmptyLine,
+                "empty line".to_owned(),
+            ));
         }
         let mut event: AuthEvent =
             serde_json::from_str(text).map_err(|e| Rejection::from_json(&e))?;
@@ -49,7 +52,9 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_line_and_stamps_ingest_time() {
-        let ev = Native.normalize(OK.as_bytes(), 42, &Limits::default()).unwrap();
+        let ev = Native
+            .normalize(OK.as_bytes(), 42, &Limits::default())
+            .unwrap();
         assert_eq!(ev.ingest_time, 42);
         assert_eq!(ev.event_id, "e1");
     }
@@ -63,7 +68,9 @@ mod tests {
 
     #[test]
     fn missing_required_field() {
-        let r = reject(br#"{"time":1767603600000,"provider":"okta","activity":"logon","outcome":"success"}"#);
+        let r = reject(
+            br#"{"time":1767603600000,"provider":"okta","activity":"logon","outcome":"success"}"#,
+        );
         assert_eq!(r.kind, RejectKind::MissingField);
         assert!(r.message.contains("event_id"), "{}", r.message);
     }

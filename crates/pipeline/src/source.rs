@@ -1,0 +1,387 @@
+//! Sources: where raw lines come from, with their position for dead-letter records.
+//!
+//! A source fills [`RawBatch`]es: one byte buffer with line boundaries, so a batch of thousands
+//! of lines costs two allocations that are reused. Lines longer than the limit are never held
+//! whole: the source keeps the first bytes for the dead-letter record and skips to the newline.
+
+use flate2::read::MultiGzDecoder;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index of the input in [`LineSource::names`].
+    pub input: u32,
+    /// 1-based line number.
+    pub line: u64,
+    /// Byte offset of the line's start in the (decompressed) input.
+    pub offset: u64,
+}
+
+/// One line of a batch: its bytes are `data[start..end]` of the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RawLine {
+    /// Start in the batch buffer.
+    pub start: usize,
+    /// End in the batch buffer.
+    pub end: usize,
+    /// Position in the input.
+    pub origin: Origin,
+    /// Full length of the line; larger than `end - start` when the line was over the limit and
+    /// only its head was kept.
+    pub len: u64,
+}
+
+/// A batch of raw lines.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    /// Sequence number, to restore order after parallel stages.
+    pub seq: u64,
+    /// The lines' bytes.
+    pub data: Vec<u8>,
+    /// The lines.
+    pub lines: Vec<RawLine>,
+}
+
+impl RawBatch {
+    /// The bytes of a line.
+    pub fn bytes(&self, line: &RawLine) -> &[u8] {
+        &self.data[line.start..line.end]
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.lines.clear();
+    }
+}
+
+/// An input could not be opened or read. Whose fault: the environment's (missing file,
+/// permissions, corrupt compression); not retryable without a change.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The input could not be opened.
+    #[error("{name}: cannot open: {source}")]
+    Open {
+        /// The input.
+        name: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading failed part-way (I/O error or corrupt gzip data).
+    #[error("{name}: read failed after byte {offset}: {source}")]
+    Read {
+        /// The input.
+        name: String,
+        /// Decompressed bytes read before the failure.
+        offset: u64,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A producer of raw line batches: files now, Kafka later.
+pub trait Source: Send {
+    /// Names of the inputs, indexed by [`Origin::input`].
+    fn names(&self) -> &[String];
+    /// Fills `batch` with up to `max_lines` lines; returns `false` when the source is exhausted
+    /// and `batch` is empty.
+    fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError>;
+    /// Bytes read so far (for progress).
+    fn bytes_read(&self) -> u64;
+}
+
+struct Input {
+    reader: Box<dyn BufRead + Send>,
+    line: u64,
+    offset: u64,
+}
+
+/// Newline-delimited lines from files or in-memory data, gzip-compressed or not (detected by
+/// the gzip magic bytes, not the file name), read one after another.
+pub struct LineSource {
+    names: Vec<String>,
+    pending: Vec<Box<dyn Read + Send>>,
+    current: Option<Input>,
+    index: usize,
+    max_line_bytes: usize,
+    keep_bytes: usize,
+    total_read: u64,
+}
+
+impl LineSource {
+    /// Opens every file up front, so that a missing or unreadable file fails before any work.
+    /// `-` reads standard input.
+    pub fn open_files(
+        paths: &[PathBuf],
+        max_line_bytes: usize,
+        keep_bytes: usize,
+    ) -> Result<Self, SourceError> {
+        let mut inputs: Vec<(String, Box<dyn Read + Send>)> = Vec::new();
+        for path in paths {
+            let name = path.display().to_string();
+            if path == Path::new("-") {
+                inputs.push((name, Box::new(std::io::stdin())));
+                continue;
+            }
+            let file = std::fs::File::open(path).map_err(|source| SourceError::Open {
+                name: name.clone(),
+                source,
+            })?;
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(SourceError::Open {
+                    name,
+                    source: std::io::Error::other("is a directory"),
+                });
+            }
+            inputs.push((name, Box::new(file)));
+        }
+        Ok(LineSource::from_readers(inputs, max_line_bytes, keep_bytes))
+    }
+
+    /// A source over named readers (in-memory data, tests, the embedded demo stream).
+    pub fn from_readers(
+        inputs: Vec<(String, Box<dyn Read + Send>)>,
+        max_line_bytes: usize,
+        keep_bytes: usize,
+    ) -> Self {
+        let (names, pending): (Vec<_>, Vec<_>) = inputs.into_iter().unzip();
+        let mut pending = pending;
+        pending.reverse();
+        LineSource {
+            names,
+            pending,
+            current: None,
+            index: 0,
+            max_line_bytes,
+            keep_bytes: keep_bytes.min(max_line_bytes),
+            total_read: 0,
+        }
+    }
+
+    fn next_input(&mut self) -> Result<bool, SourceError> {
+        let Some(raw) = self.pending.pop() else {
+            return Ok(false);
+        };
+        let name = &self.names[self.index];
+        let mut buffered = BufReader::with_capacity(256 * 1024, raw);
+        let head = buffered.fill_buf().map_err(|source| SourceError::Read {
+            name: name.clone(),
+            offset: 0,
+            source,
+        })?;
+        let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                MultiGzDecoder::new(buffered),
+            ))
+        } else {
+            Box::new(buffered)
+        };
+        self.current = Some(Input {
+            reader,
+            line: 0,
+            offset: 0,
+        });
+        Ok(true)
+    }
+
+    /// Reads one line into `batch`; returns false at the end of the current input.
+    fn read_line(&mut self, batch: &mut RawBatch) -> Result<bool, SourceError> {
+        let Some(input) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        let start = batch.data.len();
+        let line_offset = input.offset;
+        let mut len: u64 = 0;
+        let mut saw_any = false;
+        loop {
+            let buf = match input.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(SourceError::Read {
+                        name: self.names[self.index].clone(),
+                        offset: input.offset,
+                        source,
+                    });
+                }
+            };
+            if buf.is_empty() {
+                break;
+            }
+            saw_any = true;
+            let (chunk, found) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (&buf[..i], true),
+                None => (buf, false),
+            };
+            // Keep the line whole while it is within the limit; past it keep only the head.
+            let limit = if len + chunk.len() as u64 > self.max_line_bytes as u64 {
+                self.keep_bytes
+            } else {
+                self.max_line_bytes
+            };
+            let room = (limit as u64).saturating_sub(batch.data.len() as u64 - start as u64);
+            let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            batch.data.extend_from_slice(&chunk[..take]);
+            len += chunk.len() as u64;
+            let consumed = chunk.len() + usize::from(found);
+            input.reader.consume(consumed);
+            input.offset += consumed as u64;
+            self.total_read += consumed as u64;
+            if found {
+                break;
+            }
+        }
+        if !saw_any {
+            return Ok(false);
+        }
+        input.line += 1;
+        if len > self.max_line_bytes as u64 {
+            batch.data.truncate(start + self.keep_bytes);
+        } else if batch.data.last() == Some(&b'\r') && batch.data.len() > start {
+            batch.data.pop();
+            len -= 1;
+        }
+        batch.lines.push(RawLine {
+            start,
+            end: batch.data.len(),
+            origin: Origin {
+                input: self.index as u32,
+                line: input.line,
+                offset: line_offset,
+            },
+            len,
+        });
+        Ok(true)
+    }
+}
+
+impl Source for LineSource {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
+        batch.clear();
+        while batch.lines.len() < max_lines {
+            if self.current.is_none() {
+                if !self.next_input()? {
+                    break;
+                }
+            }
+            if !self.read_line(batch)? {
+                self.current = None;
+                self.index += 1;
+            }
+        }
+        Ok(!batch.lines.is_empty())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.total_read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn source(data: &[u8], max: usize, keep: usize) -> LineSource {
+        LineSource::from_readers(
+            vec![("mem".into(), Box::new(std::io::Cursor::new(data.to_vec())))],
+            max,
+            keep,
+        )
+    }
+
+    fn lines(src: &mut LineSource, per_batch: usize) -> Vec<(Vec<u8>, Origin, u64)> {
+        let mut out = Vec::new();
+        let mut batch = RawBatch::default();
+        while src.fill(&mut batch, per_batch).unwrap() {
+            for l in &batch.lines {
+                out.push((batch.bytes(l).to_vec(), l.origin, l.len));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_with_positions_across_batches() {
+        let mut s = source(b"a\nbb\r\n\nccc", 100, 10);
+        let got = lines(&mut s, 2);
+        let texts: Vec<&[u8]> = got.iter().map(|(b, _, _)| b.as_slice()).collect();
+        assert_eq!(texts, [&b"a"[..], b"bb", b"", b"ccc"]);
+        let offsets: Vec<(u64, u64)> = got.iter().map(|(_, o, _)| (o.line, o.offset)).collect();
+        assert_eq!(offsets, [(1, 0), (2, 2), (3, 6), (4, 7)]);
+        assert_eq!(s.bytes_read(), 10);
+    }
+
+    #[test]
+    fn over_long_lines_keep_only_their_head() {
+        let mut data = vec![b'x'; 5000];
+        data.extend_from_slice(b"\nok\n");
+        let mut s = source(&data, 1024, 16);
+        let got = lines(&mut s, 10);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.len(), 16);
+        assert_eq!(got[0].2, 5000);
+        assert_eq!(got[1].0, b"ok");
+        assert_eq!(got[1].1.offset, 5001);
+    }
+
+    #[test]
+    fn reads_gzip_and_several_inputs_in_order() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"one\ntwo\n").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut s = LineSource::from_readers(
+            vec![
+                ("a.gz".into(), Box::new(std::io::Cursor::new(gz))),
+                (
+                    "b".into(),
+                    Box::new(std::io::Cursor::new(b"three".to_vec())),
+                ),
+            ],
+            100,
+            10,
+        );
+        let got = lines(&mut s, 100);
+        let texts: Vec<&[u8]> = got.iter().map(|(b, _, _)| b.as_slice()).collect();
+        assert_eq!(texts, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(got[2].1.input, 1);
+        assert_eq!(s.names(), ["a.gz", "b"]);
+    }
+
+    #[test]
+    fn missing_file_fails_at_open() {
+        let e = LineSource::open_files(&[PathBuf::from("/nonexistent/x.jsonl")], 100, 10)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/x.jsonl: cannot open"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_read_error_naming_the_input() {
+        let mut s = LineSource::from_readers(
+            vec![(
+                "bad.gz".into(),
+                Box::new(std::io::Cursor::new(vec![
+                    0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7,
+                ])),
+            )],
+            100,
+            10,
+        );
+        let mut batch = RawBatch::default();
+        let e = s.fill(&mut batch, 10).unwrap_err();
+        assert!(e.to_string().starts_with("bad.gz: read failed"), "{e}");
+    }
+}

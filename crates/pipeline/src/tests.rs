@@ -1,0 +1,283 @@
+//! Runtime tests: bad input, late events, ordering and determinism across thread counts.
+
+use super::*;
+use authwatch_detect::RulePack;
+use authwatch_normalize::RejectKind;
+use std::io::Cursor;
+
+const T0: i64 = 1_767_603_600_000;
+
+fn push_line(user: &str, t: i64, activity: &str, outcome: &str, id: &str) -> String {
+    format!(
+        r#"{{"time":{t},"provider":"okta","tenant":"acme","event_id":"{id}","user":{{"name":"{user}"}},"activity":"{activity}","factor":"push","outcome":"{outcome}","src":{{"ip":"89.160.20.115"}}}}"#
+    )
+}
+
+/// A push-bombing campaign against `user` (8 denied pushes a minute apart, then an approval).
+fn bombing(user: &str, start: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..8 {
+        let t = start + i * 60_000;
+        lines.push(push_line(
+            user,
+            t,
+            "mfa_challenge",
+            "challenge",
+            &format!("{user}-c{i}"),
+        ));
+        lines.push(push_line(
+            user,
+            t + 15_000,
+            "mfa_verify",
+            "denied",
+            &format!("{user}-d{i}"),
+        ));
+    }
+    lines.push(push_line(
+        user,
+        start + 9 * 60_000,
+        "mfa_verify",
+        "success",
+        &format!("{user}-ok"),
+    ));
+    lines
+}
+
+struct Collect(JsonLinesSink, Vec<DeadLetter>, Vec<LateEvent>);
+
+impl Sink for Collect {
+    fn alert(&mut self, a: &authwatch_event::Alert) -> Result<(), SinkError> {
+        self.0.alert(a)
+    }
+    fn dead_letter(&mut self, d: &DeadLetter) -> Result<(), SinkError> {
+        self.1.push(d.clone());
+        Ok(())
+    }
+    fn late_event(&mut self, l: &LateEvent) -> Result<(), SinkError> {
+        self.2.push(l.clone());
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+fn run(config: Config, data: Vec<u8>) -> (RunSummary, Collect) {
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap());
+    let mut source = LineSource::from_readers(
+        vec![("input.jsonl".into(), Box::new(Cursor::new(data)))],
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    );
+    let sink = Collect(
+        JsonLinesSink::create(None, None, None)
+            .unwrap()
+            .keep_alerts(1000),
+        Vec::new(),
+        Vec::new(),
+    );
+    pipeline.run(&mut source, sink, Speed::Max).unwrap()
+}
+
+fn join(lines: &[String]) -> Vec<u8> {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s.into_bytes()
+}
+
+#[test]
+fn bombing_is_detected_end_to_end() {
+    let (summary, sink) = run(Config::default(), join(&bombing("aiko@acme.jp", T0)));
+    assert_eq!(summary.events, 17);
+    assert_eq!(summary.alerts, 2);
+    let (alerts, _) = sink.0.kept_alerts();
+    assert_eq!(alerts[0].category, "mfa_fatigue");
+    assert_eq!(alerts[1].category, "mfa_fatigue_success");
+    assert!(sink.1.is_empty());
+}
+
+#[test]
+fn every_kind_of_bad_input_goes_to_dead_letter_and_the_stream_goes_on() {
+    let mut config = Config::default();
+    config.input.max_line_bytes = 2048;
+    config.input.dead_letter_raw_bytes = 100;
+    let good = bombing("aiko@acme.jp", T0);
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let bad: Vec<(Vec<u8>, RejectKind)> = vec![
+        (b"{\"time\": 1767603600000, \"provider\": ".to_vec(), RejectKind::MalformedJson),
+        (br#"{"time":1767603600000,"provider":"okta","activity":"logon","outcome":"success"}"#.to_vec(), RejectKind::MissingField),
+        (br#"{"time":"9am","provider":"okta","event_id":"x","activity":"logon","outcome":"success"}"#.to_vec(), RejectKind::WrongType),
+        (vec![b'{'; 5000], RejectKind::LineTooLong),
+        ([&br#"{"time":1767603600000,"provider":"ok"#[..], &[0xff, 0xfe], br#"ta"}"#].concat(), RejectKind::InvalidUtf8),
+        (br#"{"time":1767603600,"provider":"okta","event_id":"x","activity":"logon","outcome":"success"}"#.to_vec(), RejectKind::ImpossibleTimestamp),
+        (br#"{"time":1767603600000,"provider":"okta","event_id":"x","activity":"teleport","outcome":"success"}"#.to_vec(), RejectKind::InvalidValue),
+        (b"   ".to_vec(), RejectKind::EmptyLine),
+    ];
+    // Interleave: a bad line after every good one, so the attack spans the bad input.
+    for (i, g) in good.iter().enumerate() {
+        lines.push(g.as_bytes().to_vec());
+        if let Some((b, _)) = bad.get(i) {
+            lines.push(b.clone());
+        }
+    }
+    let data = lines.join(&b"\n"[..]);
+    let (summary, sink) = run(config, data);
+    assert_eq!(summary.alerts, 2, "detection still works around bad lines");
+    assert_eq!(summary.events, good.len() as u64);
+    assert_eq!(summary.lines, (good.len() + bad.len()) as u64);
+    let dead = &sink.1;
+    assert_eq!(dead.len(), bad.len());
+    for (i, ((_, kind), d)) in bad.iter().zip(dead).enumerate() {
+        assert_eq!(d.reason, *kind, "{d:?}");
+        assert_eq!(d.file, "input.jsonl");
+        assert_eq!(
+            d.line,
+            (2 * i + 2) as u64,
+            "line numbers are 1-based positions in the file"
+        );
+        assert!(!d.detail.is_empty());
+        assert!(d.raw.len() <= 100 + 6, "raw is truncated: {}", d.raw.len());
+    }
+    let too_long = &dead[3];
+    assert_eq!(too_long.raw_len, 5000);
+    assert!(
+        too_long.detail.contains("5000 bytes"),
+        "{}",
+        too_long.detail
+    );
+    // Offsets point at the line's first byte.
+    let data = lines.join(&b"\n"[..]);
+    for d in dead {
+        let at = d.offset as usize;
+        assert!(
+            at == 0 || data[at - 1] == b'\n',
+            "offset {at} is not a line start"
+        );
+    }
+    let counted: u64 = summary.dead_letters.iter().map(|(_, n)| n).sum();
+    assert_eq!(counted, bad.len() as u64);
+}
+
+#[test]
+fn late_events_are_counted_and_side_output_when_configured() {
+    let mut lines = bombing("aiko@acme.jp", T0);
+    // Ten minutes after the newest event: far behind a 5 minute watermark.
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 - 20 * 60_000,
+        "mfa_verify",
+        "denied",
+        "late-1",
+    ));
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 + 9 * 60_000 - 60_000,
+        "mfa_verify",
+        "denied",
+        "on-time",
+    ));
+    let (summary, sink) = run(Config::default(), join(&lines));
+    assert_eq!(summary.late_events, 1);
+    assert!(sink.2.is_empty(), "drop policy writes nothing");
+
+    let mut config = Config::default();
+    config.event_time.late_events = LatePolicy::SideOutput;
+    let (summary, sink) = run(config, join(&lines));
+    assert_eq!(summary.late_events, 1);
+    assert_eq!(sink.2.len(), 1);
+    assert_eq!(sink.2[0].event.event_id, "late-1");
+    assert_eq!(sink.2[0].line, 18);
+    assert_eq!(sink.2[0].watermark, T0 + 9 * 60_000 - 5 * 60_000);
+}
+
+#[test]
+fn results_do_not_depend_on_threads_or_batch_sizes() {
+    let mut lines = Vec::new();
+    for u in 0..40 {
+        lines.extend(bombing(&format!("user{u}@acme.jp"), T0 + u * 7_000));
+    }
+    lines.sort_by_key(|l| l[8..21].to_owned());
+    let data = join(&lines);
+    let baseline = {
+        let mut c = Config::default();
+        c.runtime.workers = 1;
+        c.runtime.batch_lines = 4096;
+        let (_, sink) = run(c, data.clone());
+        sink.0.kept_alerts().0.to_vec()
+    };
+    assert_eq!(baseline.len(), 80);
+    for (workers, batch, cap) in [(2, 1, 1), (4, 7, 2), (3, 64, 1)] {
+        let mut c = Config::default();
+        c.runtime.workers = workers;
+        c.runtime.batch_lines = batch;
+        c.runtime.channel_batches = cap;
+        let (_, sink) = run(c, data.clone());
+        assert_eq!(
+            sink.0.kept_alerts().0,
+            baseline.as_slice(),
+            "workers={workers} batch={batch}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_the_run_with_its_error() {
+    struct Broken;
+    impl Sink for Broken {
+        fn alert(&mut self, _: &authwatch_event::Alert) -> Result<(), SinkError> {
+            Err(SinkError {
+                output: "alerts.jsonl".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        }
+        fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap());
+    let mut lines = Vec::new();
+    for u in 0..200 {
+        lines.extend(bombing(&format!("u{u}@acme.jp"), T0 + u * 1000));
+    }
+    let mut source = LineSource::from_readers(
+        vec![("x".into(), Box::new(Cursor::new(join(&lines))))],
+        1 << 20,
+        100,
+    );
+    let err = pipeline.run(&mut source, Broken, Speed::Max).err().unwrap();
+    assert_eq!(err.to_string(), "alerts.jsonl: write failed: disk full");
+}
+
+#[test]
+fn speed_parses() {
+    assert_eq!("max".parse::<Speed>().unwrap(), Speed::Max);
+    assert_eq!("60x".parse::<Speed>().unwrap(), Speed::Factor(60.0));
+    assert_eq!("0.5".parse::<Speed>().unwrap(), Speed::Factor(0.5));
+    assert!("fast".parse::<Speed>().is_err());
+    assert!("0x".parse::<Speed>().is_err());
+}
+
+#[test]
+fn paced_replay_takes_event_time_over_factor() {
+    let lines = bombing("aiko@acme.jp", T0); // spans 9 minutes of event time
+    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap());
+    let mut source = LineSource::from_readers(
+        vec![("x".into(), Box::new(Cursor::new(join(&lines))))],
+        1 << 20,
+        100,
+    );
+    let sink = JsonLinesSink::create(None, None, None).unwrap();
+    let started = std::time::Instant::now();
+    let (summary, _) = pipeline
+        .run(&mut source, sink, Speed::Factor(2700.0))
+        .unwrap();
+    // 540 s of event time at 2700x is 200 ms of wall time.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(190));
+    assert_eq!(summary.alerts, 2);
+}
