@@ -62,6 +62,63 @@ pub struct AuthEvent {
     /// The provider's own risk verdict.
     #[serde(default, skip_serializing_if = "is_default")]
     pub provider_risk: RiskLevel,
+    /// What the user's own history says about this event (filled by the profile enricher).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub context: UserContext,
+}
+
+/// What the user's own sign-in history says about an event, computed in stream order by the
+/// per-user profile store. Detections such as impossible travel and new device read it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserContext {
+    /// The user had a profile before this event.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub known_user: bool,
+    /// The profile is younger than the learning period: "new" facts are not yet meaningful.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub learning: bool,
+    /// The device fingerprint was never seen for this user.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub new_device: bool,
+    /// The country was never seen for this user.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub new_country: bool,
+    /// The autonomous system was never seen for this user.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub new_asn: bool,
+    /// The local hour is outside the user's usual hours.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unusual_hour: bool,
+    /// The user's previous successful sign-in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSignIn>,
+    /// Great-circle distance from the previous successful sign-in, in km.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    /// Implied travel speed from the previous successful sign-in, in km/h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_kmh: Option<f64>,
+}
+
+/// Where and when a user last signed in successfully.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSignIn {
+    /// Event time (ms).
+    pub time: i64,
+    /// Source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Country code.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub country: Text,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
 }
 
 impl AuthEvent {
@@ -116,6 +173,23 @@ impl AuthEvent {
             session_id: "s1".into(),
             app: "Office 365".into(),
             provider_risk: RiskLevel::Medium,
+            context: UserContext {
+                known_user: true,
+                learning: false,
+                new_device: true,
+                new_country: true,
+                new_asn: false,
+                unusual_hour: false,
+                previous: Some(PreviousSignIn {
+                    time: 1_767_600_000_000,
+                    ip: Some(IpAddr::from([89, 160, 20, 112])),
+                    country: "SE".into(),
+                    lat: Some(58.41),
+                    lon: Some(15.62),
+                }),
+                distance_km: Some(8100.0),
+                speed_kmh: Some(8100.0),
+            },
         }
     }
 }

@@ -27,7 +27,7 @@ mod time;
 mod vocab;
 
 pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Window};
-pub use event::{Anonymizer, AuthEvent, Device, Geo, Src, User};
+pub use event::{Anonymizer, AuthEvent, Device, Geo, PreviousSignIn, Src, User, UserContext};
 pub use text::Text;
 pub use time::{TimeError, Timestamp, format_rfc3339_ms, parse_rfc3339_ms};
 pub use vocab::{
