@@ -169,7 +169,7 @@ fn approval_after_bombing_escalates_and_links_the_fatigue_alert() {
     let (fatigue, success) = (&alerts[0], &alerts[1]);
     assert_eq!(success.rule_id, "mfa_fatigue_success");
     assert_eq!(success.severity, Severity::Critical);
-    assert_eq!(success.related, [fatigue.alert_id.clone()]);
+    assert_eq!(success.related, std::slice::from_ref(&fatigue.alert_id));
     assert_eq!(success.window.start, fatigue.window.start);
     assert_eq!(success.evidence, ["ok"]);
 }

@@ -267,10 +267,8 @@ impl Source for LineSource {
     fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
         batch.clear();
         while batch.lines.len() < max_lines {
-            if self.current.is_none() {
-                if !self.next_input()? {
-                    break;
-                }
+            if self.current.is_none() && !self.next_input()? {
+                break;
             }
             if !self.read_line(batch)? {
                 self.current = None;

@@ -1,0 +1,168 @@
+//! `authwatch bench`: the full pipeline measured side by side with a plain parse of the same file.
+//!
+//! Figures are ratios from one run on one machine, so they compare like with like: (a) is the
+//! floor any pipeline must pay (read + `serde_json` into the event struct, one thread), (b) is
+//! everything authwatch does (read, normalize, validate, enrich, order, watermark, all rules,
+//! sinks) with the configured workers.
+
+use anyhow::{Context, Result};
+use authwatch_detect::RulePack;
+use authwatch_event::AuthEvent;
+use authwatch_pipeline::{Config, JsonLinesSink, LineSource, Pipeline, Speed};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// `authwatch bench`
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Number of events to generate and replay.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Pipeline workers for (b); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// Peak resident set size of this process since the last reset, in bytes (Linux; 0 elsewhere).
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets the peak to the current RSS so each phase reports its own peak (Linux `clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn parse_only(path: &Path) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+    let mut line = Vec::with_capacity(4096);
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let ev: AuthEvent =
+            serde_json::from_slice(&line).context("generated line does not parse")?;
+        std::hint::black_box(&ev);
+        n += 1;
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
+}
+
+fn pipeline(path: &Path, workers: usize) -> Result<(u64, u64, f64)> {
+    let mut config = Config::default();
+    config.runtime.workers = workers;
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?);
+    let mut source = LineSource::open_files(
+        &[path.to_owned()],
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    )?;
+    let sink = JsonLinesSink::create(None, None, None)?;
+    let started = Instant::now();
+    let (summary, _) = pipeline.run(&mut source, sink, Speed::Max)?;
+    Ok((
+        summary.events,
+        summary.alerts,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.jsonl");
+    // Roughly 7 events per user per day over a week (weekends are quiet); generate for more and
+    // let max_events cut it to exactly N.
+    let users = usize::try_from((args.events / 35).max(100)).unwrap_or(usize::MAX);
+    let started = Instant::now();
+    // Generate in a child process: the generator's memory must not count in the peak RSS of
+    // the phases measured here.
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["gen", "--days", "7", "--users", &users.to_string()])
+        .args([
+            "--seed",
+            &args.seed.to_string(),
+            "--max-events",
+            &args.events.to_string(),
+        ])
+        .arg("--out")
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot run `authwatch gen`")?;
+    anyhow::ensure!(status.success(), "`authwatch gen` failed: {status}");
+    let count = BufReader::new(std::fs::File::open(&path)?).lines().count() as u64;
+    let size = std::fs::metadata(&path)?.len();
+    let workers = if args.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        args.workers
+    };
+    println!(
+        "authwatch bench: {count} generated events ({:.0} MiB, {:.0} B/event) in {:.1} s; {} cores",
+        mib(size),
+        size as f64 / count.max(1) as f64,
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Warm the page cache so neither side pays for the disk.
+    parse_only(&path)?;
+    reset_peak_rss();
+    let (parsed, a_secs) = parse_only(&path)?;
+    let a_rss = peak_rss();
+    reset_peak_rss();
+    let (events, alerts, b_secs) = pipeline(&path, workers)?;
+    let b_rss = peak_rss();
+    reset_peak_rss();
+    let (_, _, b1_secs) = pipeline(&path, 1)?;
+    let b1_rss = peak_rss();
+
+    let rate = |n: u64, s: f64| n as f64 / s.max(1e-9);
+    println!(
+        "(a)  serde_json parse into AuthEvent, 1 thread : {a_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB",
+        rate(parsed, a_secs),
+        mib(a_rss)
+    );
+    println!(
+        "(b)  full pipeline, {workers} workers             : {b_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB  ({alerts} alerts)",
+        rate(events, b_secs),
+        mib(b_rss)
+    );
+    println!(
+        "(b1) full pipeline, 1 worker               : {b1_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB",
+        rate(events, b1_secs),
+        mib(b1_rss)
+    );
+    println!(
+        "ratio (b)/(a) time  = {:.2}   (below 1: the pipeline beats a single-threaded bare parse)",
+        b_secs / a_secs
+    );
+    println!(
+        "ratio (b1)/(a) time = {:.2}   (per-core cost of everything beyond parsing)",
+        b1_secs / a_secs
+    );
+    if parsed != events {
+        anyhow::bail!("the pipeline saw {events} events but the parse saw {parsed}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,101 @@
+//! Human-readable output: the alert table and the run summary.
+
+use authwatch_event::{Alert, Timestamp};
+use authwatch_pipeline::{Language, RunSummary};
+use std::fmt::Write;
+
+fn short_window(start: Timestamp, end: Timestamp) -> String {
+    let s = start.to_string();
+    let e = end.to_string();
+    // 2026-01-05T09:00:00.000Z → "2026-01-05 09:00:00"; the end drops its date when it is the
+    // same day.
+    let s = s.get(..19).unwrap_or(&s).replace('T', " ");
+    let e = e.get(..19).unwrap_or(&e).replace('T', " ");
+    match (s.get(..10), e.get(..10)) {
+        (Some(a), Some(b)) if a == b => format!("{s} → {}", &e[11..]),
+        _ => format!("{s} → {e}"),
+    }
+}
+
+/// The alert table: one row per alert, with its summary indented below.
+pub fn alerts(alerts: &[Alert], seen: u64, lang: Language) -> String {
+    let mut out = String::new();
+    if alerts.is_empty() {
+        return "No alerts.".to_owned();
+    }
+    let entity_width = alerts
+        .iter()
+        .map(|a| a.entity.to_string().chars().count())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 48);
+    let _ = writeln!(
+        out,
+        "{:<9} {:<22} {:<entity_width$} WINDOW (UTC)",
+        "SEVERITY", "CATEGORY", "ENTITY"
+    );
+    for a in alerts {
+        let entity = a.entity.to_string();
+        let _ = writeln!(
+            out,
+            "{:<9} {:<22} {:<entity_width$} {}",
+            a.severity.as_str(),
+            a.category,
+            entity,
+            short_window(a.window.start, a.window.end)
+        );
+        let _ = writeln!(out, "          ↳ {}", a.summary.get(lang.code()));
+    }
+    if seen > alerts.len() as u64 {
+        let _ = writeln!(
+            out,
+            "… and {} more alerts (see the JSON lines output).",
+            seen - alerts.len() as u64
+        );
+    }
+    out
+}
+
+/// The end-of-run summary.
+pub fn summary(s: &RunSummary) -> String {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let mut out = format!(
+        "{} lines, {} events, {} alerts, {} dead letters, {} late events in {:.2} s ({:.0} events/s)",
+        s.lines,
+        s.events,
+        s.alerts,
+        s.dead_letters.iter().map(|(_, n)| n).sum::<u64>(),
+        s.late_events,
+        secs,
+        s.events as f64 / secs
+    );
+    if !s.dead_letters.is_empty() {
+        let parts: Vec<String> = s
+            .dead_letters
+            .iter()
+            .map(|(k, n)| format!("{} {n}", k.as_str()))
+            .collect();
+        let _ = write!(out, "\ndead letters by reason: {}", parts.join(", "));
+    }
+    let mut by_category: Vec<(String, u64)> = Vec::new();
+    for (id, stats) in &s.rules {
+        if stats.alerts > 0 {
+            by_category.push((id.clone(), stats.alerts));
+        }
+    }
+    if !by_category.is_empty() {
+        let parts: Vec<String> = by_category
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let _ = write!(out, "\nalerts by rule: {}", parts.join(", "));
+    }
+    let evicted: u64 = s.rules.iter().map(|(_, r)| r.evicted).sum();
+    if evicted > 0 {
+        let _ = write!(
+            out,
+            "\nwarning: {evicted} detector keys evicted early (raise detect.max_keys_per_rule)"
+        );
+    }
+    out
+}

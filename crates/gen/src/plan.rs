@@ -1,0 +1,589 @@
+//! The schedule of injected incidents, drawn up front for the whole period.
+//!
+//! Planning is cheap (a few records per incident) and lets the benign simulation keep the
+//! victims quiet around an attack: a victim's own sign-ins must not turn an attack into another
+//! incident (a legitimate approval right after push bombing, a success right after a brute-force
+//! alert naming the user, a return to the office right after an impossible jump).
+
+use crate::benign::Incident;
+use crate::engine::{Engine, rng_for, stream};
+use crate::population::{DAY, HOUR, MIN, Person, Place};
+use crate::world::{ATTACK_ANON, ATTACK_AS721, ATTACK_ROTATING, OFFICES, distance_km};
+use authwatch_event::Factor;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// What is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Fatigue {
+        success: bool,
+    },
+    FraudReport,
+    Stuffing {
+        rotating: bool,
+        compromise: bool,
+    },
+    Spray {
+        multi: bool,
+        compromise: bool,
+    },
+    BruteForce {
+        distributed: bool,
+        lockout: bool,
+        compromise: bool,
+    },
+    LockoutWave,
+    ImpossibleTravel {
+        far: usize,
+    },
+    NewDeviceGeo {
+        far: usize,
+    },
+    RiskBurst,
+    RiskWave,
+    AnonLogin,
+    NetworkWave,
+    Outage,
+    BenignLockout,
+}
+
+/// One scheduled incident.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub t: i64,
+    pub kind: Kind,
+    /// Existing accounts involved (victims or participants).
+    pub users: Vec<usize>,
+    /// Source addresses (attacker addresses, or the shared egress of a network incident).
+    pub ips: Vec<IpAddr>,
+    /// Seed of the incident's own random stream.
+    pub seed: u64,
+}
+
+/// Victim quiet time after stuffing/spray/brute force: the compromise success comes 1–2 h
+/// after the attack, and any success within 3 h of the alert would count as compromise.
+const AFTER_CREDENTIAL_ATTACK: i64 = 6 * HOUR;
+
+pub(crate) fn plan(eng: &mut Engine<'_>) -> Vec<Plan> {
+    let cfg = eng.cfg;
+    let mut rng = rng_for(cfg.seed, stream::PLAN, 0);
+    let users = cfg.users;
+    let days = cfg.days as i64;
+    let n = if users >= 100 && days >= 2 {
+        2 + users * days as usize / 2000
+    } else {
+        1
+    };
+    let mut kinds: Vec<Kind> = Vec::new();
+    for i in 0..n {
+        kinds.push(Kind::Fatigue { success: false });
+        kinds.push(Kind::Fatigue { success: true });
+        kinds.push(Kind::FraudReport);
+        kinds.push(Kind::Stuffing {
+            rotating: false,
+            compromise: i % 2 == 0,
+        });
+        kinds.push(Kind::Stuffing {
+            rotating: true,
+            compromise: false,
+        });
+        kinds.push(Kind::Spray {
+            multi: false,
+            compromise: i % 2 == 1,
+        });
+        kinds.push(Kind::Spray {
+            multi: true,
+            compromise: false,
+        });
+        kinds.push(Kind::BruteForce {
+            distributed: false,
+            lockout: i % 2 == 1,
+            compromise: i % 2 == 0,
+        });
+        kinds.push(Kind::BruteForce {
+            distributed: true,
+            lockout: i % 2 == 0,
+            compromise: false,
+        });
+        kinds.push(Kind::ImpossibleTravel { far: 0 });
+        if days >= 3 {
+            kinds.push(Kind::NewDeviceGeo { far: 0 });
+        }
+        kinds.push(Kind::RiskBurst);
+        kinds.push(Kind::AnonLogin);
+        kinds.push(Kind::NetworkWave);
+        if i % 2 == 0 {
+            kinds.push(Kind::LockoutWave);
+            kinds.push(Kind::RiskWave);
+            kinds.push(Kind::Outage);
+        }
+    }
+    let mut used_ips = BTreeSet::new();
+    let mut plans = Vec::new();
+    let first = cfg.start_ms + HOUR;
+    let last = cfg.start_ms + days * DAY - 6 * HOUR;
+    // Incidents with one victim first: in a small tenant the many-account ones would
+    // otherwise leave nobody free to be the victim.
+    kinds.sort_by_key(|k| match k {
+        Kind::Stuffing { .. } | Kind::Spray { .. } => 1,
+        Kind::LockoutWave | Kind::RiskWave | Kind::Outage | Kind::NetworkWave => 2,
+        _ => 0,
+    });
+    for (k, kind) in kinds.into_iter().enumerate() {
+        let seed = rng.random::<u64>() ^ k as u64;
+        // A few instants, in case everyone suitable is busy at the first one.
+        for _ in 0..4 {
+            let t = rng.random_range(first..last);
+            if let Some(p) = place_incident(eng, &mut rng, &mut used_ips, kind, t, seed) {
+                plans.push(p);
+                break;
+            }
+        }
+    }
+    // Benign lockouts: one or two a day at most tenant-wide, far below a lockout wave.
+    for d in 0..days {
+        let count = if d == 0 { 1 } else { rng.random_range(0..=2) };
+        for _ in 0..count {
+            let seed = rng.random::<u64>();
+            let t = cfg.start_ms + d * DAY + rng.random_range(HOUR..DAY - 6 * HOUR);
+            if let Some(p) =
+                place_incident(eng, &mut rng, &mut used_ips, Kind::BenignLockout, t, seed)
+            {
+                plans.push(p);
+            }
+        }
+    }
+    force_everyday_incidents(eng, &mut rng);
+    plans.sort_by_key(|p| p.t);
+    plans
+}
+
+/// Which primary factors an everyday incident can happen with.
+type FactorFilter = fn(Factor) -> bool;
+
+/// One of each everyday MFA failure class per weekday, on users free that day: at small scale
+/// the per-user-day probabilities alone would often produce none of the rarer classes.
+fn force_everyday_incidents(eng: &mut Engine<'_>, rng: &mut ChaCha8Rng) {
+    let start_dow = (eng.cfg.start_ms.div_euclid(DAY) + 3).rem_euclid(7);
+    let classes: [(Incident, FactorFilter); 7] = [
+        (Incident::PasswordTypo, |f| f != Factor::Webauthn),
+        (Incident::OtpTypo, |f| f == Factor::Totp || f == Factor::Sms),
+        (Incident::WrongMethod, |f| {
+            f == Factor::Totp || f == Factor::Push
+        }),
+        (Incident::PushNotDelivered, |f| f == Factor::Push),
+        (Incident::AuthenticatorError, |f| f == Factor::Webauthn),
+        (Incident::PhoneChange, |f| f == Factor::Push),
+        (Incident::ClockDrift, |f| f == Factor::Totp),
+    ];
+    for day in 0..eng.cfg.days as i64 {
+        if (start_dow + day) % 7 >= 5 {
+            continue;
+        }
+        let t = eng.cfg.start_ms + day * DAY + 12 * HOUR;
+        for (incident, fits) in classes {
+            let rule = Pick {
+                t,
+                before: 0,
+                after: 0,
+                quiet: false,
+                accept: &|p, pl| fits(p.factor) && at_home_city(p, pl),
+            };
+            for u in pick_users(eng, rng, 1, &rule) {
+                // The day stays marked busy so that no other incident lands on it; the user's
+                // ordinary day carries this one.
+                eng.pop.people[u].forced.push((day, incident));
+            }
+        }
+    }
+}
+
+fn attack_ip(rng: &mut ChaCha8Rng, used: &mut BTreeSet<IpAddr>, anon_only: bool) -> IpAddr {
+    loop {
+        let span = if anon_only || rng.random_bool(0.5) {
+            ATTACK_ANON[rng.random_range(0..ATTACK_ANON.len())]
+        } else {
+            ATTACK_AS721
+        };
+        let ip = span.nth(rng.random_range(0..span.len()));
+        if used.insert(ip) {
+            return ip;
+        }
+    }
+}
+
+/// Rules for choosing an account for an incident.
+struct Pick<'p> {
+    t: i64,
+    before: i64,
+    after: i64,
+    /// Make the user quiet (no own sign-ins) over `[t - before, t + after]`.
+    quiet: bool,
+    accept: &'p dyn Fn(&Person, Place) -> bool,
+}
+
+fn pick_users(
+    eng: &mut Engine<'_>,
+    rng: &mut ChaCha8Rng,
+    want: usize,
+    rule: &Pick<'_>,
+) -> Vec<usize> {
+    let users = eng.pop.people.len();
+    let mut order: Vec<usize> = (0..users).collect();
+    // A partial shuffle is enough: only the first candidates are usually looked at.
+    let mut chosen = Vec::new();
+    for i in 0..users {
+        if chosen.len() >= want {
+            break;
+        }
+        let j = rng.random_range(i..users);
+        order.swap(i, j);
+        let u = order[i];
+        let day = eng.pop.local_day(u, rule.t);
+        let place = eng.pop.place(u, day);
+        let p = &eng.pop.people[u];
+        if place == Place::InFlight
+            || p.is_busy(day)
+            || p.is_quiet(rule.t - rule.before - HOUR, rule.t + rule.after + HOUR)
+            || !(rule.accept)(p, place)
+        {
+            continue;
+        }
+        let p = &mut eng.pop.people[u];
+        p.busy.push(day);
+        if rule.quiet {
+            p.quiet.push((rule.t - rule.before, rule.t + rule.after));
+        }
+        chosen.push(u);
+    }
+    chosen
+}
+
+fn at_home_city(p: &Person, place: Place) -> bool {
+    !p.traveller() && matches!(place, Place::Office | Place::Home | Place::Vpn)
+}
+
+fn place_incident(
+    eng: &mut Engine<'_>,
+    rng: &mut ChaCha8Rng,
+    used: &mut BTreeSet<IpAddr>,
+    kind: Kind,
+    t: i64,
+    seed: u64,
+) -> Option<Plan> {
+    let mut plan = Plan {
+        t,
+        kind,
+        users: Vec::new(),
+        ips: Vec::new(),
+        seed,
+    };
+    let victim = |eng: &mut Engine<'_>,
+                  rng: &mut ChaCha8Rng,
+                  t: i64,
+                  before: i64,
+                  after: i64,
+                  accept: &dyn Fn(&Person, Place) -> bool| {
+        pick_users(
+            eng,
+            rng,
+            1,
+            &Pick {
+                t,
+                before,
+                after,
+                quiet: true,
+                accept,
+            },
+        )
+        .first()
+        .copied()
+    };
+    match kind {
+        Kind::Fatigue { .. } | Kind::FraudReport => {
+            let u = victim(eng, rng, t, HOUR, 2 * HOUR, &|p, pl| {
+                p.factor == Factor::Push && at_home_city(p, pl)
+            })?;
+            plan.users.push(u);
+            plan.ips.push(attack_ip(rng, used, true));
+        }
+        Kind::Stuffing {
+            rotating,
+            compromise,
+        } => {
+            let want = rng.random_range(2..=4);
+            plan.users = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t,
+                    before: HOUR,
+                    after: AFTER_CREDENTIAL_ATTACK,
+                    quiet: true,
+                    accept: &|p, pl| at_home_city(p, pl),
+                },
+            );
+            if plan.users.is_empty() {
+                return None;
+            }
+            if rotating {
+                for _ in 0..rng.random_range(40..=60) {
+                    let ip = ATTACK_ROTATING.nth(rng.random_range(0..ATTACK_ROTATING.len()));
+                    if used.insert(ip) {
+                        plan.ips.push(ip);
+                    }
+                }
+            } else {
+                plan.ips.push(attack_ip(rng, used, compromise));
+            }
+        }
+        Kind::Spray { multi, compromise } => {
+            let want = if multi {
+                rng.random_range(12..=20)
+            } else {
+                rng.random_range(7..=9)
+            };
+            plan.users = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t,
+                    before: HOUR,
+                    after: AFTER_CREDENTIAL_ATTACK,
+                    quiet: true,
+                    accept: &|p, pl| at_home_city(p, pl),
+                },
+            );
+            if plan.users.len() < want {
+                return None;
+            }
+            let n_ips = if multi { rng.random_range(8..=10) } else { 1 };
+            for _ in 0..n_ips {
+                plan.ips.push(attack_ip(rng, used, compromise));
+            }
+        }
+        Kind::BruteForce {
+            distributed,
+            compromise,
+            ..
+        } => {
+            let u = victim(eng, rng, t, HOUR, AFTER_CREDENTIAL_ATTACK, &at_home_city)?;
+            plan.users.push(u);
+            let n_ips = if distributed {
+                rng.random_range(7..=10)
+            } else {
+                1
+            };
+            for _ in 0..n_ips {
+                plan.ips.push(attack_ip(rng, used, compromise));
+            }
+        }
+        Kind::LockoutWave => {
+            let want = rng.random_range(35..=45);
+            plan.users = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t,
+                    before: HOUR,
+                    after: AFTER_CREDENTIAL_ATTACK,
+                    quiet: true,
+                    accept: &at_home_city,
+                },
+            );
+            if plan.users.len() < want {
+                return None;
+            }
+            plan.ips.push(attack_ip(rng, used, false));
+        }
+        Kind::ImpossibleTravel { .. } | Kind::NewDeviceGeo { .. } => {
+            let new_geo = matches!(kind, Kind::NewDeviceGeo { .. });
+            let t = if new_geo {
+                // After the learning period of the first two days.
+                let lo = eng.cfg.start_ms + 2 * DAY + 2 * HOUR;
+                let hi = eng.cfg.start_ms + eng.cfg.days as i64 * DAY - 6 * HOUR;
+                if hi <= lo {
+                    return None;
+                }
+                rng.random_range(lo..hi)
+            } else {
+                t
+            };
+            plan.t = t;
+            // The victim's office decides which places are far enough; try a few victims.
+            for _ in 0..200 {
+                let u = rng.random_range(0..eng.pop.people.len());
+                let home = eng.pop.people[u].office;
+                let fars: Vec<usize> = (0..OFFICES.len())
+                    .filter(|&o| {
+                        let km = distance_km(&OFFICES[home], &OFFICES[o]);
+                        if new_geo {
+                            OFFICES[o].country != OFFICES[home].country && km < 9000.0
+                        } else {
+                            (2000.0..9000.0).contains(&km)
+                        }
+                    })
+                    .collect();
+                if fars.is_empty() {
+                    continue;
+                }
+                let far = fars[rng.random_range(0..fars.len())];
+                // Quiet long enough that the victim's own sign-ins before and after are
+                // reachable from the far place at airliner speed.
+                let km = distance_km(&OFFICES[home], &OFFICES[far]);
+                let travel = (km / 600.0 * HOUR as f64) as i64 + HOUR;
+                let (before, after) = if new_geo {
+                    (travel, travel)
+                } else {
+                    (2 * HOUR, travel + HOUR)
+                };
+                let day = eng.pop.local_day(u, t);
+                let place = eng.pop.place(u, day);
+                let p = &eng.pop.people[u];
+                if !at_home_city(p, place)
+                    || p.is_busy(day)
+                    || p.is_quiet(t - before - HOUR, t + after + HOUR)
+                {
+                    continue;
+                }
+                let p = &mut eng.pop.people[u];
+                p.busy.push(day);
+                p.quiet.push((t - before, t + after));
+                plan.users.push(u);
+                plan.kind = if new_geo {
+                    Kind::NewDeviceGeo { far }
+                } else {
+                    Kind::ImpossibleTravel { far }
+                };
+                return Some(plan);
+            }
+            return None;
+        }
+        Kind::RiskBurst => {
+            let u = victim(eng, rng, t, HOUR, 2 * HOUR, &at_home_city)?;
+            plan.users.push(u);
+            plan.ips.push(attack_ip(rng, used, true));
+        }
+        Kind::AnonLogin => {
+            let u = victim(eng, rng, t, 2 * HOUR, 2 * HOUR, &at_home_city)?;
+            plan.users.push(u);
+            let span = crate::world::USER_ANON[rng.random_range(0..crate::world::USER_ANON.len())];
+            plan.ips.push(span.nth(rng.random_range(0..span.len())));
+        }
+        Kind::RiskWave => {
+            let want = rng.random_range(28..=40);
+            plan.users = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t,
+                    before: 0,
+                    after: 0,
+                    quiet: false,
+                    accept: &|p, pl| p.factor != Factor::Webauthn && at_home_city(p, pl),
+                },
+            );
+            if plan.users.len() < want {
+                return None;
+            }
+        }
+        Kind::Outage => {
+            // Mid-morning in the Asia-Pacific offices, where most of the workforce sits.
+            let day = (t - eng.cfg.start_ms).div_euclid(DAY);
+            plan.t = eng.cfg.start_ms + day * DAY + HOUR + rng.random_range(0..4 * 60) * MIN;
+            let want = rng.random_range(22..=35);
+            let mut per_ip: std::collections::BTreeMap<IpAddr, usize> = Default::default();
+            let candidates = pick_users(
+                eng,
+                rng,
+                want * 2,
+                &Pick {
+                    t: plan.t,
+                    before: 0,
+                    after: 0,
+                    quiet: false,
+                    accept: &|p, pl| p.factor == Factor::Push && at_home_city(p, pl),
+                },
+            );
+            // At most 3 users behind one address: an outage hits users everywhere, not one site.
+            for u in candidates {
+                let day = eng.pop.local_day(u, plan.t);
+                let Some(ip) = eng.pop.ip(u, day, false) else {
+                    continue;
+                };
+                let n = per_ip.entry(ip).or_default();
+                if *n < 3 && plan.users.len() < want {
+                    *n += 1;
+                    plan.users.push(u);
+                }
+            }
+            if plan.users.len() < 22 {
+                return None;
+            }
+        }
+        Kind::NetworkWave => {
+            // A weekday morning in one office, behind one of its egress addresses.
+            let start_dow = (eng.cfg.start_ms.div_euclid(DAY) + 3).rem_euclid(7);
+            let weekdays: Vec<i64> = (0..eng.cfg.days as i64)
+                .filter(|d| (start_dow + d) % 7 < 5)
+                .collect();
+            if weekdays.is_empty() || eng.pop.people.is_empty() {
+                return None;
+            }
+            let day = weekdays[rng.random_range(0..weekdays.len())];
+            let seed_user = rng.random_range(0..eng.pop.people.len());
+            let (office, egress) = (
+                eng.pop.people[seed_user].office,
+                eng.pop.people[seed_user].egress,
+            );
+            plan.t = eng
+                .pop
+                .utc(seed_user, day, 9 * HOUR + rng.random_range(0..120) * MIN);
+            let want = rng.random_range(5..=15);
+            let mut chosen = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t: plan.t,
+                    before: 0,
+                    after: 0,
+                    quiet: false,
+                    accept: &|p, pl| {
+                        p.office == office
+                            && p.egress == egress
+                            && p.factor == Factor::Push
+                            && pl == Place::Office
+                            && !p.traveller()
+                    },
+                },
+            );
+            if chosen.len() < 5 {
+                // Too few people behind that address: give the days back.
+                for &u in &chosen {
+                    let d = eng.pop.local_day(u, plan.t);
+                    eng.pop.people[u].busy.retain(|&b| b != d);
+                }
+                return None;
+            }
+            chosen.shuffle(rng);
+            plan.users = chosen;
+            plan.ips.push(egress);
+        }
+        Kind::BenignLockout => {
+            let u = victim(eng, rng, t, 10 * MIN, 3 * HOUR, &|p, pl| {
+                p.factor != Factor::Webauthn && at_home_city(p, pl)
+            })?;
+            plan.users.push(u);
+        }
+    }
+    Some(plan)
+}

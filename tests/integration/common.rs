@@ -1,0 +1,78 @@
+//! Helpers: run the built binary, read JSON lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `authwatch` binary under test.
+pub fn authwatch() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authwatch"));
+    // Tests must not depend on the caller's environment overrides.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTHWATCH__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs and returns the output, asserting the exit status.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn authwatch");
+    assert!(
+        out.status.success(),
+        "authwatch failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs and returns the output, asserting failure.
+pub fn run_fail(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn authwatch");
+    assert!(
+        !out.status.success(),
+        "authwatch unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads a JSON-lines file into values.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Generates a stream with `seed` into `dir`; returns (events, labels).
+pub fn generate(dir: &Path, users: u32, days: u32, seed: u64) -> (PathBuf, PathBuf) {
+    let events = dir.join(format!("gen-{seed}.jsonl"));
+    let labels = dir.join(format!("labels-{seed}.jsonl"));
+    run_ok(
+        authwatch()
+            .args([
+                "gen",
+                "--users",
+                &users.to_string(),
+                "--days",
+                &days.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
+            .arg(&events)
+            .arg("--labels")
+            .arg(&labels),
+    );
+    (events, labels)
+}
