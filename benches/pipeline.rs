@@ -6,6 +6,9 @@
 //! - `rules/builtin`: the rule engine alone over already-parsed events;
 //! - `pipeline/replay`: the whole pipeline (threads, ordering, watermark, rules) over a buffer.
 
+// A benchmark over generated data has no input to fail on: a failure is a bug to see at once.
+#![allow(clippy::expect_used)]
+
 use authwatch_detect::{EngineLimits, RulePack};
 use authwatch_event::AuthEvent;
 use authwatch_gen::{GenConfig, generate};

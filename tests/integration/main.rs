@@ -1,6 +1,9 @@
 //! Integration and end-to-end tests of the `authwatch` binary. One test binary, one module per
 //! area.
 
+// Test helpers outside `#[test]` functions: a failed spawn or read is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 mod replay;
 mod tooling;

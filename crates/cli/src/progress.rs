@@ -40,7 +40,7 @@ impl Progress {
                 if tty {
                     bar.set_position(Metrics::get(&metrics.bytes_read));
                     bar.set_message(msg);
-                } else if ticks % 50 == 0 {
+                } else if ticks.is_multiple_of(50) {
                     eprintln!("progress: {msg}");
                 }
             }

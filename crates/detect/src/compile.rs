@@ -4,7 +4,7 @@
 use crate::error::{RuleError, locate};
 use crate::key::KeyField;
 use crate::predicate::Predicate;
-use crate::spec::{ConditionSpec, RuleSpec};
+use crate::spec::{ConditionSpec, RuleSpec, WindowSpec};
 use crate::template::Template;
 use authwatch_event::{CauseClass, Severity};
 use std::path::{Path, PathBuf};
@@ -30,15 +30,14 @@ pub struct CompiledRule {
     pub key: Vec<KeyField>,
     /// Which events the rule looks at.
     pub filter: Predicate,
-    /// Window size (ms) and its text.
+    /// The window kind.
+    pub window_kind: WindowKind,
+    /// Window size, or the session gap (ms).
     pub window_ms: i64,
-    /// The window as written.
+    /// The window as written (`10m`).
     pub window_text: String,
-    /// Counter names and filters.
-    pub counters: Vec<(String, Predicate)>,
-    /// How many recent events each counter keeps (the largest threshold that reads it, at least
-    /// one); bounds per-key memory.
-    pub counter_caps: Vec<usize>,
+    /// The aggregations.
+    pub counters: Vec<Counter>,
     /// When to fire.
     pub condition: Condition,
     /// Sequence requirement.
@@ -55,6 +54,36 @@ pub struct CompiledRule {
     pub source: PathBuf,
 }
 
+/// How a rule's window moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// The last `size` before each event.
+    Sliding,
+    /// Fixed, aligned buckets of `size` (epoch-aligned, UTC); one incident per bucket.
+    Tumbling,
+    /// Activity separated by less than `gap`.
+    Session,
+}
+
+/// One compiled aggregation.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    /// Its name in conditions and templates.
+    pub name: String,
+    /// Which filtered events it counts.
+    pub predicate: Predicate,
+    /// Count distinct values of this field instead of events.
+    pub distinct: Option<KeyField>,
+    /// How many recent events (or distinct values) it keeps per key: the largest threshold that
+    /// reads it, plus one; more when it is used in a ratio or the rule reads `span`.
+    pub cap: usize,
+}
+
+/// The most a counter keeps per key when it is used in a ratio or span: ratios need exact
+/// counts beyond any threshold. Beyond it, counts saturate (and a ratio uses the saturated
+/// value), which bounds memory per key.
+pub const EXACT_CAP: usize = 4096;
+
 /// `any`/`all` of comparisons.
 #[derive(Debug, Clone)]
 pub struct Condition {
@@ -64,15 +93,26 @@ pub struct Condition {
     pub comparisons: Vec<Comparison>,
 }
 
-/// `counter op value`.
+/// What a comparison reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    /// A counter's value.
+    Counter(usize),
+    /// Milliseconds between the first and the last counted event in the window.
+    Span,
+}
+
+/// `operand [/ operand] op value`.
 #[derive(Debug, Clone, Copy)]
 pub struct Comparison {
-    /// Counter index.
-    pub counter: usize,
+    /// Left-hand side.
+    pub left: Operand,
+    /// Optional divisor (a ratio); a zero divisor makes the comparison false.
+    pub divisor: Option<Operand>,
     /// Operator.
     pub op: Op,
-    /// Right-hand side.
-    pub value: u64,
+    /// Right-hand side (a number, or milliseconds for a duration).
+    pub value: f64,
 }
 
 /// A comparison operator.
@@ -91,7 +131,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn holds(self, left: u64, right: u64) -> bool {
+    fn holds(self, left: f64, right: f64) -> bool {
         match self {
             Op::Ge => left >= right,
             Op::Gt => left > right,
@@ -103,16 +143,32 @@ impl Op {
 }
 
 impl Condition {
-    /// Whether the condition holds for these counts.
-    pub fn holds(&self, counts: &[u64]) -> bool {
+    /// Whether the condition holds for these counter values and span (ms).
+    pub fn holds(&self, counts: &[u64], span_ms: i64) -> bool {
+        let read = |o: Operand| match o {
+            Operand::Counter(i) => counts.get(i).copied().unwrap_or(0) as f64,
+            Operand::Span => span_ms as f64,
+        };
         let mut results = self.comparisons.iter().map(|c| {
-            c.op.holds(counts.get(c.counter).copied().unwrap_or(0), c.value)
+            let left = read(c.left);
+            match c.divisor.map(read) {
+                Some(0.0) => false,
+                Some(d) => c.op.holds(left / d, c.value),
+                None => c.op.holds(left, c.value),
+            }
         });
         if self.all {
             results.all(|r| r)
         } else {
             results.any(|r| r)
         }
+    }
+
+    /// Whether any comparison reads `span`.
+    pub fn reads_span(&self) -> bool {
+        self.comparisons
+            .iter()
+            .any(|c| c.left == Operand::Span || c.divisor == Some(Operand::Span))
     }
 }
 
@@ -209,7 +265,37 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
     let key = key_fields(&spec.key, "key")?;
     let filter = Predicate::compile(&spec.filter)
         .map_err(|(field, msg)| invalid(&field, format!("filter {field}: {msg}")))?;
-    let window_ms = parse_duration_ms(&spec.window).map_err(|m| invalid("window", m))?;
+    let (window_kind, window_text) = match &spec.window {
+        WindowSpec::Sliding(size) => (WindowKind::Sliding, size.clone()),
+        WindowSpec::Kind(k) => {
+            let kind = match k.kind.as_str() {
+                "sliding" => WindowKind::Sliding,
+                "tumbling" => WindowKind::Tumbling,
+                "session" => WindowKind::Session,
+                other => {
+                    return Err(invalid(
+                        other,
+                        format!(
+                            "unknown window kind {other:?}; expected sliding, tumbling or session"
+                        ),
+                    ));
+                }
+            };
+            let text = match (kind, &k.size, &k.gap) {
+                (WindowKind::Session, None, Some(gap)) => gap.clone(),
+                (WindowKind::Sliding | WindowKind::Tumbling, Some(size), None) => size.clone(),
+                _ => {
+                    return Err(invalid(
+                        "window",
+                        "sliding and tumbling windows take size:, session windows take gap:"
+                            .to_owned(),
+                    ));
+                }
+            };
+            (kind, text)
+        }
+    };
+    let window_ms = parse_duration_ms(&window_text).map_err(|m| invalid("window", m))?;
     if window_ms <= 0 {
         return Err(invalid("window", "window must be positive".to_owned()));
     }
@@ -220,15 +306,30 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             "a rule needs at least one counter".to_owned(),
         ));
     }
-    let counters = spec
+    let mut counters = spec
         .counters
         .iter()
-        .map(|(name, f)| {
-            Predicate::compile(f)
-                .map(|p| (name.clone(), p))
-                .map_err(|(field, msg)| invalid(&field, format!("counter {name}, {field}: {msg}")))
+        .map(|(name, c)| {
+            let predicate = Predicate::compile(&c.filter).map_err(|(field, msg)| {
+                invalid(&field, format!("counter {name}, {field}: {msg}"))
+            })?;
+            let distinct = c
+                .distinct
+                .as_ref()
+                .map(|d| {
+                    KeyField::parse(d).ok_or_else(|| {
+                        invalid(d, format!("counter {name}: cannot count distinct {d:?}"))
+                    })
+                })
+                .transpose()?;
+            Ok(Counter {
+                name: name.clone(),
+                predicate,
+                distinct,
+                cap: 1,
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, RuleError>>()?;
     let (all, texts) = match &spec.fire_when {
         ConditionSpec {
             any: Some(v),
@@ -255,14 +356,25 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         .iter()
         .map(|t| parse_comparison(t, &counter_names).map_err(|m| invalid(t, m)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut counter_caps = vec![1usize; counters.len()];
-    for c in &comparisons {
-        let need = usize::try_from(c.value)
-            .unwrap_or(usize::MAX)
-            .saturating_add(1);
-        counter_caps[c.counter] = counter_caps[c.counter].max(need.min(100_000));
-    }
     let condition = Condition { all, comparisons };
+    let exact_all = condition.reads_span();
+    for c in &condition.comparisons {
+        for (operand, in_ratio) in [(Some(c.left), c.divisor.is_some()), (c.divisor, true)] {
+            if let Some(Operand::Counter(i)) = operand {
+                let need = if in_ratio || exact_all {
+                    EXACT_CAP
+                } else {
+                    (c.value.max(0.0) as usize).saturating_add(1).min(EXACT_CAP)
+                };
+                counters[i].cap = counters[i].cap.max(need);
+            }
+        }
+    }
+    if exact_all {
+        for c in &mut counters {
+            c.cap = EXACT_CAP;
+        }
+    }
     let after = spec
         .after
         .as_ref()
@@ -319,10 +431,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         attack_technique: spec.attack_technique,
         key,
         filter,
+        window_kind,
         window_ms,
-        window_text: spec.window,
+        window_text,
         counters,
-        counter_caps,
         condition,
         after,
         suppress_ms,
@@ -335,18 +447,33 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
 
 fn parse_comparison(text: &str, counters: &[String]) -> Result<Comparison, String> {
     let parts: Vec<&str> = text.split_whitespace().collect();
-    let [name, op, value] = parts.as_slice() else {
-        return Err(format!(
-            "comparison {text:?} must read `<counter> <op> <number>`"
-        ));
+    let (left, divisor, op, value) = match parts.as_slice() {
+        [l, op, v] => (*l, None, *op, *v),
+        [l, "/", d, op, v] => (*l, Some(*d), *op, *v),
+        _ => {
+            return Err(format!(
+                "comparison {text:?} must read `<counter> <op> <value>` or `<counter> / <counter> <op> <value>`"
+            ));
+        }
     };
-    let counter = counters.iter().position(|c| c == name).ok_or_else(|| {
-        format!(
-            "comparison {text:?} names unknown counter {name:?}; counters: {}",
-            counters.join(", ")
-        )
-    })?;
-    let op = match *op {
+    let operand = |name: &str| -> Result<Operand, String> {
+        if name == "span" {
+            return Ok(Operand::Span);
+        }
+        counters
+            .iter()
+            .position(|c| c == name)
+            .map(Operand::Counter)
+            .ok_or_else(|| {
+                format!(
+                    "comparison {text:?} names unknown counter {name:?}; counters: {} (and span)",
+                    counters.join(", ")
+                )
+            })
+    };
+    let left = operand(left)?;
+    let divisor = divisor.map(operand).transpose()?;
+    let op = match op {
         ">=" => Op::Ge,
         ">" => Op::Gt,
         "<=" => Op::Le,
@@ -358,8 +485,20 @@ fn parse_comparison(text: &str, counters: &[String]) -> Result<Comparison, Strin
             ));
         }
     };
-    let value = value
-        .parse()
-        .map_err(|_| format!("comparison {text:?}: {value:?} is not a whole number"))?;
-    Ok(Comparison { counter, op, value })
+    // `span` compares with durations (`5m`); counters and ratios with numbers.
+    let value = if left == Operand::Span && divisor.is_none() {
+        parse_duration_ms(value).map(|ms| ms as f64)?
+    } else {
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("comparison {text:?}: {value:?} is not a number"))?
+    };
+    Ok(Comparison {
+        left,
+        divisor,
+        op,
+        value,
+    })
 }

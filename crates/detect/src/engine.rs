@@ -7,7 +7,7 @@
 //! drives housekeeping: keys idle for longer than their window plus suppression are expired, and
 //! per-rule key counts are bounded by configuration, with evictions counted.
 
-use crate::compile::CompiledRule;
+use crate::compile::{CompiledRule, WindowKind};
 use crate::key::{Key, KeyField, KeyPart};
 use authwatch_event::{
     Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Text, Timestamp, Window,
@@ -16,6 +16,9 @@ use authwatch_event::{
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+
+/// Evidence event ids per alert, at most.
+pub const MAX_EVIDENCE: usize = 20;
 
 /// Engine limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +55,14 @@ pub struct RuleStats {
     pub keys: u64,
 }
 
+/// One counted event. Distinct counters keep one entry per value (its latest event), so their
+/// count in the window is the number of entries in it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Entry {
     time: i64,
     id: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<KeyPart>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,11 +70,17 @@ struct Incident {
     alert_id: String,
     first_seen: i64,
     last_seen: i64,
+    /// Tumbling windows: the incident ends with its bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ends: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct KeyState {
     last_time: i64,
+    /// Session windows: when the current session began.
+    #[serde(default)]
+    session_start: i64,
     recent: Vec<VecDeque<Entry>>,
     incident: Option<Incident>,
 }
@@ -209,71 +222,88 @@ impl Engine {
             .entry(key.clone())
             .or_insert_with(|| KeyState {
                 last_time: e.time,
+                session_start: e.time,
                 recent: vec![VecDeque::new(); rule.counters.len()],
                 incident: None,
             });
+        if rule.window_kind == WindowKind::Session && e.time - state.last_time > rule.window_ms {
+            state.session_start = e.time;
+        }
         state.last_time = state.last_time.max(e.time);
-        let horizon = state.last_time - rule.window_ms;
-        for (c, (_, predicate)) in rule.counters.iter().enumerate() {
-            let recent = &mut state.recent[c];
-            if predicate.matches(e) {
-                // Keep entries sorted by time: streams are mostly ordered, so the insert point is
-                // almost always the back.
-                let at = recent.partition_point(|x| x.time <= e.time);
-                recent.insert(
-                    at,
-                    Entry {
-                        time: e.time,
-                        id: e.event_id.clone(),
-                    },
-                );
+        let horizon = window_start(rule, state, state.last_time);
+        for (counter, recent) in rule.counters.iter().zip(&mut state.recent) {
+            if counter.predicate.matches(e) {
+                let value = counter.distinct.and_then(|f| f.extract(e));
+                if counter.distinct.is_none() || value.is_some() {
+                    if value.is_some()
+                        && let Some(at) = recent.iter().position(|x| x.value == value)
+                    {
+                        recent.remove(at);
+                    }
+                    // Keep entries sorted by time: streams are mostly ordered, so the insert
+                    // point is almost always the back.
+                    let at = recent.partition_point(|x| x.time <= e.time);
+                    recent.insert(
+                        at,
+                        Entry {
+                            time: e.time,
+                            id: e.event_id.clone(),
+                            value,
+                        },
+                    );
+                }
             }
             while recent.front().is_some_and(|x| x.time < horizon) {
                 recent.pop_front();
             }
-            while recent.len() > rule.counter_caps[c] {
+            while recent.len() > counter.cap {
                 recent.pop_front();
             }
         }
+        let start = window_start(rule, state, e.time);
+        let (counts, first, last) = window_counts(&state.recent, start, e.time);
+        let span = last.saturating_sub(first).max(0);
         // An open incident absorbs further activity of the key: one alert per incident.
         if let Some(inc) = &mut state.incident {
-            if e.time <= inc.last_seen.saturating_add(rule.suppress_ms) {
+            let open = match inc.ends {
+                Some(end) => e.time < end,
+                None => e.time <= inc.last_seen.saturating_add(rule.suppress_ms),
+            };
+            if open {
                 inc.last_seen = inc.last_seen.max(e.time);
                 let inc = inc.clone();
                 if self.keep_incidents_ms[r] > 0 {
                     index_incident(&mut self.incidents, r, &rule.key, &key, &inc);
                 }
-                let counts = window_counts(&state.recent, e.time, rule.window_ms);
-                if rule.condition.holds(&counts) {
+                if rule.condition.holds(&counts, span) {
                     state_map.stats.suppressed += 1;
                 }
                 return;
             }
             state.incident = None;
         }
-        let counts = window_counts(&state.recent, e.time, rule.window_ms);
-        if !rule.condition.holds(&counts) {
+        if !rule.condition.holds(&counts, span) {
             return;
         }
-        let own_start = state
-            .recent
-            .iter()
-            .filter_map(|q| {
-                q.iter()
-                    .find(|x| x.time >= e.time - rule.window_ms)
-                    .map(|x| x.time)
-            })
-            .min()
-            .unwrap_or(e.time);
+        let own_start = if rule.window_kind == WindowKind::Tumbling {
+            start
+        } else {
+            first.min(e.time)
+        };
         let window_start = after
             .as_ref()
             .map_or(own_start, |a| a.first_seen.min(own_start));
+        let window_end = match rule.window_kind {
+            WindowKind::Tumbling => start.saturating_add(rule.window_ms),
+            _ => e.time,
+        };
         let key_text = key.canonical(&rule.key);
         let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, window_start);
         let incident = Incident {
             alert_id: alert_id.clone(),
             first_seen: window_start,
             last_seen: e.time,
+            ends: (rule.window_kind == WindowKind::Tumbling).then_some(window_end),
         };
         state.incident = Some(incident.clone());
         state_map.stats.alerts += 1;
@@ -281,17 +311,22 @@ impl Engine {
             .evidence
             .iter()
             .flat_map(|&c| state.recent[c].iter())
-            .filter(|x| x.time >= e.time - rule.window_ms && x.time <= e.time)
+            .filter(|x| x.time >= start && x.time <= e.time)
             .collect();
         evidence.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         evidence.dedup_by(|a, b| a.id == b.id);
+        // Bounded: the deciding (latest) events matter most.
+        let skip = evidence.len().saturating_sub(MAX_EVIDENCE);
         let alert = build_alert(
             rule,
             &key,
             e,
             &counts,
-            evidence.iter().map(|x| x.id.to_string()).collect(),
-            window_start,
+            evidence[skip..].iter().map(|x| x.id.to_string()).collect(),
+            Window {
+                start: Timestamp(window_start),
+                end: Timestamp(window_end),
+            },
             alert_id,
             after.map(|a| a.alert_id).into_iter().collect(),
         );
@@ -416,15 +451,32 @@ impl Engine {
     }
 }
 
-fn window_counts(recent: &[VecDeque<Entry>], now: i64, window_ms: i64) -> Vec<u64> {
-    recent
+/// Where the window that ends at `t` starts, for this key.
+fn window_start(rule: &CompiledRule, state: &KeyState, t: i64) -> i64 {
+    match rule.window_kind {
+        WindowKind::Sliding => t.saturating_sub(rule.window_ms),
+        WindowKind::Tumbling => t - t.rem_euclid(rule.window_ms),
+        WindowKind::Session => state.session_start,
+    }
+}
+
+/// Counts per counter in `[start, now]`, and the first and last counted times.
+fn window_counts(recent: &[VecDeque<Entry>], start: i64, now: i64) -> (Vec<u64>, i64, i64) {
+    let mut first = i64::MAX;
+    let mut last = i64::MIN;
+    let counts = recent
         .iter()
         .map(|q| {
-            q.iter()
-                .filter(|x| x.time >= now - window_ms && x.time <= now)
-                .count() as u64
+            let mut n = 0;
+            for x in q.iter().filter(|x| x.time >= start && x.time <= now) {
+                n += 1;
+                first = first.min(x.time);
+                last = last.max(x.time);
+            }
+            n
         })
-        .collect()
+        .collect();
+    (counts, first, last)
 }
 
 fn index_incident(
@@ -471,10 +523,11 @@ fn build_alert(
     e: &AuthEvent,
     counts: &[u64],
     evidence: Vec<String>,
-    window_start: i64,
+    window: Window,
     alert_id: String,
     related: Vec<String>,
 ) -> Alert {
+    let window_start = window.start.millis();
     let entity = key.entity(&rule.key);
     let key_value = |f: KeyField| {
         rule.key
@@ -508,7 +561,7 @@ fn build_alert(
         .counters
         .iter()
         .zip(counts)
-        .map(|((name, _), n)| (name.clone(), MetricValue::Count(*n)))
+        .map(|(c, n)| (c.name.clone(), MetricValue::Count(*n)))
         .collect();
     Alert {
         alert_id,
@@ -519,10 +572,7 @@ fn build_alert(
         severity: rule.severity,
         attack_technique: rule.attack_technique.clone(),
         entity,
-        window: Window {
-            start: Timestamp(window_start),
-            end: Timestamp(e.time),
-        },
+        window,
         metrics,
         evidence,
         first_seen: Timestamp(window_start),

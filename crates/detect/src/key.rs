@@ -17,6 +17,10 @@ pub enum KeyField {
     Asn,
     /// `device`: the device fingerprint.
     Device,
+    /// `country`: the source country.
+    Country,
+    /// `app`: the target application.
+    App,
 }
 
 impl KeyField {
@@ -27,6 +31,8 @@ impl KeyField {
         (KeyField::Tenant, "tenant"),
         (KeyField::Asn, "asn"),
         (KeyField::Device, "device"),
+        (KeyField::Country, "country"),
+        (KeyField::App, "app"),
     ];
 
     /// The field for a rule-language name.
@@ -65,6 +71,13 @@ impl KeyField {
             KeyField::Asn => e.src.asn.map(KeyPart::Num),
             KeyField::Device => (!e.device.fingerprint.is_empty())
                 .then(|| KeyPart::Text(e.device.fingerprint.clone())),
+            KeyField::Country => e
+                .src
+                .geo
+                .as_ref()
+                .filter(|g| !g.country.is_empty())
+                .map(|g| KeyPart::Text(g.country.clone())),
+            KeyField::App => (!e.app.is_empty()).then(|| KeyPart::Text(e.app.clone())),
         }
     }
 }

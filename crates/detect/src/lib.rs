@@ -40,7 +40,7 @@ pub use compile::{CompiledRule, parse_duration_ms};
 pub use engine::{Engine, EngineLimits, RuleStats, SnapshotError};
 pub use error::RuleError;
 pub use key::{Key, KeyField, KeyPart};
-pub use predicate::FILTER_FIELDS;
+pub use predicate::filter_fields;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Compiled filters: vocabulary fields become bitmasks, so matching an event is a few AND
 //! instructions, with no string comparison unless the rule filters on free-text fields.
 
-use crate::spec::{FilterSpec, Scalar};
+use crate::spec::{FilterSpec, OneOrMany, Scalar};
 use authwatch_event::{Activity, AuthEvent, Factor, Outcome, Reason, RiskLevel, Text};
 
 /// A compiled filter. Every listed field must match; within a field, any listed value matches.
@@ -12,8 +12,9 @@ pub struct Predicate {
     outcome: u64,
     reason: u64,
     risk: u64,
-    texts: Vec<(TextField, Vec<Text>)>,
+    texts: Vec<(TextField, Vec<Text>, bool)>,
     flags: Vec<(FlagField, bool)>,
+    numbers: Vec<(NumField, Bound)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,33 +33,103 @@ enum FlagField {
     Tor,
     Hosting,
     Proxy,
+    KnownUser,
+    Learning,
+    NewDevice,
+    NewCountry,
+    NewAsn,
+    UnusualHour,
 }
 
-/// The fields a filter may name, for error messages and docs.
-pub const FILTER_FIELDS: &[&str] = &[
-    "activity",
-    "factor",
-    "outcome",
-    "reason",
-    "provider_risk",
-    "provider",
-    "tenant",
-    "app",
-    "src.geo.country",
-    "src.internal",
-    "src.anonymizer.anonymous",
-    "src.anonymizer.vpn",
-    "src.anonymizer.tor",
-    "src.anonymizer.hosting",
-    "src.anonymizer.proxy",
+#[derive(Debug, Clone, Copy)]
+enum NumField {
+    SpeedKmh,
+    DistanceKm,
+}
+
+/// An interval; a missing value never matches.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    low: f64,
+    low_inclusive: bool,
+    high: f64,
+    high_inclusive: bool,
+}
+
+impl Bound {
+    fn contains(&self, v: f64) -> bool {
+        (if self.low_inclusive {
+            v >= self.low
+        } else {
+            v > self.low
+        }) && (if self.high_inclusive {
+            v <= self.high
+        } else {
+            v < self.high
+        })
+    }
+}
+
+const TEXT_FIELDS: &[(&str, TextField)] = &[
+    ("provider", TextField::Provider),
+    ("tenant", TextField::Tenant),
+    ("app", TextField::App),
+    ("src.geo.country", TextField::Country),
 ];
+
+const FLAG_FIELDS: &[(&str, FlagField)] = &[
+    ("src.internal", FlagField::Internal),
+    ("src.anonymizer.anonymous", FlagField::Anonymous),
+    ("src.anonymizer.vpn", FlagField::Vpn),
+    ("src.anonymizer.tor", FlagField::Tor),
+    ("src.anonymizer.hosting", FlagField::Hosting),
+    ("src.anonymizer.proxy", FlagField::Proxy),
+    ("context.known_user", FlagField::KnownUser),
+    ("context.learning", FlagField::Learning),
+    ("context.new_device", FlagField::NewDevice),
+    ("context.new_country", FlagField::NewCountry),
+    ("context.new_asn", FlagField::NewAsn),
+    ("context.unusual_hour", FlagField::UnusualHour),
+];
+
+const NUM_FIELDS: &[(&str, NumField)] = &[
+    ("context.speed_kmh", NumField::SpeedKmh),
+    ("context.distance_km", NumField::DistanceKm),
+];
+
+/// The fields a filter may name, for error messages and docs.
+pub fn filter_fields() -> Vec<&'static str> {
+    let mut v = vec!["activity", "factor", "outcome", "reason", "provider_risk"];
+    v.extend(TEXT_FIELDS.iter().map(|(n, _)| *n));
+    v.extend(FLAG_FIELDS.iter().map(|(n, _)| *n));
+    v.extend(NUM_FIELDS.iter().map(|(n, _)| *n));
+    v
+}
 
 const ANY: u64 = u64::MAX;
 
+/// The listed values of a field, and whether they are negated (`{not: [...]}`).
+fn listed(spec: &OneOrMany) -> Result<(Vec<&Scalar>, bool), String> {
+    match spec {
+        OneOrMany::Ops(ops) => {
+            if ops.gt.is_some() || ops.gte.is_some() || ops.lt.is_some() || ops.lte.is_some() {
+                return Err("gt/gte/lt/lte apply to numeric fields only".to_owned());
+            }
+            let not = ops
+                .not
+                .as_ref()
+                .ok_or("an operator map needs not, gt, gte, lt or lte")?;
+            Ok((not.iter().collect(), true))
+        }
+        other => Ok((other.values(), false)),
+    }
+}
+
 fn mask_of<T: std::str::FromStr<Err = authwatch_event::VocabError> + Copy>(
-    values: &[&Scalar],
+    spec: &OneOrMany,
     index: fn(T) -> usize,
 ) -> Result<u64, String> {
+    let (values, negated) = listed(spec)?;
     let mut mask = 0u64;
     for v in values {
         let parsed: T = v
@@ -67,7 +138,35 @@ fn mask_of<T: std::str::FromStr<Err = authwatch_event::VocabError> + Copy>(
             .map_err(|e: authwatch_event::VocabError| e.to_string())?;
         mask |= 1 << index(parsed);
     }
-    Ok(mask)
+    Ok(if negated { !mask } else { mask })
+}
+
+fn bound_of(spec: &OneOrMany) -> Result<Bound, String> {
+    let OneOrMany::Ops(ops) = spec else {
+        return Err("a numeric field takes {gt|gte|lt|lte: number}".to_owned());
+    };
+    if ops.not.is_some() {
+        return Err("not applies to listed values, not to numeric fields".to_owned());
+    }
+    let mut b = Bound {
+        low: f64::NEG_INFINITY,
+        low_inclusive: true,
+        high: f64::INFINITY,
+        high_inclusive: true,
+    };
+    if let Some(v) = ops.gt {
+        (b.low, b.low_inclusive) = (v, false);
+    }
+    if let Some(v) = ops.gte {
+        (b.low, b.low_inclusive) = (v, true);
+    }
+    if let Some(v) = ops.lt {
+        (b.high, b.high_inclusive) = (v, false);
+    }
+    if let Some(v) = ops.lte {
+        (b.high, b.high_inclusive) = (v, true);
+    }
+    Ok(b)
 }
 
 impl Predicate {
@@ -81,63 +180,43 @@ impl Predicate {
             risk: ANY,
             texts: Vec::new(),
             flags: Vec::new(),
+            numbers: Vec::new(),
         }
     }
 
     /// Compiles a filter. The error names the field and the value at fault.
     pub fn compile(spec: &FilterSpec) -> Result<Self, (String, String)> {
         let mut p = Predicate::any();
-        for (field, values) in spec {
-            let values = values.values();
+        for (field, value) in spec {
             let fail = |msg: String| (field.clone(), msg);
             match field.as_str() {
                 "activity" => {
-                    p.activity = mask_of::<Activity>(&values, Activity::index).map_err(fail)?
+                    p.activity = mask_of::<Activity>(value, Activity::index).map_err(fail)?
                 }
-                "factor" => p.factor = mask_of::<Factor>(&values, Factor::index).map_err(fail)?,
-                "outcome" => {
-                    p.outcome = mask_of::<Outcome>(&values, Outcome::index).map_err(fail)?
-                }
-                "reason" => p.reason = mask_of::<Reason>(&values, Reason::index).map_err(fail)?,
+                "factor" => p.factor = mask_of::<Factor>(value, Factor::index).map_err(fail)?,
+                "outcome" => p.outcome = mask_of::<Outcome>(value, Outcome::index).map_err(fail)?,
+                "reason" => p.reason = mask_of::<Reason>(value, Reason::index).map_err(fail)?,
                 "provider_risk" => {
-                    p.risk = mask_of::<RiskLevel>(&values, RiskLevel::index).map_err(fail)?
+                    p.risk = mask_of::<RiskLevel>(value, RiskLevel::index).map_err(fail)?
                 }
-                "provider" | "tenant" | "app" | "src.geo.country" => {
-                    let which = match field.as_str() {
-                        "provider" => TextField::Provider,
-                        "tenant" => TextField::Tenant,
-                        "app" => TextField::App,
-                        _ => TextField::Country,
-                    };
-                    p.texts.push((
-                        which,
-                        values.iter().map(|v| Text::new(v.to_string())).collect(),
-                    ));
-                }
-                "src.internal"
-                | "src.anonymizer.anonymous"
-                | "src.anonymizer.vpn"
-                | "src.anonymizer.tor"
-                | "src.anonymizer.hosting"
-                | "src.anonymizer.proxy" => {
-                    let which = match field.as_str() {
-                        "src.internal" => FlagField::Internal,
-                        "src.anonymizer.anonymous" => FlagField::Anonymous,
-                        "src.anonymizer.vpn" => FlagField::Vpn,
-                        "src.anonymizer.tor" => FlagField::Tor,
-                        "src.anonymizer.hosting" => FlagField::Hosting,
-                        _ => FlagField::Proxy,
-                    };
-                    match values.as_slice() {
-                        [Scalar::Bool(b)] => p.flags.push((which, *b)),
-                        _ => return Err(fail("expects true or false".to_owned())),
+                name => {
+                    if let Some((_, which)) = TEXT_FIELDS.iter().find(|(n, _)| *n == name) {
+                        let (values, negated) = listed(value).map_err(fail)?;
+                        let values = values.iter().map(|v| Text::new(v.to_string())).collect();
+                        p.texts.push((*which, values, negated));
+                    } else if let Some((_, which)) = FLAG_FIELDS.iter().find(|(n, _)| *n == name) {
+                        match value.values().as_slice() {
+                            [Scalar::Bool(b)] => p.flags.push((*which, *b)),
+                            _ => return Err(fail("expects true or false".to_owned())),
+                        }
+                    } else if let Some((_, which)) = NUM_FIELDS.iter().find(|(n, _)| *n == name) {
+                        p.numbers.push((*which, bound_of(value).map_err(fail)?));
+                    } else {
+                        return Err(fail(format!(
+                            "unknown filter field; expected one of: {}",
+                            filter_fields().join(", ")
+                        )));
                     }
-                }
-                _ => {
-                    return Err(fail(format!(
-                        "unknown filter field; expected one of: {}",
-                        FILTER_FIELDS.join(", ")
-                    )));
                 }
             }
         }
@@ -152,17 +231,18 @@ impl Predicate {
             && bit(self.outcome, e.outcome.index())
             && bit(self.reason, e.reason.index())
             && bit(self.risk, e.provider_risk.index())
-            && self.texts.iter().all(|(field, accepted)| {
+            && self.texts.iter().all(|(field, accepted, negated)| {
                 let value: &str = match field {
                     TextField::Provider => &e.provider,
                     TextField::Tenant => &e.tenant,
                     TextField::App => &e.app,
                     TextField::Country => e.src.geo.as_ref().map_or("", |g| &g.country),
                 };
-                accepted.iter().any(|a| a.as_str() == value)
+                accepted.iter().any(|a| a.as_str() == value) != *negated
             })
             && self.flags.iter().all(|(field, want)| {
                 let a = &e.src.anonymizer;
+                let c = &e.context;
                 let have = match field {
                     FlagField::Internal => e.src.internal,
                     FlagField::Anonymous => a.anonymous,
@@ -170,8 +250,21 @@ impl Predicate {
                     FlagField::Tor => a.tor,
                     FlagField::Hosting => a.hosting,
                     FlagField::Proxy => a.proxy,
+                    FlagField::KnownUser => c.known_user,
+                    FlagField::Learning => c.learning,
+                    FlagField::NewDevice => c.new_device,
+                    FlagField::NewCountry => c.new_country,
+                    FlagField::NewAsn => c.new_asn,
+                    FlagField::UnusualHour => c.unusual_hour,
                 };
                 have == *want
+            })
+            && self.numbers.iter().all(|(field, bound)| {
+                let value = match field {
+                    NumField::SpeedKmh => e.context.speed_kmh,
+                    NumField::DistanceKm => e.context.distance_km,
+                };
+                value.is_some_and(|v| bound.contains(v))
             })
     }
 }
@@ -184,7 +277,7 @@ fn bit(mask: u64, index: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::OneOrMany;
+    use crate::spec::{OneOrMany, OpsSpec};
 
     fn spec(pairs: &[(&str, OneOrMany)]) -> FilterSpec {
         pairs
@@ -231,6 +324,45 @@ mod tests {
             Predicate::compile(&spec(&[("outcome", OneOrMany::One(text("deny")))])).unwrap_err();
         assert_eq!(field, "outcome");
         assert!(msg.contains("\"deny\" is not a valid outcome"), "{msg}");
+    }
+
+    #[test]
+    fn negation_and_numeric_bounds() {
+        let p = Predicate::compile(&spec(&[
+            (
+                "outcome",
+                OneOrMany::Ops(OpsSpec {
+                    not: Some(vec![text("success")]),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "context.speed_kmh",
+                OneOrMany::Ops(OpsSpec {
+                    gt: Some(900.0),
+                    ..Default::default()
+                }),
+            ),
+        ]))
+        .unwrap();
+        let mut e = AuthEvent {
+            outcome: Outcome::Failure,
+            ..Default::default()
+        };
+        assert!(!p.matches(&e), "no speed known: no match");
+        e.context.speed_kmh = Some(901.0);
+        assert!(p.matches(&e));
+        e.context.speed_kmh = Some(900.0);
+        assert!(!p.matches(&e));
+        e.context.speed_kmh = Some(5000.0);
+        e.outcome = Outcome::Success;
+        assert!(!p.matches(&e));
+        let (_, msg) = Predicate::compile(&spec(&[(
+            "context.speed_kmh",
+            OneOrMany::One(Scalar::Int(5)),
+        )]))
+        .unwrap_err();
+        assert!(msg.contains("numeric"), "{msg}");
     }
 
     #[test]

@@ -33,11 +33,11 @@ pub struct RuleSpec {
     /// Which events the rule looks at.
     #[serde(default)]
     pub filter: FilterSpec,
-    /// Sliding event-time window, e.g. `10m`.
-    pub window: String,
-    /// Named counts over the window; each counts the filtered events that also match its own
-    /// filter (an empty filter counts every filtered event).
-    pub counters: BTreeMap<String, FilterSpec>,
+    /// Event-time window: `10m` (sliding), or `{kind: tumbling, size: 1h}`,
+    /// `{kind: sliding, size: 10m}`, `{kind: session, gap: 30m}`.
+    pub window: WindowSpec,
+    /// Named aggregations over the window.
+    pub counters: BTreeMap<String, CounterSpec>,
     /// When the rule fires.
     pub fire_when: ConditionSpec,
     /// Optional sequence: fire only within `within` after an incident of another rule for the
@@ -61,10 +61,48 @@ fn default_version() -> u32 {
     1
 }
 
-/// A field → accepted values map; a value can be a scalar or a list (any of).
+/// A window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WindowSpec {
+    /// A duration: a sliding window of that size.
+    Sliding(String),
+    /// An explicit kind.
+    Kind(WindowKindSpec),
+}
+
+/// `{kind, size}` or `{kind: session, gap}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowKindSpec {
+    /// `sliding`, `tumbling` or `session`.
+    pub kind: String,
+    /// Window size (sliding, tumbling).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Inactivity gap that closes a session.
+    #[serde(default)]
+    pub gap: Option<String>,
+}
+
+/// One aggregation: a count of matching events, or a count of distinct values of a field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterSpec {
+    /// Which of the rule's filtered events count (empty: all).
+    #[serde(default, rename = "where")]
+    pub filter: FilterSpec,
+    /// Count distinct values of this field (`user`, `ip`, `asn`, `device`, `country`, `app`,
+    /// `tenant`) instead of events.
+    #[serde(default)]
+    pub distinct: Option<String>,
+}
+
+/// A field → accepted values map; a value can be a scalar, a list (any of), or an operator map
+/// (`{not: [..]}`, `{gt: 900}`, `{gte: 1, lt: 5}`).
 pub type FilterSpec = BTreeMap<String, OneOrMany>;
 
-/// A scalar or a list of scalars.
+/// A scalar, a list of scalars, or operators.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
@@ -72,14 +110,38 @@ pub enum OneOrMany {
     One(Scalar),
     /// Any of several values.
     Many(Vec<Scalar>),
+    /// Operators.
+    Ops(OpsSpec),
+}
+
+/// Filter operators on one field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSpec {
+    /// None of these values.
+    #[serde(default)]
+    pub not: Option<Vec<Scalar>>,
+    /// Greater than.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// Greater than or equal.
+    #[serde(default)]
+    pub gte: Option<f64>,
+    /// Less than.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// Less than or equal.
+    #[serde(default)]
+    pub lte: Option<f64>,
 }
 
 impl OneOrMany {
-    /// The values as a list.
+    /// The listed values (empty for operators).
     pub fn values(&self) -> Vec<&Scalar> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v.iter().collect(),
+            OneOrMany::Ops(_) => Vec::new(),
         }
     }
 }

@@ -293,19 +293,36 @@ const GOOD: &str = include_str!("../../../rules/mfa_fatigue.yaml");
 
 #[test]
 fn bad_rules_fail_with_file_line_and_column() {
-    let e = load_err(&GOOD.replace("severity: high", "severity: hihg"));
-    assert!(e.starts_with("bad.yaml:9:1:"), "{e}");
+    let line_of =
+        |text: &str, needle: &str| 1 + text.lines().position(|l| l.contains(needle)).unwrap();
+    let bad = GOOD.replace("severity: high", "severity: hihg");
+    let e = load_err(&bad);
+    assert!(
+        e.starts_with(&format!("bad.yaml:{}:1:", line_of(&bad, "hihg"))),
+        "{e}"
+    );
     assert!(e.contains("\"hihg\" is not a valid severity"), "{e}");
 
-    let e = load_err(&GOOD.replace("suppress: 30m", "supress: 30m"));
-    assert!(e.starts_with("bad.yaml:28:"), "{e}");
+    let bad = GOOD.replace("suppress: 30m", "supress: 30m");
+    let e = load_err(&bad);
+    assert!(
+        e.starts_with(&format!("bad.yaml:{}:1:", line_of(&bad, "supress"))),
+        "{e}"
+    );
     assert!(e.contains("unknown field `supress`"), "{e}");
 
-    let e = load_err(&GOOD.replace("unanswered >= 5", "unanswerd >= 5"));
+    let bad = GOOD.replace("unanswered >= 5", "unanswerd >= 5");
+    let e = load_err(&bad);
     assert!(e.contains("unknown counter \"unanswerd\""), "{e}");
-    assert!(e.starts_with("bad.yaml:25:7:"), "{e}");
+    assert!(
+        e.starts_with(&format!("bad.yaml:{}:7:", line_of(&bad, "unanswerd"))),
+        "{e}"
+    );
 
-    let e = load_err(&GOOD.replace("outcome: [denied, timeout]", "outcome: [denied, timedout]"));
+    let e = load_err(&GOOD.replace(
+        "outcome: [denied, timeout] }",
+        "outcome: [denied, timedout] }",
+    ));
     assert!(e.contains("\"timedout\" is not a valid outcome"), "{e}");
 
     let e = load_err(&GOOD.replace("{src_ip}", "{source}"));
