@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     pipeline.bench_function("replay", |b| {
         b.iter(|| {
             let config = Config::default();
-            let p = Pipeline::new(config, pack.clone());
+            let p = Pipeline::new(config, pack.clone()).expect("pipeline");
             let mut source = LineSource::from_readers(
                 vec![("bench".into(), Box::new(std::io::Cursor::new(data.clone())))],
                 1 << 20,

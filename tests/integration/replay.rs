@@ -3,45 +3,82 @@
 use crate::common::*;
 use std::io::Write;
 
-/// The detections built so far; the eval gate covers exactly these.
-const BUILT: &str = "mfa_fatigue,mfa_fatigue_success";
+/// A config that enriches with the MaxMind test databases the generator draws addresses from.
+fn geo_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let geo = repo().join("data/geo");
+    let path = dir.join("geo.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n",
+            geo.join("GeoIP2-City-Test.mmdb"),
+            geo.join("GeoLite2-ASN-Test.mmdb"),
+            geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// One row of `authwatch eval`'s table.
+struct Row {
+    labels: u64,
+    fp: u64,
+    missed: u64,
+    precision: f64,
+}
+
+fn eval_rows(report: &str) -> std::collections::BTreeMap<String, Row> {
+    report
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 9 && f[0] != "TOTAL").then(|| {
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                (
+                    f[0].to_owned(),
+                    Row { labels: n(1), fp: n(5), missed: n(6), precision: f[8].parse().unwrap() },
+                )
+            })
+        })
+        .collect()
+}
 
 #[test]
-fn gen_replay_eval_finds_every_injected_attack_and_nothing_else() {
+fn gen_replay_eval_finds_every_injected_attack() {
     let dir = tempfile::tempdir().unwrap();
+    let config = geo_config(dir.path());
     for seed in [11, 12] {
-        let (events, labels) = generate(dir.path(), 200, 3, seed);
+        let (events, labels) = generate(dir.path(), 250, 4, seed);
         let alerts = dir.path().join(format!("alerts-{seed}.jsonl"));
         run_ok(
             authwatch()
-                .args(["replay", "--quiet", "--alerts"])
+                .args(["replay", "--quiet", "--config"])
+                .arg(&config)
+                .arg("--alerts")
                 .arg(&alerts)
                 .arg(&events),
         );
-        let out = run_ok(
-            authwatch()
-                .args(["eval", "--strict", "--only", BUILT, "--labels"])
-                .arg(&labels)
-                .arg(&alerts),
-        );
-        let report = String::from_utf8_lossy(&out.stdout);
-        for category in BUILT.split(',') {
-            let row = report
-                .lines()
-                .find(|l| l.trim_start().starts_with(category) && l.contains(' '))
-                .unwrap_or_else(|| panic!("no row for {category} in\n{report}"));
-            assert!(
-                row.contains("1.00"),
-                "seed {seed}: {category} not perfect:\n{report}"
-            );
-        }
-        // The labels really contain attacks of both kinds, so a perfect score is not vacuous.
-        let labels = json_lines(&labels);
-        for category in BUILT.split(',') {
-            assert!(
-                labels.iter().any(|l| l["category"] == category),
-                "seed {seed}: generator injected no {category}"
-            );
+        let out = run_ok(authwatch().args(["eval", "--labels"]).arg(&labels).arg(&alerts));
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows = eval_rows(&report);
+        // Every category of DESIGN §6 is injected, so a perfect score is not vacuous.
+        for category in [
+            "mfa_fatigue", "mfa_fatigue_success", "mfa_fraud_report", "credential_stuffing",
+            "password_spray", "brute_force", "credential_compromise", "account_lockout",
+            "impossible_travel", "new_device_geo", "risk_policy_block", "anonymizer_login",
+            "mfa_triage",
+        ] {
+            let row = rows.get(category).unwrap_or_else(|| panic!("no {category} in\n{report}"));
+            assert!(row.labels > 0, "seed {seed}: no {category} injected\n{report}");
+            assert_eq!(row.missed, 0, "seed {seed}: {category} missed\n{report}");
+            if category == "mfa_triage" {
+                // Help-desk triage is information, not an alarm; a stray finding is tolerated.
+                assert!(row.precision >= 0.9, "seed {seed}: {category}\n{report}");
+            } else {
+                assert_eq!(row.fp, 0, "seed {seed}: {category} false positives\n{report}");
+            }
         }
     }
 }
@@ -115,7 +152,10 @@ fn every_alert_carries_the_fields_the_soc_needs() {
         assert!(a["summary"]["ja"].as_str().is_some_and(|s| !s.is_empty()));
         assert!(!a["steps"]["ja"].as_array().unwrap().is_empty());
         assert!(a["evidence"].as_array().unwrap().len() <= 32);
-        assert!(a["attack_technique"][0].as_str().unwrap().starts_with('T'));
+        // Attacks name their ATT&CK technique; help-desk triage findings have none to name.
+        if a["cause_class"] == "attack" {
+            assert!(a["attack_technique"][0].as_str().unwrap().starts_with('T'), "{a}");
+        }
     }
     // The alert file validates against the published schema's required fields.
     let schema: serde_json::Value = serde_json::from_str(

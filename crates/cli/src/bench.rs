@@ -67,7 +67,7 @@ fn parse_only(path: &Path) -> Result<(u64, f64)> {
 fn pipeline(path: &Path, workers: usize) -> Result<(u64, u64, f64)> {
     let mut config = Config::default();
     config.runtime.workers = workers;
-    let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?);
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?)?;
     let mut source = LineSource::open_files(
         &[path.to_owned()],
         config.input.max_line_bytes,

@@ -42,6 +42,10 @@ pub struct CompiledRule {
     pub condition: Condition,
     /// Sequence requirement.
     pub after: Option<After>,
+    /// Negative sequence: no firing while such an incident is recent.
+    pub unless: Option<After>,
+    /// The counter whose events may fire the rule.
+    pub trigger: Option<usize>,
     /// Quiet time that ends an incident (ms).
     pub suppress_ms: i64,
     /// Counters whose events are evidence.
@@ -375,24 +379,40 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             c.cap = EXACT_CAP;
         }
     }
+    let sequence = |a: &crate::spec::AfterSpec, what: &str| -> Result<After, RuleError> {
+        if a.rules.is_empty() {
+            return Err(invalid(
+                what,
+                format!("{what}.rules needs at least one rule id"),
+            ));
+        }
+        Ok(After {
+            rules: a.rules.clone(),
+            within_ms: parse_duration_ms(&a.within).map_err(|m| invalid("within", m))?,
+            on: match &a.on {
+                Some(on) => key_fields(on, "on")?,
+                None => key.clone(),
+            },
+        })
+    };
     let after = spec
         .after
         .as_ref()
-        .map(|a| -> Result<After, RuleError> {
-            if a.rules.is_empty() {
-                return Err(invalid(
-                    "after",
-                    "after.rules needs at least one rule id".to_owned(),
-                ));
-            }
-            Ok(After {
-                rules: a.rules.clone(),
-                within_ms: parse_duration_ms(&a.within).map_err(|m| invalid("within", m))?,
-                on: match &a.on {
-                    Some(on) => key_fields(on, "on")?,
-                    None => key.clone(),
-                },
-            })
+        .map(|a| sequence(a, "after"))
+        .transpose()?;
+    let unless = spec
+        .unless
+        .as_ref()
+        .map(|a| sequence(a, "unless"))
+        .transpose()?;
+    let trigger = spec
+        .trigger
+        .as_ref()
+        .map(|t| {
+            counter_names
+                .iter()
+                .position(|c| c == t)
+                .ok_or_else(|| invalid(t, format!("trigger names unknown counter {t:?}")))
         })
         .transpose()?;
     let suppress_ms = match &spec.suppress {
@@ -437,6 +457,8 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         counters,
         condition,
         after,
+        unless,
+        trigger,
         suppress_ms,
         evidence,
         summary,

@@ -98,6 +98,8 @@ pub struct Engine {
     order: Vec<usize>,
     /// For each rule, the indices of the rules its `after` names.
     after_refs: Vec<Vec<usize>>,
+    /// For each rule, the indices of the rules its `unless` names.
+    unless_refs: Vec<Vec<usize>>,
     /// For each rule, how long its incidents must stay findable by `after` (0 = not referenced).
     keep_incidents_ms: Vec<i64>,
     states: Vec<RuleState>,
@@ -138,20 +140,23 @@ impl Engine {
     /// Builds an engine; the rules must already be checked as a pack (see [`crate::RulePack`]).
     pub(crate) fn new(rules: Vec<CompiledRule>, order: Vec<usize>, limits: EngineLimits) -> Self {
         let index_of = |id: &str| rules.iter().position(|r| r.id == id);
-        let after_refs: Vec<Vec<usize>> = rules
-            .iter()
-            .map(|r| {
-                r.after
-                    .as_ref()
-                    .map(|a| a.rules.iter().filter_map(|id| index_of(id)).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let refs_of = |seq: Option<&crate::compile::After>| -> Vec<usize> {
+            seq.map(|a| a.rules.iter().filter_map(|id| index_of(id)).collect())
+                .unwrap_or_default()
+        };
+        let after_refs: Vec<Vec<usize>> = rules.iter().map(|r| refs_of(r.after.as_ref())).collect();
+        let unless_refs: Vec<Vec<usize>> =
+            rules.iter().map(|r| refs_of(r.unless.as_ref())).collect();
         let mut keep_incidents_ms = vec![0i64; rules.len()];
-        for (r, refs) in after_refs.iter().enumerate() {
-            let within = rules[r].after.as_ref().map_or(0, |a| a.within_ms);
-            for &target in refs {
-                keep_incidents_ms[target] = keep_incidents_ms[target].max(within);
+        for (r, rule) in rules.iter().enumerate() {
+            for (refs, seq) in [
+                (&after_refs[r], &rule.after),
+                (&unless_refs[r], &rule.unless),
+            ] {
+                let within = seq.as_ref().map_or(0, |a| a.within_ms);
+                for &target in refs {
+                    keep_incidents_ms[target] = keep_incidents_ms[target].max(within);
+                }
             }
         }
         let states = rules.iter().map(|_| RuleState::default()).collect();
@@ -159,6 +164,7 @@ impl Engine {
             rules,
             order,
             after_refs,
+            unless_refs,
             keep_incidents_ms,
             states,
             incidents: FxHashMap::default(),
@@ -285,6 +291,17 @@ impl Engine {
         if !rule.condition.holds(&counts, span) {
             return;
         }
+        if let Some(t) = rule.trigger
+            && !rule.counters[t].predicate.matches(e)
+        {
+            return;
+        }
+        if let Some(u) = &rule.unless
+            && find_incident(&self.incidents, &self.unless_refs[r], &u.on, u.within_ms, e).is_some()
+        {
+            state_map.stats.suppressed += 1;
+            return;
+        }
         let own_start = if rule.window_kind == WindowKind::Tumbling {
             start
         } else {
@@ -362,14 +379,16 @@ impl Engine {
     }
 
     /// Advances event time. Keys idle past their window and suppression are dropped, and
-    /// incidents no sequence can still reference are forgotten.
-    pub fn on_watermark(&mut self, watermark: i64) {
+    /// incidents no sequence can still reference are forgotten. Returns whether it swept (once
+    /// per `sweep_interval_ms` of event time), so that callers can piggyback their own
+    /// housekeeping.
+    pub fn on_watermark(&mut self, watermark: i64) -> bool {
         if watermark <= self.watermark {
-            return;
+            return false;
         }
         self.watermark = watermark;
         if watermark < self.next_sweep {
-            return;
+            return false;
         }
         self.next_sweep = watermark.saturating_add(self.limits.sweep_interval_ms);
         for (rule, state) in self.rules.iter().zip(&mut self.states) {
@@ -383,6 +402,7 @@ impl Engine {
         let keep = &self.keep_incidents_ms;
         self.incidents
             .retain(|(r, _, _), inc| inc.last_seen.saturating_add(keep[*r]) >= watermark);
+        true
     }
 
     /// Serializes all detector state (for checkpoints). Keys are sorted, so the same state always

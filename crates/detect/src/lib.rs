@@ -48,12 +48,108 @@ use std::path::{Path, PathBuf};
 /// that the demo and a fresh install work with no files around.
 const BUILTIN: &[(&str, &str)] = &[
     (
+        "rules/account_lockout.yaml",
+        include_str!("../../../rules/account_lockout.yaml"),
+    ),
+    (
+        "rules/account_lockout_wave.yaml",
+        include_str!("../../../rules/account_lockout_wave.yaml"),
+    ),
+    (
+        "rules/anonymizer_login.yaml",
+        include_str!("../../../rules/anonymizer_login.yaml"),
+    ),
+    (
+        "rules/brute_force.yaml",
+        include_str!("../../../rules/brute_force.yaml"),
+    ),
+    (
+        "rules/brute_force_distributed.yaml",
+        include_str!("../../../rules/brute_force_distributed.yaml"),
+    ),
+    (
+        "rules/credential_compromise.yaml",
+        include_str!("../../../rules/credential_compromise.yaml"),
+    ),
+    (
+        "rules/credential_stuffing.yaml",
+        include_str!("../../../rules/credential_stuffing.yaml"),
+    ),
+    (
+        "rules/credential_stuffing_asn.yaml",
+        include_str!("../../../rules/credential_stuffing_asn.yaml"),
+    ),
+    (
+        "rules/credential_stuffing_device.yaml",
+        include_str!("../../../rules/credential_stuffing_device.yaml"),
+    ),
+    (
+        "rules/impossible_travel.yaml",
+        include_str!("../../../rules/impossible_travel.yaml"),
+    ),
+    (
         "rules/mfa_fatigue.yaml",
         include_str!("../../../rules/mfa_fatigue.yaml"),
     ),
     (
         "rules/mfa_fatigue_success.yaml",
         include_str!("../../../rules/mfa_fatigue_success.yaml"),
+    ),
+    (
+        "rules/mfa_fraud_report.yaml",
+        include_str!("../../../rules/mfa_fraud_report.yaml"),
+    ),
+    (
+        "rules/new_device_geo.yaml",
+        include_str!("../../../rules/new_device_geo.yaml"),
+    ),
+    (
+        "rules/password_spray.yaml",
+        include_str!("../../../rules/password_spray.yaml"),
+    ),
+    (
+        "rules/password_spray_multi_source.yaml",
+        include_str!("../../../rules/password_spray_multi_source.yaml"),
+    ),
+    (
+        "rules/risk_policy_block.yaml",
+        include_str!("../../../rules/risk_policy_block.yaml"),
+    ),
+    (
+        "rules/risk_policy_block_wave.yaml",
+        include_str!("../../../rules/risk_policy_block_wave.yaml"),
+    ),
+    (
+        "rules/triage_authenticator_error.yaml",
+        include_str!("../../../rules/triage_authenticator_error.yaml"),
+    ),
+    (
+        "rules/triage_clock_drift.yaml",
+        include_str!("../../../rules/triage_clock_drift.yaml"),
+    ),
+    (
+        "rules/triage_enrollment.yaml",
+        include_str!("../../../rules/triage_enrollment.yaml"),
+    ),
+    (
+        "rules/triage_lockout.yaml",
+        include_str!("../../../rules/triage_lockout.yaml"),
+    ),
+    (
+        "rules/triage_provider_outage.yaml",
+        include_str!("../../../rules/triage_provider_outage.yaml"),
+    ),
+    (
+        "rules/triage_push_blocked_network.yaml",
+        include_str!("../../../rules/triage_push_blocked_network.yaml"),
+    ),
+    (
+        "rules/triage_push_not_delivered.yaml",
+        include_str!("../../../rules/triage_push_not_delivered.yaml"),
+    ),
+    (
+        "rules/triage_user_mistake.yaml",
+        include_str!("../../../rules/triage_user_mistake.yaml"),
     ),
 ];
 
@@ -114,7 +210,7 @@ impl RulePack {
                     r.source.display()
                 )));
             }
-            for target in r.after.iter().flat_map(|a| &a.rules) {
+            for target in r.after.iter().chain(&r.unless).flat_map(|a| &a.rules) {
                 if !rules.iter().any(|o| &o.id == target) {
                     return Err(RuleError::Pack(format!(
                         "{}: rule {} follows unknown rule {target}",
@@ -144,7 +240,12 @@ impl RulePack {
                 _ => {}
             }
             mark[i] = 1;
-            for target in rules[i].after.iter().flat_map(|a| &a.rules) {
+            for target in rules[i]
+                .after
+                .iter()
+                .chain(&rules[i].unless)
+                .flat_map(|a| &a.rules)
+            {
                 if let Some(j) = rules.iter().position(|o| &o.id == target) {
                     visit(j, rules, mark, order)?;
                 }

@@ -44,6 +44,14 @@ pub struct RuleSpec {
     /// same entity.
     #[serde(default)]
     pub after: Option<AfterSpec>,
+    /// Suppress firing while an incident of one of these rules is recent for the same entity
+    /// (e.g. do not call a lockout "benign" during a brute-force attack).
+    #[serde(default)]
+    pub unless: Option<AfterSpec>,
+    /// Only the events that match this counter can fire the rule (e.g. the success that ends a
+    /// series of failures); default: any filtered event.
+    #[serde(default)]
+    pub trigger: Option<String>,
     /// One alert per entity per incident: after firing, the key stays quiet until no filtered
     /// event arrived for this long. Defaults to the window.
     #[serde(default)]

@@ -72,7 +72,17 @@ fn builtin_pack_orders_referenced_rules_first() {
         .iter()
         .map(|&i| pack.rules[i].id.as_str())
         .collect();
-    assert_eq!(ids, ["mfa_fatigue", "mfa_fatigue_success"]);
+    let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap();
+    for r in &pack.rules {
+        for target in r.after.iter().chain(&r.unless).flat_map(|a| &a.rules) {
+            assert!(
+                pos(target) < pos(&r.id),
+                "{target} must run before {}",
+                r.id
+            );
+        }
+    }
+    assert!(pos("mfa_fatigue") < pos("mfa_fatigue_success"));
 }
 
 #[test]
@@ -273,12 +283,19 @@ fn idle_keys_expire_and_capacity_evicts() {
         );
         engine.on_event(&e, &mut out);
     }
-    let stats = engine.stats();
-    let (_, fatigue) = stats[0];
+    let fatigue_stats = |engine: &Engine| {
+        engine
+            .stats()
+            .into_iter()
+            .find(|(id, _)| *id == "mfa_fatigue")
+            .unwrap()
+            .1
+    };
+    let fatigue = fatigue_stats(&engine);
     assert!(fatigue.keys <= 100, "{fatigue:?}");
     assert_eq!(fatigue.keys + fatigue.evicted, 250);
     engine.on_watermark(T0 + 2 * 60 * MIN);
-    let (_, fatigue) = engine.stats()[0];
+    let fatigue = fatigue_stats(&engine);
     assert_eq!(fatigue.keys, 0);
     assert_eq!(fatigue.expired + fatigue.evicted, 250);
 }

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod alert;
+mod duration;
 mod event;
 pub mod schema;
 mod text;
@@ -27,6 +28,7 @@ mod time;
 mod vocab;
 
 pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Window};
+pub use duration::DurationText;
 pub use event::{Anonymizer, AuthEvent, Device, Geo, PreviousSignIn, Src, User, UserContext};
 pub use text::Text;
 pub use time::{TimeError, Timestamp, format_rfc3339_ms, parse_rfc3339_ms};

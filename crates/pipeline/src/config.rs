@@ -6,7 +6,7 @@
 //! file (values are read as TOML, falling back to a plain string).
 
 use authwatch_normalize::Format;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// An `[enrich]` value is out of range or inconsistent with another.
+    #[error("config key enrich.{}: {}", .0.key, .0.message)]
+    Enrich(#[from] authwatch_enrich::ConfigError),
     /// A value is out of range or inconsistent with another.
     #[error("config key {key}: {message}")]
     Invalid {
@@ -48,31 +51,7 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written as text (`30s`, `10m`, `1h 30m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationText(pub Duration);
-
-impl DurationText {
-    /// Milliseconds, saturating.
-    pub fn millis(self) -> i64 {
-        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-impl Serialize for DurationText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(DurationText)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
-    }
-}
+pub use authwatch_event::DurationText;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -86,6 +65,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Rules and detector state bounds.
     pub detect: DetectConfig,
+    /// Geo-IP, ASN, anonymizer, CIDR tags, user agents and per-user profiles.
+    pub enrich: authwatch_enrich::EnrichConfig,
     /// Where results go and in which language.
     pub output: OutputConfig,
 }
@@ -388,7 +369,15 @@ mod tests {
                 "{key} is not documented in the example"
             );
         }
-        for optional in ["rules", "alerts", "dead_letter", "late_events"] {
+        for optional in [
+            "rules",
+            "alerts",
+            "dead_letter",
+            "late_events",
+            "city_db",
+            "asn_db",
+            "anonymous_db",
+        ] {
             assert!(
                 text.contains(&format!("# {optional} =")),
                 "{optional} is not documented"

@@ -18,7 +18,7 @@
 //! use std::path::PathBuf;
 //!
 //! let config = Config::default();
-//! let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?);
+//! let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?)?;
 //! let mut source = LineSource::open_files(&[PathBuf::from("events.jsonl")],
 //!     config.input.max_line_bytes, config.input.dead_letter_raw_bytes)?;
 //! let sink = JsonLinesSink::create(Some(&PathBuf::from("alerts.jsonl")), None, None)?;
@@ -38,7 +38,7 @@ mod source;
 
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
-pub use enrich::{AddressClassifier, Enricher, is_internal};
+pub use enrich::Enricher;
 pub use metrics::Metrics;
 pub use runtime::{Pipeline, PipelineError, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};

@@ -10,11 +10,12 @@
 
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
-use crate::enrich::{AddressClassifier, Enricher};
+use crate::enrich::Enricher;
 use crate::metrics::Metrics;
 use crate::sink::{LateEvent, Sink, SinkError};
 use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
+use authwatch_enrich::{EnrichError, EventEnricher, ProfileStats, Reloader, UserProfiles};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_normalize::{Limits, Normalizer, RejectKind, Rejection};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -78,6 +79,8 @@ pub struct RunSummary {
     pub alerts: u64,
     /// Per-rule counters at the end.
     pub rules: Vec<(String, RuleStats)>,
+    /// Per-user profile counters at the end.
+    pub profiles: ProfileStats,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -110,19 +113,31 @@ pub struct Pipeline {
     normalizer: Arc<dyn Normalizer>,
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
+    /// Re-reads replaced geo databases while the pipeline lives.
+    _reloader: Option<Reloader>,
 }
 
 impl Pipeline {
-    /// A pipeline with the configured input format and the built-in address classifier.
-    pub fn new(config: Config, pack: RulePack) -> Self {
+    /// A pipeline with the configured input format and enrichment. Fails when an enrichment
+    /// file exists but cannot be used (a corrupt database, a bad CIDR list line); a missing
+    /// database only disables its lookups, with a warning.
+    pub fn new(config: Config, pack: RulePack) -> Result<Self, EnrichError> {
         let normalizer: Arc<dyn Normalizer> = Arc::from(config.input.format.normalizer());
-        Pipeline {
+        let enricher = Arc::new(EventEnricher::new(&config.enrich)?);
+        // Without a reload thread a replaced database is only seen by explicit reloads; a
+        // thread that cannot start is worth a warning, not a failed run.
+        let reloader = enricher
+            .spawn_reloader()
+            .inspect_err(|e| tracing::warn!(error = %e, "geo database reload thread did not start"))
+            .ok();
+        Ok(Pipeline {
             config,
             pack,
             normalizer,
-            enricher: Arc::new(AddressClassifier),
+            enricher,
             metrics: Arc::new(Metrics::new()),
-        }
+            _reloader: reloader,
+        })
     }
 
     /// Replaces the enricher.
@@ -151,6 +166,7 @@ impl Pipeline {
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
         let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
+        let mut profiles = UserProfiles::new(&self.config.enrich.profiles);
         let mut engine = self.pack.engine(EngineLimits {
             max_keys_per_rule: self.config.detect.max_keys_per_rule,
             sweep_interval_ms: self.config.detect.sweep_interval.millis(),
@@ -162,7 +178,10 @@ impl Pipeline {
                 let detect_handle = {
                     let names = &names;
                     let engine = &mut engine;
-                    scope.spawn(move || self.detect_stage(engine, names, parsed_rx, sink_tx, speed))
+                    let profiles = &mut profiles;
+                    scope.spawn(move || {
+                        self.detect_stage(engine, profiles, names, parsed_rx, sink_tx, speed)
+                    })
                 };
                 let worker_handles: Vec<_> = (0..workers)
                     .map(|_| {
@@ -203,6 +222,7 @@ impl Pipeline {
                 .into_iter()
                 .map(|(id, s)| (id.to_owned(), s))
                 .collect(),
+            profiles: profiles.stats(),
             elapsed: started.elapsed(),
         };
         Ok((summary, sink))
@@ -323,6 +343,7 @@ impl Pipeline {
     fn detect_stage(
         &self,
         engine: &mut authwatch_detect::Engine,
+        profiles: &mut UserProfiles,
         names: &[String],
         parsed_rx: Receiver<ParsedBatch>,
         sink_tx: Sender<SinkBatch>,
@@ -343,7 +364,7 @@ impl Pipeline {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
-                for (event, origin) in batch.events.into_iter().zip(batch.origins) {
+                for (mut event, origin) in batch.events.into_iter().zip(batch.origins) {
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -374,13 +395,18 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    // Profiles are read and taught in stream order, before the rules see the
+                    // event, so `context` reflects only what came before it.
+                    profiles.observe(&mut event);
                     let before = out.alerts.len();
                     engine.on_event(&event, &mut out.alerts);
                     Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
                     if event.time > max_time {
                         max_time = event.time;
                         watermark = max_time.saturating_sub(lateness);
-                        engine.on_watermark(watermark);
+                        if engine.on_watermark(watermark) {
+                            profiles.expire(watermark);
+                        }
                     }
                 }
                 self.metrics

@@ -63,7 +63,7 @@ impl Sink for Collect {
 }
 
 fn run(config: Config, data: Vec<u8>) -> (RunSummary, Collect) {
-    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap());
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap()).unwrap();
     let mut source = LineSource::from_readers(
         vec![("input.jsonl".into(), Box::new(Cursor::new(data)))],
         config.input.max_line_bytes,
@@ -240,7 +240,7 @@ fn a_failing_sink_stops_the_run_with_its_error() {
             Ok(())
         }
     }
-    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap());
+    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap()).unwrap();
     let mut lines = Vec::new();
     for u in 0..200 {
         lines.extend(bombing(&format!("u{u}@acme.jp"), T0 + u * 1000));
@@ -266,7 +266,7 @@ fn speed_parses() {
 #[test]
 fn paced_replay_takes_event_time_over_factor() {
     let lines = bombing("aiko@acme.jp", T0); // spans 9 minutes of event time
-    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap());
+    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap()).unwrap();
     let mut source = LineSource::from_readers(
         vec![("x".into(), Box::new(Cursor::new(join(&lines))))],
         1 << 20,

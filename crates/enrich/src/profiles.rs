@@ -1,0 +1,753 @@
+//! Per-user sign-in profiles: what is normal for each user, bounded, in event time.
+//!
+//! [`UserProfiles::observe`] runs in stream order on the detect stage's single thread. For each
+//! event it first writes what the profile says into `event.context`, then learns from the
+//! event — so an event is always judged against the history before it, and replaying a stream
+//! gives the same contexts.
+
+use crate::config::ProfileConfig;
+use crate::error::SnapshotError;
+use authwatch_event::{Activity, AuthEvent, Outcome, PreviousSignIn, Text, UserContext};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+const MS_PER_HOUR: i64 = 3_600_000;
+const MIN_INTERVAL_MS: i64 = 60_000;
+/// Successful sign-ins before the hour-of-day mask is trusted.
+pub const MIN_SUCCESSES_FOR_HOURS: u32 = 5;
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// A small set that forgets its least recently seen member when full. At the sizes used
+/// (tens of members) a linear scan beats hashing, and the order is the recency order.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct RecentSet<T>(Vec<T>);
+
+impl<T: PartialEq> RecentSet<T> {
+    fn contains(&self, v: &T) -> bool {
+        self.0.contains(v)
+    }
+
+    fn touch(&mut self, v: T, max: usize) {
+        if let Some(i) = self.0.iter().position(|x| *x == v) {
+            let v = self.0.remove(i);
+            self.0.push(v);
+        } else {
+            self.0.push(v);
+            if self.0.len() > max {
+                self.0.remove(0);
+            }
+        }
+    }
+}
+
+fn text_is_empty(t: &Text) -> bool {
+    t.is_empty()
+}
+
+/// The last successful sign-in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LastSuccess {
+    time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "text_is_empty")]
+    country: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lat: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lon: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    internal: bool,
+}
+
+/// One user's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    /// Event time of the first successful sign-in.
+    first_seen: i64,
+    /// Event time of the newest event of any kind (the TTL runs from here).
+    last_seen: i64,
+    /// Order of last use, for restoring the LRU order exactly.
+    touched: u64,
+    countries: RecentSet<Text>,
+    asns: RecentSet<u32>,
+    devices: RecentSet<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_success: Option<LastSuccess>,
+    /// Bit h set: a successful sign-in happened in UTC hour h.
+    hours: u32,
+    successes: u32,
+}
+
+/// Counters of the profile store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProfileStats {
+    /// Profiles held now.
+    pub users: usize,
+    /// Profiles created.
+    pub created: u64,
+    /// Profiles dropped because `max_users` was reached (least recently active first).
+    pub evictions: u64,
+    /// Profiles dropped because they saw no event for `ttl`.
+    pub expiries: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    touch_counter: u64,
+    max_time: i64,
+    created: u64,
+    evictions: u64,
+    expiries: u64,
+    /// Sorted by user key, so equal state gives equal bytes.
+    users: Vec<(Text, Profile)>,
+}
+
+/// The per-user profile store. Not thread-safe by design: it runs in stream order.
+pub struct UserProfiles {
+    config: ProfileConfig,
+    ttl_ms: i64,
+    learning_ms: i64,
+    users: LruCache<Text, Profile>,
+    touch_counter: u64,
+    /// Newest event time seen: the store's notion of "now" for expiry.
+    max_time: i64,
+    created: u64,
+    evictions: u64,
+    expiries: u64,
+}
+
+impl std::fmt::Debug for UserProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserProfiles")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an event teaches the profile where and how the user normally signs in.
+fn is_success(event: &AuthEvent) -> bool {
+    event.outcome == Outcome::Success
+        && matches!(event.activity, Activity::Logon | Activity::MfaVerify)
+}
+
+/// Great-circle distance in km (haversine, mean Earth radius).
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0088;
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
+}
+
+fn utc_hour(time_ms: i64) -> u32 {
+    // rem_euclid keeps pre-1970 times in 0..24; the cast cannot truncate.
+    time_ms.div_euclid(MS_PER_HOUR).rem_euclid(24) as u32
+}
+
+impl UserProfiles {
+    /// An empty store. `config` is assumed validated ([`crate::EnrichConfig::validate`]);
+    /// out-of-range values are clamped to the nearest usable one.
+    pub fn new(config: &ProfileConfig) -> UserProfiles {
+        let cap =
+            std::num::NonZeroUsize::new(config.max_users).unwrap_or(std::num::NonZeroUsize::MIN);
+        UserProfiles {
+            ttl_ms: config.ttl.millis().max(1),
+            learning_ms: config.learning_period.millis(),
+            config: ProfileConfig {
+                max_per_user_set: config.max_per_user_set.max(1),
+                ..config.clone()
+            },
+            users: LruCache::new(cap),
+            touch_counter: 0,
+            max_time: i64::MIN,
+            created: 0,
+            evictions: 0,
+            expiries: 0,
+        }
+    }
+
+    /// Counters and size.
+    pub fn stats(&self) -> ProfileStats {
+        ProfileStats {
+            users: self.users.len(),
+            created: self.created,
+            evictions: self.evictions,
+            expiries: self.expiries,
+        }
+    }
+
+    fn expired(&self, p: &Profile, now: i64) -> bool {
+        now.saturating_sub(p.last_seen) > self.ttl_ms
+    }
+
+    /// Drops profiles idle for longer than the TTL as of event time `now`. Called by
+    /// [`observe`](Self::observe) with the newest event time seen; the pipeline may also call
+    /// it with its watermark when input is idle.
+    pub fn expire(&mut self, now: i64) {
+        // The LRU order is the order of activity, which in a time-ordered stream is also the
+        // order of `last_seen`: expired profiles gather at the cold end. Events a few minutes
+        // out of order can leave one slightly out of place; it is still caught when its user
+        // comes back (see `observe`) or once the ones before it go.
+        while let Some((_, p)) = self.users.peek_lru() {
+            if !self.expired(p, now) {
+                break;
+            }
+            self.users.pop_lru();
+            self.expiries += 1;
+        }
+    }
+
+    /// Fills `event.context` from the user's profile, then updates the profile with the event.
+    ///
+    /// Keyed by `event.user.key()`; events without a user are left alone. Only successful
+    /// `logon` / `mfa_verify` events create a profile or teach it places, devices, hours and
+    /// the last sign-in; other events only keep an existing profile alive. So failures for
+    /// made-up user names (credential stuffing) cannot flush real users out of the store.
+    ///
+    /// The hour check uses the event's UTC hour: the user's time zone is not known, and a
+    /// user's working hours are as regular in UTC as in local time.
+    pub fn observe(&mut self, event: &mut AuthEvent) {
+        if event.user.key().is_empty() {
+            return;
+        }
+        let key = Text::new(event.user.key());
+        let now = event.time;
+        self.max_time = self.max_time.max(now);
+        self.expire(self.max_time);
+
+        // An expired profile that was not yet swept is expired now, before it is read.
+        if self
+            .users
+            .peek(&key)
+            .is_some_and(|p| self.expired(p, now.max(self.max_time)))
+        {
+            self.users.pop(&key);
+            self.expiries += 1;
+        }
+
+        self.touch_counter += 1;
+        let touched = self.touch_counter;
+        let success = is_success(event);
+        let max_set = self.config.max_per_user_set;
+
+        let (profile, known) = match self.users.get_mut(&key) {
+            Some(p) => (Some(p), true),
+            None => (None, false),
+        };
+        event.context = context(profile.as_deref(), event, known, self.learning_ms);
+
+        if let Some(p) = profile {
+            p.last_seen = p.last_seen.max(now);
+            p.touched = touched;
+            if success {
+                learn(p, event, max_set);
+            }
+            return;
+        }
+        if !success {
+            return;
+        }
+        let mut p = Profile {
+            first_seen: now,
+            last_seen: now,
+            touched,
+            countries: RecentSet::default(),
+            asns: RecentSet::default(),
+            devices: RecentSet::default(),
+            last_success: None,
+            hours: 0,
+            successes: 0,
+        };
+        learn(&mut p, event, max_set);
+        self.created += 1;
+        if let Some((old, _)) = self.users.push(key.clone(), p)
+            && old != key
+        {
+            self.evictions += 1;
+        }
+    }
+
+    /// The whole store as bytes, for checkpoints: deterministic (users sorted by key), so
+    /// equal state gives equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut users: Vec<(Text, Profile)> = self
+            .users
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            touch_counter: self.touch_counter,
+            max_time: self.max_time,
+            created: self.created,
+            evictions: self.evictions,
+            expiries: self.expiries,
+            users,
+        };
+        // Serializing plain structs with string keys into memory cannot fail; an empty
+        // snapshot would be refused by `restore`, never silently accepted.
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    /// Replaces the store with a snapshot. The recency order is restored too, so evictions
+    /// after a restore are the ones that would have happened without it. A snapshot larger
+    /// than `max_users` loses its least recently active users (counted as evictions).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let mut s: Snapshot = serde_json::from_slice(bytes)?;
+        if s.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version {
+                found: s.version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        s.users.sort_unstable_by_key(|(_, p)| p.touched);
+        self.users.clear();
+        self.touch_counter = s.touch_counter;
+        self.max_time = s.max_time;
+        self.created = s.created;
+        self.evictions = s.evictions;
+        self.expiries = s.expiries;
+        for (key, profile) in s.users {
+            if self.users.push(key, profile).is_some() {
+                self.evictions += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the profile says about `event`, before learning from it.
+fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64) -> UserContext {
+    let country = event
+        .src
+        .geo
+        .as_ref()
+        .map(|g| &g.country)
+        .filter(|c| !c.is_empty());
+    let fingerprint = Some(&event.device.fingerprint).filter(|f| !f.is_empty());
+    let Some(p) = p else {
+        // No history: everything present is new, and the profile is (about to be) learning.
+        return UserContext {
+            known_user: false,
+            learning: true,
+            new_device: fingerprint.is_some(),
+            new_country: country.is_some(),
+            new_asn: event.src.asn.is_some(),
+            ..UserContext::default()
+        };
+    };
+    let mut ctx = UserContext {
+        known_user: known,
+        learning: event.time.saturating_sub(p.first_seen) < learning_ms,
+        new_device: fingerprint.is_some_and(|f| !p.devices.contains(f)),
+        new_country: country.is_some_and(|c| !p.countries.contains(c)),
+        new_asn: event.src.asn.is_some_and(|a| !p.asns.contains(&a)),
+        unusual_hour: p.successes >= MIN_SUCCESSES_FOR_HOURS
+            && p.hours & (1 << utc_hour(event.time)) == 0,
+        ..UserContext::default()
+    };
+    if let Some(last) = &p.last_success {
+        ctx.previous = Some(PreviousSignIn {
+            time: last.time,
+            ip: last.ip,
+            country: last.country.clone(),
+            lat: last.lat,
+            lon: last.lon,
+        });
+        let here = event
+            .src
+            .geo
+            .as_ref()
+            .filter(|_| !event.src.internal)
+            .and_then(|g| Some((g.lat?, g.lon?)));
+        let there = last.lat.zip(last.lon).filter(|_| !last.internal);
+        if let (Some((lat1, lon1)), Some((lat2, lon2))) = (there, here) {
+            let km = haversine_km(lat1, lon1, lat2, lon2);
+            // At least a minute: two sign-ins in the same second are not infinitely fast,
+            // and coordinates are only city-precise anyway.
+            let ms = event.time.abs_diff(last.time).max(MIN_INTERVAL_MS as u64);
+            ctx.distance_km = Some(km);
+            ctx.speed_kmh = Some(km / (ms as f64 / MS_PER_HOUR as f64));
+        }
+    }
+    ctx
+}
+
+/// Learns from a successful sign-in.
+fn learn(p: &mut Profile, event: &AuthEvent, max_set: usize) {
+    let geo = event.src.geo.as_ref();
+    if let Some(c) = geo.map(|g| &g.country).filter(|c| !c.is_empty()) {
+        p.countries.touch(c.clone(), max_set);
+    }
+    if let Some(asn) = event.src.asn {
+        p.asns.touch(asn, max_set);
+    }
+    if !event.device.fingerprint.is_empty() {
+        p.devices.touch(event.device.fingerprint.clone(), max_set);
+    }
+    p.hours |= 1 << utc_hour(event.time);
+    p.successes = p.successes.saturating_add(1);
+    // Out-of-order events still teach places and devices, but "last" stays the newest.
+    if p.last_success.as_ref().is_none_or(|l| event.time >= l.time) {
+        p.last_success = Some(LastSuccess {
+            time: event.time,
+            ip: event.src.ip,
+            country: geo.map(|g| g.country.clone()).unwrap_or_default(),
+            lat: geo.and_then(|g| g.lat),
+            lon: geo.and_then(|g| g.lon),
+            internal: event.src.internal,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DurationText;
+    use authwatch_event::Geo;
+    use std::time::Duration;
+
+    const T0: i64 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+
+    fn place(country: &str, lat: f64, lon: f64, asn: u32) -> (Geo, u32) {
+        (
+            Geo {
+                country: country.into(),
+                city: "".into(),
+                lat: Some(lat),
+                lon: Some(lon),
+                accuracy_km: None,
+            },
+            asn,
+        )
+    }
+
+    fn linkoping() -> (Geo, u32) {
+        place("SE", 58.4167, 15.6167, 29518)
+    }
+    fn changchun() -> (Geo, u32) {
+        place("CN", 43.88, 125.3228, 4837)
+    }
+    fn milton() -> (Geo, u32) {
+        place("US", 47.2513, -122.3149, 209)
+    }
+
+    fn ev(user: &str, time: i64, outcome: Outcome, at: (Geo, u32), fp: &str) -> AuthEvent {
+        let mut e = AuthEvent {
+            time,
+            activity: Activity::Logon,
+            outcome,
+            ..AuthEvent::default()
+        };
+        e.user.name = user.into();
+        e.src.geo = Some(at.0);
+        e.src.asn = Some(at.1);
+        e.device.fingerprint = fp.into();
+        e
+    }
+
+    fn ok(user: &str, time: i64, at: (Geo, u32), fp: &str) -> AuthEvent {
+        ev(user, time, Outcome::Success, at, fp)
+    }
+
+    fn store() -> UserProfiles {
+        UserProfiles::new(&ProfileConfig::default())
+    }
+
+    #[test]
+    fn first_success_creates_a_learning_profile() {
+        let mut s = store();
+        let mut e = ok("aiko", T0, linkoping(), "fp1");
+        s.observe(&mut e);
+        assert!(!e.context.known_user);
+        assert!(e.context.learning);
+        assert!(e.context.new_device && e.context.new_country && e.context.new_asn);
+        assert_eq!(e.context.previous, None);
+        assert_eq!(s.stats().users, 1);
+        assert_eq!(s.stats().created, 1);
+
+        let mut e = ok("aiko", T0 + HOUR, linkoping(), "fp1");
+        s.observe(&mut e);
+        assert!(e.context.known_user);
+        assert!(e.context.learning, "one hour old");
+        assert!(!e.context.new_device && !e.context.new_country && !e.context.new_asn);
+        assert_eq!(e.context.distance_km, Some(0.0));
+        assert_eq!(e.context.previous.as_ref().map(|p| p.time), Some(T0));
+    }
+
+    #[test]
+    fn new_device_and_country_after_the_learning_period() {
+        let mut s = store();
+        for d in 0..3 {
+            s.observe(&mut ok("aiko", T0 + d * DAY, linkoping(), "laptop"));
+        }
+        let mut e = ok("aiko", T0 + 3 * DAY, milton(), "phone");
+        s.observe(&mut e);
+        assert!(e.context.known_user);
+        assert!(!e.context.learning, "3 days > 2 days");
+        assert!(e.context.new_device);
+        assert!(e.context.new_country);
+        assert!(e.context.new_asn);
+        // Learned now: the same place and device are no longer new.
+        let mut e = ok("aiko", T0 + 3 * DAY + HOUR, milton(), "phone");
+        s.observe(&mut e);
+        assert!(!e.context.new_device && !e.context.new_country && !e.context.new_asn);
+        // An event without a fingerprint or geo is not "new".
+        let mut e = ok("aiko", T0 + 3 * DAY + 2 * HOUR, milton(), "");
+        e.src.geo = None;
+        e.src.asn = None;
+        s.observe(&mut e);
+        assert!(!e.context.new_device && !e.context.new_country && !e.context.new_asn);
+    }
+
+    #[test]
+    fn learning_period_is_in_event_time() {
+        let mut s = store();
+        s.observe(&mut ok("ken", T0, linkoping(), "a"));
+        let mut e = ok("ken", T0 + 2 * DAY - 1, linkoping(), "a");
+        s.observe(&mut e);
+        assert!(e.context.learning);
+        let mut e = ok("ken", T0 + 2 * DAY, linkoping(), "a");
+        s.observe(&mut e);
+        assert!(!e.context.learning);
+    }
+
+    #[test]
+    fn failures_do_not_create_or_teach() {
+        let mut s = store();
+        let mut e = ev("ghost", T0, Outcome::Failure, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(!e.context.known_user && e.context.learning);
+        assert_eq!(
+            s.stats().users,
+            0,
+            "failures for unknown users leave no state"
+        );
+
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        s.observe(&mut ev("aiko", T0 + MIN, Outcome::Failure, milton(), "bot"));
+        let mut e = ok("aiko", T0 + 2 * MIN, milton(), "bot");
+        s.observe(&mut e);
+        assert!(
+            e.context.new_country && e.context.new_device,
+            "the failure taught nothing"
+        );
+        // A challenge or a logoff is not a sign-in either.
+        let mut e = ok("aiko", T0 + 3 * MIN, changchun(), "z");
+        e.activity = Activity::MfaChallenge;
+        s.observe(&mut e);
+        let mut e = ok("aiko", T0 + 4 * MIN, changchun(), "z");
+        s.observe(&mut e);
+        assert!(e.context.new_country);
+        // mfa_verify success does teach.
+        let mut e = ok("aiko", T0 + 5 * MIN, changchun(), "z");
+        e.activity = Activity::MfaVerify;
+        s.observe(&mut e);
+        assert!(!e.context.new_country);
+    }
+
+    #[test]
+    fn impossible_travel_speed() {
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        let mut e = ok("aiko", T0 + 20 * MIN, changchun(), "laptop");
+        s.observe(&mut e);
+        let km = e.context.distance_km.unwrap();
+        let kmh = e.context.speed_kmh.unwrap();
+        // Linköping → Changchun is about 7,000 km great-circle.
+        assert!((6_800.0..7_300.0).contains(&km), "{km}");
+        assert!(
+            (km * 3.0 - kmh).abs() < 1e-6,
+            "20 minutes: speed = 3 × distance"
+        );
+        assert!(kmh > 2_000.0, "{kmh}");
+        let prev = e.context.previous.as_ref().unwrap();
+        assert_eq!((prev.time, prev.country.as_str()), (T0, "SE"));
+
+        // Same-second sign-ins are divided by one minute, not zero.
+        let mut e = ok("aiko", T0 + 20 * MIN, linkoping(), "laptop");
+        s.observe(&mut e);
+        let (km, kmh) = (e.context.distance_km.unwrap(), e.context.speed_kmh.unwrap());
+        assert!((kmh - km * 60.0).abs() < 1e-6);
+
+        // No distance when either side is internal or lacks coordinates.
+        let mut e = ok("aiko", T0 + 30 * MIN, changchun(), "laptop");
+        e.src.internal = true;
+        s.observe(&mut e);
+        assert_eq!(e.context.distance_km, None);
+        let mut e = ok("aiko", T0 + 40 * MIN, changchun(), "laptop");
+        s.observe(&mut e);
+        assert_eq!(e.context.distance_km, None, "previous success was internal");
+        assert!(e.context.previous.is_some());
+    }
+
+    #[test]
+    fn unusual_hour_after_five_successes() {
+        let mut s = store();
+        for d in 0..5 {
+            let mut e = ok("aiko", T0 + d * DAY, linkoping(), "a");
+            s.observe(&mut e);
+            assert!(
+                !e.context.unusual_hour,
+                "fewer than 5 successes: no verdict"
+            );
+        }
+        let mut e = ok("aiko", T0 + 5 * DAY, linkoping(), "a"); // 09 UTC again
+        s.observe(&mut e);
+        assert!(!e.context.unusual_hour);
+        let mut e = ok("aiko", T0 + 5 * DAY + 17 * HOUR, linkoping(), "a"); // 02 UTC
+        s.observe(&mut e);
+        assert!(e.context.unusual_hour);
+        assert_eq!(utc_hour(T0), 9);
+        assert_eq!(utc_hour(-1), 23);
+    }
+
+    #[test]
+    fn bounded_sets_drop_the_least_recently_seen() {
+        let mut s = UserProfiles::new(&ProfileConfig {
+            max_per_user_set: 2,
+            ..ProfileConfig::default()
+        });
+        for (i, fp) in ["a", "b", "a", "c"].iter().enumerate() {
+            s.observe(&mut ok("u", T0 + i as i64 * MIN, linkoping(), fp));
+        }
+        // "a" was seen again after "b", so "b" is the one dropped for "c".
+        let mut e = ok("u", T0 + 10 * MIN, linkoping(), "a");
+        s.observe(&mut e);
+        assert!(!e.context.new_device);
+        let mut e = ok("u", T0 + 11 * MIN, linkoping(), "b");
+        s.observe(&mut e);
+        assert!(e.context.new_device);
+    }
+
+    #[test]
+    fn eviction_is_bounded_and_counted() {
+        let mut s = UserProfiles::new(&ProfileConfig {
+            max_users: 3,
+            ..ProfileConfig::default()
+        });
+        for (i, u) in ["a", "b", "c"].iter().enumerate() {
+            s.observe(&mut ok(u, T0 + i as i64, linkoping(), "x"));
+        }
+        // "a" is active again, so "b" is the least recently active when "d" arrives.
+        s.observe(&mut ev("a", T0 + 10, Outcome::Failure, linkoping(), "x"));
+        s.observe(&mut ok("d", T0 + 11, linkoping(), "x"));
+        assert_eq!(s.stats().users, 3);
+        assert_eq!(s.stats().evictions, 1);
+        let mut e = ok("b", T0 + 12, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(!e.context.known_user, "b was evicted");
+        assert_eq!(s.stats().evictions, 2, "b's return evicted c");
+        let mut e = ok("a", T0 + 13, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(e.context.known_user, "a stayed: it was active");
+        let mut e = ok("c", T0 + 14, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(!e.context.known_user);
+        assert_eq!(s.stats().evictions, 3);
+        assert_eq!(s.stats().users, 3);
+        assert_eq!(s.stats().created, 6);
+    }
+
+    #[test]
+    fn idle_profiles_expire_in_event_time() {
+        let mut s = UserProfiles::new(&ProfileConfig {
+            ttl: DurationText(Duration::from_secs(7 * 86_400)),
+            ..ProfileConfig::default()
+        });
+        s.observe(&mut ok("a", T0, linkoping(), "x"));
+        s.observe(&mut ok("b", T0 + DAY, linkoping(), "x"));
+        // "a" idles past its TTL: swept when another user's event moves time on.
+        s.observe(&mut ok("c", T0 + 7 * DAY + 1, linkoping(), "x"));
+        assert_eq!(s.stats().expiries, 1);
+        assert_eq!(s.stats().users, 2);
+        // "b" comes back after its TTL: expired on access, judged as unknown.
+        let mut e = ok("b", T0 + 8 * DAY + 2, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(!e.context.known_user);
+        assert_eq!(s.stats().expiries, 2);
+        // Any activity, even a failure, keeps a profile alive.
+        s.observe(&mut ev(
+            "c",
+            T0 + 14 * DAY,
+            Outcome::Failure,
+            linkoping(),
+            "x",
+        ));
+        let mut e = ok("c", T0 + 20 * DAY, linkoping(), "x");
+        s.observe(&mut e);
+        assert!(e.context.known_user);
+        s.expire(T0 + 40 * DAY);
+        assert_eq!(s.stats().users, 0);
+    }
+
+    #[test]
+    fn snapshot_restore_gives_the_same_contexts() {
+        let cfg = ProfileConfig {
+            max_users: 4,
+            ..ProfileConfig::default()
+        };
+        let places = [linkoping(), changchun(), milton()];
+        let history: Vec<AuthEvent> = (0..40)
+            .map(|i: i64| {
+                let user = ["aiko", "ken", "yui", "sho", "mei", "taro"][(i * 7 % 6) as usize];
+                let mut e = ok(
+                    user,
+                    T0 + i * 3 * HOUR,
+                    places[(i % 3) as usize].clone(),
+                    "",
+                );
+                e.device.fingerprint = format!("fp{}", i % 4).into();
+                if i % 5 == 0 {
+                    e.outcome = Outcome::Failure;
+                }
+                e
+            })
+            .collect();
+        let (before, after) = history.split_at(25);
+
+        let mut a = UserProfiles::new(&cfg);
+        for e in before {
+            a.observe(&mut e.clone());
+        }
+        let bytes = a.snapshot();
+        assert_eq!(bytes, a.snapshot(), "deterministic");
+        let mut b = UserProfiles::new(&cfg);
+        b.restore(&bytes).unwrap();
+        assert_eq!(b.snapshot(), bytes, "restore → snapshot is the identity");
+        assert_eq!(a.stats(), b.stats());
+        for e in after {
+            let (mut x, mut y) = (e.clone(), e.clone());
+            a.observe(&mut x);
+            b.observe(&mut y);
+            assert_eq!(x.context, y.context, "{}", e.user.name);
+        }
+        assert_eq!(a.snapshot(), b.snapshot());
+
+        assert!(matches!(b.restore(b"{}"), Err(SnapshotError::Decode(_))));
+        let other = String::from_utf8(bytes)
+            .unwrap()
+            .replacen("\"version\":1", "\"version\":9", 1);
+        assert!(matches!(
+            b.restore(other.as_bytes()),
+            Err(SnapshotError::Version { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn haversine_known_distance() {
+        // London → Paris, about 344 km.
+        let d = haversine_km(51.5074, -0.1278, 48.8566, 2.3522);
+        assert!((340.0..348.0).contains(&d), "{d}");
+        assert_eq!(haversine_km(10.0, 10.0, 10.0, 10.0), 0.0);
+    }
+}
