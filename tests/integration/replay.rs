@@ -38,7 +38,12 @@ fn eval_rows(report: &str) -> std::collections::BTreeMap<String, Row> {
                 let n = |i: usize| f[i].parse::<u64>().unwrap();
                 (
                     f[0].to_owned(),
-                    Row { labels: n(1), fp: n(5), missed: n(6), precision: f[8].parse().unwrap() },
+                    Row {
+                        labels: n(1),
+                        fp: n(5),
+                        missed: n(6),
+                        precision: f[8].parse().unwrap(),
+                    },
                 )
             })
         })
@@ -60,24 +65,46 @@ fn gen_replay_eval_finds_every_injected_attack() {
                 .arg(&alerts)
                 .arg(&events),
         );
-        let out = run_ok(authwatch().args(["eval", "--labels"]).arg(&labels).arg(&alerts));
+        let out = run_ok(
+            authwatch()
+                .args(["eval", "--labels"])
+                .arg(&labels)
+                .arg(&alerts),
+        );
         let report = String::from_utf8_lossy(&out.stdout).into_owned();
         let rows = eval_rows(&report);
         // Every category of DESIGN §6 is injected, so a perfect score is not vacuous.
         for category in [
-            "mfa_fatigue", "mfa_fatigue_success", "mfa_fraud_report", "credential_stuffing",
-            "password_spray", "brute_force", "credential_compromise", "account_lockout",
-            "impossible_travel", "new_device_geo", "risk_policy_block", "anonymizer_login",
+            "mfa_fatigue",
+            "mfa_fatigue_success",
+            "mfa_fraud_report",
+            "credential_stuffing",
+            "password_spray",
+            "brute_force",
+            "credential_compromise",
+            "account_lockout",
+            "impossible_travel",
+            "new_device_geo",
+            "risk_policy_block",
+            "anonymizer_login",
             "mfa_triage",
         ] {
-            let row = rows.get(category).unwrap_or_else(|| panic!("no {category} in\n{report}"));
-            assert!(row.labels > 0, "seed {seed}: no {category} injected\n{report}");
+            let row = rows
+                .get(category)
+                .unwrap_or_else(|| panic!("no {category} in\n{report}"));
+            assert!(
+                row.labels > 0,
+                "seed {seed}: no {category} injected\n{report}"
+            );
             assert_eq!(row.missed, 0, "seed {seed}: {category} missed\n{report}");
             if category == "mfa_triage" {
                 // Help-desk triage is information, not an alarm; a stray finding is tolerated.
                 assert!(row.precision >= 0.9, "seed {seed}: {category}\n{report}");
             } else {
-                assert_eq!(row.fp, 0, "seed {seed}: {category} false positives\n{report}");
+                assert_eq!(
+                    row.fp, 0,
+                    "seed {seed}: {category} false positives\n{report}"
+                );
             }
         }
     }
@@ -154,7 +181,10 @@ fn every_alert_carries_the_fields_the_soc_needs() {
         assert!(a["evidence"].as_array().unwrap().len() <= 32);
         // Attacks name their ATT&CK technique; help-desk triage findings have none to name.
         if a["cause_class"] == "attack" {
-            assert!(a["attack_technique"][0].as_str().unwrap().starts_with('T'), "{a}");
+            assert!(
+                a["attack_technique"][0].as_str().unwrap().starts_with('T'),
+                "{a}"
+            );
         }
     }
     // The alert file validates against the published schema's required fields.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// One rule file document.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Unique rule id (`[a-z0-9_]+`).
@@ -70,7 +70,7 @@ fn default_version() -> u32 {
 }
 
 /// A window.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum WindowSpec {
     /// A duration: a sliding window of that size.
@@ -80,7 +80,7 @@ pub enum WindowSpec {
 }
 
 /// `{kind, size}` or `{kind: session, gap}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowKindSpec {
     /// `sliding`, `tumbling` or `session`.
@@ -94,7 +94,7 @@ pub struct WindowKindSpec {
 }
 
 /// One aggregation: a count of matching events, or a count of distinct values of a field.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CounterSpec {
     /// Which of the rule's filtered events count (empty: all).
@@ -111,7 +111,7 @@ pub struct CounterSpec {
 pub type FilterSpec = BTreeMap<String, OneOrMany>;
 
 /// A scalar, a list of scalars, or operators.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// One value.
@@ -123,7 +123,7 @@ pub enum OneOrMany {
 }
 
 /// Filter operators on one field.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpsSpec {
     /// None of these values.
@@ -155,7 +155,7 @@ impl OneOrMany {
 }
 
 /// A YAML scalar.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
     /// true / false.
@@ -177,7 +177,7 @@ impl std::fmt::Display for Scalar {
 }
 
 /// `any:` or `all:` (exactly one) of comparisons such as `unanswered >= 5`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionSpec {
     /// Fires when any comparison holds.
@@ -189,7 +189,7 @@ pub struct ConditionSpec {
 }
 
 /// A sequence step: the rule fires only after an incident of one of `rules`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AfterSpec {
     /// Rule ids whose incidents open the sequence.
@@ -202,7 +202,7 @@ pub struct AfterSpec {
 }
 
 /// English and Japanese text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalizedSpec {
     /// English.
@@ -212,11 +212,46 @@ pub struct LocalizedSpec {
 }
 
 /// English and Japanese steps.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalizedStepsSpec {
     /// English.
     pub en: Vec<String>,
     /// Japanese.
     pub ja: Vec<String>,
+}
+
+/// JSON Schema (draft 2020-12) of a rule document, for editors and CI of rule repositories.
+pub fn rule_json_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<RuleSpec>().to_value();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "$id".into(),
+            serde_json::Value::String("https://authwatch.dev/schemas/rule.schema.json".into()),
+        );
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_json_schema_matches_checked_in_file() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/rule.schema.json");
+        let want = serde_json::to_string_pretty(&rule_json_schema()).unwrap() + "\n";
+        if std::env::var_os("AUTHWATCH_UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "schemas/rule.schema.json has drifted from the rule types; run \
+             AUTHWATCH_UPDATE_SCHEMAS=1 cargo test -p authwatch-detect and review the diff"
+        );
+    }
 }
