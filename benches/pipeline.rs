@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
                 let mut out = Vec::new();
                 for e in &events {
                     engine.on_event(e, &mut out);
-                    engine.on_watermark(e.time - 300_000);
+                    engine.on_watermark(e.time - 300_000, &mut out);
                 }
                 out
             },

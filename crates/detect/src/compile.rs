@@ -46,6 +46,8 @@ pub struct CompiledRule {
     pub unless: Option<After>,
     /// The counter whose events may fire the rule.
     pub trigger: Option<usize>,
+    /// Event time to wait before deciding (0 = at once).
+    pub settle_ms: i64,
     /// Quiet time that ends an incident (ms).
     pub suppress_ms: i64,
     /// Counters whose events are evidence.
@@ -415,6 +417,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
                 .ok_or_else(|| invalid(t, format!("trigger names unknown counter {t:?}")))
         })
         .transpose()?;
+    let settle_ms = match &spec.settle {
+        Some(s) => parse_duration_ms(s).map_err(|m| invalid("settle", m))?,
+        None => 0,
+    };
     let suppress_ms = match &spec.suppress {
         Some(s) => parse_duration_ms(s).map_err(|m| invalid("suppress", m))?,
         None => window_ms,
@@ -459,6 +465,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         after,
         unless,
         trigger,
+        settle_ms,
         suppress_ms,
         evidence,
         summary,

@@ -10,7 +10,7 @@
 use crate::compile::{CompiledRule, WindowKind};
 use crate::key::{Key, KeyField, KeyPart};
 use authwatch_event::{
-    Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Text, Timestamp, Window,
+    Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Text, Timestamp, Window,
     format_rfc3339_ms,
 };
 use rustc_hash::FxHashMap;
@@ -85,6 +85,16 @@ struct KeyState {
     incident: Option<Incident>,
 }
 
+/// An alert waiting for its rule's `settle` time to pass before it is emitted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Pending {
+    rule: usize,
+    due: i64,
+    /// The deciding event's values of the `unless` fields.
+    veto_keys: Vec<(KeyField, KeyPart)>,
+    alert: Alert,
+}
+
 #[derive(Debug, Default)]
 struct RuleState {
     keys: FxHashMap<Key, KeyState>,
@@ -105,6 +115,8 @@ pub struct Engine {
     states: Vec<RuleState>,
     /// Open and recent incidents of referenced rules, by (rule, entity field, value).
     incidents: FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    /// Alerts of settling rules, in decision order.
+    pending: VecDeque<Pending>,
     limits: EngineLimits,
     watermark: i64,
     next_sweep: i64,
@@ -134,6 +146,8 @@ struct Snapshot {
     states: Vec<Vec<(Key, KeyState)>>,
     stats: Vec<RuleStats>,
     incidents: Vec<((usize, KeyField, KeyPart), Incident)>,
+    #[serde(default)]
+    pending: Vec<Pending>,
 }
 
 impl Engine {
@@ -168,6 +182,7 @@ impl Engine {
             keep_incidents_ms,
             states,
             incidents: FxHashMap::default(),
+            pending: VecDeque::new(),
             limits,
             watermark: i64::MIN,
             next_sweep: i64::MIN,
@@ -350,7 +365,66 @@ impl Engine {
         if self.keep_incidents_ms[r] > 0 {
             index_incident(&mut self.incidents, r, &rule.key, &key, &incident);
         }
-        out.push(alert);
+        if rule.settle_ms > 0 {
+            let veto_keys = rule
+                .unless
+                .iter()
+                .flat_map(|u| &u.on)
+                .filter_map(|f| f.extract(e).map(|p| (*f, p)))
+                .collect();
+            // Decisions are made in stream order and all share one settle time per rule, so the
+            // queue stays ordered by decision; `due` only grows within a rule.
+            self.pending.push_back(Pending {
+                rule: r,
+                due: e.time.saturating_add(rule.settle_ms),
+                veto_keys,
+                alert,
+            });
+        } else {
+            out.push(alert);
+        }
+    }
+
+    /// Emits settled alerts whose `settle` time the watermark has passed, unless an `unless`
+    /// incident appeared around them meanwhile.
+    fn release(&mut self, watermark: i64, out: &mut Vec<Alert>) {
+        // Rules settle for different times, so scan for due entries instead of popping the
+        // front only; the queue holds only the few alerts of the last minutes.
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].due > watermark {
+                i += 1;
+                continue;
+            }
+            let Some(p) = self.pending.remove(i) else {
+                break;
+            };
+            let rule = &self.rules[p.rule];
+            let decided = p.alert.last_seen.millis();
+            let vetoed = rule.unless.as_ref().is_some_and(|u| {
+                p.veto_keys.iter().any(|(f, v)| {
+                    self.unless_refs[p.rule].iter().any(|&target| {
+                        self.incidents
+                            .get(&(target, *f, v.clone()))
+                            .is_some_and(|inc| {
+                                inc.first_seen <= p.due
+                                    && inc.last_seen.saturating_add(u.within_ms) >= decided
+                            })
+                    })
+                })
+            });
+            if vetoed {
+                self.states[p.rule].stats.alerts -= 1;
+                self.states[p.rule].stats.suppressed += 1;
+            } else {
+                out.push(p.alert);
+            }
+        }
+    }
+
+    /// End of input: every settling alert is decided now.
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        self.release(i64::MAX, out);
     }
 
     /// Bounds the rule's key count: past the limit, the least recently active tenth is evicted,
@@ -382,11 +456,14 @@ impl Engine {
     /// incidents no sequence can still reference are forgotten. Returns whether it swept (once
     /// per `sweep_interval_ms` of event time), so that callers can piggyback their own
     /// housekeeping.
-    pub fn on_watermark(&mut self, watermark: i64) -> bool {
+    pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) -> bool {
         if watermark <= self.watermark {
             return false;
         }
         self.watermark = watermark;
+        if !self.pending.is_empty() {
+            self.release(watermark, out);
+        }
         if watermark < self.next_sweep {
             return false;
         }
@@ -435,6 +512,7 @@ impl Engine {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
             },
+            pending: self.pending.iter().cloned().collect(),
         };
         Ok(serde_json::to_vec(&snapshot)?)
     }
@@ -460,6 +538,7 @@ impl Engine {
             state.stats = stats;
         }
         self.incidents = snapshot.incidents.into_iter().collect();
+        self.pending = snapshot.pending.into_iter().collect();
         Ok(())
     }
 
@@ -595,6 +674,14 @@ fn build_alert(
         window,
         metrics,
         evidence,
+        observed: Observed {
+            event_id: e.event_id.clone(),
+            time: Timestamp(e.time),
+            src: e.src.clone(),
+            device: e.device.clone(),
+            app: e.app.clone(),
+            context: e.context.clone(),
+        },
         first_seen: Timestamp(window_start),
         last_seen: Timestamp(e.time),
         summary: Localized {

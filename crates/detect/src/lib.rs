@@ -136,6 +136,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../rules/triage_lockout.yaml"),
     ),
     (
+        "rules/triage_policy_block.yaml",
+        include_str!("../../../rules/triage_policy_block.yaml"),
+    ),
+    (
         "rules/triage_provider_outage.yaml",
         include_str!("../../../rules/triage_provider_outage.yaml"),
     ),

@@ -48,6 +48,11 @@ pub struct RuleSpec {
     /// (e.g. do not call a lockout "benign" during a brute-force attack).
     #[serde(default)]
     pub unless: Option<AfterSpec>,
+    /// Wait this long in event time (by watermark) before deciding, so that an `unless`
+    /// incident appearing meanwhile can still veto the alert (help-desk triage, where minutes
+    /// do not matter but a wrong cause does). Default: decide at once.
+    #[serde(default)]
+    pub settle: Option<String>,
     /// Only the events that match this counter can fire the rule (e.g. the success that ends a
     /// series of failures); default: any filtered event.
     #[serde(default)]

@@ -55,7 +55,7 @@ fn run(engine: &mut Engine, events: &[AuthEvent]) -> Vec<Alert> {
     let mut out = Vec::new();
     for e in events {
         engine.on_event(e, &mut out);
-        engine.on_watermark(e.time - 30_000);
+        engine.on_watermark(e.time - 30_000, &mut out);
     }
     out
 }
@@ -294,7 +294,7 @@ fn idle_keys_expire_and_capacity_evicts() {
     let fatigue = fatigue_stats(&engine);
     assert!(fatigue.keys <= 100, "{fatigue:?}");
     assert_eq!(fatigue.keys + fatigue.evicted, 250);
-    engine.on_watermark(T0 + 2 * 60 * MIN);
+    engine.on_watermark(T0 + 2 * 60 * MIN, &mut Vec::new());
     let fatigue = fatigue_stats(&engine);
     assert_eq!(fatigue.keys, 0);
     assert_eq!(fatigue.expired + fatigue.evicted, 250);
@@ -378,4 +378,59 @@ fn pack_rejects_duplicates_unknown_references_and_cycles() {
             .to_string()
             .contains("cycle")
     );
+}
+
+#[test]
+fn settling_alerts_wait_for_the_watermark_and_can_be_vetoed() {
+    let text = r#"
+id: quiet_then_loud
+severity: info
+cause_class: device
+key: [user]
+filter: { activity: mfa_verify }
+window: 10m
+counters:
+  timeouts: { where: { outcome: timeout } }
+fire_when: { any: ["timeouts >= 1"] }
+settle: 5m
+unless: { rules: [loud], within: 10m, on: [ip] }
+summary: { en: "x", ja: "x" }
+steps: { en: ["x"], ja: ["x"] }
+---
+id: loud
+severity: low
+cause_class: network
+key: [ip]
+filter: { activity: mfa_verify, outcome: timeout }
+window: 20m
+counters:
+  users: { distinct: user }
+fire_when: { any: ["users >= 2"] }
+summary: { en: "y", ja: "y" }
+steps: { en: ["y"], ja: ["y"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let ev =
+        |user: &str, t: i64, id: &str| push(user, t, Activity::MfaVerify, Outcome::Timeout, id);
+
+    // Alone, the finding is emitted once the watermark passes its settle time.
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    engine.on_event(&ev("a@x", T0, "1"), &mut out);
+    assert!(out.is_empty(), "not before the settle time");
+    engine.on_watermark(T0 + 4 * MIN, &mut out);
+    assert!(out.is_empty());
+    engine.on_watermark(T0 + 5 * MIN, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule_id, "quiet_then_loud");
+
+    // A second user timing out behind the same address within the settle time vetoes it.
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    engine.on_event(&ev("a@x", T0, "1"), &mut out);
+    engine.on_event(&ev("b@x", T0 + 3 * MIN, "2"), &mut out);
+    engine.flush(&mut out);
+    let rules: Vec<&str> = out.iter().map(|a| a.rule_id.as_str()).collect();
+    assert_eq!(rules, ["loud"], "the network finding vetoes the device one");
 }

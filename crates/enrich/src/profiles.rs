@@ -58,6 +58,9 @@ struct LastSuccess {
     lat: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lon: Option<f64>,
+    /// The location's accuracy radius (km), 0 when unknown.
+    #[serde(default)]
+    accuracy_km: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     internal: bool,
 }
@@ -372,8 +375,17 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
             // At least a minute: two sign-ins in the same second are not infinitely fast,
             // and coordinates are only city-precise anyway.
             let ms = event.time.abs_diff(last.time).max(MIN_INTERVAL_MS as u64);
+            // Speed is judged on the distance the databases are sure of: both points may lie
+            // anywhere within their accuracy radius (country-level records have large ones).
+            let here_accuracy = event
+                .src
+                .geo
+                .as_ref()
+                .and_then(|g| g.accuracy_km)
+                .unwrap_or(0);
+            let sure_km = (km - f64::from(here_accuracy) - f64::from(last.accuracy_km)).max(0.0);
             ctx.distance_km = Some(km);
-            ctx.speed_kmh = Some(km / (ms as f64 / MS_PER_HOUR as f64));
+            ctx.speed_kmh = Some(sure_km / (ms as f64 / MS_PER_HOUR as f64));
         }
     }
     ctx
@@ -393,14 +405,19 @@ fn learn(p: &mut Profile, event: &AuthEvent, max_set: usize) {
     }
     p.hours |= 1 << utc_hour(event.time);
     p.successes = p.successes.saturating_add(1);
-    // Out-of-order events still teach places and devices, but "last" stays the newest.
-    if p.last_success.as_ref().is_none_or(|l| event.time >= l.time) {
+    // Out-of-order events still teach places and devices, but "last" stays the newest. An
+    // anonymizer (VPN, Tor, proxy, hosting) says nothing about where the user is, so it never
+    // becomes the place travel is measured from.
+    if !event.src.anonymizer.anonymous
+        && p.last_success.as_ref().is_none_or(|l| event.time >= l.time)
+    {
         p.last_success = Some(LastSuccess {
             time: event.time,
             ip: event.src.ip,
             country: geo.map(|g| g.country.clone()).unwrap_or_default(),
             lat: geo.and_then(|g| g.lat),
             lon: geo.and_then(|g| g.lon),
+            accuracy_km: geo.and_then(|g| g.accuracy_km).unwrap_or(0),
             internal: event.src.internal,
         });
     }
@@ -409,6 +426,71 @@ fn learn(p: &mut Profile, event: &AuthEvent, max_set: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymizer_sign_ins_are_not_a_place_to_travel_from() {
+        let mut profiles = UserProfiles::new(&ProfileConfig::default());
+        let at = |t: i64, lat: f64, lon: f64, anonymous: bool| {
+            let mut e = AuthEvent {
+                time: t,
+                activity: authwatch_event::Activity::Logon,
+                outcome: authwatch_event::Outcome::Success,
+                ..AuthEvent::default()
+            };
+            e.user.name = "u@x".into();
+            e.src.geo = Some(authwatch_event::Geo {
+                lat: Some(lat),
+                lon: Some(lon),
+                ..Default::default()
+            });
+            e.src.anonymizer.anonymous = anonymous;
+            e
+        };
+        let h = 3_600_000;
+        // Singapore, then a Tor exit "in London", then Manila three hours after Singapore.
+        profiles.observe(&mut at(0, 1.35, 103.8, false));
+        profiles.observe(&mut at(h, 51.5, -0.09, true));
+        let mut manila = at(3 * h, 14.6, 121.0, false);
+        profiles.observe(&mut manila);
+        let previous = manila.context.previous.unwrap();
+        assert_eq!(
+            previous.time, 0,
+            "measured from Singapore, not the Tor exit"
+        );
+        assert!(manila.context.speed_kmh.unwrap() < 900.0);
+    }
+
+    #[test]
+    fn speed_discounts_the_accuracy_radius() {
+        let mut profiles = UserProfiles::new(&ProfileConfig::default());
+        let mut first = AuthEvent {
+            time: 0,
+            activity: authwatch_event::Activity::Logon,
+            outcome: authwatch_event::Outcome::Success,
+            ..AuthEvent::default()
+        };
+        first.user.name = "u@x".into();
+        first.src.geo = Some(authwatch_event::Geo {
+            lat: Some(0.0),
+            lon: Some(0.0),
+            accuracy_km: Some(500),
+            ..Default::default()
+        });
+        let mut second = first.clone();
+        second.time = 3_600_000;
+        second.src.geo = Some(authwatch_event::Geo {
+            lat: Some(0.0),
+            lon: Some(9.0), // about 1000 km east
+            accuracy_km: Some(400),
+            ..Default::default()
+        });
+        profiles.observe(&mut first);
+        profiles.observe(&mut second);
+        let km = second.context.distance_km.unwrap();
+        assert!((990.0..1010.0).contains(&km), "{km}");
+        // Only the ~100 km beyond both radii count: about 100 km/h.
+        assert!(second.context.speed_kmh.unwrap() < 120.0);
+    }
     use crate::config::DurationText;
     use authwatch_event::Geo;
     use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The alert: one detection, self-explanatory for a SOC analyst (DESIGN §6).
 
-use crate::{CauseClass, Severity, Text, Timestamp};
+use crate::{CauseClass, Device, Severity, Src, Text, Timestamp, UserContext};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -35,6 +35,9 @@ pub struct Alert {
     pub metrics: BTreeMap<String, MetricValue>,
     /// Event ids of the deciding events (bounded; `metrics` holds the full counts).
     pub evidence: Vec<String>,
+    /// What enrichment knew of the event that decided the alert: its source (geo, ASN,
+    /// anonymizer, tags), device and the user's own history.
+    pub observed: Observed,
     /// Time of the first event of the incident.
     pub first_seen: Timestamp,
     /// Time of the last event counted.
@@ -46,6 +49,28 @@ pub struct Alert {
     /// Alerts this one escalates or follows (e.g. the mfa_fatigue alert behind mfa_fatigue_success).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<String>,
+}
+
+/// The enriched facts of the deciding event, as they appear in the event itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    /// The deciding event's id.
+    pub event_id: Text,
+    /// Its event time.
+    pub time: Timestamp,
+    /// Its source, with geo, ASN, anonymizer flags and tags.
+    #[serde(default)]
+    pub src: Src,
+    /// Its device, with OS, browser, type and fingerprint.
+    #[serde(default)]
+    pub device: Device,
+    /// The target application.
+    #[serde(default, skip_serializing_if = "Text::is_empty")]
+    pub app: Text,
+    /// What the user's history said of it (new device or country, travel speed, …).
+    #[serde(default)]
+    pub context: UserContext,
 }
 
 /// The entity an alert is keyed by. Only the fields of the rule's key are set.

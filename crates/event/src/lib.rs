@@ -27,7 +27,7 @@ mod text;
 mod time;
 mod vocab;
 
-pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Window};
+pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Observed, Window};
 pub use duration::DurationText;
 pub use event::{Anonymizer, AuthEvent, Device, Geo, PreviousSignIn, Src, User, UserContext};
 pub use text::Text;

@@ -20,6 +20,11 @@ impl Text {
         Text(CompactString::new(s.as_ref()))
     }
 
+    /// Whether the text is empty (for `skip_serializing_if`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The text as a `&str`.
     pub fn as_str(&self) -> &str {
         self.0.as_str()

@@ -400,14 +400,14 @@ impl Pipeline {
                     profiles.observe(&mut event);
                     let before = out.alerts.len();
                     engine.on_event(&event, &mut out.alerts);
-                    Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
                     if event.time > max_time {
                         max_time = event.time;
                         watermark = max_time.saturating_sub(lateness);
-                        if engine.on_watermark(watermark) {
+                        if engine.on_watermark(watermark, &mut out.alerts) {
                             profiles.expire(watermark);
                         }
                     }
+                    Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
                 }
                 self.metrics
                     .watermark
@@ -416,6 +416,13 @@ impl Pipeline {
                     return;
                 }
             }
+        }
+        // End of input: alerts still settling are decided now.
+        let mut out = SinkBatch::default();
+        engine.flush(&mut out.alerts);
+        Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
+        if !out.is_empty() {
+            let _ = sink_tx.send(out);
         }
     }
 }
