@@ -323,6 +323,7 @@ mod tests {
             cause_class: CauseClass::Attack,
             severity: Severity::High,
             attack_technique: vec![],
+            observed: Default::default(),
             entity,
             window: Window {
                 start: Timestamp(start),

@@ -95,6 +95,7 @@ struct ParsedBatch {
 
 #[derive(Default)]
 struct SinkBatch {
+    events: Vec<AuthEvent>,
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
@@ -102,7 +103,10 @@ struct SinkBatch {
 
 impl SinkBatch {
     fn is_empty(&self) -> bool {
-        self.alerts.is_empty() && self.dead.is_empty() && self.late.is_empty()
+        self.events.is_empty()
+            && self.alerts.is_empty()
+            && self.dead.is_empty()
+            && self.late.is_empty()
     }
 }
 
@@ -166,6 +170,7 @@ impl Pipeline {
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
         let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
+        let forward_events = sink.wants_events();
         let mut profiles = UserProfiles::new(&self.config.enrich.profiles);
         let mut engine = self.pack.engine(EngineLimits {
             max_keys_per_rule: self.config.detect.max_keys_per_rule,
@@ -180,7 +185,13 @@ impl Pipeline {
                     let engine = &mut engine;
                     let profiles = &mut profiles;
                     scope.spawn(move || {
-                        self.detect_stage(engine, profiles, names, parsed_rx, sink_tx, speed)
+                        let stage = DetectStage {
+                            engine,
+                            profiles,
+                            names,
+                            forward_events,
+                        };
+                        self.detect_stage(stage, parsed_rx, sink_tx, speed)
                     })
                 };
                 let worker_handles: Vec<_> = (0..workers)
@@ -342,13 +353,17 @@ impl Pipeline {
     /// Restores batch order, tracks the watermark, handles late events and runs the rules.
     fn detect_stage(
         &self,
-        engine: &mut authwatch_detect::Engine,
-        profiles: &mut UserProfiles,
-        names: &[String],
+        stage: DetectStage<'_>,
         parsed_rx: Receiver<ParsedBatch>,
         sink_tx: Sender<SinkBatch>,
         speed: Speed,
     ) {
+        let DetectStage {
+            engine,
+            profiles,
+            names,
+            forward_events,
+        } = stage;
         let lateness = self.config.event_time.allowed_lateness.millis();
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
@@ -408,6 +423,9 @@ impl Pipeline {
                         }
                     }
                     Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
+                    if forward_events {
+                        out.events.push(event);
+                    }
                 }
                 self.metrics
                     .watermark
@@ -427,8 +445,20 @@ impl Pipeline {
     }
 }
 
+/// What the detect stage works on.
+struct DetectStage<'a> {
+    engine: &'a mut authwatch_detect::Engine,
+    profiles: &'a mut UserProfiles,
+    names: &'a [String],
+    /// Copy processed events to the sink (it asked for them).
+    forward_events: bool,
+}
+
 fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, SinkError> {
     for batch in sink_rx {
+        for e in &batch.events {
+            sink.event(e)?;
+        }
         for d in &batch.dead {
             sink.dead_letter(d)?;
         }

@@ -43,6 +43,19 @@ pub trait Sink: Send {
     fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError>;
     /// Called at the end of the run and whenever results should become visible.
     fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// Whether this sink wants every processed event (normalized, enriched, with the user's
+    /// context), e.g. for an enriched-events topic or a help-desk view. Asked once per run;
+    /// when false, events are not copied to the sink at all.
+    fn wants_events(&self) -> bool {
+        false
+    }
+
+    /// One processed event, in stream order, after detection saw it. Late events that were
+    /// dropped or side-output do not come here.
+    fn event(&mut self, _event: &AuthEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 struct Output {

@@ -281,3 +281,46 @@ fn paced_replay_takes_event_time_over_factor() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(190));
     assert_eq!(summary.alerts, 2);
 }
+
+#[test]
+fn sinks_that_ask_for_events_get_them_enriched_in_stream_order() {
+    struct Events(Vec<authwatch_event::AuthEvent>);
+    impl Sink for Events {
+        fn alert(&mut self, _: &authwatch_event::Alert) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn wants_events(&self) -> bool {
+            true
+        }
+        fn event(&mut self, e: &authwatch_event::AuthEvent) -> Result<(), SinkError> {
+            self.0.push(e.clone());
+            Ok(())
+        }
+    }
+    let lines = bombing("aiko@acme.jp", T0);
+    let mut config = Config::default();
+    config.runtime.batch_lines = 3;
+    let pipeline = Pipeline::new(config, RulePack::builtin().unwrap()).unwrap();
+    let mut source = LineSource::from_readers(
+        vec![("x".into(), Box::new(Cursor::new(join(&lines))))],
+        1 << 20,
+        100,
+    );
+    let (summary, sink) = pipeline
+        .run(&mut source, Events(Vec::new()), Speed::Max)
+        .unwrap();
+    assert_eq!(sink.0.len() as u64, summary.events);
+    assert!(sink.0.windows(2).all(|w| w[0].time <= w[1].time));
+    // The approval is a success, so the profile existed only afterwards; the first event is new.
+    assert!(!sink.0[0].context.known_user);
+    assert!(sink.0.iter().all(|e| e.src.ip.is_some()));
+}
