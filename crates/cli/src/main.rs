@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod gen_cmd;
+mod geo_bundle;
 mod progress;
 mod replay;
 mod rules;

@@ -16,23 +16,6 @@ use std::process::ExitCode;
 /// (see data/demo/README.md).
 const DEMO_STREAM: &[u8] = include_bytes!("../../../data/demo/authwatch-demo.jsonl.gz");
 
-/// MaxMind's test databases (data/geo, Apache-2.0/MIT), whose networks the demo stream uses, so
-/// that the demo shows geo, ASN and anonymizer enrichment with nothing installed.
-const DEMO_GEO: [(&str, &[u8]); 3] = [
-    (
-        "GeoIP2-City-Test.mmdb",
-        include_bytes!("../../../data/geo/GeoIP2-City-Test.mmdb"),
-    ),
-    (
-        "GeoLite2-ASN-Test.mmdb",
-        include_bytes!("../../../data/geo/GeoLite2-ASN-Test.mmdb"),
-    ),
-    (
-        "GeoIP2-Anonymous-IP-Test.mmdb",
-        include_bytes!("../../../data/geo/GeoIP2-Anonymous-IP-Test.mmdb"),
-    ),
-];
-
 /// Options shared by `demo` and `replay`.
 #[derive(Debug, clap::Args)]
 pub struct RunOptions {
@@ -155,16 +138,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let geo_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let geo = &mut config.enrich.geo;
     if geo.city_db.is_none() && geo.asn_db.is_none() && geo.anonymous_db.is_none() {
-        let mut paths = Vec::new();
-        for (name, bytes) in DEMO_GEO {
-            let path = geo_dir.path().join(name);
-            std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))?;
-            paths.push(path);
-        }
-        let mut paths = paths.into_iter();
-        geo.city_db = paths.next();
-        geo.asn_db = paths.next();
-        geo.anonymous_db = paths.next();
+        crate::geo_bundle::install(geo_dir.path(), geo)?;
     }
     // The recorded stream is synthetic and dated in the past; nothing to check against "now".
     let mut decompressed = Vec::new();

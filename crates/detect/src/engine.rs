@@ -10,8 +10,8 @@
 use crate::compile::{CompiledRule, WindowKind};
 use crate::key::{Key, KeyField, KeyPart};
 use authwatch_event::{
-    Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Text, Timestamp, Window,
-    format_rfc3339_ms,
+    Activity, Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Text, Timestamp,
+    Window, format_rfc3339_ms,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -104,8 +104,10 @@ struct RuleState {
 /// The rule engine.
 pub struct Engine {
     rules: Vec<CompiledRule>,
-    /// Evaluation order: rules referenced by `after` come before the rules that reference them.
-    order: Vec<usize>,
+    /// Evaluation order per activity: the rules whose filter accepts that activity, with rules
+    /// referenced by `after`/`unless` before the rules that reference them. Most rules look at
+    /// one or two activities, so an event visits only a few rules.
+    by_activity: Vec<Vec<usize>>,
     /// For each rule, the indices of the rules its `after` names.
     after_refs: Vec<Vec<usize>>,
     /// For each rule, the indices of the rules its `unless` names.
@@ -120,6 +122,9 @@ pub struct Engine {
     limits: EngineLimits,
     watermark: i64,
     next_sweep: i64,
+    /// Events since the last sweep: a sweep visits every live key, so it waits until enough
+    /// events arrived to pay for it (amortized constant cost per event).
+    events_since_sweep: u64,
 }
 
 /// A snapshot could not be taken or restored.
@@ -174,9 +179,19 @@ impl Engine {
             }
         }
         let states = rules.iter().map(|_| RuleState::default()).collect();
+        let by_activity = Activity::ALL
+            .iter()
+            .map(|a| {
+                order
+                    .iter()
+                    .copied()
+                    .filter(|&r| rules[r].filter.accepts_activity(*a))
+                    .collect()
+            })
+            .collect();
         Engine {
             rules,
-            order,
+            by_activity,
             after_refs,
             unless_refs,
             keep_incidents_ms,
@@ -186,6 +201,7 @@ impl Engine {
             limits,
             watermark: i64::MIN,
             next_sweep: i64::MIN,
+            events_since_sweep: 0,
         }
     }
 
@@ -209,8 +225,10 @@ impl Engine {
 
     /// Processes one event; alerts it decides are pushed to `out`.
     pub fn on_event(&mut self, e: &AuthEvent, out: &mut Vec<Alert>) {
-        for oi in 0..self.order.len() {
-            let r = self.order[oi];
+        self.events_since_sweep += 1;
+        let candidates = e.activity.index();
+        for oi in 0..self.by_activity[candidates].len() {
+            let r = self.by_activity[candidates][oi];
             if self.rules[r].filter.matches(e) {
                 self.apply(r, e, out);
                 self.enforce_capacity(r);
@@ -467,6 +485,11 @@ impl Engine {
         if watermark < self.next_sweep {
             return false;
         }
+        let live: usize = self.states.iter().map(|s| s.keys.len()).sum();
+        if self.events_since_sweep < (live / 4) as u64 {
+            return false;
+        }
+        self.events_since_sweep = 0;
         self.next_sweep = watermark.saturating_add(self.limits.sweep_interval_ms);
         for (rule, state) in self.rules.iter().zip(&mut self.states) {
             let ttl = rule.window_ms.max(rule.suppress_ms);

@@ -223,6 +223,11 @@ impl Predicate {
         Ok(p)
     }
 
+    /// Whether any event of this activity can pass the filter (used to index rules).
+    pub fn accepts_activity(&self, activity: Activity) -> bool {
+        bit(self.activity, activity.index())
+    }
+
     /// Whether the event passes the filter.
     #[inline]
     pub fn matches(&self, e: &AuthEvent) -> bool {

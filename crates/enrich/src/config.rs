@@ -24,9 +24,12 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub const MAX_CIDR_TAGS: usize = 64;
 
 /// The enricher's configuration (`[enrich]` in the pipeline config).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichConfig {
+    /// Enrich events at all. Default true; turn it off when the input is already enriched
+    /// upstream (and to measure what enrichment costs).
+    pub enabled: bool,
     /// Geo-IP, ASN and anonymizer databases.
     pub geo: GeoConfig,
     /// CIDR list files whose matching source addresses get a tag. Default: none.
@@ -35,6 +38,18 @@ pub struct EnrichConfig {
     pub user_agents: UserAgentConfig,
     /// Per-user sign-in profiles.
     pub profiles: ProfileConfig,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            enabled: true,
+            geo: GeoConfig::default(),
+            cidr_lists: Vec::new(),
+            user_agents: UserAgentConfig::default(),
+            profiles: ProfileConfig::default(),
+        }
+    }
 }
 
 /// `[enrich.geo]`: MaxMind DB files (GeoIP2, GeoLite2 or DB-IP). Each is optional; a path that

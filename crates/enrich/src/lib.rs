@@ -89,6 +89,7 @@ use std::time::Duration;
 /// private) → user-agent parse → device fingerprint. Values already on the event (given by the
 /// provider) are kept; enrichment only fills what is empty, and anonymizer flags are added to.
 pub struct EventEnricher {
+    enabled: bool,
     geo: GeoDatabases,
     cidr: CidrTagger,
     ua: UserAgentParser,
@@ -120,6 +121,7 @@ impl EventEnricher {
         let geo = GeoDatabases::open(&config.geo)?;
         let cidr = CidrTagger::load(&config.cidr_lists)?;
         Ok(EventEnricher {
+            enabled: config.enabled,
             geo,
             cidr,
             ua: UserAgentParser::new(config.user_agents.cache_size),
@@ -131,6 +133,9 @@ impl EventEnricher {
 
     /// Enriches one event in place.
     pub fn enrich(&self, event: &mut AuthEvent) {
+        if !self.enabled {
+            return;
+        }
         if let Some(ip) = event.src.ip {
             // `::ffff:a.b.c.d` is the IPv4 address a dual-stack listener saw; treat it as such.
             let ip = ip.to_canonical();

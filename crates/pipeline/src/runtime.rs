@@ -412,7 +412,9 @@ impl Pipeline {
                     }
                     // Profiles are read and taught in stream order, before the rules see the
                     // event, so `context` reflects only what came before it.
-                    profiles.observe(&mut event);
+                    if self.config.enrich.enabled {
+                        profiles.observe(&mut event);
+                    }
                     let before = out.alerts.len();
                     engine.on_event(&event, &mut out.alerts);
                     if event.time > max_time {
