@@ -8,6 +8,8 @@ mod geo_bundle;
 mod progress;
 mod replay;
 mod rules;
+mod rules_test;
+mod sigma_cmd;
 mod table;
 
 use anyhow::Result;

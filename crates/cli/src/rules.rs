@@ -18,6 +18,10 @@ pub enum RulesCommand {
         /// Rule directories or files (default: the built-in pack).
         paths: Vec<PathBuf>,
     },
+    /// Run the rules' test cases: events in, expected alerts out.
+    Test(crate::rules_test::TestArgs),
+    /// Turn Sigma detection and correlation rules into native rules.
+    ImportSigma(crate::sigma_cmd::ImportSigmaArgs),
 }
 
 fn describe(pack: &RulePack) -> String {
@@ -50,6 +54,8 @@ pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
             print!("{}", describe(&pack));
             Ok(ExitCode::SUCCESS)
         }
+        RulesCommand::Test(args) => crate::rules_test::run(args),
+        RulesCommand::ImportSigma(args) => crate::sigma_cmd::run(args),
         RulesCommand::Check { paths } => {
             if paths.is_empty() {
                 let pack = RulePack::builtin()?;

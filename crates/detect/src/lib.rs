@@ -33,6 +33,8 @@ mod engine;
 mod error;
 mod key;
 mod predicate;
+pub mod ruletest;
+pub mod sigma;
 pub mod spec;
 mod template;
 
