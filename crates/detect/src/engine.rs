@@ -9,6 +9,7 @@
 
 use crate::compile::{CompiledRule, WindowKind};
 use crate::key::{Key, KeyField, KeyPart};
+use crate::sketch::WindowedSketch;
 use authwatch_event::{
     Activity, Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Text, Timestamp,
     Window, format_rfc3339_ms,
@@ -82,6 +83,9 @@ struct KeyState {
     #[serde(default)]
     session_start: i64,
     recent: Vec<VecDeque<Entry>>,
+    /// Distinct counters whose values overflowed their exact bound count with a sketch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sketches: Vec<Option<WindowedSketch>>,
     incident: Option<Incident>,
 }
 
@@ -263,6 +267,7 @@ impl Engine {
                 last_time: e.time,
                 session_start: e.time,
                 recent: vec![VecDeque::new(); rule.counters.len()],
+                sketches: Vec::new(),
                 incident: None,
             });
         if rule.window_kind == WindowKind::Session && e.time - state.last_time > rule.window_ms {
@@ -270,9 +275,18 @@ impl Engine {
         }
         state.last_time = state.last_time.max(e.time);
         let horizon = window_start(rule, state, state.last_time);
-        for (counter, recent) in rule.counters.iter().zip(&mut state.recent) {
+        for (c, (counter, recent)) in rule.counters.iter().zip(&mut state.recent).enumerate() {
             if counter.predicate.matches(e) {
                 let value = counter.distinct.and_then(|f| f.extract(e));
+                if let Some(v) = &value {
+                    let active = state.sketches.get(c).is_some_and(Option::is_some);
+                    if active
+                        || (recent.len() >= counter.cap
+                            && !recent.iter().any(|x| x.value.as_ref() == Some(v)))
+                    {
+                        sketch_insert(&mut state.sketches, c, rule, recent, v, e.time);
+                    }
+                }
                 if counter.distinct.is_none() || value.is_some() {
                     if value.is_some()
                         && let Some(at) = recent.iter().position(|x| x.value == value)
@@ -300,7 +314,12 @@ impl Engine {
             }
         }
         let start = window_start(rule, state, e.time);
-        let (counts, first, last) = window_counts(&state.recent, start, e.time);
+        let (mut counts, first, last) = window_counts(&state.recent, start, e.time);
+        for (count, sketch) in counts.iter_mut().zip(&state.sketches) {
+            if let Some(sketch) = sketch {
+                *count = (*count).max(sketch.estimate(start, e.time));
+            }
+        }
         let span = last.saturating_sub(first).max(0);
         // An open incident absorbs further activity of the key: one alert per incident.
         if let Some(inc) = &mut state.incident {
@@ -571,6 +590,31 @@ impl Engine {
             .map(|r| format!("{}@{}", r.id, r.version))
             .collect()
     }
+}
+
+/// Adds a distinct value to counter `c`'s sketch, creating it (seeded with the exact values still
+/// held) when the exact set first overflows.
+fn sketch_insert(
+    sketches: &mut Vec<Option<WindowedSketch>>,
+    c: usize,
+    rule: &CompiledRule,
+    exact: &VecDeque<Entry>,
+    value: &KeyPart,
+    time: i64,
+) {
+    if sketches.len() <= c {
+        sketches.resize(c + 1, None);
+    }
+    let sketch = sketches[c].get_or_insert_with(|| {
+        let mut s = WindowedSketch::new(rule.window_ms);
+        for x in exact {
+            if let Some(v) = &x.value {
+                s.insert(v.hash64(), x.time);
+            }
+        }
+        s
+    });
+    sketch.insert(value.hash64(), time);
 }
 
 /// Where the window that ends at `t` starts, for this key.

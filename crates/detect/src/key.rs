@@ -93,6 +93,18 @@ pub enum KeyPart {
     Num(u32),
 }
 
+impl KeyPart {
+    /// A stable 64-bit hash, for distinct-count sketches.
+    pub fn hash64(&self) -> u64 {
+        match self {
+            KeyPart::Text(t) => crate::sketch::hash64(t.as_bytes()),
+            KeyPart::Ip(std::net::IpAddr::V4(ip)) => crate::sketch::hash64(&ip.octets()),
+            KeyPart::Ip(std::net::IpAddr::V6(ip)) => crate::sketch::hash64(&ip.octets()),
+            KeyPart::Num(n) => crate::sketch::hash64(&n.to_le_bytes()),
+        }
+    }
+}
+
 impl std::fmt::Display for KeyPart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -35,6 +35,7 @@ mod key;
 mod predicate;
 pub mod ruletest;
 pub mod sigma;
+mod sketch;
 pub mod spec;
 mod template;
 

@@ -434,3 +434,46 @@ steps: { en: ["y"], ja: ["y"] }
     let rules: Vec<&str> = out.iter().map(|a| a.rule_id.as_str()).collect();
     assert_eq!(rules, ["loud"], "the network finding vetoes the device one");
 }
+
+#[test]
+fn distinct_counts_beyond_the_exact_bound_use_a_sketch() {
+    let text = r#"
+id: many_users
+severity: low
+cause_class: attack
+key: [ip]
+filter: { activity: logon, outcome: failure }
+window: 15m
+counters:
+  users: { distinct: user }
+fire_when: { any: ["users >= 5000"] }
+summary: { en: "{users}", ja: "{users}" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    for i in 0..6000i64 {
+        let mut e = push(
+            &format!("u{i}@x.jp"),
+            T0 + i * 100,
+            Activity::Logon,
+            Outcome::Failure,
+            &format!("e{i}"),
+        );
+        e.factor = Factor::Password;
+        engine.on_event(&e, &mut out);
+    }
+    // The exact set holds 5001 values; the rest is estimated, so the alert fires near 5000.
+    assert_eq!(out.len(), 1, "fires once");
+    let authwatch_event::MetricValue::Count(n) = out[0].metrics["users"] else {
+        panic!()
+    };
+    assert!((4500..=5600).contains(&n), "{n}");
+    // The sketch survives a snapshot.
+    let snapshot = engine.snapshot().unwrap();
+    let mut restored = pack.engine(EngineLimits::default());
+    restored.restore(&snapshot).unwrap();
+    assert_eq!(restored.snapshot().unwrap(), snapshot);
+}
