@@ -5,5 +5,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
+mod explain;
 mod replay;
 mod tooling;

@@ -31,10 +31,14 @@ pub struct GenArgs {
     /// Tenant name.
     #[arg(long, default_value = "example")]
     tenant: String,
+    /// Write the events in this provider's format (`native`, `okta`, `entra`, `duo`, `auth0`,
+    /// `keycloak`, `google`, `ocsf`, `ecs`): the same traffic, as that provider would log it.
+    #[arg(long, default_value = "native", value_name = "FORMAT")]
+    format: authwatch_normalize::Format,
 }
 
 /// Opens an output: `-` for stdout, gzip when the name ends in `.gz`.
-pub fn create_output(path: &PathBuf) -> Result<Box<dyn Write>> {
+pub fn create_output(path: &PathBuf) -> Result<Box<dyn Write + Send>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(BufWriter::new(std::io::stdout())));
     }
@@ -50,16 +54,25 @@ pub fn create_output(path: &PathBuf) -> Result<Box<dyn Write>> {
     })
 }
 
-/// Writes generated events to `out`, returns the labels and the event count.
+/// Writes generated events to `out` in `format`, returns the labels and the event count.
 pub fn write_events(
     cfg: &GenConfig,
+    format: authwatch_normalize::Format,
     out: &mut dyn Write,
 ) -> Result<(Vec<authwatch_gen::Label>, u64)> {
+    anyhow::ensure!(
+        format != authwatch_normalize::Format::Auto,
+        "--format auto is for reading; choose a format to write"
+    );
     let mut count = 0u64;
+    let mut line = Vec::with_capacity(2048);
     let labels = generate(cfg, &mut |ev| {
         count += 1;
-        serde_json::to_writer(&mut *out, ev)?;
-        out.write_all(b"\n").map_err(serde_json::Error::io)
+        line.clear();
+        authwatch_normalize::encode(format, ev, &mut line)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        line.push(b'\n');
+        out.write_all(&line)
     })?;
     out.flush()?;
     Ok((labels, count))
@@ -75,7 +88,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         ..GenConfig::default()
     };
     let mut out = create_output(&args.out)?;
-    let (labels, count) = write_events(&cfg, &mut out)?;
+    let (labels, count) = write_events(&cfg, args.format, &mut out)?;
     drop(out);
     if let Some(path) = &args.labels {
         let mut w = create_output(path)?;

@@ -3,8 +3,10 @@
 
 mod bench;
 mod eval;
+mod explain;
 mod gen_cmd;
 mod geo_bundle;
+mod normalize_cmd;
 mod progress;
 mod replay;
 mod rules;
@@ -38,10 +40,14 @@ enum Command {
     Demo(replay::DemoArgs),
     /// Replay recorded files through the same pipeline as live traffic.
     Replay(replay::ReplayArgs),
+    /// Normalize provider logs to native JSON, OCSF or ECS, enriched.
+    Normalize(normalize_cmd::NormalizeArgs),
     /// Generate realistic authentication traffic with injected attacks, and its labels.
     Gen(gen_cmd::GenArgs),
     /// Score alerts against a labels file: recall and precision per category.
     Eval(eval::EvalArgs),
+    /// The help-desk view of one user: recent sign-ins, failures grouped by cause, next steps.
+    Explain(explain::ExplainArgs),
     /// Measure the pipeline against a plain JSON parse of the same generated file.
     Bench(bench::BenchArgs),
     /// List and check detection rules.
@@ -85,8 +91,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => replay::demo(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Normalize(args) => normalize_cmd::run(args),
         Command::Gen(args) => gen_cmd::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Schema { which } => {

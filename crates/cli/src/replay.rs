@@ -33,6 +33,12 @@ pub struct RunOptions {
     /// Replay speed: `max` or a factor of event time such as `60x`.
     #[arg(long, default_value = "max", value_name = "max|Nx")]
     speed: Speed,
+    /// Input format (`auto` detects it per line); overrides input.format.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<authwatch_normalize::Format>,
+    /// A declarative mapping (YAML) for a provider that is not built in; overrides input.mapping.
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
     /// Language of the printed summaries: `en` or `ja`.
     #[arg(long, value_name = "en|ja")]
     lang: Option<String>,
@@ -74,13 +80,19 @@ pub struct ReplayArgs {
     options: RunOptions,
 }
 
-fn load_config(options: &RunOptions) -> Result<Config> {
+pub(crate) fn load_config(options: &RunOptions) -> Result<Config> {
     let mut config = match &options.config {
         Some(path) => Config::load(path)?,
         None => Config::from_env()?,
     };
     if let Some(rules) = &options.rules.rules {
         config.detect.rules = Some(rules.clone());
+    }
+    if let Some(format) = options.format {
+        config.input.format = format;
+    }
+    if let Some(mapping) = &options.mapping {
+        config.input.mapping = Some(mapping.clone());
     }
     if let Some(p) = &options.dead_letter {
         config.output.dead_letter = Some(p.clone());

@@ -75,8 +75,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
-    /// Input format of every line. Default `native`.
+    /// Input format of every line; `auto` detects it line by line. Default `auto`.
     pub format: Format,
+    /// A declarative mapping file (YAML) for a provider that is not built in; replaces
+    /// `format`. Unset by default.
+    pub mapping: Option<PathBuf>,
     /// Longest accepted line in bytes; longer lines go to dead letter. Default 1 MiB.
     pub max_line_bytes: usize,
     /// How far an event may claim to be ahead of the time authwatch read it; further is an
@@ -89,7 +92,8 @@ pub struct InputConfig {
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
-            format: Format::Native,
+            format: Format::Auto,
+            mapping: None,
             max_line_bytes: 1 << 20,
             max_future_skew: DurationText(Duration::from_secs(86_400)),
             dead_letter_raw_bytes: 4096,

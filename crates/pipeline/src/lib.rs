@@ -40,7 +40,7 @@ pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
 pub use enrich::Enricher;
 pub use metrics::Metrics;
-pub use runtime::{Pipeline, PipelineError, RunSummary, Speed};
+pub use runtime::{BuildError, Pipeline, PipelineError, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
 pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError};
 

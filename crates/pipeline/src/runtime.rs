@@ -17,6 +17,7 @@ use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
 use authwatch_enrich::{EnrichError, EventEnricher, ProfileStats, Reloader, UserProfiles};
 use authwatch_event::{Alert, AuthEvent};
+use authwatch_normalize::mapping::{Mapping, MappingError};
 use authwatch_normalize::{Limits, Normalizer, RejectKind, Rejection};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::BTreeMap;
@@ -46,6 +47,17 @@ impl std::str::FromStr for Speed {
             )),
         }
     }
+}
+
+/// A pipeline that cannot be built from its configuration. Whose fault: the operator's.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The input mapping file is invalid.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// An enrichment file is invalid.
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
 }
 
 /// A run that could not complete.
@@ -122,11 +134,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline with the configured input format and enrichment. Fails when an enrichment
-    /// file exists but cannot be used (a corrupt database, a bad CIDR list line); a missing
-    /// database only disables its lookups, with a warning.
-    pub fn new(config: Config, pack: RulePack) -> Result<Self, EnrichError> {
-        let normalizer: Arc<dyn Normalizer> = Arc::from(config.input.format.normalizer());
+    /// A pipeline with the configured input format (or mapping) and enrichment. Fails when a
+    /// mapping or an enrichment file exists but cannot be used (a corrupt database, a bad CIDR
+    /// list line); a missing database only disables its lookups, with a warning.
+    pub fn new(config: Config, pack: RulePack) -> Result<Self, BuildError> {
+        let normalizer: Arc<dyn Normalizer> = match &config.input.mapping {
+            Some(path) => Arc::new(Mapping::load(path)?),
+            None => Arc::from(config.input.format.normalizer()),
+        };
         let enricher = Arc::new(EventEnricher::new(&config.enrich)?);
         // Without a reload thread a replaced database is only seen by explicit reloads; a
         // thread that cannot start is worth a warning, not a failed run.

@@ -1,0 +1,514 @@
+//! Auth0 log events: the Management API `/api/v2/logs` objects and the log-stream form
+//! `{"log_id": …, "data": {…}}`.
+
+use crate::common::{self, EncodeError, Str, contains_ci, domain_of, ip_or_null, or_null, t};
+use crate::{Limits, Normalizer, Rejection};
+use authwatch_event::{Activity, AuthEvent, Device, Factor, Outcome, Reason, Src, Text, User};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The Auth0 log normalizer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auth0;
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    log_id: Option<Str<'a>>,
+    #[serde(borrow, rename = "_id")]
+    legacy_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    date: Option<Str<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    description: Option<Str<'a>>,
+    #[serde(borrow)]
+    user_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    user_name: Option<Str<'a>>,
+    #[serde(borrow)]
+    ip: Option<Str<'a>>,
+    #[serde(borrow)]
+    user_agent: Option<Str<'a>>,
+    #[serde(borrow)]
+    client_name: Option<Str<'a>>,
+    #[serde(borrow)]
+    tenant_name: Option<Str<'a>>,
+    #[serde(borrow)]
+    session_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    details: Option<Details<'a>>,
+    #[serde(borrow)]
+    data: Option<Box<Wire<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Details<'a> {
+    #[serde(borrow)]
+    authenticator: Option<Str<'a>>,
+    #[serde(borrow)]
+    risk: Option<Str<'a>>,
+}
+
+/// Log type codes: activity, the factor the code implies, outcome, reason.
+const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
+    (
+        "s",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "ssa",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "f",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "fp",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Failure,
+        Reason::InvalidCredentials,
+    ),
+    (
+        "fu",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Failure,
+        Reason::UnknownUser,
+    ),
+    (
+        "fsa",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "pwd_leak",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Blocked,
+        Reason::RiskBlocked,
+    ),
+    (
+        "limit_wc",
+        Activity::AccountLock,
+        Factor::None,
+        Outcome::Success,
+        Reason::LockedOut,
+    ),
+    (
+        "limit_sul",
+        Activity::AccountLock,
+        Factor::None,
+        Outcome::Success,
+        Reason::LockedOut,
+    ),
+    (
+        "limit_mu",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Blocked,
+        Reason::RateLimited,
+    ),
+    (
+        "mfar",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Challenge,
+        Reason::MfaRequired,
+    ),
+    (
+        "gd_send_pn",
+        Activity::MfaChallenge,
+        Factor::Push,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    (
+        "gd_send_sms",
+        Activity::MfaChallenge,
+        Factor::Sms,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    (
+        "gd_send_voice",
+        Activity::MfaChallenge,
+        Factor::Voice,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    (
+        "gd_send_email",
+        Activity::MfaChallenge,
+        Factor::Email,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    (
+        "gd_send_pn_failure",
+        Activity::MfaChallenge,
+        Factor::Push,
+        Outcome::Failure,
+        Reason::ProviderError,
+    ),
+    (
+        "gd_send_sms_failure",
+        Activity::MfaChallenge,
+        Factor::Sms,
+        Outcome::Failure,
+        Reason::ProviderError,
+    ),
+    (
+        "gd_auth_succeed",
+        Activity::MfaVerify,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "gd_auth_failed",
+        Activity::MfaVerify,
+        Factor::None,
+        Outcome::Failure,
+        Reason::InvalidOtp,
+    ),
+    (
+        "gd_auth_rejected",
+        Activity::MfaVerify,
+        Factor::Push,
+        Outcome::Denied,
+        Reason::PushDenied,
+    ),
+    (
+        "gd_otp_rate_limit_exceed",
+        Activity::MfaVerify,
+        Factor::Totp,
+        Outcome::Failure,
+        Reason::RateLimited,
+    ),
+    (
+        "gd_webauthn_challenge_failed",
+        Activity::MfaVerify,
+        Factor::Webauthn,
+        Outcome::Failure,
+        Reason::AuthenticatorError,
+    ),
+    (
+        "gd_enrollment_complete",
+        Activity::MfaEnroll,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "gd_unenroll",
+        Activity::MfaReset,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "gd_user_delete",
+        Activity::MfaReset,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "slo",
+        Activity::Logoff,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "flo",
+        Activity::Logoff,
+        Factor::None,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "scp",
+        Activity::PasswordReset,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "fcp",
+        Activity::PasswordReset,
+        Factor::None,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "ublkdu",
+        Activity::AccountUnlock,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "sdu",
+        Activity::AccountDisable,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+];
+
+/// Description phrases that refine a generic failure code (`f`, `gd_auth_failed`), in order.
+const PHRASES: &[(&str, Outcome, Reason)] = &[
+    ("fraud", Outcome::Denied, Reason::UserReportedFraud),
+    ("timed out", Outcome::Timeout, Reason::PushTimeout),
+    (
+        "not registered",
+        Outcome::Failure,
+        Reason::DeviceNotRegistered,
+    ),
+    ("not enrolled", Outcome::Failure, Reason::FactorNotEnrolled),
+    ("not allowed", Outcome::Failure, Reason::MethodMismatch),
+    ("unavailable", Outcome::Failure, Reason::ProviderError),
+    (
+        "authenticator error",
+        Outcome::Failure,
+        Reason::AuthenticatorError,
+    ),
+    (
+        "wrong email or password",
+        Outcome::Failure,
+        Reason::InvalidCredentials,
+    ),
+    (
+        "wrong password",
+        Outcome::Failure,
+        Reason::InvalidCredentials,
+    ),
+    ("user does not exist", Outcome::Failure, Reason::UnknownUser),
+    ("blocked", Outcome::Success, Reason::LockedOut),
+    ("expired", Outcome::Failure, Reason::PasswordExpired),
+    ("risk", Outcome::Blocked, Reason::RiskBlocked),
+    ("denied", Outcome::Blocked, Reason::PolicyDenied),
+    ("disabled", Outcome::Failure, Reason::AccountDisabled),
+];
+
+/// The description written for a reason carried by a generic failure code.
+fn phrase_of(r: Reason) -> &'static str {
+    match r {
+        Reason::UserReportedFraud => "User reported the push notification as fraud",
+        Reason::PushTimeout => "Push notification timed out",
+        Reason::DeviceNotRegistered => "Guardian device not registered",
+        Reason::FactorNotEnrolled => "User is not enrolled in MFA",
+        Reason::MethodMismatch => "Authentication method not allowed",
+        Reason::ProviderError => "MFA provider unavailable",
+        Reason::AuthenticatorError => "WebAuthn authenticator error",
+        Reason::InvalidCredentials => "Wrong email or password.",
+        Reason::UnknownUser => "User does not exist",
+        Reason::LockedOut => "Account blocked after too many failed attempts",
+        Reason::PasswordExpired => "Password expired",
+        Reason::RiskBlocked => "Access denied: high risk sign-in",
+        Reason::PolicyDenied => "Access denied by Action",
+        Reason::AccountDisabled => "User is disabled",
+        Reason::InvalidOtp => "Invalid OTP code",
+        _ => "",
+    }
+}
+
+/// `details.authenticator`: Auth0's MFA authenticator names.
+const AUTHENTICATORS: &[(&str, Factor)] = &[
+    ("push-notification", Factor::Push),
+    ("otp", Factor::Totp),
+    ("sms", Factor::Sms),
+    ("voice", Factor::Voice),
+    ("email", Factor::Email),
+    ("webauthn-roaming", Factor::Webauthn),
+    ("webauthn-platform", Factor::Biometric),
+    ("recovery-code", Factor::HardwareToken),
+    ("password", Factor::Password),
+];
+
+impl Normalizer for Auth0 {
+    fn name(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn normalize(
+        &self,
+        line: &[u8],
+        ingest_time: i64,
+        limits: &Limits,
+    ) -> Result<AuthEvent, Rejection> {
+        let text = common::text(line)?;
+        let outer: Wire = common::parse(text)?;
+        let outer_id = outer.log_id.clone();
+        let w = match outer.data {
+            Some(d) => *d,
+            None => outer,
+        };
+        let event_id = common::required(
+            "log_id",
+            w.log_id
+                .as_ref()
+                .or(outer_id.as_ref())
+                .or(w.legacy_id.as_ref()),
+        )?;
+        let time = common::rfc3339("date", common::required("date", w.date.as_ref())?)?;
+        let kind = common::required("type", w.kind.as_ref())?;
+        let description = w.description.as_deref().unwrap_or("");
+        let (mut activity, type_factor, mut outcome, mut reason) = TYPES
+            .iter()
+            .find(|(c, ..)| *c == kind)
+            .map(|(_, a, f, o, r)| (*a, *f, *o, *r))
+            .unwrap_or((
+                Activity::Other,
+                Factor::None,
+                Outcome::Failure,
+                Reason::Other,
+            ));
+        if matches!(kind, "f" | "gd_auth_failed")
+            && let Some((_, o, r)) = PHRASES.iter().find(|(p, ..)| contains_ci(description, p))
+        {
+            outcome = *o;
+            reason = *r;
+            match r {
+                Reason::LockedOut => activity = Activity::AccountLock,
+                Reason::PolicyDenied | Reason::RiskBlocked => activity = Activity::PolicyEvaluation,
+                _ => {}
+            }
+        }
+        let details = w.details.as_ref();
+        let factor = details
+            .and_then(|d| d.authenticator.as_deref())
+            .and_then(|a| AUTHENTICATORS.iter().find(|(n, _)| *n == a))
+            .map(|(_, f)| *f)
+            .unwrap_or(
+                if activity == Activity::AccountLock || activity == Activity::PolicyEvaluation {
+                    Factor::None
+                } else {
+                    type_factor
+                },
+            );
+        let name = t(w.user_name.as_ref());
+        let risk = details.and_then(|d| d.risk.as_deref()).unwrap_or("");
+        let ev = AuthEvent {
+            time,
+            provider: Text::new("auth0"),
+            tenant: t(w.tenant_name.as_ref()),
+            event_id: Text::new(event_id),
+            provider_event_type: Text::new(kind),
+            user: User {
+                id: t(w.user_id.as_ref()),
+                domain: domain_of(&name),
+                name,
+            },
+            activity,
+            factor,
+            outcome,
+            reason,
+            reason_raw: if reason == Reason::None {
+                Text::default()
+            } else if description.is_empty() {
+                Text::new(kind)
+            } else {
+                Text::new(description)
+            },
+            src: Src {
+                ip: common::ip("ip", w.ip.as_ref())?,
+                ..Src::default()
+            },
+            device: Device {
+                user_agent: t(w.user_agent.as_ref()),
+                ..Device::default()
+            },
+            session_id: t(w.session_id.as_ref()),
+            app: t(w.client_name.as_ref()),
+            provider_risk: risk.parse().unwrap_or_default(),
+            ..AuthEvent::default()
+        };
+        common::finish(ev, ingest_time, limits)
+    }
+}
+
+/// Writes `event` in the log-stream form.
+pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let date = common::rfc3339_ms(ev.time)?;
+    let exact = TYPES.iter().find(|(_, a, f, o, r)| {
+        *a == ev.activity
+            && *o == ev.outcome
+            && *r == ev.reason
+            && (*f == ev.factor || *f == Factor::None)
+    });
+    let (kind, description) = match exact {
+        Some((c, ..)) => (*c, ""),
+        None => {
+            let kind = match ev.activity {
+                Activity::MfaVerify | Activity::MfaChallenge => {
+                    if ev.outcome == Outcome::Success {
+                        "gd_auth_succeed"
+                    } else {
+                        "gd_auth_failed"
+                    }
+                }
+                _ => "f",
+            };
+            (kind, phrase_of(ev.reason))
+        }
+    };
+    let type_factor = TYPES
+        .iter()
+        .find(|(c, ..)| *c == kind)
+        .map(|(_, _, f, ..)| *f)
+        .unwrap_or(Factor::None);
+    let mut details = serde_json::Map::new();
+    if ev.factor != type_factor {
+        let name = AUTHENTICATORS
+            .iter()
+            .find(|(_, f)| *f == ev.factor)
+            .map(|(n, _)| *n)
+            .unwrap_or("none");
+        details.insert("authenticator".into(), json!(name));
+    }
+    if ev.provider_risk != authwatch_event::RiskLevel::None {
+        details.insert("risk".into(), json!(ev.provider_risk.as_str()));
+    }
+    let log_id = ev.event_id.as_str();
+    let v = json!({
+        "log_id": log_id,
+        "data": {
+            "date": date,
+            "type": kind,
+            "description": description,
+            "connection": "Username-Password-Authentication",
+            "client_id": "aw0client",
+            "client_name": or_null(&ev.app),
+            "ip": ip_or_null(ev.src.ip),
+            "user_agent": or_null(&ev.device.user_agent),
+            "details": details,
+            "hostname": "login.example.auth0.com",
+            "user_id": or_null(&ev.user.id),
+            "user_name": ev.user.name.as_str(),
+            "strategy": "auth0",
+            "strategy_type": "database",
+            "session_id": or_null(&ev.session_id),
+            "tenant_name": or_null(&ev.tenant),
+            "log_id": log_id,
+        }
+    });
+    common::write_json(out, &v);
+    Ok(())
+}

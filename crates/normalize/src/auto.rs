@@ -1,0 +1,168 @@
+//! Per-line format detection: cheap key sniffing on the raw bytes, then the chosen format's
+//! normalizer. Keys are matched as JSON keys (`"key"` followed by `:`), so a value that happens
+//! to spell a key does not mislead the choice.
+
+use crate::{
+    Auth0, Duo, Ecs, Entra, Format, Google, Keycloak, Limits, Native, Normalizer, Ocsf, Okta,
+    RejectKind, Rejection,
+};
+use authwatch_event::AuthEvent;
+use memchr::memmem::Finder;
+
+/// The `auto` format: detects each line's format, then normalizes it with that format.
+pub struct Auto {
+    class_uid: Finder<'static>,
+    google_kind: Finder<'static>,
+    event_type: Finder<'static>,
+    published: Finder<'static>,
+    uuid: Finder<'static>,
+    created: Finder<'static>,
+    activity_name: Finder<'static>,
+    txid: Finder<'static>,
+    realm_id: Finder<'static>,
+    log_id: Finder<'static>,
+    date: Finder<'static>,
+    kind: Finder<'static>,
+    user_name: Finder<'static>,
+    timestamp: Finder<'static>,
+    activity: Finder<'static>,
+    outcome: Finder<'static>,
+}
+
+impl std::fmt::Debug for Auto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auto")
+    }
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Auto::new()
+    }
+}
+
+/// What the dead-letter reason lists when nothing matches.
+const KEYS_HINT: &str = "class_uid (ocsf), admin#reports#activity (google), eventType+published or eventType+uuid (okta), \
+createdDateTime or activityDisplayName (entra), txid (duo), realmId (keycloak), log_id or \
+date+type+user_name (auth0), @timestamp (ecs), activity+outcome (native)";
+
+impl Auto {
+    /// A detector with its key searchers built once.
+    pub fn new() -> Self {
+        Auto {
+            class_uid: Finder::new(b"\"class_uid\""),
+            google_kind: Finder::new(b"admin#reports#activity"),
+            event_type: Finder::new(b"\"eventType\""),
+            published: Finder::new(b"\"published\""),
+            uuid: Finder::new(b"\"uuid\""),
+            created: Finder::new(b"\"createdDateTime\""),
+            activity_name: Finder::new(b"\"activityDisplayName\""),
+            txid: Finder::new(b"\"txid\""),
+            realm_id: Finder::new(b"\"realmId\""),
+            log_id: Finder::new(b"\"log_id\""),
+            date: Finder::new(b"\"date\""),
+            kind: Finder::new(b"\"type\""),
+            user_name: Finder::new(b"\"user_name\""),
+            timestamp: Finder::new(b"\"@timestamp\""),
+            activity: Finder::new(b"\"activity\""),
+            outcome: Finder::new(b"\"outcome\""),
+        }
+    }
+
+    /// The format a line looks like, or `None` when it has none of the distinctive keys.
+    pub fn detect(&self, line: &[u8]) -> Option<Format> {
+        let has = |f: &Finder<'_>| has_key(f, line);
+        // Each miss scans the whole line, so the high-volume formats are tried first. OCSF
+        // goes before them because its `unmapped` object may embed a provider's keys.
+        if has(&self.class_uid) {
+            Some(Format::Ocsf)
+        } else if has(&self.event_type) && (has(&self.published) || has(&self.uuid)) {
+            Some(Format::Okta)
+        } else if has(&self.created) || has(&self.activity_name) {
+            Some(Format::Entra)
+        } else if self.google_kind.find(line).is_some() {
+            Some(Format::Google)
+        } else if has(&self.txid) {
+            Some(Format::Duo)
+        } else if has(&self.realm_id) {
+            Some(Format::Keycloak)
+        } else if has(&self.log_id) || (has(&self.date) && has(&self.kind) && has(&self.user_name))
+        {
+            Some(Format::Auth0)
+        } else if has(&self.timestamp) {
+            Some(Format::Ecs)
+        } else if has(&self.activity) && has(&self.outcome) {
+            Some(Format::Native)
+        } else {
+            None
+        }
+    }
+}
+
+/// `"key"` occurs followed (after optional blanks) by `:`, i.e. as an object key.
+fn has_key(finder: &Finder<'_>, line: &[u8]) -> bool {
+    let n = finder.needle().len();
+    finder.find_iter(line).any(|at| {
+        line[at + n..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b':')
+    })
+}
+
+impl Normalizer for Auto {
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+
+    fn normalize(
+        &self,
+        line: &[u8],
+        ingest_time: i64,
+        limits: &Limits,
+    ) -> Result<AuthEvent, Rejection> {
+        let Some(format) = self.detect(line) else {
+            return Err(unknown(line));
+        };
+        // Static dispatch: the concrete normalizers are zero-sized, so this costs nothing.
+        match format {
+            Format::Okta => Okta.normalize(line, ingest_time, limits),
+            Format::Entra => Entra.normalize(line, ingest_time, limits),
+            Format::Duo => Duo.normalize(line, ingest_time, limits),
+            Format::Auth0 => Auth0.normalize(line, ingest_time, limits),
+            Format::Keycloak => Keycloak.normalize(line, ingest_time, limits),
+            Format::Google => Google.normalize(line, ingest_time, limits),
+            Format::Ocsf => Ocsf.normalize(line, ingest_time, limits),
+            Format::Ecs => Ecs.normalize(line, ingest_time, limits),
+            Format::Native | Format::Auto => Native.normalize(line, ingest_time, limits),
+        }
+    }
+}
+
+/// The rejection of a line no format recognizes: says what it looked like and what was missing.
+fn unknown(line: &[u8]) -> Rejection {
+    let trimmed = line.trim_ascii();
+    if trimmed.is_empty() {
+        return Rejection::new(RejectKind::EmptyLine, "empty line".to_owned());
+    }
+    if std::str::from_utf8(line).is_err() {
+        return Rejection::new(
+            RejectKind::InvalidUtf8,
+            "no known format: the line is not valid UTF-8".to_owned(),
+        );
+    }
+    // A broken object (cut off, a stray comma) would look like "no known keys"; saying where the
+    // JSON breaks is what the reader needs. Only rejected lines pay for this parse.
+    if trimmed.first() == Some(&b'{')
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed)
+    {
+        return Rejection::from_json(&e);
+    }
+    let message = if trimmed.first() == Some(&b'{') {
+        format!("no known format: looks like JSON but has none of the keys {KEYS_HINT}")
+    } else {
+        let head = String::from_utf8_lossy(&trimmed[..trimmed.len().min(16)]).into_owned();
+        format!("no known format: not a JSON object (starts with {head:?})")
+    };
+    Rejection::new(RejectKind::UnknownFormat, message)
+}

@@ -1,0 +1,320 @@
+//! Helpers every provider normalizer shares: line checks, JSON parsing into borrowed structs,
+//! timestamps, addresses and the final validation.
+
+use crate::{Limits, RejectKind, Rejection, validate};
+use authwatch_event::{AuthEvent, Text};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// A JSON string borrowed from the line when it has no escapes.
+///
+/// A newtype rather than `Cow<'a, str>` because serde borrows a `Cow` only when it is the
+/// field's whole type: inside an `Option` (as almost every provider field is) it would copy
+/// every string into a new allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Str<'a>(Cow<'a, str>);
+
+impl<'a> Str<'a> {
+    /// A borrowed string.
+    pub(crate) fn borrowed(s: &'a str) -> Self {
+        Str(Cow::Borrowed(s))
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Str<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// UTF-8 and non-empty: checked before any parsing so the reason names the byte.
+pub(crate) fn text(line: &[u8]) -> Result<&str, Rejection> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Rejection::new(
+            RejectKind::InvalidUtf8,
+            format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err(Rejection::new(
+            RejectKind::EmptyLine,
+            "empty line".to_owned(),
+        ));
+    }
+    Ok(text)
+}
+
+/// Parses a line into a typed, borrowed wire struct.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
+    serde_json::from_str(text).map_err(|e| Rejection::from_json(&e))
+}
+
+/// A required string field: absent or empty is a `MissingField` rejection naming the field.
+pub(crate) fn required<'a>(field: &str, v: Option<&'a Str<'_>>) -> Result<&'a str, Rejection> {
+    match v {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(missing(field)),
+    }
+}
+
+/// A `MissingField` rejection for `field`.
+pub(crate) fn missing(field: &str) -> Rejection {
+    Rejection::new(RejectKind::MissingField, format!("missing field `{field}`"))
+}
+
+/// An RFC 3339 timestamp field in epoch milliseconds.
+pub(crate) fn rfc3339(field: &str, s: &str) -> Result<i64, Rejection> {
+    if let Some(ms) = fast_rfc3339_ms(s) {
+        return Ok(ms);
+    }
+    authwatch_event::parse_rfc3339_ms(s).map_err(|_| {
+        Rejection::new(
+            RejectKind::InvalidValue,
+            format!("`{field}` is not an RFC 3339 timestamp: {s:?}"),
+        )
+    })
+}
+
+/// An IP address field; empty or absent is no address, anything else must parse.
+pub(crate) fn ip(field: &str, s: Option<&Str<'_>>) -> Result<Option<IpAddr>, Rejection> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            Rejection::new(
+                RejectKind::InvalidValue,
+                format!("`{field}` is not an IP address: {s:?}"),
+            )
+        }),
+    }
+}
+
+/// The domain part of a login name (`ken@contoso.jp` → `contoso.jp`), empty when there is none.
+pub(crate) fn domain_of(name: &str) -> Text {
+    match name.rsplit_once('@') {
+        Some((_, d)) if !d.is_empty() => Text::new(d),
+        _ => Text::default(),
+    }
+}
+
+/// An optional borrowed string as [`Text`], empty when absent.
+pub(crate) fn t(s: Option<&Str<'_>>) -> Text {
+    s.map(|s| Text::new(s.as_ref())).unwrap_or_default()
+}
+
+/// Stamps the ingest time and applies the checks every format shares.
+pub(crate) fn finish(
+    mut event: AuthEvent,
+    ingest_time: i64,
+    limits: &Limits,
+) -> Result<AuthEvent, Rejection> {
+    event.ingest_time = ingest_time;
+    validate(&event, limits)?;
+    Ok(event)
+}
+
+/// ASCII case-insensitive substring test (provider codes and messages vary in case).
+pub(crate) fn contains_ci(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Why an event could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The event time cannot be written as a calendar date.
+    #[error("event time {0} ms is out of range")]
+    TimeOutOfRange(i64),
+    /// The target format cannot be written (e.g. `auto`).
+    #[error("format {0} has no encoder")]
+    NoEncoder(&'static str),
+}
+
+/// RFC 3339 UTC with millisecond precision.
+pub(crate) fn rfc3339_ms(ms: i64) -> Result<String, EncodeError> {
+    authwatch_event::format_rfc3339_ms(ms).map_err(|_| EncodeError::TimeOutOfRange(ms))
+}
+
+/// Writes a JSON value as one line (no trailing newline).
+pub(crate) fn write_json(out: &mut Vec<u8>, v: &serde_json::Value) {
+    // Serializing a `Value` into a `Vec` cannot fail: map keys are always strings and the
+    // writer never returns an error.
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// Non-empty text as a JSON string, empty text as `null` (how providers write absent values).
+pub(crate) fn or_null(s: &str) -> serde_json::Value {
+    if s.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::String(s.to_owned())
+    }
+}
+
+/// An optional address as a JSON string or `null`.
+pub(crate) fn ip_or_null(ip: Option<IpAddr>) -> serde_json::Value {
+    match ip {
+        Some(ip) => serde_json::Value::String(ip.to_string()),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The common shapes of RFC 3339 (`2026-01-05T09:00:00.1234567Z`, `…+09:00`) without chrono's
+/// general parser, which costs as much as the rest of a short line; anything unusual (leap
+/// seconds, lower-case `t`, out-of-range fields) returns `None` and goes to chrono.
+pub(crate) fn fast_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b.get(r)?.iter().try_fold(0i64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min = match b.get(i..)? {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let d = |c: &u8| c.is_ascii_digit().then(|| i64::from(c - b'0'));
+            let (h, m) = (d(h1)? * 10 + d(h2)?, d(m1)? * 10 + d(m2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let off = h * 60 + m;
+            if *sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_min * 60;
+    Some(secs * 1_000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_rfc3339_agrees_with_chrono() {
+        for s in [
+            "2026-01-05T09:00:00Z",
+            "2026-01-05T09:00:00.1Z",
+            "2026-01-05T09:00:00.123Z",
+            "2026-01-05T09:00:00.1234567Z",
+            "2026-01-05T18:00:00.123+09:00",
+            "2026-01-05T00:00:00.999-05:30",
+            "2024-02-29T23:59:59.999Z",
+            "2000-03-01T00:00:00Z",
+            "1969-12-31T23:59:59.5Z",
+            "2100-12-31T23:59:59Z",
+        ] {
+            assert_eq!(
+                fast_rfc3339_ms(s),
+                Some(authwatch_event::parse_rfc3339_ms(s).unwrap()),
+                "{s}"
+            );
+        }
+        for s in [
+            "2026-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-05T24:00:00Z",
+            "2026-01-05T09:00:00",
+            "2026-01-05T09:00:00.Z",
+            "2026-01-05T09:00:00+0900",
+            "2026-01-05 09:00:00Z",
+            "x",
+        ] {
+            assert_eq!(fast_rfc3339_ms(s), None, "{s}");
+        }
+        // What the fast path refuses, chrono still reads.
+        assert_eq!(
+            rfc3339("t", "2026-01-05t09:00:00z").ok(),
+            authwatch_event::parse_rfc3339_ms("2026-01-05t09:00:00z").ok()
+        );
+    }
+}

@@ -1,0 +1,484 @@
+//! Google Workspace Admin SDK Reports API, `login` application: `activities.list` items
+//! (`{"kind": "admin#reports#activity", "id": {"time", "uniqueQualifier", "customerId"},
+//! "actor": {"email", "profileId"}, "ipAddress", "events": [{"name", "parameters"}]}`).
+
+use crate::common::{self, EncodeError, Str, contains_ci, domain_of, ip_or_null, t};
+use crate::{Limits, Normalizer, Rejection};
+use authwatch_event::{Activity, AuthEvent, Factor, Outcome, Reason, Src, Text, User};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The Google Workspace login audit normalizer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Google;
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    id: Option<Id<'a>>,
+    #[serde(borrow)]
+    actor: Option<Actor<'a>>,
+    #[serde(borrow, rename = "ipAddress")]
+    ip: Option<Str<'a>>,
+    #[serde(borrow)]
+    events: Option<Vec<Event<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Id<'a> {
+    #[serde(borrow)]
+    time: Option<Str<'a>>,
+    #[serde(borrow, rename = "uniqueQualifier")]
+    unique: Option<Str<'a>>,
+    #[serde(borrow, rename = "customerId")]
+    customer: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Actor<'a> {
+    #[serde(borrow)]
+    email: Option<Str<'a>>,
+    #[serde(borrow, rename = "profileId")]
+    profile_id: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    parameters: Option<Vec<Parameter<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Parameter<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    value: Option<Str<'a>>,
+    #[serde(borrow, rename = "multiValue")]
+    multi_value: Option<Vec<Str<'a>>>,
+}
+
+/// Event names. `account_locked`, `account_unlocked` and `login_other` are authwatch extensions
+/// (Google does not lock accounts; it disables them).
+const EVENTS: &[(&str, Activity, Outcome, Reason)] = &[
+    (
+        "login_success",
+        Activity::Logon,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "login_failure",
+        Activity::Logon,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "login_challenge",
+        Activity::MfaChallenge,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    (
+        "login_verification",
+        Activity::MfaChallenge,
+        Outcome::Challenge,
+        Reason::None,
+    ),
+    ("logout", Activity::Logoff, Outcome::Success, Reason::None),
+    (
+        "suspicious_login",
+        Activity::PolicyEvaluation,
+        Outcome::Blocked,
+        Reason::RiskBlocked,
+    ),
+    (
+        "suspicious_login_less_secure_app",
+        Activity::PolicyEvaluation,
+        Outcome::Blocked,
+        Reason::RiskBlocked,
+    ),
+    (
+        "suspicious_programmatic_login",
+        Activity::PolicyEvaluation,
+        Outcome::Blocked,
+        Reason::RiskBlocked,
+    ),
+    (
+        "account_disabled_generic",
+        Activity::AccountDisable,
+        Outcome::Success,
+        Reason::AccountDisabled,
+    ),
+    (
+        "account_disabled_hijacked",
+        Activity::AccountDisable,
+        Outcome::Success,
+        Reason::AccountDisabled,
+    ),
+    (
+        "account_disabled_password_leak",
+        Activity::AccountDisable,
+        Outcome::Success,
+        Reason::AccountDisabled,
+    ),
+    (
+        "account_disabled_spamming",
+        Activity::AccountDisable,
+        Outcome::Success,
+        Reason::AccountDisabled,
+    ),
+    (
+        "password_edit",
+        Activity::PasswordReset,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "2sv_enroll",
+        Activity::MfaEnroll,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "titanium_enroll",
+        Activity::MfaEnroll,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "2sv_disable",
+        Activity::MfaReset,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "titanium_unenroll",
+        Activity::MfaReset,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "account_locked",
+        Activity::AccountLock,
+        Outcome::Success,
+        Reason::LockedOut,
+    ),
+    (
+        "account_unlocked",
+        Activity::AccountUnlock,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "login_other",
+        Activity::Other,
+        Outcome::Success,
+        Reason::None,
+    ),
+];
+
+/// `login_failure_type` values; past `login_failure_unknown` they are authwatch extensions for
+/// second-factor outcomes Google reports only as "Challenge Failed".
+const FAILURES: &[(&str, Outcome, Reason)] = &[
+    (
+        "login_failure_invalid_password",
+        Outcome::Failure,
+        Reason::InvalidCredentials,
+    ),
+    (
+        "login_failure_invalid_second_factor",
+        Outcome::Failure,
+        Reason::InvalidOtp,
+    ),
+    (
+        "login_failure_missing_second_factor",
+        Outcome::Failure,
+        Reason::MfaRequired,
+    ),
+    (
+        "login_failure_account_disabled",
+        Outcome::Failure,
+        Reason::AccountDisabled,
+    ),
+    (
+        "login_failure_access_code_disallowed",
+        Outcome::Blocked,
+        Reason::PolicyDenied,
+    ),
+    ("login_failure_unknown", Outcome::Failure, Reason::Other),
+    (
+        "login_failure_unknown_user",
+        Outcome::Failure,
+        Reason::UnknownUser,
+    ),
+    (
+        "login_failure_push_denied",
+        Outcome::Denied,
+        Reason::PushDenied,
+    ),
+    (
+        "login_failure_push_timeout",
+        Outcome::Timeout,
+        Reason::PushTimeout,
+    ),
+    (
+        "login_failure_reported_fraud",
+        Outcome::Denied,
+        Reason::UserReportedFraud,
+    ),
+    (
+        "login_failure_device_not_registered",
+        Outcome::Failure,
+        Reason::DeviceNotRegistered,
+    ),
+    (
+        "login_failure_not_enrolled",
+        Outcome::Failure,
+        Reason::FactorNotEnrolled,
+    ),
+    (
+        "login_failure_method_not_allowed",
+        Outcome::Failure,
+        Reason::MethodMismatch,
+    ),
+    (
+        "login_failure_provider_error",
+        Outcome::Failure,
+        Reason::ProviderError,
+    ),
+    (
+        "login_failure_security_key_error",
+        Outcome::Failure,
+        Reason::AuthenticatorError,
+    ),
+    (
+        "login_failure_rate_limited",
+        Outcome::Failure,
+        Reason::RateLimited,
+    ),
+    (
+        "login_failure_password_expired",
+        Outcome::Failure,
+        Reason::PasswordExpired,
+    ),
+    (
+        "login_failure_risk_blocked",
+        Outcome::Blocked,
+        Reason::RiskBlocked,
+    ),
+    (
+        "login_failure_locked_out",
+        Outcome::Failure,
+        Reason::LockedOut,
+    ),
+];
+
+/// `login_challenge_method` values.
+const METHODS: &[(&str, Factor)] = &[
+    ("password", Factor::Password),
+    ("google_prompt", Factor::Push),
+    ("internal_two_factor", Factor::Push),
+    ("google_authenticator", Factor::Totp),
+    ("totp", Factor::Totp),
+    ("idv_preregistered_phone", Factor::Sms),
+    ("idv_any_phone", Factor::Sms),
+    ("voice", Factor::Voice),
+    ("email", Factor::Email),
+    ("security_key", Factor::Webauthn),
+    ("passkey", Factor::Biometric),
+    ("backup_code", Factor::HardwareToken),
+];
+
+impl Normalizer for Google {
+    fn name(&self) -> &'static str {
+        "google"
+    }
+
+    fn normalize(
+        &self,
+        line: &[u8],
+        ingest_time: i64,
+        limits: &Limits,
+    ) -> Result<AuthEvent, Rejection> {
+        let text = common::text(line)?;
+        let w: Wire = common::parse(text)?;
+        let id = w.id.as_ref().ok_or_else(|| common::missing("id"))?;
+        let event_id = common::required("id.uniqueQualifier", id.unique.as_ref())?;
+        let time = common::rfc3339("id.time", common::required("id.time", id.time.as_ref())?)?;
+        // One activity can list several events; the first one is the login step.
+        let event = w
+            .events
+            .as_ref()
+            .and_then(|e| e.first())
+            .ok_or_else(|| common::missing("events"))?;
+        let name = common::required("events[0].name", event.name.as_ref())?;
+        let param = |key: &str| -> Option<&str> {
+            event
+                .parameters
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(key))
+                .and_then(|p| {
+                    p.value
+                        .as_deref()
+                        .or_else(|| p.multi_value.as_ref().and_then(|m| m.first()).map(|s| &**s))
+                })
+        };
+        let (mut activity, mut outcome, mut reason) = EVENTS
+            .iter()
+            .find(|(c, ..)| *c == name)
+            .map(|(_, a, o, r)| (*a, *o, *r))
+            .unwrap_or((Activity::Other, Outcome::Success, Reason::None));
+        let method = param("login_challenge_method").unwrap_or("");
+        let mut factor = METHODS
+            .iter()
+            .find(|(c, _)| *c == method)
+            .map(|(_, f)| *f)
+            .unwrap_or(Factor::None);
+        if matches!(name, "login_success" | "login_failure") && factor == Factor::None {
+            factor = match param("login_type") {
+                Some("google_password") | None => Factor::Password,
+                Some(_) => Factor::None,
+            };
+        }
+        if matches!(name, "login_challenge" | "login_verification") {
+            match param("login_challenge_status") {
+                Some(s) if contains_ci(s, "passed") => {
+                    activity = Activity::MfaVerify;
+                    outcome = Outcome::Success;
+                }
+                Some(s) if contains_ci(s, "failed") => {
+                    activity = Activity::MfaVerify;
+                    outcome = Outcome::Failure;
+                    reason = Reason::InvalidOtp;
+                }
+                _ => {}
+            }
+        }
+        let failure_type = param("login_failure_type").unwrap_or("");
+        if let Some((_, o, r)) = FAILURES.iter().find(|(c, ..)| *c == failure_type) {
+            outcome = *o;
+            reason = *r;
+            match r {
+                Reason::PolicyDenied | Reason::RiskBlocked => activity = Activity::PolicyEvaluation,
+                Reason::LockedOut => {
+                    activity = Activity::AccountLock;
+                    outcome = Outcome::Success;
+                }
+                _ => {}
+            }
+        }
+        let actor = w.actor.as_ref();
+        let user_name = t(actor.and_then(|a| a.email.as_ref()));
+        let reason_raw = if reason == Reason::None {
+            ""
+        } else if failure_type.is_empty() {
+            name
+        } else {
+            failure_type
+        };
+        let ev = AuthEvent {
+            time,
+            provider: Text::new("google"),
+            tenant: t(id.customer.as_ref()),
+            event_id: Text::new(event_id),
+            provider_event_type: Text::new(name),
+            user: User {
+                id: t(actor.and_then(|a| a.profile_id.as_ref())),
+                domain: domain_of(&user_name),
+                name: user_name,
+            },
+            activity,
+            factor,
+            outcome,
+            reason,
+            reason_raw: Text::new(reason_raw),
+            src: Src {
+                ip: common::ip("ipAddress", w.ip.as_ref())?,
+                ..Src::default()
+            },
+            ..AuthEvent::default()
+        };
+        common::finish(ev, ingest_time, limits)
+    }
+}
+
+/// Writes `event` as a Reports API `login` activity.
+pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    use Activity as A;
+    let time = common::rfc3339_ms(ev.time)?;
+    let mut params = Vec::new();
+    let method = METHODS
+        .iter()
+        .find(|(_, f)| *f == ev.factor)
+        .map(|(c, _)| *c);
+    let name = match (ev.activity, ev.outcome) {
+        (A::Logon, Outcome::Success) => "login_success",
+        (A::Logon, _) => "login_failure",
+        (A::MfaChallenge, _) => "login_challenge",
+        (A::MfaVerify, _) => "login_verification",
+        (A::PolicyEvaluation, _) if ev.reason == Reason::RiskBlocked => "suspicious_login",
+        (A::PolicyEvaluation, _) => "login_failure",
+        (a, _) => EVENTS
+            .iter()
+            .find(|(_, x, ..)| *x == a)
+            .map(|(c, ..)| *c)
+            .unwrap_or("login_other"),
+    };
+    if matches!(name, "login_success" | "login_failure") {
+        let login_type = if matches!(ev.factor, Factor::Password) {
+            "google_password"
+        } else {
+            "saml"
+        };
+        params.push(json!({"name": "login_type", "value": login_type}));
+    }
+    if let Some(m) = method
+        && ev.factor != Factor::Password
+    {
+        params.push(json!({"name": "login_challenge_method", "multiValue": [m]}));
+    }
+    if ev.activity == A::MfaVerify {
+        let status = if ev.outcome == Outcome::Success {
+            "Challenge Passed"
+        } else {
+            "Challenge Failed"
+        };
+        params.push(json!({"name": "login_challenge_status", "value": status}));
+    }
+    let table_reason = EVENTS
+        .iter()
+        .find(|(c, ..)| *c == name)
+        .map(|(_, _, _, r)| *r)
+        .unwrap_or(Reason::None);
+    let default_reason = if name == "login_verification" && ev.outcome != Outcome::Success {
+        Reason::InvalidOtp
+    } else {
+        table_reason
+    };
+    if ev.reason != default_reason
+        && ev.reason != Reason::None
+        && let Some((c, ..)) = FAILURES.iter().find(|(_, _, r)| *r == ev.reason)
+    {
+        params.push(json!({"name": "login_failure_type", "value": c}));
+    }
+    params.push(json!({"name": "is_suspicious", "boolValue": ev.provider_risk == authwatch_event::RiskLevel::High}));
+    let v = json!({
+        "kind": "admin#reports#activity",
+        "id": {
+            "time": time,
+            "uniqueQualifier": ev.event_id.as_str(),
+            "applicationName": "login",
+            "customerId": ev.tenant.as_str(),
+        },
+        "etag": "\"authwatch\"",
+        "actor": {"callerType": "USER", "email": ev.user.name.as_str(), "profileId": ev.user.id.as_str()},
+        "ipAddress": ip_or_null(ev.src.ip),
+        "events": [{"type": if name.starts_with("account_") { "account_warning" } else { "login" }, "name": name, "parameters": params}],
+    });
+    common::write_json(out, &v);
+    Ok(())
+}
