@@ -48,6 +48,10 @@ pub struct CompiledRule {
     pub trigger: Option<usize>,
     /// Event time to wait before deciding (0 = at once).
     pub settle_ms: i64,
+    /// Counters the fire condition reads. When the condition cannot hold on zero counts, an
+    /// event that matches none of them cannot make a new key fire, so no state is created for
+    /// it: ordinary successes that a triage rule only uses as its trigger cost no memory.
+    pub lazy_state: Option<Vec<bool>>,
     /// Quiet time that ends an incident (ms).
     pub suppress_ms: i64,
     /// Counters whose events are evidence.
@@ -447,6 +451,18 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             "steps need the same non-zero number of English and Japanese entries".to_owned(),
         ));
     }
+    let lazy_state = {
+        let zeros = vec![0u64; counters.len()];
+        let mut read = vec![false; counters.len()];
+        for c in &condition.comparisons {
+            for operand in [Some(c.left), c.divisor].into_iter().flatten() {
+                if let Operand::Counter(i) = operand {
+                    read[i] = true;
+                }
+            }
+        }
+        (!condition.holds(&zeros, 0) && !condition.reads_span() && after.is_none()).then_some(read)
+    };
     Ok(CompiledRule {
         category: spec.category.clone().unwrap_or_else(|| spec.id.clone()),
         id: spec.id,
@@ -466,6 +482,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         unless,
         trigger,
         settle_ms,
+        lazy_state,
         suppress_ms,
         evidence,
         summary,

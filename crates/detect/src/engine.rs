@@ -260,6 +260,16 @@ impl Engine {
         };
         let state_map = &mut self.states[r];
         state_map.stats.events_matched += 1;
+        if let Some(read) = &rule.lazy_state
+            && !state_map.keys.contains_key(&key)
+            && !rule
+                .counters
+                .iter()
+                .zip(read)
+                .any(|(c, read)| *read && c.predicate.matches(e))
+        {
+            return;
+        }
         let state = state_map
             .keys
             .entry(key.clone())
@@ -315,8 +325,13 @@ impl Engine {
         }
         let start = window_start(rule, state, e.time);
         let (mut counts, first, last) = window_counts(&state.recent, start, e.time);
-        for (count, sketch) in counts.iter_mut().zip(&state.sketches) {
-            if let Some(sketch) = sketch {
+        for ((count, sketch), counter) in counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
+        {
+            // Below its bound the exact set is exact (everything it dropped is older than what
+            // it kept); only a saturated set needs the sketch's estimate.
+            if let Some(sketch) = sketch
+                && *count >= counter.cap as u64
+            {
                 *count = (*count).max(sketch.estimate(start, e.time));
             }
         }

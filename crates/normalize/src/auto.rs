@@ -71,6 +71,9 @@ impl Auto {
 
     /// The format a line looks like, or `None` when it has none of the distinctive keys.
     pub fn detect(&self, line: &[u8]) -> Option<Format> {
+        if looks_native(line) {
+            return Some(Format::Native);
+        }
         let has = |f: &Finder<'_>| has_key(f, line);
         // Each miss scans the whole line, so the high-volume formats are tried first. OCSF
         // goes before them because its `unmapped` object may embed a provider's keys.
@@ -97,6 +100,20 @@ impl Auto {
             None
         }
     }
+}
+
+/// Whether the line starts the way authwatch itself writes native events (`{"time":<ms>,` then
+/// `"ingest_time"` or `"provider"`): recorded and enriched streams are mostly authwatch's own, and
+/// this check costs a few bytes instead of a scan per candidate key. A native line written with
+/// another key order still falls through to the full detection.
+fn looks_native(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"{\"time\":") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0
+        && (rest[digits..].starts_with(b",\"provider\":")
+            || rest[digits..].starts_with(b",\"ingest_time\":"))
 }
 
 /// `"key"` occurs followed (after optional blanks) by `:`, i.e. as an object key.

@@ -183,6 +183,9 @@ impl Pipeline {
         let (raw_tx, raw_rx) = bounded::<RawBatch>(cap);
         let (recycle_tx, recycle_rx) = bounded::<RawBatch>(cap * 2 + workers + 2);
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
+        // Event vectors go back from the detect stage to the workers: a batch of events is a
+        // megabyte or two, and allocating it afresh per batch costs page faults and zeroing.
+        let (vectors_tx, vectors_rx) = bounded::<Vec<AuthEvent>>(cap * 2 + workers + 2);
         let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
         let forward_events = sink.wants_events();
@@ -194,44 +197,54 @@ impl Pipeline {
 
         let (source_result, worker_results, detect_result, sink_result) =
             std::thread::scope(|scope| {
-                let sink_handle = scope.spawn(move || sink_stage(sink, sink_rx));
+                // Named threads: `top -H`, perf and debuggers show which stage is busy.
+                let spawn = |name: String| std::thread::Builder::new().name(name);
+                let sink_handle =
+                    spawn("aw-sink".into()).spawn_scoped(scope, move || sink_stage(sink, sink_rx));
                 let detect_handle = {
                     let names = &names;
                     let engine = &mut engine;
                     let profiles = &mut profiles;
-                    scope.spawn(move || {
+                    spawn("aw-detect".into()).spawn_scoped(scope, move || {
                         let stage = DetectStage {
                             engine,
                             profiles,
                             names,
                             forward_events,
+                            vectors: vectors_tx,
                         };
                         self.detect_stage(stage, parsed_rx, sink_tx, speed)
                     })
                 };
                 let worker_handles: Vec<_> = (0..workers)
-                    .map(|_| {
+                    .map(|i| {
                         let raw_rx = raw_rx.clone();
                         let parsed_tx = parsed_tx.clone();
                         let recycle_tx = recycle_tx.clone();
+                        let vectors_rx = vectors_rx.clone();
                         let names = &names;
-                        scope.spawn(move || self.worker_stage(names, raw_rx, parsed_tx, recycle_tx))
+                        spawn(format!("aw-normalize-{i}")).spawn_scoped(scope, move || {
+                            self.worker_stage(names, raw_rx, parsed_tx, recycle_tx, vectors_rx)
+                        })
                     })
                     .collect();
                 drop(parsed_tx);
                 drop(raw_rx);
                 let source_result = self.source_stage(source, raw_tx, recycle_rx);
-                let worker_results: Vec<_> = worker_handles.into_iter().map(|h| h.join()).collect();
-                let detect_result = detect_handle.join();
-                let sink_result = sink_handle.join();
+                let worker_results: Vec<_> = worker_handles
+                    .into_iter()
+                    .map(|h| join_stage(h, "normalize"))
+                    .collect();
+                let detect_result = join_stage(detect_handle, "detect");
+                let sink_result = join_stage(sink_handle, "sink");
                 (source_result, worker_results, detect_result, sink_result)
             });
 
         // Report the cause, not its echo: a failed sink makes upstream sends fail too.
-        let sink = sink_result.map_err(|_| PipelineError::Internal("sink"))??;
-        detect_result.map_err(|_| PipelineError::Internal("detect"))?;
+        let sink = sink_result??;
+        detect_result?;
         for w in worker_results {
-            w.map_err(|_| PipelineError::Internal("normalize"))?;
+            w?;
         }
         source_result?;
 
@@ -288,6 +301,7 @@ impl Pipeline {
         raw_rx: Receiver<RawBatch>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
+        vectors_rx: Receiver<Vec<AuthEvent>>,
     ) {
         let input = &self.config.input;
         let skew = input.max_future_skew.millis();
@@ -300,7 +314,8 @@ impl Pipeline {
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            let mut events = Vec::with_capacity(batch.lines.len());
+            let mut events = vectors_rx.try_recv().unwrap_or_default();
+            events.reserve(batch.lines.len());
             let mut origins = Vec::with_capacity(batch.lines.len());
             let mut dead = Vec::new();
             for line in &batch.lines {
@@ -378,6 +393,7 @@ impl Pipeline {
             profiles,
             names,
             forward_events,
+            vectors,
         } = stage;
         let lateness = self.config.event_time.allowed_lateness.millis();
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
@@ -394,7 +410,8 @@ impl Pipeline {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
-                for (mut event, origin) in batch.events.into_iter().zip(batch.origins) {
+                let mut events = batch.events;
+                for (mut event, origin) in events.drain(..).zip(batch.origins) {
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -444,6 +461,9 @@ impl Pipeline {
                         out.events.push(event);
                     }
                 }
+                // An empty vector keeps its capacity for the next batch; if the queue is full it
+                // is simply dropped.
+                let _ = vectors.try_send(events);
                 self.metrics
                     .watermark
                     .store(watermark, std::sync::atomic::Ordering::Relaxed);
@@ -462,6 +482,18 @@ impl Pipeline {
     }
 }
 
+/// Waits for a stage thread. A thread that could not start (its closure, and the channel ends
+/// it owned, are dropped, so the other stages wind down) or that panicked is an internal error.
+fn join_stage<T>(
+    handle: std::io::Result<std::thread::ScopedJoinHandle<'_, T>>,
+    stage: &'static str,
+) -> Result<T, PipelineError> {
+    handle
+        .map_err(|_| PipelineError::Internal(stage))?
+        .join()
+        .map_err(|_| PipelineError::Internal(stage))
+}
+
 /// What the detect stage works on.
 struct DetectStage<'a> {
     engine: &'a mut authwatch_detect::Engine,
@@ -469,6 +501,8 @@ struct DetectStage<'a> {
     names: &'a [String],
     /// Copy processed events to the sink (it asked for them).
     forward_events: bool,
+    /// Where emptied event vectors go back to the workers.
+    vectors: Sender<Vec<AuthEvent>>,
 }
 
 fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, SinkError> {
