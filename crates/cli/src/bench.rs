@@ -249,6 +249,22 @@ fn enrichment(path: &Path, events: u64, full_city_db: Option<std::path::PathBuf>
         );
         Ok(secs)
     };
+    // With every core working, as deployed: what enrichment adds to the pipeline's time.
+    let mut all = Config::default();
+    all.enrich.enabled = false;
+    let all_base = run(
+        "(d0) pipeline, all workers, no enrichment",
+        all.clone(),
+        None,
+    )?;
+    all.enrich.enabled = true;
+    crate::geo_bundle::install(geo_dir.path(), &mut all.enrich.geo)?;
+    run(
+        "(d1) pipeline, all workers, full enrichment",
+        all,
+        Some(all_base),
+    )?;
+    // On one worker: the per-core cost, the stricter view.
     let mut config = Config::default();
     config.runtime.workers = 1;
     config.enrich.enabled = false;

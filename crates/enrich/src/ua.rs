@@ -223,7 +223,14 @@ pub fn device_fingerprint(device: &Device) -> Option<Text> {
     // The provider's id is opaque: compared exactly, never case-folded.
     buf.push_str(id);
     let hash = xxhash_rust::xxh3::xxh3_64(buf.as_bytes());
-    Some(Text::new(format!("{hash:016x}")))
+    // Hex by hand into a stack buffer: 16 characters fit the inline `Text`, so the fingerprint
+    // costs no heap allocation on the hot path.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 16];
+    for (i, out) in hex.iter_mut().enumerate() {
+        *out = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    Some(Text::new(std::str::from_utf8(&hex).unwrap_or_default()))
 }
 
 fn push_lower(buf: &mut String, s: &str) {
@@ -233,7 +240,12 @@ fn push_lower(buf: &mut String, s: &str) {
         if i > 0 {
             buf.push(' ');
         }
-        buf.extend(word.chars().flat_map(char::to_lowercase));
+        if word.is_ascii() {
+            // The common case: no Unicode case tables needed.
+            buf.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            buf.extend(word.chars().flat_map(char::to_lowercase));
+        }
     }
 }
 
