@@ -57,7 +57,7 @@ pub struct DemoArgs {
         value_name = "FILE"
     )]
     alerts: PathBuf,
-    /// How many alerts the table shows.
+    /// How many alerts the table shows, most severe first.
     #[arg(long, default_value_t = 40)]
     show: usize,
     #[command(flatten)]
@@ -171,9 +171,18 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         "authwatch demo: replaying the bundled recorded stream (300 users, 3 days, attacks injected) \
          through the full pipeline with the built-in rules…"
     );
-    let (summary, sink) = execute(config, &mut source, Some(total), &args.options, args.show)?;
+    // The bundled stream yields about a hundred alerts: keep them all, then show the most severe
+    // first, so a wave of low-severity lockouts does not push the critical ones off the screen.
+    let (summary, sink) = execute(config, &mut source, Some(total), &args.options, 100_000)?;
     let (alerts, seen) = sink.kept_alerts();
-    println!("{}", table::alerts(alerts, seen, lang));
+    let mut shown: Vec<_> = alerts.to_vec();
+    shown.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.window.start.cmp(&b.window.start))
+    });
+    shown.truncate(args.show);
+    println!("{}", table::alerts(&shown, seen, lang));
     println!("{}", table::summary(&summary));
     println!(
         "All {seen} alerts written as JSON lines to {}",
