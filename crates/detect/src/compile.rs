@@ -3,7 +3,7 @@
 
 use crate::error::{RuleError, locate};
 use crate::key::KeyField;
-use crate::predicate::Predicate;
+use crate::predicate::{NumField, Predicate};
 use crate::spec::{ConditionSpec, RuleSpec, WindowSpec};
 use crate::template::Template;
 use authwatch_event::{CauseClass, Severity};
@@ -82,12 +82,51 @@ pub struct Counter {
     pub name: String,
     /// Which filtered events it counts.
     pub predicate: Predicate,
-    /// Count distinct values of this field instead of events.
-    pub distinct: Option<KeyField>,
+    /// What it computes.
+    pub aggregate: Aggregate,
     /// How many recent events (or distinct values) it keeps per key: the largest threshold that
     /// reads it, plus one; more when it is used in a ratio or the rule reads `span`.
     pub cap: usize,
 }
+
+impl Counter {
+    /// The field whose values it keeps per entry (distinct, first, last).
+    pub fn value_field(&self) -> Option<KeyField> {
+        match self.aggregate {
+            Aggregate::Distinct(f) | Aggregate::First(f) | Aggregate::Last(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The distinct field, for distinct counters.
+    pub fn distinct(&self) -> Option<KeyField> {
+        match self.aggregate {
+            Aggregate::Distinct(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// What a counter computes over its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Matching events.
+    Count,
+    /// Distinct values of a field (exact up to the bound, then a HyperLogLog sketch).
+    Distinct(KeyField),
+    /// The smallest value of a numeric field.
+    Min(NumField),
+    /// The largest value of a numeric field.
+    Max(NumField),
+    /// A field's value in the first counted event (for metrics and summaries).
+    First(KeyField),
+    /// A field's value in the last counted event.
+    Last(KeyField),
+}
+
+/// How many events `first`/`last` counters keep per key: beyond it, `first` is the earliest of
+/// the most recent ones.
+pub const FIRST_LAST_CAP: usize = 64;
 
 /// The most a counter keeps per key when it is used in a ratio or span: ratios need exact
 /// counts beyond any threshold. Beyond it, counts saturate (and a ratio uses the saturated
@@ -154,9 +193,9 @@ impl Op {
 
 impl Condition {
     /// Whether the condition holds for these counter values and span (ms).
-    pub fn holds(&self, counts: &[u64], span_ms: i64) -> bool {
+    pub fn holds(&self, counts: &[f64], span_ms: i64) -> bool {
         let read = |o: Operand| match o {
-            Operand::Counter(i) => counts.get(i).copied().unwrap_or(0) as f64,
+            Operand::Counter(i) => counts.get(i).copied().unwrap_or(0.0),
             Operand::Span => span_ms as f64,
         };
         let mut results = self.comparisons.iter().map(|c| {
@@ -323,20 +362,44 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             let predicate = Predicate::compile(&c.filter).map_err(|(field, msg)| {
                 invalid(&field, format!("counter {name}, {field}: {msg}"))
             })?;
-            let distinct = c
-                .distinct
-                .as_ref()
-                .map(|d| {
-                    KeyField::parse(d).ok_or_else(|| {
-                        invalid(d, format!("counter {name}: cannot count distinct {d:?}"))
-                    })
+            let key_field = |d: &String, what: &str| {
+                KeyField::parse(d).ok_or_else(|| {
+                    invalid(d, format!("counter {name}: {what} takes a key field, not {d:?}"))
                 })
-                .transpose()?;
+            };
+            let num_field = |d: &String, what: &str| {
+                NumField::parse(d).ok_or_else(|| {
+                    invalid(d, format!("counter {name}: {what} takes a numeric field (context.speed_kmh, context.distance_km), not {d:?}"))
+                })
+            };
+            let chosen = [&c.distinct, &c.min, &c.max, &c.first, &c.last]
+                .iter()
+                .filter(|x| x.is_some())
+                .count();
+            if chosen > 1 {
+                return Err(invalid(
+                    name,
+                    format!("counter {name}: choose one of distinct, min, max, first, last"),
+                ));
+            }
+            let (aggregate, cap) = if let Some(d) = &c.distinct {
+                (Aggregate::Distinct(key_field(d, "distinct")?), 1)
+            } else if let Some(d) = &c.min {
+                (Aggregate::Min(num_field(d, "min")?), EXACT_CAP)
+            } else if let Some(d) = &c.max {
+                (Aggregate::Max(num_field(d, "max")?), EXACT_CAP)
+            } else if let Some(d) = &c.first {
+                (Aggregate::First(key_field(d, "first")?), FIRST_LAST_CAP)
+            } else if let Some(d) = &c.last {
+                (Aggregate::Last(key_field(d, "last")?), FIRST_LAST_CAP)
+            } else {
+                (Aggregate::Count, 1)
+            };
             Ok(Counter {
                 name: name.clone(),
                 predicate,
-                distinct,
-                cap: 1,
+                aggregate,
+                cap,
             })
         })
         .collect::<Result<Vec<_>, RuleError>>()?;
@@ -366,6 +429,24 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         .iter()
         .map(|t| parse_comparison(t, &counter_names).map_err(|m| invalid(t, m)))
         .collect::<Result<Vec<_>, _>>()?;
+    for c in &comparisons {
+        for operand in [Some(c.left), c.divisor].into_iter().flatten() {
+            if let Operand::Counter(i) = operand
+                && matches!(
+                    counters[i].aggregate,
+                    Aggregate::First(_) | Aggregate::Last(_)
+                )
+            {
+                return Err(invalid(
+                    &counters[i].name,
+                    format!(
+                        "counter {} holds a value, not a number: use it in summaries, not in fire_when",
+                        counters[i].name
+                    ),
+                ));
+            }
+        }
+    }
     let condition = Condition { all, comparisons };
     let exact_all = condition.reads_span();
     for c in &condition.comparisons {
@@ -376,7 +457,12 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
                 } else {
                     (c.value.max(0.0) as usize).saturating_add(1).min(EXACT_CAP)
                 };
-                counters[i].cap = counters[i].cap.max(need);
+                if matches!(
+                    counters[i].aggregate,
+                    Aggregate::Count | Aggregate::Distinct(_)
+                ) {
+                    counters[i].cap = counters[i].cap.max(need);
+                }
             }
         }
     }
@@ -452,7 +538,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         ));
     }
     let lazy_state = {
-        let zeros = vec![0u64; counters.len()];
+        let zeros = vec![0.0; counters.len()];
         let mut read = vec![false; counters.len()];
         for c in &condition.comparisons {
             for operand in [Some(c.left), c.divisor].into_iter().flatten() {

@@ -7,7 +7,7 @@
 //! drives housekeeping: keys idle for longer than their window plus suppression are expired, and
 //! per-rule key counts are bounded by configuration, with evictions counted.
 
-use crate::compile::{CompiledRule, WindowKind};
+use crate::compile::{Aggregate, CompiledRule, WindowKind};
 use crate::key::{Key, KeyField, KeyPart};
 use crate::sketch::WindowedSketch;
 use authwatch_event::{
@@ -64,6 +64,9 @@ struct Entry {
     id: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     value: Option<KeyPart>,
+    /// The numeric field of `min`/`max` counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    num: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,8 +290,19 @@ impl Engine {
         let horizon = window_start(rule, state, state.last_time);
         for (c, (counter, recent)) in rule.counters.iter().zip(&mut state.recent).enumerate() {
             if counter.predicate.matches(e) {
-                let value = counter.distinct.and_then(|f| f.extract(e));
-                if let Some(v) = &value {
+                let value = counter.value_field().and_then(|f| f.extract(e));
+                let num = match counter.aggregate {
+                    Aggregate::Min(f) | Aggregate::Max(f) => f.get(e),
+                    _ => None,
+                };
+                let counted = match counter.aggregate {
+                    Aggregate::Count => true,
+                    Aggregate::Distinct(_) | Aggregate::First(_) | Aggregate::Last(_) => {
+                        value.is_some()
+                    }
+                    Aggregate::Min(_) | Aggregate::Max(_) => num.is_some(),
+                };
+                if let (Aggregate::Distinct(_), Some(v)) = (counter.aggregate, &value) {
                     let active = state.sketches.get(c).is_some_and(Option::is_some);
                     if active
                         || (recent.len() >= counter.cap
@@ -296,13 +310,12 @@ impl Engine {
                     {
                         sketch_insert(&mut state.sketches, c, rule, recent, v, e.time);
                     }
-                }
-                if counter.distinct.is_none() || value.is_some() {
-                    if value.is_some()
-                        && let Some(at) = recent.iter().position(|x| x.value == value)
-                    {
+                    // One entry per value: its latest event.
+                    if let Some(at) = recent.iter().position(|x| x.value.as_ref() == Some(v)) {
                         recent.remove(at);
                     }
+                }
+                if counted {
                     // Keep entries sorted by time: streams are mostly ordered, so the insert
                     // point is almost always the back.
                     let at = recent.partition_point(|x| x.time <= e.time);
@@ -312,6 +325,7 @@ impl Engine {
                             time: e.time,
                             id: e.event_id.clone(),
                             value,
+                            num,
                         },
                     );
                 }
@@ -324,15 +338,15 @@ impl Engine {
             }
         }
         let start = window_start(rule, state, e.time);
-        let (mut counts, first, last) = window_counts(&state.recent, start, e.time);
+        let (mut counts, first, last) = window_values(rule, &state.recent, start, e.time);
         for ((count, sketch), counter) in counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
         {
             // Below its bound the exact set is exact (everything it dropped is older than what
             // it kept); only a saturated set needs the sketch's estimate.
             if let Some(sketch) = sketch
-                && *count >= counter.cap as u64
+                && *count >= counter.cap as f64
             {
-                *count = (*count).max(sketch.estimate(start, e.time));
+                *count = count.max(sketch.estimate(start, e.time) as f64);
             }
         }
         let span = last.saturating_sub(first).max(0);
@@ -401,11 +415,25 @@ impl Engine {
         evidence.dedup_by(|a, b| a.id == b.id);
         // Bounded: the deciding (latest) events matter most.
         let skip = evidence.len().saturating_sub(MAX_EVIDENCE);
+        // What each counter shows in metrics and summaries.
+        let shown: Vec<Shown> = rule
+            .counters
+            .iter()
+            .zip(&counts)
+            .zip(&state.recent)
+            .map(|((counter, value), q)| match counter.aggregate {
+                Aggregate::Count | Aggregate::Distinct(_) => Shown::Count(*value as u64),
+                Aggregate::Min(_) | Aggregate::Max(_) => Shown::Real(*value),
+                Aggregate::First(_) | Aggregate::Last(_) => {
+                    Shown::Text(edge_value(q, counter.aggregate, start, e.time))
+                }
+            })
+            .collect();
         let alert = build_alert(
             rule,
             &key,
             e,
-            &counts,
+            &shown,
             evidence[skip..].iter().map(|x| x.id.to_string()).collect(),
             Window {
                 start: Timestamp(window_start),
@@ -641,23 +669,54 @@ fn window_start(rule: &CompiledRule, state: &KeyState, t: i64) -> i64 {
     }
 }
 
-/// Counts per counter in `[start, now]`, and the first and last counted times.
-fn window_counts(recent: &[VecDeque<Entry>], start: i64, now: i64) -> (Vec<u64>, i64, i64) {
+/// Each counter's value over `[start, now]` — a count, a distinct count, a minimum or maximum
+/// (NaN when no event had the field, so no comparison holds), or for `first`/`last` the number of
+/// entries — and the first and last counted times.
+fn window_values(
+    rule: &CompiledRule,
+    recent: &[VecDeque<Entry>],
+    start: i64,
+    now: i64,
+) -> (Vec<f64>, i64, i64) {
     let mut first = i64::MAX;
     let mut last = i64::MIN;
-    let counts = recent
+    let values = rule
+        .counters
         .iter()
-        .map(|q| {
-            let mut n = 0;
+        .zip(recent)
+        .map(|(counter, q)| {
+            let mut n = 0u64;
+            let mut low = f64::INFINITY;
+            let mut high = f64::NEG_INFINITY;
             for x in q.iter().filter(|x| x.time >= start && x.time <= now) {
                 n += 1;
                 first = first.min(x.time);
                 last = last.max(x.time);
+                if let Some(v) = x.num {
+                    low = low.min(v);
+                    high = high.max(v);
+                }
             }
-            n
+            match counter.aggregate {
+                Aggregate::Min(_) if n > 0 => low,
+                Aggregate::Max(_) if n > 0 => high,
+                Aggregate::Min(_) | Aggregate::Max(_) => f64::NAN,
+                _ => n as f64,
+            }
         })
         .collect();
-    (counts, first, last)
+    (values, first, last)
+}
+
+/// The value of a `first`/`last` counter in `[start, now]`, as text.
+fn edge_value(q: &VecDeque<Entry>, aggregate: Aggregate, start: i64, now: i64) -> Option<String> {
+    let mut in_window = q.iter().filter(|x| x.time >= start && x.time <= now);
+    let entry = match aggregate {
+        Aggregate::First(_) => in_window.next(),
+        Aggregate::Last(_) => in_window.next_back(),
+        _ => None,
+    };
+    entry.and_then(|x| x.value.as_ref()).map(|v| v.to_string())
 }
 
 fn index_incident(
@@ -697,12 +756,40 @@ fn find_incident<'a>(
     best
 }
 
+/// A counter's value as an alert shows it.
+enum Shown {
+    Count(u64),
+    /// NaN when no counted event had the field.
+    Real(f64),
+    Text(Option<String>),
+}
+
+impl Shown {
+    fn text(&self) -> String {
+        match self {
+            Shown::Count(n) => n.to_string(),
+            Shown::Real(v) if v.is_nan() => String::new(),
+            Shown::Real(v) => format!("{v:.0}"),
+            Shown::Text(t) => t.clone().unwrap_or_default(),
+        }
+    }
+
+    fn metric(&self) -> Option<MetricValue> {
+        match self {
+            Shown::Count(n) => Some(MetricValue::Count(*n)),
+            Shown::Real(v) if v.is_nan() => None,
+            Shown::Real(v) => Some(MetricValue::Real(*v)),
+            Shown::Text(t) => t.clone().map(MetricValue::Text),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_alert(
     rule: &CompiledRule,
     key: &Key,
     e: &AuthEvent,
-    counts: &[u64],
+    shown: &[Shown],
     evidence: Vec<String>,
     window: Window,
     alert_id: String,
@@ -728,8 +815,9 @@ fn build_alert(
         .as_ref()
         .map(|g| g.country.to_string())
         .unwrap_or_default();
+    let texts: Vec<String> = shown.iter().map(Shown::text).collect();
     let values = crate::template::Values {
-        counters: counts,
+        counters: &texts,
         key: &key_value,
         window: &rule.window_text,
         first_seen: &first_seen,
@@ -741,8 +829,8 @@ fn build_alert(
     let metrics: BTreeMap<String, MetricValue> = rule
         .counters
         .iter()
-        .zip(counts)
-        .map(|(c, n)| (c.name.clone(), MetricValue::Count(*n)))
+        .zip(shown)
+        .filter_map(|(c, v)| v.metric().map(|m| (c.name.clone(), m)))
         .collect();
     Alert {
         alert_id,

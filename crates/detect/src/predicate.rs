@@ -41,10 +41,29 @@ enum FlagField {
     UnusualHour,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum NumField {
+/// A numeric event field, for filters with bounds and for `min`/`max` aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumField {
+    /// `context.speed_kmh`
     SpeedKmh,
+    /// `context.distance_km`
     DistanceKm,
+}
+
+impl NumField {
+    /// The field for a rule-language name.
+    pub fn parse(name: &str) -> Option<NumField> {
+        NUM_FIELDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The event's value, when it has one.
+    #[inline]
+    pub fn get(self, e: &AuthEvent) -> Option<f64> {
+        match self {
+            NumField::SpeedKmh => e.context.speed_kmh,
+            NumField::DistanceKm => e.context.distance_km,
+        }
+    }
 }
 
 /// An interval; a missing value never matches.
@@ -264,13 +283,10 @@ impl Predicate {
                 };
                 have == *want
             })
-            && self.numbers.iter().all(|(field, bound)| {
-                let value = match field {
-                    NumField::SpeedKmh => e.context.speed_kmh,
-                    NumField::DistanceKm => e.context.distance_km,
-                };
-                value.is_some_and(|v| bound.contains(v))
-            })
+            && self
+                .numbers
+                .iter()
+                .all(|(field, bound)| field.get(e).is_some_and(|v| bound.contains(v)))
     }
 }
 

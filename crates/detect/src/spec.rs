@@ -109,6 +109,18 @@ pub struct CounterSpec {
     /// `tenant`) instead of events.
     #[serde(default)]
     pub distinct: Option<String>,
+    /// The smallest value of a numeric field (`context.speed_kmh`, `context.distance_km`).
+    #[serde(default)]
+    pub min: Option<String>,
+    /// The largest value of a numeric field.
+    #[serde(default)]
+    pub max: Option<String>,
+    /// The value of a key field (`user`, `ip`, …) in the window's first counted event.
+    #[serde(default)]
+    pub first: Option<String>,
+    /// The value of a key field in the window's last counted event.
+    #[serde(default)]
+    pub last: Option<String>,
 }
 
 /// A field → accepted values map; a value can be a scalar, a list (any of), or an operator map

@@ -21,8 +21,8 @@ enum Segment {
 
 /// Values available when a rule fires.
 pub struct Values<'a> {
-    /// Counter counts, in the rule's counter order.
-    pub counters: &'a [u64],
+    /// Counter values as text, in the rule's counter order.
+    pub counters: &'a [String],
     /// The key fields' text values.
     pub key: &'a dyn Fn(KeyField) -> String,
     /// The window size as written in the rule (`10m`).
@@ -105,9 +105,7 @@ impl Template {
         for s in &self.0 {
             match s {
                 Segment::Literal(t) => out.push_str(t),
-                Segment::Counter(i) => {
-                    out.push_str(&v.counters.get(*i).copied().unwrap_or(0).to_string())
-                }
+                Segment::Counter(i) => out.push_str(v.counters.get(*i).map_or("", String::as_str)),
                 Segment::Key(k) => out.push_str(&(v.key)(*k)),
                 Segment::Window => out.push_str(v.window),
                 Segment::FirstSeen => out.push_str(v.first_seen),
@@ -137,7 +135,7 @@ mod tests {
             }
         };
         let s = t.render(&Values {
-            counters: &[7],
+            counters: &["7".to_owned()],
             key: &key,
             window: "10m",
             first_seen: "",

@@ -477,3 +477,95 @@ steps: { en: ["x"], ja: ["x"] }
     restored.restore(&snapshot).unwrap();
     assert_eq!(restored.snapshot().unwrap(), snapshot);
 }
+
+#[test]
+fn min_max_first_last_aggregations() {
+    let text = r#"
+id: fast_hops
+severity: medium
+cause_class: attack
+key: [user]
+filter: { activity: logon, outcome: success }
+window: 1h
+counters:
+  hops: {}
+  fastest: { max: context.speed_kmh }
+  slowest: { min: context.speed_kmh }
+  from: { first: ip }
+  to: { last: ip }
+fire_when: { all: ["hops >= 3", "fastest > 900"] }
+summary: { en: "{user}: {hops} sign-ins, up to {fastest} km/h, from {from} to {to}", ja: "{user}" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    for (i, (ip, speed)) in [
+        ("192.0.2.1", None),
+        ("192.0.2.2", Some(300.0)),
+        ("192.0.2.3", Some(2500.0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = push(
+            "aiko@x.jp",
+            T0 + i as i64 * MIN,
+            Activity::Logon,
+            Outcome::Success,
+            &format!("e{i}"),
+        );
+        e.factor = Factor::Password;
+        e.src.ip = Some(ip.parse().unwrap());
+        e.context.speed_kmh = speed;
+        engine.on_event(&e, &mut out);
+    }
+    assert_eq!(out.len(), 1);
+    let a = &out[0];
+    assert_eq!(
+        a.metrics["fastest"],
+        authwatch_event::MetricValue::Real(2500.0)
+    );
+    assert_eq!(
+        a.metrics["slowest"],
+        authwatch_event::MetricValue::Real(300.0)
+    );
+    assert_eq!(
+        a.metrics["from"],
+        authwatch_event::MetricValue::Text("192.0.2.1".into())
+    );
+    assert_eq!(
+        a.metrics["to"],
+        authwatch_event::MetricValue::Text("192.0.2.3".into())
+    );
+    assert_eq!(
+        a.summary.en,
+        "aiko@x.jp: 3 sign-ins, up to 2500 km/h, from 192.0.2.1 to 192.0.2.3"
+    );
+
+    // first/last hold values, not numbers: comparing them is a load error.
+    let bad = text.replace("\"fastest > 900\"", "\"from > 1\"");
+    let e = compile::compile_text(Path::new("t.yaml"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds a value, not a number"), "{e}");
+    // One aggregation per counter, on a field of the right kind.
+    let bad = text.replace(
+        "{ max: context.speed_kmh }",
+        "{ max: context.speed_kmh, distinct: ip }",
+    );
+    assert!(
+        compile::compile_text(Path::new("t.yaml"), &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("choose one of")
+    );
+    let bad = text.replace("{ max: context.speed_kmh }", "{ max: ip }");
+    assert!(
+        compile::compile_text(Path::new("t.yaml"), &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("numeric field")
+    );
+}

@@ -126,14 +126,16 @@ pub struct Window {
     pub end: Timestamp,
 }
 
-/// A metric value: a count or a ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// A metric value: a count, a real number (ratio, minimum, maximum) or a value (first, last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum MetricValue {
     /// A count.
     Count(u64),
     /// A ratio or other real number.
     Real(f64),
+    /// A field's value (e.g. the first source address of an incident).
+    Text(String),
 }
 
 /// A text in every supported language.
