@@ -230,6 +230,8 @@ pub struct After {
     pub within_ms: i64,
     /// Entity fields that must match.
     pub on: Vec<KeyField>,
+    /// `unless` with `scope: events`: every counted event is checked, not only the deciding one.
+    pub per_event: bool,
 }
 
 /// Parses a duration such as `10m`, `1h 30m`, `45s`.
@@ -478,6 +480,18 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
                 format!("{what}.rules needs at least one rule id"),
             ));
         }
+        let per_event = match a.scope.as_deref() {
+            None | Some("decision") => false,
+            Some("events") if what == "unless" => true,
+            Some(other) => {
+                return Err(invalid(
+                    "scope",
+                    format!(
+                        "{what}.scope {other:?}: expected decision or events (events only for unless)"
+                    ),
+                ));
+            }
+        };
         Ok(After {
             rules: a.rules.clone(),
             within_ms: parse_duration_ms(&a.within).map_err(|m| invalid("within", m))?,
@@ -485,6 +499,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
                 Some(on) => key_fields(on, "on")?,
                 None => key.clone(),
             },
+            per_event,
         })
     };
     let after = spec

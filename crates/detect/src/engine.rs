@@ -67,6 +67,9 @@ struct Entry {
     /// The numeric field of `min`/`max` counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     num: Option<f64>,
+    /// For `unless` with `scope: events`: the event's values of the `unless.on` fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    veto: Vec<(KeyField, KeyPart)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -288,6 +291,14 @@ impl Engine {
         }
         state.last_time = state.last_time.max(e.time);
         let horizon = window_start(rule, state, state.last_time);
+        let veto_keys: Vec<(KeyField, KeyPart)> = match &rule.unless {
+            Some(u) if u.per_event => {
+                u.on.iter()
+                    .filter_map(|f| f.extract(e).map(|p| (*f, p)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         for (c, (counter, recent)) in rule.counters.iter().zip(&mut state.recent).enumerate() {
             if counter.predicate.matches(e) {
                 let value = counter.value_field().and_then(|f| f.extract(e));
@@ -326,6 +337,7 @@ impl Engine {
                             id: e.event_id.clone(),
                             value,
                             num,
+                            veto: veto_keys.clone(),
                         },
                     );
                 }
@@ -338,7 +350,19 @@ impl Engine {
             }
         }
         let start = window_start(rule, state, e.time);
-        let (mut counts, first, last) = window_values(rule, &state.recent, start, e.time);
+        // `unless` with `scope: events`: activity another rule already reported is left out.
+        let incidents = &self.incidents;
+        let veto_refs = &self.unless_refs[r];
+        let veto_within = rule
+            .unless
+            .as_ref()
+            .filter(|u| u.per_event)
+            .map(|u| u.within_ms);
+        let now = e.time;
+        let vetoed = |x: &Entry| {
+            veto_within.is_some_and(|within| entry_vetoed(incidents, veto_refs, within, x, now))
+        };
+        let (mut counts, first, last) = window_values(rule, &state.recent, start, e.time, &vetoed);
         for ((count, sketch), counter) in counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
         {
             // Below its bound the exact set is exact (everything it dropped is older than what
@@ -409,7 +433,7 @@ impl Engine {
             .evidence
             .iter()
             .flat_map(|&c| state.recent[c].iter())
-            .filter(|x| x.time >= start && x.time <= e.time)
+            .filter(|x| x.time >= start && x.time <= e.time && !vetoed(x))
             .collect();
         evidence.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         evidence.dedup_by(|a, b| a.id == b.id);
@@ -677,6 +701,7 @@ fn window_values(
     recent: &[VecDeque<Entry>],
     start: i64,
     now: i64,
+    vetoed: &dyn Fn(&Entry) -> bool,
 ) -> (Vec<f64>, i64, i64) {
     let mut first = i64::MAX;
     let mut last = i64::MIN;
@@ -688,7 +713,10 @@ fn window_values(
             let mut n = 0u64;
             let mut low = f64::INFINITY;
             let mut high = f64::NEG_INFINITY;
-            for x in q.iter().filter(|x| x.time >= start && x.time <= now) {
+            for x in q
+                .iter()
+                .filter(|x| x.time >= start && x.time <= now && !vetoed(x))
+            {
                 n += 1;
                 first = first.min(x.time);
                 last = last.max(x.time);
@@ -706,6 +734,24 @@ fn window_values(
         })
         .collect();
     (values, first, last)
+}
+
+/// Whether an incident of a vetoing rule names one of the entry's `unless.on` values and was
+/// recent when the entry happened.
+fn entry_vetoed(
+    incidents: &FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    refs: &[usize],
+    within_ms: i64,
+    x: &Entry,
+    now: i64,
+) -> bool {
+    x.veto.iter().any(|(f, v)| {
+        refs.iter().any(|&target| {
+            incidents.get(&(target, *f, v.clone())).is_some_and(|inc| {
+                inc.first_seen <= now && inc.last_seen.saturating_add(within_ms) >= x.time
+            })
+        })
+    })
 }
 
 /// The value of a `first`/`last` counter in `[start, now]`, as text.

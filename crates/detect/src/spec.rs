@@ -216,6 +216,11 @@ pub struct AfterSpec {
     /// Entity fields that must be equal (default: this rule's key).
     #[serde(default)]
     pub on: Option<Vec<String>>,
+    /// For `unless` only: `decision` (the default) vetoes the firing when the deciding event
+    /// matches an incident; `events` also leaves out of every counter each event that does, so
+    /// activity already reported by another rule never adds up to this one's thresholds.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// English and Japanese text.
