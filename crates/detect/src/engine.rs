@@ -276,16 +276,23 @@ impl Engine {
         {
             return;
         }
-        let state = state_map
-            .keys
-            .entry(key.clone())
-            .or_insert_with(|| KeyState {
-                last_time: e.time,
-                session_start: e.time,
-                recent: vec![VecDeque::new(); rule.counters.len()],
-                sketches: Vec::new(),
-                incident: None,
-            });
+        // Look up before inserting: a key longer than 24 bytes lives on the heap, and most
+        // events find their key already there, so only a new key pays for a clone.
+        if !state_map.keys.contains_key(&key) {
+            state_map.keys.insert(
+                key.clone(),
+                KeyState {
+                    last_time: e.time,
+                    session_start: e.time,
+                    recent: vec![VecDeque::new(); rule.counters.len()],
+                    sketches: Vec::new(),
+                    incident: None,
+                },
+            );
+        }
+        let Some(state) = state_map.keys.get_mut(&key) else {
+            return;
+        };
         if rule.window_kind == WindowKind::Session && e.time - state.last_time > rule.window_ms {
             state.session_start = e.time;
         }

@@ -6,7 +6,7 @@ use crate::world::{
 use authwatch_event::{Factor, Text};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 pub(crate) const MIN: i64 = 60_000;
@@ -130,6 +130,7 @@ impl Population {
     ) -> Population {
         let total_weight: u32 = OFFICES.iter().map(|o| o.weight).sum();
         let mut names = BTreeSet::new();
+        let mut next_suffix = BTreeMap::new();
         let mut people = Vec::with_capacity(users);
         // Office sizes first, so NAT pools can be sized to about 40 users per address.
         let offices: Vec<usize> = (0..users)
@@ -155,7 +156,7 @@ impl Population {
         let mut seen_in_office = vec![0u32; OFFICES.len()];
         for (idx, &office) in offices.iter().enumerate() {
             let o = &OFFICES[office];
-            let name = unique_name(rng, &mut names, domain, office);
+            let name = unique_name(rng, &mut names, &mut next_suffix, domain, office);
             let pool = per_office[office].div_ceil(40).clamp(2, o.egress.len());
             let slot = seen_in_office[office] % pool;
             seen_in_office[office] += 1;
@@ -278,6 +279,7 @@ impl Population {
 fn unique_name(
     rng: &mut ChaCha8Rng,
     names: &mut BTreeSet<Text>,
+    next_suffix: &mut BTreeMap<(&'static str, &'static str), u32>,
     domain: &str,
     office: usize,
 ) -> Text {
@@ -295,7 +297,10 @@ fn unique_name(
     };
     let f = first[rng.random_range(0..first.len())];
     let l = last[rng.random_range(0..last.len())];
-    let mut n = 1;
+    // Resume where this first/last pair left off: probing from 1 each time made large
+    // populations quadratic (a million users share a few hundred pairs). Same names as before.
+    let n_slot = next_suffix.entry((f, l)).or_insert(1);
+    let mut n = *n_slot;
     loop {
         let candidate = if n == 1 {
             format!("{f}.{l}@{domain}")
@@ -303,10 +308,11 @@ fn unique_name(
             format!("{f}.{l}{n}@{domain}")
         };
         let t = Text::from(candidate);
+        n += 1;
         if names.insert(t.clone()) {
+            *n_slot = n;
             return t;
         }
-        n += 1;
     }
 }
 
