@@ -143,27 +143,16 @@ impl EntityMatch {
 
 impl fmt::Display for EntityMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(t) = &self.tenant {
-            parts.push(format!("tenant={t}"));
-        }
-        if let Some(u) = &self.user {
-            parts.push(format!("user={u}"));
-        }
-        if let Some(ip) = &self.ip {
-            parts.push(format!("ip={ip}"));
-        }
-        if let Some(a) = &self.asn {
-            parts.push(format!("asn={a}"));
-        }
-        if let Some(d) = &self.device {
-            parts.push(format!("device={d}"));
-        }
-        if parts.is_empty() {
-            f.write_str("any entity")
-        } else {
-            f.write_str(&parts.join(" "))
-        }
+        // Shown the way alerts show their entity.
+        let entity = authwatch_event::Entity {
+            tenant: self.tenant.as_deref().map(authwatch_event::Text::new),
+            user: self.user.as_deref().map(authwatch_event::Text::new),
+            ip: self.ip,
+            asn: self.asn,
+            device_fingerprint: self.device.as_deref().map(authwatch_event::Text::new),
+        };
+        let text = entity.to_string();
+        f.write_str(if text.is_empty() { "any entity" } else { &text })
     }
 }
 

@@ -264,16 +264,8 @@ mod tests {
     fn rule_json_schema_matches_checked_in_file() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/rule.schema.json");
-        let want = serde_json::to_string_pretty(&rule_json_schema()).unwrap() + "\n";
-        if std::env::var_os("AUTHWATCH_UPDATE_SCHEMAS").is_some() {
-            std::fs::write(&path, &want).unwrap();
-            return;
+        if let Err(e) = authwatch_event::schema::sync_checked_in(&path, &rule_json_schema()) {
+            panic!("{e}");
         }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "schemas/rule.schema.json has drifted from the rule types; run \
-             AUTHWATCH_UPDATE_SCHEMAS=1 cargo test -p authwatch-detect and review the diff"
-        );
     }
 }

@@ -34,6 +34,47 @@ fn json_schema_of<T: schemars::JsonSchema>(id: &str) -> serde_json::Value {
     schema
 }
 
+/// A checked-in schema file that differs from the schema the types produce.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaDrift {
+    /// The file's content is not what the types produce.
+    #[error(
+        "{0} has drifted from the Rust types; run the tests with AUTHWATCH_UPDATE_SCHEMAS=1 and review the diff"
+    )]
+    Differs(String),
+    /// The file could not be written (when regenerating).
+    #[error("{path}: cannot write: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Keeps a checked-in schema file (`schemas/…`) equal to what the types produce: with the
+/// environment variable `AUTHWATCH_UPDATE_SCHEMAS` set it rewrites the file (to be reviewed as
+/// data), otherwise it reports any difference. Every crate's drift test calls this one check.
+pub fn sync_checked_in(
+    path: &std::path::Path,
+    value: &serde_json::Value,
+) -> Result<(), SchemaDrift> {
+    let want = format!("{value:#}\n");
+    if std::env::var_os("AUTHWATCH_UPDATE_SCHEMAS").is_some() {
+        return std::fs::write(path, &want).map_err(|source| SchemaDrift::Io {
+            path: path.display().to_string(),
+            source,
+        });
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    if have == want {
+        Ok(())
+    } else {
+        Err(SchemaDrift::Differs(path.display().to_string()))
+    }
+}
+
 /// JSON Schema (draft 2020-12) of [`AuthEvent`], the native event format.
 pub fn event_json_schema() -> serde_json::Value {
     json_schema_of::<AuthEvent>("https://authwatch.dev/schemas/auth_event.schema.json")
@@ -184,17 +225,9 @@ mod tests {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../schemas")
             .join(name);
-        let want = serde_json::to_string_pretty(value).unwrap() + "\n";
-        if std::env::var_os("AUTHWATCH_UPDATE_SCHEMAS").is_some() {
-            std::fs::write(&path, &want).unwrap();
-            return;
+        if let Err(e) = sync_checked_in(&path, value) {
+            panic!("{e}");
         }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "schemas/{name} has drifted from the Rust types; run \
-             AUTHWATCH_UPDATE_SCHEMAS=1 cargo test -p authwatch-event and review the diff"
-        );
     }
 
     #[test]
