@@ -518,7 +518,10 @@ impl Engine {
                         self.incidents
                             .get(&(target, *f, v.clone()))
                             .is_some_and(|inc| {
-                                inc.first_seen <= p.due
+                                // An incident that began only after the finding was
+                                // decided (a network block starting ten minutes after one
+                                // phone's failure) is a later, separate story.
+                                inc.first_seen <= decided
                                     && inc.last_seen.saturating_add(u.within_ms) >= decided
                             })
                     })
