@@ -108,6 +108,7 @@ impl Scenario {
             .args(["run", "--config"])
             .arg(&config)
             .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -297,30 +298,59 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         replay_ids(&s, &all)
     };
     let half = lines.len() / 2;
+    // First half, checkpointed and committed by a graceful stop.
     s.produce(&lines[..half], KeyBy::Field("tenant"));
-    // A long interval keeps a transaction open for a while after alerts are produced.
-    let mut run = s.start("b", "2s");
-    let first = wait_alerts(&s, Duration::from_secs(60), |ids| !ids.is_empty());
-    assert!(!first.is_empty(), "no committed alert:\n{}", s.log("b"));
+    let mut run = s.start("b1", "300ms");
+    let mut settled = (0, Instant::now());
+    let first = wait_alerts(&s, Duration::from_secs(60), |ids| {
+        if ids.len() != settled.0 {
+            settled = (ids.len(), Instant::now());
+        }
+        !ids.is_empty() && settled.1.elapsed() > Duration::from_secs(2)
+    });
+    assert!(!first.is_empty(), "no committed alert:
+{}", s.log("b1"));
+    terminate(&mut run, &s, "b1");
+    // Second half: an instance that never reaches its next checkpoint produces alerts in an
+    // open transaction and is killed -9 there.
     s.produce(&lines[half..], KeyBy::Field("tenant"));
-    // Kill while alerts of the second half are produced but not yet committed.
+    let mut run = s.start("b2", "1h");
     let started = Instant::now();
     loop {
         let uncommitted = alert_ids(&s.read(&s.alerts, false)).len();
-        let committed = alert_ids(&s.read(&s.alerts, true)).len();
-        if uncommitted > committed || started.elapsed() > Duration::from_secs(30) {
+        if uncommitted > first.len() {
             break;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "b2 produced nothing:
+{}",
+            s.log("b2")
+        );
     }
     kill9(&mut run);
+    assert_eq!(
+        alert_ids(&s.read(&s.alerts, true)).len(),
+        first.len(),
+        "b2 committed before it was killed"
+    );
     s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
-    let mut run = s.start("b2", "300ms");
+    let mut run = s.start("b3", "300ms");
     let ids = wait_alerts(&s, Duration::from_secs(90), |ids| ids.len() >= expected.len());
-    terminate(&mut run, &s, "b2");
-    assert_exactly_once(&ids, &expected, &s.log("b2"));
-    // The restart resumed from a checkpoint, not from the beginning.
-    let log = s.log("b2");
-    assert!(log.contains("restored=true"), "no state restored:\n{log}");
+    terminate(&mut run, &s, "b3");
+    assert_exactly_once(&ids, &expected, &s.log("b3"));
+    // Both restarts resumed from the checkpoint, not from the beginning.
+    for instance in ["b2", "b3"] {
+        let log = s.log(instance);
+        assert!(log.contains("restored=true"), "{instance} restored nothing:
+{log}");
+    }
+    // The killed instance's alerts are in the log, aborted: a read-uncommitted consumer sees
+    // them twice and deduplicates by alert_id to the same set.
+    let all = alert_ids(&s.read(&s.alerts, false));
+    assert!(all.len() > ids.len());
+    let dedup: BTreeSet<String> = all.into_iter().collect();
+    assert_eq!(dedup, expected);
 }
 
 #[test]
@@ -369,13 +399,21 @@ fn run_script(script: &Path, arg: &str) {
 fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
     let _broker = broker();
     let s = Scenario::new("scale-out", 4);
-    // Four tenants, keyed by tenant: every detection key lives in one partition.
-    let mut lines = Vec::new();
-    for (i, tenant) in ["acme", "globex", "initech", "umbrella"].iter().enumerate() {
-        lines.extend(stream(s.dir.path(), tenant, 50, 2, 30 + i as u64));
+    // Six tenants, keyed by tenant: every detection key lives in one partition.
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for (i, tenant) in ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+        .iter()
+        .enumerate()
+    {
+        let lines = stream(s.dir.path(), tenant, 40, 2, 30 + i as u64);
+        let half = lines.len() / 2;
+        first.extend_from_slice(&lines[..half]);
+        second.extend_from_slice(&lines[half..]);
     }
-    s.produce(&lines, KeyBy::Field("tenant"));
-    // One instance alone, in its own group.
+    s.produce(&first, KeyBy::Field("tenant"));
+    s.produce(&second, KeyBy::Field("tenant"));
+    // One instance alone, in its own group, reading the same topic.
     let one = Scenario {
         dir: tempfile::tempdir().unwrap(),
         input: s.input.clone(),
@@ -384,35 +422,48 @@ fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
         audit: format!("{}-one", s.audit),
         group: format!("{}-one", s.group),
     };
-    let expected_count = {
+    let solo = {
         let mut run = one.start("solo", "300ms");
-        let mut last = (0, Instant::now());
+        let mut settled = (0, Instant::now());
         let ids = wait_alerts(&one, Duration::from_secs(90), |ids| {
-            // Settled: no new alert for 3 s.
-            if ids.len() != last.0 {
-                last = (ids.len(), Instant::now());
+            if ids.len() != settled.0 {
+                settled = (ids.len(), Instant::now());
             }
-            !ids.is_empty() && last.1.elapsed() > Duration::from_secs(3)
+            !ids.is_empty() && settled.1.elapsed() > Duration::from_secs(3)
         });
         terminate(&mut run, &one, "solo");
         ids
     };
-    let expected: BTreeSet<String> = expected_count.iter().cloned().collect();
-    assert_eq!(expected.len(), expected_count.len(), "duplicates in the single run");
+    let expected: BTreeSet<String> = solo.iter().cloned().collect();
+    assert_eq!(expected.len(), solo.len(), "duplicates in the single run");
     assert!(expected.len() >= 20, "too few alerts: {}", expected.len());
-    // Two instances in one group share the partitions (and rebalance as the second joins).
-    let mut a = s.start("d1", "300ms");
-    std::thread::sleep(Duration::from_millis(500));
-    let mut b = s.start("d2", "300ms");
-    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| ids.len() >= expected.len());
-    terminate(&mut a, &s, "d1");
-    terminate(&mut b, &s, "d2");
-    let logs = format!("{}\n----\n{}", s.log("d1"), s.log("d2"));
-    assert_exactly_once(&ids, &expected, &logs);
-    // Both instances did work.
-    for log in [s.log("d1"), s.log("d2")] {
-        assert!(log.contains("partition assigned"), "an instance got nothing:\n{logs}");
+    // Two instances in a second group over a second copy of the input: the first works alone
+    // on the first half, the second joins mid-stream (a rebalance hands partitions over with
+    // their state), then the second half arrives.
+    let two = Scenario::new("scale-out-two", 4);
+    two.produce(&first, KeyBy::Field("tenant"));
+    let mut a = two.start("d1", "300ms");
+    let early = wait_alerts(&two, Duration::from_secs(60), |ids| !ids.is_empty());
+    assert!(!early.is_empty(), "{}", two.log("d1"));
+    let mut b = two.start("d2", "300ms");
+    let started = Instant::now();
+    while !two.log("d2").contains("partition assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "d2 got no partition:\n{}\n----\n{}",
+            two.log("d1"),
+            two.log("d2")
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
+    two.produce(&second, KeyBy::Field("tenant"));
+    let ids = wait_alerts(&two, Duration::from_secs(120), |ids| ids.len() >= expected.len());
+    terminate(&mut a, &two, "d1");
+    terminate(&mut b, &two, "d2");
+    let logs = format!("{}\n----\n{}", two.log("d1"), two.log("d2"));
+    assert_exactly_once(&ids, &expected, &logs);
+    // The partitions d1 handed over were restored from its checkpoints.
+    assert!(two.log("d2").contains("restored=true"), "{logs}");
 }
 
 #[test]

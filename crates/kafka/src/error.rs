@@ -26,6 +26,16 @@ pub enum KafkaError {
         /// What failed.
         message: String,
     },
+    /// A checkpoint could not be committed (transaction fenced after a rebalance or a session
+    /// timeout, broker away too long, state file not writable); the run restarts from the last
+    /// committed checkpoint.
+    #[error("checkpoint {id} failed: {message}")]
+    Commit {
+        /// The barrier id.
+        id: u64,
+        /// What failed.
+        message: String,
+    },
     /// A committed offset has no state file: the checkpoint directory is not the one this
     /// group committed with (not shared between instances, or lost). Resuming would silently
     /// forget detector state, so the run stops.
@@ -54,7 +64,7 @@ impl KafkaError {
     /// a fenced transaction after a rebalance), as opposed to a configuration or state problem.
     pub fn is_retryable(&self) -> bool {
         match self {
-            KafkaError::Client { .. } => true,
+            KafkaError::Client { .. } | KafkaError::Commit { .. } => true,
             KafkaError::Pipeline(authwatch_pipeline::PipelineError::Sink(_)) => true,
             KafkaError::Pipeline(authwatch_pipeline::PipelineError::Source(_)) => true,
             _ => false,

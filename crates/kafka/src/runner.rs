@@ -163,11 +163,11 @@ impl Runtime {
             ack_timeout: Duration::from_secs(120),
         }));
         let mut cc = base.clone();
+        // Dynamic membership: a stopping instance leaves the group at once, a killed one is
+        // replaced after the session timeout. (`group.instance.id` in kafka.properties turns on
+        // static membership for instances with stable names.)
         cc.set("group.id", &kafka.group_id)
-            // Static membership: a restarted instance takes its partitions back at once instead
-            // of waiting for the session timeout of its dead predecessor.
-            .set("group.instance.id", &instance)
-            .set("session.timeout.ms", "15000")
+            .set("session.timeout.ms", "10000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")

@@ -85,19 +85,11 @@ impl Shared {
         if wait {
             match ack_rx.recv_timeout(self.ack_timeout) {
                 Ok(Ok(())) => {}
-                Ok(Err(message)) => {
-                    return Err(KafkaError::Store {
-                        path: self.store.root().to_owned(),
-                        message: format!("checkpoint {id} failed: {message}"),
-                    });
-                }
+                Ok(Err(message)) => return Err(KafkaError::Commit { id, message }),
                 Err(_) => {
-                    return Err(KafkaError::Store {
-                        path: self.store.root().to_owned(),
-                        message: format!(
-                            "checkpoint {id} not committed within {:?}",
-                            self.ack_timeout
-                        ),
+                    return Err(KafkaError::Commit {
+                        id,
+                        message: format!("not committed within {:?}", self.ack_timeout),
                     });
                 }
             }
