@@ -165,7 +165,11 @@ fn terminate(child: &mut Child, s: &Scenario, instance: &str) {
     let started = Instant::now();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "{instance} exited with {st}:\n{}", s.log(instance));
+            assert!(
+                st.success(),
+                "{instance} exited with {st}:\n{}",
+                s.log(instance)
+            );
             return;
         }
         assert!(
@@ -189,7 +193,13 @@ fn stream(dir: &Path, tenant: &str, users: u32, days: u32, seed: u64) -> Vec<Str
     let out = dir.join(format!("{tenant}-{seed}.jsonl"));
     run_ok(
         authwatch()
-            .args(["gen", "--users", &users.to_string(), "--days", &days.to_string()])
+            .args([
+                "gen",
+                "--users",
+                &users.to_string(),
+                "--days",
+                &days.to_string(),
+            ])
             .args(["--seed", &seed.to_string(), "--tenant", tenant, "--out"])
             .arg(&out),
     );
@@ -200,7 +210,11 @@ fn stream(dir: &Path, tenant: &str, users: u32, days: u32, seed: u64) -> Vec<Str
         .collect();
     let last = lines
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["time"].as_i64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["time"]
+                .as_i64()
+                .unwrap()
+        })
         .max()
         .unwrap();
     lines.push(closing_event(tenant, last + 2 * 86_400_000));
@@ -239,7 +253,10 @@ fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
 
 fn assert_exactly_once(ids: &[String], expected: &BTreeSet<String>, context: &str) {
     let mut seen = BTreeSet::new();
-    let dups: Vec<&String> = ids.iter().filter(|id| !seen.insert((*id).clone())).collect();
+    let dups: Vec<&String> = ids
+        .iter()
+        .filter(|id| !seen.insert((*id).clone()))
+        .collect();
     assert!(dups.is_empty(), "{context}: duplicate alert ids {dups:?}");
     let missing: Vec<_> = expected.difference(&seen).collect();
     let extra: Vec<_> = seen.difference(expected).collect();
@@ -257,10 +274,16 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
     let s = Scenario::new("same-as-replay", 1);
     let lines = stream(s.dir.path(), "example", 120, 3, 21);
     let expected = replay_ids(&s, &lines);
-    assert!(expected.len() >= 20, "too few alerts to compare: {}", expected.len());
+    assert!(
+        expected.len() >= 20,
+        "too few alerts to compare: {}",
+        expected.len()
+    );
     s.produce(&lines, KeyBy::Field("tenant"));
     let mut run = s.start("a", "300ms");
-    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| ids.len() >= expected.len());
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
     terminate(&mut run, &s, "a");
     assert_exactly_once(&ids, &expected, &s.log("a"));
     // Alert records: key = entity, headers for routing without parsing the value.
@@ -282,7 +305,10 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
         })
         .collect();
     for action in ["started", "assigned", "revoked", "stopped"] {
-        assert!(audit.iter().any(|a| a == action), "{action} not in {audit:?}");
+        assert!(
+            audit.iter().any(|a| a == action),
+            "{action} not in {audit:?}"
+        );
     }
 }
 
@@ -308,8 +334,12 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         }
         !ids.is_empty() && settled.1.elapsed() > Duration::from_secs(2)
     });
-    assert!(!first.is_empty(), "no committed alert:
-{}", s.log("b1"));
+    assert!(
+        !first.is_empty(),
+        "no committed alert:
+{}",
+        s.log("b1")
+    );
     terminate(&mut run, &s, "b1");
     // Second half: an instance that never reaches its next checkpoint produces alerts in an
     // open transaction and is killed -9 there.
@@ -336,14 +366,19 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     );
     s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
     let mut run = s.start("b3", "300ms");
-    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| ids.len() >= expected.len());
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
     terminate(&mut run, &s, "b3");
     assert_exactly_once(&ids, &expected, &s.log("b3"));
     // Both restarts resumed from the checkpoint, not from the beginning.
     for instance in ["b2", "b3"] {
         let log = s.log(instance);
-        assert!(log.contains("restored=true"), "{instance} restored nothing:
-{log}");
+        assert!(
+            log.contains("restored=true"),
+            "{instance} restored nothing:
+{log}"
+        );
     }
     // The killed instance's alerts are in the log, aborted: a read-uncommitted consumer sees
     // them twice and deduplicates by alert_id to the same set.
@@ -376,7 +411,9 @@ fn c_broker_restart_mid_stream_recovers_by_itself() {
     let mut rest = lines[half..].to_vec();
     rest.push(closing);
     s.produce(&rest, KeyBy::Field("tenant"));
-    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| ids.len() >= expected.len());
+    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
     assert!(
         run.try_wait().unwrap().is_none(),
         "authwatch run exited while the broker was away:\n{}",
@@ -457,7 +494,9 @@ fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
         std::thread::sleep(Duration::from_millis(200));
     }
     two.produce(&second, KeyBy::Field("tenant"));
-    let ids = wait_alerts(&two, Duration::from_secs(120), |ids| ids.len() >= expected.len());
+    let ids = wait_alerts(&two, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
     terminate(&mut a, &two, "d1");
     terminate(&mut b, &two, "d2");
     let logs = format!("{}\n----\n{}", two.log("d1"), two.log("d2"));
@@ -495,7 +534,13 @@ fn e_poison_messages_land_in_the_dead_letter_topic_with_their_reason() {
     let mut reasons = BTreeSet::new();
     for r in &dead {
         let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-        let header = r.headers.iter().find(|(k, _)| k == "reason").unwrap().1.clone();
+        let header = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "reason")
+            .unwrap()
+            .1
+            .clone();
         assert_eq!(v["reason"].as_str().unwrap(), header);
         assert_eq!(v["file"].as_str().unwrap(), format!("{}/0", s.input));
         assert!(!v["detail"].as_str().unwrap().is_empty());

@@ -10,8 +10,8 @@ mod normalize_cmd;
 mod progress;
 mod replay;
 mod rules;
-mod run;
 mod rules_test;
+mod run;
 mod sigma_cmd;
 mod table;
 

@@ -123,7 +123,10 @@ pub fn send_retrying(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -93,9 +93,7 @@ impl Inputs {
 
     /// The partition of an input number.
     pub fn get(&self, input: u32) -> Option<(&str, i32)> {
-        self.list
-            .get(input as usize)
-            .map(|(t, p)| (t.as_str(), *p))
+        self.list.get(input as usize).map(|(t, p)| (t.as_str(), *p))
     }
 
     /// `topic/partition` names, by input number (dead-letter `file` field).

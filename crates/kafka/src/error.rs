@@ -63,12 +63,13 @@ impl KafkaError {
     /// Whether restarting from the last checkpoint may succeed (broker or network trouble,
     /// a fenced transaction after a rebalance), as opposed to a configuration or state problem.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            KafkaError::Client { .. } | KafkaError::Commit { .. } => true,
-            KafkaError::Pipeline(authwatch_pipeline::PipelineError::Sink(_)) => true,
-            KafkaError::Pipeline(authwatch_pipeline::PipelineError::Source(_)) => true,
-            _ => false,
-        }
+        use authwatch_pipeline::PipelineError as P;
+        matches!(
+            self,
+            KafkaError::Client { .. }
+                | KafkaError::Commit { .. }
+                | KafkaError::Pipeline(P::Sink(_) | P::Source(_))
+        )
     }
 
     pub(crate) fn client(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {

@@ -36,10 +36,10 @@ pub use audit::{AuditPartition, AuditRecord};
 pub use client::{Inputs, client_config};
 pub use error::KafkaError;
 pub use metrics::{KafkaMetrics, PartitionLag};
-pub use runner::{RunReport, Runtime};
-pub use store::CheckpointStore;
 /// librdkafka client settings (re-exported for tools that use [`admin`]).
 pub use rdkafka::ClientConfig;
+pub use runner::{RunReport, Runtime};
+pub use store::CheckpointStore;
 
 /// librdkafka's own log lines, at the matching tracing level.
 pub(crate) fn log_librdkafka(

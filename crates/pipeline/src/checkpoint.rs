@@ -236,11 +236,9 @@ impl Checkpointed for authwatch_enrich::UserProfiles {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
-        authwatch_enrich::UserProfiles::restore(self, bytes).map_err(|e| {
-            CheckpointError::Restore {
-                part: "profiles".to_owned(),
-                message: e.to_string(),
-            }
+        authwatch_enrich::UserProfiles::restore(self, bytes).map_err(|e| CheckpointError::Restore {
+            part: "profiles".to_owned(),
+            message: e.to_string(),
         })
     }
 }

@@ -521,11 +521,12 @@ impl Pipeline {
                         Control::Assign { input, state } => {
                             let mut task = self.new_task();
                             if let Some(state) = &state {
-                                task.restore(state)
-                                    .map_err(|source| PipelineError::Checkpoint {
+                                task.restore(state).map_err(|source| {
+                                    PipelineError::Checkpoint {
                                         input: input_name(input),
                                         source,
-                                    })?;
+                                    }
+                                })?;
                             }
                             released.remove(&input);
                             tasks.insert(input, task);
@@ -533,12 +534,12 @@ impl Pipeline {
                         Control::Barrier(barrier) => {
                             let mut snapshots = Vec::new();
                             for (input, task) in tasks.iter_mut().filter(|(_, t)| t.dirty) {
-                                let parts =
-                                    task.snapshot()
-                                        .map_err(|source| PipelineError::Checkpoint {
-                                            input: input_name(*input),
-                                            source,
-                                        })?;
+                                let parts = task.snapshot().map_err(|source| {
+                                    PipelineError::Checkpoint {
+                                        input: input_name(*input),
+                                        source,
+                                    }
+                                })?;
                                 task.dirty = false;
                                 snapshots.push((*input, parts));
                             }
