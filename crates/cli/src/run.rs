@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// The configuration file ([kafka], [checkpoint] and the pipeline sections).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Stop once every assigned partition is consumed up to the end offset it had when
+    /// assigned (backfills, benchmarks); otherwise run until SIGTERM.
+    #[arg(long)]
+    until_end: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -23,12 +27,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let pack = crate::replay::load_rules(&config)?;
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(Arc::clone(&stop))?;
-    let runtime = Runtime::new(config, pack, stop)?;
+    let runtime = Runtime::new(config, pack, stop)?.until_end(args.until_end);
     let report = runtime.run().context("authwatch run")?;
     if let Some(last) = &report.last {
         eprintln!(
-            "authwatch run: stopped after {} records, {} events, {} alerts, {} restarts",
-            last.lines, last.events, last.alerts, report.restarts
+            "authwatch run: stopped after {} records, {} events, {} alerts, {} restarts in {:.3} s",
+            last.lines,
+            last.events,
+            last.alerts,
+            report.restarts,
+            last.elapsed.as_secs_f64()
         );
     }
     Ok(ExitCode::SUCCESS)

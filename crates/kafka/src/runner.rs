@@ -33,6 +33,7 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     metrics: Arc<KafkaMetrics>,
     pipeline_metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    until_end: bool,
 }
 
 impl Runtime {
@@ -50,7 +51,15 @@ impl Runtime {
             stop,
             metrics: Arc::new(KafkaMetrics::new()),
             pipeline_metrics: Arc::new(Mutex::new(None)),
+            until_end: false,
         })
+    }
+
+    /// Stop (gracefully) once every assigned partition is consumed up to the end offset it had
+    /// when assigned: a backfill, or a benchmark over a loaded topic.
+    pub fn until_end(mut self, yes: bool) -> Self {
+        self.until_end = yes;
+        self
     }
 
     /// The runtime's numbers (lag, checkpoints, readiness), for the telemetry endpoint.
@@ -161,6 +170,8 @@ impl Runtime {
             audit: Arc::clone(&audit),
             metrics: Arc::clone(&self.metrics),
             ack_timeout: Duration::from_secs(120),
+            until_end: self.until_end,
+            ends: BTreeMap::new(),
         }));
         let mut cc = base.clone();
         // Dynamic membership: a stopping instance leaves the group at once, a killed one is

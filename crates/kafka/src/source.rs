@@ -41,9 +41,24 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<Audit>,
     pub(crate) metrics: Arc<KafkaMetrics>,
     pub(crate) ack_timeout: Duration,
+    /// Stop once every assigned partition reaches the end it had when assigned (backfills,
+    /// benchmarks).
+    pub(crate) until_end: bool,
+    /// The end offsets of the assigned partitions, when `until_end`.
+    pub(crate) ends: BTreeMap<u32, i64>,
 }
 
 impl Shared {
+    /// Every assigned partition has been handed down up to its end offset.
+    fn at_end(&self) -> bool {
+        self.until_end
+            && !self.assigned.is_empty()
+            && self.assigned.iter().all(|i| {
+                let end = self.ends.get(i).copied().unwrap_or(0);
+                end <= 0 || self.sent.get(i).is_some_and(|s| *s >= end)
+            })
+    }
+
     fn fail(&mut self, e: KafkaError) {
         tracing::error!(error = %e, "kafka source");
         if self.error.is_none() {
@@ -116,6 +131,7 @@ impl Shared {
         for i in &release {
             self.assigned.remove(i);
             self.sent.remove(i);
+            self.ends.remove(i);
         }
         self.rebalanced = true;
         self.metrics.set_assigned(!self.assigned.is_empty());
@@ -174,6 +190,17 @@ impl Shared {
             );
             if let Some(o) = offset {
                 self.sent.insert(input, o);
+            }
+            if self.until_end {
+                match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+                    Ok((_, high)) => {
+                        self.ends.insert(input, high);
+                    }
+                    Err(e) => {
+                        self.fail(KafkaError::client("reading end offsets", e));
+                        return;
+                    }
+                }
             }
             self.assigned.insert(input);
             if let Some(controls) = &self.controls {
@@ -362,6 +389,10 @@ impl KafkaSource {
             }
         }
         self.check_error()?;
+        if self.lock().at_end() {
+            tracing::info!("every partition reached its end offset: stopping");
+            self.stop.store(true, Ordering::Relaxed);
+        }
         if self.stop.load(Ordering::Relaxed) {
             // Graceful stop: drain, checkpoint, commit, then end the run.
             let mut shared = self.lock();
