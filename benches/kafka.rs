@@ -85,13 +85,20 @@ fn config(dir: &Path, name: &str, brokers: &str, topic: &str, interval: &str) ->
     path
 }
 
-fn generate(path: &Path, events: u64, seed: u64) {
-    // ~11 events per user and day: enough users and days for `events` without repeating.
+/// Generates at least `events` events (capped there); returns how many lines it wrote.
+fn generate(path: &Path, events: u64, seed: u64) -> u64 {
+    // ~7 events per user and day (measured): enough users and days for `events`.
     let users = (events / 200).clamp(300, 50_000);
-    let days = (events / (users * 10) + 2).max(3);
+    let days = (events / (users * 5) + 2).max(3);
     check(
         authwatch()
-            .args(["gen", "--users", &users.to_string(), "--days", &days.to_string()])
+            .args([
+                "gen",
+                "--users",
+                &users.to_string(),
+                "--days",
+                &days.to_string(),
+            ])
             .args(["--seed", &seed.to_string()])
             .args(["--max-events", &events.to_string(), "--out"])
             .arg(path)
@@ -100,6 +107,14 @@ fn generate(path: &Path, events: u64, seed: u64) {
             .unwrap(),
         "authwatch gen",
     );
+    let lines = BufReader::new(std::fs::File::open(path).unwrap())
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        lines, events,
+        "authwatch gen wrote {lines} events, not {events}"
+    );
+    lines
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -136,7 +151,7 @@ fn main() {
 
     // 1. Throughput.
     let file = dir.path().join("events.jsonl");
-    generate(&file, events, 1);
+    let events = generate(&file, events, 1);
     let bytes = std::fs::metadata(&file).unwrap().len();
     let topic = format!("bench-{stamp}");
     admin::ensure_topics(&client, &[(&topic, 2)]).unwrap();
@@ -158,7 +173,17 @@ fn main() {
 
     let started = Instant::now();
     let mut kcat = Command::new("kcat")
-        .args(["-C", "-b", &brokers, "-t", &topic, "-o", "beginning", "-e", "-q"])
+        .args([
+            "-C",
+            "-b",
+            &brokers,
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -200,7 +225,7 @@ fn main() {
     // 2. Latency at a steady rate.
     let lat_events = rate * seconds;
     let lat_file = dir.path().join("latency.jsonl");
-    generate(&lat_file, lat_events, 2);
+    let lat_events = generate(&lat_file, lat_events, 2);
     let lines: Vec<(String, String)> = BufReader::new(std::fs::File::open(&lat_file).unwrap())
         .lines()
         .map(|l| {
@@ -269,10 +294,13 @@ fn main() {
         "  (b) authwatch run --until-end    {run_s:8.2} s  {:>10.0} records/s",
         run_rate
     );
-    println!("      ratio (b)/(a)                {:.2}", run_rate / kcat_rate);
+    println!(
+        "      ratio (b)/(a)                {:.2}",
+        run_rate / kcat_rate
+    );
     println!("      {summary}");
     println!(
-        "  latency at {rate} events/s for {seconds} s: {} alerts, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "  latency at {rate} events/s ({lat_events} events over {seconds} s): {} alerts, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         lat.len(),
         percentile(&lat, 0.50) * 1000.0,
         percentile(&lat, 0.99) * 1000.0,

@@ -73,6 +73,11 @@ impl Scenario {
     /// A config for one instance; `interval` is the checkpoint interval. Lines over 64 KiB are
     /// rejected (the broker's own record limit is 1 MB).
     fn config(&self, instance: &str, interval: &str) -> PathBuf {
+        self.config_as(instance, instance, interval)
+    }
+
+    /// A config whose transactional id is `identity`'s: a restart of the same instance.
+    fn config_as(&self, instance: &str, identity: &str, interval: &str) -> PathBuf {
         let geo = repo().join("data/geo");
         let path = self.dir.path().join(format!("{instance}.toml"));
         std::fs::write(
@@ -80,7 +85,8 @@ impl Scenario {
             format!(
                 "[input]\nmax_line_bytes = 65536\n\n[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
                  [kafka]\nbrokers = {:?}\ngroup_id = {:?}\nalert_topic = {:?}\n\
-                 dead_letter_topic = {:?}\naudit_topic = {:?}\ntransactional_id = {:?}\n\
+                 dead_letter_topic = {:?}\naudit_topic = {:?}\nenriched_topic = \"{}.events\"\n\
+                 transactional_id = {:?}\n\
                  [[kafka.topics]]\nname = {:?}\nformat = \"auto\"\n\n\
                  [checkpoint]\ndir = {:?}\ninterval = {:?}\n",
                 geo.join("GeoIP2-City-Test.mmdb"),
@@ -91,7 +97,8 @@ impl Scenario {
                 self.alerts,
                 self.dead,
                 self.audit,
-                format!("{}-{instance}", self.group),
+                self.input,
+                format!("{}-{identity}", self.group),
                 self.input,
                 self.dir.path().join("checkpoints"),
                 interval,
@@ -102,7 +109,12 @@ impl Scenario {
     }
 
     fn start(&self, instance: &str, interval: &str) -> Child {
-        let config = self.config(instance, interval);
+        self.start_as(instance, instance, interval)
+    }
+
+    /// Starts `instance` (its own log) with `identity`'s transactional id.
+    fn start_as(&self, instance: &str, identity: &str, interval: &str) -> Child {
+        let config = self.config_as(instance, identity, interval);
         let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
         authwatch()
             .args(["run", "--config"])
@@ -326,7 +338,7 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let half = lines.len() / 2;
     // First half, checkpointed and committed by a graceful stop.
     s.produce(&lines[..half], KeyBy::Field("tenant"));
-    let mut run = s.start("b1", "300ms");
+    let mut run = s.start_as("b1", "b", "300ms");
     let mut settled = (0, Instant::now());
     let first = wait_alerts(&s, Duration::from_secs(60), |ids| {
         if ids.len() != settled.0 {
@@ -344,7 +356,7 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Second half: an instance that never reaches its next checkpoint produces alerts in an
     // open transaction and is killed -9 there.
     s.produce(&lines[half..], KeyBy::Field("tenant"));
-    let mut run = s.start("b2", "1h");
+    let mut run = s.start_as("b2", "b", "1h");
     let started = Instant::now();
     loop {
         let uncommitted = alert_ids(&s.read(&s.alerts, false)).len();
@@ -365,7 +377,9 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         "b2 committed before it was killed"
     );
     s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
-    let mut run = s.start("b3", "300ms");
+    // The restart keeps the instance's transactional id: it fences and aborts b2's open
+    // transaction at once.
+    let mut run = s.start_as("b3", "b", "300ms");
     let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
         ids.len() >= expected.len()
     });
@@ -548,7 +562,12 @@ fn e_poison_messages_land_in_the_dead_letter_topic_with_their_reason() {
     }
     assert!(reasons.contains("line_too_long"), "{reasons:?}");
     assert!(reasons.len() >= 3, "{reasons:?}");
-    // The good records around the poison were processed: alerts were produced.
+    // The good records around the poison were processed: alerts were produced, and every good
+    // record is on the enriched-events topic, keyed by user.
     assert!(!s.read(&s.alerts, true).is_empty(), "{}", s.log("e"));
+    let enriched = s.read(&format!("{}.events", s.input), true);
+    assert_eq!(enriched.len(), lines.len() - poison.len());
+    let v: serde_json::Value = serde_json::from_slice(&enriched[0].payload).unwrap();
+    assert_eq!(enriched[0].key.as_deref(), v["user"]["id"].as_str());
     let _ = std::io::stderr().flush();
 }

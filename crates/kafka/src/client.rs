@@ -69,17 +69,24 @@ pub(crate) fn instance_id(kafka: &KafkaConfig) -> String {
 #[derive(Debug, Default)]
 pub struct Inputs {
     list: Vec<(String, i32)>,
-    index: HashMap<(String, i32), u32>,
+    /// Topic → input number by partition (looked up per record without allocating).
+    index: HashMap<String, Vec<Option<u32>>>,
 }
 
 impl Inputs {
     /// Numbers every partition of the given topics, in topic then partition order.
     pub fn new(partitions: Vec<(String, i32)>) -> Arc<Self> {
-        let index = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, tp)| (tp.clone(), i as u32))
-            .collect();
+        let mut index: HashMap<String, Vec<Option<u32>>> = HashMap::new();
+        for (i, (topic, partition)) in partitions.iter().enumerate() {
+            let Ok(p) = usize::try_from(*partition) else {
+                continue;
+            };
+            let slots = index.entry(topic.clone()).or_default();
+            if slots.len() <= p {
+                slots.resize(p + 1, None);
+            }
+            slots[p] = Some(i as u32);
+        }
         Arc::new(Inputs {
             list: partitions,
             index,
@@ -88,7 +95,10 @@ impl Inputs {
 
     /// The input number of a partition.
     pub fn index(&self, topic: &str, partition: i32) -> Option<u32> {
-        self.index.get(&(topic.to_owned(), partition)).copied()
+        let slots = self.index.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| slots.get(p).copied().flatten())
     }
 
     /// The partition of an input number.
@@ -109,5 +119,22 @@ impl Inputs {
     /// No partitions.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_number_partitions_in_order() {
+        let inputs = Inputs::new(vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)]);
+        assert_eq!(inputs.index("a", 1), Some(1));
+        assert_eq!(inputs.index("b", 0), Some(2));
+        assert_eq!(inputs.index("b", 1), None);
+        assert_eq!(inputs.index("c", 0), None);
+        assert_eq!(inputs.index("a", -1), None);
+        assert_eq!(inputs.get(2), Some(("b", 0)));
+        assert_eq!(inputs.names(), ["a/0", "a/1", "b/0"]);
     }
 }

@@ -36,6 +36,10 @@ pub enum KafkaError {
         /// What failed.
         message: String,
     },
+    /// The input topics changed shape (a partition was added); the run restarts and numbers
+    /// the partitions afresh.
+    #[error("input topics changed: {0}")]
+    Topology(String),
     /// A committed offset has no state file: the checkpoint directory is not the one this
     /// group committed with (not shared between instances, or lost). Resuming would silently
     /// forget detector state, so the run stops.
@@ -68,6 +72,7 @@ impl KafkaError {
             self,
             KafkaError::Client { .. }
                 | KafkaError::Commit { .. }
+                | KafkaError::Topology(_)
                 | KafkaError::Pipeline(P::Sink(_) | P::Source(_))
         )
     }

@@ -142,10 +142,16 @@ impl Runtime {
 
         // The transactional producer: initializing it fences (and aborts the open transaction
         // of) a previous incarnation with the same id.
+        let txn_timeout_ms = (self.config.checkpoint.interval.0 * 2 + Duration::from_secs(10))
+            .max(Duration::from_secs(30))
+            .as_millis();
         let mut pc = base.clone();
         pc.set("transactional.id", &instance)
             .set("enable.idempotence", "true")
-            .set("transaction.timeout.ms", "60000")
+            // A transaction spans one checkpoint interval. An instance that dies and comes back
+            // under another id leaves its transaction open this long, holding back
+            // read-committed consumers of its output partitions.
+            .set("transaction.timeout.ms", txn_timeout_ms.to_string())
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
         let producer: ThreadedProducer<DefaultProducerContext> = pc

@@ -152,9 +152,8 @@ impl Shared {
         for e in committed.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             let Some(input) = self.inputs.index(topic, partition) else {
-                self.fail(KafkaError::Config(format!(
-                    "{topic}/{partition} was assigned but did not exist at start: restart \
-                     authwatch after adding partitions"
+                self.fail(KafkaError::Topology(format!(
+                    "{topic}/{partition} was assigned but did not exist at start"
                 )));
                 return;
             };

@@ -297,8 +297,11 @@ impl Config {
             return invalid("detect.sweep_interval", "must be positive");
         }
         self.kafka.validate()?;
-        if self.checkpoint.interval.0 < Duration::from_millis(50) {
-            return invalid("checkpoint.interval", "must be at least 50ms");
+        if !(Duration::from_millis(50)..=Duration::from_secs(300))
+            .contains(&self.checkpoint.interval.0)
+        {
+            // One producer transaction spans an interval; brokers cap transactions at 15 min.
+            return invalid("checkpoint.interval", "must be between 50ms and 5m");
         }
         if self.output.late_events.is_some()
             && self.event_time.late_events != LatePolicy::SideOutput

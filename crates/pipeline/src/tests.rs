@@ -419,8 +419,11 @@ impl Sink for Recorder {
         Ok(())
     }
     fn checkpoint(&mut self, c: Checkpoint) -> Result<(), SinkError> {
-        self.checkpoints
-            .push((self.alerts.len(), c.barrier.positions.clone(), c.tasks.clone()));
+        self.checkpoints.push((
+            self.alerts.len(),
+            c.barrier.positions.clone(),
+            c.tasks.clone(),
+        ));
         c.acknowledge(Ok(()));
         Ok(())
     }
