@@ -6,5 +6,6 @@
 
 mod common;
 mod explain;
+mod kafka;
 mod replay;
 mod tooling;

@@ -11,6 +11,7 @@ mod progress;
 mod replay;
 mod rules;
 mod rules_test;
+mod run;
 mod sigma_cmd;
 mod table;
 
@@ -50,6 +51,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Measure the pipeline against a plain JSON parse of the same generated file.
     Bench(bench::BenchArgs),
+    /// Run live over Kafka: consumer group in, alert/dead-letter/audit topics out, checkpointed.
+    Run(run::RunArgs),
     /// List and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Schema { which } => {
             let value = match which.as_str() {

@@ -69,6 +69,12 @@ pub struct Config {
     pub enrich: authwatch_enrich::EnrichConfig,
     /// Where results go and in which language.
     pub output: OutputConfig,
+    /// `authwatch run`: brokers, input and output topics.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// `authwatch run`: where and how often detector state is checkpointed.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
 /// `[input]`
@@ -290,6 +296,13 @@ impl Config {
         if self.detect.sweep_interval.0.is_zero() {
             return invalid("detect.sweep_interval", "must be positive");
         }
+        self.kafka.validate()?;
+        if !(Duration::from_millis(50)..=Duration::from_secs(300))
+            .contains(&self.checkpoint.interval.0)
+        {
+            // One producer transaction spans an interval; brokers cap transactions at 15 min.
+            return invalid("checkpoint.interval", "must be between 50ms and 5m");
+        }
         if self.output.late_events.is_some()
             && self.event_time.late_events != LatePolicy::SideOutput
         {
@@ -342,6 +355,128 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
     }
     node.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// One input topic of `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopic {
+    /// The topic.
+    pub name: String,
+    /// Its records' format; default `auto` (detected record by record).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// `[kafka]`: the live runtime (`authwatch run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group: instances with the same group share the input partitions. Default
+    /// `authwatch`.
+    pub group_id: String,
+    /// Provider topics to consume (`[[kafka.topics]]` with `name` and `format`). Empty by
+    /// default; `authwatch run` needs at least one.
+    pub topics: Vec<KafkaTopic>,
+    /// Alerts (key = entity, JSON value, headers `category`, `severity`, `rule_id`, `alert_id`).
+    /// Default `authwatch.alerts`.
+    pub alert_topic: String,
+    /// Rejected records (JSON with position and reason; header `reason`). Default
+    /// `authwatch.dead-letters`.
+    pub dead_letter_topic: String,
+    /// Runtime audit trail: start, partition assignment and restore, stop. Default
+    /// `authwatch.audit`.
+    pub audit_topic: String,
+    /// Normalized, enriched events as JSON (key = user id). Unset: not written.
+    pub enriched_topic: Option<String>,
+    /// Transactional id of this instance: unique per instance and stable across its restarts
+    /// (a restarted instance fences its predecessor's open transaction). Unset:
+    /// `authwatch-<group_id>-<hostname>`.
+    pub transactional_id: Option<String>,
+    /// Longest wait for more records before a partial batch goes down the pipeline. Default
+    /// `20ms`.
+    pub poll_wait: DurationText,
+    /// Extra librdkafka client properties (e.g. `"security.protocol" = "ssl"`); never secrets.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// A file of `key=value` librdkafka properties read at start, for secrets such as
+    /// `sasl.password` (mount it from a secret). Unset by default.
+    pub properties_file: Option<PathBuf>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_owned(),
+            group_id: "authwatch".to_owned(),
+            topics: Vec::new(),
+            alert_topic: "authwatch.alerts".to_owned(),
+            dead_letter_topic: "authwatch.dead-letters".to_owned(),
+            audit_topic: "authwatch.audit".to_owned(),
+            enriched_topic: None,
+            transactional_id: None,
+            poll_wait: DurationText(Duration::from_millis(20)),
+            properties: std::collections::BTreeMap::new(),
+            properties_file: None,
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must not be empty");
+        }
+        if self.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if self.topics.iter().any(|t| t.name.trim().is_empty()) {
+            return invalid("kafka.topics", "a topic name is empty");
+        }
+        if self.poll_wait.0.is_zero() || self.poll_wait.0 > Duration::from_secs(10) {
+            return invalid("kafka.poll_wait", "must be between 1ms and 10s");
+        }
+        for key in self.properties.keys() {
+            let k = key.to_ascii_lowercase();
+            if k.contains("password") || k.contains("secret") || k.ends_with(".key") {
+                return invalid(
+                    "kafka.properties",
+                    "holds a secret; put it in kafka.properties_file instead",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[checkpoint]`: detector state, profiles and watermarks saved with the input offsets they
+/// reflect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Directory of the state files, one subdirectory per consumer group and partition. Every
+    /// instance of a group must see the same directory (a shared volume) so that a partition's
+    /// state moves with it. Default `/var/lib/authwatch/checkpoints`.
+    pub dir: PathBuf,
+    /// How often state and offsets are committed together; alerts become visible to
+    /// read-committed consumers at each commit, so this bounds alert latency. Default `500ms`.
+    pub interval: DurationText,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: PathBuf::from("/var/lib/authwatch/checkpoints"),
+            interval: DurationText(Duration::from_millis(500)),
+        }
+    }
 }
 
 #[cfg(test)]

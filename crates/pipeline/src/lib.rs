@@ -28,6 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 mod deadletter;
 mod enrich;
@@ -36,11 +37,15 @@ mod runtime;
 mod sink;
 mod source;
 
+pub use checkpoint::{
+    Barrier, BarrierAck, Checkpoint, CheckpointError, Checkpointed, Control, ControlSender,
+    StateParts,
+};
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
 pub use enrich::Enricher;
 pub use metrics::Metrics;
-pub use runtime::{BuildError, Pipeline, PipelineError, RunSummary, Speed};
+pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
 pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError};
 

@@ -8,6 +8,9 @@
 //! would only add a hand-off. Workers finish batches out of order; the detect stage restores
 //! sequence order before any state is touched, so results do not depend on thread timing.
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Watermark,
+};
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
 use crate::enrich::Enricher;
@@ -18,10 +21,11 @@ use authwatch_detect::{EngineLimits, RulePack, RuleStats};
 use authwatch_enrich::{EnrichError, EventEnricher, ProfileStats, Reloader, UserProfiles};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_normalize::mapping::{Mapping, MappingError};
-use authwatch_normalize::{Limits, Normalizer, RejectKind, Rejection};
+use authwatch_normalize::{Format, Limits, Normalizer, RejectKind, Rejection};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How fast to replay.
@@ -72,6 +76,39 @@ pub enum PipelineError {
     /// A stage thread panicked: a bug in authwatch.
     #[error("internal error: the {0} stage stopped unexpectedly")]
     Internal(&'static str),
+    /// Task state could not be snapshotted or restored.
+    #[error("input {input}: {source}")]
+    Checkpoint {
+        /// The input (partition) whose state failed.
+        input: String,
+        /// What failed.
+        #[source]
+        source: CheckpointError,
+    },
+}
+
+/// How [`Pipeline::run_with`] runs, beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pace by event time.
+    pub speed: Speed,
+    /// At the end of input, decide every alert still settling. A recorded file ends for good;
+    /// a Kafka run that stops resumes later from its checkpoint, where those alerts are still
+    /// pending, so it must not flush.
+    pub flush_at_end: bool,
+    /// Input format per input index, overriding `input.format`/`input.mapping` (a topic's own
+    /// format); `None` or a missing entry uses the configured normalizer.
+    pub input_formats: Vec<Option<Format>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            speed: Speed::Max,
+            flush_at_end: true,
+            input_formats: Vec::new(),
+        }
+    }
 }
 
 /// What a completed run did.
@@ -99,6 +136,7 @@ pub struct RunSummary {
 
 struct ParsedBatch {
     seq: u64,
+    control: Option<Control>,
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
@@ -111,11 +149,13 @@ struct SinkBatch {
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
+    checkpoint: Option<Checkpoint>,
 }
 
 impl SinkBatch {
     fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.checkpoint.is_none()
+            && self.events.is_empty()
             && self.alerts.is_empty()
             && self.dead.is_empty()
             && self.late.is_empty()
@@ -177,6 +217,22 @@ impl Pipeline {
         sink: S,
         speed: Speed,
     ) -> Result<(RunSummary, S), PipelineError> {
+        let options = RunOptions {
+            speed,
+            ..RunOptions::default()
+        };
+        self.run_with(source, sink, &options)
+    }
+
+    /// [`Pipeline::run`] with options: per-input formats, and no final flush for sources that
+    /// resume from a checkpoint.
+    pub fn run_with<S: Sink>(
+        &self,
+        source: &mut dyn Source,
+        sink: S,
+        options: &RunOptions,
+    ) -> Result<(RunSummary, S), PipelineError> {
+        let speed = options.speed;
         let started = Instant::now();
         let cap = self.config.runtime.channel_batches;
         let workers = self.config.workers();
@@ -189,10 +245,16 @@ impl Pipeline {
         let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
         let forward_events = sink.wants_events();
-        let mut profiles = UserProfiles::new(&self.config.enrich.profiles);
-        let mut engine = self.pack.engine(EngineLimits {
-            max_keys_per_rule: self.config.detect.max_keys_per_rule,
-            sweep_interval_ms: self.config.detect.sweep_interval.millis(),
+        let partitioned = source.partitioned();
+        let normalizers: Vec<Option<Arc<dyn Normalizer>>> = options
+            .input_formats
+            .iter()
+            .map(|f| f.map(|f| Arc::from(f.normalizer())))
+            .collect();
+        let seq = Arc::new(AtomicU64::new(0));
+        source.attach(ControlSender {
+            tx: raw_tx.clone(),
+            seq: Arc::clone(&seq),
         });
 
         let (source_result, worker_results, detect_result, sink_result) =
@@ -203,13 +265,11 @@ impl Pipeline {
                     spawn("aw-sink".into()).spawn_scoped(scope, move || sink_stage(sink, sink_rx));
                 let detect_handle = {
                     let names = &names;
-                    let engine = &mut engine;
-                    let profiles = &mut profiles;
                     spawn("aw-detect".into()).spawn_scoped(scope, move || {
                         let stage = DetectStage {
-                            engine,
-                            profiles,
                             names,
+                            partitioned,
+                            flush_at_end: options.flush_at_end,
                             forward_events,
                             vectors: vectors_tx,
                         };
@@ -223,14 +283,22 @@ impl Pipeline {
                         let recycle_tx = recycle_tx.clone();
                         let vectors_rx = vectors_rx.clone();
                         let names = &names;
+                        let normalizers = &normalizers;
                         spawn(format!("aw-normalize-{i}")).spawn_scoped(scope, move || {
-                            self.worker_stage(names, raw_rx, parsed_tx, recycle_tx, vectors_rx)
+                            self.worker_stage(
+                                names,
+                                normalizers,
+                                raw_rx,
+                                parsed_tx,
+                                recycle_tx,
+                                vectors_rx,
+                            )
                         })
                     })
                     .collect();
                 drop(parsed_tx);
                 drop(raw_rx);
-                let source_result = self.source_stage(source, raw_tx, recycle_rx);
+                let source_result = self.source_stage(source, raw_tx, recycle_rx, &seq);
                 let worker_results: Vec<_> = worker_handles
                     .into_iter()
                     .map(|h| join_stage(h, "normalize"))
@@ -242,7 +310,7 @@ impl Pipeline {
 
         // Report the cause, not its echo: a failed sink makes upstream sends fail too.
         let sink = sink_result??;
-        detect_result?;
+        let (rules, profiles) = detect_result??;
         for w in worker_results {
             w?;
         }
@@ -256,12 +324,8 @@ impl Pipeline {
             dead_letters: m.dead_letters_by_reason(),
             late_events: Metrics::get(&m.late_events),
             alerts: Metrics::get(&m.alerts),
-            rules: engine
-                .stats()
-                .into_iter()
-                .map(|(id, s)| (id.to_owned(), s))
-                .collect(),
-            profiles: profiles.stats(),
+            rules,
+            profiles,
             elapsed: started.elapsed(),
         };
         Ok((summary, sink))
@@ -273,16 +337,25 @@ impl Pipeline {
         source: &mut dyn Source,
         raw_tx: Sender<RawBatch>,
         recycle_rx: Receiver<RawBatch>,
+        seq: &AtomicU64,
     ) -> Result<(), SourceError> {
-        let mut seq = 0;
         let mut last_bytes = 0;
+        let mut spare: Option<RawBatch> = None;
         loop {
-            let mut batch = recycle_rx.try_recv().unwrap_or_default();
+            let mut batch = spare
+                .take()
+                .or_else(|| recycle_rx.try_recv().ok())
+                .unwrap_or_default();
+            batch.control = None;
             if !source.fill(&mut batch, self.config.runtime.batch_lines)? {
                 return Ok(());
             }
-            batch.seq = seq;
-            seq += 1;
+            if batch.lines.is_empty() {
+                // A live source returns empty-handed when nothing arrived in its poll window.
+                spare = Some(batch);
+                continue;
+            }
+            batch.seq = seq.fetch_add(1, Ordering::SeqCst);
             Metrics::add(&self.metrics.lines_read, batch.lines.len() as u64);
             let bytes = source.bytes_read();
             Metrics::add(&self.metrics.bytes_read, bytes - last_bytes);
@@ -298,6 +371,7 @@ impl Pipeline {
     fn worker_stage(
         &self,
         names: &[String],
+        normalizers: &[Option<Arc<dyn Normalizer>>],
         raw_rx: Receiver<RawBatch>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
@@ -310,7 +384,20 @@ impl Pipeline {
             ..Limits::default()
         };
         let keep = input.dead_letter_raw_bytes;
-        for batch in raw_rx {
+        for mut batch in raw_rx {
+            if let Some(control) = batch.control.take() {
+                let parsed = ParsedBatch {
+                    seq: batch.seq,
+                    control: Some(control),
+                    events: Vec::new(),
+                    origins: Vec::new(),
+                    dead: Vec::new(),
+                };
+                if parsed_tx.send(parsed).is_err() {
+                    return;
+                }
+                continue;
+            }
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -341,7 +428,11 @@ impl Pipeline {
                     ));
                     continue;
                 }
-                match self.normalizer.normalize(bytes, ingest_time, &limits) {
+                let normalizer = normalizers
+                    .get(line.origin.input as usize)
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&self.normalizer);
+                match normalizer.normalize(bytes, ingest_time, &limits) {
                     Ok(mut event) => {
                         self.enricher.enrich(&mut event);
                         events.push(event);
@@ -369,6 +460,7 @@ impl Pipeline {
             if parsed_tx
                 .send(ParsedBatch {
                     seq,
+                    control: None,
                     events,
                     origins,
                     dead,
@@ -381,17 +473,18 @@ impl Pipeline {
     }
 
     /// Restores batch order, tracks the watermark, handles late events and runs the rules.
+    /// Returns the rule and profile counters of the tasks still held at the end.
     fn detect_stage(
         &self,
         stage: DetectStage<'_>,
         parsed_rx: Receiver<ParsedBatch>,
         sink_tx: Sender<SinkBatch>,
         speed: Speed,
-    ) {
+    ) -> Result<(Vec<(String, RuleStats)>, ProfileStats), PipelineError> {
         let DetectStage {
-            engine,
-            profiles,
             names,
+            partitioned,
+            flush_at_end,
             forward_events,
             vectors,
         } = stage;
@@ -399,19 +492,101 @@ impl Pipeline {
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
         let mut next_seq = 0;
-        let mut max_time = i64::MIN;
-        let mut watermark = i64::MIN;
         let mut pace: Option<(i64, Instant)> = None;
-        for batch in parsed_rx {
+        // Task per input partition (partitioned sources) or one task for the whole stream.
+        let mut tasks: BTreeMap<u32, Task> = BTreeMap::new();
+        // Partitions handed to another owner: their lines still in flight are dropped, because
+        // the new owner reprocesses them from the committed position.
+        let mut released: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        if !partitioned {
+            tasks.insert(0, self.new_task());
+        }
+        let input_of: std::collections::HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u32))
+            .collect();
+        let input_name = |input: u32| {
+            names
+                .get(input as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("input {input}"))
+        };
+        'batches: for batch in parsed_rx {
             pending.insert(batch.seq, batch);
             while let Some(batch) = pending.remove(&next_seq) {
                 next_seq += 1;
+                if let Some(control) = batch.control {
+                    match control {
+                        Control::Assign { input, state } => {
+                            let mut task = self.new_task();
+                            if let Some(state) = &state {
+                                task.restore(state).map_err(|source| {
+                                    PipelineError::Checkpoint {
+                                        input: input_name(input),
+                                        source,
+                                    }
+                                })?;
+                            }
+                            released.remove(&input);
+                            tasks.insert(input, task);
+                        }
+                        Control::Barrier(barrier) => {
+                            let mut snapshots = Vec::new();
+                            for (input, task) in tasks.iter_mut().filter(|(_, t)| t.dirty) {
+                                let parts = task.snapshot().map_err(|source| {
+                                    PipelineError::Checkpoint {
+                                        input: input_name(*input),
+                                        source,
+                                    }
+                                })?;
+                                task.dirty = false;
+                                snapshots.push((*input, parts));
+                            }
+                            for input in &barrier.release {
+                                tasks.remove(input);
+                                released.insert(*input);
+                            }
+                            let out = SinkBatch {
+                                checkpoint: Some(Checkpoint {
+                                    barrier,
+                                    tasks: snapshots,
+                                }),
+                                ..SinkBatch::default()
+                            };
+                            if sink_tx.send(out).is_err() {
+                                break 'batches;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let mut out = SinkBatch {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
+                if partitioned {
+                    // A rejected line advances its partition's position like an event does, so
+                    // the task must be checkpointed at that position too.
+                    out.dead.retain(|d| match input_of.get(d.file.as_str()) {
+                        Some(input) if released.contains(input) => false,
+                        Some(input) => {
+                            if let Some(task) = tasks.get_mut(input) {
+                                task.dirty = true;
+                            }
+                            true
+                        }
+                        None => true,
+                    });
+                }
                 let mut events = batch.events;
                 for (mut event, origin) in events.drain(..).zip(batch.origins) {
+                    let key = if partitioned { origin.input } else { 0 };
+                    if released.contains(&key) {
+                        continue;
+                    }
+                    let task = tasks.entry(key).or_insert_with(|| self.new_task());
+                    task.dirty = true;
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -421,19 +596,17 @@ impl Pipeline {
                         if ahead > Duration::from_millis(2) {
                             // Make what was decided so far visible before waiting.
                             if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
-                                return;
+                                break 'batches;
                             }
                             std::thread::sleep(ahead);
                         }
                     }
+                    let watermark = task.wm.watermark;
                     if event.time < watermark {
                         Metrics::add(&self.metrics.late_events, 1);
                         if side_output {
                             out.late.push(LateEvent {
-                                file: names
-                                    .get(origin.input as usize)
-                                    .cloned()
-                                    .unwrap_or_default(),
+                                file: input_name(origin.input),
                                 line: origin.line,
                                 offset: origin.offset,
                                 watermark,
@@ -445,15 +618,15 @@ impl Pipeline {
                     // Profiles are read and taught in stream order, before the rules see the
                     // event, so `context` reflects only what came before it.
                     if self.config.enrich.enabled {
-                        profiles.observe(&mut event);
+                        task.profiles.observe(&mut event);
                     }
                     let before = out.alerts.len();
-                    engine.on_event(&event, &mut out.alerts);
-                    if event.time > max_time {
-                        max_time = event.time;
-                        watermark = max_time.saturating_sub(lateness);
-                        if engine.on_watermark(watermark, &mut out.alerts) {
-                            profiles.expire(watermark);
+                    task.engine.on_event(&event, &mut out.alerts);
+                    if event.time > task.wm.max_time {
+                        task.wm.max_time = event.time;
+                        task.wm.watermark = event.time.saturating_sub(lateness);
+                        if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
+                            task.profiles.expire(task.wm.watermark);
                         }
                     }
                     Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
@@ -464,22 +637,98 @@ impl Pipeline {
                 // An empty vector keeps its capacity for the next batch; if the queue is full it
                 // is simply dropped.
                 let _ = vectors.try_send(events);
+                // The pipeline's watermark is the slowest task's: no task will alert on
+                // anything older.
+                let low = tasks.values().map(|t| t.wm.watermark).min();
                 self.metrics
                     .watermark
-                    .store(watermark, std::sync::atomic::Ordering::Relaxed);
+                    .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
                 if !out.is_empty() && sink_tx.send(out).is_err() {
-                    return;
+                    break 'batches;
                 }
             }
         }
         // End of input: alerts still settling are decided now.
-        let mut out = SinkBatch::default();
-        engine.flush(&mut out.alerts);
-        Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
-        if !out.is_empty() {
-            let _ = sink_tx.send(out);
+        if flush_at_end {
+            let mut out = SinkBatch::default();
+            for task in tasks.values_mut() {
+                task.engine.flush(&mut out.alerts);
+            }
+            Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
+            if !out.is_empty() {
+                let _ = sink_tx.send(out);
+            }
+        }
+        Ok(task_stats(&tasks))
+    }
+
+    fn new_task(&self) -> Task {
+        Task {
+            engine: self.pack.engine(EngineLimits {
+                max_keys_per_rule: self.config.detect.max_keys_per_rule,
+                sweep_interval_ms: self.config.detect.sweep_interval.millis(),
+            }),
+            profiles: UserProfiles::new(&self.config.enrich.profiles),
+            wm: Watermark::default(),
+            // A task is checkpointed at its first barrier even without events, so that every
+            // committed position has a state file.
+            dirty: true,
         }
     }
+}
+
+/// The state of one input partition (or of the whole stream).
+struct Task {
+    engine: authwatch_detect::Engine,
+    profiles: UserProfiles,
+    wm: Watermark,
+    /// Changed since its last snapshot.
+    dirty: bool,
+}
+
+impl Task {
+    fn snapshot(&self) -> Result<StateParts, CheckpointError> {
+        let mut parts = StateParts::default();
+        parts.add(&self.engine)?;
+        parts.add(&self.profiles)?;
+        parts.add(&self.wm)?;
+        Ok(parts)
+    }
+
+    fn restore(&mut self, state: &StateParts) -> Result<(), CheckpointError> {
+        let parts: [&mut dyn Checkpointed; 3] =
+            [&mut self.engine, &mut self.profiles, &mut self.wm];
+        for part in parts {
+            state.restore(part)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rule counters summed over tasks, in rule order, and profile counters summed.
+fn task_stats(tasks: &BTreeMap<u32, Task>) -> (Vec<(String, RuleStats)>, ProfileStats) {
+    let mut rules: Vec<(String, RuleStats)> = Vec::new();
+    let mut profiles = ProfileStats::default();
+    for task in tasks.values() {
+        for (i, (id, s)) in task.engine.stats().into_iter().enumerate() {
+            if rules.len() <= i {
+                rules.push((id.to_owned(), RuleStats::default()));
+            }
+            let r = &mut rules[i].1;
+            r.events_matched += s.events_matched;
+            r.alerts += s.alerts;
+            r.suppressed += s.suppressed;
+            r.expired += s.expired;
+            r.evicted += s.evicted;
+            r.keys += s.keys;
+        }
+        let p = task.profiles.stats();
+        profiles.users += p.users;
+        profiles.created += p.created;
+        profiles.evictions += p.evictions;
+        profiles.expiries += p.expiries;
+    }
+    (rules, profiles)
 }
 
 /// Waits for a stage thread. A thread that could not start (its closure, and the channel ends
@@ -496,9 +745,11 @@ fn join_stage<T>(
 
 /// What the detect stage works on.
 struct DetectStage<'a> {
-    engine: &'a mut authwatch_detect::Engine,
-    profiles: &'a mut UserProfiles,
     names: &'a [String],
+    /// One task per input partition.
+    partitioned: bool,
+    /// Decide settling alerts at the end of input.
+    flush_at_end: bool,
     /// Copy processed events to the sink (it asked for them).
     forward_events: bool,
     /// Where emptied event vectors go back to the workers.
@@ -522,6 +773,9 @@ fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, S
         // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
         if !batch.alerts.is_empty() {
             sink.flush()?;
+        }
+        if let Some(checkpoint) = batch.checkpoint {
+            sink.checkpoint(checkpoint)?;
         }
     }
     sink.flush()?;

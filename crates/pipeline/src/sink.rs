@@ -1,5 +1,6 @@
 //! Sinks: where alerts, dead letters and late events go.
 
+use crate::checkpoint::Checkpoint;
 use crate::deadletter::DeadLetter;
 use authwatch_event::{Alert, AuthEvent};
 use serde::Serialize;
@@ -54,6 +55,14 @@ pub trait Sink: Send {
     /// One processed event, in stream order, after detection saw it. Late events that were
     /// dropped or side-output do not come here.
     fn event(&mut self, _event: &AuthEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A checkpoint barrier of a partitioned source, after every result of the lines it covers:
+    /// persist the task states with their positions (adding parts of the sink's own state, if
+    /// any), then [`Checkpoint::acknowledge`]. Sinks without durable state only acknowledge.
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        checkpoint.acknowledge(Ok(()));
         Ok(())
     }
 }

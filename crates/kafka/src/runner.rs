@@ -1,0 +1,359 @@
+//! The supervisor: builds clients and the pipeline, runs until stopped, and restarts from the
+//! last checkpoint when the broker or a transaction fails.
+
+use crate::audit::Audit;
+use crate::client::{Inputs, base_config, instance_id};
+use crate::error::KafkaError;
+use crate::metrics::KafkaMetrics;
+use crate::sink::{KafkaSink, Topics};
+use crate::source::{ConsumerCtx, KafkaSource, Shared};
+use crate::store::CheckpointStore;
+use authwatch_detect::RulePack;
+use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a run did, over all its restarts.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Summary of the last pipeline run (the one that ended with the stop).
+    pub last: Option<RunSummary>,
+    /// Restarts after failures.
+    pub restarts: u64,
+}
+
+/// The Kafka runtime of one `authwatch run` process.
+pub struct Runtime {
+    config: Config,
+    pack: RulePack,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<KafkaMetrics>,
+    pipeline_metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    until_end: bool,
+}
+
+impl Runtime {
+    /// A runtime for `config` and `pack`; set `stop` (e.g. on SIGTERM) to drain, checkpoint,
+    /// commit and return.
+    pub fn new(config: Config, pack: RulePack, stop: Arc<AtomicBool>) -> Result<Self, KafkaError> {
+        if config.kafka.topics.is_empty() {
+            return Err(KafkaError::Config(
+                "kafka.topics is empty: name at least one provider topic".to_owned(),
+            ));
+        }
+        Ok(Runtime {
+            config,
+            pack,
+            stop,
+            metrics: Arc::new(KafkaMetrics::new()),
+            pipeline_metrics: Arc::new(Mutex::new(None)),
+            until_end: false,
+        })
+    }
+
+    /// Stop (gracefully) once every assigned partition is consumed up to the end offset it had
+    /// when assigned: a backfill, or a benchmark over a loaded topic.
+    pub fn until_end(mut self, yes: bool) -> Self {
+        self.until_end = yes;
+        self
+    }
+
+    /// The runtime's numbers (lag, checkpoints, readiness), for the telemetry endpoint.
+    pub fn metrics(&self) -> Arc<KafkaMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The counters of the pipeline now running (events, dead letters by reason, alerts,
+    /// watermark); `None` between restarts.
+    pub fn pipeline_metrics(&self) -> Option<Arc<Metrics>> {
+        self.pipeline_metrics.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Runs until `stop` is set, restarting from the last checkpoint after broker or transaction
+    /// failures (backoff 1 s doubling to 30 s). Configuration and state errors end the run.
+    pub fn run(&self) -> Result<RunReport, KafkaError> {
+        let mut report = RunReport::default();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let started = Instant::now();
+            match self.run_once() {
+                Ok(summary) => {
+                    report.last = Some(summary);
+                    return Ok(report);
+                }
+                Err(e) if e.is_retryable() && !self.stop.load(Ordering::Relaxed) => {
+                    report.restarts += 1;
+                    self.metrics.add_restart();
+                    self.metrics.set_assigned(false);
+                    self.metrics.set_restored(false);
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_secs(1);
+                    }
+                    tracing::warn!(error = %e, ?backoff, "restarting from the last checkpoint");
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(report);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn run_once(&self) -> Result<RunSummary, KafkaError> {
+        let kafka = &self.config.kafka;
+        let instance = instance_id(kafka);
+        let base = base_config(kafka)?;
+        let timeout = Duration::from_secs(30);
+
+        let inputs = self.discover(&base, timeout)?;
+        let store = CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id);
+        std::fs::create_dir_all(store.root()).map_err(|e| KafkaError::Store {
+            path: store.root().to_owned(),
+            message: e.to_string(),
+        })?;
+
+        // Output topics are created when missing (broker defaults for partitions); input topics
+        // are the providers' and must exist.
+        let mut outputs: Vec<(&str, i32)> = vec![
+            (kafka.alert_topic.as_str(), -1),
+            (kafka.dead_letter_topic.as_str(), -1),
+            (kafka.audit_topic.as_str(), -1),
+        ];
+        if let Some(t) = &kafka.enriched_topic {
+            outputs.push((t.as_str(), -1));
+        }
+        crate::admin::ensure_topics(&base, &outputs)?;
+
+        let audit = Arc::new(Audit::new(
+            base.clone(),
+            &kafka.audit_topic,
+            &instance,
+            &kafka.group_id,
+        )?);
+
+        // The transactional producer: initializing it fences (and aborts the open transaction
+        // of) a previous incarnation with the same id.
+        let txn_timeout_ms = (self.config.checkpoint.interval.0 * 2 + Duration::from_secs(10))
+            .max(Duration::from_secs(30))
+            .as_millis();
+        let mut pc = base.clone();
+        pc.set("transactional.id", &instance)
+            .set("enable.idempotence", "true")
+            // A transaction spans one checkpoint interval. An instance that dies and comes back
+            // under another id leaves its transaction open this long, holding back
+            // read-committed consumers of its output partitions.
+            .set("transaction.timeout.ms", txn_timeout_ms.to_string())
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        let producer: ThreadedProducer<DefaultProducerContext> = pc
+            .create()
+            .map_err(|e| KafkaError::client("creating the producer", e))?;
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| KafkaError::client("initializing transactions", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| KafkaError::client("beginning a transaction", e))?;
+
+        let shared = Arc::new(Mutex::new(Shared {
+            controls: None,
+            inputs: Arc::clone(&inputs),
+            sent: BTreeMap::new(),
+            assigned: Default::default(),
+            rebalanced: false,
+            error: None,
+            next_barrier: 0,
+            store: store.clone(),
+            audit: Arc::clone(&audit),
+            metrics: Arc::clone(&self.metrics),
+            ack_timeout: Duration::from_secs(120),
+            until_end: self.until_end,
+            ends: BTreeMap::new(),
+        }));
+        let mut cc = base.clone();
+        // Dynamic membership: a stopping instance leaves the group at once, a killed one is
+        // replaced after the session timeout. (`group.instance.id` in kafka.properties turns on
+        // static membership for instances with stable names.)
+        cc.set("group.id", &kafka.group_id)
+            .set("session.timeout.ms", "10000")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        for (k, v) in &kafka.properties {
+            cc.set(k, v);
+        }
+        let consumer: BaseConsumer<ConsumerCtx> = cc
+            .create_with_context(ConsumerCtx {
+                shared: Arc::clone(&shared),
+                metrics: Arc::clone(&self.metrics),
+            })
+            .map_err(|e| KafkaError::client("creating the consumer", e))?;
+        let topics: Vec<&str> = kafka.topics.iter().map(|t| t.name.as_str()).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| KafkaError::client("subscribing", e))?;
+        audit.record("started", Vec::new(), None);
+
+        let pipeline = Pipeline::new(self.config.clone(), self.pack.clone())
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        if let Ok(mut m) = self.pipeline_metrics.lock() {
+            *m = Some(pipeline.metrics());
+        }
+        let formats: BTreeMap<&str, authwatch_normalize::Format> = kafka
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.format))
+            .collect();
+        let options = RunOptions {
+            speed: Speed::Max,
+            flush_at_end: false,
+            input_formats: (0..inputs.len() as u32)
+                .map(|i| {
+                    inputs
+                        .get(i)
+                        .and_then(|(topic, _)| formats.get(topic).copied())
+                })
+                .collect(),
+        };
+        let mut source = KafkaSource::new(
+            consumer,
+            Arc::clone(&shared),
+            inputs.names(),
+            kafka.poll_wait.0,
+            self.config.checkpoint.interval.0,
+            Arc::clone(&self.stop),
+            self.config.input.max_line_bytes,
+            self.config.input.dead_letter_raw_bytes,
+        );
+        let sink = KafkaSink::new(
+            producer,
+            Topics {
+                alerts: kafka.alert_topic.clone(),
+                dead_letters: kafka.dead_letter_topic.clone(),
+                enriched: kafka.enriched_topic.clone(),
+            },
+            Arc::clone(&inputs),
+            store,
+            Arc::clone(&self.metrics),
+            timeout,
+        );
+        let reporter = Reporter::start(Arc::clone(&self.metrics), pipeline.metrics());
+        let result = pipeline.run_with(&mut source, sink, &options);
+        drop(reporter);
+        // The source's own error names the cause better than the pipeline's echo of it.
+        let source_error = source.take_error();
+        source.consumer().unsubscribe();
+        self.metrics.set_assigned(false);
+        match (result, source_error) {
+            (_, Some(e)) => {
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(e)
+            }
+            (Err(e), None) => {
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(KafkaError::Pipeline(e))
+            }
+            (Ok((summary, _sink)), None) => {
+                audit.record("stopped", Vec::new(), None);
+                audit.flush();
+                Ok(summary)
+            }
+        }
+    }
+
+    /// Numbers every partition of the input topics; a missing topic is a configuration error.
+    fn discover(
+        &self,
+        base: &rdkafka::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Arc<Inputs>, KafkaError> {
+        let probe: BaseConsumer = base
+            .create()
+            .map_err(|e| KafkaError::client("creating the metadata client", e))?;
+        let mut partitions = Vec::new();
+        for t in &self.config.kafka.topics {
+            let md = probe
+                .fetch_metadata(Some(&t.name), timeout)
+                .map_err(|e| KafkaError::client(format!("reading metadata of {}", t.name), e))?;
+            let Some(topic) = md.topics().iter().find(|m| m.name() == t.name) else {
+                return Err(KafkaError::Config(format!("topic {} not found", t.name)));
+            };
+            if let Some(e) = topic.error() {
+                let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
+                return Err(KafkaError::Config(format!("topic {}: {e}", t.name)));
+            }
+            let mut ps: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+            ps.sort_unstable();
+            partitions.extend(ps.into_iter().map(|p| (t.name.clone(), p)));
+        }
+        Ok(Inputs::new(partitions))
+    }
+}
+
+/// Logs throughput, lag and checkpoint age every 10 s while a run lasts.
+struct Reporter {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    fn start(metrics: Arc<KafkaMetrics>, pipeline: Arc<Metrics>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("aw-kafka-report".into())
+            .spawn(move || {
+                let mut last = (Instant::now(), metrics.records_in());
+                let mut tick = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if tick.elapsed() < Duration::from_secs(10) {
+                        continue;
+                    }
+                    tick = Instant::now();
+                    let records = metrics.records_in();
+                    let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+                    let rate = ((records - last.1) as f64 / secs) as u64;
+                    metrics.set_throughput(rate);
+                    last = (Instant::now(), records);
+                    tracing::info!(
+                        records,
+                        events_per_second = rate,
+                        lag = metrics.total_lag(),
+                        alerts = Metrics::get(&pipeline.alerts),
+                        dead_letters = pipeline.dead_letter_total(),
+                        checkpoints = metrics.checkpoints(),
+                        checkpoint_age_s = metrics.checkpoint_age_seconds().unwrap_or(-1.0),
+                        checkpoint_ms = metrics.checkpoint_duration_seconds() * 1000.0,
+                        "kafka runtime"
+                    );
+                }
+            })
+            .ok();
+        Reporter { stop, handle }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
