@@ -930,7 +930,10 @@ mod respond_tests {
             "client_secret",
             "password",
         ] {
-            assert!(text.contains(&format!("# {key} =")), "{key} is not documented");
+            assert!(
+                text.contains(&format!("# {key} =")),
+                "{key} is not documented"
+            );
         }
     }
 }
