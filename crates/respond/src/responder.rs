@@ -132,6 +132,7 @@ pub struct Responder {
     counts: BTreeMap<(ResponseAction, Decision), u64>,
     handled: u64,
     last_drain_ms: Option<i64>,
+    global_blocked_until_ms: Option<i64>,
 }
 
 /// One unit of work: an alert's actions on one account.
@@ -185,6 +186,7 @@ impl Responder {
             counts: BTreeMap::new(),
             handled: 0,
             last_drain_ms: None,
+            global_blocked_until_ms: None,
         })
     }
 
@@ -232,6 +234,7 @@ impl Responder {
             }
         }
         self.last_drain_ms = None;
+        self.global_blocked_until_ms = None;
         Ok(())
     }
 
@@ -413,17 +416,39 @@ impl Responder {
         Ok(out)
     }
 
-    /// Takes a tenant token, then a global one. A tenant token taken when the global bucket
-    /// is empty is lost: that errs on the side of acting less. `exhausted` remembers tenants
-    /// found empty during one queue pass.
+    /// Takes a tenant token, then a global one. governor cannot look without taking, so a
+    /// tenant token taken when the global bucket is empty is lost (erring on the side of
+    /// acting less); remembering until when the global bucket is empty keeps that to once per
+    /// emptying. `exhausted` collects tenants found empty during one queue pass.
     fn take_token(&mut self, tenant: &str, exhausted: Option<&mut HashSet<String>>) -> bool {
+        let now = self.clock.now_ms();
+        if self
+            .global_blocked_until_ms
+            .is_some_and(|until| now < until)
+        {
+            return false;
+        }
         if self.limits.tenant.check_key(&tenant.to_owned()).is_err() {
             if let Some(e) = exhausted {
                 e.insert(tenant.to_owned());
             }
             return false;
         }
-        self.limits.global.check().is_ok()
+        match self.limits.global.check() {
+            Ok(()) => true,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                self.global_blocked_until_ms = Some(now.saturating_add(wait_ms.max(1)));
+                false
+            }
+        }
+    }
+
+    fn global_blocked(&self) -> bool {
+        let now = self.clock.now_ms();
+        self.global_blocked_until_ms
+            .is_some_and(|until| now < until)
     }
 
     /// Lets queued actions go out while tokens and the circuit allow. Called before every
@@ -439,6 +464,9 @@ impl Responder {
             return Ok(out);
         }
         self.last_drain_ms = Some(now);
+        if self.global_blocked() {
+            return Ok(out);
+        }
         let mut exhausted = HashSet::new();
         let mut i = 0;
         while i < self.state.queue.len() {
@@ -469,13 +497,15 @@ impl Responder {
                 Ok(_) | Err(StoreError::Unknown(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            if self.limits.tenant.check_key(&tenant).is_err() {
-                exhausted.insert(tenant);
+            if self.global_blocked() {
+                break;
+            }
+            if !self.take_token(&tenant, Some(&mut exhausted)) {
+                if self.global_blocked() {
+                    break;
+                }
                 i += 1;
                 continue;
-            }
-            if self.limits.global.check().is_err() {
-                break;
             }
             let Some(q) = self.state.queue.remove(i) else {
                 break;

@@ -161,21 +161,25 @@ impl PendingStore {
         if path.exists() {
             return Ok(());
         }
-        self.write(&path, action)
+        // Not synced: a new entry is also in the responder's checkpointed state, and a storm
+        // creates hundreds of them at once.
+        self.write(&path, action, false)
     }
 
-    /// Replaces the stored action (atomically: write a temporary file, then rename).
+    /// Replaces the stored action (atomically: write a temporary file, sync it, then rename).
     pub fn update(&self, action: &PendingAction) -> Result<(), StoreError> {
         let path = self.path(&action.id)?;
-        self.write(&path, action)
+        self.write(&path, action, true)
     }
 
-    fn write(&self, path: &Path, action: &PendingAction) -> Result<(), StoreError> {
+    fn write(&self, path: &Path, action: &PendingAction, sync: bool) -> Result<(), StoreError> {
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(action).map_err(|e| io(path, e))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
         f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
+        if sync {
+            f.sync_all().map_err(|e| io(&tmp, e))?;
+        }
         std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
