@@ -29,6 +29,7 @@ pub mod responder;
 pub mod secret;
 pub mod state;
 pub mod store;
+pub mod tap;
 
 pub use adapters::{Adapter, AdapterError};
 pub use audit::{AuditRecord, AuditSink, Decision, JsonLinesAudit, MemoryAudit};
@@ -37,6 +38,7 @@ pub use responder::{RespondError, Responder};
 pub use secret::{Secret, SecretError};
 pub use state::ResponseState;
 pub use store::{PendingAction, PendingStatus, PendingStore, StoreError};
+pub use tap::{ResponderThread, RunReport, TeeSink};
 
 /// The metric of response decisions (Prometheus form), labelled `action` and `result`.
 pub const ACTIONS_METRIC: &str = "authwatch_response_actions_total";

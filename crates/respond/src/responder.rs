@@ -213,7 +213,9 @@ impl Responder {
 
     /// The state as bytes, for the checkpoint.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.state.snapshot()
+        let mut state = self.state.clone();
+        state.clock_ms = self.clock.now_ms();
+        state.snapshot()
     }
 
     /// Restores the state of [`Responder::snapshot`]. Tokens taken within the last period
@@ -221,6 +223,7 @@ impl Responder {
     /// more accounts than the limits allow.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RespondError> {
         self.state = ResponseState::restore(bytes)?;
+        self.clock.observe(self.state.clock_ms);
         let now = self.clock.now_ms();
         for (key, incident) in &self.state.incidents {
             let Some(acted) = incident.acted_ms else {

@@ -142,6 +142,10 @@ pub struct ResponseState {
     pub breaker: BreakerState,
     /// When the pager was last called (ms).
     pub last_page_ms: Option<i64>,
+    /// The responder clock when the snapshot was taken (ms): an event-time clock resumes
+    /// from it.
+    #[serde(default)]
+    pub clock_ms: i64,
 }
 
 mod as_pairs {
