@@ -307,7 +307,9 @@ impl Responder {
         };
         let now = self.clock.now_ms();
         self.handled += 1;
-        if self.handled % 1024 == 0 || self.state.incidents.len() > self.config.max_incidents {
+        if self.handled.is_multiple_of(1024)
+            || self.state.incidents.len() > self.config.max_incidents
+        {
             self.state.sweep(
                 now,
                 self.config.incident_ttl.millis(),

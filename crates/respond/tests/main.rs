@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contract;
+mod keycloak;
 mod storm;
 mod support;

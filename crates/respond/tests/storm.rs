@@ -20,7 +20,7 @@ const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 fn account(i: usize) -> String {
     // Every 100th account is a break-glass account (allow-listed by name); every 97th is in
     // the protected group at the provider.
-    if i % 100 == 0 {
+    if i.is_multiple_of(100) {
         format!("breakglass-{i}@example.com")
     } else {
         format!("user{i}@example.com")
@@ -50,7 +50,7 @@ async fn idp() -> Server {
             ("GET", t) if t.ends_with("/groups") => {
                 let id = t.split('/').nth(4).unwrap();
                 let n: usize = id.trim_start_matches("id-").parse().unwrap();
-                let groups = if n % 97 == 0 {
+                let groups = if n.is_multiple_of(97) {
                     json!([{"id": "g-adm", "profile": {"name": "Administrators"}}])
                 } else {
                     json!([{"id": "g-all", "profile": {"name": "Everyone"}}])
