@@ -211,11 +211,9 @@ impl Responder {
         self.state.queue.len()
     }
 
-    /// The state as bytes, for the checkpoint.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut state = self.state.clone();
-        state.clock_ms = self.clock.now_ms();
-        state.snapshot()
+    /// The state as bytes, for the checkpoint (the same state gives the same bytes).
+    pub fn snapshot(&self) -> Result<Vec<u8>, RespondError> {
+        Ok(self.state.snapshot()?)
     }
 
     /// Restores the state of [`Responder::snapshot`]. Tokens taken within the last period
@@ -301,6 +299,7 @@ impl Responder {
         if self.clock.is_event_time() {
             self.clock.observe(alert.last_seen.0);
         }
+        self.state.clock_ms = self.clock.now_ms();
         let mut out = self.drain().await?;
         let Some(actions) = self.policy.select(alert).map(<[ResponseAction]>::to_vec) else {
             return Ok(out);

@@ -142,8 +142,8 @@ pub struct ResponseState {
     pub breaker: BreakerState,
     /// When the pager was last called (ms).
     pub last_page_ms: Option<i64>,
-    /// The responder clock when the snapshot was taken (ms): an event-time clock resumes
-    /// from it.
+    /// The responder clock at the last alert handled (ms): an event-time clock resumes from
+    /// it. Part of the state (not read at snapshot time) so that one state gives one snapshot.
     #[serde(default)]
     pub clock_ms: i64,
 }
@@ -191,6 +191,9 @@ pub enum SnapshotError {
     /// Not a responder snapshot.
     #[error("responder snapshot: {0}")]
     Corrupt(String),
+    /// The state could not be encoded.
+    #[error("responder snapshot: cannot encode: {0}")]
+    Encode(String),
     /// Written by another format version.
     #[error("responder snapshot: format version {found}, expected {SNAPSHOT_VERSION}")]
     Version {
@@ -201,12 +204,12 @@ pub enum SnapshotError {
 
 impl ResponseState {
     /// The state as bytes (versioned JSON: small, and readable when investigating).
-    pub fn snapshot(&self) -> Vec<u8> {
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         serde_json::to_vec(&SnapshotOut {
             version: SNAPSHOT_VERSION,
             state: self,
         })
-        .unwrap_or_default()
+        .map_err(|e| SnapshotError::Encode(e.to_string()))
     }
 
     /// The state from [`ResponseState::snapshot`] bytes.
@@ -273,7 +276,7 @@ mod tests {
             incident(5, IncidentStatus::Executed),
         );
         s.breaker.failures = 2;
-        let back = ResponseState::restore(&s.snapshot()).unwrap();
+        let back = ResponseState::restore(&s.snapshot().unwrap()).unwrap();
         assert_eq!(back, s);
         assert!(
             back.incidents

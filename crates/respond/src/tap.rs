@@ -101,7 +101,7 @@ fn run(
     // Save even after an error: what was done must not be done again.
     if let Some(path) = &state_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, responder.snapshot()).map_err(|e| state_io(&tmp, e))?;
+        std::fs::write(&tmp, responder.snapshot()?).map_err(|e| state_io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| state_io(path, e))?;
     }
     result?;

@@ -669,3 +669,56 @@ async fn dry_run_changes_nothing() {
         "read-only lookups only"
     );
 }
+
+#[tokio::test]
+async fn refusals_without_an_account_and_beyond_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::None);
+    c.mode = RespondMode::DryRun;
+    c.limits.global_actions = 1;
+    c.limits.max_queue = 1;
+    let (mut r, _, _) = responder(&c);
+    let mut by_ip = alert("credential_compromise", "x", None, T0);
+    by_ip.entity.user = None;
+    by_ip.entity.ip = Some("203.0.113.9".parse().unwrap());
+    let out = r.handle(&by_ip).await.unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Refused);
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("no_account"));
+
+    let reasons: Vec<(Decision, Option<String>)> = {
+        let mut all = Vec::new();
+        for user in ["a", "b", "c"] {
+            let out = r
+                .handle(&alert("mfa_fatigue_success", user, None, T0))
+                .await
+                .unwrap();
+            all.push((out[0].unmapped.decision, out[0].unmapped.reason.clone()));
+        }
+        all
+    };
+    assert_eq!(
+        reasons,
+        vec![
+            (Decision::DryRun, Some("dry_run".to_owned())),
+            (Decision::Queued, Some("rate_limited".to_owned())),
+            (Decision::Refused, Some("queue_full".to_owned())),
+        ]
+    );
+    assert_eq!(r.queued(), 1);
+    // Dry-run without a target says what it could not check.
+    let mut c2 = c.clone();
+    c2.allow_list.groups = vec!["admins".to_owned()];
+    c2.state_dir = dir.path().join("state2");
+    let (mut r2, _, _) = responder(&c2);
+    let out = r2
+        .handle(&alert("mfa_fatigue_success", "d", None, T0))
+        .await
+        .unwrap();
+    assert!(
+        out[0]
+            .status_detail
+            .contains("group allow-list not checked"),
+        "{}",
+        out[0].status_detail
+    );
+}

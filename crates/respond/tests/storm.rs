@@ -182,7 +182,8 @@ async fn storm_is_rate_limited_allow_lists_hold_and_a_restart_repeats_nothing() 
     );
 
     // Restart from the snapshot: the same storm again repeats no action.
-    let snapshot = r.snapshot();
+    let snapshot = r.snapshot().unwrap();
+    assert_eq!(snapshot, r.snapshot().unwrap(), "one state, one snapshot");
     drop(r);
     let calls_before = server.lines().len();
     let audit2 = MemoryAudit::default();
