@@ -565,6 +565,44 @@ impl Responder {
             work.alert.tenant.as_deref(),
             &work.alert.account,
         );
+        // The store outlives the process: a human may already have decided this very action
+        // (e.g. the state was lost, or a replay runs again without its state file).
+        match self.store.get(&id) {
+            Ok(existing) if !existing.status.is_open() => {
+                let mut r = self.record(
+                    &work.alert,
+                    None,
+                    &work.actions,
+                    first,
+                    Decision::Duplicate,
+                    Some("already_decided"),
+                    format!(
+                        "action {id} on {} was already decided: {:?}",
+                        work.alert.account, existing.status
+                    ),
+                );
+                r.unmapped.pending_id = Some(id);
+                self.state.incidents.insert(
+                    work.key,
+                    Incident {
+                        alert_id: work.alert.alert_id.clone(),
+                        rule_id: work.alert.rule_id.clone(),
+                        opened_ms: now,
+                        status: match existing.status {
+                            PendingStatus::Rejected => IncidentStatus::Rejected,
+                            PendingStatus::Failed => IncidentStatus::Failed,
+                            PendingStatus::Refused => IncidentStatus::Refused,
+                            _ => IncidentStatus::Executed,
+                        },
+                        acted_ms: None,
+                        pending_id: Some(existing.id.clone()),
+                    },
+                );
+                return Ok(vec![self.emit(r, None)?]);
+            }
+            Ok(_) | Err(StoreError::Unknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.store.create(&PendingAction {
             id: id.clone(),
             status,

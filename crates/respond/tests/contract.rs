@@ -631,6 +631,16 @@ async fn approval_mode_waits_for_a_human() {
         "already decided"
     );
 
+    // Without its state (lost, or a fresh process), the same alert finds the decision in the
+    // store: no second pending action, nothing sent.
+    let (mut fresh, _, _) = responder(&c);
+    let out = fresh
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Duplicate);
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("already_decided"));
+
     // A rejection changes nothing at the provider.
     let out = r
         .handle(&alert("mfa_fatigue_success", "root@example.com", None, T0))
