@@ -8,4 +8,5 @@ mod common;
 mod explain;
 mod kafka;
 mod replay;
+mod respond;
 mod tooling;

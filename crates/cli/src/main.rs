@@ -9,6 +9,7 @@ mod geo_bundle;
 mod normalize_cmd;
 mod progress;
 mod replay;
+mod respond;
 mod rules;
 mod rules_test;
 mod run;
@@ -56,6 +57,8 @@ enum Command {
     /// List and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Automated response: list, approve or reject pending actions.
+    Respond(respond::RespondArgs),
     /// Print a schema: the event or alert JSON Schema, or the event Arrow schema.
     Schema {
         /// `event`, `alert` or `arrow`.
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Run(args) => run::run(args),
         Command::Rules(cmd) => rules::run(cmd),
+        Command::Respond(args) => respond::run(args),
         Command::Schema { which } => {
             let value = match which.as_str() {
                 "event" => authwatch_event::schema::event_json_schema(),

@@ -127,19 +127,31 @@ fn execute(
     keep: usize,
 ) -> Result<(RunSummary, JsonLinesSink)> {
     let pack = load_rules(&config)?;
-    let sink = JsonLinesSink::create(
-        config.output.alerts.as_ref(),
-        config.output.dead_letter.as_ref(),
-        config.output.late_events.as_ref(),
-    )?
-    .keep_alerts(keep);
+    let responder = crate::respond::ReplayResponder::start(&config)?;
+    let sink = responder.tee(
+        JsonLinesSink::create(
+            config.output.alerts.as_ref(),
+            config.output.dead_letter.as_ref(),
+            config.output.late_events.as_ref(),
+        )?
+        .keep_alerts(keep),
+    );
     let pipeline = Pipeline::new(config, pack)?;
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = pipeline.run(source, sink, options.speed);
     if let Some(p) = progress {
         p.finish();
     }
-    Ok(result?)
+    let (summary, sink) = match result {
+        Ok((summary, sink)) => (summary, sink.into_inner()),
+        Err(e) => {
+            // The responder's own error (if it stopped) explains the pipeline's.
+            responder.finish()?;
+            return Err(e.into());
+        }
+    };
+    responder.finish()?;
+    Ok((summary, sink))
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {

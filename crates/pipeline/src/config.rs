@@ -75,6 +75,9 @@ pub struct Config {
     /// `authwatch run`: where and how often detector state is checkpointed.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// The automated responder (docs/RESPONSE.md).
+    #[serde(default)]
+    pub respond: RespondConfig,
 }
 
 /// `[input]`
@@ -311,6 +314,7 @@ impl Config {
                 "is set but event_time.late_events is not \"side_output\"",
             );
         }
+        self.respond.validate()?;
         Ok(())
     }
 
@@ -578,5 +582,493 @@ mod tests {
             .to_string();
         assert!(e.contains("AUTHWATCH__RUNTIME__WORKRS"), "{e}");
         assert!(e.contains("unknown field `workrs`"), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `[respond]`: the automated responder (behaviour in crates/respond; docs/RESPONSE.md).
+// ---------------------------------------------------------------------------------------------
+
+/// How the responder acts on an alert that its policy selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RespondMode {
+    /// Decide and audit everything, change nothing at the identity provider (the default of a
+    /// new install).
+    #[default]
+    DryRun,
+    /// Put each action in the pending-approval store; a human runs
+    /// `authwatch respond approve ID`.
+    Approval,
+    /// Act at once, within the rate limits.
+    Automatic,
+}
+
+/// Which identity provider the responder acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RespondTarget {
+    /// None: dry-run only (audit records say what would have been done).
+    #[default]
+    None,
+    /// Okta (`[respond.okta]`).
+    Okta,
+    /// Microsoft Graph / Entra ID (`[respond.graph]`).
+    Graph,
+    /// Keycloak admin API (`[respond.keycloak]`).
+    Keycloak,
+    /// A generic HMAC-signed webhook (`[respond.webhook]`).
+    Webhook,
+}
+
+/// One response action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    /// Suspend / disable the account.
+    Suspend,
+    /// Revoke the account's sessions (and refresh tokens where the provider allows).
+    RevokeSessions,
+    /// Remove the account's enrolled MFA factors, so it must re-enroll after identity checks.
+    ResetMfa,
+    /// Change nothing; notify (audit record, and the webhook target or pager).
+    Notify,
+}
+
+impl ResponseAction {
+    /// The action's name as written in config and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseAction::Suspend => "suspend",
+            ResponseAction::RevokeSessions => "revoke_sessions",
+            ResponseAction::ResetMfa => "reset_mfa",
+            ResponseAction::Notify => "notify",
+        }
+    }
+}
+
+/// `[[respond.policy]]`: one policy entry. An alert is acted on by the first entry that
+/// matches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondPolicy {
+    /// Rule ids this entry applies to; empty = every rule (then `min_severity` decides).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Lowest alert severity that acts.
+    pub min_severity: authwatch_event::Severity,
+    /// Actions, in order. One incident of one account gets them once.
+    pub actions: Vec<ResponseAction>,
+}
+
+/// `[respond.allow_list]`: accounts the responder never touches.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondAllowList {
+    /// Account names or ids (case-insensitive); `*` matches any run of characters, e.g.
+    /// `"breakglass-*"` or `"*@admins.example.com"`.
+    pub users: Vec<String>,
+    /// Group names or ids (case-insensitive) whose members are never touched; checked at the
+    /// identity provider before every action.
+    pub groups: Vec<String>,
+}
+
+/// `[respond.limits]`: token buckets (governor). Each acted-on account takes one token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondLimits {
+    /// Accounts acted on at once at most (burst), all tenants together. Default 10.
+    pub global_actions: u32,
+    /// The time in which the global bucket refills completely. Default `1h`.
+    pub global_period: DurationText,
+    /// Accounts acted on at once at most within one tenant. Default 5.
+    pub tenant_actions: u32,
+    /// The time in which a tenant's bucket refills completely. Default `1h`.
+    pub tenant_period: DurationText,
+    /// Actions waiting for a token at most; beyond it new ones are refused (audited). Default 10000.
+    pub max_queue: usize,
+}
+
+impl Default for RespondLimits {
+    fn default() -> Self {
+        RespondLimits {
+            global_actions: 10,
+            global_period: DurationText(Duration::from_secs(3600)),
+            tenant_actions: 5,
+            tenant_period: DurationText(Duration::from_secs(3600)),
+            max_queue: 10_000,
+        }
+    }
+}
+
+/// `[respond.http]`: every call to an identity provider, webhook or pager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondHttp {
+    /// Timeout of one HTTP attempt (connect, send, read the answer). Default `10s`.
+    pub timeout: DurationText,
+    /// Attempts per call, the first included, on 429, 5xx, timeouts and connection errors.
+    /// Default 4.
+    pub max_attempts: u32,
+    /// First backoff; doubled per attempt, with full jitter. Default `500ms`.
+    pub backoff_base: DurationText,
+    /// Longest backoff between two attempts. Default `30s`.
+    pub backoff_max: DurationText,
+    /// Longest `Retry-After` honoured; a longer one fails the call (it is retried later from
+    /// the queue). Default `2m`.
+    pub max_retry_after: DurationText,
+}
+
+impl Default for RespondHttp {
+    fn default() -> Self {
+        RespondHttp {
+            timeout: DurationText(Duration::from_secs(10)),
+            max_attempts: 4,
+            backoff_base: DurationText(Duration::from_millis(500)),
+            backoff_max: DurationText(Duration::from_secs(30)),
+            max_retry_after: DurationText(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// `[respond.breaker]`: stop calling an identity provider that keeps failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondBreaker {
+    /// Consecutive failed actions (after their retries) that open the circuit. Default 5.
+    pub failures: u32,
+    /// How long it stays open before one trial action (half-open). Default `5m`.
+    pub cooldown: DurationText,
+}
+
+impl Default for RespondBreaker {
+    fn default() -> Self {
+        RespondBreaker {
+            failures: 5,
+            cooldown: DurationText(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// A secret's location: a file (preferred; e.g. a mounted Kubernetes secret) or an
+/// environment variable. Never the secret itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretRef {
+    /// A file holding the secret (trailing newline ignored).
+    pub file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    pub env: Option<String>,
+}
+
+impl SecretRef {
+    /// Whether a source is named.
+    pub fn is_set(&self) -> bool {
+        self.file.is_some() || self.env.is_some()
+    }
+}
+
+/// `[respond.pager]`: a webhook that pages a human when actions queue or the circuit opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondPager {
+    /// URL to POST the page to (JSON, HMAC-SHA256 signed when `secret` is set). Unset: no
+    /// paging (a warning at start-up when actions can queue).
+    pub url: Option<String>,
+    /// The signing key.
+    pub secret: SecretRef,
+    /// At most one page per this interval while the condition lasts. Default `15m`.
+    pub interval: DurationText,
+}
+
+impl Default for RespondPager {
+    fn default() -> Self {
+        RespondPager {
+            url: None,
+            secret: SecretRef::default(),
+            interval: DurationText(Duration::from_secs(900)),
+        }
+    }
+}
+
+/// `[respond.okta]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondOkta {
+    /// The org URL, e.g. `https://example.okta.com`.
+    pub base_url: Option<String>,
+    /// An API token (sent as `Authorization: SSWS …`).
+    pub token: SecretRef,
+}
+
+/// `[respond.graph]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondGraph {
+    /// The Entra tenant (directory) id.
+    pub tenant_id: Option<String>,
+    /// The application (client) id with User.ReadWrite.All and GroupMember.Read.All.
+    pub client_id: Option<String>,
+    /// The client secret.
+    pub client_secret: SecretRef,
+    /// The token authority. Default `https://login.microsoftonline.com`.
+    pub authority: String,
+    /// The Graph API root. Default `https://graph.microsoft.com/v1.0`.
+    pub api_url: String,
+}
+
+impl Default for RespondGraph {
+    fn default() -> Self {
+        RespondGraph {
+            tenant_id: None,
+            client_id: None,
+            client_secret: SecretRef::default(),
+            authority: "https://login.microsoftonline.com".to_owned(),
+            api_url: "https://graph.microsoft.com/v1.0".to_owned(),
+        }
+    }
+}
+
+/// How the responder gets a Keycloak admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeycloakGrant {
+    /// A confidential client with a service account (`client_id` + `client_secret`).
+    #[default]
+    ClientCredentials,
+    /// A user (`username` + `password`) through `client_id` (usually `admin-cli`).
+    Password,
+}
+
+/// `[respond.keycloak]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondKeycloak {
+    /// The server URL, e.g. `https://sso.example.com`.
+    pub base_url: Option<String>,
+    /// The realm whose users are acted on.
+    pub realm: Option<String>,
+    /// The realm the responder's client or user lives in. Default `master`.
+    pub auth_realm: String,
+    /// `client_credentials` (default) or `password`.
+    pub grant: KeycloakGrant,
+    /// The client id. Default `admin-cli`.
+    pub client_id: String,
+    /// The client secret (client-credentials grant).
+    pub client_secret: SecretRef,
+    /// The user name (password grant).
+    pub username: Option<String>,
+    /// The user's password (password grant).
+    pub password: SecretRef,
+}
+
+impl Default for RespondKeycloak {
+    fn default() -> Self {
+        RespondKeycloak {
+            base_url: None,
+            realm: None,
+            auth_realm: "master".to_owned(),
+            grant: KeycloakGrant::ClientCredentials,
+            client_id: "admin-cli".to_owned(),
+            client_secret: SecretRef::default(),
+            username: None,
+            password: SecretRef::default(),
+        }
+    }
+}
+
+/// `[respond.webhook]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondWebhook {
+    /// URL each action is POSTed to as JSON.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 signing key (required).
+    pub secret: SecretRef,
+}
+
+/// `[respond]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondConfig {
+    /// Run the responder on the pipeline's alerts. Default false.
+    pub enabled: bool,
+    /// `dry_run` (default), `approval` or `automatic`.
+    pub mode: RespondMode,
+    /// The identity provider acted on: `none` (default), `okta`, `graph`, `keycloak`, `webhook`.
+    pub target: RespondTarget,
+    /// Directory of the pending-approval store (and of the state file of `replay`). Default
+    /// `/var/lib/authwatch/respond`.
+    pub state_dir: PathBuf,
+    /// The audit file (OCSF Account Change records as JSON lines). Default
+    /// `<state_dir>/audit.jsonl`.
+    pub audit_file: Option<PathBuf>,
+    /// How long an account's incident lasts: further alerts for the account within it are
+    /// duplicates and get no second action. Default `24h`.
+    pub incident_ttl: DurationText,
+    /// Accounts remembered at most (the oldest finished incidents are forgotten first).
+    /// Default 100000.
+    pub max_incidents: usize,
+    /// Which alerts act, and how; the first matching entry wins.
+    pub policy: Vec<RespondPolicy>,
+    /// Accounts and groups never touched.
+    pub allow_list: RespondAllowList,
+    /// Rate limits.
+    pub limits: RespondLimits,
+    /// Timeouts and retries.
+    pub http: RespondHttp,
+    /// Circuit breaker.
+    pub breaker: RespondBreaker,
+    /// Paging a human.
+    pub pager: RespondPager,
+    /// Okta adapter.
+    pub okta: RespondOkta,
+    /// Microsoft Graph adapter.
+    pub graph: RespondGraph,
+    /// Keycloak adapter.
+    pub keycloak: RespondKeycloak,
+    /// Generic webhook adapter.
+    pub webhook: RespondWebhook,
+}
+
+impl Default for RespondConfig {
+    fn default() -> Self {
+        RespondConfig {
+            enabled: false,
+            mode: RespondMode::DryRun,
+            target: RespondTarget::None,
+            state_dir: PathBuf::from("/var/lib/authwatch/respond"),
+            audit_file: None,
+            incident_ttl: DurationText(Duration::from_secs(86_400)),
+            max_incidents: 100_000,
+            policy: vec![RespondPolicy {
+                rules: vec![
+                    "mfa_fatigue_success".to_owned(),
+                    "credential_compromise".to_owned(),
+                ],
+                min_severity: authwatch_event::Severity::Critical,
+                actions: vec![ResponseAction::Suspend, ResponseAction::RevokeSessions],
+            }],
+            allow_list: RespondAllowList::default(),
+            limits: RespondLimits::default(),
+            http: RespondHttp::default(),
+            breaker: RespondBreaker::default(),
+            pager: RespondPager::default(),
+            okta: RespondOkta::default(),
+            graph: RespondGraph::default(),
+            keycloak: RespondKeycloak::default(),
+            webhook: RespondWebhook::default(),
+        }
+    }
+}
+
+impl RespondConfig {
+    /// Range and consistency checks of `[respond]` (called by [`Config::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.limits.global_actions == 0 || self.limits.tenant_actions == 0 {
+            return invalid(
+                "respond.limits",
+                "global_actions and tenant_actions must be positive",
+            );
+        }
+        if self.limits.global_period.0.is_zero() || self.limits.tenant_period.0.is_zero() {
+            return invalid(
+                "respond.limits",
+                "global_period and tenant_period must be positive",
+            );
+        }
+        if !(1..=20).contains(&self.http.max_attempts) {
+            return invalid("respond.http.max_attempts", "must be between 1 and 20");
+        }
+        if self.http.timeout.0.is_zero() {
+            return invalid("respond.http.timeout", "must be positive");
+        }
+        if self.breaker.failures == 0 {
+            return invalid("respond.breaker.failures", "must be positive");
+        }
+        if self.max_incidents == 0 {
+            return invalid("respond.max_incidents", "must be positive");
+        }
+        if self.policy.iter().any(|p| p.actions.is_empty()) {
+            return invalid("respond.policy", "every entry needs at least one action");
+        }
+        if self.mode != RespondMode::DryRun && self.target == RespondTarget::None {
+            return invalid(
+                "respond.target",
+                "is \"none\": only mode = \"dry_run\" can run without a target",
+            );
+        }
+        Ok(())
+    }
+
+    /// The audit file after applying its default.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
+    }
+}
+
+#[cfg(test)]
+mod respond_tests {
+    use super::*;
+
+    #[test]
+    fn respond_section_is_checked() {
+        let parse = |t: &str| Config::from_toml(Path::new("t.toml"), t, Vec::new());
+        let e = parse("[respond]\nmode = \"automatic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.target"), "{e}");
+        let e = parse("[respond.limits]\nglobal_actions = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.limits"), "{e}");
+        let c = parse(
+            "[respond]\nenabled = true\nmode = \"approval\"\ntarget = \"okta\"\n\
+             [respond.okta]\nbase_url = \"https://x.okta.com\"\ntoken = { env = \"OKTA_TOKEN\" }\n\
+             [[respond.policy]]\nrules = []\nmin_severity = \"high\"\nactions = [\"notify\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.respond.mode, RespondMode::Approval);
+        assert_eq!(c.respond.policy.len(), 1);
+        assert_eq!(c.respond.policy[0].actions, vec![ResponseAction::Notify]);
+        assert_eq!(c.respond.okta.token.env.as_deref(), Some("OKTA_TOKEN"));
+        // A secret in clear is not a key at all.
+        let e = parse("[respond.okta]\ntoken = \"00abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn optional_respond_keys_are_documented() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/authwatch.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "audit_file",
+            "url",
+            "base_url",
+            "tenant_id",
+            "client_id",
+            "realm",
+            "username",
+            "secret",
+            "token",
+            "client_secret",
+            "password",
+        ] {
+            assert!(
+                text.contains(&format!("# {key} =")),
+                "{key} is not documented"
+            );
+        }
     }
 }
