@@ -6,5 +6,6 @@
 
 mod common;
 mod explain;
+mod helm;
 mod replay;
 mod tooling;

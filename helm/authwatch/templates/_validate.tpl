@@ -8,6 +8,9 @@ Each failure names the values to change.
 {{- if gt (int .Values.keda.maxReplicas) $partitions }}
 {{- fail (printf "keda.maxReplicas (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle" (int .Values.keda.maxReplicas) $partitions) }}
 {{- end }}
+{{- if ne .Values.checkpoint.storage "objectStore" }}
+{{- fail "keda.enabled needs checkpoint.storage=objectStore: scaling moves partitions between pods, and a partition's state must move with it (a pod's local volume stays behind)" }}
+{{- end }}
 {{- if gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas) }}
 {{- fail (printf "keda.minReplicas (%d) exceeds keda.maxReplicas (%d)" (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
 {{- end }}
