@@ -152,7 +152,7 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- else }}
 {{- $_ := set $checkpoint "url" .Values.checkpoint.objectStore.url }}
 {{- end }}
-{{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.port)) }}
+{{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.port)) "log_format" .Values.telemetry.logFormat }}
 {{- if .Values.telemetry.otlpEndpoint }}
 {{- $_ := set $telemetry "otlp_endpoint" .Values.telemetry.otlpEndpoint }}
 {{- end }}
