@@ -268,17 +268,20 @@ fn every_pod_is_locked_down() {
             assert!(c["resources"]["limits"]["memory"].is_string(), "{who}");
             assert!(c["resources"]["requests"]["cpu"].is_string(), "{who}");
         }
-        // Only /var/lib/authwatch and /tmp are writable.
+        // Only /var/lib/authwatch (and a checkpoint volume under it) and /tmp are writable.
         let writable: BTreeSet<&str> = seq(&m.container()["volumeMounts"])
             .iter()
             .filter(|v| v["readOnly"] != true)
             .map(|v| str_of(&v["mountPath"]))
             .collect();
-        assert_eq!(
-            writable,
-            BTreeSet::from(["/var/lib/authwatch", "/tmp"]),
-            "{name}"
-        );
+        assert!(writable.contains("/var/lib/authwatch"), "{name}");
+        assert!(writable.contains("/tmp"), "{name}");
+        for path in &writable {
+            assert!(
+                *path == "/tmp" || path.starts_with("/var/lib/authwatch"),
+                "{name}: {path} is writable"
+            );
+        }
     }
 }
 
@@ -483,12 +486,15 @@ fn the_chart_ships_exactly_the_repository_rules_and_sql() {
     assert_eq!(rules_volume["configMap"]["name"], "site-rules");
 }
 
-/// Every `*_file` path, and every `{ file = … }`, in the rendered config.
+/// Every `*_file` path, every `{ file = … }` and every librdkafka `*.location`, in the rendered
+/// config.
 fn config_files(table: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) {
     for (k, v) in table {
         let key = format!("{prefix}{k}");
         match v {
-            toml::Value::String(s) if k.ends_with("_file") || k == "file" => {
+            toml::Value::String(s)
+                if k.ends_with("_file") || k == "file" || k.ends_with(".location") =>
+            {
                 out.push((key, s.clone()))
             }
             toml::Value::Table(t) => config_files(t, &format!("{key}."), out),
@@ -567,18 +573,27 @@ fn secrets_come_only_from_existing_secrets_by_reference() {
     // The SASL + mutual TLS example wires every file.
     let m = render(&Values::file(example("tls.yaml")));
     let kafka = &m.config()["kafka"];
+    assert_eq!(
+        kafka["properties_file"].as_str(),
+        Some(format!("{SECRETS_DIR}/kafka-sasl/client.properties").as_str())
+    );
+    let props = &kafka["properties"];
+    assert_eq!(props["security.protocol"].as_str(), Some("sasl_ssl"));
+    assert_eq!(props["sasl.mechanism"].as_str(), Some("SCRAM-SHA-512"));
     for (key, path) in [
-        ("sasl_username_file", "kafka-sasl/username"),
-        ("sasl_password_file", "kafka-sasl/password"),
-        ("ssl_ca_file", "kafka-tls/ca.crt"),
-        ("ssl_certificate_file", "kafka-tls/tls.crt"),
-        ("ssl_key_file", "kafka-tls/tls.key"),
+        ("ssl.ca.location", "kafka-tls/ca.crt"),
+        ("ssl.certificate.location", "kafka-tls/tls.crt"),
+        ("ssl.key.location", "kafka-tls/tls.key"),
     ] {
         assert_eq!(
-            kafka[key].as_str(),
+            props[key].as_str(),
             Some(format!("{SECRETS_DIR}/{path}").as_str()),
             "{key}"
         );
+    }
+    // No property carries a secret value: those stay in the mounted properties file.
+    for key in props.as_table().unwrap().keys() {
+        assert!(!key.contains("password") && !key.ends_with(".key"), "{key}");
     }
     assert_eq!(
         m.config()["respond"]["okta"]["token"]["file"].as_str(),
@@ -587,9 +602,14 @@ fn secrets_come_only_from_existing_secrets_by_reference() {
     assert_eq!(m.config()["respond"]["mode"].as_str(), Some("dry_run"));
 }
 
+fn volume<'a>(m: &'a Manifests, name: &str) -> Option<&'a Value> {
+    seq(&m.pod()["volumes"]).iter().find(|v| v["name"] == name)
+}
+
 #[test]
-fn a_volume_claim_only_when_checkpoints_are_local() {
-    let local = render(&Values::file(example("sasl-plain.yaml")));
+fn a_volume_claim_per_pod_only_when_checkpoints_are_local() {
+    // local: one claim per pod, from the StatefulSet.
+    let local = render(&Values::file(example("tls.yaml")));
     let claims = seq(&local.statefulset()["spec"]["volumeClaimTemplates"]);
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0]["metadata"]["name"], "state");
@@ -598,35 +618,54 @@ fn a_volume_claim_only_when_checkpoints_are_local() {
         "20Gi"
     );
     assert_eq!(claims[0]["spec"]["storageClassName"], "fast-ssd");
-    assert!(
-        seq(&local.pod()["volumes"])
-            .iter()
-            .all(|v| v["name"] != "state")
-    );
+    assert!(volume(&local, "state").is_none());
+    assert!(local.all("PersistentVolumeClaim").is_empty());
     assert_eq!(
         local.config()["checkpoint"]["dir"].as_str(),
         Some("/var/lib/authwatch/checkpoints")
     );
 
-    for file in ["object-storage.yaml", "keda.yaml"] {
-        let remote = render(&Values::file(example(file)));
-        let sts = remote.statefulset();
-        assert!(sts["spec"]["volumeClaimTemplates"].is_null(), "{file}");
-        let state = seq(&remote.pod()["volumes"])
-            .iter()
-            .find(|v| v["name"] == "state")
-            .unwrap();
-        assert!(state["emptyDir"].is_mapping(), "{file}");
-        let url = remote.config()["checkpoint"]["url"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            url.starts_with("s3://") || url.starts_with("gs://"),
-            "{url}"
-        );
-        assert!(remote.config()["checkpoint"].get("dir").is_none());
-    }
+    // shared: one ReadWriteMany claim that every pod mounts; created and kept, or existing.
+    let shared = render(&Values::file(example("sasl-plain.yaml")));
+    assert!(shared.statefulset()["spec"]["volumeClaimTemplates"].is_null());
+    let pvc = shared.one("PersistentVolumeClaim");
+    assert_eq!(
+        pvc["spec"]["accessModes"],
+        Value::from(vec!["ReadWriteMany"])
+    );
+    assert_eq!(
+        pvc["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        volume(&shared, "checkpoints").unwrap()["persistentVolumeClaim"]["claimName"],
+        pvc["metadata"]["name"]
+    );
+    let mount = seq(&shared.container()["volumeMounts"])
+        .iter()
+        .find(|v| v["name"] == "checkpoints")
+        .unwrap();
+    assert_eq!(
+        shared.config()["checkpoint"]["dir"].as_str(),
+        mount["mountPath"].as_str()
+    );
+    assert!(volume(&shared, "state").unwrap()["emptyDir"].is_mapping());
+    let existing = render(&Values::file(example("keda.yaml")));
+    assert!(existing.all("PersistentVolumeClaim").is_empty());
+    assert_eq!(
+        volume(&existing, "checkpoints").unwrap()["persistentVolumeClaim"]["claimName"],
+        "authwatch-checkpoints"
+    );
+
+    // objectStore: no volume at all for state.
+    let remote = render(&Values::file(example("object-storage.yaml")));
+    assert!(remote.statefulset()["spec"]["volumeClaimTemplates"].is_null());
+    assert!(remote.all("PersistentVolumeClaim").is_empty());
+    assert!(volume(&remote, "checkpoints").is_none());
+    assert!(volume(&remote, "state").unwrap()["emptyDir"].is_mapping());
+    let checkpoint = &remote.config()["checkpoint"];
+    assert!(checkpoint["url"].as_str().unwrap().starts_with("s3://"));
+    assert!(checkpoint.get("dir").is_none());
 }
 
 #[test]
@@ -860,6 +899,22 @@ fn bad_values_are_rejected() {
         ),
         // Cross-field checks in the templates.
         (&["replicaCount=7"], &[], "exceeds kafka.partitions (6)"),
+        (&["replicaCount=2"], &[], "checkpoint.storage=local"),
+        (
+            &[],
+            &[r#"kafka.properties={"sasl.password":"hunter2"}"#],
+            "sasl.password",
+        ),
+        (
+            &[
+                "keda.enabled=true",
+                "checkpoint.storage=shared",
+                "kafka.securityProtocol=sasl_ssl",
+                "kafka.sasl.existingSecret=k",
+            ],
+            &[],
+            "kafka.sasl.usernameKey",
+        ),
         (
             &[
                 "keda.enabled=true",
@@ -1050,7 +1105,7 @@ fn the_image_layout_is_the_one_the_chart_mounts() {
                 assert!(install_to(path), "the image lacks {path}")
             }
             // Writable: the image creates it owned by the runtime user.
-            "/var/lib/authwatch" => assert!(
+            p if p.starts_with("/var/lib/authwatch") => assert!(
                 ops("RUN")
                     .iter()
                     .any(|r| r.contains("install -d -o 10001 -g 10001 -m 0750 /var/lib/authwatch")),

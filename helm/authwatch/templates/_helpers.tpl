@@ -77,7 +77,7 @@ rendered manifest.
 {{- define "authwatch.secretMounts" -}}
 {{- $mounts := list }}
 {{- if and (include "authwatch.kafka.sasl" .) .Values.kafka.sasl.existingSecret }}
-{{- $mounts = append $mounts (dict "name" "kafka-sasl" "secret" .Values.kafka.sasl.existingSecret "items" (list (dict "key" .Values.kafka.sasl.usernameKey "path" "username") (dict "key" .Values.kafka.sasl.passwordKey "path" "password"))) }}
+{{- $mounts = append $mounts (dict "name" "kafka-sasl" "secret" .Values.kafka.sasl.existingSecret "items" (list (dict "key" .Values.kafka.sasl.propertiesKey "path" "client.properties"))) }}
 {{- end }}
 {{- if and (include "authwatch.kafka.tls" .) .Values.kafka.tls.existingSecret }}
 {{- $items := list (dict "key" .Values.kafka.tls.caKey "path" "ca.crt") }}
@@ -123,34 +123,38 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- define "authwatch.configDict" -}}
 {{- $p := include "authwatch.paths" . | fromJson }}
 {{- $s := $p.secrets }}
+{{- $props := deepCopy .Values.kafka.properties }}
+{{- $_ := set $props "security.protocol" .Values.kafka.securityProtocol }}
 {{- $kafka := dict
-  "brokers" .Values.kafka.brokers
+  "brokers" (join "," .Values.kafka.brokers)
   "group_id" .Values.kafka.groupId
   "topics" .Values.kafka.topics
   "alert_topic" .Values.kafka.alertTopic
   "dead_letter_topic" .Values.kafka.deadLetterTopic
   "audit_topic" .Values.kafka.auditTopic
-  "security_protocol" .Values.kafka.securityProtocol }}
+  "properties" $props }}
 {{- if .Values.kafka.enrichedTopic }}
 {{- $_ := set $kafka "enriched_topic" .Values.kafka.enrichedTopic }}
 {{- end }}
 {{- if include "authwatch.kafka.sasl" . }}
-{{- $_ := set $kafka "sasl_mechanism" .Values.kafka.sasl.mechanism }}
-{{- $_ := set $kafka "sasl_username_file" (printf "%s/kafka-sasl/username" $s) }}
-{{- $_ := set $kafka "sasl_password_file" (printf "%s/kafka-sasl/password" $s) }}
+{{- $_ := set $props "sasl.mechanism" .Values.kafka.sasl.mechanism }}
+{{- $_ := set $kafka "properties_file" (printf "%s/kafka-sasl/client.properties" $s) }}
 {{- end }}
 {{- if and (include "authwatch.kafka.tls" .) .Values.kafka.tls.existingSecret }}
-{{- $_ := set $kafka "ssl_ca_file" (printf "%s/kafka-tls/ca.crt" $s) }}
+{{- $_ := set $props "ssl.ca.location" (printf "%s/kafka-tls/ca.crt" $s) }}
 {{- if and .Values.kafka.tls.certKey .Values.kafka.tls.keyKey }}
-{{- $_ := set $kafka "ssl_certificate_file" (printf "%s/kafka-tls/tls.crt" $s) }}
-{{- $_ := set $kafka "ssl_key_file" (printf "%s/kafka-tls/tls.key" $s) }}
+{{- $_ := set $props "ssl.certificate.location" (printf "%s/kafka-tls/tls.crt" $s) }}
+{{- $_ := set $props "ssl.key.location" (printf "%s/kafka-tls/tls.key" $s) }}
 {{- end }}
 {{- end }}
-{{- $checkpoint := dict "interval" .Values.checkpoint.interval }}
-{{- if eq .Values.checkpoint.storage "local" }}
-{{- $_ := set $checkpoint "dir" (printf "%s/checkpoints" $p.state) }}
-{{- else }}
+{{- $checkpoint := dict }}
+{{- if .Values.checkpoint.interval }}
+{{- $_ := set $checkpoint "interval" .Values.checkpoint.interval }}
+{{- end }}
+{{- if eq .Values.checkpoint.storage "objectStore" }}
 {{- $_ := set $checkpoint "url" .Values.checkpoint.objectStore.url }}
+{{- else }}
+{{- $_ := set $checkpoint "dir" (printf "%s/checkpoints" $p.state) }}
 {{- end }}
 {{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.port)) "log_format" .Values.telemetry.logFormat }}
 {{- if .Values.telemetry.otlpEndpoint }}
