@@ -165,17 +165,17 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
   "checkpoint" $checkpoint
   "telemetry" $telemetry
   "detect" (dict "rules" $p.rules)
-  "sql" (dict "dir" $p.sql) }}
+  "sql" (dict "enabled" .Values.sql.enabled "dir" $p.sql) }}
 {{- if .Values.serve.enabled }}
 {{- $serve := dict "listen" (printf "0.0.0.0:%d" (int .Values.serve.port)) "user" .Values.serve.user "password_file" (printf "%s/pgwire/password" $s) }}
 {{- if .Values.serve.tlsSecret }}
-{{- $_ := set $serve "tls_cert_file" (printf "%s/pgwire-tls/tls.crt" $s) }}
-{{- $_ := set $serve "tls_key_file" (printf "%s/pgwire-tls/tls.key" $s) }}
+{{- $_ := set $serve "tls_cert" (printf "%s/pgwire-tls/tls.crt" $s) }}
+{{- $_ := set $serve "tls_key" (printf "%s/pgwire-tls/tls.key" $s) }}
 {{- end }}
 {{- $_ := set $cfg "serve" $serve }}
 {{- end }}
 {{- if .Values.archive.url }}
-{{- $_ := set $cfg "archive" (dict "url" .Values.archive.url) }}
+{{- $_ := set $cfg "archive" (dict "enabled" true "location" .Values.archive.url) }}
 {{- end }}
 {{- if .Values.respond.enabled }}
 {{- $_ := set $cfg "respond" (dict "enabled" true "mode" .Values.respond.mode) }}
