@@ -642,15 +642,17 @@ fn a_volume_claim_per_pod_only_when_checkpoints_are_local() {
         "authwatch-checkpoints"
     );
 
-    // objectStore: no volume at all for state.
-    let remote = render(&Values::file(example("object-storage.yaml")));
-    assert!(remote.statefulset()["spec"]["volumeClaimTemplates"].is_null());
-    assert!(remote.all("PersistentVolumeClaim").is_empty());
-    assert!(volume(&remote, "checkpoints").is_none());
-    assert!(volume(&remote, "state").unwrap()["emptyDir"].is_mapping());
-    let checkpoint = &remote.config()["checkpoint"];
-    assert!(checkpoint["url"].as_str().unwrap().starts_with("s3://"));
-    assert!(checkpoint.get("dir").is_none());
+    // The archive in object storage: credentials from the ServiceAccount, none mounted.
+    let archive = render(&Values::file(example("object-storage.yaml")));
+    assert_eq!(
+        archive.config()["archive"]["location"].as_str(),
+        Some("s3://acme-authwatch/archive/prod")
+    );
+    assert!(archive.container()["envFrom"].is_null());
+    assert!(
+        archive.one("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .is_string()
+    );
 }
 
 #[test]
@@ -877,11 +879,7 @@ fn bad_values_are_rejected() {
             &[],
             "runAsNonRoot",
         ),
-        (
-            &["checkpoint.storage=objectStore"],
-            &[],
-            "/checkpoint/objectStore/url",
-        ),
+        (&["checkpoint.storage=objectStore"], &[], "storage"),
         // Cross-field checks in the templates.
         (&["replicaCount=7"], &[], "exceeds kafka.partitions (6)"),
         (&["replicaCount=2"], &[], "checkpoint.storage=local"),
@@ -904,8 +902,7 @@ fn bad_values_are_rejected() {
             &[
                 "keda.enabled=true",
                 "keda.maxReplicas=8",
-                "checkpoint.storage=objectStore",
-                "checkpoint.objectStore.url=s3://b/p",
+                "checkpoint.storage=shared",
             ],
             &[],
             "keda.maxReplicas (8) exceeds kafka.partitions (6)",
@@ -915,8 +912,7 @@ fn bad_values_are_rejected() {
                 "keda.enabled=true",
                 "keda.minReplicas=4",
                 "keda.maxReplicas=3",
-                "checkpoint.storage=objectStore",
-                "checkpoint.objectStore.url=s3://b/p",
+                "checkpoint.storage=shared",
             ],
             &[],
             "keda.minReplicas (4) exceeds keda.maxReplicas (3)",

@@ -151,11 +151,7 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- if .Values.checkpoint.interval }}
 {{- $_ := set $checkpoint "interval" .Values.checkpoint.interval }}
 {{- end }}
-{{- if eq .Values.checkpoint.storage "objectStore" }}
-{{- $_ := set $checkpoint "url" .Values.checkpoint.objectStore.url }}
-{{- else }}
 {{- $_ := set $checkpoint "dir" (printf "%s/checkpoints" $p.state) }}
-{{- end }}
 {{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.port)) "log_format" .Values.telemetry.logFormat }}
 {{- if .Values.telemetry.otlpEndpoint }}
 {{- $_ := set $telemetry "otlp_endpoint" .Values.telemetry.otlpEndpoint }}
