@@ -415,6 +415,23 @@ fn config_renders_as_toml_from_values_and_rolls_the_pods_when_it_changes() {
     let rules = more_rules.named("ConfigMap", "aw-authwatch-rules");
     assert_eq!(rules["data"]["site_vpn.yaml"], "id: site_vpn\n");
 
+    // Extra read-only files for the config to name.
+    let lists = render(
+        &Values::default()
+            .set_json(r#"extraVolumes=[{"name":"lists","configMap":{"name":"cidr"}}]"#)
+            .set_json(r#"extraVolumeMounts=[{"name":"lists","mountPath":"/etc/authwatch/lists","readOnly":true}]"#),
+    );
+    assert!(
+        seq(&lists.pod()["volumes"])
+            .iter()
+            .any(|v| v["configMap"]["name"] == "cidr")
+    );
+    assert!(
+        seq(&lists.container()["volumeMounts"])
+            .iter()
+            .any(|v| v["mountPath"] == "/etc/authwatch/lists" && v["readOnly"] == true)
+    );
+
     // Rendering is deterministic (sorted keys): the same values never roll the pods.
     assert_eq!(
         render(&Values::default()).annotation("checksum/config"),
@@ -878,6 +895,13 @@ fn bad_values_are_rejected() {
             &["podSecurityContext.runAsNonRoot=false"],
             &[],
             "runAsNonRoot",
+        ),
+        (
+            &[],
+            &[
+                r#"extraVolumeMounts=[{"name":"x","mountPath":"/etc/authwatch/x","readOnly":false}]"#,
+            ],
+            "readOnly",
         ),
         (&["checkpoint.storage=objectStore"], &[], "storage"),
         // Cross-field checks in the templates.
