@@ -240,6 +240,40 @@ fn helm_lint_passes_for_defaults_and_every_example() {
     }
 }
 
+/// The Kubernetes API's own types accept every rendered object: no unknown or misplaced field, no
+/// wrong type, no malformed quantity (custom resources are checked by the tests below).
+#[test]
+fn every_manifest_decodes_strictly_into_the_kubernetes_types() {
+    let validator = tool("AUTHWATCH_KUBE_VALIDATE", "scripts/kube-validate");
+    for (name, values) in every_values() {
+        let values = values
+            .set("serviceMonitor.enabled=true")
+            .set("prometheusRule.enabled=true")
+            .set("grafanaDashboard.enabled=true");
+        let out = template_cmd(&values).output().unwrap();
+        assert!(out.status.success(), "{name}");
+        let mut child = Command::new(&validator)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &out.stdout).unwrap();
+        let result = child.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&result.stdout);
+        assert!(
+            result.status.success(),
+            "{name}:\n{report}{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(
+            report.contains("ok apps/v1/StatefulSet aw-authwatch"),
+            "{report}"
+        );
+        assert!(report.contains("manifests decoded strictly"), "{report}");
+    }
+}
+
 #[test]
 fn every_pod_is_locked_down() {
     for (name, values) in every_values() {
