@@ -449,6 +449,18 @@ fn config_renders_as_toml_from_values_and_rolls_the_pods_when_it_changes() {
     let rules = more_rules.named("ConfigMap", "aw-authwatch-rules");
     assert_eq!(rules["data"]["site_vpn.yaml"], "id: site_vpn\n");
 
+    // Workers follow the pod's CPU request, not the node's cores; the config can still say.
+    let workers = |values: &Values| render(values).config()["runtime"]["workers"].as_integer();
+    assert_eq!(workers(&Values::default()), Some(1));
+    assert_eq!(
+        workers(&Values::default().set("resources.requests.cpu=1500m")),
+        Some(2)
+    );
+    assert_eq!(
+        workers(&Values::default().set("config.runtime.workers=6")),
+        Some(6)
+    );
+
     // Extra read-only files for the config to name.
     let lists = render(
         &Values::default()
