@@ -1,19 +1,21 @@
 //! The Kafka runtime benchmark, in one run against the local broker (`scripts/kafka`):
 //!
 //! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
-//!    a fresh 2-partition topic. Then, side by side on that topic:
-//!    (a) `kcat -C` reads it raw from the beginning to the end (the floor: fetch + decompress);
-//!    (b) `authwatch run --until-end` consumes it in a fresh group through the full pipeline
-//!        (normalize, enrich, detect, alerts and checkpoints in transactions) and stops at the end.
-//!    Reported: records/s of each and the ratio (b)/(a).
+//!    a fresh 2-partition topic. Then, side by side on that topic, (a) `kcat -C` reads it raw from
+//!    the beginning to the end (the floor: fetch + decompress), and (b) `authwatch run
+//!    --until-end` consumes it in a fresh group through the full pipeline (normalize, enrich,
+//!    detect, alerts and checkpoints in transactions) and stops at the end. Reported: records/s of
+//!    each and the ratio (b)/(a).
 //! 2. **Latency.** A second topic is fed at a steady rate (default 50,000 events/s for 20 s) while
 //!    `authwatch run` (default config, checkpoint interval 500 ms) consumes it; a read-committed
 //!    consumer of the alert topic notes when each alert becomes visible. Latency = that instant
 //!    minus the instant the alert's deciding event (`observed.event_id`) was handed to the
 //!    producer. Reported: p50, p99 and max over all alerts.
 //!
-//!     cargo bench -p authwatch-cli --bench kafka
-//!     BENCH_EVENTS=1000000 BENCH_RATE=50000 BENCH_SECONDS=20 cargo bench -p authwatch-cli --bench kafka
+//! ```text
+//! cargo bench -p authwatch-cli --bench kafka
+//! BENCH_EVENTS=1000000 BENCH_RATE=50000 BENCH_SECONDS=20 cargo bench -p authwatch-cli --bench kafka
+//! ```
 //!
 //! Installs kcat with apt-get when it is missing. Not part of the test suite.
 

@@ -356,7 +356,7 @@ fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Second half: an instance that never reaches its next checkpoint produces alerts in an
     // open transaction and is killed -9 there.
     s.produce(&lines[half..], KeyBy::Field("tenant"));
-    let mut run = s.start_as("b2", "b", "1h");
+    let mut run = s.start_as("b2", "b", "4m");
     let started = Instant::now();
     loop {
         let uncommitted = alert_ids(&s.read(&s.alerts, false)).len();

@@ -397,11 +397,14 @@ impl Source for Scripted {
     }
 }
 
+/// A checkpoint as the sink saw it: alerts before it, positions, task snapshots.
+type Seen = (usize, Vec<(u32, i64)>, Vec<(u32, StateParts)>);
+
 /// Alerts and checkpoints in the order the sink saw them.
 #[derive(Default)]
 struct Recorder {
     alerts: Vec<String>,
-    checkpoints: Vec<(usize, Vec<(u32, i64)>, Vec<(u32, StateParts)>)>,
+    checkpoints: Vec<Seen>,
 }
 
 impl Sink for Recorder {
