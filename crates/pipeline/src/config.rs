@@ -69,6 +69,9 @@ pub struct Config {
     pub enrich: authwatch_enrich::EnrichConfig,
     /// Where results go and in which language.
     pub output: OutputConfig,
+    /// Metrics, health probes, slow-batch traces and log format.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[input]`
@@ -298,6 +301,7 @@ impl Config {
                 "is set but event_time.late_events is not \"side_output\"",
             );
         }
+        self.telemetry.validate()?;
         Ok(())
     }
 
@@ -342,6 +346,83 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
     }
     node.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the HTTP endpoint with `/metrics` (Prometheus), `/livez`, `/readyz` and
+    /// `/startupz`. Default `0.0.0.0:9464`.
+    pub listen: std::net::SocketAddr,
+    /// OTLP/HTTP (protobuf) metrics endpoint, e.g. `http://otel-collector:4318/v1/metrics`;
+    /// unset = no push (Prometheus scrapes `/metrics`). Plain `http://` only.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed over OTLP. Default `30s`.
+    pub export_interval: DurationText,
+    /// A stage holding work without progress for longer than this makes `/livez` fail.
+    /// Default `2m`.
+    pub stall_timeout: DurationText,
+    /// A batch that takes longer than this from read to results written (pacing excluded) is
+    /// logged as a slow-batch trace with its numbers. Default `5s`.
+    pub slow_batch: DurationText,
+    /// `text` or `json`; the environment variable `AUTHWATCH_LOG_FORMAT` wins. Default `text`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+            otlp_endpoint: None,
+            export_interval: DurationText(Duration::from_secs(30)),
+            stall_timeout: DurationText(Duration::from_secs(120)),
+            slow_batch: DurationText(Duration::from_secs(5)),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Range checks of the `[telemetry]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// URL (TLS to the collector is not built in: send to a local \
+                 OpenTelemetry Collector)",
+            );
+        }
+        if self.export_interval.0 < Duration::from_secs(1) {
+            return invalid("telemetry.export_interval", "must be at least 1s");
+        }
+        if self.stall_timeout.0 < Duration::from_secs(1) {
+            return invalid("telemetry.stall_timeout", "must be at least 1s");
+        }
+        if self.slow_batch.0.is_zero() {
+            return invalid("telemetry.slow_batch", "must be positive");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
 use crate::enrich::Enricher;
-use crate::metrics::Metrics;
+use crate::metrics::{BatchObserver, BatchReport, Metrics, Stage};
 use crate::sink::{LateEvent, Sink, SinkError};
 use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
@@ -99,6 +99,9 @@ pub struct RunSummary {
 
 struct ParsedBatch {
     seq: u64,
+    /// Timings so far, for the batch report.
+    report: BatchReport,
+    started: Instant,
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
@@ -111,6 +114,8 @@ struct SinkBatch {
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
+    /// Set on the last part of a source batch when someone observes batches.
+    report: Option<(BatchReport, Instant)>,
 }
 
 impl SinkBatch {
@@ -119,6 +124,10 @@ impl SinkBatch {
             && self.alerts.is_empty()
             && self.dead.is_empty()
             && self.late.is_empty()
+    }
+
+    fn records(&self) -> u64 {
+        (self.events.len() + self.alerts.len() + self.dead.len() + self.late.len()) as u64
     }
 }
 
@@ -129,6 +138,7 @@ pub struct Pipeline {
     normalizer: Arc<dyn Normalizer>,
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn BatchObserver>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
 }
@@ -149,12 +159,14 @@ impl Pipeline {
             .spawn_reloader()
             .inspect_err(|e| tracing::warn!(error = %e, "geo database reload thread did not start"))
             .ok();
+        let metrics = Arc::new(Metrics::for_rules(pack.rules()));
         Ok(Pipeline {
             config,
             pack,
             normalizer,
             enricher,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            observer: None,
             _reloader: reloader,
         })
     }
@@ -162,6 +174,12 @@ impl Pipeline {
     /// Replaces the enricher.
     pub fn with_enricher(mut self, enricher: Arc<dyn Enricher>) -> Self {
         self.enricher = enricher;
+        self
+    }
+
+    /// Reports every batch's numbers and timings to `observer` (metrics, slow-batch traces).
+    pub fn with_observer(mut self, observer: Arc<dyn BatchObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -180,7 +198,7 @@ impl Pipeline {
         let started = Instant::now();
         let cap = self.config.runtime.channel_batches;
         let workers = self.config.workers();
-        let (raw_tx, raw_rx) = bounded::<RawBatch>(cap);
+        let (raw_tx, raw_rx) = bounded::<(RawBatch, BatchReport, Instant)>(cap);
         let (recycle_tx, recycle_rx) = bounded::<RawBatch>(cap * 2 + workers + 2);
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
         // Event vectors go back from the detect stage to the workers: a batch of events is a
@@ -199,8 +217,8 @@ impl Pipeline {
             std::thread::scope(|scope| {
                 // Named threads: `top -H`, perf and debuggers show which stage is busy.
                 let spawn = |name: String| std::thread::Builder::new().name(name);
-                let sink_handle =
-                    spawn("aw-sink".into()).spawn_scoped(scope, move || sink_stage(sink, sink_rx));
+                let sink_handle = spawn("aw-sink".into())
+                    .spawn_scoped(scope, move || self.sink_stage(sink, sink_rx));
                 let detect_handle = {
                     let names = &names;
                     let engine = &mut engine;
@@ -271,26 +289,43 @@ impl Pipeline {
     fn source_stage(
         &self,
         source: &mut dyn Source,
-        raw_tx: Sender<RawBatch>,
+        raw_tx: Sender<(RawBatch, BatchReport, Instant)>,
         recycle_rx: Receiver<RawBatch>,
     ) -> Result<(), SourceError> {
         let mut seq = 0;
         let mut last_bytes = 0;
+        let stage = self.metrics.stage(Stage::Source);
         loop {
             let mut batch = recycle_rx.try_recv().unwrap_or_default();
+            let started = Instant::now();
             if !source.fill(&mut batch, self.config.runtime.batch_lines)? {
                 return Ok(());
             }
             batch.seq = seq;
             seq += 1;
-            Metrics::add(&self.metrics.lines_read, batch.lines.len() as u64);
+            let lines = batch.lines.len() as u64;
+            Metrics::add(&self.metrics.lines_read, lines);
             let bytes = source.bytes_read();
             Metrics::add(&self.metrics.bytes_read, bytes - last_bytes);
             last_bytes = bytes;
-            if raw_tx.send(batch).is_err() {
+            // Reading is not counted as busy: a consumer waiting for messages is idle, not stuck.
+            stage
+                .events_in
+                .fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+            let report = BatchReport {
+                seq: batch.seq,
+                lines,
+                read: started.elapsed(),
+                ..BatchReport::default()
+            };
+            if raw_tx.send((batch, report, started)).is_err() {
                 // Downstream stopped; it reports why.
                 return Ok(());
             }
+            stage
+                .events_out
+                .fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+            stage.beat();
         }
     }
 
@@ -298,7 +333,7 @@ impl Pipeline {
     fn worker_stage(
         &self,
         names: &[String],
-        raw_rx: Receiver<RawBatch>,
+        raw_rx: Receiver<(RawBatch, BatchReport, Instant)>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
         vectors_rx: Receiver<Vec<AuthEvent>>,
@@ -310,7 +345,10 @@ impl Pipeline {
             ..Limits::default()
         };
         let keep = input.dead_letter_raw_bytes;
-        for batch in raw_rx {
+        let stage = self.metrics.stage(Stage::Normalize);
+        for (batch, mut report, started) in raw_rx {
+            let working = Instant::now();
+            stage.begin(batch.lines.len() as u64);
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -363,12 +401,18 @@ impl Pipeline {
             for d in &dead {
                 Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
             }
+            report.events = events.len() as u64;
+            report.dead_letters = dead.len() as u64;
+            report.normalize = working.elapsed();
+            stage.end(events.len() as u64);
             let seq = batch.seq;
             // The buffer goes back to the source; if its queue is full, it is simply dropped.
             let _ = recycle_tx.try_send(batch);
             if parsed_tx
                 .send(ParsedBatch {
                     seq,
+                    report,
+                    started,
                     events,
                     origins,
                     dead,
@@ -402,14 +446,38 @@ impl Pipeline {
         let mut max_time = i64::MIN;
         let mut watermark = i64::MIN;
         let mut pace: Option<(i64, Instant)> = None;
+        let stage = self.metrics.stage(Stage::Detect);
+        // Alerts are counted per rule; rules are few, and alerts far rarer than events.
+        let rule_index: std::collections::HashMap<&str, usize> = self
+            .metrics
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let count_alerts = |alerts: &[Alert]| {
+            Metrics::add(&self.metrics.alerts, alerts.len() as u64);
+            for a in alerts {
+                if let Some(&i) = rule_index.get(a.rule_id.as_str()) {
+                    Metrics::add(&self.metrics.rules[i].alerts, 1);
+                }
+            }
+        };
         for batch in parsed_rx {
             pending.insert(batch.seq, batch);
             while let Some(batch) = pending.remove(&next_seq) {
                 next_seq += 1;
+                let working = Instant::now();
+                let mut paced = Duration::ZERO;
+                let received = batch.events.len() as u64;
+                let mut late = 0u64;
+                let mut alerts = 0u64;
+                stage.begin(received);
                 let mut out = SinkBatch {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
+                let (mut report, started) = (batch.report, batch.started);
                 let mut events = batch.events;
                 for (mut event, origin) in events.drain(..).zip(batch.origins) {
                     if let Speed::Factor(factor) = speed {
@@ -420,14 +488,25 @@ impl Pipeline {
                         let ahead = due.saturating_sub(w0.elapsed());
                         if ahead > Duration::from_millis(2) {
                             // Make what was decided so far visible before waiting.
+                            alerts += out.alerts.len() as u64;
                             if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
                                 return;
                             }
-                            std::thread::sleep(ahead);
+                            let sleeping = Instant::now();
+                            // In slices, each a heartbeat: waiting for event time is not stuck.
+                            let mut left = ahead;
+                            while !left.is_zero() {
+                                let slice = left.min(Duration::from_millis(500));
+                                std::thread::sleep(slice);
+                                left -= slice;
+                                stage.beat();
+                            }
+                            paced += sleeping.elapsed();
                         }
                     }
                     if event.time < watermark {
                         Metrics::add(&self.metrics.late_events, 1);
+                        late += 1;
                         if side_output {
                             out.late.push(LateEvent {
                                 file: names
@@ -456,7 +535,7 @@ impl Pipeline {
                             profiles.expire(watermark);
                         }
                     }
-                    Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
+                    count_alerts(&out.alerts[before..]);
                     if forward_events {
                         out.events.push(event);
                     }
@@ -467,7 +546,16 @@ impl Pipeline {
                 self.metrics
                     .watermark
                     .store(watermark, std::sync::atomic::Ordering::Relaxed);
-                if !out.is_empty() && sink_tx.send(out).is_err() {
+                self.publish_rule_state(engine);
+                stage.end(received - late);
+                if self.observer.is_some() {
+                    report.late_events = late;
+                    report.alerts = alerts + out.alerts.len() as u64;
+                    report.paced = paced;
+                    report.detect = working.elapsed().saturating_sub(paced);
+                    out.report = Some((report, started));
+                }
+                if (!out.is_empty() || out.report.is_some()) && sink_tx.send(out).is_err() {
                     return;
                 }
             }
@@ -475,7 +563,8 @@ impl Pipeline {
         // End of input: alerts still settling are decided now.
         let mut out = SinkBatch::default();
         engine.flush(&mut out.alerts);
-        Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
+        count_alerts(&out.alerts);
+        self.publish_rule_state(engine);
         if !out.is_empty() {
             let _ = sink_tx.send(out);
         }
@@ -505,25 +594,56 @@ struct DetectStage<'a> {
     vectors: Sender<Vec<AuthEvent>>,
 }
 
-fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, SinkError> {
-    for batch in sink_rx {
-        for e in &batch.events {
-            sink.event(e)?;
-        }
-        for d in &batch.dead {
-            sink.dead_letter(d)?;
-        }
-        for l in &batch.late {
-            sink.late_event(l)?;
-        }
-        for a in &batch.alerts {
-            sink.alert(a)?;
-        }
-        // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
-        if !batch.alerts.is_empty() {
-            sink.flush()?;
+impl Pipeline {
+    /// Copies the engine's per-rule key counts and evictions to the shared metrics.
+    fn publish_rule_state(&self, engine: &authwatch_detect::Engine) {
+        for (m, (_, keys, evicted)) in self.metrics.rules.iter().zip(engine.state_gauges()) {
+            m.keys.store(keys, std::sync::atomic::Ordering::Relaxed);
+            m.evictions
+                .store(evicted, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    sink.flush()?;
-    Ok(sink)
+
+    /// Writes results in order; reports each finished batch to the observer.
+    fn sink_stage<S: Sink>(
+        &self,
+        mut sink: S,
+        sink_rx: Receiver<SinkBatch>,
+    ) -> Result<S, SinkError> {
+        let stage = self.metrics.stage(Stage::Sink);
+        for batch in sink_rx {
+            let working = Instant::now();
+            let records = batch.records();
+            stage.begin(records);
+            write_batch(&mut sink, &batch)?;
+            stage.end(records);
+            if let (Some((mut report, started)), Some(observer)) = (batch.report, &self.observer) {
+                report.sink = working.elapsed();
+                report.total = started.elapsed();
+                observer.batch_done(&report);
+            }
+        }
+        sink.flush()?;
+        Ok(sink)
+    }
+}
+
+fn write_batch<S: Sink>(sink: &mut S, batch: &SinkBatch) -> Result<(), SinkError> {
+    for e in &batch.events {
+        sink.event(e)?;
+    }
+    for d in &batch.dead {
+        sink.dead_letter(d)?;
+    }
+    for l in &batch.late {
+        sink.late_event(l)?;
+    }
+    for a in &batch.alerts {
+        sink.alert(a)?;
+    }
+    // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
+    if !batch.alerts.is_empty() {
+        sink.flush()?;
+    }
+    Ok(())
 }
