@@ -199,7 +199,7 @@ impl Health {
         match (self.is_started(), self.is_assigned()) {
             (true, true) => ProbeResult::new(true, "ok: state restored, partitions assigned\n"),
             (false, _) => ProbeResult::new(false, "not ready: state restore not finished\n"),
-            (true, false) => ProbeResult::new(false, "not ready: no partitions assigned\n"),
+            (true, false) => ProbeResult::new(false, "not ready: no input partitions assigned\n"),
         }
     }
 
@@ -278,7 +278,7 @@ mod tests {
         h.set_assigned(false);
         let r = h.readiness();
         assert!(!r.ok);
-        assert!(r.detail.contains("no partitions"), "{}", r.detail);
+        assert!(r.detail.contains("partitions assigned"), "{}", r.detail);
         assert!(h.startup().ok, "startup stays passed");
     }
 

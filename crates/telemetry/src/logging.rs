@@ -30,7 +30,11 @@ struct Installed {
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
 fn format_layer(format: LogFormat) -> FormatLayer {
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colour codes only for a person at a terminal, never for a collector reading a pipe.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => Box::new(layer),
         // One object per line; the fields of the current span (e.g. a slow batch's numbers)
