@@ -3,9 +3,10 @@
 //! Plain atomics: every stage bumps its own counters once per batch, so contention is nil; the
 //! OpenTelemetry exporter (`authwatch-telemetry`) reads the same struct.
 
-use authwatch_detect::CompiledRule;
-use authwatch_event::Severity;
+use authwatch_detect::{CompiledRule, Engine};
+use authwatch_event::{Alert, Severity};
 use authwatch_normalize::RejectKind;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub stages: [StageMetrics; 4],
     /// Per-rule counters, in rule order (empty unless built with [`Metrics::for_rules`]).
     pub rules: Vec<RuleMetrics>,
+    /// Rule id → position in `rules`.
+    rule_index: HashMap<String, usize>,
 }
 
 const _: () = assert!(RejectKind::ALL.len() == 10, "resize Metrics::dead_letters");
@@ -45,6 +48,11 @@ impl Metrics {
     /// Fresh counters with one [`RuleMetrics`] per rule, in the engine's rule order.
     pub fn for_rules(rules: &[CompiledRule]) -> Self {
         Metrics {
+            rule_index: rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
             rules: rules
                 .iter()
                 .map(|r| RuleMetrics {
@@ -61,6 +69,34 @@ impl Metrics {
     /// The counters of one stage.
     pub fn stage(&self, stage: Stage) -> &StageMetrics {
         &self.stages[stage.index()]
+    }
+
+    /// Counts emitted alerts, in all and per rule.
+    pub fn record_alerts(&self, alerts: &[Alert]) {
+        Metrics::add(&self.alerts, alerts.len() as u64);
+        for a in alerts {
+            if let Some(&i) = self.rule_index.get(a.rule_id.as_str()) {
+                Metrics::add(&self.rules[i].alerts, 1);
+            }
+        }
+    }
+
+    /// Publishes live state keys and evictions per rule, summed over `engines` (one per
+    /// partition task, or the one engine of a stream); call after each batch.
+    pub fn publish_rule_state<'a>(&self, engines: impl IntoIterator<Item = &'a Engine>) {
+        let mut totals = vec![(0u64, 0u64); self.rules.len()];
+        for engine in engines {
+            for (i, (_, keys, evicted)) in engine.state_gauges().enumerate() {
+                if let Some(t) = totals.get_mut(i) {
+                    t.0 += keys;
+                    t.1 += evicted;
+                }
+            }
+        }
+        for (m, (keys, evicted)) in self.rules.iter().zip(totals) {
+            m.keys.store(keys, Ordering::Relaxed);
+            m.evictions.store(evicted, Ordering::Relaxed);
+        }
     }
 
     /// Adds to a counter.

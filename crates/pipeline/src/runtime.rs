@@ -99,9 +99,9 @@ pub struct RunSummary {
 
 struct ParsedBatch {
     seq: u64,
-    /// Timings so far, for the batch report.
+    /// Numbers and timings so far, for the batch observer.
     report: BatchReport,
-    started: Instant,
+    started: Option<Instant>,
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
@@ -198,7 +198,7 @@ impl Pipeline {
         let started = Instant::now();
         let cap = self.config.runtime.channel_batches;
         let workers = self.config.workers();
-        let (raw_tx, raw_rx) = bounded::<(RawBatch, BatchReport, Instant)>(cap);
+        let (raw_tx, raw_rx) = bounded::<RawBatch>(cap);
         let (recycle_tx, recycle_rx) = bounded::<RawBatch>(cap * 2 + workers + 2);
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
         // Event vectors go back from the detect stage to the workers: a batch of events is a
@@ -289,7 +289,7 @@ impl Pipeline {
     fn source_stage(
         &self,
         source: &mut dyn Source,
-        raw_tx: Sender<(RawBatch, BatchReport, Instant)>,
+        raw_tx: Sender<RawBatch>,
         recycle_rx: Receiver<RawBatch>,
     ) -> Result<(), SourceError> {
         let mut seq = 0;
@@ -309,22 +309,19 @@ impl Pipeline {
             Metrics::add(&self.metrics.bytes_read, bytes - last_bytes);
             last_bytes = bytes;
             // Reading is not counted as busy: a consumer waiting for messages is idle, not stuck.
-            stage
-                .events_in
-                .fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
-            let report = BatchReport {
+            Metrics::add(&stage.events_in, lines);
+            batch.report = BatchReport {
                 seq: batch.seq,
                 lines,
                 read: started.elapsed(),
                 ..BatchReport::default()
             };
-            if raw_tx.send((batch, report, started)).is_err() {
+            batch.started = Some(started);
+            if raw_tx.send(batch).is_err() {
                 // Downstream stopped; it reports why.
                 return Ok(());
             }
-            stage
-                .events_out
-                .fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+            Metrics::add(&stage.events_out, lines);
             stage.beat();
         }
     }
@@ -333,7 +330,7 @@ impl Pipeline {
     fn worker_stage(
         &self,
         names: &[String],
-        raw_rx: Receiver<(RawBatch, BatchReport, Instant)>,
+        raw_rx: Receiver<RawBatch>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
         vectors_rx: Receiver<Vec<AuthEvent>>,
@@ -346,7 +343,7 @@ impl Pipeline {
         };
         let keep = input.dead_letter_raw_bytes;
         let stage = self.metrics.stage(Stage::Normalize);
-        for (batch, mut report, started) in raw_rx {
+        for mut batch in raw_rx {
             let working = Instant::now();
             stage.begin(batch.lines.len() as u64);
             let ingest_time = SystemTime::now()
@@ -401,11 +398,12 @@ impl Pipeline {
             for d in &dead {
                 Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
             }
+            let mut report = std::mem::take(&mut batch.report);
             report.events = events.len() as u64;
             report.dead_letters = dead.len() as u64;
             report.normalize = working.elapsed();
             stage.end(events.len() as u64);
-            let seq = batch.seq;
+            let (seq, started) = (batch.seq, batch.started);
             // The buffer goes back to the source; if its queue is full, it is simply dropped.
             let _ = recycle_tx.try_send(batch);
             if parsed_tx
@@ -447,22 +445,6 @@ impl Pipeline {
         let mut watermark = i64::MIN;
         let mut pace: Option<(i64, Instant)> = None;
         let stage = self.metrics.stage(Stage::Detect);
-        // Alerts are counted per rule; rules are few, and alerts far rarer than events.
-        let rule_index: std::collections::HashMap<&str, usize> = self
-            .metrics
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.as_str(), i))
-            .collect();
-        let count_alerts = |alerts: &[Alert]| {
-            Metrics::add(&self.metrics.alerts, alerts.len() as u64);
-            for a in alerts {
-                if let Some(&i) = rule_index.get(a.rule_id.as_str()) {
-                    Metrics::add(&self.metrics.rules[i].alerts, 1);
-                }
-            }
-        };
         for batch in parsed_rx {
             pending.insert(batch.seq, batch);
             while let Some(batch) = pending.remove(&next_seq) {
@@ -535,7 +517,7 @@ impl Pipeline {
                             profiles.expire(watermark);
                         }
                     }
-                    count_alerts(&out.alerts[before..]);
+                    self.metrics.record_alerts(&out.alerts[before..]);
                     if forward_events {
                         out.events.push(event);
                     }
@@ -546,9 +528,9 @@ impl Pipeline {
                 self.metrics
                     .watermark
                     .store(watermark, std::sync::atomic::Ordering::Relaxed);
-                self.publish_rule_state(engine);
+                self.metrics.publish_rule_state([&*engine]);
                 stage.end(received - late);
-                if self.observer.is_some() {
+                if let (Some(started), Some(_)) = (started, &self.observer) {
                     report.late_events = late;
                     report.alerts = alerts + out.alerts.len() as u64;
                     report.paced = paced;
@@ -563,8 +545,8 @@ impl Pipeline {
         // End of input: alerts still settling are decided now.
         let mut out = SinkBatch::default();
         engine.flush(&mut out.alerts);
-        count_alerts(&out.alerts);
-        self.publish_rule_state(engine);
+        self.metrics.record_alerts(&out.alerts);
+        self.metrics.publish_rule_state([&*engine]);
         if !out.is_empty() {
             let _ = sink_tx.send(out);
         }
@@ -595,15 +577,6 @@ struct DetectStage<'a> {
 }
 
 impl Pipeline {
-    /// Copies the engine's per-rule key counts and evictions to the shared metrics.
-    fn publish_rule_state(&self, engine: &authwatch_detect::Engine) {
-        for (m, (_, keys, evicted)) in self.metrics.rules.iter().zip(engine.state_gauges()) {
-            m.keys.store(keys, std::sync::atomic::Ordering::Relaxed);
-            m.evictions
-                .store(evicted, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     /// Writes results in order; reports each finished batch to the observer.
     fn sink_stage<S: Sink>(
         &self,

@@ -42,6 +42,10 @@ pub struct RawBatch {
     pub data: Vec<u8>,
     /// The lines.
     pub lines: Vec<RawLine>,
+    /// The batch's numbers and timings so far, and when its read began (for a
+    /// [`crate::BatchObserver`]); set by the pipeline, not by sources.
+    pub(crate) report: crate::metrics::BatchReport,
+    pub(crate) started: Option<std::time::Instant>,
 }
 
 impl RawBatch {

@@ -430,3 +430,51 @@ fn stage_rule_and_batch_counters_add_up_to_the_summary() {
         assert_eq!(r.paced, std::time::Duration::ZERO);
     }
 }
+
+#[test]
+fn rule_state_is_summed_over_the_engines_of_every_task() {
+    let pack = RulePack::builtin().unwrap();
+    let metrics = Metrics::for_rules(pack.rules());
+    let limits = authwatch_detect::EngineLimits {
+        max_keys_per_rule: 10,
+        sweep_interval_ms: 60_000,
+    };
+    let normalizer = authwatch_normalize::Format::Auto.normalizer();
+    let feed = |engine: &mut authwatch_detect::Engine, users: u32| {
+        for u in 0..users {
+            let line = push_line(
+                &format!("u{u}@acme.jp"),
+                T0 + i64::from(u),
+                "mfa_verify",
+                "denied",
+                &format!("e{u}"),
+            );
+            let event = normalizer
+                .normalize(line.as_bytes(), T0, &authwatch_normalize::Limits::default())
+                .unwrap();
+            engine.on_event(&event, &mut Vec::new());
+        }
+    };
+    let mut a = pack.engine(limits);
+    let mut b = pack.engine(limits);
+    feed(&mut a, 25);
+    feed(&mut b, 4);
+    metrics.publish_rule_state([&a, &b]);
+    let fatigue = |engine: &authwatch_detect::Engine| {
+        engine
+            .stats()
+            .into_iter()
+            .find(|(id, _)| *id == "mfa_fatigue")
+            .unwrap()
+            .1
+    };
+    let (sa, sb) = (fatigue(&a), fatigue(&b));
+    assert!(sa.evicted > 0, "{sa:?}");
+    let m = metrics
+        .rules
+        .iter()
+        .find(|r| r.id == "mfa_fatigue")
+        .unwrap();
+    assert_eq!(Metrics::get(&m.keys), sa.keys + sb.keys);
+    assert_eq!(Metrics::get(&m.evictions), sa.evicted + sb.evicted);
+}

@@ -28,6 +28,7 @@ pub struct StageState {
 }
 
 type Probe = Box<dyn Fn() -> StageState + Send + Sync>;
+type Flag = Box<dyn Fn() -> bool + Send + Sync>;
 
 struct Watch {
     name: String,
@@ -38,8 +39,13 @@ struct Watch {
 }
 
 struct Inner {
+    /// Restore has finished once: start-up is over for good.
     started: AtomicBool,
+    /// The state of what is assigned is restored now (false while a new assignment restores).
+    restored: AtomicBool,
     assigned: AtomicBool,
+    /// Read instead of `restored` and `assigned` when set (see [`Health::follow`]).
+    followed: Mutex<Option<(Flag, Flag)>>,
     stall_timeout: Duration,
     watches: Mutex<Vec<Watch>>,
 }
@@ -54,6 +60,7 @@ impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
             .field("started", &self.is_started())
+            .field("restored", &self.is_restored())
             .field("assigned", &self.is_assigned())
             .field("stall_timeout", &self.inner.stall_timeout)
             .finish_non_exhaustive()
@@ -85,7 +92,9 @@ impl Health {
         Health {
             inner: Arc::new(Inner {
                 started: AtomicBool::new(false),
+                restored: AtomicBool::new(false),
                 assigned: AtomicBool::new(false),
+                followed: Mutex::new(None),
                 stall_timeout,
                 watches: Mutex::new(Vec::new()),
             }),
@@ -94,12 +103,34 @@ impl Health {
 
     /// State restore finished and processing began: `/startupz` passes from now on.
     pub fn set_started(&self) {
-        self.inner.started.store(true, Ordering::Relaxed);
+        self.set_restored(true);
     }
 
-    /// Whether [`Health::set_started`] was called.
+    /// Whether the state of what is assigned is restored now (false while newly assigned
+    /// partitions restore theirs). The first `true` also ends start-up.
+    pub fn set_restored(&self, restored: bool) {
+        self.inner.restored.store(restored, Ordering::Relaxed);
+        if restored {
+            self.inner.started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether start-up is over: state was restored at least once.
     pub fn is_started(&self) -> bool {
-        self.inner.started.load(Ordering::Relaxed)
+        // A followed flag is polled: its first `true` ends start-up too.
+        self.inner.started.load(Ordering::Relaxed) || self.is_restored()
+    }
+
+    /// Whether the state of what is assigned is restored now.
+    pub fn is_restored(&self) -> bool {
+        let restored = match self.followed().as_ref() {
+            Some((restored, _)) => restored(),
+            None => self.inner.restored.load(Ordering::Relaxed),
+        };
+        if restored {
+            self.inner.started.store(true, Ordering::Relaxed);
+        }
+        restored
     }
 
     /// The consumer holds partitions (true) or none, e.g. after a revocation (false).
@@ -109,7 +140,27 @@ impl Health {
 
     /// Whether the consumer holds partitions.
     pub fn is_assigned(&self) -> bool {
-        self.inner.assigned.load(Ordering::Relaxed)
+        match self.followed().as_ref() {
+            Some((_, assigned)) => assigned(),
+            None => self.inner.assigned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads "restored" and "assigned" from flags a runtime keeps itself (e.g. its own metrics
+    /// struct) at every probe, instead of [`Health::set_restored`] and [`Health::set_assigned`].
+    pub fn follow(
+        &self,
+        restored: impl Fn() -> bool + Send + Sync + 'static,
+        assigned: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        *self.followed() = Some((Box::new(restored), Box::new(assigned)));
+    }
+
+    fn followed(&self) -> MutexGuard<'_, Option<(Flag, Flag)>> {
+        self.inner
+            .followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The stall timeout.
@@ -194,9 +245,9 @@ impl Health {
         }
     }
 
-    /// `/readyz`: passes when started and the consumer holds partitions.
+    /// `/readyz`: passes when the state is restored and the consumer holds partitions.
     pub fn readiness(&self) -> ProbeResult {
-        match (self.is_started(), self.is_assigned()) {
+        match (self.is_restored(), self.is_assigned()) {
             (true, true) => ProbeResult::new(true, "ok: state restored, partitions assigned\n"),
             (false, _) => ProbeResult::new(false, "not ready: state restore not finished\n"),
             (true, false) => ProbeResult::new(false, "not ready: no input partitions assigned\n"),
@@ -280,6 +331,41 @@ mod tests {
         assert!(!r.ok);
         assert!(r.detail.contains("partitions assigned"), "{}", r.detail);
         assert!(h.startup().ok, "startup stays passed");
+    }
+
+    #[test]
+    fn a_new_assignment_restoring_is_not_ready_but_start_up_stays_over() {
+        let h = Health::new(TIMEOUT);
+        h.set_restored(true);
+        h.set_assigned(true);
+        assert!(h.readiness().ok);
+        // A rebalance brought partitions whose state is being restored.
+        h.set_restored(false);
+        assert!(!h.readiness().ok);
+        assert!(h.startup().ok);
+        h.set_restored(true);
+        assert!(h.readiness().ok);
+    }
+
+    #[test]
+    fn followed_flags_are_read_at_every_probe() {
+        let h = Health::new(TIMEOUT);
+        let restored = Arc::new(AtomicBool::new(false));
+        let assigned = Arc::new(AtomicBool::new(false));
+        let (r, a) = (Arc::clone(&restored), Arc::clone(&assigned));
+        h.follow(
+            move || r.load(Ordering::Relaxed),
+            move || a.load(Ordering::Relaxed),
+        );
+        assert!(!h.startup().ok);
+        assigned.store(true, Ordering::Relaxed);
+        assert!(!h.readiness().ok);
+        restored.store(true, Ordering::Relaxed);
+        assert!(h.startup().ok);
+        assert!(h.readiness().ok);
+        restored.store(false, Ordering::Relaxed);
+        assert!(!h.readiness().ok);
+        assert!(h.startup().ok, "start-up, once over, stays over");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct PartitionLag {
     pub topic: String,
     /// The partition.
     pub partition: i32,
-    /// Messages between the committed (or processed) offset and the high watermark.
+    /// Messages between the consumer's position and the high watermark; negative when not
+    /// known yet (such partitions are left out).
     pub lag: i64,
 }
 
@@ -557,7 +558,8 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         .with_callback(move |o| {
             let mut totals: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for source in read(&s.lag).iter() {
-                for p in source() {
+                // A negative lag means "not known yet" (no position or high watermark).
+                for p in source().into_iter().filter(|p| p.lag >= 0) {
                     *totals.entry((p.topic, p.partition)).or_default() += p.lag;
                 }
             }

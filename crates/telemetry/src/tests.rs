@@ -69,6 +69,11 @@ fn every_metric_has_its_contract_name_labels_and_value() {
                 partition: 1,
                 lag: 0,
             },
+            PartitionLag {
+                topic: "okta".into(),
+                partition: 9,
+                lag: -1,
+            },
         ]
     });
     t.register_consumer_lag(|| {
@@ -156,6 +161,10 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     assert_eq!(
         get(r#"authwatch_consumer_lag{partition="2",topic="entra"}"#),
         40.0
+    );
+    assert!(
+        !text.contains(r#"partition="9""#),
+        "unknown lag is left out"
     );
     assert_eq!(
         get(r#"authwatch_response_actions_total{action="revoke_sessions",result="ok"}"#),
