@@ -20,6 +20,7 @@ mod batch;
 mod health;
 mod logging;
 pub mod names;
+mod otlp_client;
 mod server;
 mod telemetry;
 

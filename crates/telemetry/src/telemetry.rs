@@ -386,12 +386,16 @@ fn otlp_reader(
     endpoint: &str,
     interval: Duration,
 ) -> Result<PeriodicReader<opentelemetry_otlp::MetricExporter>, TelemetryError> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    let timeout = interval.min(Duration::from_secs(10));
+    let client =
+        crate::otlp_client::OtlpHttpClient::new(timeout).map_err(TelemetryError::Thread)?;
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint)
-        .with_timeout(interval.min(Duration::from_secs(10)))
+        .with_timeout(timeout)
         .build()
         .map_err(|e| TelemetryError::Otlp {
             endpoint: endpoint.to_owned(),
