@@ -9,6 +9,7 @@ mod explain;
 mod kafka;
 mod replay;
 mod respond;
+mod telemetry;
 mod tooling;
 
 // The deployment (Helm chart, dashboard, Dockerfile); apart, so that modules added in order above

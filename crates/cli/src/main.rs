@@ -15,6 +15,7 @@ mod rules_test;
 mod run;
 mod sigma_cmd;
 mod table;
+mod telemetry_opts;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -76,13 +77,8 @@ struct RulesArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUTHWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // AUTHWATCH_LOG filters, AUTHWATCH_LOG_FORMAT=json switches to JSON lines.
+    authwatch_telemetry::init_logging("warn");
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

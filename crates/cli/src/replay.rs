@@ -45,6 +45,8 @@ pub struct RunOptions {
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    telemetry: crate::telemetry_opts::TelemetryOptions,
 }
 
 /// `authwatch demo`
@@ -109,6 +111,7 @@ pub(crate) fn load_config(options: &RunOptions) -> Result<Config> {
         };
     }
     config.validate()?;
+    authwatch_telemetry::apply_log_format(config.telemetry.log_format);
     Ok(config)
 }
 
@@ -125,7 +128,11 @@ fn execute(
     total_bytes: Option<u64>,
     options: &RunOptions,
     keep: usize,
-) -> Result<(RunSummary, JsonLinesSink)> {
+) -> Result<(
+    RunSummary,
+    JsonLinesSink,
+    Option<crate::telemetry_opts::ReplayTelemetry>,
+)> {
     let pack = load_rules(&config)?;
     let responder = crate::respond::ReplayResponder::start(&config)?;
     let sink = responder.tee(
@@ -136,7 +143,11 @@ fn execute(
         )?
         .keep_alerts(keep),
     );
-    let pipeline = Pipeline::new(config, pack)?;
+    let telemetry = options.telemetry.start(&config)?;
+    let mut pipeline = Pipeline::new(config, pack)?;
+    if let Some(t) = &telemetry {
+        pipeline = t.connect(pipeline);
+    }
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = pipeline.run(source, sink, options.speed);
     if let Some(p) = progress {
@@ -151,7 +162,7 @@ fn execute(
         }
     };
     responder.finish()?;
-    Ok((summary, sink))
+    Ok((summary, sink, telemetry))
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -185,7 +196,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     // The bundled stream yields about a hundred alerts: keep them all, then show the most severe
     // first, so a wave of low-severity lockouts does not push the critical ones off the screen.
-    let (summary, sink) = execute(config, &mut source, Some(total), &args.options, 100_000)?;
+    let (summary, sink, telemetry) =
+        execute(config, &mut source, Some(total), &args.options, 100_000)?;
     let (alerts, seen) = sink.kept_alerts();
     let mut shown: Vec<_> = alerts.to_vec();
     shown.sort_by(|a, b| {
@@ -200,6 +212,9 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         "All {seen} alerts written as JSON lines to {}",
         args.alerts.display()
     );
+    if let Some(t) = telemetry {
+        t.finish()?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -231,7 +246,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         quiet: quiet_progress,
         ..args.options
     };
-    let (summary, sink) = execute(
+    let (summary, sink, telemetry) = execute(
         config,
         &mut source,
         (!compressed).then_some(total),
@@ -243,5 +258,8 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         eprintln!("{}", table::alerts(alerts, seen, lang));
     }
     eprintln!("{}", table::summary(&summary));
+    if let Some(t) = telemetry {
+        t.finish()?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -238,6 +238,15 @@ impl Engine {
             .collect()
     }
 
+    /// Live state keys and evictions so far per rule, in rule order: `(rule id, keys, evicted)`.
+    /// Allocates nothing, so metrics can read it after every batch.
+    pub fn state_gauges(&self) -> impl ExactSizeIterator<Item = (&str, u64, u64)> + '_ {
+        self.rules
+            .iter()
+            .zip(&self.states)
+            .map(|(r, s)| (r.id.as_str(), s.keys.len() as u64, s.stats.evicted))
+    }
+
     /// Processes one event; alerts it decides are pushed to `out`.
     pub fn on_event(&mut self, e: &AuthEvent, out: &mut Vec<Alert>) {
         self.events_since_sweep += 1;

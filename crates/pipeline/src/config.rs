@@ -78,6 +78,9 @@ pub struct Config {
     /// The automated responder (docs/RESPONSE.md).
     #[serde(default)]
     pub respond: RespondConfig,
+    /// Metrics, health probes, slow-batch traces and log format.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[input]`
@@ -315,6 +318,7 @@ impl Config {
             );
         }
         self.respond.validate()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 
@@ -480,6 +484,83 @@ impl Default for CheckpointConfig {
             dir: PathBuf::from("/var/lib/authwatch/checkpoints"),
             interval: DurationText(Duration::from_millis(500)),
         }
+    }
+}
+
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the HTTP endpoint with `/metrics` (Prometheus), `/livez`, `/readyz` and
+    /// `/startupz`. Default `0.0.0.0:9464`.
+    pub listen: std::net::SocketAddr,
+    /// OTLP/HTTP (protobuf) metrics endpoint, e.g. `http://otel-collector:4318/v1/metrics`;
+    /// unset = no push (Prometheus scrapes `/metrics`). Plain `http://` only.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed over OTLP. Default `30s`.
+    pub export_interval: DurationText,
+    /// A stage holding work without progress for longer than this makes `/livez` fail.
+    /// Default `2m`.
+    pub stall_timeout: DurationText,
+    /// A batch that takes longer than this from read to results written (pacing excluded) is
+    /// logged as a slow-batch trace with its numbers. Default `5s`.
+    pub slow_batch: DurationText,
+    /// `text` or `json`; the environment variable `AUTHWATCH_LOG_FORMAT` wins. Default `text`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+            otlp_endpoint: None,
+            export_interval: DurationText(Duration::from_secs(30)),
+            stall_timeout: DurationText(Duration::from_secs(120)),
+            slow_batch: DurationText(Duration::from_secs(5)),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Range checks of the `[telemetry]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// URL (TLS to the collector is not built in: send to a local \
+                 OpenTelemetry Collector)",
+            );
+        }
+        if self.export_interval.0 < Duration::from_secs(1) {
+            return invalid("telemetry.export_interval", "must be at least 1s");
+        }
+        if self.stall_timeout.0 < Duration::from_secs(1) {
+            return invalid("telemetry.stall_timeout", "must be at least 1s");
+        }
+        if self.slow_batch.0.is_zero() {
+            return invalid("telemetry.slow_batch", "must be positive");
+        }
+        Ok(())
     }
 }
 

@@ -44,7 +44,7 @@ pub use checkpoint::{
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
 pub use enrich::Enricher;
-pub use metrics::Metrics;
+pub use metrics::{BatchObserver, BatchReport, Metrics, RuleMetrics, Stage, StageMetrics};
 pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
 pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError};

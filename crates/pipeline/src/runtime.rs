@@ -14,7 +14,7 @@ use crate::checkpoint::{
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
 use crate::enrich::Enricher;
-use crate::metrics::Metrics;
+use crate::metrics::{BatchObserver, BatchReport, Metrics, Stage};
 use crate::sink::{LateEvent, Sink, SinkError};
 use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
@@ -137,6 +137,9 @@ pub struct RunSummary {
 struct ParsedBatch {
     seq: u64,
     control: Option<Control>,
+    /// Numbers and timings so far, for the batch observer.
+    report: BatchReport,
+    started: Option<Instant>,
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
@@ -150,6 +153,8 @@ struct SinkBatch {
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
     checkpoint: Option<Checkpoint>,
+    /// Set on the last part of a source batch when someone observes batches.
+    report: Option<(BatchReport, Instant)>,
 }
 
 impl SinkBatch {
@@ -160,6 +165,10 @@ impl SinkBatch {
             && self.dead.is_empty()
             && self.late.is_empty()
     }
+
+    fn records(&self) -> u64 {
+        (self.events.len() + self.alerts.len() + self.dead.len() + self.late.len()) as u64
+    }
 }
 
 /// A configured pipeline, ready to run over a source.
@@ -169,6 +178,7 @@ pub struct Pipeline {
     normalizer: Arc<dyn Normalizer>,
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn BatchObserver>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
 }
@@ -189,14 +199,22 @@ impl Pipeline {
             .spawn_reloader()
             .inspect_err(|e| tracing::warn!(error = %e, "geo database reload thread did not start"))
             .ok();
+        let metrics = Arc::new(Metrics::for_rules(pack.rules()));
         Ok(Pipeline {
             config,
             pack,
             normalizer,
             enricher,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            observer: None,
             _reloader: reloader,
         })
+    }
+
+    /// Reports every batch's numbers and timings to `observer` (metrics, slow-batch traces).
+    pub fn with_observer(mut self, observer: Arc<dyn BatchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Replaces the enricher.
@@ -261,8 +279,8 @@ impl Pipeline {
             std::thread::scope(|scope| {
                 // Named threads: `top -H`, perf and debuggers show which stage is busy.
                 let spawn = |name: String| std::thread::Builder::new().name(name);
-                let sink_handle =
-                    spawn("aw-sink".into()).spawn_scoped(scope, move || sink_stage(sink, sink_rx));
+                let sink_handle = spawn("aw-sink".into())
+                    .spawn_scoped(scope, move || self.sink_stage(sink, sink_rx));
                 let detect_handle = {
                     let names = &names;
                     spawn("aw-detect".into()).spawn_scoped(scope, move || {
@@ -341,12 +359,14 @@ impl Pipeline {
     ) -> Result<(), SourceError> {
         let mut last_bytes = 0;
         let mut spare: Option<RawBatch> = None;
+        let stage = self.metrics.stage(Stage::Source);
         loop {
             let mut batch = spare
                 .take()
                 .or_else(|| recycle_rx.try_recv().ok())
                 .unwrap_or_default();
             batch.control = None;
+            let started = Instant::now();
             if !source.fill(&mut batch, self.config.runtime.batch_lines)? {
                 return Ok(());
             }
@@ -356,14 +376,26 @@ impl Pipeline {
                 continue;
             }
             batch.seq = seq.fetch_add(1, Ordering::SeqCst);
-            Metrics::add(&self.metrics.lines_read, batch.lines.len() as u64);
+            let lines = batch.lines.len() as u64;
+            Metrics::add(&self.metrics.lines_read, lines);
             let bytes = source.bytes_read();
             Metrics::add(&self.metrics.bytes_read, bytes - last_bytes);
             last_bytes = bytes;
+            // Reading is not counted as busy: a consumer waiting for messages is idle, not stuck.
+            Metrics::add(&stage.events_in, lines);
+            batch.report = BatchReport {
+                seq: batch.seq,
+                lines,
+                read: started.elapsed(),
+                ..BatchReport::default()
+            };
+            batch.started = Some(started);
             if raw_tx.send(batch).is_err() {
                 // Downstream stopped; it reports why.
                 return Ok(());
             }
+            Metrics::add(&stage.events_out, lines);
+            stage.beat();
         }
     }
 
@@ -384,11 +416,14 @@ impl Pipeline {
             ..Limits::default()
         };
         let keep = input.dead_letter_raw_bytes;
+        let stage = self.metrics.stage(Stage::Normalize);
         for mut batch in raw_rx {
             if let Some(control) = batch.control.take() {
                 let parsed = ParsedBatch {
                     seq: batch.seq,
                     control: Some(control),
+                    report: BatchReport::default(),
+                    started: None,
                     events: Vec::new(),
                     origins: Vec::new(),
                     dead: Vec::new(),
@@ -398,6 +433,8 @@ impl Pipeline {
                 }
                 continue;
             }
+            let working = Instant::now();
+            stage.begin(batch.lines.len() as u64);
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -454,13 +491,20 @@ impl Pipeline {
             for d in &dead {
                 Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
             }
-            let seq = batch.seq;
+            let mut report = std::mem::take(&mut batch.report);
+            report.events = events.len() as u64;
+            report.dead_letters = dead.len() as u64;
+            report.normalize = working.elapsed();
+            stage.end(events.len() as u64);
+            let (seq, started) = (batch.seq, batch.started);
             // The buffer goes back to the source; if its queue is full, it is simply dropped.
             let _ = recycle_tx.try_send(batch);
             if parsed_tx
                 .send(ParsedBatch {
                     seq,
                     control: None,
+                    report,
+                    started,
                     events,
                     origins,
                     dead,
@@ -493,6 +537,7 @@ impl Pipeline {
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
         let mut next_seq = 0;
         let mut pace: Option<(i64, Instant)> = None;
+        let stage = self.metrics.stage(Stage::Detect);
         // Task per input partition (partitioned sources) or one task for the whole stream.
         let mut tasks: BTreeMap<u32, Task> = BTreeMap::new();
         // Partitions handed to another owner: their lines still in flight are dropped, because
@@ -561,10 +606,17 @@ impl Pipeline {
                     }
                     continue;
                 }
+                let working = Instant::now();
+                let mut paced = Duration::ZERO;
+                let received = batch.events.len() as u64;
+                let mut late = 0u64;
+                let mut alerts = 0u64;
+                stage.begin(received);
                 let mut out = SinkBatch {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
+                let (mut report, started) = (batch.report, batch.started);
                 if partitioned {
                     // A rejected line advances its partition's position like an event does, so
                     // the task must be checkpointed at that position too.
@@ -595,15 +647,26 @@ impl Pipeline {
                         let ahead = due.saturating_sub(w0.elapsed());
                         if ahead > Duration::from_millis(2) {
                             // Make what was decided so far visible before waiting.
+                            alerts += out.alerts.len() as u64;
                             if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
                                 break 'batches;
                             }
-                            std::thread::sleep(ahead);
+                            let sleeping = Instant::now();
+                            // In slices, each a heartbeat: waiting for event time is not stuck.
+                            let mut left = ahead;
+                            while !left.is_zero() {
+                                let slice = left.min(Duration::from_millis(500));
+                                std::thread::sleep(slice);
+                                left -= slice;
+                                stage.beat();
+                            }
+                            paced += sleeping.elapsed();
                         }
                     }
                     let watermark = task.wm.watermark;
                     if event.time < watermark {
                         Metrics::add(&self.metrics.late_events, 1);
+                        late += 1;
                         if side_output {
                             out.late.push(LateEvent {
                                 file: input_name(origin.input),
@@ -629,7 +692,7 @@ impl Pipeline {
                             task.profiles.expire(task.wm.watermark);
                         }
                     }
-                    Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
+                    self.metrics.record_alerts(&out.alerts[before..]);
                     if forward_events {
                         out.events.push(event);
                     }
@@ -643,7 +706,17 @@ impl Pipeline {
                 self.metrics
                     .watermark
                     .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
-                if !out.is_empty() && sink_tx.send(out).is_err() {
+                self.metrics
+                    .publish_rule_state(tasks.values().map(|t| &t.engine));
+                stage.end(received - late);
+                if let (Some(started), Some(_)) = (started, &self.observer) {
+                    report.late_events = late;
+                    report.alerts = alerts + out.alerts.len() as u64;
+                    report.paced = paced;
+                    report.detect = working.elapsed().saturating_sub(paced);
+                    out.report = Some((report, started));
+                }
+                if (!out.is_empty() || out.report.is_some()) && sink_tx.send(out).is_err() {
                     break 'batches;
                 }
             }
@@ -654,7 +727,9 @@ impl Pipeline {
             for task in tasks.values_mut() {
                 task.engine.flush(&mut out.alerts);
             }
-            Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
+            self.metrics.record_alerts(&out.alerts);
+            self.metrics
+                .publish_rule_state(tasks.values().map(|t| &t.engine));
             if !out.is_empty() {
                 let _ = sink_tx.send(out);
             }
@@ -756,28 +831,50 @@ struct DetectStage<'a> {
     vectors: Sender<Vec<AuthEvent>>,
 }
 
-fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, SinkError> {
-    for batch in sink_rx {
-        for e in &batch.events {
-            sink.event(e)?;
+impl Pipeline {
+    /// Writes results in order; reports each finished batch to the observer.
+    fn sink_stage<S: Sink>(
+        &self,
+        mut sink: S,
+        sink_rx: Receiver<SinkBatch>,
+    ) -> Result<S, SinkError> {
+        let stage = self.metrics.stage(Stage::Sink);
+        for batch in sink_rx {
+            let working = Instant::now();
+            let records = batch.records();
+            stage.begin(records);
+            write_batch(&mut sink, &batch)?;
+            stage.end(records);
+            if let (Some((mut report, started)), Some(observer)) = (batch.report, &self.observer) {
+                report.sink = working.elapsed();
+                report.total = started.elapsed();
+                observer.batch_done(&report);
+            }
+            if let Some(checkpoint) = batch.checkpoint {
+                sink.checkpoint(checkpoint)?;
+            }
         }
-        for d in &batch.dead {
-            sink.dead_letter(d)?;
-        }
-        for l in &batch.late {
-            sink.late_event(l)?;
-        }
-        for a in &batch.alerts {
-            sink.alert(a)?;
-        }
-        // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
-        if !batch.alerts.is_empty() {
-            sink.flush()?;
-        }
-        if let Some(checkpoint) = batch.checkpoint {
-            sink.checkpoint(checkpoint)?;
-        }
+        sink.flush()?;
+        Ok(sink)
     }
-    sink.flush()?;
-    Ok(sink)
+}
+
+fn write_batch<S: Sink>(sink: &mut S, batch: &SinkBatch) -> Result<(), SinkError> {
+    for e in &batch.events {
+        sink.event(e)?;
+    }
+    for d in &batch.dead {
+        sink.dead_letter(d)?;
+    }
+    for l in &batch.late {
+        sink.late_event(l)?;
+    }
+    for a in &batch.alerts {
+        sink.alert(a)?;
+    }
+    // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
+    if !batch.alerts.is_empty() {
+        sink.flush()?;
+    }
+    Ok(())
 }

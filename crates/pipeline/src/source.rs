@@ -44,6 +44,10 @@ pub struct RawBatch {
     pub lines: Vec<RawLine>,
     /// A control message of a partitioned source instead of lines (see [`crate::checkpoint`]).
     pub control: Option<crate::checkpoint::Control>,
+    /// The batch's numbers and timings so far, and when its read began (for a
+    /// [`crate::BatchObserver`]); set by the pipeline, not by sources.
+    pub(crate) report: crate::metrics::BatchReport,
+    pub(crate) started: Option<std::time::Instant>,
 }
 
 impl RawBatch {

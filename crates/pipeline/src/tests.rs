@@ -513,3 +513,157 @@ fn lines_of_a_released_partition_are_dropped_and_it_is_not_snapshotted_again() {
     assert_eq!(rec.checkpoints[0].2.len(), 1);
     assert!(rec.checkpoints[1].2.is_empty());
 }
+
+/// Keeps every batch report.
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<BatchReport>>);
+
+impl BatchObserver for Reports {
+    fn batch_done(&self, report: &BatchReport) {
+        self.0.lock().unwrap().push(report.clone());
+    }
+}
+
+#[test]
+fn stage_rule_and_batch_counters_add_up_to_the_summary() {
+    let mut lines = bombing("aiko@acme.jp", T0);
+    lines.extend(bombing("ken@acme.jp", T0 + 30_000));
+    lines.sort_by_key(|l| l[8..21].to_owned());
+    lines.insert(5, "not json".to_owned());
+    lines.push(push_line(
+        "late@acme.jp",
+        T0 - 20 * 60_000,
+        "mfa_verify",
+        "denied",
+        "late",
+    ));
+    let mut config = Config::default();
+    config.runtime.batch_lines = 4;
+    config.runtime.workers = 2;
+    config.event_time.late_events = LatePolicy::SideOutput;
+    let reports = std::sync::Arc::new(Reports::default());
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap())
+        .unwrap()
+        .with_observer(reports.clone());
+    let metrics = pipeline.metrics();
+    let mut source = LineSource::from_readers(
+        vec![("input.jsonl".into(), Box::new(Cursor::new(join(&lines))))],
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    );
+    let sink = JsonLinesSink::create(None, None, None).unwrap();
+    let (summary, _) = pipeline.run(&mut source, sink, Speed::Max).unwrap();
+    assert_eq!(summary.lines, 36);
+    assert_eq!(summary.events, 35);
+    assert_eq!(summary.late_events, 1);
+    assert_eq!(summary.alerts, 4);
+
+    let get = |s: Stage| {
+        let m = metrics.stage(s);
+        (Metrics::get(&m.events_in), Metrics::get(&m.events_out))
+    };
+    assert_eq!(get(Stage::Source), (36, 36));
+    assert_eq!(get(Stage::Normalize), (36, 35));
+    assert_eq!(get(Stage::Detect), (35, 34));
+    // Written records: 4 alerts, 1 dead letter, 1 late event.
+    assert_eq!(get(Stage::Sink), (6, 6));
+    for s in Stage::ALL {
+        assert_eq!(
+            Metrics::get(&metrics.stage(s).busy),
+            0,
+            "{s:?} is idle at the end"
+        );
+    }
+    assert!(Metrics::get(&metrics.stage(Stage::Detect).progress) >= 9);
+
+    let by_rule: Vec<(&str, u64)> = metrics
+        .rules
+        .iter()
+        .filter(|r| Metrics::get(&r.alerts) > 0)
+        .map(|r| (r.id.as_str(), Metrics::get(&r.alerts)))
+        .collect();
+    assert_eq!(
+        by_rule,
+        vec![("mfa_fatigue", 2), ("mfa_fatigue_success", 2)]
+    );
+    let fatigue = metrics
+        .rules
+        .iter()
+        .find(|r| r.id == "mfa_fatigue")
+        .unwrap();
+    assert_eq!(fatigue.category, "mfa_fatigue");
+    assert_eq!(
+        Metrics::get(&fatigue.keys),
+        summary
+            .rules
+            .iter()
+            .find(|(id, _)| id == "mfa_fatigue")
+            .unwrap()
+            .1
+            .keys
+    );
+
+    let reports = reports.0.lock().unwrap();
+    assert_eq!(reports.len(), 9, "one report per source batch of 4 lines");
+    let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..9).collect::<Vec<_>>(), "reported in stream order");
+    let sum = |f: fn(&BatchReport) -> u64| reports.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|r| r.lines), 36);
+    assert_eq!(sum(|r| r.events), 35);
+    assert_eq!(sum(|r| r.dead_letters), 1);
+    assert_eq!(sum(|r| r.late_events), 1);
+    // The flush at the end of input may decide alerts outside any batch.
+    assert!(sum(|r| r.alerts) <= 4);
+    for r in reports.iter() {
+        assert!(r.total >= r.read + r.normalize + r.detect + r.sink, "{r:?}");
+        assert_eq!(r.paced, std::time::Duration::ZERO);
+    }
+}
+
+#[test]
+fn rule_state_is_summed_over_the_engines_of_every_task() {
+    let pack = RulePack::builtin().unwrap();
+    let metrics = Metrics::for_rules(pack.rules());
+    let limits = authwatch_detect::EngineLimits {
+        max_keys_per_rule: 10,
+        sweep_interval_ms: 60_000,
+    };
+    let normalizer = authwatch_normalize::Format::Auto.normalizer();
+    let feed = |engine: &mut authwatch_detect::Engine, users: u32| {
+        for u in 0..users {
+            let line = push_line(
+                &format!("u{u}@acme.jp"),
+                T0 + i64::from(u),
+                "mfa_verify",
+                "denied",
+                &format!("e{u}"),
+            );
+            let event = normalizer
+                .normalize(line.as_bytes(), T0, &authwatch_normalize::Limits::default())
+                .unwrap();
+            engine.on_event(&event, &mut Vec::new());
+        }
+    };
+    let mut a = pack.engine(limits);
+    let mut b = pack.engine(limits);
+    feed(&mut a, 25);
+    feed(&mut b, 4);
+    metrics.publish_rule_state([&a, &b]);
+    let fatigue = |engine: &authwatch_detect::Engine| {
+        engine
+            .stats()
+            .into_iter()
+            .find(|(id, _)| *id == "mfa_fatigue")
+            .unwrap()
+            .1
+    };
+    let (sa, sb) = (fatigue(&a), fatigue(&b));
+    assert!(sa.evicted > 0, "{sa:?}");
+    let m = metrics
+        .rules
+        .iter()
+        .find(|r| r.id == "mfa_fatigue")
+        .unwrap();
+    assert_eq!(Metrics::get(&m.keys), sa.keys + sb.keys);
+    assert_eq!(Metrics::get(&m.evictions), sa.evicted + sb.evicted);
+}
