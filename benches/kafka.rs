@@ -76,7 +76,7 @@ fn config(dir: &Path, name: &str, brokers: &str, topic: &str, interval: &str) ->
              alert_topic = \"{topic}.alerts\"\ndead_letter_topic = \"{topic}.dead\"\n\
              audit_topic = \"{topic}.audit\"\ntransactional_id = \"{topic}.tx\"\n\
              [[kafka.topics]]\nname = {topic:?}\nformat = \"native\"\n\n\
-             [checkpoint]\ndir = {:?}\ninterval = {interval:?}\n",
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {interval:?}\n",
             geo.join("GeoIP2-City-Test.mmdb"),
             geo.join("GeoLite2-ASN-Test.mmdb"),
             geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),

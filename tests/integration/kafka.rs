@@ -88,7 +88,7 @@ impl Scenario {
                  dead_letter_topic = {:?}\naudit_topic = {:?}\nenriched_topic = \"{}.events\"\n\
                  transactional_id = {:?}\n\
                  [[kafka.topics]]\nname = {:?}\nformat = \"auto\"\n\n\
-                 [checkpoint]\ndir = {:?}\ninterval = {:?}\n",
+                 [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {:?}\n",
                 geo.join("GeoIP2-City-Test.mmdb"),
                 geo.join("GeoLite2-ASN-Test.mmdb"),
                 geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
@@ -188,6 +188,26 @@ fn terminate(child: &mut Child, s: &Scenario, instance: &str) {
             started.elapsed() < Duration::from_secs(60),
             "{instance} did not stop on SIGTERM:\n{}",
             s.log(instance)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The telemetry address an instance logged at start (it listens on port 0).
+fn telemetry_addr(s: &Scenario, instance: &str) -> std::net::SocketAddr {
+    let started = Instant::now();
+    loop {
+        let log = s.log(instance);
+        if let Some(addr) = log
+            .lines()
+            .filter(|l| l.contains("telemetry: /metrics"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        {
+            return addr.parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{instance} logged no telemetry address:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -296,6 +316,35 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
     let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
         ids.len() >= expected.len()
     });
+    // The telemetry endpoint of the running instance: ready (assigned and restored), and the
+    // runtime's own numbers next to the pipeline's.
+    let addr = telemetry_addr(&s, "a");
+    crate::telemetry::wait_for(addr, "/readyz", 200);
+    crate::telemetry::wait_for(addr, "/startupz", 200);
+    crate::telemetry::wait_for(addr, "/livez", 200);
+    let metrics = crate::telemetry::scrape(addr);
+    for series in [
+        "authwatch_checkpoint_age_seconds",
+        "authwatch_checkpoint_duration_seconds_count",
+        "authwatch_consumer_lag{",
+        "authwatch_events_in_total{",
+        "authwatch_alerts_total{",
+    ] {
+        assert!(
+            metrics.keys().any(|k| k.starts_with(series)),
+            "no {series} in {metrics:#?}"
+        );
+    }
+    let source_in = metrics
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("authwatch_events_in_total{") && k.contains("stage=\"source\"")
+        })
+        .map_or(0.0, |(_, v)| *v);
+    assert!(
+        source_in >= lines.len() as f64,
+        "source events in: {source_in}"
+    );
     terminate(&mut run, &s, "a");
     assert_exactly_once(&ids, &expected, &s.log("a"));
     // Alert records: key = entity, headers for routing without parsing the value.

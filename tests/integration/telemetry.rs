@@ -16,7 +16,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 GET over a fresh connection: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -56,7 +56,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// `name{labels}` → value, from the Prometheus text format.
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+pub(crate) fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let (status, text) = get(addr, "/metrics");
     assert_eq!(status, 200, "{text}");
     text.lines()
@@ -76,7 +76,7 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> u64 {
 }
 
 /// Polls `path` until it answers `status`.
-fn wait_for(addr: SocketAddr, path: &str, status: u16) -> String {
+pub(crate) fn wait_for(addr: SocketAddr, path: &str, status: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (got, body) = get(addr, path);

@@ -1,8 +1,9 @@
 //! `authwatch run`: the live pipeline over Kafka (see docs/KAFKA.md).
 
 use anyhow::{Context, Result};
-use authwatch_kafka::Runtime;
+use authwatch_kafka::{KafkaMetrics, Runtime};
 use authwatch_pipeline::Config;
+use authwatch_telemetry::{PartitionLag, Telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,10 +25,23 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    authwatch_telemetry::apply_log_format(config.telemetry.log_format);
     let pack = crate::replay::load_rules(&config)?;
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(Arc::clone(&stop))?;
-    let runtime = Runtime::new(config, pack, stop)?.until_end(args.until_end);
+    let telemetry =
+        Arc::new(Telemetry::start(&config.telemetry).context("starting the telemetry endpoint")?);
+    if let Some(addr) = telemetry.local_addr() {
+        tracing::info!(%addr, "telemetry: /metrics /livez /readyz /startupz");
+    }
+    let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
+        .until_end(args.until_end)
+        .with_observer(telemetry.batch_observer());
+    let runtime = {
+        let t = Arc::clone(&telemetry);
+        runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
+    };
+    connect_kafka_metrics(&telemetry, &runtime.metrics(), &stop);
     let report = runtime.run().context("authwatch run")?;
     if let Some(last) = &report.last {
         eprintln!(
@@ -40,6 +54,54 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds the runtime's own numbers to the exporter: consumer lag per partition and checkpoint
+/// age are read at each scrape; readiness follows the consumer's assignment and state restore;
+/// each checkpoint's duration goes into the histogram (taken every 200 ms by a small thread, as
+/// the runtime finishes checkpoints on its own threads).
+fn connect_kafka_metrics(
+    telemetry: &Arc<Telemetry>,
+    km: &Arc<KafkaMetrics>,
+    stop: &Arc<AtomicBool>,
+) {
+    let lag = Arc::clone(km);
+    telemetry.register_consumer_lag(move || {
+        lag.consumer_lag()
+            .into_iter()
+            .map(|l| PartitionLag {
+                topic: l.topic,
+                partition: l.partition,
+                lag: l.lag,
+            })
+            .collect()
+    });
+    let age = Arc::clone(km);
+    telemetry.register_checkpoint_age(move || {
+        age.checkpoint_age_seconds()
+            .map(|s| std::time::Duration::from_secs_f64(s.max(0.0)))
+    });
+    let (restored, assigned) = (Arc::clone(km), Arc::clone(km));
+    telemetry
+        .health()
+        .follow(move || restored.restored(), move || assigned.assigned());
+    let (t, km, stop) = (Arc::clone(telemetry), Arc::clone(km), Arc::clone(stop));
+    let spawned = std::thread::Builder::new()
+        .name("aw-telemetry-feed".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if km.started() {
+                    t.health().set_started();
+                }
+                for took in km.take_checkpoint_durations() {
+                    t.record_checkpoint(took);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "checkpoint durations will not be exported");
+    }
 }
 
 /// SIGTERM (Kubernetes) and SIGINT set the stop flag; the source sees it between polls.

@@ -38,7 +38,13 @@ pub struct KafkaMetrics {
     restarts: AtomicU64,
     throughput: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Durations of checkpoints not yet taken by [`KafkaMetrics::take_checkpoint_durations`]
+    /// (bounded: an exporter that stops reading loses the oldest, never memory).
+    recent_checkpoints: Mutex<std::collections::VecDeque<std::time::Duration>>,
 }
+
+/// Checkpoint durations kept for an exporter between two reads.
+const RECENT_CHECKPOINTS: usize = 1024;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -121,6 +127,15 @@ impl KafkaMetrics {
         self.last_checkpoint_duration_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 
+    /// The durations of the checkpoints finished since the last call, oldest first: an exporter
+    /// records each in a histogram.
+    pub fn take_checkpoint_durations(&self) -> Vec<std::time::Duration> {
+        match self.recent_checkpoints.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Restarts from the last checkpoint after a broker or transaction failure.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
@@ -185,6 +200,12 @@ impl KafkaMetrics {
             u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        if let Ok(mut q) = self.recent_checkpoints.lock() {
+            if q.len() >= RECENT_CHECKPOINTS {
+                q.pop_front();
+            }
+            q.push_back(duration);
+        }
     }
     pub(crate) fn checkpoint_failed(&self) {
         self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);

@@ -34,7 +34,12 @@ pub struct Runtime {
     metrics: Arc<KafkaMetrics>,
     pipeline_metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
     until_end: bool,
+    observer: Option<Arc<dyn authwatch_pipeline::BatchObserver>>,
+    on_pipeline: Option<PipelineHook>,
 }
+
+/// Called with the counters of every pipeline the runtime builds (one per start or restart).
+type PipelineHook = Box<dyn Fn(Arc<Metrics>) + Send + Sync>;
 
 impl Runtime {
     /// A runtime for `config` and `pack`; set `stop` (e.g. on SIGTERM) to drain, checkpoint,
@@ -52,7 +57,22 @@ impl Runtime {
             metrics: Arc::new(KafkaMetrics::new()),
             pipeline_metrics: Arc::new(Mutex::new(None)),
             until_end: false,
+            observer: None,
+            on_pipeline: None,
         })
+    }
+
+    /// Reports every batch of every pipeline this runtime builds to `observer` (telemetry).
+    pub fn with_observer(mut self, observer: Arc<dyn authwatch_pipeline::BatchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Calls `hook` with the counters of each pipeline this runtime builds: a restart builds a
+    /// new pipeline, and an exporter must follow it.
+    pub fn on_pipeline(mut self, hook: impl Fn(Arc<Metrics>) + Send + Sync + 'static) -> Self {
+        self.on_pipeline = Some(Box::new(hook));
+        self
     }
 
     /// Stop (gracefully) once every assigned partition is consumed up to the end offset it had
@@ -207,8 +227,14 @@ impl Runtime {
             .map_err(|e| KafkaError::client("subscribing", e))?;
         audit.record("started", Vec::new(), None);
 
-        let pipeline = Pipeline::new(self.config.clone(), self.pack.clone())
+        let mut pipeline = Pipeline::new(self.config.clone(), self.pack.clone())
             .map_err(|e| KafkaError::Config(e.to_string()))?;
+        if let Some(observer) = &self.observer {
+            pipeline = pipeline.with_observer(Arc::clone(observer));
+        }
+        if let Some(hook) = &self.on_pipeline {
+            hook(pipeline.metrics());
+        }
         if let Ok(mut m) = self.pipeline_metrics.lock() {
             *m = Some(pipeline.metrics());
         }
