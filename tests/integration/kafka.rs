@@ -322,19 +322,31 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
     crate::telemetry::wait_for(addr, "/readyz", 200);
     crate::telemetry::wait_for(addr, "/startupz", 200);
     crate::telemetry::wait_for(addr, "/livez", 200);
-    let metrics = crate::telemetry::scrape(addr);
-    for series in [
+    // Consumer lag comes from librdkafka's statistics, emitted every 5 s.
+    let wanted = [
         "authwatch_checkpoint_age_seconds",
         "authwatch_checkpoint_duration_seconds_count",
         "authwatch_consumer_lag{",
         "authwatch_events_in_total{",
         "authwatch_alerts_total{",
-    ] {
+    ];
+    let scraping = Instant::now();
+    let metrics = loop {
+        let metrics = crate::telemetry::scrape(addr);
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !metrics.keys().any(|k| k.starts_with(w)))
+            .collect();
+        if missing.is_empty() {
+            break metrics;
+        }
         assert!(
-            metrics.keys().any(|k| k.starts_with(series)),
-            "no {series} in {metrics:#?}"
+            scraping.elapsed() < Duration::from_secs(60),
+            "no {missing:?} in {metrics:#?}"
         );
-    }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let source_in = metrics
         .iter()
         .find(|(k, _)| {
