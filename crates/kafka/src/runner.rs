@@ -9,9 +9,7 @@ use crate::sink::{KafkaSink, Topics};
 use crate::source::{ConsumerCtx, KafkaSource, Shared};
 use crate::store::CheckpointStore;
 use authwatch_detect::RulePack;
-use authwatch_pipeline::{
-    Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts,
-};
+use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts};
 use authwatch_respond::{
     AuditSink, JsonLinesAudit, Responder, ResponderThread, ResponseClock, StateSaver, TeeSink,
 };

@@ -50,7 +50,10 @@ impl CheckpointStore {
     }
 
     fn instance_path(&self, instance: &str) -> (PathBuf, String) {
-        (self.root.join("@instance"), format!("{}.ckpt", sanitize(instance)))
+        (
+            self.root.join("@instance"),
+            format!("{}.ckpt", sanitize(instance)),
+        )
     }
 
     /// Replaces the instance-wide state of `instance` (the responder's).
