@@ -267,7 +267,18 @@ impl Runtime {
         let responder_error = match responder.map(ResponderThread::finish) {
             Some(Err(e)) => Some(e),
             Some(Ok(report)) => {
-                tracing::info!(queued = report.queued, "responder stopped");
+                let decisions: Vec<String> = report
+                    .counts
+                    .iter()
+                    .map(|((action, decision), n)| {
+                        format!("{n} {} {}", action.as_str(), decision.as_str())
+                    })
+                    .collect();
+                tracing::info!(
+                    queued = report.queued,
+                    decisions = decisions.join(", "),
+                    "responder stopped"
+                );
                 None
             }
             None => None,

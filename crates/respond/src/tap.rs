@@ -71,7 +71,7 @@ enum Persist {
 
 /// What the responder thread is handed, in stream order.
 enum Msg {
-    Alert(Alert),
+    Alert(Box<Alert>),
     /// A checkpoint barrier: save the state reflecting every alert before it, then answer.
     Checkpoint(SyncSender<Result<(), String>>),
 }
@@ -261,7 +261,7 @@ impl<S: Sink> Sink for TeeSink<S> {
     fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
         self.inner.alert(alert)?;
         if let Some(tap) = &self.tap
-            && tap.send(Msg::Alert(alert.clone())).is_err()
+            && tap.send(Msg::Alert(Box::new(alert.clone()))).is_err()
         {
             // The responder stopped on an error (it reports it at the end): stop the run
             // rather than let alerts pass unanswered.
