@@ -698,7 +698,7 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
             .into_iter()
             .filter_map(|r| {
                 let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
-                (v["class_uid"] == 3001).then(|| (r.key, v))
+                (v["class_uid"] == 3001).then_some((r.key, v))
             })
             .collect()
     };
