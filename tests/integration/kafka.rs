@@ -632,3 +632,191 @@ fn e_poison_messages_land_in_the_dead_letter_topic_with_their_reason() {
     assert_eq!(enriched[0].key.as_deref(), v["user"]["id"].as_str());
     let _ = std::io::stderr().flush();
 }
+
+/// The responder inside `authwatch run`: automatic mode, webhook target on a local receiver.
+/// An instance that never reaches a checkpoint acts, is killed -9, and its restart processes
+/// the same input again from the start: the responder state it saved after each decision
+/// (its instance file in the checkpoint directory) makes those alerts duplicates, so no
+/// account gets a second action; the audit records are on the audit topic and in the file.
+#[test]
+fn f_responder_acts_once_per_account_across_a_kill_9() {
+    let _broker = broker();
+    let s = Scenario::new("respond", 1);
+    let lines = stream(s.dir.path(), "example", 300, 3, 7);
+
+    // What the policy selects: the critical alerts of the two suspension-worthy rules.
+    let input = s.dir.path().join("replay-input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let replayed = s.dir.path().join("replay-alerts.jsonl");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(s.config("replay", "1s"))
+            .arg("--alerts")
+            .arg(&replayed)
+            .arg(&input),
+    );
+    let alerts = json_lines(&replayed);
+    let all_ids: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    let selected: BTreeMap<String, String> = alerts
+        .iter()
+        .filter(|a| {
+            a["severity"] == "critical"
+                && ["mfa_fatigue_success", "credential_compromise"]
+                    .contains(&a["rule_id"].as_str().unwrap())
+        })
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_owned(),
+                a["entity"]["user"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
+    assert!(
+        !accounts.is_empty(),
+        "the stream has no suspension-worthy alert"
+    );
+
+    let (url, seen) = crate::respond::receiver();
+    std::fs::write(s.dir.path().join("hook-secret"), "integration-secret\n").unwrap();
+    let state = s.dir.path().join("respond");
+    let start = |instance: &str, interval: &str| -> Child {
+        let config = s.config_as(instance, "r", interval);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[respond]\nenabled = true\nmode = \"automatic\"\ntarget = \"webhook\"\n\
+             state_dir = {state:?}\n\
+             [respond.limits]\nglobal_actions = 1000\ntenant_actions = 1000\n\
+             [respond.webhook]\nurl = {url:?}\nsecret = {{ file = {secret:?} }}\n",
+            secret = s.dir.path().join("hook-secret"),
+        ));
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
+        authwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    // (account, action) of every webhook call.
+    let calls = || -> Vec<(String, String)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                (
+                    v["account"].as_str().unwrap().to_owned(),
+                    v["action"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    // r1 never reaches a checkpoint (4 minutes): it acts, then dies with nothing committed.
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let mut run = start("r1", "4m");
+    let mut settled = (0, Instant::now());
+    let started = Instant::now();
+    loop {
+        let n = calls().len();
+        if n != settled.0 {
+            settled = (n, Instant::now());
+        }
+        if n > 0 && settled.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "r1 called the webhook {n} times:\n{}",
+            s.log("r1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill9(&mut run);
+    let before = calls().len();
+    assert!(
+        s.read(&s.alerts, true).is_empty(),
+        "r1 committed before it was killed"
+    );
+
+    // r2 restarts with r1's identity and state: the same input again from the start.
+    let mut run = start("r2", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= all_ids.len()
+    });
+    assert_exactly_once(&ids, &all_ids, &s.log("r2"));
+    let audit_records = |s: &Scenario| -> Vec<(Option<String>, serde_json::Value)> {
+        s.read(&s.audit, false)
+            .into_iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+                (v["class_uid"] == 3001).then_some((r.key, v))
+            })
+            .collect()
+    };
+    // Every selected alert reaches a decision on the audit topic.
+    let started = Instant::now();
+    loop {
+        let decided: BTreeSet<String> = audit_records(&s)
+            .iter()
+            .map(|(_, v)| v["unmapped"]["alert_id"].as_str().unwrap().to_owned())
+            .collect();
+        if selected.keys().all(|id| decided.contains(id)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "undecided alerts; audit topic has {} records:\n{}",
+            decided.len(),
+            s.log("r2")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    terminate(&mut run, &s, "r2");
+    let log = s.log("r2");
+    assert!(log.contains("responder state restored"), "{log}");
+
+    // One action per account and action kind, across the kill: none repeated by r2.
+    let calls = calls();
+    let mut once = BTreeSet::new();
+    for call in &calls {
+        assert!(
+            once.insert(call.clone()),
+            "{call:?} called twice: {calls:?}"
+        );
+    }
+    let acted: BTreeSet<&String> = calls.iter().map(|(account, _)| account).collect();
+    assert_eq!(acted, accounts, "accounts acted on");
+    assert!(before > 0 && before <= calls.len());
+
+    // Audit records: OCSF 3001 keyed by account, each linking an alert of the stream; every
+    // action carried out is recorded; the file holds the same records as the topic.
+    let records = audit_records(&s);
+    for (key, v) in &records {
+        assert_eq!(key.as_deref(), v["user"]["name"].as_str(), "{v}");
+        let alert_id = v["unmapped"]["alert_id"].as_str().unwrap();
+        assert!(selected.contains_key(alert_id), "{v}");
+    }
+    let executed = records
+        .iter()
+        .filter(|(_, v)| v["unmapped"]["decision"] == "executed")
+        .count();
+    assert_eq!(executed, calls.len(), "executed records vs webhook calls");
+    assert!(
+        records
+            .iter()
+            .any(|(_, v)| v["unmapped"]["decision"] == "duplicate"),
+        "r2 saw r1's alerts again and recorded them as duplicates"
+    );
+    let file = json_lines(&state.join("audit.jsonl"));
+    assert_eq!(file.len(), records.len(), "audit file vs audit topic");
+}

@@ -7,11 +7,11 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 /// Requests received: (request line and headers, body).
-type Received = Arc<Mutex<Vec<(String, String)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(String, String)>>>;
 
 /// A minimal HTTP/1.1 receiver on 127.0.0.1:0 that records each request's head and body and
 /// answers 200.
-fn receiver() -> (String, Received) {
+pub(crate) fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -101,3 +101,52 @@ impl Audit {
         }
     }
 }
+
+/// The responder's audit records (OCSF Account Change, 3001) on the audit topic, keyed by the
+/// account acted on so that one account's records stay in order in one partition. Idempotent
+/// and outside the alert transactions, like the runtime's own records: an action taken is a
+/// fact even when the transaction of the alert that caused it aborts.
+pub struct ResponseAuditTopic {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+    timeout: Duration,
+}
+
+impl ResponseAuditTopic {
+    pub(crate) fn new(mut config: ClientConfig, topic: &str) -> Result<Self, KafkaError> {
+        config.set("enable.idempotence", "true");
+        let producer = config
+            .create()
+            .map_err(|e| KafkaError::client("creating the response audit producer", e))?;
+        Ok(ResponseAuditTopic {
+            producer,
+            topic: topic.to_owned(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+impl authwatch_respond::AuditSink for ResponseAuditTopic {
+    /// Waits until the record has left the producer's queue (acknowledged, or given up after
+    /// the producer's own retries): the responder moves on only then.
+    fn record(
+        &mut self,
+        record: &authwatch_respond::AuditRecord,
+    ) -> Result<(), authwatch_respond::audit::AuditError> {
+        let fail = |message: String| authwatch_respond::audit::AuditError {
+            output: format!("kafka topic {}", self.topic),
+            message,
+        };
+        let json = serde_json::to_vec(record).map_err(|e| fail(e.to_string()))?;
+        self.producer
+            .send(
+                BaseRecord::to(&self.topic)
+                    .key(record.user.name.as_bytes())
+                    .payload(&json),
+            )
+            .map_err(|(e, _)| fail(e.to_string()))?;
+        self.producer
+            .flush(self.timeout)
+            .map_err(|e| fail(format!("not acknowledged: {e}")))
+    }
+}

@@ -58,6 +58,10 @@ pub enum KafkaError {
         /// The checkpoint directory.
         dir: PathBuf,
     },
+    /// The responder could not start or stopped on an error (audit output or its state file
+    /// not writable, a secret missing); the run restarts from the last checkpoint.
+    #[error("responder: {0}")]
+    Respond(String),
     /// The pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] authwatch_pipeline::PipelineError),
@@ -73,6 +77,7 @@ impl KafkaError {
             KafkaError::Client { .. }
                 | KafkaError::Commit { .. }
                 | KafkaError::Topology(_)
+                | KafkaError::Respond(_)
                 | KafkaError::Pipeline(P::Sink(_) | P::Source(_))
         )
     }

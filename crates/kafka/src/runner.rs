@@ -1,7 +1,7 @@
 //! The supervisor: builds clients and the pipeline, runs until stopped, and restarts from the
 //! last checkpoint when the broker or a transaction fails.
 
-use crate::audit::Audit;
+use crate::audit::{Audit, ResponseAuditTopic};
 use crate::client::{Inputs, base_config, instance_id};
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
@@ -9,7 +9,10 @@ use crate::sink::{KafkaSink, Topics};
 use crate::source::{ConsumerCtx, KafkaSource, Shared};
 use crate::store::CheckpointStore;
 use authwatch_detect::RulePack;
-use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed};
+use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts};
+use authwatch_respond::{
+    AuditSink, JsonLinesAudit, Responder, ResponderThread, ResponseClock, StateSaver, TeeSink,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use std::collections::BTreeMap;
@@ -272,34 +275,105 @@ impl Runtime {
                 enriched: kafka.enriched_topic.clone(),
             },
             Arc::clone(&inputs),
-            store,
+            store.clone(),
             Arc::clone(&self.metrics),
             timeout,
         );
+        let responder = self.start_responder(&base, &store, &instance)?;
+        let sink = match &responder {
+            Some(thread) => thread.tee(sink),
+            None => TeeSink::without_responder(sink),
+        };
         let reporter = Reporter::start(Arc::clone(&self.metrics), pipeline.metrics());
         let result = pipeline.run_with(&mut source, sink, &options);
         drop(reporter);
-        // The source's own error names the cause better than the pipeline's echo of it.
+        // The sink (returned or dropped with the error) no longer hands alerts over: the
+        // responder finishes the ones it has and saves its state.
+        let result = result.map(|(summary, _sink)| summary);
+        let responder_error = match responder.map(ResponderThread::finish) {
+            Some(Err(e)) => Some(e),
+            Some(Ok(report)) => {
+                let decisions: Vec<String> = report
+                    .counts
+                    .iter()
+                    .map(|((action, decision), n)| {
+                        format!("{n} {} {}", action.as_str(), decision.as_str())
+                    })
+                    .collect();
+                tracing::info!(
+                    queued = report.queued,
+                    decisions = decisions.join(", "),
+                    "responder stopped"
+                );
+                None
+            }
+            None => None,
+        };
         let source_error = source.take_error();
         source.consumer().unsubscribe();
         self.metrics.set_assigned(false);
-        match (result, source_error) {
-            (_, Some(e)) => {
+        // The source's or the responder's own error names the cause better than the pipeline's
+        // echo of it.
+        match (result, source_error, responder_error) {
+            (_, Some(e), _) => {
                 audit.record("restarting", Vec::new(), Some(e.to_string()));
                 audit.flush();
                 Err(e)
             }
-            (Err(e), None) => {
+            (_, None, Some(e)) => {
+                let e = KafkaError::Respond(e.to_string());
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(e)
+            }
+            (Err(e), None, None) => {
                 audit.record("restarting", Vec::new(), Some(e.to_string()));
                 audit.flush();
                 Err(KafkaError::Pipeline(e))
             }
-            (Ok((summary, _sink)), None) => {
+            (Ok(summary), None, None) => {
                 audit.record("stopped", Vec::new(), None);
                 audit.flush();
                 Ok(summary)
             }
         }
+    }
+
+    /// The responder, when `[respond] enabled`: audit records to the audit file and the audit
+    /// topic, wall-clock time, its state restored from the instance's checkpoint file and saved
+    /// there again (see docs/RESPONSE.md, "In the Kafka runtime").
+    fn start_responder(
+        &self,
+        base: &rdkafka::ClientConfig,
+        store: &CheckpointStore,
+        instance: &str,
+    ) -> Result<Option<ResponderThread>, KafkaError> {
+        let config = &self.config.respond;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let respond = |e: &dyn std::fmt::Display| KafkaError::Respond(e.to_string());
+        let path = config.audit_path();
+        let file = JsonLinesAudit::open(&path).map_err(|e| respond(&e))?;
+        let topic = ResponseAuditTopic::new(base.clone(), &self.config.kafka.audit_topic)?;
+        let sinks: Vec<Box<dyn AuditSink>> = vec![Box::new(file), Box::new(topic)];
+        // A responder that cannot be built (secret missing, bad URL) or a state that cannot be
+        // restored is the operator's to fix: restarting would not help.
+        let mut responder = Responder::new(config, ResponseClock::wall(), sinks)
+            .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+        if let Some(state) = store.load_instance(instance)? {
+            state
+                .restore(&mut responder)
+                .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+            tracing::info!(instance, "responder state restored");
+        }
+        let saver = InstanceState {
+            store: store.clone(),
+            instance: instance.to_owned(),
+        };
+        let thread = ResponderThread::spawn_live(responder, Box::new(saver), RESPOND_TICK)
+            .map_err(|e| respond(&e))?;
+        Ok(Some(thread))
     }
 
     /// Numbers every partition of the input topics; a missing topic is a configuration error.
@@ -328,6 +402,24 @@ impl Runtime {
             partitions.extend(ps.into_iter().map(|p| (t.name.clone(), p)));
         }
         Ok(Inputs::new(partitions))
+    }
+}
+
+/// How often the responder lets queued actions go out and checks the breaker when no alert
+/// comes.
+const RESPOND_TICK: Duration = Duration::from_secs(2);
+
+/// The responder's state in the instance's checkpoint file.
+struct InstanceState {
+    store: CheckpointStore,
+    instance: String,
+}
+
+impl StateSaver for InstanceState {
+    fn save(&mut self, state: &StateParts) -> Result<(), String> {
+        self.store
+            .write_instance(&self.instance, state)
+            .map_err(|e| e.to_string())
     }
 }
 

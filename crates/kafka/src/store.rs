@@ -5,6 +5,10 @@
 //! state of a partition at an offset is a function of the partition's records before it (each
 //! partition is its own task), so two instances writing the same file write the same bytes.
 //!
+//! State that is global to an instance rather than per partition (the responder's incidents,
+//! queue and breaker) is one file per instance, `<dir>/<group>/@instance/<instance>.ckpt`
+//! (`@` is not valid in a topic name), in the same format, replaced at each checkpoint.
+//!
 //! Format: `AWCKPT1\n`, then per part: name length (u32 LE), name, data length (u64 LE), data;
 //! then an xxh3-64 of everything before it (u64 LE), so a torn or corrupted file is detected.
 
@@ -45,6 +49,25 @@ impl CheckpointStore {
         }
     }
 
+    fn instance_path(&self, instance: &str) -> (PathBuf, String) {
+        (
+            self.root.join("@instance"),
+            format!("{}.ckpt", sanitize(instance)),
+        )
+    }
+
+    /// Replaces the instance-wide state of `instance` (the responder's).
+    pub fn write_instance(&self, instance: &str, state: &StateParts) -> Result<(), KafkaError> {
+        let (dir, name) = self.instance_path(instance);
+        Self::write_file(&dir, &name, state)
+    }
+
+    /// The instance-wide state of `instance`, if it was ever written.
+    pub fn load_instance(&self, instance: &str) -> Result<Option<StateParts>, KafkaError> {
+        let (dir, name) = self.instance_path(instance);
+        Self::read_file(&dir.join(name))
+    }
+
     /// Writes the state of `topic/partition` that reflects every record before `offset`.
     pub fn write(
         &self,
@@ -53,8 +76,15 @@ impl CheckpointStore {
         offset: i64,
         state: &StateParts,
     ) -> Result<(), KafkaError> {
-        let dir = self.partition_dir(topic, partition);
-        std::fs::create_dir_all(&dir).map_err(|e| Self::err(&dir, e))?;
+        Self::write_file(
+            &self.partition_dir(topic, partition),
+            &format!("{offset}.ckpt"),
+            state,
+        )
+    }
+
+    fn write_file(dir: &Path, name: &str, state: &StateParts) -> Result<(), KafkaError> {
+        std::fs::create_dir_all(dir).map_err(|e| Self::err(dir, e))?;
         let mut bytes = Vec::with_capacity(
             MAGIC.len() + state.parts.values().map(|v| v.len() + 64).sum::<usize>(),
         );
@@ -67,17 +97,28 @@ impl CheckpointStore {
         }
         let sum = xxhash_rust::xxh3::xxh3_64(&bytes);
         bytes.extend_from_slice(&sum.to_le_bytes());
-        let path = dir.join(format!("{offset}.ckpt"));
-        let tmp = dir.join(format!(".{offset}.ckpt.tmp"));
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             // The rename is durable only once the directory entry is.
-            std::fs::File::open(&dir)?.sync_all()
+            std::fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| Self::err(&path, e))
+    }
+
+    fn read_file(path: &Path) -> Result<Option<StateParts>, KafkaError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::err(path, e)),
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|m| Self::err(path, format!("corrupt checkpoint file: {m}")))
     }
 
     /// The state of `topic/partition` at exactly `offset`, if a file holds it.
@@ -87,17 +128,11 @@ impl CheckpointStore {
         partition: i32,
         offset: i64,
     ) -> Result<Option<StateParts>, KafkaError> {
-        let path = self
-            .partition_dir(topic, partition)
-            .join(format!("{offset}.ckpt"));
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::err(&path, e)),
-        };
-        decode(&bytes)
-            .map(Some)
-            .map_err(|m| Self::err(&path, format!("corrupt checkpoint file: {m}")))
+        Self::read_file(
+            &self
+                .partition_dir(topic, partition)
+                .join(format!("{offset}.ckpt")),
+        )
     }
 
     /// Offsets with a state file for `topic/partition`, ascending.
@@ -219,6 +254,20 @@ mod tests {
         store.prune("t", 0, 20).unwrap();
         assert_eq!(store.offsets("t", 0).unwrap(), vec![20]);
         assert!(store.root().ends_with("grp_1"));
+    }
+
+    #[test]
+    fn instance_state_is_replaced_and_apart_from_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), "g");
+        assert_eq!(store.load_instance("g-a").unwrap(), None);
+        store.write_instance("g-a", &state()).unwrap();
+        let mut other = StateParts::default();
+        other.parts.insert("respond".into(), b"{}".to_vec());
+        store.write_instance("g-a", &other).unwrap();
+        assert_eq!(store.load_instance("g-a").unwrap(), Some(other));
+        assert_eq!(store.load_instance("g-b").unwrap(), None);
+        assert!(store.root().join("@instance/g-a.ckpt").is_file());
     }
 
     #[test]
