@@ -257,12 +257,13 @@ impl Sink for KafkaSink {
             }
             Err(message) => {
                 self.metrics.checkpoint_failed();
-                let error = self.failed(fail(
+                // Answer first: a source waiting for this very barrier then reports its own
+                // error rather than the latch's.
+                checkpoint.acknowledge(Err(message.clone()));
+                Err(self.failed(fail(
                     "kafka transaction",
                     format!("checkpoint {}: {message}", checkpoint.barrier.id),
-                ));
-                checkpoint.acknowledge(Err(message));
-                Err(error)
+                )))
             }
         }
     }

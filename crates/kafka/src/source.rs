@@ -130,15 +130,19 @@ impl Shared {
                     }),
                 },
                 recv(self.sink.receiver()) -> _ => {
-                    // An acknowledgement sent just before the failure still counts.
-                    if let Ok(Ok(())) = ack_rx.try_recv() {
-                        return Ok(());
-                    }
-                    let reason = self.sink.down().unwrap_or_default();
-                    return Err(KafkaError::Commit {
-                        id,
-                        message: format!("not committed: the sink failed before it ({reason})"),
-                    });
+                    // The sink answers a barrier before tripping the latch: an answer already
+                    // sent is this barrier's own outcome.
+                    return match ack_rx.try_recv() {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(message)) => Err(KafkaError::Commit { id, message }),
+                        Err(_) => Err(KafkaError::Commit {
+                            id,
+                            message: format!(
+                                "not committed: the sink failed at an earlier checkpoint ({})",
+                                self.sink.down().unwrap_or_default()
+                            ),
+                        }),
+                    };
                 }
                 default(self.ack_timeout) => {
                     let now = progress();
