@@ -126,6 +126,19 @@ impl Runtime {
                         return Ok(report);
                     }
                 }
+                Err(e) if e.is_retryable() => {
+                    // Stopping while a run fails or recovers: the failed sink aborted its open
+                    // transaction (or the broker times it out), so what is committed is exactly
+                    // the last checkpoint — offsets, state files and alerts together — and the
+                    // next start resumes from it. Retrying first only to commit once more would
+                    // stretch the shutdown past a pod's grace period for no gain in correctness.
+                    tracing::warn!(
+                        error = %e,
+                        "stopping: the work after the last committed checkpoint was not committed \
+                         and is processed again at the next start"
+                    );
+                    return Ok(report);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -135,7 +148,12 @@ impl Runtime {
         let kafka = &self.config.kafka;
         let instance = instance_id(kafka);
         let base = base_config(kafka)?;
-        let timeout = Duration::from_secs(30);
+        // Broker calls (metadata, init/commit of transactions, committed offsets) are bounded by
+        // the transaction timeout: the broker aborts a transaction older than that anyway, so
+        // waiting longer for its commit cannot succeed.
+        let txn_timeout = (self.config.checkpoint.interval.0 * 2 + Duration::from_secs(10))
+            .max(Duration::from_secs(30));
+        let timeout = txn_timeout;
 
         let inputs = self.discover(&base, timeout)?;
         let store = CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id);
@@ -165,9 +183,7 @@ impl Runtime {
 
         // The transactional producer: initializing it fences (and aborts the open transaction
         // of) a previous incarnation with the same id.
-        let txn_timeout_ms = (self.config.checkpoint.interval.0 * 2 + Duration::from_secs(10))
-            .max(Duration::from_secs(30))
-            .as_millis();
+        let txn_timeout_ms = txn_timeout.as_millis();
         let mut pc = base.clone();
         pc.set("transactional.id", &instance)
             .set("enable.idempotence", "true")
@@ -187,6 +203,7 @@ impl Runtime {
             .begin_transaction()
             .map_err(|e| KafkaError::client("beginning a transaction", e))?;
 
+        let (sink_down, sink_watch) = crate::sink::sink_latch();
         let shared = Arc::new(Mutex::new(Shared {
             controls: None,
             inputs: Arc::clone(&inputs),
@@ -198,7 +215,10 @@ impl Runtime {
             store: store.clone(),
             audit: Arc::clone(&audit),
             metrics: Arc::clone(&self.metrics),
-            ack_timeout: Duration::from_secs(120),
+            // One checkpoint is at most a send_offsets_to_transaction and a commit_transaction,
+            // each bounded by `timeout`; a sink that completes none for longer is wedged.
+            ack_timeout: timeout * 2 + self.config.checkpoint.interval.0,
+            sink: sink_watch,
             until_end: self.until_end,
             ends: BTreeMap::new(),
         }));
@@ -278,6 +298,7 @@ impl Runtime {
             store.clone(),
             Arc::clone(&self.metrics),
             timeout,
+            sink_down,
         );
         let responder = self.start_responder(&base, &store, &instance)?;
         let sink = match &responder {

@@ -10,12 +10,13 @@ use crate::metrics::KafkaMetrics;
 use crate::store::CheckpointStore;
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Sink, SinkError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Output topics.
@@ -35,6 +36,8 @@ pub struct KafkaSink {
     metrics: Arc<KafkaMetrics>,
     timeout: Duration,
     buf: Vec<u8>,
+    /// Tripped when this sink fails, so a source waiting for an acknowledgement learns it at once.
+    down: SinkDown,
 }
 
 fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
@@ -52,6 +55,7 @@ impl KafkaSink {
         store: CheckpointStore,
         metrics: Arc<KafkaMetrics>,
         timeout: Duration,
+        down: SinkDown,
     ) -> Self {
         KafkaSink {
             producer,
@@ -61,7 +65,29 @@ impl KafkaSink {
             metrics,
             timeout,
             buf: Vec::with_capacity(4096),
+            down,
         }
+    }
+
+    /// The sink cannot go on: every later record of this run belongs to a transaction that can
+    /// no longer commit. Tell the source first (it may be waiting for a barrier that is queued
+    /// behind the failed one and will never be acknowledged), then abort the transaction so
+    /// read-committed consumers of the output partitions are not held back until the broker
+    /// times it out. The abort is best effort: a fenced or fatal producer cannot abort, and the
+    /// restarted producer's `init_transactions` aborts whatever is still open.
+    fn failed(&self, error: SinkError) -> SinkError {
+        self.down.trip(&error.to_string());
+        // The abort holds up the restart (the pipeline joins the sink before the runner starts
+        // over), so it gets a fraction of the commit timeout, never less than a few round trips.
+        let timeout = (self.timeout / 4).max(Duration::from_secs(2));
+        match self.producer.abort_transaction(timeout) {
+            Ok(()) => tracing::info!("open transaction aborted after the failure"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "open transaction not aborted here; the restarted producer fences it"
+            ),
+        }
+        error
     }
 
     /// Queues one record; waits while librdkafka's queue is full (backpressure).
@@ -87,14 +113,16 @@ impl KafkaSink {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => return Err(fail(topic, e)),
+                Err((e, _)) => return Err(self.failed(fail(topic, e))),
             }
         }
     }
 
     fn json<T: serde::Serialize>(&mut self, topic: &str, value: &T) -> Result<(), SinkError> {
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, value).map_err(|e| fail(topic, e))?;
+        if let Err(e) = serde_json::to_writer(&mut self.buf, value) {
+            return Err(self.failed(fail(topic, e)));
+        }
         Ok(())
     }
 
@@ -229,9 +257,81 @@ impl Sink for KafkaSink {
             }
             Err(message) => {
                 self.metrics.checkpoint_failed();
+                // Answer first: a source waiting for this very barrier then reports its own
+                // error rather than the latch's.
                 checkpoint.acknowledge(Err(message.clone()));
-                Err(fail("kafka transaction", message))
+                Err(self.failed(fail(
+                    "kafka transaction",
+                    format!("checkpoint {}: {message}", checkpoint.barrier.id),
+                )))
             }
         }
     }
+}
+
+/// The sink's side of the failure latch (see [`SinkWatch`]): dropped or tripped, it tells the
+/// source the sink will acknowledge nothing more.
+pub(crate) struct SinkDown {
+    alive: Mutex<Option<Sender<()>>>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SinkDown {
+    /// Records the first reason and disconnects the latch; later calls change nothing.
+    fn trip(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.to_owned());
+        }
+        if let Ok(mut alive) = self.alive.lock() {
+            *alive = None;
+        }
+    }
+}
+
+/// The source's side of the failure latch. A barrier the source waits for can sit behind a
+/// checkpoint whose commit failed: the failed sink stops reading, but a channel keeps its
+/// buffered messages (and the barrier's acknowledgement sender) while the stage before it lives,
+/// and that stage waits for the source — so without this latch the source would wait for an
+/// acknowledgement that can never come.
+#[derive(Clone)]
+pub(crate) struct SinkWatch {
+    alive: Receiver<()>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SinkWatch {
+    /// Fires (stays ready) once the sink has failed or is gone.
+    pub(crate) fn receiver(&self) -> &Receiver<()> {
+        &self.alive
+    }
+
+    /// Why the sink stopped, once it has.
+    pub(crate) fn down(&self) -> Option<String> {
+        match self.alive.try_recv() {
+            Err(TryRecvError::Disconnected) => Some(
+                self.reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(|| "the sink stopped".to_owned()),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A new failure latch: the sink keeps [`SinkDown`], the source [`SinkWatch`].
+pub(crate) fn sink_latch() -> (SinkDown, SinkWatch) {
+    // Nothing is ever sent: only the disconnection carries meaning, and it is permanent.
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    let reason = Arc::new(Mutex::new(None));
+    (
+        SinkDown {
+            alive: Mutex::new(Some(tx)),
+            reason: Arc::clone(&reason),
+        },
+        SinkWatch { alive: rx, reason },
+    )
 }

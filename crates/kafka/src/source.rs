@@ -13,6 +13,7 @@ use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
 use crate::error::KafkaError;
 use crate::metrics::{KafkaMetrics, lag_from_statistics};
+use crate::sink::SinkWatch;
 use crate::store::CheckpointStore;
 use authwatch_pipeline::{
     Barrier, BarrierAck, Control, ControlSender, RawBatch, RawLine, Source, SourceError,
@@ -40,7 +41,12 @@ pub(crate) struct Shared {
     pub(crate) store: CheckpointStore,
     pub(crate) audit: Arc<Audit>,
     pub(crate) metrics: Arc<KafkaMetrics>,
+    /// How long a barrier may wait while the sink completes no checkpoint at all (neither
+    /// commits nor fails one): only a wedged pipeline reaches it, a failed sink is seen through
+    /// `sink` at once.
     pub(crate) ack_timeout: Duration,
+    /// Fires when the sink has failed: the barrier waited for may never be acknowledged.
+    pub(crate) sink: SinkWatch,
     /// Stop once every assigned partition reaches the end it had when assigned (backfills,
     /// benchmarks).
     pub(crate) until_end: bool,
@@ -98,18 +104,61 @@ impl Shared {
             return Ok(());
         }
         if wait {
-            match ack_rx.recv_timeout(self.ack_timeout) {
-                Ok(Ok(())) => {}
-                Ok(Err(message)) => return Err(KafkaError::Commit { id, message }),
-                Err(_) => {
-                    return Err(KafkaError::Commit {
+            self.await_ack(id, &ack_rx)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until barrier `id` is committed, the sink fails, or the sink makes no progress for
+    /// `ack_timeout`. Progress rather than a total bound: on a slow machine a long queue of
+    /// barriers ahead of this one may each take a while, and that is not a failure.
+    fn await_ack(
+        &self,
+        id: u64,
+        ack_rx: &crossbeam_channel::Receiver<BarrierAck>,
+    ) -> Result<(), KafkaError> {
+        let progress = || self.metrics.checkpoints() + self.metrics.checkpoint_failures();
+        let mut seen = progress();
+        loop {
+            crossbeam_channel::select! {
+                recv(ack_rx) -> ack => return match ack {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(message)) => Err(KafkaError::Commit { id, message }),
+                    Err(_) => Err(KafkaError::Commit {
                         id,
-                        message: format!("not committed within {:?}", self.ack_timeout),
-                    });
+                        message: "the pipeline stopped before committing it".to_owned(),
+                    }),
+                },
+                recv(self.sink.receiver()) -> _ => {
+                    // The sink answers a barrier before tripping the latch: an answer already
+                    // sent is this barrier's own outcome.
+                    return match ack_rx.try_recv() {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(message)) => Err(KafkaError::Commit { id, message }),
+                        Err(_) => Err(KafkaError::Commit {
+                            id,
+                            message: format!(
+                                "not committed: the sink failed at an earlier checkpoint ({})",
+                                self.sink.down().unwrap_or_default()
+                            ),
+                        }),
+                    };
+                }
+                default(self.ack_timeout) => {
+                    let now = progress();
+                    if now == seen {
+                        return Err(KafkaError::Commit {
+                            id,
+                            message: format!(
+                                "not committed: no checkpoint completed for {:?}",
+                                self.ack_timeout
+                            ),
+                        });
+                    }
+                    seen = now;
                 }
             }
         }
-        Ok(())
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
@@ -140,6 +189,11 @@ impl Shared {
 
     fn on_assign(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
         self.rebalanced = true;
+        if self.error.is_some() {
+            // This run is ending and restarts from the committed checkpoint: restoring state
+            // now would only delay it.
+            return;
+        }
         self.metrics.set_restored(false);
         let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
             Ok(c) => c,
@@ -336,7 +390,16 @@ impl KafkaSource {
     }
 
     fn check_error(&self) -> Result<(), SourceError> {
-        let shared = self.lock();
+        let mut shared = self.lock();
+        if shared.error.is_none()
+            && let Some(reason) = shared.sink.down()
+        {
+            // Everything polled from now on would go into a transaction that cannot commit.
+            shared.error = Some(KafkaError::Commit {
+                id: shared.next_barrier,
+                message: format!("the sink failed: {reason}"),
+            });
+        }
         match &shared.error {
             Some(e) => Err(self.source_error(e)),
             None => Ok(()),
