@@ -796,6 +796,17 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The restarted instance exports its responder's decisions (duplicates at least: the
+    // accounts were acted on before the kill).
+    let metrics = crate::telemetry::scrape(telemetry_addr(&s, "r2"));
+    assert!(
+        metrics
+            .iter()
+            .any(|(k, v)| k.starts_with("authwatch_response_actions_total{")
+                && k.contains("result=\"duplicate\"")
+                && *v >= 1.0),
+        "no duplicate decisions in {metrics:#?}"
+    );
     terminate(&mut run, &s, "r2");
     let log = s.log("r2");
     assert!(log.contains("responder state restored"), "{log}");

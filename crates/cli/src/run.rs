@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use authwatch_kafka::{KafkaMetrics, Runtime};
 use authwatch_pipeline::Config;
-use authwatch_telemetry::{PartitionLag, Telemetry};
+use authwatch_telemetry::{ActionCount, PartitionLag, Telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +42,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
     connect_kafka_metrics(&telemetry, &runtime.metrics(), &stop);
+    let counts = runtime.response_counts();
+    telemetry.register_response_actions(move || {
+        counts()
+            .into_iter()
+            .map(|(action, result, count)| ActionCount {
+                action,
+                result,
+                count,
+            })
+            .collect()
+    });
     let report = runtime.run().context("authwatch run")?;
     if let Some(last) = &report.last {
         eprintln!(

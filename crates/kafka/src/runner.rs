@@ -39,6 +39,8 @@ pub struct Runtime {
     until_end: bool,
     observer: Option<Arc<dyn authwatch_pipeline::BatchObserver>>,
     on_pipeline: Option<PipelineHook>,
+    /// The decision counts of the responder of the current run (a restart starts a new one).
+    response_counts: Arc<Mutex<Option<authwatch_respond::SharedCounts>>>,
 }
 
 /// Called with the counters of every pipeline the runtime builds (one per start or restart).
@@ -62,7 +64,28 @@ impl Runtime {
             until_end: false,
             observer: None,
             on_pipeline: None,
+            response_counts: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The responder's decisions so far as (action, result, count), for the metrics exporter;
+    /// empty when `[respond]` is off. A restart starts the totals again (a counter reset).
+    pub fn response_counts(&self) -> impl Fn() -> Vec<(String, String, u64)> + Send + Sync + use<> {
+        let current = Arc::clone(&self.response_counts);
+        move || {
+            let Some(counts) = current.lock().ok().and_then(|c| c.clone()) else {
+                return Vec::new();
+            };
+            let Ok(counts) = counts.lock() else {
+                return Vec::new();
+            };
+            counts
+                .iter()
+                .map(|((action, decision), n)| {
+                    (action.as_str().to_owned(), decision.as_str().to_owned(), *n)
+                })
+                .collect()
+        }
     }
 
     /// Reports every batch of every pipeline this runtime builds to `observer` (telemetry).
@@ -394,6 +417,9 @@ impl Runtime {
         };
         let thread = ResponderThread::spawn_live(responder, Box::new(saver), RESPOND_TICK)
             .map_err(|e| respond(&e))?;
+        if let Ok(mut current) = self.response_counts.lock() {
+            *current = Some(thread.counts());
+        }
         Ok(Some(thread))
     }
 

@@ -38,7 +38,7 @@ pub use responder::{RespondError, Responder};
 pub use secret::{Secret, SecretError};
 pub use state::ResponseState;
 pub use store::{PendingAction, PendingStatus, PendingStore, StoreError};
-pub use tap::{ResponderThread, RunReport, STATE_PART, StateSaver, TeeSink};
+pub use tap::{ResponderThread, RunReport, STATE_PART, SharedCounts, StateSaver, TeeSink};
 
 /// The metric of response decisions (Prometheus form), labelled `action` and `result`.
 pub const ACTIONS_METRIC: &str = "authwatch_response_actions_total";

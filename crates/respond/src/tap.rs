@@ -76,10 +76,15 @@ enum Msg {
     Checkpoint(SyncSender<Result<(), String>>),
 }
 
+/// Running totals of decisions by action, shared with a metrics exporter.
+pub type SharedCounts =
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(ResponseAction, Decision), u64>>>;
+
 /// The responder on its own thread (with a single-threaded Tokio runtime for its HTTP calls).
 pub struct ResponderThread {
     tx: Option<SyncSender<Msg>>,
     join: JoinHandle<Result<RunReport, RespondError>>,
+    counts: SharedCounts,
 }
 
 impl ResponderThread {
@@ -116,11 +121,22 @@ impl ResponderThread {
         tick_every: Option<Duration>,
     ) -> Result<ResponderThread, RespondError> {
         let (tx, rx) = sync_channel::<Msg>(HAND_OFF);
+        let counts = SharedCounts::default();
+        let published = SharedCounts::clone(&counts);
         let join = std::thread::Builder::new()
             .name("respond".to_owned())
-            .spawn(move || run(responder, rx, persist, tick_every))
+            .spawn(move || run(responder, rx, persist, tick_every, &published))
             .map_err(|e| state_io(Path::new("<respond thread>"), e))?;
-        Ok(ResponderThread { tx: Some(tx), join })
+        Ok(ResponderThread {
+            tx: Some(tx),
+            join,
+            counts,
+        })
+    }
+
+    /// The decisions so far by action and outcome, updated after each decision (for metrics).
+    pub fn counts(&self) -> SharedCounts {
+        SharedCounts::clone(&self.counts)
     }
 
     /// Wraps `inner` so that its alerts also go to the responder.
@@ -169,6 +185,7 @@ fn run(
     rx: Receiver<Msg>,
     mut persist: Persist,
     tick_every: Option<Duration>,
+    published: &SharedCounts,
 ) -> Result<RunReport, RespondError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -208,8 +225,13 @@ fn run(
                 last_tick = Instant::now();
                 decided |= !responder.tick().await?.is_empty();
             }
-            if decided && let Persist::Saver(saver) = &mut persist {
-                save(&responder, saver.as_mut())?;
+            if decided {
+                if let Ok(mut counts) = published.lock() {
+                    counts.clone_from(responder.counts());
+                }
+                if let Persist::Saver(saver) = &mut persist {
+                    save(&responder, saver.as_mut())?;
+                }
             }
         }
         responder.tick().await?;
