@@ -3,9 +3,10 @@
 //! app-only token from the client-credentials grant.
 
 use super::{
-    AdapterError, Outcome, Subject, TokenCache, base_url, endpoint, push_group, same_origin,
+    AdapterError, Outcome, Subject, TokenCache, base_url, bearer_call, endpoint, push_group,
+    same_origin,
 };
-use crate::http::{CallError, Http, Reply};
+use crate::http::{Http, Reply};
 use crate::secret::Secret;
 use authwatch_pipeline::config::{RespondGraph, ResponseAction};
 use reqwest::{Method, Url};
@@ -119,34 +120,16 @@ impl GraphAdapter {
         url: &Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, AdapterError> {
-        for renewed in [false, true] {
-            let token = self.token().await?;
-            let result = self
-                .http
-                .send(what, || {
-                    let r = self
-                        .http
-                        .client()
-                        .request(method.clone(), url.clone())
-                        .bearer_auth(token.expose())
-                        .header("Accept", "application/json");
-                    match body {
-                        Some(b) => r.json(b),
-                        None => r,
-                    }
-                })
-                .await;
-            match result {
-                Err(e) if e.status() == Some(401) && !renewed => self.token.invalidate().await,
-                other => return Ok(other?),
-            }
-        }
-        Err(AdapterError::Call(CallError::Status {
-            what: what.to_owned(),
-            status: 401,
-            body: "unauthorized after renewing the token".to_owned(),
-            attempts: 2,
-        }))
+        bearer_call(
+            &self.http,
+            &self.token,
+            || self.token(),
+            what,
+            method,
+            url,
+            body,
+        )
+        .await
     }
 
     async fn pages(&self, what: &str, first: Url) -> Result<Vec<GraphObject>, AdapterError> {

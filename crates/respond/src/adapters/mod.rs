@@ -265,6 +265,49 @@ impl TokenCache {
 }
 
 /// Lower-cased group names and ids, for case-insensitive allow-list checks.
+/// One call with a bearer token from `cache` (fetched by `fetch`); on 401 the token is renewed
+/// once, as it may have been revoked before its expiry.
+pub(crate) async fn bearer_call<F, Fut>(
+    http: &Http,
+    cache: &TokenCache,
+    fetch: F,
+    what: &str,
+    method: reqwest::Method,
+    url: &Url,
+    body: Option<&serde_json::Value>,
+) -> Result<Reply, AdapterError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Secret, AdapterError>>,
+{
+    for renewed in [false, true] {
+        let token = fetch().await?;
+        let result = http
+            .send(what, || {
+                let r = http
+                    .client()
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(token.expose())
+                    .header("Accept", "application/json");
+                match body {
+                    Some(b) => r.json(b),
+                    None => r,
+                }
+            })
+            .await;
+        match result {
+            Err(e) if e.status() == Some(401) && !renewed => cache.invalidate().await,
+            other => return Ok(other?),
+        }
+    }
+    Err(AdapterError::Call(CallError::Status {
+        what: what.to_owned(),
+        status: 401,
+        body: "unauthorized after renewing the token".to_owned(),
+        attempts: 2,
+    }))
+}
+
 pub(crate) fn push_group(groups: &mut Vec<String>, id: &str, name: Option<&str>) {
     groups.push(id.to_lowercase());
     if let Some(n) = name {
