@@ -846,3 +846,152 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     let file = json_lines(&state.join("audit.jsonl"));
     assert_eq!(file.len(), records.len(), "audit file vs audit topic");
 }
+
+/// Starts `instance` of `s` with `[kafka.repartition]` on (an internal topic of `partitions`
+/// partitions; provider partitions idle after `idle_after`).
+fn start_repartitioned(s: &Scenario, instance: &str, idle_after: &str) -> Child {
+    let config = s.config(instance, "300ms");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[kafka.repartition]\nenabled = true\npartitions = 6\nidle_after = {idle_after:?}\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
+    authwatch()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the detect stage has processed `n` events (its enriched-events topic, written
+/// after detection, has them): the last ones are held back until every provider partition is
+/// idle. Returns how many there are.
+fn wait_processed(s: &Scenario, n: usize) -> usize {
+    let topic = format!("{}.events", s.input);
+    let started = Instant::now();
+    loop {
+        let processed = s.read(&topic, true).len();
+        if processed >= n || started.elapsed() > Duration::from_secs(120) {
+            return processed;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn event_time(line: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(line).unwrap()["time"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Issue 8 point 4: provider topics keyed by user (not by tenant), detection behind the
+/// internal topic keyed by tenant. One instance, and two instances in one group with the second
+/// joining mid-stream, give the same alerts, exactly once — and those of `authwatch replay`
+/// over each detect task's tenants (a task holds the tenants its internal partition holds, and
+/// keys such as an IP are shared within it, as in one replay of their events).
+#[test]
+fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
+    let _broker = broker();
+    let s = Scenario::new("repart", 4);
+    let tenants = ["acme", "globex", "initech", "umbrella"];
+    // Every tenant's stream, merged in event time (the order a live feed has).
+    let mut all: Vec<(i64, usize, usize, String)> = Vec::new();
+    for (t, tenant) in tenants.iter().enumerate() {
+        for (i, line) in stream(s.dir.path(), tenant, 40, 2, 50 + t as u64)
+            .into_iter()
+            .enumerate()
+        {
+            all.push((event_time(&line), t, i, line));
+        }
+    }
+    all.sort();
+    let lines: Vec<(usize, String)> = all.into_iter().map(|(_, t, _, l)| (t, l)).collect();
+    let half = lines.len() / 2;
+    let text = |range: &[(usize, String)]| -> Vec<String> {
+        range.iter().map(|(_, l)| l.clone()).collect()
+    };
+
+    // One instance alone, over the whole stream, in its own group.
+    s.produce(&text(&lines), KeyBy::Field("user.name"));
+    let mut solo = start_repartitioned(&s, "solo", "15s");
+    // Every event reaches detection, the last ones once every provider partition is idle.
+    let processed = wait_processed(&s, lines.len());
+    assert_eq!(processed, lines.len(), "{}", s.log("solo"));
+    let solo_ids = alert_ids(&s.read(&s.alerts, true));
+    terminate(&mut solo, &s, "solo");
+
+    // Where each tenant went: the internal topic's records are keyed by tenant.
+    let internal = format!("{}.events.by-tenant", s.group);
+    let routed = s.read(&internal, true);
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    let mut markers = 0;
+    for r in &routed {
+        match r.key.as_deref() {
+            Some(tenant) if !tenant.is_empty() => {
+                let p = *partition_of.entry(tenant.to_owned()).or_insert(r.partition);
+                assert_eq!(p, r.partition, "tenant {tenant} in two partitions");
+            }
+            _ => markers += 1,
+        }
+    }
+    assert_eq!(partition_of.len(), tenants.len(), "{partition_of:?}");
+    assert!(markers > 0, "no progress markers on {internal}");
+    assert_eq!(routed.len() - markers, lines.len(), "events on {internal}");
+
+    // The reference: one replay per detect task, over its tenants' events in time order.
+    let mut expected = BTreeSet::new();
+    let tasks: BTreeSet<i32> = partition_of.values().copied().collect();
+    for task in tasks {
+        let mine: Vec<String> = lines
+            .iter()
+            .filter(|(t, _)| partition_of[tenants[*t]] == task)
+            .map(|(_, l)| l.clone())
+            .collect();
+        expected.extend(replay_ids(&s, &mine));
+    }
+    assert!(expected.len() >= 20, "too few alerts: {}", expected.len());
+    assert_exactly_once(&solo_ids, &expected, &s.log("solo"));
+
+    // Two instances in a second group over a second copy of the input: the first starts on
+    // the first half, the second half arrives, the second instance joins while the first works.
+    let two = Scenario::new("repart-two", 4);
+    two.produce(&text(&lines[..half]), KeyBy::Field("user.name"));
+    let mut a = start_repartitioned(&two, "r1", "15s");
+    let early = wait_alerts(&two, Duration::from_secs(90), |ids| !ids.is_empty());
+    assert!(!early.is_empty(), "{}", two.log("r1"));
+    two.produce(&text(&lines[half..]), KeyBy::Field("user.name"));
+    let mut b = start_repartitioned(&two, "r2", "15s");
+    let started = Instant::now();
+    while !two.log("r2").contains("partition assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "r2 got no partition:\n{}\n----\n{}",
+            two.log("r1"),
+            two.log("r2")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let processed = wait_processed(&two, lines.len());
+    let ids = wait_alerts(&two, Duration::from_secs(60), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut a, &two, "r1");
+    terminate(&mut b, &two, "r2");
+    let logs = format!("{}\n----\n{}", two.log("r1"), two.log("r2"));
+    assert_exactly_once(&ids, &expected, &logs);
+    // Exactly once across the hop too: each event detected once, none lost.
+    assert_eq!(processed, lines.len(), "{logs}");
+    assert_eq!(
+        two.read(&format!("{}.events", two.input), true).len(),
+        lines.len(),
+        "{logs}"
+    );
+    // The second instance took over work of both stages, with the state the first committed.
+    let r2 = two.log("r2");
+    assert!(r2.contains("restored=true"), "{logs}");
+}

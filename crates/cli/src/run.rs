@@ -1,7 +1,7 @@
 //! `authwatch run`: the live pipeline over Kafka (see docs/KAFKA.md).
 
 use anyhow::{Context, Result};
-use authwatch_kafka::{KafkaMetrics, Runtime};
+use authwatch_kafka::{KafkaMetrics, Role, Runtime};
 use authwatch_pipeline::Config;
 use authwatch_telemetry::{ActionCount, PartitionLag, Telemetry};
 use std::path::PathBuf;
@@ -21,6 +21,18 @@ pub struct RunArgs {
     /// assigned (backfills, benchmarks); otherwise run until SIGTERM.
     #[arg(long)]
     until_end: bool,
+    /// With `[kafka.repartition] enabled`: run the ingest stage (provider topics → internal
+    /// topic), the detect stage (internal topic → alerts), or both.
+    #[arg(long, value_enum, default_value = "all")]
+    role: RoleArg,
+}
+
+/// `--role`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    All,
+    Ingest,
+    Detect,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -36,12 +48,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
         .until_end(args.until_end)
+        .role(match args.role {
+            RoleArg::All => Role::All,
+            RoleArg::Ingest => Role::Ingest,
+            RoleArg::Detect => Role::Detect,
+        })
         .with_observer(telemetry.batch_observer());
     let runtime = {
         let t = Arc::clone(&telemetry);
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
-    connect_kafka_metrics(&telemetry, &runtime.metrics(), &stop);
+    connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), &stop);
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {
         counts()
@@ -70,16 +87,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// Feeds the runtime's own numbers to the exporter: consumer lag per partition and checkpoint
 /// age are read at each scrape; readiness follows the consumer's assignment and state restore;
 /// each checkpoint's duration goes into the histogram (taken every 200 ms by a small thread, as
-/// the runtime finishes checkpoints on its own threads).
+/// the runtime finishes checkpoints on its own threads). A repartitioned process runs two
+/// stages, each with its numbers: lag covers both consumers (the internal topic's partitions
+/// among them), the checkpoint age is the older stage's, and the process is ready when every
+/// stage has restored its state and one holds partitions.
 fn connect_kafka_metrics(
     telemetry: &Arc<Telemetry>,
-    km: &Arc<KafkaMetrics>,
+    stages: &[Arc<KafkaMetrics>],
     stop: &Arc<AtomicBool>,
 ) {
-    let lag = Arc::clone(km);
+    let lag = stages.to_vec();
     telemetry.register_consumer_lag(move || {
-        lag.consumer_lag()
-            .into_iter()
+        lag.iter()
+            .flat_map(|km| km.consumer_lag())
             .map(|l| PartitionLag {
                 topic: l.topic,
                 partition: l.partition,
@@ -87,25 +107,30 @@ fn connect_kafka_metrics(
             })
             .collect()
     });
-    let age = Arc::clone(km);
+    let age = stages.to_vec();
     telemetry.register_checkpoint_age(move || {
-        age.checkpoint_age_seconds()
+        age.iter()
+            .filter_map(|km| km.checkpoint_age_seconds())
+            .reduce(f64::max)
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.0)))
     });
-    let (restored, assigned) = (Arc::clone(km), Arc::clone(km));
-    telemetry
-        .health()
-        .follow(move || restored.restored(), move || assigned.assigned());
-    let (t, km, stop) = (Arc::clone(telemetry), Arc::clone(km), Arc::clone(stop));
+    let (restored, assigned) = (stages.to_vec(), stages.to_vec());
+    telemetry.health().follow(
+        move || restored.iter().all(|km| km.restored()),
+        move || assigned.iter().any(|km| km.assigned()),
+    );
+    let (t, stages, stop) = (Arc::clone(telemetry), stages.to_vec(), Arc::clone(stop));
     let spawned = std::thread::Builder::new()
         .name("aw-telemetry-feed".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if km.started() {
+                if stages.iter().all(|km| km.started()) {
                     t.health().set_started();
                 }
-                for took in km.take_checkpoint_durations() {
-                    t.record_checkpoint(took);
+                for km in &stages {
+                    for took in km.take_checkpoint_durations() {
+                        t.record_checkpoint(took);
+                    }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }

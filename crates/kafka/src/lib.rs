@@ -27,6 +27,7 @@ mod audit;
 mod client;
 mod error;
 mod metrics;
+mod repartition;
 mod runner;
 mod sink;
 mod source;
@@ -38,6 +39,7 @@ pub use error::KafkaError;
 pub use metrics::{KafkaMetrics, PartitionLag};
 /// librdkafka client settings (re-exported for tools that use [`admin`]).
 pub use rdkafka::ClientConfig;
+pub use repartition::Role;
 pub use runner::{RunReport, Runtime};
 pub use store::CheckpointStore;
 

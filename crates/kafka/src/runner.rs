@@ -5,6 +5,7 @@ use crate::audit::{Audit, ResponseAuditTopic};
 use crate::client::{Inputs, base_config, instance_id};
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
+use crate::repartition::{self, MergeHandle, Role, Router, Stage};
 use crate::sink::{KafkaSink, Topics};
 use crate::source::{ConsumerCtx, KafkaSource, Shared};
 use crate::store::CheckpointStore;
@@ -41,10 +42,16 @@ pub struct Runtime {
     on_pipeline: Option<PipelineHook>,
     /// The decision counts of the responder of the current run (a restart starts a new one).
     response_counts: Arc<Mutex<Option<authwatch_respond::SharedCounts>>>,
+    /// What this runtime runs: everything, or one stage of a repartitioned run.
+    stage: Stage,
+    /// The stages a repartitioned process runs.
+    role: Role,
+    /// The ingest stage's numbers, when a repartitioned process runs it.
+    ingest_metrics: Arc<KafkaMetrics>,
 }
 
 /// Called with the counters of every pipeline the runtime builds (one per start or restart).
-type PipelineHook = Box<dyn Fn(Arc<Metrics>) + Send + Sync>;
+type PipelineHook = Arc<dyn Fn(Arc<Metrics>) + Send + Sync>;
 
 impl Runtime {
     /// A runtime for `config` and `pack`; set `stop` (e.g. on SIGTERM) to drain, checkpoint,
@@ -65,7 +72,114 @@ impl Runtime {
             observer: None,
             on_pipeline: None,
             response_counts: Arc::new(Mutex::new(None)),
+            stage: Stage::Whole,
+            role: Role::All,
+            ingest_metrics: Arc::new(KafkaMetrics::new()),
         })
+    }
+
+    /// With `[kafka.repartition] enabled`: which stages this process runs (default both).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The numbers of every stage this process runs: the detect stage's (or the only one's)
+    /// first, then the ingest stage's when repartitioning runs it here.
+    pub fn stage_metrics(&self) -> Vec<Arc<KafkaMetrics>> {
+        if !self.config.kafka.repartition.enabled {
+            return vec![Arc::clone(&self.metrics)];
+        }
+        match self.role {
+            Role::All => vec![Arc::clone(&self.metrics), Arc::clone(&self.ingest_metrics)],
+            Role::Detect => vec![Arc::clone(&self.metrics)],
+            Role::Ingest => vec![Arc::clone(&self.ingest_metrics)],
+        }
+    }
+
+    /// One stage of a repartitioned run, as a runtime of its own: its own clients, group,
+    /// transactional id, checkpoints and restarts.
+    fn stage_runtime(&self, stage: Stage) -> Runtime {
+        let instance = instance_id(&self.config.kafka);
+        let detect = matches!(stage, Stage::Detect { .. });
+        Runtime {
+            config: repartition::stage_config(&self.config, &stage, &instance),
+            pack: self.pack.clone(),
+            stop: Arc::clone(&self.stop),
+            metrics: if detect {
+                Arc::clone(&self.metrics)
+            } else {
+                Arc::clone(&self.ingest_metrics)
+            },
+            pipeline_metrics: if detect {
+                Arc::clone(&self.pipeline_metrics)
+            } else {
+                Arc::new(Mutex::new(None))
+            },
+            until_end: false,
+            // The exporter follows the detect stage's pipeline (events, alerts, rules); the
+            // ingest stage's dead letters are counted in its own numbers and logs.
+            observer: if detect { self.observer.clone() } else { None },
+            on_pipeline: if detect {
+                self.on_pipeline.clone()
+            } else {
+                None
+            },
+            response_counts: Arc::clone(&self.response_counts),
+            stage,
+            role: self.role,
+            ingest_metrics: Arc::clone(&self.ingest_metrics),
+        }
+    }
+
+    /// Runs the stages of a repartitioned run this process has: both on their own threads
+    /// until stopped (one failing for good stops the other), or one of them.
+    fn run_stages(&self) -> Result<RunReport, KafkaError> {
+        if self.until_end {
+            return Err(KafkaError::Config(
+                "--until-end is not supported with kafka.repartition: the detect stage cannot \
+                 know where the ingest stage will end"
+                    .to_owned(),
+            ));
+        }
+        let providers: Vec<String> = self
+            .config
+            .kafka
+            .topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let ingest = self.stage_runtime(Stage::Ingest);
+        let detect = self.stage_runtime(Stage::Detect { providers });
+        match self.role {
+            Role::Ingest => ingest.run(),
+            Role::Detect => detect.run(),
+            Role::All => std::thread::scope(|scope| {
+                let stop = Arc::clone(&self.stop);
+                let handle = std::thread::Builder::new()
+                    .name("aw-ingest".into())
+                    .spawn_scoped(scope, move || {
+                        let result = ingest.run();
+                        if result.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    })
+                    .map_err(|e| {
+                        KafkaError::Config(format!("cannot start the ingest stage: {e}"))
+                    })?;
+                let detected = detect.run();
+                if detected.is_err() {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                let ingested = handle.join().unwrap_or_else(|_| {
+                    Err(KafkaError::Config("the ingest stage panicked".into()))
+                });
+                let (mut report, ingested) = (detected?, ingested?);
+                report.restarts += ingested.restarts;
+                Ok(report)
+            }),
+        }
     }
 
     /// The responder's decisions so far as (action, result, count), for the metrics exporter;
@@ -97,7 +211,7 @@ impl Runtime {
     /// Calls `hook` with the counters of each pipeline this runtime builds: a restart builds a
     /// new pipeline, and an exporter must follow it.
     pub fn on_pipeline(mut self, hook: impl Fn(Arc<Metrics>) + Send + Sync + 'static) -> Self {
-        self.on_pipeline = Some(Box::new(hook));
+        self.on_pipeline = Some(Arc::new(hook));
         self
     }
 
@@ -122,6 +236,9 @@ impl Runtime {
     /// Runs until `stop` is set, restarting from the last checkpoint after broker or transaction
     /// failures (backoff 1 s doubling to 30 s). Configuration and state errors end the run.
     pub fn run(&self) -> Result<RunReport, KafkaError> {
+        if self.stage == Stage::Whole && self.config.kafka.repartition.enabled {
+            return self.run_stages();
+        }
         let mut report = RunReport::default();
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -178,6 +295,14 @@ impl Runtime {
             .max(Duration::from_secs(30));
         let timeout = txn_timeout;
 
+        let internal = kafka.repartition.topic_for(&kafka.group_id);
+        if self.stage != Stage::Whole {
+            // Either stage may start first: whichever does creates the internal topic.
+            crate::admin::ensure_topics(
+                &base,
+                &[(internal.as_str(), kafka.repartition.partitions)],
+            )?;
+        }
         let inputs = self.discover(&base, timeout)?;
         let store = CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id);
         std::fs::create_dir_all(store.root()).map_err(|e| KafkaError::Store {
@@ -188,14 +313,46 @@ impl Runtime {
         // Output topics are created when missing (broker defaults for partitions); input topics
         // are the providers' and must exist.
         let mut outputs: Vec<(&str, i32)> = vec![
-            (kafka.alert_topic.as_str(), -1),
             (kafka.dead_letter_topic.as_str(), -1),
             (kafka.audit_topic.as_str(), -1),
         ];
+        if self.stage != Stage::Ingest {
+            outputs.push((kafka.alert_topic.as_str(), -1));
+        }
         if let Some(t) = &kafka.enriched_topic {
             outputs.push((t.as_str(), -1));
         }
         crate::admin::ensure_topics(&base, &outputs)?;
+        // The detect stage merges the records of every provider partition; the ingest stage
+        // spreads events over the internal topic's partitions as they are.
+        let (merge, router) = {
+            let probe: BaseConsumer = base
+                .create()
+                .map_err(|e| KafkaError::client("creating the metadata client", e))?;
+            match &self.stage {
+                Stage::Whole => (None, None),
+                Stage::Detect { providers } => (
+                    Some(MergeHandle::new(repartition::partition_names(
+                        &probe, providers, timeout,
+                    )?)),
+                    None,
+                ),
+                Stage::Ingest => {
+                    let n = repartition::partition_count(&probe, &internal, timeout)?;
+                    let r = &kafka.repartition;
+                    (
+                        None,
+                        Some(Router::new(
+                            internal.clone(),
+                            n,
+                            r.key,
+                            r.idle_after.0,
+                            Arc::clone(&inputs),
+                        )),
+                    )
+                }
+            }
+        };
 
         let audit = Arc::new(Audit::new(
             base.clone(),
@@ -244,6 +401,7 @@ impl Runtime {
             sink: sink_watch,
             until_end: self.until_end,
             ends: BTreeMap::new(),
+            merge: merge.clone(),
         }));
         let mut cc = base.clone();
         // Dynamic membership: a stopping instance leaves the group at once, a killed one is
@@ -278,6 +436,9 @@ impl Runtime {
         if let Some(observer) = &self.observer {
             pipeline = pipeline.with_observer(Arc::clone(observer));
         }
+        if merge.is_some() {
+            pipeline = pipeline.with_enricher(Arc::new(repartition::AlreadyEnriched));
+        }
         if let Some(hook) = &self.on_pipeline {
             hook(pipeline.metrics());
         }
@@ -299,6 +460,7 @@ impl Runtime {
                         .and_then(|(topic, _)| formats.get(topic).copied())
                 })
                 .collect(),
+            route_only: self.stage == Stage::Ingest,
         };
         let mut source = KafkaSource::new(
             consumer,
@@ -310,7 +472,10 @@ impl Runtime {
             self.config.input.max_line_bytes,
             self.config.input.dead_letter_raw_bytes,
         );
-        let sink = KafkaSink::new(
+        if let Some(handle) = &merge {
+            source = source.with_merge(repartition::Merge::new(handle.clone()));
+        }
+        let mut sink = KafkaSink::new(
             producer,
             Topics {
                 alerts: kafka.alert_topic.clone(),
@@ -323,6 +488,9 @@ impl Runtime {
             timeout,
             sink_down,
         );
+        if let Some(router) = router {
+            sink = sink.with_router(router);
+        }
         let responder = self.start_responder(&base, &store, &instance)?;
         let sink = match &responder {
             Some(thread) => thread.tee(sink),

@@ -7,9 +7,10 @@
 
 use crate::client::Inputs;
 use crate::metrics::KafkaMetrics;
+use crate::repartition::{Routed, Router};
 use crate::store::CheckpointStore;
 use authwatch_event::{Alert, AuthEvent};
-use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Sink, SinkError};
+use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Origin, Sink, SinkError};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -38,6 +39,8 @@ pub struct KafkaSink {
     buf: Vec<u8>,
     /// Tripped when this sink fails, so a source waiting for an acknowledgement learns it at once.
     down: SinkDown,
+    /// The ingest stage of a repartitioned run: events go to the internal topic.
+    router: Option<Router>,
 }
 
 fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
@@ -66,6 +69,35 @@ impl KafkaSink {
             timeout,
             buf: Vec::with_capacity(4096),
             down,
+            router: None,
+        }
+    }
+
+    /// Routes events to the internal topic (the ingest stage of a repartitioned run).
+    pub(crate) fn with_router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    fn send_routed(&self, topic: &str, r: Routed, payload: &[u8]) -> Result<(), SinkError> {
+        let mut record = BaseRecord::to(topic)
+            .partition(r.partition)
+            .key(r.key.as_bytes())
+            .payload(payload)
+            .headers(r.headers);
+        let started = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(code), rec))
+                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull
+                        && started.elapsed() < self.timeout =>
+                {
+                    record = rec;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(self.failed(fail(topic, e))),
+            }
         }
     }
 
@@ -140,7 +172,18 @@ impl KafkaSink {
                 .write(topic, partition, *offset, state)
                 .map_err(|e| e.to_string())?;
         }
-        // 2. The offsets join the transaction of the alerts they produced; one commit makes
+        // 2. Repartitioning: the sources' progress (or idleness) at these positions, in the
+        //    same transaction as the events it covers.
+        if let Some(router) = &mut self.router {
+            let topic = router.topic().to_owned();
+            let markers = router.markers(&positions);
+            router.release(&checkpoint.barrier.release);
+            for m in markers {
+                self.send_routed(&topic, m, &[])
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        // 3. The offsets join the transaction of the alerts they produced; one commit makes
         //    both visible.
         let mut tpl = TopicPartitionList::new();
         for (input, offset) in &positions {
@@ -166,7 +209,7 @@ impl KafkaSink {
         self.producer
             .begin_transaction()
             .map_err(|e| format!("beginning a transaction: {e}"))?;
-        // 3. Older states can no longer be resumed from.
+        // 4. Older states can no longer be resumed from.
         for (input, offset) in &positions {
             if let Some((topic, partition)) = self.inputs.get(*input)
                 && let Err(e) = self.store.prune(topic, partition, *offset)
@@ -237,6 +280,18 @@ impl Sink for KafkaSink {
         self.json(&topic, event)?;
         let key = event.user.id.as_str().to_owned();
         self.send(&topic, key.as_bytes(), &self.buf, OwnedHeaders::new())?;
+        self.metrics.add_enriched();
+        Ok(())
+    }
+
+    fn route(&mut self, event: &AuthEvent, origin: Origin, progress: i64) -> Result<(), SinkError> {
+        let Some(router) = &mut self.router else {
+            return self.event(event);
+        };
+        let routed = router.event(event, origin, progress);
+        let topic = router.topic().to_owned();
+        self.json(&topic, event)?;
+        self.send_routed(&topic, routed, &self.buf)?;
         self.metrics.add_enriched();
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
 use crate::error::KafkaError;
 use crate::metrics::{KafkaMetrics, lag_from_statistics};
+use crate::repartition::{Merge, MergeHandle};
 use crate::sink::SinkWatch;
 use crate::store::CheckpointStore;
 use authwatch_pipeline::{
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) until_end: bool,
     /// The end offsets of the assigned partitions, when `until_end`.
     pub(crate) ends: BTreeMap<u32, i64>,
+    /// The detect stage of a repartitioned run: the merge state of its tasks, restored,
+    /// checkpointed and released with them.
+    pub(crate) merge: Option<MergeHandle>,
 }
 
 impl Shared {
@@ -98,6 +102,11 @@ impl Shared {
                 .group_metadata()
                 .map(|m| Box::new(m) as Box<dyn std::any::Any + Send>),
             ack: wait.then_some(ack_tx),
+            source_parts: self
+                .merge
+                .as_ref()
+                .map(MergeHandle::barrier_parts)
+                .unwrap_or_default(),
         };
         if !controls.send(Control::Barrier(barrier)) {
             // The pipeline stopped; it reports why.
@@ -178,6 +187,9 @@ impl Shared {
             self.fail(e);
         }
         for i in &release {
+            if let Some(merge) = &self.merge {
+                merge.release(*i);
+            }
             self.assigned.remove(i);
             self.sent.remove(i);
             self.ends.remove(i);
@@ -254,6 +266,15 @@ impl Shared {
                         return;
                     }
                 }
+            }
+            if let Some(merge) = &self.merge
+                && let Err(message) = merge.assign(input, state.as_ref())
+            {
+                self.fail(KafkaError::Store {
+                    path: self.store.root().to_owned(),
+                    message: format!("{topic}/{partition} at offset {offset:?}: {message}"),
+                });
+                return;
             }
             self.assigned.insert(input);
             if let Some(controls) = &self.controls {
@@ -337,6 +358,8 @@ pub struct KafkaSource {
     max_line_bytes: usize,
     keep_bytes: usize,
     finished: bool,
+    /// The detect stage of a repartitioned run merges the internal partition's records.
+    merge: Option<Merge>,
 }
 
 impl KafkaSource {
@@ -364,7 +387,15 @@ impl KafkaSource {
             max_line_bytes,
             keep_bytes,
             finished: false,
+            merge: None,
         }
+    }
+
+    /// Merges records through `merge` instead of handing them down as read (the detect stage
+    /// of a repartitioned run, see [`crate::repartition`]).
+    pub(crate) fn with_merge(mut self, merge: Merge) -> Self {
+        self.merge = Some(merge);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -483,7 +514,7 @@ impl KafkaSource {
         let deadline = Instant::now() + self.poll_wait;
         let mut records = 0u64;
         let mut bytes = 0u64;
-        while batch.lines.len() < max_lines {
+        while batch.lines.len() + self.merge.as_ref().map_or(0, Merge::staged) < max_lines {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let polled = self.consumer.poll(remaining);
             let rebalanced = std::mem::take(&mut self.lock().rebalanced);
@@ -495,6 +526,9 @@ impl KafkaSource {
                     batch.data.clear();
                     batch.lines.clear();
                     self.pending.clear();
+                    if let Some(merge) = &mut self.merge {
+                        merge.discard();
+                    }
                     records = 0;
                     bytes = 0;
                 }
@@ -521,6 +555,13 @@ impl KafkaSource {
                         continue;
                     }
                     drop(shared);
+                    if let Some(merge) = &mut self.merge {
+                        merge.stage(input, &msg);
+                        self.pending.insert(input, msg.offset() + 1);
+                        records += 1;
+                        bytes += msg.payload_len() as u64;
+                        continue;
+                    }
                     let payload = msg.payload().unwrap_or_default();
                     let len = payload.len();
                     // An over-long record is kept only as far as the dead-letter record needs.
@@ -546,6 +587,9 @@ impl KafkaSource {
                     bytes += len as u64;
                 }
             }
+        }
+        if let Some(merge) = &mut self.merge {
+            merge.apply(batch);
         }
         self.bytes += bytes;
         self.lock().metrics.add_records(records, bytes);

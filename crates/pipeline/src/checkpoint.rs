@@ -92,6 +92,10 @@ pub struct Barrier {
     pub release: Vec<u32>,
     /// Source-specific data the sink needs to commit (the consumer group metadata).
     pub token: Option<Box<dyn std::any::Any + Send>>,
+    /// State the source keeps for a task (a merging source's buffer and per-origin progress),
+    /// at exactly the lines before this barrier: added to the task's snapshot, and the task is
+    /// snapshotted even when none of its lines arrived since its last checkpoint.
+    pub source_parts: Vec<(u32, StateParts)>,
     /// Told when the checkpoint is durable (or failed), for sources that must wait.
     pub ack: Option<Sender<BarrierAck>>,
 }

@@ -411,6 +411,8 @@ pub struct KafkaConfig {
     /// A file of `key=value` librdkafka properties read at start, for secrets such as
     /// `sasl.password` (mount it from a secret). Unset by default.
     pub properties_file: Option<PathBuf>,
+    /// `[kafka.repartition]`: detection behind an internal topic keyed by tenant.
+    pub repartition: RepartitionConfig,
 }
 
 impl Default for KafkaConfig {
@@ -427,6 +429,7 @@ impl Default for KafkaConfig {
             poll_wait: DurationText(Duration::from_millis(20)),
             properties: std::collections::BTreeMap::new(),
             properties_file: None,
+            repartition: RepartitionConfig::default(),
         }
     }
 }
@@ -451,6 +454,7 @@ impl KafkaConfig {
         if self.poll_wait.0.is_zero() || self.poll_wait.0 > Duration::from_secs(10) {
             return invalid("kafka.poll_wait", "must be between 1ms and 10s");
         }
+        self.repartition.validate()?;
         for key in self.properties.keys() {
             let k = key.to_ascii_lowercase();
             if k.contains("password") || k.contains("secret") || k.ends_with(".key") {
@@ -1151,5 +1155,78 @@ mod respond_tests {
                 "{key} is not documented"
             );
         }
+    }
+}
+
+/// What the internal repartition topic is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepartitionKey {
+    /// The event's tenant: detection per tenant, spread over the topic's partitions.
+    #[default]
+    Tenant,
+    /// One key for every event: a single detect task sees the whole stream (exactly what
+    /// `replay` computes, including IP/ASN/device keys shared by several tenants), at the
+    /// price of detection on one instance.
+    Global,
+}
+
+/// `[kafka.repartition]`: provider records are normalized and enriched by the group that
+/// consumes the provider topics, then re-keyed through an internal topic that a second group
+/// detects on, so the producers' keying does not matter (docs/KAFKA.md, "Scale-out").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepartitionConfig {
+    /// Go through the internal topic. Default `false` (detect per provider partition).
+    pub enabled: bool,
+    /// The internal topic; unset = `<group_id>.events.by-tenant`.
+    pub topic: Option<String>,
+    /// Partitions of the internal topic when authwatch creates it: the ceiling of detect
+    /// parallelism. Default 12. An existing topic keeps its own count.
+    pub partitions: i32,
+    /// `tenant` or `global`. Default `tenant`.
+    pub key: RepartitionKey,
+    /// A provider partition with no new record for this long is idle: detection stops waiting
+    /// for it (its later events are merged at their arrival). Default `30s`.
+    pub idle_after: DurationText,
+}
+
+impl Default for RepartitionConfig {
+    fn default() -> Self {
+        RepartitionConfig {
+            enabled: false,
+            topic: None,
+            partitions: 12,
+            key: RepartitionKey::Tenant,
+            idle_after: DurationText(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl RepartitionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| {
+            Err(ConfigError::Invalid {
+                key: "kafka.repartition",
+                message: message.to_owned(),
+            })
+        };
+        if !(1..=10_000).contains(&self.partitions) {
+            return invalid("partitions must be between 1 and 10000");
+        }
+        if self.topic.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return invalid("topic must not be empty");
+        }
+        if self.idle_after.0 < Duration::from_millis(100) {
+            return invalid("idle_after must be at least 100ms");
+        }
+        Ok(())
+    }
+
+    /// The internal topic's name for consumer group `group_id`.
+    pub fn topic_for(&self, group_id: &str) -> String {
+        self.topic
+            .clone()
+            .unwrap_or_else(|| format!("{group_id}.events.by-tenant"))
     }
 }

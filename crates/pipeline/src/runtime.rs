@@ -99,6 +99,10 @@ pub struct RunOptions {
     /// Input format per input index, overriding `input.format`/`input.mapping` (a topic's own
     /// format); `None` or a missing entry uses the configured normalizer.
     pub input_formats: Vec<Option<Format>>,
+    /// Normalize and enrich only: every event goes to [`Sink::route`] with its origin and its
+    /// partition's progress, with no watermark, late policy, profiles or rules (the first
+    /// stage of a repartitioned Kafka run; detection happens behind the internal topic).
+    pub route_only: bool,
 }
 
 impl Default for RunOptions {
@@ -107,6 +111,7 @@ impl Default for RunOptions {
             speed: Speed::Max,
             flush_at_end: true,
             input_formats: Vec::new(),
+            route_only: false,
         }
     }
 }
@@ -149,6 +154,8 @@ struct ParsedBatch {
 #[derive(Default)]
 struct SinkBatch {
     events: Vec<AuthEvent>,
+    /// Route-only runs: each event with its origin and its partition's progress.
+    routed: Vec<(AuthEvent, crate::source::Origin, i64)>,
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
@@ -161,13 +168,18 @@ impl SinkBatch {
     fn is_empty(&self) -> bool {
         self.checkpoint.is_none()
             && self.events.is_empty()
+            && self.routed.is_empty()
             && self.alerts.is_empty()
             && self.dead.is_empty()
             && self.late.is_empty()
     }
 
     fn records(&self) -> u64 {
-        (self.events.len() + self.alerts.len() + self.dead.len() + self.late.len()) as u64
+        (self.events.len()
+            + self.routed.len()
+            + self.alerts.len()
+            + self.dead.len()
+            + self.late.len()) as u64
     }
 }
 
@@ -288,6 +300,7 @@ impl Pipeline {
                             names,
                             partitioned,
                             flush_at_end: options.flush_at_end,
+                            route_only: options.route_only,
                             forward_events,
                             vectors: vectors_tx,
                         };
@@ -529,6 +542,7 @@ impl Pipeline {
             names,
             partitioned,
             flush_at_end,
+            route_only,
             forward_events,
             vectors,
         } = stage;
@@ -576,15 +590,28 @@ impl Pipeline {
                             released.remove(&input);
                             tasks.insert(input, task);
                         }
-                        Control::Barrier(barrier) => {
+                        Control::Barrier(mut barrier) => {
+                            // The source's own state of a task (a merging source's buffer)
+                            // joins the task's snapshot; a task whose source state changed is
+                            // snapshotted even if no line of it arrived since.
+                            let mut source_parts: BTreeMap<u32, StateParts> =
+                                std::mem::take(&mut barrier.source_parts)
+                                    .into_iter()
+                                    .collect();
                             let mut snapshots = Vec::new();
-                            for (input, task) in tasks.iter_mut().filter(|(_, t)| t.dirty) {
-                                let parts = task.snapshot().map_err(|source| {
+                            for (input, task) in tasks.iter_mut() {
+                                if !task.dirty && !source_parts.contains_key(input) {
+                                    continue;
+                                }
+                                let mut parts = task.snapshot().map_err(|source| {
                                     PipelineError::Checkpoint {
                                         input: input_name(*input),
                                         source,
                                     }
                                 })?;
+                                if let Some(extra) = source_parts.remove(input) {
+                                    parts.parts.extend(extra.parts);
+                                }
                                 task.dirty = false;
                                 snapshots.push((*input, parts));
                             }
@@ -639,6 +666,13 @@ impl Pipeline {
                     }
                     let task = tasks.entry(key).or_insert_with(|| self.new_task());
                     task.dirty = true;
+                    if route_only {
+                        // The partition's progress: the newest event time so far, which only
+                        // grows, so a merge downstream can order by it deterministically.
+                        task.wm.max_time = task.wm.max_time.max(event.time);
+                        out.routed.push((event, origin, task.wm.max_time));
+                        continue;
+                    }
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -825,6 +859,8 @@ struct DetectStage<'a> {
     partitioned: bool,
     /// Decide settling alerts at the end of input.
     flush_at_end: bool,
+    /// Only forward events with their origins and progress (see [`RunOptions::route_only`]).
+    route_only: bool,
     /// Copy processed events to the sink (it asked for them).
     forward_events: bool,
     /// Where emptied event vectors go back to the workers.
@@ -862,6 +898,9 @@ impl Pipeline {
 fn write_batch<S: Sink>(sink: &mut S, batch: &SinkBatch) -> Result<(), SinkError> {
     for e in &batch.events {
         sink.event(e)?;
+    }
+    for (e, origin, progress) in &batch.routed {
+        sink.route(e, *origin, *progress)?;
     }
     for d in &batch.dead {
         sink.dead_letter(d)?;

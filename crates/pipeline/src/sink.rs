@@ -58,6 +58,18 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// One event of a route-only run ([`crate::RunOptions::route_only`]), in stream order:
+    /// where it came from and its partition's progress (the newest event time of the
+    /// partition so far). Sinks of other runs never receive it.
+    fn route(
+        &mut self,
+        event: &AuthEvent,
+        _origin: crate::source::Origin,
+        _progress: i64,
+    ) -> Result<(), SinkError> {
+        self.event(event)
+    }
+
     /// A checkpoint barrier of a partitioned source, after every result of the lines it covers:
     /// persist the task states with their positions (adding parts of the sink's own state, if
     /// any), then [`Checkpoint::acknowledge`]. Sinks without durable state only acknowledge.

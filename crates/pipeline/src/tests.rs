@@ -368,6 +368,7 @@ impl Source for Scripted {
                         positions,
                         release,
                         token: None,
+                        source_parts: Vec::new(),
                         ack: None,
                     }));
                 }

@@ -335,4 +335,13 @@ impl<S: Sink> Sink for TeeSink<S> {
     fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
         self.inner.event(event)
     }
+
+    fn route(
+        &mut self,
+        event: &AuthEvent,
+        origin: authwatch_pipeline::Origin,
+        progress: i64,
+    ) -> Result<(), SinkError> {
+        self.inner.route(event, origin, progress)
+    }
 }

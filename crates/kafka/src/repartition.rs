@@ -1,0 +1,773 @@
+//! Scale-out by re-keying (`[kafka.repartition]`): detection behind an internal topic keyed by
+//! tenant, so the producers' keying of the provider topics does not matter.
+//!
+//! - **Ingest** (the group `group_id`, over the provider topics): normalize and enrich, then
+//!   produce each event (native JSON) to the internal topic, keyed by tenant, in the same
+//!   transaction as the provider offsets — exactly once across the hop. Each event carries its
+//!   source partition, source offset and the source's *progress* (its newest event time so
+//!   far, which never decreases). At every checkpoint the ingest stage writes, for each of its
+//!   partitions, a progress marker to every internal partition, or an idle marker once the
+//!   partition has had no new record for `idle_after`.
+//! - **Detect** (the group `<group_id>.detect`, over the internal topic): one task per internal
+//!   partition, as without repartitioning, behind a merge. An internal partition holds an
+//!   interleaving of events from every source partition, and that interleaving depends on how
+//!   many ingest instances run and how fast they are. The merge makes detection independent of
+//!   it: it holds events back and releases them only up to the lowest progress over the
+//!   non-idle sources, in (progress, source, source offset) order — Flink's per-channel
+//!   watermark alignment, with the progress of each source as its watermark. Within a source
+//!   that order is the source's own, and across sources it depends only on the records, so a
+//!   task sees the same sequence whatever the interleaving. The held events and the progress
+//!   of every source are part of the task's checkpoint, taken at the offsets the consumer has
+//!   read, so a restore continues the merge exactly.
+//!
+//! Idle sources are the one place where timing enters: a source declared idle no longer holds
+//! the others back, and an event it produces later is merged when it arrives. With live
+//! traffic its event times are current and the order is unchanged; see docs/KAFKA.md.
+
+use crate::client::Inputs;
+use crate::error::KafkaError;
+use authwatch_event::AuthEvent;
+use authwatch_normalize::Format;
+use authwatch_pipeline::config::{KafkaTopic, RepartitionKey};
+use authwatch_pipeline::{Config, Origin, RawBatch, RawLine, StateParts};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Header: the source partition of an event or a marker (`topic/partition`).
+const H_SRC: &str = "aw.src";
+/// Header: the event's offset in its source partition.
+const H_OFF: &str = "aw.off";
+/// Header: the source's progress (ms) with this event or marker.
+const H_AT: &str = "aw.at";
+/// Header: `progress` or `idle` on a marker (markers have no value).
+const H_MARK: &str = "aw.mark";
+/// The checkpoint part holding a detect task's merge state.
+const PART: &str = "merge";
+
+/// Which stages one `authwatch run` process runs when `[kafka.repartition]` is enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Both, each with its own consumer group and producer (the default).
+    #[default]
+    All,
+    /// Provider topics → normalize + enrich → internal topic.
+    Ingest,
+    /// Internal topic → merge → detect → alerts.
+    Detect,
+}
+
+/// What one supervised runtime runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Provider topics straight to detection (no repartitioning).
+    Whole,
+    /// The ingest stage.
+    Ingest,
+    /// The detect stage; `providers` are the provider topics whose partitions are the sources.
+    Detect { providers: Vec<String> },
+}
+
+/// The consumer group of the detect stage.
+pub(crate) fn detect_group(group_id: &str) -> String {
+    format!("{group_id}.detect")
+}
+
+/// The configuration one stage runs with: its own group (detect), transactional id and inputs.
+pub(crate) fn stage_config(config: &Config, stage: &Stage, instance: &str) -> Config {
+    let mut c = config.clone();
+    let internal = config.kafka.repartition.topic_for(&config.kafka.group_id);
+    // Named once from the provider group: the detect stage has a group of its own.
+    c.kafka.repartition.topic = Some(internal.clone());
+    match stage {
+        Stage::Whole => {}
+        Stage::Ingest => {
+            c.kafka.transactional_id = Some(format!("{instance}.ingest"));
+            // Enriched events and responses belong to the stage that sees detection's view.
+            c.kafka.enriched_topic = None;
+            c.respond.enabled = false;
+        }
+        Stage::Detect { .. } => {
+            c.kafka.transactional_id = Some(format!("{instance}.detect"));
+            c.kafka.group_id = detect_group(&config.kafka.group_id);
+            c.kafka.topics = vec![KafkaTopic {
+                name: internal,
+                format: Format::Native,
+            }];
+        }
+    }
+    c
+}
+
+/// The events reach the detect stage enriched by the ingest stage: enriching them again would
+/// only repeat the lookups.
+pub(crate) struct AlreadyEnriched;
+
+impl authwatch_pipeline::Enricher for AlreadyEnriched {
+    fn enrich(&self, _event: &mut AuthEvent) {}
+}
+
+fn header(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value),
+    })
+}
+
+/// A record the ingest sink writes to the internal topic.
+pub(crate) struct Routed {
+    pub partition: i32,
+    pub key: String,
+    pub headers: OwnedHeaders,
+}
+
+/// What the ingest stage knows of one source partition.
+#[derive(Debug)]
+struct SourceProgress {
+    /// Newest progress routed.
+    at: Option<i64>,
+    /// Progress last written as a marker.
+    marked: Option<i64>,
+    /// Position at the last checkpoint.
+    position: Option<i64>,
+    /// When the position last moved.
+    quiet_since: Instant,
+    /// An idle marker was written since the position last moved.
+    idle_marked: bool,
+}
+
+/// The ingest stage's side of the internal topic: where each event goes, and the markers.
+pub(crate) struct Router {
+    topic: String,
+    partitions: i32,
+    key: RepartitionKey,
+    idle_after: Duration,
+    inputs: Arc<Inputs>,
+    sources: BTreeMap<u32, SourceProgress>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        topic: String,
+        partitions: i32,
+        key: RepartitionKey,
+        idle_after: Duration,
+        inputs: Arc<Inputs>,
+    ) -> Self {
+        Router {
+            topic,
+            partitions: partitions.max(1),
+            key,
+            idle_after,
+            inputs,
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// The internal topic.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn source_name(&self, input: u32) -> String {
+        self.inputs
+            .get(input)
+            .map_or_else(|| format!("input {input}"), |(t, p)| format!("{t}/{p}"))
+    }
+
+    /// The internal partition of a key: a hash fixed here rather than the client's
+    /// partitioner, so that every instance (and every client library) agrees.
+    fn partition_of(&self, key: &str) -> i32 {
+        match self.key {
+            RepartitionKey::Global => 0,
+            RepartitionKey::Tenant => {
+                let n = u64::try_from(self.partitions).unwrap_or(1).max(1);
+                i32::try_from(xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % n).unwrap_or(0)
+            }
+        }
+    }
+
+    /// Where `event` goes, with its source, offset and progress as headers.
+    pub(crate) fn event(&mut self, event: &AuthEvent, origin: Origin, progress: i64) -> Routed {
+        let key = match self.key {
+            RepartitionKey::Tenant => event.tenant.as_str().to_owned(),
+            RepartitionKey::Global => String::new(),
+        };
+        let src = self.source_name(origin.input);
+        let now = Instant::now();
+        let p = self
+            .sources
+            .entry(origin.input)
+            .or_insert_with(|| SourceProgress {
+                at: None,
+                marked: None,
+                position: None,
+                quiet_since: now,
+                idle_marked: false,
+            });
+        p.at = Some(p.at.map_or(progress, |a| a.max(progress)));
+        let h = header(OwnedHeaders::new_with_capacity(3), H_SRC, &src);
+        let h = header(h, H_OFF, &origin.offset.to_string());
+        let h = header(h, H_AT, &progress.to_string());
+        Routed {
+            partition: self.partition_of(&key),
+            key,
+            headers: h,
+        }
+    }
+
+    /// The markers of a checkpoint over `positions` (input → next offset): for every source
+    /// whose progress grew since its last marker, a progress marker; for one whose position has
+    /// not moved for `idle_after`, one idle marker. Each goes to every internal partition.
+    pub(crate) fn markers(&mut self, positions: &BTreeMap<u32, i64>) -> Vec<Routed> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (input, position) in positions {
+            let src = self.source_name(*input);
+            let p = self
+                .sources
+                .entry(*input)
+                .or_insert_with(|| SourceProgress {
+                    at: None,
+                    marked: None,
+                    position: None,
+                    quiet_since: now,
+                    idle_marked: false,
+                });
+            if p.position != Some(*position) {
+                p.position = Some(*position);
+                p.quiet_since = now;
+                p.idle_marked = false;
+            }
+            let mark = match p.at {
+                Some(at) if p.marked.is_none_or(|m| at > m) => {
+                    p.marked = Some(at);
+                    Some(("progress", at))
+                }
+                _ if !p.idle_marked && now.duration_since(p.quiet_since) >= self.idle_after => {
+                    p.idle_marked = true;
+                    Some(("idle", p.at.unwrap_or(i64::MIN)))
+                }
+                _ => None,
+            };
+            if let Some((kind, at)) = mark {
+                for partition in 0..self.partitions {
+                    let h = header(OwnedHeaders::new_with_capacity(3), H_SRC, &src);
+                    let h = header(h, H_AT, &at.to_string());
+                    out.push(Routed {
+                        partition,
+                        key: String::new(),
+                        headers: header(h, H_MARK, kind),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets partitions handed to another owner (it writes their markers from now on).
+    pub(crate) fn release(&mut self, inputs: &[u32]) {
+        for i in inputs {
+            self.sources.remove(i);
+        }
+    }
+}
+
+/// One source partition as a detect task sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SourceState {
+    /// Every later event of this source has at least this progress.
+    progress: i64,
+    /// Declared idle: it does not hold the merge back until it sends again.
+    idle: bool,
+}
+
+/// An event held back by the merge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Held {
+    at: i64,
+    src: String,
+    off: i64,
+    /// Its offset in the internal partition (for dead letters and late events).
+    offset: i64,
+    payload: String,
+}
+
+/// The merge of one detect task (one internal partition).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MergeTask {
+    sources: BTreeMap<String, SourceState>,
+    held: BTreeMap<(i64, String, i64), (i64, String)>,
+    /// Changed since its last checkpoint.
+    changed: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MergeSnapshot {
+    sources: BTreeMap<String, SourceState>,
+    held: Vec<Held>,
+}
+
+impl MergeTask {
+    fn new(known: &[String]) -> Self {
+        let mut t = MergeTask {
+            changed: true,
+            ..MergeTask::default()
+        };
+        t.know(known);
+        t
+    }
+
+    /// Sources not heard of yet hold the merge back until they send (or are declared idle).
+    fn know(&mut self, known: &[String]) {
+        for s in known {
+            self.sources.entry(s.clone()).or_insert(SourceState {
+                progress: i64::MIN,
+                idle: false,
+            });
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        let snap = MergeSnapshot {
+            sources: self.sources.clone(),
+            held: self
+                .held
+                .iter()
+                .map(|((at, src, off), (offset, payload))| Held {
+                    at: *at,
+                    src: src.clone(),
+                    off: *off,
+                    offset: *offset,
+                    payload: payload.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&snap).map_err(|e| e.to_string())
+    }
+
+    fn restore(bytes: &[u8], known: &[String]) -> Result<Self, String> {
+        let snap: MergeSnapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut t = MergeTask {
+            sources: snap.sources,
+            held: snap
+                .held
+                .into_iter()
+                .map(|h| ((h.at, h.src, h.off), (h.offset, h.payload)))
+                .collect(),
+            changed: true,
+        };
+        t.know(known);
+        Ok(t)
+    }
+
+    fn source(&mut self, src: &str) -> &mut SourceState {
+        self.sources.entry(src.to_owned()).or_insert(SourceState {
+            progress: i64::MIN,
+            idle: false,
+        })
+    }
+
+    /// The lowest progress over the sources that hold the merge back.
+    fn frontier(&self) -> i64 {
+        self.sources
+            .values()
+            .filter(|s| !s.idle)
+            .map(|s| s.progress)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Applies one record; returns the events it releases, in merge order.
+    fn apply(&mut self, record: Record, offset: i64, out: &mut Vec<(i64, String)>) {
+        self.changed = true;
+        match record {
+            Record::Event {
+                src,
+                off,
+                at,
+                payload,
+            } => {
+                let s = self.source(&src);
+                s.idle = false;
+                s.progress = s.progress.max(at);
+                self.held.insert((at, src, off), (offset, payload));
+            }
+            Record::Progress { src, at } => {
+                let s = self.source(&src);
+                s.idle = false;
+                s.progress = s.progress.max(at);
+            }
+            Record::Idle { src, at } => {
+                let s = self.source(&src);
+                s.idle = true;
+                s.progress = s.progress.max(at);
+            }
+            Record::Plain { .. } => {}
+        }
+        let frontier = self.frontier();
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > frontier {
+                break;
+            }
+            out.push(entry.remove());
+        }
+    }
+}
+
+/// A record of the internal topic, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    Event {
+        src: String,
+        off: i64,
+        at: i64,
+        payload: String,
+    },
+    Progress {
+        src: String,
+        at: i64,
+    },
+    Idle {
+        src: String,
+        at: i64,
+    },
+    /// Without the ingest stage's headers (written by something else): processed where it is.
+    Plain {
+        payload: Vec<u8>,
+    },
+}
+
+impl Record {
+    fn read(msg: &BorrowedMessage<'_>) -> Record {
+        let payload = msg.payload().unwrap_or_default();
+        let (mut src, mut off, mut at, mut mark) = (None, None, None, None);
+        if let Some(headers) = msg.headers() {
+            for h in headers.iter() {
+                let value = h.value.and_then(|v| std::str::from_utf8(v).ok());
+                match h.key {
+                    H_SRC => src = value.map(str::to_owned),
+                    H_OFF => off = value.and_then(|v| v.parse::<i64>().ok()),
+                    H_AT => at = value.and_then(|v| v.parse::<i64>().ok()),
+                    H_MARK => mark = value.map(str::to_owned),
+                    _ => {}
+                }
+            }
+        }
+        let plain = || Record::Plain {
+            payload: payload.to_vec(),
+        };
+        match (src, at, mark.as_deref(), off) {
+            (Some(src), Some(at), Some("progress"), _) => Record::Progress { src, at },
+            (Some(src), Some(at), Some("idle"), _) => Record::Idle { src, at },
+            (Some(src), Some(at), None, Some(off)) => match std::str::from_utf8(payload) {
+                Ok(text) => Record::Event {
+                    src,
+                    off,
+                    at,
+                    payload: text.to_owned(),
+                },
+                Err(_) => plain(),
+            },
+            _ => plain(),
+        }
+    }
+}
+
+/// The merge state of every detect task of this instance. Shared by the source (which applies
+/// records) and its rebalance callbacks (which restore, snapshot and release tasks); both run on
+/// the source thread.
+pub(crate) struct Merger {
+    known: Vec<String>,
+    tasks: BTreeMap<u32, MergeTask>,
+}
+
+/// A handle on the [`Merger`].
+#[derive(Clone)]
+pub(crate) struct MergeHandle(Arc<Mutex<Merger>>);
+
+impl MergeHandle {
+    /// A merger whose tasks wait for every partition of `known` (`topic/partition`).
+    pub(crate) fn new(known: Vec<String>) -> Self {
+        MergeHandle(Arc::new(Mutex::new(Merger {
+            known,
+            tasks: BTreeMap::new(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Merger> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A task starts: from the merge part of its restored state, or fresh.
+    pub(crate) fn assign(&self, input: u32, state: Option<&StateParts>) -> Result<(), String> {
+        let mut m = self.lock();
+        let task = match state.and_then(|s| s.parts.get(PART)) {
+            Some(bytes) => MergeTask::restore(bytes, &m.known)
+                .map_err(|e| format!("checkpoint part {PART}: restore failed: {e}"))?,
+            None => MergeTask::new(&m.known),
+        };
+        m.tasks.insert(input, task);
+        Ok(())
+    }
+
+    /// Tasks handed to another owner.
+    pub(crate) fn release(&self, input: u32) {
+        self.lock().tasks.remove(&input);
+    }
+
+    /// The merge parts of the tasks that changed since their last checkpoint.
+    pub(crate) fn barrier_parts(&self) -> Vec<(u32, StateParts)> {
+        let mut m = self.lock();
+        let mut out = Vec::new();
+        for (input, task) in m.tasks.iter_mut().filter(|(_, t)| t.changed) {
+            match task.snapshot() {
+                Ok(bytes) => {
+                    let mut parts = StateParts::default();
+                    parts.parts.insert(PART.to_owned(), bytes);
+                    out.push((*input, parts));
+                    task.changed = false;
+                }
+                // Serializing strings and integers does not fail; if it ever did, the task
+                // stays changed and the file of this checkpoint lacks the part, which its
+                // restore would report.
+                Err(e) => tracing::error!(input, error = %e, "merge state not snapshotted"),
+            }
+        }
+        out
+    }
+}
+
+/// The detect stage's source-side merge: records read in one poll round are staged, then
+/// applied in order once the round is over (a rebalance during the round discards them, as
+/// the plain source discards its partial batch), and what they release becomes the batch.
+pub(crate) struct Merge {
+    handle: MergeHandle,
+    staged: Vec<(u32, i64, Record)>,
+    released: Vec<(i64, String)>,
+}
+
+impl Merge {
+    pub(crate) fn new(handle: MergeHandle) -> Self {
+        Merge {
+            handle,
+            staged: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// Records staged in this round.
+    pub(crate) fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Stages one record of input (internal partition) `input`.
+    pub(crate) fn stage(&mut self, input: u32, msg: &BorrowedMessage<'_>) {
+        self.staged.push((input, msg.offset(), Record::read(msg)));
+    }
+
+    /// Forgets the round (a rebalance: the records are fetched again).
+    pub(crate) fn discard(&mut self) {
+        self.staged.clear();
+    }
+
+    /// Applies the round to the tasks and fills `batch` with what it releases, in order.
+    pub(crate) fn apply(&mut self, batch: &mut RawBatch) {
+        let mut m = self.handle.lock();
+        for (input, offset, record) in self.staged.drain(..) {
+            let Some(task) = m.tasks.get_mut(&input) else {
+                continue;
+            };
+            if let Record::Plain { payload } = &record {
+                push_line(batch, input, offset, payload);
+                task.changed = true;
+                continue;
+            }
+            task.apply(record, offset, &mut self.released);
+            for (offset, payload) in self.released.drain(..) {
+                push_line(batch, input, offset, payload.as_bytes());
+            }
+        }
+    }
+}
+
+fn push_line(batch: &mut RawBatch, input: u32, offset: i64, payload: &[u8]) {
+    let start = batch.data.len();
+    batch.data.extend_from_slice(payload);
+    batch.lines.push(RawLine {
+        start,
+        end: batch.data.len(),
+        origin: Origin {
+            input,
+            line: 1,
+            offset: u64::try_from(offset).unwrap_or(0),
+        },
+        len: payload.len() as u64,
+    });
+}
+
+/// The partitions of `topics`, as `topic/partition`, and an error naming a missing topic.
+pub(crate) fn partition_names(
+    probe: &rdkafka::consumer::BaseConsumer,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
+    let mut out = Vec::new();
+    for t in topics {
+        let n = partition_count(probe, t, timeout)?;
+        out.extend((0..n).map(|p| format!("{t}/{p}")));
+    }
+    Ok(out)
+}
+
+/// The number of partitions of `topic`.
+pub(crate) fn partition_count(
+    probe: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let md = probe
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| KafkaError::client(format!("reading metadata of {topic}"), e))?;
+    let Some(t) = md.topics().iter().find(|m| m.name() == topic) else {
+        return Err(KafkaError::Config(format!("topic {topic} not found")));
+    };
+    if let Some(e) = t.error() {
+        let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
+        return Err(KafkaError::Config(format!("topic {topic}: {e}")));
+    }
+    Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn event(src: &str, off: i64, at: i64) -> Record {
+        Record::Event {
+            src: src.to_owned(),
+            off,
+            at,
+            payload: format!("{src}@{off}"),
+        }
+    }
+
+    fn progress(src: &str, at: i64) -> Record {
+        Record::Progress {
+            src: src.to_owned(),
+            at,
+        }
+    }
+
+    fn idle(src: &str) -> Record {
+        Record::Idle {
+            src: src.to_owned(),
+            at: i64::MIN,
+        }
+    }
+
+    /// Feeds `records` to a fresh task over sources a and b; returns the released payloads.
+    fn run(records: Vec<Record>) -> Vec<String> {
+        let known = vec!["a".to_owned(), "b".to_owned()];
+        let mut task = MergeTask::new(&known);
+        let mut out = Vec::new();
+        for (i, r) in records.into_iter().enumerate() {
+            task.apply(r, i as i64, &mut out);
+        }
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+
+    // Two interleavings of the same two source streams release the same sequence: what the
+    // detector sees does not depend on which ingest instance was faster.
+    #[test]
+    fn release_order_does_not_depend_on_the_interleaving() {
+        let a = [event("a", 0, 10), event("a", 1, 30), progress("a", 50)];
+        let b = [event("b", 0, 20), event("b", 1, 20), event("b", 2, 40)];
+        let first: Vec<Record> = a.iter().chain(b.iter()).cloned().collect();
+        let second: Vec<Record> = vec![
+            b[0].clone(),
+            a[0].clone(),
+            b[1].clone(),
+            a[1].clone(),
+            b[2].clone(),
+            a[2].clone(),
+        ];
+        let one = run(first);
+        let two = run(second);
+        assert_eq!(one, two);
+        // Up to the lowest progress (b at 40): in progress order, ties by source then offset.
+        assert_eq!(one, ["a@0", "b@0", "b@1", "a@1", "b@2"]);
+    }
+
+    #[test]
+    fn a_silent_source_holds_back_until_it_is_idle() {
+        let out = run(vec![event("a", 0, 10), event("a", 1, 20)]);
+        assert!(out.is_empty(), "b has not spoken: {out:?}");
+        let out = run(vec![event("a", 0, 10), event("a", 1, 20), idle("b")]);
+        assert_eq!(out, ["a@0", "a@1"]);
+        // b comes back: it holds the merge back again from its own progress on.
+        let out = run(vec![
+            idle("b"),
+            event("a", 0, 10),
+            event("b", 0, 15),
+            event("a", 1, 20),
+        ]);
+        assert_eq!(out, ["a@0", "b@0"]);
+    }
+
+    #[test]
+    fn snapshot_restores_the_same_merge() {
+        let known = vec!["a".to_owned(), "b".to_owned()];
+        let mut task = MergeTask::new(&known);
+        let mut out = Vec::new();
+        for (i, r) in [event("a", 0, 10), event("a", 1, 30), event("b", 0, 20)]
+            .into_iter()
+            .enumerate()
+        {
+            task.apply(r, i as i64, &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(task.held.len(), 1);
+        let bytes = task.snapshot().unwrap();
+        let mut restored = MergeTask::restore(&bytes, &known).unwrap();
+        assert_eq!(restored.sources, task.sources);
+        assert_eq!(restored.held, task.held);
+        assert_eq!(restored.snapshot().unwrap(), bytes);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        task.apply(progress("b", 40), 3, &mut x);
+        restored.apply(progress("b", 40), 3, &mut y);
+        assert_eq!(x, y);
+        assert_eq!(x.len(), 1);
+    }
+
+    #[test]
+    fn tenants_always_land_in_the_same_partition() {
+        let inputs = Inputs::new(vec![("in".into(), 0), ("in".into(), 1)]);
+        let mut r = Router::new(
+            "t".into(),
+            8,
+            RepartitionKey::Tenant,
+            Duration::from_secs(30),
+            inputs,
+        );
+        let mut e = AuthEvent::default();
+        e.tenant = authwatch_event::Text::new("acme");
+        let origin = |input| Origin {
+            input,
+            line: 1,
+            offset: 5,
+        };
+        let p0 = r.event(&e, origin(0), 1).partition;
+        let p1 = r.event(&e, origin(1), 2).partition;
+        assert_eq!(p0, p1);
+        assert!((0..8).contains(&p0));
+        // Progress markers for both sources, to every partition; none again until progress.
+        let positions: BTreeMap<u32, i64> = [(0, 6), (1, 6)].into_iter().collect();
+        assert_eq!(r.markers(&positions).len(), 16);
+        assert!(r.markers(&positions).is_empty());
+    }
+}
