@@ -6,7 +6,9 @@
 //!   state, user profiles and event-time watermark, so a partition's results depend only on its
 //!   own ordered records — not on how partitions interleave, nor on which instance owns them.
 //!   N instances in one group give the same alerts as one when each detection's key lives in one
-//!   partition: key the provider topics by tenant (see docs/KAFKA.md).
+//!   partition: key the provider topics by tenant, or turn on `[kafka.repartition]`, which
+//!   re-keys events by tenant through an internal topic and merges them deterministically
+//!   before detection (see `repartition` and docs/KAFKA.md).
 //! - **Checkpoints.** Every `checkpoint.interval` the source sends a barrier through the stages;
 //!   the detect stage snapshots each changed task (`engine`, `profiles`, `watermark` parts, see
 //!   [`authwatch_pipeline::Checkpointed`]); the sink writes one state file per partition named by

@@ -754,8 +754,10 @@ mod tests {
             Duration::from_secs(30),
             inputs,
         );
-        let mut e = AuthEvent::default();
-        e.tenant = authwatch_event::Text::new("acme");
+        let e = AuthEvent {
+            tenant: authwatch_event::Text::new("acme"),
+            ..AuthEvent::default()
+        };
         let origin = |input| Origin {
             input,
             line: 1,

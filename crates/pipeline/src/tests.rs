@@ -668,3 +668,68 @@ fn rule_state_is_summed_over_the_engines_of_every_task() {
     assert_eq!(Metrics::get(&m.keys), sa.keys + sb.keys);
     assert_eq!(Metrics::get(&m.evictions), sa.evicted + sb.evicted);
 }
+
+// The first stage of a repartitioned run: no detection, every event (late ones too) reaches
+// `Sink::route` in order with its origin and the running maximum of its input's event times.
+#[test]
+fn route_only_runs_forward_every_event_with_its_progress() {
+    #[derive(Default)]
+    struct Routed(Vec<(i64, u64, i64)>, u64);
+    impl Sink for Routed {
+        fn alert(&mut self, _: &authwatch_event::Alert) -> Result<(), SinkError> {
+            self.1 += 1;
+            Ok(())
+        }
+        fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn route(
+            &mut self,
+            event: &authwatch_event::AuthEvent,
+            origin: crate::Origin,
+            progress: i64,
+        ) -> Result<(), SinkError> {
+            self.0.push((event.time, origin.line, progress));
+            Ok(())
+        }
+    }
+    let mut lines = bombing("aiko@acme.jp", T0);
+    // An hour older than everything before it: late for a detector, forwarded here.
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 - 3_600_000,
+        "mfa_verify",
+        "denied",
+        "old",
+    ));
+    let mut config = Config::default();
+    config.runtime.batch_lines = 3;
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap()).unwrap();
+    let mut source = LineSource::from_readers(
+        vec![("input.jsonl".into(), Box::new(Cursor::new(join(&lines))))],
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    );
+    let options = RunOptions {
+        route_only: true,
+        ..RunOptions::default()
+    };
+    let (summary, sink) = pipeline
+        .run_with(&mut source, Routed::default(), &options)
+        .unwrap();
+    assert_eq!(sink.1, 0, "route-only runs detect nothing");
+    assert_eq!(summary.late_events, 0);
+    assert_eq!(sink.0.len(), lines.len());
+    let mut max = i64::MIN;
+    for (i, (time, line, progress)) in sink.0.iter().enumerate() {
+        assert_eq!(*line, i as u64 + 1, "stream order");
+        max = max.max(*time);
+        assert_eq!(*progress, max);
+    }
+}

@@ -136,6 +136,9 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- if .Values.kafka.enrichedTopic }}
 {{- $_ := set $kafka "enriched_topic" .Values.kafka.enrichedTopic }}
 {{- end }}
+{{- if .Values.kafka.repartition.enabled }}
+{{- $_ := set $kafka "repartition" (dict "enabled" true "partitions" (int .Values.kafka.repartition.partitions)) }}
+{{- end }}
 {{- if include "authwatch.kafka.sasl" . }}
 {{- $_ := set $props "sasl.mechanism" .Values.kafka.sasl.mechanism }}
 {{- $_ := set $kafka "properties_file" (printf "%s/kafka-sasl/client.properties" $s) }}
