@@ -436,6 +436,24 @@ fn config_renders_as_toml_from_values_and_rolls_the_pods_when_it_changes() {
         changed.annotation("checksum/rules")
     );
 
+    // Repartitioning by tenant: off unless asked for, then the section authwatch validates.
+    assert!(base.config()["kafka"].get("repartition").is_none());
+    let repart = render(
+        &Values::default()
+            .set("kafka.repartition.enabled=true")
+            .set("kafka.repartition.partitions=24"),
+    );
+    let kafka = &repart.config()["kafka"];
+    assert_eq!(kafka["repartition"]["enabled"].as_bool(), Some(true));
+    assert_eq!(kafka["repartition"]["partitions"].as_integer(), Some(24));
+    let parsed = authwatch_pipeline::Config::from_toml(
+        Path::new("rendered.toml"),
+        &repart.config_toml(),
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(parsed.kafka.repartition.enabled);
+
     let more_rules =
         render(&Values::default().set_json(r#"rules.extra={"site_vpn.yaml":"id: site_vpn\n"}"#));
     assert_ne!(

@@ -918,7 +918,7 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
 
     // One instance alone, over the whole stream, in its own group.
     s.produce(&text(&lines), KeyBy::Field("user.name"));
-    let mut solo = start_repartitioned(&s, "solo", "15s");
+    let mut solo = start_repartitioned(&s, "solo", "20s");
     // Every event reaches detection, the last ones once every provider partition is idle.
     let processed = wait_processed(&s, lines.len());
     assert_eq!(processed, lines.len(), "{}", s.log("solo"));
@@ -961,11 +961,11 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
     // the first half, the second half arrives, the second instance joins while the first works.
     let two = Scenario::new("repart-two", 4);
     two.produce(&text(&lines[..half]), KeyBy::Field("user.name"));
-    let mut a = start_repartitioned(&two, "r1", "15s");
+    let mut a = start_repartitioned(&two, "r1", "20s");
     let early = wait_alerts(&two, Duration::from_secs(90), |ids| !ids.is_empty());
     assert!(!early.is_empty(), "{}", two.log("r1"));
     two.produce(&text(&lines[half..]), KeyBy::Field("user.name"));
-    let mut b = start_repartitioned(&two, "r2", "15s");
+    let mut b = start_repartitioned(&two, "r2", "20s");
     let started = Instant::now();
     while !two.log("r2").contains("partition assigned") {
         assert!(

@@ -239,6 +239,11 @@ impl Runtime {
         if self.stage == Stage::Whole && self.config.kafka.repartition.enabled {
             return self.run_stages();
         }
+        if self.stage == Stage::Whole && self.role != Role::All {
+            return Err(KafkaError::Config(
+                "--role ingest|detect needs [kafka.repartition] enabled = true".to_owned(),
+            ));
+        }
         let mut report = RunReport::default();
         let mut backoff = Duration::from_secs(1);
         loop {
