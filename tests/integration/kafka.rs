@@ -850,7 +850,12 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
 /// Starts `instance` of `s` with `[kafka.repartition]` on (an internal topic of `partitions`
 /// partitions; provider partitions idle after `idle_after`).
 fn start_repartitioned(s: &Scenario, instance: &str, idle_after: &str) -> Child {
-    let config = s.config(instance, "300ms");
+    start_repartitioned_as(s, instance, instance, idle_after)
+}
+
+/// [`start_repartitioned`] with `identity`'s transactional ids: a restart of the same instance.
+fn start_repartitioned_as(s: &Scenario, instance: &str, identity: &str, idle_after: &str) -> Child {
+    let config = s.config_as(instance, identity, "300ms");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[kafka.repartition]\nenabled = true\npartitions = 6\nidle_after = {idle_after:?}\n"
@@ -994,4 +999,34 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
     // The second instance took over work of both stages, with the state the first committed.
     let r2 = two.log("r2");
     assert!(r2.contains("restored=true"), "{logs}");
+
+    // A crash: killed -9 while it works through the first half (both stages with open
+    // transactions, the detect tasks holding events back), restarted under the same identity
+    // (which fences and aborts those transactions) when the second half is there. It resumes
+    // both stages from their checkpoints — the held events and every source's progress are in
+    // the detect tasks' — and ends with the same alerts, each event detected once.
+    let three = Scenario::new("repart-crash", 4);
+    three.produce(&text(&lines[..half]), KeyBy::Field("user.name"));
+    let mut k1 = start_repartitioned_as(&three, "k1", "k", "20s");
+    let started = Instant::now();
+    while three.read(&format!("{}.events", three.input), true).len() < half / 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "k1 detected nothing:\n{}",
+            three.log("k1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill9(&mut k1);
+    three.produce(&text(&lines[half..]), KeyBy::Field("user.name"));
+    let mut k2 = start_repartitioned_as(&three, "k2", "k", "20s");
+    let processed = wait_processed(&three, lines.len());
+    let ids = wait_alerts(&three, Duration::from_secs(60), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut k2, &three, "k2");
+    let logs = format!("{}\n----\n{}", three.log("k1"), three.log("k2"));
+    assert_exactly_once(&ids, &expected, &logs);
+    assert_eq!(processed, lines.len(), "{logs}");
+    assert!(three.log("k2").contains("restored=true"), "{logs}");
 }
