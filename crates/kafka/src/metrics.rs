@@ -37,6 +37,7 @@ pub struct KafkaMetrics {
     last_checkpoint_duration_us: AtomicU64,
     restarts: AtomicU64,
     throughput: AtomicU64,
+    merge_held: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Durations of checkpoints not yet taken by [`KafkaMetrics::take_checkpoint_durations`]
     /// (bounded: an exporter that stops reading loses the oldest, never memory).
@@ -146,6 +147,13 @@ impl KafkaMetrics {
         self.throughput.load(Ordering::Relaxed)
     }
 
+    /// The detect stage of a repartitioned run: events read from the internal topic and held
+    /// back by the merge until every source has progressed past them (0 otherwise). A count
+    /// that keeps growing names a source partition whose ingest is behind.
+    pub fn merge_held(&self) -> u64 {
+        self.merge_held.load(Ordering::Relaxed)
+    }
+
     /// Consumer lag per assigned partition (from the last statistics report).
     pub fn consumer_lag(&self) -> Vec<PartitionLag> {
         self.lag
@@ -212,6 +220,9 @@ impl KafkaMetrics {
     }
     pub(crate) fn add_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn set_merge_held(&self, held: u64) {
+        self.merge_held.store(held, Ordering::Relaxed);
     }
     pub(crate) fn set_throughput(&self, per_second: u64) {
         self.throughput.store(per_second, Ordering::Relaxed);

@@ -545,14 +545,16 @@ impl MergeHandle {
 /// the plain source discards its partial batch), and what they release becomes the batch.
 pub(crate) struct Merge {
     handle: MergeHandle,
+    metrics: Arc<crate::metrics::KafkaMetrics>,
     staged: Vec<(u32, i64, Record)>,
     released: Vec<(i64, String)>,
 }
 
 impl Merge {
-    pub(crate) fn new(handle: MergeHandle) -> Self {
+    pub(crate) fn new(handle: MergeHandle, metrics: Arc<crate::metrics::KafkaMetrics>) -> Self {
         Merge {
             handle,
+            metrics,
             staged: Vec::new(),
             released: Vec::new(),
         }
@@ -590,6 +592,8 @@ impl Merge {
                 push_line(batch, input, offset, payload.as_bytes());
             }
         }
+        let held: usize = m.tasks.values().map(|t| t.held.len()).sum();
+        self.metrics.set_merge_held(held as u64);
     }
 }
 

@@ -478,7 +478,10 @@ impl Runtime {
             self.config.input.dead_letter_raw_bytes,
         );
         if let Some(handle) = &merge {
-            source = source.with_merge(repartition::Merge::new(handle.clone()));
+            source = source.with_merge(repartition::Merge::new(
+                handle.clone(),
+                Arc::clone(&self.metrics),
+            ));
         }
         let mut sink = KafkaSink::new(
             producer,
@@ -678,6 +681,7 @@ impl Reporter {
                         checkpoints = metrics.checkpoints(),
                         checkpoint_age_s = metrics.checkpoint_age_seconds().unwrap_or(-1.0),
                         checkpoint_ms = metrics.checkpoint_duration_seconds() * 1000.0,
+                        merge_held = metrics.merge_held(),
                         "kafka runtime"
                     );
                 }
