@@ -13,6 +13,7 @@ use maxminddb::{Mmap, Reader};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -125,6 +126,10 @@ pub struct DatabaseInfo {
 pub struct GeoDatabases {
     paths: [Option<PathBuf>; 3],
     current: ArcSwap<GeoSet>,
+    /// `current`'s generation, readable with one plain load: every event checks it (to drop
+    /// stale cache entries), and an `ArcSwap` load costs several atomic operations. Stored
+    /// after the swap, so a reader that sees a new generation also sees the new databases.
+    generation: AtomicU64,
     /// Serializes reloads (a timer thread and an explicit call may race); lookups never take it.
     checks: Mutex<[CheckState; 3]>,
 }
@@ -209,6 +214,7 @@ impl GeoDatabases {
         Ok(GeoDatabases {
             paths,
             current: ArcSwap::from_pointee(set),
+            generation: AtomicU64::new(0),
             checks: Mutex::new(checks),
         })
     }
@@ -239,7 +245,7 @@ impl GeoDatabases {
 
     /// Generation of the current set: changes whenever a reload swapped a database.
     pub fn generation(&self) -> u64 {
-        self.current.load().generation
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Checks every configured file and swaps in those that changed. Returns how many were
@@ -299,10 +305,9 @@ impl GeoDatabases {
             }
         }
         if changed > 0 {
-            self.current.store(Arc::new(GeoSet {
-                dbs,
-                generation: old.generation + 1,
-            }));
+            let generation = old.generation + 1;
+            self.current.store(Arc::new(GeoSet { dbs, generation }));
+            self.generation.store(generation, Ordering::Release);
         }
         changed
     }

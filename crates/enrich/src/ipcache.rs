@@ -63,6 +63,21 @@ pub(crate) fn get_or_insert(
     ip: IpAddr,
     compute: impl FnOnce(IpAddr) -> IpFacts,
 ) -> Arc<IpFacts> {
+    with_facts(owner, generation, slots, ip, compute, Arc::clone)
+}
+
+/// Runs `read` on the facts for `ip` — cached, or `compute(ip)` stored in this thread's table
+/// — in place: a hit costs no reference count (two atomic operations per event saved on the
+/// workers' hot path). Same invalidation as [`get_or_insert`]. `read` runs while this thread's
+/// table is borrowed, so it must not look anything up itself.
+pub(crate) fn with_facts<R>(
+    owner: u64,
+    generation: u64,
+    slots: usize,
+    ip: IpAddr,
+    compute: impl FnOnce(IpAddr) -> IpFacts,
+    read: impl FnOnce(&Arc<IpFacts>) -> R,
+) -> R {
     TABLE.with(|table| {
         let mut t = table.borrow_mut();
         if t.owner != owner || t.generation != generation || t.slots.len() != slots {
@@ -72,25 +87,30 @@ pub(crate) fn get_or_insert(
             t.slots.resize_with(slots, || None);
         }
         let i = slot_of(ip, slots);
-        match &mut t.slots[i] {
+        let Some(entry) = t.slots.get_mut(i) else {
+            // Only with `slots == 0`, which callers rule out; computing is always correct.
+            return read(&Arc::new(compute(ip)));
+        };
+        match entry {
             Some(slot) if slot.ip == ip => {
                 slot.used = true;
-                Arc::clone(&slot.facts)
+                read(&slot.facts)
             }
             // A slot hit since it was filled survives one miss: the long tail of addresses
             // seen once would otherwise keep pushing the hot ones out.
             Some(slot) if slot.used => {
                 slot.used = false;
-                Arc::new(compute(ip))
+                read(&Arc::new(compute(ip)))
             }
             other => {
                 let facts = Arc::new(compute(ip));
+                let out = read(&facts);
                 *other = Some(Slot {
                     ip,
-                    facts: Arc::clone(&facts),
+                    facts,
                     used: false,
                 });
-                facts
+                out
             }
         }
     })
@@ -160,6 +180,39 @@ mod tests {
             Some(3),
             "a was replaced"
         );
+        // Reading in place: a hit hands out no reference, and gives what `get_or_insert` gives
+        // (b took the slot from the unused a).
+        let held = get_or_insert(owner, 1, 1, b, facts(7));
+        assert_eq!(held.asn, Some(7));
+        let count = Arc::strong_count(&held);
+        let read = with_facts(owner, 1, 1, b, facts(8), |f| {
+            assert_eq!(Arc::strong_count(f), count, "no reference count taken");
+            f.asn
+        });
+        assert_eq!(read, Some(7));
+        // A miss computes once, stores, and the next read is a hit on the stored facts.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        let mut computed = 0;
+        for _ in 0..2 {
+            let asn = with_facts(
+                owner,
+                1,
+                64,
+                c,
+                |_| {
+                    computed += 1;
+                    IpFacts {
+                        asn: Some(5),
+                        ..IpFacts::default()
+                    }
+                },
+                |f| f.asn,
+            );
+            assert_eq!(asn, Some(5));
+        }
+        assert_eq!(computed, 1);
+        // A new generation is not served from the old one's entries.
+        assert_eq!(with_facts(owner, 2, 64, c, facts(6), |f| f.asn), Some(6));
         // Another enricher on the same thread does not see these entries.
         let other = get_or_insert(new_owner(), 2, 64, ip, |_| IpFacts::default());
         assert_eq!(other.asn, None);

@@ -75,7 +75,7 @@ pub use internal::is_internal;
 pub use profiles::{MIN_SUCCESSES_FOR_HOURS, ProfileStats, UserProfiles, haversine_km};
 pub use ua::{UserAgentFacts, UserAgentParser, device_fingerprint};
 
-use authwatch_event::AuthEvent;
+use authwatch_event::{AuthEvent, DeviceType};
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
@@ -142,23 +142,37 @@ impl EventEnricher {
             let internal = is_internal(ip);
             event.src.internal |= internal;
             if !internal && self.geo.is_configured() {
-                let facts = self.lookup(ip);
                 let src = &mut event.src;
-                if src.geo.is_none() {
-                    src.geo.clone_from(&facts.geo);
+                let mut fill = |facts: &IpFacts| {
+                    if src.geo.is_none() {
+                        src.geo.clone_from(&facts.geo);
+                    }
+                    if src.asn.is_none() {
+                        src.asn = facts.asn;
+                    }
+                    if src.as_org.is_empty() {
+                        src.as_org.clone_from(&facts.as_org);
+                    }
+                    let (a, f) = (&mut src.anonymizer, facts.anonymizer);
+                    a.anonymous |= f.anonymous;
+                    a.vpn |= f.vpn;
+                    a.tor |= f.tor;
+                    a.hosting |= f.hosting;
+                    a.proxy |= f.proxy;
+                };
+                if self.ip_cache_slots == 0 {
+                    fill(&self.geo.lookup(ip));
+                } else {
+                    // Read in place from this thread's cache: no reference count per event.
+                    ipcache::with_facts(
+                        self.cache_owner,
+                        self.geo.generation(),
+                        self.ip_cache_slots,
+                        ip,
+                        |ip| self.geo.lookup(ip),
+                        |facts| fill(facts),
+                    );
                 }
-                if src.asn.is_none() {
-                    src.asn = facts.asn;
-                }
-                if src.as_org.is_empty() {
-                    src.as_org.clone_from(&facts.as_org);
-                }
-                let (a, f) = (&mut src.anonymizer, facts.anonymizer);
-                a.anonymous |= f.anonymous;
-                a.vpn |= f.vpn;
-                a.tor |= f.tor;
-                a.hosting |= f.hosting;
-                a.proxy |= f.proxy;
             }
             for tag in self.cidr.tags(ip) {
                 if !event.src.tags.contains(tag) {
@@ -167,7 +181,12 @@ impl EventEnricher {
             }
         }
         let device = &mut event.device;
-        if !device.user_agent.is_empty() {
+        // A provider that already names the OS, browser and device type leaves the parse
+        // nothing to fill (provider values are kept): skip it, and its cache lookup.
+        let complete = !device.os.is_empty()
+            && !device.browser.is_empty()
+            && device.kind != DeviceType::Unknown;
+        if !complete && !device.user_agent.is_empty() {
             let facts = self.ua.parse(&device.user_agent);
             ua::fill_device(device, &facts);
         }

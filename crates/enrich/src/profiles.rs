@@ -29,12 +29,21 @@ impl<T: PartialEq> RecentSet<T> {
         self.0.contains(v)
     }
 
-    fn touch(&mut self, v: T, max: usize) {
-        if let Some(i) = self.0.iter().position(|x| *x == v) {
-            let v = self.0.remove(i);
-            self.0.push(v);
+    /// Marks `v` most recently seen, adding it (a clone) when absent.
+    #[inline]
+    fn touch(&mut self, v: &T, max: usize)
+    where
+        T: Clone,
+    {
+        // Users sign in again from where they just were: the newest member is the usual hit,
+        // and then there is nothing to move or clone.
+        if self.0.last() == Some(v) {
+            return;
+        }
+        if let Some(i) = self.0.iter().position(|x| x == v) {
+            self.0[i..].rotate_left(1);
         } else {
-            self.0.push(v);
+            self.0.push(v.clone());
             if self.0.len() > max {
                 self.0.remove(0);
             }
@@ -140,11 +149,20 @@ fn is_success(event: &AuthEvent) -> bool {
 /// Great-circle distance in km (haversine, mean Earth radius).
 pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     const EARTH_RADIUS_KM: f64 = 6371.0088;
+    // Most sign-ins come from where the last one did. Zero differences (finite, equal
+    // coordinates) give exactly +0.0 below too; this only skips the trigonometry.
+    if lat2 - lat1 == 0.0 && lon2 - lon1 == 0.0 {
+        return 0.0;
+    }
+    haversine_trig(lat1, lon1, lat2, lon2, EARTH_RADIUS_KM)
+}
+
+fn haversine_trig(lat1: f64, lon1: f64, lat2: f64, lon2: f64, radius_km: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let dp = (lat2 - lat1).to_radians();
     let dl = (lon2 - lon1).to_radians();
     let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
+    2.0 * radius_km * a.sqrt().min(1.0).asin()
 }
 
 fn utc_hour(time_ms: i64) -> u32 {
@@ -215,43 +233,39 @@ impl UserProfiles {
     /// The hour check uses the event's UTC hour: the user's time zone is not known, and a
     /// user's working hours are as regular in UTC as in local time.
     pub fn observe(&mut self, event: &mut AuthEvent) {
-        if event.user.key().is_empty() {
+        // Borrowed: a key longer than the inline 24 bytes would otherwise cost an allocation
+        // per event; only a new profile stores it.
+        let key = event.user.key();
+        if key.is_empty() {
             return;
         }
-        let key = Text::new(event.user.key());
         let now = event.time;
         self.max_time = self.max_time.max(now);
         self.expire(self.max_time);
-
-        // An expired profile that was not yet swept is expired now, before it is read.
-        if self
-            .users
-            .peek(&key)
-            .is_some_and(|p| self.expired(p, now.max(self.max_time)))
-        {
-            self.users.pop(&key);
-            self.expiries += 1;
-        }
 
         self.touch_counter += 1;
         let touched = self.touch_counter;
         let success = is_success(event);
         let max_set = self.config.max_per_user_set;
+        let (ttl_ms, clock) = (self.ttl_ms, self.max_time);
 
-        let (profile, known) = match self.users.get_mut(&key) {
-            Some(p) => (Some(p), true),
-            None => (None, false),
-        };
-        event.context = context(profile.as_deref(), event, known, self.learning_ms);
-
-        if let Some(p) = profile {
-            p.last_seen = p.last_seen.max(now);
-            p.touched = touched;
-            if success {
-                learn(p, event, max_set);
+        // One hash lookup for the usual case, a known user whose profile is alive.
+        if let Some(p) = self.users.get_mut(key) {
+            if clock.saturating_sub(p.last_seen) <= ttl_ms {
+                event.context = context(Some(&*p), event, true, self.learning_ms);
+                p.last_seen = p.last_seen.max(now);
+                p.touched = touched;
+                if success {
+                    learn(p, event, max_set);
+                }
+                return;
             }
-            return;
+            // An expired profile that was not yet swept is expired now, before it is read.
+            self.users.pop(key);
+            self.expiries += 1;
         }
+
+        event.context = context(None, event, false, self.learning_ms);
         if !success {
             return;
         }
@@ -268,6 +282,7 @@ impl UserProfiles {
         };
         learn(&mut p, event, max_set);
         self.created += 1;
+        let key = Text::new(key);
         if let Some((old, _)) = self.users.push(key.clone(), p)
             && old != key
         {
@@ -395,13 +410,13 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
 fn learn(p: &mut Profile, event: &AuthEvent, max_set: usize) {
     let geo = event.src.geo.as_ref();
     if let Some(c) = geo.map(|g| &g.country).filter(|c| !c.is_empty()) {
-        p.countries.touch(c.clone(), max_set);
+        p.countries.touch(c, max_set);
     }
     if let Some(asn) = event.src.asn {
-        p.asns.touch(asn, max_set);
+        p.asns.touch(&asn, max_set);
     }
     if !event.device.fingerprint.is_empty() {
-        p.devices.touch(event.device.fingerprint.clone(), max_set);
+        p.devices.touch(&event.device.fingerprint, max_set);
     }
     p.hours |= 1 << utc_hour(event.time);
     p.successes = p.successes.saturating_add(1);
@@ -823,6 +838,67 @@ mod tests {
             b.restore(other.as_bytes()),
             Err(SnapshotError::Version { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn the_same_place_shortcut_is_what_the_formula_gives() {
+        let coords = [
+            0.0, -0.0, 1.35, -33.87, 58.4167, 89.9999, 90.0, -90.0, 180.0, -180.0, 1e-300,
+        ];
+        for &lat in &coords {
+            for &lon in &coords {
+                let formula = haversine_trig(lat, lon, lat, lon, 6371.0088);
+                let fast = haversine_km(lat, lon, lat, lon);
+                assert_eq!(fast.to_bits(), formula.to_bits(), "{lat} {lon}");
+                assert_eq!(fast.to_bits(), 0.0f64.to_bits());
+            }
+        }
+        // Signed zeros are the same place; anything else takes the formula.
+        assert_eq!(
+            haversine_km(0.0, -0.0, -0.0, 0.0).to_bits(),
+            haversine_trig(0.0, -0.0, -0.0, 0.0, 6371.0088).to_bits()
+        );
+        let d = haversine_km(10.0, 10.0, 10.0, 10.000001);
+        assert!(d > 0.0 && d < 0.001, "{d}");
+        // Non-finite input (never from a database) is not "the same place" either.
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                haversine_km(bad, 0.0, bad, 0.0).to_bits(),
+                haversine_trig(bad, 0.0, bad, 0.0, 6371.0088).to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn recent_set_keeps_recency_order_without_cloning_repeats() {
+        // The order the profile snapshots depend on: the old remove-and-push recipe.
+        fn reference(set: &mut Vec<u32>, v: u32, max: usize) {
+            if let Some(i) = set.iter().position(|x| *x == v) {
+                let v = set.remove(i);
+                set.push(v);
+            } else {
+                set.push(v);
+                if set.len() > max {
+                    set.remove(0);
+                }
+            }
+        }
+        for max in [1, 2, 3, 16] {
+            let mut fast = RecentSet::default();
+            let mut slow = Vec::new();
+            let mut x = 12345u64;
+            for _ in 0..2000 {
+                // A small LCG: repeats, recent hits and new members in a fixed sequence.
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = ((x >> 33) % 24) as u32;
+                fast.touch(&v, max);
+                reference(&mut slow, v, max);
+                assert_eq!(fast.0, slow, "max {max}");
+                assert!(fast.contains(&v));
+            }
+        }
     }
 
     #[test]

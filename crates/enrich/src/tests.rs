@@ -157,6 +157,45 @@ fn provider_values_are_kept() {
 }
 
 #[test]
+fn provider_device_facts_are_kept_and_partial_ones_completed() {
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) \
+        AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1.2 Mobile/15E148 Safari/604.1";
+    let en = EventEnricher::new(&full_config()).unwrap();
+    let with = |os: &str, browser: &str, kind: DeviceType| {
+        let mut e = event_from("89.160.20.112");
+        e.device.user_agent = IPHONE.into();
+        e.device.os = os.into();
+        e.device.browser = browser.into();
+        e.device.kind = kind;
+        en.enrich(&mut e);
+        e.device
+    };
+    // Everything given: the user agent is not consulted, nothing changes but the fingerprint.
+    let given = with("Android 14", "Chrome 131", DeviceType::Tablet);
+    assert_eq!(
+        (given.os.as_str(), given.browser.as_str(), given.kind),
+        ("Android 14", "Chrome 131", DeviceType::Tablet)
+    );
+    assert_eq!(Some(given.fingerprint.clone()), device_fingerprint(&given));
+    // Any one missing: the parse fills exactly the missing ones.
+    let d = with("Android 14", "Chrome 131", DeviceType::Unknown);
+    assert_eq!(
+        (d.os.as_str(), d.browser.as_str(), d.kind),
+        ("Android 14", "Chrome 131", DeviceType::Mobile)
+    );
+    let d = with("", "Chrome 131", DeviceType::Tablet);
+    assert_eq!((d.os.as_str(), d.kind), ("iOS 17", DeviceType::Tablet));
+    let d = with("Android 14", "", DeviceType::Tablet);
+    assert_eq!(d.browser, "Safari 17");
+    let d = with("", "", DeviceType::Unknown);
+    assert_eq!(
+        (d.os.as_str(), d.browser.as_str(), d.kind),
+        ("iOS 17", "Safari 17", DeviceType::Mobile)
+    );
+    assert_ne!(d.fingerprint, given.fingerprint);
+}
+
+#[test]
 fn missing_databases_disable_lookups_without_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = EnrichConfig::default();

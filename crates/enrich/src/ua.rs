@@ -262,19 +262,11 @@ pub fn device_fingerprint(device: &Device) -> Option<Text> {
     if os.is_empty() && browser.is_empty() && id.is_empty() && device.kind == DeviceType::Unknown {
         return None;
     }
-    // A version tag and NUL separators: the fields can never run into each other, and a
-    // future change of the recipe changes every fingerprint rather than colliding with old ones.
-    let mut buf = String::with_capacity(64);
-    buf.push_str("fp1\0");
-    push_lower(&mut buf, os);
-    buf.push('\0');
-    push_lower(&mut buf, browser);
-    buf.push('\0');
-    buf.push_str(device.kind.as_str());
-    buf.push('\0');
-    // The provider's id is opaque: compared exactly, never case-folded.
-    buf.push_str(id);
-    let hash = xxhash_rust::xxh3::xxh3_64(buf.as_bytes());
+    let kind = device.kind.as_str();
+    // Runs for every event on the workers: the common case (ASCII facts of ordinary length) is
+    // assembled on the stack; anything else takes the general path, which hashes the same bytes.
+    let hash = fingerprint_hash_ascii(os, browser, kind, id)
+        .unwrap_or_else(|| fingerprint_hash_general(os, browser, kind, id));
     // Hex by hand into a stack buffer: 16 characters fit the inline `Text`, so the fingerprint
     // costs no heap allocation on the hot path.
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -283,6 +275,93 @@ pub fn device_fingerprint(device: &Device) -> Option<Text> {
         *out = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
     }
     Some(Text::new(std::str::from_utf8(&hex).unwrap_or_default()))
+}
+
+/// The hashed recipe, built in a `String`: `fp1 \0 os \0 browser \0 type \0 device_id`, with OS
+/// and browser lower-cased and their whitespace collapsed. A version tag and NUL separators: the
+/// fields can never run into each other, and a future change of the recipe changes every
+/// fingerprint rather than colliding with old ones.
+fn fingerprint_hash_general(os: &str, browser: &str, kind: &str, id: &str) -> u64 {
+    let mut buf = String::with_capacity(64);
+    buf.push_str("fp1\0");
+    push_lower(&mut buf, os);
+    buf.push('\0');
+    push_lower(&mut buf, browser);
+    buf.push('\0');
+    buf.push_str(kind);
+    buf.push('\0');
+    // The provider's id is opaque: compared exactly, never case-folded.
+    buf.push_str(id);
+    xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
+}
+
+/// Longest recipe assembled on the stack; real OS and browser names and provider device ids
+/// are far shorter.
+const FP_STACK_BYTES: usize = 256;
+
+/// [`fingerprint_hash_general`] for ASCII OS and browser names whose recipe fits
+/// [`FP_STACK_BYTES`]: the same bytes, written into a stack buffer. `None` otherwise.
+fn fingerprint_hash_ascii(os: &str, browser: &str, kind: &str, id: &str) -> Option<u64> {
+    if !os.is_ascii() || !browser.is_ascii() {
+        return None;
+    }
+    let mut buf = StackBuf {
+        bytes: [0; FP_STACK_BYTES],
+        len: 0,
+    };
+    buf.push(b"fp1\0")?;
+    buf.push_lower_ascii(os.as_bytes())?;
+    buf.push(b"\0")?;
+    buf.push_lower_ascii(browser.as_bytes())?;
+    buf.push(b"\0")?;
+    buf.push(kind.as_bytes())?;
+    buf.push(b"\0")?;
+    buf.push(id.as_bytes())?;
+    Some(xxhash_rust::xxh3::xxh3_64(buf.bytes.get(..buf.len)?))
+}
+
+struct StackBuf {
+    bytes: [u8; FP_STACK_BYTES],
+    len: usize,
+}
+
+impl StackBuf {
+    /// Appends `s`; `None` when it does not fit.
+    fn push(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(s.len())?;
+        self.bytes.get_mut(self.len..end)?.copy_from_slice(s);
+        self.len = end;
+        Some(())
+    }
+
+    /// Appends ASCII `s` lower-cased, its whitespace runs collapsed to one space and trimmed:
+    /// what [`push_lower`] does, for ASCII input. Whitespace is Unicode's `White_Space` within
+    /// ASCII (tab, line feed, vertical tab, form feed, carriage return, space), as
+    /// `str::split_whitespace` has it.
+    fn push_lower_ascii(&mut self, s: &[u8]) -> Option<()> {
+        // Lower-casing ASCII keeps the length and collapsing only shortens, so the room is
+        // checked once.
+        let room = self.bytes.get_mut(self.len..)?.get_mut(..s.len())?;
+        // `n` never passes the position of the byte in hand: a space is only written in the
+        // place of a whitespace byte skipped before it. The indexing cannot fail.
+        let mut n = 0;
+        let mut space = false;
+        for &b in s {
+            if b == b' ' || (b'\t'..=b'\r').contains(&b) {
+                space = n > 0;
+                continue;
+            }
+            if space {
+                room[n] = b' ';
+                n += 1;
+                space = false;
+            }
+            room[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        self.len += n;
+        Some(())
+    }
 }
 
 fn push_lower(buf: &mut String, s: &str) {
@@ -443,5 +522,57 @@ mod tests {
         };
         assert_eq!(device_fingerprint(&d1), device_fingerprint(&d2));
         assert_eq!(device_fingerprint(&Device::default()), None);
+    }
+
+    #[test]
+    fn the_stack_recipe_hashes_the_same_bytes_as_the_general_one() {
+        let long = "x".repeat(FP_STACK_BYTES);
+        let names = [
+            "",
+            "Windows 10",
+            "windows 10",
+            "  Mac\tOS \n X\x0b10\x0c \r",
+            "a\x1cb\x1fc",
+            "CHROME  131",
+            "Édge 131",
+            "Ｗindows",
+            "iOS\u{a0}17",
+            long.as_str(),
+        ];
+        let ids = ["", "Dev-1", "ÄBC", long.as_str()];
+        for os in names {
+            for browser in names {
+                for id in ids {
+                    for kind in ["desktop", "unknown"] {
+                        let general = fingerprint_hash_general(os, browser, kind, id);
+                        if let Some(fast) = fingerprint_hash_ascii(os, browser, kind, id) {
+                            assert_eq!(fast, general, "{os:?} {browser:?} {id:?}");
+                            assert!(os.is_ascii() && browser.is_ascii());
+                        } else {
+                            assert!(
+                                !os.is_ascii()
+                                    || !browser.is_ascii()
+                                    || os.len() + browser.len() + id.len() + 16 > FP_STACK_BYTES,
+                                "{os:?} {browser:?} {id:?} should fit"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // The recipe itself, pinned: fingerprints are stored in profiles and checkpoints, so a
+        // faster path must never change them.
+        let d = Device {
+            os: "Windows 10".into(),
+            browser: "Chrome 131".into(),
+            kind: DeviceType::Desktop,
+            id: "dev-1".into(),
+            ..Device::default()
+        };
+        let expected = xxhash_rust::xxh3::xxh3_64(b"fp1\0windows 10\0chrome 131\0desktop\0dev-1");
+        assert_eq!(
+            device_fingerprint(&d).unwrap().as_str(),
+            format!("{expected:016x}")
+        );
     }
 }

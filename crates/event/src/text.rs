@@ -38,6 +38,14 @@ impl Deref for Text {
     }
 }
 
+// `Text` hashes and compares as its `str` (CompactString hashes `as_str()`), so maps keyed by
+// `Text` can be searched with a borrowed `&str`, without building a key per lookup.
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
 impl AsRef<str> for Text {
     fn as_ref(&self) -> &str {
         self.0.as_str()
@@ -89,5 +97,29 @@ impl schemars::JsonSchema for Text {
     }
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         String::json_schema(generator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Text;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+
+    #[test]
+    fn borrowed_str_finds_inline_and_heap_keys() {
+        let short = "aiko@example.co.jp";
+        let long = "a.much.longer.user.name@subsidiary.example.co.jp";
+        let mut map: HashMap<Text, u32> = HashMap::new();
+        map.insert(Text::new(short), 1);
+        map.insert(Text::new(long), 2);
+        assert_eq!(map.get(short), Some(&1));
+        assert_eq!(map.get(long), Some(&2));
+        assert_eq!(map.get("aiko"), None);
+        // `Borrow` requires equal hashes for equal values.
+        let s = RandomState::new();
+        for k in [short, long, ""] {
+            assert_eq!(s.hash_one(Text::new(k)), s.hash_one(k));
+        }
     }
 }
