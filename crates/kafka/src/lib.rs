@@ -24,6 +24,7 @@
 
 pub mod admin;
 mod audit;
+mod bucket;
 mod client;
 mod error;
 mod metrics;

@@ -128,8 +128,8 @@ impl KafkaSink {
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
         let positions: BTreeMap<u32, i64> = checkpoint.barrier.positions.iter().copied().collect();
-        // 1. The state files, each named by the offset it reflects, before the offsets are
-        //    committed: a commit never points at state that is not on disk.
+        // 1. The snapshots (at snapshot barriers), each named by the offset it reflects, before
+        //    the offsets are committed: a commit never points past state that is not stored.
         for (input, state) in &checkpoint.tasks {
             let (Some((topic, partition)), Some(offset)) =
                 (self.inputs.get(*input), positions.get(input))
@@ -166,9 +166,10 @@ impl KafkaSink {
         self.producer
             .begin_transaction()
             .map_err(|e| format!("beginning a transaction: {e}"))?;
-        // 3. Older states can no longer be resumed from.
-        for (input, offset) in &positions {
-            if let Some((topic, partition)) = self.inputs.get(*input)
+        // 3. Older snapshots of the partitions just snapshotted can no longer be resumed from.
+        for (input, _) in &checkpoint.tasks {
+            if let (Some((topic, partition)), Some(offset)) =
+                (self.inputs.get(*input), positions.get(input))
                 && let Err(e) = self.store.prune(topic, partition, *offset)
             {
                 tracing::warn!(error = %e, "old checkpoint files not removed");

@@ -563,7 +563,11 @@ impl Pipeline {
                 next_seq += 1;
                 if let Some(control) = batch.control {
                     match control {
-                        Control::Assign { input, state } => {
+                        Control::Assign {
+                            input,
+                            state,
+                            mute_before,
+                        } => {
                             let mut task = self.new_task();
                             if let Some(state) = &state {
                                 task.restore(state).map_err(|source| {
@@ -572,13 +576,25 @@ impl Pipeline {
                                         source,
                                     }
                                 })?;
+                                // The state is a snapshot on the store already.
+                                task.snapshotted = true;
+                                task.dirty = false;
                             }
+                            task.mute_before = mute_before.unwrap_or(i64::MIN);
                             released.remove(&input);
                             tasks.insert(input, task);
                         }
                         Control::Barrier(barrier) => {
                             let mut snapshots = Vec::new();
-                            for (input, task) in tasks.iter_mut().filter(|(_, t)| t.dirty) {
+                            // Only tasks whose position the barrier carries: a snapshot is named
+                            // by that position (a partition still replaying has none).
+                            let covered: std::collections::BTreeSet<u32> =
+                                barrier.positions.iter().map(|(i, _)| *i).collect();
+                            for (input, task) in tasks.iter_mut().filter(|(i, t)| {
+                                t.dirty
+                                    && (barrier.snapshot || !t.snapshotted)
+                                    && covered.contains(i)
+                            }) {
                                 let parts = task.snapshot().map_err(|source| {
                                     PipelineError::Checkpoint {
                                         input: input_name(*input),
@@ -586,6 +602,7 @@ impl Pipeline {
                                     }
                                 })?;
                                 task.dirty = false;
+                                task.snapshotted = true;
                                 snapshots.push((*input, parts));
                             }
                             for input in &barrier.release {
@@ -622,12 +639,14 @@ impl Pipeline {
                     // the task must be checkpointed at that position too.
                     out.dead.retain(|d| match input_of.get(d.file.as_str()) {
                         Some(input) if released.contains(input) => false,
-                        Some(input) => {
-                            if let Some(task) = tasks.get_mut(input) {
+                        Some(input) => match tasks.get_mut(input) {
+                            Some(task) => {
                                 task.dirty = true;
+                                // Replayed: this dead letter was committed before.
+                                !task.muted(d.offset)
                             }
-                            true
-                        }
+                            None => true,
+                        },
                         None => true,
                     });
                 }
@@ -639,6 +658,7 @@ impl Pipeline {
                     }
                     let task = tasks.entry(key).or_insert_with(|| self.new_task());
                     task.dirty = true;
+                    let muted = task.muted(origin.offset);
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -665,6 +685,9 @@ impl Pipeline {
                     }
                     let watermark = task.wm.watermark;
                     if event.time < watermark {
+                        if muted {
+                            continue;
+                        }
                         Metrics::add(&self.metrics.late_events, 1);
                         late += 1;
                         if side_output {
@@ -691,6 +714,11 @@ impl Pipeline {
                         if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
                             task.profiles.expire(task.wm.watermark);
                         }
+                    }
+                    if muted {
+                        // Replayed to rebuild the state: these alerts were committed before.
+                        out.alerts.truncate(before);
+                        continue;
                     }
                     self.metrics.record_alerts(&out.alerts[before..]);
                     if forward_events {
@@ -746,8 +774,10 @@ impl Pipeline {
             profiles: UserProfiles::new(&self.config.enrich.profiles),
             wm: Watermark::default(),
             // A task is checkpointed at its first barrier even without events, so that every
-            // committed position has a state file.
+            // committed position has a state file at or before it.
             dirty: true,
+            snapshotted: false,
+            mute_before: i64::MIN,
         }
     }
 }
@@ -759,9 +789,17 @@ struct Task {
     wm: Watermark,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// Has a snapshot on the store (restored from one, or snapshotted since it started).
+    snapshotted: bool,
+    /// Lines at offsets below this are a replay of committed input: no outputs.
+    mute_before: i64,
 }
 
 impl Task {
+    fn muted(&self, offset: u64) -> bool {
+        i64::try_from(offset).is_ok_and(|o| o < self.mute_before)
+    }
+
     fn snapshot(&self) -> Result<StateParts, CheckpointError> {
         let mut parts = StateParts::default();
         parts.add(&self.engine)?;
