@@ -717,7 +717,7 @@ fn a_volume_claim_per_pod_only_when_checkpoints_are_local() {
         archive.config()["checkpoint"]["url"].as_str(),
         Some("s3://acme-authwatch/checkpoints/prod")
     );
-    assert!(archive.config()["checkpoint"]["dir"].is_null());
+    assert!(archive.config()["checkpoint"].get("dir").is_none());
     assert_eq!(
         archive.config()["checkpoint"]["snapshot_interval"].as_str(),
         Some("30s")
