@@ -1,5 +1,8 @@
 //! The Kafka runtime benchmark, in one run against the local broker (`scripts/kafka`):
 //!
+//! Both runs use authwatch's default `checkpoint.snapshot_interval` (30 s): offsets and alerts
+//! commit every interval, detector state is snapshotted far less often (docs/KAFKA.md).
+//!
 //! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
 //!    a fresh 2-partition topic. Then, side by side on that topic, (a) `kcat -C` reads it raw from
 //!    the beginning to the end (the floor: fetch + decompress), and (b) `authwatch run
@@ -301,6 +304,13 @@ fn main() {
         run_rate / kcat_rate
     );
     println!("      {summary}");
+    // The machine may be shared: the load says how much of it the benchmark had.
+    println!(
+        "  load average (1/5/15 min) at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".to_owned())
+    );
     println!(
         "  latency at {rate} events/s ({lat_events} events over {seconds} s): {} alerts, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         lat.len(),
