@@ -130,7 +130,10 @@ impl KafkaSink {
         let positions: BTreeMap<u32, i64> = checkpoint.barrier.positions.iter().copied().collect();
         // 1. The snapshots (at snapshot barriers), each named by the offset it reflects, before
         //    the offsets are committed: a commit never points past state that is not stored.
+        let writing = Instant::now();
+        let mut bytes = 0usize;
         for (input, state) in &checkpoint.tasks {
+            bytes += state.parts.values().map(Vec::len).sum::<usize>();
             let (Some((topic, partition)), Some(offset)) =
                 (self.inputs.get(*input), positions.get(input))
             else {
@@ -139,6 +142,14 @@ impl KafkaSink {
             self.store
                 .write(topic, partition, *offset, state)
                 .map_err(|e| e.to_string())?;
+        }
+        if !checkpoint.tasks.is_empty() {
+            tracing::info!(
+                partitions = checkpoint.tasks.len(),
+                bytes,
+                ms = writing.elapsed().as_millis() as u64,
+                "snapshot stored"
+            );
         }
         // 2. The offsets join the transaction of the alerts they produced; one commit makes
         //    both visible.

@@ -586,6 +586,7 @@ impl Pipeline {
                         }
                         Control::Barrier(barrier) => {
                             let mut snapshots = Vec::new();
+                            let snapshotting = Instant::now();
                             // Only tasks whose position the barrier carries: a snapshot is named
                             // by that position (a partition still replaying has none).
                             let covered: std::collections::BTreeSet<u32> =
@@ -604,6 +605,14 @@ impl Pipeline {
                                 task.dirty = false;
                                 task.snapshotted = true;
                                 snapshots.push((*input, parts));
+                            }
+                            if !snapshots.is_empty() {
+                                // The detect thread stalls this long: what a snapshot costs.
+                                tracing::debug!(
+                                    tasks = snapshots.len(),
+                                    ms = snapshotting.elapsed().as_millis() as u64,
+                                    "tasks snapshotted"
+                                );
                             }
                             for input in &barrier.release {
                                 tasks.remove(input);
