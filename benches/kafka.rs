@@ -1,5 +1,10 @@
 //! The Kafka runtime benchmark, in one run against the local broker (`scripts/kafka`):
 //!
+//! Both runs use authwatch's default `checkpoint.snapshot_interval` (30 s): offsets and alerts
+//! commit every interval, detector state is snapshotted far less often (docs/KAFKA.md). Then
+//! (c) repeats (b) with a snapshot at every commit (`snapshot_interval` = `interval`, the design
+//! before), side by side; `BENCH_SNAPSHOT_EVERY_COMMIT=0` skips it.
+//!
 //! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
 //!    a fresh 2-partition topic. Then, side by side on that topic, (a) `kcat -C` reads it raw from
 //!    the beginning to the end (the floor: fetch + decompress), and (b) `authwatch run
@@ -65,18 +70,27 @@ fn ensure_kcat() {
     );
 }
 
-fn config(dir: &Path, name: &str, brokers: &str, topic: &str, interval: &str) -> PathBuf {
+/// A config for run `name` (its own group, transactional id and checkpoints); `extra` adds
+/// `[checkpoint]` keys.
+fn config(
+    dir: &Path,
+    name: &str,
+    brokers: &str,
+    topic: &str,
+    interval: &str,
+    extra: &str,
+) -> PathBuf {
     let geo = repo().join("data/geo");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
             "[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
-             [kafka]\nbrokers = {brokers:?}\ngroup_id = \"{topic}.group\"\n\
+             [kafka]\nbrokers = {brokers:?}\ngroup_id = \"{topic}.{name}.group\"\n\
              alert_topic = \"{topic}.alerts\"\ndead_letter_topic = \"{topic}.dead\"\n\
-             audit_topic = \"{topic}.audit\"\ntransactional_id = \"{topic}.tx\"\n\
+             audit_topic = \"{topic}.audit\"\ntransactional_id = \"{topic}.{name}.tx\"\n\
              [[kafka.topics]]\nname = {topic:?}\nformat = \"native\"\n\n\
-             [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {interval:?}\n",
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {interval:?}\n{extra}",
             geo.join("GeoIP2-City-Test.mmdb"),
             geo.join("GeoLite2-ASN-Test.mmdb"),
             geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
@@ -203,26 +217,34 @@ fn main() {
     let kcat_s = started.elapsed().as_secs_f64();
     assert_eq!(raw, events, "kcat read {raw} records");
 
-    let cfg = config(dir.path(), "throughput", &brokers, &topic, "1s");
-    let started = Instant::now();
-    let run = authwatch()
-        .args(["run", "--until-end", "--config"])
-        .arg(&cfg)
-        .env("AUTHWATCH_LOG", "warn")
-        .output()
-        .unwrap();
-    let run_s = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "authwatch run: {stderr}");
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("authwatch run: stopped"))
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        summary.contains(&format!("after {events} records")),
-        "authwatch run did not read every record: {summary}"
-    );
+    let until_end = |name: &str, extra: &str| -> (f64, String) {
+        let cfg = config(dir.path(), name, &brokers, &topic, "1s", extra);
+        let started = Instant::now();
+        let run = authwatch()
+            .args(["run", "--until-end", "--config"])
+            .arg(&cfg)
+            .env("AUTHWATCH_LOG", "warn")
+            .output()
+            .unwrap();
+        let run_s = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "authwatch run: {stderr}");
+        let summary = stderr
+            .lines()
+            .find(|l| l.starts_with("authwatch run: stopped"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            summary.contains(&format!("after {events} records")),
+            "authwatch run did not read every record: {summary}"
+        );
+        (run_s, summary)
+    };
+    let (run_s, summary) = until_end("throughput", "");
+    // The same with a state snapshot at every commit (the design before snapshot_interval):
+    // what the snapshots cost, side by side.
+    let every_commit = (env_u64("BENCH_SNAPSHOT_EVERY_COMMIT", 1) == 1)
+        .then(|| until_end("snapshot-every-commit", "snapshot_interval = \"1s\"\n").0);
 
     // 2. Latency at a steady rate.
     let lat_events = rate * seconds;
@@ -238,7 +260,7 @@ fn main() {
         .collect();
     let lat_topic = format!("bench-latency-{stamp}");
     admin::ensure_topics(&client, &[(&lat_topic, 2)]).unwrap();
-    let cfg = config(dir.path(), "latency", &brokers, &lat_topic, "500ms");
+    let cfg = config(dir.path(), "latency", &brokers, &lat_topic, "500ms", "");
     let log = dir.path().join("latency.log");
     let mut live = authwatch()
         .args(["run", "--config"])
@@ -301,6 +323,20 @@ fn main() {
         run_rate / kcat_rate
     );
     println!("      {summary}");
+    if let Some(old_s) = every_commit {
+        println!(
+            "  (c) as (b), snapshot every commit {old_s:8.2} s  {:>10.0} records/s  (ratio to (a) {:.2})",
+            events as f64 / old_s,
+            (events as f64 / old_s) / kcat_rate
+        );
+    }
+    // The machine may be shared: the load says how much of it the benchmark had.
+    println!(
+        "  load average (1/5/15 min) at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".to_owned())
+    );
     println!(
         "  latency at {rate} events/s ({lat_events} events over {seconds} s): {} alerts, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         lat.len(),

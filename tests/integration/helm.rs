@@ -734,6 +734,19 @@ fn a_volume_claim_per_pod_only_when_checkpoints_are_local() {
         Some("s3://acme-authwatch/archive/prod")
     );
     assert!(archive.container()["envFrom"].is_null());
+    // Checkpoints in the bucket too: no claim, no checkpoint volume, the URL in the config.
+    assert_eq!(
+        archive.config()["checkpoint"]["url"].as_str(),
+        Some("s3://acme-authwatch/checkpoints/prod")
+    );
+    assert!(archive.config()["checkpoint"].get("dir").is_none());
+    assert_eq!(
+        archive.config()["checkpoint"]["snapshot_interval"].as_str(),
+        Some("30s")
+    );
+    assert!(archive.all("PersistentVolumeClaim").is_empty());
+    assert!(archive.statefulset()["spec"]["volumeClaimTemplates"].is_null());
+    assert!(volume(&archive, "checkpoints").is_none());
     assert!(
         archive.one("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
             .is_string()

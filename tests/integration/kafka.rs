@@ -53,6 +53,10 @@ struct Scenario {
     dead: String,
     audit: String,
     group: String,
+    /// More `[checkpoint]` keys (`snapshot_interval`, `url`).
+    checkpoint: String,
+    /// More environment of the instances (object-store credentials).
+    env: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -65,6 +69,8 @@ impl Scenario {
             dead: format!("{id}.dead"),
             audit: format!("{id}.audit"),
             group: format!("{id}.group"),
+            checkpoint: String::new(),
+            env: Vec::new(),
         };
         admin::ensure_topics(&client(), &[(&s.input, partitions)]).unwrap();
         s
@@ -88,7 +94,7 @@ impl Scenario {
                  dead_letter_topic = {:?}\naudit_topic = {:?}\nenriched_topic = \"{}.events\"\n\
                  transactional_id = {:?}\n\
                  [[kafka.topics]]\nname = {:?}\nformat = \"auto\"\n\n\
-                 [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {:?}\n",
+                 [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {:?}\n{}",
                 geo.join("GeoIP2-City-Test.mmdb"),
                 geo.join("GeoLite2-ASN-Test.mmdb"),
                 geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
@@ -102,6 +108,7 @@ impl Scenario {
                 self.input,
                 self.dir.path().join("checkpoints"),
                 interval,
+                self.checkpoint,
             ),
         )
         .unwrap();
@@ -121,6 +128,7 @@ impl Scenario {
             .arg(&config)
             .env("AUTHWATCH_LOG", "info,librdkafka=warn")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -548,6 +556,8 @@ fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
         dead: format!("{}-one", s.dead),
         audit: format!("{}-one", s.audit),
         group: format!("{}-one", s.group),
+        checkpoint: String::new(),
+        env: Vec::new(),
     };
     let solo = {
         let mut run = one.start("solo", "300ms");
@@ -1029,4 +1039,162 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
     assert_exactly_once(&ids, &expected, &logs);
     assert_eq!(processed, lines.len(), "{logs}");
     assert!(three.log("k2").contains("restored=true"), "{logs}");
+}
+
+/// Waits until the committed alerts stop changing for `quiet` (everything produced so far is
+/// processed and committed).
+fn settle(s: &Scenario, instance: &str, quiet: Duration) -> Vec<String> {
+    let mut settled = (0, Instant::now());
+    let ids = wait_alerts(s, Duration::from_secs(90), |ids| {
+        if ids.len() != settled.0 {
+            settled = (ids.len(), Instant::now());
+        }
+        !ids.is_empty() && settled.1.elapsed() > quiet
+    });
+    assert!(!ids.is_empty(), "no committed alert:\n{}", s.log(instance));
+    ids
+}
+
+/// `(committed offset, snapshot offset)` of each `partition assigned` line of a log that
+/// resumed from a snapshot.
+fn resumed_from(log: &str) -> Vec<(i64, i64)> {
+    let field = |line: &str, key: &str| -> Option<i64> {
+        let rest = line.split(key).nth(1)?;
+        let inner = rest.strip_prefix("Some(")?;
+        inner.split(')').next()?.parse().ok()
+    };
+    log.lines()
+        .filter(|l| l.contains("partition assigned"))
+        .filter_map(|l| Some((field(l, " offset=")?, field(l, " snapshot=")?)))
+        .collect()
+}
+
+fn has_snapshot(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                has_snapshot(&p)
+            } else {
+                p.extension().is_some_and(|x| x == "ckpt")
+            }
+        })
+    })
+}
+
+/// Snapshots are rarer than commits: after a kill -9 the group's committed offset lies after
+/// the newest snapshot, so the restart loads the snapshot, replays the records up to the
+/// committed offset with muted outputs, and goes on — the same alerts, each once.
+#[test]
+fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
+    let _broker = broker();
+    let mut s = Scenario::new("old-snapshot", 2);
+    s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
+    let mut lines = stream(s.dir.path(), "example", 120, 3, 24);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    // A first slice, snapshotted at the task's first barrier (a new task always is) …
+    let slice = lines.len() / 6;
+    s.produce(&lines[..slice], KeyBy::Field("tenant"));
+    let mut run = s.start_as("g1", "g", "300ms");
+    let snapshots = s.dir.path().join("checkpoints").join(&s.group);
+    let started = Instant::now();
+    while !has_snapshot(&snapshots) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no snapshot written:\n{}",
+            s.log("g1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // … then up to the middle, committed every 300 ms but never snapshotted (the interval is an
+    // hour).
+    let half = lines.len() / 2;
+    s.produce(&lines[slice..half], KeyBy::Field("tenant"));
+    let first = settle(&s, "g1", Duration::from_secs(3));
+    kill9(&mut run);
+    s.produce(&lines[half..], KeyBy::Field("tenant"));
+    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
+    let mut run = s.start_as("g2", "g", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut run, &s, "g2");
+    let log = s.log("g2");
+    assert_exactly_once(&ids, &expected, &log);
+    assert!(ids.len() > first.len(), "the restart added nothing");
+    let resumed = resumed_from(&log);
+    assert!(
+        resumed
+            .iter()
+            .any(|(committed, snapshot)| snapshot < committed),
+        "g2 did not resume from an older snapshot: {resumed:?}\n{log}"
+    );
+}
+
+/// The S3-compatible server of `scripts/s3` (`scripts/test` starts it).
+fn s3() -> (String, String) {
+    let endpoint = std::env::var("AUTHWATCH_TEST_S3").unwrap_or_else(|_| {
+        panic!(
+            "AUTHWATCH_TEST_S3 is not set: run `scripts/s3 start` and \
+             `eval \"$(scripts/s3 env)\"`, or scripts/test"
+        )
+    });
+    let bucket =
+        std::env::var("AUTHWATCH_TEST_S3_BUCKET").unwrap_or_else(|_| "authwatch-test".to_owned());
+    (endpoint, bucket)
+}
+
+/// Checkpoints in an S3 bucket (a real S3 HTTP server on loopback): an instance killed -9
+/// mid-stream, then two other instances (other transactional ids, other local disks, nothing
+/// shared but the bucket and the group) take over: the alert set is replay's, each alert once.
+#[test]
+fn i_checkpoints_in_an_s3_bucket_survive_kill_9_and_move_between_instances() {
+    let _broker = broker();
+    let (endpoint, bucket) = s3();
+    let mut s = Scenario::new("s3", 2);
+    s.checkpoint = format!(
+        "url = \"s3://{bucket}/it/{}\"\nsnapshot_interval = \"1s\"\n",
+        s.group
+    );
+    s.env = vec![
+        ("AWS_ENDPOINT".into(), endpoint),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "authwatch-test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "authwatch-test".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ];
+    let mut lines = stream(s.dir.path(), "example", 80, 3, 25);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    let half = lines.len() / 2;
+    s.produce(&lines[..half], KeyBy::Field("tenant"));
+    let mut run = s.start_as("h1", "h1", "300ms");
+    let first = settle(&s, "h1", Duration::from_secs(3));
+    kill9(&mut run);
+    assert!(
+        !s.dir.path().join("checkpoints").exists(),
+        "state went to the local directory, not the bucket"
+    );
+    s.produce(&lines[half..], KeyBy::Field("tenant"));
+    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
+    let mut a = s.start_as("h2", "h2", "300ms");
+    let mut b = s.start_as("h3", "h3", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut a, &s, "h2");
+    terminate(&mut b, &s, "h3");
+    let logs = format!("{}\n----\n{}", s.log("h2"), s.log("h3"));
+    assert_exactly_once(&ids, &expected, &logs);
+    assert!(ids.len() > first.len(), "the second half added nothing");
+    assert!(logs.contains("restored=true"), "{logs}");
 }

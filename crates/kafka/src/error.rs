@@ -1,7 +1,5 @@
 //! Errors of the Kafka runtime, by whose fault they are.
 
-use std::path::PathBuf;
-
 /// The Kafka runtime failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -21,8 +19,8 @@ pub enum KafkaError {
     /// A checkpoint file could not be written or read.
     #[error("checkpoint {path}: {message}")]
     Store {
-        /// The file or directory.
-        path: PathBuf,
+        /// The file, directory or object URL.
+        path: String,
         /// What failed.
         message: String,
     },
@@ -40,13 +38,13 @@ pub enum KafkaError {
     /// the partitions afresh.
     #[error("input topics changed: {0}")]
     Topology(String),
-    /// A committed offset has no state file: the checkpoint directory is not the one this
-    /// group committed with (not shared between instances, or lost). Resuming would silently
-    /// forget detector state, so the run stops.
+    /// A committed offset has no state file at or before it: the checkpoint store is not the
+    /// one this group committed with (not shared between instances, or lost). Resuming would
+    /// silently forget detector state, so the run stops.
     #[error(
-        "{topic}/{partition}: the group committed offset {offset} but {dir} has no state for it; \
-         point checkpoint.dir at the group's shared directory, or reset the group's offsets to \
-         start over"
+        "{topic}/{partition}: the group committed offset {offset} but {dir} has no state at or \
+         before it; point checkpoint.dir (or checkpoint.url) at the group's shared store, or \
+         reset the group's offsets to start over"
     )]
     MissingState {
         /// The topic.
@@ -55,8 +53,8 @@ pub enum KafkaError {
         partition: i32,
         /// The committed offset.
         offset: i64,
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory or URL.
+        dir: String,
     },
     /// The responder could not start or stopped on an error (audit output or its state file
     /// not writable, a secret missing); the run restarts from the last checkpoint.

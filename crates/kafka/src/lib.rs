@@ -26,6 +26,7 @@
 
 pub mod admin;
 mod audit;
+mod bucket;
 mod client;
 mod error;
 mod metrics;

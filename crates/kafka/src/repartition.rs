@@ -588,7 +588,10 @@ impl Merge {
                 continue;
             }
             task.apply(record, offset, &mut self.released);
-            for (offset, payload) in self.released.drain(..) {
+            // A released line carries the offset of the record that released it, not its own:
+            // what a barrier at offset C covers is what records before C released, and a replay
+            // after a restore mutes exactly that (a line held across C is released after it).
+            for (_, payload) in self.released.drain(..) {
                 push_line(batch, input, offset, payload.as_bytes());
             }
         }

@@ -309,11 +309,11 @@ impl Runtime {
             )?;
         }
         let inputs = self.discover(&base, timeout)?;
-        let store = CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id);
-        std::fs::create_dir_all(store.root()).map_err(|e| KafkaError::Store {
-            path: store.root().to_owned(),
-            message: e.to_string(),
-        })?;
+        let store = match &self.config.checkpoint.url {
+            Some(url) => CheckpointStore::open(url, &kafka.group_id)?,
+            None => CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id),
+        };
+        store.prepare()?;
 
         // Output topics are created when missing (broker defaults for partitions); input topics
         // are the providers' and must exist.
@@ -407,6 +407,9 @@ impl Runtime {
             until_end: self.until_end,
             ends: BTreeMap::new(),
             merge: merge.clone(),
+            replay: BTreeMap::new(),
+            snapshot_interval: self.config.checkpoint.snapshot_interval.0,
+            last_snapshot: std::time::Instant::now(),
         }));
         let mut cc = base.clone();
         // Dynamic membership: a stopping instance leaves the group at once, a killed one is

@@ -160,9 +160,12 @@ impl KafkaSink {
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
         let positions: BTreeMap<u32, i64> = checkpoint.barrier.positions.iter().copied().collect();
-        // 1. The state files, each named by the offset it reflects, before the offsets are
-        //    committed: a commit never points at state that is not on disk.
+        // 1. The snapshots (at snapshot barriers), each named by the offset it reflects, before
+        //    the offsets are committed: a commit never points past state that is not stored.
+        let writing = Instant::now();
+        let mut bytes = 0usize;
         for (input, state) in &checkpoint.tasks {
+            bytes += state.parts.values().map(Vec::len).sum::<usize>();
             let (Some((topic, partition)), Some(offset)) =
                 (self.inputs.get(*input), positions.get(input))
             else {
@@ -171,6 +174,14 @@ impl KafkaSink {
             self.store
                 .write(topic, partition, *offset, state)
                 .map_err(|e| e.to_string())?;
+        }
+        if !checkpoint.tasks.is_empty() {
+            tracing::info!(
+                partitions = checkpoint.tasks.len(),
+                bytes,
+                ms = writing.elapsed().as_millis() as u64,
+                "snapshot stored"
+            );
         }
         // 2. Repartitioning: the sources' progress (or idleness) at these positions, in the
         //    same transaction as the events it covers.
@@ -209,9 +220,10 @@ impl KafkaSink {
         self.producer
             .begin_transaction()
             .map_err(|e| format!("beginning a transaction: {e}"))?;
-        // 4. Older states can no longer be resumed from.
-        for (input, offset) in &positions {
-            if let Some((topic, partition)) = self.inputs.get(*input)
+        // 4. Older snapshots of the partitions just snapshotted can no longer be resumed from.
+        for (input, _) in &checkpoint.tasks {
+            if let (Some((topic, partition)), Some(offset)) =
+                (self.inputs.get(*input), positions.get(input))
                 && let Err(e) = self.store.prune(topic, partition, *offset)
             {
                 tracing::warn!(error = %e, "old checkpoint files not removed");

@@ -6,8 +6,10 @@
 //! alerts in one transaction), so the next owner resumes exactly there. Records polled but not
 //! yet handed down when the rebalance happens are discarded: they lie after the committed
 //! position and are fetched again. At an assignment the source reads each partition's committed
-//! offset, loads the state file written for exactly that offset and sends it ahead of the
-//! partition's first record.
+//! offset C, loads the newest snapshot at or before it (offset S) and sends it ahead of the
+//! partition's first record; when S < C it fetches from S and the task replays S..C with muted
+//! outputs (their results were committed before), leaving the partition out of the barriers'
+//! positions until it is back at C so the group's offset never moves backwards.
 
 use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
@@ -56,6 +58,12 @@ pub(crate) struct Shared {
     /// The detect stage of a repartitioned run: the merge state of its tasks, restored,
     /// checkpointed and released with them.
     pub(crate) merge: Option<MergeHandle>,
+    /// Partitions replaying from an older snapshot → their committed offset: not committed
+    /// again until they are back there.
+    pub(crate) replay: BTreeMap<u32, i64>,
+    /// How often a barrier asks for state snapshots (every barrier commits offsets).
+    pub(crate) snapshot_interval: Duration,
+    pub(crate) last_snapshot: Instant,
 }
 
 impl Shared {
@@ -77,20 +85,41 @@ impl Shared {
     }
 
     /// Sends a barrier over the assigned partitions; with `wait`, blocks until it is durable.
+    /// It asks for snapshots when `snapshot_interval` has passed and when it releases tasks (the
+    /// next owner then resumes without a replay).
     fn barrier(
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
         release: Vec<u32>,
         wait: bool,
     ) -> Result<(), KafkaError> {
-        let Some(controls) = &self.controls else {
+        if self.controls.is_none() {
             return Ok(());
-        };
+        }
+        let replay = &mut self.replay;
         let positions: Vec<(u32, i64)> = self
             .assigned
             .iter()
-            .filter_map(|i| self.sent.get(i).map(|o| (*i, *o)))
+            .filter_map(|i| {
+                let sent = *self.sent.get(i)?;
+                match replay.get(i) {
+                    Some(committed) if sent < *committed => None,
+                    Some(_) => {
+                        replay.remove(i);
+                        Some((*i, sent))
+                    }
+                    None => Some((*i, sent)),
+                }
+            })
             .collect();
+        let snapshot =
+            !release.is_empty() || self.last_snapshot.elapsed() >= self.snapshot_interval;
+        if snapshot {
+            self.last_snapshot = Instant::now();
+        }
+        let Some(controls) = &self.controls else {
+            return Ok(());
+        };
         let (ack_tx, ack_rx) = crossbeam_channel::bounded::<BarrierAck>(1);
         let id = self.next_barrier;
         self.next_barrier += 1;
@@ -98,6 +127,7 @@ impl Shared {
             id,
             positions,
             release,
+            snapshot,
             token: consumer
                 .group_metadata()
                 .map(|m| Box::new(m) as Box<dyn std::any::Any + Send>),
@@ -193,6 +223,7 @@ impl Shared {
             self.assigned.remove(i);
             self.sent.remove(i);
             self.ends.remove(i);
+            self.replay.remove(i);
         }
         self.rebalanced = true;
         self.metrics.set_assigned(!self.assigned.is_empty());
@@ -215,6 +246,9 @@ impl Shared {
             }
         };
         let mut audit = Vec::new();
+        // Where each partition is fetched from: its committed offset, or an older snapshot's.
+        let mut starts = TopicPartitionList::new();
+        let mut seek = false;
         for e in committed.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             let Some(input) = self.inputs.index(topic, partition) else {
@@ -227,16 +261,16 @@ impl Shared {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            let state = match offset {
-                None => None,
-                Some(o) => match self.store.load(topic, partition, o) {
-                    Ok(Some(state)) => Some(state),
+            let (state, from) = match offset {
+                None => (None, None),
+                Some(o) => match self.store.load_latest(topic, partition, o) {
+                    Ok(Some((at, state))) => (Some(state), Some(at)),
                     Ok(None) => {
                         self.fail(KafkaError::MissingState {
                             topic: topic.to_owned(),
                             partition,
                             offset: o,
-                            dir: self.store.root().to_owned(),
+                            dir: self.store.location(),
                         });
                         return;
                     }
@@ -250,10 +284,25 @@ impl Shared {
                 topic,
                 partition,
                 offset = ?offset,
+                snapshot = ?from,
                 restored = state.is_some(),
                 "partition assigned"
             );
-            if let Some(o) = offset {
+            let start = match (from, offset) {
+                (Some(at), Some(committed)) if at < committed => {
+                    seek = true;
+                    self.replay.insert(input, committed);
+                    Offset::Offset(at)
+                }
+                (_, Some(committed)) => Offset::Offset(committed),
+                // No committed offset: `auto.offset.reset`.
+                (_, None) => Offset::Invalid,
+            };
+            if let Err(e) = starts.add_partition_offset(topic, partition, start) {
+                self.fail(KafkaError::client("assigning start offsets", e));
+                return;
+            }
+            if let Some(o) = from.or(offset) {
                 self.sent.insert(input, o);
             }
             if self.until_end {
@@ -271,20 +320,31 @@ impl Shared {
                 && let Err(message) = merge.assign(input, state.as_ref())
             {
                 self.fail(KafkaError::Store {
-                    path: self.store.root().to_owned(),
+                    path: self.store.location(),
                     message: format!("{topic}/{partition} at offset {offset:?}: {message}"),
                 });
                 return;
             }
             self.assigned.insert(input);
             if let Some(controls) = &self.controls {
-                controls.send(Control::Assign { input, state });
+                controls.send(Control::Assign {
+                    input,
+                    state,
+                    mute_before: self.replay.get(&input).copied(),
+                });
             }
             audit.push(AuditPartition {
                 topic: topic.to_owned(),
                 partition,
                 offset,
             });
+        }
+        // The assignment just made starts at the committed offsets; a partition resuming from an
+        // older snapshot must be fetched from there instead. Assigning again with explicit
+        // offsets (eager protocol: it replaces the assignment) does that before the first fetch.
+        if seek && let Err(e) = consumer.assign(&starts) {
+            self.fail(KafkaError::client("assigning snapshot offsets", e));
+            return;
         }
         self.metrics.set_assigned(!self.assigned.is_empty());
         self.metrics.set_restored(true);

@@ -1,17 +1,25 @@
-//! Checkpoint files: one per partition and committed offset, holding the named state parts.
+//! Checkpoint files: one per partition and snapshot, named by the offset the snapshot reflects,
+//! holding the named state parts; in a local directory or in object storage.
 //!
-//! Layout: `<dir>/<group>/<topic>/<partition>/<offset>.ckpt`. A file is written to a temporary
-//! name, synced and renamed, so a crash leaves either the old set or the new file whole. The
-//! state of a partition at an offset is a function of the partition's records before it (each
-//! partition is its own task), so two instances writing the same file write the same bytes.
+//! Layout: `<root>/<group>/<topic>/<partition>/<offset>.ckpt`, where the root is a directory
+//! (`checkpoint.dir`) or a bucket prefix (`checkpoint.url`, `s3://bucket/prefix`). A local file is
+//! written to a temporary name, synced and renamed; an object is one atomic PUT; either way a
+//! crash leaves the old set or the new file whole. The state of a partition at an offset is a
+//! function of the partition's records before it (each partition is its own task), so two
+//! instances writing the same file write the same bytes.
+//!
+//! Snapshots are rarer than commits (`checkpoint.snapshot_interval`): a partition resumes from
+//! its newest snapshot at or before the committed offset and replays the records in between
+//! with muted outputs.
 //!
 //! State that is global to an instance rather than per partition (the responder's incidents,
-//! queue and breaker) is one file per instance, `<dir>/<group>/@instance/<instance>.ckpt`
+//! queue and breaker) is one file per instance, `<root>/<group>/@instance/<instance>.ckpt`
 //! (`@` is not valid in a topic name), in the same format, replaced at each checkpoint.
 //!
 //! Format: `AWCKPT1\n`, then per part: name length (u32 LE), name, data length (u64 LE), data;
 //! then an xxh3-64 of everything before it (u64 LE), so a torn or corrupted file is detected.
 
+use crate::bucket::Bucket;
 use crate::error::KafkaError;
 use authwatch_pipeline::StateParts;
 use std::io::Write;
@@ -19,53 +27,96 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"AWCKPT1\n";
 
-/// The checkpoint directory of one consumer group.
+/// Where the files go.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// `<dir>/<group>`.
+    Local(PathBuf),
+    /// `<prefix>/<group>` in a bucket (no leading or trailing `/`).
+    Object(Bucket, String),
+}
+
+/// The checkpoint files of one consumer group.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    root: PathBuf,
+    backend: Backend,
 }
 
 impl CheckpointStore {
-    /// The store under `dir` for `group` (created on first write).
+    /// The store under the local directory `dir` for `group` (created on first write).
     pub fn new(dir: &Path, group: &str) -> Self {
         CheckpointStore {
-            root: dir.join(sanitize(group)),
+            backend: Backend::Local(dir.join(sanitize(group))),
         }
     }
 
-    /// The group's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The store for `group` at `url`: `s3://bucket/prefix`, `gs://…`, `az://container/prefix`,
+    /// or `file:///dir` (the same as a local directory). Credentials come from the environment
+    /// or the workload identity.
+    pub fn open(url: &str, group: &str) -> Result<Self, KafkaError> {
+        if let Some(dir) = url.strip_prefix("file://") {
+            if !dir.starts_with('/') {
+                return Err(KafkaError::Config(format!(
+                    "checkpoint.url {url:?}: a file:// URL needs an absolute path (file:///dir)"
+                )));
+            }
+            return Ok(Self::new(Path::new(dir), group));
+        }
+        let (bucket, prefix) =
+            Bucket::open(url).map_err(|e| KafkaError::Config(format!("checkpoint.url: {e}")))?;
+        let root = if prefix.is_empty() {
+            sanitize(group)
+        } else {
+            format!("{prefix}/{}", sanitize(group))
+        };
+        Ok(CheckpointStore {
+            backend: Backend::Object(bucket, root),
+        })
     }
 
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.root.join(sanitize(topic)).join(partition.to_string())
+    /// The group's directory or URL, for messages.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Local(root) => root.display().to_string(),
+            Backend::Object(bucket, root) => bucket.url(root),
+        }
     }
 
-    fn err(path: &Path, message: impl std::fmt::Display) -> KafkaError {
+    /// Makes sure the store is usable before the run starts: creates the local directory, or
+    /// lists the bucket prefix (a wrong bucket, endpoint or credentials fail here, with the URL,
+    /// rather than at the first snapshot).
+    pub fn prepare(&self) -> Result<(), KafkaError> {
+        match &self.backend {
+            Backend::Local(root) => {
+                std::fs::create_dir_all(root).map_err(|e| Self::err(&root.display(), e))
+            }
+            Backend::Object(bucket, root) => bucket
+                .list(root)
+                .map(|_| ())
+                .map_err(|e| Self::err(&e.url, e.message)),
+        }
+    }
+
+    fn err(location: &dyn std::fmt::Display, message: impl std::fmt::Display) -> KafkaError {
         KafkaError::Store {
-            path: path.to_owned(),
+            path: location.to_string(),
             message: message.to_string(),
         }
     }
 
-    fn instance_path(&self, instance: &str) -> (PathBuf, String) {
-        (
-            self.root.join("@instance"),
-            format!("{}.ckpt", sanitize(instance)),
-        )
+    /// The relative directory of a partition's files.
+    fn partition_dir(topic: &str, partition: i32) -> String {
+        format!("{}/{partition}", sanitize(topic))
     }
 
     /// Replaces the instance-wide state of `instance` (the responder's).
     pub fn write_instance(&self, instance: &str, state: &StateParts) -> Result<(), KafkaError> {
-        let (dir, name) = self.instance_path(instance);
-        Self::write_file(&dir, &name, state)
+        self.write_file("@instance", &format!("{}.ckpt", sanitize(instance)), state)
     }
 
     /// The instance-wide state of `instance`, if it was ever written.
     pub fn load_instance(&self, instance: &str) -> Result<Option<StateParts>, KafkaError> {
-        let (dir, name) = self.instance_path(instance);
-        Self::read_file(&dir.join(name))
+        self.read_file("@instance", &format!("{}.ckpt", sanitize(instance)))
     }
 
     /// Writes the state of `topic/partition` that reflects every record before `offset`.
@@ -76,49 +127,59 @@ impl CheckpointStore {
         offset: i64,
         state: &StateParts,
     ) -> Result<(), KafkaError> {
-        Self::write_file(
-            &self.partition_dir(topic, partition),
+        self.write_file(
+            &Self::partition_dir(topic, partition),
             &format!("{offset}.ckpt"),
             state,
         )
     }
 
-    fn write_file(dir: &Path, name: &str, state: &StateParts) -> Result<(), KafkaError> {
-        std::fs::create_dir_all(dir).map_err(|e| Self::err(dir, e))?;
-        let mut bytes = Vec::with_capacity(
-            MAGIC.len() + state.parts.values().map(|v| v.len() + 64).sum::<usize>(),
-        );
-        bytes.extend_from_slice(MAGIC);
-        for (name, data) in &state.parts {
-            bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(name.as_bytes());
-            bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(data);
+    fn write_file(&self, dir: &str, name: &str, state: &StateParts) -> Result<(), KafkaError> {
+        let bytes = encode(state);
+        match &self.backend {
+            Backend::Local(root) => {
+                let dir = root.join(dir);
+                let path = dir.join(name);
+                let tmp = dir.join(format!(".{name}.tmp"));
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&dir)?;
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &path)?;
+                    // The rename is durable only once the directory entry is.
+                    std::fs::File::open(&dir)?.sync_all()
+                };
+                write().map_err(|e| Self::err(&path.display(), e))
+            }
+            Backend::Object(bucket, root) => bucket
+                .put(&format!("{root}/{dir}/{name}"), bytes)
+                .map_err(|e| Self::err(&e.url, e.message)),
         }
-        let sum = xxhash_rust::xxh3::xxh3_64(&bytes);
-        bytes.extend_from_slice(&sum.to_le_bytes());
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            // The rename is durable only once the directory entry is.
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| Self::err(&path, e))
     }
 
-    fn read_file(path: &Path) -> Result<Option<StateParts>, KafkaError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::err(path, e)),
+    fn read_file(&self, dir: &str, name: &str) -> Result<Option<StateParts>, KafkaError> {
+        let (bytes, location) = match &self.backend {
+            Backend::Local(root) => {
+                let path = root.join(dir).join(name);
+                match std::fs::read(&path) {
+                    Ok(b) => (b, path.display().to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Self::err(&path.display(), e)),
+                }
+            }
+            Backend::Object(bucket, root) => {
+                let key = format!("{root}/{dir}/{name}");
+                match bucket.get(&key) {
+                    Ok(Some(b)) => (b, bucket.url(&key)),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(Self::err(&e.url, e.message)),
+                }
+            }
         };
         decode(&bytes)
             .map(Some)
-            .map_err(|m| Self::err(path, format!("corrupt checkpoint file: {m}")))
+            .map_err(|m| Self::err(&location, format!("corrupt checkpoint file: {m}")))
     }
 
     /// The state of `topic/partition` at exactly `offset`, if a file holds it.
@@ -128,51 +189,100 @@ impl CheckpointStore {
         partition: i32,
         offset: i64,
     ) -> Result<Option<StateParts>, KafkaError> {
-        Self::read_file(
-            &self
-                .partition_dir(topic, partition)
-                .join(format!("{offset}.ckpt")),
+        self.read_file(
+            &Self::partition_dir(topic, partition),
+            &format!("{offset}.ckpt"),
         )
+    }
+
+    /// The newest snapshot of `topic/partition` at or before `offset`, with the offset it
+    /// reflects. Files after `offset` belong to transactions that never committed and are
+    /// ignored.
+    pub fn load_latest(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<(i64, StateParts)>, KafkaError> {
+        let Some(at) = self
+            .offsets(topic, partition)?
+            .into_iter()
+            .rev()
+            .find(|o| *o <= offset)
+        else {
+            return Ok(None);
+        };
+        Ok(self.load(topic, partition, at)?.map(|state| (at, state)))
     }
 
     /// Offsets with a state file for `topic/partition`, ascending.
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<Vec<i64>, KafkaError> {
-        let dir = self.partition_dir(topic, partition);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::err(&dir, e)),
+        let dir = Self::partition_dir(topic, partition);
+        let names: Vec<String> = match &self.backend {
+            Backend::Local(root) => {
+                let dir = root.join(dir);
+                match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Self::err(&dir.display(), e)),
+                }
+            }
+            Backend::Object(bucket, root) => bucket
+                .list(&format!("{root}/{dir}"))
+                .map_err(|e| Self::err(&e.url, e.message))?,
         };
-        let mut offsets: Vec<i64> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".ckpt"))
-                    .and_then(|n| n.parse().ok())
-            })
+        let mut offsets: Vec<i64> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".ckpt").and_then(|n| n.parse().ok()))
             .collect();
         offsets.sort_unstable();
         Ok(offsets)
     }
 
-    /// Deletes the files of `topic/partition` other than `committed`'s: once an offset is
-    /// committed, older states can never be resumed from, and newer ones belong to transactions
-    /// that did not commit (they would be recomputed identically).
+    /// Deletes the files of `topic/partition` other than `committed`'s: once a snapshot's
+    /// offset is committed, older snapshots can never be resumed from, and newer ones belong to
+    /// transactions that did not commit (they would be recomputed identically).
     pub fn prune(&self, topic: &str, partition: i32, committed: i64) -> Result<(), KafkaError> {
-        let dir = self.partition_dir(topic, partition);
+        let dir = Self::partition_dir(topic, partition);
         for offset in self.offsets(topic, partition)? {
-            if offset != committed {
-                let path = dir.join(format!("{offset}.ckpt"));
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Self::err(&path, e)),
+            if offset == committed {
+                continue;
+            }
+            let name = format!("{offset}.ckpt");
+            match &self.backend {
+                Backend::Local(root) => {
+                    let path = root.join(&dir).join(name);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Self::err(&path.display(), e)),
+                    }
                 }
+                Backend::Object(bucket, root) => bucket
+                    .delete(&format!("{root}/{dir}/{name}"))
+                    .map_err(|e| Self::err(&e.url, e.message))?,
             }
         }
         Ok(())
     }
+}
+
+fn encode(state: &StateParts) -> Vec<u8> {
+    let mut bytes =
+        Vec::with_capacity(MAGIC.len() + state.parts.values().map(|v| v.len() + 64).sum::<usize>());
+    bytes.extend_from_slice(MAGIC);
+    for (name, data) in &state.parts {
+        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(data);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
 }
 
 fn decode(bytes: &[u8]) -> Result<StateParts, String> {
@@ -253,7 +363,9 @@ mod tests {
         assert_eq!(store.offsets("t", 0).unwrap(), vec![10, 20]);
         store.prune("t", 0, 20).unwrap();
         assert_eq!(store.offsets("t", 0).unwrap(), vec![20]);
-        assert!(store.root().ends_with("grp_1"));
+        assert!(store.location().ends_with("grp_1"));
+        assert_eq!(store.load_latest("t", 0, 19).unwrap(), None);
+        assert_eq!(store.load_latest("t", 0, 25).unwrap(), Some((20, state())));
     }
 
     #[test]
@@ -267,7 +379,7 @@ mod tests {
         store.write_instance("g-a", &other).unwrap();
         assert_eq!(store.load_instance("g-a").unwrap(), Some(other));
         assert_eq!(store.load_instance("g-b").unwrap(), None);
-        assert!(store.root().join("@instance/g-a.ckpt").is_file());
+        assert!(dir.path().join("g/@instance/g-a.ckpt").is_file());
     }
 
     #[test]
@@ -275,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path(), "g");
         store.write("t", 3, 7, &state()).unwrap();
-        let path = store.root().join("t/3/7.ckpt");
+        let path = dir.path().join("g/t/3/7.ckpt");
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;

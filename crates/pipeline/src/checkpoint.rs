@@ -8,10 +8,17 @@
 //!
 //! - [`Control::Assign`] before the first line of a partition: the task starts from the restored
 //!   state (or fresh);
-//! - [`Control::Barrier`] after the lines its positions cover: the detect stage snapshots every
-//!   task whose state changed (each a set of named [`Checkpointed`] parts) and hands a
-//!   [`Checkpoint`] to the sink after all results of the lines before it; the sink persists the
-//!   parts and the positions together, then acknowledges.
+//! - [`Control::Barrier`] after the lines its positions cover: the detect stage hands a
+//!   [`Checkpoint`] to the sink after all results of the lines before it; the sink commits the
+//!   positions with those results, then acknowledges. A *snapshot* barrier (every few commits,
+//!   not every one: a snapshot costs far more than a commit) also carries the state of every
+//!   task that changed (each a set of named [`Checkpointed`] parts), which the sink persists
+//!   before the commit that references it.
+//!
+//! A task restored from a snapshot older than its committed position replays the lines between
+//! the two with its outputs *muted* ([`Control::Assign`]'s `mute_before`): their results were
+//! committed before, and the task's results depend only on its lines, so the replay rebuilds the
+//! committed state without repeating an output.
 //!
 //! State that lives elsewhere (a responder's incident table, SQL windows) joins the same
 //! checkpoint by implementing [`Checkpointed`] and adding its part in [`crate::Sink::checkpoint`].
@@ -88,8 +95,12 @@ pub struct Barrier {
     /// For each input (partition index), the position of the next line not yet covered: the
     /// state snapshot reflects every line before it.
     pub positions: Vec<(u32, i64)>,
-    /// Tasks to drop after this snapshot (partitions revoked or the run ending).
+    /// Tasks to drop after this barrier (partitions revoked or the run ending).
     pub release: Vec<u32>,
+    /// Snapshot the changed tasks whose positions this barrier carries. Tasks never snapshotted
+    /// are snapshotted at every barrier until they are, so a committed position always has a
+    /// snapshot at or before it.
+    pub snapshot: bool,
     /// Source-specific data the sink needs to commit (the consumer group metadata).
     pub token: Option<Box<dyn std::any::Any + Send>>,
     /// State the source keeps for a task (a merging source's buffer and per-origin progress),
@@ -106,6 +117,7 @@ impl std::fmt::Debug for Barrier {
             .field("id", &self.id)
             .field("positions", &self.positions)
             .field("release", &self.release)
+            .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
     }
 }
@@ -119,13 +131,16 @@ pub enum Control {
         input: u32,
         /// Restored state.
         state: Option<StateParts>,
+        /// Lines of this partition at offsets below this were processed and their outputs
+        /// committed before: process them to rebuild the state, but emit nothing for them.
+        mute_before: Option<i64>,
     },
-    /// Snapshot the tasks now.
+    /// Commit the positions (and, if asked, snapshot the tasks) now.
     Barrier(Barrier),
 }
 
-/// What reaches the sink for a barrier: the barrier and the snapshots of the tasks that changed
-/// since their last checkpoint (every task at its first barrier).
+/// What reaches the sink for a barrier: the barrier and, at a snapshot barrier, the snapshots of
+/// the tasks that changed since their last snapshot (every task at its first barrier).
 #[derive(Debug)]
 pub struct Checkpoint {
     /// The barrier.

@@ -475,18 +475,29 @@ impl KafkaConfig {
 pub struct CheckpointConfig {
     /// Directory of the state files, one subdirectory per consumer group and partition. Every
     /// instance of a group must see the same directory (a shared volume) so that a partition's
-    /// state moves with it. Default `/var/lib/authwatch/checkpoints`.
+    /// state moves with it. Default `/var/lib/authwatch/checkpoints`. Ignored when `url` is set.
     pub dir: PathBuf,
-    /// How often state and offsets are committed together; alerts become visible to
-    /// read-committed consumers at each commit, so this bounds alert latency. Default `500ms`.
+    /// Object storage for the state files instead of `dir`: `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` (or `file:///dir`). Credentials come from
+    /// the environment or the workload identity, never from this file. Unset by default.
+    pub url: Option<String>,
+    /// How often offsets are committed, in one Kafka transaction with the alerts of the records
+    /// before them: read-committed consumers see alerts at each commit, so this bounds alert
+    /// latency. Default `500ms`.
     pub interval: DurationText,
+    /// How often the detector state of each changed partition is written (at the next commit);
+    /// a restart replays the records since the newest snapshot with muted outputs, so this
+    /// bounds the replay. Default `30s`.
+    pub snapshot_interval: DurationText,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
             dir: PathBuf::from("/var/lib/authwatch/checkpoints"),
+            url: None,
             interval: DurationText(Duration::from_millis(500)),
+            snapshot_interval: DurationText(Duration::from_secs(30)),
         }
     }
 }

@@ -577,7 +577,11 @@ impl Pipeline {
                 next_seq += 1;
                 if let Some(control) = batch.control {
                     match control {
-                        Control::Assign { input, state } => {
+                        Control::Assign {
+                            input,
+                            state,
+                            mute_before,
+                        } => {
                             let mut task = self.new_task();
                             if let Some(state) = &state {
                                 task.restore(state).map_err(|source| {
@@ -586,34 +590,56 @@ impl Pipeline {
                                         source,
                                     }
                                 })?;
+                                // The state is a snapshot on the store already.
+                                task.snapshotted = true;
+                                task.dirty = false;
                             }
+                            task.mute_before = mute_before.unwrap_or(i64::MIN);
                             released.remove(&input);
                             tasks.insert(input, task);
                         }
                         Control::Barrier(mut barrier) => {
-                            // The source's own state of a task (a merging source's buffer)
-                            // joins the task's snapshot; a task whose source state changed is
-                            // snapshotted even if no line of it arrived since.
-                            let mut source_parts: BTreeMap<u32, StateParts> =
-                                std::mem::take(&mut barrier.source_parts)
-                                    .into_iter()
-                                    .collect();
                             let mut snapshots = Vec::new();
-                            for (input, task) in tasks.iter_mut() {
-                                if !task.dirty && !source_parts.contains_key(input) {
-                                    continue;
+                            let snapshotting = Instant::now();
+                            // The source's own state of a task (a merging source's buffer)
+                            // joins the task's snapshots; a task whose source state changed is
+                            // snapshotted even if no line of it arrived since. It stays with
+                            // the task: a barrier that does not snapshot must not lose it.
+                            for (input, parts) in std::mem::take(&mut barrier.source_parts) {
+                                if let Some(task) = tasks.get_mut(&input) {
+                                    task.source_parts = Some(parts);
+                                    task.dirty = true;
                                 }
+                            }
+                            // Only tasks whose position the barrier carries: a snapshot is named
+                            // by that position (a partition still replaying has none).
+                            let covered: std::collections::BTreeSet<u32> =
+                                barrier.positions.iter().map(|(i, _)| *i).collect();
+                            for (input, task) in tasks.iter_mut().filter(|(i, t)| {
+                                t.dirty
+                                    && (barrier.snapshot || !t.snapshotted)
+                                    && covered.contains(i)
+                            }) {
                                 let mut parts = task.snapshot().map_err(|source| {
                                     PipelineError::Checkpoint {
                                         input: input_name(*input),
                                         source,
                                     }
                                 })?;
-                                if let Some(extra) = source_parts.remove(input) {
-                                    parts.parts.extend(extra.parts);
+                                if let Some(extra) = &task.source_parts {
+                                    parts.parts.extend(extra.parts.clone());
                                 }
                                 task.dirty = false;
+                                task.snapshotted = true;
                                 snapshots.push((*input, parts));
+                            }
+                            if !snapshots.is_empty() {
+                                // The detect thread stalls this long: what a snapshot costs.
+                                tracing::debug!(
+                                    tasks = snapshots.len(),
+                                    ms = snapshotting.elapsed().as_millis() as u64,
+                                    "tasks snapshotted"
+                                );
                             }
                             for input in &barrier.release {
                                 tasks.remove(input);
@@ -649,12 +675,14 @@ impl Pipeline {
                     // the task must be checkpointed at that position too.
                     out.dead.retain(|d| match input_of.get(d.file.as_str()) {
                         Some(input) if released.contains(input) => false,
-                        Some(input) => {
-                            if let Some(task) = tasks.get_mut(input) {
+                        Some(input) => match tasks.get_mut(input) {
+                            Some(task) => {
                                 task.dirty = true;
+                                // Replayed: this dead letter was committed before.
+                                !task.muted(d.offset)
                             }
-                            true
-                        }
+                            None => true,
+                        },
                         None => true,
                     });
                 }
@@ -666,11 +694,15 @@ impl Pipeline {
                     }
                     let task = tasks.entry(key).or_insert_with(|| self.new_task());
                     task.dirty = true;
+                    let muted = task.muted(origin.offset);
                     if route_only {
                         // The partition's progress: the newest event time so far, which only
                         // grows, so a merge downstream can order by it deterministically.
                         task.wm.max_time = task.wm.max_time.max(event.time);
-                        out.routed.push((event, origin, task.wm.max_time));
+                        // A replay of committed input was routed already.
+                        if !muted {
+                            out.routed.push((event, origin, task.wm.max_time));
+                        }
                         continue;
                     }
                     if let Speed::Factor(factor) = speed {
@@ -699,6 +731,9 @@ impl Pipeline {
                     }
                     let watermark = task.wm.watermark;
                     if event.time < watermark {
+                        if muted {
+                            continue;
+                        }
                         Metrics::add(&self.metrics.late_events, 1);
                         late += 1;
                         if side_output {
@@ -725,6 +760,11 @@ impl Pipeline {
                         if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
                             task.profiles.expire(task.wm.watermark);
                         }
+                    }
+                    if muted {
+                        // Replayed to rebuild the state: these alerts were committed before.
+                        out.alerts.truncate(before);
+                        continue;
                     }
                     self.metrics.record_alerts(&out.alerts[before..]);
                     if forward_events {
@@ -780,8 +820,11 @@ impl Pipeline {
             profiles: UserProfiles::new(&self.config.enrich.profiles),
             wm: Watermark::default(),
             // A task is checkpointed at its first barrier even without events, so that every
-            // committed position has a state file.
+            // committed position has a state file at or before it.
             dirty: true,
+            snapshotted: false,
+            mute_before: i64::MIN,
+            source_parts: None,
         }
     }
 }
@@ -793,9 +836,20 @@ struct Task {
     wm: Watermark,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// Has a snapshot on the store (restored from one, or snapshotted since it started).
+    snapshotted: bool,
+    /// Lines at offsets below this are a replay of committed input: no outputs.
+    mute_before: i64,
+    /// The source's own state of this task (a merging source's buffer), as of the last
+    /// barrier that carried it: part of every snapshot of the task.
+    source_parts: Option<StateParts>,
 }
 
 impl Task {
+    fn muted(&self, offset: u64) -> bool {
+        i64::try_from(offset).is_ok_and(|o| o < self.mute_before)
+    }
+
     fn snapshot(&self) -> Result<StateParts, CheckpointError> {
         let mut parts = StateParts::default();
         parts.add(&self.engine)?;
@@ -807,9 +861,16 @@ impl Task {
     fn restore(&mut self, state: &StateParts) -> Result<(), CheckpointError> {
         let parts: [&mut dyn Checkpointed; 3] =
             [&mut self.engine, &mut self.profiles, &mut self.wm];
+        let mut own = Vec::with_capacity(parts.len());
         for part in parts {
             state.restore(part)?;
+            own.push(part.name().to_owned());
         }
+        // The rest is the source's (a merging source's buffer): it belongs in the task's next
+        // snapshot even if the source does not send it again before then.
+        let mut rest = state.clone();
+        rest.parts.retain(|name, _| !own.contains(name));
+        self.source_parts = (!rest.parts.is_empty()).then_some(rest);
         Ok(())
     }
 }

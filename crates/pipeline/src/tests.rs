@@ -329,7 +329,13 @@ fn sinks_that_ask_for_events_get_them_enriched_in_stream_order() {
 enum Step {
     Lines(u32, Vec<String>),
     Assign(u32, Option<StateParts>),
+    /// Restored state, the offset it reflects (the next line's) and the offset below which
+    /// lines replay committed input.
+    Resume(u32, Option<StateParts>, i64, i64),
+    /// A snapshot barrier releasing these inputs.
     Barrier(Vec<u32>),
+    /// A barrier that commits positions without a snapshot.
+    Commit,
 }
 
 struct Scripted {
@@ -359,14 +365,31 @@ impl Source for Scripted {
             let controls = self.controls.as_ref().unwrap();
             match step {
                 Step::Assign(input, state) => {
-                    controls.send(Control::Assign { input, state });
+                    controls.send(Control::Assign {
+                        input,
+                        state,
+                        mute_before: None,
+                    });
                 }
-                Step::Barrier(release) => {
+                Step::Resume(input, state, from, mute_before) => {
+                    self.positions.insert(input, from);
+                    controls.send(Control::Assign {
+                        input,
+                        state,
+                        mute_before: Some(mute_before),
+                    });
+                }
+                Step::Barrier(_) | Step::Commit => {
+                    let (release, snapshot) = match step {
+                        Step::Barrier(release) => (release, true),
+                        _ => (Vec::new(), false),
+                    };
                     let positions = self.positions.iter().map(|(i, p)| (*i, *p)).collect();
                     controls.send(Control::Barrier(Barrier {
                         id: 0,
                         positions,
                         release,
+                        snapshot,
                         token: None,
                         source_parts: Vec::new(),
                         ack: None,
@@ -497,6 +520,70 @@ fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
         Step::Lines(1, b2.to_vec()),
     ]);
     assert_ne!(fresh.alerts.len(), expected.len());
+}
+
+#[test]
+fn a_task_restored_from_an_older_snapshot_replays_muted_up_to_the_commit() {
+    let alice = bombing("alice@acme.example", T0);
+    let bob = bombing("bob@acme.example", T0 + 30_000);
+    let tail = |user: &str| vec![push_line(user, T0 + 86_400_000, "logoff", "success", "z")];
+    // Snapshot after 3 lines of each partition, commits (no snapshot) after 8 and 10: the first
+    // barrier snapshots the new tasks, the later ones only commit positions.
+    let whole = run_scripted(vec![
+        Step::Assign(0, None),
+        Step::Assign(1, None),
+        Step::Lines(0, alice[..3].to_vec()),
+        Step::Lines(1, bob[..3].to_vec()),
+        Step::Commit,
+        Step::Lines(0, alice[3..8].to_vec()),
+        Step::Lines(1, bob[3..10].to_vec()),
+        Step::Commit,
+        Step::Lines(0, alice[8..].to_vec()),
+        Step::Lines(1, bob[10..].to_vec()),
+        Step::Lines(0, tail("alice@acme.example")),
+        Step::Lines(1, tail("bob@acme.example")),
+    ]);
+    let (_, first, snaps) = whole.checkpoints[0].clone();
+    assert_eq!(first, vec![(0, 3), (1, 3)]);
+    assert_eq!(
+        snaps.len(),
+        2,
+        "new tasks are snapshotted at their first barrier"
+    );
+    let (committed_alerts, second, later) = whole.checkpoints[1].clone();
+    assert_eq!(second, vec![(0, 8), (1, 10)]);
+    assert!(
+        later.is_empty(),
+        "a commit without snapshot carries no state"
+    );
+    assert!(whole.alerts.len() >= 4, "{:?}", whole.alerts);
+    assert!(committed_alerts > 0, "some alerts before the commit");
+    // Resume from the snapshot at 3 with the commit at 8 / 10: lines 3.. are fed again, and
+    // only the alerts after the commit come out — each once.
+    let state = |input: u32| snaps.iter().find(|t| t.0 == input).map(|t| t.1.clone());
+    let resumed = run_scripted(vec![
+        Step::Resume(0, state(0), 3, 8),
+        Step::Resume(1, state(1), 3, 10),
+        Step::Lines(0, alice[3..].to_vec()),
+        Step::Lines(1, bob[3..].to_vec()),
+        Step::Lines(0, tail("alice@acme.example")),
+        Step::Lines(1, tail("bob@acme.example")),
+    ]);
+    let mut expected: Vec<String> = whole.alerts[committed_alerts..].to_vec();
+    let mut got = resumed.alerts.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    // Without muting, the replay would repeat the committed alerts.
+    let unmuted = run_scripted(vec![
+        Step::Assign(0, state(0)),
+        Step::Assign(1, state(1)),
+        Step::Lines(0, alice[3..].to_vec()),
+        Step::Lines(1, bob[3..].to_vec()),
+        Step::Lines(0, tail("alice@acme.example")),
+        Step::Lines(1, tail("bob@acme.example")),
+    ]);
+    assert!(unmuted.alerts.len() > got.len());
 }
 
 #[test]

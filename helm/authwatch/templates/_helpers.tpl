@@ -154,7 +154,14 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- if .Values.checkpoint.interval }}
 {{- $_ := set $checkpoint "interval" .Values.checkpoint.interval }}
 {{- end }}
+{{- if .Values.checkpoint.snapshotInterval }}
+{{- $_ := set $checkpoint "snapshot_interval" .Values.checkpoint.snapshotInterval }}
+{{- end }}
+{{- if eq .Values.checkpoint.storage "object" }}
+{{- $_ := set $checkpoint "url" .Values.checkpoint.object.url }}
+{{- else }}
 {{- $_ := set $checkpoint "dir" (printf "%s/checkpoints" $p.state) }}
+{{- end }}
 {{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.port)) "log_format" .Values.telemetry.logFormat }}
 {{- if .Values.telemetry.otlpEndpoint }}
 {{- $_ := set $telemetry "otlp_endpoint" .Values.telemetry.otlpEndpoint }}

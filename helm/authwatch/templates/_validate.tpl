@@ -9,7 +9,7 @@ Each failure names the values to change.
 {{- fail (printf "keda.maxReplicas (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle" (int .Values.keda.maxReplicas) $partitions) }}
 {{- end }}
 {{- if eq .Values.checkpoint.storage "local" }}
-{{- fail "keda.enabled needs checkpoint.storage=shared: scaling moves partitions between pods, and a partition's state must move with it (a pod's own volume stays behind)" }}
+{{- fail "keda.enabled needs checkpoint.storage=shared (or object): scaling moves partitions between pods, and a partition's state must move with it (a pod's own volume stays behind)" }}
 {{- end }}
 {{- if and (eq .Values.keda.trigger "kafka") (include "authwatch.kafka.sasl" .) (or (not .Values.kafka.sasl.usernameKey) (not .Values.kafka.sasl.passwordKey)) }}
 {{- fail "keda.trigger=kafka with SASL: set kafka.sasl.usernameKey and kafka.sasl.passwordKey (keys of kafka.sasl.existingSecret with the bare credentials, for KEDA)" }}
@@ -20,7 +20,10 @@ Each failure names the values to change.
 {{- else if gt (int .Values.replicaCount) $partitions }}
 {{- fail (printf "replicaCount (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle; add partitions to the input topics first" (int .Values.replicaCount) $partitions) }}
 {{- else if and (gt (int .Values.replicaCount) 1) (eq .Values.checkpoint.storage "local") }}
-{{- fail (printf "replicaCount (%d) with checkpoint.storage=local: each pod would keep its partitions' state on its own volume, and a partition that moves to another pod would lose it; use checkpoint.storage=shared (a ReadWriteMany volume)" (int .Values.replicaCount)) }}
+{{- fail (printf "replicaCount (%d) with checkpoint.storage=local: each pod would keep its partitions' state on its own volume, and a partition that moves to another pod would lose it; use checkpoint.storage=shared (a ReadWriteMany volume) or object (a bucket)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and (eq .Values.checkpoint.storage "object") (not .Values.checkpoint.object.url) }}
+{{- fail "checkpoint.storage=object needs checkpoint.object.url (s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)" }}
 {{- end }}
 {{- if and (include "authwatch.kafka.sasl" .) (not .Values.kafka.sasl.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to the Secret holding the SASL username and password" .Values.kafka.securityProtocol) }}
