@@ -7,4 +7,5 @@
 mod common;
 mod explain;
 mod replay;
+mod sql;
 mod tooling;

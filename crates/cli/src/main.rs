@@ -12,6 +12,7 @@ mod replay;
 mod rules;
 mod rules_test;
 mod sigma_cmd;
+mod sql_cmd;
 mod table;
 
 use anyhow::Result;
@@ -53,6 +54,10 @@ enum Command {
     /// List and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Ad-hoc SQL over the Parquet archive and/or recorded files (tables events, alerts).
+    Sql(sql_cmd::SqlArgs),
+    /// Serve the same tables read-only over the Postgres wire protocol (psql, BI tools).
+    Serve(sql_cmd::ServeArgs),
     /// Print a schema: the event or alert JSON Schema, or the event Arrow schema.
     Schema {
         /// `event`, `alert` or `arrow`.
@@ -97,6 +102,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(cmd) => rules::run(cmd),
+        Command::Sql(args) => sql_cmd::run_sql(args),
+        Command::Serve(args) => sql_cmd::run_serve(args),
         Command::Schema { which } => {
             let value = match which.as_str() {
                 "event" => authwatch_event::schema::event_json_schema(),

@@ -30,6 +30,7 @@
 
 pub mod config;
 mod deadletter;
+mod detector;
 mod enrich;
 mod metrics;
 mod runtime;
@@ -38,6 +39,7 @@ mod source;
 
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
+pub use detector::{DetectorStateError, StreamDetector};
 pub use enrich::Enricher;
 pub use metrics::Metrics;
 pub use runtime::{BuildError, Pipeline, PipelineError, RunSummary, Speed};

@@ -129,6 +129,8 @@ pub struct Pipeline {
     normalizer: Arc<dyn Normalizer>,
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
+    /// Detectors run after the rule engine (taken for the duration of a run).
+    detectors: std::sync::Mutex<Vec<Box<dyn crate::StreamDetector>>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
 }
@@ -155,6 +157,7 @@ impl Pipeline {
             normalizer,
             enricher,
             metrics: Arc::new(Metrics::new()),
+            detectors: std::sync::Mutex::new(Vec::new()),
             _reloader: reloader,
         })
     }
@@ -162,6 +165,14 @@ impl Pipeline {
     /// Replaces the enricher.
     pub fn with_enricher(mut self, enricher: Arc<dyn Enricher>) -> Self {
         self.enricher = enricher;
+        self
+    }
+
+    /// Adds a detector that runs after the compiled rules (e.g. windowed SQL).
+    pub fn with_stream_detector(self, detector: Box<dyn crate::StreamDetector>) -> Self {
+        if let Ok(mut d) = self.detectors.lock() {
+            d.push(detector);
+        }
         self
     }
 
@@ -190,6 +201,11 @@ impl Pipeline {
         let names: Vec<String> = source.names().to_vec();
         let forward_events = sink.wants_events();
         let mut profiles = UserProfiles::new(&self.config.enrich.profiles);
+        let mut detectors = self
+            .detectors
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
         let mut engine = self.pack.engine(EngineLimits {
             max_keys_per_rule: self.config.detect.max_keys_per_rule,
             sweep_interval_ms: self.config.detect.sweep_interval.millis(),
@@ -205,9 +221,11 @@ impl Pipeline {
                     let names = &names;
                     let engine = &mut engine;
                     let profiles = &mut profiles;
+                    let detectors = &mut detectors;
                     spawn("aw-detect".into()).spawn_scoped(scope, move || {
                         let stage = DetectStage {
                             engine,
+                            detectors,
                             profiles,
                             names,
                             forward_events,
@@ -240,6 +258,9 @@ impl Pipeline {
                 (source_result, worker_results, detect_result, sink_result)
             });
 
+        if let Ok(mut d) = self.detectors.lock() {
+            *d = detectors;
+        }
         // Report the cause, not its echo: a failed sink makes upstream sends fail too.
         let sink = sink_result??;
         detect_result?;
@@ -390,6 +411,7 @@ impl Pipeline {
     ) {
         let DetectStage {
             engine,
+            detectors,
             profiles,
             names,
             forward_events,
@@ -449,11 +471,17 @@ impl Pipeline {
                     }
                     let before = out.alerts.len();
                     engine.on_event(&event, &mut out.alerts);
+                    for d in detectors.iter_mut() {
+                        d.on_event(&event, &mut out.alerts);
+                    }
                     if event.time > max_time {
                         max_time = event.time;
                         watermark = max_time.saturating_sub(lateness);
                         if engine.on_watermark(watermark, &mut out.alerts) {
                             profiles.expire(watermark);
+                        }
+                        for d in detectors.iter_mut() {
+                            d.on_watermark(watermark, &mut out.alerts);
                         }
                     }
                     Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
@@ -475,6 +503,9 @@ impl Pipeline {
         // End of input: alerts still settling are decided now.
         let mut out = SinkBatch::default();
         engine.flush(&mut out.alerts);
+        for d in detectors.iter_mut() {
+            d.flush(&mut out.alerts);
+        }
         Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
         if !out.is_empty() {
             let _ = sink_tx.send(out);
@@ -497,6 +528,8 @@ fn join_stage<T>(
 /// What the detect stage works on.
 struct DetectStage<'a> {
     engine: &'a mut authwatch_detect::Engine,
+    /// Registered detectors, after the engine.
+    detectors: &'a mut Vec<Box<dyn crate::StreamDetector>>,
     profiles: &'a mut UserProfiles,
     names: &'a [String],
     /// Copy processed events to the sink (it asked for them).
