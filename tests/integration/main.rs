@@ -6,6 +6,13 @@
 
 mod common;
 mod explain;
+mod kafka;
 mod replay;
+mod respond;
 mod sql;
+mod telemetry;
 mod tooling;
+
+// The deployment (Helm chart, dashboard, Dockerfile); apart, so that modules added in order above
+// merge without touching it.
+mod helm;

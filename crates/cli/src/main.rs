@@ -9,11 +9,14 @@ mod geo_bundle;
 mod normalize_cmd;
 mod progress;
 mod replay;
+mod respond;
 mod rules;
 mod rules_test;
+mod run;
 mod sigma_cmd;
 mod sql_cmd;
 mod table;
+mod telemetry_opts;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,9 +54,13 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Measure the pipeline against a plain JSON parse of the same generated file.
     Bench(bench::BenchArgs),
+    /// Run live over Kafka: consumer group in, alert/dead-letter/audit topics out, checkpointed.
+    Run(run::RunArgs),
     /// List and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Automated response: list, approve or reject pending actions.
+    Respond(respond::RespondArgs),
     /// Ad-hoc SQL over the Parquet archive and/or recorded files (tables events, alerts).
     Sql(sql_cmd::SqlArgs),
     /// Serve the same tables read-only over the Postgres wire protocol (psql, BI tools).
@@ -75,13 +82,8 @@ struct RulesArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUTHWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // AUTHWATCH_LOG filters, AUTHWATCH_LOG_FORMAT=json switches to JSON lines.
+    authwatch_telemetry::init_logging("warn");
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -101,7 +103,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
         Command::Rules(cmd) => rules::run(cmd),
+        Command::Respond(args) => respond::run(args),
         Command::Sql(args) => sql_cmd::run_sql(args),
         Command::Serve(args) => sql_cmd::run_serve(args),
         Command::Schema { which } => {

@@ -52,6 +52,8 @@ pub struct RunOptions {
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    telemetry: crate::telemetry_opts::TelemetryOptions,
 }
 
 /// `authwatch demo`
@@ -124,6 +126,7 @@ pub(crate) fn load_config(options: &RunOptions) -> Result<Config> {
         };
     }
     config.validate()?;
+    authwatch_telemetry::apply_log_format(config.telemetry.log_format);
     Ok(config)
 }
 
@@ -140,8 +143,8 @@ pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<Pipeli
         return Ok(pipeline);
     }
     let rules = authwatch_query::load_dir(&config.sql.dir)?;
-    let detector = authwatch_query::SqlDetector::new(rules, config.sql.max_buffered_rows)?;
-    Ok(pipeline.with_stream_detector(Box::new(detector)))
+    let detections = authwatch_query::SqlDetections::new(rules, config.sql.max_buffered_rows)?;
+    Ok(pipeline.with_stream_detectors(std::sync::Arc::new(detections)))
 }
 
 /// The archive writer when `[archive]` is enabled.
@@ -149,14 +152,7 @@ fn open_archive(config: &Config) -> Result<Option<authwatch_query::ArchiveWriter
     if !config.archive.enabled {
         return Ok(None);
     }
-    let a = &config.archive;
-    let options = authwatch_query::ArchiveOptions {
-        location: a.location.clone(),
-        file_rows: a.file_rows,
-        max_buffered_rows: a.max_buffered_rows,
-        row_group_rows: a.row_group_rows,
-        max_buffer_age: a.max_buffer_age.0,
-    };
+    let options = crate::sql_cmd::archive_options(config);
     Ok(Some(authwatch_query::ArchiveWriter::open(options)?))
 }
 
@@ -166,17 +162,28 @@ fn execute(
     total_bytes: Option<u64>,
     options: &RunOptions,
     keep: usize,
-) -> Result<(RunSummary, JsonLinesSink)> {
+) -> Result<(
+    RunSummary,
+    JsonLinesSink,
+    Option<crate::telemetry_opts::ReplayTelemetry>,
+)> {
     let pack = load_rules(&config)?;
-    let sink = JsonLinesSink::create(
-        config.output.alerts.as_ref(),
-        config.output.dead_letter.as_ref(),
-        config.output.late_events.as_ref(),
-    )?
-    .keep_alerts(keep);
+    let responder = crate::respond::ReplayResponder::start(&config)?;
+    let sink = responder.tee(
+        JsonLinesSink::create(
+            config.output.alerts.as_ref(),
+            config.output.dead_letter.as_ref(),
+            config.output.late_events.as_ref(),
+        )?
+        .keep_alerts(keep),
+    );
+    let telemetry = options.telemetry.start(&config)?;
     let archive = open_archive(&config)?;
     let location = config.archive.location.clone();
-    let pipeline = with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
+    let mut pipeline = with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
+    if let Some(t) = &telemetry {
+        pipeline = t.connect(pipeline);
+    }
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = match archive {
         Some(archive) => pipeline
@@ -194,14 +201,22 @@ fn execute(
     if let Some(p) = progress {
         p.finish();
     }
-    let (summary, sink, stats) = result?;
+    let (summary, sink, stats) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // The responder's own error (if it stopped) explains the pipeline's.
+            responder.finish()?;
+            return Err(e);
+        }
+    };
+    responder.finish()?;
     if let Some(s) = stats {
         eprintln!(
             "archive {location}: {} events and {} alerts in {} Parquet files ({} bytes)",
             s.events, s.alerts, s.files, s.bytes
         );
     }
-    Ok((summary, sink))
+    Ok((summary, sink.into_inner(), telemetry))
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -235,7 +250,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     // The bundled stream yields about a hundred alerts: keep them all, then show the most severe
     // first, so a wave of low-severity lockouts does not push the critical ones off the screen.
-    let (summary, sink) = execute(config, &mut source, Some(total), &args.options, 100_000)?;
+    let (summary, sink, telemetry) =
+        execute(config, &mut source, Some(total), &args.options, 100_000)?;
     let (alerts, seen) = sink.kept_alerts();
     let mut shown: Vec<_> = alerts.to_vec();
     shown.sort_by(|a, b| {
@@ -250,6 +266,9 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         "All {seen} alerts written as JSON lines to {}",
         args.alerts.display()
     );
+    if let Some(t) = telemetry {
+        t.finish()?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -281,7 +300,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         quiet: quiet_progress,
         ..args.options
     };
-    let (summary, sink) = execute(
+    let (summary, sink, telemetry) = execute(
         config,
         &mut source,
         (!compressed).then_some(total),
@@ -293,5 +312,8 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         eprintln!("{}", table::alerts(alerts, seen, lang));
     }
     eprintln!("{}", table::summary(&summary));
+    if let Some(t) = telemetry {
+        t.finish()?;
+    }
     Ok(ExitCode::SUCCESS)
 }

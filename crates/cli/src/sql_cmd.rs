@@ -6,7 +6,10 @@ use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{
     Config, DeadLetter, LateEvent, LineSource, Pipeline, Sink, SinkError, Speed,
 };
-use authwatch_query::{Catalog, LiveWindow, OutputFormat, server::ServerOptions, write_result};
+use authwatch_query::{
+    ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow, OutputFormat, SqlDetections,
+    server::ServerOptions, write_result,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -119,7 +122,7 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
         config.input.dead_letter_raw_bytes,
     )?;
     let pipeline =
-        Pipeline::new(config.clone(), pack)?.with_stream_detector(Box::new(live.feed()));
+        Pipeline::new(config.clone(), pack)?.with_stream_detectors(Arc::new(live.clone()));
     let pipeline = crate::replay::with_sql_detections(pipeline, config)?;
     let sink = CollectSink {
         events: Vec::new(),
@@ -215,12 +218,9 @@ fn read_secret(config: &Config) -> Result<String> {
     )
 }
 
-pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
-    let mut config = load_config(args.sources.config.as_ref())?;
-    if let Some(listen) = &args.listen {
-        config.serve.listen = listen.clone();
-    }
-    let password = read_secret(&config)?;
+/// The endpoint's authentication and TLS, from `[serve]` (secrets from files or env).
+fn server_options(config: &Config) -> Result<ServerOptions> {
+    let password = read_secret(config)?;
     let tls = match (&config.serve.tls_cert, &config.serve.tls_key) {
         (Some(c), Some(k)) => Some((
             std::fs::read(c).with_context(|| format!("serve.tls_cert {}", c.display()))?,
@@ -229,6 +229,20 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         (None, None) => None,
         _ => bail!("serve.tls_cert and serve.tls_key go together"),
     };
+    Ok(ServerOptions {
+        user: config.serve.user.clone(),
+        password,
+        tls,
+        max_rows: config.serve.max_rows,
+    })
+}
+
+pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = load_config(args.sources.config.as_ref())?;
+    if let Some(listen) = &args.listen {
+        config.serve.listen = listen.clone();
+    }
+    let options = server_options(&config)?;
     let loaded = load_inputs(&args.sources, &config)?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -240,19 +254,101 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         eprintln!(
             "authwatch serve: read-only SQL on postgres://{}@{addr}/ ({}), tables: events, alerts{}",
             config.serve.user,
-            if tls.is_some() { "TLS" } else { "no TLS" },
+            if options.tls.is_some() { "TLS" } else { "no TLS" },
             if args.sources.input.is_empty() { "" } else { ", live_events" },
         );
-        let options = ServerOptions {
-            user: config.serve.user.clone(),
-            password,
-            tls,
-            max_rows: config.serve.max_rows,
-        };
         tokio::select! {
             r = authwatch_query::server::serve(catalog, options, listener) => r?,
             _ = tokio::signal::ctrl_c() => eprintln!("authwatch serve: stopped"),
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The archive's options from `[archive]`.
+pub fn archive_options(config: &Config) -> ArchiveOptions {
+    let a = &config.archive;
+    ArchiveOptions {
+        location: a.location.clone(),
+        file_rows: a.file_rows,
+        max_buffered_rows: a.max_buffered_rows,
+        row_group_rows: a.row_group_rows,
+        max_buffer_age: a.max_buffer_age.0,
+    }
+}
+
+/// `authwatch run`'s SQL side, as `[sql]`, `[archive]` and `[serve]` ask: the windowed SQL
+/// detections in every pipeline, the Parquet archive in front of the Kafka sink, and the
+/// Postgres-wire endpoint over the pipeline's live window (`live_events`) and the archive
+/// (`events`, `alerts`). The endpoint runs on its own thread for the life of the process.
+pub fn attach_to_runtime(
+    mut runtime: authwatch_kafka::Runtime,
+    config: &Config,
+) -> Result<authwatch_kafka::Runtime> {
+    if config.sql.enabled {
+        let rules = authwatch_query::load_dir(&config.sql.dir)?;
+        let detections = SqlDetections::new(rules, config.sql.max_buffered_rows)?;
+        tracing::info!(rules = ?detections.rule_ids(), "windowed SQL detections");
+        runtime = runtime.with_stream_detectors(Arc::new(detections));
+    }
+    if config.archive.enabled {
+        let options = archive_options(config);
+        // Opened once now, so that a bad location fails the start rather than each restart.
+        ArchiveWriter::open(options.clone())
+            .with_context(|| format!("archive {}", options.location))?;
+        runtime = runtime.with_sink_layer(Arc::new(move |sink| {
+            let writer = ArchiveWriter::open(options.clone()).map_err(|e| e.to_string())?;
+            Ok(Box::new(ArchiveSink::new(sink, writer)) as Box<dyn Sink>)
+        }));
+    }
+    if config.serve.enabled {
+        let live = LiveWindow::new(config.serve.live_window.millis(), config.serve.live_max_rows)?;
+        runtime = runtime.with_stream_detectors(Arc::new(live.clone()));
+        spawn_endpoint(config, live)?;
+    }
+    Ok(runtime)
+}
+
+/// Starts the endpoint of `authwatch run` on its own thread; returns once it listens (or
+/// with the reason it cannot).
+fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
+    let options = server_options(config)?;
+    let listen = config.serve.listen.clone();
+    let archive = config.archive.enabled.then(|| config.archive.location.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr>>();
+    std::thread::Builder::new()
+        .name("aw-sql-serve".into())
+        .spawn(move || {
+            let started = runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let mut catalog = Catalog::new();
+                    if let Some(location) = &archive {
+                        catalog
+                            .add_archive(location)
+                            .await
+                            .with_context(|| format!("cannot open the archive {location}"))?;
+                    }
+                    catalog.with_live_window(live)?;
+                    let listener = tokio::net::TcpListener::bind(&listen)
+                        .await
+                        .with_context(|| format!("serve.listen: cannot listen on {listen}"))?;
+                    let _ = ready_tx.send(Ok(listener.local_addr()?));
+                    authwatch_query::server::serve(Arc::new(catalog), options, listener).await?;
+                    Ok::<(), anyhow::Error>(())
+                })
+            });
+            if let Err(e) = started {
+                tracing::error!(error = %format!("{e:#}"), "SQL endpoint stopped");
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .context("starting the SQL endpoint thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(addr)) => {
+            tracing::info!(%addr, "SQL endpoint: read-only Postgres wire (live_events, events, alerts)");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("the SQL endpoint thread ended before it listened"),
+    }
 }

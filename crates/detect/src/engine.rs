@@ -8,13 +8,17 @@
 //! per-rule key counts are bounded by configuration, with evictions counted.
 
 use crate::compile::{Aggregate, CompiledRule, WindowKind};
+use crate::key::{IncidentKey, IncidentKeyRef, KeyPartRef, KeyRef};
 use crate::key::{Key, KeyField, KeyPart};
 use crate::sketch::WindowedSketch;
 use authwatch_event::{
-    Activity, Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Text, Timestamp,
-    Window, format_rfc3339_ms,
+    Activity, Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Outcome, Text,
+    Timestamp, Window, format_rfc3339_ms,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
+
+/// State maps are probed with keys borrowed from the event (`hashbrown::Equivalent`).
+type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -114,10 +118,10 @@ struct RuleState {
 /// The rule engine.
 pub struct Engine {
     rules: Vec<CompiledRule>,
-    /// Evaluation order per activity: the rules whose filter accepts that activity, with rules
+    /// Evaluation order per (activity, outcome): the rules whose filter accepts both, with rules
     /// referenced by `after`/`unless` before the rules that reference them. Most rules look at
-    /// one or two activities, so an event visits only a few rules.
-    by_activity: Vec<Vec<usize>>,
+    /// one or two activities and outcomes, so an event visits only a few rules.
+    by_signature: Vec<Vec<usize>>,
     /// For each rule, the indices of the rules its `after` names.
     after_refs: Vec<Vec<usize>>,
     /// For each rule, the indices of the rules its `unless` names.
@@ -126,7 +130,7 @@ pub struct Engine {
     keep_incidents_ms: Vec<i64>,
     states: Vec<RuleState>,
     /// Open and recent incidents of referenced rules, by (rule, entity field, value).
-    incidents: FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    incidents: FxHashMap<IncidentKey, Incident>,
     /// Alerts of settling rules, in decision order.
     pending: VecDeque<Pending>,
     limits: EngineLimits,
@@ -189,19 +193,20 @@ impl Engine {
             }
         }
         let states = rules.iter().map(|_| RuleState::default()).collect();
-        let by_activity = Activity::ALL
+        let by_signature = Activity::ALL
             .iter()
-            .map(|a| {
+            .flat_map(|a| Outcome::ALL.iter().map(move |o| (*a, *o)))
+            .map(|(a, o)| {
                 order
                     .iter()
                     .copied()
-                    .filter(|&r| rules[r].filter.accepts_activity(*a))
+                    .filter(|&r| rules[r].filter.accepts(a, o))
                     .collect()
             })
             .collect();
         Engine {
             rules,
-            by_activity,
+            by_signature,
             after_refs,
             unless_refs,
             keep_incidents_ms,
@@ -233,12 +238,21 @@ impl Engine {
             .collect()
     }
 
+    /// Live state keys and evictions so far per rule, in rule order: `(rule id, keys, evicted)`.
+    /// Allocates nothing, so metrics can read it after every batch.
+    pub fn state_gauges(&self) -> impl ExactSizeIterator<Item = (&str, u64, u64)> + '_ {
+        self.rules
+            .iter()
+            .zip(&self.states)
+            .map(|(r, s)| (r.id.as_str(), s.keys.len() as u64, s.stats.evicted))
+    }
+
     /// Processes one event; alerts it decides are pushed to `out`.
     pub fn on_event(&mut self, e: &AuthEvent, out: &mut Vec<Alert>) {
         self.events_since_sweep += 1;
-        let candidates = e.activity.index();
-        for oi in 0..self.by_activity[candidates].len() {
-            let r = self.by_activity[candidates][oi];
+        let candidates = signature(e.activity, e.outcome);
+        for oi in 0..self.by_signature[candidates].len() {
+            let r = self.by_signature[candidates][oi];
             if self.rules[r].filter.matches(e) {
                 self.apply(r, e, out);
                 self.enforce_capacity(r);
@@ -248,7 +262,7 @@ impl Engine {
 
     fn apply(&mut self, r: usize, e: &AuthEvent, out: &mut Vec<Alert>) {
         let rule = &self.rules[r];
-        let Some(key) = Key::extract(&rule.key, e) else {
+        let Some(key) = KeyRef::extract(&rule.key, e) else {
             return;
         };
         let after = match &rule.after {
@@ -280,7 +294,7 @@ impl Engine {
         // events find their key already there, so only a new key pays for a clone.
         if !state_map.keys.contains_key(&key) {
             state_map.keys.insert(
-                key.clone(),
+                key.to_owned(),
                 KeyState {
                     last_time: e.time,
                     session_start: e.time,
@@ -391,7 +405,7 @@ impl Engine {
                 inc.last_seen = inc.last_seen.max(e.time);
                 let inc = inc.clone();
                 if self.keep_incidents_ms[r] > 0 {
-                    index_incident(&mut self.incidents, r, &rule.key, &key, &inc);
+                    index_incident(&mut self.incidents, r, &rule.key, key.parts(), &inc);
                 }
                 if rule.condition.holds(&counts, span) {
                     state_map.stats.suppressed += 1;
@@ -426,6 +440,7 @@ impl Engine {
             WindowKind::Tumbling => start.saturating_add(rule.window_ms),
             _ => e.time,
         };
+        let key = key.to_owned();
         let key_text = key.canonical(&rule.key);
         let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, window_start);
         let incident = Incident {
@@ -474,7 +489,8 @@ impl Engine {
             after.map(|a| a.alert_id).into_iter().collect(),
         );
         if self.keep_incidents_ms[r] > 0 {
-            index_incident(&mut self.incidents, r, &rule.key, &key, &incident);
+            let parts: Vec<KeyPartRef<'_>> = key.parts().iter().map(KeyPart::as_ref).collect();
+            index_incident(&mut self.incidents, r, &rule.key, &parts, &incident);
         }
         if rule.settle_ms > 0 {
             let veto_keys = rule
@@ -516,9 +532,16 @@ impl Engine {
                 p.veto_keys.iter().any(|(f, v)| {
                     self.unless_refs[p.rule].iter().any(|&target| {
                         self.incidents
-                            .get(&(target, *f, v.clone()))
+                            .get(&IncidentKeyRef {
+                                rule: target,
+                                field: *f,
+                                part: v.as_ref(),
+                            })
                             .is_some_and(|inc| {
-                                inc.first_seen <= p.due
+                                // An incident that began only after the finding was
+                                // decided (a network block starting ten minutes after one
+                                // phone's failure) is a later, separate story.
+                                inc.first_seen <= decided
                                     && inc.last_seen.saturating_add(u.within_ms) >= decided
                             })
                     })
@@ -594,7 +617,7 @@ impl Engine {
         }
         let keep = &self.keep_incidents_ms;
         self.incidents
-            .retain(|(r, _, _), inc| inc.last_seen.saturating_add(keep[*r]) >= watermark);
+            .retain(|k, inc| inc.last_seen.saturating_add(keep[k.rule]) >= watermark);
         true
     }
 
@@ -623,7 +646,7 @@ impl Engine {
                 let mut v: Vec<_> = self
                     .incidents
                     .iter()
-                    .map(|(k, i)| (k.clone(), i.clone()))
+                    .map(|(k, i)| ((k.rule, k.field, k.part.clone()), i.clone()))
                     .collect();
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
@@ -653,7 +676,11 @@ impl Engine {
             state.keys = keys.into_iter().collect();
             state.stats = stats;
         }
-        self.incidents = snapshot.incidents.into_iter().collect();
+        self.incidents = snapshot
+            .incidents
+            .into_iter()
+            .map(|((rule, field, part), i)| (IncidentKey { rule, field, part }, i))
+            .collect();
         self.pending = snapshot.pending.into_iter().collect();
         Ok(())
     }
@@ -746,7 +773,7 @@ fn window_values(
 /// Whether an incident of a vetoing rule names one of the entry's `unless.on` values and was
 /// recent when the entry happened.
 fn entry_vetoed(
-    incidents: &FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    incidents: &FxHashMap<IncidentKey, Incident>,
     refs: &[usize],
     within_ms: i64,
     x: &Entry,
@@ -754,7 +781,12 @@ fn entry_vetoed(
 ) -> bool {
     x.veto.iter().any(|(f, v)| {
         refs.iter().any(|&target| {
-            incidents.get(&(target, *f, v.clone())).is_some_and(|inc| {
+            let probe = IncidentKeyRef {
+                rule: target,
+                field: *f,
+                part: v.as_ref(),
+            };
+            incidents.get(&probe).is_some_and(|inc| {
                 inc.first_seen <= now && inc.last_seen.saturating_add(within_ms) >= x.time
             })
         })
@@ -773,21 +805,46 @@ fn edge_value(q: &VecDeque<Entry>, aggregate: Aggregate, start: i64, now: i64) -
 }
 
 fn index_incident(
-    index: &mut FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    index: &mut FxHashMap<IncidentKey, Incident>,
     r: usize,
     fields: &[KeyField],
-    key: &Key,
+    parts: &[KeyPartRef<'_>],
     incident: &Incident,
 ) {
-    for (f, p) in fields.iter().zip(key.parts()) {
-        index.insert((r, *f, p.clone()), incident.clone());
+    for (f, p) in fields.iter().zip(parts) {
+        let probe = IncidentKeyRef {
+            rule: r,
+            field: *f,
+            part: *p,
+        };
+        // An open incident is re-indexed on every event it absorbs: update in place, and clone
+        // the key only for a new entry.
+        match index.get_mut(&probe) {
+            Some(existing) => existing.clone_from(incident),
+            None => {
+                index.insert(
+                    IncidentKey {
+                        rule: r,
+                        field: *f,
+                        part: p.into_owned(),
+                    },
+                    incident.clone(),
+                );
+            }
+        }
     }
+}
+
+/// The index of an (activity, outcome) pair in `Engine::by_signature`.
+#[inline]
+fn signature(activity: Activity, outcome: Outcome) -> usize {
+    activity.index() * Outcome::ALL.len() + outcome.index()
 }
 
 /// The most recent incident of any referenced rule sharing one of the `on` fields with the
 /// event, whose last event is at most `within_ms` before it.
 fn find_incident<'a>(
-    index: &'a FxHashMap<(usize, KeyField, KeyPart), Incident>,
+    index: &'a FxHashMap<IncidentKey, Incident>,
     refs: &[usize],
     on: &[KeyField],
     within_ms: i64,
@@ -796,9 +853,14 @@ fn find_incident<'a>(
     let mut best: Option<&Incident> = None;
     for &r in refs {
         for &f in on {
-            let Some(part) = f.extract(e) else { continue };
-            if let Some(inc) = index.get(&(r, f, part))
-                && e.time >= inc.first_seen
+            let Some(part) = f.extract_ref(e) else {
+                continue;
+            };
+            if let Some(inc) = index.get(&IncidentKeyRef {
+                rule: r,
+                field: f,
+                part,
+            }) && e.time >= inc.first_seen
                 && e.time - inc.last_seen <= within_ms
                 && best.is_none_or(|b| (inc.last_seen, &inc.alert_id) > (b.last_seen, &b.alert_id))
             {

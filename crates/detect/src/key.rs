@@ -2,6 +2,7 @@
 
 use authwatch_event::{AuthEvent, Entity, Text};
 use serde::{Deserialize, Serialize};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// A field rules can group by.
@@ -51,39 +52,39 @@ impl KeyField {
             .map_or("?", |(_, n)| n)
     }
 
+    /// The event's value for this field, borrowed from the event (for lookups).
+    #[inline]
+    pub fn extract_ref(self, e: &AuthEvent) -> Option<KeyPartRef<'_>> {
+        fn text(t: &Text) -> Option<KeyPartRef<'_>> {
+            (!t.is_empty()).then(|| KeyPartRef::Text(t.as_str()))
+        }
+        match self {
+            KeyField::User => {
+                if e.user.name.is_empty() {
+                    text(&e.user.id)
+                } else {
+                    text(&e.user.name)
+                }
+            }
+            KeyField::Ip => e.src.ip.map(KeyPartRef::Ip),
+            KeyField::Tenant => text(&e.tenant),
+            KeyField::Asn => e.src.asn.map(KeyPartRef::Num),
+            KeyField::Device => text(&e.device.fingerprint),
+            KeyField::Country => e.src.geo.as_ref().and_then(|g| text(&g.country)),
+            KeyField::App => text(&e.app),
+        }
+    }
+
     /// The event's value for this field; `None` when the event does not carry it (the event
     /// then cannot be grouped by this field and the rule skips it).
     #[inline]
     pub fn extract(self, e: &AuthEvent) -> Option<KeyPart> {
-        match self {
-            KeyField::User => {
-                let k = e.user.key();
-                (!k.is_empty()).then(|| {
-                    KeyPart::Text(if e.user.name.is_empty() {
-                        e.user.id.clone()
-                    } else {
-                        e.user.name.clone()
-                    })
-                })
-            }
-            KeyField::Ip => e.src.ip.map(KeyPart::Ip),
-            KeyField::Tenant => (!e.tenant.is_empty()).then(|| KeyPart::Text(e.tenant.clone())),
-            KeyField::Asn => e.src.asn.map(KeyPart::Num),
-            KeyField::Device => (!e.device.fingerprint.is_empty())
-                .then(|| KeyPart::Text(e.device.fingerprint.clone())),
-            KeyField::Country => e
-                .src
-                .geo
-                .as_ref()
-                .filter(|g| !g.country.is_empty())
-                .map(|g| KeyPart::Text(g.country.clone())),
-            KeyField::App => (!e.app.is_empty()).then(|| KeyPart::Text(e.app.clone())),
-        }
+        self.extract_ref(e).map(KeyPartRef::into_owned)
     }
 }
 
 /// One component of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyPart {
     /// A text value (user, tenant, fingerprint).
     Text(Text),
@@ -93,7 +94,25 @@ pub enum KeyPart {
     Num(u32),
 }
 
+// Hashed by hand, identically to `KeyPartRef`, so that state maps can be probed with a key
+// borrowed from the event: most events find their key already there, and cloning a user name
+// longer than 24 bytes would cost an allocation per rule per event just to look it up.
+impl Hash for KeyPart {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
 impl KeyPart {
+    /// The borrowed form of this part.
+    pub fn as_ref(&self) -> KeyPartRef<'_> {
+        match self {
+            KeyPart::Text(t) => KeyPartRef::Text(t.as_str()),
+            KeyPart::Ip(ip) => KeyPartRef::Ip(*ip),
+            KeyPart::Num(n) => KeyPartRef::Num(*n),
+        }
+    }
+
     /// A stable 64-bit hash, for distinct-count sketches.
     pub fn hash64(&self) -> u64 {
         match self {
@@ -117,12 +136,20 @@ impl std::fmt::Display for KeyPart {
 
 /// A full group-by key. Single-field keys, by far the most common, need no allocation beyond
 /// their value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Key {
     /// A one-field key.
     One(KeyPart),
     /// A multi-field key, in the rule's key order.
     Many(Box<[KeyPart]>),
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for p in self.parts() {
+            p.hash(state);
+        }
+    }
 }
 
 impl Key {
@@ -171,5 +198,178 @@ impl Key {
             }
         }
         entity
+    }
+}
+
+/// A key part borrowed from an event: what state maps are probed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPartRef<'a> {
+    /// A text value.
+    Text(&'a str),
+    /// An address.
+    Ip(IpAddr),
+    /// A number (ASN).
+    Num(u32),
+}
+
+impl KeyPartRef<'_> {
+    /// The owned part.
+    pub fn into_owned(self) -> KeyPart {
+        match self {
+            KeyPartRef::Text(t) => KeyPart::Text(Text::new(t)),
+            KeyPartRef::Ip(ip) => KeyPart::Ip(ip),
+            KeyPartRef::Num(n) => KeyPart::Num(n),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<KeyPart> for KeyPartRef<'_> {
+    fn equivalent(&self, key: &KeyPart) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// A full key borrowed from an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef<'a> {
+    /// A one-field key.
+    One(KeyPartRef<'a>),
+    /// A multi-field key, in the rule's key order.
+    Many(Vec<KeyPartRef<'a>>),
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            KeyRef::One(p) => p.hash(state),
+            KeyRef::Many(ps) => ps.iter().for_each(|p| p.hash(state)),
+        }
+    }
+}
+
+impl<'a> KeyRef<'a> {
+    /// Extracts the key of `fields` from an event, borrowed; `None` if any field is missing.
+    #[inline]
+    pub fn extract(fields: &[KeyField], e: &'a AuthEvent) -> Option<KeyRef<'a>> {
+        match fields {
+            [one] => one.extract_ref(e).map(KeyRef::One),
+            many => many
+                .iter()
+                .map(|f| f.extract_ref(e))
+                .collect::<Option<Vec<_>>>()
+                .map(KeyRef::Many),
+        }
+    }
+
+    /// The parts, in key order.
+    pub fn parts(&self) -> &[KeyPartRef<'a>] {
+        match self {
+            KeyRef::One(p) => std::slice::from_ref(p),
+            KeyRef::Many(ps) => ps,
+        }
+    }
+
+    /// The owned key.
+    pub fn to_owned(&self) -> Key {
+        match self {
+            KeyRef::One(p) => Key::One(p.into_owned()),
+            KeyRef::Many(ps) => Key::Many(ps.iter().map(|p| p.into_owned()).collect()),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        match (self, key) {
+            (KeyRef::One(a), Key::One(b)) => *a == b.as_ref(),
+            (KeyRef::Many(a), Key::Many(b)) => {
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| *x == y.as_ref())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where an incident of a referenced rule is indexed: (rule, entity field, value).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IncidentKey {
+    /// The rule's index in the engine.
+    pub rule: usize,
+    /// The entity field.
+    pub field: KeyField,
+    /// Its value.
+    pub part: KeyPart,
+}
+
+impl Hash for IncidentKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        IncidentKeyRef {
+            rule: self.rule,
+            field: self.field,
+            part: self.part.as_ref(),
+        }
+        .hash(state);
+    }
+}
+
+/// The borrowed form of [`IncidentKey`], for lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IncidentKeyRef<'a> {
+    /// The rule's index in the engine.
+    pub rule: usize,
+    /// The entity field.
+    pub field: KeyField,
+    /// Its value.
+    pub part: KeyPartRef<'a>,
+}
+
+impl hashbrown::Equivalent<IncidentKey> for IncidentKeyRef<'_> {
+    fn equivalent(&self, key: &IncidentKey) -> bool {
+        self.rule == key.rule && self.field == key.field && self.part == key.part.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustc_hash::FxBuildHasher;
+
+    // Owned keys and keys borrowed from an event must hash and compare alike, or state lookups
+    // would silently miss and every event would open fresh state.
+    #[test]
+    fn borrowed_keys_find_owned_ones() {
+        let mut e = AuthEvent::default();
+        e.user.name = Text::new("a-rather-long-user-name@example.co.jp");
+        e.src.ip = Some("192.0.2.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        e.src.asn = Some(64500);
+        let fields_sets: [&[KeyField]; 4] = [
+            &[KeyField::User],
+            &[KeyField::Ip],
+            &[KeyField::Asn],
+            &[KeyField::User, KeyField::Ip, KeyField::Asn],
+        ];
+        for fields in fields_sets {
+            let mut map: hashbrown::HashMap<Key, usize, FxBuildHasher> = Default::default();
+            let owned = Key::extract(fields, &e);
+            assert!(owned.is_some(), "{fields:?}");
+            map.extend(owned.map(|k| (k, 1)));
+            let probe = KeyRef::extract(fields, &e);
+            assert_eq!(
+                probe.as_ref().map(KeyRef::to_owned),
+                Key::extract(fields, &e)
+            );
+            assert_eq!(
+                probe.and_then(|p| map.get(&p).copied()),
+                Some(1),
+                "{fields:?}"
+            );
+        }
+        // A different value of the same field is a different key.
+        let mut other = e.clone();
+        other.user.name = Text::new("someone-else@example.co.jp");
+        let mut map: hashbrown::HashMap<Key, usize, FxBuildHasher> = Default::default();
+        map.extend(Key::extract(&[KeyField::User], &e).map(|k| (k, 1)));
+        let probe = KeyRef::extract(&[KeyField::User], &other);
+        assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
     }
 }

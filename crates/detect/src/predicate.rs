@@ -247,6 +247,11 @@ impl Predicate {
         bit(self.activity, activity.index())
     }
 
+    /// Whether the filter can accept an event of this activity and outcome.
+    pub fn accepts(&self, activity: Activity, outcome: Outcome) -> bool {
+        bit(self.activity, activity.index()) && bit(self.outcome, outcome.index())
+    }
+
     /// Whether the event passes the filter.
     #[inline]
     pub fn matches(&self, e: &AuthEvent) -> bool {

@@ -294,6 +294,18 @@ fn idle_keys_expire_and_capacity_evicts() {
     let fatigue = fatigue_stats(&engine);
     assert!(fatigue.keys <= 100, "{fatigue:?}");
     assert_eq!(fatigue.keys + fatigue.evicted, 250);
+    // The allocation-free gauges that metrics read agree with the full counters.
+    let gauges: Vec<(String, u64, u64)> = engine
+        .state_gauges()
+        .map(|(id, keys, evicted)| (id.to_owned(), keys, evicted))
+        .collect();
+    let stats: Vec<(String, u64, u64)> = engine
+        .stats()
+        .into_iter()
+        .map(|(id, s)| (id.to_owned(), s.keys, s.evicted))
+        .collect();
+    assert_eq!(gauges, stats);
+    assert!(gauges.iter().any(|(_, _, evicted)| *evicted > 0));
     engine.on_watermark(T0 + 2 * 60 * MIN, &mut Vec::new());
     let fatigue = fatigue_stats(&engine);
     assert_eq!(fatigue.keys, 0);

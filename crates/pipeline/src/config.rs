@@ -69,6 +69,18 @@ pub struct Config {
     pub enrich: authwatch_enrich::EnrichConfig,
     /// Where results go and in which language.
     pub output: OutputConfig,
+    /// `authwatch run`: brokers, input and output topics.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// `authwatch run`: where and how often detector state is checkpointed.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// The automated responder (docs/RESPONSE.md).
+    #[serde(default)]
+    pub respond: RespondConfig,
+    /// Metrics, health probes, slow-batch traces and log format.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Windowed SQL detections.
     #[serde(default)]
     pub sql: SqlConfig,
@@ -299,6 +311,13 @@ impl Config {
         if self.detect.sweep_interval.0.is_zero() {
             return invalid("detect.sweep_interval", "must be positive");
         }
+        self.kafka.validate()?;
+        if !(Duration::from_millis(50)..=Duration::from_secs(300))
+            .contains(&self.checkpoint.interval.0)
+        {
+            // One producer transaction spans an interval; brokers cap transactions at 15 min.
+            return invalid("checkpoint.interval", "must be between 50ms and 5m");
+        }
         if self.output.late_events.is_some()
             && self.event_time.late_events != LatePolicy::SideOutput
         {
@@ -307,6 +326,8 @@ impl Config {
                 "is set but event_time.late_events is not \"side_output\"",
             );
         }
+        self.respond.validate()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 
@@ -351,6 +372,205 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
     }
     node.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// One input topic of `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopic {
+    /// The topic.
+    pub name: String,
+    /// Its records' format; default `auto` (detected record by record).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// `[kafka]`: the live runtime (`authwatch run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group: instances with the same group share the input partitions. Default
+    /// `authwatch`.
+    pub group_id: String,
+    /// Provider topics to consume (`[[kafka.topics]]` with `name` and `format`). Empty by
+    /// default; `authwatch run` needs at least one.
+    pub topics: Vec<KafkaTopic>,
+    /// Alerts (key = entity, JSON value, headers `category`, `severity`, `rule_id`, `alert_id`).
+    /// Default `authwatch.alerts`.
+    pub alert_topic: String,
+    /// Rejected records (JSON with position and reason; header `reason`). Default
+    /// `authwatch.dead-letters`.
+    pub dead_letter_topic: String,
+    /// Runtime audit trail: start, partition assignment and restore, stop. Default
+    /// `authwatch.audit`.
+    pub audit_topic: String,
+    /// Normalized, enriched events as JSON (key = user id). Unset: not written.
+    pub enriched_topic: Option<String>,
+    /// Transactional id of this instance: unique per instance and stable across its restarts
+    /// (a restarted instance fences its predecessor's open transaction). Unset:
+    /// `authwatch-<group_id>-<hostname>`.
+    pub transactional_id: Option<String>,
+    /// Longest wait for more records before a partial batch goes down the pipeline. Default
+    /// `20ms`.
+    pub poll_wait: DurationText,
+    /// Extra librdkafka client properties (e.g. `"security.protocol" = "ssl"`); never secrets.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// A file of `key=value` librdkafka properties read at start, for secrets such as
+    /// `sasl.password` (mount it from a secret). Unset by default.
+    pub properties_file: Option<PathBuf>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_owned(),
+            group_id: "authwatch".to_owned(),
+            topics: Vec::new(),
+            alert_topic: "authwatch.alerts".to_owned(),
+            dead_letter_topic: "authwatch.dead-letters".to_owned(),
+            audit_topic: "authwatch.audit".to_owned(),
+            enriched_topic: None,
+            transactional_id: None,
+            poll_wait: DurationText(Duration::from_millis(20)),
+            properties: std::collections::BTreeMap::new(),
+            properties_file: None,
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must not be empty");
+        }
+        if self.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if self.topics.iter().any(|t| t.name.trim().is_empty()) {
+            return invalid("kafka.topics", "a topic name is empty");
+        }
+        if self.poll_wait.0.is_zero() || self.poll_wait.0 > Duration::from_secs(10) {
+            return invalid("kafka.poll_wait", "must be between 1ms and 10s");
+        }
+        for key in self.properties.keys() {
+            let k = key.to_ascii_lowercase();
+            if k.contains("password") || k.contains("secret") || k.ends_with(".key") {
+                return invalid(
+                    "kafka.properties",
+                    "holds a secret; put it in kafka.properties_file instead",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[checkpoint]`: detector state, profiles and watermarks saved with the input offsets they
+/// reflect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Directory of the state files, one subdirectory per consumer group and partition. Every
+    /// instance of a group must see the same directory (a shared volume) so that a partition's
+    /// state moves with it. Default `/var/lib/authwatch/checkpoints`.
+    pub dir: PathBuf,
+    /// How often state and offsets are committed together; alerts become visible to
+    /// read-committed consumers at each commit, so this bounds alert latency. Default `500ms`.
+    pub interval: DurationText,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: PathBuf::from("/var/lib/authwatch/checkpoints"),
+            interval: DurationText(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the HTTP endpoint with `/metrics` (Prometheus), `/livez`, `/readyz` and
+    /// `/startupz`. Default `0.0.0.0:9464`.
+    pub listen: std::net::SocketAddr,
+    /// OTLP/HTTP (protobuf) metrics endpoint, e.g. `http://otel-collector:4318/v1/metrics`;
+    /// unset = no push (Prometheus scrapes `/metrics`). Plain `http://` only.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed over OTLP. Default `30s`.
+    pub export_interval: DurationText,
+    /// A stage holding work without progress for longer than this makes `/livez` fail.
+    /// Default `2m`.
+    pub stall_timeout: DurationText,
+    /// A batch that takes longer than this from read to results written (pacing excluded) is
+    /// logged as a slow-batch trace with its numbers. Default `5s`.
+    pub slow_batch: DurationText,
+    /// `text` or `json`; the environment variable `AUTHWATCH_LOG_FORMAT` wins. Default `text`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+            otlp_endpoint: None,
+            export_interval: DurationText(Duration::from_secs(30)),
+            stall_timeout: DurationText(Duration::from_secs(120)),
+            slow_batch: DurationText(Duration::from_secs(5)),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Range checks of the `[telemetry]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// URL (TLS to the collector is not built in: send to a local \
+                 OpenTelemetry Collector)",
+            );
+        }
+        if self.export_interval.0 < Duration::from_secs(1) {
+            return invalid("telemetry.export_interval", "must be at least 1s");
+        }
+        if self.stall_timeout.0 < Duration::from_secs(1) {
+            return invalid("telemetry.stall_timeout", "must be at least 1s");
+        }
+        if self.slow_batch.0.is_zero() {
+            return invalid("telemetry.slow_batch", "must be positive");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +675,494 @@ mod tests {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// `[respond]`: the automated responder (behaviour in crates/respond; docs/RESPONSE.md).
+// ---------------------------------------------------------------------------------------------
+
+/// How the responder acts on an alert that its policy selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RespondMode {
+    /// Decide and audit everything, change nothing at the identity provider (the default of a
+    /// new install).
+    #[default]
+    DryRun,
+    /// Put each action in the pending-approval store; a human runs
+    /// `authwatch respond approve ID`.
+    Approval,
+    /// Act at once, within the rate limits.
+    Automatic,
+}
+
+/// Which identity provider the responder acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RespondTarget {
+    /// None: dry-run only (audit records say what would have been done).
+    #[default]
+    None,
+    /// Okta (`[respond.okta]`).
+    Okta,
+    /// Microsoft Graph / Entra ID (`[respond.graph]`).
+    Graph,
+    /// Keycloak admin API (`[respond.keycloak]`).
+    Keycloak,
+    /// A generic HMAC-signed webhook (`[respond.webhook]`).
+    Webhook,
+}
+
+/// One response action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    /// Suspend / disable the account.
+    Suspend,
+    /// Revoke the account's sessions (and refresh tokens where the provider allows).
+    RevokeSessions,
+    /// Remove the account's enrolled MFA factors, so it must re-enroll after identity checks.
+    ResetMfa,
+    /// Change nothing; notify (audit record, and the webhook target or pager).
+    Notify,
+}
+
+impl ResponseAction {
+    /// The action's name as written in config and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseAction::Suspend => "suspend",
+            ResponseAction::RevokeSessions => "revoke_sessions",
+            ResponseAction::ResetMfa => "reset_mfa",
+            ResponseAction::Notify => "notify",
+        }
+    }
+}
+
+/// `[[respond.policy]]`: one policy entry. An alert is acted on by the first entry that
+/// matches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondPolicy {
+    /// Rule ids this entry applies to; empty = every rule (then `min_severity` decides).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Lowest alert severity that acts.
+    pub min_severity: authwatch_event::Severity,
+    /// Actions, in order. One incident of one account gets them once.
+    pub actions: Vec<ResponseAction>,
+}
+
+/// `[respond.allow_list]`: accounts the responder never touches.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondAllowList {
+    /// Account names or ids (case-insensitive); `*` matches any run of characters, e.g.
+    /// `"breakglass-*"` or `"*@admins.example.com"`.
+    pub users: Vec<String>,
+    /// Group names or ids (case-insensitive) whose members are never touched; checked at the
+    /// identity provider before every action.
+    pub groups: Vec<String>,
+}
+
+/// `[respond.limits]`: token buckets (governor). Each acted-on account takes one token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondLimits {
+    /// Accounts acted on at once at most (burst), all tenants together. Default 10.
+    pub global_actions: u32,
+    /// The time in which the global bucket refills completely. Default `1h`.
+    pub global_period: DurationText,
+    /// Accounts acted on at once at most within one tenant. Default 5.
+    pub tenant_actions: u32,
+    /// The time in which a tenant's bucket refills completely. Default `1h`.
+    pub tenant_period: DurationText,
+    /// Actions waiting for a token at most; beyond it new ones are refused (audited). Default 10000.
+    pub max_queue: usize,
+}
+
+impl Default for RespondLimits {
+    fn default() -> Self {
+        RespondLimits {
+            global_actions: 10,
+            global_period: DurationText(Duration::from_secs(3600)),
+            tenant_actions: 5,
+            tenant_period: DurationText(Duration::from_secs(3600)),
+            max_queue: 10_000,
+        }
+    }
+}
+
+/// `[respond.http]`: every call to an identity provider, webhook or pager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondHttp {
+    /// Timeout of one HTTP attempt (connect, send, read the answer). Default `10s`.
+    pub timeout: DurationText,
+    /// Attempts per call, the first included, on 429, 5xx, timeouts and connection errors.
+    /// Default 4.
+    pub max_attempts: u32,
+    /// First backoff; doubled per attempt, with full jitter. Default `500ms`.
+    pub backoff_base: DurationText,
+    /// Longest backoff between two attempts. Default `30s`.
+    pub backoff_max: DurationText,
+    /// Longest `Retry-After` honoured; a longer one fails the call (it is retried later from
+    /// the queue). Default `2m`.
+    pub max_retry_after: DurationText,
+}
+
+impl Default for RespondHttp {
+    fn default() -> Self {
+        RespondHttp {
+            timeout: DurationText(Duration::from_secs(10)),
+            max_attempts: 4,
+            backoff_base: DurationText(Duration::from_millis(500)),
+            backoff_max: DurationText(Duration::from_secs(30)),
+            max_retry_after: DurationText(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// `[respond.breaker]`: stop calling an identity provider that keeps failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondBreaker {
+    /// Consecutive failed actions (after their retries) that open the circuit. Default 5.
+    pub failures: u32,
+    /// How long it stays open before one trial action (half-open). Default `5m`.
+    pub cooldown: DurationText,
+}
+
+impl Default for RespondBreaker {
+    fn default() -> Self {
+        RespondBreaker {
+            failures: 5,
+            cooldown: DurationText(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// A secret's location: a file (preferred; e.g. a mounted Kubernetes secret) or an
+/// environment variable. Never the secret itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretRef {
+    /// A file holding the secret (trailing newline ignored).
+    pub file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    pub env: Option<String>,
+}
+
+impl SecretRef {
+    /// Whether a source is named.
+    pub fn is_set(&self) -> bool {
+        self.file.is_some() || self.env.is_some()
+    }
+}
+
+/// `[respond.pager]`: a webhook that pages a human when actions queue or the circuit opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondPager {
+    /// URL to POST the page to (JSON, HMAC-SHA256 signed when `secret` is set). Unset: no
+    /// paging (a warning at start-up when actions can queue).
+    pub url: Option<String>,
+    /// The signing key.
+    pub secret: SecretRef,
+    /// At most one page per this interval while the condition lasts. Default `15m`.
+    pub interval: DurationText,
+}
+
+impl Default for RespondPager {
+    fn default() -> Self {
+        RespondPager {
+            url: None,
+            secret: SecretRef::default(),
+            interval: DurationText(Duration::from_secs(900)),
+        }
+    }
+}
+
+/// `[respond.okta]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondOkta {
+    /// The org URL, e.g. `https://example.okta.com`.
+    pub base_url: Option<String>,
+    /// An API token (sent as `Authorization: SSWS …`).
+    pub token: SecretRef,
+}
+
+/// `[respond.graph]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondGraph {
+    /// The Entra tenant (directory) id.
+    pub tenant_id: Option<String>,
+    /// The application (client) id with User.ReadWrite.All and GroupMember.Read.All.
+    pub client_id: Option<String>,
+    /// The client secret.
+    pub client_secret: SecretRef,
+    /// The token authority. Default `https://login.microsoftonline.com`.
+    pub authority: String,
+    /// The Graph API root. Default `https://graph.microsoft.com/v1.0`.
+    pub api_url: String,
+}
+
+impl Default for RespondGraph {
+    fn default() -> Self {
+        RespondGraph {
+            tenant_id: None,
+            client_id: None,
+            client_secret: SecretRef::default(),
+            authority: "https://login.microsoftonline.com".to_owned(),
+            api_url: "https://graph.microsoft.com/v1.0".to_owned(),
+        }
+    }
+}
+
+/// How the responder gets a Keycloak admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeycloakGrant {
+    /// A confidential client with a service account (`client_id` + `client_secret`).
+    #[default]
+    ClientCredentials,
+    /// A user (`username` + `password`) through `client_id` (usually `admin-cli`).
+    Password,
+}
+
+/// `[respond.keycloak]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondKeycloak {
+    /// The server URL, e.g. `https://sso.example.com`.
+    pub base_url: Option<String>,
+    /// The realm whose users are acted on.
+    pub realm: Option<String>,
+    /// The realm the responder's client or user lives in. Default `master`.
+    pub auth_realm: String,
+    /// `client_credentials` (default) or `password`.
+    pub grant: KeycloakGrant,
+    /// The client id. Default `admin-cli`.
+    pub client_id: String,
+    /// The client secret (client-credentials grant).
+    pub client_secret: SecretRef,
+    /// The user name (password grant).
+    pub username: Option<String>,
+    /// The user's password (password grant).
+    pub password: SecretRef,
+}
+
+impl Default for RespondKeycloak {
+    fn default() -> Self {
+        RespondKeycloak {
+            base_url: None,
+            realm: None,
+            auth_realm: "master".to_owned(),
+            grant: KeycloakGrant::ClientCredentials,
+            client_id: "admin-cli".to_owned(),
+            client_secret: SecretRef::default(),
+            username: None,
+            password: SecretRef::default(),
+        }
+    }
+}
+
+/// `[respond.webhook]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondWebhook {
+    /// URL each action is POSTed to as JSON.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 signing key (required).
+    pub secret: SecretRef,
+}
+
+/// `[respond]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondConfig {
+    /// Run the responder on the pipeline's alerts. Default false.
+    pub enabled: bool,
+    /// `dry_run` (default), `approval` or `automatic`.
+    pub mode: RespondMode,
+    /// The identity provider acted on: `none` (default), `okta`, `graph`, `keycloak`, `webhook`.
+    pub target: RespondTarget,
+    /// Directory of the pending-approval store (and of the state file of `replay`). Default
+    /// `/var/lib/authwatch/respond`.
+    pub state_dir: PathBuf,
+    /// The audit file (OCSF Account Change records as JSON lines). Default
+    /// `<state_dir>/audit.jsonl`.
+    pub audit_file: Option<PathBuf>,
+    /// How long an account's incident lasts: further alerts for the account within it are
+    /// duplicates and get no second action. Default `24h`.
+    pub incident_ttl: DurationText,
+    /// Accounts remembered at most (the oldest finished incidents are forgotten first).
+    /// Default 100000.
+    pub max_incidents: usize,
+    /// Which alerts act, and how; the first matching entry wins.
+    pub policy: Vec<RespondPolicy>,
+    /// Accounts and groups never touched.
+    pub allow_list: RespondAllowList,
+    /// Rate limits.
+    pub limits: RespondLimits,
+    /// Timeouts and retries.
+    pub http: RespondHttp,
+    /// Circuit breaker.
+    pub breaker: RespondBreaker,
+    /// Paging a human.
+    pub pager: RespondPager,
+    /// Okta adapter.
+    pub okta: RespondOkta,
+    /// Microsoft Graph adapter.
+    pub graph: RespondGraph,
+    /// Keycloak adapter.
+    pub keycloak: RespondKeycloak,
+    /// Generic webhook adapter.
+    pub webhook: RespondWebhook,
+}
+
+impl Default for RespondConfig {
+    fn default() -> Self {
+        RespondConfig {
+            enabled: false,
+            mode: RespondMode::DryRun,
+            target: RespondTarget::None,
+            state_dir: PathBuf::from("/var/lib/authwatch/respond"),
+            audit_file: None,
+            incident_ttl: DurationText(Duration::from_secs(86_400)),
+            max_incidents: 100_000,
+            policy: vec![RespondPolicy {
+                rules: vec![
+                    "mfa_fatigue_success".to_owned(),
+                    "credential_compromise".to_owned(),
+                ],
+                min_severity: authwatch_event::Severity::Critical,
+                actions: vec![ResponseAction::Suspend, ResponseAction::RevokeSessions],
+            }],
+            allow_list: RespondAllowList::default(),
+            limits: RespondLimits::default(),
+            http: RespondHttp::default(),
+            breaker: RespondBreaker::default(),
+            pager: RespondPager::default(),
+            okta: RespondOkta::default(),
+            graph: RespondGraph::default(),
+            keycloak: RespondKeycloak::default(),
+            webhook: RespondWebhook::default(),
+        }
+    }
+}
+
+impl RespondConfig {
+    /// Range and consistency checks of `[respond]` (called by [`Config::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.limits.global_actions == 0 || self.limits.tenant_actions == 0 {
+            return invalid(
+                "respond.limits",
+                "global_actions and tenant_actions must be positive",
+            );
+        }
+        if self.limits.global_period.0.is_zero() || self.limits.tenant_period.0.is_zero() {
+            return invalid(
+                "respond.limits",
+                "global_period and tenant_period must be positive",
+            );
+        }
+        if !(1..=20).contains(&self.http.max_attempts) {
+            return invalid("respond.http.max_attempts", "must be between 1 and 20");
+        }
+        if self.http.timeout.0.is_zero() {
+            return invalid("respond.http.timeout", "must be positive");
+        }
+        if self.breaker.failures == 0 {
+            return invalid("respond.breaker.failures", "must be positive");
+        }
+        if self.max_incidents == 0 {
+            return invalid("respond.max_incidents", "must be positive");
+        }
+        if self.policy.iter().any(|p| p.actions.is_empty()) {
+            return invalid("respond.policy", "every entry needs at least one action");
+        }
+        if self.mode != RespondMode::DryRun && self.target == RespondTarget::None {
+            return invalid(
+                "respond.target",
+                "is \"none\": only mode = \"dry_run\" can run without a target",
+            );
+        }
+        Ok(())
+    }
+
+    /// The audit file after applying its default.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
+    }
+}
+
+#[cfg(test)]
+mod respond_tests {
+    use super::*;
+
+    #[test]
+    fn respond_section_is_checked() {
+        let parse = |t: &str| Config::from_toml(Path::new("t.toml"), t, Vec::new());
+        let e = parse("[respond]\nmode = \"automatic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.target"), "{e}");
+        let e = parse("[respond.limits]\nglobal_actions = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.limits"), "{e}");
+        let c = parse(
+            "[respond]\nenabled = true\nmode = \"approval\"\ntarget = \"okta\"\n\
+             [respond.okta]\nbase_url = \"https://x.okta.com\"\ntoken = { env = \"OKTA_TOKEN\" }\n\
+             [[respond.policy]]\nrules = []\nmin_severity = \"high\"\nactions = [\"notify\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.respond.mode, RespondMode::Approval);
+        assert_eq!(c.respond.policy.len(), 1);
+        assert_eq!(c.respond.policy[0].actions, vec![ResponseAction::Notify]);
+        assert_eq!(c.respond.okta.token.env.as_deref(), Some("OKTA_TOKEN"));
+        // A secret in clear is not a key at all.
+        let e = parse("[respond.okta]\ntoken = \"00abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn optional_respond_keys_are_documented() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/authwatch.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "audit_file",
+            "url",
+            "base_url",
+            "tenant_id",
+            "client_id",
+            "realm",
+            "username",
+            "secret",
+            "token",
+            "client_secret",
+            "password",
+        ] {
+            assert!(
+                text.contains(&format!("# {key} =")),
+                "{key} is not documented"
+            );
+        }
+    }
+}
+
 /// `[sql]`: windowed SQL detections (`.sql` files, run by DataFusion in the detect stage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -514,6 +1222,9 @@ impl Default for ArchiveConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
+    /// Serve the endpoint from `authwatch run` too (`authwatch serve` always serves). Default
+    /// false.
+    pub enabled: bool,
     /// Address and port. Default `0.0.0.0:5433`.
     pub listen: String,
     /// The user name clients log in with. Default `authwatch`.
@@ -537,6 +1248,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            enabled: false,
             listen: "0.0.0.0:5433".to_owned(),
             user: "authwatch".to_owned(),
             password_file: None,

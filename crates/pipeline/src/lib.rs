@@ -28,6 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 mod deadletter;
 mod detector;
@@ -37,12 +38,16 @@ mod runtime;
 mod sink;
 mod source;
 
+pub use checkpoint::{
+    Barrier, BarrierAck, Checkpoint, CheckpointError, Checkpointed, Control, ControlSender,
+    StateParts,
+};
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
-pub use detector::{DetectorStateError, StreamDetector};
+pub use detector::{DetectorFactory, StreamDetector};
 pub use enrich::Enricher;
-pub use metrics::Metrics;
-pub use runtime::{BuildError, Pipeline, PipelineError, RunSummary, Speed};
+pub use metrics::{BatchObserver, BatchReport, Metrics, RuleMetrics, Stage, StageMetrics};
+pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
 pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError};
 

@@ -8,20 +8,24 @@
 //! would only add a hand-off. Workers finish batches out of order; the detect stage restores
 //! sequence order before any state is touched, so results do not depend on thread timing.
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Watermark,
+};
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
 use crate::enrich::Enricher;
-use crate::metrics::Metrics;
+use crate::metrics::{BatchObserver, BatchReport, Metrics, Stage};
 use crate::sink::{LateEvent, Sink, SinkError};
 use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
 use authwatch_enrich::{EnrichError, EventEnricher, ProfileStats, Reloader, UserProfiles};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_normalize::mapping::{Mapping, MappingError};
-use authwatch_normalize::{Limits, Normalizer, RejectKind, Rejection};
+use authwatch_normalize::{Format, Limits, Normalizer, RejectKind, Rejection};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How fast to replay.
@@ -72,6 +76,39 @@ pub enum PipelineError {
     /// A stage thread panicked: a bug in authwatch.
     #[error("internal error: the {0} stage stopped unexpectedly")]
     Internal(&'static str),
+    /// Task state could not be snapshotted or restored.
+    #[error("input {input}: {source}")]
+    Checkpoint {
+        /// The input (partition) whose state failed.
+        input: String,
+        /// What failed.
+        #[source]
+        source: CheckpointError,
+    },
+}
+
+/// How [`Pipeline::run_with`] runs, beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pace by event time.
+    pub speed: Speed,
+    /// At the end of input, decide every alert still settling. A recorded file ends for good;
+    /// a Kafka run that stops resumes later from its checkpoint, where those alerts are still
+    /// pending, so it must not flush.
+    pub flush_at_end: bool,
+    /// Input format per input index, overriding `input.format`/`input.mapping` (a topic's own
+    /// format); `None` or a missing entry uses the configured normalizer.
+    pub input_formats: Vec<Option<Format>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            speed: Speed::Max,
+            flush_at_end: true,
+            input_formats: Vec::new(),
+        }
+    }
 }
 
 /// What a completed run did.
@@ -99,6 +136,10 @@ pub struct RunSummary {
 
 struct ParsedBatch {
     seq: u64,
+    control: Option<Control>,
+    /// Numbers and timings so far, for the batch observer.
+    report: BatchReport,
+    started: Option<Instant>,
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
@@ -111,14 +152,22 @@ struct SinkBatch {
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
+    checkpoint: Option<Checkpoint>,
+    /// Set on the last part of a source batch when someone observes batches.
+    report: Option<(BatchReport, Instant)>,
 }
 
 impl SinkBatch {
     fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.checkpoint.is_none()
+            && self.events.is_empty()
             && self.alerts.is_empty()
             && self.dead.is_empty()
             && self.late.is_empty()
+    }
+
+    fn records(&self) -> u64 {
+        (self.events.len() + self.alerts.len() + self.dead.len() + self.late.len()) as u64
     }
 }
 
@@ -129,8 +178,9 @@ pub struct Pipeline {
     normalizer: Arc<dyn Normalizer>,
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
-    /// Detectors run after the rule engine (taken for the duration of a run).
-    detectors: std::sync::Mutex<Vec<Box<dyn crate::StreamDetector>>>,
+    observer: Option<Arc<dyn BatchObserver>>,
+    /// Makes the detectors that run after the rule engine, one set per task.
+    detectors: Vec<Arc<dyn crate::DetectorFactory>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
 }
@@ -151,28 +201,36 @@ impl Pipeline {
             .spawn_reloader()
             .inspect_err(|e| tracing::warn!(error = %e, "geo database reload thread did not start"))
             .ok();
+        let metrics = Arc::new(Metrics::for_rules(pack.rules()));
         Ok(Pipeline {
             config,
             pack,
             normalizer,
             enricher,
-            metrics: Arc::new(Metrics::new()),
-            detectors: std::sync::Mutex::new(Vec::new()),
+            metrics,
+            observer: None,
+            detectors: Vec::new(),
             _reloader: reloader,
         })
+    }
+
+    /// Reports every batch's numbers and timings to `observer` (metrics, slow-batch traces).
+    pub fn with_observer(mut self, observer: Arc<dyn BatchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Also runs the detectors `factory` makes, after the compiled rules (e.g. windowed SQL, the
+    /// live window of the SQL endpoint): each task (input partition) gets its own, checkpointed
+    /// with it.
+    pub fn with_stream_detectors(mut self, factory: Arc<dyn crate::DetectorFactory>) -> Self {
+        self.detectors.push(factory);
+        self
     }
 
     /// Replaces the enricher.
     pub fn with_enricher(mut self, enricher: Arc<dyn Enricher>) -> Self {
         self.enricher = enricher;
-        self
-    }
-
-    /// Adds a detector that runs after the compiled rules (e.g. windowed SQL).
-    pub fn with_stream_detector(self, detector: Box<dyn crate::StreamDetector>) -> Self {
-        if let Ok(mut d) = self.detectors.lock() {
-            d.push(detector);
-        }
         self
     }
 
@@ -188,6 +246,22 @@ impl Pipeline {
         sink: S,
         speed: Speed,
     ) -> Result<(RunSummary, S), PipelineError> {
+        let options = RunOptions {
+            speed,
+            ..RunOptions::default()
+        };
+        self.run_with(source, sink, &options)
+    }
+
+    /// [`Pipeline::run`] with options: per-input formats, and no final flush for sources that
+    /// resume from a checkpoint.
+    pub fn run_with<S: Sink>(
+        &self,
+        source: &mut dyn Source,
+        sink: S,
+        options: &RunOptions,
+    ) -> Result<(RunSummary, S), PipelineError> {
+        let speed = options.speed;
         let started = Instant::now();
         let cap = self.config.runtime.channel_batches;
         let workers = self.config.workers();
@@ -200,34 +274,31 @@ impl Pipeline {
         let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
         let forward_events = sink.wants_events();
-        let mut profiles = UserProfiles::new(&self.config.enrich.profiles);
-        let mut detectors = self
-            .detectors
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default();
-        let mut engine = self.pack.engine(EngineLimits {
-            max_keys_per_rule: self.config.detect.max_keys_per_rule,
-            sweep_interval_ms: self.config.detect.sweep_interval.millis(),
+        let partitioned = source.partitioned();
+        let normalizers: Vec<Option<Arc<dyn Normalizer>>> = options
+            .input_formats
+            .iter()
+            .map(|f| f.map(|f| Arc::from(f.normalizer())))
+            .collect();
+        let seq = Arc::new(AtomicU64::new(0));
+        source.attach(ControlSender {
+            tx: raw_tx.clone(),
+            seq: Arc::clone(&seq),
         });
 
         let (source_result, worker_results, detect_result, sink_result) =
             std::thread::scope(|scope| {
                 // Named threads: `top -H`, perf and debuggers show which stage is busy.
                 let spawn = |name: String| std::thread::Builder::new().name(name);
-                let sink_handle =
-                    spawn("aw-sink".into()).spawn_scoped(scope, move || sink_stage(sink, sink_rx));
+                let sink_handle = spawn("aw-sink".into())
+                    .spawn_scoped(scope, move || self.sink_stage(sink, sink_rx));
                 let detect_handle = {
                     let names = &names;
-                    let engine = &mut engine;
-                    let profiles = &mut profiles;
-                    let detectors = &mut detectors;
                     spawn("aw-detect".into()).spawn_scoped(scope, move || {
                         let stage = DetectStage {
-                            engine,
-                            detectors,
-                            profiles,
                             names,
+                            partitioned,
+                            flush_at_end: options.flush_at_end,
                             forward_events,
                             vectors: vectors_tx,
                         };
@@ -241,14 +312,22 @@ impl Pipeline {
                         let recycle_tx = recycle_tx.clone();
                         let vectors_rx = vectors_rx.clone();
                         let names = &names;
+                        let normalizers = &normalizers;
                         spawn(format!("aw-normalize-{i}")).spawn_scoped(scope, move || {
-                            self.worker_stage(names, raw_rx, parsed_tx, recycle_tx, vectors_rx)
+                            self.worker_stage(
+                                names,
+                                normalizers,
+                                raw_rx,
+                                parsed_tx,
+                                recycle_tx,
+                                vectors_rx,
+                            )
                         })
                     })
                     .collect();
                 drop(parsed_tx);
                 drop(raw_rx);
-                let source_result = self.source_stage(source, raw_tx, recycle_rx);
+                let source_result = self.source_stage(source, raw_tx, recycle_rx, &seq);
                 let worker_results: Vec<_> = worker_handles
                     .into_iter()
                     .map(|h| join_stage(h, "normalize"))
@@ -258,12 +337,9 @@ impl Pipeline {
                 (source_result, worker_results, detect_result, sink_result)
             });
 
-        if let Ok(mut d) = self.detectors.lock() {
-            *d = detectors;
-        }
         // Report the cause, not its echo: a failed sink makes upstream sends fail too.
         let sink = sink_result??;
-        detect_result?;
+        let (rules, profiles) = detect_result??;
         for w in worker_results {
             w?;
         }
@@ -277,12 +353,8 @@ impl Pipeline {
             dead_letters: m.dead_letters_by_reason(),
             late_events: Metrics::get(&m.late_events),
             alerts: Metrics::get(&m.alerts),
-            rules: engine
-                .stats()
-                .into_iter()
-                .map(|(id, s)| (id.to_owned(), s))
-                .collect(),
-            profiles: profiles.stats(),
+            rules,
+            profiles,
             elapsed: started.elapsed(),
         };
         Ok((summary, sink))
@@ -294,24 +366,47 @@ impl Pipeline {
         source: &mut dyn Source,
         raw_tx: Sender<RawBatch>,
         recycle_rx: Receiver<RawBatch>,
+        seq: &AtomicU64,
     ) -> Result<(), SourceError> {
-        let mut seq = 0;
         let mut last_bytes = 0;
+        let mut spare: Option<RawBatch> = None;
+        let stage = self.metrics.stage(Stage::Source);
         loop {
-            let mut batch = recycle_rx.try_recv().unwrap_or_default();
+            let mut batch = spare
+                .take()
+                .or_else(|| recycle_rx.try_recv().ok())
+                .unwrap_or_default();
+            batch.control = None;
+            let started = Instant::now();
             if !source.fill(&mut batch, self.config.runtime.batch_lines)? {
                 return Ok(());
             }
-            batch.seq = seq;
-            seq += 1;
-            Metrics::add(&self.metrics.lines_read, batch.lines.len() as u64);
+            if batch.lines.is_empty() {
+                // A live source returns empty-handed when nothing arrived in its poll window.
+                spare = Some(batch);
+                continue;
+            }
+            batch.seq = seq.fetch_add(1, Ordering::SeqCst);
+            let lines = batch.lines.len() as u64;
+            Metrics::add(&self.metrics.lines_read, lines);
             let bytes = source.bytes_read();
             Metrics::add(&self.metrics.bytes_read, bytes - last_bytes);
             last_bytes = bytes;
+            // Reading is not counted as busy: a consumer waiting for messages is idle, not stuck.
+            Metrics::add(&stage.events_in, lines);
+            batch.report = BatchReport {
+                seq: batch.seq,
+                lines,
+                read: started.elapsed(),
+                ..BatchReport::default()
+            };
+            batch.started = Some(started);
             if raw_tx.send(batch).is_err() {
                 // Downstream stopped; it reports why.
                 return Ok(());
             }
+            Metrics::add(&stage.events_out, lines);
+            stage.beat();
         }
     }
 
@@ -319,6 +414,7 @@ impl Pipeline {
     fn worker_stage(
         &self,
         names: &[String],
+        normalizers: &[Option<Arc<dyn Normalizer>>],
         raw_rx: Receiver<RawBatch>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
@@ -331,7 +427,25 @@ impl Pipeline {
             ..Limits::default()
         };
         let keep = input.dead_letter_raw_bytes;
-        for batch in raw_rx {
+        let stage = self.metrics.stage(Stage::Normalize);
+        for mut batch in raw_rx {
+            if let Some(control) = batch.control.take() {
+                let parsed = ParsedBatch {
+                    seq: batch.seq,
+                    control: Some(control),
+                    report: BatchReport::default(),
+                    started: None,
+                    events: Vec::new(),
+                    origins: Vec::new(),
+                    dead: Vec::new(),
+                };
+                if parsed_tx.send(parsed).is_err() {
+                    return;
+                }
+                continue;
+            }
+            let working = Instant::now();
+            stage.begin(batch.lines.len() as u64);
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -362,7 +476,11 @@ impl Pipeline {
                     ));
                     continue;
                 }
-                match self.normalizer.normalize(bytes, ingest_time, &limits) {
+                let normalizer = normalizers
+                    .get(line.origin.input as usize)
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&self.normalizer);
+                match normalizer.normalize(bytes, ingest_time, &limits) {
                     Ok(mut event) => {
                         self.enricher.enrich(&mut event);
                         events.push(event);
@@ -384,12 +502,20 @@ impl Pipeline {
             for d in &dead {
                 Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
             }
-            let seq = batch.seq;
+            let mut report = std::mem::take(&mut batch.report);
+            report.events = events.len() as u64;
+            report.dead_letters = dead.len() as u64;
+            report.normalize = working.elapsed();
+            stage.end(events.len() as u64);
+            let (seq, started) = (batch.seq, batch.started);
             // The buffer goes back to the source; if its queue is full, it is simply dropped.
             let _ = recycle_tx.try_send(batch);
             if parsed_tx
                 .send(ParsedBatch {
                     seq,
+                    control: None,
+                    report,
+                    started,
                     events,
                     origins,
                     dead,
@@ -402,18 +528,18 @@ impl Pipeline {
     }
 
     /// Restores batch order, tracks the watermark, handles late events and runs the rules.
+    /// Returns the rule and profile counters of the tasks still held at the end.
     fn detect_stage(
         &self,
         stage: DetectStage<'_>,
         parsed_rx: Receiver<ParsedBatch>,
         sink_tx: Sender<SinkBatch>,
         speed: Speed,
-    ) {
+    ) -> Result<(Vec<(String, RuleStats)>, ProfileStats), PipelineError> {
         let DetectStage {
-            engine,
-            detectors,
-            profiles,
             names,
+            partitioned,
+            flush_at_end,
             forward_events,
             vectors,
         } = stage;
@@ -421,19 +547,109 @@ impl Pipeline {
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
         let mut next_seq = 0;
-        let mut max_time = i64::MIN;
-        let mut watermark = i64::MIN;
         let mut pace: Option<(i64, Instant)> = None;
-        for batch in parsed_rx {
+        let stage = self.metrics.stage(Stage::Detect);
+        // Task per input partition (partitioned sources) or one task for the whole stream.
+        let mut tasks: BTreeMap<u32, Task> = BTreeMap::new();
+        // Partitions handed to another owner: their lines still in flight are dropped, because
+        // the new owner reprocesses them from the committed position.
+        let mut released: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        if !partitioned {
+            tasks.insert(0, self.new_task());
+        }
+        let input_of: std::collections::HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u32))
+            .collect();
+        let input_name = |input: u32| {
+            names
+                .get(input as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("input {input}"))
+        };
+        'batches: for batch in parsed_rx {
             pending.insert(batch.seq, batch);
             while let Some(batch) = pending.remove(&next_seq) {
                 next_seq += 1;
+                if let Some(control) = batch.control {
+                    match control {
+                        Control::Assign { input, state } => {
+                            let mut task = self.new_task();
+                            if let Some(state) = &state {
+                                task.restore(state).map_err(|source| {
+                                    PipelineError::Checkpoint {
+                                        input: input_name(input),
+                                        source,
+                                    }
+                                })?;
+                            }
+                            released.remove(&input);
+                            tasks.insert(input, task);
+                        }
+                        Control::Barrier(barrier) => {
+                            let mut snapshots = Vec::new();
+                            for (input, task) in tasks.iter_mut().filter(|(_, t)| t.dirty) {
+                                let parts = task.snapshot().map_err(|source| {
+                                    PipelineError::Checkpoint {
+                                        input: input_name(*input),
+                                        source,
+                                    }
+                                })?;
+                                task.dirty = false;
+                                snapshots.push((*input, parts));
+                            }
+                            for input in &barrier.release {
+                                tasks.remove(input);
+                                released.insert(*input);
+                            }
+                            let out = SinkBatch {
+                                checkpoint: Some(Checkpoint {
+                                    barrier,
+                                    tasks: snapshots,
+                                }),
+                                ..SinkBatch::default()
+                            };
+                            if sink_tx.send(out).is_err() {
+                                break 'batches;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let working = Instant::now();
+                let mut paced = Duration::ZERO;
+                let received = batch.events.len() as u64;
+                let mut late = 0u64;
+                let mut alerts = 0u64;
+                stage.begin(received);
                 let mut out = SinkBatch {
                     dead: batch.dead,
                     ..SinkBatch::default()
                 };
+                let (mut report, started) = (batch.report, batch.started);
+                if partitioned {
+                    // A rejected line advances its partition's position like an event does, so
+                    // the task must be checkpointed at that position too.
+                    out.dead.retain(|d| match input_of.get(d.file.as_str()) {
+                        Some(input) if released.contains(input) => false,
+                        Some(input) => {
+                            if let Some(task) = tasks.get_mut(input) {
+                                task.dirty = true;
+                            }
+                            true
+                        }
+                        None => true,
+                    });
+                }
                 let mut events = batch.events;
                 for (mut event, origin) in events.drain(..).zip(batch.origins) {
+                    let key = if partitioned { origin.input } else { 0 };
+                    if released.contains(&key) {
+                        continue;
+                    }
+                    let task = tasks.entry(key).or_insert_with(|| self.new_task());
+                    task.dirty = true;
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
                         let due = Duration::from_secs_f64(
@@ -442,20 +658,29 @@ impl Pipeline {
                         let ahead = due.saturating_sub(w0.elapsed());
                         if ahead > Duration::from_millis(2) {
                             // Make what was decided so far visible before waiting.
+                            alerts += out.alerts.len() as u64;
                             if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
-                                return;
+                                break 'batches;
                             }
-                            std::thread::sleep(ahead);
+                            let sleeping = Instant::now();
+                            // In slices, each a heartbeat: waiting for event time is not stuck.
+                            let mut left = ahead;
+                            while !left.is_zero() {
+                                let slice = left.min(Duration::from_millis(500));
+                                std::thread::sleep(slice);
+                                left -= slice;
+                                stage.beat();
+                            }
+                            paced += sleeping.elapsed();
                         }
                     }
+                    let watermark = task.wm.watermark;
                     if event.time < watermark {
                         Metrics::add(&self.metrics.late_events, 1);
+                        late += 1;
                         if side_output {
                             out.late.push(LateEvent {
-                                file: names
-                                    .get(origin.input as usize)
-                                    .cloned()
-                                    .unwrap_or_default(),
+                                file: input_name(origin.input),
                                 line: origin.line,
                                 offset: origin.offset,
                                 watermark,
@@ -467,24 +692,24 @@ impl Pipeline {
                     // Profiles are read and taught in stream order, before the rules see the
                     // event, so `context` reflects only what came before it.
                     if self.config.enrich.enabled {
-                        profiles.observe(&mut event);
+                        task.profiles.observe(&mut event);
                     }
                     let before = out.alerts.len();
-                    engine.on_event(&event, &mut out.alerts);
-                    for d in detectors.iter_mut() {
+                    task.engine.on_event(&event, &mut out.alerts);
+                    for d in &mut task.detectors {
                         d.on_event(&event, &mut out.alerts);
                     }
-                    if event.time > max_time {
-                        max_time = event.time;
-                        watermark = max_time.saturating_sub(lateness);
-                        if engine.on_watermark(watermark, &mut out.alerts) {
-                            profiles.expire(watermark);
+                    if event.time > task.wm.max_time {
+                        task.wm.max_time = event.time;
+                        task.wm.watermark = event.time.saturating_sub(lateness);
+                        if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
+                            task.profiles.expire(task.wm.watermark);
                         }
-                        for d in detectors.iter_mut() {
-                            d.on_watermark(watermark, &mut out.alerts);
+                        for d in &mut task.detectors {
+                            d.on_watermark(task.wm.watermark, &mut out.alerts);
                         }
                     }
-                    Metrics::add(&self.metrics.alerts, (out.alerts.len() - before) as u64);
+                    self.metrics.record_alerts(&out.alerts[before..]);
                     if forward_events {
                         out.events.push(event);
                     }
@@ -492,25 +717,122 @@ impl Pipeline {
                 // An empty vector keeps its capacity for the next batch; if the queue is full it
                 // is simply dropped.
                 let _ = vectors.try_send(events);
+                // The pipeline's watermark is the slowest task's: no task will alert on
+                // anything older.
+                let low = tasks.values().map(|t| t.wm.watermark).min();
                 self.metrics
                     .watermark
-                    .store(watermark, std::sync::atomic::Ordering::Relaxed);
-                if !out.is_empty() && sink_tx.send(out).is_err() {
-                    return;
+                    .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
+                self.metrics
+                    .publish_rule_state(tasks.values().map(|t| &t.engine));
+                stage.end(received - late);
+                if let (Some(started), Some(_)) = (started, &self.observer) {
+                    report.late_events = late;
+                    report.alerts = alerts + out.alerts.len() as u64;
+                    report.paced = paced;
+                    report.detect = working.elapsed().saturating_sub(paced);
+                    out.report = Some((report, started));
+                }
+                if (!out.is_empty() || out.report.is_some()) && sink_tx.send(out).is_err() {
+                    break 'batches;
                 }
             }
         }
         // End of input: alerts still settling are decided now.
-        let mut out = SinkBatch::default();
-        engine.flush(&mut out.alerts);
-        for d in detectors.iter_mut() {
-            d.flush(&mut out.alerts);
+        if flush_at_end {
+            let mut out = SinkBatch::default();
+            for task in tasks.values_mut() {
+                task.engine.flush(&mut out.alerts);
+                for d in &mut task.detectors {
+                    d.flush(&mut out.alerts);
+                }
+            }
+            self.metrics.record_alerts(&out.alerts);
+            self.metrics
+                .publish_rule_state(tasks.values().map(|t| &t.engine));
+            if !out.is_empty() {
+                let _ = sink_tx.send(out);
+            }
         }
-        Metrics::add(&self.metrics.alerts, out.alerts.len() as u64);
-        if !out.is_empty() {
-            let _ = sink_tx.send(out);
+        Ok(task_stats(&tasks))
+    }
+
+    fn new_task(&self) -> Task {
+        Task {
+            engine: self.pack.engine(EngineLimits {
+                max_keys_per_rule: self.config.detect.max_keys_per_rule,
+                sweep_interval_ms: self.config.detect.sweep_interval.millis(),
+            }),
+            profiles: UserProfiles::new(&self.config.enrich.profiles),
+            wm: Watermark::default(),
+            detectors: self.detectors.iter().flat_map(|f| f.create()).collect(),
+            // A task is checkpointed at its first barrier even without events, so that every
+            // committed position has a state file.
+            dirty: true,
         }
     }
+}
+
+/// The state of one input partition (or of the whole stream).
+struct Task {
+    engine: authwatch_detect::Engine,
+    profiles: UserProfiles,
+    wm: Watermark,
+    /// Detectors after the rule engine (windowed SQL), in registration order.
+    detectors: Vec<Box<dyn crate::StreamDetector>>,
+    /// Changed since its last snapshot.
+    dirty: bool,
+}
+
+impl Task {
+    fn snapshot(&self) -> Result<StateParts, CheckpointError> {
+        let mut parts = StateParts::default();
+        parts.add(&self.engine)?;
+        parts.add(&self.profiles)?;
+        parts.add(&self.wm)?;
+        for d in &self.detectors {
+            parts.add(d.as_ref())?;
+        }
+        Ok(parts)
+    }
+
+    fn restore(&mut self, state: &StateParts) -> Result<(), CheckpointError> {
+        let parts: [&mut dyn Checkpointed; 3] =
+            [&mut self.engine, &mut self.profiles, &mut self.wm];
+        for part in parts {
+            state.restore(part)?;
+        }
+        for d in &mut self.detectors {
+            state.restore(d.as_mut())?;
+        }
+        Ok(())
+    }
+}
+
+/// Rule counters summed over tasks, in rule order, and profile counters summed.
+fn task_stats(tasks: &BTreeMap<u32, Task>) -> (Vec<(String, RuleStats)>, ProfileStats) {
+    let mut rules: Vec<(String, RuleStats)> = Vec::new();
+    let mut profiles = ProfileStats::default();
+    for task in tasks.values() {
+        for (i, (id, s)) in task.engine.stats().into_iter().enumerate() {
+            if rules.len() <= i {
+                rules.push((id.to_owned(), RuleStats::default()));
+            }
+            let r = &mut rules[i].1;
+            r.events_matched += s.events_matched;
+            r.alerts += s.alerts;
+            r.suppressed += s.suppressed;
+            r.expired += s.expired;
+            r.evicted += s.evicted;
+            r.keys += s.keys;
+        }
+        let p = task.profiles.stats();
+        profiles.users += p.users;
+        profiles.created += p.created;
+        profiles.evictions += p.evictions;
+        profiles.expiries += p.expiries;
+    }
+    (rules, profiles)
 }
 
 /// Waits for a stage thread. A thread that could not start (its closure, and the channel ends
@@ -527,36 +849,61 @@ fn join_stage<T>(
 
 /// What the detect stage works on.
 struct DetectStage<'a> {
-    engine: &'a mut authwatch_detect::Engine,
-    /// Registered detectors, after the engine.
-    detectors: &'a mut Vec<Box<dyn crate::StreamDetector>>,
-    profiles: &'a mut UserProfiles,
     names: &'a [String],
+    /// One task per input partition.
+    partitioned: bool,
+    /// Decide settling alerts at the end of input.
+    flush_at_end: bool,
     /// Copy processed events to the sink (it asked for them).
     forward_events: bool,
     /// Where emptied event vectors go back to the workers.
     vectors: Sender<Vec<AuthEvent>>,
 }
 
-fn sink_stage<S: Sink>(mut sink: S, sink_rx: Receiver<SinkBatch>) -> Result<S, SinkError> {
-    for batch in sink_rx {
-        for e in &batch.events {
-            sink.event(e)?;
+impl Pipeline {
+    /// Writes results in order; reports each finished batch to the observer.
+    fn sink_stage<S: Sink>(
+        &self,
+        mut sink: S,
+        sink_rx: Receiver<SinkBatch>,
+    ) -> Result<S, SinkError> {
+        let stage = self.metrics.stage(Stage::Sink);
+        for batch in sink_rx {
+            let working = Instant::now();
+            let records = batch.records();
+            stage.begin(records);
+            write_batch(&mut sink, &batch)?;
+            stage.end(records);
+            if let (Some((mut report, started)), Some(observer)) = (batch.report, &self.observer) {
+                report.sink = working.elapsed();
+                report.total = started.elapsed();
+                observer.batch_done(&report);
+            }
+            if let Some(checkpoint) = batch.checkpoint {
+                sink.checkpoint(checkpoint)?;
+            }
         }
-        for d in &batch.dead {
-            sink.dead_letter(d)?;
-        }
-        for l in &batch.late {
-            sink.late_event(l)?;
-        }
-        for a in &batch.alerts {
-            sink.alert(a)?;
-        }
-        // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
-        if !batch.alerts.is_empty() {
-            sink.flush()?;
-        }
+        sink.flush()?;
+        Ok(sink)
     }
-    sink.flush()?;
-    Ok(sink)
+}
+
+fn write_batch<S: Sink>(sink: &mut S, batch: &SinkBatch) -> Result<(), SinkError> {
+    for e in &batch.events {
+        sink.event(e)?;
+    }
+    for d in &batch.dead {
+        sink.dead_letter(d)?;
+    }
+    for l in &batch.late {
+        sink.late_event(l)?;
+    }
+    for a in &batch.alerts {
+        sink.alert(a)?;
+    }
+    // Alerts must not wait in a buffer for the next batch: latency is part of the contract.
+    if !batch.alerts.is_empty() {
+        sink.flush()?;
+    }
+    Ok(())
 }

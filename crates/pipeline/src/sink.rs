@@ -1,5 +1,6 @@
 //! Sinks: where alerts, dead letters and late events go.
 
+use crate::checkpoint::Checkpoint;
 use crate::deadletter::DeadLetter;
 use authwatch_event::{Alert, AuthEvent};
 use serde::Serialize;
@@ -55,6 +56,40 @@ pub trait Sink: Send {
     /// dropped or side-output do not come here.
     fn event(&mut self, _event: &AuthEvent) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// A checkpoint barrier of a partitioned source, after every result of the lines it covers:
+    /// persist the task states with their positions (adding parts of the sink's own state, if
+    /// any), then [`Checkpoint::acknowledge`]. Sinks without durable state only acknowledge.
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        checkpoint.acknowledge(Ok(()));
+        Ok(())
+    }
+}
+
+/// A boxed sink is a sink: layers chosen at run time (an archive in front of the Kafka sink)
+/// wrap `Box<dyn Sink>`.
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        (**self).alert(alert)
+    }
+    fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
+        (**self).dead_letter(record)
+    }
+    fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
+        (**self).late_event(record)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        (**self).flush()
+    }
+    fn wants_events(&self) -> bool {
+        (**self).wants_events()
+    }
+    fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        (**self).event(event)
+    }
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        (**self).checkpoint(checkpoint)
     }
 }
 

@@ -42,6 +42,12 @@ pub struct RawBatch {
     pub data: Vec<u8>,
     /// The lines.
     pub lines: Vec<RawLine>,
+    /// A control message of a partitioned source instead of lines (see [`crate::checkpoint`]).
+    pub control: Option<crate::checkpoint::Control>,
+    /// The batch's numbers and timings so far, and when its read began (for a
+    /// [`crate::BatchObserver`]); set by the pipeline, not by sources.
+    pub(crate) report: crate::metrics::BatchReport,
+    pub(crate) started: Option<std::time::Instant>,
 }
 
 impl RawBatch {
@@ -91,6 +97,16 @@ pub trait Source: Send {
     fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError>;
     /// Bytes read so far (for progress).
     fn bytes_read(&self) -> u64;
+
+    /// Whether each input is an independent partition with its own detector state, profiles and
+    /// watermark (Kafka), rather than one stream continued across inputs (files).
+    fn partitioned(&self) -> bool {
+        false
+    }
+
+    /// Called once before the first [`Source::fill`]: the handle to send checkpoint barriers and
+    /// partition assignments in order with the batches.
+    fn attach(&mut self, _controls: crate::checkpoint::ControlSender) {}
 }
 
 struct Input {

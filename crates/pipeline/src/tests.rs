@@ -324,3 +324,346 @@ fn sinks_that_ask_for_events_get_them_enriched_in_stream_order() {
     assert!(!sink.0[0].context.known_user);
     assert!(sink.0.iter().all(|e| e.src.ip.is_some()));
 }
+
+/// A partitioned source over scripted steps: lines of one input, or a control message.
+enum Step {
+    Lines(u32, Vec<String>),
+    Assign(u32, Option<StateParts>),
+    Barrier(Vec<u32>),
+}
+
+struct Scripted {
+    names: Vec<String>,
+    steps: std::collections::VecDeque<Step>,
+    controls: Option<ControlSender>,
+    positions: std::collections::BTreeMap<u32, i64>,
+}
+
+impl Source for Scripted {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+    fn partitioned(&self) -> bool {
+        true
+    }
+    fn attach(&mut self, controls: ControlSender) {
+        self.controls = Some(controls);
+    }
+    fn fill(&mut self, batch: &mut RawBatch, _max: usize) -> Result<bool, SourceError> {
+        batch.data.clear();
+        batch.lines.clear();
+        while let Some(step) = self.steps.pop_front() {
+            let controls = self.controls.as_ref().unwrap();
+            match step {
+                Step::Assign(input, state) => {
+                    controls.send(Control::Assign { input, state });
+                }
+                Step::Barrier(release) => {
+                    let positions = self.positions.iter().map(|(i, p)| (*i, *p)).collect();
+                    controls.send(Control::Barrier(Barrier {
+                        id: 0,
+                        positions,
+                        release,
+                        token: None,
+                        ack: None,
+                    }));
+                }
+                Step::Lines(input, lines) => {
+                    for l in lines {
+                        let pos = self.positions.entry(input).or_insert(0);
+                        let start = batch.data.len();
+                        batch.data.extend_from_slice(l.as_bytes());
+                        batch.lines.push(RawLine {
+                            start,
+                            end: batch.data.len(),
+                            origin: Origin {
+                                input,
+                                line: 1,
+                                offset: *pos as u64,
+                            },
+                            len: l.len() as u64,
+                        });
+                        *pos += 1;
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+        self.controls = None;
+        Ok(false)
+    }
+}
+
+/// A checkpoint as the sink saw it: alerts before it, positions, task snapshots.
+type Seen = (usize, Vec<(u32, i64)>, Vec<(u32, StateParts)>);
+
+/// Alerts and checkpoints in the order the sink saw them.
+#[derive(Default)]
+struct Recorder {
+    alerts: Vec<String>,
+    checkpoints: Vec<Seen>,
+}
+
+impl Sink for Recorder {
+    fn alert(&mut self, a: &authwatch_event::Alert) -> Result<(), SinkError> {
+        self.alerts.push(a.alert_id.clone());
+        Ok(())
+    }
+    fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn checkpoint(&mut self, c: Checkpoint) -> Result<(), SinkError> {
+        self.checkpoints.push((
+            self.alerts.len(),
+            c.barrier.positions.clone(),
+            c.tasks.clone(),
+        ));
+        c.acknowledge(Ok(()));
+        Ok(())
+    }
+}
+
+fn run_scripted(steps: Vec<Step>) -> Recorder {
+    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap()).unwrap();
+    let mut source = Scripted {
+        names: vec!["t/0".into(), "t/1".into()],
+        steps: steps.into(),
+        controls: None,
+        positions: Default::default(),
+    };
+    let options = RunOptions {
+        flush_at_end: false,
+        ..RunOptions::default()
+    };
+    pipeline
+        .run_with(&mut source, Recorder::default(), &options)
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
+    // Two partitions, each one user's bombing; a barrier in the middle of both.
+    let alice = bombing("alice@acme.example", T0);
+    let bob = bombing("bob@acme.example", T0 + 30_000);
+    let (a1, a2) = alice.split_at(7);
+    let (b1, b2) = bob.split_at(9);
+    let tail = |user: &str| vec![push_line(user, T0 + 86_400_000, "logoff", "success", "z")];
+    let whole = run_scripted(vec![
+        Step::Assign(0, None),
+        Step::Assign(1, None),
+        Step::Lines(0, a1.to_vec()),
+        Step::Lines(1, b1.to_vec()),
+        Step::Barrier(vec![]),
+        Step::Lines(1, b2.to_vec()),
+        Step::Lines(0, a2.to_vec()),
+        Step::Lines(0, tail("alice@acme.example")),
+        Step::Lines(1, tail("bob@acme.example")),
+    ]);
+    // mfa_fatigue and mfa_fatigue_success for each user.
+    assert!(whole.alerts.len() >= 4, "{:?}", whole.alerts);
+    let (before, positions, tasks) = whole.checkpoints[0].clone();
+    assert_eq!(positions, vec![(0, 7), (1, 9)]);
+    let names: Vec<&String> = tasks[0].1.parts.keys().collect();
+    assert_eq!(names, ["engine", "profiles", "watermark"]);
+    // Restart from the barrier: restored tasks, the rest of each partition.
+    let state = |input: u32| tasks.iter().find(|t| t.0 == input).map(|t| t.1.clone());
+    let resumed = run_scripted(vec![
+        Step::Assign(1, state(1)),
+        Step::Assign(0, state(0)),
+        Step::Lines(0, a2.to_vec()),
+        Step::Lines(1, b2.to_vec()),
+        Step::Lines(1, tail("bob@acme.example")),
+        Step::Lines(0, tail("alice@acme.example")),
+    ]);
+    let mut expected: Vec<String> = whole.alerts[before..].to_vec();
+    let mut got = resumed.alerts.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    // Restarting from scratch instead would miss what the state carried.
+    let fresh = run_scripted(vec![
+        Step::Lines(0, a2.to_vec()),
+        Step::Lines(1, b2.to_vec()),
+    ]);
+    assert_ne!(fresh.alerts.len(), expected.len());
+}
+
+#[test]
+fn lines_of_a_released_partition_are_dropped_and_it_is_not_snapshotted_again() {
+    let alice = bombing("alice@acme.example", T0);
+    let rec = run_scripted(vec![
+        Step::Assign(0, None),
+        Step::Lines(0, alice[..4].to_vec()),
+        Step::Barrier(vec![0]),
+        Step::Lines(0, alice[4..].to_vec()),
+        Step::Barrier(vec![]),
+    ]);
+    assert!(rec.alerts.is_empty(), "{:?}", rec.alerts);
+    assert_eq!(rec.checkpoints.len(), 2);
+    assert_eq!(rec.checkpoints[0].2.len(), 1);
+    assert!(rec.checkpoints[1].2.is_empty());
+}
+
+/// Keeps every batch report.
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<BatchReport>>);
+
+impl BatchObserver for Reports {
+    fn batch_done(&self, report: &BatchReport) {
+        self.0.lock().unwrap().push(report.clone());
+    }
+}
+
+#[test]
+fn stage_rule_and_batch_counters_add_up_to_the_summary() {
+    let mut lines = bombing("aiko@acme.jp", T0);
+    lines.extend(bombing("ken@acme.jp", T0 + 30_000));
+    lines.sort_by_key(|l| l[8..21].to_owned());
+    lines.insert(5, "not json".to_owned());
+    lines.push(push_line(
+        "late@acme.jp",
+        T0 - 20 * 60_000,
+        "mfa_verify",
+        "denied",
+        "late",
+    ));
+    let mut config = Config::default();
+    config.runtime.batch_lines = 4;
+    config.runtime.workers = 2;
+    config.event_time.late_events = LatePolicy::SideOutput;
+    let reports = std::sync::Arc::new(Reports::default());
+    let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap())
+        .unwrap()
+        .with_observer(reports.clone());
+    let metrics = pipeline.metrics();
+    let mut source = LineSource::from_readers(
+        vec![("input.jsonl".into(), Box::new(Cursor::new(join(&lines))))],
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    );
+    let sink = JsonLinesSink::create(None, None, None).unwrap();
+    let (summary, _) = pipeline.run(&mut source, sink, Speed::Max).unwrap();
+    assert_eq!(summary.lines, 36);
+    assert_eq!(summary.events, 35);
+    assert_eq!(summary.late_events, 1);
+    assert_eq!(summary.alerts, 4);
+
+    let get = |s: Stage| {
+        let m = metrics.stage(s);
+        (Metrics::get(&m.events_in), Metrics::get(&m.events_out))
+    };
+    assert_eq!(get(Stage::Source), (36, 36));
+    assert_eq!(get(Stage::Normalize), (36, 35));
+    assert_eq!(get(Stage::Detect), (35, 34));
+    // Written records: 4 alerts, 1 dead letter, 1 late event.
+    assert_eq!(get(Stage::Sink), (6, 6));
+    for s in Stage::ALL {
+        assert_eq!(
+            Metrics::get(&metrics.stage(s).busy),
+            0,
+            "{s:?} is idle at the end"
+        );
+    }
+    assert!(Metrics::get(&metrics.stage(Stage::Detect).progress) >= 9);
+
+    let by_rule: Vec<(&str, u64)> = metrics
+        .rules
+        .iter()
+        .filter(|r| Metrics::get(&r.alerts) > 0)
+        .map(|r| (r.id.as_str(), Metrics::get(&r.alerts)))
+        .collect();
+    assert_eq!(
+        by_rule,
+        vec![("mfa_fatigue", 2), ("mfa_fatigue_success", 2)]
+    );
+    let fatigue = metrics
+        .rules
+        .iter()
+        .find(|r| r.id == "mfa_fatigue")
+        .unwrap();
+    assert_eq!(fatigue.category, "mfa_fatigue");
+    assert_eq!(
+        Metrics::get(&fatigue.keys),
+        summary
+            .rules
+            .iter()
+            .find(|(id, _)| id == "mfa_fatigue")
+            .unwrap()
+            .1
+            .keys
+    );
+
+    let reports = reports.0.lock().unwrap();
+    assert_eq!(reports.len(), 9, "one report per source batch of 4 lines");
+    let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..9).collect::<Vec<_>>(), "reported in stream order");
+    let sum = |f: fn(&BatchReport) -> u64| reports.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|r| r.lines), 36);
+    assert_eq!(sum(|r| r.events), 35);
+    assert_eq!(sum(|r| r.dead_letters), 1);
+    assert_eq!(sum(|r| r.late_events), 1);
+    // The flush at the end of input may decide alerts outside any batch.
+    assert!(sum(|r| r.alerts) <= 4);
+    for r in reports.iter() {
+        assert!(r.total >= r.read + r.normalize + r.detect + r.sink, "{r:?}");
+        assert_eq!(r.paced, std::time::Duration::ZERO);
+    }
+}
+
+#[test]
+fn rule_state_is_summed_over_the_engines_of_every_task() {
+    let pack = RulePack::builtin().unwrap();
+    let metrics = Metrics::for_rules(pack.rules());
+    let limits = authwatch_detect::EngineLimits {
+        max_keys_per_rule: 10,
+        sweep_interval_ms: 60_000,
+    };
+    let normalizer = authwatch_normalize::Format::Auto.normalizer();
+    let feed = |engine: &mut authwatch_detect::Engine, users: u32| {
+        for u in 0..users {
+            let line = push_line(
+                &format!("u{u}@acme.jp"),
+                T0 + i64::from(u),
+                "mfa_verify",
+                "denied",
+                &format!("e{u}"),
+            );
+            let event = normalizer
+                .normalize(line.as_bytes(), T0, &authwatch_normalize::Limits::default())
+                .unwrap();
+            engine.on_event(&event, &mut Vec::new());
+        }
+    };
+    let mut a = pack.engine(limits);
+    let mut b = pack.engine(limits);
+    feed(&mut a, 25);
+    feed(&mut b, 4);
+    metrics.publish_rule_state([&a, &b]);
+    let fatigue = |engine: &authwatch_detect::Engine| {
+        engine
+            .stats()
+            .into_iter()
+            .find(|(id, _)| *id == "mfa_fatigue")
+            .unwrap()
+            .1
+    };
+    let (sa, sb) = (fatigue(&a), fatigue(&b));
+    assert!(sa.evicted > 0, "{sa:?}");
+    let m = metrics
+        .rules
+        .iter()
+        .find(|r| r.id == "mfa_fatigue")
+        .unwrap();
+    assert_eq!(Metrics::get(&m.keys), sa.keys + sb.keys);
+    assert_eq!(Metrics::get(&m.evictions), sa.evicted + sb.evicted);
+}

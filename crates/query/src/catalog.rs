@@ -61,8 +61,12 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self
+            .0
+            .batches()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         Ok(MemorySourceConfig::try_new_exec(
-            &[self.0.batches()],
+            &[batches],
             self.0.schema(),
             projection.cloned(),
         )?)

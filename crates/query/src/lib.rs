@@ -29,7 +29,7 @@ pub use error::QueryError;
 pub use live::{LiveWindow, LiveWindowFeed};
 pub use output::{OutputFormat, write_result};
 pub use rule::{SqlRule, WindowSpec, load_dir};
-pub use stream::{SqlDetector, SqlRuleStats};
+pub use stream::{SqlDetections, SqlDetector, SqlRuleStats};
 pub use udf::register_udfs;
 
 #[cfg(test)]

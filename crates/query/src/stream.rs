@@ -17,7 +17,7 @@ use authwatch_event::{
     Alert, AuthEvent, Entity, Localized, MetricValue, Observed, Text, Timestamp, Window,
     format_rfc3339_ms,
 };
-use authwatch_pipeline::{DetectorStateError, StreamDetector};
+use authwatch_pipeline::{CheckpointError, Checkpointed, DetectorFactory, StreamDetector};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
 };
@@ -117,14 +117,24 @@ struct Incident {
     last_seen: i64,
 }
 
-struct RuleRun {
+/// A detection planned once, shared by the detectors of every task.
+struct PlannedRule {
     rule: SqlRule,
     ctx: SessionContext,
+    /// The rows the `events` table serves during one execution.
     rows: Arc<Mutex<Vec<RecordBatch>>>,
+    /// Held for the whole of an execution: the tasks' detectors share `rows`.
+    executing: Mutex<()>,
     /// The optimized logical plan, made once.
     plan: LogicalPlan,
     /// The scan filters of the plan, evaluated at ingestion.
     prefilter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// One detection's state in one task.
+struct RuleRun {
+    rule: SqlRule,
+    planned: Arc<PlannedRule>,
     buffer: Vec<Chunk>,
     buffered: usize,
     /// Tumbling and hopping: the end of the next window to decide.
@@ -135,9 +145,19 @@ struct RuleRun {
     stats: SqlRuleStats,
 }
 
-/// The windowed SQL detections of `sql/`, as a [`StreamDetector`] of the pipeline.
+/// The windowed SQL detections of `sql/`, parsed and planned once; a [`DetectorFactory`] that
+/// gives each task of the pipeline its own [`SqlDetector`].
+pub struct SqlDetections {
+    runtime: Arc<tokio::runtime::Runtime>,
+    rules: Vec<Arc<PlannedRule>>,
+    window_schema: SchemaRef,
+    event_columns: usize,
+    max_buffered_rows: usize,
+}
+
+/// The windowed SQL detections' state in one task, as a [`StreamDetector`] of the pipeline.
 pub struct SqlDetector {
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
     rules: Vec<RuleRun>,
     staged: Vec<AuthEvent>,
     window_schema: SchemaRef,
@@ -177,11 +197,11 @@ fn canonical_key(fields: &[String], e: &AuthEvent) -> Option<String> {
     parts.map(|p| p.join(" "))
 }
 
-impl SqlDetector {
+impl SqlDetections {
     /// Plans every detection once. Fails, naming the file and DataFusion's position in the
     /// query, when a query does not plan against the `events` table or lacks the result
     /// columns an alert needs (the key columns, `first_seen`, `last_seen`).
-    pub fn new(rules: Vec<SqlRule>, max_buffered_rows: usize) -> Result<SqlDetector, QueryError> {
+    pub fn new(rules: Vec<SqlRule>, max_buffered_rows: usize) -> Result<SqlDetections, QueryError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| QueryError::Sql(format!("cannot start the query runtime: {e}")))?;
@@ -194,18 +214,56 @@ impl SqlDetector {
         let mut runs = Vec::with_capacity(rules.len());
         for rule in rules {
             let run = runtime.block_on(plan_rule(rule, &window_schema, &events))?;
-            runs.push(run);
+            runs.push(Arc::new(run));
         }
-        Ok(SqlDetector {
-            runtime,
+        Ok(SqlDetections {
+            runtime: Arc::new(runtime),
             rules: runs,
-            staged: Vec::new(),
             window_schema,
             event_columns,
             max_buffered_rows: max_buffered_rows.max(1),
-            next_due: i64::MAX,
         })
     }
+
+    /// The rule ids, in file order.
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.rule.id.as_str()).collect()
+    }
+
+    /// A detector with empty windows.
+    pub fn detector(&self) -> SqlDetector {
+        SqlDetector {
+            runtime: Arc::clone(&self.runtime),
+            rules: self
+                .rules
+                .iter()
+                .map(|p| RuleRun {
+                    rule: p.rule.clone(),
+                    planned: Arc::clone(p),
+                    buffer: Vec::new(),
+                    buffered: 0,
+                    next_end: None,
+                    sessions: HashMap::new(),
+                    incidents: HashMap::new(),
+                    stats: SqlRuleStats::default(),
+                })
+                .collect(),
+            staged: Vec::new(),
+            window_schema: Arc::clone(&self.window_schema),
+            event_columns: self.event_columns,
+            max_buffered_rows: self.max_buffered_rows,
+            next_due: i64::MAX,
+        }
+    }
+}
+
+impl DetectorFactory for SqlDetections {
+    fn create(&self) -> Vec<Box<dyn StreamDetector>> {
+        vec![Box::new(self.detector())]
+    }
+}
+
+impl SqlDetector {
 
     /// Per-detection counters.
     pub fn stats(&self) -> Vec<(String, SqlRuleStats)> {
@@ -232,7 +290,7 @@ impl SqlDetector {
             }
         };
         for r in &mut self.rules {
-            let mask = match &r.prefilter {
+            let mask = match &r.planned.prefilter {
                 Some(f) => match f.evaluate(&batch).and_then(|v| v.into_array(batch.num_rows())) {
                     Ok(a) => a.as_boolean_opt().cloned(),
                     Err(e) => {
@@ -411,7 +469,11 @@ impl SqlDetector {
         let results = match &rows {
             Some(rows) => {
                 r.stats.executions += 1;
-                match self.runtime.block_on(execute(r, rows.clone())) {
+                let planned = Arc::clone(&r.planned);
+                let executing = planned.executing.lock();
+                let result = self.runtime.block_on(execute(&planned, rows.clone()));
+                drop(executing);
+                match result {
                     Ok(b) => b,
                     Err(e) => {
                         r.stats.errors += 1;
@@ -576,25 +638,27 @@ fn retain_rows(r: &mut RuleRun, keep: impl Fn(i64, Option<&str>) -> bool) {
             r.stats.errors += 1;
             continue;
         };
-        let pick = |v: Vec<_>| -> Vec<_> {
-            v.into_iter()
-                .zip(&mask)
-                .filter_map(|(x, &m)| m.then_some(x))
-                .collect()
-        };
         buffered += n;
         chunks.push(Chunk {
             batch,
-            times: pick(chunk.times),
+            times: pick(chunk.times, &mask),
             keys: if chunk.keys.is_empty() {
                 Vec::new()
             } else {
-                pick(chunk.keys)
+                pick(chunk.keys, &mask)
             },
         });
     }
     r.buffer = chunks;
     r.buffered = buffered;
+}
+
+/// The items of `v` whose mask entry is set.
+fn pick<T>(v: Vec<T>, mask: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(mask)
+        .filter_map(|(x, &m)| m.then_some(x))
+        .collect()
 }
 
 /// Bounded memory: drops the oldest rows beyond the limit (counted).
@@ -648,7 +712,7 @@ async fn plan_rule(
     rule: SqlRule,
     window_schema: &SchemaRef,
     events: &SchemaRef,
-) -> Result<RuleRun, QueryError> {
+) -> Result<PlannedRule, QueryError> {
     let ctx = SessionContext::new();
     register_udfs(&ctx);
     let rows = Arc::new(Mutex::new(Vec::new()));
@@ -684,18 +748,13 @@ async fn plan_rule(
     }
     check_placeholders(&rule, out.fields().iter().map(|f| f.name().as_str()))?;
     let prefilter = ingestion_filter(&ctx, &plan, events)?;
-    Ok(RuleRun {
+    Ok(PlannedRule {
         rule,
         ctx,
         rows,
+        executing: Mutex::new(()),
         plan,
         prefilter,
-        buffer: Vec::new(),
-        buffered: 0,
-        next_end: None,
-        sessions: HashMap::new(),
-        incidents: HashMap::new(),
-        stats: SqlRuleStats::default(),
     })
 }
 
@@ -762,7 +821,7 @@ fn check_placeholders<'a>(
     Ok(())
 }
 
-async fn execute(r: &RuleRun, rows: RecordBatch) -> Result<Vec<RecordBatch>, QueryError> {
+async fn execute(r: &PlannedRule, rows: RecordBatch) -> Result<Vec<RecordBatch>, QueryError> {
     if let Ok(mut slot) = r.rows.lock() {
         *slot = vec![rows];
     }
@@ -1043,9 +1102,6 @@ struct DetectorState {
 }
 
 impl StreamDetector for SqlDetector {
-    fn name(&self) -> &str {
-        "sql"
-    }
 
     fn on_event(&mut self, event: &AuthEvent, _out: &mut Vec<Alert>) {
         if self.rules.is_empty() {
@@ -1073,12 +1129,36 @@ impl StreamDetector for SqlDetector {
     fn flush(&mut self, out: &mut Vec<Alert>) {
         self.advance(i64::MAX, out);
     }
+}
 
-    fn snapshot(&self) -> Result<Vec<u8>, DetectorStateError> {
-        let err = |message: String| DetectorStateError {
-            detector: "sql".into(),
-            message,
-        };
+fn snapshot_err(message: String) -> CheckpointError {
+    CheckpointError::Snapshot {
+        part: "sql".into(),
+        message,
+    }
+}
+
+fn restore_err(message: String) -> CheckpointError {
+    CheckpointError::Restore {
+        part: "sql".into(),
+        message,
+    }
+}
+
+fn sorted<V: Clone>(map: &HashMap<String, V>) -> Vec<(String, V)> {
+    let mut v: Vec<(String, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl Checkpointed for SqlDetector {
+    fn name(&self) -> &str {
+        "sql"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        // Same state, same bytes: maps are written sorted by key.
+        let err = snapshot_err;
         let mut rules = Vec::new();
         for r in &self.rules {
             let mut events = Vec::new();
@@ -1089,12 +1169,8 @@ impl StreamDetector for SqlDetector {
                 id: r.rule.id.clone(),
                 events,
                 next_end: r.next_end,
-                sessions: r.sessions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                incidents: r
-                    .incidents
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                sessions: sorted(&r.sessions),
+                incidents: sorted(&r.incidents),
             });
         }
         serde_json::to_vec(&DetectorState {
@@ -1104,11 +1180,8 @@ impl StreamDetector for SqlDetector {
         .map_err(|e| err(e.to_string()))
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), DetectorStateError> {
-        let err = |message: String| DetectorStateError {
-            detector: "sql".into(),
-            message,
-        };
+    fn restore(&mut self, state: &[u8]) -> Result<(), CheckpointError> {
+        let err = restore_err;
         let state: DetectorState =
             serde_json::from_slice(state).map_err(|e| err(format!("corrupt snapshot: {e}")))?;
         for saved in state.rules {

@@ -2,10 +2,10 @@
 //! round-trips; the catalog answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::{ArchiveOptions, ArchiveWriter, Catalog, SqlDetector, SqlRule, load_dir};
+use crate::{ArchiveOptions, ArchiveWriter, Catalog, SqlDetections, SqlRule, load_dir};
 use authwatch_detect::{EngineLimits, RulePack};
 use authwatch_event::{Alert, AuthEvent};
-use authwatch_pipeline::StreamDetector;
+use authwatch_pipeline::{Checkpointed, StreamDetector};
 use std::path::{Path, PathBuf};
 
 const T0: i64 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
@@ -48,7 +48,9 @@ fn ev(
 fn both(stream: &[AuthEvent], rule_id: &str) -> (Vec<Alert>, Vec<Alert>) {
     let pack = RulePack::builtin().unwrap();
     let mut engine = pack.engine(EngineLimits::default());
-    let mut sql = SqlDetector::new(vec![sql_rule(rule_id)], 1_000_000).unwrap();
+    let mut sql = SqlDetections::new(vec![sql_rule(rule_id)], 1_000_000)
+        .unwrap()
+        .detector();
     let (mut compiled, mut from_sql) = (Vec::new(), Vec::new());
     let mut newest = i64::MIN;
     for e in stream {
@@ -202,7 +204,8 @@ FROM events WHERE outcome = 'failure'
 GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     )
     .unwrap();
-    let mut sql = SqlDetector::new(vec![rule], 1000).unwrap();
+    let detections = SqlDetections::new(vec![rule], 1000).unwrap();
+    let mut sql = detections.detector();
     let mut out = Vec::new();
     for i in 0..5 {
         // Failures at minutes 0..4 (window [0, 10m)), then at 10..14 (window [10m, 20m)).
@@ -218,17 +221,15 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     assert_eq!(out[0].alert_id, Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0));
     // A snapshot taken now and restored elsewhere decides the second window the same way.
     let snap = sql.snapshot().unwrap();
-    let mut again = SqlDetector::new(vec![sql_rule_from(&sql)], 1000).unwrap();
+    // Same state, same bytes.
+    assert_eq!(sql.snapshot().unwrap(), snap);
+    let mut again = detections.detector();
     again.restore(&snap).unwrap();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     sql.flush(&mut a);
     again.flush(&mut b);
     assert_eq!(a.len(), 1);
     assert_eq!(a, b);
-}
-
-fn sql_rule_from(d: &SqlDetector) -> SqlRule {
-    d.rules[0].rule.clone()
 }
 
 #[test]
@@ -243,7 +244,7 @@ fn bad_detections_name_the_file_and_position() {
         "/*---\nid: y\nseverity: low\ncause_class: user\nwindow: { kind: session, gap: 10m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT nosuch FROM events",
     )
     .unwrap();
-    let e = SqlDetector::new(vec![rule], 10).err().unwrap().to_string();
+    let e = SqlDetections::new(vec![rule], 10).err().unwrap().to_string();
     assert!(e.starts_with("y.sql: query:"), "{e}");
     assert!(e.contains("nosuch"), "{e}");
 }
@@ -252,7 +253,10 @@ fn bad_detections_name_the_file_and_position() {
 fn shipped_detections_all_plan() {
     let rules = load_dir(&sql_dir()).unwrap();
     assert!(rules.len() >= 3);
-    SqlDetector::new(rules, 1000).unwrap();
+    let detections = SqlDetections::new(rules, 1000).unwrap();
+    for id in ["credential_stuffing", "password_spray_multi_source", "account_lockout_wave"] {
+        assert!(detections.rule_ids().contains(&id), "{id}");
+    }
 }
 
 #[test]

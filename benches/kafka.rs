@@ -1,0 +1,390 @@
+//! The Kafka runtime benchmark, in one run against the local broker (`scripts/kafka`):
+//!
+//! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
+//!    a fresh 2-partition topic. Then, side by side on that topic, (a) `kcat -C` reads it raw from
+//!    the beginning to the end (the floor: fetch + decompress), and (b) `authwatch run
+//!    --until-end` consumes it in a fresh group through the full pipeline (normalize, enrich,
+//!    detect, alerts and checkpoints in transactions) and stops at the end. Reported: records/s of
+//!    each and the ratio (b)/(a).
+//! 2. **Latency.** A second topic is fed at a steady rate (default 50,000 events/s for 20 s) while
+//!    `authwatch run` (default config, checkpoint interval 500 ms) consumes it; a read-committed
+//!    consumer of the alert topic notes when each alert becomes visible. Latency = that instant
+//!    minus the instant the alert's deciding event (`observed.event_id`) was handed to the
+//!    producer. Reported: p50, p99 and max over all alerts.
+//!
+//! ```text
+//! cargo bench -p authwatch-cli --bench kafka
+//! BENCH_EVENTS=1000000 BENCH_RATE=50000 BENCH_SECONDS=20 cargo bench -p authwatch-cli --bench kafka
+//! ```
+//!
+//! Installs kcat with apt-get when it is missing. Not part of the test suite.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use authwatch_kafka::ClientConfig;
+use authwatch_kafka::admin;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn authwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_authwatch"))
+}
+
+fn check(status: std::process::ExitStatus, what: &str) {
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+fn ensure_kcat() {
+    if Command::new("kcat").arg("-V").output().is_ok() {
+        return;
+    }
+    eprintln!("kcat missing: apt-get install -y kcat");
+    let _ = Command::new("apt-get").arg("update").status();
+    check(
+        Command::new("apt-get")
+            .args(["install", "-y", "kcat"])
+            .status()
+            .expect("apt-get"),
+        "apt-get install kcat",
+    );
+}
+
+fn config(dir: &Path, name: &str, brokers: &str, topic: &str, interval: &str) -> PathBuf {
+    let geo = repo().join("data/geo");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
+             [kafka]\nbrokers = {brokers:?}\ngroup_id = \"{topic}.group\"\n\
+             alert_topic = \"{topic}.alerts\"\ndead_letter_topic = \"{topic}.dead\"\n\
+             audit_topic = \"{topic}.audit\"\ntransactional_id = \"{topic}.tx\"\n\
+             [[kafka.topics]]\nname = {topic:?}\nformat = \"native\"\n\n\
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {interval:?}\n",
+            geo.join("GeoIP2-City-Test.mmdb"),
+            geo.join("GeoLite2-ASN-Test.mmdb"),
+            geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
+            dir.join(format!("{name}-checkpoints")),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Generates at least `events` events (capped there); returns how many lines it wrote.
+fn generate(path: &Path, events: u64, seed: u64) -> u64 {
+    // ~7 events per user and day (measured): enough users and days for `events`.
+    let users = (events / 200).clamp(300, 50_000);
+    let days = (events / (users * 5) + 2).max(3);
+    check(
+        authwatch()
+            .args([
+                "gen",
+                "--users",
+                &users.to_string(),
+                "--days",
+                &days.to_string(),
+            ])
+            .args(["--seed", &seed.to_string()])
+            .args(["--max-events", &events.to_string(), "--out"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap(),
+        "authwatch gen",
+    );
+    let lines = BufReader::new(std::fs::File::open(path).unwrap())
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        lines, events,
+        "authwatch gen wrote {lines} events, not {events}"
+    );
+    lines
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let events = env_u64("BENCH_EVENTS", 5_000_000);
+    let rate = env_u64("BENCH_RATE", 50_000);
+    let seconds = env_u64("BENCH_SECONDS", 20);
+    let out = Command::new(repo().join("scripts/kafka"))
+        .arg("start")
+        .output()
+        .expect("scripts/kafka");
+    assert!(
+        out.status.success(),
+        "scripts/kafka start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let brokers = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ensure_kcat();
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &brokers);
+    let dir = tempfile::tempdir().unwrap();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    // 1. Throughput.
+    let file = dir.path().join("events.jsonl");
+    let events = generate(&file, events, 1);
+    let bytes = std::fs::metadata(&file).unwrap().len();
+    let topic = format!("bench-{stamp}");
+    admin::ensure_topics(&client, &[(&topic, 2)]).unwrap();
+    let started = Instant::now();
+    check(
+        Command::new("kcat")
+            .args(["-P", "-b", &brokers, "-t", &topic, "-z", "lz4"])
+            .args(["-X", "linger.ms=20", "-X", "batch.size=1000000"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .status()
+            .unwrap(),
+        "kcat -P",
+    );
+    let load = started.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {events} events ({:.0} MiB) into {topic} in {load:.1} s",
+        bytes as f64 / (1 << 20) as f64
+    );
+
+    let started = Instant::now();
+    let mut kcat = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &brokers,
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut raw = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stdout = kcat.stdout.take().unwrap();
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw += memchr_count(&buf[..n]);
+    }
+    check(kcat.wait().unwrap(), "kcat -C");
+    let kcat_s = started.elapsed().as_secs_f64();
+    assert_eq!(raw, events, "kcat read {raw} records");
+
+    let cfg = config(dir.path(), "throughput", &brokers, &topic, "1s");
+    let started = Instant::now();
+    let run = authwatch()
+        .args(["run", "--until-end", "--config"])
+        .arg(&cfg)
+        .env("AUTHWATCH_LOG", "warn")
+        .output()
+        .unwrap();
+    let run_s = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "authwatch run: {stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("authwatch run: stopped"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        summary.contains(&format!("after {events} records")),
+        "authwatch run did not read every record: {summary}"
+    );
+
+    // 2. Latency at a steady rate.
+    let lat_events = rate * seconds;
+    let lat_file = dir.path().join("latency.jsonl");
+    let lat_events = generate(&lat_file, lat_events, 2);
+    let lines: Vec<(String, String)> = BufReader::new(std::fs::File::open(&lat_file).unwrap())
+        .lines()
+        .map(|l| {
+            let l = l.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            (v["event_id"].as_str().unwrap().to_owned(), l)
+        })
+        .collect();
+    let lat_topic = format!("bench-latency-{stamp}");
+    admin::ensure_topics(&client, &[(&lat_topic, 2)]).unwrap();
+    let cfg = config(dir.path(), "latency", &brokers, &lat_topic, "500ms");
+    let log = dir.path().join("latency.log");
+    let mut live = authwatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("partition assigned")
+    {
+        assert!(waited.elapsed() < Duration::from_secs(60), "no assignment");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        let done = Arc::clone(&done);
+        let alerts = format!("{lat_topic}.alerts");
+        let brokers = brokers.clone();
+        std::thread::spawn(move || read_alerts(&brokers, &alerts, &seen, &done))
+    };
+    let sent: HashMap<String, Instant> = produce_steady(&client, &lat_topic, &lines, rate);
+    std::thread::sleep(Duration::from_secs(3));
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    check(
+        Command::new("kill")
+            .args(["-TERM", &live.id().to_string()])
+            .status()
+            .unwrap(),
+        "kill",
+    );
+    check(live.wait().unwrap(), "authwatch run (latency)");
+    let mut lat: Vec<f64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(id, at)| sent.get(id).map(|s| at.duration_since(*s).as_secs_f64()))
+        .collect();
+    lat.sort_by(f64::total_cmp);
+
+    let kcat_rate = events as f64 / kcat_s;
+    let run_rate = events as f64 / run_s;
+    println!("\nauthwatch Kafka benchmark ({events} events, 2 partitions, broker on loopback)");
+    println!(
+        "  (a) kcat -C raw read             {kcat_s:8.2} s  {:>10.0} records/s",
+        kcat_rate
+    );
+    println!(
+        "  (b) authwatch run --until-end    {run_s:8.2} s  {:>10.0} records/s",
+        run_rate
+    );
+    println!(
+        "      ratio (b)/(a)                {:.2}",
+        run_rate / kcat_rate
+    );
+    println!("      {summary}");
+    println!(
+        "  latency at {rate} events/s ({lat_events} events over {seconds} s): {} alerts, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lat.len(),
+        percentile(&lat, 0.50) * 1000.0,
+        percentile(&lat, 0.99) * 1000.0,
+        lat.last().copied().unwrap_or(f64::NAN) * 1000.0
+    );
+    for t in [
+        topic.clone(),
+        format!("{topic}.alerts"),
+        format!("{topic}.dead"),
+        format!("{topic}.audit"),
+        lat_topic.clone(),
+        format!("{lat_topic}.alerts"),
+        format!("{lat_topic}.dead"),
+        format!("{lat_topic}.audit"),
+    ] {
+        let _ = admin::delete_topics(&client, &[&t]);
+    }
+}
+
+fn memchr_count(buf: &[u8]) -> u64 {
+    buf.iter().filter(|b| **b == b'\n').count() as u64
+}
+
+/// Sends `lines` at `rate` per second, in 1 ms slices; returns each event id's send instant.
+fn produce_steady(
+    client: &ClientConfig,
+    topic: &str,
+    lines: &[(String, String)],
+    rate: u64,
+) -> HashMap<String, Instant> {
+    use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+    let mut pc = client.clone();
+    pc.set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4");
+    let producer: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let mut sent = HashMap::with_capacity(lines.len());
+    let started = Instant::now();
+    for (i, (id, line)) in lines.iter().enumerate() {
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        let now = started.elapsed();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        admin::send_retrying(&producer, topic, Some(id), line.as_bytes()).unwrap();
+        sent.insert(id.clone(), Instant::now());
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    eprintln!(
+        "produced {} events in {:.1} s",
+        lines.len(),
+        started.elapsed().as_secs_f64()
+    );
+    sent
+}
+
+/// Notes when each alert becomes visible to a read-committed consumer.
+fn read_alerts(
+    brokers: &str,
+    topic: &str,
+    seen: &Mutex<Vec<(String, Instant)>>,
+    done: &AtomicBool,
+) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}.reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer = cc.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    while !done.load(Ordering::Relaxed) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            let at = Instant::now();
+            let v: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            if let Some(id) = v["observed"]["event_id"].as_str() {
+                seen.lock().unwrap().push((id.to_owned(), at));
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `authwatch respond list | approve ID | reject ID`, and the responder beside `replay`.
+
+use anyhow::{Context, Result};
+use authwatch_event::Timestamp;
+use authwatch_pipeline::Config;
+use authwatch_pipeline::config::RespondConfig;
+use authwatch_respond::{
+    AuditSink, JsonLinesAudit, PendingStatus, PendingStore, Responder, ResponderThread,
+    ResponseClock, RunReport,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `authwatch respond`
+#[derive(Debug, clap::Args)]
+pub struct RespondArgs {
+    /// Configuration file (TOML; the `[respond]` section).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The state directory (overrides respond.state_dir).
+    #[arg(long, value_name = "DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: RespondCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RespondCommand {
+    /// Actions waiting for approval or for a rate-limit token.
+    List {
+        /// Also decided and finished actions.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Carry out a pending or queued action now (allow-lists are checked again).
+    Approve {
+        /// The action id (from `respond list`).
+        id: String,
+        /// Who approves (recorded in the audit record); default $USER.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Cancel a pending or queued action.
+    Reject {
+        /// The action id (from `respond list`).
+        id: String,
+        /// Who rejects (recorded in the audit record); default $USER.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
+fn load(args: &RespondArgs) -> Result<RespondConfig> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::from_env()?,
+    };
+    let mut respond = config.respond;
+    if let Some(dir) = &args.state_dir {
+        respond.state_dir = dir.clone();
+    }
+    Ok(respond)
+}
+
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Opens the audit file named by the config.
+fn audit_sinks(config: &RespondConfig) -> Result<Vec<Box<dyn AuditSink>>> {
+    let path = config.audit_path();
+    let audit = JsonLinesAudit::open(&path)
+        .with_context(|| format!("cannot open the audit file {}", path.display()))?;
+    Ok(vec![Box::new(audit)])
+}
+
+pub fn run(args: RespondArgs) -> Result<ExitCode> {
+    let config = load(&args)?;
+    match args.command {
+        RespondCommand::List { all } => {
+            let store = PendingStore::open(&config.state_dir)?;
+            let actions: Vec<_> = store
+                .list()?
+                .into_iter()
+                .filter(|a| all || a.status.is_open())
+                .collect();
+            if actions.is_empty() {
+                println!(
+                    "No {}actions in {}.",
+                    if all { "" } else { "pending " },
+                    config.state_dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  ACTIONS",
+                "ID", "STATUS", "CREATED (UTC)", "ACCOUNT", "TENANT", "RULE"
+            );
+            for a in actions {
+                let created = Timestamp(a.created_ms).to_string();
+                let actions: Vec<&str> = a.actions.iter().map(|x| x.as_str()).collect();
+                println!(
+                    "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  {}",
+                    a.id,
+                    format!("{:?}", a.status),
+                    created,
+                    a.alert.account,
+                    a.alert.tenant.as_deref().unwrap_or("-"),
+                    a.alert.rule_id,
+                    actions.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RespondCommand::Approve { id, by } => decide(&config, &id, true, who(by)),
+        RespondCommand::Reject { id, by } => decide(&config, &id, false, who(by)),
+    }
+}
+
+fn decide(config: &RespondConfig, id: &str, approve: bool, who: String) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut responder = Responder::new(config, ResponseClock::wall(), audit_sinks(config)?)?;
+    let (action, records) = runtime.block_on(responder.decide(id, approve, &who))?;
+    for r in &records {
+        eprintln!(
+            "{} {}: {}",
+            r.unmapped.action.as_str(),
+            r.unmapped.decision.as_str(),
+            r.status_detail
+        );
+    }
+    println!("{id}: {:?}", action.status);
+    Ok(match action.status {
+        PendingStatus::Executed | PendingStatus::Rejected => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+/// The responder beside `replay`, when `[respond] enabled`.
+///
+/// Time is event time: the limits, incident expiry and the breaker run on the alerts' own
+/// times, so that a replay shows what the responder would have done live, at any replay
+/// speed, and two replays of one file decide alike. The state is kept in
+/// `<state_dir>/replay-state.json` between runs, so replaying a file again repeats no action.
+pub struct ReplayResponder {
+    thread: Option<ResponderThread>,
+    config: RespondConfig,
+}
+
+impl ReplayResponder {
+    pub fn start(config: &Config) -> Result<ReplayResponder> {
+        let respond = config.respond.clone();
+        if !respond.enabled {
+            return Ok(ReplayResponder {
+                thread: None,
+                config: respond,
+            });
+        }
+        let responder = Responder::new(
+            &respond,
+            ResponseClock::event_time(0),
+            audit_sinks(&respond)?,
+        )
+        .context("cannot start the responder")?;
+        let state = respond.state_dir.join("replay-state.json");
+        let thread = ResponderThread::spawn(responder, Some(state))?;
+        Ok(ReplayResponder {
+            thread: Some(thread),
+            config: respond,
+        })
+    }
+
+    pub fn tee<S: authwatch_pipeline::Sink>(&self, sink: S) -> authwatch_respond::TeeSink<S> {
+        match &self.thread {
+            Some(t) => t.tee(sink),
+            None => authwatch_respond::TeeSink::without_responder(sink),
+        }
+    }
+
+    /// Waits for the responder and prints what it did.
+    pub fn finish(self) -> Result<()> {
+        let Some(thread) = self.thread else {
+            return Ok(());
+        };
+        let report: RunReport = thread.finish()?;
+        let mut parts: Vec<String> = report
+            .counts
+            .iter()
+            .map(|((action, decision), n)| format!("{n} {} {}", action.as_str(), decision.as_str()))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no alert selected by the policy".to_owned());
+        }
+        eprintln!(
+            "respond ({:?}): {}; {} queued; audit records in {}; pending actions: authwatch respond list",
+            self.config.mode,
+            parts.join(", "),
+            report.queued,
+            self.config.audit_path().display()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! `authwatch run`: the live pipeline over Kafka (see docs/KAFKA.md).
+
+use anyhow::{Context, Result};
+use authwatch_kafka::{KafkaMetrics, Runtime};
+use authwatch_pipeline::Config;
+use authwatch_telemetry::{ActionCount, PartitionLag, Telemetry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Consume provider topics in a consumer group; write alerts, dead letters, audit records (and
+/// enriched events) to topics, with state checkpointed together with the input offsets. Stops
+/// gracefully on SIGTERM or Ctrl-C: drains, checkpoints, commits.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The configuration file ([kafka], [checkpoint] and the pipeline sections).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Stop once every assigned partition is consumed up to the end offset it had when
+    /// assigned (backfills, benchmarks); otherwise run until SIGTERM.
+    #[arg(long)]
+    until_end: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    authwatch_telemetry::apply_log_format(config.telemetry.log_format);
+    let pack = crate::replay::load_rules(&config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_watcher(Arc::clone(&stop))?;
+    let telemetry =
+        Arc::new(Telemetry::start(&config.telemetry).context("starting the telemetry endpoint")?);
+    if let Some(addr) = telemetry.local_addr() {
+        tracing::info!(%addr, "telemetry: /metrics /livez /readyz /startupz");
+    }
+    let sql_config = config.clone();
+    let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
+        .until_end(args.until_end)
+        .with_observer(telemetry.batch_observer());
+    let runtime = {
+        let t = Arc::clone(&telemetry);
+        runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
+    };
+    let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
+    connect_kafka_metrics(&telemetry, &runtime.metrics(), &stop);
+    let counts = runtime.response_counts();
+    telemetry.register_response_actions(move || {
+        counts()
+            .into_iter()
+            .map(|(action, result, count)| ActionCount {
+                action,
+                result,
+                count,
+            })
+            .collect()
+    });
+    let report = runtime.run().context("authwatch run")?;
+    if let Some(last) = &report.last {
+        eprintln!(
+            "authwatch run: stopped after {} records, {} events, {} alerts, {} restarts in {:.3} s",
+            last.lines,
+            last.events,
+            last.alerts,
+            report.restarts,
+            last.elapsed.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds the runtime's own numbers to the exporter: consumer lag per partition and checkpoint
+/// age are read at each scrape; readiness follows the consumer's assignment and state restore;
+/// each checkpoint's duration goes into the histogram (taken every 200 ms by a small thread, as
+/// the runtime finishes checkpoints on its own threads).
+fn connect_kafka_metrics(
+    telemetry: &Arc<Telemetry>,
+    km: &Arc<KafkaMetrics>,
+    stop: &Arc<AtomicBool>,
+) {
+    let lag = Arc::clone(km);
+    telemetry.register_consumer_lag(move || {
+        lag.consumer_lag()
+            .into_iter()
+            .map(|l| PartitionLag {
+                topic: l.topic,
+                partition: l.partition,
+                lag: l.lag,
+            })
+            .collect()
+    });
+    let age = Arc::clone(km);
+    telemetry.register_checkpoint_age(move || {
+        age.checkpoint_age_seconds()
+            .map(|s| std::time::Duration::from_secs_f64(s.max(0.0)))
+    });
+    let (restored, assigned) = (Arc::clone(km), Arc::clone(km));
+    telemetry
+        .health()
+        .follow(move || restored.restored(), move || assigned.assigned());
+    let (t, km, stop) = (Arc::clone(telemetry), Arc::clone(km), Arc::clone(stop));
+    let spawned = std::thread::Builder::new()
+        .name("aw-telemetry-feed".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if km.started() {
+                    t.health().set_started();
+                }
+                for took in km.take_checkpoint_durations() {
+                    t.record_checkpoint(took);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "checkpoint durations will not be exported");
+    }
+}
+
+/// SIGTERM (Kubernetes) and SIGINT set the stop flag; the source sees it between polls.
+fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("starting the signal watcher")?;
+    std::thread::Builder::new()
+        .name("aw-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut term) = signal(SignalKind::terminate()) else {
+                    tracing::error!("cannot watch SIGTERM");
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+        })
+        .context("starting the signal watcher")?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Client configuration shared by the consumer and the producers.
+
+use crate::error::KafkaError;
+use authwatch_pipeline::config::KafkaConfig;
+use rdkafka::ClientConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The configured brokers, extra properties and the secret properties file, applied to a new
+/// client configuration.
+pub(crate) fn base_config_impl(kafka: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    // librdkafka logs through our context into tracing.
+    c.set("log.connection.close", "false");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    if let Some(path) = &kafka.properties_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            KafkaError::Config(format!("kafka.properties_file {}: {e}", path.display()))
+        })?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').ok_or_else(|| {
+                KafkaError::Config(format!(
+                    "kafka.properties_file {} line {}: expected key=value",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            c.set(k.trim(), v.trim());
+        }
+    }
+    Ok(c)
+}
+
+pub(crate) fn base_config(kafka: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
+    base_config_impl(kafka)
+}
+
+/// A client configuration for the brokers of `[kafka]` (with its extra and secret properties),
+/// for tools that talk to the same cluster.
+pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
+    base_config_impl(kafka)
+}
+
+/// This instance's transactional id (also its static group membership id).
+pub(crate) fn instance_id(kafka: &KafkaConfig) -> String {
+    if let Some(id) = &kafka.transactional_id {
+        return id.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "local".to_owned());
+    format!("authwatch-{}-{host}", kafka.group_id)
+}
+
+/// The input partitions of one run: index (the pipeline's input number) ↔ topic/partition.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    list: Vec<(String, i32)>,
+    /// Topic → input number by partition (looked up per record without allocating).
+    index: HashMap<String, Vec<Option<u32>>>,
+}
+
+impl Inputs {
+    /// Numbers every partition of the given topics, in topic then partition order.
+    pub fn new(partitions: Vec<(String, i32)>) -> Arc<Self> {
+        let mut index: HashMap<String, Vec<Option<u32>>> = HashMap::new();
+        for (i, (topic, partition)) in partitions.iter().enumerate() {
+            let Ok(p) = usize::try_from(*partition) else {
+                continue;
+            };
+            let slots = index.entry(topic.clone()).or_default();
+            if slots.len() <= p {
+                slots.resize(p + 1, None);
+            }
+            slots[p] = Some(i as u32);
+        }
+        Arc::new(Inputs {
+            list: partitions,
+            index,
+        })
+    }
+
+    /// The input number of a partition.
+    pub fn index(&self, topic: &str, partition: i32) -> Option<u32> {
+        let slots = self.index.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| slots.get(p).copied().flatten())
+    }
+
+    /// The partition of an input number.
+    pub fn get(&self, input: u32) -> Option<(&str, i32)> {
+        self.list.get(input as usize).map(|(t, p)| (t.as_str(), *p))
+    }
+
+    /// `topic/partition` names, by input number (dead-letter `file` field).
+    pub fn names(&self) -> Vec<String> {
+        self.list.iter().map(|(t, p)| format!("{t}/{p}")).collect()
+    }
+
+    /// All partitions.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// No partitions.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_number_partitions_in_order() {
+        let inputs = Inputs::new(vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)]);
+        assert_eq!(inputs.index("a", 1), Some(1));
+        assert_eq!(inputs.index("b", 0), Some(2));
+        assert_eq!(inputs.index("b", 1), None);
+        assert_eq!(inputs.index("c", 0), None);
+        assert_eq!(inputs.index("a", -1), None);
+        assert_eq!(inputs.get(2), Some(("b", 0)));
+        assert_eq!(inputs.names(), ["a/0", "a/1", "b/0"]);
+    }
+}

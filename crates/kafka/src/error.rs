@@ -1,0 +1,91 @@
+//! Errors of the Kafka runtime, by whose fault they are.
+
+use std::path::PathBuf;
+
+/// The Kafka runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The configuration cannot be used (operator's fault; not retryable).
+    #[error("config: {0}")]
+    Config(String),
+    /// A client could not be created or a broker call failed (environment's fault; the run
+    /// restarts from its last checkpoint).
+    #[error("kafka {context}: {source}")]
+    Client {
+        /// What was being done.
+        context: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A checkpoint file could not be written or read.
+    #[error("checkpoint {path}: {message}")]
+    Store {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A checkpoint could not be committed (transaction fenced after a rebalance or a session
+    /// timeout, broker away too long, state file not writable); the run restarts from the last
+    /// committed checkpoint.
+    #[error("checkpoint {id} failed: {message}")]
+    Commit {
+        /// The barrier id.
+        id: u64,
+        /// What failed.
+        message: String,
+    },
+    /// The input topics changed shape (a partition was added); the run restarts and numbers
+    /// the partitions afresh.
+    #[error("input topics changed: {0}")]
+    Topology(String),
+    /// A committed offset has no state file: the checkpoint directory is not the one this
+    /// group committed with (not shared between instances, or lost). Resuming would silently
+    /// forget detector state, so the run stops.
+    #[error(
+        "{topic}/{partition}: the group committed offset {offset} but {dir} has no state for it; \
+         point checkpoint.dir at the group's shared directory, or reset the group's offsets to \
+         start over"
+    )]
+    MissingState {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The committed offset.
+        offset: i64,
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// The responder could not start or stopped on an error (audit output or its state file
+    /// not writable, a secret missing); the run restarts from the last checkpoint.
+    #[error("responder: {0}")]
+    Respond(String),
+    /// The pipeline failed.
+    #[error(transparent)]
+    Pipeline(#[from] authwatch_pipeline::PipelineError),
+}
+
+impl KafkaError {
+    /// Whether restarting from the last checkpoint may succeed (broker or network trouble,
+    /// a fenced transaction after a rebalance), as opposed to a configuration or state problem.
+    pub fn is_retryable(&self) -> bool {
+        use authwatch_pipeline::PipelineError as P;
+        matches!(
+            self,
+            KafkaError::Client { .. }
+                | KafkaError::Commit { .. }
+                | KafkaError::Topology(_)
+                | KafkaError::Respond(_)
+                | KafkaError::Pipeline(P::Sink(_) | P::Source(_))
+        )
+    }
+
+    pub(crate) fn client(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        KafkaError::Client {
+            context: context.into(),
+            source,
+        }
+    }
+}

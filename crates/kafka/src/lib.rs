@@ -1,0 +1,60 @@
+//! authwatch's Kafka runtime (`authwatch run`): provider topics in a consumer group →
+//! normalize → enrich → detect → alert, dead-letter, audit and enriched-events topics, with
+//! exactly-once effect.
+//!
+//! - **Tasks per partition.** Every input partition is its own task with its own detector
+//!   state, user profiles and event-time watermark, so a partition's results depend only on its
+//!   own ordered records — not on how partitions interleave, nor on which instance owns them.
+//!   N instances in one group give the same alerts as one when each detection's key lives in one
+//!   partition: key the provider topics by tenant (see docs/KAFKA.md).
+//! - **Checkpoints.** Every `checkpoint.interval` the source sends a barrier through the stages;
+//!   the detect stage snapshots each changed task (`engine`, `profiles`, `watermark` parts, see
+//!   [`authwatch_pipeline::Checkpointed`]); the sink writes one state file per partition named by
+//!   the offset it reflects, adds those offsets to the producer transaction holding the alerts,
+//!   and commits. On assignment the state file for the committed offset is restored.
+//! - **Exactly-once effect.** Alerts are produced in that transaction: a read-committed consumer
+//!   sees the alerts of exactly the committed input, once. After a crash the open transaction is
+//!   aborted (fenced by the restarted instance's transactional id) and the input after the last
+//!   commit is processed again from the state saved with it, giving the same alerts with the
+//!   same deterministic `alert_id`s. A read-uncommitted consumer may see an aborted alert and its
+//!   re-emission: it deduplicates by `alert_id`.
+//! - **Failures** of the broker or of a transaction restart the run from the last checkpoint
+//!   (with backoff), without operator action.
+#![deny(missing_docs)]
+
+pub mod admin;
+mod audit;
+mod client;
+mod error;
+mod metrics;
+mod runner;
+mod sink;
+mod source;
+mod store;
+
+pub use audit::{AuditPartition, AuditRecord};
+pub use client::{Inputs, client_config};
+pub use error::KafkaError;
+pub use metrics::{KafkaMetrics, PartitionLag};
+/// librdkafka client settings (re-exported for tools that use [`admin`]).
+pub use rdkafka::ClientConfig;
+pub use runner::{RunReport, Runtime, SinkLayer};
+pub use store::CheckpointStore;
+
+/// librdkafka's own log lines, at the matching tracing level.
+pub(crate) fn log_librdkafka(
+    client: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(client, fac, "librdkafka: {message}")
+        }
+        L::Warning => tracing::warn!(client, fac, "librdkafka: {message}"),
+        L::Notice | L::Info => tracing::info!(client, fac, "librdkafka: {message}"),
+        L::Debug => tracing::debug!(client, fac, "librdkafka: {message}"),
+    }
+}

@@ -1,0 +1,318 @@
+//! The runtime's own numbers, as plain atomics with getters, for the telemetry exporter
+//! (OpenTelemetry/Prometheus) to read and for the periodic tracing log.
+//!
+//! Pipeline counters (events, dead letters by reason, late events, alerts, watermark) stay in
+//! [`authwatch_pipeline::Metrics`]; this adds what only the Kafka runtime knows.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Consumer lag of one partition, from librdkafka's statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// High watermark minus the consumer's position (records); -1 when unknown.
+    pub lag: i64,
+}
+
+/// Numbers of the Kafka runtime. Shared as `Arc<KafkaMetrics>`; every getter is cheap.
+#[derive(Debug, Default)]
+pub struct KafkaMetrics {
+    assigned: AtomicBool,
+    restored: AtomicBool,
+    started: AtomicBool,
+    records_in: AtomicU64,
+    bytes_in: AtomicU64,
+    alerts_out: AtomicU64,
+    dead_letters_out: AtomicU64,
+    enriched_out: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_failures: AtomicU64,
+    last_checkpoint_ms: AtomicI64,
+    last_checkpoint_duration_us: AtomicU64,
+    restarts: AtomicU64,
+    throughput: AtomicU64,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Durations of checkpoints not yet taken by [`KafkaMetrics::take_checkpoint_durations`]
+    /// (bounded: an exporter that stops reading loses the oldest, never memory).
+    recent_checkpoints: Mutex<std::collections::VecDeque<std::time::Duration>>,
+}
+
+/// Checkpoint durations kept for an exporter between two reads.
+const RECENT_CHECKPOINTS: usize = 1024;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl KafkaMetrics {
+    /// Fresh numbers.
+    pub fn new() -> Self {
+        KafkaMetrics::default()
+    }
+
+    /// The consumer holds at least one partition (readiness, with [`KafkaMetrics::restored`]).
+    pub fn assigned(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// The state of every assigned partition is restored from its checkpoint (or started fresh
+    /// where none was committed).
+    pub fn restored(&self) -> bool {
+        self.restored.load(Ordering::Relaxed)
+    }
+
+    /// Start-up finished: clients created, first assignment handled.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Ready to serve: assigned and restored.
+    pub fn ready(&self) -> bool {
+        self.assigned() && self.restored()
+    }
+
+    /// Records consumed.
+    pub fn records_in(&self) -> u64 {
+        self.records_in.load(Ordering::Relaxed)
+    }
+
+    /// Record payload bytes consumed.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Alerts produced to the alert topic (including ones in transactions that later aborted).
+    pub fn alerts_out(&self) -> u64 {
+        self.alerts_out.load(Ordering::Relaxed)
+    }
+
+    /// Records produced to the dead-letter topic.
+    pub fn dead_letters_out(&self) -> u64 {
+        self.dead_letters_out.load(Ordering::Relaxed)
+    }
+
+    /// Events produced to the enriched-events topic.
+    pub fn enriched_out(&self) -> u64 {
+        self.enriched_out.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints committed.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints that failed (each followed by a restart from the previous one).
+    pub fn checkpoint_failures(&self) -> u64 {
+        self.checkpoint_failures.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the last committed checkpoint; `None` before the first.
+    pub fn checkpoint_age_seconds(&self) -> Option<f64> {
+        match self.last_checkpoint_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some((now_ms() - t).max(0) as f64 / 1000.0),
+        }
+    }
+
+    /// Duration of the last checkpoint (state files + transaction commit), seconds.
+    pub fn checkpoint_duration_seconds(&self) -> f64 {
+        self.last_checkpoint_duration_us.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// The durations of the checkpoints finished since the last call, oldest first: an exporter
+    /// records each in a histogram.
+    pub fn take_checkpoint_durations(&self) -> Vec<std::time::Duration> {
+        match self.recent_checkpoints.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Restarts from the last checkpoint after a broker or transaction failure.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Records consumed per second over the last report interval.
+    pub fn throughput_events_per_second(&self) -> u64 {
+        self.throughput.load(Ordering::Relaxed)
+    }
+
+    /// Consumer lag per assigned partition (from the last statistics report).
+    pub fn consumer_lag(&self) -> Vec<PartitionLag> {
+        self.lag
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|((topic, partition), lag)| PartitionLag {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        lag: *lag,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Total lag over partitions with a known lag.
+    pub fn total_lag(&self) -> i64 {
+        self.consumer_lag()
+            .iter()
+            .filter(|l| l.lag >= 0)
+            .map(|l| l.lag)
+            .sum()
+    }
+
+    pub(crate) fn set_assigned(&self, v: bool) {
+        self.assigned.store(v, Ordering::Relaxed);
+    }
+    pub(crate) fn set_restored(&self, v: bool) {
+        self.restored.store(v, Ordering::Relaxed);
+    }
+    pub(crate) fn set_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+    pub(crate) fn add_records(&self, n: u64, bytes: u64) {
+        self.records_in.fetch_add(n, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn add_alert(&self) {
+        self.alerts_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_dead_letter(&self) {
+        self.dead_letters_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_enriched(&self) {
+        self.enriched_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn checkpoint_done(&self, duration: std::time::Duration) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_checkpoint_duration_us.store(
+            u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Ok(mut q) = self.recent_checkpoints.lock() {
+            if q.len() >= RECENT_CHECKPOINTS {
+                q.pop_front();
+            }
+            q.push_back(duration);
+        }
+    }
+    pub(crate) fn checkpoint_failed(&self) {
+        self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn set_throughput(&self, per_second: u64) {
+        self.throughput.store(per_second, Ordering::Relaxed);
+    }
+    pub(crate) fn set_lag(&self, lags: Vec<PartitionLag>) {
+        if let Ok(mut m) = self.lag.lock() {
+            m.clear();
+            for l in lags {
+                m.insert((l.topic, l.partition), l.lag);
+            }
+        }
+    }
+}
+
+/// Reads per-partition consumer lag from a librdkafka statistics JSON document.
+pub(crate) fn lag_from_statistics(json: &str) -> Vec<PartitionLag> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let Some(topics) = value.get("topics").and_then(|t| t.as_object()) else {
+        return out;
+    };
+    for (topic, t) in topics {
+        let Some(partitions) = t.get("partitions").and_then(|p| p.as_object()) else {
+            continue;
+        };
+        for (p, stats) in partitions {
+            let Ok(partition) = p.parse::<i32>() else {
+                continue;
+            };
+            // -1 is librdkafka's internal "unassigned" partition.
+            if partition < 0 {
+                continue;
+            }
+            let assigned = stats
+                .get("fetch_state")
+                .and_then(|s| s.as_str())
+                .is_some_and(|s| s != "none" && s != "stopped");
+            if !assigned {
+                continue;
+            }
+            // Offsets are committed inside producer transactions, which librdkafka's own
+            // `consumer_lag` does not see: lag is the last stable offset (read_committed; the
+            // high watermark otherwise) minus the position handed to the application.
+            let int = |k: &str| stats.get(k).and_then(|v| v.as_i64()).filter(|v| *v >= 0);
+            let end = int("ls_offset").or_else(|| int("hi_offset"));
+            let lag = match (end, int("app_offset")) {
+                (Some(end), Some(pos)) => (end - pos).max(0),
+                _ => -1,
+            };
+            out.push(PartitionLag {
+                topic: topic.clone(),
+                partition,
+                lag,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_read_per_assigned_partition() {
+        let json = r#"{"topics":{"in":{"partitions":{
+            "0":{"fetch_state":"active","ls_offset":100,"hi_offset":120,"app_offset":93},
+            "2":{"fetch_state":"active","hi_offset":5,"app_offset":-1001},
+            "1":{"fetch_state":"none","consumer_lag":3},
+            "-1":{"fetch_state":"none","consumer_lag":-1}}}}}"#;
+        let lags = lag_from_statistics(json);
+        assert_eq!(
+            lags,
+            vec![
+                PartitionLag {
+                    topic: "in".into(),
+                    partition: 0,
+                    lag: 7
+                },
+                PartitionLag {
+                    topic: "in".into(),
+                    partition: 2,
+                    lag: -1
+                }
+            ]
+        );
+        assert!(lag_from_statistics("not json").is_empty());
+    }
+
+    #[test]
+    fn checkpoint_age_is_unknown_before_the_first() {
+        let m = KafkaMetrics::new();
+        assert_eq!(m.checkpoint_age_seconds(), None);
+        m.checkpoint_done(std::time::Duration::from_millis(12));
+        assert!(m.checkpoint_age_seconds().is_some_and(|a| a < 5.0));
+        assert!((m.checkpoint_duration_seconds() - 0.012).abs() < 1e-9);
+        assert!(!m.ready());
+        m.set_assigned(true);
+        m.set_restored(true);
+        assert!(m.ready());
+    }
+}

@@ -1,0 +1,569 @@
+//! The supervisor: builds clients and the pipeline, runs until stopped, and restarts from the
+//! last checkpoint when the broker or a transaction fails.
+
+use crate::audit::{Audit, ResponseAuditTopic};
+use crate::client::{Inputs, base_config, instance_id};
+use crate::error::KafkaError;
+use crate::metrics::KafkaMetrics;
+use crate::sink::{KafkaSink, Topics};
+use crate::source::{ConsumerCtx, KafkaSource, Shared};
+use crate::store::CheckpointStore;
+use authwatch_detect::RulePack;
+use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts};
+use authwatch_respond::{
+    AuditSink, JsonLinesAudit, Responder, ResponderThread, ResponseClock, StateSaver, TeeSink,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a run did, over all its restarts.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Summary of the last pipeline run (the one that ended with the stop).
+    pub last: Option<RunSummary>,
+    /// Restarts after failures.
+    pub restarts: u64,
+}
+
+/// The Kafka runtime of one `authwatch run` process.
+pub struct Runtime {
+    config: Config,
+    pack: RulePack,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<KafkaMetrics>,
+    pipeline_metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    until_end: bool,
+    observer: Option<Arc<dyn authwatch_pipeline::BatchObserver>>,
+    on_pipeline: Option<PipelineHook>,
+    /// Detectors after the compiled rules (windowed SQL, the SQL endpoint's live window).
+    detectors: Vec<Arc<dyn authwatch_pipeline::DetectorFactory>>,
+    /// Wraps the sink of every pipeline this runtime builds (the Parquet archive).
+    sink_layer: Option<SinkLayer>,
+    /// The decision counts of the responder of the current run (a restart starts a new one).
+    response_counts: Arc<Mutex<Option<authwatch_respond::SharedCounts>>>,
+}
+
+/// Wraps the sink of a pipeline (e.g. archiving what passes through); fails as configuration.
+pub type SinkLayer = Arc<
+    dyn Fn(Box<dyn authwatch_pipeline::Sink>) -> Result<Box<dyn authwatch_pipeline::Sink>, String>
+        + Send
+        + Sync,
+>;
+
+/// Called with the counters of every pipeline the runtime builds (one per start or restart).
+type PipelineHook = Box<dyn Fn(Arc<Metrics>) + Send + Sync>;
+
+impl Runtime {
+    /// A runtime for `config` and `pack`; set `stop` (e.g. on SIGTERM) to drain, checkpoint,
+    /// commit and return.
+    pub fn new(config: Config, pack: RulePack, stop: Arc<AtomicBool>) -> Result<Self, KafkaError> {
+        if config.kafka.topics.is_empty() {
+            return Err(KafkaError::Config(
+                "kafka.topics is empty: name at least one provider topic".to_owned(),
+            ));
+        }
+        Ok(Runtime {
+            config,
+            pack,
+            stop,
+            metrics: Arc::new(KafkaMetrics::new()),
+            pipeline_metrics: Arc::new(Mutex::new(None)),
+            until_end: false,
+            observer: None,
+            on_pipeline: None,
+            detectors: Vec::new(),
+            sink_layer: None,
+            response_counts: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The responder's decisions so far as (action, result, count), for the metrics exporter;
+    /// empty when `[respond]` is off. A restart starts the totals again (a counter reset).
+    pub fn response_counts(&self) -> impl Fn() -> Vec<(String, String, u64)> + Send + Sync + use<> {
+        let current = Arc::clone(&self.response_counts);
+        move || {
+            let Some(counts) = current.lock().ok().and_then(|c| c.clone()) else {
+                return Vec::new();
+            };
+            let Ok(counts) = counts.lock() else {
+                return Vec::new();
+            };
+            counts
+                .iter()
+                .map(|((action, decision), n)| {
+                    (action.as_str().to_owned(), decision.as_str().to_owned(), *n)
+                })
+                .collect()
+        }
+    }
+
+    /// Reports every batch of every pipeline this runtime builds to `observer` (telemetry).
+    pub fn with_observer(mut self, observer: Arc<dyn authwatch_pipeline::BatchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Calls `hook` with the counters of each pipeline this runtime builds: a restart builds a
+    /// new pipeline, and an exporter must follow it.
+    pub fn on_pipeline(mut self, hook: impl Fn(Arc<Metrics>) + Send + Sync + 'static) -> Self {
+        self.on_pipeline = Some(Box::new(hook));
+        self
+    }
+
+    /// Also runs the detectors `factory` makes in every pipeline this runtime builds (each task
+    /// gets its own, checkpointed with the task's state).
+    pub fn with_stream_detectors(
+        mut self,
+        factory: Arc<dyn authwatch_pipeline::DetectorFactory>,
+    ) -> Self {
+        self.detectors.push(factory);
+        self
+    }
+
+    /// Wraps the sink of every pipeline this runtime builds with `layer` (made anew at each
+    /// start or restart). The layer sees every result and checkpoint before the Kafka sink.
+    pub fn with_sink_layer(mut self, layer: SinkLayer) -> Self {
+        self.sink_layer = Some(layer);
+        self
+    }
+
+    /// Stop (gracefully) once every assigned partition is consumed up to the end offset it had
+    /// when assigned: a backfill, or a benchmark over a loaded topic.
+    pub fn until_end(mut self, yes: bool) -> Self {
+        self.until_end = yes;
+        self
+    }
+
+    /// The runtime's numbers (lag, checkpoints, readiness), for the telemetry endpoint.
+    pub fn metrics(&self) -> Arc<KafkaMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The counters of the pipeline now running (events, dead letters by reason, alerts,
+    /// watermark); `None` between restarts.
+    pub fn pipeline_metrics(&self) -> Option<Arc<Metrics>> {
+        self.pipeline_metrics.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Runs until `stop` is set, restarting from the last checkpoint after broker or transaction
+    /// failures (backoff 1 s doubling to 30 s). Configuration and state errors end the run.
+    pub fn run(&self) -> Result<RunReport, KafkaError> {
+        let mut report = RunReport::default();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let started = Instant::now();
+            match self.run_once() {
+                Ok(summary) => {
+                    report.last = Some(summary);
+                    return Ok(report);
+                }
+                Err(e) if e.is_retryable() && !self.stop.load(Ordering::Relaxed) => {
+                    report.restarts += 1;
+                    self.metrics.add_restart();
+                    self.metrics.set_assigned(false);
+                    self.metrics.set_restored(false);
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_secs(1);
+                    }
+                    tracing::warn!(error = %e, ?backoff, "restarting from the last checkpoint");
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(report);
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    // Stopping while a run fails or recovers: the failed sink aborted its open
+                    // transaction (or the broker times it out), so what is committed is exactly
+                    // the last checkpoint — offsets, state files and alerts together — and the
+                    // next start resumes from it. Retrying first only to commit once more would
+                    // stretch the shutdown past a pod's grace period for no gain in correctness.
+                    tracing::warn!(
+                        error = %e,
+                        "stopping: the work after the last committed checkpoint was not committed \
+                         and is processed again at the next start"
+                    );
+                    return Ok(report);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn run_once(&self) -> Result<RunSummary, KafkaError> {
+        let kafka = &self.config.kafka;
+        let instance = instance_id(kafka);
+        let base = base_config(kafka)?;
+        // Broker calls (metadata, init/commit of transactions, committed offsets) are bounded by
+        // the transaction timeout: the broker aborts a transaction older than that anyway, so
+        // waiting longer for its commit cannot succeed.
+        let txn_timeout = (self.config.checkpoint.interval.0 * 2 + Duration::from_secs(10))
+            .max(Duration::from_secs(30));
+        let timeout = txn_timeout;
+
+        let inputs = self.discover(&base, timeout)?;
+        let store = CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id);
+        std::fs::create_dir_all(store.root()).map_err(|e| KafkaError::Store {
+            path: store.root().to_owned(),
+            message: e.to_string(),
+        })?;
+
+        // Output topics are created when missing (broker defaults for partitions); input topics
+        // are the providers' and must exist.
+        let mut outputs: Vec<(&str, i32)> = vec![
+            (kafka.alert_topic.as_str(), -1),
+            (kafka.dead_letter_topic.as_str(), -1),
+            (kafka.audit_topic.as_str(), -1),
+        ];
+        if let Some(t) = &kafka.enriched_topic {
+            outputs.push((t.as_str(), -1));
+        }
+        crate::admin::ensure_topics(&base, &outputs)?;
+
+        let audit = Arc::new(Audit::new(
+            base.clone(),
+            &kafka.audit_topic,
+            &instance,
+            &kafka.group_id,
+        )?);
+
+        // The transactional producer: initializing it fences (and aborts the open transaction
+        // of) a previous incarnation with the same id.
+        let txn_timeout_ms = txn_timeout.as_millis();
+        let mut pc = base.clone();
+        pc.set("transactional.id", &instance)
+            .set("enable.idempotence", "true")
+            // A transaction spans one checkpoint interval. An instance that dies and comes back
+            // under another id leaves its transaction open this long, holding back
+            // read-committed consumers of its output partitions.
+            .set("transaction.timeout.ms", txn_timeout_ms.to_string())
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        let producer: ThreadedProducer<DefaultProducerContext> = pc
+            .create()
+            .map_err(|e| KafkaError::client("creating the producer", e))?;
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| KafkaError::client("initializing transactions", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| KafkaError::client("beginning a transaction", e))?;
+
+        let (sink_down, sink_watch) = crate::sink::sink_latch();
+        let shared = Arc::new(Mutex::new(Shared {
+            controls: None,
+            inputs: Arc::clone(&inputs),
+            sent: BTreeMap::new(),
+            assigned: Default::default(),
+            rebalanced: false,
+            error: None,
+            next_barrier: 0,
+            store: store.clone(),
+            audit: Arc::clone(&audit),
+            metrics: Arc::clone(&self.metrics),
+            // One checkpoint is at most a send_offsets_to_transaction and a commit_transaction,
+            // each bounded by `timeout`; a sink that completes none for longer is wedged.
+            ack_timeout: timeout * 2 + self.config.checkpoint.interval.0,
+            sink: sink_watch,
+            until_end: self.until_end,
+            ends: BTreeMap::new(),
+        }));
+        let mut cc = base.clone();
+        // Dynamic membership: a stopping instance leaves the group at once, a killed one is
+        // replaced after the session timeout. (`group.instance.id` in kafka.properties turns on
+        // static membership for instances with stable names.)
+        cc.set("group.id", &kafka.group_id)
+            .set("session.timeout.ms", "10000")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        for (k, v) in &kafka.properties {
+            cc.set(k, v);
+        }
+        let consumer: BaseConsumer<ConsumerCtx> = cc
+            .create_with_context(ConsumerCtx {
+                shared: Arc::clone(&shared),
+                metrics: Arc::clone(&self.metrics),
+            })
+            .map_err(|e| KafkaError::client("creating the consumer", e))?;
+        let topics: Vec<&str> = kafka.topics.iter().map(|t| t.name.as_str()).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| KafkaError::client("subscribing", e))?;
+        audit.record("started", Vec::new(), None);
+
+        let mut pipeline = Pipeline::new(self.config.clone(), self.pack.clone())
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        if let Some(observer) = &self.observer {
+            pipeline = pipeline.with_observer(Arc::clone(observer));
+        }
+        for factory in &self.detectors {
+            pipeline = pipeline.with_stream_detectors(Arc::clone(factory));
+        }
+        if let Some(hook) = &self.on_pipeline {
+            hook(pipeline.metrics());
+        }
+        if let Ok(mut m) = self.pipeline_metrics.lock() {
+            *m = Some(pipeline.metrics());
+        }
+        let formats: BTreeMap<&str, authwatch_normalize::Format> = kafka
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.format))
+            .collect();
+        let options = RunOptions {
+            speed: Speed::Max,
+            flush_at_end: false,
+            input_formats: (0..inputs.len() as u32)
+                .map(|i| {
+                    inputs
+                        .get(i)
+                        .and_then(|(topic, _)| formats.get(topic).copied())
+                })
+                .collect(),
+        };
+        let mut source = KafkaSource::new(
+            consumer,
+            Arc::clone(&shared),
+            inputs.names(),
+            kafka.poll_wait.0,
+            self.config.checkpoint.interval.0,
+            Arc::clone(&self.stop),
+            self.config.input.max_line_bytes,
+            self.config.input.dead_letter_raw_bytes,
+        );
+        let sink = KafkaSink::new(
+            producer,
+            Topics {
+                alerts: kafka.alert_topic.clone(),
+                dead_letters: kafka.dead_letter_topic.clone(),
+                enriched: kafka.enriched_topic.clone(),
+            },
+            Arc::clone(&inputs),
+            store.clone(),
+            Arc::clone(&self.metrics),
+            timeout,
+            sink_down,
+        );
+        let responder = self.start_responder(&base, &store, &instance)?;
+        let sink = match &responder {
+            Some(thread) => thread.tee(sink),
+            None => TeeSink::without_responder(sink),
+        };
+        let sink: Box<dyn authwatch_pipeline::Sink> = match &self.sink_layer {
+            Some(layer) => match layer(Box::new(sink)) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    if let Some(Err(re)) = responder.map(ResponderThread::finish) {
+                        tracing::warn!(error = %re, "responder stopped with an error");
+                    }
+                    return Err(KafkaError::Config(e));
+                }
+            },
+            None => Box::new(sink),
+        };
+        let reporter = Reporter::start(Arc::clone(&self.metrics), pipeline.metrics());
+        let result = pipeline.run_with(&mut source, sink, &options);
+        drop(reporter);
+        // The sink (returned or dropped with the error) no longer hands alerts over: the
+        // responder finishes the ones it has and saves its state.
+        let result = result.map(|(summary, _sink)| summary);
+        let responder_error = match responder.map(ResponderThread::finish) {
+            Some(Err(e)) => Some(e),
+            Some(Ok(report)) => {
+                let decisions: Vec<String> = report
+                    .counts
+                    .iter()
+                    .map(|((action, decision), n)| {
+                        format!("{n} {} {}", action.as_str(), decision.as_str())
+                    })
+                    .collect();
+                tracing::info!(
+                    queued = report.queued,
+                    decisions = decisions.join(", "),
+                    "responder stopped"
+                );
+                None
+            }
+            None => None,
+        };
+        let source_error = source.take_error();
+        source.consumer().unsubscribe();
+        self.metrics.set_assigned(false);
+        // The source's or the responder's own error names the cause better than the pipeline's
+        // echo of it.
+        match (result, source_error, responder_error) {
+            (_, Some(e), _) => {
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(e)
+            }
+            (_, None, Some(e)) => {
+                let e = KafkaError::Respond(e.to_string());
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(e)
+            }
+            (Err(e), None, None) => {
+                audit.record("restarting", Vec::new(), Some(e.to_string()));
+                audit.flush();
+                Err(KafkaError::Pipeline(e))
+            }
+            (Ok(summary), None, None) => {
+                audit.record("stopped", Vec::new(), None);
+                audit.flush();
+                Ok(summary)
+            }
+        }
+    }
+
+    /// The responder, when `[respond] enabled`: audit records to the audit file and the audit
+    /// topic, wall-clock time, its state restored from the instance's checkpoint file and saved
+    /// there again (see docs/RESPONSE.md, "In the Kafka runtime").
+    fn start_responder(
+        &self,
+        base: &rdkafka::ClientConfig,
+        store: &CheckpointStore,
+        instance: &str,
+    ) -> Result<Option<ResponderThread>, KafkaError> {
+        let config = &self.config.respond;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let respond = |e: &dyn std::fmt::Display| KafkaError::Respond(e.to_string());
+        let path = config.audit_path();
+        let file = JsonLinesAudit::open(&path).map_err(|e| respond(&e))?;
+        let topic = ResponseAuditTopic::new(base.clone(), &self.config.kafka.audit_topic)?;
+        let sinks: Vec<Box<dyn AuditSink>> = vec![Box::new(file), Box::new(topic)];
+        // A responder that cannot be built (secret missing, bad URL) or a state that cannot be
+        // restored is the operator's to fix: restarting would not help.
+        let mut responder = Responder::new(config, ResponseClock::wall(), sinks)
+            .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+        if let Some(state) = store.load_instance(instance)? {
+            state
+                .restore(&mut responder)
+                .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+            tracing::info!(instance, "responder state restored");
+        }
+        let saver = InstanceState {
+            store: store.clone(),
+            instance: instance.to_owned(),
+        };
+        let thread = ResponderThread::spawn_live(responder, Box::new(saver), RESPOND_TICK)
+            .map_err(|e| respond(&e))?;
+        if let Ok(mut current) = self.response_counts.lock() {
+            *current = Some(thread.counts());
+        }
+        Ok(Some(thread))
+    }
+
+    /// Numbers every partition of the input topics; a missing topic is a configuration error.
+    fn discover(
+        &self,
+        base: &rdkafka::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Arc<Inputs>, KafkaError> {
+        let probe: BaseConsumer = base
+            .create()
+            .map_err(|e| KafkaError::client("creating the metadata client", e))?;
+        let mut partitions = Vec::new();
+        for t in &self.config.kafka.topics {
+            let md = probe
+                .fetch_metadata(Some(&t.name), timeout)
+                .map_err(|e| KafkaError::client(format!("reading metadata of {}", t.name), e))?;
+            let Some(topic) = md.topics().iter().find(|m| m.name() == t.name) else {
+                return Err(KafkaError::Config(format!("topic {} not found", t.name)));
+            };
+            if let Some(e) = topic.error() {
+                let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
+                return Err(KafkaError::Config(format!("topic {}: {e}", t.name)));
+            }
+            let mut ps: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+            ps.sort_unstable();
+            partitions.extend(ps.into_iter().map(|p| (t.name.clone(), p)));
+        }
+        Ok(Inputs::new(partitions))
+    }
+}
+
+/// How often the responder lets queued actions go out and checks the breaker when no alert
+/// comes.
+const RESPOND_TICK: Duration = Duration::from_secs(2);
+
+/// The responder's state in the instance's checkpoint file.
+struct InstanceState {
+    store: CheckpointStore,
+    instance: String,
+}
+
+impl StateSaver for InstanceState {
+    fn save(&mut self, state: &StateParts) -> Result<(), String> {
+        self.store
+            .write_instance(&self.instance, state)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Logs throughput, lag and checkpoint age every 10 s while a run lasts.
+struct Reporter {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    fn start(metrics: Arc<KafkaMetrics>, pipeline: Arc<Metrics>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("aw-kafka-report".into())
+            .spawn(move || {
+                let mut last = (Instant::now(), metrics.records_in());
+                let mut tick = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if tick.elapsed() < Duration::from_secs(10) {
+                        continue;
+                    }
+                    tick = Instant::now();
+                    let records = metrics.records_in();
+                    let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+                    let rate = ((records - last.1) as f64 / secs) as u64;
+                    metrics.set_throughput(rate);
+                    last = (Instant::now(), records);
+                    tracing::info!(
+                        records,
+                        events_per_second = rate,
+                        lag = metrics.total_lag(),
+                        alerts = Metrics::get(&pipeline.alerts),
+                        dead_letters = pipeline.dead_letter_total(),
+                        checkpoints = metrics.checkpoints(),
+                        checkpoint_age_s = metrics.checkpoint_age_seconds().unwrap_or(-1.0),
+                        checkpoint_ms = metrics.checkpoint_duration_seconds() * 1000.0,
+                        "kafka runtime"
+                    );
+                }
+            })
+            .ok();
+        Reporter { stop, handle }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The transactional sink: alerts, dead letters, late events and enriched events go to their
+//! topics inside a Kafka transaction; at each checkpoint the task states are written to the
+//! checkpoint store, the input offsets are added to the transaction and the transaction is
+//! committed. A read-committed consumer of the alert topic therefore sees exactly the alerts of
+//! the committed input: after a crash, the aborted transaction's alerts are invisible and the
+//! input after the last commit is processed again from the state saved with it.
+
+use crate::client::Inputs;
+use crate::metrics::KafkaMetrics;
+use crate::store::CheckpointStore;
+use authwatch_event::{Alert, AuthEvent};
+use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Sink, SinkError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Output topics.
+#[derive(Debug, Clone)]
+pub(crate) struct Topics {
+    pub alerts: String,
+    pub dead_letters: String,
+    pub enriched: Option<String>,
+}
+
+/// Writes results to Kafka in transactions committed at checkpoints.
+pub struct KafkaSink {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topics: Topics,
+    inputs: Arc<Inputs>,
+    store: CheckpointStore,
+    metrics: Arc<KafkaMetrics>,
+    timeout: Duration,
+    buf: Vec<u8>,
+    /// Tripped when this sink fails, so a source waiting for an acknowledgement learns it at once.
+    down: SinkDown,
+}
+
+fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
+    SinkError {
+        output: output.to_owned(),
+        source: std::io::Error::other(message.to_string()),
+    }
+}
+
+impl KafkaSink {
+    pub(crate) fn new(
+        producer: ThreadedProducer<DefaultProducerContext>,
+        topics: Topics,
+        inputs: Arc<Inputs>,
+        store: CheckpointStore,
+        metrics: Arc<KafkaMetrics>,
+        timeout: Duration,
+        down: SinkDown,
+    ) -> Self {
+        KafkaSink {
+            producer,
+            topics,
+            inputs,
+            store,
+            metrics,
+            timeout,
+            buf: Vec::with_capacity(4096),
+            down,
+        }
+    }
+
+    /// The sink cannot go on: every later record of this run belongs to a transaction that can
+    /// no longer commit. Tell the source first (it may be waiting for a barrier that is queued
+    /// behind the failed one and will never be acknowledged), then abort the transaction so
+    /// read-committed consumers of the output partitions are not held back until the broker
+    /// times it out. The abort is best effort: a fenced or fatal producer cannot abort, and the
+    /// restarted producer's `init_transactions` aborts whatever is still open.
+    fn failed(&self, error: SinkError) -> SinkError {
+        self.down.trip(&error.to_string());
+        // The abort holds up the restart (the pipeline joins the sink before the runner starts
+        // over), so it gets a fraction of the commit timeout, never less than a few round trips.
+        let timeout = (self.timeout / 4).max(Duration::from_secs(2));
+        match self.producer.abort_transaction(timeout) {
+            Ok(()) => tracing::info!("open transaction aborted after the failure"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "open transaction not aborted here; the restarted producer fences it"
+            ),
+        }
+        error
+    }
+
+    /// Queues one record; waits while librdkafka's queue is full (backpressure).
+    fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), SinkError> {
+        let mut record = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        let started = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(code), r))
+                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull
+                        && started.elapsed() < self.timeout =>
+                {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(self.failed(fail(topic, e))),
+            }
+        }
+    }
+
+    fn json<T: serde::Serialize>(&mut self, topic: &str, value: &T) -> Result<(), SinkError> {
+        self.buf.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.buf, value) {
+            return Err(self.failed(fail(topic, e)));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        let positions: BTreeMap<u32, i64> = checkpoint.barrier.positions.iter().copied().collect();
+        // 1. The state files, each named by the offset it reflects, before the offsets are
+        //    committed: a commit never points at state that is not on disk.
+        for (input, state) in &checkpoint.tasks {
+            let (Some((topic, partition)), Some(offset)) =
+                (self.inputs.get(*input), positions.get(input))
+            else {
+                continue;
+            };
+            self.store
+                .write(topic, partition, *offset, state)
+                .map_err(|e| e.to_string())?;
+        }
+        // 2. The offsets join the transaction of the alerts they produced; one commit makes
+        //    both visible.
+        let mut tpl = TopicPartitionList::new();
+        for (input, offset) in &positions {
+            if let Some((topic, partition)) = self.inputs.get(*input) {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if tpl.count() > 0 {
+            let group = checkpoint
+                .barrier
+                .token
+                .as_ref()
+                .and_then(|t| t.downcast_ref::<ConsumerGroupMetadata>())
+                .ok_or("the consumer is not in a group (no group metadata)")?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, group, self.timeout)
+                .map_err(|e| format!("adding offsets to the transaction: {e}"))?;
+        }
+        self.producer
+            .commit_transaction(self.timeout)
+            .map_err(|e| format!("committing the transaction: {e}"))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| format!("beginning a transaction: {e}"))?;
+        // 3. Older states can no longer be resumed from.
+        for (input, offset) in &positions {
+            if let Some((topic, partition)) = self.inputs.get(*input)
+                && let Err(e) = self.store.prune(topic, partition, *offset)
+            {
+                tracing::warn!(error = %e, "old checkpoint files not removed");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value),
+    })
+}
+
+impl Sink for KafkaSink {
+    fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        let topic = self.topics.alerts.clone();
+        self.json(&topic, alert)?;
+        let key = alert.entity.to_string();
+        let mut h = OwnedHeaders::new_with_capacity(5);
+        h = header(h, "alert_id", &alert.alert_id);
+        h = header(h, "rule_id", &alert.rule_id);
+        h = header(h, "category", &alert.category);
+        h = header(h, "severity", alert.severity.as_str());
+        h = header(h, "cause_class", alert.cause_class.as_str());
+        self.send(&topic, key.as_bytes(), &self.buf, h)?;
+        self.metrics.add_alert();
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
+        let topic = self.topics.dead_letters.clone();
+        self.json(&topic, record)?;
+        let h = header(OwnedHeaders::new(), "reason", record.reason.as_str());
+        let h = header(h, "source", &record.file);
+        self.send(&topic, record.file.as_bytes(), &self.buf, h)?;
+        self.metrics.add_dead_letter();
+        Ok(())
+    }
+
+    fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
+        let topic = self.topics.dead_letters.clone();
+        self.json(&topic, record)?;
+        let h = header(OwnedHeaders::new(), "reason", "late_event");
+        let h = header(h, "source", &record.file);
+        self.send(&topic, record.file.as_bytes(), &self.buf, h)?;
+        self.metrics.add_dead_letter();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        // Records become visible at the transaction commit of the next checkpoint.
+        Ok(())
+    }
+
+    fn wants_events(&self) -> bool {
+        self.topics.enriched.is_some()
+    }
+
+    fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        let Some(topic) = self.topics.enriched.clone() else {
+            return Ok(());
+        };
+        self.json(&topic, event)?;
+        let key = event.user.id.as_str().to_owned();
+        self.send(&topic, key.as_bytes(), &self.buf, OwnedHeaders::new())?;
+        self.metrics.add_enriched();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        let started = Instant::now();
+        match self.commit(&checkpoint) {
+            Ok(()) => {
+                self.metrics.checkpoint_done(started.elapsed());
+                tracing::debug!(
+                    id = checkpoint.barrier.id,
+                    tasks = checkpoint.tasks.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint committed"
+                );
+                checkpoint.acknowledge(Ok(()));
+                Ok(())
+            }
+            Err(message) => {
+                self.metrics.checkpoint_failed();
+                // Answer first: a source waiting for this very barrier then reports its own
+                // error rather than the latch's.
+                checkpoint.acknowledge(Err(message.clone()));
+                Err(self.failed(fail(
+                    "kafka transaction",
+                    format!("checkpoint {}: {message}", checkpoint.barrier.id),
+                )))
+            }
+        }
+    }
+}
+
+/// The sink's side of the failure latch (see [`SinkWatch`]): dropped or tripped, it tells the
+/// source the sink will acknowledge nothing more.
+pub(crate) struct SinkDown {
+    alive: Mutex<Option<Sender<()>>>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SinkDown {
+    /// Records the first reason and disconnects the latch; later calls change nothing.
+    fn trip(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.to_owned());
+        }
+        if let Ok(mut alive) = self.alive.lock() {
+            *alive = None;
+        }
+    }
+}
+
+/// The source's side of the failure latch. A barrier the source waits for can sit behind a
+/// checkpoint whose commit failed: the failed sink stops reading, but a channel keeps its
+/// buffered messages (and the barrier's acknowledgement sender) while the stage before it lives,
+/// and that stage waits for the source — so without this latch the source would wait for an
+/// acknowledgement that can never come.
+#[derive(Clone)]
+pub(crate) struct SinkWatch {
+    alive: Receiver<()>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SinkWatch {
+    /// Fires (stays ready) once the sink has failed or is gone.
+    pub(crate) fn receiver(&self) -> &Receiver<()> {
+        &self.alive
+    }
+
+    /// Why the sink stopped, once it has.
+    pub(crate) fn down(&self) -> Option<String> {
+        match self.alive.try_recv() {
+            Err(TryRecvError::Disconnected) => Some(
+                self.reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(|| "the sink stopped".to_owned()),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A new failure latch: the sink keeps [`SinkDown`], the source [`SinkWatch`].
+pub(crate) fn sink_latch() -> (SinkDown, SinkWatch) {
+    // Nothing is ever sent: only the disconnection carries meaning, and it is permanent.
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    let reason = Arc::new(Mutex::new(None));
+    (
+        SinkDown {
+            alive: Mutex::new(Some(tx)),
+            reason: Arc::clone(&reason),
+        },
+        SinkWatch { alive: rx, reason },
+    )
+}

@@ -1,0 +1,555 @@
+//! The consumer-group source: provider topics → raw line batches, with checkpoint barriers and
+//! partition assignments sent in order with the batches.
+//!
+//! Rebalances use the eager protocol: at a revocation the source sends a barrier that snapshots
+//! and releases every task and *waits* until the sink has committed it (state files, offsets and
+//! alerts in one transaction), so the next owner resumes exactly there. Records polled but not
+//! yet handed down when the rebalance happens are discarded: they lie after the committed
+//! position and are fetched again. At an assignment the source reads each partition's committed
+//! offset, loads the state file written for exactly that offset and sends it ahead of the
+//! partition's first record.
+
+use crate::audit::{Audit, AuditPartition};
+use crate::client::Inputs;
+use crate::error::KafkaError;
+use crate::metrics::{KafkaMetrics, lag_from_statistics};
+use crate::sink::SinkWatch;
+use crate::store::CheckpointStore;
+use authwatch_pipeline::{
+    Barrier, BarrierAck, Control, ControlSender, RawBatch, RawLine, Source, SourceError,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// State shared between the source and its rebalance callbacks (which run on the source thread,
+/// inside `poll`).
+pub(crate) struct Shared {
+    pub(crate) controls: Option<ControlSender>,
+    pub(crate) inputs: Arc<Inputs>,
+    /// Next offset per input after the records already handed down the pipeline.
+    pub(crate) sent: BTreeMap<u32, i64>,
+    pub(crate) assigned: BTreeSet<u32>,
+    /// A rebalance happened during the last poll: the partial batch is stale.
+    pub(crate) rebalanced: bool,
+    pub(crate) error: Option<KafkaError>,
+    pub(crate) next_barrier: u64,
+    pub(crate) store: CheckpointStore,
+    pub(crate) audit: Arc<Audit>,
+    pub(crate) metrics: Arc<KafkaMetrics>,
+    /// How long a barrier may wait while the sink completes no checkpoint at all (neither
+    /// commits nor fails one): only a wedged pipeline reaches it, a failed sink is seen through
+    /// `sink` at once.
+    pub(crate) ack_timeout: Duration,
+    /// Fires when the sink has failed: the barrier waited for may never be acknowledged.
+    pub(crate) sink: SinkWatch,
+    /// Stop once every assigned partition reaches the end it had when assigned (backfills,
+    /// benchmarks).
+    pub(crate) until_end: bool,
+    /// The end offsets of the assigned partitions, when `until_end`.
+    pub(crate) ends: BTreeMap<u32, i64>,
+}
+
+impl Shared {
+    /// Every assigned partition has been handed down up to its end offset.
+    fn at_end(&self) -> bool {
+        self.until_end
+            && !self.assigned.is_empty()
+            && self.assigned.iter().all(|i| {
+                let end = self.ends.get(i).copied().unwrap_or(0);
+                end <= 0 || self.sent.get(i).is_some_and(|s| *s >= end)
+            })
+    }
+
+    fn fail(&mut self, e: KafkaError) {
+        tracing::error!(error = %e, "kafka source");
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    /// Sends a barrier over the assigned partitions; with `wait`, blocks until it is durable.
+    fn barrier(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        release: Vec<u32>,
+        wait: bool,
+    ) -> Result<(), KafkaError> {
+        let Some(controls) = &self.controls else {
+            return Ok(());
+        };
+        let positions: Vec<(u32, i64)> = self
+            .assigned
+            .iter()
+            .filter_map(|i| self.sent.get(i).map(|o| (*i, *o)))
+            .collect();
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded::<BarrierAck>(1);
+        let id = self.next_barrier;
+        self.next_barrier += 1;
+        let barrier = Barrier {
+            id,
+            positions,
+            release,
+            token: consumer
+                .group_metadata()
+                .map(|m| Box::new(m) as Box<dyn std::any::Any + Send>),
+            ack: wait.then_some(ack_tx),
+        };
+        if !controls.send(Control::Barrier(barrier)) {
+            // The pipeline stopped; it reports why.
+            return Ok(());
+        }
+        if wait {
+            self.await_ack(id, &ack_rx)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until barrier `id` is committed, the sink fails, or the sink makes no progress for
+    /// `ack_timeout`. Progress rather than a total bound: on a slow machine a long queue of
+    /// barriers ahead of this one may each take a while, and that is not a failure.
+    fn await_ack(
+        &self,
+        id: u64,
+        ack_rx: &crossbeam_channel::Receiver<BarrierAck>,
+    ) -> Result<(), KafkaError> {
+        let progress = || self.metrics.checkpoints() + self.metrics.checkpoint_failures();
+        let mut seen = progress();
+        loop {
+            crossbeam_channel::select! {
+                recv(ack_rx) -> ack => return match ack {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(message)) => Err(KafkaError::Commit { id, message }),
+                    Err(_) => Err(KafkaError::Commit {
+                        id,
+                        message: "the pipeline stopped before committing it".to_owned(),
+                    }),
+                },
+                recv(self.sink.receiver()) -> _ => {
+                    // The sink answers a barrier before tripping the latch: an answer already
+                    // sent is this barrier's own outcome.
+                    return match ack_rx.try_recv() {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(message)) => Err(KafkaError::Commit { id, message }),
+                        Err(_) => Err(KafkaError::Commit {
+                            id,
+                            message: format!(
+                                "not committed: the sink failed at an earlier checkpoint ({})",
+                                self.sink.down().unwrap_or_default()
+                            ),
+                        }),
+                    };
+                }
+                default(self.ack_timeout) => {
+                    let now = progress();
+                    if now == seen {
+                        return Err(KafkaError::Commit {
+                            id,
+                            message: format!(
+                                "not committed: no checkpoint completed for {:?}",
+                                self.ack_timeout
+                            ),
+                        });
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+
+    fn on_revoke(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
+        let mut release = Vec::new();
+        let mut audit = Vec::new();
+        for e in tpl.elements() {
+            if let Some(i) = self.inputs.index(e.topic(), e.partition()) {
+                release.push(i);
+                audit.push(AuditPartition {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    offset: self.sent.get(&i).copied(),
+                });
+            }
+        }
+        if let Err(e) = self.barrier(consumer, release.clone(), true) {
+            self.fail(e);
+        }
+        for i in &release {
+            self.assigned.remove(i);
+            self.sent.remove(i);
+            self.ends.remove(i);
+        }
+        self.rebalanced = true;
+        self.metrics.set_assigned(!self.assigned.is_empty());
+        self.audit.record("revoked", audit, None);
+    }
+
+    fn on_assign(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
+        self.rebalanced = true;
+        if self.error.is_some() {
+            // This run is ending and restarts from the committed checkpoint: restoring state
+            // now would only delay it.
+            return;
+        }
+        self.metrics.set_restored(false);
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(KafkaError::client("reading committed offsets", e));
+                return;
+            }
+        };
+        let mut audit = Vec::new();
+        for e in committed.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            let Some(input) = self.inputs.index(topic, partition) else {
+                self.fail(KafkaError::Topology(format!(
+                    "{topic}/{partition} was assigned but did not exist at start"
+                )));
+                return;
+            };
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            let state = match offset {
+                None => None,
+                Some(o) => match self.store.load(topic, partition, o) {
+                    Ok(Some(state)) => Some(state),
+                    Ok(None) => {
+                        self.fail(KafkaError::MissingState {
+                            topic: topic.to_owned(),
+                            partition,
+                            offset: o,
+                            dir: self.store.root().to_owned(),
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                },
+            };
+            tracing::info!(
+                topic,
+                partition,
+                offset = ?offset,
+                restored = state.is_some(),
+                "partition assigned"
+            );
+            if let Some(o) = offset {
+                self.sent.insert(input, o);
+            }
+            if self.until_end {
+                match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+                    Ok((_, high)) => {
+                        self.ends.insert(input, high);
+                    }
+                    Err(e) => {
+                        self.fail(KafkaError::client("reading end offsets", e));
+                        return;
+                    }
+                }
+            }
+            self.assigned.insert(input);
+            if let Some(controls) = &self.controls {
+                controls.send(Control::Assign { input, state });
+            }
+            audit.push(AuditPartition {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            });
+        }
+        self.metrics.set_assigned(!self.assigned.is_empty());
+        self.metrics.set_restored(true);
+        self.metrics.set_started();
+        self.audit.record("assigned", audit, None);
+    }
+}
+
+/// The consumer's context: rebalance callbacks, librdkafka logs and statistics.
+pub struct ConsumerCtx {
+    pub(crate) shared: Arc<Mutex<Shared>>,
+    pub(crate) metrics: Arc<KafkaMetrics>,
+}
+
+impl ConsumerCtx {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+}
+
+/// A poisoned lock means a callback panicked; the state is still usable for shutdown.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::log_librdkafka("consumer", level, fac, log_message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(statistics) {
+            self.metrics.set_lag(lag_from_statistics(text));
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // Broker down, connection refused, …: librdkafka retries by itself.
+        tracing::warn!(%error, reason, "kafka consumer");
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.lock().on_revoke(consumer, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.lock().on_assign(consumer, tpl),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Provider topics as a partitioned [`Source`].
+pub struct KafkaSource {
+    consumer: BaseConsumer<ConsumerCtx>,
+    shared: Arc<Mutex<Shared>>,
+    names: Vec<String>,
+    /// Next offsets of the records in the batch being filled.
+    pending: BTreeMap<u32, i64>,
+    poll_wait: Duration,
+    interval: Duration,
+    last_barrier: Instant,
+    stop: Arc<AtomicBool>,
+    bytes: u64,
+    max_line_bytes: usize,
+    keep_bytes: usize,
+    finished: bool,
+}
+
+impl KafkaSource {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        consumer: BaseConsumer<ConsumerCtx>,
+        shared: Arc<Mutex<Shared>>,
+        names: Vec<String>,
+        poll_wait: Duration,
+        interval: Duration,
+        stop: Arc<AtomicBool>,
+        max_line_bytes: usize,
+        keep_bytes: usize,
+    ) -> Self {
+        KafkaSource {
+            consumer,
+            shared,
+            names,
+            pending: BTreeMap::new(),
+            poll_wait,
+            interval,
+            last_barrier: Instant::now(),
+            stop,
+            bytes: 0,
+            max_line_bytes,
+            keep_bytes,
+            finished: false,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+
+    /// The error that stopped the source, if any (the pipeline only sees its message).
+    pub(crate) fn take_error(&self) -> Option<KafkaError> {
+        self.lock().error.take()
+    }
+
+    /// The consumer, to leave the group after the run.
+    pub(crate) fn consumer(&self) -> &BaseConsumer<ConsumerCtx> {
+        &self.consumer
+    }
+
+    fn source_error(&self, e: &KafkaError) -> SourceError {
+        SourceError::Read {
+            name: "kafka consumer".to_owned(),
+            offset: self.bytes,
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    fn check_error(&self) -> Result<(), SourceError> {
+        let mut shared = self.lock();
+        if shared.error.is_none()
+            && let Some(reason) = shared.sink.down()
+        {
+            // Everything polled from now on would go into a transaction that cannot commit.
+            shared.error = Some(KafkaError::Commit {
+                id: shared.next_barrier,
+                message: format!("the sink failed: {reason}"),
+            });
+        }
+        match &shared.error {
+            Some(e) => Err(self.source_error(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    fn partitioned(&self) -> bool {
+        true
+    }
+
+    fn attach(&mut self, controls: ControlSender) {
+        self.lock().controls = Some(controls);
+    }
+
+    fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
+        let result = self.fill_batch(batch, max_lines);
+        if !matches!(result, Ok(true)) {
+            // The pipeline ends when every sender of its first channel is gone, including the
+            // control handle the callbacks use.
+            self.lock().controls = None;
+        }
+        result
+    }
+}
+
+impl KafkaSource {
+    fn fill_batch(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
+        if self.finished {
+            return Ok(false);
+        }
+        // The previous batch has been handed down: its records are now covered by barriers.
+        {
+            let pending = std::mem::take(&mut self.pending);
+            let mut shared = self.lock();
+            for (input, next) in pending {
+                if shared.assigned.contains(&input) {
+                    shared.sent.insert(input, next);
+                }
+            }
+        }
+        self.check_error()?;
+        if self.lock().at_end() {
+            tracing::info!("every partition reached its end offset: stopping");
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            // Graceful stop: drain, checkpoint, commit, then end the run.
+            let mut shared = self.lock();
+            let release: Vec<u32> = shared.assigned.iter().copied().collect();
+            let result = shared.barrier(&self.consumer, release, true);
+            drop(shared);
+            if let Err(e) = result {
+                let err = self.source_error(&e);
+                self.lock().fail(e);
+                return Err(err);
+            }
+            self.finished = true;
+            return Ok(false);
+        }
+        if self.last_barrier.elapsed() >= self.interval {
+            self.last_barrier = Instant::now();
+            let mut shared = self.lock();
+            if !shared.assigned.is_empty()
+                && let Err(e) = shared.barrier(&self.consumer, Vec::new(), false)
+            {
+                shared.fail(e);
+            }
+        }
+        batch.data.clear();
+        batch.lines.clear();
+        let deadline = Instant::now() + self.poll_wait;
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        while batch.lines.len() < max_lines {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let polled = self.consumer.poll(remaining);
+            let rebalanced = std::mem::take(&mut self.lock().rebalanced);
+            {
+                if rebalanced {
+                    // Records polled before the rebalance lie after the committed position of
+                    // partitions that may now belong to another instance: drop them, they are
+                    // fetched again by whoever owns the partition.
+                    batch.data.clear();
+                    batch.lines.clear();
+                    self.pending.clear();
+                    records = 0;
+                    bytes = 0;
+                }
+            }
+            match polled {
+                None => {
+                    if remaining.is_zero() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Transient broker trouble arrives here too; librdkafka keeps retrying.
+                    tracing::warn!(error = %e, "kafka poll");
+                    if remaining.is_zero() {
+                        break;
+                    }
+                }
+                Some(Ok(msg)) => {
+                    let shared = self.lock();
+                    let Some(input) = shared.inputs.index(msg.topic(), msg.partition()) else {
+                        continue;
+                    };
+                    if !shared.assigned.contains(&input) {
+                        continue;
+                    }
+                    drop(shared);
+                    let payload = msg.payload().unwrap_or_default();
+                    let len = payload.len();
+                    // An over-long record is kept only as far as the dead-letter record needs.
+                    let kept = if len > self.max_line_bytes {
+                        &payload[..self.keep_bytes.min(len)]
+                    } else {
+                        payload
+                    };
+                    let start = batch.data.len();
+                    batch.data.extend_from_slice(kept);
+                    batch.lines.push(RawLine {
+                        start,
+                        end: batch.data.len(),
+                        origin: authwatch_pipeline::Origin {
+                            input,
+                            line: 1,
+                            offset: u64::try_from(msg.offset()).unwrap_or(0),
+                        },
+                        len: len as u64,
+                    });
+                    self.pending.insert(input, msg.offset() + 1);
+                    records += 1;
+                    bytes += len as u64;
+                }
+            }
+        }
+        self.bytes += bytes;
+        self.lock().metrics.add_records(records, bytes);
+        self.check_error()?;
+        Ok(true)
+    }
+}

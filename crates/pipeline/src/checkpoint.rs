@@ -1,0 +1,244 @@
+//! Checkpoints: barriers that flow through the stages in stream order, so that the state they
+//! capture reflects exactly the input before them.
+//!
+//! A partitioned source (Kafka) runs one *task* per input partition: each task has its own
+//! detector state, user profiles and watermark, so its results depend only on its own partition's
+//! ordered stream — not on how partitions interleave or which instance owns them. The source
+//! sends [`Control`] messages through the same ordered channel as its batches:
+//!
+//! - [`Control::Assign`] before the first line of a partition: the task starts from the restored
+//!   state (or fresh);
+//! - [`Control::Barrier`] after the lines its positions cover: the detect stage snapshots every
+//!   task whose state changed (each a set of named [`Checkpointed`] parts) and hands a
+//!   [`Checkpoint`] to the sink after all results of the lines before it; the sink persists the
+//!   parts and the positions together, then acknowledges.
+//!
+//! State that lives elsewhere (a responder's incident table, SQL windows) joins the same
+//! checkpoint by implementing [`Checkpointed`] and adding its part in [`crate::Sink::checkpoint`].
+
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::source::RawBatch;
+
+/// A state snapshot could not be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A part could not be serialized.
+    #[error("checkpoint part {part}: snapshot failed: {message}")]
+    Snapshot {
+        /// The part's name.
+        part: String,
+        /// Why.
+        message: String,
+    },
+    /// A part could not be restored (corrupt, or written with other rules).
+    #[error("checkpoint part {part}: restore failed: {message}")]
+    Restore {
+        /// The part's name.
+        part: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A piece of state that is saved in every checkpoint and restored on start or reassignment.
+pub trait Checkpointed {
+    /// The part's name, unique within a checkpoint (`engine`, `profiles`, `watermark`, …).
+    fn name(&self) -> &str;
+    /// The state as bytes. The same state must give the same bytes.
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError>;
+    /// Replaces the state with a snapshot taken by [`Checkpointed::snapshot`].
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError>;
+}
+
+/// The named parts of one task's (or one component's) state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateParts {
+    /// Part name → bytes.
+    pub parts: BTreeMap<String, Vec<u8>>,
+}
+
+impl StateParts {
+    /// Adds a part's snapshot.
+    pub fn add(&mut self, part: &dyn Checkpointed) -> Result<(), CheckpointError> {
+        self.parts.insert(part.name().to_owned(), part.snapshot()?);
+        Ok(())
+    }
+
+    /// Restores a part from its snapshot; a part that is absent is left as it is (a component
+    /// added since the checkpoint starts fresh).
+    pub fn restore(&self, part: &mut dyn Checkpointed) -> Result<(), CheckpointError> {
+        match self.parts.get(part.name()) {
+            Some(bytes) => part.restore(bytes),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the sink answers to a barrier: `Ok` once the checkpoint is durable.
+pub type BarrierAck = Result<(), String>;
+
+/// A checkpoint request from the source.
+pub struct Barrier {
+    /// Increasing id.
+    pub id: u64,
+    /// For each input (partition index), the position of the next line not yet covered: the
+    /// state snapshot reflects every line before it.
+    pub positions: Vec<(u32, i64)>,
+    /// Tasks to drop after this snapshot (partitions revoked or the run ending).
+    pub release: Vec<u32>,
+    /// Source-specific data the sink needs to commit (the consumer group metadata).
+    pub token: Option<Box<dyn std::any::Any + Send>>,
+    /// Told when the checkpoint is durable (or failed), for sources that must wait.
+    pub ack: Option<Sender<BarrierAck>>,
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrier")
+            .field("id", &self.id)
+            .field("positions", &self.positions)
+            .field("release", &self.release)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A control message of a partitioned source, ordered with its batches.
+#[derive(Debug)]
+pub enum Control {
+    /// A partition starts: its task begins from `state` (or fresh when `None`).
+    Assign {
+        /// The input (partition) index.
+        input: u32,
+        /// Restored state.
+        state: Option<StateParts>,
+    },
+    /// Snapshot the tasks now.
+    Barrier(Barrier),
+}
+
+/// What reaches the sink for a barrier: the barrier and the snapshots of the tasks that changed
+/// since their last checkpoint (every task at its first barrier).
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The barrier.
+    pub barrier: Barrier,
+    /// Input (partition) index → state parts.
+    pub tasks: Vec<(u32, StateParts)>,
+}
+
+impl Checkpoint {
+    /// Tells the source the outcome, if it waits.
+    pub fn acknowledge(&self, result: BarrierAck) {
+        if let Some(ack) = &self.barrier.ack {
+            // The source may have given up waiting (it is stopping): nothing to tell.
+            let _ = ack.send(result);
+        }
+    }
+}
+
+/// Sends control messages into the pipeline in order with the source's batches. Handed to a
+/// partitioned source by [`crate::Source::attach`]; it may be used from the source's callbacks
+/// on the source thread.
+#[derive(Clone)]
+pub struct ControlSender {
+    pub(crate) tx: Sender<RawBatch>,
+    pub(crate) seq: Arc<AtomicU64>,
+}
+
+impl ControlSender {
+    /// Sends `control` after everything sent before. Returns `false` when the pipeline stopped.
+    pub fn send(&self, control: Control) -> bool {
+        let batch = RawBatch {
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+            control: Some(control),
+            ..RawBatch::default()
+        };
+        self.tx.send(batch).is_ok()
+    }
+}
+
+/// The event-time position of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watermark {
+    pub max_time: i64,
+    pub watermark: i64,
+}
+
+impl Default for Watermark {
+    fn default() -> Self {
+        Watermark {
+            max_time: i64::MIN,
+            watermark: i64::MIN,
+        }
+    }
+}
+
+impl Checkpointed for Watermark {
+    fn name(&self) -> &str {
+        "watermark"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        Ok(format!("{} {}", self.max_time, self.watermark).into_bytes())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let bad = |message: String| CheckpointError::Restore {
+            part: "watermark".to_owned(),
+            message,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut it = text.split(' ').map(str::parse::<i64>);
+        match (it.next(), it.next(), it.next()) {
+            (Some(Ok(max_time)), Some(Ok(watermark)), None) => {
+                *self = Watermark {
+                    max_time,
+                    watermark,
+                };
+                Ok(())
+            }
+            _ => Err(bad(format!("expected two integers, found {text:?}"))),
+        }
+    }
+}
+
+impl Checkpointed for authwatch_detect::Engine {
+    fn name(&self) -> &str {
+        "engine"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        authwatch_detect::Engine::snapshot(self).map_err(|e| CheckpointError::Snapshot {
+            part: "engine".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        authwatch_detect::Engine::restore(self, bytes).map_err(|e| CheckpointError::Restore {
+            part: "engine".to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Checkpointed for authwatch_enrich::UserProfiles {
+    fn name(&self) -> &str {
+        "profiles"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        Ok(authwatch_enrich::UserProfiles::snapshot(self))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        authwatch_enrich::UserProfiles::restore(self, bytes).map_err(|e| CheckpointError::Restore {
+            part: "profiles".to_owned(),
+            message: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! Identity-provider adapters: look an account up (id, state, groups) and carry out one action.
+//!
+//! Registration is an explicit `match` over [`Adapter`]; each provider lives in its own module
+//! and speaks only the documented REST API.
+
+mod graph;
+mod keycloak;
+mod okta;
+pub(crate) mod webhook;
+
+pub use graph::GraphAdapter;
+pub use keycloak::KeycloakAdapter;
+pub use okta::OktaAdapter;
+pub use webhook::{WebhookAdapter, sign};
+
+use crate::http::{CallError, Http, Reply};
+use crate::secret::{Secret, SecretError};
+use authwatch_pipeline::config::{RespondConfig, RespondTarget, ResponseAction};
+use reqwest::Url;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An account as the identity provider knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The name the alert gave.
+    pub account: String,
+    /// The provider's id.
+    pub id: String,
+    /// Whether the account is already suspended / disabled.
+    pub suspended: bool,
+    /// Names and ids of the groups it belongs to (directly or not, as the provider reports
+    /// them); `None` when the target cannot tell (webhook).
+    pub groups: Option<Vec<String>>,
+}
+
+/// What an action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Carried out.
+    Done {
+        /// HTTP attempts it took, all calls together.
+        attempts: u32,
+    },
+    /// Nothing to do: the account was already in the target state.
+    AlreadyDone,
+}
+
+/// The facts of the alert an action answers, for targets that forward them (webhook).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionContext {
+    /// The alert.
+    pub alert_id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// Its severity.
+    pub severity: authwatch_event::Severity,
+    /// The tenant.
+    pub tenant: Option<String>,
+}
+
+/// An adapter could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// An HTTP call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The account does not exist at the provider. Not retryable.
+    #[error("{target}: no account {account:?}")]
+    NotFound {
+        /// The provider.
+        target: &'static str,
+        /// The account.
+        account: String,
+    },
+    /// A secret could not be loaded.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The adapter's configuration is incomplete or wrong.
+    #[error("config key {key}: {message}")]
+    Config {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The provider has no such action.
+    #[error("{target} cannot {action}")]
+    Unsupported {
+        /// The provider.
+        target: &'static str,
+        /// The action.
+        action: &'static str,
+    },
+}
+
+impl AdapterError {
+    /// Whether the provider was unavailable, so that the action may work later and the
+    /// failure counts towards the circuit breaker.
+    pub fn retry_later(&self) -> bool {
+        matches!(self, AdapterError::Call(e) if e.retry_later())
+    }
+
+    /// HTTP attempts made by the failed call.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            AdapterError::Call(e) => e.attempts(),
+            _ => 0,
+        }
+    }
+}
+
+/// The configured identity provider.
+pub enum Adapter {
+    /// Okta.
+    Okta(OktaAdapter),
+    /// Microsoft Graph.
+    Graph(GraphAdapter),
+    /// Keycloak.
+    Keycloak(KeycloakAdapter),
+    /// Generic webhook.
+    Webhook(WebhookAdapter),
+}
+
+impl Adapter {
+    /// Builds the adapter `config.target` names, loading its secrets; `None` for target
+    /// `none`.
+    pub fn from_config(
+        config: &RespondConfig,
+        http: Arc<Http>,
+    ) -> Result<Option<Adapter>, AdapterError> {
+        Ok(Some(match config.target {
+            RespondTarget::None => return Ok(None),
+            RespondTarget::Okta => Adapter::Okta(OktaAdapter::from_config(&config.okta, http)?),
+            RespondTarget::Graph => Adapter::Graph(GraphAdapter::from_config(&config.graph, http)?),
+            RespondTarget::Keycloak => {
+                Adapter::Keycloak(KeycloakAdapter::from_config(&config.keycloak, http)?)
+            }
+            RespondTarget::Webhook => {
+                Adapter::Webhook(WebhookAdapter::from_config(&config.webhook, http)?)
+            }
+        }))
+    }
+
+    /// The provider's name in audit records.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Adapter::Okta(_) => "okta",
+            Adapter::Graph(_) => "graph",
+            Adapter::Keycloak(_) => "keycloak",
+            Adapter::Webhook(_) => "webhook",
+        }
+    }
+
+    /// Looks the account up: id, state and groups. Read-only.
+    pub async fn lookup(&self, account: &str) -> Result<Subject, AdapterError> {
+        match self {
+            Adapter::Okta(a) => a.lookup(account).await,
+            Adapter::Graph(a) => a.lookup(account).await,
+            Adapter::Keycloak(a) => a.lookup(account).await,
+            Adapter::Webhook(a) => Ok(a.lookup(account)),
+        }
+    }
+
+    /// Carries out `action` on `subject`.
+    pub async fn execute(
+        &self,
+        action: ResponseAction,
+        subject: &Subject,
+        context: &ActionContext,
+    ) -> Result<Outcome, AdapterError> {
+        match self {
+            Adapter::Okta(a) => a.execute(action, subject).await,
+            Adapter::Graph(a) => a.execute(action, subject).await,
+            Adapter::Keycloak(a) => a.execute(action, subject).await,
+            Adapter::Webhook(a) => a.execute(action, subject, context).await,
+        }
+    }
+}
+
+/// `base` with `segments` appended, each percent-encoded (an account name can hold `/`, `?`
+/// or `#`; it must never change the path).
+pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Parses a configured base URL.
+pub(crate) fn base_url(key: &'static str, value: Option<&str>) -> Result<Url, AdapterError> {
+    let value = value.ok_or(AdapterError::Config {
+        key,
+        message: "is required for this target".to_owned(),
+    })?;
+    let url = Url::parse(value).map_err(|e| AdapterError::Config {
+        key,
+        message: format!("{value:?} is not a URL: {e}"),
+    })?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+        return Err(AdapterError::Config {
+            key,
+            message: format!("{value:?} is not an http(s) URL"),
+        });
+    }
+    Ok(url)
+}
+
+/// Whether a paging link stays on the origin of `base`: a provider's `next` link is followed
+/// with the credentials, so it must never lead elsewhere.
+pub(crate) fn same_origin(base: &Url, next: &Url) -> bool {
+    base.origin() == next.origin()
+}
+
+/// An OAuth access token and when to stop using it.
+pub(crate) struct CachedToken {
+    token: Secret,
+    renew_at: Instant,
+}
+
+/// A token cache for the client-credentials and password grants.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    slot: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl TokenCache {
+    /// The cached token, or a new one from `fetch` (a token endpoint call).
+    pub(crate) async fn get<F, Fut>(&self, fetch: F) -> Result<Secret, AdapterError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Reply, CallError>>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some(cached) = slot.as_ref()
+            && Instant::now() < cached.renew_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let reply = fetch().await?;
+        let answer: TokenAnswer = reply.json("token endpoint")?;
+        // Renew a minute early (or at half-life for short tokens) so no call races the expiry.
+        let lifetime = answer.expires_in.unwrap_or(300);
+        let margin = 60.min(lifetime / 2);
+        let token = Secret::new(answer.access_token);
+        *slot = Some(CachedToken {
+            token: token.clone(),
+            renew_at: Instant::now() + Duration::from_secs(lifetime - margin),
+        });
+        Ok(token)
+    }
+
+    /// Forgets the token (after a 401).
+    pub(crate) async fn invalidate(&self) {
+        *self.slot.lock().await = None;
+    }
+}
+
+/// Lower-cased group names and ids, for case-insensitive allow-list checks.
+/// One call with a bearer token from `cache` (fetched by `fetch`); on 401 the token is renewed
+/// once, as it may have been revoked before its expiry.
+pub(crate) async fn bearer_call<F, Fut>(
+    http: &Http,
+    cache: &TokenCache,
+    fetch: F,
+    what: &str,
+    method: reqwest::Method,
+    url: &Url,
+    body: Option<&serde_json::Value>,
+) -> Result<Reply, AdapterError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Secret, AdapterError>>,
+{
+    for renewed in [false, true] {
+        let token = fetch().await?;
+        let result = http
+            .send(what, || {
+                let r = http
+                    .client()
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(token.expose())
+                    .header("Accept", "application/json");
+                match body {
+                    Some(b) => r.json(b),
+                    None => r,
+                }
+            })
+            .await;
+        match result {
+            Err(e) if e.status() == Some(401) && !renewed => cache.invalidate().await,
+            other => return Ok(other?),
+        }
+    }
+    Err(AdapterError::Call(CallError::Status {
+        what: what.to_owned(),
+        status: 401,
+        body: "unauthorized after renewing the token".to_owned(),
+        attempts: 2,
+    }))
+}
+
+pub(crate) fn push_group(groups: &mut Vec<String>, id: &str, name: Option<&str>) {
+    groups.push(id.to_lowercase());
+    if let Some(n) = name {
+        groups.push(n.to_lowercase());
+    }
+}
+
+/// The `rel="next"` target of an RFC 8288 `Link` header.
+pub(crate) fn next_link(header: Option<&str>) -> Option<Url> {
+    header?.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| Url::parse(target).ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn account_names_cannot_change_the_path() {
+        let base = Url::parse("https://x.okta.com/").unwrap();
+        let url = endpoint(&base, &["api", "v1", "users", "a/../b?c#d"]);
+        assert_eq!(
+            url.as_str(),
+            "https://x.okta.com/api/v1/users/a%2F..%2Fb%3Fc%23d"
+        );
+        let base = Url::parse("https://graph.microsoft.com/v1.0").unwrap();
+        assert_eq!(
+            endpoint(&base, &["users", "u@x.com"]).as_str(),
+            "https://graph.microsoft.com/v1.0/users/u@x.com"
+        );
+    }
+
+    #[test]
+    fn link_headers() {
+        let h = "<https://x.okta.com/api/v1/users/1/groups?limit=2>; rel=\"self\", \
+                 <https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2>; rel=\"next\"";
+        assert_eq!(
+            next_link(Some(h)).unwrap().as_str(),
+            "https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2"
+        );
+        assert!(next_link(Some("<https://x/a>; rel=\"self\"")).is_none());
+        let base = Url::parse("https://x.okta.com/").unwrap();
+        assert!(!same_origin(
+            &base,
+            &Url::parse("https://evil.example/").unwrap()
+        ));
+    }
+}

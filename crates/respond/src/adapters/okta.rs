@@ -1,0 +1,163 @@
+//! Okta: `POST /api/v1/users/{id}/lifecycle/suspend`, `DELETE /api/v1/users/{id}/sessions`,
+//! `POST /api/v1/users/{id}/lifecycle/reset_factors`, with an API token (`SSWS`).
+
+use super::{
+    AdapterError, Outcome, Subject, base_url, endpoint, next_link, push_group, same_origin,
+};
+use crate::http::Http;
+use crate::secret::Secret;
+use authwatch_pipeline::config::{RespondOkta, ResponseAction};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The Okta adapter.
+pub struct OktaAdapter {
+    http: Arc<Http>,
+    base: Url,
+    token: Secret,
+}
+
+#[derive(Deserialize)]
+struct OktaUser {
+    id: String,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct OktaGroup {
+    id: String,
+    #[serde(default)]
+    profile: Option<OktaGroupProfile>,
+}
+
+#[derive(Deserialize)]
+struct OktaGroupProfile {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Okta answers a lookup by id, login or login short name; guard against a runaway paging loop.
+const MAX_GROUP_PAGES: usize = 50;
+
+impl OktaAdapter {
+    /// From `[respond.okta]`.
+    pub fn from_config(config: &RespondOkta, http: Arc<Http>) -> Result<Self, AdapterError> {
+        Ok(OktaAdapter {
+            http,
+            base: base_url("respond.okta.base_url", config.base_url.as_deref())?,
+            token: Secret::load("respond.okta.token", &config.token)?,
+        })
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.http
+            .client()
+            .request(method, url)
+            .header("Authorization", format!("SSWS {}", self.token.expose()))
+            .header("Accept", "application/json")
+    }
+
+    pub(super) async fn lookup(&self, account: &str) -> Result<Subject, AdapterError> {
+        let url = endpoint(&self.base, &["api", "v1", "users", account]);
+        let user: OktaUser = match self
+            .http
+            .send("okta get user", || self.request(Method::GET, url.clone()))
+            .await
+        {
+            Ok(reply) => reply.json("okta get user")?,
+            Err(e) if e.status() == Some(404) => {
+                return Err(AdapterError::NotFound {
+                    target: "okta",
+                    account: account.to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut groups = Vec::new();
+        let mut next = Some(endpoint(
+            &self.base,
+            &["api", "v1", "users", &user.id, "groups"],
+        ));
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            let reply = self
+                .http
+                .send("okta list groups", || {
+                    self.request(Method::GET, url.clone())
+                })
+                .await?;
+            let page: Vec<OktaGroup> = reply.json("okta list groups")?;
+            for g in &page {
+                let name = g.profile.as_ref().and_then(|p| p.name.as_deref());
+                push_group(&mut groups, &g.id, name);
+            }
+            next = next_link(reply.link.as_deref()).filter(|n| same_origin(&self.base, n));
+            if pages >= MAX_GROUP_PAGES {
+                // An incomplete list could miss an allow-listed group: fail rather than act.
+                return Err(AdapterError::Config {
+                    key: "respond.allow_list.groups",
+                    message: format!("okta: {account} is in more than {pages} pages of groups"),
+                });
+            }
+        }
+        Ok(Subject {
+            account: account.to_owned(),
+            suspended: matches!(user.status.as_str(), "SUSPENDED" | "DEPROVISIONED"),
+            id: user.id,
+            groups: Some(groups),
+        })
+    }
+
+    pub(super) async fn execute(
+        &self,
+        action: ResponseAction,
+        subject: &Subject,
+    ) -> Result<Outcome, AdapterError> {
+        let id = subject.id.as_str();
+        let (what, method, url) = match action {
+            ResponseAction::Suspend => {
+                if subject.suspended {
+                    return Ok(Outcome::AlreadyDone);
+                }
+                (
+                    "okta suspend user",
+                    Method::POST,
+                    endpoint(
+                        &self.base,
+                        &["api", "v1", "users", id, "lifecycle", "suspend"],
+                    ),
+                )
+            }
+            ResponseAction::RevokeSessions => {
+                let mut url = endpoint(&self.base, &["api", "v1", "users", id, "sessions"]);
+                // Also revoke the OAuth refresh and access tokens issued to the user.
+                url.query_pairs_mut().append_pair("oauthTokens", "true");
+                ("okta clear sessions", Method::DELETE, url)
+            }
+            ResponseAction::ResetMfa => (
+                "okta reset factors",
+                Method::POST,
+                endpoint(
+                    &self.base,
+                    &["api", "v1", "users", id, "lifecycle", "reset_factors"],
+                ),
+            ),
+            ResponseAction::Notify => {
+                return Err(AdapterError::Unsupported {
+                    target: "okta",
+                    action: "notify",
+                });
+            }
+        };
+        let reply = self
+            .http
+            .send(what, || self.request(method.clone(), url.clone()))
+            .await?;
+        Ok(Outcome::Done {
+            attempts: reply.attempts,
+        })
+    }
+}

@@ -1,0 +1,1070 @@
+//! The responder: alert → policy → allow-lists → incident (idempotency) → mode → circuit
+//! breaker → rate limits → adapter, with every decision audited.
+
+use crate::adapters::{ActionContext, Adapter, AdapterError, Outcome, Subject};
+use crate::adapters::{base_url, webhook};
+use crate::audit::{AuditFacts, AuditRecord, AuditSink, Decision};
+use crate::clock::ResponseClock;
+use crate::http::{CallError, Http};
+use crate::policy::Policy;
+use crate::secret::{Secret, SecretError};
+use crate::state::{
+    AccountKey, AlertFacts, Incident, IncidentStatus, QueuedAction, ResponseState, SnapshotError,
+};
+use crate::store::{PendingAction, PendingStatus, PendingStore, StoreError};
+use authwatch_event::Alert;
+use authwatch_pipeline::config::{RespondConfig, RespondMode, RespondTarget, ResponseAction};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use reqwest::Url;
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The responder could not start or could not record a decision. Whose fault: the operator's
+/// (configuration, secrets) or the environment's (disk); an audit or store failure stops the
+/// responder rather than let it act unrecorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RespondError {
+    /// The adapter could not be built.
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    /// A secret could not be loaded.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// An audit record could not be written.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The pending store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Http(#[from] CallError),
+    /// A snapshot could not be restored.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A limit cannot be expressed as a rate.
+    #[error("config key {key}: {message}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, ResponseClock, NoOpMiddleware<Nanos>>;
+type KeyedLimiter =
+    RateLimiter<String, HashMapStateStore<String>, ResponseClock, NoOpMiddleware<Nanos>>;
+
+/// The global and per-tenant token buckets (governor, GCRA): `n` tokens at once, refilled at
+/// `n` per period.
+struct Limits {
+    global: DirectLimiter,
+    tenant: KeyedLimiter,
+    global_period_ms: i64,
+    tenant_period_ms: i64,
+}
+
+fn quota(key: &'static str, n: u32, period: std::time::Duration) -> Result<Quota, RespondError> {
+    let n = NonZeroU32::new(n).ok_or(RespondError::Config {
+        key,
+        message: "must be positive".to_owned(),
+    })?;
+    Quota::with_period(period / n.get())
+        .map(|q| q.allow_burst(n))
+        .ok_or(RespondError::Config {
+            key,
+            message: "the period is too short for that many actions".to_owned(),
+        })
+}
+
+impl Limits {
+    fn new(config: &RespondConfig, clock: &ResponseClock) -> Result<Limits, RespondError> {
+        let l = &config.limits;
+        Ok(Limits {
+            global: RateLimiter::direct_with_clock(
+                quota(
+                    "respond.limits.global_actions",
+                    l.global_actions,
+                    l.global_period.0,
+                )?,
+                clock.clone(),
+            ),
+            tenant: RateLimiter::hashmap_with_clock(
+                quota(
+                    "respond.limits.tenant_actions",
+                    l.tenant_actions,
+                    l.tenant_period.0,
+                )?,
+                clock.clone(),
+            ),
+            global_period_ms: l.global_period.millis(),
+            tenant_period_ms: l.tenant_period.millis(),
+        })
+    }
+}
+
+struct Pager {
+    url: Url,
+    secret: Option<Secret>,
+    interval_ms: i64,
+}
+
+/// The automated responder. Feed it alerts with [`Responder::handle`]; call
+/// [`Responder::tick`] now and then on a live stream so queued actions go out as tokens free
+/// up; [`Responder::snapshot`] / [`Responder::restore`] join the runtime's checkpoint.
+pub struct Responder {
+    config: RespondConfig,
+    clock: ResponseClock,
+    policy: Policy,
+    limits: Limits,
+    http: Arc<Http>,
+    adapter: Option<Adapter>,
+    pager: Option<Pager>,
+    audit: Vec<Box<dyn AuditSink>>,
+    state: ResponseState,
+    store: PendingStore,
+    counts: BTreeMap<(ResponseAction, Decision), u64>,
+    handled: u64,
+    last_drain_ms: Option<i64>,
+    global_blocked_until_ms: Option<i64>,
+}
+
+/// One unit of work: an alert's actions on one account.
+struct Work {
+    key: AccountKey,
+    alert: AlertFacts,
+    actions: Vec<ResponseAction>,
+    pending_id: Option<String>,
+    approver: Option<String>,
+}
+
+impl Responder {
+    /// Builds the responder from `[respond]`: loads secrets, opens the pending store under
+    /// `state_dir`. Audit records go to every sink in `audit`.
+    pub fn new(
+        config: &RespondConfig,
+        clock: ResponseClock,
+        audit: Vec<Box<dyn AuditSink>>,
+    ) -> Result<Responder, RespondError> {
+        let http = Arc::new(Http::new(&config.http)?);
+        let adapter = Adapter::from_config(config, http.clone())?;
+        let pager = match &config.pager.url {
+            Some(url) => Some(Pager {
+                url: base_url("respond.pager.url", Some(url))?,
+                secret: if config.pager.secret.is_set() {
+                    Some(Secret::load("respond.pager.secret", &config.pager.secret)?)
+                } else {
+                    None
+                },
+                interval_ms: config.pager.interval.millis(),
+            }),
+            None => {
+                tracing::warn!(
+                    "respond.pager.url is not set: queued actions and an open circuit will \
+                     page nobody (audit records only)"
+                );
+                None
+            }
+        };
+        Ok(Responder {
+            policy: Policy::from_config(config),
+            limits: Limits::new(config, &clock)?,
+            store: PendingStore::open(&config.state_dir)?,
+            config: config.clone(),
+            clock,
+            http,
+            adapter,
+            pager,
+            audit,
+            state: ResponseState::default(),
+            counts: BTreeMap::new(),
+            handled: 0,
+            last_drain_ms: None,
+            global_blocked_until_ms: None,
+        })
+    }
+
+    /// The clock the responder runs on.
+    pub fn clock(&self) -> &ResponseClock {
+        &self.clock
+    }
+
+    /// The pending store.
+    pub fn store(&self) -> &PendingStore {
+        &self.store
+    }
+
+    /// Audit records written so far, by action and decision (the
+    /// `authwatch_response_actions_total{action,result}` counter).
+    pub fn counts(&self) -> &BTreeMap<(ResponseAction, Decision), u64> {
+        &self.counts
+    }
+
+    /// Actions waiting for a token.
+    pub fn queued(&self) -> usize {
+        self.state.queue.len()
+    }
+
+    /// The state as bytes, for the checkpoint (the same state gives the same bytes).
+    pub fn snapshot(&self) -> Result<Vec<u8>, RespondError> {
+        Ok(self.state.snapshot()?)
+    }
+
+    /// Restores the state of [`Responder::snapshot`]. Tokens taken within the last period
+    /// before the snapshot are taken again, so that a restart (or a crash loop) cannot act on
+    /// more accounts than the limits allow.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RespondError> {
+        self.state = ResponseState::restore(bytes)?;
+        self.clock.observe(self.state.clock_ms);
+        let now = self.clock.now_ms();
+        for (key, incident) in &self.state.incidents {
+            let Some(acted) = incident.acted_ms else {
+                continue;
+            };
+            if now.saturating_sub(acted) < self.limits.tenant_period_ms {
+                let _ = self.limits.tenant.check_key(&key.tenant);
+            }
+            if now.saturating_sub(acted) < self.limits.global_period_ms {
+                let _ = self.limits.global.check();
+            }
+        }
+        self.last_drain_ms = None;
+        self.global_blocked_until_ms = None;
+        Ok(())
+    }
+
+    fn target_name(&self) -> &'static str {
+        self.adapter.as_ref().map_or("none", Adapter::name)
+    }
+
+    fn emit(
+        &mut self,
+        mut record: AuditRecord,
+        approver: Option<&str>,
+    ) -> Result<AuditRecord, RespondError> {
+        record.actor.user = approver.map(str::to_owned);
+        for sink in &mut self.audit {
+            sink.record(&record)?;
+        }
+        *self
+            .counts
+            .entry((record.unmapped.action, record.unmapped.decision))
+            .or_default() += 1;
+        tracing::info!(
+            alert_id = %record.unmapped.alert_id,
+            account = %record.user.name,
+            action = record.unmapped.action.as_str(),
+            decision = record.unmapped.decision.as_str(),
+            reason = record.unmapped.reason.as_deref().unwrap_or(""),
+            "response decision"
+        );
+        Ok(record)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        alert: &AlertFacts,
+        account_uid: Option<&str>,
+        actions: &[ResponseAction],
+        action: ResponseAction,
+        decision: Decision,
+        reason: Option<&str>,
+        detail: String,
+    ) -> AuditRecord {
+        let facts = AuditFacts {
+            time: self.clock.now_ms(),
+            alert_id: &alert.alert_id,
+            rule_id: &alert.rule_id,
+            severity: alert.severity,
+            account: &alert.account,
+            account_uid,
+            tenant: alert.tenant.as_deref(),
+            mode: self.config.mode,
+            target: self.target_name(),
+            actions,
+        };
+        AuditRecord::new(&facts, action, decision, reason, detail)
+    }
+
+    /// Acts on one alert (after letting queued actions go out if tokens freed up). Returns the
+    /// audit records written; an alert the policy does not select writes none.
+    pub async fn handle(&mut self, alert: &Alert) -> Result<Vec<AuditRecord>, RespondError> {
+        if self.clock.is_event_time() {
+            self.clock.observe(alert.last_seen.0);
+        }
+        self.state.clock_ms = self.clock.now_ms();
+        let mut out = self.drain().await?;
+        let Some(actions) = self.policy.select(alert).map(<[ResponseAction]>::to_vec) else {
+            return Ok(out);
+        };
+        let now = self.clock.now_ms();
+        self.handled += 1;
+        if self.handled.is_multiple_of(1024)
+            || self.state.incidents.len() > self.config.max_incidents
+        {
+            self.state.sweep(
+                now,
+                self.config.incident_ttl.millis(),
+                self.config.max_incidents,
+            );
+        }
+        let first = actions[0];
+        let facts = AlertFacts {
+            alert_id: alert.alert_id.clone(),
+            rule_id: alert.rule_id.clone(),
+            severity: alert.severity,
+            tenant: alert.entity.tenant.as_ref().map(|t| t.to_string()),
+            account: alert
+                .entity
+                .user
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+        };
+        if facts.account.is_empty() {
+            let r = self.record(
+                &facts,
+                None,
+                &actions,
+                first,
+                Decision::Refused,
+                Some("no_account"),
+                format!(
+                    "alert {} names no account (entity {}): nothing to act on",
+                    alert.alert_id, alert.entity
+                ),
+            );
+            out.push(self.emit(r, None)?);
+            return Ok(out);
+        }
+        if self.policy.protects_user(&facts.account) {
+            let r = self.record(
+                &facts,
+                None,
+                &actions,
+                first,
+                Decision::Refused,
+                Some("allow_listed_user"),
+                format!(
+                    "{} is on respond.allow_list.users: never touched",
+                    facts.account
+                ),
+            );
+            out.push(self.emit(r, None)?);
+            return Ok(out);
+        }
+        let key = AccountKey::new(facts.tenant.as_deref(), &facts.account);
+        let ttl = self.config.incident_ttl.millis();
+        if let Some(open) = self.state.incidents.get(&key).filter(|i| {
+            i.status != IncidentStatus::Failed
+                && (now.saturating_sub(i.opened_ms) < ttl
+                    || matches!(
+                        i.status,
+                        IncidentStatus::Queued | IncidentStatus::PendingApproval
+                    ))
+        }) {
+            let (first_alert, status) = (open.alert_id.clone(), open.status);
+            let mut r = self.record(
+                &facts,
+                None,
+                &actions,
+                first,
+                Decision::Duplicate,
+                Some("same_incident"),
+                format!(
+                    "{} already has an incident ({status:?}) opened by alert {first_alert}: no \
+                     second action",
+                    facts.account
+                ),
+            );
+            r.unmapped.incident_alert_id = Some(first_alert);
+            out.push(self.emit(r, None)?);
+            return Ok(out);
+        }
+        let work = Work {
+            key,
+            alert: facts,
+            actions,
+            pending_id: None,
+            approver: None,
+        };
+        if self.config.mode == RespondMode::Approval {
+            out.extend(
+                self.wait(work, PendingStatus::AwaitingApproval, "approval")
+                    .await?,
+            );
+            return Ok(out);
+        }
+        if self.state.breaker.is_open(now) {
+            out.extend(
+                self.wait(work, PendingStatus::Queued, "circuit_open")
+                    .await?,
+            );
+            return Ok(out);
+        }
+        if self.take_token(&work.key.tenant, None) {
+            out.extend(self.act(work, now).await?);
+        } else {
+            out.extend(
+                self.wait(work, PendingStatus::Queued, "rate_limited")
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes a tenant token, then a global one. governor cannot look without taking, so a
+    /// tenant token taken when the global bucket is empty is lost (erring on the side of
+    /// acting less); remembering until when the global bucket is empty keeps that to once per
+    /// emptying. `exhausted` collects tenants found empty during one queue pass.
+    fn take_token(&mut self, tenant: &str, exhausted: Option<&mut HashSet<String>>) -> bool {
+        let now = self.clock.now_ms();
+        if self
+            .global_blocked_until_ms
+            .is_some_and(|until| now < until)
+        {
+            return false;
+        }
+        if self.limits.tenant.check_key(&tenant.to_owned()).is_err() {
+            if let Some(e) = exhausted {
+                e.insert(tenant.to_owned());
+            }
+            return false;
+        }
+        match self.limits.global.check() {
+            Ok(()) => true,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                self.global_blocked_until_ms = Some(now.saturating_add(wait_ms.max(1)));
+                false
+            }
+        }
+    }
+
+    fn global_blocked(&self) -> bool {
+        let now = self.clock.now_ms();
+        self.global_blocked_until_ms
+            .is_some_and(|until| now < until)
+    }
+
+    /// Lets queued actions go out while tokens and the circuit allow. Called before every
+    /// alert and by [`Responder::tick`].
+    async fn drain(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
+        let mut out = Vec::new();
+        if self.state.queue.is_empty() {
+            return Ok(out);
+        }
+        let now = self.clock.now_ms();
+        // Tokens only come back with time: a second pass at the same instant finds none.
+        if self.last_drain_ms == Some(now) {
+            return Ok(out);
+        }
+        self.last_drain_ms = Some(now);
+        if self.global_blocked() {
+            return Ok(out);
+        }
+        let mut exhausted = HashSet::new();
+        let mut i = 0;
+        while i < self.state.queue.len() {
+            if self.state.breaker.is_open(now) {
+                break;
+            }
+            let tenant = self.state.queue[i].key.tenant.clone();
+            if exhausted.contains(&tenant) {
+                i += 1;
+                continue;
+            }
+            // A human may have approved (and carried out) or rejected it meanwhile.
+            let id = self.state.queue[i].id.clone();
+            match self.store.get(&id) {
+                Ok(p) if p.status != PendingStatus::Queued => {
+                    if let Some(q) = self.state.queue.remove(i)
+                        && let Some(inc) = self.state.incidents.get_mut(&q.key)
+                    {
+                        inc.status = match p.status {
+                            PendingStatus::Rejected => IncidentStatus::Rejected,
+                            PendingStatus::Failed => IncidentStatus::Failed,
+                            PendingStatus::Refused => IncidentStatus::Refused,
+                            _ => IncidentStatus::Executed,
+                        };
+                    }
+                    continue;
+                }
+                Ok(_) | Err(StoreError::Unknown(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.global_blocked() {
+                break;
+            }
+            if !self.take_token(&tenant, Some(&mut exhausted)) {
+                if self.global_blocked() {
+                    break;
+                }
+                i += 1;
+                continue;
+            }
+            let Some(q) = self.state.queue.remove(i) else {
+                break;
+            };
+            let work = Work {
+                key: q.key,
+                alert: q.alert,
+                actions: q.actions,
+                pending_id: Some(q.id),
+                approver: None,
+            };
+            out.extend(self.act(work, now).await?);
+        }
+        Ok(out)
+    }
+
+    /// On a live stream: lets queued actions go out as tokens free up (call every few
+    /// seconds; replay advances the event-time clock with each alert instead).
+    pub async fn tick(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
+        self.drain().await
+    }
+
+    /// Puts `work` in the pending store (and, when queued, in the queue), audits it and pages.
+    async fn wait(
+        &mut self,
+        work: Work,
+        status: PendingStatus,
+        reason: &'static str,
+    ) -> Result<Vec<AuditRecord>, RespondError> {
+        let now = self.clock.now_ms();
+        let first = work.actions[0];
+        if status == PendingStatus::Queued && self.state.queue.len() >= self.config.limits.max_queue
+        {
+            let r = self.record(
+                &work.alert,
+                None,
+                &work.actions,
+                first,
+                Decision::Refused,
+                Some("queue_full"),
+                format!(
+                    "the queue holds respond.limits.max_queue = {} actions: {} is not acted on",
+                    self.config.limits.max_queue, work.alert.account
+                ),
+            );
+            let r = self.emit(r, None)?;
+            self.page("queue_full", reason, work.alert.tenant.as_deref(), true)
+                .await;
+            return Ok(vec![r]);
+        }
+        let id = PendingAction::make_id(
+            &work.alert.alert_id,
+            work.alert.tenant.as_deref(),
+            &work.alert.account,
+        );
+        // The store outlives the process: a human may already have decided this very action
+        // (e.g. the state was lost, or a replay runs again without its state file).
+        match self.store.get(&id) {
+            Ok(existing) if !existing.status.is_open() => {
+                let mut r = self.record(
+                    &work.alert,
+                    None,
+                    &work.actions,
+                    first,
+                    Decision::Duplicate,
+                    Some("already_decided"),
+                    format!(
+                        "action {id} on {} was already decided: {:?}",
+                        work.alert.account, existing.status
+                    ),
+                );
+                r.unmapped.pending_id = Some(id);
+                self.state.incidents.insert(
+                    work.key,
+                    Incident {
+                        alert_id: work.alert.alert_id.clone(),
+                        rule_id: work.alert.rule_id.clone(),
+                        opened_ms: now,
+                        status: match existing.status {
+                            PendingStatus::Rejected => IncidentStatus::Rejected,
+                            PendingStatus::Failed => IncidentStatus::Failed,
+                            PendingStatus::Refused => IncidentStatus::Refused,
+                            _ => IncidentStatus::Executed,
+                        },
+                        acted_ms: None,
+                        pending_id: Some(existing.id.clone()),
+                    },
+                );
+                return Ok(vec![self.emit(r, None)?]);
+            }
+            Ok(_) | Err(StoreError::Unknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.store.create(&PendingAction {
+            id: id.clone(),
+            status,
+            alert: work.alert.clone(),
+            actions: work.actions.clone(),
+            reason: reason.to_owned(),
+            created_ms: now,
+            decided_by: None,
+            decided_ms: None,
+            detail: None,
+        })?;
+        self.state.incidents.insert(
+            work.key.clone(),
+            Incident {
+                alert_id: work.alert.alert_id.clone(),
+                rule_id: work.alert.rule_id.clone(),
+                opened_ms: now,
+                status: if status == PendingStatus::Queued {
+                    IncidentStatus::Queued
+                } else {
+                    IncidentStatus::PendingApproval
+                },
+                acted_ms: None,
+                pending_id: Some(id.clone()),
+            },
+        );
+        let (decision, detail) = if status == PendingStatus::Queued {
+            self.state.queue.push_back(QueuedAction {
+                id: id.clone(),
+                key: work.key,
+                alert: work.alert.clone(),
+                actions: work.actions.clone(),
+                queued_ms: now,
+            });
+            (
+                Decision::Queued,
+                format!(
+                    "{} queued ({reason}) as {id}; {} actions wait",
+                    work.alert.account,
+                    self.state.queue.len()
+                ),
+            )
+        } else {
+            (
+                Decision::PendingApproval,
+                format!(
+                    "{} awaits approval: authwatch respond approve {id}",
+                    work.alert.account
+                ),
+            )
+        };
+        let mut r = self.record(
+            &work.alert,
+            None,
+            &work.actions,
+            first,
+            decision,
+            Some(reason),
+            detail,
+        );
+        r.unmapped.pending_id = Some(id);
+        let r = self.emit(r, None)?;
+        let kind = if decision == Decision::Queued {
+            "actions_queued"
+        } else {
+            "approval_needed"
+        };
+        self.page(kind, reason, work.alert.tenant.as_deref(), true)
+            .await;
+        Ok(vec![r])
+    }
+
+    /// Carries out `work` (a token was taken at `now`, or a human approved it).
+    async fn act(&mut self, work: Work, now: i64) -> Result<Vec<AuditRecord>, RespondError> {
+        let (status, records) = self.carry_out(&work).await?;
+        self.state.incidents.insert(
+            work.key.clone(),
+            Incident {
+                alert_id: work.alert.alert_id.clone(),
+                rule_id: work.alert.rule_id.clone(),
+                opened_ms: now,
+                status,
+                acted_ms: work.approver.is_none().then_some(now),
+                pending_id: work.pending_id.clone(),
+            },
+        );
+        if let Some(id) = &work.pending_id {
+            let mut p = match self.store.get(id) {
+                Ok(p) => p,
+                Err(StoreError::Unknown(_)) => return Ok(records),
+                Err(e) => return Err(e.into()),
+            };
+            p.status = match status {
+                IncidentStatus::Failed => PendingStatus::Failed,
+                IncidentStatus::Refused => PendingStatus::Refused,
+                _ => PendingStatus::Executed,
+            };
+            p.decided_by = work.approver.clone();
+            p.decided_ms = Some(self.clock.now_ms());
+            p.detail = records.last().map(|r| r.status_detail.clone());
+            self.store.update(&p)?;
+        }
+        Ok(records)
+    }
+
+    /// Looks the account up, checks the group allow-list, runs each action; feeds the
+    /// breaker. Dry-run looks up (read-only) but changes nothing.
+    async fn carry_out(
+        &mut self,
+        work: &Work,
+    ) -> Result<(IncidentStatus, Vec<AuditRecord>), RespondError> {
+        let dry = self.config.mode == RespondMode::DryRun;
+        let approver = work.approver.as_deref();
+        let mut out = Vec::new();
+        let subject = match &self.adapter {
+            Some(adapter) => match adapter.lookup(&work.alert.account).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let retry = e.retry_later();
+                    for &action in &work.actions {
+                        let mut r = self.record(
+                            &work.alert,
+                            None,
+                            &work.actions,
+                            action,
+                            Decision::Failed,
+                            Some(if retry {
+                                "provider_unavailable"
+                            } else {
+                                "lookup_failed"
+                            }),
+                            format!("looking up {} failed: {e}", work.alert.account),
+                        );
+                        r.unmapped.attempts = e.attempts();
+                        out.push(self.emit(r, approver)?);
+                    }
+                    if retry && !dry {
+                        self.breaker_failure().await;
+                    }
+                    return Ok((IncidentStatus::Failed, out));
+                }
+            },
+            None => None,
+        };
+        if let Some(s) = &subject {
+            let protected_group = s
+                .groups
+                .as_deref()
+                .and_then(|g| self.policy.protecting_group(g))
+                .map(str::to_owned);
+            let reason = if self.policy.protects_user(&s.id) {
+                Some((
+                    "allow_listed_user",
+                    format!("{} (id {}) is on respond.allow_list.users", s.account, s.id),
+                ))
+            } else {
+                protected_group.map(|g| {
+                    (
+                        "allow_listed_group",
+                        format!(
+                            "{} is a member of allow-listed group {g:?}: never touched",
+                            s.account
+                        ),
+                    )
+                })
+            };
+            if let Some((reason, detail)) = reason {
+                let r = self.record(
+                    &work.alert,
+                    Some(&s.id),
+                    &work.actions,
+                    work.actions[0],
+                    Decision::Refused,
+                    Some(reason),
+                    detail,
+                );
+                out.push(self.emit(r, approver)?);
+                return Ok((IncidentStatus::Refused, out));
+            }
+        }
+        let groups_note = match (&subject, self.policy.has_group_allow_list()) {
+            (Some(Subject { groups: None, .. }), true) => {
+                " (the target cannot list groups: the receiver must apply the group allow-list)"
+            }
+            (None, true) => " (no target: group allow-list not checked)",
+            _ => "",
+        };
+        let context = ActionContext {
+            alert_id: work.alert.alert_id.clone(),
+            rule_id: work.alert.rule_id.clone(),
+            severity: work.alert.severity,
+            tenant: work.alert.tenant.clone(),
+        };
+        let uid = subject.as_ref().map(|s| s.id.clone());
+        let mut failed = false;
+        let mut unavailable = false;
+        for &action in &work.actions {
+            let (decision, reason, detail, attempts) = if dry {
+                (
+                    Decision::DryRun,
+                    Some("dry_run"),
+                    format!(
+                        "dry-run: would {} {}{groups_note}",
+                        action.as_str(),
+                        work.alert.account
+                    ),
+                    0,
+                )
+            } else {
+                match self
+                    .execute(action, subject.as_ref(), &work.alert, &context)
+                    .await
+                {
+                    Ok(Outcome::Done { attempts }) => (
+                        Decision::Executed,
+                        None,
+                        format!("{} {}{groups_note}", action.as_str(), work.alert.account),
+                        attempts,
+                    ),
+                    Ok(Outcome::AlreadyDone) => (
+                        Decision::AlreadyDone,
+                        Some("already_done"),
+                        format!("{} was already suspended", work.alert.account),
+                        0,
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        unavailable |= e.retry_later();
+                        (
+                            Decision::Failed,
+                            Some(if e.retry_later() {
+                                "provider_unavailable"
+                            } else {
+                                "provider_refused"
+                            }),
+                            format!("{} {} failed: {e}", action.as_str(), work.alert.account),
+                            e.attempts(),
+                        )
+                    }
+                }
+            };
+            let mut r = self.record(
+                &work.alert,
+                uid.as_deref(),
+                &work.actions,
+                action,
+                decision,
+                reason,
+                detail,
+            );
+            r.unmapped.attempts = attempts;
+            out.push(self.emit(r, approver)?);
+        }
+        if !dry {
+            if unavailable {
+                self.breaker_failure().await;
+            } else if !failed {
+                self.state.breaker.success();
+            }
+        }
+        let status = match (dry, failed) {
+            (true, _) => IncidentStatus::DryRun,
+            (false, true) => IncidentStatus::Failed,
+            (false, false) => IncidentStatus::Executed,
+        };
+        Ok((status, out))
+    }
+
+    async fn execute(
+        &self,
+        action: ResponseAction,
+        subject: Option<&Subject>,
+        alert: &AlertFacts,
+        context: &ActionContext,
+    ) -> Result<Outcome, AdapterError> {
+        let adapter = self.adapter.as_ref();
+        if action == ResponseAction::Notify && !matches!(adapter, Some(Adapter::Webhook(_))) {
+            return self.notify(alert).await;
+        }
+        match (adapter, subject) {
+            (Some(a), Some(s)) => a.execute(action, s, context).await,
+            _ => Err(AdapterError::Config {
+                key: "respond.target",
+                message: "no target to act on".to_owned(),
+            }),
+        }
+    }
+
+    /// The `notify` action on a provider target: the alert goes to the pager.
+    async fn notify(&self, alert: &AlertFacts) -> Result<Outcome, AdapterError> {
+        let Some(pager) = &self.pager else {
+            return Err(AdapterError::Config {
+                key: "respond.pager.url",
+                message: "the notify action needs a pager".to_owned(),
+            });
+        };
+        let body = serde_json::json!({
+            "kind": "notify",
+            "alert_id": alert.alert_id,
+            "rule_id": alert.rule_id,
+            "severity": alert.severity,
+            "tenant": alert.tenant,
+            "account": alert.account,
+            "time": self.clock.now_ms(),
+        });
+        let key = format!("{}:notify", alert.alert_id);
+        let reply = webhook::post_signed(
+            &self.http,
+            "pager notify",
+            &pager.url,
+            pager.secret.as_ref(),
+            &key,
+            &body,
+        )
+        .await?;
+        Ok(Outcome::Done {
+            attempts: reply.attempts,
+        })
+    }
+
+    async fn breaker_failure(&mut self) {
+        let now = self.clock.now_ms();
+        let opened = self.state.breaker.failure(
+            now,
+            self.config.breaker.failures,
+            self.config.breaker.cooldown.millis(),
+        );
+        if opened {
+            tracing::warn!(
+                target = self.target_name(),
+                cooldown_ms = self.config.breaker.cooldown.millis(),
+                "identity provider keeps failing: circuit open, actions queue"
+            );
+            self.page("circuit_open", "provider_unavailable", None, false)
+                .await;
+        }
+    }
+
+    /// Pages a human; `throttled` pages at most once per `respond.pager.interval`.
+    async fn page(&mut self, kind: &str, reason: &str, tenant: Option<&str>, throttled: bool) {
+        let Some(pager) = &self.pager else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        if throttled
+            && self
+                .state
+                .last_page_ms
+                .is_some_and(|last| now.saturating_sub(last) < pager.interval_ms)
+        {
+            return;
+        }
+        self.state.last_page_ms = Some(now);
+        let summary = match kind {
+            "actions_queued" => format!(
+                "authwatch: response actions over the rate limit are queued ({} waiting); \
+                 review with `authwatch respond list`",
+                self.state.queue.len()
+            ),
+            "approval_needed" => "authwatch: response actions await approval; review with \
+                                  `authwatch respond list`"
+                .to_owned(),
+            "circuit_open" => format!(
+                "authwatch: {} keeps failing; the circuit is open and actions queue",
+                self.target_name()
+            ),
+            _ => format!("authwatch: responder needs attention ({kind})"),
+        };
+        let body = serde_json::json!({
+            "kind": kind,
+            "reason": reason,
+            "summary": summary,
+            "queued": self.state.queue.len(),
+            "tenant": tenant,
+            "mode": self.config.mode,
+            "target": self.target_name(),
+            "time": now,
+        });
+        let key = format!("{kind}:{now}");
+        if let Err(e) = webhook::post_signed(
+            &self.http,
+            "pager",
+            &pager.url,
+            pager.secret.as_ref(),
+            &key,
+            &body,
+        )
+        .await
+        {
+            tracing::error!(error = %e, kind, "paging failed");
+        }
+    }
+
+    /// A human's decision on a pending or queued action (`authwatch respond approve|reject`).
+    /// Approval carries the actions out at once — the human is the limit — with the
+    /// allow-lists checked again; rejection cancels them. Both are audited with the human's
+    /// name.
+    pub async fn decide(
+        &mut self,
+        id: &str,
+        approve: bool,
+        who: &str,
+    ) -> Result<(PendingAction, Vec<AuditRecord>), RespondError> {
+        let (mut pending, _claim) = self.store.claim(id)?;
+        let key = AccountKey::new(pending.alert.tenant.as_deref(), &pending.alert.account);
+        self.state.queue.retain(|q| q.id != id);
+        if !approve {
+            let mut r = self.record(
+                &pending.alert,
+                None,
+                &pending.actions,
+                pending.actions[0],
+                Decision::Rejected,
+                Some("rejected"),
+                format!("{who} rejected the action on {}", pending.alert.account),
+            );
+            r.unmapped.pending_id = Some(id.to_owned());
+            let r = self.emit(r, Some(who))?;
+            pending.status = PendingStatus::Rejected;
+            pending.decided_by = Some(who.to_owned());
+            pending.decided_ms = Some(self.clock.now_ms());
+            pending.detail = Some(r.status_detail.clone());
+            self.store.update(&pending)?;
+            if let Some(inc) = self.state.incidents.get_mut(&key) {
+                inc.status = IncidentStatus::Rejected;
+            }
+            return Ok((pending, vec![r]));
+        }
+        if self.policy.protects_user(&pending.alert.account) {
+            let r = self.record(
+                &pending.alert,
+                None,
+                &pending.actions,
+                pending.actions[0],
+                Decision::Refused,
+                Some("allow_listed_user"),
+                format!(
+                    "{} is on respond.allow_list.users: never touched",
+                    pending.alert.account
+                ),
+            );
+            let r = self.emit(r, Some(who))?;
+            pending.status = PendingStatus::Refused;
+            pending.decided_by = Some(who.to_owned());
+            pending.detail = Some(r.status_detail.clone());
+            self.store.update(&pending)?;
+            return Ok((pending, vec![r]));
+        }
+        let work = Work {
+            key,
+            alert: pending.alert.clone(),
+            actions: pending.actions.clone(),
+            pending_id: Some(id.to_owned()),
+            approver: Some(who.to_owned()),
+        };
+        let now = self.clock.now_ms();
+        let records = self.act(work, now).await?;
+        Ok((self.store.get(id)?, records))
+    }
+
+    /// The configured target.
+    pub fn target(&self) -> RespondTarget {
+        self.config.target
+    }
+}

@@ -1,0 +1,326 @@
+//! The responder's state: one incident per account (idempotency), the queue of actions waiting
+//! for a token, the circuit breaker and the last page. Snapshot/restore as bytes, so that it
+//! joins the runtime's checkpoint and a restart repeats no action.
+
+use authwatch_pipeline::config::ResponseAction;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// An account, per tenant. Names are compared case-insensitively (providers do).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AccountKey {
+    /// The tenant (`""` when the alert names none).
+    pub tenant: String,
+    /// The account, lower-cased.
+    pub account: String,
+}
+
+impl AccountKey {
+    /// The key of `account` in `tenant`.
+    pub fn new(tenant: Option<&str>, account: &str) -> AccountKey {
+        AccountKey {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            account: account.to_lowercase(),
+        }
+    }
+}
+
+/// Where an account's incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    /// Actions carried out (or the account was already in the target state).
+    Executed,
+    /// Dry-run: recorded as if carried out.
+    DryRun,
+    /// Refused (allow-listed group found at the provider).
+    Refused,
+    /// Waiting for a token.
+    Queued,
+    /// Waiting for a human.
+    PendingApproval,
+    /// Rejected by a human.
+    Rejected,
+    /// Failed; a later alert for the account tries again.
+    Failed,
+}
+
+/// One account's incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The alert that opened it.
+    pub alert_id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// When it opened (responder clock, ms).
+    pub opened_ms: i64,
+    /// Where it stands.
+    pub status: IncidentStatus,
+    /// When a rate-limit token was taken for it (ms), if one was.
+    pub acted_ms: Option<i64>,
+    /// Its pending-approval / queue id.
+    pub pending_id: Option<String>,
+}
+
+/// The alert facts a queued or pending action keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertFacts {
+    /// The alert.
+    pub alert_id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// Its severity.
+    pub severity: authwatch_event::Severity,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The account as the alert names it.
+    pub account: String,
+}
+
+/// An action waiting for a rate-limit token or a closed circuit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedAction {
+    /// Its id in the pending store (humans can approve or reject it there).
+    pub id: String,
+    /// The account.
+    pub key: AccountKey,
+    /// The alert.
+    pub alert: AlertFacts,
+    /// The actions.
+    pub actions: Vec<ResponseAction>,
+    /// When it was queued (ms).
+    pub queued_ms: i64,
+}
+
+/// The circuit breaker: closed, open until a time, then half-open for one trial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BreakerState {
+    /// Consecutive failed actions.
+    pub failures: u32,
+    /// Open until this time (ms); after it, one trial action is let through.
+    pub open_until_ms: Option<i64>,
+}
+
+impl BreakerState {
+    /// Whether an action may be tried now (closed, or half-open).
+    pub fn allows(&self, now_ms: i64) -> bool {
+        self.open_until_ms.is_none_or(|until| now_ms >= until)
+    }
+
+    /// Whether the circuit is open now.
+    pub fn is_open(&self, now_ms: i64) -> bool {
+        !self.allows(now_ms)
+    }
+
+    /// Records a success: closes the circuit.
+    pub fn success(&mut self) {
+        self.failures = 0;
+        self.open_until_ms = None;
+    }
+
+    /// Records a failure; returns true when this failure opened the circuit.
+    pub fn failure(&mut self, now_ms: i64, threshold: u32, cooldown_ms: i64) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        let half_open_trial = self.open_until_ms.is_some();
+        if half_open_trial || self.failures >= threshold {
+            self.open_until_ms = Some(now_ms.saturating_add(cooldown_ms));
+            return true;
+        }
+        false
+    }
+}
+
+/// Everything the responder must not forget across a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseState {
+    /// Incidents by account (a list in JSON: its keys are not strings).
+    #[serde(with = "as_pairs")]
+    pub incidents: BTreeMap<AccountKey, Incident>,
+    /// Actions waiting for a token, oldest first.
+    pub queue: VecDeque<QueuedAction>,
+    /// The circuit breaker.
+    pub breaker: BreakerState,
+    /// When the pager was last called (ms).
+    pub last_page_ms: Option<i64>,
+    /// The responder clock at the last alert handled (ms): an event-time clock resumes from
+    /// it. Part of the state (not read at snapshot time) so that one state gives one snapshot.
+    #[serde(default)]
+    pub clock_ms: i64,
+}
+
+mod as_pairs {
+    use super::{AccountKey, Incident};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<AccountKey, Incident>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<AccountKey, Incident>, D::Error> {
+        Ok(Vec::<(AccountKey, Incident)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// The snapshot format's version; a snapshot of another version is refused, not misread.
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    version: u32,
+    state: &'a ResponseState,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    version: u32,
+    state: ResponseState,
+}
+
+/// A snapshot could not be restored. Whose fault: the checkpoint's (corrupt or from another
+/// version); not retryable.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a responder snapshot.
+    #[error("responder snapshot: {0}")]
+    Corrupt(String),
+    /// The state could not be encoded.
+    #[error("responder snapshot: cannot encode: {0}")]
+    Encode(String),
+    /// Written by another format version.
+    #[error("responder snapshot: format version {found}, expected {SNAPSHOT_VERSION}")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+impl ResponseState {
+    /// The state as bytes (versioned JSON: small, and readable when investigating).
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        serde_json::to_vec(&SnapshotOut {
+            version: SNAPSHOT_VERSION,
+            state: self,
+        })
+        .map_err(|e| SnapshotError::Encode(e.to_string()))
+    }
+
+    /// The state from [`ResponseState::snapshot`] bytes.
+    pub fn restore(bytes: &[u8]) -> Result<ResponseState, SnapshotError> {
+        let s: SnapshotIn =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        if s.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version { found: s.version });
+        }
+        Ok(s.state)
+    }
+
+    /// Forgets finished incidents older than `ttl_ms`, then the oldest finished ones beyond
+    /// `max`. Waiting incidents (queued, pending) are kept: their actions are still owed.
+    /// Returns how many were forgotten.
+    pub fn sweep(&mut self, now_ms: i64, ttl_ms: i64, max: usize) -> usize {
+        let before = self.incidents.len();
+        let waiting = |i: &Incident| {
+            matches!(
+                i.status,
+                IncidentStatus::Queued | IncidentStatus::PendingApproval
+            )
+        };
+        self.incidents
+            .retain(|_, i| waiting(i) || now_ms.saturating_sub(i.opened_ms) < ttl_ms);
+        if self.incidents.len() > max {
+            let mut finished: Vec<(i64, AccountKey)> = self
+                .incidents
+                .iter()
+                .filter(|(_, i)| !waiting(i))
+                .map(|(k, i)| (i.opened_ms, k.clone()))
+                .collect();
+            finished.sort();
+            let excess = self.incidents.len() - max;
+            for (_, k) in finished.into_iter().take(excess) {
+                self.incidents.remove(&k);
+            }
+        }
+        before - self.incidents.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn incident(opened_ms: i64, status: IncidentStatus) -> Incident {
+        Incident {
+            alert_id: "a".into(),
+            rule_id: "r".into(),
+            opened_ms,
+            status,
+            acted_ms: None,
+            pending_id: None,
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_garbage() {
+        let mut s = ResponseState::default();
+        s.incidents.insert(
+            AccountKey::new(Some("t"), "Alice@X"),
+            incident(5, IncidentStatus::Executed),
+        );
+        s.breaker.failures = 2;
+        let back = ResponseState::restore(&s.snapshot().unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert!(
+            back.incidents
+                .contains_key(&AccountKey::new(Some("t"), "alice@x"))
+        );
+        assert!(matches!(
+            ResponseState::restore(b"{\"version\":9,\"state\":{}}"),
+            Err(SnapshotError::Version { found: 9 }) | Err(SnapshotError::Corrupt(_))
+        ));
+        assert!(ResponseState::restore(b"nope").is_err());
+    }
+
+    #[test]
+    fn sweep_keeps_owed_actions() {
+        let mut s = ResponseState::default();
+        s.incidents.insert(
+            AccountKey::new(None, "old"),
+            incident(0, IncidentStatus::Executed),
+        );
+        s.incidents.insert(
+            AccountKey::new(None, "waiting"),
+            incident(0, IncidentStatus::Queued),
+        );
+        s.incidents.insert(
+            AccountKey::new(None, "new"),
+            incident(900, IncidentStatus::Executed),
+        );
+        assert_eq!(s.sweep(1_000, 500, 10), 1);
+        assert!(s.incidents.contains_key(&AccountKey::new(None, "waiting")));
+        assert_eq!(s.sweep(1_000, 500, 1), 1);
+        assert_eq!(s.incidents.len(), 1);
+    }
+
+    #[test]
+    fn breaker_opens_half_opens_and_closes() {
+        let mut b = BreakerState::default();
+        assert!(!b.failure(0, 3, 100));
+        assert!(!b.failure(0, 3, 100));
+        assert!(b.failure(10, 3, 100));
+        assert!(b.is_open(50));
+        assert!(b.allows(110), "half-open after the cooldown");
+        assert!(b.failure(110, 3, 100), "a failed trial reopens at once");
+        assert!(b.is_open(150));
+        b.success();
+        assert!(b.allows(150));
+    }
+}

@@ -1,0 +1,292 @@
+//! The pending-action store: one JSON file per action waiting for a human (approval mode) or
+//! for a rate-limit token (queued), in `<state_dir>/pending/`. `authwatch respond list |
+//! approve ID | reject ID` works on it, from another process than the pipeline's.
+
+use crate::state::AlertFacts;
+use authwatch_pipeline::config::ResponseAction;
+use serde::{Deserialize, Serialize};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where a pending action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingStatus {
+    /// Waiting for `approve` or `reject`.
+    AwaitingApproval,
+    /// Waiting for a rate-limit token or a closed circuit; a human may approve (act now) or
+    /// reject (cancel) it.
+    Queued,
+    /// Carried out.
+    Executed,
+    /// Rejected by a human.
+    Rejected,
+    /// Tried and failed.
+    Failed,
+    /// Not carried out: the account turned out to be protected.
+    Refused,
+}
+
+impl PendingStatus {
+    /// Whether the action still waits.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            PendingStatus::AwaitingApproval | PendingStatus::Queued
+        )
+    }
+}
+
+/// One pending action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingAction {
+    /// Its id (16 hex digits, derived from the alert and the account: the same incident always
+    /// gets the same id).
+    pub id: String,
+    /// Where it stands.
+    pub status: PendingStatus,
+    /// The alert.
+    pub alert: AlertFacts,
+    /// The actions.
+    pub actions: Vec<ResponseAction>,
+    /// Why it waits (`approval`, `rate_limited`, `circuit_open`).
+    pub reason: String,
+    /// When it was created (ms).
+    pub created_ms: i64,
+    /// Who decided, when a human did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When it was decided or carried out (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_ms: Option<i64>,
+    /// What happened, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl PendingAction {
+    /// The id for `alert` on `account`.
+    pub fn make_id(alert_id: &str, tenant: Option<&str>, account: &str) -> String {
+        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
+            0x51, 0x0f, 0x2b, 0x8c, 0x3e, 0x44, 0x5a, 0x19, 0x9d, 0x70, 0x0b, 0xe6, 0x21, 0x5f,
+            0xa3, 0x48,
+        ]);
+        let name = format!(
+            "{alert_id}\u{1f}{}\u{1f}{}",
+            tenant.unwrap_or_default(),
+            account.to_lowercase()
+        );
+        uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+            .simple()
+            .to_string()[..16]
+            .to_owned()
+    }
+}
+
+/// A store operation failed. Whose fault: the environment's (disk, permissions) or the
+/// operator's (unknown id, already decided).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File system error.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        message: String,
+    },
+    /// No pending action has this id.
+    #[error("no pending action {0:?} (see `authwatch respond list`)")]
+    Unknown(String),
+    /// The action was already decided.
+    #[error("action {id} is already {status:?}")]
+    Decided {
+        /// The id.
+        id: String,
+        /// Its status.
+        status: PendingStatus,
+    },
+    /// Another process is deciding it right now.
+    #[error("action {0} is being decided by another process")]
+    Busy(String),
+    /// An id that is not 16 hex digits (it names a file: never let it escape the directory).
+    #[error("{0:?} is not an action id (16 hex digits)")]
+    BadId(String),
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct PendingStore {
+    dir: PathBuf,
+}
+
+/// A claim on one action: other processes cannot decide it until this is dropped.
+#[derive(Debug)]
+pub struct Claim {
+    lock: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl PendingStore {
+    /// The store under `state_dir` (created if missing).
+    pub fn open(state_dir: &Path) -> Result<PendingStore, StoreError> {
+        let dir = state_dir.join("pending");
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        Ok(PendingStore { dir })
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::BadId(id.to_owned()));
+        }
+        Ok(self.dir.join(format!("{id}.json")))
+    }
+
+    /// Adds `action` unless its id exists already (a restart re-deciding the same incident).
+    pub fn create(&self, action: &PendingAction) -> Result<(), StoreError> {
+        let path = self.path(&action.id)?;
+        if path.exists() {
+            return Ok(());
+        }
+        // Not synced: a new entry is also in the responder's checkpointed state, and a storm
+        // creates hundreds of them at once.
+        self.write(&path, action, false)
+    }
+
+    /// Replaces the stored action (atomically: write a temporary file, sync it, then rename).
+    pub fn update(&self, action: &PendingAction) -> Result<(), StoreError> {
+        let path = self.path(&action.id)?;
+        self.write(&path, action, true)
+    }
+
+    fn write(&self, path: &Path, action: &PendingAction, sync: bool) -> Result<(), StoreError> {
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(action).map_err(|e| io(path, e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
+        if sync {
+            f.sync_all().map_err(|e| io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    }
+
+    /// One action.
+    pub fn get(&self, id: &str) -> Result<PendingAction, StoreError> {
+        let path = self.path(id)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Unknown(id.to_owned()));
+            }
+            Err(e) => return Err(io(&path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| io(&path, e))
+    }
+
+    /// Every action, oldest first.
+    pub fn list(&self) -> Result<Vec<PendingAction>, StoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
+            let path = entry.map_err(|e| io(&self.dir, e))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                out.push(serde_json::from_slice(&bytes).map_err(|e| io(&path, e))?);
+            }
+        }
+        out.sort_by(|a: &PendingAction, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Claims an open action for a decision: fails if it is unknown, already decided, or
+    /// being decided by another process.
+    pub fn claim(&self, id: &str) -> Result<(PendingAction, Claim), StoreError> {
+        let lock = self.dir.join(format!("{id}.lock"));
+        self.path(id)?;
+        match OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Busy(id.to_owned()));
+            }
+            Err(e) => return Err(io(&lock, e)),
+        }
+        let claim = Claim { lock };
+        let action = self.get(id)?;
+        if !action.status.is_open() {
+            return Err(StoreError::Decided {
+                id: id.to_owned(),
+                status: action.status,
+            });
+        }
+        Ok((action, claim))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn action(id: &str, status: PendingStatus) -> PendingAction {
+        PendingAction {
+            id: id.to_owned(),
+            status,
+            alert: AlertFacts {
+                alert_id: "a".into(),
+                rule_id: "r".into(),
+                severity: authwatch_event::Severity::Critical,
+                tenant: None,
+                account: "u".into(),
+            },
+            actions: vec![ResponseAction::Suspend],
+            reason: "approval".into(),
+            created_ms: 1,
+            decided_by: None,
+            decided_ms: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn create_claim_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PendingStore::open(dir.path()).unwrap();
+        let id = PendingAction::make_id("alert", Some("t"), "User");
+        assert_eq!(id, PendingAction::make_id("alert", Some("t"), "user"));
+        store
+            .create(&action(&id, PendingStatus::AwaitingApproval))
+            .unwrap();
+        let (mut a, claim) = store.claim(&id).unwrap();
+        assert!(matches!(store.claim(&id), Err(StoreError::Busy(_))));
+        a.status = PendingStatus::Rejected;
+        store.update(&a).unwrap();
+        drop(claim);
+        assert!(matches!(store.claim(&id), Err(StoreError::Decided { .. })));
+        // create never overwrites a decision.
+        store
+            .create(&action(&id, PendingStatus::AwaitingApproval))
+            .unwrap();
+        assert_eq!(store.get(&id).unwrap().status, PendingStatus::Rejected);
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(StoreError::BadId(_))
+        ));
+        assert!(matches!(
+            store.get("0123456789abcdef"),
+            Err(StoreError::Unknown(_))
+        ));
+    }
+}

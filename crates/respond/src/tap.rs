@@ -1,0 +1,338 @@
+//! Running the responder beside the pipeline: a sink that passes every alert on to the
+//! pipeline's own sink and to a responder thread, so that slow identity-provider calls never
+//! hold up alert output more than the bounded hand-off allows.
+
+use crate::audit::Decision;
+use crate::responder::{RespondError, Responder};
+use authwatch_event::{Alert, AuthEvent};
+use authwatch_pipeline::config::ResponseAction;
+use authwatch_pipeline::{
+    Checkpoint, CheckpointError, Checkpointed, DeadLetter, LateEvent, Sink, SinkError, StateParts,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Alerts waiting for the responder at most; beyond it the pipeline's sink waits
+/// (backpressure, never a dropped alert).
+const HAND_OFF: usize = 4096;
+
+/// What the responder did during a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Audit records by action and decision.
+    pub counts: BTreeMap<(ResponseAction, Decision), u64>,
+    /// Actions still queued at the end.
+    pub queued: usize,
+}
+
+/// The responder's part of a checkpoint.
+pub const STATE_PART: &str = "respond";
+
+impl Checkpointed for Responder {
+    fn name(&self) -> &str {
+        STATE_PART
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        Responder::snapshot(self).map_err(|e| CheckpointError::Snapshot {
+            part: STATE_PART.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        Responder::restore(self, bytes).map_err(|e| CheckpointError::Restore {
+            part: STATE_PART.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where a live responder keeps its state (the Kafka runtime's checkpoint store). The state is
+/// global to the process, not per input partition.
+pub trait StateSaver: Send {
+    /// Replaces the saved state with `state`, durably (a crash leaves the old or the new whole).
+    fn save(&mut self, state: &StateParts) -> Result<(), String>;
+}
+
+/// How the responder thread keeps its state.
+enum Persist {
+    /// Restored before, written at the end (replay).
+    File(Option<PathBuf>),
+    /// Written after every alert or tick that led to an audit record, at every checkpoint and
+    /// at the end: the saved state is never older than the actions taken, so a restart that
+    /// processes input again after the last checkpoint finds those accounts' incidents and
+    /// repeats no action.
+    Saver(Box<dyn StateSaver>),
+}
+
+/// What the responder thread is handed, in stream order.
+enum Msg {
+    Alert(Box<Alert>),
+    /// A checkpoint barrier: save the state reflecting every alert before it, then answer.
+    Checkpoint(SyncSender<Result<(), String>>),
+}
+
+/// Running totals of decisions by action, shared with a metrics exporter.
+pub type SharedCounts =
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(ResponseAction, Decision), u64>>>;
+
+/// The responder on its own thread (with a single-threaded Tokio runtime for its HTTP calls).
+pub struct ResponderThread {
+    tx: Option<SyncSender<Msg>>,
+    join: JoinHandle<Result<RunReport, RespondError>>,
+    counts: SharedCounts,
+}
+
+impl ResponderThread {
+    /// Starts `responder`. With `state_file`, the state is restored from it first (if it
+    /// exists) and saved to it at the end, so that a second run repeats no action.
+    pub fn spawn(
+        mut responder: Responder,
+        state_file: Option<PathBuf>,
+    ) -> Result<ResponderThread, RespondError> {
+        if let Some(path) = &state_file {
+            match std::fs::read(path) {
+                Ok(bytes) => responder.restore(&bytes)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(state_io(path, e)),
+            }
+        }
+        Self::start(responder, Persist::File(state_file), None)
+    }
+
+    /// Starts `responder` (already restored by the caller) beside a live pipeline: `tick` is
+    /// called every `tick_every` so queued actions go out as tokens come back, and the state
+    /// goes to `saver` at every checkpoint the [`TeeSink`] passes on and after every decision.
+    pub fn spawn_live(
+        responder: Responder,
+        saver: Box<dyn StateSaver>,
+        tick_every: Duration,
+    ) -> Result<ResponderThread, RespondError> {
+        Self::start(responder, Persist::Saver(saver), Some(tick_every))
+    }
+
+    fn start(
+        responder: Responder,
+        persist: Persist,
+        tick_every: Option<Duration>,
+    ) -> Result<ResponderThread, RespondError> {
+        let (tx, rx) = sync_channel::<Msg>(HAND_OFF);
+        let counts = SharedCounts::default();
+        let published = SharedCounts::clone(&counts);
+        let join = std::thread::Builder::new()
+            .name("respond".to_owned())
+            .spawn(move || run(responder, rx, persist, tick_every, &published))
+            .map_err(|e| state_io(Path::new("<respond thread>"), e))?;
+        Ok(ResponderThread {
+            tx: Some(tx),
+            join,
+            counts,
+        })
+    }
+
+    /// The decisions so far by action and outcome, updated after each decision (for metrics).
+    pub fn counts(&self) -> SharedCounts {
+        SharedCounts::clone(&self.counts)
+    }
+
+    /// Wraps `inner` so that its alerts also go to the responder.
+    pub fn tee<S: Sink>(&self, inner: S) -> TeeSink<S> {
+        TeeSink {
+            inner,
+            tap: self.tx.clone(),
+        }
+    }
+
+    /// Waits for the responder to finish the alerts handed to it (the [`TeeSink`] must have
+    /// been dropped or unwrapped) and saves its state.
+    pub fn finish(mut self) -> Result<RunReport, RespondError> {
+        self.tx = None;
+        match self.join.join() {
+            Ok(result) => result,
+            Err(_) => Err(RespondError::Config {
+                key: "respond",
+                message: "the responder thread panicked".to_owned(),
+            }),
+        }
+    }
+}
+
+fn state_io(path: &Path, e: std::io::Error) -> RespondError {
+    RespondError::Store(crate::store::StoreError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn save(responder: &Responder, saver: &mut dyn StateSaver) -> Result<(), RespondError> {
+    let mut parts = StateParts::default();
+    parts.add(responder).map_err(|e| RespondError::Config {
+        key: "checkpoint",
+        message: e.to_string(),
+    })?;
+    saver.save(&parts).map_err(|message| RespondError::Config {
+        key: "checkpoint.dir",
+        message: format!("saving the responder state: {message}"),
+    })
+}
+
+fn run(
+    mut responder: Responder,
+    rx: Receiver<Msg>,
+    mut persist: Persist,
+    tick_every: Option<Duration>,
+    published: &SharedCounts,
+) -> Result<RunReport, RespondError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| state_io(Path::new("<tokio runtime>"), e))?;
+    let result = runtime.block_on(async {
+        let mut last_tick = Instant::now();
+        loop {
+            let msg = match tick_every {
+                Some(every) => match rx.recv_timeout(every.saturating_sub(last_tick.elapsed())) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+            };
+            let mut decided = false;
+            match msg {
+                Some(Msg::Alert(alert)) => decided = !responder.handle(&alert).await?.is_empty(),
+                Some(Msg::Checkpoint(ack)) => {
+                    let saved = match &mut persist {
+                        Persist::Saver(saver) => save(&responder, saver.as_mut()),
+                        Persist::File(_) => Ok(()),
+                    };
+                    // The sink may have stopped waiting (the run is ending): nothing to tell.
+                    let _ = ack.send(saved.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    saved?;
+                }
+                None => {}
+            }
+            if let Some(every) = tick_every
+                && last_tick.elapsed() >= every
+            {
+                last_tick = Instant::now();
+                decided |= !responder.tick().await?.is_empty();
+            }
+            if decided {
+                if let Ok(mut counts) = published.lock() {
+                    counts.clone_from(responder.counts());
+                }
+                if let Persist::Saver(saver) = &mut persist {
+                    save(&responder, saver.as_mut())?;
+                }
+            }
+        }
+        responder.tick().await?;
+        Ok::<(), RespondError>(())
+    });
+    // Save even after an error: what was done must not be done again.
+    match &mut persist {
+        Persist::File(Some(path)) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, responder.snapshot()?).map_err(|e| state_io(&tmp, e))?;
+            std::fs::rename(&tmp, &*path).map_err(|e| state_io(path, e))?;
+        }
+        Persist::File(None) => {}
+        Persist::Saver(saver) => save(&responder, saver.as_mut())?,
+    }
+    result?;
+    Ok(RunReport {
+        counts: responder.counts().clone(),
+        queued: responder.queued(),
+    })
+}
+
+fn stopped() -> SinkError {
+    SinkError {
+        output: "responder".to_owned(),
+        source: std::io::Error::other("the responder stopped; see its error"),
+    }
+}
+
+/// A sink that also hands every alert to the responder.
+pub struct TeeSink<S> {
+    inner: S,
+    tap: Option<SyncSender<Msg>>,
+}
+
+impl<S> TeeSink<S> {
+    /// A sink that only passes alerts on (the responder is disabled).
+    pub fn without_responder(inner: S) -> TeeSink<S> {
+        TeeSink { inner, tap: None }
+    }
+
+    /// The wrapped sink; the responder gets no more alerts.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Sink> Sink for TeeSink<S> {
+    fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        self.inner.alert(alert)?;
+        if let Some(tap) = &self.tap
+            && tap.send(Msg::Alert(Box::new(alert.clone()))).is_err()
+        {
+            // The responder stopped on an error (it reports it at the end): stop the run
+            // rather than let alerts pass unanswered.
+            return Err(stopped());
+        }
+        Ok(())
+    }
+
+    /// The responder's state joins the checkpoint: it is saved (reflecting every alert before
+    /// the barrier) before the inner sink makes the checkpoint durable, so a committed input
+    /// position never has a responder state older than it.
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        if let Some(tap) = &self.tap {
+            let (ack, answer) = sync_channel(1);
+            let saved = if tap.send(Msg::Checkpoint(ack)).is_err() {
+                Err("the responder stopped; see its error".to_owned())
+            } else {
+                answer
+                    .recv()
+                    .unwrap_or_else(|_| Err("the responder stopped; see its error".to_owned()))
+            };
+            if let Err(message) = saved {
+                checkpoint.acknowledge(Err(message.clone()));
+                return Err(SinkError {
+                    output: "responder".to_owned(),
+                    source: std::io::Error::other(message),
+                });
+            }
+        }
+        self.inner.checkpoint(checkpoint)
+    }
+
+    fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
+        self.inner.dead_letter(record)
+    }
+
+    fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
+        self.inner.late_event(record)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.inner.flush()
+    }
+
+    fn wants_events(&self) -> bool {
+        self.inner.wants_events()
+    }
+
+    fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        self.inner.event(event)
+    }
+}

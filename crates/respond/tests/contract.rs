@@ -1,0 +1,734 @@
+//! Each adapter against a local server that checks method, path, headers and body, and
+//! answers 429 (with Retry-After), 500 or nothing.
+
+use crate::support::{Answer, Server, alert, config, secret_file};
+use authwatch_pipeline::config::{KeycloakGrant, RespondMode, RespondTarget, ResponseAction};
+use authwatch_respond::{Decision, JsonLinesAudit, MemoryAudit, Responder, ResponseClock};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn responder(
+    c: &authwatch_pipeline::config::RespondConfig,
+) -> (Responder, MemoryAudit, ResponseClock) {
+    let audit = MemoryAudit::default();
+    let clock = ResponseClock::event_time(T0);
+    let r = Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
+    (r, audit, clock)
+}
+
+fn decisions(records: &[authwatch_respond::AuditRecord]) -> Vec<(ResponseAction, Decision)> {
+    records
+        .iter()
+        .map(|r| (r.unmapped.action, r.unmapped.decision))
+        .collect()
+}
+
+fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
+    assert_eq!(seen.header("authorization"), "SSWS okta-test-token");
+    assert_eq!(seen.header("accept"), "application/json");
+    match (seen.method.as_str(), seen.target.as_str()) {
+        ("GET", "/api/v1/users/alice@example.com") => {
+            Answer::Json(200, json!({"id": "00u1", "status": "ACTIVE"}))
+        }
+        ("GET", "/api/v1/users/root@example.com") => {
+            Answer::Json(200, json!({"id": "00u9", "status": "ACTIVE"}))
+        }
+        ("GET", "/api/v1/users/gone@example.com") => {
+            Answer::Json(200, json!({"id": "00u7", "status": "SUSPENDED"}))
+        }
+        ("GET", "/api/v1/users/00u9/groups") => Answer::Json(
+            200,
+            json!([{"id": "00g1", "profile": {"name": "Everyone"}},
+                   {"id": "00g2", "profile": {"name": "Super Admins"}}]),
+        ),
+        ("GET", t) if t.ends_with("/groups") => Answer::Json(
+            200,
+            json!([{"id": "00g1", "profile": {"name": "Everyone"}}]),
+        ),
+        ("POST", "/api/v1/users/00u1/lifecycle/suspend") => {
+            assert!(seen.body.is_empty());
+            Answer::Json(200, json!({}))
+        }
+        ("DELETE", "/api/v1/users/00u1/sessions?oauthTokens=true") => Answer::Status(204),
+        ("DELETE", "/api/v1/users/00u7/sessions?oauthTokens=true") => Answer::Status(204),
+        other => panic!("unexpected request {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn okta_suspends_and_clears_sessions() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    c.allow_list.groups = vec!["super admins".to_owned()];
+    c.audit_file = Some(dir.path().join("audit.jsonl"));
+    let audit_file = JsonLinesAudit::open(&c.audit_path()).unwrap();
+    let memory = MemoryAudit::default();
+    let mut r = Responder::new(
+        &c,
+        ResponseClock::event_time(T0),
+        vec![Box::new(audit_file), Box::new(memory.clone())],
+    )
+    .unwrap();
+
+    let a = alert("mfa_fatigue_success", "alice@example.com", None, T0);
+    let out = r.handle(&a).await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::Executed),
+            (ResponseAction::RevokeSessions, Decision::Executed)
+        ]
+    );
+    assert_eq!(
+        server.lines(),
+        vec![
+            "GET /api/v1/users/alice@example.com",
+            "GET /api/v1/users/00u1/groups",
+            "POST /api/v1/users/00u1/lifecycle/suspend",
+            "DELETE /api/v1/users/00u1/sessions?oauthTokens=true",
+        ]
+    );
+    // The audit record is OCSF Account Change, linked to the alert.
+    let rec = &out[0];
+    assert_eq!(rec.class_uid, 3001);
+    assert_eq!(rec.activity_id, 5);
+    assert_eq!(rec.type_uid, 300105);
+    assert_eq!(rec.status_id, 1);
+    assert_eq!(rec.metadata.correlation_uid, a.alert_id);
+    assert_eq!(rec.unmapped.alert_id, a.alert_id);
+    assert_eq!(rec.user.uid.as_deref(), Some("00u1"));
+
+    // A second alert for the same account in the same incident: no second action.
+    let again = alert(
+        "credential_compromise",
+        "Alice@Example.com",
+        None,
+        T0 + 60_000,
+    );
+    let out = r.handle(&again).await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Duplicate)]
+    );
+    assert_eq!(
+        out[0].unmapped.incident_alert_id.as_deref(),
+        Some(a.alert_id.as_str())
+    );
+
+    // A member of an allow-listed group is looked up, never touched.
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "root@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Refused)]
+    );
+    assert_eq!(
+        out[0].unmapped.reason.as_deref(),
+        Some("allow_listed_group")
+    );
+    assert!(!server.lines().iter().any(|l| l.contains("00u9/lifecycle")));
+
+    // Already suspended: nothing to suspend, sessions still cleared.
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "gone@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::AlreadyDone),
+            (ResponseAction::RevokeSessions, Decision::Executed)
+        ]
+    );
+
+    // Alerts the policy does not select write nothing.
+    let mut low = alert("new_device_geo", "bob@example.com", None, T0);
+    low.severity = authwatch_event::Severity::Medium;
+    assert!(r.handle(&low).await.unwrap().is_empty());
+
+    // The audit file has every record, and never the token.
+    let text = std::fs::read_to_string(c.audit_path()).unwrap();
+    assert!(!text.contains("okta-test-token"));
+    let from_file = JsonLinesAudit::read_all(&c.audit_path()).unwrap();
+    assert_eq!(from_file, memory.records());
+    assert_eq!(from_file.len(), 6);
+}
+
+#[tokio::test]
+async fn okta_retries_429_after_retry_after_and_gives_up_on_500() {
+    let server = Server::start(
+        |seen, n| match (seen.method.as_str(), seen.target.as_str()) {
+            ("GET", "/api/v1/users/alice@example.com") => {
+                Answer::Json(200, json!({"id": "00u1", "status": "ACTIVE"}))
+            }
+            ("GET", "/api/v1/users/bob@example.com") => {
+                Answer::Json(200, json!({"id": "00u2", "status": "ACTIVE"}))
+            }
+            ("GET", _) => Answer::Json(200, json!([])),
+            ("POST", "/api/v1/users/00u1/lifecycle/suspend") if n == 0 => {
+                Answer::WithHeader(429, "retry-after", "1".to_owned())
+            }
+            ("POST", "/api/v1/users/00u1/lifecycle/suspend") => Answer::Json(200, json!({})),
+            ("POST", "/api/v1/users/00u2/lifecycle/suspend") => Answer::Status(500),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "t");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let (mut r, _, _) = responder(&c);
+
+    let started = Instant::now();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After not honoured"
+    );
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Executed)]
+    );
+    assert_eq!(out[0].unmapped.attempts, 2);
+
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Failed)]
+    );
+    assert_eq!(out[0].unmapped.attempts, 3, "max_attempts = 3");
+    assert_eq!(out[0].status_id, 2);
+    assert_eq!(
+        out[0].unmapped.reason.as_deref(),
+        Some("provider_unavailable")
+    );
+    let posts = server
+        .lines()
+        .iter()
+        .filter(|l| l.as_str() == "POST /api/v1/users/00u2/lifecycle/suspend")
+        .count();
+    assert_eq!(posts, 3);
+}
+
+#[tokio::test]
+async fn a_hanging_provider_times_out_and_a_429_beyond_the_bound_fails_fast() {
+    let server = Server::start(|seen, _| match seen.target.as_str() {
+        "/api/v1/users/slow@example.com" => Answer::Hang,
+        "/api/v1/users/busy@example.com" => {
+            Answer::WithHeader(429, "retry-after", "3600".to_owned())
+        }
+        other => panic!("unexpected request {other:?}"),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "t");
+    c.http.timeout = authwatch_event::DurationText(Duration::from_millis(200));
+    c.http.max_attempts = 2;
+    let (mut r, _, _) = responder(&c);
+    let started = Instant::now();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "slow@example.com", None, T0))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "timeout not applied: {took:?}"
+    );
+    assert!(out.iter().all(|o| o.unmapped.decision == Decision::Failed));
+    assert!(
+        out[0]
+            .status_detail
+            .contains("no answer within the timeout"),
+        "{}",
+        out[0].status_detail
+    );
+    assert_eq!(out[0].unmapped.attempts, 2);
+
+    let started = Instant::now();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "busy@example.com", None, T0))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        out[0].status_detail.contains("retry after 3600s"),
+        "{}",
+        out[0].status_detail
+    );
+}
+
+#[tokio::test]
+async fn the_circuit_opens_queues_pages_and_recovers() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = failing.clone();
+    let idp = Server::start(move |seen, _| {
+        if f.load(std::sync::atomic::Ordering::SeqCst) {
+            return Answer::Status(503);
+        }
+        match (seen.method.as_str(), seen.target.as_str()) {
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", t) => {
+                let id = t.rsplit('/').next().unwrap().to_owned();
+                Answer::Json(200, json!({"id": id, "status": "ACTIVE"}))
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.okta.base_url = Some(idp.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "t");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c.http.max_attempts = 1;
+    c.breaker.failures = 2;
+    c.pager.url = Some(pager.url.clone());
+    c.pager.secret = secret_file(dir.path(), "pager", "pager-key");
+    let (mut r, _, clock) = responder(&c);
+
+    for user in ["u1", "u2"] {
+        let out = r
+            .handle(&alert("mfa_fatigue_success", user, None, T0))
+            .await
+            .unwrap();
+        assert_eq!(out[0].unmapped.decision, Decision::Failed);
+    }
+    let calls = idp.seen().len();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "u3", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued);
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("circuit_open"));
+    assert_eq!(idp.seen().len(), calls, "an open circuit makes no call");
+    let pages = pager.seen();
+    assert_eq!(pages[0].json()["kind"], "circuit_open");
+    assert!(
+        pages[0]
+            .header("x-authwatch-signature")
+            .starts_with("sha256=")
+    );
+    // The queueing right after is covered by that page: at most one per pager.interval.
+    assert_eq!(pages.len(), 1);
+
+    // After the cooldown (event time) the provider is back: the queued action goes out, and
+    // u1 (failed, not done) is tried again on its next alert.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Duration::from_secs(301));
+    let out = r.tick().await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Executed)]
+    );
+    assert_eq!(out[0].user.name, "u3");
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "u1", None, T0 + 400_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Executed)]
+    );
+}
+
+#[tokio::test]
+async fn graph_disables_and_revokes_with_a_client_credentials_token() {
+    let server = Server::start(|seen, n| {
+        let t = seen.target.as_str();
+        if t == "/tenant-1/oauth2/v2.0/token" {
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.header("content-type"), "application/x-www-form-urlencoded");
+            let form: Vec<(String, String)> = url_pairs(&seen.body);
+            let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+            assert_eq!(get("grant_type"), Some("client_credentials"));
+            assert_eq!(get("client_id"), Some("app-1"));
+            assert_eq!(get("client_secret"), Some("graph-secret"));
+            assert_eq!(get("scope"), Some("https://graph.microsoft.com/.default"));
+            // The first token is revoked early; the adapter must renew it after a 401.
+            let token = if n == 0 { "tok-old" } else { "tok-new" };
+            return Answer::Json(200, json!({"access_token": token, "expires_in": 3599}));
+        }
+        let auth = seen.header("authorization").to_owned();
+        match (seen.method.as_str(), t) {
+            ("GET", "/v1.0/users/bob@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+                if auth == "Bearer tok-old" {
+                    return Answer::Status(401);
+                }
+                Answer::Json(200, json!({"id": "b-1", "accountEnabled": true}))
+            }
+            ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+                Answer::Json(200, json!({"id": "a-1", "accountEnabled": true}))
+            }
+            ("GET", "/v1.0/users/b-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
+                Answer::Json(200, json!({"value": [{"id": "g-1", "displayName": "Sales"}]}))
+            }
+            ("GET", "/v1.0/users/a-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
+                // The protected group is on the second page.
+                Answer::Json(200, json!({"value": [{"id": "g-1", "displayName": "Sales"}],
+                    "@odata.nextLink": format!("http://{}/v1.0/users/a-1/transitiveMemberOf?page=2", seen.header("host"))}))
+            }
+            ("GET", "/v1.0/users/a-1/transitiveMemberOf?page=2") => {
+                Answer::Json(200, json!({"value": [{"id": "g-9", "displayName": "Global Administrators"}]}))
+            }
+            ("PATCH", "/v1.0/users/b-1") => {
+                assert_eq!(auth, "Bearer tok-new");
+                assert_eq!(seen.header("content-type"), "application/json");
+                assert_eq!(seen.json(), json!({"accountEnabled": false}));
+                Answer::Status(204)
+            }
+            ("POST", "/v1.0/users/b-1/revokeSignInSessions") => {
+                assert_eq!(auth, "Bearer tok-new");
+                Answer::Json(200, json!({"value": true}))
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Graph);
+    c.graph.tenant_id = Some("tenant-1".to_owned());
+    c.graph.client_id = Some("app-1".to_owned());
+    c.graph.client_secret = secret_file(dir.path(), "graph", "graph-secret");
+    c.graph.authority = server.url.clone();
+    c.graph.api_url = format!("{}/v1.0", server.url);
+    c.allow_list.groups = vec!["Global Administrators".to_owned()];
+    let (mut r, audit, _) = responder(&c);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            Some("acme"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::Executed),
+            (ResponseAction::RevokeSessions, Decision::Executed)
+        ]
+    );
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "admin@example.com",
+            Some("acme"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].unmapped.reason.as_deref(),
+        Some("allow_listed_group")
+    );
+    assert!(
+        !server
+            .lines()
+            .iter()
+            .any(|l| l.contains("PATCH /v1.0/users/a-1"))
+    );
+    // One token fetch for the revoked token, one renewal: cached afterwards.
+    let tokens = server
+        .lines()
+        .iter()
+        .filter(|l| l.contains("/token"))
+        .count();
+    assert_eq!(tokens, 2);
+    let all = serde_json::to_string(&audit.records()).unwrap();
+    assert!(!all.contains("graph-secret") && !all.contains("tok-new"));
+}
+
+fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn keycloak_disables_and_logs_out_with_either_grant() {
+    for grant in [KeycloakGrant::ClientCredentials, KeycloakGrant::Password] {
+        let server = Server::start(move |seen, _| {
+            let t = seen.target.as_str();
+            if t == "/realms/master/protocol/openid-connect/token" {
+                let form = url_pairs(&seen.body);
+                let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+                match grant {
+                    KeycloakGrant::ClientCredentials => {
+                        assert_eq!(get("grant_type").as_deref(), Some("client_credentials"));
+                        assert_eq!(get("client_id").as_deref(), Some("authwatch"));
+                        assert_eq!(get("client_secret").as_deref(), Some("kc-secret"));
+                    }
+                    KeycloakGrant::Password => {
+                        assert_eq!(get("grant_type").as_deref(), Some("password"));
+                        assert_eq!(get("username").as_deref(), Some("responder"));
+                        assert_eq!(get("password").as_deref(), Some("kc-password"));
+                    }
+                }
+                return Answer::Json(200, json!({"access_token": "kc-token", "expires_in": 60}));
+            }
+            assert_eq!(seen.header("authorization"), "Bearer kc-token");
+            match (seen.method.as_str(), t) {
+                ("GET", "/admin/realms/acme/users?username=carol&exact=true") => Answer::Json(
+                    200,
+                    json!([{"id": "c-1", "username": "carol", "enabled": true}]),
+                ),
+                ("GET", "/admin/realms/acme/users/c-1/groups?first=0&max=500") => Answer::Json(
+                    200,
+                    json!([{"id": "kg-1", "name": "staff", "path": "/staff"}]),
+                ),
+                ("PUT", "/admin/realms/acme/users/c-1") => {
+                    assert_eq!(seen.json(), json!({"enabled": false}));
+                    Answer::Status(204)
+                }
+                ("POST", "/admin/realms/acme/users/c-1/logout") => Answer::Status(204),
+                other => panic!("unexpected request {other:?}"),
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), RespondTarget::Keycloak);
+        c.keycloak.base_url = Some(server.url.clone());
+        c.keycloak.realm = Some("acme".to_owned());
+        c.keycloak.grant = grant;
+        match grant {
+            KeycloakGrant::ClientCredentials => {
+                c.keycloak.client_id = "authwatch".to_owned();
+                c.keycloak.client_secret = secret_file(dir.path(), "kc", "kc-secret");
+            }
+            KeycloakGrant::Password => {
+                c.keycloak.username = Some("responder".to_owned());
+                c.keycloak.password = secret_file(dir.path(), "kc", "kc-password");
+            }
+        }
+        let (mut r, _, _) = responder(&c);
+        let out = r
+            .handle(&alert("credential_compromise", "carol", None, T0))
+            .await
+            .unwrap();
+        assert_eq!(
+            decisions(&out),
+            vec![
+                (ResponseAction::Suspend, Decision::Executed),
+                (ResponseAction::RevokeSessions, Decision::Executed)
+            ],
+            "{grant:?}"
+        );
+        assert_eq!(
+            server.lines(),
+            vec![
+                "POST /realms/master/protocol/openid-connect/token",
+                "GET /admin/realms/acme/users?username=carol&exact=true",
+                "GET /admin/realms/acme/users/c-1/groups?first=0&max=500",
+                "PUT /admin/realms/acme/users/c-1",
+                "POST /admin/realms/acme/users/c-1/logout",
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn webhook_actions_are_signed() {
+    let server = Server::start(|seen, _| {
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.target, "/hooks/authwatch");
+        Answer::Status(200)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!("{}/hooks/authwatch", server.url));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.policy[0].actions = vec![ResponseAction::Suspend, ResponseAction::Notify];
+    let (mut r, _, _) = responder(&c);
+    let a = alert("mfa_fatigue_success", "dave@example.com", Some("acme"), T0);
+    let out = r.handle(&a).await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::Executed),
+            (ResponseAction::Notify, Decision::Executed)
+        ]
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for (s, action) in seen.iter().zip(["suspend", "notify"]) {
+        let body = s.json();
+        assert_eq!(body["action"], action);
+        assert_eq!(body["account"], "dave@example.com");
+        assert_eq!(body["tenant"], "acme");
+        assert_eq!(body["alert_id"], a.alert_id.as_str());
+        assert_eq!(s.header("content-type"), "application/json");
+        assert_eq!(
+            s.header("idempotency-key"),
+            format!("{}:{action}", a.alert_id)
+        );
+        let ts: i64 = s.header("x-authwatch-timestamp").parse().unwrap();
+        let expected = authwatch_respond::adapters::sign(
+            &authwatch_respond::Secret::new("hook-key"),
+            ts,
+            &s.body,
+        );
+        assert_eq!(s.header("x-authwatch-signature"), expected);
+    }
+}
+
+#[tokio::test]
+async fn approval_mode_waits_for_a_human() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.mode = RespondMode::Approval;
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::PendingApproval);
+    assert!(server.lines().is_empty(), "nothing happens before approval");
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let pending = r.store().list().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, id);
+
+    // Another process (the CLI) approves: a responder of its own on the same state dir.
+    let (mut cli, _, _) = responder(&c);
+    let (decided, records) = cli.decide(&id, true, "sam").await.unwrap();
+    assert_eq!(decided.status, authwatch_respond::PendingStatus::Executed);
+    assert_eq!(decided.decided_by.as_deref(), Some("sam"));
+    assert_eq!(records[0].actor.user.as_deref(), Some("sam"));
+    assert!(
+        server
+            .lines()
+            .contains(&"POST /api/v1/users/00u1/lifecycle/suspend".to_owned())
+    );
+    assert!(
+        cli.decide(&id, false, "sam").await.is_err(),
+        "already decided"
+    );
+
+    // Without its state (lost, or a fresh process), the same alert finds the decision in the
+    // store: no second pending action, nothing sent.
+    let (mut fresh, _, _) = responder(&c);
+    let out = fresh
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Duplicate);
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("already_decided"));
+
+    // A rejection changes nothing at the provider.
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "root@example.com", None, T0))
+        .await
+        .unwrap();
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let before = server.lines().len();
+    let (decided, records) = cli.decide(&id, false, "sam").await.unwrap();
+    assert_eq!(decided.status, authwatch_respond::PendingStatus::Rejected);
+    assert_eq!(records[0].unmapped.decision, Decision::Rejected);
+    assert_eq!(server.lines().len(), before);
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.mode = RespondMode::DryRun;
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::DryRun),
+            (ResponseAction::RevokeSessions, Decision::DryRun)
+        ]
+    );
+    assert!(
+        server.seen().iter().all(|s| s.method == "GET"),
+        "read-only lookups only"
+    );
+}
+
+#[tokio::test]
+async fn refusals_without_an_account_and_beyond_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::None);
+    c.mode = RespondMode::DryRun;
+    c.limits.global_actions = 1;
+    c.limits.max_queue = 1;
+    let (mut r, _, _) = responder(&c);
+    let mut by_ip = alert("credential_compromise", "x", None, T0);
+    by_ip.entity.user = None;
+    by_ip.entity.ip = Some("203.0.113.9".parse().unwrap());
+    let out = r.handle(&by_ip).await.unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Refused);
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("no_account"));
+
+    let reasons: Vec<(Decision, Option<String>)> = {
+        let mut all = Vec::new();
+        for user in ["a", "b", "c"] {
+            let out = r
+                .handle(&alert("mfa_fatigue_success", user, None, T0))
+                .await
+                .unwrap();
+            all.push((out[0].unmapped.decision, out[0].unmapped.reason.clone()));
+        }
+        all
+    };
+    assert_eq!(
+        reasons,
+        vec![
+            (Decision::DryRun, Some("dry_run".to_owned())),
+            (Decision::Queued, Some("rate_limited".to_owned())),
+            (Decision::Refused, Some("queue_full".to_owned())),
+        ]
+    );
+    assert_eq!(r.queued(), 1);
+    // Dry-run without a target says what it could not check.
+    let mut c2 = c.clone();
+    c2.allow_list.groups = vec!["admins".to_owned()];
+    c2.state_dir = dir.path().join("state2");
+    let (mut r2, _, _) = responder(&c2);
+    let out = r2
+        .handle(&alert("mfa_fatigue_success", "d", None, T0))
+        .await
+        .unwrap();
+    assert!(
+        out[0]
+            .status_detail
+            .contains("group allow-list not checked"),
+        "{}",
+        out[0].status_detail
+    );
+}

@@ -1,0 +1,51 @@
+//! The metric names: OpenTelemetry instrument names (dotted) and the Prometheus names they are
+//! exported as. These are a contract with dashboards and alert rules (docs/TELEMETRY.md); a test
+//! scrapes `/metrics` and checks every Prometheus name below.
+
+/// One metric: the instrument name and its Prometheus form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricName {
+    /// The OpenTelemetry instrument name.
+    pub otel: &'static str,
+    /// The Prometheus name (`_total` for counters, unit suffixes) on `/metrics`.
+    pub prometheus: &'static str,
+}
+
+macro_rules! names {
+    ($($(#[$doc:meta])* $id:ident = $otel:literal => $prom:literal;)+) => {
+        $($(#[$doc])* pub const $id: MetricName = MetricName { otel: $otel, prometheus: $prom };)+
+        /// Every metric authwatch exports.
+        pub const ALL: &[MetricName] = &[$($id),+];
+    };
+}
+
+names! {
+    /// Records each stage took in, by `stage`.
+    EVENTS_IN = "authwatch.events.in" => "authwatch_events_in_total";
+    /// Records each stage passed on, by `stage`.
+    EVENTS_OUT = "authwatch.events.out" => "authwatch_events_out_total";
+    /// Rejected input, by `reason`.
+    DEAD_LETTERS = "authwatch.dead_letters" => "authwatch_dead_letters_total";
+    /// Events behind the watermark.
+    LATE_EVENTS = "authwatch.late_events" => "authwatch_late_events_total";
+    /// Live detector state keys, by `rule`.
+    RULE_STATE_KEYS = "authwatch.rule.state_keys" => "authwatch_rule_state_keys";
+    /// Detector keys evicted at the per-rule limit, by `rule`.
+    RULE_EVICTIONS = "authwatch.rule.evictions" => "authwatch_rule_evictions_total";
+    /// Alerts, by `category` and `severity`.
+    ALERTS = "authwatch.alerts" => "authwatch_alerts_total";
+    /// Response actions, by `action` and `result`.
+    RESPONSE_ACTIONS = "authwatch.response.actions" => "authwatch_response_actions_total";
+    /// Consumer lag in messages, by `topic` and `partition`.
+    CONSUMER_LAG = "authwatch.consumer.lag" => "authwatch_consumer_lag";
+    /// Time to write a checkpoint.
+    CHECKPOINT_DURATION = "authwatch.checkpoint.duration" => "authwatch_checkpoint_duration_seconds";
+    /// Time since the last checkpoint.
+    CHECKPOINT_AGE = "authwatch.checkpoint.age" => "authwatch_checkpoint_age_seconds";
+    /// A batch's time from read to results written.
+    BATCH_DURATION = "authwatch.batch.duration" => "authwatch_batch_duration_seconds";
+    /// Batches slower than `telemetry.slow_batch`.
+    SLOW_BATCHES = "authwatch.batch.slow" => "authwatch_batch_slow_total";
+    /// Input records read per second, over the last ten seconds.
+    THROUGHPUT = "authwatch.throughput.events" => "authwatch_throughput_events_per_second";
+}

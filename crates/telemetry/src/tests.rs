@@ -1,0 +1,400 @@
+//! Instruments against their contract: names, labels and values on `/metrics`, the OTLP push
+//! to a real HTTP collector, throughput sampling, slow batches, start-up errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use authwatch_detect::RulePack;
+use authwatch_pipeline::{BatchReport, Metrics, Stage};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// `name{labels}` → value, from the Prometheus text format.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+fn metrics_with_rules() -> Arc<Metrics> {
+    Arc::new(Metrics::for_rules(RulePack::builtin().unwrap().rules()))
+}
+
+fn set(counter: &std::sync::atomic::AtomicU64, n: u64) {
+    counter.store(n, Ordering::Relaxed);
+}
+
+#[test]
+fn every_metric_has_its_contract_name_labels_and_value() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    let m = metrics_with_rules();
+    for (i, stage) in Stage::ALL.iter().enumerate() {
+        set(&m.stage(*stage).events_in, 100 + i as u64);
+        set(&m.stage(*stage).events_out, 90 + i as u64);
+    }
+    set(
+        &m.dead_letters[authwatch_normalize::RejectKind::MalformedJson.index()],
+        4,
+    );
+    set(&m.late_events, 3);
+    // Two rules of one category and severity add up in one series.
+    let triage_info: Vec<_> = m
+        .rules
+        .iter()
+        .filter(|r| r.category == "mfa_triage" && r.severity.as_str() == "info")
+        .collect();
+    assert!(triage_info.len() >= 2, "the built-in pack has several");
+    for r in &triage_info {
+        set(&r.alerts, 5);
+    }
+    let fatigue = m.rules.iter().find(|r| r.id == "mfa_fatigue").unwrap();
+    set(&fatigue.alerts, 2);
+    set(&fatigue.keys, 17);
+    set(&fatigue.evictions, 6);
+    t.attach_pipeline(m.clone());
+    t.register_consumer_lag(|| {
+        vec![
+            PartitionLag {
+                topic: "okta".into(),
+                partition: 0,
+                lag: 12,
+            },
+            PartitionLag {
+                topic: "okta".into(),
+                partition: 1,
+                lag: 0,
+            },
+            PartitionLag {
+                topic: "okta".into(),
+                partition: 9,
+                lag: -1,
+            },
+        ]
+    });
+    t.register_consumer_lag(|| {
+        vec![PartitionLag {
+            topic: "entra".into(),
+            partition: 2,
+            lag: 40,
+        }]
+    });
+    let actions = t.response_actions();
+    actions.record("revoke_sessions", "ok");
+    actions.record("revoke_sessions", "ok");
+    actions.record("suspend_user", "dry_run");
+    t.register_response_actions(|| {
+        vec![ActionCount {
+            action: "revoke_sessions".into(),
+            result: "ok".into(),
+            count: 10,
+        }]
+    });
+    t.record_checkpoint(Duration::from_millis(40));
+    t.record_batch(&BatchReport {
+        total: Duration::from_millis(8),
+        ..BatchReport::default()
+    });
+    t.record_batch(&BatchReport {
+        total: Duration::from_secs(9),
+        ..BatchReport::default()
+    });
+    // Slow in wall time, but only because --speed paced it: not a slow batch.
+    t.record_batch(&BatchReport {
+        total: Duration::from_secs(30),
+        paced: Duration::from_secs(29),
+        ..BatchReport::default()
+    });
+
+    let text = t.render_prometheus().unwrap();
+    for name in names::ALL {
+        assert!(
+            text.contains(&format!("# TYPE {} ", name.prometheus)),
+            "{} missing:\n{text}",
+            name.prometheus
+        );
+    }
+    let v = parse(&text);
+    let get = |series: &str| -> f64 {
+        *v.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    };
+    assert_eq!(get(r#"authwatch_events_in_total{stage="source"}"#), 100.0);
+    assert_eq!(get(r#"authwatch_events_in_total{stage="sink"}"#), 103.0);
+    assert_eq!(
+        get(r#"authwatch_events_out_total{stage="normalize"}"#),
+        91.0
+    );
+    assert_eq!(
+        get(r#"authwatch_dead_letters_total{reason="malformed_json"}"#),
+        4.0
+    );
+    assert_eq!(
+        get(r#"authwatch_dead_letters_total{reason="empty_line"}"#),
+        0.0
+    );
+    assert_eq!(get("authwatch_late_events_total"), 3.0);
+    assert_eq!(
+        get(r#"authwatch_alerts_total{category="mfa_triage",severity="info"}"#),
+        5.0 * triage_info.len() as f64
+    );
+    assert_eq!(
+        get(r#"authwatch_alerts_total{category="mfa_fatigue",severity="high"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"authwatch_rule_state_keys{rule="mfa_fatigue"}"#),
+        17.0
+    );
+    assert_eq!(
+        get(r#"authwatch_rule_evictions_total{rule="mfa_fatigue"}"#),
+        6.0
+    );
+    assert_eq!(
+        get(r#"authwatch_consumer_lag{partition="0",topic="okta"}"#),
+        12.0
+    );
+    assert_eq!(
+        get(r#"authwatch_consumer_lag{partition="2",topic="entra"}"#),
+        40.0
+    );
+    assert!(
+        !text.contains(r#"partition="9""#),
+        "unknown lag is left out"
+    );
+    assert_eq!(
+        get(r#"authwatch_response_actions_total{action="revoke_sessions",result="ok"}"#),
+        12.0
+    );
+    assert_eq!(
+        get(r#"authwatch_response_actions_total{action="suspend_user",result="dry_run"}"#),
+        1.0
+    );
+    assert_eq!(get("authwatch_checkpoint_duration_seconds_count"), 1.0);
+    assert!((get("authwatch_checkpoint_duration_seconds_sum") - 0.04).abs() < 1e-9);
+    assert!(get("authwatch_checkpoint_age_seconds") < 60.0);
+    assert_eq!(get("authwatch_batch_duration_seconds_count"), 3.0);
+    assert_eq!(
+        get(r#"authwatch_batch_duration_seconds_bucket{le="0.01"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"authwatch_batch_duration_seconds_bucket{le="1"}"#),
+        2.0,
+        "the paced batch counts its busy second only"
+    );
+    assert_eq!(get("authwatch_batch_slow_total"), 1.0);
+    assert_eq!(get("authwatch_throughput_events_per_second"), 0.0);
+    // No scope labels on the series: the labels are exactly the documented ones.
+    assert!(!text.contains("otel_scope"), "{text}");
+}
+
+#[test]
+fn checkpoint_age_counts_from_the_restored_checkpoint_or_a_registered_source() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    assert!(
+        !parse(&t.render_prometheus().unwrap()).contains_key("authwatch_checkpoint_age_seconds"),
+        "no checkpoint, no age"
+    );
+    t.set_last_checkpoint(std::time::SystemTime::now() - Duration::from_secs(300));
+    let age = parse(&t.render_prometheus().unwrap())["authwatch_checkpoint_age_seconds"];
+    assert!((300.0..400.0).contains(&age), "{age}");
+    t.register_checkpoint_age(|| Some(Duration::from_secs(7)));
+    let age = parse(&t.render_prometheus().unwrap())["authwatch_checkpoint_age_seconds"];
+    assert_eq!(age, 7.0);
+}
+
+#[test]
+fn throughput_is_a_rate_over_the_last_ten_seconds() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    let m = Arc::new(Metrics::new());
+    t.attach_pipeline(m.clone());
+    let read = &m.stage(Stage::Source).events_in;
+    let rate = |t: &Telemetry| parse(&t.render_prometheus().unwrap())["authwatch_throughput_events_per_second"];
+    let t0 = Instant::now();
+    t.sources.sample_throughput(t0);
+    set(read, 1000);
+    t.sources.sample_throughput(t0 + Duration::from_secs(2));
+    assert_eq!(rate(&t), 500.0);
+    // Samples older than the window drop out: the rate follows the recent pace.
+    for s in 3..=20u64 {
+        set(read, 1000 + (s - 2) * 100);
+        t.sources.sample_throughput(t0 + Duration::from_secs(s));
+    }
+    assert!((rate(&t) - 100.0).abs() < 1e-9, "{}", rate(&t));
+    // A new pipeline starts from zero: the window starts again rather than going negative.
+    let next = Arc::new(Metrics::new());
+    t.attach_pipeline(next.clone());
+    t.sources.sample_throughput(t0 + Duration::from_secs(21));
+    assert_eq!(rate(&t), 0.0);
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let mut config = TelemetryConfig {
+        otlp_endpoint: Some("https://collector:4318/v1/metrics".into()),
+        ..TelemetryConfig::default()
+    };
+    let e = Telemetry::build(&config).unwrap_err().to_string();
+    assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+    config.otlp_endpoint = Some("http://bad host:4318/v1/metrics".into());
+    let e = Telemetry::build(&config).unwrap_err().to_string();
+    assert!(e.contains("telemetry.otlp_endpoint http://bad host"), "{e}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = TelemetryConfig {
+        listen: taken.local_addr().unwrap(),
+        ..TelemetryConfig::default()
+    };
+    let e = Telemetry::start(&config).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "telemetry.listen {}: cannot listen",
+            taken.local_addr().unwrap()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_example_config_documents_the_optional_otlp_endpoint() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config/authwatch.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("\n# otlp_endpoint = \"http://"), "{text}");
+}
+
+mod otlp {
+    use super::*;
+    use axum::body::Bytes;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    use prost::Message as _;
+    use std::sync::mpsc;
+
+    /// A real OTLP/HTTP collector: accepts POST /v1/metrics and hands over each body.
+    fn collector() -> (std::net::SocketAddr, mpsc::Receiver<(String, Vec<u8>)>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/v1/metrics",
+                    axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                        let content_type = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send((content_type, body.to_vec()));
+                        async { "" }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn metrics_are_pushed_as_otlp_protobuf_to_the_collector() {
+        let (addr, bodies) = collector();
+        let config = TelemetryConfig {
+            otlp_endpoint: Some(format!("http://{addr}/v1/metrics")),
+            export_interval: authwatch_pipeline::config::DurationText(Duration::from_secs(1)),
+            ..TelemetryConfig::default()
+        };
+        let t = Telemetry::build(&config).unwrap();
+        let m = metrics_with_rules();
+        set(&m.stage(Stage::Detect).events_in, 4242);
+        set(&m.late_events, 7);
+        t.attach_pipeline(m);
+        t.register_consumer_lag(|| {
+            vec![PartitionLag {
+                topic: "okta".into(),
+                partition: 5,
+                lag: 99,
+            }]
+        });
+        // Shutting down pushes a final export.
+        t.shutdown().unwrap();
+        let (content_type, body) = bodies.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(content_type, "application/x-protobuf");
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        let resource = request.resource_metrics[0].resource.as_ref().unwrap();
+        assert!(
+            resource
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "service.name"
+                    && format!("{:?}", kv.value).contains("authwatch")),
+            "{resource:?}"
+        );
+        let metrics: Vec<_> = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .collect();
+        let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+        for name in [
+            names::EVENTS_IN,
+            names::EVENTS_OUT,
+            names::DEAD_LETTERS,
+            names::LATE_EVENTS,
+            names::RULE_STATE_KEYS,
+            names::RULE_EVICTIONS,
+            names::ALERTS,
+            names::CONSUMER_LAG,
+        ] {
+            assert!(names.contains(&name.otel), "{} not in {names:?}", name.otel);
+        }
+        let points = |name: &str| match metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.data.clone())
+        {
+            Some(Data::Sum(s)) => s.data_points,
+            Some(Data::Gauge(g)) => g.data_points,
+            other => panic!("{name}: {other:?}"),
+        };
+        let value_of = |name: &str, label: Option<(&str, &str)>| -> i64 {
+            points(name)
+                .into_iter()
+                .find(|p| {
+                    label.is_none_or(|(k, v)| {
+                        p.attributes
+                            .iter()
+                            .any(|kv| kv.key == k && format!("{:?}", kv.value).contains(v))
+                    })
+                })
+                .and_then(|p| p.value)
+                .map(|v| match v {
+                    Value::AsInt(i) => i,
+                    Value::AsDouble(d) => d as i64,
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            value_of(names::EVENTS_IN.otel, Some(("stage", "detect"))),
+            4242
+        );
+        assert_eq!(value_of(names::LATE_EVENTS.otel, None), 7);
+        assert_eq!(
+            value_of(names::CONSUMER_LAG.otel, Some(("topic", "okta"))),
+            99
+        );
+    }
+}

@@ -1,0 +1,50 @@
+{{/*
+Cross-field checks that values.schema.json cannot express (it validates each value alone).
+Each failure names the values to change.
+*/}}
+{{- define "authwatch.validate" -}}
+{{- $partitions := int .Values.kafka.partitions }}
+{{- if .Values.keda.enabled }}
+{{- if gt (int .Values.keda.maxReplicas) $partitions }}
+{{- fail (printf "keda.maxReplicas (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle" (int .Values.keda.maxReplicas) $partitions) }}
+{{- end }}
+{{- if eq .Values.checkpoint.storage "local" }}
+{{- fail "keda.enabled needs checkpoint.storage=shared: scaling moves partitions between pods, and a partition's state must move with it (a pod's own volume stays behind)" }}
+{{- end }}
+{{- if and (eq .Values.keda.trigger "kafka") (include "authwatch.kafka.sasl" .) (or (not .Values.kafka.sasl.usernameKey) (not .Values.kafka.sasl.passwordKey)) }}
+{{- fail "keda.trigger=kafka with SASL: set kafka.sasl.usernameKey and kafka.sasl.passwordKey (keys of kafka.sasl.existingSecret with the bare credentials, for KEDA)" }}
+{{- end }}
+{{- if gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas) }}
+{{- fail (printf "keda.minReplicas (%d) exceeds keda.maxReplicas (%d)" (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- end }}
+{{- else if gt (int .Values.replicaCount) $partitions }}
+{{- fail (printf "replicaCount (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle; add partitions to the input topics first" (int .Values.replicaCount) $partitions) }}
+{{- else if and (gt (int .Values.replicaCount) 1) (eq .Values.checkpoint.storage "local") }}
+{{- fail (printf "replicaCount (%d) with checkpoint.storage=local: each pod would keep its partitions' state on its own volume, and a partition that moves to another pod would lose it; use checkpoint.storage=shared (a ReadWriteMany volume)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and (include "authwatch.kafka.sasl" .) (not .Values.kafka.sasl.existingSecret) }}
+{{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to the Secret holding the SASL username and password" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if and .Values.kafka.tls.existingSecret (not (include "authwatch.kafka.tls" .)) }}
+{{- fail (printf "kafka.tls.existingSecret is set but kafka.securityProtocol is %s: use ssl or sasl_ssl" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if ne (empty .Values.kafka.tls.certKey) (empty .Values.kafka.tls.keyKey) }}
+{{- fail "kafka.tls.certKey and kafka.tls.keyKey go together (mutual TLS needs both the certificate and its key)" }}
+{{- end }}
+{{- if and .Values.serve.enabled (not .Values.serve.existingSecret) }}
+{{- fail "serve.enabled: set serve.existingSecret to the Secret holding the SQL endpoint's password (or serve.enabled=false)" }}
+{{- end }}
+{{- if and .Values.geoip.enabled (not .Values.geoip.volume) (not .Values.geoip.updater.enabled) }}
+{{- fail "geoip.enabled: set geoip.volume to the volume holding the .mmdb files, or enable geoip.updater" }}
+{{- end }}
+{{- if and .Values.geoip.enabled .Values.geoip.updater.enabled (not .Values.geoip.updater.existingSecret) }}
+{{- fail "geoip.updater.enabled: set geoip.updater.existingSecret (GEOIPUPDATE_ACCOUNT_ID, GEOIPUPDATE_LICENSE_KEY)" }}
+{{- end }}
+{{- $names := list }}
+{{- range (include "authwatch.secretMounts" . | fromJsonArray) }}
+{{- if has .name $names }}
+{{- fail (printf "two secrets would be mounted at /var/run/secrets/authwatch/%s: give respond.credentials entries distinct names (kafka-sasl, kafka-tls, pgwire, pgwire-tls are taken)" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}

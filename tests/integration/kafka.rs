@@ -1,0 +1,961 @@
+//! `authwatch run` against a real Apache Kafka broker (`scripts/kafka start`; `scripts/test`
+//! starts it). The broker is found at `AUTHWATCH_TEST_KAFKA` (default `127.0.0.1:19092`).
+//!
+//! Each test uses its own topics and group. They run one at a time: (c) stops the broker.
+
+use crate::common::*;
+use authwatch_kafka::ClientConfig;
+use authwatch_kafka::admin::{self, KeyBy, Record};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static BROKER: Mutex<()> = Mutex::new(());
+
+fn bootstrap() -> String {
+    std::env::var("AUTHWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+fn client() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap());
+    c
+}
+
+/// Serializes the Kafka tests and checks the broker is up, with a hint when it is not.
+fn broker() -> std::sync::MutexGuard<'static, ()> {
+    let guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let addr = bootstrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "no Kafka broker at {addr}: run `scripts/kafka start` (scripts/test does)"
+    );
+    guard
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("it-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Topics and config of one scenario.
+struct Scenario {
+    dir: tempfile::TempDir,
+    input: String,
+    alerts: String,
+    dead: String,
+    audit: String,
+    group: String,
+}
+
+impl Scenario {
+    fn new(name: &str, partitions: i32) -> Scenario {
+        let id = unique(name);
+        let s = Scenario {
+            dir: tempfile::tempdir().unwrap(),
+            input: format!("{id}.in"),
+            alerts: format!("{id}.alerts"),
+            dead: format!("{id}.dead"),
+            audit: format!("{id}.audit"),
+            group: format!("{id}.group"),
+        };
+        admin::ensure_topics(&client(), &[(&s.input, partitions)]).unwrap();
+        s
+    }
+
+    /// A config for one instance; `interval` is the checkpoint interval. Lines over 64 KiB are
+    /// rejected (the broker's own record limit is 1 MB).
+    fn config(&self, instance: &str, interval: &str) -> PathBuf {
+        self.config_as(instance, instance, interval)
+    }
+
+    /// A config whose transactional id is `identity`'s: a restart of the same instance.
+    fn config_as(&self, instance: &str, identity: &str, interval: &str) -> PathBuf {
+        let geo = repo().join("data/geo");
+        let path = self.dir.path().join(format!("{instance}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[input]\nmax_line_bytes = 65536\n\n[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
+                 [kafka]\nbrokers = {:?}\ngroup_id = {:?}\nalert_topic = {:?}\n\
+                 dead_letter_topic = {:?}\naudit_topic = {:?}\nenriched_topic = \"{}.events\"\n\
+                 transactional_id = {:?}\n\
+                 [[kafka.topics]]\nname = {:?}\nformat = \"auto\"\n\n\
+                 [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {:?}\n",
+                geo.join("GeoIP2-City-Test.mmdb"),
+                geo.join("GeoLite2-ASN-Test.mmdb"),
+                geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
+                bootstrap(),
+                self.group,
+                self.alerts,
+                self.dead,
+                self.audit,
+                self.input,
+                format!("{}-{identity}", self.group),
+                self.input,
+                self.dir.path().join("checkpoints"),
+                interval,
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn start(&self, instance: &str, interval: &str) -> Child {
+        self.start_as(instance, instance, interval)
+    }
+
+    /// Starts `instance` (its own log) with `identity`'s transactional id.
+    fn start_as(&self, instance: &str, identity: &str, interval: &str) -> Child {
+        let config = self.config_as(instance, identity, interval);
+        let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
+        authwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, instance: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{instance}.log"))).unwrap_or_default()
+    }
+
+    fn produce(&self, lines: &[String], key: KeyBy) {
+        let text = lines.join("\n");
+        admin::produce_lines(&client(), &self.input, text.as_bytes(), key).unwrap();
+    }
+
+    fn read(&self, topic: &str, committed: bool) -> Vec<Record> {
+        admin::read_topic(&client(), topic, committed, Duration::from_millis(700)).unwrap()
+    }
+}
+
+fn alert_ids(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["alert_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Polls the committed alerts until `done` holds or `timeout` passes; returns the last read.
+fn wait_alerts(
+    s: &Scenario,
+    timeout: Duration,
+    mut done: impl FnMut(&[String]) -> bool,
+) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let ids = alert_ids(&s.read(&s.alerts, true));
+        if done(&ids) || started.elapsed() > timeout {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// SIGTERM and wait: the graceful stop must succeed.
+fn terminate(child: &mut Child, s: &Scenario, instance: &str) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(
+                st.success(),
+                "{instance} exited with {st}:\n{}",
+                s.log(instance)
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{instance} did not stop on SIGTERM:\n{}",
+            s.log(instance)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The telemetry address an instance logged at start (it listens on port 0).
+fn telemetry_addr(s: &Scenario, instance: &str) -> std::net::SocketAddr {
+    let started = Instant::now();
+    loop {
+        let log = s.log(instance);
+        if let Some(addr) = log
+            .lines()
+            .filter(|l| l.contains("telemetry: /metrics"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        {
+            return addr.parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{instance} logged no telemetry address:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A generated stream for `tenant`, plus one closing event two days after its end, so that the
+/// watermark passes every window and each settling alert is decided (a live run never reaches
+/// "end of input").
+fn stream(dir: &Path, tenant: &str, users: u32, days: u32, seed: u64) -> Vec<String> {
+    let out = dir.join(format!("{tenant}-{seed}.jsonl"));
+    run_ok(
+        authwatch()
+            .args([
+                "gen",
+                "--users",
+                &users.to_string(),
+                "--days",
+                &days.to_string(),
+            ])
+            .args(["--seed", &seed.to_string(), "--tenant", tenant, "--out"])
+            .arg(&out),
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let last = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["time"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    lines.push(closing_event(tenant, last + 2 * 86_400_000));
+    lines
+}
+
+fn closing_event(tenant: &str, time: i64) -> String {
+    serde_json::json!({
+        "time": time, "provider": "okta", "tenant": tenant,
+        "event_id": format!("close-{tenant}"), "provider_event_type": "user.session.end",
+        "user": {"id": "closer", "name": "closer@example.invalid"},
+        "activity": "logoff", "outcome": "success", "src": {"ip": "10.0.0.1"}
+    })
+    .to_string()
+}
+
+/// The alert ids `authwatch replay` finds in `lines` (same enrichment as the runs).
+fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
+    let input = s.dir.path().join("replay-input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = s.dir.path().join("replay-alerts.jsonl");
+    let config = s.config("replay", "1s");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(&config)
+            .arg("--alerts")
+            .arg(&out)
+            .arg(&input),
+    );
+    json_lines(&out)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_exactly_once(ids: &[String], expected: &BTreeSet<String>, context: &str) {
+    let mut seen = BTreeSet::new();
+    let dups: Vec<&String> = ids
+        .iter()
+        .filter(|id| !seen.insert((*id).clone()))
+        .collect();
+    assert!(dups.is_empty(), "{context}: duplicate alert ids {dups:?}");
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    let extra: Vec<_> = seen.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{context}: {} missing {missing:?}, {} unexpected {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+}
+
+#[test]
+fn a_topic_run_gives_the_same_alerts_as_replay() {
+    let _broker = broker();
+    let s = Scenario::new("same-as-replay", 1);
+    let lines = stream(s.dir.path(), "example", 120, 3, 21);
+    let expected = replay_ids(&s, &lines);
+    assert!(
+        expected.len() >= 20,
+        "too few alerts to compare: {}",
+        expected.len()
+    );
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let mut run = s.start("a", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    // The telemetry endpoint of the running instance: ready (assigned and restored), and the
+    // runtime's own numbers next to the pipeline's.
+    let addr = telemetry_addr(&s, "a");
+    crate::telemetry::wait_for(addr, "/readyz", 200);
+    crate::telemetry::wait_for(addr, "/startupz", 200);
+    crate::telemetry::wait_for(addr, "/livez", 200);
+    // Consumer lag comes from librdkafka's statistics, emitted every 5 s.
+    let wanted = [
+        "authwatch_checkpoint_age_seconds",
+        "authwatch_checkpoint_duration_seconds_count",
+        "authwatch_consumer_lag{",
+        "authwatch_events_in_total{",
+        "authwatch_alerts_total{",
+    ];
+    let scraping = Instant::now();
+    let metrics = loop {
+        let metrics = crate::telemetry::scrape(addr);
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !metrics.keys().any(|k| k.starts_with(w)))
+            .collect();
+        if missing.is_empty() {
+            break metrics;
+        }
+        assert!(
+            scraping.elapsed() < Duration::from_secs(60),
+            "no {missing:?} in {metrics:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let source_in = metrics
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("authwatch_events_in_total{") && k.contains("stage=\"source\"")
+        })
+        .map_or(0.0, |(_, v)| *v);
+    assert!(
+        source_in >= lines.len() as f64,
+        "source events in: {source_in}"
+    );
+    terminate(&mut run, &s, "a");
+    assert_exactly_once(&ids, &expected, &s.log("a"));
+    // Alert records: key = entity, headers for routing without parsing the value.
+    let records = s.read(&s.alerts, true);
+    let r = &records[0];
+    let headers: BTreeMap<_, _> = r.headers.iter().cloned().collect();
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(headers["alert_id"], v["alert_id"].as_str().unwrap());
+    assert_eq!(headers["category"], v["category"].as_str().unwrap());
+    assert_eq!(headers["severity"], v["severity"].as_str().unwrap());
+    assert!(r.key.as_deref().is_some_and(|k| !k.is_empty()));
+    // The audit trail names the start, the assignment and the graceful stop.
+    let audit: Vec<String> = s
+        .read(&s.audit, false)
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["action"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for action in ["started", "assigned", "revoked", "stopped"] {
+        assert!(
+            audit.iter().any(|a| a == action),
+            "{action} not in {audit:?}"
+        );
+    }
+}
+
+#[test]
+fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let _broker = broker();
+    let s = Scenario::new("kill9", 2);
+    let mut lines = stream(s.dir.path(), "example", 120, 3, 22);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    let half = lines.len() / 2;
+    // First half, checkpointed and committed by a graceful stop.
+    s.produce(&lines[..half], KeyBy::Field("tenant"));
+    let mut run = s.start_as("b1", "b", "300ms");
+    let mut settled = (0, Instant::now());
+    let first = wait_alerts(&s, Duration::from_secs(60), |ids| {
+        if ids.len() != settled.0 {
+            settled = (ids.len(), Instant::now());
+        }
+        !ids.is_empty() && settled.1.elapsed() > Duration::from_secs(2)
+    });
+    assert!(
+        !first.is_empty(),
+        "no committed alert:
+{}",
+        s.log("b1")
+    );
+    terminate(&mut run, &s, "b1");
+    // Second half: an instance that never reaches its next checkpoint produces alerts in an
+    // open transaction and is killed -9 there.
+    s.produce(&lines[half..], KeyBy::Field("tenant"));
+    let mut run = s.start_as("b2", "b", "4m");
+    let started = Instant::now();
+    loop {
+        let uncommitted = alert_ids(&s.read(&s.alerts, false)).len();
+        if uncommitted > first.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "b2 produced nothing:
+{}",
+            s.log("b2")
+        );
+    }
+    kill9(&mut run);
+    assert_eq!(
+        alert_ids(&s.read(&s.alerts, true)).len(),
+        first.len(),
+        "b2 committed before it was killed"
+    );
+    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
+    // The restart keeps the instance's transactional id: it fences and aborts b2's open
+    // transaction at once.
+    let mut run = s.start_as("b3", "b", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut run, &s, "b3");
+    assert_exactly_once(&ids, &expected, &s.log("b3"));
+    // Both restarts resumed from the checkpoint, not from the beginning.
+    for instance in ["b2", "b3"] {
+        let log = s.log(instance);
+        assert!(
+            log.contains("restored=true"),
+            "{instance} restored nothing:
+{log}"
+        );
+    }
+    // The killed instance's alerts are in the log, aborted: a read-uncommitted consumer sees
+    // them twice and deduplicates by alert_id to the same set.
+    let all = alert_ids(&s.read(&s.alerts, false));
+    assert!(all.len() > ids.len());
+    let dedup: BTreeSet<String> = all.into_iter().collect();
+    assert_eq!(dedup, expected);
+}
+
+#[test]
+fn c_broker_restart_mid_stream_recovers_by_itself() {
+    let _broker = broker();
+    let s = Scenario::new("broker-restart", 1);
+    let mut lines = stream(s.dir.path(), "example", 100, 2, 23);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    let half = lines.len() / 2;
+    s.produce(&lines[..half], KeyBy::Field("tenant"));
+    let mut run = s.start("c", "300ms");
+    let first = wait_alerts(&s, Duration::from_secs(60), |ids| !ids.is_empty());
+    assert!(!first.is_empty(), "no committed alert:\n{}", s.log("c"));
+    let kafka = repo().join("scripts/kafka");
+    run_script(&kafka, "stop");
+    // Away longer than the consumer's session timeout (10 s): the group evicts the instance, so
+    // the checkpoints queued under the old membership cannot commit (UNKNOWN_MEMBER_ID) and the
+    // run has to abort and restart from its last checkpoint by itself.
+    std::thread::sleep(Duration::from_secs(12));
+    run_script(&kafka, "start");
+    let mut rest = lines[half..].to_vec();
+    rest.push(closing);
+    s.produce(&rest, KeyBy::Field("tenant"));
+    // On a loaded machine the catch-up after the restart is slow: the wait ends when the exact
+    // set is there, or after 120 s without a single new committed alert.
+    let mut progress = (0, Instant::now());
+    let ids = wait_alerts(&s, Duration::from_secs(600), |ids| {
+        if ids.len() != progress.0 {
+            progress = (ids.len(), Instant::now());
+        }
+        ids.len() >= expected.len() || progress.1.elapsed() > Duration::from_secs(120)
+    });
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "authwatch run exited while the broker was away:\n{}",
+        s.log("c")
+    );
+    terminate(&mut run, &s, "c");
+    assert_exactly_once(&ids, &expected, &s.log("c"));
+    // A failed commit is noticed when it happens, not by the watchdog for a wedged pipeline.
+    let log = s.log("c");
+    assert!(
+        !log.contains("no checkpoint completed for"),
+        "the run waited for a checkpoint that could not commit:\n{log}"
+    );
+}
+
+fn run_script(script: &Path, arg: &str) {
+    let out = Command::new(script).arg(arg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/kafka {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
+    let _broker = broker();
+    let s = Scenario::new("scale-out", 4);
+    // Six tenants, keyed by tenant: every detection key lives in one partition.
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for (i, tenant) in ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+        .iter()
+        .enumerate()
+    {
+        let lines = stream(s.dir.path(), tenant, 40, 2, 30 + i as u64);
+        let half = lines.len() / 2;
+        first.extend_from_slice(&lines[..half]);
+        second.extend_from_slice(&lines[half..]);
+    }
+    s.produce(&first, KeyBy::Field("tenant"));
+    s.produce(&second, KeyBy::Field("tenant"));
+    // One instance alone, in its own group, reading the same topic.
+    let one = Scenario {
+        dir: tempfile::tempdir().unwrap(),
+        input: s.input.clone(),
+        alerts: format!("{}-one", s.alerts),
+        dead: format!("{}-one", s.dead),
+        audit: format!("{}-one", s.audit),
+        group: format!("{}-one", s.group),
+    };
+    let solo = {
+        let mut run = one.start("solo", "300ms");
+        let mut settled = (0, Instant::now());
+        let ids = wait_alerts(&one, Duration::from_secs(90), |ids| {
+            if ids.len() != settled.0 {
+                settled = (ids.len(), Instant::now());
+            }
+            !ids.is_empty() && settled.1.elapsed() > Duration::from_secs(3)
+        });
+        terminate(&mut run, &one, "solo");
+        ids
+    };
+    let expected: BTreeSet<String> = solo.iter().cloned().collect();
+    assert_eq!(expected.len(), solo.len(), "duplicates in the single run");
+    assert!(expected.len() >= 20, "too few alerts: {}", expected.len());
+    // Two instances in a second group over a second copy of the input: the first works alone
+    // on the first half, the second joins mid-stream (a rebalance hands partitions over with
+    // their state), then the second half arrives.
+    let two = Scenario::new("scale-out-two", 4);
+    two.produce(&first, KeyBy::Field("tenant"));
+    let mut a = two.start("d1", "300ms");
+    let early = wait_alerts(&two, Duration::from_secs(60), |ids| !ids.is_empty());
+    assert!(!early.is_empty(), "{}", two.log("d1"));
+    let mut b = two.start("d2", "300ms");
+    let started = Instant::now();
+    while !two.log("d2").contains("partition assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "d2 got no partition:\n{}\n----\n{}",
+            two.log("d1"),
+            two.log("d2")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    two.produce(&second, KeyBy::Field("tenant"));
+    let ids = wait_alerts(&two, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut a, &two, "d1");
+    terminate(&mut b, &two, "d2");
+    let logs = format!("{}\n----\n{}", two.log("d1"), two.log("d2"));
+    assert_exactly_once(&ids, &expected, &logs);
+    // The partitions d1 handed over were restored from its checkpoints.
+    assert!(two.log("d2").contains("restored=true"), "{logs}");
+}
+
+#[test]
+fn e_poison_messages_land_in_the_dead_letter_topic_with_their_reason() {
+    let _broker = broker();
+    let s = Scenario::new("poison", 1);
+    let mut lines = stream(s.dir.path(), "example", 30, 1, 24);
+    let poison = [
+        "this is not json".to_owned(),
+        "{\"truncated\": ".to_owned(),
+        "{\"time\": 1767561720000}".to_owned(),
+        format!("{{\"big\": \"{}\"}}", "x".repeat(100_000)),
+    ];
+    for (i, p) in poison.iter().enumerate() {
+        lines.insert(10 + i * 7, p.clone());
+    }
+    s.produce(&lines, KeyBy::None);
+    let mut run = s.start("e", "300ms");
+    let started = Instant::now();
+    let dead = loop {
+        let dead = s.read(&s.dead, true);
+        if dead.len() >= poison.len() || started.elapsed() > Duration::from_secs(60) {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    terminate(&mut run, &s, "e");
+    assert_eq!(dead.len(), poison.len(), "{}", s.log("e"));
+    let mut reasons = BTreeSet::new();
+    for r in &dead {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let header = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "reason")
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(v["reason"].as_str().unwrap(), header);
+        assert_eq!(v["file"].as_str().unwrap(), format!("{}/0", s.input));
+        assert!(!v["detail"].as_str().unwrap().is_empty());
+        reasons.insert(header);
+    }
+    assert!(reasons.contains("line_too_long"), "{reasons:?}");
+    assert!(reasons.len() >= 3, "{reasons:?}");
+    // The good records around the poison were processed: alerts were produced, and every good
+    // record is on the enriched-events topic, keyed by user.
+    assert!(!s.read(&s.alerts, true).is_empty(), "{}", s.log("e"));
+    let enriched = s.read(&format!("{}.events", s.input), true);
+    assert_eq!(enriched.len(), lines.len() - poison.len());
+    let v: serde_json::Value = serde_json::from_slice(&enriched[0].payload).unwrap();
+    assert_eq!(enriched[0].key.as_deref(), v["user"]["id"].as_str());
+    let _ = std::io::stderr().flush();
+}
+
+/// The responder inside `authwatch run`: automatic mode, webhook target on a local receiver.
+/// An instance that never reaches a checkpoint acts, is killed -9, and its restart processes
+/// the same input again from the start: the responder state it saved after each decision
+/// (its instance file in the checkpoint directory) makes those alerts duplicates, so no
+/// account gets a second action; the audit records are on the audit topic and in the file.
+#[test]
+fn f_responder_acts_once_per_account_across_a_kill_9() {
+    let _broker = broker();
+    let s = Scenario::new("respond", 1);
+    let lines = stream(s.dir.path(), "example", 300, 3, 7);
+
+    // What the policy selects: the critical alerts of the two suspension-worthy rules.
+    let input = s.dir.path().join("replay-input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let replayed = s.dir.path().join("replay-alerts.jsonl");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(s.config("replay", "1s"))
+            .arg("--alerts")
+            .arg(&replayed)
+            .arg(&input),
+    );
+    let alerts = json_lines(&replayed);
+    let all_ids: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    let selected: BTreeMap<String, String> = alerts
+        .iter()
+        .filter(|a| {
+            a["severity"] == "critical"
+                && ["mfa_fatigue_success", "credential_compromise"]
+                    .contains(&a["rule_id"].as_str().unwrap())
+        })
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_owned(),
+                a["entity"]["user"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
+    assert!(
+        !accounts.is_empty(),
+        "the stream has no suspension-worthy alert"
+    );
+
+    let (url, seen) = crate::respond::receiver();
+    std::fs::write(s.dir.path().join("hook-secret"), "integration-secret\n").unwrap();
+    let state = s.dir.path().join("respond");
+    let start = |instance: &str, interval: &str| -> Child {
+        let config = s.config_as(instance, "r", interval);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[respond]\nenabled = true\nmode = \"automatic\"\ntarget = \"webhook\"\n\
+             state_dir = {state:?}\n\
+             [respond.limits]\nglobal_actions = 1000\ntenant_actions = 1000\n\
+             [respond.webhook]\nurl = {url:?}\nsecret = {{ file = {secret:?} }}\n",
+            secret = s.dir.path().join("hook-secret"),
+        ));
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
+        authwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    // (account, action) of every webhook call.
+    let calls = || -> Vec<(String, String)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                (
+                    v["account"].as_str().unwrap().to_owned(),
+                    v["action"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    // r1 never reaches a checkpoint (4 minutes): it acts, then dies with nothing committed.
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let mut run = start("r1", "4m");
+    let mut settled = (0, Instant::now());
+    let started = Instant::now();
+    loop {
+        let n = calls().len();
+        if n != settled.0 {
+            settled = (n, Instant::now());
+        }
+        if n > 0 && settled.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "r1 called the webhook {n} times:\n{}",
+            s.log("r1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill9(&mut run);
+    let before = calls().len();
+    assert!(
+        s.read(&s.alerts, true).is_empty(),
+        "r1 committed before it was killed"
+    );
+
+    // r2 restarts with r1's identity and state: the same input again from the start.
+    let mut run = start("r2", "300ms");
+    let ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= all_ids.len()
+    });
+    assert_exactly_once(&ids, &all_ids, &s.log("r2"));
+    let audit_records = |s: &Scenario| -> Vec<(Option<String>, serde_json::Value)> {
+        s.read(&s.audit, false)
+            .into_iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+                (v["class_uid"] == 3001).then_some((r.key, v))
+            })
+            .collect()
+    };
+    // Every selected alert reaches a decision on the audit topic.
+    let started = Instant::now();
+    loop {
+        let decided: BTreeSet<String> = audit_records(&s)
+            .iter()
+            .map(|(_, v)| v["unmapped"]["alert_id"].as_str().unwrap().to_owned())
+            .collect();
+        if selected.keys().all(|id| decided.contains(id)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "undecided alerts; audit topic has {} records:\n{}",
+            decided.len(),
+            s.log("r2")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The restarted instance exports its responder's decisions (duplicates at least: the
+    // accounts were acted on before the kill).
+    let metrics = crate::telemetry::scrape(telemetry_addr(&s, "r2"));
+    assert!(
+        metrics
+            .iter()
+            .any(|(k, v)| k.starts_with("authwatch_response_actions_total{")
+                && k.contains("result=\"duplicate\"")
+                && *v >= 1.0),
+        "no duplicate decisions in {metrics:#?}"
+    );
+    terminate(&mut run, &s, "r2");
+    let log = s.log("r2");
+    assert!(log.contains("responder state restored"), "{log}");
+
+    // One action per account and action kind, across the kill: none repeated by r2.
+    let calls = calls();
+    let mut once = BTreeSet::new();
+    for call in &calls {
+        assert!(
+            once.insert(call.clone()),
+            "{call:?} called twice: {calls:?}"
+        );
+    }
+    let acted: BTreeSet<&String> = calls.iter().map(|(account, _)| account).collect();
+    assert_eq!(acted, accounts, "accounts acted on");
+    assert!(before > 0 && before <= calls.len());
+
+    // Audit records: OCSF 3001 keyed by account, each linking an alert of the stream; every
+    // action carried out is recorded; the file holds the same records as the topic.
+    let records = audit_records(&s);
+    for (key, v) in &records {
+        assert_eq!(key.as_deref(), v["user"]["name"].as_str(), "{v}");
+        let alert_id = v["unmapped"]["alert_id"].as_str().unwrap();
+        assert!(selected.contains_key(alert_id), "{v}");
+    }
+    let executed = records
+        .iter()
+        .filter(|(_, v)| v["unmapped"]["decision"] == "executed")
+        .count();
+    assert_eq!(executed, calls.len(), "executed records vs webhook calls");
+    assert!(
+        records
+            .iter()
+            .any(|(_, v)| v["unmapped"]["decision"] == "duplicate"),
+        "r2 saw r1's alerts again and recorded them as duplicates"
+    );
+    let file = json_lines(&state.join("audit.jsonl"));
+    assert_eq!(file.len(), records.len(), "audit file vs audit topic");
+}
+
+#[test]
+fn g_run_with_sql_detections_archive_and_the_postgres_endpoint() {
+    let _broker = broker();
+    let s = Scenario::new("sql", 2);
+    let lines = stream(s.dir.path(), "example", 120, 3, 31);
+    // What replay with the SQL detections finds: the compiled rules' alerts, and the SQL
+    // versions' again with the same alert ids.
+    let input = s.dir.path().join("sql-input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let replayed = s.dir.path().join("sql-replay-alerts.jsonl");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(s.config("replay", "1s"))
+            .arg("--sql")
+            .arg(repo().join("sql"))
+            .arg("--alerts")
+            .arg(&replayed)
+            .arg(&input),
+    );
+    let mut expected: Vec<String> = json_lines(&replayed)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let archive = s.dir.path().join("archive");
+    let config = s.config("g", "1s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[sql]\nenabled = true\ndir = {:?}\n\n[archive]\nenabled = true\nlocation = {:?}\n\n\
+         [serve]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\npassword_env = \"AW_TEST_SQL_PASSWORD\"\n\
+         live_window = \"30d\"\n",
+        repo().join("sql"),
+        archive.display().to_string(),
+    ));
+    std::fs::write(&config, text).unwrap();
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let log = std::fs::File::create(s.dir.path().join("g.log")).unwrap();
+    let mut run = authwatch()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+        .env("NO_COLOR", "1")
+        .env("AW_TEST_SQL_PASSWORD", "s3cret-pass")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
+    ids.sort();
+    assert_eq!(ids, expected, "{}", s.log("g"));
+
+    // The endpoint of the running instance: the live window holds every event, and the
+    // archive (written at each checkpoint) too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("authwatch")
+            .password("s3cret-pass")
+            .dbname("authwatch")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for query in [
+            "SELECT count(*) FROM live_events",
+            "SELECT count(*) FROM events",
+        ] {
+            let started = Instant::now();
+            loop {
+                let n: i64 = client.query_one(query, &[]).await.unwrap().get(0);
+                if n == lines.len() as i64 {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{query}: {n} of {} events",
+                    lines.len()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let e = client
+            .simple_query("DROP TABLE live_events")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.as_db_error().unwrap().code().code(), "25006");
+    });
+    terminate(&mut run, &s, "g");
+    // After the graceful stop: every alert is archived too.
+    let out = run_ok(
+        authwatch()
+            .args(["sql", "SELECT count(*) AS n FROM alerts", "--format", "csv", "--archive"])
+            .arg(&archive),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{}\n", expected.len())
+    );
+}
