@@ -51,6 +51,9 @@ d AS (
   GROUP BY e.ip, e.window_start, e.time, e.event_id
 )
 -- Every failure at which the rule's condition holds; the earliest of an incident is its alert.
-SELECT ip, first_seen, time AS last_seen, event_id, failures, users, unknown, evidence
+-- The compiled engine keeps only threshold + 1 entries of a count that is compared with a
+-- threshold alone (`unknown >= 5`), so its alert shows at most 6 for `unknown`; shown the same.
+SELECT ip, first_seen, time AS last_seen, event_id, failures, users, least(unknown, 6) AS unknown,
+       evidence
 FROM d
 WHERE failures >= 25 AND users >= 15 AND failures <= 2 * users AND unknown >= 5

@@ -161,7 +161,12 @@ impl Catalog {
     /// columns that prune files in `WHERE dt = '…'`.
     pub async fn add_archive(&mut self, location: &str) -> Result<(), QueryError> {
         let (store, prefix, root) = open_store(location)?;
-        self.ctx.register_object_store(&root, store);
+        // Object stores are looked up by scheme and bucket, and a table's paths are full paths
+        // in it; the local store the archive writer uses is rooted at the archive directory, so
+        // local archives are read through DataFusion's own (unrooted) local store instead.
+        if root.scheme() != "file" {
+            self.ctx.register_object_store(&root, store);
+        }
         let base = {
             let mut u = root.clone();
             let p = prefix.as_ref();

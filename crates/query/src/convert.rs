@@ -31,8 +31,29 @@ pub fn events_to_batch(events: &[AuthEvent]) -> Result<RecordBatch, QueryError> 
 }
 
 /// Events back from a batch of [`event_schema`] (the deciding event of a SQL alert, snapshots).
+///
+/// Through JSON values: fields the event omits when empty (a default `context`, say) are null
+/// structs in Arrow, which the event's own deserializer takes as absent once nulls are dropped.
 pub(crate) fn batch_to_events(batch: &RecordBatch) -> Result<Vec<AuthEvent>, QueryError> {
-    serde_arrow::from_record_batch(batch).map_err(|e| QueryError::Convert(e.to_string()))
+    let rows: Vec<serde_json::Value> =
+        serde_arrow::from_record_batch(batch).map_err(|e| QueryError::Convert(e.to_string()))?;
+    rows.into_iter()
+        .map(|mut v| {
+            drop_nulls(&mut v);
+            serde_json::from_value(v).map_err(|e| QueryError::Convert(e.to_string()))
+        })
+        .collect()
+}
+
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, x| !x.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// One alert as a flat row of the `alerts` table: entity and window fields as columns,
