@@ -951,7 +951,13 @@ fn g_run_with_sql_detections_archive_and_the_postgres_endpoint() {
     // After the graceful stop: every alert is archived too.
     let out = run_ok(
         authwatch()
-            .args(["sql", "SELECT count(*) AS n FROM alerts", "--format", "csv", "--archive"])
+            .args([
+                "sql",
+                "SELECT count(*) AS n FROM alerts",
+                "--format",
+                "csv",
+                "--archive",
+            ])
             .arg(&archive),
     );
     assert_eq!(

@@ -187,7 +187,11 @@ fn execute(
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = match archive {
         Some(archive) => pipeline
-            .run(source, authwatch_query::ArchiveSink::new(sink, archive), options.speed)
+            .run(
+                source,
+                authwatch_query::ArchiveSink::new(sink, archive),
+                options.speed,
+            )
             .map_err(anyhow::Error::from)
             .and_then(|(summary, sink)| {
                 let (sink, stats) = sink.finish()?;

@@ -114,7 +114,10 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
     if sources.input.is_empty() {
         return Ok(None);
     }
-    let live = LiveWindow::new(config.serve.live_window.millis(), config.serve.live_max_rows)?;
+    let live = LiveWindow::new(
+        config.serve.live_window.millis(),
+        config.serve.live_max_rows,
+    )?;
     let pack = crate::replay::load_rules(config)?;
     let mut source = LineSource::open_files(
         &sources.input,
@@ -129,7 +132,11 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
         alerts: Vec::new(),
     };
     let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
-    tracing::info!(events = summary.events, alerts = summary.alerts, "inputs loaded");
+    tracing::info!(
+        events = summary.events,
+        alerts = summary.alerts,
+        "inputs loaded"
+    );
     Ok(Some(Loaded {
         events: sink.events,
         alerts: sink.alerts,
@@ -199,15 +206,21 @@ fn read_secret(config: &Config) -> Result<String> {
     if let Some(path) = &serve.password_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("serve.password_file {}", path.display()))?;
-        let line = text.lines().next().unwrap_or_default().trim_end().to_owned();
+        let line = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
         if line.is_empty() {
             bail!("serve.password_file {}: the file is empty", path.display());
         }
         return Ok(line);
     }
     if let Some(var) = &serve.password_env {
-        let value = std::env::var(var)
-            .with_context(|| format!("serve.password_env: environment variable {var} is not set"))?;
+        let value = std::env::var(var).with_context(|| {
+            format!("serve.password_env: environment variable {var} is not set")
+        })?;
         if value.is_empty() {
             bail!("serve.password_env: environment variable {var} is empty");
         }
@@ -302,7 +315,10 @@ pub fn attach_to_runtime(
         }));
     }
     if config.serve.enabled {
-        let live = LiveWindow::new(config.serve.live_window.millis(), config.serve.live_max_rows)?;
+        let live = LiveWindow::new(
+            config.serve.live_window.millis(),
+            config.serve.live_max_rows,
+        )?;
         runtime = runtime.with_stream_detectors(Arc::new(live.clone()));
         spawn_endpoint(config, live)?;
     }
@@ -314,7 +330,10 @@ pub fn attach_to_runtime(
 fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
     let options = server_options(config)?;
     let listen = config.serve.listen.clone();
-    let archive = config.archive.enabled.then(|| config.archive.location.clone());
+    let archive = config
+        .archive
+        .enabled
+        .then(|| config.archive.location.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr>>();
     std::thread::Builder::new()
         .name("aw-sql-serve".into())

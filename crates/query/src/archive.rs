@@ -137,10 +137,7 @@ type Part = (String, u32);
 fn partition_of(ms: i64) -> Part {
     let secs = ms.div_euclid(1000);
     match chrono::DateTime::from_timestamp(secs, 0) {
-        Some(t) => (
-            t.format("%Y-%m-%d").to_string(),
-            chrono::Timelike::hour(&t),
-        ),
+        Some(t) => (t.format("%Y-%m-%d").to_string(), chrono::Timelike::hour(&t)),
         None => ("1970-01-01".to_owned(), 0),
     }
 }

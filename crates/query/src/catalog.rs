@@ -11,7 +11,9 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::execution::context::SQLOptions;
@@ -102,15 +104,12 @@ fn add_partitions(batch: &RecordBatch, time_column: &str) -> Result<RecordBatch,
     let (dts, hours): (Vec<String>, Vec<String>) = times
         .values()
         .iter()
-        .map(|&ms| {
-            match chrono::DateTime::from_timestamp(ms.div_euclid(1000), 0) {
-                Some(t) => (
-                    t.format("%Y-%m-%d").to_string(),
-                    t.format("%H").to_string(),
-                ),
+        .map(
+            |&ms| match chrono::DateTime::from_timestamp(ms.div_euclid(1000), 0) {
+                Some(t) => (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()),
                 None => ("1970-01-01".into(), "00".into()),
-            }
-        })
+            },
+        )
         .unzip();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns.push(Arc::new(StringArray::from(dts)));
@@ -347,12 +346,17 @@ mod tests {
         assert!(check_read_only("SELECT 1").is_ok());
         assert!(check_read_only("  -- note\n with x as (select 1) select * from x").is_ok());
         assert!(check_read_only("(SELECT 1)").is_ok());
-        let e = check_read_only("DROP TABLE events").unwrap_err().to_string();
+        let e = check_read_only("DROP TABLE events")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("read-only: DROP statements are refused"), "{e}");
         assert!(matches!(
             check_read_only("/* x */ insert into events values (1)"),
             Err(QueryError::ReadOnly(k)) if k == "INSERT"
         ));
-        assert!(matches!(check_read_only("COPY events TO 'x'"), Err(QueryError::ReadOnly(_))));
+        assert!(matches!(
+            check_read_only("COPY events TO 'x'"),
+            Err(QueryError::ReadOnly(_))
+        ));
     }
 }

@@ -10,9 +10,7 @@ use std::sync::{Arc, OnceLock};
 fn event_fields() -> Result<&'static [FieldRef], QueryError> {
     static FIELDS: OnceLock<Result<Vec<FieldRef>, String>> = OnceLock::new();
     FIELDS
-        .get_or_init(|| {
-            authwatch_event::schema::event_arrow_fields().map_err(|e| e.to_string())
-        })
+        .get_or_init(|| authwatch_event::schema::event_arrow_fields().map_err(|e| e.to_string()))
         .as_ref()
         .map(|f| f.as_slice())
         .map_err(|e| QueryError::Convert(e.clone()))

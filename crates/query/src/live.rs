@@ -3,8 +3,8 @@
 use crate::convert::{event_schema, events_to_batch};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{CheckpointError, Checkpointed, DetectorFactory, StreamDetector};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 

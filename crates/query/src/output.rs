@@ -23,7 +23,9 @@ impl std::str::FromStr for OutputFormat {
             "table" => Ok(OutputFormat::Table),
             "csv" => Ok(OutputFormat::Csv),
             "json" => Ok(OutputFormat::Json),
-            other => Err(format!("unknown format {other:?}: expected table, csv or json")),
+            other => Err(format!(
+                "unknown format {other:?}: expected table, csv or json"
+            )),
         }
     }
 }
@@ -50,9 +52,8 @@ pub fn write_result(
     match format {
         OutputFormat::Table => {
             let text = if result.batches.is_empty() {
-                let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(
-                    result.schema.clone(),
-                );
+                let empty =
+                    datafusion::arrow::record_batch::RecordBatch::new_empty(result.schema.clone());
                 pretty_format_batches(&[empty]).map_err(arrow)?
             } else {
                 pretty_format_batches(&result.batches).map_err(arrow)?

@@ -167,7 +167,9 @@ impl SqlRule {
         }
         let dur = |field: &str, v: &Option<String>| -> Result<i64, QueryError> {
             let Some(v) = v else {
-                return Err(bad(format!("header: window.{field} is required for this kind")));
+                return Err(bad(format!(
+                    "header: window.{field} is required for this kind"
+                )));
             };
             duration_text_ms(v)
                 .ok_or_else(|| bad(format!("header: window.{field}: bad duration {v:?}")))

@@ -16,12 +16,14 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, stream};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo,
-    QueryResponse, Response,
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
@@ -219,7 +221,9 @@ fn encode(
                 }
                 match *t {
                     Type::BOOL => encoder.encode_field(&c.as_boolean().value(row))?,
-                    Type::INT8 => encoder.encode_field(&c.as_primitive::<Int64Type>().value(row))?,
+                    Type::INT8 => {
+                        encoder.encode_field(&c.as_primitive::<Int64Type>().value(row))?
+                    }
                     Type::FLOAT8 => {
                         encoder.encode_field(&c.as_primitive::<Float64Type>().value(row))?
                     }
@@ -238,9 +242,16 @@ impl Backend {
         let fields = Arc::new(fields_of(&result.schema, format));
         let rows = encode(Arc::clone(&fields), &result.batches, self.max_rows)?;
         if result.rows() > self.max_rows {
-            tracing::warn!(rows = result.rows(), max = self.max_rows, "serve: result cut at serve.max_rows");
+            tracing::warn!(
+                rows = result.rows(),
+                max = self.max_rows,
+                "serve: result cut at serve.max_rows"
+            );
         }
-        Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+        Ok(Response::Query(QueryResponse::new(
+            fields,
+            stream::iter(rows),
+        )))
     }
 
     async fn describe(&self, sql: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
@@ -375,7 +386,9 @@ fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<TlsAcceptor, QueryError> {
         .collect::<Result<_, _>>()
         .map_err(|e| QueryError::Config(format!("serve.tls_cert: {e}")))?;
     if certs.is_empty() {
-        return Err(QueryError::Config("serve.tls_cert: no certificate in the file".into()));
+        return Err(QueryError::Config(
+            "serve.tls_cert: no certificate in the file".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| QueryError::Config(format!("serve.tls_key: {e}")))?;

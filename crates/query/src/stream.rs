@@ -65,11 +65,7 @@ impl TableProvider for WindowTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let rows = self
-            .rows
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
+        let rows = self.rows.lock().map(|r| r.clone()).unwrap_or_default();
         Ok(MemorySourceConfig::try_new_exec(
             &[rows],
             Arc::clone(&self.schema),
@@ -264,7 +260,6 @@ impl DetectorFactory for SqlDetections {
 }
 
 impl SqlDetector {
-
     /// Per-detection counters.
     pub fn stats(&self) -> Vec<(String, SqlRuleStats)> {
         self.rules
@@ -291,7 +286,10 @@ impl SqlDetector {
         };
         for r in &mut self.rules {
             let mask = match &r.planned.prefilter {
-                Some(f) => match f.evaluate(&batch).and_then(|v| v.into_array(batch.num_rows())) {
+                Some(f) => match f
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                {
                     Ok(a) => a.as_boolean_opt().cloned(),
                     Err(e) => {
                         tracing::warn!(rule = %r.rule.id, error = %e, "sql: ingestion filter failed; keeping every row");
@@ -328,9 +326,7 @@ impl SqlDetector {
                 .iter()
                 .map(|c| take(c.as_ref(), &idx, None))
                 .collect();
-            let Ok(chunk) = columns
-                .and_then(|c| RecordBatch::try_new(batch.schema(), c))
-            else {
+            let Ok(chunk) = columns.and_then(|c| RecordBatch::try_new(batch.schema(), c)) else {
                 r.stats.errors += 1;
                 continue;
             };
@@ -494,8 +490,12 @@ impl SqlDetector {
         };
         // The earliest decision of an incident is its alert; later ones are absorbed.
         found.sort_by(|a, b| {
-            (a.last_seen, a.first_seen, &a.key, &a.event_id)
-                .cmp(&(b.last_seen, b.first_seen, &b.key, &b.event_id))
+            (a.last_seen, a.first_seen, &a.key, &a.event_id).cmp(&(
+                b.last_seen,
+                b.first_seen,
+                &b.key,
+                &b.event_id,
+            ))
         });
         let suppress = r.rule.suppress_ms;
         if let WindowSpec::Session { .. } = r.rule.window {
@@ -633,8 +633,7 @@ fn retain_rows(r: &mut RuleRun, keep: impl Fn(i64, Option<&str>) -> bool) {
             chunks.push(chunk);
             continue;
         }
-        let Ok(batch) = filter_record_batch(&chunk.batch, &BooleanArray::from(mask.clone()))
-        else {
+        let Ok(batch) = filter_record_batch(&chunk.batch, &BooleanArray::from(mask.clone())) else {
             r.stats.errors += 1;
             continue;
         };
@@ -667,9 +666,16 @@ fn evict_oldest(r: &mut RuleRun, limit: usize) {
     if over == 0 {
         return;
     }
-    let mut times: Vec<i64> = r.buffer.iter().flat_map(|c| c.times.iter().copied()).collect();
+    let mut times: Vec<i64> = r
+        .buffer
+        .iter()
+        .flat_map(|c| c.times.iter().copied())
+        .collect();
     times.sort_unstable();
-    let cut = times.get(over.saturating_sub(1)).copied().unwrap_or(i64::MIN);
+    let cut = times
+        .get(over.saturating_sub(1))
+        .copied()
+        .unwrap_or(i64::MIN);
     let before = r.buffered;
     retain_rows(r, |t, _| t > cut);
     r.stats.evicted += (before - r.buffered) as u64;
@@ -806,13 +812,18 @@ fn check_placeholders<'a>(
         let mut rest = t.as_str();
         while let Some(open) = rest.find('{') {
             let Some(close) = rest[open..].find('}') else {
-                return Err(rule_error(rule, format!("summary: unclosed placeholder in {t:?}")));
+                return Err(rule_error(
+                    rule,
+                    format!("summary: unclosed placeholder in {t:?}"),
+                ));
             };
             let name = &rest[open + 1..open + close];
             if !known.iter().any(|k| k == name) {
                 return Err(rule_error(
                     rule,
-                    format!("summary: unknown placeholder {{{name}}}: not a result column, key field or window/first_seen/last_seen/src_ip"),
+                    format!(
+                        "summary: unknown placeholder {{{name}}}: not a result column, key field or window/first_seen/last_seen/src_ip"
+                    ),
                 ));
             }
             rest = &rest[open + close + 1..];
@@ -885,7 +896,12 @@ fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, Q
         let reserved = |n: &str| {
             matches!(
                 n,
-                "first_seen" | "last_seen" | "event_id" | "evidence" | "window_start" | "window_end"
+                "first_seen"
+                    | "last_seen"
+                    | "event_id"
+                    | "evidence"
+                    | "window_start"
+                    | "window_end"
             ) || rule.key.iter().any(|k| k == n)
         };
         'row: for i in 0..b.num_rows() {
@@ -925,15 +941,12 @@ fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, Q
                     DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
                         column_i64(a, i).map(|v| MetricValue::Count(v.max(0) as u64))
                     }
-                    DataType::Float16 | DataType::Float32 | DataType::Float64 => cast(
-                        &a.slice(i, 1),
-                        &DataType::Float64,
-                    )
-                    .ok()
-                    .and_then(|v| {
-                        v.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()
-                            .map(|p| MetricValue::Real(p.value(0)))
-                    }),
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                        cast(&a.slice(i, 1), &DataType::Float64).ok().and_then(|v| {
+                            v.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()
+                                .map(|p| MetricValue::Real(p.value(0)))
+                        })
+                    }
                     _ => column_text(a, i).map(MetricValue::Text),
                 };
                 if let Some(m) = m {
@@ -965,7 +978,10 @@ fn deciding_event(rows: Option<&RecordBatch>, id: &str, event_columns: usize) ->
     let ids = cast(ids, &DataType::Utf8).ok()?;
     let ids = ids.as_string_opt::<i32>()?;
     let at = (0..ids.len()).find(|&i| !ids.is_null(i) && ids.value(i) == id)?;
-    let one = rows.slice(at, 1).project(&(0..event_columns).collect::<Vec<_>>()).ok()?;
+    let one = rows
+        .slice(at, 1)
+        .project(&(0..event_columns).collect::<Vec<_>>())
+        .ok()?;
     batch_to_events(&one).ok()?.into_iter().next()
 }
 
@@ -1102,7 +1118,6 @@ struct DetectorState {
 }
 
 impl StreamDetector for SqlDetector {
-
     fn on_event(&mut self, event: &AuthEvent, _out: &mut Vec<Alert>) {
         if self.rules.is_empty() {
             return;

@@ -80,9 +80,27 @@ fn background(out: &mut Vec<AuthEvent>, from: i64, to: i64) {
         let ip = format!("198.51.100.{}", 10 + i % 30);
         if i % 17 == 0 {
             // A mistyped name: a failure none of the compared rules' windows gathers enough of.
-            out.push(ev(t, &format!("bg{i}"), "acme", &user, &ip, "logon", "failure", Some("unknown_user")));
+            out.push(ev(
+                t,
+                &format!("bg{i}"),
+                "acme",
+                &user,
+                &ip,
+                "logon",
+                "failure",
+                Some("unknown_user"),
+            ));
         } else {
-            out.push(ev(t, &format!("bg{i}"), "acme", &user, &ip, "logon", "success", None));
+            out.push(ev(
+                t,
+                &format!("bg{i}"),
+                "acme",
+                &user,
+                &ip,
+                "logon",
+                "success",
+                None,
+            ));
         }
         t += 37_000;
         i += 1;
@@ -102,8 +120,21 @@ fn credential_stuffing_sql_equals_compiled() {
     let stuff = |s: &mut Vec<AuthEvent>, ip: &str, start: i64, tag: &str| {
         for i in 0..40 {
             let user = format!("victim{}@acme.example", i % 32);
-            let reason = if i % 4 == 0 { "unknown_user" } else { "invalid_credentials" };
-            s.push(ev(start + i * 10_000, &format!("{tag}{i}"), "acme", &user, ip, "logon", "failure", Some(reason)));
+            let reason = if i % 4 == 0 {
+                "unknown_user"
+            } else {
+                "invalid_credentials"
+            };
+            s.push(ev(
+                start + i * 10_000,
+                &format!("{tag}{i}"),
+                "acme",
+                &user,
+                ip,
+                "logon",
+                "failure",
+                Some(reason),
+            ));
         }
     };
     stuff(&mut s, "203.0.113.7", T0 + 30 * MIN, "a");
@@ -114,7 +145,16 @@ fn credential_stuffing_sql_equals_compiled() {
     // Too slow to be stuffing: 40 tries an hour apart... spread over 20 minutes per 10.
     for i in 0..20 {
         let user = format!("slow{i}@acme.example");
-        s.push(ev(T0 + 5 * 60 * MIN + i * 100_000, &format!("d{i}"), "acme", &user, "192.0.2.50", "logon", "failure", Some("unknown_user")));
+        s.push(ev(
+            T0 + 5 * 60 * MIN + i * 100_000,
+            &format!("d{i}"),
+            "acme",
+            &user,
+            "192.0.2.50",
+            "logon",
+            "failure",
+            Some("unknown_user"),
+        ));
     }
     let (compiled, sql) = both(&sorted(s), "credential_stuffing");
     assert_eq!(compiled.len(), 2, "{compiled:#?}");
@@ -131,7 +171,16 @@ fn multi_source_password_spray_sql_equals_compiled() {
         for i in 0..25 {
             let user = format!("user{}@{tenant}.example", i % 8);
             let ip = format!("203.0.113.{}", 20 + i % 5);
-            s.push(ev(start + i * 20_000, &format!("{tag}{i}"), tenant, &user, &ip, "logon", "failure", Some("invalid_credentials")));
+            s.push(ev(
+                start + i * 20_000,
+                &format!("{tag}{i}"),
+                tenant,
+                &user,
+                &ip,
+                "logon",
+                "failure",
+                Some("invalid_credentials"),
+            ));
         }
     };
     spray(&mut s, "acme", T0 + 60 * MIN, "p");
@@ -149,14 +198,41 @@ fn lockout_wave_sql_equals_compiled() {
     // 30 accounts locked 40 s apart, three of them twice; then a wave that stays below 25.
     for i in 0..30 {
         let user = format!("locked{i}@acme.example");
-        s.push(ev(T0 + 45 * MIN + i * 40_000, &format!("l{i}"), "acme", &user, "198.51.100.9", "account_lock", "success", Some("locked_out")));
+        s.push(ev(
+            T0 + 45 * MIN + i * 40_000,
+            &format!("l{i}"),
+            "acme",
+            &user,
+            "198.51.100.9",
+            "account_lock",
+            "success",
+            Some("locked_out"),
+        ));
         if i % 10 == 3 {
-            s.push(ev(T0 + 45 * MIN + i * 40_000 + 5_000, &format!("l{i}x"), "acme", &user, "198.51.100.9", "account_lock", "success", Some("locked_out")));
+            s.push(ev(
+                T0 + 45 * MIN + i * 40_000 + 5_000,
+                &format!("l{i}x"),
+                "acme",
+                &user,
+                "198.51.100.9",
+                "account_lock",
+                "success",
+                Some("locked_out"),
+            ));
         }
     }
     for i in 0..20 {
         let user = format!("few{i}@acme.example");
-        s.push(ev(T0 + 4 * 60 * MIN + i * 60_000, &format!("m{i}"), "acme", &user, "198.51.100.9", "account_lock", "success", Some("locked_out")));
+        s.push(ev(
+            T0 + 4 * 60 * MIN + i * 60_000,
+            &format!("m{i}"),
+            "acme",
+            &user,
+            "198.51.100.9",
+            "account_lock",
+            "success",
+            Some("locked_out"),
+        ));
     }
     let (compiled, sql) = both(&sorted(s), "account_lockout_wave");
     assert_eq!(compiled.len(), 1, "{compiled:#?}");
@@ -172,12 +248,30 @@ fn multi_source_spray_differs_where_the_compiled_veto_applies() {
     for i in 0..12 {
         // password_spray from 203.0.113.20: 6 accounts × 2 tries over 11 minutes.
         let user = format!("user{}@acme.example", i % 6);
-        s.push(ev(T0 + i * 60_000, &format!("s{i}"), "acme", &user, "203.0.113.20", "logon", "failure", Some("invalid_credentials")));
+        s.push(ev(
+            T0 + i * 60_000,
+            &format!("s{i}"),
+            "acme",
+            &user,
+            "203.0.113.20",
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        ));
     }
     for i in 0..25 {
         let user = format!("user{}@acme.example", i % 8);
         let ip = format!("203.0.113.{}", 20 + i % 5);
-        s.push(ev(T0 + 12 * MIN + i * 10_000, &format!("p{i}"), "acme", &user, &ip, "logon", "failure", Some("invalid_credentials")));
+        s.push(ev(
+            T0 + 12 * MIN + i * 10_000,
+            &format!("p{i}"),
+            "acme",
+            &user,
+            &ip,
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        ));
     }
     let (compiled, sql) = both(&sorted(s), "password_spray_multi_source");
     assert!(compiled.is_empty(), "{compiled:#?}");
@@ -212,7 +306,16 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     for i in 0..5 {
         // Failures at minutes 0..4 (window [0, 10m)), then at 10..14 (window [10m, 20m)).
         for base in [0, 10] {
-            let e = ev(T0 + (base + i) * MIN, &format!("e{base}-{i}"), "acme", "kenji@acme.example", "192.0.2.1", "logon", "failure", Some("invalid_credentials"));
+            let e = ev(
+                T0 + (base + i) * MIN,
+                &format!("e{base}-{i}"),
+                "acme",
+                "kenji@acme.example",
+                "192.0.2.1",
+                "logon",
+                "failure",
+                Some("invalid_credentials"),
+            );
             sql.on_event(&e, &mut out);
         }
     }
@@ -220,7 +323,10 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     assert_eq!(out.len(), 1, "the first window closed: {out:#?}");
     assert_eq!(out[0].metrics["n"], authwatch_event::MetricValue::Count(5));
     assert_eq!(out[0].summary.en, "kenji@acme.example: 5 failures");
-    assert_eq!(out[0].alert_id, Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0));
+    assert_eq!(
+        out[0].alert_id,
+        Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0)
+    );
     // A snapshot taken now and restored elsewhere decides the second window the same way.
     let snap = sql.snapshot().unwrap();
     // Same state, same bytes.
@@ -236,17 +342,24 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
 
 #[test]
 fn bad_detections_name_the_file_and_position() {
-    let e = SqlRule::parse(Path::new("x.sql"), "SELECT 1").unwrap_err().to_string();
+    let e = SqlRule::parse(Path::new("x.sql"), "SELECT 1")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("x.sql: missing header"), "{e}");
     let head = "/*---\nid: x\nseverity: low\ncause_class: user\nwindow: { kind: hopping, size: 10m, slide: 3m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT 1";
-    let e = SqlRule::parse(Path::new("x.sql"), head).unwrap_err().to_string();
+    let e = SqlRule::parse(Path::new("x.sql"), head)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("slide must divide"), "{e}");
     let rule = SqlRule::parse(
         Path::new("y.sql"),
         "/*---\nid: y\nseverity: low\ncause_class: user\nwindow: { kind: session, gap: 10m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT nosuch FROM events",
     )
     .unwrap();
-    let e = SqlDetections::new(vec![rule], 10).err().unwrap().to_string();
+    let e = SqlDetections::new(vec![rule], 10)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.starts_with("y.sql: query:"), "{e}");
     assert!(e.contains("nosuch"), "{e}");
 }
@@ -256,7 +369,11 @@ fn shipped_detections_all_plan() {
     let rules = load_dir(&sql_dir()).unwrap();
     assert!(rules.len() >= 3);
     let detections = SqlDetections::new(rules, 1000).unwrap();
-    for id in ["credential_stuffing", "password_spray_multi_source", "account_lockout_wave"] {
+    for id in [
+        "credential_stuffing",
+        "password_spray_multi_source",
+        "account_lockout_wave",
+    ] {
         assert!(detections.rule_ids().contains(&id), "{id}");
     }
 }
@@ -286,8 +403,13 @@ fn archive_round_trips_through_the_catalog() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!names.is_empty() && names.iter().all(|n| n.ends_with(".parquet")), "{names:?}");
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.ends_with(".parquet")),
+        "{names:?}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut c = Catalog::new();
         c.add_archive(&location).await.unwrap();

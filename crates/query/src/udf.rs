@@ -115,15 +115,19 @@ pub(crate) fn duration_text_ms(text: &str) -> Option<i64> {
 /// The bucket width argument: a duration text (`'15m'`) or milliseconds.
 fn width_ms(arg: &ColumnarValue) -> DfResult<i64> {
     let bad = || {
-        plan_err!("time_bucket: the width must be a constant duration such as '15m' or a number of milliseconds")
+        plan_err!(
+            "time_bucket: the width must be a constant duration such as '15m' or a number of milliseconds"
+        )
     };
     match arg {
-        ColumnarValue::Scalar(ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t))) => {
-            match duration_text_ms(t) {
-                Some(ms) => Ok(ms),
-                None => plan_err!("time_bucket: bad width {t:?}; use e.g. '30s', '15m', '1h', '1d'"),
-            }
-        }
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(t))
+            | ScalarValue::LargeUtf8(Some(t))
+            | ScalarValue::Utf8View(Some(t)),
+        ) => match duration_text_ms(t) {
+            Some(ms) => Ok(ms),
+            None => plan_err!("time_bucket: bad width {t:?}; use e.g. '30s', '15m', '1h', '1d'"),
+        },
         ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64)? {
             ScalarValue::Int64(Some(ms)) if ms > 0 => Ok(ms),
             _ => bad(),
@@ -182,9 +186,9 @@ impl ScalarUDFImpl for TimeBucket {
             .map(|t| t.map(|t| t - t.rem_euclid(width)))
             .collect();
         match time {
-            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &out, 0,
-            )?)),
+            ColumnarValue::Scalar(_) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+            }
             ColumnarValue::Array(_) => Ok(ColumnarValue::Array(Arc::new(out))),
         }
     }
@@ -218,7 +222,9 @@ impl ScalarUDFImpl for DurationMs {
         let [arg] = args.args.as_slice() else {
             return exec_err!("duration_ms takes 1 argument, e.g. duration_ms('15m')");
         };
-        Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(width_ms(arg)?))))
+        Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(width_ms(
+            arg,
+        )?))))
     }
 }
 
