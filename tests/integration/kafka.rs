@@ -943,8 +943,7 @@ fn g_run_with_sql_detections_archive_and_the_postgres_endpoint() {
         let e = client
             .simple_query("DROP TABLE live_events")
             .await
-            .err()
-            .unwrap();
+            .expect_err("read-only");
         assert_eq!(e.as_db_error().unwrap().code().code(), "25006");
     });
     terminate(&mut run, &s, "g");

@@ -285,7 +285,7 @@ fn serve_answers_tokio_postgres_and_psql_read_only_with_scram() {
             "INSERT INTO alerts VALUES (1)",
             "DROP TABLE events",
         ] {
-            let e = client.simple_query(stmt).await.err().expect("refused");
+            let e = client.simple_query(stmt).await.expect_err("refused");
             let db = e.as_db_error().expect("a server error");
             assert_eq!(db.code().code(), "25006", "{stmt}: {db:?}");
             assert!(db.message().contains("read-only"), "{}", db.message());
