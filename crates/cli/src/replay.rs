@@ -206,7 +206,9 @@ fn execute(
         p.finish();
     }
     let (summary, sink, stats) = match result {
-        Ok(done) => done,
+        // The tee is dropped here, before the responder is waited for: it ends the responder's
+        // input.
+        Ok((summary, sink, stats)) => (summary, sink.into_inner(), stats),
         Err(e) => {
             // The responder's own error (if it stopped) explains the pipeline's.
             responder.finish()?;
@@ -220,7 +222,7 @@ fn execute(
             s.events, s.alerts, s.files, s.bytes
         );
     }
-    Ok((summary, sink.into_inner(), telemetry))
+    Ok((summary, sink, telemetry))
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
