@@ -803,6 +803,8 @@ fn services_disruption_budget_and_network_policy() {
         headless["metadata"]["name"]
     );
     assert_eq!(m.config()["serve"]["listen"].as_str(), Some("0.0.0.0:5433"));
+    // `authwatch run` serves the endpoint the Service exposes.
+    assert_eq!(m.config()["serve"]["enabled"].as_bool(), Some(true));
 
     assert_eq!(m.one("PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
     let np = m.one("NetworkPolicy");

@@ -1198,3 +1198,121 @@ fn i_checkpoints_in_an_s3_bucket_survive_kill_9_and_move_between_instances() {
     assert!(ids.len() > first.len(), "the second half added nothing");
     assert!(logs.contains("restored=true"), "{logs}");
 }
+
+#[test]
+fn j_run_with_sql_detections_archive_and_the_postgres_endpoint() {
+    let _broker = broker();
+    let s = Scenario::new("sql", 2);
+    let lines = stream(s.dir.path(), "example", 120, 3, 31);
+    // What replay with the SQL detections finds: the compiled rules' alerts, and the SQL
+    // versions' again with the same alert ids.
+    let input = s.dir.path().join("sql-input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let replayed = s.dir.path().join("sql-replay-alerts.jsonl");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(s.config("replay", "1s"))
+            .arg("--sql")
+            .arg(repo().join("sql"))
+            .arg("--alerts")
+            .arg(&replayed)
+            .arg(&input),
+    );
+    let mut expected: Vec<String> = json_lines(&replayed)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let archive = s.dir.path().join("archive");
+    let config = s.config("g", "1s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[sql]\nenabled = true\ndir = {:?}\n\n[archive]\nenabled = true\nlocation = {:?}\n\n\
+         [serve]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\npassword_env = \"AW_TEST_SQL_PASSWORD\"\n\
+         live_window = \"30d\"\n",
+        repo().join("sql"),
+        archive.display().to_string(),
+    ));
+    std::fs::write(&config, text).unwrap();
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let log = std::fs::File::create(s.dir.path().join("g.log")).unwrap();
+    let mut run = authwatch()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+        .env("NO_COLOR", "1")
+        .env("AW_TEST_SQL_PASSWORD", "s3cret-pass")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
+        ids.len() >= expected.len()
+    });
+    ids.sort();
+    assert_eq!(ids, expected, "{}", s.log("g"));
+
+    // The endpoint of the running instance: the live window holds every event, and the
+    // archive (written at each checkpoint) too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("authwatch")
+            .password("s3cret-pass")
+            .dbname("authwatch")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for query in [
+            "SELECT count(*) FROM live_events",
+            "SELECT count(*) FROM events",
+        ] {
+            let started = Instant::now();
+            loop {
+                let n: i64 = client.query_one(query, &[]).await.unwrap().get(0);
+                if n == lines.len() as i64 {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{query}: {n} of {} events",
+                    lines.len()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let e = client
+            .simple_query("DROP TABLE live_events")
+            .await
+            .expect_err("read-only");
+        assert_eq!(e.as_db_error().unwrap().code().code(), "25006");
+    });
+    terminate(&mut run, &s, "g");
+    // After the graceful stop: every alert is archived too.
+    let out = run_ok(
+        authwatch()
+            .args([
+                "sql",
+                "SELECT count(*) AS n FROM alerts",
+                "--format",
+                "csv",
+                "--archive",
+            ])
+            .arg(&archive),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{}\n", expected.len())
+    );
+}

@@ -9,6 +9,7 @@ mod explain;
 mod kafka;
 mod replay;
 mod respond;
+mod sql;
 mod telemetry;
 mod tooling;
 

@@ -14,6 +14,7 @@ mod rules;
 mod rules_test;
 mod run;
 mod sigma_cmd;
+mod sql_cmd;
 mod table;
 mod telemetry_opts;
 
@@ -60,6 +61,10 @@ enum Command {
     Rules(rules::RulesCommand),
     /// Automated response: list, approve or reject pending actions.
     Respond(respond::RespondArgs),
+    /// Ad-hoc SQL over the Parquet archive and/or recorded files (tables events, alerts).
+    Sql(sql_cmd::SqlArgs),
+    /// Serve the same tables read-only over the Postgres wire protocol (psql, BI tools).
+    Serve(sql_cmd::ServeArgs),
     /// Print a schema: the event or alert JSON Schema, or the event Arrow schema.
     Schema {
         /// `event`, `alert` or `arrow`.
@@ -101,6 +106,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Respond(args) => respond::run(args),
+        Command::Sql(args) => sql_cmd::run_sql(args),
+        Command::Serve(args) => sql_cmd::run_serve(args),
         Command::Schema { which } => {
             let value = match which.as_str() {
                 "event" => authwatch_event::schema::event_json_schema(),

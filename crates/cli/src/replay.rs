@@ -42,6 +42,13 @@ pub struct RunOptions {
     /// Language of the printed summaries: `en` or `ja`.
     #[arg(long, value_name = "en|ja")]
     lang: Option<String>,
+    /// Also write enriched events and alerts as Parquet to this directory or object store URL
+    /// (sets archive.enabled and archive.location).
+    #[arg(long, value_name = "DIR|URL")]
+    archive: Option<String>,
+    /// Also run the windowed SQL detections of this directory (sets sql.enabled and sql.dir).
+    #[arg(long, value_name = "DIR")]
+    sql: Option<PathBuf>,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
@@ -103,6 +110,14 @@ pub(crate) fn load_config(options: &RunOptions) -> Result<Config> {
         config.output.late_events = Some(p.clone());
         config.event_time.late_events = authwatch_pipeline::LatePolicy::SideOutput;
     }
+    if let Some(location) = &options.archive {
+        config.archive.enabled = true;
+        config.archive.location = location.clone();
+    }
+    if let Some(dir) = &options.sql {
+        config.sql.enabled = true;
+        config.sql.dir = dir.clone();
+    }
     if let Some(lang) = &options.lang {
         config.output.language = match lang.as_str() {
             "en" => Language::En,
@@ -120,6 +135,25 @@ pub fn load_rules(config: &Config) -> Result<RulePack> {
         Some(path) => RulePack::load(path)?,
         None => RulePack::builtin()?,
     })
+}
+
+/// Registers the windowed SQL detections when `[sql]` is enabled.
+pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<Pipeline> {
+    if !config.sql.enabled {
+        return Ok(pipeline);
+    }
+    let rules = authwatch_query::load_dir(&config.sql.dir)?;
+    let detections = authwatch_query::SqlDetections::new(rules, config.sql.max_buffered_rows)?;
+    Ok(pipeline.with_stream_detectors(std::sync::Arc::new(detections)))
+}
+
+/// The archive writer when `[archive]` is enabled.
+fn open_archive(config: &Config) -> Result<Option<authwatch_query::ArchiveWriter>> {
+    if !config.archive.enabled {
+        return Ok(None);
+    }
+    let options = crate::sql_cmd::archive_options(config);
+    Ok(Some(authwatch_query::ArchiveWriter::open(options)?))
 }
 
 fn execute(
@@ -144,24 +178,50 @@ fn execute(
         .keep_alerts(keep),
     );
     let telemetry = options.telemetry.start(&config)?;
-    let mut pipeline = Pipeline::new(config, pack)?;
+    let archive = open_archive(&config)?;
+    let location = config.archive.location.clone();
+    let mut pipeline = with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
     if let Some(t) = &telemetry {
         pipeline = t.connect(pipeline);
     }
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
-    let result = pipeline.run(source, sink, options.speed);
+    let result = match archive {
+        Some(archive) => pipeline
+            .run(
+                source,
+                authwatch_query::ArchiveSink::new(sink, archive),
+                options.speed,
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|(summary, sink)| {
+                let (sink, stats) = sink.finish()?;
+                Ok((summary, sink, Some(stats)))
+            }),
+        None => pipeline
+            .run(source, sink, options.speed)
+            .map(|(summary, sink)| (summary, sink, None))
+            .map_err(anyhow::Error::from),
+    };
     if let Some(p) = progress {
         p.finish();
     }
-    let (summary, sink) = match result {
-        Ok((summary, sink)) => (summary, sink.into_inner()),
+    let (summary, sink, stats) = match result {
+        // The tee is dropped here, before the responder is waited for: it ends the responder's
+        // input.
+        Ok((summary, sink, stats)) => (summary, sink.into_inner(), stats),
         Err(e) => {
             // The responder's own error (if it stopped) explains the pipeline's.
             responder.finish()?;
-            return Err(e.into());
+            return Err(e);
         }
     };
     responder.finish()?;
+    if let Some(s) = stats {
+        eprintln!(
+            "archive {location}: {} events and {} alerts in {} Parquet files ({} bytes)",
+            s.events, s.alerts, s.files, s.bytes
+        );
+    }
     Ok((summary, sink, telemetry))
 }
 

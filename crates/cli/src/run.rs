@@ -46,6 +46,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(addr) = telemetry.local_addr() {
         tracing::info!(%addr, "telemetry: /metrics /livez /readyz /startupz");
     }
+    let sql_config = config.clone();
     let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
         .until_end(args.until_end)
         .role(match args.role {
@@ -58,6 +59,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let t = Arc::clone(&telemetry);
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
+    let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
     connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), &stop);
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {

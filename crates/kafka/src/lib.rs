@@ -43,7 +43,7 @@ pub use metrics::{KafkaMetrics, PartitionLag};
 /// librdkafka client settings (re-exported for tools that use [`admin`]).
 pub use rdkafka::ClientConfig;
 pub use repartition::Role;
-pub use runner::{RunReport, Runtime};
+pub use runner::{RunReport, Runtime, SinkLayer};
 pub use store::CheckpointStore;
 
 /// librdkafka's own log lines, at the matching tracing level.

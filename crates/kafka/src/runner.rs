@@ -40,6 +40,10 @@ pub struct Runtime {
     until_end: bool,
     observer: Option<Arc<dyn authwatch_pipeline::BatchObserver>>,
     on_pipeline: Option<PipelineHook>,
+    /// Detectors after the compiled rules (windowed SQL, the SQL endpoint's live window).
+    detectors: Vec<Arc<dyn authwatch_pipeline::DetectorFactory>>,
+    /// Wraps the sink of every pipeline this runtime builds (the Parquet archive).
+    sink_layer: Option<SinkLayer>,
     /// The decision counts of the responder of the current run (a restart starts a new one).
     response_counts: Arc<Mutex<Option<authwatch_respond::SharedCounts>>>,
     /// What this runtime runs: everything, or one stage of a repartitioned run.
@@ -49,6 +53,13 @@ pub struct Runtime {
     /// The ingest stage's numbers, when a repartitioned process runs it.
     ingest_metrics: Arc<KafkaMetrics>,
 }
+
+/// Wraps the sink of a pipeline (e.g. archiving what passes through); fails as configuration.
+pub type SinkLayer = Arc<
+    dyn Fn(Box<dyn authwatch_pipeline::Sink>) -> Result<Box<dyn authwatch_pipeline::Sink>, String>
+        + Send
+        + Sync,
+>;
 
 /// Called with the counters of every pipeline the runtime builds (one per start or restart).
 type PipelineHook = Arc<dyn Fn(Arc<Metrics>) + Send + Sync>;
@@ -71,6 +82,8 @@ impl Runtime {
             until_end: false,
             observer: None,
             on_pipeline: None,
+            detectors: Vec::new(),
+            sink_layer: None,
             response_counts: Arc::new(Mutex::new(None)),
             stage: Stage::Whole,
             role: Role::All,
@@ -122,6 +135,17 @@ impl Runtime {
             observer: if detect { self.observer.clone() } else { None },
             on_pipeline: if detect {
                 self.on_pipeline.clone()
+            } else {
+                None
+            },
+            // SQL detections and the archive (enriched events, alerts) belong to detection.
+            detectors: if detect {
+                self.detectors.clone()
+            } else {
+                Vec::new()
+            },
+            sink_layer: if detect {
+                self.sink_layer.clone()
             } else {
                 None
             },
@@ -212,6 +236,23 @@ impl Runtime {
     /// new pipeline, and an exporter must follow it.
     pub fn on_pipeline(mut self, hook: impl Fn(Arc<Metrics>) + Send + Sync + 'static) -> Self {
         self.on_pipeline = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also runs the detectors `factory` makes in every pipeline this runtime builds (each task
+    /// gets its own, checkpointed with the task's state).
+    pub fn with_stream_detectors(
+        mut self,
+        factory: Arc<dyn authwatch_pipeline::DetectorFactory>,
+    ) -> Self {
+        self.detectors.push(factory);
+        self
+    }
+
+    /// Wraps the sink of every pipeline this runtime builds with `layer` (made anew at each
+    /// start or restart). The layer sees every result and checkpoint before the Kafka sink.
+    pub fn with_sink_layer(mut self, layer: SinkLayer) -> Self {
+        self.sink_layer = Some(layer);
         self
     }
 
@@ -447,6 +488,9 @@ impl Runtime {
         if merge.is_some() {
             pipeline = pipeline.with_enricher(Arc::new(repartition::AlreadyEnriched));
         }
+        for factory in &self.detectors {
+            pipeline = pipeline.with_stream_detectors(Arc::clone(factory));
+        }
         if let Some(hook) = &self.on_pipeline {
             hook(pipeline.metrics());
         }
@@ -506,6 +550,18 @@ impl Runtime {
         let sink = match &responder {
             Some(thread) => thread.tee(sink),
             None => TeeSink::without_responder(sink),
+        };
+        let sink: Box<dyn authwatch_pipeline::Sink> = match &self.sink_layer {
+            Some(layer) => match layer(Box::new(sink)) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    if let Some(Err(re)) = responder.map(ResponderThread::finish) {
+                        tracing::warn!(error = %re, "responder stopped with an error");
+                    }
+                    return Err(KafkaError::Config(e));
+                }
+            },
+            None => Box::new(sink),
         };
         let reporter = Reporter::start(Arc::clone(&self.metrics), pipeline.metrics());
         let result = pipeline.run_with(&mut source, sink, &options);

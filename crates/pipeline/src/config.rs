@@ -81,6 +81,15 @@ pub struct Config {
     /// Metrics, health probes, slow-batch traces and log format.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Windowed SQL detections.
+    #[serde(default)]
+    pub sql: SqlConfig,
+    /// The Parquet archive of enriched events and alerts.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+    /// The read-only Postgres-wire SQL endpoint.
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 /// `[input]`
@@ -1239,5 +1248,104 @@ impl RepartitionConfig {
         self.topic
             .clone()
             .unwrap_or_else(|| format!("{group_id}.events.by-tenant"))
+    }
+}
+
+/// `[sql]`: windowed SQL detections (`.sql` files, run by DataFusion in the detect stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Run the detections of `dir` after the compiled rules. Default false.
+    pub enabled: bool,
+    /// Directory of `.sql` detections. Default `sql`.
+    pub dir: PathBuf,
+    /// Most rows one detection buffers for its open windows (after its filter); beyond, the
+    /// oldest are dropped and counted. Default 1000000.
+    pub max_buffered_rows: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            enabled: false,
+            dir: PathBuf::from("sql"),
+            max_buffered_rows: 1_000_000,
+        }
+    }
+}
+
+/// `[archive]`: enriched events and alerts as Parquet, partitioned by date and hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Write the archive. Default false.
+    pub enabled: bool,
+    /// A directory, or `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
+    /// (credentials from the provider's standard environment variables). Default `archive`.
+    pub location: String,
+    /// Rows per Parquet file. Default 1000000.
+    pub file_rows: usize,
+    /// Rows buffered over all partitions at most. Default 2000000.
+    pub max_buffered_rows: usize,
+    /// Rows per row group. Default 131072.
+    pub row_group_rows: usize,
+    /// Longest (wall) time rows wait in a buffer before they are written. Default `5m`.
+    pub max_buffer_age: DurationText,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            enabled: false,
+            location: "archive".to_owned(),
+            file_rows: 1_000_000,
+            max_buffered_rows: 2_000_000,
+            row_group_rows: 131_072,
+            max_buffer_age: DurationText(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `[serve]`: the read-only Postgres-wire endpoint (`authwatch serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Serve the endpoint from `authwatch run` too (`authwatch serve` always serves). Default
+    /// false.
+    pub enabled: bool,
+    /// Address and port. Default `0.0.0.0:5433`.
+    pub listen: String,
+    /// The user name clients log in with. Default `authwatch`.
+    pub user: String,
+    /// A file holding the password (first line). Unset by default.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password, when no file is set. Unset by default.
+    pub password_env: Option<String>,
+    /// TLS certificate chain (PEM); TLS is on when this and `tls_key` are set.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Most rows one query returns. Default 1000000.
+    pub max_rows: usize,
+    /// Event time of the live window (`live_events`) kept in memory. Default `1h`.
+    pub live_window: DurationText,
+    /// Most events in the live window. Default 1000000.
+    pub live_max_rows: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            enabled: false,
+            listen: "0.0.0.0:5433".to_owned(),
+            user: "authwatch".to_owned(),
+            password_file: None,
+            password_env: None,
+            tls_cert: None,
+            tls_key: None,
+            max_rows: 1_000_000,
+            live_window: DurationText(Duration::from_secs(3600)),
+            live_max_rows: 1_000_000,
+        }
     }
 }

@@ -31,6 +31,7 @@
 pub mod checkpoint;
 pub mod config;
 mod deadletter;
+mod detector;
 mod enrich;
 mod metrics;
 mod runtime;
@@ -43,6 +44,7 @@ pub use checkpoint::{
 };
 pub use config::{Config, ConfigError, Language, LatePolicy};
 pub use deadletter::DeadLetter;
+pub use detector::{DetectorFactory, StreamDetector};
 pub use enrich::Enricher;
 pub use metrics::{BatchObserver, BatchReport, Metrics, RuleMetrics, Stage, StageMetrics};
 pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};

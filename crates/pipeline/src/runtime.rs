@@ -191,6 +191,8 @@ pub struct Pipeline {
     enricher: Arc<dyn Enricher>,
     metrics: Arc<Metrics>,
     observer: Option<Arc<dyn BatchObserver>>,
+    /// Makes the detectors that run after the rule engine, one set per task.
+    detectors: Vec<Arc<dyn crate::DetectorFactory>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
 }
@@ -219,6 +221,7 @@ impl Pipeline {
             enricher,
             metrics,
             observer: None,
+            detectors: Vec::new(),
             _reloader: reloader,
         })
     }
@@ -226,6 +229,14 @@ impl Pipeline {
     /// Reports every batch's numbers and timings to `observer` (metrics, slow-batch traces).
     pub fn with_observer(mut self, observer: Arc<dyn BatchObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Also runs the detectors `factory` makes, after the compiled rules (e.g. windowed SQL, the
+    /// live window of the SQL endpoint): each task (input partition) gets its own, checkpointed
+    /// with it.
+    pub fn with_stream_detectors(mut self, factory: Arc<dyn crate::DetectorFactory>) -> Self {
+        self.detectors.push(factory);
         self
     }
 
@@ -754,11 +765,17 @@ impl Pipeline {
                     }
                     let before = out.alerts.len();
                     task.engine.on_event(&event, &mut out.alerts);
+                    for d in &mut task.detectors {
+                        d.on_event(&event, &mut out.alerts);
+                    }
                     if event.time > task.wm.max_time {
                         task.wm.max_time = event.time;
                         task.wm.watermark = event.time.saturating_sub(lateness);
                         if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
                             task.profiles.expire(task.wm.watermark);
+                        }
+                        for d in &mut task.detectors {
+                            d.on_watermark(task.wm.watermark, &mut out.alerts);
                         }
                     }
                     if muted {
@@ -800,6 +817,9 @@ impl Pipeline {
             let mut out = SinkBatch::default();
             for task in tasks.values_mut() {
                 task.engine.flush(&mut out.alerts);
+                for d in &mut task.detectors {
+                    d.flush(&mut out.alerts);
+                }
             }
             self.metrics.record_alerts(&out.alerts);
             self.metrics
@@ -819,6 +839,7 @@ impl Pipeline {
             }),
             profiles: UserProfiles::new(&self.config.enrich.profiles),
             wm: Watermark::default(),
+            detectors: self.detectors.iter().flat_map(|f| f.create()).collect(),
             // A task is checkpointed at its first barrier even without events, so that every
             // committed position has a state file at or before it.
             dirty: true,
@@ -834,6 +855,8 @@ struct Task {
     engine: authwatch_detect::Engine,
     profiles: UserProfiles,
     wm: Watermark,
+    /// Detectors after the rule engine (windowed SQL), in registration order.
+    detectors: Vec<Box<dyn crate::StreamDetector>>,
     /// Changed since its last snapshot.
     dirty: bool,
     /// Has a snapshot on the store (restored from one, or snapshotted since it started).
@@ -855,6 +878,9 @@ impl Task {
         parts.add(&self.engine)?;
         parts.add(&self.profiles)?;
         parts.add(&self.wm)?;
+        for d in &self.detectors {
+            parts.add(d.as_ref())?;
+        }
         Ok(parts)
     }
 
@@ -865,6 +891,10 @@ impl Task {
         for part in parts {
             state.restore(part)?;
             own.push(part.name().to_owned());
+        }
+        for d in &mut self.detectors {
+            state.restore(d.as_mut())?;
+            own.push(d.name().to_owned());
         }
         // The rest is the source's (a merging source's buffer): it belongs in the task's next
         // snapshot even if the source does not send it again before then.

@@ -79,6 +79,32 @@ pub trait Sink: Send {
     }
 }
 
+/// A boxed sink is a sink: layers chosen at run time (an archive in front of the Kafka sink)
+/// wrap `Box<dyn Sink>`.
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        (**self).alert(alert)
+    }
+    fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
+        (**self).dead_letter(record)
+    }
+    fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
+        (**self).late_event(record)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        (**self).flush()
+    }
+    fn wants_events(&self) -> bool {
+        (**self).wants_events()
+    }
+    fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        (**self).event(event)
+    }
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+        (**self).checkpoint(checkpoint)
+    }
+}
+
 struct Output {
     name: String,
     writer: Box<dyn Write + Send>,

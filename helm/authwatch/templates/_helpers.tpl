@@ -173,7 +173,7 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
   "detect" (dict "rules" $p.rules)
   "sql" (dict "enabled" .Values.sql.enabled "dir" $p.sql) }}
 {{- if .Values.serve.enabled }}
-{{- $serve := dict "listen" (printf "0.0.0.0:%d" (int .Values.serve.port)) "user" .Values.serve.user "password_file" (printf "%s/pgwire/password" $s) }}
+{{- $serve := dict "enabled" true "listen" (printf "0.0.0.0:%d" (int .Values.serve.port)) "user" .Values.serve.user "password_file" (printf "%s/pgwire/password" $s) }}
 {{- if .Values.serve.tlsSecret }}
 {{- $_ := set $serve "tls_cert" (printf "%s/pgwire-tls/tls.crt" $s) }}
 {{- $_ := set $serve "tls_key" (printf "%s/pgwire-tls/tls.key" $s) }}

@@ -1,0 +1,373 @@
+//! `authwatch sql`: ad-hoc SQL over the Parquet archive and/or recorded files, and
+//! `authwatch serve`: the same catalog over the Postgres wire protocol.
+
+use anyhow::{Context, Result, bail};
+use authwatch_event::{Alert, AuthEvent};
+use authwatch_pipeline::{
+    Config, DeadLetter, LateEvent, LineSource, Pipeline, Sink, SinkError, Speed,
+};
+use authwatch_query::{
+    ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow, OutputFormat, SqlDetections,
+    server::ServerOptions, write_result,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `authwatch sql`
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// One query (SELECT, WITH, SHOW, EXPLAIN, DESCRIBE). Tables: `events`, `alerts`.
+    #[arg(value_name = "QUERY")]
+    query: String,
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Output: `table`, `csv` or `json` (one object per line).
+    #[arg(long, default_value = "table", value_name = "table|csv|json")]
+    format: OutputFormat,
+    /// Benchmark: run the query N times and print the best wall time and the row count instead
+    /// of the rows (used by benches/sql_vs_duckdb.sh).
+    #[arg(long, value_name = "N")]
+    bench: Option<u32>,
+}
+
+/// Where the tables come from (shared by `sql` and `serve`).
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// An archive written by `replay --archive` (directory or s3:// gs:// az:// URL).
+    #[arg(long, value_name = "DIR|URL")]
+    archive: Option<String>,
+    /// Recorded files of any supported format, replayed through the pipeline (normalized,
+    /// enriched, with the rules' alerts) into the `events` and `alerts` tables.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Configuration file (enrichment, rules, [archive], [serve]).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `authwatch serve`
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Address to listen on; overrides serve.listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+/// Keeps what a replay of the inputs produced.
+struct CollectSink {
+    events: Vec<AuthEvent>,
+    alerts: Vec<Alert>,
+}
+
+impl Sink for CollectSink {
+    fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        self.alerts.push(alert.clone());
+        Ok(())
+    }
+    fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
+        eprintln!(
+            "authwatch: {}:{}: skipped: {}",
+            record.file, record.line, record.detail
+        );
+        Ok(())
+    }
+    fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn wants_events(&self) -> bool {
+        true
+    }
+    fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        self.events.push(event.clone());
+        Ok(())
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    let config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::from_env()?,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// What a replay of the inputs produced: events, alerts, and the live window it fed.
+struct Loaded {
+    events: Vec<AuthEvent>,
+    alerts: Vec<Alert>,
+    live: LiveWindow,
+}
+
+/// Replays the inputs through the pipeline (outside any async runtime: the pipeline and the SQL
+/// detections run their own threads and runtimes).
+fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> {
+    if sources.archive.is_none() && sources.input.is_empty() {
+        bail!("nothing to query: give --archive DIR and/or --input FILE…");
+    }
+    if sources.input.is_empty() {
+        return Ok(None);
+    }
+    let live = LiveWindow::new(
+        config.serve.live_window.millis(),
+        config.serve.live_max_rows,
+    )?;
+    let pack = crate::replay::load_rules(config)?;
+    let mut source = LineSource::open_files(
+        &sources.input,
+        config.input.max_line_bytes,
+        config.input.dead_letter_raw_bytes,
+    )?;
+    let pipeline =
+        Pipeline::new(config.clone(), pack)?.with_stream_detectors(Arc::new(live.clone()));
+    let pipeline = crate::replay::with_sql_detections(pipeline, config)?;
+    let sink = CollectSink {
+        events: Vec::new(),
+        alerts: Vec::new(),
+    };
+    let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
+    tracing::info!(
+        events = summary.events,
+        alerts = summary.alerts,
+        "inputs loaded"
+    );
+    Ok(Some(Loaded {
+        events: sink.events,
+        alerts: sink.alerts,
+        live,
+    }))
+}
+
+/// The catalog: archive tables, then what the inputs produced (and `live_events`).
+async fn build_catalog(sources: &SourceArgs, loaded: Option<Loaded>) -> Result<Catalog> {
+    let mut catalog = Catalog::new();
+    if let Some(location) = &sources.archive {
+        catalog
+            .add_archive(location)
+            .await
+            .with_context(|| format!("cannot open the archive {location}"))?;
+    }
+    if let Some(l) = loaded {
+        catalog.add_events(&l.events).await?;
+        catalog.add_alerts(&l.alerts).await?;
+        catalog.with_live_window(l.live)?;
+    }
+    Ok(catalog)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run_sql(args: SqlArgs) -> Result<ExitCode> {
+    let config = load_config(args.sources.config.as_ref())?;
+    let loaded = load_inputs(&args.sources, &config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let catalog = build_catalog(&args.sources, loaded).await?;
+        if let Some(n) = args.bench {
+            let mut best = std::time::Duration::MAX;
+            let mut rows = 0;
+            for _ in 0..n.max(1) {
+                let started = std::time::Instant::now();
+                let result = catalog.query(&args.query).await?;
+                best = best.min(started.elapsed());
+                rows = result.rows();
+            }
+            println!("best_ms={:.1} rows={rows}", best.as_secs_f64() * 1000.0);
+            return Ok(ExitCode::SUCCESS);
+        }
+        match catalog.query(&args.query).await {
+            Ok(result) => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                write_result(&result, args.format, &mut out)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("authwatch sql: {e}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}
+
+fn read_secret(config: &Config) -> Result<String> {
+    let serve = &config.serve;
+    if let Some(path) = &serve.password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("serve.password_file {}", path.display()))?;
+        let line = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
+        if line.is_empty() {
+            bail!("serve.password_file {}: the file is empty", path.display());
+        }
+        return Ok(line);
+    }
+    if let Some(var) = &serve.password_env {
+        let value = std::env::var(var).with_context(|| {
+            format!("serve.password_env: environment variable {var} is not set")
+        })?;
+        if value.is_empty() {
+            bail!("serve.password_env: environment variable {var} is empty");
+        }
+        return Ok(value);
+    }
+    bail!(
+        "serve needs a password: set serve.password_file or serve.password_env (never the password itself in the config)"
+    )
+}
+
+/// The endpoint's authentication and TLS, from `[serve]` (secrets from files or env).
+fn server_options(config: &Config) -> Result<ServerOptions> {
+    let password = read_secret(config)?;
+    let tls = match (&config.serve.tls_cert, &config.serve.tls_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("serve.tls_cert {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("serve.tls_key {}", k.display()))?,
+        )),
+        (None, None) => None,
+        _ => bail!("serve.tls_cert and serve.tls_key go together"),
+    };
+    Ok(ServerOptions {
+        user: config.serve.user.clone(),
+        password,
+        tls,
+        max_rows: config.serve.max_rows,
+    })
+}
+
+pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = load_config(args.sources.config.as_ref())?;
+    if let Some(listen) = &args.listen {
+        config.serve.listen = listen.clone();
+    }
+    let options = server_options(&config)?;
+    let loaded = load_inputs(&args.sources, &config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let catalog = Arc::new(build_catalog(&args.sources, loaded).await?);
+        let listener = tokio::net::TcpListener::bind(&config.serve.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.serve.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "authwatch serve: read-only SQL on postgres://{}@{addr}/ ({}), tables: events, alerts{}",
+            config.serve.user,
+            if options.tls.is_some() { "TLS" } else { "no TLS" },
+            if args.sources.input.is_empty() { "" } else { ", live_events" },
+        );
+        tokio::select! {
+            r = authwatch_query::server::serve(catalog, options, listener) => r?,
+            _ = tokio::signal::ctrl_c() => eprintln!("authwatch serve: stopped"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The archive's options from `[archive]`.
+pub fn archive_options(config: &Config) -> ArchiveOptions {
+    let a = &config.archive;
+    ArchiveOptions {
+        location: a.location.clone(),
+        file_rows: a.file_rows,
+        max_buffered_rows: a.max_buffered_rows,
+        row_group_rows: a.row_group_rows,
+        max_buffer_age: a.max_buffer_age.0,
+    }
+}
+
+/// `authwatch run`'s SQL side, as `[sql]`, `[archive]` and `[serve]` ask: the windowed SQL
+/// detections in every pipeline, the Parquet archive in front of the Kafka sink, and the
+/// Postgres-wire endpoint over the pipeline's live window (`live_events`) and the archive
+/// (`events`, `alerts`). The endpoint runs on its own thread for the life of the process.
+pub fn attach_to_runtime(
+    mut runtime: authwatch_kafka::Runtime,
+    config: &Config,
+) -> Result<authwatch_kafka::Runtime> {
+    if config.sql.enabled {
+        let rules = authwatch_query::load_dir(&config.sql.dir)?;
+        let detections = SqlDetections::new(rules, config.sql.max_buffered_rows)?;
+        tracing::info!(rules = ?detections.rule_ids(), "windowed SQL detections");
+        runtime = runtime.with_stream_detectors(Arc::new(detections));
+    }
+    if config.archive.enabled {
+        let options = archive_options(config);
+        // Opened once now, so that a bad location fails the start rather than each restart.
+        ArchiveWriter::open(options.clone())
+            .with_context(|| format!("archive {}", options.location))?;
+        runtime = runtime.with_sink_layer(Arc::new(move |sink| {
+            let writer = ArchiveWriter::open(options.clone()).map_err(|e| e.to_string())?;
+            Ok(Box::new(ArchiveSink::new(sink, writer)) as Box<dyn Sink>)
+        }));
+    }
+    if config.serve.enabled {
+        let live = LiveWindow::new(
+            config.serve.live_window.millis(),
+            config.serve.live_max_rows,
+        )?;
+        runtime = runtime.with_stream_detectors(Arc::new(live.clone()));
+        spawn_endpoint(config, live)?;
+    }
+    Ok(runtime)
+}
+
+/// Starts the endpoint of `authwatch run` on its own thread; returns once it listens (or
+/// with the reason it cannot).
+fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
+    let options = server_options(config)?;
+    let listen = config.serve.listen.clone();
+    let archive = config
+        .archive
+        .enabled
+        .then(|| config.archive.location.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr>>();
+    std::thread::Builder::new()
+        .name("aw-sql-serve".into())
+        .spawn(move || {
+            let started = runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let mut catalog = Catalog::new();
+                    if let Some(location) = &archive {
+                        catalog
+                            .add_archive(location)
+                            .await
+                            .with_context(|| format!("cannot open the archive {location}"))?;
+                    }
+                    catalog.with_live_window(live)?;
+                    let listener = tokio::net::TcpListener::bind(&listen)
+                        .await
+                        .with_context(|| format!("serve.listen: cannot listen on {listen}"))?;
+                    let _ = ready_tx.send(Ok(listener.local_addr()?));
+                    authwatch_query::server::serve(Arc::new(catalog), options, listener).await?;
+                    Ok::<(), anyhow::Error>(())
+                })
+            });
+            if let Err(e) = started {
+                tracing::error!(error = %format!("{e:#}"), "SQL endpoint stopped");
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .context("starting the SQL endpoint thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(addr)) => {
+            tracing::info!(%addr, "SQL endpoint: read-only Postgres wire (live_events, events, alerts)");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("the SQL endpoint thread ended before it listened"),
+    }
+}

@@ -1,0 +1,1234 @@
+//! Windowed streaming SQL: each detection is planned once, then evaluated over the Arrow record
+//! batches of the windows the watermark closes.
+//!
+//! Events are staged, converted to Arrow in batches, and each detection keeps only the rows its
+//! query can read: the filters DataFusion pushes into the scan of `events` are evaluated once at
+//! ingestion (so a detection over failed logons buffers failed logons, not all traffic). When the
+//! watermark passes the end of windows, their rows — with `window_start` and `window_end`
+//! columns, one copy per window for hopping windows, as Flink's window table functions do — are
+//! handed to the planned query in one execution, and result rows become alerts.
+
+use crate::convert::{batch_to_events, event_schema, events_to_batch};
+use crate::error::describe_datafusion_error;
+use crate::rule::{SqlRule, WindowSpec};
+use crate::{QueryError, register_udfs};
+use async_trait::async_trait;
+use authwatch_event::{
+    Alert, AuthEvent, Entity, Localized, MetricValue, Observed, Text, Timestamp, Window,
+    format_rfc3339_ms,
+};
+use authwatch_pipeline::{CheckpointError, Checkpointed, DetectorFactory, StreamDetector};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, tree_node::TreeNode, tree_node::TreeNodeRecursion};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, TableProviderFilterPushDown, utils::conjunction, utils::disjunction,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Events staged before they are converted to Arrow together.
+const STAGE_EVENTS: usize = 4096;
+/// Most event ids an alert lists as evidence (as the compiled rules).
+const MAX_EVIDENCE: usize = 20;
+
+/// The `events` table of a detection: the rows of the windows being decided.
+#[derive(Debug)]
+struct WindowTable {
+    schema: SchemaRef,
+    rows: Arc<Mutex<Vec<RecordBatch>>>,
+}
+
+#[async_trait]
+impl TableProvider for WindowTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let rows = self.rows.lock().map(|r| r.clone()).unwrap_or_default();
+        Ok(MemorySourceConfig::try_new_exec(
+            &[rows],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?)
+    }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: the filters stay in the plan, and the detector also applies them at
+        // ingestion so that only rows the query can read are buffered.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+/// Per-detection counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SqlRuleStats {
+    /// Rows kept after the ingestion filter.
+    pub rows_buffered: u64,
+    /// Query executions (each decides every window that closed together).
+    pub executions: u64,
+    /// Alerts emitted.
+    pub alerts: u64,
+    /// Result rows absorbed by an open incident of the same key.
+    pub suppressed: u64,
+    /// Rows dropped because the buffer was full (`sql.max_buffered_rows`).
+    pub evicted: u64,
+    /// Executions that failed (logged).
+    pub errors: u64,
+}
+
+/// One buffered chunk of rows of a detection.
+struct Chunk {
+    batch: RecordBatch,
+    times: Vec<i64>,
+    /// The detection key of each row (session windows only).
+    keys: Vec<Option<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Incident {
+    first_seen: i64,
+    last_seen: i64,
+}
+
+/// A detection planned once, shared by the detectors of every task.
+struct PlannedRule {
+    rule: SqlRule,
+    ctx: SessionContext,
+    /// The rows the `events` table serves during one execution.
+    rows: Arc<Mutex<Vec<RecordBatch>>>,
+    /// Held for the whole of an execution: the tasks' detectors share `rows`.
+    executing: Mutex<()>,
+    /// The optimized logical plan, made once.
+    plan: LogicalPlan,
+    /// The scan filters of the plan, evaluated at ingestion.
+    prefilter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// One detection's state in one task.
+struct RuleRun {
+    rule: SqlRule,
+    planned: Arc<PlannedRule>,
+    buffer: Vec<Chunk>,
+    buffered: usize,
+    /// Tumbling and hopping: the end of the next window to decide.
+    next_end: Option<i64>,
+    /// Session windows: per key, its open sessions (start, last event), ordered.
+    sessions: HashMap<String, Vec<(i64, i64)>>,
+    incidents: HashMap<String, Incident>,
+    stats: SqlRuleStats,
+}
+
+/// The windowed SQL detections of `sql/`, parsed and planned once; a [`DetectorFactory`] that
+/// gives each task of the pipeline its own [`SqlDetector`].
+pub struct SqlDetections {
+    runtime: Arc<tokio::runtime::Runtime>,
+    rules: Vec<Arc<PlannedRule>>,
+    window_schema: SchemaRef,
+    event_columns: usize,
+    max_buffered_rows: usize,
+}
+
+/// The windowed SQL detections' state in one task, as a [`StreamDetector`] of the pipeline.
+pub struct SqlDetector {
+    runtime: Arc<tokio::runtime::Runtime>,
+    rules: Vec<RuleRun>,
+    staged: Vec<AuthEvent>,
+    window_schema: SchemaRef,
+    event_columns: usize,
+    max_buffered_rows: usize,
+    /// No window can close before the watermark reaches this.
+    next_due: i64,
+}
+
+fn rule_error(rule: &SqlRule, e: impl std::fmt::Display) -> QueryError {
+    QueryError::Rule {
+        path: rule.path.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// The canonical text of a key part, as the compiled rules write it in `alert_id`.
+fn key_part(field: &str, e: &AuthEvent) -> Option<String> {
+    let text = |t: &Text| (!t.is_empty()).then(|| t.to_string());
+    match field {
+        "user" => text(&e.user.name).or_else(|| text(&e.user.id)),
+        "ip" => e.src.ip.map(|ip| ip.to_string()),
+        "tenant" => text(&e.tenant),
+        "asn" => e.src.asn.map(|n| n.to_string()),
+        "device" => text(&e.device.fingerprint),
+        "country" => e.src.geo.as_ref().and_then(|g| text(&g.country)),
+        "app" => text(&e.app),
+        _ => None,
+    }
+}
+
+fn canonical_key(fields: &[String], e: &AuthEvent) -> Option<String> {
+    let parts: Option<Vec<String>> = fields
+        .iter()
+        .map(|f| key_part(f, e).map(|v| format!("{f}={v}")))
+        .collect();
+    parts.map(|p| p.join(" "))
+}
+
+impl SqlDetections {
+    /// Plans every detection once. Fails, naming the file and DataFusion's position in the
+    /// query, when a query does not plan against the `events` table or lacks the result
+    /// columns an alert needs (the key columns, `first_seen`, `last_seen`).
+    pub fn new(rules: Vec<SqlRule>, max_buffered_rows: usize) -> Result<SqlDetections, QueryError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| QueryError::Sql(format!("cannot start the query runtime: {e}")))?;
+        let events = event_schema()?;
+        let event_columns = events.fields().len();
+        let mut fields: Vec<Arc<Field>> = events.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("window_start", DataType::Int64, false)));
+        fields.push(Arc::new(Field::new("window_end", DataType::Int64, false)));
+        let window_schema = Arc::new(Schema::new(fields));
+        let mut runs = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let run = runtime.block_on(plan_rule(rule, &window_schema, &events))?;
+            runs.push(Arc::new(run));
+        }
+        Ok(SqlDetections {
+            runtime: Arc::new(runtime),
+            rules: runs,
+            window_schema,
+            event_columns,
+            max_buffered_rows: max_buffered_rows.max(1),
+        })
+    }
+
+    /// The rule ids, in file order.
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.rule.id.as_str()).collect()
+    }
+
+    /// A detector with empty windows.
+    pub fn detector(&self) -> SqlDetector {
+        SqlDetector {
+            runtime: Arc::clone(&self.runtime),
+            rules: self
+                .rules
+                .iter()
+                .map(|p| RuleRun {
+                    rule: p.rule.clone(),
+                    planned: Arc::clone(p),
+                    buffer: Vec::new(),
+                    buffered: 0,
+                    next_end: None,
+                    sessions: HashMap::new(),
+                    incidents: HashMap::new(),
+                    stats: SqlRuleStats::default(),
+                })
+                .collect(),
+            staged: Vec::new(),
+            window_schema: Arc::clone(&self.window_schema),
+            event_columns: self.event_columns,
+            max_buffered_rows: self.max_buffered_rows,
+            next_due: i64::MAX,
+        }
+    }
+}
+
+impl DetectorFactory for SqlDetections {
+    fn create(&self) -> Vec<Box<dyn StreamDetector>> {
+        vec![Box::new(self.detector())]
+    }
+}
+
+impl SqlDetector {
+    /// Per-detection counters.
+    pub fn stats(&self) -> Vec<(String, SqlRuleStats)> {
+        self.rules
+            .iter()
+            .map(|r| (r.rule.id.clone(), r.stats.clone()))
+            .collect()
+    }
+
+    /// Converts staged events to Arrow and gives each detection the rows its filter keeps.
+    fn ingest(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let batch = match events_to_batch(&staged) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "sql: events could not be converted to Arrow; skipped");
+                for r in &mut self.rules {
+                    r.stats.errors += 1;
+                }
+                return;
+            }
+        };
+        for r in &mut self.rules {
+            let mask = match &r.planned.prefilter {
+                Some(f) => match f
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                {
+                    Ok(a) => a.as_boolean_opt().cloned(),
+                    Err(e) => {
+                        tracing::warn!(rule = %r.rule.id, error = %e, "sql: ingestion filter failed; keeping every row");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let keep: Vec<usize> = (0..staged.len())
+                .filter(|&i| mask.as_ref().is_none_or(|m| m.is_valid(i) && m.value(i)))
+                .collect();
+            let keys: Vec<Option<String>> = match r.rule.window {
+                WindowSpec::Session { .. } => keep
+                    .iter()
+                    .map(|&i| canonical_key(&r.rule.key, &staged[i]))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // Rows without the key cannot be in a session (as the compiled rules skip them).
+            let (keep, keys): (Vec<usize>, Vec<Option<String>>) = match r.rule.window {
+                WindowSpec::Session { .. } => keep
+                    .into_iter()
+                    .zip(keys)
+                    .filter(|(_, k)| k.is_some())
+                    .unzip(),
+                _ => (keep, Vec::new()),
+            };
+            if keep.is_empty() {
+                continue;
+            }
+            let idx = UInt32Array::from_iter_values(keep.iter().map(|&i| i as u32));
+            let columns: Result<Vec<ArrayRef>, _> = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &idx, None))
+                .collect();
+            let Ok(chunk) = columns.and_then(|c| RecordBatch::try_new(batch.schema(), c)) else {
+                r.stats.errors += 1;
+                continue;
+            };
+            let times: Vec<i64> = keep.iter().map(|&i| staged[i].time).collect();
+            if let WindowSpec::Session { gap_ms } = r.rule.window {
+                for (t, k) in times.iter().zip(&keys) {
+                    if let Some(k) = k {
+                        add_to_session(r.sessions.entry(k.clone()).or_default(), *t, gap_ms);
+                    }
+                }
+            } else if r.next_end.is_none()
+                && let Some(&t) = times.iter().min()
+            {
+                let slide = slide_ms(&r.rule.window);
+                r.next_end = Some(t - t.rem_euclid(slide) + slide);
+            }
+            r.stats.rows_buffered += keep.len() as u64;
+            r.buffered += keep.len();
+            r.buffer.push(Chunk {
+                batch: chunk,
+                times,
+                keys,
+            });
+            if r.buffered > self.max_buffered_rows {
+                evict_oldest(r, self.max_buffered_rows);
+            }
+        }
+        self.recompute_due();
+    }
+
+    fn recompute_due(&mut self) {
+        let staged_min = self.staged.iter().map(|e| e.time).min();
+        let mut due = i64::MAX;
+        for r in &self.rules {
+            due = due.min(rule_due(r));
+            if let Some(t) = staged_min {
+                due = due.min(first_due(&r.rule.window, t));
+            }
+        }
+        self.next_due = due;
+    }
+
+    /// Decides every window that ends at or before `watermark`.
+    fn advance(&mut self, watermark: i64, out: &mut Vec<Alert>) {
+        self.ingest();
+        for i in 0..self.rules.len() {
+            if rule_due(&self.rules[i]) <= watermark {
+                self.decide(i, watermark, out);
+            }
+            let r = &mut self.rules[i];
+            let suppress = r.rule.suppress_ms;
+            r.incidents
+                .retain(|_, inc| inc.last_seen.saturating_add(suppress) >= watermark);
+        }
+        self.recompute_due();
+    }
+
+    fn decide(&mut self, i: usize, watermark: i64, out: &mut Vec<Alert>) {
+        let window_schema = Arc::clone(&self.window_schema);
+        let event_columns = self.event_columns;
+        let r = &mut self.rules[i];
+        // Which rows go to which window: (chunk, row, window start, window end).
+        let mut assigned: Vec<(usize, usize, i64, i64)> = Vec::new();
+        // Session windows decided now, per key, in order.
+        let mut closed: Vec<(String, i64, i64)> = Vec::new();
+        match r.rule.window.clone() {
+            WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
+                let slide = slide_ms(&r.rule.window);
+                let Some(first_end) = r.next_end else {
+                    return;
+                };
+                // The last window end the watermark has passed.
+                let last_end = watermark - (watermark - first_end).rem_euclid(slide);
+                if last_end < first_end {
+                    return;
+                }
+                for (c, chunk) in r.buffer.iter().enumerate() {
+                    for (j, &t) in chunk.times.iter().enumerate() {
+                        // Window ends e (aligned to slide) with e - size <= t < e.
+                        let mut e = t - t.rem_euclid(slide) + slide;
+                        while e - size_ms <= t && e <= last_end {
+                            if e >= first_end {
+                                assigned.push((c, j, e - size_ms, e));
+                            }
+                            e += slide;
+                        }
+                    }
+                }
+                r.next_end = Some(last_end.saturating_add(slide));
+            }
+            WindowSpec::Session { gap_ms } => {
+                for (k, sessions) in &mut r.sessions {
+                    sessions.retain(|&(s, l)| {
+                        if l.saturating_add(gap_ms) < watermark {
+                            closed.push((k.clone(), s, l));
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                r.sessions.retain(|_, s| !s.is_empty());
+                if closed.is_empty() {
+                    return;
+                }
+                closed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                let by_key: HashMap<&str, Vec<(i64, i64)>> =
+                    closed.iter().fold(HashMap::new(), |mut m, (k, s, l)| {
+                        m.entry(k.as_str()).or_insert_with(Vec::new).push((*s, *l));
+                        m
+                    });
+                for (c, chunk) in r.buffer.iter().enumerate() {
+                    for (j, (&t, k)) in chunk.times.iter().zip(&chunk.keys).enumerate() {
+                        let Some(list) = k.as_deref().and_then(|k| by_key.get(k)) else {
+                            continue;
+                        };
+                        if let Some(&(s, l)) = list.iter().find(|(s, l)| *s <= t && t <= *l) {
+                            assigned.push((c, j, s, l.saturating_add(gap_ms)));
+                        }
+                    }
+                }
+            }
+        }
+        let rows = if assigned.is_empty() {
+            None
+        } else {
+            match window_rows(&r.buffer, &assigned, &window_schema) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    r.stats.errors += 1;
+                    tracing::error!(rule = %r.rule.id, error = %e, "sql: window rows could not be built");
+                    None
+                }
+            }
+        };
+        let results = match &rows {
+            Some(rows) => {
+                r.stats.executions += 1;
+                let planned = Arc::clone(&r.planned);
+                let executing = planned.executing.lock();
+                let result = self.runtime.block_on(execute(&planned, rows.clone()));
+                drop(executing);
+                match result {
+                    Ok(b) => b,
+                    Err(e) => {
+                        r.stats.errors += 1;
+                        tracing::error!(rule = %r.rule.id, error = %e, "sql: detection query failed on a window");
+                        Vec::new()
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        let mut found = match collect_rows(&r.rule, &results) {
+            Ok(f) => f,
+            Err(e) => {
+                r.stats.errors += 1;
+                tracing::error!(rule = %r.rule.id, error = %e, "sql: result rows unusable");
+                Vec::new()
+            }
+        };
+        // The earliest decision of an incident is its alert; later ones are absorbed.
+        found.sort_by(|a, b| {
+            (a.last_seen, a.first_seen, &a.key, &a.event_id).cmp(&(
+                b.last_seen,
+                b.first_seen,
+                &b.key,
+                &b.event_id,
+            ))
+        });
+        let suppress = r.rule.suppress_ms;
+        if let WindowSpec::Session { .. } = r.rule.window {
+            // An incident spans whole sessions: every event of a session that the incident
+            // absorbed extends it, fired or not (as the compiled rules' incidents do).
+            for (key, s, l) in &closed {
+                let open = r
+                    .incidents
+                    .get(key)
+                    .is_some_and(|inc| *s <= inc.last_seen.saturating_add(suppress));
+                let mut rows_here = found
+                    .iter()
+                    .filter(|f| &f.key == key && *s <= f.last_seen && f.last_seen <= *l);
+                if open {
+                    r.stats.suppressed += rows_here.count() as u64;
+                    if let Some(inc) = r.incidents.get_mut(key) {
+                        inc.last_seen = inc.last_seen.max(*l);
+                    }
+                    continue;
+                }
+                if let Some(f) = rows_here.next() {
+                    r.stats.suppressed += rows_here.count() as u64;
+                    r.incidents.insert(
+                        key.clone(),
+                        Incident {
+                            first_seen: f.first_seen,
+                            last_seen: *l,
+                        },
+                    );
+                    r.stats.alerts += 1;
+                    out.push(build_alert(&r.rule, f, rows.as_ref(), event_columns));
+                }
+            }
+        } else {
+            for f in &found {
+                if let Some(inc) = r.incidents.get_mut(&f.key)
+                    && f.first_seen <= inc.last_seen.saturating_add(suppress)
+                {
+                    inc.last_seen = inc.last_seen.max(f.last_seen);
+                    r.stats.suppressed += 1;
+                    continue;
+                }
+                r.incidents.insert(
+                    f.key.clone(),
+                    Incident {
+                        first_seen: f.first_seen,
+                        last_seen: f.last_seen,
+                    },
+                );
+                r.stats.alerts += 1;
+                out.push(build_alert(&r.rule, f, rows.as_ref(), event_columns));
+            }
+        }
+        // Forget rows no open window can read.
+        match r.rule.window {
+            WindowSpec::Session { .. } => {
+                let open: std::collections::HashSet<String> = r.sessions.keys().cloned().collect();
+                retain_rows(r, |_, k| k.is_some_and(|k| open.contains(k)));
+            }
+            WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
+                let from = r.next_end.map_or(i64::MIN, |e| e.saturating_sub(size_ms));
+                retain_rows(r, |t, _| t >= from);
+            }
+        }
+    }
+}
+
+fn slide_ms(w: &WindowSpec) -> i64 {
+    match w {
+        WindowSpec::Tumbling { size_ms } => *size_ms,
+        WindowSpec::Hopping { slide_ms, .. } => *slide_ms,
+        WindowSpec::Session { gap_ms } => *gap_ms,
+    }
+}
+
+/// The earliest watermark at which a window holding an event at `t` can close.
+fn first_due(w: &WindowSpec, t: i64) -> i64 {
+    match w {
+        WindowSpec::Session { gap_ms } => t.saturating_add(*gap_ms).saturating_add(1),
+        _ => {
+            let slide = slide_ms(w);
+            t - t.rem_euclid(slide) + slide
+        }
+    }
+}
+
+/// The earliest watermark at which a buffered window of this detection closes.
+fn rule_due(r: &RuleRun) -> i64 {
+    match r.rule.window {
+        WindowSpec::Session { gap_ms } => r
+            .sessions
+            .values()
+            .flatten()
+            .map(|&(_, l)| l.saturating_add(gap_ms).saturating_add(1))
+            .min()
+            .unwrap_or(i64::MAX),
+        _ if r.buffered == 0 => i64::MAX,
+        _ => r.next_end.unwrap_or(i64::MAX),
+    }
+}
+
+/// Adds an event time to a key's sessions, merging sessions it bridges.
+fn add_to_session(sessions: &mut Vec<(i64, i64)>, t: i64, gap: i64) {
+    let mut start = t;
+    let mut last = t;
+    sessions.retain(|&(s, l)| {
+        if t >= s.saturating_sub(gap) && t <= l.saturating_add(gap) {
+            start = start.min(s);
+            last = last.max(l);
+            false
+        } else {
+            true
+        }
+    });
+    let at = sessions.partition_point(|&(s, _)| s < start);
+    sessions.insert(at, (start, last));
+}
+
+fn retain_rows(r: &mut RuleRun, keep: impl Fn(i64, Option<&str>) -> bool) {
+    let mut buffered = 0;
+    let mut chunks = Vec::with_capacity(r.buffer.len());
+    for chunk in std::mem::take(&mut r.buffer) {
+        let mask: Vec<bool> = chunk
+            .times
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| keep(t, chunk.keys.get(j).and_then(|k| k.as_deref())))
+            .collect();
+        let n = mask.iter().filter(|&&m| m).count();
+        if n == 0 {
+            continue;
+        }
+        if n == mask.len() {
+            buffered += n;
+            chunks.push(chunk);
+            continue;
+        }
+        let Ok(batch) = filter_record_batch(&chunk.batch, &BooleanArray::from(mask.clone())) else {
+            r.stats.errors += 1;
+            continue;
+        };
+        buffered += n;
+        chunks.push(Chunk {
+            batch,
+            times: pick(chunk.times, &mask),
+            keys: if chunk.keys.is_empty() {
+                Vec::new()
+            } else {
+                pick(chunk.keys, &mask)
+            },
+        });
+    }
+    r.buffer = chunks;
+    r.buffered = buffered;
+}
+
+/// The items of `v` whose mask entry is set.
+fn pick<T>(v: Vec<T>, mask: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(mask)
+        .filter_map(|(x, &m)| m.then_some(x))
+        .collect()
+}
+
+/// Bounded memory: drops the oldest rows beyond the limit (counted).
+fn evict_oldest(r: &mut RuleRun, limit: usize) {
+    let over = r.buffered.saturating_sub(limit);
+    if over == 0 {
+        return;
+    }
+    let mut times: Vec<i64> = r
+        .buffer
+        .iter()
+        .flat_map(|c| c.times.iter().copied())
+        .collect();
+    times.sort_unstable();
+    let cut = times
+        .get(over.saturating_sub(1))
+        .copied()
+        .unwrap_or(i64::MIN);
+    let before = r.buffered;
+    retain_rows(r, |t, _| t > cut);
+    r.stats.evicted += (before - r.buffered) as u64;
+    tracing::warn!(rule = %r.rule.id, limit, "sql: window buffer full; oldest rows dropped (sql.max_buffered_rows)");
+}
+
+/// The rows assigned to windows, with their `window_start` and `window_end`.
+fn window_rows(
+    buffer: &[Chunk],
+    assigned: &[(usize, usize, i64, i64)],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, QueryError> {
+    let conv = |e: datafusion::arrow::error::ArrowError| QueryError::Convert(e.to_string());
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < assigned.len() {
+        let c = assigned[at].0;
+        let end = at + assigned[at..].iter().take_while(|a| a.0 == c).count();
+        let idx = UInt32Array::from_iter_values(assigned[at..end].iter().map(|a| a.1 as u32));
+        let mut columns: Vec<ArrayRef> = buffer[c]
+            .batch
+            .columns()
+            .iter()
+            .map(|col| take(col.as_ref(), &idx, None))
+            .collect::<Result<_, _>>()
+            .map_err(conv)?;
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            assigned[at..end].iter().map(|a| a.2),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            assigned[at..end].iter().map(|a| a.3),
+        )));
+        parts.push(RecordBatch::try_new(Arc::clone(schema), columns).map_err(conv)?);
+        at = end;
+    }
+    concat_batches(schema, &parts).map_err(conv)
+}
+
+async fn plan_rule(
+    rule: SqlRule,
+    window_schema: &SchemaRef,
+    events: &SchemaRef,
+) -> Result<PlannedRule, QueryError> {
+    let ctx = SessionContext::new();
+    register_udfs(&ctx);
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    ctx.register_table(
+        "events",
+        Arc::new(WindowTable {
+            schema: Arc::clone(window_schema),
+            rows: Arc::clone(&rows),
+        }),
+    )
+    .map_err(|e| rule_error(&rule, describe_datafusion_error(&e)))?;
+    let df = ctx
+        .sql(&rule.sql)
+        .await
+        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
+    let state = ctx.state();
+    let plan = state
+        .optimize(df.logical_plan())
+        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
+    let out = plan.schema();
+    let mut required: Vec<&str> = rule.key.iter().map(String::as_str).collect();
+    required.extend(["first_seen", "last_seen"]);
+    for col in required {
+        if out.fields().iter().all(|f| f.name() != col) {
+            return Err(rule_error(
+                &rule,
+                format!(
+                    "query: the result has no column {col:?}; a detection returns its key columns ({}), first_seen and last_seen (ms), and optionally event_id, evidence and metrics",
+                    rule.key.join(", ")
+                ),
+            ));
+        }
+    }
+    check_placeholders(&rule, out.fields().iter().map(|f| f.name().as_str()))?;
+    let prefilter = ingestion_filter(&ctx, &plan, events)?;
+    Ok(PlannedRule {
+        rule,
+        ctx,
+        rows,
+        executing: Mutex::new(()),
+        plan,
+        prefilter,
+    })
+}
+
+/// The filters of the plan's scans of `events` that read only event columns: OR across
+/// scans, AND within one. None when some scan reads every row.
+fn ingestion_filter(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    events: &SchemaRef,
+) -> Result<Option<Arc<dyn PhysicalExpr>>, QueryError> {
+    let mut per_scan: Vec<Option<Expr>> = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table() == "events"
+        {
+            let usable = scan.filters.iter().filter(|f| {
+                f.column_refs()
+                    .iter()
+                    .all(|c| events.field_with_name(&c.name).is_ok())
+            });
+            per_scan.push(conjunction(usable.cloned()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if per_scan.is_empty() || per_scan.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    let Some(expr) = disjunction(per_scan.into_iter().flatten()) else {
+        return Ok(None);
+    };
+    // Scan filters are qualified by the table name.
+    let schema = DFSchema::try_from_qualified_schema("events", events.as_ref())?;
+    Ok(Some(ctx.create_physical_expr(expr, &schema)?))
+}
+
+fn check_placeholders<'a>(
+    rule: &SqlRule,
+    columns: impl Iterator<Item = &'a str>,
+) -> Result<(), QueryError> {
+    let mut known: Vec<String> = columns.map(str::to_owned).collect();
+    known.extend(
+        crate::rule::KEY_FIELDS
+            .iter()
+            .chain(&["window", "first_seen", "last_seen", "src_ip"])
+            .map(|s| s.to_string()),
+    );
+    let texts = [&rule.summary.en, &rule.summary.ja];
+    for t in texts {
+        let mut rest = t.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                return Err(rule_error(
+                    rule,
+                    format!("summary: unclosed placeholder in {t:?}"),
+                ));
+            };
+            let name = &rest[open + 1..open + close];
+            if !known.iter().any(|k| k == name) {
+                return Err(rule_error(
+                    rule,
+                    format!(
+                        "summary: unknown placeholder {{{name}}}: not a result column, key field or window/first_seen/last_seen/src_ip"
+                    ),
+                ));
+            }
+            rest = &rest[open + close + 1..];
+        }
+    }
+    Ok(())
+}
+
+async fn execute(r: &PlannedRule, rows: RecordBatch) -> Result<Vec<RecordBatch>, QueryError> {
+    if let Ok(mut slot) = r.rows.lock() {
+        *slot = vec![rows];
+    }
+    let state = r.ctx.state();
+    // The logical plan was optimized once; only the physical plan (which holds this window's
+    // rows) is made per execution.
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&r.plan, &state)
+        .await?;
+    let out = collect(physical, state.task_ctx()).await;
+    if let Ok(mut slot) = r.rows.lock() {
+        slot.clear();
+    }
+    Ok(out?)
+}
+
+/// One result row.
+struct Found {
+    key: String,
+    key_values: Vec<(String, String)>,
+    first_seen: i64,
+    last_seen: i64,
+    event_id: Option<String>,
+    evidence: Vec<String>,
+    metrics: BTreeMap<String, MetricValue>,
+}
+
+fn column_text(a: &ArrayRef, i: usize) -> Option<String> {
+    if a.is_null(i) {
+        return None;
+    }
+    let s = cast(&a.slice(i, 1), &DataType::Utf8).ok()?;
+    let s = s.as_string_opt::<i32>()?;
+    (!s.is_null(0)).then(|| s.value(0).to_owned())
+}
+
+fn column_i64(a: &ArrayRef, i: usize) -> Option<i64> {
+    if a.is_null(i) {
+        return None;
+    }
+    let target = match a.data_type() {
+        DataType::Timestamp(_, _) => DataType::Int64,
+        _ => DataType::Int64,
+    };
+    let v = cast(&a.slice(i, 1), &target).ok()?;
+    let v = v.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()?;
+    (!v.is_null(0)).then(|| v.value(0))
+}
+
+fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, QueryError> {
+    let mut found = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let col = |name: &str| schema.index_of(name).ok().map(|i| b.column(i));
+        let (Some(first), Some(last)) = (col("first_seen"), col("last_seen")) else {
+            return Err(QueryError::Sql("result lacks first_seen/last_seen".into()));
+        };
+        let keys: Vec<(&String, Option<&ArrayRef>)> =
+            rule.key.iter().map(|k| (k, col(k))).collect();
+        let reserved = |n: &str| {
+            matches!(
+                n,
+                "first_seen"
+                    | "last_seen"
+                    | "event_id"
+                    | "evidence"
+                    | "window_start"
+                    | "window_end"
+            ) || rule.key.iter().any(|k| k == n)
+        };
+        'row: for i in 0..b.num_rows() {
+            let mut key_values = Vec::new();
+            for (k, a) in &keys {
+                // A row without its key names no entity: skipped, as the compiled rules skip
+                // events without the key.
+                let Some(v) = a.and_then(|a| column_text(a, i)) else {
+                    continue 'row;
+                };
+                key_values.push(((*k).clone(), v));
+            }
+            let (Some(first_seen), Some(last_seen)) = (column_i64(first, i), column_i64(last, i))
+            else {
+                continue;
+            };
+            let evidence = col("evidence")
+                .and_then(|a| a.as_list_opt::<i32>())
+                .filter(|l| !l.is_null(i))
+                .map(|l| {
+                    let v = l.value(i);
+                    (0..v.len()).filter_map(|j| column_text(&v, j)).collect()
+                })
+                .unwrap_or_default();
+            let mut metrics = BTreeMap::new();
+            for (f, a) in schema.fields().iter().zip(b.columns()) {
+                if reserved(f.name()) || a.is_null(i) {
+                    continue;
+                }
+                let m = match f.data_type() {
+                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                        column_i64(a, i).map(|v| match u64::try_from(v) {
+                            Ok(n) => MetricValue::Count(n),
+                            Err(_) => MetricValue::Real(v as f64),
+                        })
+                    }
+                    DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                        column_i64(a, i).map(|v| MetricValue::Count(v.max(0) as u64))
+                    }
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                        cast(&a.slice(i, 1), &DataType::Float64).ok().and_then(|v| {
+                            v.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()
+                                .map(|p| MetricValue::Real(p.value(0)))
+                        })
+                    }
+                    _ => column_text(a, i).map(MetricValue::Text),
+                };
+                if let Some(m) = m {
+                    metrics.insert(f.name().clone(), m);
+                }
+            }
+            found.push(Found {
+                key: key_values
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                key_values,
+                first_seen,
+                last_seen,
+                event_id: col("event_id").and_then(|a| column_text(a, i)),
+                evidence,
+                metrics,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The deciding event, looked up among the window rows by id.
+fn deciding_event(rows: Option<&RecordBatch>, id: &str, event_columns: usize) -> Option<AuthEvent> {
+    let rows = rows?;
+    let ids = rows.column_by_name("event_id")?;
+    let ids = cast(ids, &DataType::Utf8).ok()?;
+    let ids = ids.as_string_opt::<i32>()?;
+    let at = (0..ids.len()).find(|&i| !ids.is_null(i) && ids.value(i) == id)?;
+    let one = rows
+        .slice(at, 1)
+        .project(&(0..event_columns).collect::<Vec<_>>())
+        .ok()?;
+    batch_to_events(&one).ok()?.into_iter().next()
+}
+
+fn metric_text(m: &MetricValue) -> String {
+    match m {
+        MetricValue::Count(n) => n.to_string(),
+        MetricValue::Real(v) => format!("{v:.0}"),
+        MetricValue::Text(t) => t.clone(),
+    }
+}
+
+fn render(template: &str, lookup: &dyn Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                out.push_str(&lookup(&rest[open + 1..open + close]));
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn build_alert(
+    rule: &SqlRule,
+    f: &Found,
+    rows: Option<&RecordBatch>,
+    event_columns: usize,
+) -> Alert {
+    let decided = f
+        .event_id
+        .as_deref()
+        .and_then(|id| deciding_event(rows, id, event_columns));
+    let mut entity = Entity::default();
+    for (k, v) in &f.key_values {
+        match k.as_str() {
+            "user" => entity.user = Some(Text::from(v.as_str())),
+            "tenant" => entity.tenant = Some(Text::from(v.as_str())),
+            "device" => entity.device_fingerprint = Some(Text::from(v.as_str())),
+            "ip" => entity.ip = v.parse::<IpAddr>().ok(),
+            "asn" => entity.asn = v.parse().ok(),
+            _ => {}
+        }
+    }
+    let first_text = format_rfc3339_ms(f.first_seen).unwrap_or_default();
+    let last_text = format_rfc3339_ms(f.last_seen).unwrap_or_default();
+    let lookup = |name: &str| -> String {
+        if let Some((_, v)) = f.key_values.iter().find(|(k, _)| k == name) {
+            return v.clone();
+        }
+        if let Some(m) = f.metrics.get(name) {
+            return metric_text(m);
+        }
+        match name {
+            "window" => rule.window_text.clone(),
+            "first_seen" => first_text.clone(),
+            "last_seen" => last_text.clone(),
+            "src_ip" => decided
+                .as_ref()
+                .and_then(|e| e.src.ip)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            other => decided
+                .as_ref()
+                .and_then(|e| key_part(other, e))
+                .unwrap_or_default(),
+        }
+    };
+    let skip = f.evidence.len().saturating_sub(MAX_EVIDENCE);
+    let observed = match &decided {
+        Some(e) => Observed {
+            event_id: e.event_id.clone(),
+            time: Timestamp(e.time),
+            src: e.src.clone(),
+            device: e.device.clone(),
+            app: e.app.clone(),
+            context: e.context.clone(),
+        },
+        None => Observed {
+            event_id: Text::from(f.event_id.as_deref().unwrap_or_default()),
+            time: Timestamp(f.last_seen),
+            ..Observed::default()
+        },
+    };
+    Alert {
+        alert_id: Alert::make_id(&rule.id, rule.version, &f.key, f.first_seen),
+        rule_id: rule.id.clone(),
+        rule_version: rule.version,
+        category: rule.category.clone(),
+        cause_class: rule.cause_class,
+        severity: rule.severity,
+        attack_technique: rule.attack_technique.clone(),
+        entity,
+        window: Window {
+            start: Timestamp(f.first_seen),
+            end: Timestamp(f.last_seen),
+        },
+        metrics: f.metrics.clone(),
+        evidence: f.evidence[skip..].to_vec(),
+        observed,
+        first_seen: Timestamp(f.first_seen),
+        last_seen: Timestamp(f.last_seen),
+        summary: Localized {
+            en: render(&rule.summary.en, &lookup),
+            ja: render(&rule.summary.ja, &lookup),
+        },
+        steps: rule.steps.clone(),
+        related: Vec::new(),
+    }
+}
+
+/// What a snapshot holds per detection.
+#[derive(Serialize, Deserialize)]
+struct RuleState {
+    id: String,
+    events: Vec<AuthEvent>,
+    next_end: Option<i64>,
+    sessions: Vec<(String, Vec<(i64, i64)>)>,
+    incidents: Vec<(String, Incident)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DetectorState {
+    staged: Vec<AuthEvent>,
+    rules: Vec<RuleState>,
+}
+
+impl StreamDetector for SqlDetector {
+    fn on_event(&mut self, event: &AuthEvent, _out: &mut Vec<Alert>) {
+        if self.rules.is_empty() {
+            return;
+        }
+        self.next_due = self.next_due.min(
+            self.rules
+                .iter()
+                .map(|r| first_due(&r.rule.window, event.time))
+                .min()
+                .unwrap_or(i64::MAX),
+        );
+        self.staged.push(event.clone());
+        if self.staged.len() >= STAGE_EVENTS {
+            self.ingest();
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) {
+        if watermark >= self.next_due {
+            self.advance(watermark, out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Alert>) {
+        self.advance(i64::MAX, out);
+    }
+}
+
+fn snapshot_err(message: String) -> CheckpointError {
+    CheckpointError::Snapshot {
+        part: "sql".into(),
+        message,
+    }
+}
+
+fn restore_err(message: String) -> CheckpointError {
+    CheckpointError::Restore {
+        part: "sql".into(),
+        message,
+    }
+}
+
+fn sorted<V: Clone>(map: &HashMap<String, V>) -> Vec<(String, V)> {
+    let mut v: Vec<(String, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl Checkpointed for SqlDetector {
+    fn name(&self) -> &str {
+        "sql"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
+        // Same state, same bytes: maps are written sorted by key.
+        let err = snapshot_err;
+        let mut rules = Vec::new();
+        for r in &self.rules {
+            let mut events = Vec::new();
+            for c in &r.buffer {
+                events.extend(batch_to_events(&c.batch).map_err(|e| err(e.to_string()))?);
+            }
+            rules.push(RuleState {
+                id: r.rule.id.clone(),
+                events,
+                next_end: r.next_end,
+                sessions: sorted(&r.sessions),
+                incidents: sorted(&r.incidents),
+            });
+        }
+        serde_json::to_vec(&DetectorState {
+            staged: self.staged.clone(),
+            rules,
+        })
+        .map_err(|e| err(e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), CheckpointError> {
+        let err = restore_err;
+        let state: DetectorState =
+            serde_json::from_slice(state).map_err(|e| err(format!("corrupt snapshot: {e}")))?;
+        for saved in state.rules {
+            // A detection that no longer exists leaves its state behind; a new one starts empty.
+            let Some(r) = self.rules.iter_mut().find(|r| r.rule.id == saved.id) else {
+                continue;
+            };
+            r.buffer.clear();
+            r.buffered = 0;
+            if !saved.events.is_empty() {
+                let batch = events_to_batch(&saved.events).map_err(|e| err(e.to_string()))?;
+                let keys = match r.rule.window {
+                    WindowSpec::Session { .. } => saved
+                        .events
+                        .iter()
+                        .map(|e| canonical_key(&r.rule.key, e))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                r.buffered = saved.events.len();
+                r.buffer.push(Chunk {
+                    batch,
+                    times: saved.events.iter().map(|e| e.time).collect(),
+                    keys,
+                });
+            }
+            r.next_end = saved.next_end;
+            r.sessions = saved.sessions.into_iter().collect();
+            r.incidents = saved.incidents.into_iter().collect();
+        }
+        self.staged = state.staged;
+        self.recompute_due();
+        Ok(())
+    }
+}

@@ -1,0 +1,434 @@
+//! The SQL versions of compiled rules give the same alerts on the same streams; the archive
+//! round-trips; the catalog answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::{ArchiveOptions, ArchiveWriter, Catalog, SqlDetections, SqlRule, load_dir};
+use authwatch_detect::{EngineLimits, RulePack};
+use authwatch_event::{Alert, AuthEvent};
+use authwatch_pipeline::{Checkpointed, StreamDetector};
+use std::path::{Path, PathBuf};
+
+const T0: i64 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+const MIN: i64 = 60_000;
+/// The pipeline's default allowed lateness.
+const LATENESS: i64 = 5 * MIN;
+
+fn sql_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql")
+}
+
+fn sql_rule(id: &str) -> SqlRule {
+    load_dir(&sql_dir())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no sql/{id}.sql"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ev(
+    t: i64,
+    id: &str,
+    tenant: &str,
+    user: &str,
+    ip: &str,
+    activity: &str,
+    outcome: &str,
+    reason: Option<&str>,
+) -> AuthEvent {
+    let reason = reason.map_or(String::new(), |r| format!(r#","reason":"{r}""#));
+    let line = format!(
+        r#"{{"time":{t},"provider":"okta","tenant":"{tenant}","event_id":"{id}","user":{{"name":"{user}"}},"activity":"{activity}","outcome":"{outcome}"{reason},"src":{{"ip":"{ip}","asn":64500,"geo":{{"country":"JP","lat":35.6,"lon":139.7}}}},"app":"portal"}}"#
+    );
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Runs the compiled pack and one SQL detection over the same ordered stream, driving both
+/// with the pipeline's watermark (newest time − lateness); returns the alerts of `rule_id`.
+fn both(stream: &[AuthEvent], rule_id: &str) -> (Vec<Alert>, Vec<Alert>) {
+    let pack = RulePack::builtin().unwrap();
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut sql = SqlDetections::new(vec![sql_rule(rule_id)], 1_000_000)
+        .unwrap()
+        .detector();
+    let (mut compiled, mut from_sql) = (Vec::new(), Vec::new());
+    let mut newest = i64::MIN;
+    for e in stream {
+        engine.on_event(e, &mut compiled);
+        sql.on_event(e, &mut from_sql);
+        if e.time > newest {
+            newest = e.time;
+            engine.on_watermark(newest - LATENESS, &mut compiled);
+            sql.on_watermark(newest - LATENESS, &mut from_sql);
+        }
+    }
+    engine.flush(&mut compiled);
+    sql.flush(&mut from_sql);
+    compiled.retain(|a| a.rule_id == rule_id);
+    let key = |a: &Alert| (a.window.start, a.alert_id.clone());
+    compiled.sort_by_key(key);
+    from_sql.sort_by_key(key);
+    (compiled, from_sql)
+}
+
+/// Benign traffic around the attacks: successes and the odd typo.
+fn background(out: &mut Vec<AuthEvent>, from: i64, to: i64) {
+    let mut t = from;
+    let mut i = 0;
+    while t < to {
+        let user = format!("staff{}@acme.example", i % 40);
+        let ip = format!("198.51.100.{}", 10 + i % 30);
+        if i % 17 == 0 {
+            // A mistyped name: a failure none of the compared rules' windows gathers enough of.
+            out.push(ev(
+                t,
+                &format!("bg{i}"),
+                "acme",
+                &user,
+                &ip,
+                "logon",
+                "failure",
+                Some("unknown_user"),
+            ));
+        } else {
+            out.push(ev(
+                t,
+                &format!("bg{i}"),
+                "acme",
+                &user,
+                &ip,
+                "logon",
+                "success",
+                None,
+            ));
+        }
+        t += 37_000;
+        i += 1;
+    }
+}
+
+fn sorted(mut v: Vec<AuthEvent>) -> Vec<AuthEvent> {
+    v.sort_by_key(|e| e.time);
+    v
+}
+
+#[test]
+fn credential_stuffing_sql_equals_compiled() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 8 * 60 * MIN);
+    // A leaked list from one address: 40 tries over 32 names, every 4th unknown, 10 s apart.
+    let stuff = |s: &mut Vec<AuthEvent>, ip: &str, start: i64, tag: &str| {
+        for i in 0..40 {
+            let user = format!("victim{}@acme.example", i % 32);
+            let reason = if i % 4 == 0 {
+                "unknown_user"
+            } else {
+                "invalid_credentials"
+            };
+            s.push(ev(
+                start + i * 10_000,
+                &format!("{tag}{i}"),
+                "acme",
+                &user,
+                ip,
+                "logon",
+                "failure",
+                Some(reason),
+            ));
+        }
+    };
+    stuff(&mut s, "203.0.113.7", T0 + 30 * MIN, "a");
+    // The same address again 30 minutes later: the incident is still open (suppress 1h).
+    stuff(&mut s, "203.0.113.7", T0 + 67 * MIN, "b");
+    // Another address three hours later: a new incident.
+    stuff(&mut s, "203.0.113.99", T0 + 4 * 60 * MIN, "c");
+    // Too slow to be stuffing: 40 tries an hour apart... spread over 20 minutes per 10.
+    for i in 0..20 {
+        let user = format!("slow{i}@acme.example");
+        s.push(ev(
+            T0 + 5 * 60 * MIN + i * 100_000,
+            &format!("d{i}"),
+            "acme",
+            &user,
+            "192.0.2.50",
+            "logon",
+            "failure",
+            Some("unknown_user"),
+        ));
+    }
+    let (compiled, sql) = both(&sorted(s), "credential_stuffing");
+    assert_eq!(compiled.len(), 2, "{compiled:#?}");
+    assert_eq!(sql, compiled);
+}
+
+#[test]
+fn multi_source_password_spray_sql_equals_compiled() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 6 * 60 * MIN);
+    // 25 wrong passwords over 8 accounts from 5 addresses in 8 minutes, twice (the second
+    // wave 2 hours later is a new incident), plus a wave in another tenant.
+    let spray = |s: &mut Vec<AuthEvent>, tenant: &str, start: i64, tag: &str| {
+        for i in 0..25 {
+            let user = format!("user{}@{tenant}.example", i % 8);
+            let ip = format!("203.0.113.{}", 20 + i % 5);
+            s.push(ev(
+                start + i * 20_000,
+                &format!("{tag}{i}"),
+                tenant,
+                &user,
+                &ip,
+                "logon",
+                "failure",
+                Some("invalid_credentials"),
+            ));
+        }
+    };
+    spray(&mut s, "acme", T0 + 60 * MIN, "p");
+    spray(&mut s, "acme", T0 + 3 * 60 * MIN, "q");
+    spray(&mut s, "globex", T0 + 90 * MIN, "r");
+    let (compiled, sql) = both(&sorted(s), "password_spray_multi_source");
+    assert_eq!(compiled.len(), 3, "{compiled:#?}");
+    assert_eq!(sql, compiled);
+}
+
+#[test]
+fn lockout_wave_sql_equals_compiled() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 6 * 60 * MIN);
+    // 30 accounts locked 40 s apart, three of them twice; then a wave that stays below 25.
+    for i in 0..30 {
+        let user = format!("locked{i}@acme.example");
+        s.push(ev(
+            T0 + 45 * MIN + i * 40_000,
+            &format!("l{i}"),
+            "acme",
+            &user,
+            "198.51.100.9",
+            "account_lock",
+            "success",
+            Some("locked_out"),
+        ));
+        if i % 10 == 3 {
+            s.push(ev(
+                T0 + 45 * MIN + i * 40_000 + 5_000,
+                &format!("l{i}x"),
+                "acme",
+                &user,
+                "198.51.100.9",
+                "account_lock",
+                "success",
+                Some("locked_out"),
+            ));
+        }
+    }
+    for i in 0..20 {
+        let user = format!("few{i}@acme.example");
+        s.push(ev(
+            T0 + 4 * 60 * MIN + i * 60_000,
+            &format!("m{i}"),
+            "acme",
+            &user,
+            "198.51.100.9",
+            "account_lock",
+            "success",
+            Some("locked_out"),
+        ));
+    }
+    let (compiled, sql) = both(&sorted(s), "account_lockout_wave");
+    assert_eq!(compiled.len(), 1, "{compiled:#?}");
+    assert_eq!(sql, compiled);
+}
+
+#[test]
+fn multi_source_spray_differs_where_the_compiled_veto_applies() {
+    // One of the five addresses is also a single-source sprayer that password_spray reported
+    // first: the compiled rule leaves its tries out (unless … scope: events), the SQL version
+    // has no veto and still reports the wave. Documented in docs/SQL.md.
+    let mut s = Vec::new();
+    for i in 0..12 {
+        // password_spray from 203.0.113.20: 6 accounts × 2 tries over 11 minutes.
+        let user = format!("user{}@acme.example", i % 6);
+        s.push(ev(
+            T0 + i * 60_000,
+            &format!("s{i}"),
+            "acme",
+            &user,
+            "203.0.113.20",
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        ));
+    }
+    for i in 0..25 {
+        let user = format!("user{}@acme.example", i % 8);
+        let ip = format!("203.0.113.{}", 20 + i % 5);
+        s.push(ev(
+            T0 + 12 * MIN + i * 10_000,
+            &format!("p{i}"),
+            "acme",
+            &user,
+            &ip,
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        ));
+    }
+    let (compiled, sql) = both(&sorted(s), "password_spray_multi_source");
+    assert!(compiled.is_empty(), "{compiled:#?}");
+    assert_eq!(sql.len(), 1);
+    assert_eq!(sql[0].entity.tenant.as_deref(), Some("acme"));
+}
+
+#[test]
+fn tumbling_detection_alerts_once_per_window_and_key() {
+    let rule = SqlRule::parse(
+        Path::new("t.sql"),
+        r#"/*---
+id: fails_per_user
+severity: low
+cause_class: user
+window: { kind: tumbling, size: 10m }
+key: [user]
+# Shorter than the gap between the two windows' failures: each window is its own incident.
+suppress: 1m
+summary: { en: "{user}: {n} failures", ja: "{user}: {n} 件" }
+steps: { en: [], ja: [] }
+---*/
+SELECT coalesce("user".name, "user".id) AS "user", min(time) AS first_seen, max(time) AS last_seen,
+       count(*) AS n, window_start, window_end
+FROM events WHERE outcome = 'failure'
+GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
+    )
+    .unwrap();
+    let detections = SqlDetections::new(vec![rule], 1000).unwrap();
+    let mut sql = detections.detector();
+    let mut out = Vec::new();
+    for i in 0..5 {
+        // Failures at minutes 0..4 (window [0, 10m)), then at 10..14 (window [10m, 20m)).
+        for base in [0, 10] {
+            let e = ev(
+                T0 + (base + i) * MIN,
+                &format!("e{base}-{i}"),
+                "acme",
+                "kenji@acme.example",
+                "192.0.2.1",
+                "logon",
+                "failure",
+                Some("invalid_credentials"),
+            );
+            sql.on_event(&e, &mut out);
+        }
+    }
+    sql.on_watermark(T0 + 10 * MIN, &mut out);
+    assert_eq!(out.len(), 1, "the first window closed: {out:#?}");
+    assert_eq!(out[0].metrics["n"], authwatch_event::MetricValue::Count(5));
+    assert_eq!(out[0].summary.en, "kenji@acme.example: 5 failures");
+    assert_eq!(
+        out[0].alert_id,
+        Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0)
+    );
+    // A snapshot taken now and restored elsewhere decides the second window the same way.
+    let snap = sql.snapshot().unwrap();
+    // Same state, same bytes.
+    assert_eq!(sql.snapshot().unwrap(), snap);
+    let mut again = detections.detector();
+    again.restore(&snap).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    sql.flush(&mut a);
+    again.flush(&mut b);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_detections_name_the_file_and_position() {
+    let e = SqlRule::parse(Path::new("x.sql"), "SELECT 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("x.sql: missing header"), "{e}");
+    let head = "/*---\nid: x\nseverity: low\ncause_class: user\nwindow: { kind: hopping, size: 10m, slide: 3m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT 1";
+    let e = SqlRule::parse(Path::new("x.sql"), head)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slide must divide"), "{e}");
+    let rule = SqlRule::parse(
+        Path::new("y.sql"),
+        "/*---\nid: y\nseverity: low\ncause_class: user\nwindow: { kind: session, gap: 10m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT nosuch FROM events",
+    )
+    .unwrap();
+    let e = SqlDetections::new(vec![rule], 10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.starts_with("y.sql: query:"), "{e}");
+    assert!(e.contains("nosuch"), "{e}");
+}
+
+#[test]
+fn shipped_detections_all_plan() {
+    let rules = load_dir(&sql_dir()).unwrap();
+    assert!(rules.len() >= 3);
+    let detections = SqlDetections::new(rules, 1000).unwrap();
+    for id in [
+        "credential_stuffing",
+        "password_spray_multi_source",
+        "account_lockout_wave",
+    ] {
+        assert!(detections.rule_ids().contains(&id), "{id}");
+    }
+}
+
+#[test]
+fn archive_round_trips_through_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("arch").display().to_string();
+    let mut events = Vec::new();
+    background(&mut events, T0, T0 + 3 * 60 * MIN);
+    let mut w = ArchiveWriter::open(ArchiveOptions {
+        file_rows: 100,
+        max_buffered_rows: 150,
+        row_group_rows: 50,
+        ..ArchiveOptions::new(&location)
+    })
+    .unwrap();
+    for e in &events {
+        w.add_event(e).unwrap();
+    }
+    let stats = w.finish().unwrap();
+    assert_eq!(stats.events, events.len() as u64);
+    assert!(stats.files >= 3, "{stats:?}");
+    // Hive layout, complete files only (no staging leftovers).
+    let hour = dir.path().join("arch/events/dt=2026-01-05/hour=10");
+    let names: Vec<String> = std::fs::read_dir(&hour)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.ends_with(".parquet")),
+        "{names:?}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = Catalog::new();
+        c.add_archive(&location).await.unwrap();
+        let r = c
+            .query("SELECT count(*) AS n, count(DISTINCT dt) AS days FROM events WHERE hour = '10'")
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&r.batches).unwrap().to_string();
+        let in_hour = events.iter().filter(|e| (e.time - T0) / (60 * MIN) == 1).count();
+        assert!(text.contains(&format!("| {in_hour} ")), "{text}");
+        let e = c.query("SELECT nosuch FROM events").await.unwrap_err().to_string();
+        assert!(e.contains("nosuch"), "{e}");
+        let e = c.query("DROP TABLE events").await.unwrap_err().to_string();
+        assert!(e.contains("read-only"), "{e}");
+        let r = c
+            .query("SELECT round(haversine_km(35.68, 139.69, 34.69, 135.50)) AS km, time_bucket('15m', 1767604500123) AS b")
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&r.batches).unwrap().to_string();
+        assert!(text.contains("| 396.0 ") && text.contains("1767604500000"), "{text}");
+    });
+}

@@ -1,0 +1,50 @@
+/*---
+# The SQL version of rules/account_lockout_wave.yaml (same id, version, threshold and texts).
+id: account_lockout_wave
+version: 1
+description: A wave of account lockouts across the tenant
+category: account_lockout
+severity: high
+cause_class: attack
+attack_technique: [T1110]
+window: { kind: session, gap: 30m }
+key: [tenant]
+suppress: 2h
+summary:
+  en: "Lockout wave in tenant {tenant}: {users} accounts locked within {window}."
+  ja: "テナント {tenant} でロックアウトが多発: {window} 以内に {users} アカウントがロックされました。"
+steps:
+  en:
+    - "Find the common source of the failures (addresses, user agent) in the locked accounts' sign-ins and block it."
+    - "Check for password_spray and credential_stuffing alerts in the same window."
+    - "Unlock accounts in bulk only after the source is blocked, or they will lock again."
+  ja:
+    - "ロックされたアカウントのサインインから共通の失敗元（アドレス、ユーザーエージェント）を特定してブロックしてください。"
+    - "同じ時間帯の password_spray や credential_stuffing のアラートを確認してください。"
+    - "失敗元をブロックしてから一括でロックを解除してください。先に解除すると再びロックされます。"
+---*/
+WITH f AS (
+  SELECT tenant,
+         coalesce(nullif("user".name, ''), nullif("user".id, '')) AS account,
+         time, event_id, window_start
+  FROM events
+  WHERE activity = 'account_lock' AND tenant IS NOT NULL
+),
+-- At every lock: each account's latest lock within [t - 30m, t] (a wave counts accounts, and
+-- an account locked twice counts once, at its latest lock).
+p AS (
+  SELECT e.tenant, e.window_start, e.time, e.event_id, w.account,
+         max(w.time) AS latest,
+         last_value(w.event_id ORDER BY w.time, w.event_id) AS latest_id
+  FROM f e
+  JOIN f w ON w.tenant = e.tenant AND w.window_start = e.window_start
+          AND w.time BETWEEN e.time - duration_ms('30m') AND e.time
+  WHERE w.account IS NOT NULL
+  GROUP BY e.tenant, e.window_start, e.time, e.event_id, w.account
+)
+SELECT tenant, min(latest) AS first_seen, time AS last_seen, event_id,
+       count(*) AS users,
+       array_agg(latest_id ORDER BY latest, latest_id) AS evidence
+FROM p
+GROUP BY tenant, window_start, time, event_id
+HAVING count(*) >= 25

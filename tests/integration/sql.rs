@@ -1,0 +1,418 @@
+//! The SQL side end to end: replay into the Parquet archive with the SQL detections, `authwatch
+//! sql` over it, and `authwatch serve` with real Postgres clients (tokio-postgres and psql).
+
+use crate::common::{authwatch, generate, json_lines, repo, run_fail, run_ok};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A generated stream replayed with `--archive` and `--sql`; returns the alerts.
+fn archive(dir: &Path) -> Vec<serde_json::Value> {
+    let (events, _) = generate(dir, 120, 2, 11);
+    let alerts = dir.join("alerts.jsonl");
+    run_ok(
+        authwatch()
+            .arg("replay")
+            .arg(&events)
+            .arg("--archive")
+            .arg(dir.join("archive"))
+            .arg("--sql")
+            .arg(repo().join("sql"))
+            .arg("--alerts")
+            .arg(&alerts)
+            .arg("--quiet"),
+    );
+    json_lines(&alerts)
+}
+
+fn sql(dir: &Path, query: &str, format: &str) -> std::process::Output {
+    authwatch()
+        .args(["sql", query, "--format", format, "--archive"])
+        .arg(dir.join("archive"))
+        .output()
+        .expect("spawn authwatch sql")
+}
+
+#[test]
+fn replay_archives_and_sql_queries_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = archive(dir.path());
+    let events_in_stream = std::fs::read_to_string(dir.path().join("gen-11.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    // Partitioned, complete files.
+    let parts: Vec<_> = std::fs::read_dir(dir.path().join("archive/events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(parts.iter().all(|p| p.starts_with("dt=")), "{parts:?}");
+    let out = sql(dir.path(), "SELECT count(*) AS n FROM events", "csv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{events_in_stream}\n")
+    );
+    // Alerts (compiled and SQL) are archived too, one row per alert.
+    let out = sql(dir.path(), "SELECT count(*) AS n FROM alerts", "csv");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{}\n", alerts.len())
+    );
+    // JSON output, struct fields and UDFs.
+    let out = sql(
+        dir.path(),
+        "SELECT time_bucket('1d', time) AS day, count(DISTINCT src.ip) AS ips FROM events GROUP BY 1 ORDER BY 1",
+        "json",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["ips"].as_i64().unwrap() > 0),
+        "{rows:?}"
+    );
+    // DataFusion's error, with the position in the query.
+    let out = sql(dir.path(), "SELECT count(*) FROM events WHER x", "table");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Line: 1, Column"), "{err}");
+    let out = sql(dir.path(), "DELETE FROM events", "table");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read-only: DELETE statements are refused")
+    );
+}
+
+/// `alert_id`s of `rule` in an alerts file, sorted (with repeats).
+fn ids_of(alerts: &[serde_json::Value], rule: &str) -> Vec<String> {
+    let mut ids: Vec<String> = alerts
+        .iter()
+        .filter(|a| a["rule_id"] == rule)
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn sql_detections_match_the_compiled_rules_on_a_generated_stream() {
+    // The same generated stream (its attacks include credential stuffing, sprays and lockout
+    // waves), replayed with the compiled rules only, then with the SQL detections too: each
+    // alert of the three rules must come twice, once from each side, with the same alert_id.
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = generate(dir.path(), 300, 3, 23);
+    let replay = |name: &str, sql: bool| {
+        let out = dir.path().join(name);
+        let mut cmd = authwatch();
+        cmd.arg("replay")
+            .arg(&events)
+            .arg("--alerts")
+            .arg(&out)
+            .arg("--quiet");
+        if sql {
+            cmd.arg("--sql").arg(repo().join("sql"));
+        }
+        run_ok(&mut cmd);
+        json_lines(&out)
+    };
+    let compiled = replay("compiled.jsonl", false);
+    let both = replay("both.jsonl", true);
+    let mut fired = 0;
+    for rule in [
+        "credential_stuffing",
+        "password_spray_multi_source",
+        "account_lockout_wave",
+    ] {
+        let once = ids_of(&compiled, rule);
+        let twice: Vec<String> = once
+            .iter()
+            .flat_map(|id| [id.clone(), id.clone()])
+            .collect();
+        assert_eq!(ids_of(&both, rule), twice, "{rule}");
+        fired += once.len();
+    }
+    assert!(
+        fired > 0,
+        "the generated stream triggers none of the compared rules"
+    );
+}
+
+#[test]
+fn sql_over_recorded_files_of_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = generate(dir.path(), 40, 1, 5);
+    let okta = dir.path().join("okta.jsonl");
+    run_ok(
+        authwatch()
+            .arg("normalize")
+            .arg(&events)
+            .args(["--to", "okta", "--out"])
+            .arg(&okta),
+    );
+    let out = run_ok(
+        authwatch()
+            .args([
+                "sql",
+                "SELECT provider, count(*) AS n FROM events GROUP BY provider",
+                "--format",
+                "csv",
+                "--input",
+            ])
+            .arg(&okta),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("provider,n\nokta,"), "{text}");
+    let out = run_fail(authwatch().args(["sql", "SELECT 1"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to query"));
+}
+
+/// A running `authwatch serve`; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server(dir: &Path, extra: &[(&str, String)]) -> Server {
+    let port = free_port();
+    let mut cmd = authwatch();
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--archive",
+    ])
+    .arg(dir.join("archive"))
+    .env("AUTHWATCH__SERVE__PASSWORD_ENV", "AW_TEST_SQL_PASSWORD")
+    .env("AW_TEST_SQL_PASSWORD", "s3cret-pass")
+    .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn authwatch serve");
+    // Wait for the banner: the listener is bound once it is printed.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("read-only SQL on postgres://") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("serve did not start: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, port }
+}
+
+#[test]
+fn serve_answers_tokio_postgres_and_psql_read_only_with_scram() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = archive(dir.path());
+    let server = start_server(dir.path(), &[]);
+    let port = server.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = |password: &'static str| {
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.host("127.0.0.1")
+                .port(port)
+                .user("authwatch")
+                .password(password)
+                .dbname("authwatch");
+            cfg.connect_timeout(Duration::from_secs(10));
+            async move { cfg.connect(tokio_postgres::NoTls).await }
+        };
+        // A wrong password is refused.
+        let err = conn("wrong").await.err().expect("wrong password must fail");
+        let db = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("not a server error: {err:?}"));
+        assert_eq!(db.code().code(), "28P01", "{db:?}");
+        let (client, connection) = conn("s3cret-pass").await.unwrap();
+        tokio::spawn(connection);
+        // Extended protocol (typed results).
+        let rows = client
+            .query(
+                "SELECT count(*) AS n, max(rule_version) AS v FROM alerts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let n: i64 = rows[0].get("n");
+        assert_eq!(n, alerts.len() as i64);
+        // Simple protocol.
+        let msgs = client
+            .simple_query(
+                "SELECT category, count(*) AS n FROM alerts GROUP BY category ORDER BY n DESC",
+            )
+            .await
+            .unwrap();
+        assert!(
+            msgs.iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        );
+        // DDL and DML are refused with read_only_sql_transaction.
+        for stmt in [
+            "CREATE TABLE x (a INT)",
+            "INSERT INTO alerts VALUES (1)",
+            "DROP TABLE events",
+        ] {
+            let e = client.simple_query(stmt).await.expect_err("refused");
+            let db = e.as_db_error().expect("a server error");
+            assert_eq!(db.code().code(), "25006", "{stmt}: {db:?}");
+            assert!(db.message().contains("read-only"), "{}", db.message());
+        }
+        // A bad query names the position.
+        let e = client
+            .simple_query("SELECT * FROM nowhere")
+            .await
+            .err()
+            .unwrap();
+        assert!(e.as_db_error().unwrap().message().contains("nowhere"));
+    });
+    // psql from Debian, the analyst's client.
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "authwatch",
+            "-d",
+            "authwatch",
+            "-c",
+            "SELECT count(*) FROM alerts WHERE severity = 'critical' OR severity <> 'critical'",
+        ])
+        .env("PGPASSWORD", "s3cret-pass")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("psql is installed (scripts/test installs postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        alerts.len().to_string()
+    );
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "authwatch",
+            "-d",
+            "authwatch",
+            "-c",
+            "DELETE FROM events",
+        ])
+        .env("PGPASSWORD", "s3cret-pass")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_with_tls_for_psql() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = archive(dir.path());
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let server = start_server(
+        dir.path(),
+        &[
+            ("AUTHWATCH__SERVE__TLS_CERT", cert.display().to_string()),
+            ("AUTHWATCH__SERVE__TLS_KEY", key.display().to_string()),
+        ],
+    );
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "authwatch",
+            "-d",
+            "authwatch",
+            "-c",
+            "SELECT count(*) > 0 FROM events",
+        ])
+        .env("PGPASSWORD", "s3cret-pass")
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+}
