@@ -112,6 +112,9 @@ impl Shared {
                 }
             })
             .collect();
+        if self.replay.is_empty() && !self.metrics.restored() {
+            self.metrics.set_restored(true);
+        }
         let snapshot =
             !release.is_empty() || self.last_snapshot.elapsed() >= self.snapshot_interval;
         if snapshot {
@@ -347,7 +350,9 @@ impl Shared {
             return;
         }
         self.metrics.set_assigned(!self.assigned.is_empty());
-        self.metrics.set_restored(true);
+        // A partition replaying from an older snapshot is not restored until it is back at its
+        // committed offset: not ready before then (the barrier that sees it there says so).
+        self.metrics.set_restored(self.replay.is_empty());
         self.metrics.set_started();
         self.audit.record("assigned", audit, None);
     }

@@ -100,6 +100,16 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
         (**self).event(event)
     }
+    // Every method is forwarded: a default here would turn the inner sink's own behaviour
+    // into the trait's default (a routed event into a plain one).
+    fn route(
+        &mut self,
+        event: &AuthEvent,
+        origin: crate::source::Origin,
+        progress: i64,
+    ) -> Result<(), SinkError> {
+        (**self).route(event, origin, progress)
+    }
     fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
         (**self).checkpoint(checkpoint)
     }

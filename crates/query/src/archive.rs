@@ -414,6 +414,16 @@ impl<S: Sink> Sink for ArchiveSink<S> {
         self.archive.finish().map_err(|e| self.sink_err(e))?;
         self.inner.checkpoint(checkpoint)
     }
+    fn route(
+        &mut self,
+        event: &AuthEvent,
+        origin: authwatch_pipeline::Origin,
+        progress: i64,
+    ) -> Result<(), SinkError> {
+        // A route-only (ingest) run forwards events for detection elsewhere; the detect stage
+        // archives them once they are detected on.
+        self.inner.route(event, origin, progress)
+    }
     fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
         self.archive
             .add_event(event)
