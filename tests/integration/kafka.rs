@@ -271,8 +271,13 @@ fn closing_event(tenant: &str, time: i64) -> String {
     .to_string()
 }
 
-/// The alert ids `authwatch replay` finds in `lines` (same enrichment as the runs).
-fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
+/// The alerts `authwatch replay` finds in `lines` (same enrichment as the runs), with `extra`
+/// arguments (e.g. `--sql DIR`).
+fn replay_alerts(
+    s: &Scenario,
+    lines: &[String],
+    extra: &[&std::ffi::OsStr],
+) -> Vec<serde_json::Value> {
     let input = s.dir.path().join("replay-input.jsonl");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = s.dir.path().join("replay-alerts.jsonl");
@@ -281,11 +286,17 @@ fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
         authwatch()
             .args(["replay", "--quiet", "--config"])
             .arg(&config)
+            .args(extra)
             .arg("--alerts")
             .arg(&out)
             .arg(&input),
     );
     json_lines(&out)
+}
+
+/// The alert ids `authwatch replay` finds in `lines`.
+fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
+    replay_alerts(s, lines, &[])
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_owned())
         .collect()
@@ -670,18 +681,7 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     let lines = stream(s.dir.path(), "example", 300, 3, 7);
 
     // What the policy selects: the critical alerts of the two suspension-worthy rules.
-    let input = s.dir.path().join("replay-input.jsonl");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let replayed = s.dir.path().join("replay-alerts.jsonl");
-    run_ok(
-        authwatch()
-            .args(["replay", "--quiet", "--config"])
-            .arg(s.config("replay", "1s"))
-            .arg("--alerts")
-            .arg(&replayed)
-            .arg(&input),
-    );
-    let alerts = json_lines(&replayed);
+    let alerts = replay_alerts(&s, &lines, &[]);
     let all_ids: BTreeSet<String> = alerts
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_owned())
@@ -1206,20 +1206,8 @@ fn j_run_with_sql_detections_archive_and_the_postgres_endpoint() {
     let lines = stream(s.dir.path(), "example", 120, 3, 31);
     // What replay with the SQL detections finds: the compiled rules' alerts, and the SQL
     // versions' again with the same alert ids.
-    let input = s.dir.path().join("sql-input.jsonl");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let replayed = s.dir.path().join("sql-replay-alerts.jsonl");
-    run_ok(
-        authwatch()
-            .args(["replay", "--quiet", "--config"])
-            .arg(s.config("replay", "1s"))
-            .arg("--sql")
-            .arg(repo().join("sql"))
-            .arg("--alerts")
-            .arg(&replayed)
-            .arg(&input),
-    );
-    let mut expected: Vec<String> = json_lines(&replayed)
+    let sql = repo().join("sql");
+    let mut expected: Vec<String> = replay_alerts(&s, &lines, &["--sql".as_ref(), sql.as_os_str()])
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_owned())
         .collect();
