@@ -464,7 +464,13 @@ impl Runtime {
             .set("isolation.level", "read_committed")
             .set("statistics.interval.ms", "5000")
             .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "65536");
+            .set("queued.max.messages.kbytes", "65536")
+            // librdkafka (2.4+) postpones a partition's next fetch by this much once its local
+            // queue is over `queued.min.messages`; the default, 1 s, leaves a consumer that
+            // drains 100k records in well under a second idle for the rest of it. Measured on
+            // a 2M-record topic: 1 s → 141k records/s (and up to 1 s of added latency), 10 ms →
+            // 400–460k records/s, 0 → more system time for no more speed (docs/KAFKA.md).
+            .set("fetch.queue.backoff.ms", "10");
         for (k, v) in &kafka.properties {
             cc.set(k, v);
         }
