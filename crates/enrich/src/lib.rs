@@ -62,6 +62,7 @@ mod geo;
 mod internal;
 mod ipcache;
 mod profiles;
+mod recency;
 mod ua;
 
 pub use cidr::CidrTagger;

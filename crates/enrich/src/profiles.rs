@@ -7,9 +7,10 @@
 
 use crate::config::ProfileConfig;
 use crate::error::SnapshotError;
+use crate::recency::RecencyMap;
 use authwatch_event::{Activity, AuthEvent, Outcome, PreviousSignIn, Text, UserContext};
-use lru::LruCache;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 const MS_PER_HOUR: i64 = 3_600_000;
@@ -20,11 +21,28 @@ const SNAPSHOT_VERSION: u32 = 1;
 
 /// A small set that forgets its least recently seen member when full. At the sizes used
 /// (tens of members) a linear scan beats hashing, and the order is the recency order.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-struct RecentSet<T>(Vec<T>);
+///
+/// The first few members are stored inside the profile: most users have one or two countries
+/// and devices, and every event reads all three sets, so a heap buffer per set would be up to
+/// three more cache misses per event on the detect thread. Serialized as a plain list.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct RecentSet<T, const N: usize>(SmallVec<[T; N]>);
 
-impl<T: PartialEq> RecentSet<T> {
+// By hand rather than through smallvec's `serde` feature: turning that feature on changes the
+// build of every crate that shares smallvec (DataFusion's among them).
+impl<T: Serialize, const N: usize> Serialize for RecentSet<T, N> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for RecentSet<T, N> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<T>::deserialize(deserializer).map(|v| RecentSet(SmallVec::from_vec(v)))
+    }
+}
+
+impl<T: PartialEq, const N: usize> RecentSet<T, N> {
     fn contains(&self, v: &T) -> bool {
         self.0.contains(v)
     }
@@ -83,9 +101,9 @@ struct Profile {
     last_seen: i64,
     /// Order of last use, for restoring the LRU order exactly.
     touched: u64,
-    countries: RecentSet<Text>,
-    asns: RecentSet<u32>,
-    devices: RecentSet<Text>,
+    countries: RecentSet<Text, 2>,
+    asns: RecentSet<u32, 4>,
+    devices: RecentSet<Text, 2>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_success: Option<LastSuccess>,
     /// Bit h set: a successful sign-in happened in UTC hour h.
@@ -123,7 +141,7 @@ pub struct UserProfiles {
     config: ProfileConfig,
     ttl_ms: i64,
     learning_ms: i64,
-    users: LruCache<Text, Profile>,
+    users: RecencyMap<Profile>,
     touch_counter: u64,
     /// Newest event time seen: the store's notion of "now" for expiry.
     max_time: i64,
@@ -174,8 +192,6 @@ impl UserProfiles {
     /// An empty store. `config` is assumed validated ([`crate::EnrichConfig::validate`]);
     /// out-of-range values are clamped to the nearest usable one.
     pub fn new(config: &ProfileConfig) -> UserProfiles {
-        let cap =
-            std::num::NonZeroUsize::new(config.max_users).unwrap_or(std::num::NonZeroUsize::MIN);
         UserProfiles {
             ttl_ms: config.ttl.millis().max(1),
             learning_ms: config.learning_period.millis(),
@@ -183,7 +199,7 @@ impl UserProfiles {
                 max_per_user_set: config.max_per_user_set.max(1),
                 ..config.clone()
             },
-            users: LruCache::new(cap),
+            users: RecencyMap::new(config.max_users),
             touch_counter: 0,
             max_time: i64::MIN,
             created: 0,
@@ -202,10 +218,6 @@ impl UserProfiles {
         }
     }
 
-    fn expired(&self, p: &Profile, now: i64) -> bool {
-        now.saturating_sub(p.last_seen) > self.ttl_ms
-    }
-
     /// Drops profiles idle for longer than the TTL as of event time `now`. Called by
     /// [`observe`](Self::observe) with the newest event time seen; the pipeline may also call
     /// it with its watermark when input is idle.
@@ -214,8 +226,9 @@ impl UserProfiles {
         // order of `last_seen`: expired profiles gather at the cold end. Events a few minutes
         // out of order can leave one slightly out of place; it is still caught when its user
         // comes back (see `observe`) or once the ones before it go.
+        let ttl_ms = self.ttl_ms;
         while let Some((_, p)) = self.users.peek_lru() {
-            if !self.expired(p, now) {
+            if now.saturating_sub(p.last_seen) <= ttl_ms {
                 break;
             }
             self.users.pop_lru();
@@ -250,7 +263,7 @@ impl UserProfiles {
         let (ttl_ms, clock) = (self.ttl_ms, self.max_time);
 
         // One hash lookup for the usual case, a known user whose profile is alive.
-        if let Some(p) = self.users.get_mut(key) {
+        if let Some(p) = self.users.get_mut(key, touched) {
             if clock.saturating_sub(p.last_seen) <= ttl_ms {
                 event.context = context(Some(&*p), event, true, self.learning_ms);
                 p.last_seen = p.last_seen.max(now);
@@ -261,7 +274,7 @@ impl UserProfiles {
                 return;
             }
             // An expired profile that was not yet swept is expired now, before it is read.
-            self.users.pop(key);
+            self.users.remove(key);
             self.expiries += 1;
         }
 
@@ -282,10 +295,7 @@ impl UserProfiles {
         };
         learn(&mut p, event, max_set);
         self.created += 1;
-        let key = Text::new(key);
-        if let Some((old, _)) = self.users.push(key.clone(), p)
-            && old != key
-        {
+        if self.users.insert(Text::new(key), p, touched).is_some() {
             self.evictions += 1;
         }
     }
@@ -332,7 +342,8 @@ impl UserProfiles {
         self.evictions = s.evictions;
         self.expiries = s.expiries;
         for (key, profile) in s.users {
-            if self.users.push(key, profile).is_some() {
+            let touched = profile.touched;
+            if self.users.insert(key, profile, touched).is_some() {
                 self.evictions += 1;
             }
         }
@@ -884,7 +895,7 @@ mod tests {
             }
         }
         for max in [1, 2, 3, 16] {
-            let mut fast = RecentSet::default();
+            let mut fast = RecentSet::<u32, 4>::default();
             let mut slow = Vec::new();
             let mut x = 12345u64;
             for _ in 0..2000 {
@@ -895,7 +906,7 @@ mod tests {
                 let v = ((x >> 33) % 24) as u32;
                 fast.touch(&v, max);
                 reference(&mut slow, v, max);
-                assert_eq!(fast.0, slow, "max {max}");
+                assert_eq!(fast.0.as_slice(), slow.as_slice(), "max {max}");
                 assert!(fast.contains(&v));
             }
         }

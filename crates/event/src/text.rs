@@ -10,6 +10,9 @@ use std::ops::Deref;
 ///
 /// Most event fields (user names, ids, ASN organisations, country codes) are short; keeping them
 /// inline saves one heap allocation per field on the hot path. Serialized as a plain JSON string.
+///
+/// The accessors are `#[inline]`: they run several times per event in other crates (rule
+/// predicates, profile lookups), and the release build has no cross-crate LTO to inline them.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Text(CompactString);
@@ -21,11 +24,13 @@ impl Text {
     }
 
     /// Whether the text is empty (for `skip_serializing_if`).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The text as a `&str`.
+    #[inline]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -33,6 +38,7 @@ impl Text {
 
 impl Deref for Text {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.0.as_str()
     }
@@ -41,12 +47,14 @@ impl Deref for Text {
 // `Text` hashes and compares as its `str` (CompactString hashes `as_str()`), so maps keyed by
 // `Text` can be searched with a borrowed `&str`, without building a key per lookup.
 impl std::borrow::Borrow<str> for Text {
+    #[inline]
     fn borrow(&self) -> &str {
         self.0.as_str()
     }
 }
 
 impl AsRef<str> for Text {
+    #[inline]
     fn as_ref(&self) -> &str {
         self.0.as_str()
     }
@@ -77,12 +85,14 @@ impl From<String> for Text {
 }
 
 impl PartialEq<str> for Text {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Text {
+    #[inline]
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }

@@ -139,6 +139,12 @@ impl Catalog {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Spans let planning errors name the line and column of the query.
         config.options_mut().sql_parser.collect_spans = true;
+        // Analyst queries filter on a few columns and read others (`WHERE outcome = 'failure'
+        // GROUP BY src.ip`): evaluating the filter while decoding skips the other columns' rows
+        // that fail it. Measured with DataFusion 55 on the 10M-event archive of
+        // benches/sql_vs_duckdb.sh: top_failing_ips 207 → 101 ms, push_fatigue 304 → 224 ms.
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config(config);
         register_udfs(&ctx);
         Catalog {
