@@ -83,15 +83,22 @@ impl<V> RecencyMap<V> {
         Some(entry.remove().0.value)
     }
 
-    /// Inserts `key` (absent) as the most recently used entry; when the map was full, evicts
-    /// and returns the least recently used one.
+    /// Inserts `key` as the most recently used entry; when the map was full, evicts and
+    /// returns the least recently used one. A key already present (only a damaged snapshot
+    /// repeats one) has its value replaced, and nothing is evicted.
     pub(crate) fn insert(&mut self, key: Text, value: V, stamp: u64) -> Option<(Text, V)> {
+        let hash = self.hash(key.as_str());
+        if let Some(slot) = self.table.find_mut(hash, |s| s.key == key) {
+            slot.value = value;
+            slot.stamp = stamp;
+            self.order.push_back((stamp, hash));
+            return None;
+        }
         let evicted = if self.table.len() >= self.capacity {
             self.pop_lru()
         } else {
             None
         };
-        let hash = self.hash(key.as_str());
         self.table.insert_unique(
             hash,
             Slot {
@@ -171,6 +178,21 @@ mod tests {
             self.0.push_back(e.clone());
             Some(e.1)
         }
+    }
+
+    #[test]
+    fn a_repeated_key_replaces_its_entry() {
+        let mut map: RecencyMap<u32> = RecencyMap::new(2);
+        assert!(map.insert(Text::new("a"), 1, 1).is_none());
+        assert!(map.insert(Text::new("b"), 2, 2).is_none());
+        assert!(
+            map.insert(Text::new("a"), 3, 3).is_none(),
+            "nothing evicted"
+        );
+        assert_eq!(map.len(), 2);
+        assert_eq!(map.get_mut("a", 4).copied(), Some(3));
+        let lru = map.pop_lru().map(|(k, v)| (k.as_str().to_owned(), v));
+        assert_eq!(lru, Some(("b".to_owned(), 2)));
     }
 
     #[test]
