@@ -11,9 +11,10 @@
 //! the front of the log is read. Stamps are unique and increasing, so the first live record is
 //! exactly the least recently used entry, as with a linked list.
 //!
-//! The log is rebuilt from the table when it holds more than twice as many records as there are
-//! entries (plus a constant), so memory stays within `3 × capacity` small records plus the
-//! entries, and the rebuild (a sequential scan and a sort) is paid once per `len` touches.
+//! The log is rebuilt from the table when it holds twice as many records as there are entries
+//! plus a constant (`LOG_SLACK`), so it never holds more than `2 × entries + 1024` records of
+//! 16 bytes (32 MiB at a million users), and the rebuild (a sequential scan and a sort) is paid
+//! once per `entries + 1024` touches.
 
 use authwatch_event::Text;
 use hashbrown::HashTable;
