@@ -12,9 +12,10 @@
 //! exactly the least recently used entry, as with a linked list.
 //!
 //! The log is rebuilt from the table when it holds twice as many records as there are entries
-//! plus a constant (`LOG_SLACK`), so it never holds more than `2 × entries + 1024` records of
-//! 16 bytes (32 MiB at a million users), and the rebuild (a sequential scan and a sort) is paid
-//! once per `entries + 1024` touches.
+//! plus a constant (`LOG_SLACK`) at a touch or insert, so it never holds more than
+//! `2 × capacity + 1024` records of 16 bytes (32 MiB at a million users; removals leave it larger
+//! than that relative to the entries left until the next touch), and the rebuild (a sequential
+//! scan and a sort) is paid once per `entries + 1024` touches.
 
 use authwatch_event::Text;
 use hashbrown::HashTable;
