@@ -63,11 +63,16 @@ impl<V> RecencyMap<V> {
         self.hasher.hash_one(key)
     }
 
-    /// The value of `key`, marked most recently used with `stamp`.
-    pub(crate) fn get_mut(&mut self, key: &str, stamp: u64) -> Option<&mut V> {
+    /// Rebuilds the log when it is about to pass its bound; called before each record appended.
+    fn make_room(&mut self) {
         if self.order.len() >= 2 * self.table.len() + LOG_SLACK {
             self.rebuild_order();
         }
+    }
+
+    /// The value of `key`, marked most recently used with `stamp`.
+    pub(crate) fn get_mut(&mut self, key: &str, stamp: u64) -> Option<&mut V> {
+        self.make_room();
         let hash = self.hash(key);
         let slot = self.table.find_mut(hash, |s| s.key.as_str() == key)?;
         slot.stamp = stamp;
@@ -89,6 +94,7 @@ impl<V> RecencyMap<V> {
     /// returns the least recently used one. A key already present (only a damaged snapshot
     /// repeats one) has its value replaced, and nothing is evicted.
     pub(crate) fn insert(&mut self, key: Text, value: V, stamp: u64) -> Option<(Text, V)> {
+        self.make_room();
         let hash = self.hash(key.as_str());
         if let Some(slot) = self.table.find_mut(hash, |s| s.key == key) {
             slot.value = value;
@@ -111,39 +117,31 @@ impl<V> RecencyMap<V> {
             },
             |s| s.hash,
         );
-        if self.order.len() >= 2 * self.table.len() + LOG_SLACK {
-            self.rebuild_order();
-        }
         self.order.push_back((stamp, hash));
         evicted
     }
 
-    /// Drops stale records at the front of the log; afterwards the front, if any, is live.
-    fn skip_stale(&mut self) {
+    /// The least recently used entry. Stale records met at the front of the log are dropped;
+    /// the first live one is found with the same probe that returns it.
+    pub(crate) fn peek_lru(&mut self) -> Option<(&Text, &V)> {
         while let Some(&(stamp, hash)) = self.order.front() {
-            if self.table.find(hash, |s| s.stamp == stamp).is_some() {
-                return;
+            if let Some(s) = self.table.find(hash, |s| s.stamp == stamp) {
+                return Some((&s.key, &s.value));
             }
             self.order.pop_front();
         }
-    }
-
-    /// The least recently used entry.
-    pub(crate) fn peek_lru(&mut self) -> Option<(&Text, &V)> {
-        self.skip_stale();
-        let &(stamp, hash) = self.order.front()?;
-        self.table
-            .find(hash, |s| s.stamp == stamp)
-            .map(|s| (&s.key, &s.value))
+        None
     }
 
     /// Removes and returns the least recently used entry.
     pub(crate) fn pop_lru(&mut self) -> Option<(Text, V)> {
-        self.skip_stale();
-        let (stamp, hash) = self.order.pop_front()?;
-        let entry = self.table.find_entry(hash, |s| s.stamp == stamp).ok()?;
-        let slot = entry.remove().0;
-        Some((slot.key, slot.value))
+        while let Some((stamp, hash)) = self.order.pop_front() {
+            if let Ok(entry) = self.table.find_entry(hash, |s| s.stamp == stamp) {
+                let slot = entry.remove().0;
+                return Some((slot.key, slot.value));
+            }
+        }
+        None
     }
 
     /// Every entry, in no particular order.
