@@ -138,6 +138,19 @@ struct SourceProgress {
     idle_marked: bool,
 }
 
+impl SourceProgress {
+    /// A source seen for the first time at `now`: nothing routed, marked or positioned yet.
+    fn new(now: Instant) -> Self {
+        SourceProgress {
+            at: None,
+            marked: None,
+            position: None,
+            quiet_since: now,
+            idle_marked: false,
+        }
+    }
+}
+
 /// The ingest stage's side of the internal topic: where each event goes, and the markers.
 pub(crate) struct Router {
     topic: String,
@@ -200,13 +213,7 @@ impl Router {
         let p = self
             .sources
             .entry(origin.input)
-            .or_insert_with(|| SourceProgress {
-                at: None,
-                marked: None,
-                position: None,
-                quiet_since: now,
-                idle_marked: false,
-            });
+            .or_insert_with(|| SourceProgress::new(now));
         p.at = Some(p.at.map_or(progress, |a| a.max(progress)));
         let h = header(OwnedHeaders::new_with_capacity(3), H_SRC, &src);
         let h = header(h, H_OFF, &origin.offset.to_string());
@@ -229,13 +236,7 @@ impl Router {
             let p = self
                 .sources
                 .entry(*input)
-                .or_insert_with(|| SourceProgress {
-                    at: None,
-                    marked: None,
-                    position: None,
-                    quiet_since: now,
-                    idle_marked: false,
-                });
+                .or_insert_with(|| SourceProgress::new(now));
             if p.position != Some(*position) {
                 p.position = Some(*position);
                 p.quiet_since = now;
