@@ -146,7 +146,7 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
 
 /// The catalog: archive tables, then what the inputs produced (and `live_events`).
 async fn build_catalog(sources: &SourceArgs, loaded: Option<Loaded>) -> Result<Catalog> {
-    let mut catalog = Catalog::new();
+    let mut catalog = Catalog::new()?;
     if let Some(location) = &sources.archive {
         catalog
             .add_archive(location)
@@ -340,7 +340,7 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         .spawn(move || {
             let started = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let mut catalog = Catalog::new();
+                    let mut catalog = Catalog::new()?;
                     if let Some(location) = &archive {
                         catalog
                             .add_archive(location)

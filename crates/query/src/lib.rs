@@ -14,6 +14,7 @@
 mod archive;
 mod catalog;
 mod convert;
+mod dict_agg;
 mod error;
 mod live;
 mod output;
@@ -23,8 +24,9 @@ mod stream;
 mod udf;
 
 pub use archive::{ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, open_store};
-pub use catalog::{Catalog, QueryResult};
+pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, QueryResult};
 pub use convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
+pub use dict_agg::{DictionaryAggregateExec, DictionaryAggregation};
 pub use error::QueryError;
 pub use live::{LiveWindow, LiveWindowFeed};
 pub use output::{OutputFormat, write_result};

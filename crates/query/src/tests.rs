@@ -411,7 +411,7 @@ fn archive_round_trips_through_the_catalog() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = Catalog::new();
+        let mut c = Catalog::new().unwrap();
         c.add_archive(&location).await.unwrap();
         let r = c
             .query("SELECT count(*) AS n, count(DISTINCT dt) AS days FROM events WHERE hour = '10'")
@@ -430,5 +430,97 @@ fn archive_round_trips_through_the_catalog() {
             .unwrap();
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&r.batches).unwrap().to_string();
         assert!(text.contains("| 396.0 ") && text.contains("1767604500000"), "{text}");
+    });
+}
+
+async fn count_events(c: &Catalog) -> usize {
+    let r = c.query("SELECT count(*) AS n FROM events").await.unwrap();
+    let n = r.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    usize::try_from(n).unwrap()
+}
+
+async fn events_by_outcome(c: &Catalog) -> std::collections::BTreeMap<String, u64> {
+    let r = c
+        .query("SELECT CAST(outcome AS VARCHAR) AS o, count(*) AS n FROM events GROUP BY outcome")
+        .await
+        .unwrap();
+    let mut m = std::collections::BTreeMap::new();
+    for b in &r.batches {
+        let o = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let o = o
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            m.insert(o.value(i).to_owned(), u64::try_from(n.value(i)).unwrap());
+        }
+    }
+    m
+}
+
+/// A long-lived catalog (the endpoint of `authwatch run`) sees archive files written after its
+/// first query once the listing expires, with statistics (`count(*)` is answered from them) and
+/// grouping by a dictionary column (the archive's enumerations) agreeing with the new rows.
+#[test]
+fn catalog_sees_files_the_archive_writer_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("arch").display().to_string();
+    let write = |from: i64, to: i64| {
+        let mut events = Vec::new();
+        background(&mut events, from, to);
+        let mut w = ArchiveWriter::open(ArchiveOptions::new(&location)).unwrap();
+        for e in &events {
+            w.add_event(e).unwrap();
+        }
+        w.finish().unwrap();
+        events
+    };
+    let outcomes = |events: &[AuthEvent]| {
+        let mut m = std::collections::BTreeMap::new();
+        for e in events {
+            *m.entry(e.outcome.as_str().to_owned()).or_insert(0u64) += 1;
+        }
+        m
+    };
+    let first = write(T0, T0 + 60 * MIN);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut c = Catalog::with_listing_ttl(std::time::Duration::from_millis(100)).unwrap();
+    rt.block_on(async {
+        c.add_archive(&location).await.unwrap();
+        assert_eq!(count_events(&c).await, first.len());
+        assert_eq!(events_by_outcome(&c).await, outcomes(&first));
+        let plan = c
+            .query("EXPLAIN SELECT outcome, count(*) FROM events GROUP BY outcome")
+            .await
+            .unwrap();
+        let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)
+            .unwrap()
+            .to_string();
+        assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+    });
+    // The writer runs its own runtime, as it does next to the pipeline.
+    let second = write(T0 + 120 * MIN, T0 + 180 * MIN);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    let all: Vec<AuthEvent> = first.iter().chain(&second).cloned().collect();
+    rt.block_on(async {
+        assert_eq!(count_events(&c).await, all.len());
+        assert_eq!(events_by_outcome(&c).await, outcomes(&all));
     });
 }
