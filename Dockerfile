@@ -30,8 +30,8 @@ COPY . .
 # The registry and target caches survive between builds on one builder (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin authwatch \
- && install -D -m 0755 target/release/authwatch /out/usr/local/bin/authwatch \
+    cargo build --profile dist --locked --bin authwatch \
+ && install -D -m 0755 target/dist/authwatch /out/usr/local/bin/authwatch \
  && install -d /out/etc/authwatch/rules /out/etc/authwatch/sql \
  && find rules -maxdepth 1 -name '*.yaml' -exec install -m 0644 {} /out/etc/authwatch/rules/ \; \
  && find sql -maxdepth 1 -name '*.sql' -exec install -m 0644 {} /out/etc/authwatch/sql/ \; \

@@ -4,24 +4,25 @@
 #
 #   benches/sql_vs_duckdb.sh [EVENTS]      # default 10000000
 #
-# Steps: build the release binary; `authwatch gen` a stream of EVENTS events; `authwatch replay
-# --archive` it into Parquet with geo enrichment (dt=/hour= partitions, built-in rules, so alerts
-# are archived too);
-# install DuckDB from PyPI into a venv; run each query best-of-3 in each engine, in-process (the
+# Steps: build the shipped binary (profile `dist`: release with whole-program LTO); `authwatch
+# gen` a stream of EVENTS events; `authwatch replay --archive` it into Parquet with geo enrichment
+# (dt=/hour= partitions, built-in rules, so alerts are archived too);
+# install DuckDB from PyPI into a venv; run each query best-of-5 in each engine, in-process (the
 # time excludes process start and catalog setup), both on all cores; print the table with the
 # ratio authwatch/DuckDB (target ≤ 1.5) and the row counts (they must agree).
-# AUTHWATCH_BIN=path skips the build; AUTHWATCH_BENCH_DIR sets the work directory.
+# AUTHWATCH_BIN=path skips the build; AUTHWATCH_BENCH_DIR sets the work directory;
+# AUTHWATCH_BENCH_REPEAT the runs per query (the best counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-10000000}"
 WORK="${AUTHWATCH_BENCH_DIR:-${TMPDIR:-/tmp}/authwatch-sql-bench}"
-REPEAT=3
+REPEAT="${AUTHWATCH_BENCH_REPEAT:-5}"
 mkdir -p "$WORK"
 
 if [ -z "${AUTHWATCH_BIN:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authwatch/target}"
-  cargo build --release --locked -p authwatch-cli >&2
-  AUTHWATCH_BIN="$CARGO_TARGET_DIR/release/authwatch"
+  cargo build --profile dist --locked -p authwatch-cli >&2
+  AUTHWATCH_BIN="$CARGO_TARGET_DIR/dist/authwatch"
 fi
 
 ARCHIVE="$WORK/archive-$EVENTS"
