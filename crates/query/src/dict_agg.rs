@@ -17,6 +17,11 @@
 //!
 //! Anything else (several keys, grouping sets, aggregates without a groups accumulator, ordered
 //! input, a pushed-down limit, dynamic filters) keeps DataFusion's own operator.
+//!
+//! Unlike DataFusion's operator it does not spill: its groups are the distinct dictionary values
+//! (a handful for an enumeration). Its memory is reserved from the session's pool like any
+//! operator's, so under a memory limit a refusal fails the query with DataFusion's
+//! resources-exhausted error rather than going unaccounted.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -424,6 +429,9 @@ impl GroupState {
         } else {
             self.groups.resolve(dict.values())?;
             let codes = dict.normalized_keys();
+            // `cached` has one entry per dictionary value and every code is below the values'
+            // length (a `DictionaryArray` is validated on construction; `normalized_keys` keeps
+            // null codes in range too), so the indexing below cannot fail.
             let cached = &self.groups.cached_groups;
             self.group_indices.extend(codes.iter().map(|&c| cached[c]));
             if let Some(nulls) = dict.keys().logical_nulls().filter(|n| n.null_count() > 0) {
@@ -544,6 +552,17 @@ mod tests {
             ),
             Field::new("v", DataType::Int64, true),
         ]));
+        let data = table(&schema);
+        run_on(with_rule, partitions, schema, data, sql).await
+    }
+
+    async fn run_on(
+        with_rule: bool,
+        partitions: usize,
+        schema: SchemaRef,
+        data: Vec<Vec<RecordBatch>>,
+        sql: &str,
+    ) -> (String, String) {
         let config = SessionConfig::new().with_target_partitions(partitions);
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
@@ -552,7 +571,7 @@ mod tests {
             builder = builder.with_physical_optimizer_rule(Arc::new(DictionaryAggregation));
         }
         let ctx = SessionContext::new_with_state(builder.build());
-        let mem = MemTable::try_new(Arc::clone(&schema), table(&schema)).unwrap();
+        let mem = MemTable::try_new(schema, data).unwrap();
         ctx.register_table("t", Arc::new(mem)).unwrap();
         let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let plan = ctx
@@ -634,6 +653,55 @@ mod tests {
                 if !sql.contains("LIMIT") {
                     assert_eq!(actual, expected, "{sql}");
                 }
+            }
+        });
+    }
+
+    /// Dictionaries of other value types (here integers, with 32-bit codes) take the same path:
+    /// the row format and the cast back to the key type are not string-specific.
+    #[test]
+    fn numeric_dictionary_values() {
+        use datafusion::arrow::array::Int32Array;
+        use datafusion::arrow::datatypes::Int32Type;
+        let key_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Int64));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", key_type, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = |codes: Vec<Option<i32>>, values: Vec<i64>, v: Vec<i64>| {
+            let k = DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(codes),
+                Arc::new(Int64Array::from(values)),
+            )
+            .unwrap();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(k), Arc::new(Int64Array::from(v))],
+            )
+            .unwrap()
+        };
+        let data = vec![
+            vec![batch(
+                vec![Some(0), Some(1), None],
+                vec![443, 22],
+                vec![1, 2, 3],
+            )],
+            vec![batch(
+                vec![Some(1), Some(0), Some(1)],
+                vec![22, 8443],
+                vec![4, 5, 6],
+            )],
+        ];
+        let sql = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k ORDER BY k NULLS FIRST";
+        block_on(async {
+            for partitions in [1, 2] {
+                let (expected, _) =
+                    run_on(false, partitions, Arc::clone(&schema), data.clone(), sql).await;
+                let (actual, plan) =
+                    run_on(true, partitions, Arc::clone(&schema), data.clone(), sql).await;
+                assert_eq!(actual, expected);
+                assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                assert!(actual.contains("| 22   | 2 | 7  |"), "{actual}");
             }
         });
     }
