@@ -319,11 +319,18 @@ struct Groups {
     index: HashMap<Box<[u8]>, usize>,
     /// The keys in group-index order.
     rows: Rows,
-    /// Codes → group of the dictionary values last seen, reused while the input keeps sending
-    /// the same values array (Parquet decodes a column chunk's batches against one dictionary).
-    cached_values: Option<ArrayRef>,
-    cached_groups: Vec<usize>,
+    /// The dictionary values array last seen and its values in row format, reused while the
+    /// input keeps sending the same array (Parquet decodes a column chunk's batches against
+    /// one dictionary).
+    values: Option<(ArrayRef, Rows)>,
+    /// Group of each of those values, [`UNRESOLVED`] until a row's code points to it: a
+    /// dictionary can hold values no row uses (a filter keeps the whole dictionary), and those
+    /// must not become groups.
+    value_groups: Vec<usize>,
 }
+
+/// A dictionary value no row has used yet.
+const UNRESOLVED: usize = usize::MAX;
 
 impl Groups {
     fn new(group_type: &DataType) -> Result<Groups> {
@@ -338,8 +345,8 @@ impl Groups {
             converter,
             index: HashMap::new(),
             rows,
-            cached_values: None,
-            cached_groups: Vec::new(),
+            values: None,
+            value_groups: Vec::new(),
         })
     }
 
@@ -347,32 +354,48 @@ impl Groups {
         self.rows.num_rows()
     }
 
-    /// The group of each value of a dictionary's values array, interning new ones.
-    fn resolve(&mut self, values: &ArrayRef) -> Result<()> {
+    /// Makes `values` the dictionary whose codes [`Groups::group_of`] resolves.
+    fn use_values(&mut self, values: &ArrayRef) -> Result<()> {
         if self
-            .cached_values
+            .values
             .as_ref()
-            .is_some_and(|cached| Arc::ptr_eq(cached, values))
+            .is_some_and(|(cached, _)| Arc::ptr_eq(cached, values))
         {
             return Ok(());
         }
         let value_rows = self.converter.convert_columns(&[Arc::clone(values)])?;
-        self.cached_groups.clear();
-        for row in value_rows.iter() {
-            let bytes = row.data();
-            let group = match self.index.get(bytes) {
-                Some(&group) => group,
-                None => {
-                    let group = self.rows.num_rows();
-                    self.rows.push(row);
-                    self.index.insert(bytes.into(), group);
-                    group
-                }
-            };
-            self.cached_groups.push(group);
-        }
-        self.cached_values = Some(Arc::clone(values));
+        self.value_groups.clear();
+        self.value_groups.resize(values.len(), UNRESOLVED);
+        self.values = Some((Arc::clone(values), value_rows));
         Ok(())
+    }
+
+    /// The group of dictionary value `code` of the current values, interning it on first use.
+    fn group_of(&mut self, code: usize) -> Result<usize> {
+        let resolved = self
+            .value_groups
+            .get(code)
+            .copied()
+            .ok_or_else(|| internal_datafusion_err!("dictionary code {code} out of range"))?;
+        if resolved != UNRESOLVED {
+            return Ok(resolved);
+        }
+        let Some((_, value_rows)) = &self.values else {
+            return Err(internal_datafusion_err!("dictionary values not set"));
+        };
+        let row = value_rows.row(code);
+        let bytes = row.data();
+        let group = match self.index.get(bytes) {
+            Some(&group) => group,
+            None => {
+                let group = self.rows.num_rows();
+                self.rows.push(row);
+                self.index.insert(bytes.into(), group);
+                group
+            }
+        };
+        self.value_groups[code] = group;
+        Ok(group)
     }
 
     /// The group of a null key (keys can be null while every dictionary value is not).
@@ -392,8 +415,9 @@ impl Groups {
 
     fn size(&self) -> usize {
         self.rows.size()
+            + self.values.as_ref().map_or(0, |(_, rows)| rows.size())
             + self.index.capacity() * (size_of::<Box<[u8]>>() + size_of::<usize>())
-            + self.cached_groups.capacity() * size_of::<usize>()
+            + self.value_groups.capacity() * size_of::<usize>()
     }
 }
 
@@ -422,22 +446,32 @@ impl GroupState {
             .as_any_dictionary_opt()
             .ok_or_else(|| internal_datafusion_err!("group key is not a dictionary"))?;
         self.group_indices.clear();
-        if dict.values().is_empty() {
-            // Only possible when every key is null.
-            let group = self.groups.null_group(dict.values().data_type())?;
-            self.group_indices.resize(rows, group);
-        } else {
-            self.groups.resolve(dict.values())?;
-            let codes = dict.normalized_keys();
-            // `cached` has one entry per dictionary value and every code is below the values'
-            // length (a `DictionaryArray` is validated on construction; `normalized_keys` keeps
-            // null codes in range too), so the indexing below cannot fail.
-            let cached = &self.groups.cached_groups;
-            self.group_indices.extend(codes.iter().map(|&c| cached[c]));
-            if let Some(nulls) = dict.keys().logical_nulls().filter(|n| n.null_count() > 0) {
-                let group = self.groups.null_group(dict.values().data_type())?;
-                for i in nulls.iter().enumerate().filter(|(_, v)| !v).map(|(i, _)| i) {
-                    self.group_indices[i] = group;
+        self.group_indices.reserve(rows);
+        let value_type = dict.values().data_type();
+        let nulls = dict.keys().logical_nulls().filter(|n| n.null_count() > 0);
+        match nulls {
+            // Every code null: the values array may even be empty.
+            Some(nulls) if nulls.null_count() == rows => {
+                let group = self.groups.null_group(value_type)?;
+                self.group_indices.resize(rows, group);
+            }
+            Some(nulls) => {
+                let null_group = self.groups.null_group(value_type)?;
+                self.groups.use_values(dict.values())?;
+                for (code, valid) in dict.normalized_keys().into_iter().zip(nulls.iter()) {
+                    let group = if valid {
+                        self.groups.group_of(code)?
+                    } else {
+                        null_group
+                    };
+                    self.group_indices.push(group);
+                }
+            }
+            None => {
+                self.groups.use_values(dict.values())?;
+                for code in dict.normalized_keys() {
+                    let group = self.groups.group_of(code)?;
+                    self.group_indices.push(group);
                 }
             }
         }
@@ -605,6 +639,11 @@ mod tests {
             "SELECT k, count(*) AS n FROM t WHERE v IS NOT NULL GROUP BY k HAVING count(*) > 1 \
              ORDER BY n DESC, k",
             "SELECT k FROM t GROUP BY k ORDER BY k NULLS LAST",
+            // Filters keep the whole dictionary: values no remaining row uses are no groups.
+            "SELECT k, count(*) AS n FROM t WHERE k <> 'failure' GROUP BY k ORDER BY k NULLS FIRST",
+            "SELECT k, count(*) AS n, sum(v) AS s FROM t WHERE v > 10 GROUP BY k ORDER BY k NULLS FIRST",
+            "SELECT nullif(k, 'success') AS k2, count(*) AS n FROM t GROUP BY nullif(k, 'success') \
+             ORDER BY k2 NULLS FIRST",
         ];
         block_on(async {
             for partitions in [1, 2, 4] {
