@@ -354,7 +354,7 @@ impl Groups {
         self.rows.num_rows()
     }
 
-    /// Makes `values` the dictionary whose codes [`Groups::group_of`] resolves.
+    /// Makes `values` the dictionary whose codes [`Groups::resolve`] resolves.
     fn use_values(&mut self, values: &ArrayRef) -> Result<()> {
         if self
             .values
@@ -370,16 +370,20 @@ impl Groups {
         Ok(())
     }
 
-    /// The group of dictionary value `code` of the current values, interning it on first use.
-    fn group_of(&mut self, code: usize) -> Result<usize> {
-        let resolved = self
-            .value_groups
-            .get(code)
-            .copied()
-            .ok_or_else(|| internal_datafusion_err!("dictionary code {code} out of range"))?;
-        if resolved != UNRESOLVED {
-            return Ok(resolved);
+    /// Gives dictionary value `code` of the current values its group (interning it) unless it
+    /// has one; afterwards `value_groups[code]` holds it.
+    #[inline]
+    fn resolve(&mut self, code: usize) -> Result<()> {
+        match self.value_groups.get(code) {
+            Some(&group) if group != UNRESOLVED => Ok(()),
+            Some(_) => self.intern_value(code),
+            None => Err(internal_datafusion_err!(
+                "dictionary code {code} out of range"
+            )),
         }
+    }
+
+    fn intern_value(&mut self, code: usize) -> Result<()> {
         let Some((_, value_rows)) = &self.values else {
             return Err(internal_datafusion_err!("dictionary values not set"));
         };
@@ -395,7 +399,7 @@ impl Groups {
             }
         };
         self.value_groups[code] = group;
-        Ok(group)
+        Ok(())
     }
 
     /// The group of a null key (keys can be null while every dictionary value is not).
@@ -458,21 +462,32 @@ impl GroupState {
             Some(nulls) => {
                 let null_group = self.groups.null_group(value_type)?;
                 self.groups.use_values(dict.values())?;
-                for (code, valid) in dict.normalized_keys().into_iter().zip(nulls.iter()) {
-                    let group = if valid {
-                        self.groups.group_of(code)?
-                    } else {
-                        null_group
-                    };
-                    self.group_indices.push(group);
+                let codes = dict.normalized_keys();
+                for (&code, valid) in codes.iter().zip(nulls.iter()) {
+                    if valid {
+                        self.groups.resolve(code)?;
+                    }
                 }
+                let groups = &self.groups.value_groups;
+                // Every code of a valid row was resolved above (`resolve` checks its range).
+                self.group_indices.extend(
+                    codes
+                        .iter()
+                        .zip(nulls.iter())
+                        .map(|(&code, valid)| if valid { groups[code] } else { null_group }),
+                );
             }
             None => {
                 self.groups.use_values(dict.values())?;
-                for code in dict.normalized_keys() {
-                    let group = self.groups.group_of(code)?;
-                    self.group_indices.push(group);
+                let codes = dict.normalized_keys();
+                // Two passes: the first interns the values the codes use (rare work, a branch
+                // per row), the second is a plain gather.
+                for &code in &codes {
+                    self.groups.resolve(code)?;
                 }
+                let groups = &self.groups.value_groups;
+                self.group_indices
+                    .extend(codes.iter().map(|&code| groups[code]));
             }
         }
         let total = self.groups.len();
