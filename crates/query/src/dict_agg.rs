@@ -26,7 +26,7 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, Statistics, internal_datafusion_err};
@@ -327,6 +327,20 @@ struct Groups {
     /// dictionary can hold values no row uses (a filter keeps the whole dictionary), and those
     /// must not become groups.
     value_groups: Vec<usize>,
+    /// The null key's group, once a row had one.
+    null_group: Option<usize>,
+}
+
+/// The group of the key `row`, adding it to `rows` and `index` when it is new.
+fn intern(index: &mut HashMap<Box<[u8]>, usize>, rows: &mut Rows, row: Row<'_>) -> usize {
+    let bytes = row.data();
+    if let Some(&group) = index.get(bytes) {
+        return group;
+    }
+    let group = rows.num_rows();
+    rows.push(row);
+    index.insert(bytes.into(), group);
+    group
 }
 
 /// A dictionary value no row has used yet.
@@ -347,6 +361,7 @@ impl Groups {
             rows,
             values: None,
             value_groups: Vec::new(),
+            null_group: None,
         })
     }
 
@@ -387,33 +402,21 @@ impl Groups {
         let Some((_, value_rows)) = &self.values else {
             return Err(internal_datafusion_err!("dictionary values not set"));
         };
-        let row = value_rows.row(code);
-        let bytes = row.data();
-        let group = match self.index.get(bytes) {
-            Some(&group) => group,
-            None => {
-                let group = self.rows.num_rows();
-                self.rows.push(row);
-                self.index.insert(bytes.into(), group);
-                group
-            }
-        };
+        let group = intern(&mut self.index, &mut self.rows, value_rows.row(code));
         self.value_groups[code] = group;
         Ok(())
     }
 
-    /// The group of a null key (keys can be null while every dictionary value is not).
+    /// The group of a null key (keys can be null while every dictionary value is not); its
+    /// row is built once per partition.
     fn null_group(&mut self, value_type: &DataType) -> Result<usize> {
-        let null = datafusion::arrow::array::new_null_array(value_type, 1);
-        let rows = self.converter.convert_columns(&[null])?;
-        let row = rows.row(0);
-        let bytes = row.data();
-        if let Some(&group) = self.index.get(bytes) {
+        if let Some(group) = self.null_group {
             return Ok(group);
         }
-        let group = self.rows.num_rows();
-        self.rows.push(row);
-        self.index.insert(bytes.into(), group);
+        let null = datafusion::arrow::array::new_null_array(value_type, 1);
+        let rows = self.converter.convert_columns(&[null])?;
+        let group = intern(&mut self.index, &mut self.rows, rows.row(0));
+        self.null_group = Some(group);
         Ok(group)
     }
 
