@@ -36,7 +36,7 @@ use datafusion::arrow::array::ArrayData;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::config::ConfigOptions;
@@ -122,10 +122,7 @@ impl DictionaryAggregateExec {
         node: Arc<dyn ExecutionPlan>,
     ) -> Result<Option<DictionaryAggregateExec>> {
         let group_by = agg.group_expr();
-        // A later stage merges states and has no filters (they are applied in the first).
-        let merges = agg.mode().input_mode() == AggregateInputMode::Partial;
-        if merges && agg.filter_expr().iter().any(Option::is_some)
-            || !group_by.is_single()
+        if !group_by.is_single()
             || group_by.expr().is_empty()
             || agg.limit_options().is_some()
             || !agg.dynamic_expressions_produced().is_empty()
@@ -160,7 +157,12 @@ impl DictionaryAggregateExec {
             group_types,
             aggr_expr: agg.aggr_expr().to_vec(),
             arguments,
-            filters: agg.filter_expr().to_vec(),
+            // A later stage merges states: the planner passes it the first stage's filters,
+            // which were applied there (DataFusion's own operator ignores them when merging).
+            filters: match agg.mode().input_mode() {
+                AggregateInputMode::Raw => agg.filter_expr().to_vec(),
+                AggregateInputMode::Partial => vec![None; agg.aggr_expr().len()],
+            },
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -552,12 +554,27 @@ impl KeyValues {
             .into_iter()
             .next()
             .ok_or_else(|| internal_datafusion_err!("no group column"))?;
-        // The null key is a null code, as DataFusion's own operator emits it.
+        // The null key (at most one id: every null has the same row) is a null code, as
+        // DataFusion's own operator emits it, and takes no slot among the values: a key type
+        // holds as many values with a null group as without.
+        let null_at = (0..values.len()).find(|&id| values.is_null(id));
+        let values = match null_at {
+            Some(at) => concat(&[
+                &values.slice(0, at),
+                &values.slice(at + 1, values.len() - at - 1),
+            ])?,
+            None => values,
+        };
         let codes = ids
-            .map(|id| match i32::try_from(id) {
-                Ok(_) if values.is_null(id) => Ok(None),
-                Ok(code) => Ok(Some(code)),
-                Err(_) => Err(internal_datafusion_err!("{id} groups")),
+            .map(|id| {
+                let code = match null_at {
+                    Some(at) if id == at => return Ok(None),
+                    Some(at) if id > at => id - 1,
+                    _ => id,
+                };
+                i32::try_from(code)
+                    .map(Some)
+                    .map_err(|_| internal_datafusion_err!("{id} groups"))
             })
             .collect::<Result<Int32Array>>()?;
         let dict: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(codes, values)?);
@@ -570,7 +587,11 @@ impl KeyValues {
             + self
                 .seen
                 .iter()
-                .map(|d| d.rows.size() + d.ids.capacity() * size_of::<usize>())
+                .map(|d| {
+                    d.rows.size()
+                        + d.ids.capacity() * size_of::<usize>()
+                        + d.data.get_buffer_memory_size()
+                })
                 .sum::<usize>()
             + self.index.size()
     }
@@ -1007,6 +1028,51 @@ mod tests {
                     assert_eq!(actual, expected, "{sql} with {partitions} partitions");
                     assert!(plan.contains("DictionaryAggregateExec"), "{sql}: {plan}");
                 }
+            }
+        });
+    }
+
+    /// A byte-keyed dictionary holds 256 values; a null group next to them is a null code, not
+    /// a 257th value, so the result fits the key type as DataFusion's own does.
+    #[test]
+    fn a_null_group_takes_no_dictionary_slot() {
+        use datafusion::arrow::array::UInt8Array;
+        use datafusion::arrow::datatypes::UInt8Type;
+        let key_type = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", key_type, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = |codes: Vec<Option<u8>>, values: Vec<String>| {
+            let rows = codes.len();
+            let k = DictionaryArray::<UInt8Type>::try_new(
+                UInt8Array::from(codes),
+                Arc::new(StringArray::from(values)),
+            )
+            .unwrap();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(k), Arc::new(Int64Array::from(vec![1; rows]))],
+            )
+            .unwrap()
+        };
+        let names: Vec<String> = (0..256).map(|i| format!("v{i:03}")).collect();
+        let data = vec![vec![
+            // The null key comes first, so it would have taken the first slot.
+            batch(vec![None, None], Vec::new()),
+            batch((0..=255).map(Some).collect(), names),
+        ]];
+        let sql = "SELECT k, count(*) AS n FROM t GROUP BY k ORDER BY k NULLS FIRST";
+        block_on(async {
+            for partitions in [1, 2] {
+                let (expected, _) =
+                    run_on(false, partitions, Arc::clone(&schema), data.clone(), sql).await;
+                let (actual, plan) =
+                    run_on(true, partitions, Arc::clone(&schema), data.clone(), sql).await;
+                assert_eq!(actual, expected);
+                assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                assert!(actual.contains("|      | 2 |"), "{actual}");
+                assert!(actual.contains("| v255 | 1 |"), "{actual}");
             }
         });
     }
