@@ -841,15 +841,20 @@ mod tests {
         ]
     }
 
-    async fn run(with_rule: bool, partitions: usize, sql: &str) -> (String, String) {
-        let schema = Arc::new(Schema::new(vec![
+    /// `k`, a dictionary of strings with 8-bit codes, and `v`, integers: the shape of [`table`].
+    fn k_v_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new(
                 "k",
                 DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
                 true,
             ),
             Field::new("v", DataType::Int64, true),
-        ]));
+        ]))
+    }
+
+    async fn run(with_rule: bool, partitions: usize, sql: &str) -> (String, String) {
+        let schema = k_v_schema();
         let data = table(&schema);
         run_on(with_rule, partitions, schema, data, sql).await
     }
@@ -885,6 +890,21 @@ mod tests {
         )
     }
 
+    /// Runs `sql` without and with the rule; the results must agree and the rule must have
+    /// applied. Returns the result.
+    async fn same_as_datafusion(
+        partitions: usize,
+        schema: &SchemaRef,
+        data: &[Vec<RecordBatch>],
+        sql: &str,
+    ) -> String {
+        let (expected, _) = run_on(false, partitions, Arc::clone(schema), data.to_vec(), sql).await;
+        let (actual, plan) = run_on(true, partitions, Arc::clone(schema), data.to_vec(), sql).await;
+        assert_eq!(actual, expected, "{sql} with {partitions} partitions");
+        assert!(plan.contains("DictionaryAggregateExec"), "{sql}: {plan}");
+        actual
+    }
+
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -909,13 +929,12 @@ mod tests {
             "SELECT nullif(k, 'success') AS k2, count(*) AS n FROM t GROUP BY nullif(k, 'success') \
              ORDER BY k2 NULLS FIRST",
         ];
+        let schema = k_v_schema();
+        let data = table(&schema);
         block_on(async {
             for partitions in [1, 2, 4] {
                 for sql in queries {
-                    let (expected, _) = run(false, partitions, sql).await;
-                    let (actual, plan) = run(true, partitions, sql).await;
-                    assert_eq!(actual, expected, "{sql} with {partitions} partitions");
-                    assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                    same_as_datafusion(partitions, &schema, &data, sql).await;
                 }
             }
         });
@@ -976,11 +995,7 @@ mod tests {
         ]));
         let countries: ArrayRef = Arc::new(StringArray::from(vec!["JP", "US", "SE"]));
         let other: ArrayRef = Arc::new(StringArray::from(vec![Some("SE"), None, Some("GB")]));
-        let kv: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("k", key(), true),
-            Field::new("v", DataType::Int64, true),
-        ]));
-        let base = table(&kv);
+        let base = table(&k_v_schema());
         let (a, b, c) = (&base[0][0], &base[0][1], &base[1]);
         let with_c = |batch: &RecordBatch, codes: Vec<Option<i8>>, values: &ArrayRef| {
             RecordBatch::try_new(
@@ -1021,12 +1036,7 @@ mod tests {
         block_on(async {
             for partitions in [1, 2, 4] {
                 for sql in queries {
-                    let (expected, _) =
-                        run_on(false, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                    let (actual, plan) =
-                        run_on(true, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                    assert_eq!(actual, expected, "{sql} with {partitions} partitions");
-                    assert!(plan.contains("DictionaryAggregateExec"), "{sql}: {plan}");
+                    same_as_datafusion(partitions, &schema, &data, sql).await;
                 }
             }
         });
@@ -1065,12 +1075,7 @@ mod tests {
         let sql = "SELECT k, count(*) AS n FROM t GROUP BY k ORDER BY k NULLS FIRST";
         block_on(async {
             for partitions in [1, 2] {
-                let (expected, _) =
-                    run_on(false, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                let (actual, plan) =
-                    run_on(true, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                assert_eq!(actual, expected);
-                assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                let actual = same_as_datafusion(partitions, &schema, &data, sql).await;
                 assert!(actual.contains("|      | 2 |"), "{actual}");
                 assert!(actual.contains("| v255 | 1 |"), "{actual}");
             }
@@ -1115,12 +1120,7 @@ mod tests {
         let sql = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k ORDER BY k NULLS FIRST";
         block_on(async {
             for partitions in [1, 2] {
-                let (expected, _) =
-                    run_on(false, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                let (actual, plan) =
-                    run_on(true, partitions, Arc::clone(&schema), data.clone(), sql).await;
-                assert_eq!(actual, expected);
-                assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                let actual = same_as_datafusion(partitions, &schema, &data, sql).await;
                 assert!(actual.contains("| 22   | 2 | 7  |"), "{actual}");
             }
         });
