@@ -327,7 +327,7 @@ impl GeoDatabases {
             facts.asn = r.autonomous_system_number;
             facts.as_org = r
                 .autonomous_system_organization
-                .map(Text::new)
+                .map(crate::intern::name)
                 .unwrap_or_default();
         }
         if let Some(db) = &set.dbs[DbKind::Anonymous.index()]
@@ -517,7 +517,7 @@ impl CityRecord<'_> {
         }
         Some(Geo {
             country: Text::new(country),
-            city: Text::new(city),
+            city: crate::intern::name(city),
             lat,
             lon,
             accuracy_km,

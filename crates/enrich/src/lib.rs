@@ -59,6 +59,7 @@ mod cidr;
 mod config;
 mod error;
 mod geo;
+mod intern;
 mod internal;
 mod ipcache;
 mod profiles;

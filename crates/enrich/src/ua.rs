@@ -537,6 +537,12 @@ mod tests {
             "Édge 131",
             "Ｗindows",
             "iOS\u{a0}17",
+            " Windows 11",
+            "Windows 11 ",
+            "Windows\t11",
+            "Windows \r11",
+            " ",
+            "x",
             long.as_str(),
         ];
         let ids = ["", "Dev-1", "ÄBC", long.as_str()];

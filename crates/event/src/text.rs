@@ -23,6 +23,21 @@ impl Text {
         Text(CompactString::new(s.as_ref()))
     }
 
+    /// A text that refers to `s` instead of copying it: cloning it copies a pointer and dropping
+    /// it frees nothing, however long `s` is. For strings the program keeps for good anyway,
+    /// such as the enricher's interned database names.
+    ///
+    /// ```
+    /// use authwatch_event::Text;
+    /// static ORG: &str = "China Unicom Beijing Province Network";
+    /// let org = Text::from_static(ORG);
+    /// assert_eq!(org.clone().as_str().as_ptr(), ORG.as_ptr());
+    /// ```
+    #[inline]
+    pub const fn from_static(s: &'static str) -> Self {
+        Text(CompactString::const_new(s))
+    }
+
     /// Whether the text is empty (for `skip_serializing_if`).
     #[inline]
     pub fn is_empty(&self) -> bool {

@@ -698,7 +698,24 @@ impl Pipeline {
                     });
                 }
                 let mut events = batch.events;
-                for (mut event, origin) in events.drain(..).zip(batch.origins) {
+                let mut stream = events.drain(..);
+                let mut origins = batch.origins.into_iter();
+                // Drained side by side rather than zipped, so that the next event can be read in
+                // place (`as_slice`) while this one is processed.
+                while let Some(origin) = origins.next() {
+                    let Some(mut event) = stream.next() else {
+                        break;
+                    };
+                    // The next event's profile starts loading now and is in the cache when its
+                    // turn comes: the lookup among many users otherwise waits on memory. Read
+                    // in place (a peeking iterator would move every event twice more).
+                    if self.config.enrich.enabled
+                        && let (Some(next), Some(at)) =
+                            (stream.as_slice().first(), origins.as_slice().first())
+                        && let Some(t) = tasks.get(&if partitioned { at.input } else { 0 })
+                    {
+                        t.profiles.prefetch(next);
+                    }
                     let key = if partitioned { origin.input } else { 0 };
                     if released.contains(&key) {
                         continue;
@@ -788,6 +805,7 @@ impl Pipeline {
                         out.events.push(event);
                     }
                 }
+                drop(stream);
                 // An empty vector keeps its capacity for the next batch; if the queue is full it
                 // is simply dropped.
                 let _ = vectors.try_send(events);
