@@ -842,15 +842,20 @@ mod tests {
     }
 
     /// `k`, a dictionary of strings with 8-bit codes, and `v`, integers: the shape of [`table`].
-    fn k_v_schema() -> SchemaRef {
+    /// Columns `k` (of `key_type`) and `v` (Int64), both nullable.
+    fn k_v_schema_of(key_type: DataType) -> SchemaRef {
         Arc::new(Schema::new(vec![
-            Field::new(
-                "k",
-                DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
-                true,
-            ),
+            Field::new("k", key_type, true),
             Field::new("v", DataType::Int64, true),
         ]))
+    }
+
+    /// The usual test table: `k` a byte-coded string dictionary.
+    fn k_v_schema() -> SchemaRef {
+        k_v_schema_of(DataType::Dictionary(
+            Box::new(DataType::Int8),
+            Box::new(DataType::Utf8),
+        ))
     }
 
     async fn run(with_rule: bool, partitions: usize, sql: &str) -> (String, String) {
@@ -1049,10 +1054,7 @@ mod tests {
         use datafusion::arrow::array::UInt8Array;
         use datafusion::arrow::datatypes::UInt8Type;
         let key_type = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", key_type, true),
-            Field::new("v", DataType::Int64, true),
-        ]));
+        let schema = k_v_schema_of(key_type);
         let batch = |codes: Vec<Option<u8>>, values: Vec<String>| {
             let rows = codes.len();
             let k = DictionaryArray::<UInt8Type>::try_new(
@@ -1089,10 +1091,7 @@ mod tests {
         use datafusion::arrow::array::Int32Array;
         use datafusion::arrow::datatypes::Int32Type;
         let key_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Int64));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", key_type, true),
-            Field::new("v", DataType::Int64, true),
-        ]));
+        let schema = k_v_schema_of(key_type);
         let batch = |codes: Vec<Option<i32>>, values: Vec<i64>, v: Vec<i64>| {
             let k = DictionaryArray::<Int32Type>::try_new(
                 Int32Array::from(codes),
