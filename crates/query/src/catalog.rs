@@ -164,6 +164,7 @@ impl Catalog {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rules(crate::count_distinct::optimizer_rules())
             .with_physical_optimizer_rule(Arc::new(DictionaryAggregation))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -14,6 +14,7 @@
 mod archive;
 mod catalog;
 mod convert;
+mod count_distinct;
 mod dict_agg;
 mod error;
 mod live;
@@ -26,6 +27,7 @@ mod udf;
 pub use archive::{ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, open_store};
 pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, QueryResult};
 pub use convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
+pub use count_distinct::{DistinctCount, SingleDistinctUnlessGrouped};
 pub use dict_agg::{DictionaryAggregateExec, DictionaryAggregation};
 pub use error::QueryError;
 pub use live::{LiveWindow, LiveWindowFeed};

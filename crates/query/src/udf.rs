@@ -10,8 +10,10 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
-/// Registers `haversine_km`, `time_bucket` and `duration_ms` on a session.
+/// Registers `haversine_km`, `time_bucket` and `duration_ms` on a session, and `count` with a
+/// groups accumulator for `count(DISTINCT string)` ([`crate::count_distinct`]).
 pub fn register_udfs(ctx: &SessionContext) {
+    crate::count_distinct::register(ctx);
     ctx.register_udf(ScalarUDF::from(Haversine::new()));
     ctx.register_udf(ScalarUDF::from(TimeBucket::new()));
     ctx.register_udf(ScalarUDF::from(DurationMs::new()));
