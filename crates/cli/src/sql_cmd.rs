@@ -171,7 +171,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run_sql(args: SqlArgs) -> Result<ExitCode> {
     let config = load_config(args.sources.config.as_ref())?;
     let loaded = load_inputs(&args.sources, &config)?;
-    small_pages_for_queries();
     let rt = runtime()?;
     rt.block_on(async {
         let catalog = build_catalog(&args.sources, loaded).await?;
@@ -258,7 +257,6 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     }
     let options = server_options(&config)?;
     let loaded = load_inputs(&args.sources, &config)?;
-    small_pages_for_queries();
     let rt = runtime()?;
     rt.block_on(async {
         let catalog = Arc::new(build_catalog(&args.sources, loaded).await?);
@@ -371,21 +369,5 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         }
         Ok(Err(e)) => Err(e),
         Err(_) => bail!("the SQL endpoint thread ended before it listened"),
-    }
-}
-
-/// Turns transparent huge pages off for the rest of this process (the queries; `--input` has
-/// been replayed by then).
-///
-/// A query's hash tables and Parquet buffers are allocated and freed again in hundreds of MiB,
-/// and mimalloc asks the kernel for huge pages: each first touch of a 2 MiB page zeroes it whole,
-/// and on a machine whose memory is fragmented (after another engine ran, say) the kernel compacts
-/// memory first. Measured with `benches/sql_vs_duckdb.sh` (docs/SQL.md), best of 5, two runs
-/// each: `users_per_country` 559–673 → 534–544 ms, `many_countries` 686–743 → 620–631 ms.
-/// `authwatch run` keeps them: its pipeline's long-lived maps gain from fewer TLB misses.
-fn small_pages_for_queries() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!(error = %e, "transparent huge pages stay on");
     }
 }
