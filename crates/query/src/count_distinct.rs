@@ -57,9 +57,17 @@ fn supported(data_type: &DataType) -> bool {
 
 /// DataFusion's `count`, plus a groups accumulator for `count(DISTINCT string)`.
 ///
-/// Registered under the name `count` it replaces the built-in function for SQL and every
-/// other aggregate path (see [`register`]); everything but the groups accumulator is the
-/// built-in's.
+/// Registered under the name `count` (authwatch's sessions do: the catalog and the streaming
+/// detections) it replaces the built-in function for SQL and every other aggregate path;
+/// everything but the groups accumulator is the built-in's.
+///
+/// ```
+/// use datafusion::logical_expr::AggregateUDF;
+/// use datafusion::prelude::SessionContext;
+///
+/// let ctx = SessionContext::new();
+/// ctx.register_udaf(AggregateUDF::from(authwatch_query::DistinctCount::default()));
+/// ```
 #[derive(Debug, Default, PartialEq, Eq, Hash)]
 pub struct DistinctCount {
     inner: Count,

@@ -9,6 +9,8 @@
 //!   date and hour (`dt=YYYY-MM-DD/hour=HH`), to a local directory or object storage.
 //! - [`Catalog`]: the `events` and `alerts` tables (archive, recorded files, the live window)
 //!   with authwatch's UDFs, for `authwatch sql` and the Postgres-wire endpoint ([`server`]).
+//! - [`DistinctCount`]: DataFusion's `count` plus a groups accumulator for
+//!   `count(DISTINCT string) … GROUP BY`, registered in every session.
 #![deny(missing_docs)]
 
 mod archive;
@@ -27,7 +29,7 @@ mod udf;
 pub use archive::{ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, open_store};
 pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, QueryResult};
 pub use convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
-pub use count_distinct::{DistinctCount, SingleDistinctUnlessGrouped};
+pub use count_distinct::DistinctCount;
 pub use dict_agg::{DictionaryAggregateExec, DictionaryAggregation};
 pub use error::QueryError;
 pub use live::{LiveWindow, LiveWindowFeed};

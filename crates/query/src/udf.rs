@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
 /// Registers `haversine_km`, `time_bucket` and `duration_ms` on a session, and `count` with a
-/// groups accumulator for `count(DISTINCT string)` ([`crate::count_distinct`]).
+/// groups accumulator for `count(DISTINCT string)` ([`crate::DistinctCount`]).
 pub fn register_udfs(ctx: &SessionContext) {
     crate::count_distinct::register(ctx);
     ctx.register_udf(ScalarUDF::from(Haversine::new()));
