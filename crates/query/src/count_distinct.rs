@@ -321,10 +321,10 @@ where
     }
 
     /// The distinct values in id order; empties the interner.
-    fn take_values(&mut self) -> Result<ArrayRef> {
+    fn take_values(&mut self) -> ArrayRef {
         let values = self.map.take().into_state();
         *self = Self::new();
-        Ok(values)
+        values
     }
 
     fn size(&self) -> usize {
@@ -469,10 +469,6 @@ impl GroupSets {
         }
     }
 
-    fn clear(&mut self) {
-        *self = Self::new();
-    }
-
     /// Takes the first `n` groups out (`EmitTo::First(n)`, or all) and renumbers the others:
     /// returns their counts and, when `with_ids`, their ids ordered by group.
     fn take_first(&mut self, n: usize, with_ids: bool) -> (Vec<i64>, Vec<u32>) {
@@ -487,6 +483,15 @@ impl GroupSets {
             }
             ids = vec![0u32; total];
         }
+        // An emitted group's id goes to its slot of `ids`, or, for a group with a bitmap, into
+        // the bitmap (pre-promotion pairs and the first value are not in it yet).
+        let mut place = |group: usize, id: u32, sets: &mut GroupSets| match sets.bitmap_of[group] {
+            SPARSE => {
+                ids[cursor[group]] = id;
+                cursor[group] += 1;
+            }
+            slot => sets.words += set_bit(&mut sets.bitmaps[slot as usize], id),
+        };
         let hasher = self.pairs.hasher().clone();
         let mut remaining = hashbrown::HashSet::with_hasher(hasher);
         let shift = (n as u64) << 32;
@@ -495,40 +500,19 @@ impl GroupSets {
             if group >= n {
                 remaining.insert(p - shift);
             } else if with_ids {
-                let (id, slot) = (p as u32, self.bitmap_of[group]);
-                if slot == SPARSE {
-                    ids[cursor[group]] = id;
-                    cursor[group] += 1;
-                } else {
-                    // Fold the pre-promotion pairs into the bitmap (it may be shorter).
-                    let bits = &mut self.bitmaps[slot as usize];
-                    let word = id as usize / 64;
-                    if word >= bits.len() {
-                        bits.resize(word + 1, 0);
-                    }
-                    bits[word] |= 1 << (id % 64);
-                }
+                place(group, p as u32, self);
             }
         }
         self.pairs = remaining;
-        for (group, first) in self.first.drain(..n).enumerate() {
-            if with_ids && first != NULL {
-                match self.bitmap_of[group] {
-                    SPARSE => {
-                        ids[cursor[group]] = first;
-                        cursor[group] += 1;
-                    }
-                    slot => {
-                        let bits = &mut self.bitmaps[slot as usize];
-                        let word = first as usize / 64;
-                        if word >= bits.len() {
-                            bits.resize(word + 1, 0);
-                        }
-                        bits[word] |= 1 << (first % 64);
-                    }
+        if with_ids {
+            for group in 0..n {
+                let first = self.first[group];
+                if first != NULL {
+                    place(group, first, self);
                 }
             }
         }
+        self.first.drain(..n);
         for (group, slot) in self.bitmap_of.drain(..n).enumerate() {
             if slot == SPARSE {
                 continue;
@@ -540,7 +524,7 @@ impl GroupSets {
                     cursor[group] += 1;
                 }
             }
-            self.words -= self.words.min(bits.len());
+            self.words -= bits.len();
             self.free.push(slot);
         }
         let counts = self.counts.drain(..n).collect();
@@ -565,6 +549,17 @@ impl GroupSets {
             + (self.bitmap_of.capacity() + self.first.capacity()) * size_of::<u32>()
             + self.counts.capacity() * size_of::<i64>()
     }
+}
+
+/// Sets bit `id` of `bits`, growing it as needed; returns the words added.
+fn set_bit(bits: &mut Vec<u64>, id: u32) -> usize {
+    let word = id as usize / 64;
+    let added = (word + 1).saturating_sub(bits.len());
+    if added > 0 {
+        bits.resize(word + 1, 0);
+    }
+    bits[word] |= 1 << (id % 64);
+    added
 }
 
 /// The set bits of `bits`, as ids in ascending order.
@@ -650,10 +645,8 @@ where
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let counts = match emit_to {
             EmitTo::All => {
-                let counts = std::mem::take(&mut self.sets.counts);
-                self.sets.clear();
-                self.values.take_values()?;
-                counts
+                self.values.take_values();
+                std::mem::replace(&mut self.sets, GroupSets::new()).counts
             }
             EmitTo::First(n) => self.sets.take_first(n, false).0,
         };
@@ -672,16 +665,14 @@ where
         };
         let (counts, ids) = self.sets.take_first(first, true);
         let offsets = OffsetBuffer::from_lengths(counts.iter().map(|&c| c as usize));
-        let all = self.values.take_values()?;
+        let all = self.values.take_values();
         let listed = take(&all, &UInt32Array::from(ids), None)?;
         if !self.sets.pairs.is_empty() {
             let remaining: Vec<u64> = self.sets.pairs.drain().collect();
             let kept = UInt32Array::from_iter_values(remaining.iter().map(|&p| p as u32));
             self.values.intern(&take(&all, &kept, None)?)?;
             for (p, &id) in remaining.into_iter().zip(&self.values.ids) {
-                self.sets
-                    .pairs
-                    .insert((p & !u64::from(u32::MAX)) | u64::from(id));
+                self.sets.pairs.insert(pair((p >> 32) as usize, id));
             }
         }
         let item = Arc::new(Field::new_list_field(B::DATA_TYPE, true));
@@ -718,14 +709,15 @@ where
         // One group index per list item.
         let mut item_groups = Vec::with_capacity(items.len());
         for (row, &group) in group_indices.iter().enumerate() {
-            let len = if lists.is_null(row) {
-                0
+            let group = if lists.is_null(row) {
+                usize::MAX
             } else {
-                (offsets[row + 1] - offsets[row]) as usize
+                group
             };
-            let skip = (offsets[row + 1] - offsets[row]) as usize - len;
-            item_groups.extend(std::iter::repeat_n(group, len));
-            item_groups.extend(std::iter::repeat_n(usize::MAX, skip));
+            item_groups.extend(std::iter::repeat_n(
+                group,
+                (offsets[row + 1] - offsets[row]) as usize,
+            ));
         }
         let (ids, len) = (&self.values.ids, self.values.len());
         for (&group, &id) in item_groups.iter().zip(ids) {
