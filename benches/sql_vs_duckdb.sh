@@ -25,7 +25,9 @@ if [ -z "${AUTHWATCH_BIN:-}" ]; then
   AUTHWATCH_BIN="$CARGO_TARGET_DIR/dist/authwatch"
 fi
 
-ARCHIVE="$WORK/archive-$EVENTS"
+# The name carries the archive's layout: v2 stores strings as views in the files' Arrow schema
+# (2026-11-26), which an archive written before reads without.
+ARCHIVE="$WORK/archive-v2-$EVENTS"
 if [ ! -d "$ARCHIVE/events" ]; then
   USERS=$(( EVENTS / 35 > 100 ? EVENTS / 35 : 100 ))
   echo "generating $EVENTS events ($USERS users, 7 days)…" >&2

@@ -15,7 +15,7 @@
 //! least once: rows after the last checkpoint are reprocessed after a crash).
 
 use crate::QueryError;
-use crate::convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
+use crate::convert::{alerts_to_batch, events_to_batch, string_views};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Sink, SinkError};
 use object_store::path::Path as ObjectPath;
@@ -290,8 +290,8 @@ impl ArchiveWriter {
         self.buffered -= buf.rows.len();
         // Sorted by time: tight min/max statistics per row group and page.
         buf.rows.sort_by_key(|e| e.time);
-        let batch = events_to_batch(&buf.rows)?;
-        self.put("events", part, &batch, event_schema()?)?;
+        let batch = string_views(&events_to_batch(&buf.rows)?)?;
+        self.put("events", part, &batch)?;
         self.stats.events += buf.rows.len() as u64;
         Ok(())
     }
@@ -302,8 +302,8 @@ impl ArchiveWriter {
         };
         self.buffered -= buf.rows.len();
         buf.rows.sort_by_key(|a| a.window.start.millis());
-        let batch = alerts_to_batch(&buf.rows)?;
-        self.put("alerts", part, &batch, alert_schema())?;
+        let batch = string_views(&alerts_to_batch(&buf.rows)?)?;
+        self.put("alerts", part, &batch)?;
         self.stats.alerts += buf.rows.len() as u64;
         Ok(())
     }
@@ -313,7 +313,6 @@ impl ArchiveWriter {
         table: &str,
         (dt, hour): &Part,
         batch: &datafusion::arrow::record_batch::RecordBatch,
-        schema: datafusion::arrow::datatypes::SchemaRef,
     ) -> Result<(), QueryError> {
         let location = self.options.location.clone();
         let props = WriterProperties::builder()
@@ -322,7 +321,7 @@ impl ArchiveWriter {
             .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
             .build();
         let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
             .map_err(|e| archive_err(&location, e))?;
         writer.write(batch).map_err(|e| archive_err(&location, e))?;
         writer.close().map_err(|e| archive_err(&location, e))?;

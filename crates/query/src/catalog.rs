@@ -1,7 +1,9 @@
 //! The catalog analysts query: `events` and `alerts` from the archive and/or recorded files,
 //! `live_events` from a running pipeline, and authwatch's UDFs.
 
-use crate::convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
+use crate::convert::{
+    alert_schema, alerts_to_batch, event_schema, events_to_batch, string_views, with_string_views,
+};
 use crate::error::describe_datafusion_error;
 use crate::live::LiveWindow;
 use crate::{DictionaryAggregation, QueryError, open_store, register_udfs};
@@ -59,7 +61,7 @@ impl std::fmt::Debug for LiveTable {
 #[async_trait]
 impl TableProvider for LiveTable {
     fn schema(&self) -> SchemaRef {
-        self.0.schema()
+        with_string_views(&self.0.schema())
     }
     fn table_type(&self) -> TableType {
         TableType::Temporary
@@ -71,13 +73,18 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let external = |e| datafusion::error::DataFusionError::External(Box::new(e));
         let batches = self
             .0
             .batches()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(external)?
+            .iter()
+            .map(string_views)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(external)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
-            self.0.schema(),
+            self.schema(),
             projection.cloned(),
         )?)
     }
@@ -205,7 +212,10 @@ impl Catalog {
             u.set_path(&path);
             u
         };
+        // Archives written before strings were stored as views read the same: DataFusion casts
+        // their columns to the table's types.
         for (table, schema) in [("events", event_schema()?), ("alerts", alert_schema())] {
+            let schema = with_string_views(&schema);
             let url = base
                 .join(&format!("{table}/"))
                 .map_err(|e| QueryError::Config(format!("archive {location}: {e}")))?;
@@ -246,9 +256,13 @@ impl Catalog {
     pub async fn add_events(&mut self, events: &[AuthEvent]) -> Result<(), QueryError> {
         let batches: Vec<RecordBatch> = events
             .chunks(65_536)
-            .map(|c| events_to_batch(c).and_then(|b| add_partitions(&b, "time")))
+            .map(|c| {
+                events_to_batch(c)
+                    .and_then(|b| string_views(&b))
+                    .and_then(|b| add_partitions(&b, "time"))
+            })
             .collect::<Result<_, _>>()?;
-        let schema = with_partitions(&event_schema()?);
+        let schema = with_partitions(&with_string_views(event_schema()?.as_ref()));
         let table = MemTable::try_new(schema, vec![batches])?;
         self.ctx.deregister_table("input_events")?;
         self.ctx.register_table("input_events", Arc::new(table))?;
@@ -260,9 +274,13 @@ impl Catalog {
     pub async fn add_alerts(&mut self, alerts: &[Alert]) -> Result<(), QueryError> {
         let batches: Vec<RecordBatch> = alerts
             .chunks(65_536)
-            .map(|c| alerts_to_batch(c).and_then(|b| add_partitions(&b, "window_start")))
+            .map(|c| {
+                alerts_to_batch(c)
+                    .and_then(|b| string_views(&b))
+                    .and_then(|b| add_partitions(&b, "window_start"))
+            })
             .collect::<Result<_, _>>()?;
-        let schema = with_partitions(&alert_schema());
+        let schema = with_partitions(&with_string_views(&alert_schema()));
         let table = MemTable::try_new(schema, vec![batches])?;
         self.ctx.deregister_table("input_alerts")?;
         self.ctx.register_table("input_alerts", Arc::new(table))?;

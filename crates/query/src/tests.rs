@@ -524,3 +524,78 @@ fn catalog_sees_files_the_archive_writer_adds() {
         assert_eq!(events_by_outcome(&c).await, outcomes(&all));
     });
 }
+
+/// The archive's Parquet files carry string views in their Arrow schema, so the reader builds
+/// views without copying; archives written before that (plain strings) answer the same queries
+/// with the same rows and types.
+#[test]
+fn archives_store_strings_as_views_and_older_ones_read_the_same() {
+    use datafusion::arrow::datatypes::{DataType, Fields};
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = Vec::new();
+    background(&mut events, T0, T0 + 60 * MIN);
+    let new = dir.path().join("new").display().to_string();
+    let mut w = ArchiveWriter::open(ArchiveOptions::new(&new)).unwrap();
+    for e in &events {
+        w.add_event(e).unwrap();
+    }
+    w.finish().unwrap();
+    // The older layout: the same events, one file, the event schema's plain strings.
+    let old = dir.path().join("old");
+    let part = old.join("events/dt=2026-01-05/hour=09");
+    std::fs::create_dir_all(&part).unwrap();
+    let batch = crate::events_to_batch(&events).unwrap();
+    let file = std::fs::File::create(part.join("part-old-000001.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let written = std::fs::read_dir(dir.path().join("new/events/dt=2026-01-05/hour=09"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(written).unwrap(),
+    )
+    .unwrap();
+    let file_schema = reader.schema();
+    let user = file_schema.field_with_name("user").unwrap();
+    let DataType::Struct(fields) = user.data_type() else {
+        panic!("{user:?}");
+    };
+    let name = Fields::find(fields, "name").unwrap().1;
+    assert_eq!(name.data_type(), &DataType::Utf8View);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let answers = |location: String| {
+        rt.block_on(async {
+            let mut c = Catalog::new().unwrap();
+            c.add_archive(&location).await.unwrap();
+            let mut out = Vec::new();
+            for sql in [
+                "SELECT arrow_typeof(\"user\".name) AS t, arrow_typeof(event_id) AS e \
+                 FROM events LIMIT 1",
+                "SELECT src.geo.country AS c, \"user\".name AS u, count(*) AS n FROM events \
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+                "SELECT src.geo.country AS c, count(DISTINCT \"user\".name) AS users, \
+                 count(DISTINCT src.ip) AS ips FROM events GROUP BY 1 ORDER BY 1",
+            ] {
+                let r = c.query(sql).await.unwrap();
+                out.push(
+                    datafusion::arrow::util::pretty::pretty_format_batches(&r.batches)
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            out
+        })
+    };
+    let (new, old) = (answers(new), answers(old.display().to_string()));
+    assert!(new[0].contains("| Utf8View | Utf8View |"), "{}", new[0]);
+    assert!(new[1].lines().count() > 10, "{}", new[1]);
+    assert_eq!(new, old);
+}
