@@ -50,18 +50,29 @@ impl QueryResult {
 
 /// The `live_events` table: a snapshot of the live window per scan.
 #[derive(Clone)]
-struct LiveTable(LiveWindow);
+struct LiveTable {
+    window: LiveWindow,
+    /// The window's schema with string views, as the other tables have them.
+    schema: SchemaRef,
+}
+
+impl LiveTable {
+    fn new(window: LiveWindow) -> Self {
+        let schema = with_string_views(&window.schema());
+        Self { window, schema }
+    }
+}
 
 impl std::fmt::Debug for LiveTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LiveTable({} rows)", self.0.rows())
+        write!(f, "LiveTable({} rows)", self.window.rows())
     }
 }
 
 #[async_trait]
 impl TableProvider for LiveTable {
     fn schema(&self) -> SchemaRef {
-        with_string_views(&self.0.schema())
+        Arc::clone(&self.schema)
     }
     fn table_type(&self) -> TableType {
         TableType::Temporary
@@ -75,7 +86,7 @@ impl TableProvider for LiveTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let external = |e| datafusion::error::DataFusionError::External(Box::new(e));
         let batches = self
-            .0
+            .window
             .batches()
             .map_err(external)?
             .iter()
@@ -293,7 +304,7 @@ impl Catalog {
     pub fn with_live_window(&mut self, window: LiveWindow) -> Result<(), QueryError> {
         self.ctx.deregister_table("live_events")?;
         self.ctx
-            .register_table("live_events", Arc::new(LiveTable(window)))?;
+            .register_table("live_events", Arc::new(LiveTable::new(window)))?;
         Ok(())
     }
 
