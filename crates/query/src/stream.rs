@@ -25,14 +25,16 @@ use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, tree_node::TreeNode, tree_node::TreeNodeRecursion};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{
     Expr, LogicalPlan, TableProviderFilterPushDown, utils::conjunction, utils::disjunction,
 };
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::memory::{LazyBatchGenerator, LazyMemoryExec};
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -65,12 +67,15 @@ impl TableProvider for WindowTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let rows = self.rows.lock().map(|r| r.clone()).unwrap_or_default();
-        Ok(MemorySourceConfig::try_new_exec(
-            &[rows],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?)
+        // Read when executed, not when planned: the physical plan is made once per detection.
+        let rows: Arc<RwLock<dyn LazyBatchGenerator>> = Arc::new(RwLock::new(WindowRows {
+            rows: Arc::clone(&self.rows),
+            pending: None,
+        }));
+        Ok(Arc::new(
+            LazyMemoryExec::try_new(Arc::clone(&self.schema), vec![rows])?
+                .with_projection(projection.cloned()),
+        ))
     }
     fn supports_filters_pushdown(
         &self,
@@ -79,6 +84,45 @@ impl TableProvider for WindowTable {
         // Inexact: the filters stay in the plan, and the detector also applies them at
         // ingestion so that only rows the query can read are buffered.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+/// The rows of the execution under way, as one partition: each execution of the scan starts
+/// from a fresh copy of this generator ([`LazyBatchGenerator::reset_state`]), which takes the
+/// batches from the shared slot when first polled.
+#[derive(Debug)]
+struct WindowRows {
+    rows: Arc<Mutex<Vec<RecordBatch>>>,
+    pending: Option<std::vec::IntoIter<RecordBatch>>,
+}
+
+impl std::fmt::Display for WindowRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("window rows")
+    }
+}
+
+impl LazyBatchGenerator for WindowRows {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn generate_next_batch(&mut self) -> datafusion::error::Result<Option<RecordBatch>> {
+        let rows = &self.rows;
+        let pending = self.pending.get_or_insert_with(|| {
+            rows.lock()
+                .map(|r| r.clone())
+                .unwrap_or_default()
+                .into_iter()
+        });
+        Ok(pending.next())
+    }
+
+    fn reset_state(&self) -> Arc<RwLock<dyn LazyBatchGenerator>> {
+        Arc::new(RwLock::new(WindowRows {
+            rows: Arc::clone(&self.rows),
+            pending: None,
+        }))
     }
 }
 
@@ -121,8 +165,10 @@ struct PlannedRule {
     rows: Arc<Mutex<Vec<RecordBatch>>>,
     /// Held for the whole of an execution: the tasks' detectors share `rows`.
     executing: Mutex<()>,
-    /// The optimized logical plan, made once.
-    plan: LogicalPlan,
+    /// The physical plan, made once (from the logical plan optimized once). Every execution
+    /// runs a copy with fresh state ([`reset_plan_states`]); planning per window was most of a
+    /// detection's cost.
+    physical: Arc<dyn ExecutionPlan>,
     /// The scan filters of the plan, evaluated at ingestion.
     prefilter: Option<Arc<dyn PhysicalExpr>>,
 }
@@ -719,7 +765,15 @@ async fn plan_rule(
     window_schema: &SchemaRef,
     events: &SchemaRef,
 ) -> Result<PlannedRule, QueryError> {
-    let ctx = SessionContext::new();
+    let mut config = SessionConfig::new();
+    // The physical plan is executed again and again after `reset_plan_states`, which does not
+    // cover dynamic filters: a join's or top-k's filter from one window would prune the next.
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    let ctx = SessionContext::new_with_config(config);
     register_udfs(&ctx);
     let rows = Arc::new(Mutex::new(Vec::new()));
     ctx.register_table(
@@ -754,12 +808,17 @@ async fn plan_rule(
     }
     check_placeholders(&rule, out.fields().iter().map(|f| f.name().as_str()))?;
     let prefilter = ingestion_filter(&ctx, &plan, events)?;
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&plan, &state)
+        .await
+        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
     Ok(PlannedRule {
         rule,
         ctx,
         rows,
         executing: Mutex::new(()),
-        plan,
+        physical,
         prefilter,
     })
 }
@@ -836,14 +895,8 @@ async fn execute(r: &PlannedRule, rows: RecordBatch) -> Result<Vec<RecordBatch>,
     if let Ok(mut slot) = r.rows.lock() {
         *slot = vec![rows];
     }
-    let state = r.ctx.state();
-    // The logical plan was optimized once; only the physical plan (which holds this window's
-    // rows) is made per execution.
-    let physical = state
-        .query_planner()
-        .create_physical_plan(&r.plan, &state)
-        .await?;
-    let out = collect(physical, state.task_ctx()).await;
+    let physical = reset_plan_states(Arc::clone(&r.physical))?;
+    let out = collect(physical, r.ctx.task_ctx()).await;
     if let Ok(mut slot) = r.rows.lock() {
         slot.clear();
     }
