@@ -765,7 +765,9 @@ async fn plan_rule(
     window_schema: &SchemaRef,
     events: &SchemaRef,
 ) -> Result<PlannedRule, QueryError> {
-    let mut config = SessionConfig::new();
+    // One partition: each detector executes on its task's thread (a current-thread runtime),
+    // so more partitions would add repartitioning and merging but no parallelism.
+    let mut config = SessionConfig::new().with_target_partitions(1);
     // The physical plan is executed again and again after `reset_plan_states`, which does not
     // cover dynamic filters: a join's or top-k's filter from one window would prune the next.
     let optimizer = &mut config.options_mut().optimizer;
