@@ -50,29 +50,18 @@ impl QueryResult {
 
 /// The `live_events` table: a snapshot of the live window per scan.
 #[derive(Clone)]
-struct LiveTable {
-    window: LiveWindow,
-    /// The window's schema with string views, as the other tables have them.
-    schema: SchemaRef,
-}
-
-impl LiveTable {
-    fn new(window: LiveWindow) -> Self {
-        let schema = with_string_views(&window.schema());
-        Self { window, schema }
-    }
-}
+struct LiveTable(LiveWindow);
 
 impl std::fmt::Debug for LiveTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LiveTable({} rows)", self.window.rows())
+        write!(f, "LiveTable({} rows)", self.0.rows())
     }
 }
 
 #[async_trait]
 impl TableProvider for LiveTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        self.0.schema()
     }
     fn table_type(&self) -> TableType {
         TableType::Temporary
@@ -84,18 +73,13 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let external = |e| datafusion::error::DataFusionError::External(Box::new(e));
         let batches = self
-            .window
+            .0
             .batches()
-            .map_err(external)?
-            .iter()
-            .map(string_views)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(external)?;
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
-            self.schema(),
+            self.0.schema(),
             projection.cloned(),
         )?)
     }
@@ -304,7 +288,7 @@ impl Catalog {
     pub fn with_live_window(&mut self, window: LiveWindow) -> Result<(), QueryError> {
         self.ctx.deregister_table("live_events")?;
         self.ctx
-            .register_table("live_events", Arc::new(LiveTable::new(window)))?;
+            .register_table("live_events", Arc::new(LiveTable(window)))?;
         Ok(())
     }
 

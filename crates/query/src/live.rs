@@ -1,6 +1,6 @@
 //! The recent in-memory window of a running pipeline, as the `live_events` table.
 
-use crate::convert::{event_schema, events_to_batch};
+use crate::convert::{event_schema, events_to_batch, string_views, with_string_views};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{CheckpointError, Checkpointed, DetectorFactory, StreamDetector};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -48,7 +48,7 @@ impl LiveWindow {
                 newest: i64::MIN,
                 ..Inner::default()
             })),
-            schema: event_schema()?,
+            schema: with_string_views(event_schema()?.as_ref()),
             retention_ms,
             max_rows: max_rows.max(1),
         })
@@ -61,7 +61,8 @@ impl LiveWindow {
         }
     }
 
-    /// The event schema of the window.
+    /// The event schema of the window, with string views as every table of the catalog has
+    /// them (batches are converted once, when they enter the window).
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -74,7 +75,7 @@ impl LiveWindow {
         };
         let mut out: Vec<RecordBatch> = inner.batches.iter().map(|(_, b)| b.clone()).collect();
         if !inner.staged.is_empty() {
-            out.push(events_to_batch(&inner.staged)?);
+            out.push(to_batch(&inner.staged)?);
         }
         Ok(out)
     }
@@ -97,7 +98,7 @@ impl LiveWindow {
             return;
         }
         let staged = std::mem::take(&mut inner.staged);
-        match events_to_batch(&staged) {
+        match to_batch(&staged) {
             Ok(batch) => {
                 let newest = inner.newest;
                 inner.rows += batch.num_rows();
@@ -115,6 +116,11 @@ impl LiveWindow {
             inner.batches.pop_front();
         }
     }
+}
+
+/// Events as one batch of the window's schema.
+fn to_batch(events: &[AuthEvent]) -> Result<RecordBatch, crate::QueryError> {
+    string_views(&events_to_batch(events)?)
 }
 
 impl DetectorFactory for LiveWindow {
