@@ -68,13 +68,12 @@ impl TableProvider for WindowTable {
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         // Read when executed, not when planned: the physical plan is made once per detection.
-        let rows: Arc<RwLock<dyn LazyBatchGenerator>> = Arc::new(RwLock::new(WindowRows {
-            rows: Arc::clone(&self.rows),
-            pending: None,
-        }));
         Ok(Arc::new(
-            LazyMemoryExec::try_new(Arc::clone(&self.schema), vec![rows])?
-                .with_projection(projection.cloned()),
+            LazyMemoryExec::try_new(
+                Arc::clone(&self.schema),
+                vec![WindowRows::start(&self.rows)],
+            )?
+            .with_projection(projection.cloned()),
         ))
     }
     fn supports_filters_pushdown(
@@ -94,6 +93,16 @@ impl TableProvider for WindowTable {
 struct WindowRows {
     rows: Arc<Mutex<Vec<RecordBatch>>>,
     pending: Option<std::vec::IntoIter<RecordBatch>>,
+}
+
+impl WindowRows {
+    /// A generator that has not read `rows` yet.
+    fn start(rows: &Arc<Mutex<Vec<RecordBatch>>>) -> Arc<RwLock<dyn LazyBatchGenerator>> {
+        Arc::new(RwLock::new(WindowRows {
+            rows: Arc::clone(rows),
+            pending: None,
+        }))
+    }
 }
 
 impl std::fmt::Display for WindowRows {
@@ -119,10 +128,7 @@ impl LazyBatchGenerator for WindowRows {
     }
 
     fn reset_state(&self) -> Arc<RwLock<dyn LazyBatchGenerator>> {
-        Arc::new(RwLock::new(WindowRows {
-            rows: Arc::clone(&self.rows),
-            pending: None,
-        }))
+        WindowRows::start(&self.rows)
     }
 }
 
