@@ -6,7 +6,7 @@ use crate::convert::{
 };
 use crate::error::describe_datafusion_error;
 use crate::live::LiveWindow;
-use crate::{DictionaryAggregation, QueryError, open_store, register_udfs};
+use crate::{InternedAggregation, QueryError, open_store, register_udfs};
 use async_trait::async_trait;
 use authwatch_event::{Alert, AuthEvent};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -167,7 +167,7 @@ impl Catalog {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rules(crate::count_distinct::optimizer_rules())
-            .with_physical_optimizer_rule(Arc::new(DictionaryAggregation))
+            .with_physical_optimizer_rule(Arc::new(InternedAggregation))
             .build();
         let ctx = SessionContext::new_with_state(state);
         register_udfs(&ctx);

@@ -513,7 +513,7 @@ fn catalog_sees_files_the_archive_writer_adds() {
         let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)
             .unwrap()
             .to_string();
-        assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+        assert!(plan.contains("InternedAggregateExec"), "{plan}");
     });
     // The writer runs its own runtime, as it does next to the pipeline.
     let second = write(T0 + 120 * MIN, T0 + 180 * MIN);

@@ -1,36 +1,46 @@
-//! Aggregation keyed by dictionary-encoded columns, on the dictionaries' codes.
+//! Aggregation on interned keys: dictionary columns on their codes, and one string-view key
+//! through a table that prefetches.
 //!
-//! The archive stores enumerations (`outcome`, `activity`, `factor`, `reason`, …) as Arrow
-//! dictionaries, and analysts group by them all the time (`GROUP BY outcome`, `GROUP BY
-//! activity, outcome`). DataFusion 55 has no group-values implementation for dictionary keys:
-//! it hydrates every row's strings into the row format, hashes and compares them
-//! (`GroupValuesRows`), which made `GROUP BY outcome` over 10M archived events 2–3× slower than
-//! DuckDB. Upstream work on this is open (apache/datafusion#7647, #23993, #24822); this module
-//! can go when a DataFusion release aggregates dictionaries natively.
-//!
-//! [`DictionaryAggregation`] is a physical optimizer rule that replaces an [`AggregateExec`]
-//! whose group keys are all dictionary columns with a [`DictionaryAggregateExec`]. That
+//! **Dictionary keys.** The archive stores enumerations (`outcome`, `activity`, `factor`,
+//! `reason`, …) as Arrow dictionaries, and analysts group by them all the time (`GROUP BY
+//! outcome`, `GROUP BY activity, outcome`). DataFusion 55 has no group-values implementation for
+//! dictionary keys: it hydrates every row's strings into the row format, hashes and compares
+//! them (`GroupValuesRows`), which made `GROUP BY outcome` over 10M archived events 2–3× slower
+//! than DuckDB. Upstream work on this is open (apache/datafusion#7647, #23993, #24822). The
 //! operator gives each *distinct dictionary value* of a key column a dense id once per
-//! dictionary (not per row), maps the rows' codes to ids with one array lookup per row, pairs
-//! the ids of several keys through a table of packed integers, and feeds the same
+//! dictionary (not per row), maps the rows' codes to ids with one array lookup per row, and
+//! pairs the ids of several keys through a table of packed integers.
+//!
+//! **One string-view key, first stage.** Grouping by a column of hundreds of thousands of
+//! distinct strings (`GROUP BY "user".name`) is bound by memory latency: DataFusion's table
+//! (`GroupValuesBytesView`) probes row after row and each probe misses the cache. The first
+//! stage of such a group-by interns the key with [`ViewInterner`], which prefetches the slot a
+//! row a few places ahead will probe (see `view_intern.rs`). A final or single stage keeps
+//! DataFusion's operator, which can spill; the first stage cannot need to: like DataFusion's,
+//! it emits what it has and starts again when its memory is refused, and passes rows on as
+//! states when its groups are nearly as many as its rows (the
+//! `skip_partial_aggregation_probe_*` options).
+//!
+//! [`InternedAggregation`] is a physical optimizer rule that replaces an [`AggregateExec`] of
+//! either kind with an [`InternedAggregateExec`]. That operator feeds the same
 //! [`GroupsAccumulator`]s DataFusion would use (updating them in a first stage, merging their
 //! states in a later one). Output schema, partitioning and ordering requirements are the
-//! replaced node's, so the rest of the plan is unchanged.
+//! replaced node's, so the rest of the plan is unchanged. This module can go when a DataFusion
+//! release aggregates dictionaries natively and prefetches its string probes.
 //!
-//! Anything else (a key that is not a dictionary, grouping sets, aggregates without a groups
-//! accumulator, ordered input, a pushed-down limit, dynamic filters) keeps DataFusion's own
-//! operator.
+//! Anything else (other keys, grouping sets, aggregates without a groups accumulator, ordered
+//! input, a pushed-down limit, dynamic filters) keeps DataFusion's own operator.
 //!
-//! The approach suits dictionaries of few values. Parquet writes a dictionary per column
+//! The dictionary path suits dictionaries of few values. Parquet writes a dictionary per column
 //! chunk, so a key of hundreds of thousands of values (user names) would be re-interned for
 //! every row group, one cold hash probe per value; measured on the 10M-event archive that was
 //! slower than DataFusion's per-row hashing of plain strings, which is why such columns stay
-//! plain strings in the archive (see docs/SQL.md).
+//! strings in the archive (see docs/SQL.md).
 //!
-//! Unlike DataFusion's operator it does not spill: its groups are the distinct combinations of
+//! The dictionary path does not spill either: its groups are the distinct combinations of
 //! enumeration values. Its memory is reserved from the session's pool like any operator's, so
-//! under a memory limit a refusal fails the query with DataFusion's resources-exhausted error
-//! rather than going unaccounted.
+//! under a memory limit a refusal in a later stage fails the query with DataFusion's
+//! resources-exhausted error rather than going unaccounted.
 
 use datafusion::arrow::array::ArrayData;
 use datafusion::arrow::array::{
@@ -61,17 +71,20 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use hashbrown::HashTable;
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// Physical optimizer rule: use [`DictionaryAggregateExec`] where it applies (see the module
+use crate::view_intern::ViewInterner;
+
+/// Physical optimizer rule: use [`InternedAggregateExec`] where it applies (see the module
 /// documentation). Register it after DataFusion's own rules, so that they see (and reshape)
 /// the ordinary [`AggregateExec`] first.
 #[derive(Debug, Default)]
-pub struct DictionaryAggregation;
+pub struct InternedAggregation;
 
-impl PhysicalOptimizerRule for DictionaryAggregation {
+impl PhysicalOptimizerRule for InternedAggregation {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
@@ -81,7 +94,7 @@ impl PhysicalOptimizerRule for DictionaryAggregation {
             let Some(agg) = node.as_ref().downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
-            match DictionaryAggregateExec::try_new(agg, Arc::clone(&node))? {
+            match InternedAggregateExec::try_new(agg, Arc::clone(&node))? {
                 Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
                 None => Ok(Transformed::no(node)),
             }
@@ -90,7 +103,7 @@ impl PhysicalOptimizerRule for DictionaryAggregation {
     }
 
     fn name(&self) -> &str {
-        "authwatch_dictionary_aggregation"
+        "authwatch_interned_aggregation"
     }
 
     fn schema_check(&self) -> bool {
@@ -98,10 +111,11 @@ impl PhysicalOptimizerRule for DictionaryAggregation {
     }
 }
 
-/// An [`AggregateExec`] grouped by dictionary columns only, computed on the dictionary codes.
-/// Built by [`DictionaryAggregation`].
+/// An [`AggregateExec`] grouped by dictionary columns only (computed on the dictionary codes),
+/// or the first stage of one grouped by one string-view column. Built by
+/// [`InternedAggregation`].
 #[derive(Debug)]
-pub struct DictionaryAggregateExec {
+pub struct InternedAggregateExec {
     /// The replaced node: properties, requirements and statistics are its.
     inner: Arc<dyn ExecutionPlan>,
     mode: AggregateMode,
@@ -115,12 +129,12 @@ pub struct DictionaryAggregateExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl DictionaryAggregateExec {
+impl InternedAggregateExec {
     /// The replacement for `agg` (whose plan node is `node`), or `None` when it does not apply.
     fn try_new(
         agg: &AggregateExec,
         node: Arc<dyn ExecutionPlan>,
-    ) -> Result<Option<DictionaryAggregateExec>> {
+    ) -> Result<Option<InternedAggregateExec>> {
         let group_by = agg.group_expr();
         if !group_by.is_single()
             || group_by.expr().is_empty()
@@ -142,15 +156,21 @@ impl DictionaryAggregateExec {
             .iter()
             .map(|(expr, _)| expr.data_type(&input_schema))
             .collect::<Result<Vec<_>>>()?;
-        if !group_types
+        let dictionaries = group_types
             .iter()
-            .all(|t| matches!(t, DataType::Dictionary(_, _)))
-        {
+            .all(|t| matches!(t, DataType::Dictionary(_, _)));
+        // One view key, in the first of two stages only: a final or single stage spills under
+        // memory pressure in DataFusion's operator, which this one does not.
+        let one_view = matches!(
+            group_types.as_slice(),
+            [DataType::Utf8View | DataType::BinaryView]
+        ) && *agg.mode() == AggregateMode::Partial;
+        if !dictionaries && !one_view {
             return Ok(None);
         }
         let arguments =
             aggregate_expressions(agg.aggr_expr(), agg.mode(), group_by.num_group_exprs())?;
-        Ok(Some(DictionaryAggregateExec {
+        Ok(Some(InternedAggregateExec {
             inner: node,
             mode: *agg.mode(),
             group_by: group_by.expr().to_vec(),
@@ -176,7 +196,7 @@ impl DictionaryAggregateExec {
     }
 }
 
-impl DisplayAs for DictionaryAggregateExec {
+impl DisplayAs for InternedAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let aggr: Vec<&str> = self.aggr_expr.iter().map(|a| a.name()).collect();
         let keys: Vec<String> = self
@@ -186,7 +206,7 @@ impl DisplayAs for DictionaryAggregateExec {
             .collect();
         write!(
             f,
-            "DictionaryAggregateExec: mode={:?}, gby=[{}], aggr=[{}]",
+            "InternedAggregateExec: mode={:?}, gby=[{}], aggr=[{}]",
             self.mode,
             keys.join(", "),
             aggr.join(", ")
@@ -194,9 +214,9 @@ impl DisplayAs for DictionaryAggregateExec {
     }
 }
 
-impl ExecutionPlan for DictionaryAggregateExec {
+impl ExecutionPlan for InternedAggregateExec {
     fn name(&self) -> &str {
-        "DictionaryAggregateExec"
+        "InternedAggregateExec"
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -235,7 +255,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = Arc::clone(&self.inner).replace_children(children, options)?;
         let replacement = match node.as_ref().downcast_ref::<AggregateExec>() {
-            Some(agg) => DictionaryAggregateExec::try_new(agg, Arc::clone(&node))?,
+            Some(agg) => InternedAggregateExec::try_new(agg, Arc::clone(&node))?,
             None => None,
         };
         Ok(match replacement {
@@ -266,57 +286,46 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let input = self.input()?.execute(partition, Arc::clone(&context))?;
         let schema = self.schema();
         let batch_size = context.session_config().batch_size();
-        let reservation = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
+        let reservation = MemoryConsumer::new(format!("InternedAggregateExec[{partition}]"))
             .register(context.memory_pool());
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let mut state = GroupState {
+        let options = &context.session_config().options().execution;
+        let seen_capacity = SEEN_DICTIONARIES.max(2 * context.session_config().target_partitions());
+        let state = GroupState {
             schema: Arc::clone(&schema),
             mode: self.mode,
             group_exprs: self.group_by.iter().map(|(e, _)| Arc::clone(e)).collect(),
             group_types: self.group_types.clone(),
             arguments: self.arguments.clone(),
             filters: self.filters.clone(),
+            aggr_expr: self.aggr_expr.clone(),
             accumulators: self
                 .aggr_expr
                 .iter()
                 .map(|a| a.create_groups_accumulator())
                 .collect::<Result<_>>()?,
-            groups: Groups::new(
-                &self.group_types,
-                SEEN_DICTIONARIES.max(2 * context.session_config().target_partitions()),
-            )?,
+            groups: Groups::new(&self.group_types, seen_capacity)?,
+            seen_capacity,
             group_indices: Vec::new(),
             reservation,
+            probe: (self.mode == AggregateMode::Partial).then_some(SkipProbe {
+                rows: options.skip_partial_aggregation_probe_rows_threshold,
+                ratio: options.skip_partial_aggregation_probe_ratio_threshold,
+            }),
+            rows_seen: 0,
+            skipping: false,
         };
-        let output = futures::stream::once(async move {
-            let mut input = input;
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                let _timer = baseline.elapsed_compute().timer();
-                state.update(&batch)?;
-            }
-            let _timer = baseline.elapsed_compute().timer();
-            let batch = state.emit()?;
-            let mut out = Vec::new();
-            if let Some(batch) = batch {
-                let rows = batch.num_rows();
-                let step = batch_size.max(1);
-                let mut offset = 0;
-                while offset < rows {
-                    let len = step.min(rows - offset);
-                    out.push(Ok(batch.slice(offset, len)));
-                    offset += len;
-                }
-                baseline.record_output(rows);
-            }
-            baseline.done();
-            Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(out))
-        })
-        .map(|r| match r {
-            Ok(s) => s.boxed(),
-            Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-        })
-        .flatten();
+        let run = Run {
+            input: Some(input),
+            state,
+            baseline,
+            batch_size: batch_size.max(1),
+            ready: VecDeque::new(),
+        };
+        let output = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
 
@@ -600,7 +609,7 @@ impl KeyValues {
 /// The groups seen so far: with one key a group is that key's value id; with several, each
 /// distinct combination of the keys' value ids is a group, numbered by pairing: the first two
 /// keys' ids form a pair id, that and the third key's id the next pair id, and so on.
-struct Groups {
+struct CodeGroups {
     keys: Vec<KeyValues>,
     /// One pairing per key after the first.
     pairs: Vec<Pairs>,
@@ -642,9 +651,9 @@ impl Pairs {
     }
 }
 
-impl Groups {
-    fn new(key_types: &[DataType], seen_capacity: usize) -> Result<Groups> {
-        Ok(Groups {
+impl CodeGroups {
+    fn new(key_types: &[DataType], seen_capacity: usize) -> Result<CodeGroups> {
+        Ok(CodeGroups {
             keys: key_types
                 .iter()
                 .map(|t| KeyValues::new(t, seen_capacity))
@@ -714,6 +723,121 @@ impl Groups {
     }
 }
 
+/// One partition's execution: the input until it ends, then the results in batches.
+struct Run {
+    /// `None` once the input ended or failed.
+    input: Option<SendableRecordBatchStream>,
+    state: GroupState,
+    baseline: BaselineMetrics,
+    batch_size: usize,
+    /// Results waiting to be returned.
+    ready: VecDeque<RecordBatch>,
+}
+
+impl Run {
+    /// The next result, or `None` at the end.
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
+            }
+            let input = self.input.as_mut()?;
+            let step = match input.next().await {
+                Some(Ok(batch)) => {
+                    let _timer = self.baseline.elapsed_compute().timer();
+                    self.state.update(&batch)
+                }
+                Some(Err(e)) => Err(e),
+                None => {
+                    self.input = None;
+                    let _timer = self.baseline.elapsed_compute().timer();
+                    let last = self.state.emit();
+                    self.baseline.done();
+                    last
+                }
+            };
+            match step {
+                Ok(Some(batch)) => {
+                    let rows = batch.num_rows();
+                    let mut offset = 0;
+                    while offset < rows {
+                        let len = self.batch_size.min(rows - offset);
+                        self.ready.push_back(batch.slice(offset, len));
+                        offset += len;
+                    }
+                    self.baseline.record_output(rows);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.input = None;
+                    self.ready.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The groups of one aggregation: the dictionary keys' codes, or the values of one view key.
+enum Groups {
+    Codes(CodeGroups),
+    Views(ViewInterner),
+}
+
+impl Groups {
+    fn new(key_types: &[DataType], seen_capacity: usize) -> Result<Groups> {
+        Ok(match key_types {
+            [t @ (DataType::Utf8View | DataType::BinaryView)] => {
+                Groups::Views(ViewInterner::new(t)?)
+            }
+            _ => Groups::Codes(CodeGroups::new(key_types, seen_capacity)?),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Groups::Codes(codes) => codes.len(),
+            Groups::Views(views) => views.len(),
+        }
+    }
+
+    /// Writes the group of each row to `groups`, given the rows' key columns.
+    fn groups(&mut self, keys: &[ArrayRef], groups: &mut Vec<usize>) -> Result<()> {
+        match (self, keys) {
+            (Groups::Codes(codes), _) => codes.groups(keys, groups),
+            (Groups::Views(views), [key]) => views.intern(key, groups),
+            (Groups::Views(_), _) => Err(internal_datafusion_err!(
+                "{} key columns for one view key",
+                keys.len()
+            )),
+        }
+    }
+
+    /// The key columns of every group, in group order. Takes the view key's values out: the
+    /// groups are emitted once, at the end or before a reset.
+    fn columns(&mut self, key_types: &[DataType]) -> Result<Vec<ArrayRef>> {
+        match self {
+            Groups::Codes(codes) => codes.columns(key_types),
+            Groups::Views(views) => Ok(vec![views.take_values()?]),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Groups::Codes(codes) => codes.size(),
+            Groups::Views(views) => views.size(),
+        }
+    }
+}
+
+/// When a first stage stops aggregating and passes its rows on as states (DataFusion's
+/// `skip_partial_aggregation_probe_*` options): after `rows` input rows, if the groups number
+/// at least `ratio` times the rows, aggregating here does not reduce the data.
+struct SkipProbe {
+    rows: usize,
+    ratio: f64,
+}
+
 /// One partition's aggregation state.
 struct GroupState {
     schema: SchemaRef,
@@ -722,17 +846,31 @@ struct GroupState {
     group_types: Vec<DataType>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     groups: Groups,
+    /// Capacity of the dictionary keys' caches, to build [`Groups`] anew.
+    seen_capacity: usize,
     group_indices: Vec<usize>,
     reservation: MemoryReservation,
+    /// Still to decide whether to stop aggregating (first stage only).
+    probe: Option<SkipProbe>,
+    rows_seen: usize,
+    /// Rows pass through as states, unaggregated.
+    skipping: bool,
 }
 
 impl GroupState {
-    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Takes in `batch`. Returns a batch of results when the first stage emits early: when its
+    /// memory is refused (as DataFusion's first stage does, instead of failing), or when it
+    /// stops aggregating and passes rows on as states.
+    fn update(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok(());
+            return Ok(None);
+        }
+        if self.skipping {
+            return self.states_of(batch).map(Some);
         }
         let keys = self
             .group_exprs
@@ -758,10 +896,52 @@ impl GroupState {
                 }
             }
         }
+        self.rows_seen += rows;
+        if let Some(probe) = self.probe.take_if(|p| self.rows_seen >= p.rows)
+            && self.groups.len() as f64 >= probe.ratio * self.rows_seen as f64
+        {
+            self.skipping = true;
+            return self.emit_and_reset();
+        }
         let size = self.groups.size()
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
             + self.group_indices.capacity() * size_of::<usize>();
-        self.reservation.try_resize(size)
+        match self.reservation.try_resize(size) {
+            Ok(()) => Ok(None),
+            Err(_) if self.mode == AggregateMode::Partial => self.emit_and_reset(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The first stage's output for `batch` without aggregating: each row its own group.
+    fn states_of(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut columns = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let values = evaluate_many(&self.arguments, batch)?;
+        for ((acc, values), filter) in self.accumulators.iter().zip(&values).zip(&self.filters) {
+            let filter = match filter {
+                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?),
+                None => None,
+            };
+            columns.extend(acc.convert_to_state(values, filter.as_ref().map(|f| f.as_boolean()))?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Emits the groups so far and starts again with none.
+    fn emit_and_reset(&mut self) -> Result<Option<RecordBatch>> {
+        let batch = self.emit()?;
+        self.groups = Groups::new(&self.group_types, self.seen_capacity)?;
+        self.accumulators = self
+            .aggr_expr
+            .iter()
+            .map(|a| a.create_groups_accumulator())
+            .collect::<Result<_>>()?;
+        Ok(batch)
     }
 
     fn emit(&mut self) -> Result<Option<RecordBatch>> {
@@ -876,7 +1056,7 @@ mod tests {
             .with_config(config)
             .with_default_features();
         if with_rule {
-            builder = builder.with_physical_optimizer_rule(Arc::new(DictionaryAggregation));
+            builder = builder.with_physical_optimizer_rule(Arc::new(InternedAggregation));
         }
         let ctx = SessionContext::new_with_state(builder.build());
         let mem = MemTable::try_new(schema, data).unwrap();
@@ -906,7 +1086,7 @@ mod tests {
         let (expected, _) = run_on(false, partitions, Arc::clone(schema), data.to_vec(), sql).await;
         let (actual, plan) = run_on(true, partitions, Arc::clone(schema), data.to_vec(), sql).await;
         assert_eq!(actual, expected, "{sql} with {partitions} partitions");
-        assert!(plan.contains("DictionaryAggregateExec"), "{sql}: {plan}");
+        assert!(plan.contains("InternedAggregateExec"), "{sql}: {plan}");
         actual
     }
 
@@ -979,7 +1159,7 @@ mod tests {
             ] {
                 let (expected, _) = run(false, 2, sql).await;
                 let (actual, plan) = run(true, 2, sql).await;
-                assert!(!plan.contains("DictionaryAggregateExec"), "{sql}: {plan}");
+                assert!(!plan.contains("InternedAggregateExec"), "{sql}: {plan}");
                 if !sql.contains("LIMIT") {
                     assert_eq!(actual, expected, "{sql}");
                 }
@@ -1122,6 +1302,244 @@ mod tests {
                 let actual = same_as_datafusion(partitions, &schema, &data, sql).await;
                 assert!(actual.contains("| 22   | 2 | 7  |"), "{actual}");
             }
+        });
+    }
+
+    /// A table keyed by a view column: long and short keys (the long ones share prefixes),
+    /// nulls, and a second view column for distinct counts; several batches per partition.
+    fn view_table() -> (SchemaRef, Vec<Vec<RecordBatch>>) {
+        use datafusion::arrow::array::StringViewArray;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8View, true),
+            Field::new("c", DataType::Utf8View, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = |from: i64, rows: i64| {
+            let keys: Vec<Option<String>> = (from..from + rows)
+                .map(|i| match (i * 7919) % 901 {
+                    0 => None,
+                    k if k % 3 == 0 => Some(format!("u{k}")),
+                    k => Some(format!("user.number.{k}@tenant.example.com")),
+                })
+                .collect();
+            let countries: Vec<Option<String>> = (from..from + rows)
+                .map(|i| (i % 13 != 0).then(|| format!("C{}", i % 7)))
+                .collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringViewArray::from(keys)),
+                    Arc::new(StringViewArray::from(countries)),
+                    Arc::new(Int64Array::from((from..from + rows).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap()
+        };
+        let data = vec![
+            vec![batch(0, 1000), batch(1000, 700)],
+            vec![batch(1700, 1300), batch(3000, 1)],
+        ];
+        (schema, data)
+    }
+
+    const VIEW_QUERIES: [&str; 4] = [
+        "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo FROM t GROUP BY k ORDER BY k NULLS FIRST",
+        // `count(*)` beside it keeps the distinct count an aggregate (no rewrite to a group-by
+        // on both columns), through authwatch's groups accumulator.
+        "SELECT k, count(*) AS n, count(DISTINCT c) AS d FROM t WHERE v % 2 = 0 GROUP BY k \
+         HAVING count(DISTINCT c) > 1 ORDER BY d DESC, k",
+        "SELECT k, count(*) FILTER (WHERE v > 1500) AS late FROM t GROUP BY k ORDER BY k NULLS LAST",
+        "SELECT k FROM t GROUP BY k ORDER BY k NULLS FIRST",
+    ];
+
+    /// Runs `sql` over the view table with `config`, with or without the rule; the result and
+    /// the `EXPLAIN ANALYZE` text.
+    async fn run_views(with_rule: bool, config: SessionConfig, sql: &str) -> (String, String) {
+        let (schema, data) = view_table();
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if with_rule {
+            builder = builder.with_physical_optimizer_rule(Arc::new(InternedAggregation));
+        }
+        let ctx = SessionContext::new_with_state(builder.build());
+        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
+            crate::DistinctCount::default(),
+        ));
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, data).unwrap()))
+            .unwrap();
+        let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let plan = ctx
+            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        (
+            pretty_format_batches(&result).unwrap().to_string(),
+            pretty_format_batches(&plan).unwrap().to_string(),
+        )
+    }
+
+    /// The first stage's output rows, from the `EXPLAIN ANALYZE` text (which rounds them to
+    /// three digits: "2.50 K").
+    fn first_stage_rows(plan: &str) -> f64 {
+        let line = plan
+            .lines()
+            .find(|l| l.contains("InternedAggregateExec: mode=Partial"))
+            .unwrap_or_else(|| panic!("no first stage of ours: {plan}"));
+        let rows = line.split("output_rows=").nth(1).unwrap();
+        let rows = rows.split(',').next().unwrap();
+        match rows.strip_suffix(" K") {
+            Some(thousands) => thousands.parse::<f64>().unwrap() * 1000.0,
+            None => rows.parse().unwrap(),
+        }
+    }
+
+    /// One view key: the first stage is ours (the final one DataFusion's), and the results are
+    /// DataFusion's, over nulls, short (inline) and long keys, filters and distinct counts.
+    #[test]
+    fn one_view_key_in_the_first_stage() {
+        block_on(async {
+            for partitions in [2, 4] {
+                for sql in VIEW_QUERIES {
+                    let config = || SessionConfig::new().with_target_partitions(partitions);
+                    let (expected, _) = run_views(false, config(), sql).await;
+                    let (actual, plan) = run_views(true, config(), sql).await;
+                    assert_eq!(actual, expected, "{sql} with {partitions} partitions");
+                    assert!(
+                        plan.contains("InternedAggregateExec: mode=Partial"),
+                        "{plan}"
+                    );
+                    assert!(
+                        !plan.contains("InternedAggregateExec: mode=Final"),
+                        "{plan}"
+                    );
+                }
+            }
+        });
+    }
+
+    /// When the groups are nearly as many as the rows, the first stage passes rows on as
+    /// states (DataFusion's probe options), with the same results.
+    #[test]
+    fn first_stage_stops_aggregating_when_it_does_not_reduce() {
+        block_on(async {
+            let config = |ratio: f64| {
+                let mut config = SessionConfig::new().with_target_partitions(2);
+                let execution = &mut config.options_mut().execution;
+                execution.skip_partial_aggregation_probe_rows_threshold = 500;
+                execution.skip_partial_aggregation_probe_ratio_threshold = ratio;
+                config
+            };
+            for sql in VIEW_QUERIES {
+                let (expected, _) = run_views(false, config(0.8), sql).await;
+                // 901 keys in 3,001 rows: the probe (after the first batch) finds a ratio of
+                // 0.9 or more, over 0.1; a ratio over 1 is never met.
+                let (skipped, skipped_plan) = run_views(true, config(0.1), sql).await;
+                assert_eq!(skipped, expected, "{sql}");
+                let (aggregated, plan) = run_views(true, config(2.0), sql).await;
+                assert_eq!(aggregated, expected, "{sql}");
+                // Aggregated, a partition emits each of its keys once; skipping, the rows
+                // after the probe pass on one by one, repeated keys included.
+                assert!(first_stage_rows(&plan) <= 2.0 * 901.0, "{sql}: {plan}");
+                // (The filtered query's partitions hold each key once: both emit every row.)
+                if !sql.contains("WHERE") {
+                    assert!(
+                        first_stage_rows(&skipped_plan) > first_stage_rows(&plan) + 100.0,
+                        "{sql}: {skipped_plan}"
+                    );
+                }
+            }
+        });
+    }
+
+    /// A pool that refuses this module's operators more than `limit` bytes each and grants
+    /// everything else: memory pressure on the first stage alone.
+    #[derive(Debug)]
+    struct TightForUs {
+        limit: usize,
+        inner: datafusion::execution::memory_pool::UnboundedMemoryPool,
+    }
+
+    impl fmt::Display for TightForUs {
+        fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "tight-for-us({})", self.limit)
+        }
+    }
+
+    impl datafusion::execution::memory_pool::MemoryPool for TightForUs {
+        fn name(&self) -> &str {
+            "tight-for-us"
+        }
+        fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+            self.inner.grow(reservation, additional);
+        }
+        fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+            self.inner.shrink(reservation, shrink);
+        }
+        fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+            let ours = reservation
+                .consumer()
+                .name()
+                .starts_with("InternedAggregateExec");
+            if ours && reservation.size() + additional > self.limit {
+                return datafusion::common::resources_err!("test limit of {}", self.limit);
+            }
+            self.inner.try_grow(reservation, additional)
+        }
+        fn reserved(&self) -> usize {
+            self.inner.reserved()
+        }
+    }
+
+    /// Under memory pressure the first stage emits what it has and starts again, as
+    /// DataFusion's does, rather than failing the query.
+    #[test]
+    fn first_stage_emits_early_under_memory_pressure() {
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let session = |limit: usize| {
+            let (schema, data) = view_table();
+            let pool = Arc::new(TightForUs {
+                limit,
+                inner: Default::default(),
+            });
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(pool)
+                .build_arc()
+                .unwrap();
+            let state = SessionStateBuilder::new()
+                .with_config(SessionConfig::new().with_target_partitions(2))
+                .with_runtime_env(runtime)
+                .with_default_features()
+                .with_physical_optimizer_rule(Arc::new(InternedAggregation))
+                .build();
+            let ctx = SessionContext::new_with_state(state);
+            ctx.register_table("t", Arc::new(MemTable::try_new(schema, data).unwrap()))
+                .unwrap();
+            ctx
+        };
+        let sql = VIEW_QUERIES[0];
+        block_on(async {
+            let (expected, _) =
+                run_views(false, SessionConfig::new().with_target_partitions(2), sql).await;
+            let ctx = session(40_000);
+            let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(
+                pretty_format_batches(&result).unwrap().to_string(),
+                expected
+            );
+            let plan = ctx
+                .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let plan = pretty_format_batches(&plan).unwrap().to_string();
+            // Emitting once at the end, each partition gives each of its keys once: ≤ 2 × 901.
+            assert!(first_stage_rows(&plan) > 2.0 * 901.0, "{plan}");
         });
     }
 }
