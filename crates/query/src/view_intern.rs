@@ -11,7 +11,7 @@
 //! find their slot in cache. It is an open-addressing table of 32-byte slots (hash, the value's
 //! view, id) with linear probing, at most half full, holding values longer than 12 bytes in one
 //! byte buffer of its own. On the 4.3M user names of one partition of the benchmark's
-//! `many_countries` query it interns in 190–200 ms where `ArrowBytesViewMap` takes 290–360 ms;
+//! `many_countries` query it interns in 189–227 ms where `ArrowBytesViewMap` takes 293–416 ms;
 //! a radix-partitioned variant (tables small enough for the cache, rows sorted by partition a
 //! chunk at a time) measured no faster than `ArrowBytesViewMap` (docs/SQL.md).
 
@@ -28,7 +28,7 @@ use datafusion::common::{Result, exec_err, internal_err};
 const INLINE: u32 = 12;
 
 /// How many rows ahead the slot to probe is prefetched. Measured on the benchmark's user
-/// names: 4 rows ahead took 200–260 ms, 8 and 16 rows 190–230 ms, 32 rows 200–270 ms.
+/// names: 4 rows ahead took 195–258 ms, 8 and 16 rows 189–227 ms, 32 rows 202–272 ms.
 const LOOKAHEAD: usize = 12;
 
 /// Marks an empty slot.
