@@ -1052,18 +1052,42 @@ mod tests {
         sql: &str,
     ) -> (String, String) {
         let config = SessionConfig::new().with_target_partitions(partitions);
+        let ctx = session(with_rule, config, None, schema, data);
+        query(&ctx, sql, "EXPLAIN").await
+    }
+
+    /// A session with `config` (and `runtime`), the rule if `with_rule`, authwatch's `count`,
+    /// and `data` as table `t`.
+    fn session(
+        with_rule: bool,
+        config: SessionConfig,
+        runtime: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+        schema: SchemaRef,
+        data: Vec<Vec<RecordBatch>>,
+    ) -> SessionContext {
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
+        if let Some(runtime) = runtime {
+            builder = builder.with_runtime_env(runtime);
+        }
         if with_rule {
             builder = builder.with_physical_optimizer_rule(Arc::new(InternedAggregation));
         }
         let ctx = SessionContext::new_with_state(builder.build());
+        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
+            crate::DistinctCount::default(),
+        ));
         let mem = MemTable::try_new(schema, data).unwrap();
         ctx.register_table("t", Arc::new(mem)).unwrap();
+        ctx
+    }
+
+    /// `sql`'s result, and the plan `explain` (`EXPLAIN` or `EXPLAIN ANALYZE`) gives, as text.
+    async fn query(ctx: &SessionContext, sql: &str, explain: &str) -> (String, String) {
         let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let plan = ctx
-            .sql(&format!("EXPLAIN {sql}"))
+            .sql(&format!("{explain} {sql}"))
             .await
             .unwrap()
             .collect()
@@ -1356,30 +1380,8 @@ mod tests {
     /// the `EXPLAIN ANALYZE` text.
     async fn run_views(with_rule: bool, config: SessionConfig, sql: &str) -> (String, String) {
         let (schema, data) = view_table();
-        let mut builder = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features();
-        if with_rule {
-            builder = builder.with_physical_optimizer_rule(Arc::new(InternedAggregation));
-        }
-        let ctx = SessionContext::new_with_state(builder.build());
-        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
-            crate::DistinctCount::default(),
-        ));
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, data).unwrap()))
-            .unwrap();
-        let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let plan = ctx
-            .sql(&format!("EXPLAIN ANALYZE {sql}"))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        (
-            pretty_format_batches(&result).unwrap().to_string(),
-            pretty_format_batches(&plan).unwrap().to_string(),
-        )
+        let ctx = session(with_rule, config, None, schema, data);
+        query(&ctx, sql, "EXPLAIN ANALYZE").await
     }
 
     /// The first stage's output rows, from the `EXPLAIN ANALYZE` text (which rounds them to
@@ -1499,45 +1501,22 @@ mod tests {
     #[test]
     fn first_stage_emits_early_under_memory_pressure() {
         use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-        let session = |limit: usize| {
-            let (schema, data) = view_table();
-            let pool = Arc::new(TightForUs {
-                limit,
-                inner: Default::default(),
-            });
-            let runtime = RuntimeEnvBuilder::new()
-                .with_memory_pool(pool)
-                .build_arc()
-                .unwrap();
-            let state = SessionStateBuilder::new()
-                .with_config(SessionConfig::new().with_target_partitions(2))
-                .with_runtime_env(runtime)
-                .with_default_features()
-                .with_physical_optimizer_rule(Arc::new(InternedAggregation))
-                .build();
-            let ctx = SessionContext::new_with_state(state);
-            ctx.register_table("t", Arc::new(MemTable::try_new(schema, data).unwrap()))
-                .unwrap();
-            ctx
-        };
+        let (schema, data) = view_table();
+        let pool = Arc::new(TightForUs {
+            limit: 40_000,
+            inner: Default::default(),
+        });
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        let config = || SessionConfig::new().with_target_partitions(2);
+        let ctx = session(true, config(), Some(runtime), schema, data);
         let sql = VIEW_QUERIES[0];
         block_on(async {
-            let (expected, _) =
-                run_views(false, SessionConfig::new().with_target_partitions(2), sql).await;
-            let ctx = session(40_000);
-            let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-            assert_eq!(
-                pretty_format_batches(&result).unwrap().to_string(),
-                expected
-            );
-            let plan = ctx
-                .sql(&format!("EXPLAIN ANALYZE {sql}"))
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            let plan = pretty_format_batches(&plan).unwrap().to_string();
+            let (expected, _) = run_views(false, config(), sql).await;
+            let (actual, plan) = query(&ctx, sql, "EXPLAIN ANALYZE").await;
+            assert_eq!(actual, expected);
             // Emitting once at the end, each partition gives each of its keys once: ≤ 2 × 901.
             assert!(first_stage_rows(&plan) > 2.0 * 901.0, "{plan}");
         });
