@@ -281,8 +281,9 @@ struct Interner {
     map: ValueMap,
     /// Positions handed out, the null's included (the map keeps a slot for it in its values).
     len: u32,
-    /// Bytes of the distinct values: the offset maps panic past their offset type's range, so
-    /// batches that could cross it are refused with an error first.
+    /// Bytes of the distinct values, for the offset maps only (views have no offsets to
+    /// overflow): those maps panic past their offset type's range, so batches that could cross
+    /// it are refused with an error first.
     bytes: usize,
     /// Ids of the last interned batch, one per row ([`NULL`] for a null).
     ids: Vec<u32>,
@@ -1040,6 +1041,11 @@ mod tests {
         Arc::new(StringArray::from(values.to_vec()))
     }
 
+    /// `values` as strings of `data_type` (plain or views: the interners differ).
+    fn typed(data_type: &DataType, values: &[Option<&str>]) -> ArrayRef {
+        datafusion::arrow::compute::cast(&strings(values), data_type).unwrap()
+    }
+
     fn counts(array: &ArrayRef) -> Vec<i64> {
         array
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
@@ -1051,64 +1057,79 @@ mod tests {
     /// a second accumulator, and the rest evaluated where it was.
     #[test]
     fn emitting_the_first_groups_keeps_the_others() {
-        let mut acc = BytesDistinctCount::new(&DataType::Utf8).unwrap();
-        let values = strings(&[
-            Some("a"),
-            Some("b"),
-            Some("a"),
-            None,
-            Some("a-value-longer-than-the-forty-eight-bytes-kept-in-the-entry"),
-            Some("a"),
-            Some("c"),
-            Some("c"),
-            Some("b"),
-        ]);
-        let groups = [0, 0, 0, 1, 2, 3, 3, 4, 4];
-        let keep = BooleanArray::from(vec![
-            Some(true),
-            Some(true),
-            Some(true),
-            Some(true),
-            Some(true),
-            None,
-            Some(true),
-            Some(true),
-            Some(false),
-        ]);
-        acc.update_batch(&[values], &groups, Some(&keep), 5)
-            .unwrap();
-        let state = acc.state(EmitTo::First(2)).unwrap();
-        let lists = state[0].as_list::<i32>();
-        assert_eq!(lists.len(), 2);
-        assert_eq!(lists.value_length(0), 2);
-        assert_eq!(lists.value_length(1), 0);
+        for data_type in [DataType::Utf8, DataType::Utf8View] {
+            let mut acc = BytesDistinctCount::new(&data_type).unwrap();
+            let values = typed(
+                &data_type,
+                &[
+                    Some("a"),
+                    Some("b"),
+                    Some("a"),
+                    None,
+                    Some("a-value-longer-than-the-forty-eight-bytes-kept-in-the-entry"),
+                    Some("a"),
+                    Some("c"),
+                    Some("c"),
+                    Some("b"),
+                ],
+            );
+            let groups = [0, 0, 0, 1, 2, 3, 3, 4, 4];
+            let keep = BooleanArray::from(vec![
+                Some(true),
+                Some(true),
+                Some(true),
+                Some(true),
+                Some(true),
+                None,
+                Some(true),
+                Some(true),
+                Some(false),
+            ]);
+            acc.update_batch(&[values], &groups, Some(&keep), 5)
+                .unwrap();
+            let state = acc.state(EmitTo::First(2)).unwrap();
+            let lists = state[0].as_list::<i32>();
+            assert_eq!(lists.len(), 2);
+            assert_eq!(lists.value_length(0), 2);
+            assert_eq!(lists.value_length(1), 0);
 
-        // Groups 2, 3 and 4 are now 0, 1 and 2 and keep their values.
-        acc.update_batch(&[strings(&[Some("c"), Some("d")])], &[1, 2], None, 3)
+            // Groups 2, 3 and 4 are now 0, 1 and 2 and keep their values.
+            acc.update_batch(
+                &[typed(&data_type, &[Some("c"), Some("d")])],
+                &[1, 2],
+                None,
+                3,
+            )
             .unwrap();
-        assert_eq!(counts(&acc.evaluate(EmitTo::First(1)).unwrap()), [1]);
-        assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), [1, 2]);
+            assert_eq!(counts(&acc.evaluate(EmitTo::First(1)).unwrap()), [1]);
+            assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), [1, 2]);
 
-        let mut merged = BytesDistinctCount::new(&DataType::Utf8).unwrap();
-        merged.merge_batch(&state, &[1, 0], 2).unwrap();
-        merged.merge_batch(&state, &[0, 1], 2).unwrap();
-        assert_eq!(counts(&merged.evaluate(EmitTo::All).unwrap()), [2, 2]);
+            let mut merged = BytesDistinctCount::new(&data_type).unwrap();
+            merged.merge_batch(&state, &[1, 0], 2).unwrap();
+            merged.merge_batch(&state, &[0, 1], 2).unwrap();
+            assert_eq!(counts(&merged.evaluate(EmitTo::All).unwrap()), [2, 2]);
+        }
     }
 
     #[test]
     fn convert_to_state_then_merge_equals_update() {
-        let values = strings(&[Some("x"), None, Some("y"), Some("x"), Some("z")]);
-        let groups = [0, 0, 1, 1, 0];
-        let keep = BooleanArray::from(vec![true, true, true, true, false]);
-        let mut direct = BytesDistinctCount::new(&DataType::Utf8).unwrap();
-        direct
-            .update_batch(std::slice::from_ref(&values), &groups, Some(&keep), 2)
-            .unwrap();
-        let mut via_state = BytesDistinctCount::new(&DataType::Utf8).unwrap();
-        let state = via_state.convert_to_state(&[values], Some(&keep)).unwrap();
-        via_state.merge_batch(&state, &groups, 2).unwrap();
-        assert_eq!(counts(&direct.evaluate(EmitTo::All).unwrap()), [1, 2]);
-        assert_eq!(counts(&via_state.evaluate(EmitTo::All).unwrap()), [1, 2]);
+        for data_type in [DataType::Utf8, DataType::Utf8View] {
+            let values = typed(
+                &data_type,
+                &[Some("x"), None, Some("y"), Some("x"), Some("z")],
+            );
+            let groups = [0, 0, 1, 1, 0];
+            let keep = BooleanArray::from(vec![true, true, true, true, false]);
+            let mut direct = BytesDistinctCount::new(&data_type).unwrap();
+            direct
+                .update_batch(std::slice::from_ref(&values), &groups, Some(&keep), 2)
+                .unwrap();
+            let mut via_state = BytesDistinctCount::new(&data_type).unwrap();
+            let state = via_state.convert_to_state(&[values], Some(&keep)).unwrap();
+            via_state.merge_batch(&state, &groups, 2).unwrap();
+            assert_eq!(counts(&direct.evaluate(EmitTo::All).unwrap()), [1, 2]);
+            assert_eq!(counts(&via_state.evaluate(EmitTo::All).unwrap()), [1, 2]);
+        }
     }
 
     /// Groups dense and sparse, promoted, demoted as the ids grow, taken out in parts: always

@@ -51,7 +51,7 @@ use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, Statistics, internal_datafusion_err};
+use datafusion::common::{DataFusionError, Result, Statistics, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -63,7 +63,9 @@ use datafusion::physical_plan::aggregates::{
     evaluate_many,
 };
 use datafusion::physical_plan::execution_plan::{CardinalityEffect, ReplaceChildrenOptions};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements,
@@ -119,9 +121,10 @@ pub struct InternedAggregateExec {
     /// The replaced node: properties, requirements and statistics are its.
     inner: Arc<dyn ExecutionPlan>,
     mode: AggregateMode,
-    /// The group keys (every one a dictionary column) and their output names.
+    /// The group keys (all dictionary columns, or one string-view column) and their output
+    /// names.
     group_by: Vec<(Arc<dyn PhysicalExpr>, String)>,
-    /// Types of the group keys: the output columns are cast back to them.
+    /// Types of the group keys: dictionary keys' output columns are cast back to them.
     group_types: Vec<DataType>,
     aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
@@ -308,12 +311,17 @@ impl ExecutionPlan for InternedAggregateExec {
             seen_capacity,
             group_indices: Vec::new(),
             reservation,
-            probe: (self.mode == AggregateMode::Partial).then_some(SkipProbe {
-                rows: options.skip_partial_aggregation_probe_rows_threshold,
-                ratio: options.skip_partial_aggregation_probe_ratio_threshold,
-            }),
+            // A ratio of 1 or more can never be exceeded: DataFusion's way to turn skipping off.
+            probe: (self.mode == AggregateMode::Partial
+                && options.skip_partial_aggregation_probe_ratio_threshold < 1.0)
+                .then_some(SkipProbe {
+                    rows: options.skip_partial_aggregation_probe_rows_threshold,
+                    ratio: options.skip_partial_aggregation_probe_ratio_threshold,
+                }),
             rows_seen: 0,
             skipping: false,
+            skipped_rows: MetricBuilder::new(&self.metrics)
+                .counter("skipped_aggregation_rows", partition),
         };
         let run = Run {
             input: Some(input),
@@ -325,7 +333,9 @@ impl ExecutionPlan for InternedAggregateExec {
         let output = futures::stream::unfold(run, |mut run| async move {
             let item = run.next().await?;
             Some((item, run))
-        });
+        })
+        // `unfold` panics when polled after its end; a fused stream answers `None` again.
+        .fuse();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
 
@@ -739,9 +749,12 @@ impl Run {
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
         loop {
             if let Some(batch) = self.ready.pop_front() {
-                return Some(Ok(batch));
+                return Some(Ok(batch.record_output(&self.baseline)));
             }
-            let input = self.input.as_mut()?;
+            let Some(input) = self.input.as_mut() else {
+                self.baseline.done();
+                return None;
+            };
             let step = match input.next().await {
                 Some(Ok(batch)) => {
                     let _timer = self.baseline.elapsed_compute().timer();
@@ -751,9 +764,7 @@ impl Run {
                 None => {
                     self.input = None;
                     let _timer = self.baseline.elapsed_compute().timer();
-                    let last = self.state.emit();
-                    self.baseline.done();
-                    last
+                    self.state.emit()
                 }
             };
             match step {
@@ -765,12 +776,12 @@ impl Run {
                         self.ready.push_back(batch.slice(offset, len));
                         offset += len;
                     }
-                    self.baseline.record_output(rows);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     self.input = None;
                     self.ready.clear();
+                    self.baseline.done();
                     return Some(Err(e));
                 }
             }
@@ -830,9 +841,10 @@ impl Groups {
     }
 }
 
-/// When a first stage stops aggregating and passes its rows on as states (DataFusion's
-/// `skip_partial_aggregation_probe_*` options): after `rows` input rows, if the groups number
-/// at least `ratio` times the rows, aggregating here does not reduce the data.
+/// When a first stage stops aggregating and passes its rows on as states, as DataFusion's does
+/// (`skip_partial_aggregation_probe_*` options): from `rows` input rows on, after each batch,
+/// if the groups number more than `ratio` times the rows, aggregating here does not reduce the
+/// data.
 struct SkipProbe {
     rows: usize,
     ratio: f64,
@@ -858,6 +870,8 @@ struct GroupState {
     rows_seen: usize,
     /// Rows pass through as states, unaggregated.
     skipping: bool,
+    /// Rows passed through so far (DataFusion's metric of the same name).
+    skipped_rows: Count,
 }
 
 impl GroupState {
@@ -870,6 +884,7 @@ impl GroupState {
             return Ok(None);
         }
         if self.skipping {
+            self.skipped_rows.add(rows);
             return self.states_of(batch).map(Some);
         }
         let keys = self
@@ -897,9 +912,11 @@ impl GroupState {
             }
         }
         self.rows_seen += rows;
-        if let Some(probe) = self.probe.take_if(|p| self.rows_seen >= p.rows)
-            && self.groups.len() as f64 >= probe.ratio * self.rows_seen as f64
+        if let Some(probe) = &self.probe
+            && self.rows_seen >= probe.rows
+            && self.groups.len() as f64 > probe.ratio * self.rows_seen as f64
         {
+            self.probe = None;
             self.skipping = true;
             return self.emit_and_reset();
         }
@@ -908,7 +925,12 @@ impl GroupState {
             + self.group_indices.capacity() * size_of::<usize>();
         match self.reservation.try_resize(size) {
             Ok(()) => Ok(None),
-            Err(_) if self.mode == AggregateMode::Partial => self.emit_and_reset(),
+            // Emitting helps only with groups to emit; otherwise the refusal stands.
+            Err(DataFusionError::ResourcesExhausted(_))
+                if self.mode == AggregateMode::Partial && self.groups.len() > 1 =>
+            {
+                self.emit_and_reset()
+            }
             Err(e) => Err(e),
         }
     }
@@ -1384,19 +1406,25 @@ mod tests {
         query(&ctx, sql, "EXPLAIN ANALYZE").await
     }
 
-    /// The first stage's output rows, from the `EXPLAIN ANALYZE` text (which rounds them to
-    /// three digits: "2.50 K").
-    fn first_stage_rows(plan: &str) -> f64 {
+    /// A count metric of our first stage, from the `EXPLAIN ANALYZE` text (which rounds counts
+    /// to three digits: "2.50 K"); 0 when the stage did not record it.
+    fn first_stage_metric(plan: &str, name: &str) -> f64 {
         let line = plan
             .lines()
             .find(|l| l.contains("InternedAggregateExec: mode=Partial"))
             .unwrap_or_else(|| panic!("no first stage of ours: {plan}"));
-        let rows = line.split("output_rows=").nth(1).unwrap();
-        let rows = rows.split(',').next().unwrap();
-        match rows.strip_suffix(" K") {
+        let Some(value) = line.split(&format!("{name}=")).nth(1) else {
+            return 0.0;
+        };
+        let value = value.split([',', ']']).next().unwrap();
+        match value.strip_suffix(" K") {
             Some(thousands) => thousands.parse::<f64>().unwrap() * 1000.0,
-            None => rows.parse().unwrap(),
+            None => value.parse().unwrap(),
         }
+    }
+
+    fn first_stage_rows(plan: &str) -> f64 {
+        first_stage_metric(plan, "output_rows")
     }
 
     /// One view key: the first stage is ours (the final one DataFusion's), and the results are
@@ -1437,23 +1465,95 @@ mod tests {
             };
             for sql in VIEW_QUERIES {
                 let (expected, _) = run_views(false, config(0.8), sql).await;
-                // 901 keys in 3,001 rows: the probe (after the first batch) finds a ratio of
-                // 0.9 or more, over 0.1; a ratio over 1 is never met.
+                // 901 keys in 3,001 rows: at the probe (after each partition's first batch)
+                // the groups are 0.69–1.0 of the rows, over 0.1; a ratio of 1 turns skipping
+                // off, as in DataFusion.
                 let (skipped, skipped_plan) = run_views(true, config(0.1), sql).await;
                 assert_eq!(skipped, expected, "{sql}");
-                let (aggregated, plan) = run_views(true, config(2.0), sql).await;
+                let (aggregated, plan) = run_views(true, config(1.0), sql).await;
                 assert_eq!(aggregated, expected, "{sql}");
+                // The rows after each partition's first batch passed through: 700 + 1. (The
+                // filter gathers each partition's rows into one batch, so there the probe
+                // decides after the last batch: it emits, and nothing is left to pass.)
+                let after_first = if sql.contains("FROM t WHERE") {
+                    0.0
+                } else {
+                    701.0
+                };
+                let passed = first_stage_metric(&skipped_plan, "skipped_aggregation_rows");
+                assert!((passed - after_first).abs() < 10.0, "{sql}: {skipped_plan}");
+                assert_eq!(first_stage_metric(&plan, "skipped_aggregation_rows"), 0.0);
                 // Aggregated, a partition emits each of its keys once; skipping, the rows
                 // after the probe pass on one by one, repeated keys included.
                 assert!(first_stage_rows(&plan) <= 2.0 * 901.0, "{sql}: {plan}");
                 // (The filtered query's partitions hold each key once: both emit every row.)
-                if !sql.contains("WHERE") {
+                if !sql.contains("FROM t WHERE") {
                     assert!(
                         first_stage_rows(&skipped_plan) > first_stage_rows(&plan) + 100.0,
                         "{sql}: {skipped_plan}"
                     );
                 }
             }
+        });
+    }
+
+    /// The probe keeps looking after a batch that aggregates well, and skips once the groups
+    /// outgrow the ratio: a batch of 10 keys, one of 1,000 new keys (1,010 groups in 2,000
+    /// rows), then one that passes through.
+    #[test]
+    fn first_stage_probe_keeps_looking_until_it_skips() {
+        use datafusion::arrow::array::StringViewArray;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8View, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = |keys: Vec<String>| {
+            let rows = keys.len() as i64;
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringViewArray::from_iter_values(keys)),
+                    Arc::new(Int64Array::from((0..rows).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap()
+        };
+        let partition = |p: usize| {
+            vec![
+                batch((0..1000).map(|i| format!("few.keys.{}", i % 10)).collect()),
+                batch((0..1000).map(|i| format!("p{p}.new.key.{i}")).collect()),
+                batch((0..1000).map(|i| format!("p{p}.more.key.{i}")).collect()),
+            ]
+        };
+        let data = vec![partition(0), partition(1)];
+        let mut config = SessionConfig::new().with_target_partitions(2);
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = 500;
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold = 0.4;
+        let sql = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k ORDER BY k";
+        block_on(async {
+            let expected = session(
+                false,
+                config.clone(),
+                None,
+                Arc::clone(&schema),
+                data.clone(),
+            );
+            let (expected, _) = query(&expected, sql, "EXPLAIN").await;
+            let ctx = session(true, config, None, schema, data);
+            let (actual, plan) = query(&ctx, sql, "EXPLAIN ANALYZE").await;
+            assert_eq!(actual, expected);
+            // Each partition's third batch passed through.
+            assert_eq!(
+                first_stage_metric(&plan, "skipped_aggregation_rows"),
+                2000.0,
+                "{plan}"
+            );
         });
     }
 
@@ -1503,7 +1603,7 @@ mod tests {
         use datafusion::execution::runtime_env::RuntimeEnvBuilder;
         let (schema, data) = view_table();
         let pool = Arc::new(TightForUs {
-            limit: 40_000,
+            limit: 100_000,
             inner: Default::default(),
         });
         let runtime = RuntimeEnvBuilder::new()
@@ -1512,13 +1612,17 @@ mod tests {
             .unwrap();
         let config = || SessionConfig::new().with_target_partitions(2);
         let ctx = session(true, config(), Some(runtime), schema, data);
-        let sql = VIEW_QUERIES[0];
         block_on(async {
-            let (expected, _) = run_views(false, config(), sql).await;
-            let (actual, plan) = query(&ctx, sql, "EXPLAIN ANALYZE").await;
-            assert_eq!(actual, expected);
-            // Emitting once at the end, each partition gives each of its keys once: ≤ 2 × 901.
-            assert!(first_stage_rows(&plan) > 2.0 * 901.0, "{plan}");
+            for sql in VIEW_QUERIES {
+                let (expected, _) = run_views(false, config(), sql).await;
+                let (actual, plan) = query(&ctx, sql, "EXPLAIN ANALYZE").await;
+                assert_eq!(actual, expected, "{sql}");
+                // Emitting once at the end, each partition gives each of its keys once:
+                // ≤ 2 × 901. (The filtered query's partitions hold each key once anyway.)
+                if !sql.contains("FROM t WHERE") {
+                    assert!(first_stage_rows(&plan) > 2.0 * 901.0, "{sql}: {plan}");
+                }
+            }
         });
     }
 }

@@ -18,7 +18,7 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryViewArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryViewArray, StringViewArray};
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err, internal_err};
@@ -27,15 +27,18 @@ use datafusion::common::{Result, exec_err, internal_err};
 /// so two inline views are equal exactly when their values are.
 const INLINE: u32 = 12;
 
-/// How many rows ahead the slot to probe is prefetched. Measured on the benchmark's user
-/// names: 4 rows ahead took 195–258 ms, 8 and 16 rows 189–227 ms, 32 rows 202–272 ms.
+/// How many rows ahead the slot to probe is prefetched: between the distances that measured
+/// best on the benchmark's user names (4 rows ahead took 195–258 ms, 8 and 16 rows 189–227 ms,
+/// 32 rows 202–272 ms).
 const LOOKAHEAD: usize = 12;
 
 /// Marks an empty slot.
 const EMPTY: u32 = u32::MAX;
 
-/// A distinct value as the table holds it. 32 bytes: two per cache line.
+/// A distinct value as the table holds it. 32 bytes, aligned so that a slot never straddles
+/// two cache lines (the prefetch fetches one).
 #[derive(Clone, Copy)]
+#[repr(C, align(32))]
 struct Slot {
     hash: u64,
     /// The value's view as four words (no 16-byte alignment needed): length, then the inline
@@ -61,7 +64,9 @@ pub(crate) struct ViewInterner {
     bytes: Vec<u8>,
     /// The id of the null value, once a null was seen.
     null: Option<usize>,
-    state: foldhash::fast::FixedState,
+    /// Seeded at random per interner: the values (user names) can be chosen by whoever sends
+    /// the events, and with a known seed they could be picked to collide and make probes long.
+    state: foldhash::fast::RandomState,
     /// Hashes of the batch being interned, kept to reuse the allocation.
     hashes: Vec<u64>,
 }
@@ -138,7 +143,7 @@ impl ViewInterner {
             views: Vec::new(),
             bytes: Vec::new(),
             null: None,
-            state: foldhash::fast::FixedState::with_seed(0x6175_7468_7761_7463),
+            state: foldhash::fast::RandomState::default(),
             hashes: Vec::new(),
         })
     }
@@ -164,12 +169,6 @@ impl ViewInterner {
         }
         let (views, buffers, nulls) = parts(array)?;
         let rows = views.len();
-        // Room for every row to be new: the table never grows in the probe loop, and stays at
-        // most half full, so probe sequences are short.
-        let needed = (self.views.len() + rows + 1).saturating_mul(2);
-        if needed > self.slots.len() {
-            self.grow(needed.next_power_of_two());
-        }
         self.hashes.clear();
         for (row, &view) in views.iter().enumerate() {
             // A null row's view may be anything: it is not read.
@@ -182,7 +181,10 @@ impl ViewInterner {
             };
             self.hashes.push(hash);
         }
-        let mask = self.slots.len() - 1;
+        let mut mask = self.slots.len() - 1;
+        for &hash in self.hashes.iter().take(LOOKAHEAD) {
+            prefetch(&self.slots[hash as usize & mask]);
+        }
         ids.clear();
         ids.reserve(rows);
         for (row, &view) in views.iter().enumerate() {
@@ -192,6 +194,14 @@ impl ViewInterner {
             if nulls.is_some_and(|n| n.is_null(row)) {
                 ids.push(self.null_id_or_new()?);
                 continue;
+            }
+            // At most half full, so probe sequences stay short and an empty slot always ends
+            // them. Growing here (not for the batch's row count up front) keeps the table sized
+            // by distinct values: a merge interns many repeated values at once. The prefetches
+            // already issued then point at the old table, which costs only their benefit.
+            if (self.views.len() + 1) * 2 > self.slots.len() {
+                self.grow(self.slots.len() * 2);
+                mask = self.slots.len() - 1;
             }
             let hash = self.hashes[row];
             ids.push(self.probe(view, hash, buffers, mask)?);
@@ -294,11 +304,11 @@ impl ViewInterner {
             valid[id] = false;
             NullBuffer::from(valid)
         });
-        let array = BinaryViewArray::try_new(views, buffers, nulls)?;
+        // The values came from arrays of the interner's type, so strings are UTF-8;
+        // `try_new` checks that and the views.
         Ok(match self.data_type {
-            // The values came from string arrays, so they are UTF-8; the conversion checks.
-            DataType::Utf8View => Arc::new(array.to_string_view()?),
-            _ => Arc::new(array),
+            DataType::Utf8View => Arc::new(StringViewArray::try_new(views, buffers, nulls)?),
+            _ => Arc::new(BinaryViewArray::try_new(views, buffers, nulls)?),
         })
     }
 
@@ -314,7 +324,6 @@ impl ViewInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{BinaryViewArray, StringViewArray};
 
     fn strings(values: &[Option<&str>]) -> ArrayRef {
         Arc::new(StringViewArray::from(values.to_vec()))
@@ -349,35 +358,70 @@ mod tests {
         assert_eq!(interner.len(), 0);
     }
 
-    /// Enough values to grow the table several times, with every id checked against a map.
+    /// Enough values to grow the table several times, short (inline) and long, with nulls, in
+    /// sliced arrays (views and nulls at an offset); every id is checked against a map.
     #[test]
     fn many_values_keep_their_ids_through_growth() {
         let mut interner = ViewInterner::new(&DataType::Utf8View).unwrap();
-        let mut expected = std::collections::HashMap::new();
+        let mut expected: std::collections::HashMap<Option<String>, usize> = Default::default();
         let mut ids = Vec::new();
         for round in 0..3 {
-            let names: Vec<String> = (0..20_000)
-                .map(|i| {
-                    format!(
-                        "user{:05}@tenant{}.example.com",
-                        (i * 7919 + round) % 30_000,
-                        i % 3
-                    )
+            let names: Vec<Option<String>> = (0..20_000)
+                .map(|i| match (i * 7919 + round) % 30_000 {
+                    k if k % 97 == 0 => None,
+                    k if k % 2 == 0 => Some(format!("u{k}")),
+                    k => Some(format!("user{k:05}@tenant{}.example.com", i % 3)),
                 })
                 .collect();
-            let array: ArrayRef = Arc::new(StringViewArray::from_iter_values(&names));
+            let array: ArrayRef = Arc::new(StringViewArray::from(names.clone()));
+            // Skip the first 100 rows: the slice's views and nulls start at an offset.
+            let array = array.slice(100, names.len() - 100);
             interner.intern(&array, &mut ids).unwrap();
-            for (name, &id) in names.iter().zip(&ids) {
+            assert_eq!(ids.len(), names.len() - 100);
+            for (name, &id) in names[100..].iter().zip(&ids) {
                 let next = expected.len();
-                assert_eq!(*expected.entry(name.clone()).or_insert(next), id, "{name}");
+                assert_eq!(
+                    *expected.entry(name.clone()).or_insert(next),
+                    id,
+                    "{name:?}"
+                );
             }
         }
+        assert!(expected.contains_key(&None), "the data has nulls");
         let values = interner.take_values().unwrap();
         let values = values.as_string_view();
         assert_eq!(values.len(), expected.len());
         for (name, id) in expected {
-            assert_eq!(values.value(id), name);
+            assert_eq!(
+                values.is_valid(id).then(|| values.value(id)),
+                name.as_deref()
+            );
         }
+    }
+
+    /// A null row keeps whatever view it had (as `nullif` leaves it): the null gets its own id,
+    /// and the value behind the masked view is not interned for it.
+    #[test]
+    fn a_null_rows_view_is_not_interned() {
+        let long = "a value longer than twelve bytes";
+        let valid = StringViewArray::from(vec![long, long]);
+        let masked = StringViewArray::try_new(
+            valid.views().clone(),
+            valid.data_buffers().to_vec(),
+            Some(NullBuffer::from(vec![false, true])),
+        )
+        .unwrap();
+        let mut interner = ViewInterner::new(&DataType::Utf8View).unwrap();
+        let mut ids = Vec::new();
+        interner
+            .intern(&(Arc::new(masked) as ArrayRef), &mut ids)
+            .unwrap();
+        assert_eq!(ids, [0, 1]);
+        assert_eq!(interner.null_id(), Some(0));
+        let values = interner.take_values().unwrap();
+        let values = values.as_string_view();
+        assert!(values.is_null(0));
+        assert_eq!(values.value(1), long);
     }
 
     #[test]
