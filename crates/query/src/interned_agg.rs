@@ -850,6 +850,15 @@ struct SkipProbe {
     ratio: f64,
 }
 
+/// What a batch gives the aggregation, evaluated.
+struct Inputs {
+    keys: Vec<ArrayRef>,
+    /// Per aggregate, its arguments.
+    values: Vec<Vec<ArrayRef>>,
+    /// Per aggregate, its FILTER column, if it has one.
+    filters: Vec<Option<ArrayRef>>,
+}
+
 /// One partition's aggregation state.
 struct GroupState {
     schema: SchemaRef,
@@ -887,20 +896,14 @@ impl GroupState {
             self.skipped_rows.add(rows);
             return self.states_of(batch).map(Some);
         }
-        let keys = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch)?.into_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let Inputs {
+            keys,
+            values,
+            filters,
+        } = self.inputs(batch)?;
         self.groups.groups(&keys, &mut self.group_indices)?;
         let total = self.groups.len();
-        let values = evaluate_many(&self.arguments, batch)?;
-        for ((acc, values), filter) in self.accumulators.iter_mut().zip(&values).zip(&self.filters)
-        {
-            let filter = match filter {
-                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?),
-                None => None,
-            };
+        for ((acc, values), filter) in self.accumulators.iter_mut().zip(&values).zip(&filters) {
             let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
             match self.mode.input_mode() {
                 AggregateInputMode::Raw => {
@@ -937,21 +940,34 @@ impl GroupState {
 
     /// The first stage's output for `batch` without aggregating: each row its own group.
     fn states_of(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
-        let mut columns = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch)?.into_array(rows))
-            .collect::<Result<Vec<_>>>()?;
-        let values = evaluate_many(&self.arguments, batch)?;
-        for ((acc, values), filter) in self.accumulators.iter().zip(&values).zip(&self.filters) {
-            let filter = match filter {
-                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?),
-                None => None,
-            };
+        let Inputs {
+            keys: mut columns,
+            values,
+            filters,
+        } = self.inputs(batch)?;
+        for ((acc, values), filter) in self.accumulators.iter().zip(&values).zip(&filters) {
             columns.extend(acc.convert_to_state(values, filter.as_ref().map(|f| f.as_boolean()))?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// `batch`'s key columns, aggregate arguments and FILTER columns.
+    fn inputs(&self, batch: &RecordBatch) -> Result<Inputs> {
+        let rows = batch.num_rows();
+        let evaluate = |e: &Arc<dyn PhysicalExpr>| e.evaluate(batch)?.into_array(rows);
+        Ok(Inputs {
+            keys: self
+                .group_exprs
+                .iter()
+                .map(evaluate)
+                .collect::<Result<_>>()?,
+            values: evaluate_many(&self.arguments, batch)?,
+            filters: self
+                .filters
+                .iter()
+                .map(|f| f.as_ref().map(evaluate).transpose())
+                .collect::<Result<_>>()?,
+        })
     }
 
     /// Emits the groups so far and starts again with none.
