@@ -22,6 +22,7 @@
 //! ```text
 //! cargo bench -p authwatch-cli --bench kafka
 //! BENCH_EVENTS=1000000 BENCH_RATE=50000 BENCH_SECONDS=20 cargo bench -p authwatch-cli --bench kafka
+//! AUTHWATCH_BIN=/path/to/other/authwatch cargo bench -p authwatch-cli --bench kafka
 //! ```
 //!
 //! Installs kcat with apt-get when it is missing. Not part of the test suite.
@@ -49,8 +50,13 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The binary under test: this build's, or `AUTHWATCH_BIN` (to compare two builds side by side
+/// on the same broker).
 fn authwatch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_authwatch"))
+    match std::env::var_os("AUTHWATCH_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_authwatch")),
+    }
 }
 
 fn check(status: std::process::ExitStatus, what: &str) {

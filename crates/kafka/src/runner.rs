@@ -342,14 +342,20 @@ impl Runtime {
         let timeout = txn_timeout;
 
         let internal = kafka.repartition.topic_for(&kafka.group_id);
+        // One metadata client for the start: the input partitions, which output topics are
+        // missing, and the repartitioned stages' partition tables.
+        let probe: BaseConsumer = base
+            .create()
+            .map_err(|e| KafkaError::client("creating the metadata client", e))?;
         if self.stage != Stage::Whole {
             // Either stage may start first: whichever does creates the internal topic.
+            let topic = [(internal.as_str(), kafka.repartition.partitions)];
             crate::admin::ensure_topics(
                 &base,
-                &[(internal.as_str(), kafka.repartition.partitions)],
+                &crate::admin::missing_topics(&probe, &topic, timeout)?,
             )?;
         }
-        let inputs = self.discover(&base, timeout)?;
+        let inputs = self.discover(&probe, timeout)?;
         let store = match &self.config.checkpoint.url {
             Some(url) => CheckpointStore::open(url, &kafka.group_id)?,
             None => CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id),
@@ -368,37 +374,36 @@ impl Runtime {
         if let Some(t) = &kafka.enriched_topic {
             outputs.push((t.as_str(), -1));
         }
-        crate::admin::ensure_topics(&base, &outputs)?;
+        crate::admin::ensure_topics(
+            &base,
+            &crate::admin::missing_topics(&probe, &outputs, timeout)?,
+        )?;
         // The detect stage merges the records of every provider partition; the ingest stage
         // spreads events over the internal topic's partitions as they are.
-        let (merge, router) = {
-            let probe: BaseConsumer = base
-                .create()
-                .map_err(|e| KafkaError::client("creating the metadata client", e))?;
-            match &self.stage {
-                Stage::Whole => (None, None),
-                Stage::Detect { providers } => (
-                    Some(MergeHandle::new(repartition::partition_names(
-                        &probe, providers, timeout,
-                    )?)),
+        let (merge, router) = match &self.stage {
+            Stage::Whole => (None, None),
+            Stage::Detect { providers } => (
+                Some(MergeHandle::new(repartition::partition_names(
+                    &probe, providers, timeout,
+                )?)),
+                None,
+            ),
+            Stage::Ingest => {
+                let n = repartition::partition_count(&probe, &internal, timeout)?;
+                let r = &kafka.repartition;
+                (
                     None,
-                ),
-                Stage::Ingest => {
-                    let n = repartition::partition_count(&probe, &internal, timeout)?;
-                    let r = &kafka.repartition;
-                    (
-                        None,
-                        Some(Router::new(
-                            internal.clone(),
-                            n,
-                            r.key,
-                            r.idle_after.0,
-                            Arc::clone(&inputs),
-                        )),
-                    )
-                }
+                    Some(Router::new(
+                        internal.clone(),
+                        n,
+                        r.key,
+                        r.idle_after.0,
+                        Arc::clone(&inputs),
+                    )),
+                )
             }
         };
+        drop(probe);
 
         let audit = Arc::new(Audit::new(
             base.clone(),
@@ -435,7 +440,7 @@ impl Runtime {
             inputs: Arc::clone(&inputs),
             sent: BTreeMap::new(),
             assigned: Default::default(),
-            rebalanced: false,
+            rebalanced: Default::default(),
             error: None,
             next_barrier: 0,
             store: store.clone(),
@@ -665,14 +670,7 @@ impl Runtime {
     }
 
     /// Numbers every partition of the input topics; a missing topic is a configuration error.
-    fn discover(
-        &self,
-        base: &rdkafka::ClientConfig,
-        timeout: Duration,
-    ) -> Result<Arc<Inputs>, KafkaError> {
-        let probe: BaseConsumer = base
-            .create()
-            .map_err(|e| KafkaError::client("creating the metadata client", e))?;
+    fn discover(&self, probe: &BaseConsumer, timeout: Duration) -> Result<Arc<Inputs>, KafkaError> {
         let mut partitions = Vec::new();
         for t in &self.config.kafka.topics {
             let md = probe

@@ -37,8 +37,10 @@ pub(crate) struct Shared {
     /// Next offset per input after the records already handed down the pipeline.
     pub(crate) sent: BTreeMap<u32, i64>,
     pub(crate) assigned: BTreeSet<u32>,
-    /// A rebalance happened during the last poll: the partial batch is stale.
-    pub(crate) rebalanced: bool,
+    /// A rebalance happened during the last poll: the partial batch is stale, and the source's
+    /// copy of `assigned` must be refreshed. An atomic, so the source reads it per record
+    /// without taking the lock (the callbacks that set it run on the source thread, in `poll`).
+    pub(crate) rebalanced: Arc<AtomicBool>,
     pub(crate) error: Option<KafkaError>,
     pub(crate) next_barrier: u64,
     pub(crate) store: CheckpointStore,
@@ -228,13 +230,13 @@ impl Shared {
             self.ends.remove(i);
             self.replay.remove(i);
         }
-        self.rebalanced = true;
+        self.rebalanced.store(true, Ordering::Relaxed);
         self.metrics.set_assigned(!self.assigned.is_empty());
         self.audit.record("revoked", audit, None);
     }
 
     fn on_assign(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
-        self.rebalanced = true;
+        self.rebalanced.store(true, Ordering::Relaxed);
         if self.error.is_some() {
             // This run is ending and restarts from the committed checkpoint: restoring state
             // now would only delay it.
@@ -425,6 +427,50 @@ pub struct KafkaSource {
     finished: bool,
     /// The detect stage of a repartitioned run merges the internal partition's records.
     merge: Option<Merge>,
+    /// The rebalance callbacks' flag, read per record without the lock.
+    rebalanced: Arc<AtomicBool>,
+    routing: Routing,
+}
+
+/// The poll loop's own view of which partitions are ours, so that a record costs no lock.
+struct Routing {
+    /// The partition table, fixed for the run.
+    inputs: Arc<Inputs>,
+    /// By input: assigned. Copied from `Shared::assigned` after every rebalance.
+    assigned: Vec<bool>,
+    /// The last record's topic and partition and their input: records come in runs from one
+    /// partition, so this spares most lookups.
+    last: Option<(String, i32, u32)>,
+}
+
+impl Routing {
+    /// The assigned input a record belongs to, or `None` for a partition not (or no longer)
+    /// ours.
+    fn input_of(&mut self, topic: &str, partition: i32) -> Option<u32> {
+        let input = match &self.last {
+            Some((t, p, i)) if *p == partition && t == topic => *i,
+            _ => {
+                let i = self.inputs.index(topic, partition)?;
+                self.last = Some((topic.to_owned(), partition, i));
+                i
+            }
+        };
+        self.assigned
+            .get(input as usize)
+            .copied()
+            .unwrap_or(false)
+            .then_some(input)
+    }
+
+    /// Copies the assignment the rebalance callbacks left in the shared state.
+    fn refresh(&mut self, shared: &Shared) {
+        self.assigned.fill(false);
+        for &i in &shared.assigned {
+            if let Some(slot) = self.assigned.get_mut(i as usize) {
+                *slot = true;
+            }
+        }
+    }
 }
 
 impl KafkaSource {
@@ -439,6 +485,10 @@ impl KafkaSource {
         max_line_bytes: usize,
         keep_bytes: usize,
     ) -> Self {
+        let (inputs, rebalanced) = {
+            let shared = lock(&shared);
+            (Arc::clone(&shared.inputs), Arc::clone(&shared.rebalanced))
+        };
         KafkaSource {
             consumer,
             shared,
@@ -453,6 +503,12 @@ impl KafkaSource {
             keep_bytes,
             finished: false,
             merge: None,
+            rebalanced,
+            routing: Routing {
+                assigned: vec![false; inputs.len()],
+                inputs,
+                last: None,
+            },
         }
     }
 
@@ -580,46 +636,52 @@ impl KafkaSource {
         let mut records = 0u64;
         let mut bytes = 0u64;
         while batch.lines.len() + self.merge.as_ref().map_or(0, Merge::staged) < max_lines {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let polled = self.consumer.poll(remaining);
-            let rebalanced = std::mem::take(&mut self.lock().rebalanced);
-            {
-                if rebalanced {
-                    // Records polled before the rebalance lie after the committed position of
-                    // partitions that may now belong to another instance: drop them, they are
-                    // fetched again by whoever owns the partition.
-                    batch.data.clear();
-                    batch.lines.clear();
-                    self.pending.clear();
-                    if let Some(merge) = &mut self.merge {
-                        merge.discard();
+            // Take what librdkafka has queued without waiting, and wait (up to the deadline)
+            // only when its queue is empty. A poll with a timeout reads the clock, several
+            // times inside librdkafka and rdkafka; per record that was a quarter of this
+            // thread's time (perf, docs/KAFKA.md).
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                Some(polled) => Some(polled),
+                None => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        None
+                    } else {
+                        self.consumer.poll(remaining)
                     }
-                    records = 0;
-                    bytes = 0;
                 }
+            };
+            if self.rebalanced.swap(false, Ordering::Relaxed) {
+                // Records polled before the rebalance lie after the committed position of
+                // partitions that may now belong to another instance: drop them, they are
+                // fetched again by whoever owns the partition.
+                batch.data.clear();
+                batch.lines.clear();
+                self.pending.clear();
+                if let Some(merge) = &mut self.merge {
+                    merge.discard();
+                }
+                records = 0;
+                bytes = 0;
+                self.routing.refresh(&lock(&self.shared));
             }
             match polled {
                 None => {
-                    if remaining.is_zero() {
+                    if Instant::now() >= deadline {
                         break;
                     }
                 }
                 Some(Err(e)) => {
                     // Transient broker trouble arrives here too; librdkafka keeps retrying.
                     tracing::warn!(error = %e, "kafka poll");
-                    if remaining.is_zero() {
+                    if Instant::now() >= deadline {
                         break;
                     }
                 }
                 Some(Ok(msg)) => {
-                    let shared = self.lock();
-                    let Some(input) = shared.inputs.index(msg.topic(), msg.partition()) else {
+                    let Some(input) = self.routing.input_of(msg.topic(), msg.partition()) else {
                         continue;
                     };
-                    if !shared.assigned.contains(&input) {
-                        continue;
-                    }
-                    drop(shared);
                     if let Some(merge) = &mut self.merge {
                         merge.stage(input, &msg);
                         self.pending.insert(input, msg.offset() + 1);
