@@ -3,34 +3,12 @@
 //! alert transactions, because these are facts about the process, visible even when a
 //! transaction later aborts. The responder adds its actions to the same topic.
 
+use crate::client::flush_threaded;
 use crate::error::KafkaError;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use serde::Serialize;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Waits until every record queued on `producer` is acknowledged (or given up after the
-/// producer's own retries), for at most `timeout`.
-///
-/// Not `Producer::flush` alone: rdkafka's flush waits for the delivery reports in `poll` calls
-/// of up to 100 ms, and the `ThreadedProducer`'s own polling thread usually takes the report
-/// first, so flushing a single record took 100 ms (every stop, and every responder action).
-/// Here the polling thread serves the reports and this watches librdkafka's count of records
-/// not yet reported, which `flush` with a zero timeout reads (and asks the broker threads to
-/// send what is lingering).
-pub(crate) fn flush_threaded<C: rdkafka::producer::ProducerContext + 'static>(
-    producer: &ThreadedProducer<C>,
-    timeout: Duration,
-) -> rdkafka::error::KafkaResult<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match producer.flush(Duration::ZERO) {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-}
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One audit record.
 #[derive(Debug, Serialize)]

@@ -3,8 +3,11 @@
 use crate::error::KafkaError;
 use authwatch_pipeline::config::KafkaConfig;
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The configured brokers, extra properties and the secret properties file, applied to a new
 /// client configuration.
@@ -119,6 +122,30 @@ impl Inputs {
     /// No partitions.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+/// Waits until every record queued on `producer` is acknowledged (or given up after the
+/// producer's own retries), for at most `timeout`.
+///
+/// Not `Producer::flush` alone: rdkafka's flush waits for the delivery reports in `poll` calls
+/// of up to 100 ms, and the `ThreadedProducer`'s own polling thread usually takes the report
+/// first, so flushing a single record took 100 ms: every stop, every responder action, and
+/// every checkpoint (rdkafka's `commit_transaction` flushes that way before committing).
+/// Here the polling thread serves the reports and this watches librdkafka's count of records
+/// not yet reported, which `flush` with a zero timeout reads (and asks the broker threads to
+/// send what is lingering).
+pub(crate) fn flush_threaded<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    timeout: Duration,
+) -> KafkaResult<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
     }
 }
 

@@ -463,9 +463,9 @@ impl Routing {
     }
 
     /// Copies the assignment the rebalance callbacks left in the shared state.
-    fn refresh(&mut self, shared: &Shared) {
+    fn refresh(&mut self, assigned: &BTreeSet<u32>) {
         self.assigned.fill(false);
-        for &i in &shared.assigned {
+        for &i in assigned {
             if let Some(slot) = self.assigned.get_mut(i as usize) {
                 *slot = true;
             }
@@ -663,7 +663,7 @@ impl KafkaSource {
                 }
                 records = 0;
                 bytes = 0;
-                self.routing.refresh(&lock(&self.shared));
+                self.routing.refresh(&lock(&self.shared).assigned);
             }
             match polled {
                 None => {
@@ -722,5 +722,51 @@ impl KafkaSource {
         self.lock().metrics.add_records(records, bytes);
         self.check_error()?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing() -> Routing {
+        let inputs = Inputs::new(vec![
+            ("okta".to_owned(), 0),
+            ("okta".to_owned(), 1),
+            ("entra".to_owned(), 0),
+        ]);
+        Routing {
+            assigned: vec![false; inputs.len()],
+            inputs,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn routes_only_assigned_partitions_of_known_topics() {
+        let mut r = routing();
+        assert_eq!(r.input_of("okta", 0), None, "nothing assigned yet");
+        r.refresh(&BTreeSet::from([0, 2]));
+        assert_eq!(r.input_of("okta", 0), Some(0));
+        assert_eq!(r.input_of("okta", 1), None, "not assigned");
+        assert_eq!(r.input_of("entra", 0), Some(2));
+        assert_eq!(r.input_of("entra", 1), None, "no such partition");
+        assert_eq!(r.input_of("google", 0), None, "no such topic");
+        assert_eq!(r.input_of("okta", -1), None);
+    }
+
+    #[test]
+    fn a_rebalance_replaces_the_assignment_and_the_cached_lookup_follows_it() {
+        let mut r = routing();
+        r.refresh(&BTreeSet::from([0, 1]));
+        assert_eq!(r.input_of("okta", 1), Some(1));
+        // The same partition again hits the cache; after a revocation it must not route.
+        r.refresh(&BTreeSet::from([0]));
+        assert_eq!(r.input_of("okta", 1), None);
+        assert_eq!(r.input_of("okta", 0), Some(0));
+        // An input number past the table (a stale assignment) is ignored, not a panic.
+        r.refresh(&BTreeSet::from([7, 2]));
+        assert_eq!(r.input_of("okta", 0), None);
+        assert_eq!(r.input_of("entra", 0), Some(2));
     }
 }
