@@ -5,6 +5,7 @@ use authwatch_pipeline::config::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,23 +129,29 @@ impl Inputs {
 /// Waits until every record queued on `producer` is acknowledged (or given up after the
 /// producer's own retries), for at most `timeout`.
 ///
-/// Not `Producer::flush` alone: rdkafka's flush waits for the delivery reports in `poll` calls
-/// of up to 100 ms, and the `ThreadedProducer`'s own polling thread usually takes the report
-/// first, so flushing a single record took 100 ms: every stop, every responder action, and
-/// every checkpoint (rdkafka's `commit_transaction` flushes that way before committing).
-/// Here the polling thread serves the reports and this watches librdkafka's count of records
-/// not yet reported, which `flush` with a zero timeout reads (and asks the broker threads to
-/// send what is lingering).
+/// Not `Producer::flush`: while anything is outstanding, rdkafka's flush calls
+/// `BaseProducer::poll` with 100 ms, and that poll runs to its deadline even after it has served
+/// the delivery report, so flushing one record took 100 ms: every stop, every responder action,
+/// and every checkpoint (rdkafka's `commit_transaction` flushes that way first). The
+/// `ThreadedProducer`'s own thread serves the delivery reports; this only reads librdkafka's
+/// count of records not yet reported (`flush` with a zero timeout), backing off from 1 to
+/// 10 ms between reads.
 pub(crate) fn flush_threaded<C: ProducerContext + 'static>(
     producer: &ThreadedProducer<C>,
     timeout: Duration,
 ) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
     loop {
         match producer.flush(Duration::ZERO) {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(rdkafka::error::KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -637,17 +637,34 @@ pub(crate) fn partition_count(
     timeout: Duration,
 ) -> Result<i32, KafkaError> {
     use rdkafka::consumer::Consumer;
-    let md = probe
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| KafkaError::client(format!("reading metadata of {topic}"), e))?;
-    let Some(t) = md.topics().iter().find(|m| m.name() == topic) else {
-        return Err(KafkaError::Config(format!("topic {topic} not found")));
-    };
-    if let Some(e) = t.error() {
-        let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
-        return Err(KafkaError::Config(format!("topic {topic}: {e}")));
+    // The topic may have been created a moment ago: until every broker has its metadata it
+    // can be reported unknown, without a leader, or without partitions. Ask again until
+    // `timeout` rather than fail the run (or route to no partition).
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let md = probe
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| KafkaError::client(format!("reading metadata of {topic}"), e))?;
+        let result = match md.topics().iter().find(|m| m.name() == topic) {
+            None => Err(KafkaError::Config(format!("topic {topic} not found"))),
+            Some(t) => match t.error() {
+                Some(e) => {
+                    let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
+                    Err(KafkaError::Config(format!("topic {topic}: {e}")))
+                }
+                None if t.partitions().is_empty() => Err(KafkaError::Config(format!(
+                    "topic {topic} has no partitions"
+                ))),
+                None => Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)),
+            },
+        };
+        match result {
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            done => return done,
+        }
     }
-    Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
 }
 
 #[cfg(test)]
