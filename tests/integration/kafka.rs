@@ -1304,3 +1304,46 @@ fn j_run_with_sql_detections_archive_and_the_postgres_endpoint() {
         format!("n\n{}\n", expected.len())
     );
 }
+
+#[test]
+fn k_output_topics_are_looked_up_and_only_missing_ones_created() {
+    use rdkafka::consumer::BaseConsumer;
+    let _broker = broker();
+    let present = unique("k-present");
+    let absent = unique("k-absent");
+    admin::ensure_topics(&client(), &[(&present, 3)]).unwrap();
+    // The start's metadata client, as `authwatch run` builds it.
+    let probe: BaseConsumer = client()
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let topics = [(present.as_str(), -1), (absent.as_str(), -1)];
+    let timeout = Duration::from_secs(30);
+    assert_eq!(
+        admin::missing_topics(&probe, &topics, timeout).unwrap(),
+        [(absent.as_str(), -1)]
+    );
+    // Asking did not create it (the probe asks with auto-creation off; scripts/kafka's broker
+    // has it off as well).
+    assert_eq!(
+        admin::missing_topics(&probe, &topics, timeout).unwrap(),
+        [(absent.as_str(), -1)]
+    );
+    // Creating only what is missing leaves the existing topic's partitions alone.
+    admin::ensure_topics(
+        &client(),
+        &admin::missing_topics(&probe, &topics, timeout).unwrap(),
+    )
+    .unwrap();
+    let settled = Instant::now();
+    while !admin::missing_topics(&probe, &topics, timeout)
+        .unwrap()
+        .is_empty()
+    {
+        assert!(settled.elapsed() < timeout, "{absent} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, Some(&present), timeout).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 3);
+    admin::delete_topics(&client(), &[&present, &absent]).unwrap();
+}
