@@ -343,9 +343,9 @@ impl Runtime {
 
         let internal = kafka.repartition.topic_for(&kafka.group_id);
         // One metadata client for the start: the input partitions, which output topics are
-        // missing, and the repartitioned stages' partition tables.
-        // It never creates topics by asking for them, whatever `kafka.properties` says: a topic
-        // created that way would get the broker's default partition count.
+        // missing, and the repartitioned stages' partition tables. It never creates a topic by
+        // asking for it, whatever `kafka.properties` says: a topic created that way would get
+        // the broker's default partition count.
         let probe: BaseConsumer = base
             .clone()
             .set("allow.auto.create.topics", "false")

@@ -216,8 +216,8 @@ impl KafkaSink {
         }
         // With nothing left to flush, `commit_transaction` skips its own flush, whose 100 ms
         // polls made every checkpoint 100 ms longer than the broker needed (and stalled the
-        // pipeline behind the sink for that long).
-        // The flush and the commit share one `timeout`, as the commit alone had before.
+        // pipeline behind the sink for that long). The flush and the commit share one
+        // `timeout`, as the commit alone had before.
         let flushing = Instant::now();
         crate::client::flush_threaded(&self.producer, self.timeout)
             .map_err(|e| format!("flushing the transaction: {e}"))?;
