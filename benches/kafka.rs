@@ -382,6 +382,39 @@ fn main() {
         percentile(&lat, 0.99) * 1000.0,
         lat.last().copied().unwrap_or(f64::NAN) * 1000.0
     );
+    // A slow tail: when its deciding events were sent (at the start, or a stall mid-feed), and
+    // what the live run logged.
+    let first = sent.values().min().copied();
+    let slow: Vec<f64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(id, at)| {
+            let s = sent.get(id)?;
+            (at.duration_since(*s) > Duration::from_secs(1))
+                .then(|| first.map_or(0.0, |f| s.duration_since(f).as_secs_f64()))
+        })
+        .collect();
+    if !slow.is_empty() {
+        println!(
+            "  alerts later than 1 s: {}, their deciding events sent {:.1}–{:.1} s into the feed",
+            slow.len(),
+            slow.iter().copied().fold(f64::INFINITY, f64::min),
+            slow.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    println!(
+        "  the live run logged {} warnings or errors",
+        warnings.len()
+    );
+    for w in warnings.iter().take(5) {
+        println!("    {w}");
+    }
     for t in [
         topic.clone(),
         format!("{topic}.alerts"),
