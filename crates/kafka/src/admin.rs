@@ -66,18 +66,33 @@ pub fn missing_topics<'a, C: rdkafka::consumer::ConsumerContext>(
 ) -> Result<Vec<(&'a str, i32)>, KafkaError> {
     let mut missing = Vec::new();
     for &(name, partitions) in topics {
-        let md = probe
-            .fetch_metadata(Some(name), timeout)
-            .map_err(|e| KafkaError::client(format!("reading metadata of {name}"), e))?;
-        let known = md
-            .topics()
-            .iter()
-            .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
-        if !known {
+        if !matches!(partitions_of(probe, name, timeout)?, Ok(n) if n > 0) {
             missing.push((name, partitions));
         }
     }
     Ok(missing)
+}
+
+/// How many partitions the broker reports for `topic`, or why it reports none (unknown, or an
+/// error for the topic). Err only when the metadata request itself fails.
+pub(crate) fn partitions_of<C: rdkafka::consumer::ConsumerContext>(
+    probe: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Result<usize, String>, KafkaError> {
+    let md = probe
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| KafkaError::client(format!("reading metadata of {topic}"), e))?;
+    Ok(match md.topics().iter().find(|m| m.name() == topic) {
+        None => Err(format!("topic {topic} not found")),
+        Some(t) => match t.error() {
+            Some(e) => {
+                let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
+                Err(format!("topic {topic}: {e}"))
+            }
+            None => Ok(t.partitions().len()),
+        },
+    })
 }
 
 /// Deletes topics (missing ones are ignored).

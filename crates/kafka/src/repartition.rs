@@ -636,33 +636,33 @@ pub(crate) fn partition_count(
     topic: &str,
     timeout: Duration,
 ) -> Result<i32, KafkaError> {
-    use rdkafka::consumer::Consumer;
-    // The topic may have been created a moment ago: until every broker has its metadata it
-    // can be reported unknown, without a leader, or without partitions. Ask again until
-    // `timeout` rather than fail the run (or route to no partition).
+    crate::admin::partitions_of(probe, topic, timeout)?
+        .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+        .map_err(KafkaError::Config)
+}
+
+/// [`partition_count`] of a topic that may have been created a moment ago: until every broker
+/// has its metadata it can be reported unknown, without a leader, or without partitions. Asks
+/// again until `timeout` rather than fail the run (or route to no partition).
+pub(crate) fn created_partition_count(
+    probe: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaError> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let md = probe
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| KafkaError::client(format!("reading metadata of {topic}"), e))?;
-        let result = match md.topics().iter().find(|m| m.name() == topic) {
-            None => Err(KafkaError::Config(format!("topic {topic} not found"))),
-            Some(t) => match t.error() {
-                Some(e) => {
-                    let e = rdkafka::error::KafkaError::MetadataFetch(e.into());
-                    Err(KafkaError::Config(format!("topic {topic}: {e}")))
-                }
-                None if t.partitions().is_empty() => Err(KafkaError::Config(format!(
-                    "topic {topic} has no partitions"
-                ))),
-                None => Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)),
-            },
-        };
+        let result = partition_count(probe, topic, timeout);
         match result {
-            Err(_) if std::time::Instant::now() < deadline => {
+            Ok(n) if n > 0 => return Ok(n),
+            _ if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            done => return done,
+            Ok(_) => {
+                return Err(KafkaError::Config(format!(
+                    "topic {topic} has no partitions"
+                )));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -393,7 +393,7 @@ impl Runtime {
                 None,
             ),
             Stage::Ingest => {
-                let n = repartition::partition_count(&probe, &internal, timeout)?;
+                let n = repartition::created_partition_count(&probe, &internal, timeout)?;
                 let r = &kafka.repartition;
                 (
                     None,

@@ -651,7 +651,9 @@ impl KafkaSource {
                     }
                 }
             };
-            if self.rebalanced.swap(false, Ordering::Relaxed) {
+            // A load, not a swap, per record: only this thread's callbacks set the flag.
+            if self.rebalanced.load(Ordering::Relaxed) {
+                self.rebalanced.store(false, Ordering::Relaxed);
                 // Records polled before the rebalance lie after the committed position of
                 // partitions that may now belong to another instance: drop them, they are
                 // fetched again by whoever owns the partition.
