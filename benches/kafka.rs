@@ -17,7 +17,14 @@
 //!    `authwatch run` (default config, checkpoint interval 500 ms) consumes it; a read-committed
 //!    consumer of the alert topic notes when each alert becomes visible. Latency = that instant
 //!    minus the instant the alert's deciding event (`observed.event_id`) was handed to the
-//!    producer. Reported: p50, p99 and max over all alerts.
+//!    producer. Reported: p50, p99 and max over all alerts, and the five slowest with their
+//!    rules. The feed starts in steady state: once `authwatch run` answers `/readyz`, the reader
+//!    holds its partitions and the feeding producer has its producer id; the time `authwatch
+//!    run` took to become ready is printed separately.
+//!
+//! `BENCH_LIVE_LOG` sets the live run's `AUTHWATCH_LOG` (for example
+//! `info,authwatch_kafka::sink=debug` logs every checkpoint with its duration), and
+//! `BENCH_KEEP_LOG=FILE` keeps that run's log.
 //!
 //! ```text
 //! cargo bench -p authwatch-cli --bench kafka
@@ -294,28 +301,52 @@ fn main() {
     let mut live = authwatch()
         .args(["run", "--config"])
         .arg(&cfg)
-        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+        .env(
+            "AUTHWATCH_LOG",
+            std::env::var("BENCH_LIVE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".to_owned()),
+        )
         .env("NO_COLOR", "1")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let waited = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("partition assigned")
-    {
-        assert!(waited.elapsed() < Duration::from_secs(60), "no assignment");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    // The feed starts once both ends are in steady state, as for a long-running instance and a
+    // SOC consumer that is already subscribed: the live run answers /readyz (partitions
+    // assigned, state restored) and the reader holds its partitions. The time the live run
+    // took to become ready is printed, not counted as latency.
+    let spawned = Instant::now();
+    let ready_at = wait_ready(&log, Duration::from_secs(60));
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
+    let reader_assigned = Arc::new(AtomicBool::new(false));
     let reader = {
         let seen = Arc::clone(&seen);
         let done = Arc::clone(&done);
+        let assigned = Arc::clone(&reader_assigned);
         let alerts = format!("{lat_topic}.alerts");
         let brokers = brokers.clone();
-        std::thread::spawn(move || read_alerts(&brokers, &alerts, &seen, &done))
+        std::thread::spawn(move || read_alerts(&brokers, &alerts, &seen, &assigned, &done))
     };
+    let waited = Instant::now();
+    while !reader_assigned.load(Ordering::Relaxed) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the alert reader got no partitions"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reader_s = waited.elapsed().as_secs_f64();
+    eprintln!(
+        "live run ready {:.2} s after its start; alert reader assigned in {reader_s:.2} s",
+        ready_at.duration_since(spawned).as_secs_f64()
+    );
+    // To line the feed up with the kept log (`BENCH_KEEP_LOG`), whose times are UTC.
+    eprintln!(
+        "feed starts at unix time {:.3}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    );
     let sent: HashMap<String, Instant> = produce_steady(&client, &lat_topic, &lines, rate);
     std::thread::sleep(Duration::from_secs(3));
     done.store(true, Ordering::Relaxed);
@@ -328,13 +359,24 @@ fn main() {
         "kill",
     );
     check(live.wait().unwrap(), "authwatch run (latency)");
-    let mut lat: Vec<f64> = seen
+    // Each alert: latency, how far into the feed its deciding event was sent, its rule.
+    let first = sent.values().min().copied();
+    let mut timed: Vec<(f64, f64, String)> = seen
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(id, at)| sent.get(id).map(|s| at.duration_since(*s).as_secs_f64()))
+        .filter_map(|a| {
+            let s = sent.get(&a.event_id)?;
+            let into = first.map_or(0.0, |f| s.duration_since(f).as_secs_f64());
+            Some((
+                a.at.duration_since(*s).as_secs_f64(),
+                into,
+                a.rule_id.clone(),
+            ))
+        })
         .collect();
-    lat.sort_by(f64::total_cmp);
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let lat: Vec<f64> = timed.iter().map(|t| t.0).collect();
 
     let kcat_rate = events as f64 / kcat_s;
     let null_rate = events as f64 / null_s;
@@ -382,19 +424,9 @@ fn main() {
         percentile(&lat, 0.99) * 1000.0,
         lat.last().copied().unwrap_or(f64::NAN) * 1000.0
     );
-    // A slow tail: when its deciding events were sent (at the start, or a stall mid-feed), and
-    // what the live run logged.
-    let first = sent.values().min().copied();
-    let slow: Vec<f64> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(id, at)| {
-            let s = sent.get(id)?;
-            (at.duration_since(*s) > Duration::from_secs(1))
-                .then(|| first.map_or(0.0, |f| s.duration_since(f).as_secs_f64()))
-        })
-        .collect();
+    // The slow end: when the deciding events were sent (at the start, or a stall mid-feed),
+    // which rules, and what the live run logged.
+    let slow: Vec<f64> = timed.iter().filter(|t| t.0 > 1.0).map(|t| t.1).collect();
     if !slow.is_empty() {
         println!(
             "  alerts later than 1 s: {}, their deciding events sent {:.1}–{:.1} s into the feed",
@@ -403,7 +435,17 @@ fn main() {
             slow.iter().copied().fold(0.0, f64::max)
         );
     }
+    let slowest: Vec<String> = timed
+        .iter()
+        .rev()
+        .take(5)
+        .map(|(l, into, rule)| format!("{:.0} ms ({rule}, sent {into:.2} s in)", l * 1000.0))
+        .collect();
+    println!("  slowest: {}", slowest.join(", "));
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Ok(keep) = std::env::var("BENCH_KEEP_LOG") {
+        std::fs::write(keep, &log_text).unwrap();
+    }
     let warnings: Vec<&str> = log_text
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
@@ -446,6 +488,19 @@ fn produce_steady(
         .set("linger.ms", "1")
         .set("compression.type", "lz4");
     let producer: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    // A fresh idempotent producer first needs its producer id and the topic's leader; records
+    // handed to it before that wait in its queue. Deliver one record to a scratch topic and
+    // look the feed topic up first, so that the clock starts with a producer that can deliver
+    // (otherwise the first records' latency includes the producer's own start, 50–400 ms).
+    let warm = format!("{topic}.warmup");
+    admin::ensure_topics(client, &[(&warm, 1)]).unwrap();
+    admin::send_retrying(&producer, &warm, None, b"warm-up").unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    let _ = admin::delete_topics(client, &[&warm]);
     let mut sent = HashMap::with_capacity(lines.len());
     let started = Instant::now();
     for (i, (id, line)) in lines.iter().enumerate() {
@@ -466,11 +521,62 @@ fn produce_steady(
     sent
 }
 
-/// Notes when each alert becomes visible to a read-committed consumer.
+/// An alert as the reader saw it.
+struct Seen {
+    /// Its deciding event (`observed.event_id`).
+    event_id: String,
+    rule_id: String,
+    /// When the read-committed consumer received it.
+    at: Instant,
+}
+
+/// Waits until the live run whose log is `log` answers its `/readyz` with 200 (the telemetry
+/// address is the one it logs); returns that instant.
+fn wait_ready(log: &Path, limit: Duration) -> Instant {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut addr: Option<String> = None;
+    loop {
+        assert!(
+            started.elapsed() < limit,
+            "the live run did not become ready"
+        );
+        if addr.is_none() {
+            addr = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    let rest = l.split("telemetry endpoint listening").nth(1)?;
+                    Some(
+                        rest.split("addr=")
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .to_owned(),
+                    )
+                });
+        }
+        if let Some(a) = &addr
+            && let Ok(mut tcp) = std::net::TcpStream::connect(a)
+        {
+            let _ = tcp.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let mut reply = String::new();
+            let _ = tcp.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+                return Instant::now();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Notes when each alert becomes visible to a read-committed consumer; sets `assigned` once the
+/// consumer holds its partitions.
 fn read_alerts(
     brokers: &str,
     topic: &str,
-    seen: &Mutex<Vec<(String, Instant)>>,
+    seen: &Mutex<Vec<Seen>>,
+    assigned: &AtomicBool,
     done: &AtomicBool,
 ) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -485,12 +591,19 @@ fn read_alerts(
     let consumer: BaseConsumer = cc.create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     while !done.load(Ordering::Relaxed) {
+        if !assigned.load(Ordering::Relaxed) && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            assigned.store(true, Ordering::Relaxed);
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
             let at = Instant::now();
             let v: serde_json::Value =
                 serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
             if let Some(id) = v["observed"]["event_id"].as_str() {
-                seen.lock().unwrap().push((id.to_owned(), at));
+                seen.lock().unwrap().push(Seen {
+                    event_id: id.to_owned(),
+                    rule_id: v["rule_id"].as_str().unwrap_or_default().to_owned(),
+                    at,
+                });
             }
         }
     }
