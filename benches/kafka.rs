@@ -22,6 +22,8 @@
 //!    holds its partitions and the feeding producer has its producer id; the time `authwatch
 //!    run` took to become ready is printed separately.
 //!
+//! `BENCH_LATENCY_CHECKPOINT` adds `[checkpoint]` keys to the live run's config (for example
+//! `snapshot_interval = "1s"`, so that the 20 s feed includes snapshots, or `url = "s3://…"`).
 //! `BENCH_LIVE_LOG` sets the live run's `AUTHWATCH_LOG` (for example
 //! `info,authwatch_kafka::sink=debug` logs every checkpoint with its duration), and
 //! `BENCH_KEEP_LOG=FILE` keeps that run's log.
@@ -296,7 +298,14 @@ fn main() {
         .collect();
     let lat_topic = format!("bench-latency-{stamp}");
     admin::ensure_topics(&client, &[(&lat_topic, 2)]).unwrap();
-    let cfg = config(dir.path(), "latency", &brokers, &lat_topic, "500ms", "");
+    let cfg = config(
+        dir.path(),
+        "latency",
+        &brokers,
+        &lat_topic,
+        "500ms",
+        &std::env::var("BENCH_LATENCY_CHECKPOINT").unwrap_or_default(),
+    );
     let log = dir.path().join("latency.log");
     let mut live = authwatch()
         .args(["run", "--config"])

@@ -1347,3 +1347,83 @@ fn k_output_topics_are_looked_up_and_only_missing_ones_created() {
     assert_eq!(md.topics()[0].partitions().len(), 3);
     admin::delete_topics(&client(), &[&present, &absent]).unwrap();
 }
+
+/// Periodic snapshots are stored in the background, after the commit that references them
+/// (`crates/kafka/src/snapshots.rs`). With a snapshot due at every commit, instances killed -9
+/// while they work — between a commit and its snapshot's store, or in the middle of a write —
+/// leave a store the next instance resumes from: the same alerts, each once. (What such a kill
+/// leaves, a committed offset after the newest stored snapshot, is the state test h restores
+/// from deterministically.)
+#[test]
+fn l_background_snapshots_survive_kill_9_mid_stream() {
+    let _broker = broker();
+    let mut s = Scenario::new("bg-snapshots", 2);
+    s.checkpoint = "snapshot_interval = \"200ms\"\n".to_owned();
+    let mut lines = stream(s.dir.path(), "example", 120, 3, 25);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    let half = lines.len() / 2;
+    let mut background = 0;
+    for (round, part) in [&lines[..half], &lines[half..]].into_iter().enumerate() {
+        let instance = format!("l{round}");
+        let mut run = s.start_as(&instance, "l", "200ms");
+        wait_assigned(&s, &instance);
+        // Fed in slices over several snapshot intervals (a snapshot covers only the tasks that
+        // changed), and killed while the last slice is processed.
+        for slice in part.chunks(part.len().div_ceil(4)) {
+            s.produce(slice, KeyBy::Field("tenant"));
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        kill9(&mut run);
+        background += s
+            .log(&instance)
+            .lines()
+            .filter(|l| l.contains("snapshot stored") && l.contains("background=true"))
+            .count();
+    }
+    assert!(background > 0, "no snapshot was stored in the background");
+    // l1 resumed from l0's snapshot, which covers a crash until its own is stored: even its
+    // first snapshot is stored after the commit.
+    let log = s.log("l1");
+    assert!(
+        !log.contains("background=false"),
+        "l1 stored a snapshot before a commit:\n{log}"
+    );
+    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
+    let mut run = s.start_as("l2", "l", "200ms");
+    wait_assigned(&s, "l2");
+    // Time to replay what l1 committed after its last stored snapshot and to read the closing
+    // event; a duplicate committed meanwhile would show below.
+    std::thread::sleep(Duration::from_secs(3));
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut run, &s, "l2");
+    let log = s.log("l2");
+    assert_exactly_once(&ids, &expected, &log);
+    for instance in ["l1", "l2"] {
+        let log = s.log(instance);
+        assert!(
+            log.contains("restored=true"),
+            "{instance} restored nothing:\n{log}"
+        );
+    }
+}
+
+/// Waits until `instance` holds partitions. After a kill -9 the group first waits out the dead
+/// member's session.
+fn wait_assigned(s: &Scenario, instance: &str) {
+    let started = Instant::now();
+    while !s.log(instance).contains("partition assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{instance} got no partitions:\n{}",
+            s.log(instance)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -2,8 +2,9 @@
 //! `object_store` crate, behind the same blocking interface as the local directory.
 //!
 //! An object PUT is atomic (readers see the old object, none, or the whole new one), which is what
-//! the temporary-file-and-rename dance gives on a local disk; the sink writes a snapshot before
-//! the Kafka transaction that references it commits, as with local files. Credentials come from
+//! the temporary-file-and-rename dance gives on a local disk; snapshots are stored before or
+//! after the Kafka transaction that references them commits exactly as local files are (see
+//! `snapshots.rs`). Credentials come from
 //! the environment or the workload's identity (`AWS_*` variables, IRSA web identity, instance
 //! metadata; `GOOGLE_*` / workload identity; `AZURE_*` / managed identity) — never from the
 //! config file.

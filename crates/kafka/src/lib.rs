@@ -9,15 +9,18 @@
 //!   partition: key the provider topics by tenant, or turn on `[kafka.repartition]`, which
 //!   re-keys events by tenant through an internal topic and merges them deterministically
 //!   before detection (see `repartition` and docs/KAFKA.md).
-//! - **Checkpoints.** Every `checkpoint.interval` the source sends a barrier through the stages;
-//!   the detect stage snapshots each changed task (`engine`, `profiles`, `watermark` parts, see
-//!   [`authwatch_pipeline::Checkpointed`]); the sink writes one state file per partition named by
-//!   the offset it reflects, adds those offsets to the producer transaction holding the alerts,
-//!   and commits. On assignment the state file for the committed offset is restored.
+//! - **Checkpoints.** Every `checkpoint.interval` the source sends a barrier through the stages
+//!   and the sink adds its offsets to the producer transaction holding the alerts, and commits.
+//!   Every `checkpoint.snapshot_interval` the detect stage also snapshots each changed task
+//!   (`engine`, `profiles`, `watermark` parts, see [`authwatch_pipeline::Checkpointed`]), and
+//!   the sink stores one state file per partition named by the offset it reflects: before the
+//!   commit for a partition without a stored snapshot and at a revocation or stop, after it (on
+//!   a thread of its own) otherwise. On assignment the newest state file at or before the committed
+//!   offset is restored, and the records up to that offset are replayed with muted outputs.
 //! - **Exactly-once effect.** Alerts are produced in that transaction: a read-committed consumer
 //!   sees the alerts of exactly the committed input, once. After a crash the open transaction is
 //!   aborted (fenced by the restarted instance's transactional id) and the input after the last
-//!   commit is processed again from the state saved with it, giving the same alerts with the
+//!   commit is processed again from the state stored for it, giving the same alerts with the
 //!   same deterministic `alert_id`s. A read-uncommitted consumer may see an aborted alert and its
 //!   re-emission: it deduplicates by `alert_id`.
 //! - **Failures** of the broker or of a transaction restart the run from the last checkpoint
@@ -33,6 +36,7 @@ mod metrics;
 mod repartition;
 mod runner;
 mod sink;
+mod snapshots;
 mod source;
 mod store;
 

@@ -557,7 +557,11 @@ impl Runtime {
             Arc::clone(&self.metrics),
             timeout,
             sink_down,
-        );
+        )
+        .map_err(|e| KafkaError::Store {
+            path: store.location(),
+            message: format!("starting the snapshot writer thread: {e}"),
+        })?;
         if let Some(router) = router {
             sink = sink.with_router(router);
         }

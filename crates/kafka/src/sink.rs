@@ -1,13 +1,16 @@
 //! The transactional sink: alerts, dead letters, late events and enriched events go to their
-//! topics inside a Kafka transaction; at each checkpoint the task states are written to the
-//! checkpoint store, the input offsets are added to the transaction and the transaction is
-//! committed. A read-committed consumer of the alert topic therefore sees exactly the alerts of
-//! the committed input: after a crash, the aborted transaction's alerts are invisible and the
-//! input after the last commit is processed again from the state saved with it.
+//! topics inside a Kafka transaction; at each checkpoint the input offsets are added to the
+//! transaction and the transaction is committed, and the task states of a snapshot barrier are
+//! stored in the checkpoint store (before the commit, or after it for a partition that has a
+//! stored snapshot already: `snapshots.rs`). A read-committed consumer of the alert topic
+//! therefore sees exactly the alerts of the committed input: after a crash, the aborted
+//! transaction's alerts are invisible and the input after the last commit is processed again
+//! from the newest stored state at or before it.
 
 use crate::client::Inputs;
 use crate::metrics::KafkaMetrics;
 use crate::repartition::{Routed, Router};
+use crate::snapshots::{SnapshotFile, SnapshotWriter};
 use crate::store::CheckpointStore;
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Origin, Sink, SinkError};
@@ -16,7 +19,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,15 @@ pub struct KafkaSink {
     down: SinkDown,
     /// The ingest stage of a repartitioned run: events go to the internal topic.
     router: Option<Router>,
+    /// Stores periodic snapshots after their commit.
+    writer: SnapshotWriter,
+    /// Inputs with a stored snapshot since they were assigned (the one they were restored from,
+    /// or one this sink stored before a commit): their later periodic snapshots may be stored
+    /// after the commit, since the stored one covers a crash until then. A partition handed on
+    /// leaves the set.
+    stored: BTreeSet<u32>,
+    /// Inputs whose store was looked up for a snapshot since they were assigned.
+    looked_up: BTreeSet<u32>,
 }
 
 fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
@@ -59,8 +71,11 @@ impl KafkaSink {
         metrics: Arc<KafkaMetrics>,
         timeout: Duration,
         down: SinkDown,
-    ) -> Self {
-        KafkaSink {
+    ) -> std::io::Result<Self> {
+        Ok(KafkaSink {
+            writer: SnapshotWriter::start(store.clone())?,
+            stored: BTreeSet::new(),
+            looked_up: BTreeSet::new(),
             producer,
             topics,
             inputs,
@@ -70,7 +85,7 @@ impl KafkaSink {
             buf: Vec::with_capacity(4096),
             down,
             router: None,
-        }
+        })
     }
 
     /// Routes events to the internal topic (the ingest stage of a repartitioned run).
@@ -158,28 +173,83 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+    /// Whether `input` has a stored snapshot at or before `offset` that stays until a newer one
+    /// is stored: one this sink stored since the partition was assigned, or the one it was
+    /// restored from (looked up once per assignment, so a restarted or rebalanced instance
+    /// stores even its first periodic snapshot after the commit).
+    fn has_stored(
+        &mut self,
+        input: u32,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, String> {
+        if self.stored.contains(&input) {
+            return Ok(true);
+        }
+        if !self.looked_up.insert(input) {
+            return Ok(false);
+        }
+        let found = self
+            .store
+            .offsets(topic, partition)
+            .map_err(|e| e.to_string())?
+            .first()
+            .is_some_and(|oldest| *oldest <= offset);
+        if found {
+            self.stored.insert(input);
+        }
+        Ok(found)
+    }
+
+    fn commit(&mut self, checkpoint: &mut Checkpoint) -> Result<(), String> {
         let positions: BTreeMap<u32, i64> = checkpoint.barrier.positions.iter().copied().collect();
-        // 1. The snapshots (at snapshot barriers), each named by the offset it reflects, before
-        //    the offsets are committed: a commit never points past state that is not stored.
+        // A snapshot the writer failed to store fails this checkpoint: the run restarts from
+        // the older snapshot, which is still stored.
+        self.writer.poll().map_err(|e| e.to_string())?;
+        // A barrier that hands partitions on (a revocation, the stop) or that the source waits
+        // for is durable when acknowledged: the next owner resumes from these snapshots, so
+        // they are stored before the commit, after everything in flight.
+        let handing_on = !checkpoint.barrier.release.is_empty() || checkpoint.barrier.ack.is_some();
+        if handing_on {
+            self.writer.wait().map_err(|e| e.to_string())?;
+        }
+        // 1. The snapshots (at snapshot barriers), each named by the offset it reflects. A
+        //    committed offset must have a stored snapshot at or before it, so the snapshot of a
+        //    partition without one, and every one at a handing-on barrier, is stored before the
+        //    commit; any other is stored after it (`snapshots.rs`).
         let writing = Instant::now();
         let mut bytes = 0usize;
-        for (input, state) in &checkpoint.tasks {
-            bytes += state.parts.values().map(Vec::len).sum::<usize>();
+        let mut now = Vec::new();
+        let mut later = Vec::new();
+        let inputs = Arc::clone(&self.inputs);
+        for (input, state) in std::mem::take(&mut checkpoint.tasks) {
             let (Some((topic, partition)), Some(offset)) =
-                (self.inputs.get(*input), positions.get(input))
+                (inputs.get(input), positions.get(&input).copied())
             else {
                 continue;
             };
+            if !handing_on && self.has_stored(input, topic, partition, offset)? {
+                later.push(SnapshotFile {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    state,
+                });
+                continue;
+            }
+            bytes += state.parts.values().map(Vec::len).sum::<usize>();
             self.store
-                .write(topic, partition, *offset, state)
+                .write(topic, partition, offset, &state)
                 .map_err(|e| e.to_string())?;
+            now.push((input, offset));
         }
-        if !checkpoint.tasks.is_empty() {
+        if !now.is_empty() {
             tracing::info!(
-                partitions = checkpoint.tasks.len(),
+                partitions = now.len(),
                 bytes,
                 ms = writing.elapsed().as_millis() as u64,
+                background = false,
                 "snapshot stored"
             );
         }
@@ -228,13 +298,22 @@ impl KafkaSink {
             .begin_transaction()
             .map_err(|e| format!("beginning a transaction: {e}"))?;
         // 4. Older snapshots of the partitions just snapshotted can no longer be resumed from.
-        for (input, _) in &checkpoint.tasks {
-            if let (Some((topic, partition)), Some(offset)) =
-                (self.inputs.get(*input), positions.get(input))
-                && let Err(e) = self.store.prune(topic, partition, *offset)
-            {
-                tracing::warn!(error = %e, "old checkpoint files not removed");
+        for (input, offset) in now {
+            if let Some((topic, partition)) = self.inputs.get(input) {
+                if let Err(e) = self.store.prune(topic, partition, offset) {
+                    tracing::warn!(error = %e, "old checkpoint files not removed");
+                }
+                self.stored.insert(input);
             }
+        }
+        // A partition handed on is another owner's to snapshot and prune.
+        for input in &checkpoint.barrier.release {
+            self.stored.remove(input);
+            self.looked_up.remove(input);
+        }
+        if !later.is_empty() {
+            // This transaction has committed; an error here is the batch before's.
+            self.writer.submit(later).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -315,14 +394,15 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
+    fn checkpoint(&mut self, mut checkpoint: Checkpoint) -> Result<(), SinkError> {
         let started = Instant::now();
-        match self.commit(&checkpoint) {
+        let tasks = checkpoint.tasks.len();
+        match self.commit(&mut checkpoint) {
             Ok(()) => {
                 self.metrics.checkpoint_done(started.elapsed());
                 tracing::debug!(
                     id = checkpoint.barrier.id,
-                    tasks = checkpoint.tasks.len(),
+                    tasks,
                     ms = started.elapsed().as_millis() as u64,
                     "checkpoint committed"
                 );

@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"AWCKPT1\n";
 
+/// Listings `load_latest` tries when the file it picked is gone by the time it reads it.
+const LOAD_ATTEMPTS: usize = 3;
+
 /// Where the files go.
 #[derive(Debug, Clone)]
 enum Backend {
@@ -204,15 +207,23 @@ impl CheckpointStore {
         partition: i32,
         offset: i64,
     ) -> Result<Option<(i64, StateParts)>, KafkaError> {
-        let Some(at) = self
-            .offsets(topic, partition)?
-            .into_iter()
-            .rev()
-            .find(|o| *o <= offset)
-        else {
-            return Ok(None);
-        };
-        Ok(self.load(topic, partition, at)?.map(|state| (at, state)))
+        // The previous owner's snapshot thread may still store a newer file and delete the one
+        // picked between the listing and the read: list again, a few times, before reporting
+        // that there is none.
+        for _ in 0..LOAD_ATTEMPTS {
+            let Some(at) = self
+                .offsets(topic, partition)?
+                .into_iter()
+                .rev()
+                .find(|o| *o <= offset)
+            else {
+                return Ok(None);
+            };
+            if let Some(state) = self.load(topic, partition, at)? {
+                return Ok(Some((at, state)));
+            }
+        }
+        Ok(None)
     }
 
     /// Offsets with a state file for `topic/partition`, ascending.
@@ -246,9 +257,25 @@ impl CheckpointStore {
     /// offset is committed, older snapshots can never be resumed from, and newer ones belong to
     /// transactions that did not commit (they would be recomputed identically).
     pub fn prune(&self, topic: &str, partition: i32, committed: i64) -> Result<(), KafkaError> {
+        self.remove(topic, partition, |offset| offset != committed)
+    }
+
+    /// Deletes the files of `topic/partition` before `stored`, which is stored: the snapshot
+    /// thread's pruning. It leaves newer files alone: by the time it runs, the partition may
+    /// have moved to an owner that wrote them.
+    pub fn prune_before(&self, topic: &str, partition: i32, stored: i64) -> Result<(), KafkaError> {
+        self.remove(topic, partition, |offset| offset < stored)
+    }
+
+    fn remove(
+        &self,
+        topic: &str,
+        partition: i32,
+        doomed: impl Fn(i64) -> bool,
+    ) -> Result<(), KafkaError> {
         let dir = Self::partition_dir(topic, partition);
         for offset in self.offsets(topic, partition)? {
-            if offset == committed {
+            if !doomed(offset) {
                 continue;
             }
             let name = format!("{offset}.ckpt");
@@ -366,6 +393,17 @@ mod tests {
         assert!(store.location().ends_with("grp_1"));
         assert_eq!(store.load_latest("t", 0, 19).unwrap(), None);
         assert_eq!(store.load_latest("t", 0, 25).unwrap(), Some((20, state())));
+    }
+
+    #[test]
+    fn prune_before_leaves_newer_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), "g");
+        for offset in [10, 20, 30] {
+            store.write("t", 0, offset, &state()).unwrap();
+        }
+        store.prune_before("t", 0, 20).unwrap();
+        assert_eq!(store.offsets("t", 0).unwrap(), vec![20, 30]);
     }
 
     #[test]
