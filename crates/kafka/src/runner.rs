@@ -7,7 +7,7 @@ use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
 use crate::repartition::{self, MergeHandle, Role, Router, Stage};
 use crate::sink::{KafkaSink, Topics};
-use crate::source::{ConsumerCtx, KafkaSource, Shared};
+use crate::source::{ConsumerCtx, FreshStart, KafkaSource, Shared};
 use crate::store::CheckpointStore;
 use authwatch_detect::RulePack;
 use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts};
@@ -440,6 +440,12 @@ impl Runtime {
 
         let (sink_down, sink_watch) = crate::sink::sink_latch();
         let shared = Arc::new(Mutex::new(Shared {
+            fresh_start: FreshStart::from_reset(
+                kafka
+                    .properties
+                    .get("auto.offset.reset")
+                    .map_or("earliest", String::as_str),
+            ),
             controls: None,
             inputs: Arc::clone(&inputs),
             sent: BTreeMap::new(),

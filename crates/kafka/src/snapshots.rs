@@ -7,9 +7,11 @@
 //! its `fsync` and the directory's (or an object PUT) in front of every commit that carried a
 //! snapshot, and with it the alerts of that commit: in the Kafka benchmark a partition's first
 //! snapshot took 2–158 ms to store, and once 757 ms on a disk busy with write-back
-//! (docs/KAFKA.md, "The latency tail"); an object PUT is a network round trip or more. The
-//! snapshot of a partition without a stored one (a new partition of the group), and those of a
-//! barrier that hands partitions on, are still stored before the commit (`sink.rs`).
+//! (docs/KAFKA.md, "The latency tail"); an object PUT is a network round trip or more. A
+//! partition new to the group gets its empty state stored at assignment
+//! (`source.rs`, `store_fresh_state`), so it too has a snapshot before its first commit. The
+//! snapshots of a barrier that hands partitions on, and of a partition without any stored one,
+//! are still stored before the commit (`sink.rs`).
 //!
 //! [`SnapshotWriter`] takes such snapshots after their commit and stores them on its own
 //! thread, then removes the partition's older files. Until then the older snapshot stays, so a

@@ -19,7 +19,7 @@ use crate::repartition::{Merge, MergeHandle};
 use crate::sink::SinkWatch;
 use crate::store::CheckpointStore;
 use authwatch_pipeline::{
-    Barrier, BarrierAck, Control, ControlSender, RawBatch, RawLine, Source, SourceError,
+    Barrier, BarrierAck, Control, ControlSender, RawBatch, RawLine, Source, SourceError, StateParts,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -66,6 +66,30 @@ pub(crate) struct Shared {
     /// How often a barrier asks for state snapshots (every barrier commits offsets).
     pub(crate) snapshot_interval: Duration,
     pub(crate) last_snapshot: Instant,
+    /// Where a partition without a committed offset starts (`auto.offset.reset`).
+    pub(crate) fresh_start: FreshStart,
+}
+
+/// Where a partition new to the group starts, from `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FreshStart {
+    /// At the oldest record still kept (authwatch's default).
+    Earliest,
+    /// At the next record produced.
+    Latest,
+    /// Left to librdkafka (`error`, or a value it will refuse itself).
+    Consumer,
+}
+
+impl FreshStart {
+    /// From the value of `auto.offset.reset` (librdkafka's names and aliases).
+    pub(crate) fn from_reset(value: &str) -> Self {
+        match value {
+            "earliest" | "smallest" | "beginning" => FreshStart::Earliest,
+            "latest" | "largest" | "end" => FreshStart::Latest,
+            _ => FreshStart::Consumer,
+        }
+    }
 }
 
 impl Shared {
@@ -235,6 +259,33 @@ impl Shared {
         self.audit.record("revoked", audit, None);
     }
 
+    /// For a partition new to the group: the offset it starts at, where an empty snapshot (the
+    /// state of a task that has read nothing) is now stored. Its first commit then already has
+    /// a snapshot at or before it, so even the first snapshot of its own is stored after that
+    /// commit (`snapshots.rs`) instead of holding back the first alerts. The start is fixed
+    /// here, rather than left to the consumer's reset, so the file and the first record read
+    /// agree. `None`: the reset is left to librdkafka, and no file is stored.
+    fn store_fresh_state(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, KafkaError> {
+        if self.fresh_start == FreshStart::Consumer {
+            return Ok(None);
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map_err(|e| KafkaError::client("reading the offsets of a new partition", e))?;
+        let at = match self.fresh_start {
+            FreshStart::Latest => high,
+            _ => low,
+        };
+        self.store
+            .write(topic, partition, at, &StateParts::default())?;
+        Ok(Some(at))
+    }
+
     fn on_assign(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
         self.rebalanced.store(true, Ordering::Relaxed);
         if self.error.is_some() {
@@ -300,8 +351,19 @@ impl Shared {
                     Offset::Offset(at)
                 }
                 (_, Some(committed)) => Offset::Offset(committed),
-                // No committed offset: `auto.offset.reset`.
-                (_, None) => Offset::Invalid,
+                // No committed offset: where `auto.offset.reset` points, fixed now, with the
+                // fresh state stored there.
+                (_, None) => match self.store_fresh_state(consumer, topic, partition) {
+                    Ok(Some(at)) => {
+                        seek = true;
+                        Offset::Offset(at)
+                    }
+                    Ok(None) => Offset::Invalid,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                },
             };
             if let Err(e) = starts.add_partition_offset(topic, partition, start) {
                 self.fail(KafkaError::client("assigning start offsets", e));
@@ -730,6 +792,17 @@ impl KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_start_follows_auto_offset_reset() {
+        for v in ["earliest", "smallest", "beginning"] {
+            assert_eq!(FreshStart::from_reset(v), FreshStart::Earliest, "{v}");
+        }
+        for v in ["latest", "largest", "end"] {
+            assert_eq!(FreshStart::from_reset(v), FreshStart::Latest, "{v}");
+        }
+        assert_eq!(FreshStart::from_reset("error"), FreshStart::Consumer);
+    }
 
     fn routing() -> Routing {
         let inputs = Inputs::new(vec![
