@@ -1069,14 +1069,18 @@ fn resumed_from(log: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
-fn has_snapshot(dir: &Path) -> bool {
+/// A snapshot other than the empty state a new partition gets at offset 0 of a new topic.
+fn has_snapshot_after_start(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let p = e.path();
             if p.is_dir() {
-                has_snapshot(&p)
+                has_snapshot_after_start(&p)
             } else {
                 p.extension().is_some_and(|x| x == "ckpt")
+                    && p.file_stem()
+                        .and_then(|s| s.to_str()?.parse::<i64>().ok())
+                        .is_some_and(|o| o > 0)
             }
         })
     })
@@ -1104,7 +1108,7 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     let mut run = s.start_as("g1", "g", "300ms");
     let snapshots = s.dir.path().join("checkpoints").join(&s.group);
     let started = Instant::now();
-    while !has_snapshot(&snapshots) {
+    while !has_snapshot_after_start(&snapshots) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no snapshot written:\n{}",
@@ -1416,6 +1420,86 @@ fn l_background_snapshots_survive_kill_9_mid_stream() {
             "{instance} restored nothing:\n{log}"
         );
     }
+}
+
+/// A partition new to the group gets the empty state stored at the offset it starts from, so
+/// a crash after its first commit but before its first snapshot is stored (the snapshot thread
+/// stores it after the commit) resumes from that empty state and replays everything before the
+/// committed offset, muted: the same alerts, each once.
+#[test]
+fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
+    let _broker = broker();
+    let mut s = Scenario::new("empty-state", 2);
+    s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
+    let mut lines = stream(s.dir.path(), "example", 120, 3, 26);
+    let closing = lines.pop().unwrap();
+    let expected = {
+        let mut all = lines.clone();
+        all.push(closing.clone());
+        replay_ids(&s, &all)
+    };
+    let mut run = s.start_as("m1", "m", "300ms");
+    wait_assigned(&s, "m1");
+    // The empty starting states, as stored at the assignment (before any record was read).
+    let snapshots = s.dir.path().join("checkpoints").join(&s.group);
+    let ckpts = |dir: &Path| -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "ckpt") {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    };
+    let starting: Vec<(PathBuf, Vec<u8>)> = ckpts(&snapshots)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert_eq!(starting.len(), 2, "a starting state per partition");
+    let half = lines.len() / 2;
+    s.produce(&lines[..half], KeyBy::Field("tenant"));
+    let first = settle(&s, "m1", Duration::from_secs(3));
+    kill9(&mut run);
+    // What a kill between the first commit and the store of the first snapshot leaves: the
+    // starting states only (the snapshot thread removes one only after storing its successor).
+    let stored = ckpts(&snapshots);
+    assert!(
+        stored.iter().any(|p| !starting.iter().any(|(q, _)| q == p)),
+        "m1 stored no snapshot of its own"
+    );
+    for p in stored {
+        std::fs::remove_file(p).unwrap();
+    }
+    for (p, bytes) in &starting {
+        std::fs::write(p, bytes).unwrap();
+    }
+    s.produce(&lines[half..], KeyBy::Field("tenant"));
+    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
+    let mut run = s.start_as("m2", "m", "300ms");
+    wait_assigned(&s, "m2");
+    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut run, &s, "m2");
+    let log = s.log("m2");
+    assert_exactly_once(&ids, &expected, &log);
+    assert!(ids.len() > first.len(), "the restart added nothing");
+    let resumed = resumed_from(&log);
+    assert!(
+        resumed
+            .iter()
+            .any(|(committed, snapshot)| *snapshot == 0 && *committed > 0),
+        "m2 did not resume from the empty starting state: {resumed:?}\n{log}"
+    );
 }
 
 /// Waits until `instance` holds partitions. After a kill -9 the group first waits out the dead

@@ -34,6 +34,18 @@ pub enum KafkaError {
         /// What failed.
         message: String,
     },
+    /// The empty state of a partition new to the group could not be stored at its assignment
+    /// (disk full, object store unreachable); the run restarts and assigns it again.
+    #[error("storing the starting state of {topic}/{partition}: {source}")]
+    FreshState {
+        /// The partition's topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What failed.
+        #[source]
+        source: Box<KafkaError>,
+    },
     /// The input topics changed shape (a partition was added); the run restarts and numbers
     /// the partitions afresh.
     #[error("input topics changed: {0}")]
@@ -74,6 +86,7 @@ impl KafkaError {
             self,
             KafkaError::Client { .. }
                 | KafkaError::Commit { .. }
+                | KafkaError::FreshState { .. }
                 | KafkaError::Topology(_)
                 | KafkaError::Respond(_)
                 | KafkaError::Pipeline(P::Sink(_) | P::Source(_))

@@ -15,8 +15,9 @@
 //!   (`engine`, `profiles`, `watermark` parts, see [`authwatch_pipeline::Checkpointed`]), and
 //!   the sink stores one state file per partition named by the offset it reflects: before the
 //!   commit at a revocation or stop, after it (on a thread of its own) otherwise; a partition
-//!   new to the group gets the empty state stored at the offset it starts from when assigned. On assignment the newest state file at or before the committed
-//!   offset is restored, and the records up to that offset are replayed with muted outputs.
+//!   new to the group gets the empty state stored at the offset it starts from when assigned.
+//!   On assignment the newest state file at or before the committed offset is restored, and
+//!   the records up to that offset are replayed with muted outputs.
 //! - **Exactly-once effect.** Alerts are produced in that transaction: a read-committed consumer
 //!   sees the alerts of exactly the committed input, once. After a crash the open transaction is
 //!   aborted (fenced by the restarted instance's transactional id) and the input after the last

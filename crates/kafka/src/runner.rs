@@ -487,6 +487,20 @@ impl Runtime {
             // 400–460k records/s, 0 → more system time for no more speed (docs/KAFKA.md).
             .set("fetch.queue.backoff.ms", "10");
         for (k, v) in &kafka.properties {
+            // The source relies on the eager protocol: a revocation takes back every partition
+            // behind one checkpoint, and an assignment may be replaced with explicit start
+            // offsets (`assign`), which the incremental protocols refuse.
+            let incremental = match k.as_str() {
+                "partition.assignment.strategy" => v.to_ascii_lowercase().contains("cooperative"),
+                "group.protocol" => v.eq_ignore_ascii_case("consumer"),
+                _ => false,
+            };
+            if incremental {
+                return Err(KafkaError::Config(format!(
+                    "kafka.properties {k} = {v:?}: authwatch needs the eager rebalance protocol \
+                     (the classic group protocol with a non-cooperative assignor)"
+                )));
+            }
             cc.set(k, v);
         }
         let consumer: BaseConsumer<ConsumerCtx> = cc

@@ -47,9 +47,9 @@ pub struct KafkaSink {
     /// Stores periodic snapshots after their commit.
     writer: SnapshotWriter,
     /// Inputs with a stored snapshot since they were assigned (the one they were restored from,
-    /// or one this sink stored before a commit): their later periodic snapshots may be stored
-    /// after the commit, since the stored one covers a crash until then. A partition handed on
-    /// leaves the set.
+    /// the empty state a new partition gets at assignment, or one this sink stored before a
+    /// commit): their later snapshots may be stored after the commit, since the stored one
+    /// covers a crash until then. A partition handed on leaves the set.
     stored: BTreeSet<u32>,
     /// Inputs whose store was looked up for a snapshot since they were assigned.
     looked_up: BTreeSet<u32>,
@@ -174,9 +174,9 @@ impl KafkaSink {
     }
 
     /// Whether `input` has a stored snapshot at or before `offset` that stays until a newer one
-    /// is stored: one this sink stored since the partition was assigned, or the one it was
-    /// restored from (looked up once per assignment, so a restarted or rebalanced instance
-    /// stores even its first periodic snapshot after the commit).
+    /// is stored: one this sink stored since the partition was assigned, or one the source
+    /// found or wrote at the assignment (the one it was restored from, or a new partition's
+    /// empty state). Looked up once per assignment.
     fn has_stored(
         &mut self,
         input: u32,

@@ -75,7 +75,8 @@ pub(crate) struct Shared {
 pub(crate) enum FreshStart {
     /// At the oldest record still kept (authwatch's default).
     Earliest,
-    /// At the next record produced.
+    /// At the next record produced (for a read-committed consumer the last stable offset,
+    /// which is what the broker answers it for the end of the partition).
     Latest,
     /// Left to librdkafka (`error`, or a value it will refuse itself).
     Consumer,
@@ -84,7 +85,8 @@ pub(crate) enum FreshStart {
 impl FreshStart {
     /// From the value of `auto.offset.reset` (librdkafka's names and aliases).
     pub(crate) fn from_reset(value: &str) -> Self {
-        match value {
+        // librdkafka compares these without regard to case.
+        match value.to_ascii_lowercase().as_str() {
             "earliest" | "smallest" | "beginning" => FreshStart::Earliest,
             "latest" | "largest" | "end" => FreshStart::Latest,
             _ => FreshStart::Consumer,
@@ -281,8 +283,17 @@ impl Shared {
             FreshStart::Latest => high,
             _ => low,
         };
+        // Any other file of the partition is from a run whose offsets were never committed, or
+        // were since deleted (another start offset, other rules): nothing may resume from it.
+        let fresh = |e: KafkaError| KafkaError::FreshState {
+            topic: topic.to_owned(),
+            partition,
+            source: Box::new(e),
+        };
         self.store
-            .write(topic, partition, at, &StateParts::default())?;
+            .write(topic, partition, at, &StateParts::default())
+            .map_err(fresh)?;
+        self.store.prune(topic, partition, at).map_err(fresh)?;
         Ok(Some(at))
     }
 
@@ -406,11 +417,12 @@ impl Shared {
                 offset,
             });
         }
-        // The assignment just made starts at the committed offsets; a partition resuming from an
-        // older snapshot must be fetched from there instead. Assigning again with explicit
-        // offsets (eager protocol: it replaces the assignment) does that before the first fetch.
+        // The assignment just made starts at the committed offsets (or the reset); a partition
+        // resuming from an older snapshot, or new to the group, must be fetched from the
+        // offset of its stored state instead. Assigning again with explicit offsets (eager
+        // protocol: it replaces the assignment) does that before the first fetch.
         if seek && let Err(e) = consumer.assign(&starts) {
-            self.fail(KafkaError::client("assigning snapshot offsets", e));
+            self.fail(KafkaError::client("assigning start offsets", e));
             return;
         }
         self.metrics.set_assigned(!self.assigned.is_empty());
@@ -801,6 +813,7 @@ mod tests {
         for v in ["latest", "largest", "end"] {
             assert_eq!(FreshStart::from_reset(v), FreshStart::Latest, "{v}");
         }
+        assert_eq!(FreshStart::from_reset("Latest"), FreshStart::Latest);
         assert_eq!(FreshStart::from_reset("error"), FreshStart::Consumer);
     }
 
