@@ -295,6 +295,18 @@ fn replay_alerts(
 }
 
 /// The alert ids `authwatch replay` finds in `lines`.
+/// The kill and restart scenarios' input: a generated stream of tenant `example` (120 users,
+/// 3 days, `seed`) without its closing event, the closing event, and the alert ids a replay of
+/// the whole gives.
+fn closed_stream(s: &Scenario, seed: u64) -> (Vec<String>, String, BTreeSet<String>) {
+    let mut lines = stream(s.dir.path(), "example", 120, 3, seed);
+    let closing = lines.pop().unwrap();
+    let mut all = lines.clone();
+    all.push(closing.clone());
+    let expected = replay_ids(s, &all);
+    (lines, closing, expected)
+}
+
 fn replay_ids(s: &Scenario, lines: &[String]) -> BTreeSet<String> {
     replay_alerts(s, lines, &[])
         .iter()
@@ -408,13 +420,7 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
 fn b_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let _broker = broker();
     let s = Scenario::new("kill9", 2);
-    let mut lines = stream(s.dir.path(), "example", 120, 3, 22);
-    let closing = lines.pop().unwrap();
-    let expected = {
-        let mut all = lines.clone();
-        all.push(closing.clone());
-        replay_ids(&s, &all)
-    };
+    let (lines, closing, expected) = closed_stream(&s, 22);
     let half = lines.len() / 2;
     // First half, checkpointed and committed by a graceful stop.
     s.produce(&lines[..half], KeyBy::Field("tenant"));
@@ -1094,13 +1100,7 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     let _broker = broker();
     let mut s = Scenario::new("old-snapshot", 2);
     s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
-    let mut lines = stream(s.dir.path(), "example", 120, 3, 24);
-    let closing = lines.pop().unwrap();
-    let expected = {
-        let mut all = lines.clone();
-        all.push(closing.clone());
-        replay_ids(&s, &all)
-    };
+    let (lines, closing, expected) = closed_stream(&s, 24);
     // A first slice (a new partition's empty state is stored at assignment, and a new task is
     // snapshotted at its first barrier) …
     let slice = lines.len() / 6;
@@ -1364,13 +1364,7 @@ fn l_background_snapshots_survive_kill_9_mid_stream() {
     let _broker = broker();
     let mut s = Scenario::new("bg-snapshots", 2);
     s.checkpoint = "snapshot_interval = \"200ms\"\n".to_owned();
-    let mut lines = stream(s.dir.path(), "example", 120, 3, 25);
-    let closing = lines.pop().unwrap();
-    let expected = {
-        let mut all = lines.clone();
-        all.push(closing.clone());
-        replay_ids(&s, &all)
-    };
+    let (lines, closing, expected) = closed_stream(&s, 25);
     let half = lines.len() / 2;
     let mut background = 0;
     for (round, part) in [&lines[..half], &lines[half..]].into_iter().enumerate() {
@@ -1431,13 +1425,7 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
     let _broker = broker();
     let mut s = Scenario::new("empty-state", 2);
     s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
-    let mut lines = stream(s.dir.path(), "example", 120, 3, 26);
-    let closing = lines.pop().unwrap();
-    let expected = {
-        let mut all = lines.clone();
-        all.push(closing.clone());
-        replay_ids(&s, &all)
-    };
+    let (lines, closing, expected) = closed_stream(&s, 26);
     let mut run = s.start_as("m1", "m", "300ms");
     wait_assigned(&s, "m1");
     // The empty starting states, as stored at the assignment (before any record was read).
