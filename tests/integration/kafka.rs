@@ -1122,15 +1122,7 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     s.produce(&lines[slice..half], KeyBy::Field("tenant"));
     let first = settle(&s, "g1", Duration::from_secs(3));
     kill9(&mut run);
-    s.produce(&lines[half..], KeyBy::Field("tenant"));
-    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
-    let mut run = s.start_as("g2", "g", "300ms");
-    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
-        ids.len() >= expected.len()
-    });
-    terminate(&mut run, &s, "g2");
-    let log = s.log("g2");
-    assert_exactly_once(&ids, &expected, &log);
+    let (ids, log) = finish_after_restart(&s, &lines[half..], &closing, "g2", "g", &expected);
     assert!(ids.len() > first.len(), "the restart added nothing");
     let resumed = resumed_from(&log);
     assert!(
@@ -1470,16 +1462,7 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
     for (p, bytes) in &starting {
         std::fs::write(p, bytes).unwrap();
     }
-    s.produce(&lines[half..], KeyBy::Field("tenant"));
-    s.produce(std::slice::from_ref(&closing), KeyBy::Field("tenant"));
-    let mut run = s.start_as("m2", "m", "300ms");
-    wait_assigned(&s, "m2");
-    let ids = wait_alerts(&s, Duration::from_secs(90), |ids| {
-        ids.len() >= expected.len()
-    });
-    terminate(&mut run, &s, "m2");
-    let log = s.log("m2");
-    assert_exactly_once(&ids, &expected, &log);
+    let (ids, log) = finish_after_restart(&s, &lines[half..], &closing, "m2", "m", &expected);
     assert!(ids.len() > first.len(), "the restart added nothing");
     let resumed = resumed_from(&log);
     assert!(
@@ -1488,6 +1471,30 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
             .any(|(committed, snapshot)| *snapshot == 0 && *committed > 0),
         "m2 did not resume from the empty starting state: {resumed:?}\n{log}"
     );
+}
+
+/// Produces the rest of a [`closed_stream`] and its closing event, starts `instance` with
+/// `identity`'s transactional id, waits for every expected alert and stops it gracefully; checks
+/// that each alert is committed exactly once. Returns the committed alert ids and the log.
+fn finish_after_restart(
+    s: &Scenario,
+    rest: &[String],
+    closing: &str,
+    instance: &str,
+    identity: &str,
+    expected: &BTreeSet<String>,
+) -> (Vec<String>, String) {
+    s.produce(rest, KeyBy::Field("tenant"));
+    s.produce(&[closing.to_owned()], KeyBy::Field("tenant"));
+    let mut run = s.start_as(instance, identity, "300ms");
+    wait_assigned(s, instance);
+    let ids = wait_alerts(s, Duration::from_secs(90), |ids| {
+        ids.len() >= expected.len()
+    });
+    terminate(&mut run, s, instance);
+    let log = s.log(instance);
+    assert_exactly_once(&ids, expected, &log);
+    (ids, log)
 }
 
 /// Waits until `instance` holds partitions. After a kill -9 the group first waits out the dead
