@@ -245,13 +245,7 @@ impl KafkaSink {
             now.push((input, offset));
         }
         if !now.is_empty() {
-            tracing::info!(
-                partitions = now.len(),
-                bytes,
-                ms = writing.elapsed().as_millis() as u64,
-                background = false,
-                "snapshot stored"
-            );
+            crate::snapshots::log_stored(now.len(), bytes, writing, false);
         }
         // 2. Repartitioning: the sources' progress (or idleness) at these positions, in the
         //    same transaction as the events it covers.

@@ -161,14 +161,19 @@ fn store_batch(store: &CheckpointStore, files: Vec<SnapshotFile>) -> Result<(), 
             tracing::warn!(error = %e, "old checkpoint files not removed");
         }
     }
+    log_stored(files.len(), bytes, started, true);
+    Ok(())
+}
+
+/// The log line of every store of snapshots, before a commit (`background = false`) or after.
+pub(crate) fn log_stored(partitions: usize, bytes: usize, started: Instant, background: bool) {
     tracing::info!(
-        partitions = files.len(),
+        partitions,
         bytes,
         ms = started.elapsed().as_millis() as u64,
-        background = true,
+        background,
         "snapshot stored"
     );
-    Ok(())
 }
 
 #[cfg(test)]
