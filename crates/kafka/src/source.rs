@@ -261,27 +261,23 @@ impl Shared {
         self.audit.record("revoked", audit, None);
     }
 
-    /// For a partition new to the group: the offset it starts at, where an empty snapshot (the
-    /// state of a task that has read nothing) is now stored. Its first commit then already has
-    /// a snapshot at or before it, so even the first snapshot of its own is stored after that
-    /// commit (`snapshots.rs`) instead of holding back the first alerts. The start is fixed
-    /// here, rather than left to the consumer's reset, so the file and the first record read
-    /// agree. `None`: the reset is left to librdkafka, and no file is stored.
+    /// For a partition new to the group, with its `(low, high)` watermarks: the offset it starts
+    /// at, where an empty snapshot (the state of a task that has read nothing) is now stored.
+    /// Its first commit then already has a snapshot at or before it, so even the first snapshot
+    /// of its own is stored after that commit (`snapshots.rs`) instead of holding back the
+    /// first alerts. The start is fixed here, rather than left to the consumer's reset, so the
+    /// file and the first record read agree. `None`: the reset is left to librdkafka, and no
+    /// file is stored.
     fn store_fresh_state(
         &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
         topic: &str,
         partition: i32,
+        (low, high): (i64, i64),
     ) -> Result<Option<i64>, KafkaError> {
-        if self.fresh_start == FreshStart::Consumer {
-            return Ok(None);
-        }
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .map_err(|e| KafkaError::client("reading the offsets of a new partition", e))?;
         let at = match self.fresh_start {
+            FreshStart::Consumer => return Ok(None),
             FreshStart::Latest => high,
-            _ => low,
+            FreshStart::Earliest => low,
         };
         // Any other file of the partition is from a run whose offsets were never committed, or
         // were since deleted (another start offset, other rules): nothing may resume from it.
@@ -347,6 +343,20 @@ impl Shared {
                     }
                 },
             };
+            // One lookup serves both a new partition's start and `--until-end`'s end.
+            let marks = if self.until_end
+                || (offset.is_none() && self.fresh_start != FreshStart::Consumer)
+            {
+                match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        self.fail(KafkaError::client("reading the partition's offsets", e));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
             tracing::info!(
                 topic,
                 partition,
@@ -364,17 +374,19 @@ impl Shared {
                 (_, Some(committed)) => Offset::Offset(committed),
                 // No committed offset: where `auto.offset.reset` points, fixed now, with the
                 // fresh state stored there.
-                (_, None) => match self.store_fresh_state(consumer, topic, partition) {
-                    Ok(Some(at)) => {
-                        seek = true;
-                        Offset::Offset(at)
+                (_, None) => {
+                    match marks.map_or(Ok(None), |m| self.store_fresh_state(topic, partition, m)) {
+                        Ok(Some(at)) => {
+                            seek = true;
+                            Offset::Offset(at)
+                        }
+                        Ok(None) => Offset::Invalid,
+                        Err(e) => {
+                            self.fail(e);
+                            return;
+                        }
                     }
-                    Ok(None) => Offset::Invalid,
-                    Err(e) => {
-                        self.fail(e);
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = starts.add_partition_offset(topic, partition, start) {
                 self.fail(KafkaError::client("assigning start offsets", e));
@@ -383,16 +395,10 @@ impl Shared {
             if let Some(o) = from.or(offset) {
                 self.sent.insert(input, o);
             }
-            if self.until_end {
-                match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
-                    Ok((_, high)) => {
-                        self.ends.insert(input, high);
-                    }
-                    Err(e) => {
-                        self.fail(KafkaError::client("reading end offsets", e));
-                        return;
-                    }
-                }
+            if self.until_end
+                && let Some((_, high)) = marks
+            {
+                self.ends.insert(input, high);
             }
             if let Some(merge) = &self.merge
                 && let Err(message) = merge.assign(input, state.as_ref())
