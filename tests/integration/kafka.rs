@@ -1101,23 +1101,23 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     let mut s = Scenario::new("old-snapshot", 2);
     s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
     let (lines, closing, expected) = closed_stream(&s, 24);
-    // A first slice (a new partition's empty state is stored at assignment, and a new task is
-    // snapshotted at its first barrier) …
+    // A first slice, read by g0 and stopped gracefully: the stop stores the snapshots the next
+    // owner resumes from …
     let slice = lines.len() / 6;
     s.produce(&lines[..slice], KeyBy::Field("tenant"));
-    let mut run = s.start_as("g1", "g", "300ms");
+    let mut run = s.start_as("g0", "g", "300ms");
+    settle(&s, "g0", Duration::from_secs(3));
+    terminate(&mut run, &s, "g0");
     let snapshots = s.dir.path().join("checkpoints").join(&s.group);
-    let started = Instant::now();
-    while !has_snapshot_after_start(&snapshots) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no snapshot written:\n{}",
-            s.log("g1")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // … then up to the middle, committed every 300 ms but never snapshotted (the interval is an
-    // hour).
+    assert!(
+        has_snapshot_after_start(&snapshots),
+        "no snapshot stored at the stop:\n{}",
+        s.log("g0")
+    );
+    // … then g1 reads up to the middle, committed every 300 ms but never snapshotted (the
+    // interval is an hour).
+    let mut run = s.start_as("g1", "g", "300ms");
+    wait_assigned(&s, "g1");
     let half = lines.len() / 2;
     s.produce(&lines[slice..half], KeyBy::Field("tenant"));
     let first = settle(&s, "g1", Duration::from_secs(3));
@@ -1408,9 +1408,9 @@ fn l_background_snapshots_survive_kill_9_mid_stream() {
     }
 }
 
-/// A partition new to the group gets the empty state stored at the offset it starts from, so
-/// a crash after its first commit but before its first snapshot is stored (the snapshot thread
-/// stores it after the commit) resumes from that empty state and replays everything before the
+/// A partition new to the group gets the empty state stored at the offset it starts from, and
+/// that is its first snapshot: commits rest on it until the snapshot interval asks for the next.
+/// A crash before then resumes from the empty state and replays everything before the
 /// committed offset, muted: the same alerts, each once.
 #[test]
 fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
@@ -1449,19 +1449,18 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
     s.produce(&lines[..half], KeyBy::Field("tenant"));
     let first = settle(&s, "m1", Duration::from_secs(3));
     kill9(&mut run);
-    // What a kill between the first commit and the store of the first snapshot leaves: the
-    // starting states only (the snapshot thread removes one only after storing its successor).
-    let stored = ckpts(&snapshots);
-    assert!(
-        stored.iter().any(|p| !starting.iter().any(|(q, _)| q == p)),
-        "m1 stored no snapshot of its own"
-    );
-    for p in stored {
-        std::fs::remove_file(p).unwrap();
-    }
-    for (p, bytes) in &starting {
-        std::fs::write(p, bytes).unwrap();
-    }
+    // With the next snapshot an hour away, the starting states are all m1 stored.
+    let mut stored: Vec<(PathBuf, Vec<u8>)> = ckpts(&snapshots)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    stored.sort();
+    let mut starting = starting;
+    starting.sort();
+    assert!(stored == starting, "m1 stored snapshots of its own");
     let (ids, log) = finish_after_restart(&s, &lines[half..], &closing, "m2", "m", &expected);
     assert!(ids.len() > first.len(), "the restart added nothing");
     let resumed = resumed_from(&log);
@@ -1509,4 +1508,82 @@ fn wait_assigned(s: &Scenario, instance: &str) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `--until-end` (backfills): a run stops by itself once every partition it holds is read to the
+/// end it had at the assignment, with the stream's alerts committed exactly once. A new group
+/// that starts at the end (`auto.offset.reset = latest`) has read everything there is at once and
+/// stops without a record; so does the partition that never received one.
+#[test]
+fn n_until_end_stops_at_the_end_each_partition_had() {
+    let _broker = broker();
+    let mut s = Scenario::new("until-end", 2);
+    let lines = stream(s.dir.path(), "example", 120, 3, 27);
+    let expected = replay_ids(&s, &lines);
+    // One tenant, one key: the second partition stays empty.
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let backfill = |s: &Scenario, instance: &str| -> String {
+        let config = s.config(instance, "300ms");
+        let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
+        let mut child = authwatch()
+            .args(["run", "--until-end", "--config"])
+            .arg(&config)
+            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                kill9(&mut child);
+                panic!("{instance} did not stop at the end:\n{}", s.log(instance));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let log = s.log(instance);
+        assert!(status.success(), "{instance} exited with {status}:\n{log}");
+        assert!(
+            log.contains("every partition reached its end offset"),
+            "{instance}:\n{log}"
+        );
+        log
+    };
+    let log = backfill(&s, "n1");
+    let ids = alert_ids(&s.read(&s.alerts, true));
+    assert_exactly_once(&ids, &expected, &log);
+
+    s.group = format!("{}-latest", s.group);
+    s.checkpoint
+        .push_str("\n[kafka.properties]\n\"auto.offset.reset\" = \"latest\"\n");
+    let log = backfill(&s, "n2");
+    let after = alert_ids(&s.read(&s.alerts, true));
+    assert_eq!(after.len(), ids.len(), "n2 read records:\n{log}");
+    // Its checkpoint holds the ends it started at, so a later run of the group goes on from
+    // there: the loaded partition's end, and 0 for the empty one.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group: BaseConsumer = client().set("group.id", &s.group).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&s.input, 0);
+    tpl.add_partition(&s.input, 1);
+    let mut committed: Vec<i64> = group
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            other => panic!(
+                "{}/{}: committed {other:?}\n{log}",
+                e.topic(),
+                e.partition()
+            ),
+        })
+        .collect();
+    committed.sort_unstable();
+    assert_eq!(committed, [0, lines.len() as i64], "{log}");
 }

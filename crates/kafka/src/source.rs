@@ -263,9 +263,9 @@ impl Shared {
 
     /// For a partition new to the group, with its `(low, high)` watermarks: the offset it starts
     /// at, where an empty snapshot (the state of a task that has read nothing) is now stored.
-    /// Its first commit then already has a snapshot at or before it, so even the first snapshot
-    /// of its own is stored after that commit (`snapshots.rs`) instead of holding back the
-    /// first alerts. The start is fixed here, rather than left to the consumer's reset, so the
+    /// Its first commit then already has a snapshot at or before it, so its next snapshot waits
+    /// for the snapshot interval and is stored after its commit (`snapshots.rs`) instead of
+    /// holding back the first alerts. The start is fixed here, rather than left to the consumer's reset, so the
     /// file and the first record read agree. `None`: the reset is left to librdkafka, and no
     /// file is stored.
     fn store_fresh_state(
@@ -365,22 +365,28 @@ impl Shared {
                 restored = state.is_some(),
                 "partition assigned"
             );
-            let start = match (from, offset) {
+            // Where the partition's records are read from, when known before the first one.
+            let mut state = state;
+            let position = match (from, offset) {
                 (Some(at), Some(committed)) if at < committed => {
                     seek = true;
                     self.replay.insert(input, committed);
-                    Offset::Offset(at)
+                    Some(at)
                 }
-                (_, Some(committed)) => Offset::Offset(committed),
+                (_, Some(committed)) => Some(committed),
                 // No committed offset: where `auto.offset.reset` points, fixed now, with the
                 // fresh state stored there.
                 (_, None) => {
                     match marks.map_or(Ok(None), |m| self.store_fresh_state(topic, partition, m)) {
                         Ok(Some(at)) => {
                             seek = true;
-                            Offset::Offset(at)
+                            // The task starts from the state just stored, as it would after a
+                            // restart: its first snapshot waits for the snapshot interval
+                            // instead of being taken, empty, at the first barrier.
+                            state = Some(StateParts::default());
+                            Some(at)
                         }
-                        Ok(None) => Offset::Invalid,
+                        Ok(None) => None,
                         Err(e) => {
                             self.fail(e);
                             return;
@@ -388,11 +394,15 @@ impl Shared {
                     }
                 }
             };
+            let start = position.map_or(Offset::Invalid, Offset::Offset);
             if let Err(e) = starts.add_partition_offset(topic, partition, start) {
                 self.fail(KafkaError::client("assigning start offsets", e));
                 return;
             }
-            if let Some(o) = from.or(offset) {
+            // The partition has a position in every barrier from now on, even before its first
+            // record: `--until-end` sees a partition that starts at its end as done, and a
+            // repartitioned run's ingest stage can mark the source idle.
+            if let Some(o) = position {
                 self.sent.insert(input, o);
             }
             if self.until_end
