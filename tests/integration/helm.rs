@@ -27,6 +27,8 @@ const METRICS: &[&str] = &[
     "authwatch_consumer_lag",
     "authwatch_checkpoint_duration_seconds",
     "authwatch_checkpoint_age_seconds",
+    "authwatch_snapshot_store_duration_seconds",
+    "authwatch_snapshot_store_failures_total",
     "authwatch_batch_duration_seconds",
     "authwatch_throughput_events_per_second",
 ];

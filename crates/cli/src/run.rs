@@ -87,9 +87,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Feeds the runtime's own numbers to the exporter: consumer lag per partition and checkpoint
-/// age are read at each scrape; readiness follows the consumer's assignment and state restore;
-/// each checkpoint's duration goes into the histogram (taken every 200 ms by a small thread, as
-/// the runtime finishes checkpoints on its own threads). A repartitioned process runs two
+/// age are read at each scrape, and so are failed snapshot stores; readiness follows the
+/// consumer's assignment and state restore; each checkpoint's and snapshot store's duration goes
+/// into its histogram (taken every 200 ms by a small thread, as the runtime finishes them on its
+/// own threads). A repartitioned process runs two
 /// stages, each with its numbers: lag covers both consumers (the internal topic's partitions
 /// among them), the checkpoint age is the older stage's, and the process is ready when every
 /// stage has restored its state and one holds partitions.
@@ -116,6 +117,10 @@ fn connect_kafka_metrics(
             .reduce(f64::max)
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.0)))
     });
+    let failures = stages.to_vec();
+    telemetry.register_snapshot_store_failures(move || {
+        failures.iter().map(|km| km.snapshot_store_failures()).sum()
+    });
     let (restored, assigned) = (stages.to_vec(), stages.to_vec());
     telemetry.health().follow(
         move || restored.iter().all(|km| km.restored()),
@@ -132,6 +137,9 @@ fn connect_kafka_metrics(
                 for km in &stages {
                     for took in km.take_checkpoint_durations() {
                         t.record_checkpoint(took);
+                    }
+                    for store in km.take_snapshot_stores() {
+                        t.record_snapshot_store(store.duration, store.after_commit);
                     }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));

@@ -44,7 +44,7 @@ mod store;
 pub use audit::{AuditPartition, AuditRecord};
 pub use client::{Inputs, client_config};
 pub use error::KafkaError;
-pub use metrics::{KafkaMetrics, PartitionLag};
+pub use metrics::{KafkaMetrics, PartitionLag, SnapshotStore};
 /// librdkafka client settings (re-exported for tools that use [`admin`]).
 pub use rdkafka::ClientConfig;
 pub use repartition::Role;

@@ -42,6 +42,21 @@ pub struct KafkaMetrics {
     /// Durations of checkpoints not yet taken by [`KafkaMetrics::take_checkpoint_durations`]
     /// (bounded: an exporter that stops reading loses the oldest, never memory).
     recent_checkpoints: Mutex<std::collections::VecDeque<std::time::Duration>>,
+    /// Snapshot stores not yet taken by [`KafkaMetrics::take_snapshot_stores`] (bounded like
+    /// `recent_checkpoints`).
+    recent_snapshot_stores: Mutex<std::collections::VecDeque<SnapshotStore>>,
+    snapshot_store_failures: AtomicU64,
+}
+
+/// One store of state snapshots (one or more partitions' files, written together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStore {
+    /// From the first write to the last file's `fsync` (or PUT), older files' removal included.
+    pub duration: std::time::Duration,
+    /// Stored after the commit that references it, on the snapshot thread (`true`), or before
+    /// it, holding the commit and the alerts in it back (`false`: a hand-over, a stop, or a
+    /// partition's first snapshot).
+    pub after_commit: bool,
 }
 
 /// Checkpoint durations kept for an exporter between two reads.
@@ -137,6 +152,21 @@ impl KafkaMetrics {
         }
     }
 
+    /// The snapshot stores finished since the last call, oldest first: an exporter records each
+    /// in a histogram.
+    pub fn take_snapshot_stores(&self) -> Vec<SnapshotStore> {
+        match self.recent_snapshot_stores.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Snapshot stores that failed, before a commit (that checkpoint failed with it) or after
+    /// one (the next checkpoint fails; the older snapshot covers the committed offset).
+    pub fn snapshot_store_failures(&self) -> u64 {
+        self.snapshot_store_failures.load(Ordering::Relaxed)
+    }
+
     /// Restarts from the last checkpoint after a broker or transaction failure.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
@@ -214,6 +244,17 @@ impl KafkaMetrics {
             }
             q.push_back(duration);
         }
+    }
+    pub(crate) fn snapshot_stored(&self, store: SnapshotStore) {
+        if let Ok(mut q) = self.recent_snapshot_stores.lock() {
+            if q.len() >= RECENT_CHECKPOINTS {
+                q.pop_front();
+            }
+            q.push_back(store);
+        }
+    }
+    pub(crate) fn snapshot_store_failed(&self) {
+        self.snapshot_store_failures.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn checkpoint_failed(&self) {
         self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
@@ -325,5 +366,26 @@ mod tests {
         m.set_assigned(true);
         m.set_restored(true);
         assert!(m.ready());
+    }
+
+    #[test]
+    fn snapshot_stores_are_taken_once_and_bounded() {
+        let m = KafkaMetrics::new();
+        let store = |ms, after_commit| SnapshotStore {
+            duration: std::time::Duration::from_millis(ms),
+            after_commit,
+        };
+        m.snapshot_stored(store(3, false));
+        m.snapshot_stored(store(40, true));
+        assert_eq!(m.take_snapshot_stores(), [store(3, false), store(40, true)]);
+        assert!(m.take_snapshot_stores().is_empty());
+        for ms in 0..(RECENT_CHECKPOINTS as u64 + 5) {
+            m.snapshot_stored(store(ms, true));
+        }
+        let kept = m.take_snapshot_stores();
+        assert_eq!(kept.len(), RECENT_CHECKPOINTS);
+        assert_eq!(kept[0], store(5, true), "the oldest are dropped first");
+        m.snapshot_store_failed();
+        assert_eq!(m.snapshot_store_failures(), 1);
     }
 }

@@ -73,7 +73,7 @@ impl KafkaSink {
         down: SinkDown,
     ) -> std::io::Result<Self> {
         Ok(KafkaSink {
-            writer: SnapshotWriter::start(store.clone())?,
+            writer: SnapshotWriter::start(store.clone(), Arc::clone(&metrics))?,
             stored: BTreeSet::new(),
             looked_up: BTreeSet::new(),
             producer,
@@ -239,13 +239,14 @@ impl KafkaSink {
                 continue;
             }
             bytes += state.parts.values().map(Vec::len).sum::<usize>();
-            self.store
-                .write(topic, partition, offset, &state)
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = self.store.write(topic, partition, offset, &state) {
+                self.metrics.snapshot_store_failed();
+                return Err(e.to_string());
+            }
             now.push((input, offset));
         }
         if !now.is_empty() {
-            crate::snapshots::log_stored(now.len(), bytes, writing, false);
+            crate::snapshots::stored(&self.metrics, now.len(), bytes, writing, false);
         }
         // 2. Repartitioning: the sources' progress (or idleness) at these positions, in the
         //    same transaction as the events it covers.

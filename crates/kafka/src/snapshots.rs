@@ -22,9 +22,11 @@
 //! stored.
 
 use crate::error::KafkaError;
+use crate::metrics::{KafkaMetrics, SnapshotStore};
 use crate::store::CheckpointStore;
 use authwatch_pipeline::StateParts;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -58,8 +60,11 @@ pub(crate) struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts the writer thread for `store`.
-    pub(crate) fn start(store: CheckpointStore) -> std::io::Result<Self> {
+    /// Starts the writer thread for `store`; it reports each store to `metrics`.
+    pub(crate) fn start(
+        store: CheckpointStore,
+        metrics: Arc<KafkaMetrics>,
+    ) -> std::io::Result<Self> {
         // One batch queued and one answer unread at most: `submit` takes the answer to the
         // batch before it first, so neither side ever blocks the other for long.
         let (jobs, rx) = crossbeam_channel::bounded::<Vec<SnapshotFile>>(1);
@@ -68,7 +73,7 @@ impl SnapshotWriter {
             .name("aw-snapshots".to_owned())
             .spawn(move || {
                 for files in rx {
-                    if tx.send(store_batch(&store, files)).is_err() {
+                    if tx.send(store_batch(&store, &metrics, files)).is_err() {
                         break;
                     }
                 }
@@ -140,7 +145,11 @@ impl Drop for SnapshotWriter {
 
 /// Stores each file, then removes its partition's older files (they are no longer needed once
 /// the newer one is stored), leaving newer ones: the partition may have moved on by now.
-fn store_batch(store: &CheckpointStore, files: Vec<SnapshotFile>) -> Result<(), KafkaError> {
+fn store_batch(
+    store: &CheckpointStore,
+    metrics: &KafkaMetrics,
+    files: Vec<SnapshotFile>,
+) -> Result<(), KafkaError> {
     let started = Instant::now();
     let bytes: usize = files
         .iter()
@@ -155,23 +164,35 @@ fn store_batch(store: &CheckpointStore, files: Vec<SnapshotFile>) -> Result<(), 
                 offset = f.offset,
                 "snapshot not stored; the partition's older snapshot stays"
             );
+            metrics.snapshot_store_failed();
             return Err(e);
         }
         if let Err(e) = store.prune_before(&f.topic, f.partition, f.offset) {
             tracing::warn!(error = %e, "old checkpoint files not removed");
         }
     }
-    log_stored(files.len(), bytes, started, true);
+    stored(metrics, files.len(), bytes, started, true);
     Ok(())
 }
 
-/// The log line of every store of snapshots, before a commit (`background = false`) or after.
-pub(crate) fn log_stored(partitions: usize, bytes: usize, started: Instant, background: bool) {
+/// Logs and counts every store of snapshots, before a commit (`after_commit = false`) or after.
+pub(crate) fn stored(
+    metrics: &KafkaMetrics,
+    partitions: usize,
+    bytes: usize,
+    started: Instant,
+    after_commit: bool,
+) {
+    let duration = started.elapsed();
+    metrics.snapshot_stored(SnapshotStore {
+        duration,
+        after_commit,
+    });
     tracing::info!(
         partitions,
         bytes,
-        ms = started.elapsed().as_millis() as u64,
-        background,
+        ms = duration.as_millis() as u64,
+        background = after_commit,
         "snapshot stored"
     );
 }
@@ -203,10 +224,15 @@ mod tests {
         store.write("auth", 0, 10, &state("old")).unwrap();
         // A newer file of another owner (the partition moved on meanwhile) stays.
         store.write("auth", 0, 30, &state("next owner")).unwrap();
-        let mut writer = SnapshotWriter::start(store.clone()).unwrap();
+        let metrics = Arc::new(KafkaMetrics::new());
+        let mut writer = SnapshotWriter::start(store.clone(), Arc::clone(&metrics)).unwrap();
         writer.submit(vec![file(0, 20, "new")]).unwrap();
         writer.wait().unwrap();
         assert_eq!(store.offsets("auth", 0).unwrap(), vec![20, 30]);
+        let stores = metrics.take_snapshot_stores();
+        assert_eq!(stores.len(), 1, "{stores:?}");
+        assert!(stores[0].after_commit);
+        assert_eq!(metrics.snapshot_store_failures(), 0);
         let (at, loaded) = store.load_latest("auth", 0, 25).unwrap().unwrap();
         assert_eq!(at, 20);
         assert_eq!(loaded.parts["detector"], b"new");
@@ -221,7 +247,8 @@ mod tests {
         // The group's directory is a file: every write under it fails.
         std::fs::write(dir.path().join("g"), b"not a directory").unwrap();
         let store = CheckpointStore::new(dir.path(), "g");
-        let mut writer = SnapshotWriter::start(store).unwrap();
+        let metrics = Arc::new(KafkaMetrics::new());
+        let mut writer = SnapshotWriter::start(store, Arc::clone(&metrics)).unwrap();
         writer.submit(vec![file(1, 5, "x")]).unwrap();
         let started = Instant::now();
         let reported = loop {
@@ -242,13 +269,15 @@ mod tests {
         writer.submit(vec![file(1, 6, "y")]).unwrap();
         let again = writer.wait().unwrap_err().to_string();
         assert!(again.contains("6.ckpt"), "{again}");
+        assert_eq!(metrics.snapshot_store_failures(), 2);
+        assert!(metrics.take_snapshot_stores().is_empty());
     }
 
     #[test]
     fn submit_reports_the_batch_before_and_drop_finishes_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path(), "g");
-        let mut writer = SnapshotWriter::start(store.clone()).unwrap();
+        let mut writer = SnapshotWriter::start(store.clone(), Arc::default()).unwrap();
         writer.submit(vec![file(0, 1, "a")]).unwrap();
         writer
             .submit(vec![file(0, 2, "b"), file(1, 2, "c")])

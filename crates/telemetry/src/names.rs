@@ -40,6 +40,11 @@ names! {
     CONSUMER_LAG = "authwatch.consumer.lag" => "authwatch_consumer_lag";
     /// Time to write a checkpoint.
     CHECKPOINT_DURATION = "authwatch.checkpoint.duration" => "authwatch_checkpoint_duration_seconds";
+    /// Time to store state snapshots, by `when` (`before_commit`: it held a commit back;
+    /// `after_commit`: stored on the snapshot thread).
+    SNAPSHOT_STORE_DURATION = "authwatch.snapshot.store.duration" => "authwatch_snapshot_store_duration_seconds";
+    /// Snapshot stores that failed.
+    SNAPSHOT_STORE_FAILURES = "authwatch.snapshot.store.failures" => "authwatch_snapshot_store_failures_total";
     /// Time since the last checkpoint.
     CHECKPOINT_AGE = "authwatch.checkpoint.age" => "authwatch_checkpoint_age_seconds";
     /// A batch's time from read to results written.

@@ -45,6 +45,7 @@ pub struct ActionCount {
 type LagSource = Box<dyn Fn() -> Vec<PartitionLag> + Send + Sync>;
 type ActionSource = Box<dyn Fn() -> Vec<ActionCount> + Send + Sync>;
 type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
+type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the observable instruments read at collection time (a scrape or an OTLP export).
 #[derive(Default)]
@@ -54,6 +55,7 @@ pub(crate) struct Sources {
     actions: RwLock<Vec<ActionSource>>,
     action_counts: Mutex<BTreeMap<(String, String), u64>>,
     checkpoint_age: RwLock<Option<AgeSource>>,
+    snapshot_failures: RwLock<Vec<CountSource>>,
     last_checkpoint: Mutex<Option<SystemTime>>,
     /// f64 bits: input records per second over the throughput window.
     throughput: AtomicU64,
@@ -173,6 +175,7 @@ pub struct Telemetry {
     health: Health,
     batches: BatchRecorder,
     checkpoint_duration: Histogram<f64>,
+    snapshot_store_duration: Histogram<f64>,
     server: Option<server::Server>,
 }
 
@@ -240,6 +243,15 @@ impl Telemetry {
             .with_description("Time to write a checkpoint (state and the offsets it reflects).")
             .with_boundaries(CHECKPOINT_BUCKETS.to_vec())
             .build();
+        let snapshot_store_duration = meter
+            .f64_histogram(names::SNAPSHOT_STORE_DURATION.otel)
+            .with_unit("s")
+            .with_description(
+                "Time to store state snapshots, by when: before_commit (the commit and its alerts \
+                 waited for it) or after_commit (stored on the snapshot thread).",
+            )
+            .with_boundaries(CHECKPOINT_BUCKETS.to_vec())
+            .build();
         Ok(Telemetry {
             provider,
             registry,
@@ -248,6 +260,7 @@ impl Telemetry {
             health: Health::new(config.stall_timeout.0),
             batches,
             checkpoint_duration,
+            snapshot_store_duration,
             server: None,
         })
     }
@@ -326,6 +339,29 @@ impl Telemetry {
     pub fn record_checkpoint(&self, duration: Duration) {
         self.checkpoint_duration.record(duration.as_secs_f64(), &[]);
         *lock(&self.sources.last_checkpoint) = Some(SystemTime::now());
+    }
+
+    /// State snapshots were stored in `duration`, before the commit that references them
+    /// (`after_commit = false`) or after it: recorded in
+    /// `authwatch_snapshot_store_duration_seconds{when}`.
+    pub fn record_snapshot_store(&self, duration: Duration, after_commit: bool) {
+        let when = if after_commit {
+            "after_commit"
+        } else {
+            "before_commit"
+        };
+        self.snapshot_store_duration
+            .record(duration.as_secs_f64(), &[KeyValue::new("when", when)]);
+    }
+
+    /// Reports failed snapshot stores from a running total kept elsewhere, read at each
+    /// collection (`authwatch_snapshot_store_failures_total`, 0 until the first). Several
+    /// sources add up.
+    pub fn register_snapshot_store_failures(
+        &self,
+        source: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        write(&self.sources.snapshot_failures).push(Box::new(source));
     }
 
     /// The newest checkpoint was written at `at` (e.g. the one restored at start), for
@@ -587,6 +623,17 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
             if let Some(age) = s.checkpoint_age() {
                 o.observe(age.as_secs_f64(), &[]);
             }
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
+        .u64_observable_counter(names::SNAPSHOT_STORE_FAILURES.otel)
+        .with_description(
+            "Snapshot stores that failed (each fails a checkpoint; the run restarts from the \
+             snapshots still stored).",
+        )
+        .with_callback(move |o| {
+            o.observe(read(&s.snapshot_failures).iter().map(|f| f()).sum(), &[]);
         })
         .build();
     let s = Arc::clone(sources);

@@ -95,6 +95,10 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         }]
     });
     t.record_checkpoint(Duration::from_millis(40));
+    t.record_snapshot_store(Duration::from_millis(30), false);
+    t.record_snapshot_store(Duration::from_millis(700), true);
+    t.register_snapshot_store_failures(|| 2);
+    t.register_snapshot_store_failures(|| 1);
     t.record_batch(&BatchReport {
         total: Duration::from_millis(8),
         ..BatchReport::default()
@@ -175,6 +179,19 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         1.0
     );
     assert_eq!(get("authwatch_checkpoint_duration_seconds_count"), 1.0);
+    assert_eq!(
+        get(r#"authwatch_snapshot_store_duration_seconds_count{when="before_commit"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"authwatch_snapshot_store_duration_seconds_bucket{when="after_commit",le="0.5"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(r#"authwatch_snapshot_store_duration_seconds_bucket{when="after_commit",le="1"}"#),
+        1.0
+    );
+    assert_eq!(get("authwatch_snapshot_store_failures_total"), 3.0);
     assert!((get("authwatch_checkpoint_duration_seconds_sum") - 0.04).abs() < 1e-9);
     assert!(get("authwatch_checkpoint_age_seconds") < 60.0);
     assert_eq!(get("authwatch_batch_duration_seconds_count"), 3.0);
