@@ -63,9 +63,9 @@ enum Persist {
     /// Restored before, written at the end (replay).
     File(Option<PathBuf>),
     /// Written after every alert or tick that led to an audit record, at every checkpoint and
-    /// at the end: the saved state is never older than the actions taken, so a restart that
-    /// processes input again after the last checkpoint finds those accounts' incidents and
-    /// repeats no action.
+    /// at the end, each time unless it is unchanged since last written: the saved state is
+    /// never older than the actions taken, so a restart that processes input again after the
+    /// last checkpoint finds those accounts' incidents and repeats no action.
     Saver(Box<dyn StateSaver>),
 }
 
@@ -168,16 +168,28 @@ fn state_io(path: &Path, e: std::io::Error) -> RespondError {
     })
 }
 
-fn save(responder: &Responder, saver: &mut dyn StateSaver) -> Result<(), RespondError> {
+/// Saves the responder's state unless it is the state saved last (`last`, updated). A save is
+/// a file write with its `fsync`s, or an object PUT, and the checkpoint's commit, with the
+/// alerts in it, waits for it: most checkpoints carry no alert that changes the state.
+fn save(
+    responder: &Responder,
+    saver: &mut dyn StateSaver,
+    last: &mut Option<StateParts>,
+) -> Result<(), RespondError> {
     let mut parts = StateParts::default();
     parts.add(responder).map_err(|e| RespondError::Config {
         key: "checkpoint",
         message: e.to_string(),
     })?;
+    if last.as_ref() == Some(&parts) {
+        return Ok(());
+    }
     saver.save(&parts).map_err(|message| RespondError::Config {
         key: "checkpoint.dir",
         message: format!("saving the responder state: {message}"),
-    })
+    })?;
+    *last = Some(parts);
+    Ok(())
 }
 
 fn run(
@@ -191,6 +203,8 @@ fn run(
         .enable_all()
         .build()
         .map_err(|e| state_io(Path::new("<tokio runtime>"), e))?;
+    // The state saved last (none yet: the first save writes, even a state just restored).
+    let mut saved: Option<StateParts> = None;
     let result = runtime.block_on(async {
         let mut last_tick = Instant::now();
         loop {
@@ -210,7 +224,7 @@ fn run(
                 Some(Msg::Alert(alert)) => decided = !responder.handle(&alert).await?.is_empty(),
                 Some(Msg::Checkpoint(ack)) => {
                     let saved = match &mut persist {
-                        Persist::Saver(saver) => save(&responder, saver.as_mut()),
+                        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut saved),
                         Persist::File(_) => Ok(()),
                     };
                     // The sink may have stopped waiting (the run is ending): nothing to tell.
@@ -230,7 +244,7 @@ fn run(
                     counts.clone_from(responder.counts());
                 }
                 if let Persist::Saver(saver) = &mut persist {
-                    save(&responder, saver.as_mut())?;
+                    save(&responder, saver.as_mut(), &mut saved)?;
                 }
             }
         }
@@ -245,7 +259,7 @@ fn run(
             std::fs::rename(&tmp, &*path).map_err(|e| state_io(path, e))?;
         }
         Persist::File(None) => {}
-        Persist::Saver(saver) => save(&responder, saver.as_mut())?,
+        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut saved)?,
     }
     result?;
     Ok(RunReport {

@@ -4,5 +4,6 @@
 
 mod contract;
 mod keycloak;
+mod live;
 mod storm;
 mod support;
