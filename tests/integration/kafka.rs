@@ -357,6 +357,9 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
     let wanted = [
         "authwatch_checkpoint_age_seconds",
         "authwatch_checkpoint_duration_seconds_count",
+        // The new partition's empty state, stored at the assignment.
+        "authwatch_snapshot_store_duration_seconds_count{when=\"before_commit\"}",
+        "authwatch_snapshot_store_failures_total",
         "authwatch_consumer_lag{",
         "authwatch_events_in_total{",
         "authwatch_alerts_total{",
@@ -378,6 +381,7 @@ fn a_topic_run_gives_the_same_alerts_as_replay() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    assert_eq!(metrics["authwatch_snapshot_store_failures_total"], 0.0);
     let source_in = metrics
         .iter()
         .find(|(k, _)| {

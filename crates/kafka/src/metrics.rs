@@ -54,8 +54,8 @@ pub struct SnapshotStore {
     /// From the first write to the last file's `fsync` (or PUT), older files' removal included.
     pub duration: std::time::Duration,
     /// Stored after the commit that references it, on the snapshot thread (`true`), or before
-    /// it, holding the commit and the alerts in it back (`false`: a hand-over, a stop, or a
-    /// partition's first snapshot).
+    /// it, holding the commit and the alerts in it back (`false`: a hand-over, a stop, a new
+    /// partition's empty state at its assignment).
     pub after_commit: bool,
 }
 

@@ -286,10 +286,17 @@ impl Shared {
             partition,
             source: Box::new(e),
         };
-        self.store
+        let writing = Instant::now();
+        if let Err(e) = self
+            .store
             .write(topic, partition, at, &StateParts::default())
-            .map_err(fresh)?;
+        {
+            self.metrics.snapshot_store_failed();
+            return Err(fresh(e));
+        }
         self.store.prune(topic, partition, at).map_err(fresh)?;
+        // Before the first fetch, so in front of the partition's first commit too.
+        crate::snapshots::stored(&self.metrics, 1, 0, writing, false);
         Ok(Some(at))
     }
 
