@@ -55,7 +55,8 @@ pub struct SnapshotStore {
     pub duration: std::time::Duration,
     /// Stored after the commit that references it, on the snapshot thread (`true`), or before
     /// it, holding the commit and the alerts in it back (`false`: a hand-over, a stop, a new
-    /// partition's empty state at its assignment).
+    /// partition's empty state at its assignment, or the first snapshot of a partition that has
+    /// none stored).
     pub after_commit: bool,
 }
 

@@ -14,7 +14,7 @@
 use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
 use crate::error::KafkaError;
-use crate::metrics::{KafkaMetrics, lag_from_statistics};
+use crate::metrics::{KafkaMetrics, SnapshotStore, lag_from_statistics};
 use crate::repartition::{Merge, MergeHandle};
 use crate::sink::SinkWatch;
 use crate::store::CheckpointStore;
@@ -265,9 +265,9 @@ impl Shared {
     /// at, where an empty snapshot (the state of a task that has read nothing) is now stored.
     /// Its first commit then already has a snapshot at or before it, so its next snapshot waits
     /// for the snapshot interval and is stored after its commit (`snapshots.rs`) instead of
-    /// holding back the first alerts. The start is fixed here, rather than left to the consumer's reset, so the
-    /// file and the first record read agree. `None`: the reset is left to librdkafka, and no
-    /// file is stored.
+    /// holding back the first alerts. The start is fixed here, rather than left to the
+    /// consumer's reset, so the file and the first record read agree. `None`: the reset is left
+    /// to librdkafka, and no file is stored.
     fn store_fresh_state(
         &self,
         topic: &str,
@@ -296,7 +296,18 @@ impl Shared {
         }
         self.store.prune(topic, partition, at).map_err(fresh)?;
         // Before the first fetch, so in front of the partition's first commit too.
-        crate::snapshots::stored(&self.metrics, 1, 0, writing, false);
+        let duration = writing.elapsed();
+        self.metrics.snapshot_stored(SnapshotStore {
+            duration,
+            after_commit: false,
+        });
+        tracing::info!(
+            topic,
+            partition,
+            offset = at,
+            ms = duration.as_millis() as u64,
+            "starting state stored"
+        );
         Ok(Some(at))
     }
 
