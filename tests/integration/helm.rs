@@ -25,6 +25,7 @@ const METRICS: &[&str] = &[
     "authwatch_alerts_total",
     "authwatch_response_actions_total",
     "authwatch_consumer_lag",
+    "authwatch_merge_held",
     "authwatch_checkpoint_duration_seconds",
     "authwatch_checkpoint_age_seconds",
     "authwatch_snapshot_store_duration_seconds",
@@ -889,6 +890,16 @@ fn the_dashboard_shows_every_metric_and_only_real_ones() {
     assert_eq!(
         used, fixed,
         "dashboard metrics differ from the exported names"
+    );
+    // Every exported metric is on the list, but slow batches (each is logged with its trace).
+    let exported: BTreeSet<String> = authwatch_telemetry::names::ALL
+        .iter()
+        .map(|n| n.prometheus.to_owned())
+        .filter(|n| n != "authwatch_batch_slow_total")
+        .collect();
+    assert_eq!(
+        fixed, exported,
+        "the dashboard's list and the exported metrics"
     );
 
     // Shipped as a ConfigMap, byte for byte, when enabled.

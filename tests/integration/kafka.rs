@@ -947,6 +947,13 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
     // Every event reaches detection, the last ones once every provider partition is idle.
     let processed = wait_processed(&s, lines.len());
     assert_eq!(processed, lines.len(), "{}", s.log("solo"));
+    // Everything released: the merge holds nothing back any more.
+    let metrics = crate::telemetry::scrape(telemetry_addr(&s, "solo"));
+    assert_eq!(
+        metrics.get("authwatch_merge_held"),
+        Some(&0.0),
+        "{metrics:#?}"
+    );
     let solo_ids = alert_ids(&s.read(&s.alerts, true));
     terminate(&mut solo, &s, "solo");
 

@@ -28,7 +28,7 @@ pub struct RunArgs {
 }
 
 /// `--role`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum RoleArg {
     All,
     Ingest,
@@ -47,6 +47,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tracing::info!(%addr, "telemetry: /metrics /livez /readyz /startupz");
     }
     let sql_config = config.clone();
+    let repartitioned = config.kafka.repartition.enabled && args.role != RoleArg::Ingest;
     let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
         .until_end(args.until_end)
         .role(match args.role {
@@ -61,6 +62,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
     connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), &stop);
+    if repartitioned {
+        let stages = runtime.stage_metrics();
+        telemetry.register_merge_held(move || stages.iter().map(|km| km.merge_held()).sum());
+    }
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {
         counts()

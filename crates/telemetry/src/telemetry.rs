@@ -56,6 +56,7 @@ pub(crate) struct Sources {
     action_counts: Mutex<BTreeMap<(String, String), u64>>,
     checkpoint_age: RwLock<Option<AgeSource>>,
     snapshot_failures: RwLock<Vec<CountSource>>,
+    merge_held: RwLock<Vec<CountSource>>,
     last_checkpoint: Mutex<Option<SystemTime>>,
     /// f64 bits: input records per second over the throughput window.
     throughput: AtomicU64,
@@ -364,6 +365,13 @@ impl Telemetry {
         write(&self.sources.snapshot_failures).push(Box::new(source));
     }
 
+    /// Reports the events a repartitioned detect stage holds back, read at each collection
+    /// (`authwatch_merge_held`, exported once a source is registered). Several sources
+    /// add up.
+    pub fn register_merge_held(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
+        write(&self.sources.merge_held).push(Box::new(source));
+    }
+
     /// The newest checkpoint was written at `at` (e.g. the one restored at start), for
     /// `authwatch_checkpoint_age_seconds` until the next [`Telemetry::record_checkpoint`].
     pub fn set_last_checkpoint(&self, at: SystemTime) {
@@ -634,6 +642,22 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         )
         .with_callback(move |o| {
             o.observe(read(&s.snapshot_failures).iter().map(|f| f()).sum(), &[]);
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
+        .u64_observable_gauge(names::MERGE_HELD.otel)
+        .with_unit("{event}")
+        .with_description(
+            "Events read from the internal topic that the repartitioned detect stage holds back \
+             until every source partition has progressed past them; growing: a source \
+             partition's ingest is behind.",
+        )
+        .with_callback(move |o| {
+            let sources = read(&s.merge_held);
+            if !sources.is_empty() {
+                o.observe(sources.iter().map(|f| f()).sum(), &[]);
+            }
         })
         .build();
     let s = Arc::clone(sources);

@@ -99,6 +99,8 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     t.record_snapshot_store(Duration::from_millis(700), true);
     t.register_snapshot_store_failures(|| 2);
     t.register_snapshot_store_failures(|| 1);
+    t.register_merge_held(|| 40);
+    t.register_merge_held(|| 2);
     t.record_batch(&BatchReport {
         total: Duration::from_millis(8),
         ..BatchReport::default()
@@ -192,6 +194,7 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         1.0
     );
     assert_eq!(get("authwatch_snapshot_store_failures_total"), 3.0);
+    assert_eq!(get("authwatch_merge_held"), 42.0);
     assert!((get("authwatch_checkpoint_duration_seconds_sum") - 0.04).abs() < 1e-9);
     assert!(get("authwatch_checkpoint_age_seconds") < 60.0);
     assert_eq!(get("authwatch_batch_duration_seconds_count"), 3.0);
