@@ -122,10 +122,16 @@ impl Scenario {
     /// Starts `instance` (its own log) with `identity`'s transactional id.
     fn start_as(&self, instance: &str, identity: &str, interval: &str) -> Child {
         let config = self.config_as(instance, identity, interval);
+        self.spawn(instance, &config, &[])
+    }
+
+    /// Runs `authwatch run --config <config> <args>` as `instance`, logging to its own log.
+    fn spawn(&self, instance: &str, config: &Path, args: &[&str]) -> Child {
         let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
         authwatch()
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(config)
+            .args(args)
             .env("AUTHWATCH_LOG", "info,librdkafka=warn")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -730,16 +736,7 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
             secret = s.dir.path().join("hook-secret"),
         ));
         std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
-        authwatch()
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        s.spawn(instance, &config, &[])
     };
     // (account, action) of every webhook call.
     let calls = || -> Vec<(String, String)> {
@@ -881,16 +878,7 @@ fn start_repartitioned_as(s: &Scenario, instance: &str, identity: &str, idle_aft
         "\n[kafka.repartition]\nenabled = true\npartitions = 6\nidle_after = {idle_after:?}\n"
     ));
     std::fs::write(&config, text).unwrap();
-    let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
-    authwatch()
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    s.spawn(instance, &config, &[])
 }
 
 /// Waits until the detect stage has processed `n` events (its enriched-events topic, written
@@ -1210,7 +1198,7 @@ fn i_checkpoints_in_an_s3_bucket_survive_kill_9_and_move_between_instances() {
 #[test]
 fn j_run_with_sql_detections_archive_and_the_postgres_endpoint() {
     let _broker = broker();
-    let s = Scenario::new("sql", 2);
+    let mut s = Scenario::new("sql", 2);
     let lines = stream(s.dir.path(), "example", 120, 3, 31);
     // What replay with the SQL detections finds: the compiled rules' alerts, and the SQL
     // versions' again with the same alert ids.
@@ -1237,17 +1225,9 @@ fn j_run_with_sql_detections_archive_and_the_postgres_endpoint() {
     ));
     std::fs::write(&config, text).unwrap();
     s.produce(&lines, KeyBy::Field("tenant"));
-    let log = std::fs::File::create(s.dir.path().join("g.log")).unwrap();
-    let mut run = authwatch()
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AUTHWATCH_LOG", "info,librdkafka=warn")
-        .env("NO_COLOR", "1")
-        .env("AW_TEST_SQL_PASSWORD", "s3cret-pass")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    s.env
+        .push(("AW_TEST_SQL_PASSWORD".to_owned(), "s3cret-pass".to_owned()));
+    let mut run = s.spawn("g", &config, &[]);
     let mut ids = wait_alerts(&s, Duration::from_secs(120), |ids| {
         ids.len() >= expected.len()
     });
@@ -1535,16 +1515,7 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
     s.produce(&lines, KeyBy::Field("tenant"));
     let backfill = |s: &Scenario, instance: &str| -> String {
         let config = s.config(instance, "300ms");
-        let log = std::fs::File::create(s.dir.path().join(format!("{instance}.log"))).unwrap();
-        let mut child = authwatch()
-            .args(["run", "--until-end", "--config"])
-            .arg(&config)
-            .env("AUTHWATCH_LOG", "info,librdkafka=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = s.spawn(instance, &config, &["--until-end"]);
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
