@@ -1105,7 +1105,7 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     let slice = lines.len() / 6;
     s.produce(&lines[..slice], KeyBy::Field("tenant"));
     let mut run = s.start_as("g0", "g", "300ms");
-    settle(&s, "g0", Duration::from_secs(3));
+    let at_stop = settle(&s, "g0", Duration::from_secs(3)).len();
     terminate(&mut run, &s, "g0");
     let snapshots = s.dir.path().join("checkpoints").join(&s.group);
     assert!(
@@ -1119,7 +1119,14 @@ fn h_restart_from_a_snapshot_older_than_the_committed_offset_replays_muted() {
     wait_assigned(&s, "g1");
     let half = lines.len() / 2;
     s.produce(&lines[slice..half], KeyBy::Field("tenant"));
+    // g1 has committed past g0's snapshot once alerts of its own are visible.
+    wait_alerts(&s, Duration::from_secs(90), |ids| ids.len() > at_stop);
     let first = settle(&s, "g1", Duration::from_secs(3));
+    assert!(
+        first.len() > at_stop,
+        "g1 committed no alert:\n{}",
+        s.log("g1")
+    );
     kill9(&mut run);
     let (ids, log) = finish_after_restart(&s, &lines[half..], &closing, "g2", "g", &expected);
     assert!(ids.len() > first.len(), "the restart added nothing");
@@ -1410,7 +1417,15 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
     s.checkpoint = "snapshot_interval = \"1h\"\n".to_owned();
     let (lines, closing, expected) = closed_stream(&s, 26);
     let mut run = s.start_as("m1", "m", "300ms");
-    wait_assigned(&s, "m1");
+    let started = Instant::now();
+    while s.log("m1").matches("starting state stored").count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "m1 stored no starting states:\n{}",
+            s.log("m1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The empty starting states, as stored at the assignment (before any record was read).
     let snapshots = s.dir.path().join("checkpoints").join(&s.group);
     let ckpts = |dir: &Path| -> Vec<PathBuf> {

@@ -294,7 +294,11 @@ impl Shared {
             self.metrics.snapshot_store_failed();
             return Err(fresh(e));
         }
-        self.store.prune(topic, partition, at).map_err(fresh)?;
+        if let Err(e) = self.store.prune(topic, partition, at) {
+            // Stale files left could be resumed from: the assignment fails like a failed store.
+            self.metrics.snapshot_store_failed();
+            return Err(fresh(e));
+        }
         // Before the first fetch, so in front of the partition's first commit too.
         let duration = writing.elapsed();
         self.metrics.snapshot_stored(SnapshotStore {

@@ -204,7 +204,7 @@ fn run(
         .build()
         .map_err(|e| state_io(Path::new("<tokio runtime>"), e))?;
     // The state saved last (none yet: the first save writes, even a state just restored).
-    let mut saved: Option<StateParts> = None;
+    let mut last_saved: Option<StateParts> = None;
     let result = runtime.block_on(async {
         let mut last_tick = Instant::now();
         loop {
@@ -224,7 +224,7 @@ fn run(
                 Some(Msg::Alert(alert)) => decided = !responder.handle(&alert).await?.is_empty(),
                 Some(Msg::Checkpoint(ack)) => {
                     let saved = match &mut persist {
-                        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut saved),
+                        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved),
                         Persist::File(_) => Ok(()),
                     };
                     // The sink may have stopped waiting (the run is ending): nothing to tell.
@@ -244,7 +244,7 @@ fn run(
                     counts.clone_from(responder.counts());
                 }
                 if let Persist::Saver(saver) = &mut persist {
-                    save(&responder, saver.as_mut(), &mut saved)?;
+                    save(&responder, saver.as_mut(), &mut last_saved)?;
                 }
             }
         }
@@ -259,7 +259,7 @@ fn run(
             std::fs::rename(&tmp, &*path).map_err(|e| state_io(path, e))?;
         }
         Persist::File(None) => {}
-        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut saved)?,
+        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved)?,
     }
     result?;
     Ok(RunReport {
