@@ -1074,20 +1074,35 @@ fn resumed_from(log: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Every state file under `dir` (a group's checkpoint directory), by path, with its bytes; none
+/// when the directory does not exist yet.
+fn checkpoint_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "ckpt")
+                && let Ok(bytes) = std::fs::read(&path)
+            {
+                found.push((path, bytes));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// A snapshot other than the empty state a new partition gets at offset 0 of a new topic.
 fn has_snapshot_after_start(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                has_snapshot_after_start(&p)
-            } else {
-                p.extension().is_some_and(|x| x == "ckpt")
-                    && p.file_stem()
-                        .and_then(|s| s.to_str()?.parse::<i64>().ok())
-                        .is_some_and(|o| o > 0)
-            }
-        })
+    checkpoint_files(dir).iter().any(|(p, _)| {
+        p.file_stem()
+            .and_then(|s| s.to_str()?.parse::<i64>().ok())
+            .is_some_and(|o| o > 0)
     })
 }
 
@@ -1428,44 +1443,14 @@ fn m_restart_from_the_empty_starting_state_replays_from_the_start() {
     }
     // The empty starting states, as stored at the assignment (before any record was read).
     let snapshots = s.dir.path().join("checkpoints").join(&s.group);
-    let ckpts = |dir: &Path| -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|x| x == "ckpt") {
-                    found.push(path);
-                }
-            }
-        }
-        found
-    };
-    let starting: Vec<(PathBuf, Vec<u8>)> = ckpts(&snapshots)
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let starting = checkpoint_files(&snapshots);
     assert_eq!(starting.len(), 2, "a starting state per partition");
     let half = lines.len() / 2;
     s.produce(&lines[..half], KeyBy::Field("tenant"));
     let first = settle(&s, "m1", Duration::from_secs(3));
     kill9(&mut run);
     // With the next snapshot an hour away, the starting states are all m1 stored.
-    let mut stored: Vec<(PathBuf, Vec<u8>)> = ckpts(&snapshots)
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    stored.sort();
-    let mut starting = starting;
-    starting.sort();
+    let stored = checkpoint_files(&snapshots);
     assert!(stored == starting, "m1 stored snapshots of its own");
     let (ids, log) = finish_after_restart(&s, &lines[half..], &closing, "m2", "m", &expected);
     assert!(ids.len() > first.len(), "the restart added nothing");

@@ -61,11 +61,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
     let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
-    connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), &stop);
-    if repartitioned {
-        let stages = runtime.stage_metrics();
-        telemetry.register_merge_held(move || stages.iter().map(|km| km.merge_held()).sum());
-    }
+    connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), repartitioned, &stop);
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {
         counts()
@@ -92,16 +88,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Feeds the runtime's own numbers to the exporter: consumer lag per partition and checkpoint
-/// age are read at each scrape, and so are failed snapshot stores; readiness follows the
-/// consumer's assignment and state restore; each checkpoint's and snapshot store's duration goes
-/// into its histogram (taken every 200 ms by a small thread, as the runtime finishes them on its
-/// own threads). A repartitioned process runs two
-/// stages, each with its numbers: lag covers both consumers (the internal topic's partitions
-/// among them), the checkpoint age is the older stage's, and the process is ready when every
-/// stage has restored its state and one holds partitions.
+/// age are read at each scrape, and so are failed snapshot stores and, with a repartitioned
+/// detect stage (`merge`), the events its merge holds back; readiness follows the consumer's
+/// assignment and state restore; each checkpoint's and snapshot store's duration goes into its
+/// histogram (taken every 200 ms by a small thread, as the runtime finishes them on its own
+/// threads). A repartitioned process runs two stages, each with its numbers: lag covers both
+/// consumers (the internal topic's partitions among them), the checkpoint age is the older
+/// stage's, and the process is ready when every stage has restored its state and one holds
+/// partitions.
 fn connect_kafka_metrics(
     telemetry: &Arc<Telemetry>,
     stages: &[Arc<KafkaMetrics>],
+    merge: bool,
     stop: &Arc<AtomicBool>,
 ) {
     let lag = stages.to_vec();
@@ -126,6 +124,10 @@ fn connect_kafka_metrics(
     telemetry.register_snapshot_store_failures(move || {
         failures.iter().map(|km| km.snapshot_store_failures()).sum()
     });
+    if merge {
+        let held = stages.to_vec();
+        telemetry.register_merge_held(move || held.iter().map(|km| km.merge_held()).sum());
+    }
     let (restored, assigned) = (stages.to_vec(), stages.to_vec());
     telemetry.health().follow(
         move || restored.iter().all(|km| km.restored()),

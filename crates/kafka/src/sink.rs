@@ -238,7 +238,7 @@ impl KafkaSink {
                 });
                 continue;
             }
-            bytes += state.parts.values().map(Vec::len).sum::<usize>();
+            bytes += state.size();
             if let Err(e) = self.store.write(topic, partition, offset, &state) {
                 self.metrics.snapshot_store_failed();
                 return Err(e.to_string());

@@ -151,10 +151,7 @@ fn store_batch(
     files: Vec<SnapshotFile>,
 ) -> Result<(), KafkaError> {
     let started = Instant::now();
-    let bytes: usize = files
-        .iter()
-        .map(|f| f.state.parts.values().map(Vec::len).sum::<usize>())
-        .sum();
+    let bytes: usize = files.iter().map(|f| f.state.size()).sum();
     for f in &files {
         if let Err(e) = store.write(&f.topic, f.partition, f.offset, &f.state) {
             tracing::error!(

@@ -279,25 +279,21 @@ impl Shared {
             FreshStart::Latest => high,
             FreshStart::Earliest => low,
         };
-        // Any other file of the partition is from a run whose offsets were never committed, or
-        // were since deleted (another start offset, other rules): nothing may resume from it.
-        let fresh = |e: KafkaError| KafkaError::FreshState {
-            topic: topic.to_owned(),
-            partition,
-            source: Box::new(e),
-        };
         let writing = Instant::now();
-        if let Err(e) = self
+        // Any other file of the partition is from a run whose offsets were never committed, or
+        // were since deleted (another start offset, other rules): nothing may resume from it, so
+        // one left behind fails the store like a failed write.
+        let stored = self
             .store
             .write(topic, partition, at, &StateParts::default())
-        {
+            .and_then(|()| self.store.prune(topic, partition, at));
+        if let Err(e) = stored {
             self.metrics.snapshot_store_failed();
-            return Err(fresh(e));
-        }
-        if let Err(e) = self.store.prune(topic, partition, at) {
-            // Stale files left could be resumed from: the assignment fails like a failed store.
-            self.metrics.snapshot_store_failed();
-            return Err(fresh(e));
+            return Err(KafkaError::FreshState {
+                topic: topic.to_owned(),
+                partition,
+                source: Box::new(e),
+            });
         }
         // Before the first fetch, so in front of the partition's first commit too.
         let duration = writing.elapsed();
@@ -346,7 +342,7 @@ impl Shared {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            let (state, from) = match offset {
+            let (mut state, from) = match offset {
                 None => (None, None),
                 Some(o) => match self.store.load_latest(topic, partition, o) {
                     Ok(Some((at, state))) => (Some(state), Some(at)),
@@ -388,7 +384,6 @@ impl Shared {
                 "partition assigned"
             );
             // Where the partition's records are read from, when known before the first one.
-            let mut state = state;
             let position = match (from, offset) {
                 (Some(at), Some(committed)) if at < committed => {
                     seek = true;

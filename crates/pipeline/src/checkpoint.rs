@@ -75,6 +75,11 @@ impl StateParts {
         Ok(())
     }
 
+    /// The bytes of all parts (what a stored snapshot holds, before framing).
+    pub fn size(&self) -> usize {
+        self.parts.values().map(Vec::len).sum()
+    }
+
     /// Restores a part from its snapshot; a part that is absent is left as it is (a component
     /// added since the checkpoint starts fresh).
     pub fn restore(&self, part: &mut dyn Checkpointed) -> Result<(), CheckpointError> {

@@ -637,8 +637,8 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
     meter
         .u64_observable_counter(names::SNAPSHOT_STORE_FAILURES.otel)
         .with_description(
-            "Snapshot stores that failed (each fails a checkpoint; the run restarts from the \
-             snapshots still stored).",
+            "Snapshot stores that failed (each fails its checkpoint, or a new partition's \
+             assignment; the run restarts from the snapshots still stored).",
         )
         .with_callback(move |o| {
             o.observe(read(&s.snapshot_failures).iter().map(|f| f()).sum(), &[]);
