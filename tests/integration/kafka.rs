@@ -1569,3 +1569,130 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
     committed.sort_unstable();
     assert_eq!(committed, [0, lines.len() as i64], "{log}");
 }
+
+/// A real OTLP/HTTP collector on loopback: accepts `POST /v1/metrics` (HTTP/1.1, keep-alive)
+/// and hands over each decoded export.
+fn otlp_collector() -> (
+    String,
+    std::sync::mpsc::Receiver<
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    >,
+) {
+    use prost::Message as _;
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/metrics", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reply = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut length = None;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse::<usize>().ok();
+                        }
+                    }
+                    let mut body = vec![0; length.expect("OTLP export without content-length")];
+                    reader.read_exact(&mut body).unwrap();
+                    let request =
+                        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
+                            body.as_slice(),
+                        )
+                        .unwrap();
+                    let _ = tx.send(request);
+                    reply
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (endpoint, rx)
+}
+
+/// Issue 6 with issue 8: the graceful stop's own checkpoint and snapshot store are in the final
+/// OTLP export. They finish after the stop flag is set, while the run drains; with the
+/// checkpoint interval (5 min) and the export interval (1 h) longer than the run, the stop's
+/// checkpoint is the run's only one and the final export the only export.
+#[test]
+fn o_the_final_otlp_export_holds_the_graceful_stops_checkpoint() {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let _broker = broker();
+    let s = Scenario::new("otlp", 1);
+    let lines = stream(s.dir.path(), "example", 40, 2, 31);
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let (endpoint, exports) = otlp_collector();
+    let config = s.config("o1", "5m");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[telemetry]\n",
+        &format!("[telemetry]\notlp_endpoint = {endpoint:?}\nexport_interval = \"1h\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let status = s.spawn("o1", &config, &["--until-end"]).wait().unwrap();
+    let log = s.log("o1");
+    assert!(status.success(), "o1 exited with {status}:\n{log}");
+    let export = exports
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no OTLP export ({e}):\n{log}"));
+    assert!(
+        exports.try_recv().is_err(),
+        "more than the final export:\n{log}"
+    );
+    // Histogram data point counts by metric name and `when` label.
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for metric in export
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+    {
+        if let Some(Data::Histogram(h)) = &metric.data {
+            for point in &h.data_points {
+                let when = point
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == "when")
+                    .map(|kv| format!("{:?}", kv.value))
+                    .unwrap_or_default();
+                let name = match when {
+                    w if w.contains("before_commit") => format!("{}/before_commit", metric.name),
+                    w if w.contains("after_commit") => format!("{}/after_commit", metric.name),
+                    _ => metric.name.clone(),
+                };
+                *counts.entry(name).or_default() += point.count;
+            }
+        }
+    }
+    assert_eq!(
+        counts.get("authwatch.checkpoint.duration").copied(),
+        Some(1),
+        "{counts:?}\n{log}"
+    );
+    // The empty starting state at the assignment, and the stop's snapshot, both before their
+    // commits.
+    let stored =
+        log.matches("starting state stored").count() + log.matches("snapshot stored").count();
+    assert_eq!(stored, 2, "{log}");
+    assert_eq!(
+        counts
+            .get("authwatch.snapshot.store.duration/before_commit")
+            .copied(),
+        Some(stored as u64),
+        "{counts:?}\n{log}"
+    );
+}

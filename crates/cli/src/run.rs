@@ -61,7 +61,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
     let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
-    connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), repartitioned, &stop);
+    let feed = connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), repartitioned);
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {
         counts()
@@ -73,7 +73,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             })
             .collect()
     });
-    let report = runtime.run().context("authwatch run")?;
+    let report = runtime.run();
+    // The graceful stop's checkpoint and snapshot store finish after the stop flag is set: they
+    // reach the final OTLP export only if taken after the run.
+    feed.finish();
+    match Arc::try_unwrap(telemetry) {
+        Ok(telemetry) => {
+            if let Err(e) = telemetry.shutdown() {
+                tracing::warn!(error = %e, "the final telemetry export failed");
+            }
+        }
+        // Something still holds it: its drop pushes the final export.
+        Err(_) => tracing::debug!("telemetry still shared at exit"),
+    }
+    let report = report.context("authwatch run")?;
     if let Some(last) = &report.last {
         eprintln!(
             "authwatch run: stopped after {} records, {} events, {} alerts, {} restarts in {:.3} s",
@@ -92,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// detect stage (`merge`), the events its merge holds back; readiness follows the consumer's
 /// assignment and state restore; each checkpoint's and snapshot store's duration goes into its
 /// histogram (taken every 200 ms by a small thread, as the runtime finishes them on its own
-/// threads). A repartitioned process runs two stages, each with its numbers: lag covers both
+/// threads, and once more when the run has returned). A repartitioned process runs two stages, each with its numbers: lag covers both
 /// consumers (the internal topic's partitions among them), the checkpoint age is the older
 /// stage's, and the process is ready when every stage has restored its state and one holds
 /// partitions.
@@ -100,8 +113,7 @@ fn connect_kafka_metrics(
     telemetry: &Arc<Telemetry>,
     stages: &[Arc<KafkaMetrics>],
     merge: bool,
-    stop: &Arc<AtomicBool>,
-) {
+) -> Feed {
     let lag = stages.to_vec();
     telemetry.register_consumer_lag(move || {
         lag.iter()
@@ -133,11 +145,12 @@ fn connect_kafka_metrics(
         move || restored.iter().all(|km| km.restored()),
         move || assigned.iter().any(|km| km.assigned()),
     );
-    let (t, stages, stop) = (Arc::clone(telemetry), stages.to_vec(), Arc::clone(stop));
+    let done = Arc::new(AtomicBool::new(false));
+    let (t, stages, stopped) = (Arc::clone(telemetry), stages.to_vec(), Arc::clone(&done));
     let spawned = std::thread::Builder::new()
         .name("aw-telemetry-feed".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            let take = || {
                 if stages.iter().all(|km| km.started()) {
                     t.health().set_started();
                 }
@@ -149,11 +162,37 @@ fn connect_kafka_metrics(
                         t.record_snapshot_store(store.duration, store.after_commit);
                     }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            // Runs until the run has returned, then takes once more (`Feed::finish`).
+            while !stopped.load(Ordering::Acquire) {
+                take();
+                std::thread::park_timeout(std::time::Duration::from_millis(200));
             }
+            take();
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "checkpoint durations will not be exported");
+    let thread = spawned
+        .map_err(|e| tracing::warn!(error = %e, "checkpoint durations will not be exported"))
+        .ok();
+    Feed { done, thread }
+}
+
+/// The thread that hands finished checkpoints and snapshot stores to the exporter.
+struct Feed {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feed {
+    /// Ends the feed once the run has returned, after one last take: the graceful stop's own
+    /// checkpoint and snapshot store are then in the final export.
+    fn finish(self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(thread) = self.thread {
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::warn!("the telemetry feed thread panicked");
+            }
+        }
     }
 }
 
