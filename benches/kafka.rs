@@ -3,7 +3,9 @@
 //! Both runs use authwatch's default `checkpoint.snapshot_interval` (30 s): offsets and alerts
 //! commit every interval, detector state is snapshotted far less often (docs/KAFKA.md). Then
 //! (c) repeats (b) with a snapshot at every commit (`snapshot_interval` = `interval`, the design
-//! before), side by side; `BENCH_SNAPSHOT_EVERY_COMMIT=0` skips it.
+//! before), side by side; `BENCH_SNAPSHOT_EVERY_COMMIT=0` skips it. And (a'1), (b1) repeat (a')
+//! and (b) on one core (`taskset -c 0`): how each speeds up with a second core
+//! (`BENCH_ONE_CORE=0` skips them).
 //!
 //! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
 //!    a fresh 2-partition topic. Then, side by side on that topic, (a) `kcat -C` reads it raw from
@@ -61,10 +63,22 @@ fn repo() -> PathBuf {
 
 /// The binary under test: this build's, or `AUTHWATCH_BIN` (to compare two builds side by side
 /// on the same broker).
+fn authwatch_bin() -> std::ffi::OsString {
+    std::env::var_os("AUTHWATCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_authwatch").into())
+}
+
 fn authwatch() -> Command {
-    match std::env::var_os("AUTHWATCH_BIN") {
-        Some(bin) => Command::new(bin),
-        None => Command::new(env!("CARGO_BIN_EXE_authwatch")),
+    Command::new(authwatch_bin())
+}
+
+/// `program`, on the first core only when `one_core` (`taskset -c 0`).
+fn pinned(program: impl AsRef<std::ffi::OsStr>, one_core: bool) -> Command {
+    if one_core {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        c
+    } else {
+        Command::new(program)
     }
 }
 
@@ -236,29 +250,33 @@ fn main() {
     // kcat's records written to /dev/null: the read without the cost of handing them on (kcat
     // writes stdout in 4 KiB pieces, and through a pipe that costs more than the fetch). The
     // record count comes from its end-of-partition messages (the topic starts at offset 0).
-    let started = Instant::now();
-    let null = Command::new("kcat")
-        .args(["-C", "-b", &brokers, "-t", &topic, "-o", "beginning", "-e"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let null_s = started.elapsed().as_secs_f64();
-    check(null.status, "kcat -C > /dev/null");
-    let ends: u64 = String::from_utf8_lossy(&null.stderr)
-        .lines()
-        .filter_map(|l| l.split(" at offset ").nth(1))
-        .filter_map(|rest| rest.split(':').next()?.trim().parse::<u64>().ok())
-        .sum();
-    assert_eq!(
-        ends, events,
-        "kcat > /dev/null reached offsets summing to {ends}"
-    );
+    let kcat_null = |one_core: bool| -> f64 {
+        let started = Instant::now();
+        let null = pinned("kcat", one_core)
+            .args(["-C", "-b", &brokers, "-t", &topic, "-o", "beginning", "-e"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let null_s = started.elapsed().as_secs_f64();
+        check(null.status, "kcat -C > /dev/null");
+        let ends: u64 = String::from_utf8_lossy(&null.stderr)
+            .lines()
+            .filter_map(|l| l.split(" at offset ").nth(1))
+            .filter_map(|rest| rest.split(':').next()?.trim().parse::<u64>().ok())
+            .sum();
+        assert_eq!(
+            ends, events,
+            "kcat > /dev/null reached offsets summing to {ends}"
+        );
+        null_s
+    };
+    let null_s = kcat_null(false);
 
-    let until_end = |name: &str, extra: &str| -> (f64, String) {
+    let until_end_on = |name: &str, extra: &str, one_core: bool| -> (f64, String) {
         let cfg = config(dir.path(), name, &brokers, &topic, "1s", extra);
         let started = Instant::now();
-        let run = authwatch()
+        let run = pinned(authwatch_bin(), one_core)
             .args(["run", "--until-end", "--config"])
             .arg(&cfg)
             .env("AUTHWATCH_LOG", "warn")
@@ -278,7 +296,11 @@ fn main() {
         );
         (run_s, summary)
     };
+    let until_end = |name: &str, extra: &str| until_end_on(name, extra, false);
     let (run_s, summary) = until_end("throughput", "");
+    // The same two reads on one core: how each scales with the cores it is given.
+    let one_core = (env_u64("BENCH_ONE_CORE", 1) == 1)
+        .then(|| (kcat_null(true), until_end_on("one-core", "", true).0));
     // The same with a state snapshot at every commit (the design before snapshot_interval):
     // what the snapshots cost, side by side.
     let every_commit = (env_u64("BENCH_SNAPSHOT_EVERY_COMMIT", 1) == 1)
@@ -412,6 +434,19 @@ fn main() {
         run_rate / null_rate
     );
     println!("      {summary}");
+    if let Some((null1_s, run1_s)) = one_core {
+        println!(
+            "  (a'1) as (a'), on one core         {null1_s:8.2} s  {:>10.0} records/s  ((a')/(a'1) {:.2})",
+            events as f64 / null1_s,
+            null1_s / null_s
+        );
+        println!(
+            "  (b1) as (b), on one core           {run1_s:8.2} s  {:>10.0} records/s  ((b)/(b1) {:.2}, ratio (b1)/(a'1) {:.2})",
+            events as f64 / run1_s,
+            run1_s / run_s,
+            null1_s / run1_s
+        );
+    }
     if let Some(old_s) = every_commit {
         println!(
             "  (c) as (b), snapshot every commit {old_s:8.2} s  {:>10.0} records/s  (ratio to (a) {:.2})",
