@@ -6,8 +6,8 @@
 //! alerts in one transaction), so the next owner resumes exactly there. Records polled but not
 //! yet handed down when the rebalance happens are discarded: they lie after the committed
 //! position and are fetched again. At an assignment the source reads each partition's committed
-//! offset C, loads the newest snapshot at or before it (offset S) and sends it ahead of the
-//! partition's first record; when S < C it fetches from S and the task replays S..C with muted
+//! offset C, loads the newest snapshot at or before it (offset S; all partitions' at once) and
+//! sends it ahead of the partition's first record; when S < C it fetches from S and the task replays S..C with muted
 //! outputs (their results were committed before), leaving the partition out of the barriers'
 //! positions until it is back at C so the group's offset never moves backwards.
 
@@ -261,56 +261,6 @@ impl Shared {
         self.audit.record("revoked", audit, None);
     }
 
-    /// For a partition new to the group, with its `(low, high)` watermarks: the offset it starts
-    /// at, where an empty snapshot (the state of a task that has read nothing) is now stored.
-    /// Its first commit then already has a snapshot at or before it, so its next snapshot waits
-    /// for the snapshot interval and is stored after its commit (`snapshots.rs`) instead of
-    /// holding back the first alerts. The start is fixed here, rather than left to the
-    /// consumer's reset, so the file and the first record read agree. `None`: the reset is left
-    /// to librdkafka, and no file is stored.
-    fn store_fresh_state(
-        &self,
-        topic: &str,
-        partition: i32,
-        (low, high): (i64, i64),
-    ) -> Result<Option<i64>, KafkaError> {
-        let at = match self.fresh_start {
-            FreshStart::Consumer => return Ok(None),
-            FreshStart::Latest => high,
-            FreshStart::Earliest => low,
-        };
-        let writing = Instant::now();
-        // Any other file of the partition is from a run whose offsets were never committed, or
-        // were since deleted (another start offset, other rules): nothing may resume from it, so
-        // one left behind fails the store like a failed write.
-        let stored = self
-            .store
-            .write(topic, partition, at, &StateParts::default())
-            .and_then(|()| self.store.prune(topic, partition, at));
-        if let Err(e) = stored {
-            self.metrics.snapshot_store_failed();
-            return Err(KafkaError::FreshState {
-                topic: topic.to_owned(),
-                partition,
-                source: Box::new(e),
-            });
-        }
-        // Before the first fetch, so in front of the partition's first commit too.
-        let duration = writing.elapsed();
-        self.metrics.snapshot_stored(SnapshotStore {
-            duration,
-            after_commit: false,
-        });
-        tracing::info!(
-            topic,
-            partition,
-            offset = at,
-            ms = duration.as_millis() as u64,
-            "starting state stored"
-        );
-        Ok(Some(at))
-    }
-
     fn on_assign(&mut self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList) {
         self.rebalanced.store(true, Ordering::Relaxed);
         if self.error.is_some() {
@@ -326,10 +276,7 @@ impl Shared {
                 return;
             }
         };
-        let mut audit = Vec::new();
-        // Where each partition is fetched from: its committed offset, or an older snapshot's.
-        let mut starts = TopicPartitionList::new();
-        let mut seek = false;
+        let mut parts = Vec::new();
         for e in committed.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             let Some(input) = self.inputs.index(topic, partition) else {
@@ -342,38 +289,42 @@ impl Shared {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            let (mut state, from) = match offset {
-                None => (None, None),
-                Some(o) => match self.store.load_latest(topic, partition, o) {
-                    Ok(Some((at, state))) => (Some(state), Some(at)),
-                    Ok(None) => {
-                        self.fail(KafkaError::MissingState {
-                            topic: topic.to_owned(),
-                            partition,
-                            offset: o,
-                            dir: self.store.location(),
-                        });
-                        return;
-                    }
-                    Err(e) => {
-                        self.fail(e);
-                        return;
-                    }
-                },
-            };
-            // One lookup serves both a new partition's start and `--until-end`'s end.
-            let marks = if self.until_end
-                || (offset.is_none() && self.fresh_start != FreshStart::Consumer)
-            {
-                match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        self.fail(KafkaError::client("reading the partition's offsets", e));
-                        return;
-                    }
+            parts.push(AssignedPartition {
+                topic: topic.to_owned(),
+                partition,
+                input,
+                offset,
+            });
+        }
+        // Each partition's state and offsets take a request or two of their own (tens of
+        // milliseconds each on an object store, once per partition at every restart): they are
+        // asked for all partitions at once.
+        let lookup = Lookup {
+            store: &self.store,
+            metrics: &self.metrics,
+            fresh_start: self.fresh_start,
+            until_end: self.until_end,
+            consumer,
+        };
+        let answers = parallel_map(&parts, LOOKUP_THREADS, |p| lookup.look_up(p));
+        let mut audit = Vec::new();
+        // Where each partition is fetched from: its committed offset, or an older snapshot's.
+        let mut starts = TopicPartitionList::new();
+        let mut seek = false;
+        for (part, answer) in parts.iter().zip(answers) {
+            let (topic, partition, input, offset) =
+                (part.topic.as_str(), part.partition, part.input, part.offset);
+            let Looked {
+                mut state,
+                from,
+                marks,
+                fresh,
+            } = match answer {
+                Ok(looked) => looked,
+                Err(e) => {
+                    self.fail(e);
+                    return;
                 }
-            } else {
-                None
             };
             tracing::info!(
                 topic,
@@ -391,24 +342,17 @@ impl Shared {
                     Some(at)
                 }
                 (_, Some(committed)) => Some(committed),
-                // No committed offset: where `auto.offset.reset` points, fixed now, with the
-                // fresh state stored there.
+                // No committed offset: where `auto.offset.reset` points, fixed by the lookup,
+                // with the fresh state stored there.
                 (_, None) => {
-                    match marks.map_or(Ok(None), |m| self.store_fresh_state(topic, partition, m)) {
-                        Ok(Some(at)) => {
-                            seek = true;
-                            // The task starts from the state just stored, as it would after a
-                            // restart: its first snapshot waits for the snapshot interval
-                            // instead of being taken, empty, at the first barrier.
-                            state = Some(StateParts::default());
-                            Some(at)
-                        }
-                        Ok(None) => None,
-                        Err(e) => {
-                            self.fail(e);
-                            return;
-                        }
+                    if fresh.is_some() {
+                        seek = true;
+                        // The task starts from the state just stored, as it would after a
+                        // restart: its first snapshot waits for the snapshot interval instead
+                        // of being taken, empty, at the first barrier.
+                        state = Some(StateParts::default());
                     }
+                    fresh
                 }
             };
             let start = position.map_or(Offset::Invalid, Offset::Offset);
@@ -465,6 +409,172 @@ impl Shared {
         self.metrics.set_started();
         self.audit.record("assigned", audit, None);
     }
+}
+
+/// How many partitions an assignment looks up at once.
+const LOOKUP_THREADS: usize = 8;
+
+/// A partition of an assignment, before its lookup.
+struct AssignedPartition {
+    topic: String,
+    partition: i32,
+    input: u32,
+    /// The group's committed offset.
+    offset: Option<i64>,
+}
+
+/// What the store and the broker say of an assigned partition.
+struct Looked {
+    /// The newest snapshot at or before the committed offset, and its offset.
+    state: Option<StateParts>,
+    from: Option<i64>,
+    /// The partition's low and high watermarks, when `--until-end` or a fresh start needs them.
+    marks: Option<(i64, i64)>,
+    /// A partition without a committed offset: where it starts, its empty state stored there.
+    fresh: Option<i64>,
+}
+
+/// The lookups of one assignment, run on several threads at once (the rebalance callback waits
+/// for all of them).
+struct Lookup<'a> {
+    store: &'a CheckpointStore,
+    metrics: &'a KafkaMetrics,
+    fresh_start: FreshStart,
+    until_end: bool,
+    consumer: &'a BaseConsumer<ConsumerCtx>,
+}
+
+impl Lookup<'_> {
+    fn look_up(&self, part: &AssignedPartition) -> Result<Looked, KafkaError> {
+        let (topic, partition) = (part.topic.as_str(), part.partition);
+        let (state, from) = match part.offset {
+            None => (None, None),
+            Some(o) => match self.store.load_latest(topic, partition, o)? {
+                Some((at, state)) => (Some(state), Some(at)),
+                None => {
+                    return Err(KafkaError::MissingState {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset: o,
+                        dir: self.store.location(),
+                    });
+                }
+            },
+        };
+        // One lookup serves both a new partition's start and `--until-end`'s end.
+        let marks = if self.until_end
+            || (part.offset.is_none() && self.fresh_start != FreshStart::Consumer)
+        {
+            let marks = self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                .map_err(|e| KafkaError::client("reading the partition's offsets", e))?;
+            Some(marks)
+        } else {
+            None
+        };
+        let fresh = match (part.offset, marks) {
+            (None, Some(marks)) => self.store_fresh_state(topic, partition, marks)?,
+            _ => None,
+        };
+        Ok(Looked {
+            state,
+            from,
+            marks,
+            fresh,
+        })
+    }
+
+    /// For a partition new to the group, with its `(low, high)` watermarks: the offset it starts
+    /// at, where an empty snapshot (the state of a task that has read nothing) is now stored.
+    /// Its first commit then already has a snapshot at or before it, so its next snapshot waits
+    /// for the snapshot interval and is stored after its commit (`snapshots.rs`) instead of
+    /// holding back the first alerts. The start is fixed here, rather than left to the
+    /// consumer's reset, so the file and the first record read agree. `None`: the reset is left
+    /// to librdkafka, and no file is stored.
+    fn store_fresh_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        (low, high): (i64, i64),
+    ) -> Result<Option<i64>, KafkaError> {
+        let at = match self.fresh_start {
+            FreshStart::Consumer => return Ok(None),
+            FreshStart::Latest => high,
+            FreshStart::Earliest => low,
+        };
+        let writing = Instant::now();
+        // Any other file of the partition is from a run whose offsets were never committed, or
+        // were since deleted (another start offset, other rules): nothing may resume from it, so
+        // one left behind fails the store like a failed write.
+        let stored = self
+            .store
+            .write(topic, partition, at, &StateParts::default())
+            .and_then(|()| self.store.prune(topic, partition, at));
+        if let Err(e) = stored {
+            self.metrics.snapshot_store_failed();
+            return Err(KafkaError::FreshState {
+                topic: topic.to_owned(),
+                partition,
+                source: Box::new(e),
+            });
+        }
+        // Before the first fetch, so in front of the partition's first commit too.
+        let duration = writing.elapsed();
+        self.metrics.snapshot_stored(SnapshotStore {
+            duration,
+            after_commit: false,
+        });
+        tracing::info!(
+            topic,
+            partition,
+            offset = at,
+            ms = duration.as_millis() as u64,
+            "starting state stored"
+        );
+        Ok(Some(at))
+    }
+}
+
+/// `f` over `items` on up to `threads` threads (the caller's among them); the results in the
+/// order of `items`. A thread that cannot be started leaves its share to the others.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::AtomicUsize;
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.min(items.len()))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("aw-assign".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mut results = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => results.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        results
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The consumer's context: rebalance callbacks, librdkafka logs and statistics.
@@ -837,6 +947,30 @@ impl KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_map_runs_at_once_and_keeps_the_order() {
+        use std::sync::atomic::AtomicUsize;
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let items: Vec<usize> = (0..20).collect();
+        let out = parallel_map(&items, 4, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 10
+        });
+        assert_eq!(out, (0..20).map(|i| i * 10).collect::<Vec<_>>());
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&most), "{most} lookups at once");
+        // One thread, one item, none.
+        assert_eq!(
+            parallel_map(&items, 1, |i| i + 1),
+            (1..21).collect::<Vec<_>>()
+        );
+        assert_eq!(parallel_map(&[7], 8, |i| i + 1), [8]);
+        assert!(parallel_map(&[] as &[usize], 8, |i| i + 1).is_empty());
+    }
 
     #[test]
     fn fresh_start_follows_auto_offset_reset() {
