@@ -6,6 +6,7 @@
 use crate::common::*;
 use authwatch_kafka::ClientConfig;
 use authwatch_kafka::admin::{self, KeyBy, Record};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1574,9 +1575,7 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
 /// and hands over each decoded export.
 fn otlp_collector() -> (
     String,
-    std::sync::mpsc::Receiver<
-        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
-    >,
+    std::sync::mpsc::Receiver<ExportMetricsServiceRequest>,
 ) {
     use prost::Message as _;
     use std::io::{BufRead, BufReader, Read};
@@ -1609,11 +1608,7 @@ fn otlp_collector() -> (
                     }
                     let mut body = vec![0; length.expect("OTLP export without content-length")];
                     reader.read_exact(&mut body).unwrap();
-                    let request =
-                        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
-                            body.as_slice(),
-                        )
-                        .unwrap();
+                    let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
                     let _ = tx.send(request);
                     reply
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")

@@ -105,9 +105,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// detect stage (`merge`), the events its merge holds back; readiness follows the consumer's
 /// assignment and state restore; each checkpoint's and snapshot store's duration goes into its
 /// histogram (taken every 200 ms by a small thread, as the runtime finishes them on its own
-/// threads, and once more when the run has returned). A repartitioned process runs two stages, each with its numbers: lag covers both
-/// consumers (the internal topic's partitions among them), the checkpoint age is the older
-/// stage's, and the process is ready when every stage has restored its state and one holds
+/// threads, and once more when the run has returned). A repartitioned process runs two stages,
+/// each with its numbers: lag covers both consumers (the internal topic's partitions among
+/// them), the checkpoint age is the older stage's, and the process is ready when every stage
+/// has restored its state and one holds
 /// partitions.
 fn connect_kafka_metrics(
     telemetry: &Arc<Telemetry>,

@@ -7,9 +7,10 @@
 //! yet handed down when the rebalance happens are discarded: they lie after the committed
 //! position and are fetched again. At an assignment the source reads each partition's committed
 //! offset C, loads the newest snapshot at or before it (offset S; all partitions' at once) and
-//! sends it ahead of the partition's first record; when S < C it fetches from S and the task replays S..C with muted
-//! outputs (their results were committed before), leaving the partition out of the barriers'
-//! positions until it is back at C so the group's offset never moves backwards.
+//! sends it ahead of the partition's first record; when S < C it fetches from S and the task
+//! replays S..C with muted outputs (their results were committed before), leaving the partition
+//! out of the barriers' positions until it is back at C so the group's offset never moves
+//! backwards.
 
 use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
