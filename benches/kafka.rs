@@ -4,7 +4,7 @@
 //! commit every interval, detector state is snapshotted far less often (docs/KAFKA.md). Then
 //! (c) repeats (b) with a snapshot at every commit (`snapshot_interval` = `interval`, the design
 //! before), side by side; `BENCH_SNAPSHOT_EVERY_COMMIT=0` skips it. And (a'1), (b1) repeat (a')
-//! and (b) on one core (`taskset -c 0`): how each speeds up with a second core
+//! and (b) on one core (`taskset -c 0`, util-linux): how each speeds up with a second core
 //! (`BENCH_ONE_CORE=0` skips them).
 //!
 //! 1. **Throughput.** `authwatch gen` writes N events (default 5,000,000); kcat loads them into
@@ -299,7 +299,11 @@ fn main() {
     let until_end = |name: &str, extra: &str| until_end_on(name, extra, false);
     let (run_s, summary) = until_end("throughput", "");
     // The same two reads on one core: how each scales with the cores it is given.
-    let one_core = (env_u64("BENCH_ONE_CORE", 1) == 1)
+    let taskset = Command::new("taskset").arg("-V").output().is_ok();
+    if !taskset {
+        eprintln!("taskset (util-linux) missing: the one-core runs are skipped");
+    }
+    let one_core = (taskset && env_u64("BENCH_ONE_CORE", 1) == 1)
         .then(|| (kcat_null(true), until_end_on("one-core", "", true).0));
     // The same with a state snapshot at every commit (the design before snapshot_interval):
     // what the snapshots cost, side by side.

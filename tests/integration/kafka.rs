@@ -1488,6 +1488,30 @@ fn finish_after_restart(
     (ids, log)
 }
 
+/// Runs `authwatch run --until-end` as `instance` and waits (90 s at most) for it to stop at
+/// the end of every partition; returns its log.
+fn run_until_end(s: &Scenario, instance: &str, config: &Path) -> String {
+    let mut child = s.spawn(instance, config, &["--until-end"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            kill9(&mut child);
+            panic!("{instance} did not stop at the end:\n{}", s.log(instance));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = s.log(instance);
+    assert!(status.success(), "{instance} exited with {status}:\n{log}");
+    assert!(
+        log.contains("every partition reached its end offset"),
+        "{instance}:\n{log}"
+    );
+    log
+}
+
 /// Waits until `instance` holds partitions. After a kill -9 the group first waits out the dead
 /// member's session.
 fn wait_assigned(s: &Scenario, instance: &str) {
@@ -1516,25 +1540,7 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
     s.produce(&lines, KeyBy::Field("tenant"));
     let backfill = |s: &Scenario, instance: &str| -> String {
         let config = s.config(instance, "300ms");
-        let mut child = s.spawn(instance, &config, &["--until-end"]);
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(90) {
-                kill9(&mut child);
-                panic!("{instance} did not stop at the end:\n{}", s.log(instance));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let log = s.log(instance);
-        assert!(status.success(), "{instance} exited with {status}:\n{log}");
-        assert!(
-            log.contains("every partition reached its end offset"),
-            "{instance}:\n{log}"
-        );
-        log
+        run_until_end(s, instance, &config)
     };
     let log = backfill(&s, "n1");
     let ids = alert_ids(&s.read(&s.alerts, true));
@@ -1638,9 +1644,8 @@ fn o_the_final_otlp_export_holds_the_graceful_stops_checkpoint() {
         &format!("[telemetry]\notlp_endpoint = {endpoint:?}\nexport_interval = \"1h\"\n"),
     );
     std::fs::write(&config, text).unwrap();
-    let status = s.spawn("o1", &config, &["--until-end"]).wait().unwrap();
-    let log = s.log("o1");
-    assert!(status.success(), "o1 exited with {status}:\n{log}");
+    let log = run_until_end(&s, "o1", &config);
+    assert!(!log.contains("telemetry still shared"), "{log}");
     let export = exports
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("no OTLP export ({e}):\n{log}"));

@@ -74,6 +74,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .collect()
     });
     let report = runtime.run();
+    // The runtime's hooks hold the telemetry too.
+    drop(runtime);
     // The graceful stop's checkpoint and snapshot store finish after the stop flag is set: they
     // reach the final OTLP export only if taken after the run.
     feed.finish();
@@ -83,8 +85,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 tracing::warn!(error = %e, "the final telemetry export failed");
             }
         }
-        // Something still holds it: its drop pushes the final export.
-        Err(_) => tracing::debug!("telemetry still shared at exit"),
+        // Whatever still holds it pushes the final export when it drops it, with a failure
+        // logged at debug level only.
+        Err(_) => tracing::warn!("telemetry still shared at exit"),
     }
     let report = report.context("authwatch run")?;
     if let Some(last) = &report.last {
@@ -108,8 +111,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// threads, and once more when the run has returned). A repartitioned process runs two stages,
 /// each with its numbers: lag covers both consumers (the internal topic's partitions among
 /// them), the checkpoint age is the older stage's, and the process is ready when every stage
-/// has restored its state and one holds
-/// partitions.
+/// has restored its state and one holds partitions.
 fn connect_kafka_metrics(
     telemetry: &Arc<Telemetry>,
     stages: &[Arc<KafkaMetrics>],
@@ -164,7 +166,8 @@ fn connect_kafka_metrics(
                     }
                 }
             };
-            // Runs until the run has returned, then takes once more (`Feed::finish`).
+            // Not until the stop flag: the graceful stop's own checkpoint and snapshot store
+            // finish after it is set. `Feed::finish` ends the loop once the run has returned.
             while !stopped.load(Ordering::Acquire) {
                 take();
                 std::thread::park_timeout(std::time::Duration::from_millis(200));
@@ -172,7 +175,7 @@ fn connect_kafka_metrics(
             take();
         });
     let thread = spawned
-        .map_err(|e| tracing::warn!(error = %e, "checkpoint durations will not be exported"))
+        .inspect_err(|e| tracing::warn!(error = %e, "checkpoint durations will not be exported"))
         .ok();
     Feed { done, thread }
 }

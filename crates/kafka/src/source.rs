@@ -6,11 +6,11 @@
 //! alerts in one transaction), so the next owner resumes exactly there. Records polled but not
 //! yet handed down when the rebalance happens are discarded: they lie after the committed
 //! position and are fetched again. At an assignment the source reads each partition's committed
-//! offset C, loads the newest snapshot at or before it (offset S; all partitions' at once) and
-//! sends it ahead of the partition's first record; when S < C it fetches from S and the task
-//! replays S..C with muted outputs (their results were committed before), leaving the partition
-//! out of the barriers' positions until it is back at C so the group's offset never moves
-//! backwards.
+//! offset C, loads the newest snapshot at or before it (offset S; up to eight partitions at
+//! once) and sends it ahead of the partition's first record; when S < C it fetches from S and
+//! the task replays S..C with muted outputs (their results were committed before), leaving the
+//! partition out of the barriers' positions until it is back at C so the group's offset never
+//! moves backwards.
 
 use crate::audit::{Audit, AuditPartition};
 use crate::client::Inputs;
@@ -312,7 +312,8 @@ impl Shared {
         // Where each partition is fetched from: its committed offset, or an older snapshot's.
         let mut starts = TopicPartitionList::new();
         let mut seek = false;
-        for (part, answer) in parts.iter().zip(answers) {
+        let mut answered = parts.iter().zip(answers);
+        while let Some((part, answer)) = answered.next() {
             let (topic, partition, input, offset) =
                 (part.topic.as_str(), part.partition, part.input, part.offset);
             let Looked {
@@ -323,7 +324,15 @@ impl Shared {
             } = match answer {
                 Ok(looked) => looked,
                 Err(e) => {
+                    // The run restarts from its checkpoint with the first failure. The lookups
+                    // of the later partitions have run as well: a starting state one of them
+                    // stored is stored again, at the same start, by the next assignment.
                     self.fail(e);
+                    for (_, later) in answered {
+                        if let Err(e) = later {
+                            tracing::warn!(error = %e, "another partition's lookup failed too");
+                        }
+                    }
                     return;
                 }
             };
@@ -412,7 +421,9 @@ impl Shared {
     }
 }
 
-/// How many partitions an assignment looks up at once.
+/// How many partitions an assignment looks up at once: enough to hide an object store's round
+/// trips for the few partitions an instance usually holds, few enough not to flood the store (or
+/// the broker, for the watermarks) when one instance takes a whole topic.
 const LOOKUP_THREADS: usize = 8;
 
 /// A partition of an assignment, before its lookup.
@@ -426,8 +437,9 @@ struct AssignedPartition {
 
 /// What the store and the broker say of an assigned partition.
 struct Looked {
-    /// The newest snapshot at or before the committed offset, and its offset.
+    /// The newest snapshot at or before the committed offset.
     state: Option<StateParts>,
+    /// The offset that snapshot was taken at.
     from: Option<i64>,
     /// The partition's low and high watermarks, when `--until-end` or a fresh start needs them.
     marks: Option<(i64, i64)>,
