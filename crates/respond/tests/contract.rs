@@ -390,6 +390,15 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
             ("GET", "/v1.0/users/a-1/transitiveMemberOf?page=2") => {
                 Answer::Json(200, json!({"value": [{"id": "g-9", "displayName": "Global Administrators"}]}))
             }
+            ("GET", "/v1.0/users/ops@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+                Answer::Json(200, json!({"id": "o-1", "accountEnabled": true}))
+            }
+            ("GET", "/v1.0/users/o-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
+                // The rest of the list is announced on another host: it is not followed (the
+                // token would go there), and the list is incomplete.
+                Answer::Json(200, json!({"value": [{"id": "g-1", "displayName": "Sales"}],
+                    "@odata.nextLink": "https://graph.example.net/v1.0/users/o-1/transitiveMemberOf?page=2"}))
+            }
             ("PATCH", "/v1.0/users/b-1") => {
                 assert_eq!(auth, "Bearer tok-new");
                 assert_eq!(seen.header("content-type"), "application/json");
@@ -447,6 +456,32 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
             .lines()
             .iter()
             .any(|l| l.contains("PATCH /v1.0/users/a-1"))
+    );
+    // A group list that cannot be read to its end could hide a protected group: no action.
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "ops@example.com",
+            Some("acme"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::Failed),
+            (ResponseAction::RevokeSessions, Decision::Failed)
+        ],
+        "{out:#?}"
+    );
+    let why = &out[0].status_detail;
+    assert!(why.contains("listing would be incomplete"), "{why}");
+    assert!(
+        !server
+            .lines()
+            .iter()
+            .any(|l| l.contains("users/o-1 ") || l.starts_with("PATCH /v1.0/users/o-1"))
     );
     // One token fetch for the revoked token, one renewal: cached afterwards.
     let tokens = server

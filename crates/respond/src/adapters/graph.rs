@@ -3,8 +3,8 @@
 //! app-only token from the client-credentials grant.
 
 use super::{
-    AdapterError, Outcome, Subject, TokenCache, base_url, bearer_call, endpoint, push_group,
-    same_origin,
+    AdapterError, Outcome, Subject, TokenCache, base_url, bearer_call, endpoint, follow_next,
+    push_group,
 };
 use crate::http::{Http, Reply};
 use crate::secret::Secret;
@@ -140,10 +140,7 @@ impl GraphAdapter {
             pages += 1;
             let page: GraphPage = self.call(what, Method::GET, &url, None).await?.json(what)?;
             out.extend(page.value);
-            next = page
-                .next_link
-                .and_then(|l| Url::parse(&l).ok())
-                .filter(|n| same_origin(&self.api, n));
+            next = follow_next(&self.api, page.next_link.as_deref(), what)?;
             if next.is_some() && pages >= MAX_PAGES {
                 return Err(AdapterError::Config {
                     key: "respond.allow_list.groups",

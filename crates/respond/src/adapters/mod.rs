@@ -209,8 +209,32 @@ pub(crate) fn base_url(key: &'static str, value: Option<&str>) -> Result<Url, Ad
 
 /// Whether a paging link stays on the origin of `base`: a provider's `next` link is followed
 /// with the credentials, so it must never lead elsewhere.
-pub(crate) fn same_origin(base: &Url, next: &Url) -> bool {
-    base.origin() == next.origin()
+/// The next page of a paged listing, from the link the provider gave (`None`: the last page).
+///
+/// A next page that cannot be followed — a link that does not parse, or one that leaves the
+/// configured API's origin (the request would carry the API token elsewhere) — fails the call:
+/// the listing would be incomplete, and for group memberships an incomplete list could miss an
+/// allow-listed group.
+pub(crate) fn follow_next(
+    base: &Url,
+    next: Option<&str>,
+    what: &str,
+) -> Result<Option<Url>, AdapterError> {
+    let Some(link) = next else {
+        return Ok(None);
+    };
+    let refuse = |why: String| AdapterError::Config {
+        key: "respond.allow_list.groups",
+        message: format!("{what}: the next page {link:?} {why}; the listing would be incomplete"),
+    };
+    let url = Url::parse(link).map_err(|e| refuse(format!("is not a URL ({e})")))?;
+    if url.origin() != base.origin() {
+        return Err(refuse(format!(
+            "is not on {}",
+            base.origin().ascii_serialization()
+        )));
+    }
+    Ok(Some(url))
 }
 
 /// An OAuth access token and when to stop using it.
@@ -315,15 +339,15 @@ pub(crate) fn push_group(groups: &mut Vec<String>, id: &str, name: Option<&str>)
     }
 }
 
-/// The `rel="next"` target of an RFC 8288 `Link` header.
-pub(crate) fn next_link(header: Option<&str>) -> Option<Url> {
+/// The `rel="next"` target of an RFC 8288 `Link` header, as given (see [`follow_next`]).
+pub(crate) fn next_link(header: Option<&str>) -> Option<&str> {
     header?.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         let is_next = params
             .split(';')
             .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| Url::parse(target).ok()).flatten()
+        let target = target.trim();
+        is_next.then(|| target.strip_prefix('<')?.strip_suffix('>'))?
     })
 }
 
@@ -352,14 +376,30 @@ mod tests {
         let h = "<https://x.okta.com/api/v1/users/1/groups?limit=2>; rel=\"self\", \
                  <https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2>; rel=\"next\"";
         assert_eq!(
-            next_link(Some(h)).unwrap().as_str(),
-            "https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2"
+            next_link(Some(h)),
+            Some("https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2")
         );
         assert!(next_link(Some("<https://x/a>; rel=\"self\"")).is_none());
         let base = Url::parse("https://x.okta.com/").unwrap();
-        assert!(!same_origin(
-            &base,
-            &Url::parse("https://evil.example/").unwrap()
-        ));
+        assert_eq!(
+            follow_next(&base, next_link(Some(h)), "okta")
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "https://x.okta.com/api/v1/users/1/groups?after=g2&limit=2"
+        );
+        assert!(follow_next(&base, None, "okta").unwrap().is_none());
+        // A next page elsewhere, or one that does not parse, is an incomplete listing.
+        for bad in [
+            "https://evil.example/api/v1/users/1/groups?after=g2",
+            "http://x.okta.com/api/v1/users/1/groups?after=g2",
+            "/api/v1/users/1/groups?after=g2",
+        ] {
+            let e = follow_next(&base, Some(bad), "okta list groups").unwrap_err();
+            assert!(
+                e.to_string().contains("listing would be incomplete"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! `POST /api/v1/users/{id}/lifecycle/reset_factors`, with an API token (`SSWS`).
 
 use super::{
-    AdapterError, Outcome, Subject, base_url, endpoint, next_link, push_group, same_origin,
+    AdapterError, Outcome, Subject, base_url, endpoint, follow_next, next_link, push_group,
 };
 use crate::http::Http;
 use crate::secret::Secret;
@@ -94,7 +94,11 @@ impl OktaAdapter {
                 let name = g.profile.as_ref().and_then(|p| p.name.as_deref());
                 push_group(&mut groups, &g.id, name);
             }
-            next = next_link(reply.link.as_deref()).filter(|n| same_origin(&self.base, n));
+            next = follow_next(
+                &self.base,
+                next_link(reply.link.as_deref()),
+                "okta list groups",
+            )?;
             if pages >= MAX_GROUP_PAGES {
                 // An incomplete list could miss an allow-listed group: fail rather than act.
                 return Err(AdapterError::Config {
