@@ -753,10 +753,16 @@ impl Responder {
                 .as_deref()
                 .and_then(|g| self.policy.protecting_group(g))
                 .map(str::to_owned);
-            let reason = if self.policy.protects_user(&s.id) {
+            let listed = std::iter::once(&s.id)
+                .chain(&s.names)
+                .find(|n| self.policy.protects_user(n));
+            let reason = if let Some(listed) = listed {
                 Some((
                     "allow_listed_user",
-                    format!("{} (id {}) is on respond.allow_list.users", s.account, s.id),
+                    format!(
+                        "{} (id {}) is on respond.allow_list.users as {listed:?}: never touched",
+                        s.account, s.id
+                    ),
                 ))
             } else {
                 protected_group.map(|g| {

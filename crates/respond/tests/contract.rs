@@ -35,6 +35,11 @@ fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
         ("GET", "/api/v1/users/root@example.com") => {
             Answer::Json(200, json!({"id": "00u9", "status": "ACTIVE"}))
         }
+        ("GET", "/api/v1/users/boss") => Answer::Json(
+            200,
+            json!({"id": "00u5", "status": "ACTIVE",
+                   "profile": {"login": "boss@example.com", "email": "ceo@example.com"}}),
+        ),
         ("GET", "/api/v1/users/gone@example.com") => {
             Answer::Json(200, json!({"id": "00u7", "status": "SUSPENDED"}))
         }
@@ -65,6 +70,7 @@ async fn okta_suspends_and_clears_sessions() {
     c.okta.base_url = Some(server.url.clone());
     c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
     c.allow_list.groups = vec!["super admins".to_owned()];
+    c.allow_list.users = vec!["boss@example.com".to_owned()];
     c.audit_file = Some(dir.path().join("audit.jsonl"));
     let audit_file = JsonLinesAudit::open(&c.audit_path()).unwrap();
     let memory = MemoryAudit::default();
@@ -135,6 +141,23 @@ async fn okta_suspends_and_clears_sessions() {
     );
     assert!(!server.lines().iter().any(|l| l.contains("00u9/lifecycle")));
 
+    // Okta resolves the short name to a login on the user allow-list: never touched.
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "boss", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Refused)]
+    );
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("allow_listed_user"));
+    assert!(
+        out[0].status_detail.contains("\"boss@example.com\""),
+        "{}",
+        out[0].status_detail
+    );
+    assert!(!server.lines().iter().any(|l| l.contains("00u5/lifecycle")));
+
     // Already suspended: nothing to suspend, sessions still cleared.
     let out = r
         .handle(&alert("mfa_fatigue_success", "gone@example.com", None, T0))
@@ -158,7 +181,7 @@ async fn okta_suspends_and_clears_sessions() {
     assert!(!text.contains("okta-test-token"));
     let from_file = JsonLinesAudit::read_all(&c.audit_path()).unwrap();
     assert_eq!(from_file, memory.records());
-    assert_eq!(from_file.len(), 6);
+    assert_eq!(from_file.len(), 7);
 }
 
 #[tokio::test]
@@ -370,13 +393,13 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
         }
         let auth = seen.header("authorization").to_owned();
         match (seen.method.as_str(), t) {
-            ("GET", "/v1.0/users/bob@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/bob@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
                 if auth == "Bearer tok-old" {
                     return Answer::Status(401);
                 }
                 Answer::Json(200, json!({"id": "b-1", "accountEnabled": true}))
             }
-            ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
                 Answer::Json(200, json!({"id": "a-1", "accountEnabled": true}))
             }
             ("GET", "/v1.0/users/b-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
@@ -390,7 +413,7 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
             ("GET", "/v1.0/users/a-1/transitiveMemberOf?page=2") => {
                 Answer::Json(200, json!({"value": [{"id": "g-9", "displayName": "Global Administrators"}]}))
             }
-            ("GET", "/v1.0/users/ops@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/ops@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
                 Answer::Json(200, json!({"id": "o-1", "accountEnabled": true}))
             }
             ("GET", "/v1.0/users/o-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
@@ -539,6 +562,21 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
                     Answer::Status(204)
                 }
                 ("POST", "/admin/realms/acme/users/c-1/logout") => Answer::Status(204),
+                // The boss is allow-listed by username; the alert names the e-mail, which
+                // Keycloak also resolves.
+                ("GET", "/admin/realms/acme/users?username=boss%40acme.com&exact=true") => {
+                    Answer::Json(200, json!([]))
+                }
+                ("GET", "/admin/realms/acme/users?email=boss%40acme.com&exact=true") => {
+                    Answer::Json(
+                        200,
+                        json!([{"id": "b-1", "username": "boss", "email": "boss@acme.com",
+                                "enabled": true}]),
+                    )
+                }
+                ("GET", "/admin/realms/acme/users/b-1/groups?first=0&max=500") => {
+                    Answer::Json(200, json!([]))
+                }
                 other => panic!("unexpected request {other:?}"),
             }
         })
@@ -558,6 +596,7 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
                 c.keycloak.password = secret_file(dir.path(), "kc", "kc-password");
             }
         }
+        c.allow_list.users = vec!["boss".to_owned()];
         let (mut r, _, _) = responder(&c);
         let out = r
             .handle(&alert("credential_compromise", "carol", None, T0))
@@ -580,6 +619,25 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
                 "PUT /admin/realms/acme/users/c-1",
                 "POST /admin/realms/acme/users/c-1/logout",
             ]
+        );
+        let out = r
+            .handle(&alert("credential_compromise", "boss@acme.com", None, T0))
+            .await
+            .unwrap();
+        assert_eq!(
+            decisions(&out),
+            vec![(ResponseAction::Suspend, Decision::Refused)],
+            "{grant:?}"
+        );
+        assert_eq!(out[0].unmapped.reason.as_deref(), Some("allow_listed_user"));
+        assert!(
+            !server
+                .lines()
+                .iter()
+                .any(|l| l.contains("users/b-1 ")
+                    || l.starts_with("PUT /admin/realms/acme/users/b-1")),
+            "{:?}",
+            server.lines()
         );
     }
 }

@@ -214,9 +214,14 @@ impl KeycloakAdapter {
                 }
             }
             if n < GROUP_PAGE {
+                let names = std::iter::once(user.username)
+                    .chain(user.email)
+                    .filter(|n| !n.is_empty())
+                    .collect();
                 return Ok(Subject {
                     account: account.to_owned(),
                     id: user.id,
+                    names,
                     suspended: !user.enabled,
                     groups: Some(groups),
                 });

@@ -27,6 +27,11 @@ pub struct Subject {
     pub account: String,
     /// The provider's id.
     pub id: String,
+    /// The provider's own names of the account (login, username, e-mail, UPN). The alert may
+    /// spell the account another way that the provider also resolves (an e-mail where the
+    /// allow-list has the username), so the user allow-list is checked against each of these
+    /// too.
+    pub names: Vec<String>,
     /// Whether the account is already suspended / disabled.
     pub suspended: bool,
     /// Names and ids of the groups it belongs to (directly or not, as the provider reports

@@ -23,6 +23,19 @@ struct OktaUser {
     id: String,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    profile: Option<OktaProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OktaProfile {
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    second_email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,10 +120,20 @@ impl OktaAdapter {
                 });
             }
         }
+        let names = user
+            .profile
+            .map(|p| {
+                [p.login, p.email, p.second_email]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Subject {
             account: account.to_owned(),
             suspended: matches!(user.status.as_str(), "SUSPENDED" | "DEPROVISIONED"),
             id: user.id,
+            names,
             groups: Some(groups),
         })
     }

@@ -85,6 +85,7 @@ impl WebhookAdapter {
         Subject {
             account: account.to_owned(),
             id: account.to_owned(),
+            names: Vec::new(),
             suspended: false,
             groups: None,
         }
