@@ -60,7 +60,9 @@ pub trait StateSaver: Send {
 
 /// How the responder thread keeps its state.
 enum Persist {
-    /// Restored before, written at the end (replay).
+    /// Restored before; written after every alert that led to an audit record and at the end
+    /// (replay). Written as each decision is made, not only at the end, so that a replay
+    /// interrupted (Ctrl-C, a crash) and run again repeats no action it already took.
     File(Option<PathBuf>),
     /// Written after every alert or tick that led to an audit record, at every checkpoint and
     /// at the end, each time unless it is unchanged since last written: the saved state is
@@ -192,6 +194,14 @@ fn save(
     Ok(())
 }
 
+/// Replaces the state file whole: written beside it, then renamed over it, so an interruption
+/// leaves the old state or the new one.
+fn save_file(responder: &Responder, path: &Path) -> Result<(), RespondError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, responder.snapshot()?).map_err(|e| state_io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| state_io(path, e))
+}
+
 fn run(
     mut responder: Responder,
     rx: Receiver<Msg>,
@@ -243,8 +253,10 @@ fn run(
                 if let Ok(mut counts) = published.lock() {
                     counts.clone_from(responder.counts());
                 }
-                if let Persist::Saver(saver) = &mut persist {
-                    save(&responder, saver.as_mut(), &mut last_saved)?;
+                match &mut persist {
+                    Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved)?,
+                    Persist::File(Some(path)) => save_file(&responder, path)?,
+                    Persist::File(None) => {}
                 }
             }
         }
@@ -253,11 +265,7 @@ fn run(
     });
     // Save even after an error: what was done must not be done again.
     match &mut persist {
-        Persist::File(Some(path)) => {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, responder.snapshot()?).map_err(|e| state_io(&tmp, e))?;
-            std::fs::rename(&tmp, &*path).map_err(|e| state_io(path, e))?;
-        }
+        Persist::File(Some(path)) => save_file(&responder, path)?,
         Persist::File(None) => {}
         Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved)?,
     }

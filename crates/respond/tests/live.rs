@@ -86,3 +86,49 @@ fn the_state_is_written_at_a_checkpoint_only_when_it_changed() {
         "a checkpoint or the end wrote an unchanged state"
     );
 }
+
+/// `replay`'s state file holds each decision as soon as it is made, not only at the end: a
+/// replay interrupted and run again repeats no action.
+#[test]
+fn the_replay_state_file_holds_a_decision_before_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::None);
+    c.mode = authwatch_pipeline::config::RespondMode::DryRun;
+    const T0: i64 = 1_767_225_600_000;
+    let state = dir.path().join("replay-state.json");
+    let responder = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
+    let thread = ResponderThread::spawn(responder, Some(state.clone())).unwrap();
+    let mut tee = thread.tee(JsonLinesSink::create(None, None, None).unwrap());
+    let a = alert(
+        "mfa_fatigue_success",
+        "kenji@example.co.jp",
+        Some("example"),
+        T0 + 60_000,
+    );
+    tee.alert(&a).unwrap();
+    // The thread decides on its own time: wait for the file, with the run still going.
+    let started = std::time::Instant::now();
+    while !state.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no state file while the run goes on"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // What an interrupted replay leaves is enough for the next one to know the incident.
+    let mut next = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
+    next.restore(&std::fs::read(&state).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let again = rt.block_on(next.handle(&a)).unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|r| r.unmapped.decision == authwatch_respond::Decision::Duplicate),
+        "{again:#?}"
+    );
+    drop(tee);
+    thread.finish().unwrap();
+}
