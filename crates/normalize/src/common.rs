@@ -74,19 +74,80 @@ pub(crate) fn text(line: &[u8]) -> Result<&str, Rejection> {
     Ok(text)
 }
 
+/// The deepest nesting a line may have for sonic-rs to parse it: far deeper than any provider
+/// nests its logs (4–5 levels), and far shallower than a stack overflow needs even in an
+/// unoptimized build, where each level of sonic-rs's recursion takes tens of KB of stack.
+const SONIC_MAX_DEPTH: usize = 32;
+
 /// Parses a line into a typed, borrowed wire struct.
 pub(crate) fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
     // sonic-rs skips the many fields authwatch does not read with SIMD, which is where most of
     // the time of a provider line goes. A line it refuses is parsed again by serde_json, whose
     // error classes and line/column messages the dead-letter reasons are built on; that second
     // parse costs only on the rare rejected line.
-    match sonic_rs::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(_) => match serde_json::from_str(text) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(Rejection::from_json(&e)),
-        },
+    //
+    // sonic-rs (0.5) skips an unread value by recursion, with no depth limit: a 40 KB line of
+    // nested brackets in an unread field overflowed the worker's stack and aborted the process,
+    // and on Kafka it would again at every restart. So a line nested deeper than
+    // `SONIC_MAX_DEPTH` goes to serde_json instead: it skips unread values without recursion,
+    // and stops at 128 levels with an error where it reads. Both give the same result for a
+    // line either accepts.
+    if shallow(text.as_bytes())
+        && let Ok(v) = sonic_rs::from_str(text)
+    {
+        return Ok(v);
     }
+    serde_json::from_str(text).map_err(|e| Rejection::from_json(&e))
+}
+
+/// Whether the line nests at most `SONIC_MAX_DEPTH` levels.
+fn shallow(line: &[u8]) -> bool {
+    // A line cannot nest deeper than it has opening brackets: counting them is a loop the
+    // compiler vectorizes (tens of ns), and settles every line a provider writes. Only a line
+    // with more brackets than that (a long array of objects) is walked.
+    openers(line) <= SONIC_MAX_DEPTH || max_depth(line) <= SONIC_MAX_DEPTH
+}
+
+/// The deepest nesting of brackets outside strings. Brackets inside strings do not count either
+/// way, so text cannot hide nesting from it.
+fn max_depth(line: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in line {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The `{` and `[` bytes of a line, inside strings or not (an upper bound on its nesting).
+fn openers(line: &[u8]) -> usize {
+    // Counted in runs of 255 bytes into a `u8`, which the compiler vectorizes (a plain `filter`
+    // and `count` into a `usize` is not, and cost five times as much). `[` and `{` differ only
+    // in bit 5, so one comparison finds both.
+    line.chunks(255)
+        .map(|run| {
+            run.iter()
+                .fold(0u8, |n, &b| n + u8::from((b | 0x20) == b'{')) as usize
+        })
+        .sum()
 }
 
 /// A required string field: absent or empty is a `MissingField` rejection naming the field.
@@ -288,6 +349,22 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_ignores_strings() {
+        assert_eq!(max_depth(br#"{"a":1}"#), 1);
+        assert_eq!(max_depth(br#"{"a":[{"b":[]}],"c":{}}"#), 4);
+        // Brackets in strings, escaped quotes included, neither add nor hide nesting.
+        assert_eq!(max_depth(br#"{"a":"[[[{{{","b":"\"]]]]"}"#), 1);
+        assert_eq!(max_depth(br#"{"a":[["]]]]]]]]", [[1]]]]}"#), 5);
+        assert_eq!(max_depth(br#"{"a":"x\\","b":[1]}"#), 2);
+        // Many brackets, shallow: walked, and still for sonic-rs.
+        let wide = format!("{{\"a\":[{}1]}}", "[],".repeat(100));
+        assert!(openers(wide.as_bytes()) > SONIC_MAX_DEPTH);
+        assert!(shallow(wide.as_bytes()));
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(33), "]".repeat(33));
+        assert!(!shallow(deep.as_bytes()));
+    }
 
     #[test]
     fn fast_rfc3339_agrees_with_chrono() {

@@ -434,3 +434,41 @@ fn no_input_panics() {
     }
     assert!(calls > 100_000, "{calls}");
 }
+
+/// A line nesting brackets far deeper than any log does, in a field the normalizer never
+/// reads, is normalized as the same line without that nesting would be (the field ignored, or
+/// refused where the format is strict): never a stack overflow. sonic-rs skips unread values by
+/// recursion without a limit, which once aborted the process on such a line. The test thread's
+/// stack is no larger than a worker's, so an overflow here fails the test run.
+#[test]
+fn deep_nesting_in_an_unread_field_changes_nothing() {
+    let limits = Limits::default();
+    let outcome = |r: Result<AuthEvent, authwatch_normalize::Rejection>| match r {
+        Ok(mut e) => Ok({
+            e.ingest_time = 0;
+            e
+        }),
+        Err(r) => Err(r.kind),
+    };
+    for p in [
+        "okta", "entra", "duo", "auth0", "keycloak", "google", "ocsf", "ecs",
+    ] {
+        let format: Format = p.parse().unwrap();
+        let line = fixture(p).into_iter().next().unwrap();
+        let body = line.trim_end().strip_suffix('}').unwrap();
+        let with = |depth: usize| {
+            format!(
+                "{body},\"zz_unread\":{}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        for norm in [format.normalizer(), Format::Auto.normalizer()] {
+            let shallow = outcome(norm.normalize(with(1).as_bytes(), 0, &limits));
+            for depth in [20, 33, 100, 20_000] {
+                let deep = outcome(norm.normalize(with(depth).as_bytes(), 0, &limits));
+                assert_eq!(deep, shallow, "{p} via {}, depth {depth}", norm.name());
+            }
+        }
+    }
+}
