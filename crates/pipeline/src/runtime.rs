@@ -44,10 +44,11 @@ impl std::str::FromStr for Speed {
             return Ok(Speed::Max);
         }
         let n = s.strip_suffix('x').unwrap_or(s);
+        // Slower than a millionth of real time, a day of events would take millennia: a typo.
         match n.parse::<f64>() {
-            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            Ok(f) if f.is_finite() && (1e-6..=1e12).contains(&f) => Ok(Speed::Factor(f)),
             _ => Err(format!(
-                "speed {s:?} must be \"max\" or a positive factor such as \"60x\""
+                "speed {s:?} must be \"max\" or a factor from 0.000001x to 1e12x, such as \"60x\""
             )),
         }
     }
@@ -735,9 +736,12 @@ impl Pipeline {
                     }
                     if let Speed::Factor(factor) = speed {
                         let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
-                        let due = Duration::from_secs_f64(
+                        // Saturates: a tiny factor puts the next event beyond any wait
+                        // (the parser bounds it, but a Duration must never panic here).
+                        let due = Duration::try_from_secs_f64(
                             ((event.time - t0).max(0) as f64) / 1000.0 / factor,
-                        );
+                        )
+                        .unwrap_or(Duration::MAX);
                         let ahead = due.saturating_sub(w0.elapsed());
                         if ahead > Duration::from_millis(2) {
                             // Make what was decided so far visible before waiting.

@@ -261,6 +261,11 @@ fn speed_parses() {
     assert_eq!("0.5".parse::<Speed>().unwrap(), Speed::Factor(0.5));
     assert!("fast".parse::<Speed>().is_err());
     assert!("0x".parse::<Speed>().is_err());
+    // Factors no replay means (a typo, or one that overflows the wait) are refused up front.
+    for bad in ["1e-300x", "1e-7x", "1e13x", "-1x", "NaNx", "infx"] {
+        assert!(bad.parse::<Speed>().is_err(), "{bad}");
+    }
+    assert_eq!("1e-6x".parse::<Speed>().unwrap(), Speed::Factor(1e-6));
 }
 
 #[test]
