@@ -188,7 +188,7 @@ impl LineSource {
             offset: 0,
             source,
         })?;
-        let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+        let mut reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(BufReader::with_capacity(
                 256 * 1024,
                 MultiGzDecoder::new(buffered),
@@ -196,10 +196,23 @@ impl LineSource {
         } else {
             Box::new(buffered)
         };
+        // A UTF-8 byte-order mark (Windows tools write one) is not part of the first line.
+        let head = reader.fill_buf().map_err(|source| SourceError::Read {
+            name: name.clone(),
+            offset: 0,
+            source,
+        })?;
+        let offset = if head.starts_with(UTF8_BOM) {
+            reader.consume(UTF8_BOM.len());
+            UTF8_BOM.len() as u64
+        } else {
+            0
+        };
+        self.total_read += offset;
         self.current = Some(Input {
             reader,
             line: 0,
-            offset: 0,
+            offset,
         });
         Ok(true)
     }
@@ -299,10 +312,24 @@ impl Source for LineSource {
     }
 }
 
+const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let mut s = source(b"\xef\xbb\xbf{\"a\":1}\n{\"b\":2}\n", 100, 10);
+        let got = lines(&mut s, 10);
+        assert_eq!(got[0].0, b"{\"a\":1}");
+        assert_eq!((got[0].1.line, got[0].1.offset), (1, 3));
+        assert_eq!((got[1].1.line, got[1].1.offset), (2, 11));
+        // Only at the start of an input: elsewhere it stays in the line (and is rejected there).
+        let mut s = source(b"{}\n\xef\xbb\xbf{}\n", 100, 10);
+        assert_eq!(lines(&mut s, 10)[1].0, b"\xef\xbb\xbf{}");
+    }
 
     fn source(data: &[u8], max: usize, keep: usize) -> LineSource {
         LineSource::from_readers(
