@@ -184,11 +184,16 @@ impl RulePack {
             source,
         };
         let files: Vec<PathBuf> = if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(io)?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                let file = entry.map_err(io)?.path();
+                let yaml = file.extension().is_some_and(|x| {
+                    x.eq_ignore_ascii_case("yaml") || x.eq_ignore_ascii_case("yml")
+                });
+                if yaml {
+                    files.push(file);
+                }
+            }
             files.sort();
             files
         } else {
@@ -201,6 +206,14 @@ impl RulePack {
                 source,
             })?;
             rules.extend(compile::compile_text(&file, &text)?);
+        }
+        // A pack with no rule detects nothing, silently: a wrong path, not a choice.
+        if rules.is_empty() {
+            return Err(RuleError::Pack(format!(
+                "{}: no rules (a rules directory holds *.yaml or *.yml files; subdirectories \
+                 are not read)",
+                path.display()
+            )));
         }
         RulePack::from_rules(rules)
     }

@@ -320,6 +320,22 @@ fn load_err(text: &str) -> String {
 
 const GOOD: &str = include_str!("../../../rules/mfa_fatigue.yaml");
 
+/// A directory without rules (wrong path, files with another extension, rules one level down)
+/// is an error naming it, not a pack that detects nothing; extensions match in any case.
+#[test]
+fn a_rules_directory_without_rules_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a rule").unwrap();
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    std::fs::write(dir.path().join("more/mfa_fatigue.yaml"), GOOD).unwrap();
+    let e = RulePack::load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("no rules"), "{e}");
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    std::fs::write(dir.path().join("MFA_FATIGUE.YAML"), GOOD).unwrap();
+    let pack = RulePack::load(dir.path()).unwrap();
+    assert_eq!(pack.rules().len(), 1);
+}
+
 #[test]
 fn bad_rules_fail_with_file_line_and_column() {
     let line_of =

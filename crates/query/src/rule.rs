@@ -266,12 +266,25 @@ pub fn load_dir(dir: &Path) -> Result<Vec<SqlRule>, QueryError> {
         path: dir.to_owned(),
         source,
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("sql"))
+        {
+            paths.push(path);
+        }
+    }
     paths.sort();
+    // `sql.enabled` with no detection runs nothing, silently: a wrong directory, not a choice.
+    if paths.is_empty() {
+        return Err(QueryError::Rule {
+            path: dir.to_owned(),
+            message: "no detections (*.sql files) in this directory; subdirectories are not read"
+                .to_owned(),
+        });
+    }
     let rules = paths
         .iter()
         .map(|p| SqlRule::load(p))

@@ -599,3 +599,20 @@ fn archives_store_strings_as_views_and_older_ones_read_the_same() {
     assert!(new[1].lines().count() > 10, "{}", new[1]);
     assert_eq!(new, old);
 }
+
+/// A detections directory with no `.sql` file is an error naming it; extensions match in any
+/// case.
+#[test]
+fn a_detections_directory_without_detections_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("readme.md"), "no detection").unwrap();
+    let e = load_dir(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("no detections"), "{e}");
+    let one = std::fs::read_dir(sql_dir())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "sql"))
+        .unwrap();
+    std::fs::copy(&one, dir.path().join("ONE.SQL")).unwrap();
+    assert_eq!(load_dir(dir.path()).unwrap().len(), 1);
+}
