@@ -257,6 +257,48 @@ fn bad_config_and_unreadable_files_fail_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("speed"));
 }
 
+/// An output naming an input would empty it before it is read: refused, the input untouched.
+/// So is one file for two outputs.
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let line = r#"{"time":1767603600000,"provider":"okta","event_id":"a","activity":"logon","outcome":"success"}"#;
+    std::fs::write(&input, format!("{line}\n")).unwrap();
+    for flag in ["--alerts", "--dead-letter"] {
+        let out = run_fail(
+            authwatch()
+                .args(["replay", "--quiet", flag])
+                .arg(&input)
+                .arg(&input),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is the input"), "{flag}: {err}");
+    }
+    let out = run_fail(
+        authwatch()
+            .args(["normalize", "--from", "native", "-o"])
+            .arg(&input)
+            .arg(&input),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the input"));
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        format!("{line}\n")
+    );
+    let both = dir.path().join("both.jsonl");
+    let out = run_fail(
+        authwatch()
+            .args(["replay", "--quiet", "--alerts"])
+            .arg(&both)
+            .arg("--dead-letter")
+            .arg(&both)
+            .arg(&input),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("also the alerts output"), "{err}");
+}
+
 #[test]
 fn demo_replays_the_bundled_stream_and_names_its_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -87,6 +87,9 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         max_events: args.max_events,
         ..GenConfig::default()
     };
+    if let Some(labels) = &args.labels {
+        crate::paths::refuse_overwrites(&[], &[("--out", &args.out), ("--labels", labels)])?;
+    }
     let mut out = create_output(&args.out)?;
     let (labels, count) = write_events(&cfg, args.format, &mut out)?;
     drop(out);

@@ -7,6 +7,7 @@ mod explain;
 mod gen_cmd;
 mod geo_bundle;
 mod normalize_cmd;
+mod paths;
 mod progress;
 mod replay;
 mod respond;

@@ -119,6 +119,11 @@ pub fn run(args: NormalizeArgs) -> Result<ExitCode> {
     // Every event is wanted, however late it arrives: normalizing is not detecting.
     config.event_time.allowed_lateness = authwatch_event::DurationText(std::time::Duration::MAX);
     config.validate()?;
+    let mut outputs = vec![("--out", args.out.as_path())];
+    if let Some(dead) = &args.dead_letter {
+        outputs.push(("--dead-letter", dead.as_path()));
+    }
+    crate::paths::refuse_overwrites(&args.files, &outputs)?;
     let mut source = LineSource::open_files(
         &args.files,
         config.input.max_line_bytes,

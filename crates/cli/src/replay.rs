@@ -283,6 +283,15 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(a) = &args.alerts {
         config.output.alerts = Some(a.clone());
     }
+    let outputs: Vec<(&str, &std::path::Path)> = [
+        ("alerts output", config.output.alerts.as_deref()),
+        ("dead-letter output", config.output.dead_letter.as_deref()),
+        ("late-events output", config.output.late_events.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, path)| Some((name, path?)))
+    .collect();
+    crate::paths::refuse_overwrites(&args.files, &outputs)?;
     let total: u64 = args
         .files
         .iter()
