@@ -361,6 +361,7 @@ impl Responder {
             return Ok(out);
         }
         let key = AccountKey::new(facts.tenant.as_deref(), &facts.account);
+        self.settle_decided(&key)?;
         let ttl = self.config.incident_ttl.millis();
         if let Some(open) = self.state.incidents.get(&key).filter(|i| {
             i.status != IncidentStatus::Failed
@@ -482,25 +483,27 @@ impl Responder {
                 i += 1;
                 continue;
             }
-            // A human may have approved (and carried out) or rejected it meanwhile.
+            // A human may have approved (and carried out) or rejected it meanwhile, or be
+            // deciding it right now: the claim (the lock `respond approve` takes too) keeps
+            // both from carrying it out, and is held until the store has the outcome.
             let id = self.state.queue[i].id.clone();
-            match self.store.get(&id) {
-                Ok(p) if p.status != PendingStatus::Queued => {
+            let claim = match self.store.claim(&id) {
+                Ok((_, claim)) => Some(claim),
+                Err(StoreError::Decided { status, .. }) => {
                     if let Some(q) = self.state.queue.remove(i)
                         && let Some(inc) = self.state.incidents.get_mut(&q.key)
                     {
-                        inc.status = match p.status {
-                            PendingStatus::Rejected => IncidentStatus::Rejected,
-                            PendingStatus::Failed => IncidentStatus::Failed,
-                            PendingStatus::Refused => IncidentStatus::Refused,
-                            _ => IncidentStatus::Executed,
-                        };
+                        inc.status = IncidentStatus::decided(status);
                     }
                     continue;
                 }
-                Ok(_) | Err(StoreError::Unknown(_)) => {}
+                Err(StoreError::Busy(_)) => {
+                    i += 1;
+                    continue;
+                }
+                Err(StoreError::Unknown(_)) => None,
                 Err(e) => return Err(e.into()),
-            }
+            };
             if self.global_blocked() {
                 break;
             }
@@ -522,8 +525,37 @@ impl Responder {
                 approver: None,
             };
             out.extend(self.act(work, now).await?);
+            drop(claim);
         }
         Ok(out)
+    }
+
+    /// Takes over what a human decided (`respond approve`/`reject`, another process) for the
+    /// account's waiting incident, so that it stops waiting: until then every alert for the
+    /// account is a duplicate of it.
+    fn settle_decided(&mut self, key: &AccountKey) -> Result<(), RespondError> {
+        let Some(inc) = self.state.incidents.get(key) else {
+            return Ok(());
+        };
+        if !matches!(
+            inc.status,
+            IncidentStatus::PendingApproval | IncidentStatus::Queued
+        ) {
+            return Ok(());
+        }
+        let Some(id) = inc.pending_id.clone() else {
+            return Ok(());
+        };
+        let decided = match self.store.get(&id) {
+            Ok(p) if !p.status.is_open() => p.status,
+            Ok(_) | Err(StoreError::Unknown(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(inc) = self.state.incidents.get_mut(key) {
+            inc.status = IncidentStatus::decided(decided);
+        }
+        self.state.queue.retain(|q| q.id != id);
+        Ok(())
     }
 
     /// On a live stream: lets queued actions go out as tokens free up (call every few
@@ -588,12 +620,7 @@ impl Responder {
                         alert_id: work.alert.alert_id.clone(),
                         rule_id: work.alert.rule_id.clone(),
                         opened_ms: now,
-                        status: match existing.status {
-                            PendingStatus::Rejected => IncidentStatus::Rejected,
-                            PendingStatus::Failed => IncidentStatus::Failed,
-                            PendingStatus::Refused => IncidentStatus::Refused,
-                            _ => IncidentStatus::Executed,
-                        },
+                        status: IncidentStatus::decided(existing.status),
                         acted_ms: None,
                         pending_id: Some(existing.id.clone()),
                     },
@@ -677,6 +704,25 @@ impl Responder {
 
     /// Carries out `work` (a token was taken at `now`, or a human approved it).
     async fn act(&mut self, work: Work, now: i64) -> Result<Vec<AuditRecord>, RespondError> {
+        // The incident is in the state before the provider is called. The audit record of an
+        // action can only be written after the call; if that write fails, the responder stops
+        // with this incident in its state (saved even after an error), so the action is not
+        // repeated at the next start.
+        self.state.incidents.insert(
+            work.key.clone(),
+            Incident {
+                alert_id: work.alert.alert_id.clone(),
+                rule_id: work.alert.rule_id.clone(),
+                opened_ms: now,
+                status: if self.config.mode == RespondMode::DryRun {
+                    IncidentStatus::DryRun
+                } else {
+                    IncidentStatus::Executed
+                },
+                acted_ms: work.approver.is_none().then_some(now),
+                pending_id: work.pending_id.clone(),
+            },
+        );
         let (status, records) = self.carry_out(&work).await?;
         self.state.incidents.insert(
             work.key.clone(),

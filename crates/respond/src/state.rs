@@ -45,6 +45,21 @@ pub enum IncidentStatus {
     Failed,
 }
 
+impl IncidentStatus {
+    /// The incident's status once its pending action is decided (`status` is not open).
+    pub fn decided(status: crate::store::PendingStatus) -> IncidentStatus {
+        use crate::store::PendingStatus as P;
+        match status {
+            P::Rejected => IncidentStatus::Rejected,
+            P::Failed => IncidentStatus::Failed,
+            P::Refused => IncidentStatus::Refused,
+            P::Executed => IncidentStatus::Executed,
+            P::AwaitingApproval => IncidentStatus::PendingApproval,
+            P::Queued => IncidentStatus::Queued,
+        }
+    }
+}
+
 /// One account's incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {

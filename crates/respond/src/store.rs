@@ -115,6 +115,10 @@ pub enum StoreError {
     BadId(String),
 }
 
+/// How old a claim's lock must be to count as abandoned. A decision takes seconds (the
+/// provider's calls, with their retries and timeouts); ten minutes is far beyond that.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct PendingStore {
@@ -215,10 +219,27 @@ impl PendingStore {
     pub fn claim(&self, id: &str) -> Result<(PendingAction, Claim), StoreError> {
         let lock = self.dir.join(format!("{id}.lock"));
         self.path(id)?;
-        match OpenOptions::new().write(true).create_new(true).open(&lock) {
+        let take = || OpenOptions::new().write(true).create_new(true).open(&lock);
+        match take() {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::Busy(id.to_owned()));
+                // A lock this old was left by a process that died while deciding (kill -9 in
+                // the middle of a provider call): the action is still open, so it may be taken.
+                let stale = std::fs::metadata(&lock)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_LOCK));
+                if !stale {
+                    return Err(StoreError::Busy(id.to_owned()));
+                }
+                tracing::warn!(lock = %lock.display(), "taking over an abandoned claim");
+                let _ = std::fs::remove_file(&lock);
+                match take() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(StoreError::Busy(id.to_owned()));
+                    }
+                    Err(e) => return Err(io(&lock, e)),
+                }
             }
             Err(e) => return Err(io(&lock, e)),
         }

@@ -642,6 +642,35 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
     }
 }
 
+/// The audit record of an action is written after the provider's call; when that write fails
+/// (a full disk here), the responder stops, and the state it leaves knows the account's
+/// incident: the next start does not act on the account again.
+#[tokio::test]
+async fn an_audit_write_that_fails_after_the_call_does_not_lead_to_a_second_call() {
+    let server = Server::start(|_, _| Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!("{}/hooks/authwatch", server.url));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let full = JsonLinesAudit::open(std::path::Path::new("/dev/full")).unwrap();
+    let mut r = Responder::new(&c, ResponseClock::event_time(T0), vec![Box::new(full)]).unwrap();
+    let a = alert("mfa_fatigue_success", "erin@example.com", Some("acme"), T0);
+    let e = r.handle(&a).await.unwrap_err();
+    assert!(e.to_string().contains("/dev/full"), "{e}");
+    assert_eq!(server.seen().len(), 1);
+    let state = r.snapshot().unwrap();
+
+    let (mut next, _, _) = responder(&c);
+    next.restore(&state).unwrap();
+    let out = next.handle(&a).await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Duplicate)]
+    );
+    assert_eq!(server.seen().len(), 1, "the action was repeated");
+}
+
 #[tokio::test]
 async fn webhook_actions_are_signed() {
     let server = Server::start(|seen, _| {
@@ -745,6 +774,106 @@ async fn approval_mode_waits_for_a_human() {
     assert_eq!(decided.status, authwatch_respond::PendingStatus::Rejected);
     assert_eq!(records[0].unmapped.decision, Decision::Rejected);
     assert_eq!(server.lines().len(), before);
+
+    // The responder that asked (the pipeline) learns the decision from the store: its incident
+    // stops waiting. Within the incident's time a new alert is a duplicate of the executed
+    // incident; after it, the account can be acted on again (asked for again here).
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Duplicate);
+    assert!(
+        out[0].status_detail.contains("(Executed)"),
+        "{}",
+        out[0].status_detail
+    );
+    let later = T0 + c.incident_ttl.millis() + 3_600_000;
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            None,
+            later,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].unmapped.decision,
+        Decision::PendingApproval,
+        "{}",
+        out[0].status_detail
+    );
+}
+
+/// The pipeline's queue and a human's `respond approve` never both carry out one action: the
+/// queue drains only actions it can claim, and holds the claim while it acts.
+#[tokio::test]
+async fn a_queued_action_a_human_is_deciding_is_left_to_the_human() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    c.limits.global_actions = 1;
+    let (mut r, _, _) = responder(&c);
+    let first = r
+        .handle(&alert("mfa_fatigue_success", "gone@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(first[0].unmapped.decision, Decision::AlreadyDone);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued);
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    // A human is deciding it (holds the claim) when tokens come back.
+    let (_, claim) = r.store().claim(&id).unwrap();
+    let later = T0 + 2 * 3_600_000;
+    let out = r
+        .handle(&alert("new_device_geo", "bob@example.com", None, later))
+        .await
+        .unwrap();
+    assert!(out.is_empty(), "{out:#?}");
+    assert!(
+        !server
+            .lines()
+            .iter()
+            .any(|l| l.contains("00u1/lifecycle/suspend")),
+        "the queue acted on an action a human held"
+    );
+    drop(claim);
+    // Released (undecided): the next drain carries it out, once.
+    let out = r
+        .handle(&alert(
+            "new_device_geo",
+            "bob@example.com",
+            None,
+            later + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .filter(|x| x.unmapped.decision == Decision::Executed)
+            .count(),
+        2,
+        "{out:#?}"
+    );
+    assert_eq!(
+        server
+            .lines()
+            .iter()
+            .filter(|l| l.contains("00u1/lifecycle/suspend"))
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
