@@ -961,6 +961,7 @@ fn build_alert(
         evidence,
         observed: Observed {
             event_id: e.event_id.clone(),
+            tenant: e.tenant.clone(),
             time: Timestamp(e.time),
             src: e.src.clone(),
             device: e.device.clone(),

@@ -57,6 +57,11 @@ pub struct Alert {
 pub struct Observed {
     /// The deciding event's id.
     pub event_id: Text,
+    /// Its tenant, whatever the rule's key: `entity.tenant` is set only for rules keyed by
+    /// tenant, and a responder needs the tenant of every account it acts on (per-tenant limits,
+    /// one incident per account and tenant).
+    #[serde(default, skip_serializing_if = "Text::is_empty")]
+    pub tenant: Text,
     /// Its event time.
     pub time: Timestamp,
     /// Its source, with geo, ASN, anonymizer flags and tags.

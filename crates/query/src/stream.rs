@@ -1123,6 +1123,7 @@ fn build_alert(
     let observed = match &decided {
         Some(e) => Observed {
             event_id: e.event_id.clone(),
+            tenant: e.tenant.clone(),
             time: Timestamp(e.time),
             src: e.src.clone(),
             device: e.device.clone(),

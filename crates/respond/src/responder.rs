@@ -320,7 +320,14 @@ impl Responder {
             alert_id: alert.alert_id.clone(),
             rule_id: alert.rule_id.clone(),
             severity: alert.severity,
-            tenant: alert.entity.tenant.as_ref().map(|t| t.to_string()),
+            // The rule's key has the tenant only when it is keyed by tenant; the deciding
+            // event always has it (when the provider gives one).
+            tenant: alert
+                .entity
+                .tenant
+                .as_ref()
+                .or(Some(&alert.observed.tenant).filter(|t| !t.is_empty()))
+                .map(|t| t.to_string()),
             account: alert
                 .entity
                 .user

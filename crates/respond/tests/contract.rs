@@ -642,6 +642,47 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
     }
 }
 
+/// Rules keyed by user carry no tenant in their entity; the deciding event's tenant serves
+/// instead, so per-tenant limits and incidents stay per tenant.
+#[tokio::test]
+async fn the_tenant_comes_from_the_deciding_event_when_the_rule_is_keyed_by_user() {
+    let server = Server::start(|_, _| Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!("{}/hooks/authwatch", server.url));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c.limits.tenant_actions = 1;
+    let (mut r, _, _) = responder(&c);
+    let keyed_by_user = |account: &str, tenant: &str, time: i64| {
+        let mut a = alert("mfa_fatigue_success", account, None, time);
+        a.alert_id = format!("{tenant}-{}", a.alert_id);
+        a.observed.tenant = tenant.into();
+        a
+    };
+    // One action per tenant and hour: acme's and globex's each go out.
+    for (account, tenant) in [("alice", "acme"), ("jsmith", "globex")] {
+        let out = r.handle(&keyed_by_user(account, tenant, T0)).await.unwrap();
+        assert_eq!(out[0].unmapped.decision, Decision::Executed, "{tenant}");
+        assert_eq!(out[0].user.org.as_deref(), Some(tenant));
+    }
+    // The same login in another tenant is another account: its own incident (queued here, as
+    // acme's token is spent), not a duplicate of globex's.
+    let out = r
+        .handle(&keyed_by_user("jsmith", "acme", T0 + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].unmapped.decision,
+        Decision::Queued,
+        "{}",
+        out[0].status_detail
+    );
+    let bodies: Vec<serde_json::Value> = server.seen().iter().map(|s| s.json()).collect();
+    assert_eq!(bodies[0]["tenant"], "acme");
+    assert_eq!(bodies[1]["tenant"], "globex");
+}
+
 /// The audit record of an action is written after the provider's call; when that write fails
 /// (a full disk here), the responder stops, and the state it leaves knows the account's
 /// incident: the next start does not act on the account again.

@@ -34,9 +34,10 @@ pub struct PartitionLag {
 /// How many response actions ended with one result, as an action source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionCount {
-    /// The action (`revoke_sessions`, `suspend_user`, `notify`, …).
+    /// The action (`suspend`, `revoke_sessions`, `reset_mfa`, `notify`).
     pub action: String,
-    /// How it ended (`ok`, `failed`, `dry_run`, `rate_limited`, …).
+    /// How it ended: the responder's decision (`executed`, `dry_run`, `already_done`,
+    /// `refused`, `duplicate`, `queued`, `pending_approval`, `rejected`, `failed`).
     pub result: String,
     /// How many so far (a running total).
     pub count: u64,
