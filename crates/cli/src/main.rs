@@ -89,10 +89,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("authwatch: error: {e:#}");
+            eprintln!("authwatch: error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each cause once: library errors often name their source in their
+/// own message already (`{path}: cannot open: {source}`), and anyhow's `{:#}` would repeat it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -122,5 +138,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let inner = anyhow::Error::from(io).context("x.jsonl: cannot open: No such file");
+        assert_eq!(error_text(&inner), "x.jsonl: cannot open: No such file");
+        let outer = inner.context("replay failed");
+        assert_eq!(
+            error_text(&outer),
+            "replay failed: x.jsonl: cannot open: No such file"
+        );
+        let plain = anyhow::anyhow!("bad").context("loading rules");
+        assert_eq!(error_text(&plain), "loading rules: bad");
     }
 }
