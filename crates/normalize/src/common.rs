@@ -97,7 +97,49 @@ pub(crate) fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejectio
     {
         return Ok(v);
     }
-    serde_json::from_str(text).map_err(|e| Rejection::from_json(&e))
+    serde_json::from_str(text).map_err(|_| diagnose::<T>(text))
+}
+
+/// Why serde_json refuses a line, with the path of the field at fault (`detail.actor.id:
+/// invalid type …`). The line is parsed once more to track the path: that costs only on the
+/// rare rejected line.
+pub(crate) fn diagnose<'a, T: Deserialize<'a>>(text: &'a str) -> Rejection {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let err = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => {
+            return match de.end() {
+                Err(e) => Rejection::from_json(&e),
+                // Not reached: serde_json refused the line a moment ago.
+                Ok(()) => Rejection::new(
+                    RejectKind::MalformedJson,
+                    "the line could not be parsed".to_owned(),
+                ),
+            };
+        }
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let mut rejection = Rejection::from_json(&inner);
+    // serde_json reports a number or an object where a vocabulary's string belongs as a syntax
+    // error ("expected value"), though the line is valid JSON: it is the field's type.
+    if rejection.kind == RejectKind::MalformedJson
+        && inner.classify() == serde_json::error::Category::Syntax
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    {
+        rejection = Rejection::new(
+            RejectKind::WrongType,
+            format!(
+                "invalid type: expected a string at line {} column {}",
+                inner.line(),
+                inner.column()
+            ),
+        );
+    }
+    if path != "." && rejection.kind != RejectKind::MalformedJson {
+        rejection.message = format!("{path}: {}", rejection.message);
+    }
+    rejection
 }
 
 /// Whether the line nests at most `SONIC_MAX_DEPTH` levels.

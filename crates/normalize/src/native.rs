@@ -33,7 +33,7 @@ impl Normalizer for Native {
             ));
         }
         let mut event: AuthEvent =
-            serde_json::from_str(text).map_err(|e| Rejection::from_json(&e))?;
+            serde_json::from_str(text).map_err(|_| crate::common::diagnose::<AuthEvent>(text))?;
         event.ingest_time = ingest_time;
         validate(&event, limits)?;
         Ok(event)
@@ -80,6 +80,28 @@ mod tests {
         let r = reject(br#"{"time":"noon","provider":"okta","event_id":"e","activity":"logon","outcome":"success"}"#);
         assert_eq!(r.kind, RejectKind::WrongType);
         assert!(r.message.contains("invalid type"), "{}", r.message);
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        // A number where a vocabulary's string belongs: serde_json calls it a syntax error.
+        let r = reject(br#"{"time":1767603600000,"provider":"okta","event_id":"e","activity":0,"outcome":"success"}"#);
+        assert_eq!(r.kind, RejectKind::WrongType, "{}", r.message);
+        assert!(
+            r.message.starts_with("activity: invalid type"),
+            "{}",
+            r.message
+        );
+        let r = reject(br#"{"time":1767603600000,"provider":"okta","event_id":"e","activity":"logon","outcome":"success","src":{"ip":7}}"#);
+        assert_eq!(r.kind, RejectKind::WrongType, "{}", r.message);
+        assert!(
+            r.message.starts_with("src.ip: invalid type"),
+            "{}",
+            r.message
+        );
+        // Broken JSON stays malformed, with no path.
+        let r = reject(br#"{"time":1767603600000,"provider":"okta","event_id":"e","activity":0,"#);
+        assert_eq!(r.kind, RejectKind::MalformedJson, "{}", r.message);
     }
 
     #[test]
