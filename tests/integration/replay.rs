@@ -257,6 +257,54 @@ fn bad_config_and_unreadable_files_fail_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("speed"));
 }
 
+/// A gzip recording cut short (an upload interrupted): its lines up to the cut are replayed,
+/// the cut is a dead letter naming the file and line, and the next file is replayed as usual.
+#[test]
+fn a_truncated_gzip_file_keeps_its_lines_and_the_run_goes_on() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let line = |id: usize| {
+        format!(
+            r#"{{"time":{},"provider":"okta","event_id":"e{id}","activity":"logon","outcome":"success"}}"#,
+            1_767_603_600_000u64 + id as u64 * 1000
+        )
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for id in 0..3000 {
+        writeln!(gz, "{}", line(id)).unwrap();
+    }
+    let mut bytes = gz.finish().unwrap();
+    bytes.truncate(bytes.len() - 30);
+    let cut = dir.path().join("cut.jsonl.gz");
+    std::fs::write(&cut, bytes).unwrap();
+    let next = dir.path().join("next.jsonl");
+    std::fs::write(&next, format!("{}\n", line(9999))).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let out = run_ok(
+        authwatch()
+            .args([
+                "replay",
+                "--quiet",
+                "--alerts",
+                "/dev/null",
+                "--dead-letter",
+            ])
+            .arg(&dead)
+            .arg(&cut)
+            .arg(&next),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreadable_input 1"), "{stderr}");
+    let dead = json_lines(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "unreadable_input");
+    assert_eq!(dead[0]["file"], cut.display().to_string());
+    let at = dead[0]["line"].as_u64().unwrap();
+    assert!(at > 2000 && at <= 3000, "{at}");
+    // Every line before the cut, and the next file's.
+    assert!(stderr.contains(&format!("{} events", at)), "{stderr}");
+}
+
 /// An output naming an input would empty it before it is read: refused, the input untouched.
 /// So is one file for two outputs.
 #[test]

@@ -24,6 +24,9 @@ pub enum RejectKind {
     EmptyLine,
     /// No format accepts the line.
     UnknownFormat,
+    /// The rest of an input could not be read (a truncated or corrupt gzip stream, an I/O
+    /// error): the lines before it were read; the input ends here.
+    UnreadableInput,
 }
 
 impl RejectKind {
@@ -39,6 +42,7 @@ impl RejectKind {
         RejectKind::LineTooLong,
         RejectKind::EmptyLine,
         RejectKind::UnknownFormat,
+        RejectKind::UnreadableInput,
     ];
 
     /// The snake_case name.
@@ -54,6 +58,7 @@ impl RejectKind {
             RejectKind::LineTooLong => "line_too_long",
             RejectKind::EmptyLine => "empty_line",
             RejectKind::UnknownFormat => "unknown_format",
+            RejectKind::UnreadableInput => "unreadable_input",
         }
     }
 

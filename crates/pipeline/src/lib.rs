@@ -49,7 +49,7 @@ pub use enrich::Enricher;
 pub use metrics::{BatchObserver, BatchReport, Metrics, RuleMetrics, Stage, StageMetrics};
 pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
-pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError};
+pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError, Unreadable};
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ pub struct Metrics {
     /// Lines that became events.
     pub events: AtomicU64,
     /// Rejected lines, by [`RejectKind`] index.
-    pub dead_letters: [AtomicU64; 10],
+    pub dead_letters: [AtomicU64; 11],
     /// Events older than the watermark.
     pub late_events: AtomicU64,
     /// Alerts produced.
@@ -35,7 +35,7 @@ pub struct Metrics {
     rule_index: HashMap<String, usize>,
 }
 
-const _: () = assert!(RejectKind::ALL.len() == 10, "resize Metrics::dead_letters");
+const _: () = assert!(RejectKind::ALL.len() == 11, "resize Metrics::dead_letters");
 
 impl Metrics {
     /// Fresh counters.

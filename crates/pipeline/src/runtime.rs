@@ -512,6 +512,13 @@ impl Pipeline {
                     }
                 }
             }
+            for u in &batch.unreadable {
+                let name = names
+                    .get(u.origin.input as usize)
+                    .map_or("?", |s| s.as_str());
+                let rejection = Rejection::new(RejectKind::UnreadableInput, u.message.clone());
+                dead.push(DeadLetter::new(name, u.origin, rejection, &[], 0, keep));
+            }
             Metrics::add(&self.metrics.events, events.len() as u64);
             for d in &dead {
                 Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);

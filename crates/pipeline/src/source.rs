@@ -33,6 +33,15 @@ pub struct RawLine {
     pub len: u64,
 }
 
+/// Where an input stopped being readable, and why.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// The line that could not be read, and the decompressed bytes read before it.
+    pub origin: Origin,
+    /// What failed.
+    pub message: String,
+}
+
 /// A batch of raw lines.
 #[derive(Debug, Default)]
 pub struct RawBatch {
@@ -44,6 +53,9 @@ pub struct RawBatch {
     pub lines: Vec<RawLine>,
     /// A control message of a partitioned source instead of lines (see [`crate::checkpoint`]).
     pub control: Option<crate::checkpoint::Control>,
+    /// Inputs that could not be read to their end, after the lines read before (each becomes a
+    /// dead letter; the source goes on with the next input).
+    pub unreadable: Vec<Unreadable>,
     /// The batch's numbers and timings so far, and when its read began (for a
     /// [`crate::BatchObserver`]); set by the pipeline, not by sources.
     pub(crate) report: crate::metrics::BatchReport,
@@ -59,6 +71,7 @@ impl RawBatch {
     fn clear(&mut self) {
         self.data.clear();
         self.lines.clear();
+        self.unreadable.clear();
     }
 }
 
@@ -296,15 +309,43 @@ impl Source for LineSource {
     fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
         batch.clear();
         while batch.lines.len() < max_lines {
-            if self.current.is_none() && !self.next_input()? {
-                break;
-            }
-            if !self.read_line(batch)? {
-                self.current = None;
-                self.index += 1;
+            let read = match self.current {
+                Some(_) => self.read_line(batch),
+                None => match self.next_input() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => Err(e),
+                },
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.current = None;
+                    self.index += 1;
+                }
+                // A truncated or corrupt gzip stream, or an I/O error part-way: the lines read
+                // so far stay in the batch, the failure becomes a dead letter, and the source goes
+                // on with the next input. Stopping here would drop both, silently.
+                Err(SourceError::Read { offset, source, .. }) => {
+                    let line = self.current.as_ref().map_or(0, |i| i.line) + 1;
+                    batch.unreadable.push(Unreadable {
+                        origin: Origin {
+                            input: self.index as u32,
+                            line,
+                            offset,
+                        },
+                        message: format!(
+                            "line {line} and the rest of the input could not be read (after \
+                             byte {offset} of its content): {source}"
+                        ),
+                    });
+                    self.current = None;
+                    self.index += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(!batch.lines.is_empty())
+        Ok(!batch.lines.is_empty() || !batch.unreadable.is_empty())
     }
 
     fn bytes_read(&self) -> u64 {
@@ -318,6 +359,41 @@ const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A gzip stream cut short: the lines before the cut are read, the cut is reported where it
+    /// is, and the next input is read as usual.
+    #[test]
+    fn a_truncated_gzip_input_keeps_its_lines_and_the_next_input() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let text: String = (0..5000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        gz.write_all(text.as_bytes()).unwrap();
+        let mut bytes = gz.finish().unwrap();
+        bytes.truncate(bytes.len() - 40);
+        let mut s = LineSource::from_readers(
+            vec![
+                ("cut.gz".into(), Box::new(std::io::Cursor::new(bytes))),
+                (
+                    "next".into(),
+                    Box::new(std::io::Cursor::new(b"{}\n".to_vec())),
+                ),
+            ],
+            100,
+            10,
+        );
+        let mut batch = RawBatch::default();
+        let (mut read, mut unreadable) = (Vec::new(), Vec::new());
+        while s.fill(&mut batch, 512).unwrap() {
+            read.extend(batch.lines.iter().map(|l| (l.origin.input, l.origin.line)));
+            unreadable.extend(batch.unreadable.iter().cloned());
+        }
+        assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+        let cut = &unreadable[0];
+        let first_input = read.iter().filter(|(i, _)| *i == 0).count() as u64;
+        assert!(first_input > 4000 && first_input < 5000, "{first_input}");
+        assert_eq!((cut.origin.input, cut.origin.line), (0, first_input + 1));
+        assert!(cut.message.contains("could not be read"), "{}", cut.message);
+        assert_eq!(read.last(), Some(&(1, 1)), "the next input was not read");
+    }
 
     #[test]
     fn a_byte_order_mark_is_not_part_of_the_first_line() {
@@ -410,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_gzip_is_a_read_error_naming_the_input() {
+    fn corrupt_gzip_is_an_unreadable_input_at_its_first_line() {
         let mut s = LineSource::from_readers(
             vec![(
                 "bad.gz".into(),
@@ -422,7 +498,12 @@ mod tests {
             10,
         );
         let mut batch = RawBatch::default();
-        let e = s.fill(&mut batch, 10).unwrap_err();
-        assert!(e.to_string().starts_with("bad.gz: read failed"), "{e}");
+        assert!(s.fill(&mut batch, 10).unwrap());
+        assert!(batch.lines.is_empty());
+        assert_eq!(batch.unreadable.len(), 1);
+        let u = &batch.unreadable[0];
+        assert_eq!((u.origin.input, u.origin.line, u.origin.offset), (0, 1, 0));
+        assert!(u.message.contains("could not be read"), "{}", u.message);
+        assert!(!s.fill(&mut batch, 10).unwrap());
     }
 }
