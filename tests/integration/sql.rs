@@ -92,6 +92,17 @@ fn replay_archives_and_sql_queries_the_archive() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("read-only: DELETE statements are refused")
     );
+    // A mistyped archive path is an error, not an empty answer (and is not created).
+    let missing = dir.path().join("no-such-archive");
+    let out = authwatch()
+        .args(["sql", "SELECT count(*) FROM events", "--archive"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such directory"), "{err}");
+    assert!(!missing.exists());
 }
 
 /// `alert_id`s of `rule` in an alerts file, sorted (with repeats).

@@ -148,6 +148,19 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
 async fn build_catalog(sources: &SourceArgs, loaded: Option<Loaded>) -> Result<Catalog> {
     let mut catalog = Catalog::new()?;
     if let Some(location) = &sources.archive {
+        // A local archive that is not there is a wrong path: opening it would create it, and
+        // every query would answer "nothing" with success. (An object store prefix with nothing
+        // under it is a new archive, as is an empty directory.)
+        let local = match location.split_once("://") {
+            None => Some(location.as_str()),
+            Some(("file", _)) => location.strip_prefix("file://"),
+            Some(_) => None,
+        };
+        if let Some(dir) = local
+            && !std::path::Path::new(dir).is_dir()
+        {
+            bail!("--archive {location}: no such directory");
+        }
         catalog
             .add_archive(location)
             .await

@@ -384,6 +384,17 @@ pub(crate) fn check_read_only(sql: &str) -> Result<(), QueryError> {
     match kw.as_str() {
         "SELECT" | "WITH" | "SHOW" | "EXPLAIN" | "DESCRIBE" | "DESC" | "VALUES" | "TABLE" => Ok(()),
         "" => Err(QueryError::Sql("empty query".into())),
+        // Not a SQL keyword at all: a typo, which deserves a syntax error, not a refusal.
+        other
+            if datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+                .binary_search(&other)
+                .is_err() =>
+        {
+            Err(QueryError::Sql(format!(
+                "syntax error at line 1: {other:?} does not start a SQL statement; queries start \
+                 with SELECT, WITH, SHOW, EXPLAIN or DESCRIBE"
+            )))
+        }
         other => Err(QueryError::ReadOnly(other.to_owned())),
     }
 }
@@ -409,5 +420,9 @@ mod tests {
             check_read_only("COPY events TO 'x'"),
             Err(QueryError::ReadOnly(_))
         ));
+        // A typo is a syntax error, not a refused statement.
+        let e = check_read_only("SELEC 1").unwrap_err();
+        assert!(matches!(e, QueryError::Sql(_)), "{e}");
+        assert!(e.to_string().contains("\"SELEC\" does not start"), "{e}");
     }
 }
