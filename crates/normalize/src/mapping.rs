@@ -118,13 +118,23 @@ struct Pointer(String);
 impl<'de> Deserialize<'de> for Pointer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.is_empty() || s.starts_with('/') {
-            Ok(Pointer(s))
-        } else {
-            Err(de::Error::custom(format!(
-                "{s:?} is not a JSON pointer: it must start with `/` (e.g. `/actor/email`)"
-            )))
+        if !s.starts_with('/') {
+            // The empty pointer is the whole document: never a field's value.
+            return Err(de::Error::custom(format!(
+                "{s:?} is not a JSON pointer to a field: it must start with `/` (e.g. \
+                 `/actor/email`)"
+            )));
         }
+        // RFC 6901: `~` is only `~0` (a `~`) or `~1` (a `/`); serde_json finds nothing else.
+        let bad_escape = s
+            .match_indices('~')
+            .any(|(i, _)| !matches!(s.as_bytes().get(i + 1), Some(b'0' | b'1')));
+        if bad_escape {
+            return Err(de::Error::custom(format!(
+                "{s:?} is not a JSON pointer: `~` must be followed by 0 (for `~`) or 1 (for `/`)"
+            )));
+        }
+        Ok(Pointer(s))
     }
 }
 
@@ -216,7 +226,16 @@ impl<'de> Deserialize<'de> for TimeFormat {
             "rfc3339" => Ok(TimeFormat::Rfc3339),
             "epoch_s" => Ok(TimeFormat::EpochSeconds),
             "epoch_ms" => Ok(TimeFormat::EpochMillis),
-            p if p.contains('%') => Ok(TimeFormat::Pattern(s)),
+            p if p.contains('%') => {
+                use chrono::format::{Item, StrftimeItems};
+                if StrftimeItems::new(p).any(|i| matches!(i, Item::Error)) {
+                    return Err(de::Error::custom(format!(
+                        "time format {s:?} is not a valid strftime pattern (see \
+                         https://docs.rs/chrono/latest/chrono/format/strftime/)"
+                    )));
+                }
+                Ok(TimeFormat::Pattern(s))
+            }
             _ => Err(de::Error::custom(format!(
                 "unknown time format {s:?}; expected rfc3339, epoch_s, epoch_ms or a strftime pattern such as \"%Y-%m-%d %H:%M:%S\""
             ))),
@@ -260,11 +279,36 @@ impl Mapping {
                 message: e.to_string(),
             }
         })?;
+        // A vocabulary field with nothing to take its value from would reject every line for
+        // a field the file never fills.
+        let f = &file.fields;
+        let vocab = [
+            ("activity", Some(f.activity.is_empty())),
+            ("outcome", Some(f.outcome.is_empty())),
+            ("factor", f.factor.as_ref().map(VocabSpec::is_empty)),
+            ("reason", f.reason.as_ref().map(VocabSpec::is_empty)),
+            (
+                "provider_risk",
+                f.provider_risk.as_ref().map(VocabSpec::is_empty),
+            ),
+            (
+                "device_type",
+                f.device_type.as_ref().map(VocabSpec::is_empty),
+            ),
+        ];
+        if let Some((name, _)) = vocab.iter().find(|(_, empty)| *empty == Some(true)) {
+            return Err(MappingError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, name),
+                column: 1,
+                message: format!("fields.{name}: give `path` (with `map`), `const` or `default`"),
+            });
+        }
         if file.provider.is_empty() {
             return Err(MappingError::Invalid {
                 path: path.to_owned(),
-                line: 0,
-                column: 0,
+                line: line_of(text, "provider"),
+                column: 1,
                 message: "`provider` is empty".to_owned(),
             });
         }
@@ -277,6 +321,25 @@ impl Mapping {
     /// The provider name events get.
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+}
+
+/// The line (1-based) of the first `key:` in a YAML text, 0 if none: serde has no position for
+/// a value that parsed, and the key's own line serves for a check made after parsing.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+impl<T> VocabSpec<T> {
+    /// Nothing to take the value from.
+    fn is_empty(&self) -> bool {
+        self.path.is_none() && self.constant.is_none() && self.default.is_none()
     }
 }
 
@@ -370,7 +433,12 @@ fn time_of(doc: &serde_json::Value, spec: &TimeSpec) -> Result<i64, Rejection> {
                     .map(|t| t.timestamp_millis())
                     .map_err(|_| bad())
             } else {
+                // A pattern with a date only (`%Y-%m-%d`) reads as midnight UTC.
                 chrono::NaiveDateTime::parse_from_str(s, p)
+                    .or_else(|_| {
+                        chrono::NaiveDate::parse_from_str(s, p)
+                            .map(|d| d.and_time(chrono::NaiveTime::MIN))
+                    })
                     .map(|t| t.and_utc().timestamp_millis())
                     .map_err(|_| bad())
             }

@@ -90,6 +90,16 @@ fn time_formats_and_constants() {
         .unwrap();
     assert_eq!(e.time, 1_767_571_201_250);
     assert_eq!(e.outcome, authwatch_event::Outcome::Failure);
+    // A date-only pattern reads as midnight UTC.
+    let m = parse(&MINIMAL.replace("epoch_s", "\"%Y-%m-%d\"")).unwrap();
+    let e = m
+        .normalize(
+            br#"{"id":"a","t":"2026-01-05","ok":true}"#,
+            0,
+            &Limits::default(),
+        )
+        .unwrap();
+    assert_eq!(e.time, 1_767_571_200_000);
     let m = parse(&MINIMAL.replace("epoch_s", "epoch_ms")).unwrap();
     let r = m
         .normalize(br#"{"id":"a","t":"soon","ok":true}"#, 0, &Limits::default())
@@ -114,6 +124,22 @@ fn errors_name_file_line_and_column() {
     assert!(e.to_string().contains("unknown time format"), "{e}");
     let e = parse(&format!("{MINIMAL}  colour: /c\n")).unwrap_err();
     assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+    // What would make every line fail is refused when the file is read, at its position.
+    let e = parse(&MINIMAL.replace("event_id: /id", "event_id: \"\"")).unwrap_err();
+    assert!(e.to_string().starts_with("m.yaml:3:"), "{e}");
+    let e = parse(&MINIMAL.replace("event_id: /id", "event_id: /id~2x")).unwrap_err();
+    assert!(e.to_string().contains("`~` must be followed"), "{e}");
+    let e = parse(&MINIMAL.replace("format: epoch_s", "format: \"%Q\"")).unwrap_err();
+    assert!(e.to_string().starts_with("m.yaml:4:"), "{e}");
+    assert!(
+        e.to_string().contains("not a valid strftime pattern"),
+        "{e}"
+    );
+    let e = parse(&MINIMAL.replace("activity: { const: logon }", "activity: {}")).unwrap_err();
+    assert!(e.to_string().starts_with("m.yaml:5:"), "{e}");
+    assert!(e.to_string().contains("fields.activity: give"), "{e}");
+    let e = parse(&MINIMAL.replace("provider: p", "provider: \"\"")).unwrap_err();
+    assert!(e.to_string().starts_with("m.yaml:1:"), "{e}");
     let e = Mapping::load(Path::new("/nonexistent/m.yaml")).unwrap_err();
     assert!(
         e.to_string()
