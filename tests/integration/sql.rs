@@ -188,6 +188,54 @@ fn sql_over_recorded_files_of_another_format() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to query"));
 }
 
+/// A detection that fails at run time (a division by zero on some windows, rows whose
+/// first_seen is no event time) is logged, counted and named at the end, and the replay does not
+/// end as a success: its alerts may be missing.
+#[test]
+fn a_failing_sql_detection_is_reported_and_fails_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = generate(dir.path(), 40, 1, 5);
+    let sql_dir = dir.path().join("sql");
+    std::fs::create_dir(&sql_dir).unwrap();
+    let header = |id: &str| {
+        format!(
+            "/*---\nid: {id}\nversion: 1\ndescription: x\ncategory: test\nseverity: low\n\
+             cause_class: attack\nwindow: {{ kind: tumbling, size: 1h }}\nkey: [user]\n\
+             summary: {{ en: \"x\", ja: \"x\" }}\nsteps: {{ en: [x], ja: [x] }}\n---*/\n"
+        )
+    };
+    std::fs::write(
+        sql_dir.join("divides.sql"),
+        format!(
+            "{}SELECT \"user\".name AS user, min(time) AS first_seen, max(time) AS last_seen, \
+             count(*) / (count(*) - count(*)) AS ratio FROM events GROUP BY \"user\".name, \
+             window_start",
+            header("divides")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sql_dir.join("early.sql"),
+        format!(
+            "{}SELECT \"user\".name AS user, -5 AS first_seen, max(time) AS last_seen \
+             FROM events GROUP BY \"user\".name, window_start",
+            header("early")
+        ),
+    )
+    .unwrap();
+    let out = authwatch()
+        .args(["replay", "--quiet", "--alerts", "/dev/null", "--sql"])
+        .arg(&sql_dir)
+        .arg(&events)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sql detection divides:"), "{err}");
+    assert!(err.contains("sql detection early:"), "{err}");
+    assert!(err.contains("failed executions"), "{err}");
+}
+
 /// A running `authwatch serve`; killed on drop.
 struct Server {
     child: Child,

@@ -138,13 +138,36 @@ pub fn load_rules(config: &Config) -> Result<RulePack> {
 }
 
 /// Registers the windowed SQL detections when `[sql]` is enabled.
-pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<Pipeline> {
+pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipeline, SqlFailures)> {
     if !config.sql.enabled {
-        return Ok(pipeline);
+        return Ok((pipeline, SqlFailures(None)));
     }
     let rules = authwatch_query::load_dir(&config.sql.dir)?;
-    let detections = authwatch_query::SqlDetections::new(rules, config.sql.max_buffered_rows)?;
-    Ok(pipeline.with_stream_detectors(std::sync::Arc::new(detections)))
+    let detections = std::sync::Arc::new(authwatch_query::SqlDetections::new(
+        rules,
+        config.sql.max_buffered_rows,
+    )?);
+    let failures = SqlFailures(Some(std::sync::Arc::clone(&detections)));
+    Ok((pipeline.with_stream_detectors(detections), failures))
+}
+
+/// The SQL detections of a run, to report their failures at its end.
+pub struct SqlFailures(Option<std::sync::Arc<authwatch_query::SqlDetections>>);
+
+impl SqlFailures {
+    /// Prints each detection that failed during the run; true if any did. A failed execution is
+    /// logged as it happens and the run goes on, but the windows it decided may have missed
+    /// alerts: a run with one does not end as a success.
+    pub fn report(&self) -> bool {
+        let failed = self.0.as_ref().map(|d| d.failures()).unwrap_or_default();
+        for (id, n) in &failed {
+            eprintln!(
+                "sql detection {id}: {n} failed executions (the errors are logged above); alerts \
+                 of the windows they decided may be missing"
+            );
+        }
+        !failed.is_empty()
+    }
 }
 
 /// The archive writer when `[archive]` is enabled.
@@ -166,6 +189,7 @@ fn execute(
     RunSummary,
     JsonLinesSink,
     Option<crate::telemetry_opts::ReplayTelemetry>,
+    SqlFailures,
 )> {
     let pack = load_rules(&config)?;
     let responder = crate::respond::ReplayResponder::start(&config)?;
@@ -180,7 +204,8 @@ fn execute(
     let telemetry = options.telemetry.start(&config)?;
     let archive = open_archive(&config)?;
     let location = config.archive.location.clone();
-    let mut pipeline = with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
+    let (mut pipeline, sql_failures) =
+        with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
     if let Some(t) = &telemetry {
         pipeline = t.connect(pipeline);
     }
@@ -222,7 +247,7 @@ fn execute(
             s.events, s.alerts, s.files, s.bytes
         );
     }
-    Ok((summary, sink, telemetry))
+    Ok((summary, sink, telemetry, sql_failures))
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -256,7 +281,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     // The bundled stream yields about a hundred alerts: keep them all, then show the most severe
     // first, so a wave of low-severity lockouts does not push the critical ones off the screen.
-    let (summary, sink, telemetry) =
+    let (summary, sink, telemetry, sql_failures) =
         execute(config, &mut source, Some(total), &args.options, 100_000)?;
     let (alerts, seen) = sink.kept_alerts();
     let mut shown: Vec<_> = alerts.to_vec();
@@ -274,6 +299,9 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     if let Some(t) = telemetry {
         t.finish()?;
+    }
+    if sql_failures.report() {
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -315,7 +343,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         quiet: quiet_progress,
         ..args.options
     };
-    let (summary, sink, telemetry) = execute(
+    let (summary, sink, telemetry, sql_failures) = execute(
         config,
         &mut source,
         (!compressed).then_some(total),
@@ -329,6 +357,9 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     eprintln!("{}", table::summary(&summary));
     if let Some(t) = telemetry {
         t.finish()?;
+    }
+    if sql_failures.report() {
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -126,12 +126,14 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
     )?;
     let pipeline =
         Pipeline::new(config.clone(), pack)?.with_stream_detectors(Arc::new(live.clone()));
-    let pipeline = crate::replay::with_sql_detections(pipeline, config)?;
+    let (pipeline, sql_failures) = crate::replay::with_sql_detections(pipeline, config)?;
     let sink = CollectSink {
         events: Vec::new(),
         alerts: Vec::new(),
     };
     let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
+    // The query still runs; the `alerts` table may lack what a failed detection missed.
+    sql_failures.report();
     tracing::info!(
         events = summary.events,
         alerts = summary.alerts,

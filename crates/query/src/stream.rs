@@ -177,6 +177,19 @@ struct PlannedRule {
     physical: Arc<dyn ExecutionPlan>,
     /// The scan filters of the plan, evaluated at ingestion.
     prefilter: Option<Arc<dyn PhysicalExpr>>,
+    /// Failures over every task (each task's [`SqlRuleStats::errors`] counts its own), for the
+    /// end of a run to report.
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl RuleRun {
+    /// Counts a failure of this detection (already logged by the caller).
+    fn failed(&mut self) {
+        self.stats.errors += 1;
+        self.planned
+            .failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One detection's state in one task.
@@ -278,6 +291,19 @@ impl SqlDetections {
         self.rules.iter().map(|r| r.rule.id.as_str()).collect()
     }
 
+    /// Each detection's failed executions so far, over every task (logged as they happen):
+    /// `(id, count)` of the detections that failed at least once.
+    pub fn failures(&self) -> Vec<(String, u64)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let n = r.failures.load(std::sync::atomic::Ordering::Relaxed);
+                (r.rule.id.clone(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// A detector with empty windows.
     pub fn detector(&self) -> SqlDetector {
         SqlDetector {
@@ -331,7 +357,7 @@ impl SqlDetector {
             Err(e) => {
                 tracing::error!(error = %e, "sql: events could not be converted to Arrow; skipped");
                 for r in &mut self.rules {
-                    r.stats.errors += 1;
+                    r.failed();
                 }
                 return;
             }
@@ -379,7 +405,7 @@ impl SqlDetector {
                 .map(|c| take(c.as_ref(), &idx, None))
                 .collect();
             let Ok(chunk) = columns.and_then(|c| RecordBatch::try_new(batch.schema(), c)) else {
-                r.stats.errors += 1;
+                r.failed();
                 continue;
             };
             let times: Vec<i64> = keep.iter().map(|&i| staged[i].time).collect();
@@ -508,7 +534,7 @@ impl SqlDetector {
             match window_rows(&r.buffer, &assigned, &window_schema) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    r.stats.errors += 1;
+                    r.failed();
                     tracing::error!(rule = %r.rule.id, error = %e, "sql: window rows could not be built");
                     None
                 }
@@ -524,7 +550,7 @@ impl SqlDetector {
                 match result {
                     Ok(b) => b,
                     Err(e) => {
-                        r.stats.errors += 1;
+                        r.failed();
                         tracing::error!(rule = %r.rule.id, error = %e, "sql: detection query failed on a window");
                         Vec::new()
                     }
@@ -535,7 +561,7 @@ impl SqlDetector {
         let mut found = match collect_rows(&r.rule, &results) {
             Ok(f) => f,
             Err(e) => {
-                r.stats.errors += 1;
+                r.failed();
                 tracing::error!(rule = %r.rule.id, error = %e, "sql: result rows unusable");
                 Vec::new()
             }
@@ -686,7 +712,7 @@ fn retain_rows(r: &mut RuleRun, keep: impl Fn(i64, Option<&str>) -> bool) {
             continue;
         }
         let Ok(batch) = filter_record_batch(&chunk.batch, &BooleanArray::from(mask.clone())) else {
-            r.stats.errors += 1;
+            r.failed();
             continue;
         };
         buffered += n;
@@ -828,6 +854,7 @@ async fn plan_rule(
         executing: Mutex::new(()),
         physical,
         prefilter,
+        failures: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
@@ -944,6 +971,9 @@ fn column_i64(a: &ArrayRef, i: usize) -> Option<i64> {
     (!v.is_null(0)).then(|| v.value(0))
 }
 
+/// Event times an alert may carry (ms): the normalizers' own bounds of a plausible event.
+const PLAUSIBLE_MS: std::ops::Range<i64> = 946_684_800_000..4_102_444_800_000;
+
 fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, QueryError> {
     let mut found = Vec::new();
     for b in batches {
@@ -975,9 +1005,18 @@ fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, Q
                 };
                 key_values.push(((*k).clone(), v));
             }
-            let (Some(first_seen), Some(last_seen)) = (column_i64(first, i), column_i64(last, i))
-            else {
-                continue;
+            // Every alert needs both, as plausible times: a row without them is the detection's
+            // mistake, reported (and counted) rather than skipped in silence.
+            let plausible = |t: Option<i64>| t.filter(|t| PLAUSIBLE_MS.contains(t));
+            let (Some(first_seen), Some(last_seen)) = (
+                plausible(column_i64(first, i)),
+                plausible(column_i64(last, i)),
+            ) else {
+                return Err(QueryError::Sql(format!(
+                    "result row {} has no usable first_seen/last_seen (both must be event times \
+                     in ms, 2000-01-01 to 2100-01-01)",
+                    i + 1
+                )));
             };
             let evidence = col("evidence")
                 .and_then(|a| a.as_list_opt::<i32>())
