@@ -49,6 +49,9 @@ use std::str::FromStr;
 /// The time event offsets (`at`) count from unless a file sets `base:`: 2026-01-05T09:00:00Z.
 pub const DEFAULT_BASE_MS: i64 = 1_767_603_600_000;
 
+/// The most events one case may expand to (with `repeat`).
+pub const MAX_CASE_EVENTS: u64 = 100_000;
+
 /// How far the watermark trails each event while a case runs (5 minutes).
 pub const WATERMARK_LAG_MS: i64 = 5 * 60_000;
 
@@ -596,6 +599,16 @@ fn build_events(
         let repeat = spec.repeat.unwrap_or(1);
         if repeat == 0 {
             return Err((None, "repeat must be at least 1".to_owned()));
+        }
+        // Every event is built up front: a typo of a few digits would fill the memory.
+        if events.len() as u64 + u64::from(repeat) > MAX_CASE_EVENTS {
+            return Err((
+                None,
+                format!(
+                    "repeat: {repeat} makes the case longer than {MAX_CASE_EVENTS} events; a \
+                     rule test needs a few thresholds' worth"
+                ),
+            ));
         }
         let every = match (repeat, spec.every) {
             (_, Some(d)) => d.0,
@@ -1308,6 +1321,10 @@ cases:
         ));
         assert!(e.starts_with("t.yaml:5:"), "{e}");
         assert!(e.contains("10.0.0.256"), "{e}");
+        let e = err(&format!(
+            "{head}      - {{ repeat: 50000000, every: 1s }}\n    expect: []\n"
+        ));
+        assert!(e.contains("longer than 100000 events"), "{e}");
         let e = err(&format!("{head}      - {{ repeat: 3 }}\n    expect: []\n"));
         assert!(
             e.starts_with("t.yaml:3:") && e.contains("needs every"),
