@@ -18,7 +18,7 @@ pub struct RuleSpec {
     /// One-line description for `rules list`.
     #[serde(default)]
     pub description: String,
-    /// Detection category (DESIGN §6 ids); defaults to the rule id.
+    /// Detection category (e.g. `mfa_fatigue`, `credential_stuffing`); defaults to the rule id.
     #[serde(default)]
     pub category: Option<String>,
     /// `info`, `low`, `medium`, `high` or `critical`.

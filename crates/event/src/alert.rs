@@ -1,4 +1,4 @@
-//! The alert: one detection, self-explanatory for a SOC analyst (DESIGN §6).
+//! The alert: one detection, self-explanatory for a SOC analyst (`schemas/alert.schema.json`).
 
 use crate::{CauseClass, Device, Severity, Src, Text, Timestamp, UserContext};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ pub struct Alert {
     pub rule_version: u32,
     /// Detection category (`mfa_fatigue`, `credential_stuffing`, …).
     pub category: String,
-    /// Cause class for the help desk (DESIGN §5).
+    /// Cause class for the help desk: `user`, `device`, `network`, `system` or `attack`.
     pub cause_class: CauseClass,
     /// Severity.
     pub severity: Severity,

@@ -1,4 +1,4 @@
-//! The normalized authentication event (DESIGN §4).
+//! The normalized authentication event (`schemas/auth_event.schema.json`).
 
 use crate::{Activity, DeviceType, Factor, Outcome, Reason, RiskLevel, Text};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The closed vocabularies of the normalized event (DESIGN §4) and of alerts.
+//! The closed vocabularies of the normalized event and of alerts.
 //!
 //! Each vocabulary is declared once with [`vocabulary!`]; the macro gives the enum its wire names
 //! (snake_case), `as_str`, `FromStr`, the list of all values and a JSON Schema enum, so the rule
@@ -246,7 +246,7 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// Why an MFA failure or alert happened (DESIGN §5): the help desk's first question.
+    /// Why an MFA failure or alert happened: the help desk's first question.
     CauseClass as "cause class" {
         /// The user's own mistake (old code, wrong method, typo).
         #[default]

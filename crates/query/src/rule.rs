@@ -103,7 +103,7 @@ pub struct SqlRule {
     pub version: u32,
     /// What it finds.
     pub description: String,
-    /// DESIGN §6 category (defaults to the id).
+    /// Detection category (defaults to the id).
     pub category: String,
     /// Severity of its alerts.
     pub severity: Severity,
