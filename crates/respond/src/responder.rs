@@ -133,6 +133,9 @@ pub struct Responder {
     handled: u64,
     last_drain_ms: Option<i64>,
     global_blocked_until_ms: Option<i64>,
+    /// Live: alerts do not drain the queue, and a drain acts on one queued action, so that the
+    /// caller saves the state after every action (see [`Responder::act_one_at_a_time`]).
+    one_at_a_time: bool,
 }
 
 /// One unit of work: an alert's actions on one account.
@@ -187,6 +190,7 @@ impl Responder {
             handled: 0,
             last_drain_ms: None,
             global_blocked_until_ms: None,
+            one_at_a_time: false,
         })
     }
 
@@ -300,7 +304,11 @@ impl Responder {
             self.clock.observe(alert.last_seen.0);
         }
         self.state.clock_ms = self.clock.now_ms();
-        let mut out = self.drain().await?;
+        let mut out = if self.one_at_a_time {
+            Vec::new()
+        } else {
+            self.drain().await?
+        };
         let Some(actions) = self.policy.select(alert).map(<[ResponseAction]>::to_vec) else {
             return Ok(out);
         };
@@ -533,6 +541,11 @@ impl Responder {
             };
             out.extend(self.act(work, now).await?);
             drop(claim);
+            if self.one_at_a_time {
+                // The rest waits for the next call, at the same instant too.
+                self.last_drain_ms = None;
+                break;
+            }
         }
         Ok(out)
     }
@@ -569,6 +582,15 @@ impl Responder {
     /// seconds; replay advances the event-time clock with each alert instead).
     pub async fn tick(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
         self.drain().await
+    }
+
+    /// For a caller that saves the state after each call (the live pipeline): from now on an
+    /// alert carries out at most its own actions, and [`Responder::tick`] at most one queued
+    /// action; call `tick` again (saving in between) while it returns records. A crash then
+    /// repeats at most the one action in flight, where a drain that acted on many accounts
+    /// before the next save would repeat them all.
+    pub fn act_one_at_a_time(&mut self) {
+        self.one_at_a_time = true;
     }
 
     /// Puts `work` in the pending store (and, when queued, in the queue), audits it and pages.

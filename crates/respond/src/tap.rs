@@ -110,10 +110,12 @@ impl ResponderThread {
     /// called every `tick_every` so queued actions go out as tokens come back, and the state
     /// goes to `saver` at every checkpoint the [`TeeSink`] passes on and after every decision.
     pub fn spawn_live(
-        responder: Responder,
+        mut responder: Responder,
         saver: Box<dyn StateSaver>,
         tick_every: Duration,
     ) -> Result<ResponderThread, RespondError> {
+        // The state is saved after every action, not after a whole drain of the queue.
+        responder.act_one_at_a_time();
         Self::start(responder, Persist::Saver(saver), Some(tick_every))
     }
 
@@ -243,21 +245,29 @@ fn run(
                 }
                 None => {}
             }
-            if let Some(every) = tick_every
-                && last_tick.elapsed() >= every
-            {
+            let mut ticking = tick_every.is_some_and(|every| last_tick.elapsed() >= every);
+            if ticking {
                 last_tick = Instant::now();
-                decided |= !responder.tick().await?.is_empty();
             }
-            if decided {
-                if let Ok(mut counts) = published.lock() {
-                    counts.clone_from(responder.counts());
+            loop {
+                if decided {
+                    if let Ok(mut counts) = published.lock() {
+                        counts.clone_from(responder.counts());
+                    }
+                    match &mut persist {
+                        Persist::Saver(saver) => {
+                            save(&responder, saver.as_mut(), &mut last_saved)?;
+                        }
+                        Persist::File(Some(path)) => save_file(&responder, path)?,
+                        Persist::File(None) => {}
+                    }
                 }
-                match &mut persist {
-                    Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved)?,
-                    Persist::File(Some(path)) => save_file(&responder, path)?,
-                    Persist::File(None) => {}
+                if !ticking {
+                    break;
                 }
+                // One queued action per tick when live: saved above before the next one.
+                decided = !responder.tick().await?.is_empty();
+                ticking = decided;
             }
         }
         responder.tick().await?;

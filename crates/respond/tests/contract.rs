@@ -683,6 +683,47 @@ async fn the_tenant_comes_from_the_deciding_event_when_the_rule_is_keyed_by_user
     assert_eq!(bodies[1]["tenant"], "globex");
 }
 
+/// Live, the caller saves the state after every call: an alert then drains nothing, and a tick
+/// carries out one queued action, so that a crash repeats at most the action in flight.
+#[tokio::test]
+async fn one_at_a_time_a_tick_carries_out_one_queued_action() {
+    let server = Server::start(|_, _| Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!("{}/hooks/authwatch", server.url));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c.limits.global_actions = 2;
+    let (mut r, _, _) = responder(&c);
+    r.act_one_at_a_time();
+    let mut decided = Vec::new();
+    for account in ["a", "b", "c", "d", "e"] {
+        let out = r
+            .handle(&alert("mfa_fatigue_success", account, None, T0))
+            .await
+            .unwrap();
+        decided.push(out[0].unmapped.decision);
+    }
+    use Decision::{Executed, Queued};
+    assert_eq!(decided, [Executed, Executed, Queued, Queued, Queued]);
+    // Two hours on, two tokens are back: an alert alone acts on none of the queue.
+    let later = T0 + 2 * 3_600_000;
+    let out = r
+        .handle(&alert("new_device_geo", "z", None, later))
+        .await
+        .unwrap();
+    assert!(out.is_empty(), "{out:#?}");
+    let executed = |out: &[authwatch_respond::AuditRecord]| {
+        out.iter()
+            .filter(|x| x.unmapped.decision == Executed)
+            .count()
+    };
+    assert_eq!(executed(&r.tick().await.unwrap()), 1);
+    assert_eq!(executed(&r.tick().await.unwrap()), 1);
+    assert!(r.tick().await.unwrap().is_empty(), "no token left");
+    assert_eq!(server.seen().len(), 4);
+}
+
 /// The audit record of an action is written after the provider's call; when that write fails
 /// (a full disk here), the responder stops, and the state it leaves knows the account's
 /// incident: the next start does not act on the account again.
