@@ -303,6 +303,31 @@ fn a_truncated_gzip_file_keeps_its_lines_and_the_run_goes_on() {
     assert!(at > 2000 && at <= 3000, "{at}");
     // Every line before the cut, and the next file's.
     assert!(stderr.contains(&format!("{} events", at)), "{stderr}");
+
+    // Alone, a file unreadable from its first line is still a dead letter, not "0 events".
+    let bad = dir.path().join("bad.jsonl.gz");
+    std::fs::write(&bad, [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let dead = dir.path().join("dead-bad.jsonl");
+    let out = run_ok(
+        authwatch()
+            .args([
+                "replay",
+                "--quiet",
+                "--alerts",
+                "/dev/null",
+                "--dead-letter",
+            ])
+            .arg(&dead)
+            .arg(&bad),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreadable_input 1"), "{stderr}");
+    let dead = json_lines(&dead);
+    assert_eq!(
+        (dead.len(), dead[0]["line"].as_u64()),
+        (1, Some(1)),
+        "{dead:?}"
+    );
 }
 
 /// An output naming an input would empty it before it is read: refused, the input untouched.

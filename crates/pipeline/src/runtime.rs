@@ -395,7 +395,7 @@ impl Pipeline {
             if !source.fill(&mut batch, self.config.runtime.batch_lines)? {
                 return Ok(());
             }
-            if batch.lines.is_empty() {
+            if batch.lines.is_empty() && batch.unreadable.is_empty() {
                 // A live source returns empty-handed when nothing arrived in its poll window.
                 spare = Some(batch);
                 continue;
