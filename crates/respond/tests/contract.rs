@@ -393,13 +393,13 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
         }
         let auth = seen.header("authorization").to_owned();
         match (seen.method.as_str(), t) {
-            ("GET", "/v1.0/users/bob@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/bob@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
                 if auth == "Bearer tok-old" {
                     return Answer::Status(401);
                 }
                 Answer::Json(200, json!({"id": "b-1", "accountEnabled": true}))
             }
-            ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
                 Answer::Json(200, json!({"id": "a-1", "accountEnabled": true}))
             }
             ("GET", "/v1.0/users/b-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
@@ -413,7 +413,7 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
             ("GET", "/v1.0/users/a-1/transitiveMemberOf?page=2") => {
                 Answer::Json(200, json!({"value": [{"id": "g-9", "displayName": "Global Administrators"}]}))
             }
-            ("GET", "/v1.0/users/ops@example.com?%24select=id%2CuserPrincipalName%2Cmail%2CaccountEnabled") => {
+            ("GET", "/v1.0/users/ops@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
                 Answer::Json(200, json!({"id": "o-1", "accountEnabled": true}))
             }
             ("GET", "/v1.0/users/o-1/transitiveMemberOf?%24select=id%2CdisplayName") => {

@@ -31,8 +31,6 @@ struct GraphUser {
     account_enabled: Option<bool>,
     #[serde(default)]
     user_principal_name: Option<String>,
-    #[serde(default)]
-    mail: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +156,7 @@ impl GraphAdapter {
     pub(super) async fn lookup(&self, account: &str) -> Result<Subject, AdapterError> {
         let mut url = endpoint(&self.api, &["users", account]);
         url.query_pairs_mut()
-            .append_pair("$select", "id,userPrincipalName,mail,accountEnabled");
+            .append_pair("$select", "id,userPrincipalName,accountEnabled");
         let user: GraphUser = match self.call("graph get user", Method::GET, &url, None).await {
             Ok(reply) => reply.json("graph get user")?,
             Err(AdapterError::Call(e)) if e.status() == Some(404) => {
@@ -181,10 +179,7 @@ impl GraphAdapter {
             account: account.to_owned(),
             suspended: user.account_enabled == Some(false),
             id: user.id,
-            names: [user.user_principal_name, user.mail]
-                .into_iter()
-                .flatten()
-                .collect(),
+            names: user.user_principal_name.into_iter().collect(),
             groups: Some(groups),
         })
     }

@@ -214,9 +214,9 @@ impl KeycloakAdapter {
                 }
             }
             if n < GROUP_PAGE {
-                let names = std::iter::once(user.username)
-                    .chain(user.email)
+                let names = Some(user.username)
                     .filter(|n| !n.is_empty())
+                    .into_iter()
                     .collect();
                 return Ok(Subject {
                     account: account.to_owned(),

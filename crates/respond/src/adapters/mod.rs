@@ -27,10 +27,11 @@ pub struct Subject {
     pub account: String,
     /// The provider's id.
     pub id: String,
-    /// The provider's own names of the account (login, username, e-mail, UPN). The alert may
-    /// spell the account another way that the provider also resolves (an e-mail where the
-    /// allow-list has the username), so the user allow-list is checked against each of these
-    /// too.
+    /// The provider's unique login of the account (Okta `login`, Keycloak `username`, Entra
+    /// UPN). The alert may spell the account another way the provider also resolves (an e-mail
+    /// where the allow-list has the username), so the user allow-list is checked against this
+    /// too. E-mail addresses are not: users can often set their own, and one matching the
+    /// allow-list would exempt a compromised account.
     pub names: Vec<String>,
     /// Whether the account is already suspended / disabled.
     pub suspended: bool,

@@ -28,14 +28,9 @@ struct OktaUser {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct OktaProfile {
     #[serde(default)]
     login: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    second_email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,15 +115,7 @@ impl OktaAdapter {
                 });
             }
         }
-        let names = user
-            .profile
-            .map(|p| {
-                [p.login, p.email, p.second_email]
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = user.profile.and_then(|p| p.login).into_iter().collect();
         Ok(Subject {
             account: account.to_owned(),
             suspended: matches!(user.status.as_str(), "SUSPENDED" | "DEPROVISIONED"),
