@@ -115,10 +115,6 @@ pub enum StoreError {
     BadId(String),
 }
 
-/// How old a claim's lock must be to count as abandoned. A decision takes seconds (the
-/// provider's calls, with their retries and timeouts); ten minutes is far beyond that.
-const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// The store.
 #[derive(Debug, Clone)]
 pub struct PendingStore {
@@ -126,15 +122,14 @@ pub struct PendingStore {
 }
 
 /// A claim on one action: other processes cannot decide it until this is dropped.
+///
+/// It is an advisory lock (`flock`) on the action's lock file, which the kernel releases when
+/// the file is closed, including when the process dies in the middle of a decision (kill -9
+/// during a provider call): a claim is never left behind, so there is no staleness to judge and
+/// no lock file to remove (removing one another process may hold would let two in).
 #[derive(Debug)]
 pub struct Claim {
-    lock: PathBuf,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
-    }
+    _lock: std::fs::File,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -219,31 +214,20 @@ impl PendingStore {
     pub fn claim(&self, id: &str) -> Result<(PendingAction, Claim), StoreError> {
         let lock = self.dir.join(format!("{id}.lock"));
         self.path(id)?;
-        let take = || OpenOptions::new().write(true).create_new(true).open(&lock);
-        match take() {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // A lock this old was left by a process that died while deciding (kill -9 in
-                // the middle of a provider call): the action is still open, so it may be taken.
-                let stale = std::fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_LOCK));
-                if !stale {
-                    return Err(StoreError::Busy(id.to_owned()));
-                }
-                tracing::warn!(lock = %lock.display(), "taking over an abandoned claim");
-                let _ = std::fs::remove_file(&lock);
-                match take() {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(StoreError::Busy(id.to_owned()));
-                    }
-                    Err(e) => return Err(io(&lock, e)),
-                }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(|e| io(&lock, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Busy(id.to_owned()));
             }
-            Err(e) => return Err(io(&lock, e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock, e)),
         }
-        let claim = Claim { lock };
+        let claim = Claim { _lock: file };
         let action = self.get(id)?;
         if !action.status.is_open() {
             return Err(StoreError::Decided {
