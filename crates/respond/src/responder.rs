@@ -375,7 +375,9 @@ impl Responder {
             out.push(self.emit(r, None)?);
             return Ok(out);
         }
-        let key = AccountKey::new(facts.tenant.as_deref(), &facts.account);
+        let key = self
+            .state
+            .incident_key(AccountKey::new(facts.tenant.as_deref(), &facts.account));
         self.settle_decided(&key)?;
         let ttl = self.config.incident_ttl.millis();
         if let Some(open) = self.state.incidents.get(&key).filter(|i| {

@@ -218,6 +218,31 @@ pub enum SnapshotError {
 }
 
 impl ResponseState {
+    /// The key the account's incident is kept under: `key` itself, or the key of an incident
+    /// that differs from it only in whether the tenant is known. An alert may lack the tenant
+    /// its account's incident has (a SQL detection without its deciding event), or an incident
+    /// may predate alerts that carry the tenant (a state saved by an older version): either way
+    /// it is the same account's incident, and acting again would repeat the action.
+    pub fn incident_key(&self, key: AccountKey) -> AccountKey {
+        if self.incidents.contains_key(&key) {
+            return key;
+        }
+        if key.tenant.is_empty() {
+            // The account in some tenant: only when that is unambiguous.
+            let mut same = self.incidents.keys().filter(|k| k.account == key.account);
+            return match (same.next(), same.next()) {
+                (Some(only), None) => only.clone(),
+                _ => key,
+            };
+        }
+        let bare = AccountKey::new(None, &key.account);
+        if self.incidents.contains_key(&bare) {
+            bare
+        } else {
+            key
+        }
+    }
+
     /// The state as bytes (versioned JSON: small, and readable when investigating).
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         serde_json::to_vec(&SnapshotOut {
@@ -281,6 +306,37 @@ mod tests {
             acted_ms: None,
             pending_id: None,
         }
+    }
+
+    #[test]
+    fn an_incident_is_found_whether_or_not_the_tenant_is_known() {
+        let mut s = ResponseState::default();
+        let key = |t: Option<&str>, a: &str| AccountKey::new(t, a);
+        // Saved before alerts carried the tenant: found by an alert that has it.
+        s.incidents
+            .insert(key(None, "bob"), incident(1, IncidentStatus::Executed));
+        assert_eq!(s.incident_key(key(Some("acme"), "bob")), key(None, "bob"));
+        // An alert without the tenant finds the account's one incident in a tenant.
+        s.incidents.insert(
+            key(Some("acme"), "eve"),
+            incident(1, IncidentStatus::Executed),
+        );
+        assert_eq!(s.incident_key(key(None, "eve")), key(Some("acme"), "eve"));
+        // Two tenants with that login: ambiguous, so the alert's own key.
+        s.incidents.insert(
+            key(Some("globex"), "eve"),
+            incident(1, IncidentStatus::Executed),
+        );
+        assert_eq!(s.incident_key(key(None, "eve")), key(None, "eve"));
+        // The exact key wins; a new account keeps its own.
+        assert_eq!(
+            s.incident_key(key(Some("globex"), "eve")),
+            key(Some("globex"), "eve")
+        );
+        assert_eq!(
+            s.incident_key(key(Some("acme"), "zed")),
+            key(Some("acme"), "zed")
+        );
     }
 
     #[test]
