@@ -297,13 +297,19 @@ impl Responder {
         AuditRecord::new(&facts, action, decision, reason, detail)
     }
 
-    /// Acts on one alert (after letting queued actions go out if tokens freed up). Returns the
-    /// audit records written; an alert the policy does not select writes none.
-    pub async fn handle(&mut self, alert: &Alert) -> Result<Vec<AuditRecord>, RespondError> {
+    /// Advances an event-time clock to `alert` (as [`Responder::handle`] does first), so that
+    /// queued actions can be let out at its time before it is handled.
+    pub fn observe(&mut self, alert: &Alert) {
         if self.clock.is_event_time() {
             self.clock.observe(alert.last_seen.0);
         }
         self.state.clock_ms = self.clock.now_ms();
+    }
+
+    /// Acts on one alert (after letting queued actions go out if tokens freed up). Returns the
+    /// audit records written; an alert the policy does not select writes none.
+    pub async fn handle(&mut self, alert: &Alert) -> Result<Vec<AuditRecord>, RespondError> {
+        self.observe(alert);
         let mut out = if self.one_at_a_time {
             Vec::new()
         } else {
@@ -568,13 +574,21 @@ impl Responder {
         let Some(id) = inc.pending_id.clone() else {
             return Ok(());
         };
-        let decided = match self.store.get(&id) {
-            Ok(p) if !p.status.is_open() => p.status,
-            Ok(_) | Err(StoreError::Unknown(_)) => return Ok(()),
+        let queued = inc.status == IncidentStatus::Queued;
+        let status = match self.store.get(&id) {
+            Ok(p) if !p.status.is_open() => IncidentStatus::decided(p.status),
+            // Waiting for the queue, which no longer holds it: nothing would ever act on it.
+            Ok(_) if queued && !self.state.queue.iter().any(|q| q.id == id) => {
+                IncidentStatus::Failed
+            }
+            Ok(_) => return Ok(()),
+            // The store lost it (its directory reset): no one can decide it any more. Failed
+            // lets a later alert for the account act, rather than wait for ever.
+            Err(StoreError::Unknown(_)) => IncidentStatus::Failed,
             Err(e) => return Err(e.into()),
         };
         if let Some(inc) = self.state.incidents.get_mut(key) {
-            inc.status = IncidentStatus::decided(decided);
+            inc.status = status;
         }
         self.state.queue.retain(|q| q.id != id);
         Ok(())
@@ -735,26 +749,46 @@ impl Responder {
 
     /// Carries out `work` (a token was taken at `now`, or a human approved it).
     async fn act(&mut self, work: Work, now: i64) -> Result<Vec<AuditRecord>, RespondError> {
-        // The incident is in the state before the provider is called. The audit record of an
-        // action can only be written after the call; if that write fails, the responder stops
-        // with this incident in its state (saved even after an error), so the action is not
-        // repeated at the next start.
-        self.state.incidents.insert(
-            work.key.clone(),
-            Incident {
-                alert_id: work.alert.alert_id.clone(),
-                rule_id: work.alert.rule_id.clone(),
-                opened_ms: now,
-                status: if self.config.mode == RespondMode::DryRun {
-                    IncidentStatus::DryRun
-                } else {
-                    IncidentStatus::Executed
-                },
-                acted_ms: work.approver.is_none().then_some(now),
-                pending_id: work.pending_id.clone(),
+        // Recorded as done before the provider is called, in the state and in the pending
+        // store. The audit record of an action can only be written after the call; if that
+        // write fails, the responder stops, and neither its next start (the state is saved even
+        // after an error) nor a human's `respond approve` carries the action out again.
+        let done = if self.config.mode == RespondMode::DryRun {
+            IncidentStatus::DryRun
+        } else {
+            IncidentStatus::Executed
+        };
+        self.record_incident(&work, now, done);
+        let mut pending = match &work.pending_id {
+            Some(id) => match self.store.get(id) {
+                Ok(p) => Some(p),
+                Err(StoreError::Unknown(_)) => None,
+                Err(e) => return Err(e.into()),
             },
-        );
+            None => None,
+        };
+        if let Some(p) = &mut pending {
+            p.status = PendingStatus::Executed;
+            p.decided_by = work.approver.clone();
+            p.decided_ms = Some(self.clock.now_ms());
+            p.detail = Some("being carried out".to_owned());
+            self.store.update(p)?;
+        }
         let (status, records) = self.carry_out(&work).await?;
+        self.record_incident(&work, now, status);
+        if let Some(mut p) = pending {
+            p.status = match status {
+                IncidentStatus::Failed => PendingStatus::Failed,
+                IncidentStatus::Refused => PendingStatus::Refused,
+                _ => PendingStatus::Executed,
+            };
+            p.detail = records.last().map(|r| r.status_detail.clone());
+            self.store.update(&p)?;
+        }
+        Ok(records)
+    }
+
+    fn record_incident(&mut self, work: &Work, now: i64, status: IncidentStatus) {
         self.state.incidents.insert(
             work.key.clone(),
             Incident {
@@ -766,23 +800,6 @@ impl Responder {
                 pending_id: work.pending_id.clone(),
             },
         );
-        if let Some(id) = &work.pending_id {
-            let mut p = match self.store.get(id) {
-                Ok(p) => p,
-                Err(StoreError::Unknown(_)) => return Ok(records),
-                Err(e) => return Err(e.into()),
-            };
-            p.status = match status {
-                IncidentStatus::Failed => PendingStatus::Failed,
-                IncidentStatus::Refused => PendingStatus::Refused,
-                _ => PendingStatus::Executed,
-            };
-            p.decided_by = work.approver.clone();
-            p.decided_ms = Some(self.clock.now_ms());
-            p.detail = records.last().map(|r| r.status_detail.clone());
-            self.store.update(&p)?;
-        }
-        Ok(records)
     }
 
     /// Looks the account up, checks the group allow-list, runs each action; feeds the

@@ -46,7 +46,8 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
-    /// The incident's status once its pending action is decided (`status` is not open).
+    /// The incident's status for its pending action's: decided ones map to their outcome, open
+    /// ones to waiting.
     pub fn decided(status: crate::store::PendingStatus) -> IncidentStatus {
         use crate::store::PendingStatus as P;
         match status {

@@ -103,6 +103,8 @@ impl ResponderThread {
                 Err(e) => return Err(state_io(path, e)),
             }
         }
+        // The state is saved after every action, not after a whole drain of the queue.
+        responder.act_one_at_a_time();
         Self::start(responder, Persist::File(state_file), None)
     }
 
@@ -196,6 +198,41 @@ fn save(
     Ok(())
 }
 
+/// What the responder thread saves its state with, and the counts it publishes.
+struct Keeper<'a> {
+    persist: Persist,
+    last_saved: Option<StateParts>,
+    published: &'a SharedCounts,
+}
+
+impl Keeper<'_> {
+    /// Saves the state where it is kept (unless unchanged since saved last).
+    fn save(&mut self, responder: &Responder) -> Result<(), RespondError> {
+        match &mut self.persist {
+            Persist::Saver(saver) => save(responder, saver.as_mut(), &mut self.last_saved),
+            Persist::File(Some(path)) => save_file(responder, path),
+            Persist::File(None) => Ok(()),
+        }
+    }
+
+    /// After a call that decided something: the counts are published and the state saved.
+    fn decided(&mut self, responder: &Responder) -> Result<(), RespondError> {
+        if let Ok(mut counts) = self.published.lock() {
+            counts.clone_from(responder.counts());
+        }
+        self.save(responder)
+    }
+
+    /// Lets queued actions out while tokens allow, one per `tick`, saving after each: a crash
+    /// repeats at most the action in flight.
+    async fn drain(&mut self, responder: &mut Responder) -> Result<(), RespondError> {
+        while !responder.tick().await?.is_empty() {
+            self.decided(responder)?;
+        }
+        Ok(())
+    }
+}
+
 /// Replaces the state file whole: written beside it, then renamed over it, so an interruption
 /// leaves the old state or the new one.
 fn save_file(responder: &Responder, path: &Path) -> Result<(), RespondError> {
@@ -207,7 +244,7 @@ fn save_file(responder: &Responder, path: &Path) -> Result<(), RespondError> {
 fn run(
     mut responder: Responder,
     rx: Receiver<Msg>,
-    mut persist: Persist,
+    persist: Persist,
     tick_every: Option<Duration>,
     published: &SharedCounts,
 ) -> Result<RunReport, RespondError> {
@@ -215,8 +252,12 @@ fn run(
         .enable_all()
         .build()
         .map_err(|e| state_io(Path::new("<tokio runtime>"), e))?;
-    // The state saved last (none yet: the first save writes, even a state just restored).
-    let mut last_saved: Option<StateParts> = None;
+    let mut keeper = Keeper {
+        persist,
+        // The state saved last (none yet: the first save writes, even a state just restored).
+        last_saved: None,
+        published,
+    };
     let result = runtime.block_on(async {
         let mut last_tick = Instant::now();
         loop {
@@ -231,12 +272,21 @@ fn run(
                     Err(_) => break,
                 },
             };
-            let mut decided = false;
             match msg {
-                Some(Msg::Alert(alert)) => decided = !responder.handle(&alert).await?.is_empty(),
+                Some(Msg::Alert(alert)) => {
+                    // Queued actions go first, at the alert's time, as `handle` alone would
+                    // take them; here one at a time, with the state saved after each.
+                    responder.observe(&alert);
+                    keeper.drain(&mut responder).await?;
+                    if !responder.handle(&alert).await?.is_empty() {
+                        keeper.decided(&responder)?;
+                    }
+                }
                 Some(Msg::Checkpoint(ack)) => {
-                    let saved = match &mut persist {
-                        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved),
+                    let saved = match &mut keeper.persist {
+                        Persist::Saver(saver) => {
+                            save(&responder, saver.as_mut(), &mut keeper.last_saved)
+                        }
                         Persist::File(_) => Ok(()),
                     };
                     // The sink may have stopped waiting (the run is ending): nothing to tell.
@@ -245,40 +295,16 @@ fn run(
                 }
                 None => {}
             }
-            let mut ticking = tick_every.is_some_and(|every| last_tick.elapsed() >= every);
-            if ticking {
+            if tick_every.is_some_and(|every| last_tick.elapsed() >= every) {
                 last_tick = Instant::now();
-            }
-            loop {
-                if decided {
-                    if let Ok(mut counts) = published.lock() {
-                        counts.clone_from(responder.counts());
-                    }
-                    match &mut persist {
-                        Persist::Saver(saver) => {
-                            save(&responder, saver.as_mut(), &mut last_saved)?;
-                        }
-                        Persist::File(Some(path)) => save_file(&responder, path)?,
-                        Persist::File(None) => {}
-                    }
-                }
-                if !ticking {
-                    break;
-                }
-                // One queued action per tick when live: saved above before the next one.
-                decided = !responder.tick().await?.is_empty();
-                ticking = decided;
+                keeper.drain(&mut responder).await?;
             }
         }
-        responder.tick().await?;
+        keeper.drain(&mut responder).await?;
         Ok::<(), RespondError>(())
     });
     // Save even after an error: what was done must not be done again.
-    match &mut persist {
-        Persist::File(Some(path)) => save_file(&responder, path)?,
-        Persist::File(None) => {}
-        Persist::Saver(saver) => save(&responder, saver.as_mut(), &mut last_saved)?,
-    }
+    keeper.save(&responder)?;
     result?;
     Ok(RunReport {
         counts: responder.counts().clone(),

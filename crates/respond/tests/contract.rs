@@ -893,6 +893,41 @@ async fn approval_mode_waits_for_a_human() {
     );
 }
 
+/// A pending action the store lost (its directory reset) can no longer be decided: the
+/// account's waiting incident fails, so the next alert asks again instead of being a duplicate of
+/// it for ever.
+#[tokio::test]
+async fn an_approval_the_store_lost_does_not_wait_for_ever() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Okta);
+    c.mode = RespondMode::Approval;
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    std::fs::remove_file(c.state_dir.join("pending").join(format!("{id}.json"))).unwrap();
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "alice@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].unmapped.decision,
+        Decision::PendingApproval,
+        "{}",
+        out[0].status_detail
+    );
+}
+
 /// The pipeline's queue and a human's `respond approve` never both carry out one action: the
 /// queue drains only actions it can claim, and holds the claim while it acts.
 #[tokio::test]
