@@ -559,7 +559,14 @@ impl SqlDetector {
             None => Vec::new(),
         };
         let mut found = match collect_rows(&r.rule, &results) {
-            Ok(f) => f,
+            Ok((found, bad)) => {
+                // The other rows of the window still become alerts.
+                if let Some(e) = bad {
+                    r.failed();
+                    tracing::error!(rule = %r.rule.id, error = %e, "sql: result rows skipped");
+                }
+                found
+            }
             Err(e) => {
                 r.failed();
                 tracing::error!(rule = %r.rule.id, error = %e, "sql: result rows unusable");
@@ -971,11 +978,17 @@ fn column_i64(a: &ArrayRef, i: usize) -> Option<i64> {
     (!v.is_null(0)).then(|| v.value(0))
 }
 
-/// Event times an alert may carry (ms): the normalizers' own bounds of a plausible event.
-const PLAUSIBLE_MS: std::ops::Range<i64> = 946_684_800_000..4_102_444_800_000;
-
-fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, QueryError> {
+/// The rows of a result as alert candidates, and what was wrong with the rows that could not be
+/// (the first of them, with their count).
+fn collect_rows(
+    rule: &SqlRule,
+    batches: &[RecordBatch],
+) -> Result<(Vec<Found>, Option<String>), QueryError> {
+    // Event times an alert may carry: the normalizers' own bounds of a plausible event.
+    let limits = authwatch_normalize::Limits::default();
+    let plausible_ms = limits.min_time_ms..limits.max_time_ms;
     let mut found = Vec::new();
+    let (mut bad_rows, mut first_bad) = (0usize, None);
     for b in batches {
         let schema = b.schema();
         let col = |name: &str| schema.index_of(name).ok().map(|i| b.column(i));
@@ -1007,16 +1020,14 @@ fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, Q
             }
             // Every alert needs both, as plausible times: a row without them is the detection's
             // mistake, reported (and counted) rather than skipped in silence.
-            let plausible = |t: Option<i64>| t.filter(|t| PLAUSIBLE_MS.contains(t));
+            let plausible = |t: Option<i64>| t.filter(|t| plausible_ms.contains(t));
             let (Some(first_seen), Some(last_seen)) = (
                 plausible(column_i64(first, i)),
                 plausible(column_i64(last, i)),
             ) else {
-                return Err(QueryError::Sql(format!(
-                    "result row {} has no usable first_seen/last_seen (both must be event times \
-                     in ms, 2000-01-01 to 2100-01-01)",
-                    i + 1
-                )));
+                bad_rows += 1;
+                first_bad.get_or_insert(i + 1);
+                continue;
             };
             let evidence = col("evidence")
                 .and_then(|a| a.as_list_opt::<i32>())
@@ -1068,7 +1079,13 @@ fn collect_rows(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Found>, Q
             });
         }
     }
-    Ok(found)
+    let bad = first_bad.map(|row| {
+        format!(
+            "{bad_rows} result rows without usable first_seen/last_seen (the first: row {row}); \
+             both must be event times in ms, 2000-01-01 to 2100-01-01"
+        )
+    });
+    Ok((found, bad))
 }
 
 /// The deciding event, looked up among the window rows by id.
