@@ -125,6 +125,7 @@ pub(crate) fn diagnose<'a, T: Deserialize<'a>>(text: &'a str) -> Rejection {
     // error ("expected value"), though the line is valid JSON: it is the field's type.
     if rejection.kind == RejectKind::MalformedJson
         && inner.classify() == serde_json::error::Category::Syntax
+        && rejection.message.starts_with("expected value")
         && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
     {
         rejection = Rejection::new(

@@ -216,7 +216,8 @@ enum TimeFormat {
     Rfc3339,
     EpochSeconds,
     EpochMillis,
-    Pattern(String),
+    /// A strftime pattern, and whether it has no time of day (then it reads as midnight UTC).
+    Pattern(String, bool),
 }
 
 impl<'de> Deserialize<'de> for TimeFormat {
@@ -227,14 +228,36 @@ impl<'de> Deserialize<'de> for TimeFormat {
             "epoch_s" => Ok(TimeFormat::EpochSeconds),
             "epoch_ms" => Ok(TimeFormat::EpochMillis),
             p if p.contains('%') => {
-                use chrono::format::{Item, StrftimeItems};
-                if StrftimeItems::new(p).any(|i| matches!(i, Item::Error)) {
+                use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
+                let items: Vec<Item<'_>> = StrftimeItems::new(p).collect();
+                if items.iter().any(|i| matches!(i, Item::Error)) {
                     return Err(de::Error::custom(format!(
                         "time format {s:?} is not a valid strftime pattern (see \
                          https://docs.rs/chrono/latest/chrono/format/strftime/)"
                     )));
                 }
-                Ok(TimeFormat::Pattern(s))
+                // Any part of a time of day, or a whole timestamp: not a date only.
+                let timed = items.iter().any(|i| {
+                    matches!(
+                        i,
+                        Item::Numeric(
+                            Numeric::Hour
+                                | Numeric::Hour12
+                                | Numeric::Minute
+                                | Numeric::Second
+                                | Numeric::Nanosecond
+                                | Numeric::Timestamp,
+                            _
+                        ) | Item::Fixed(
+                            Fixed::LowerAmPm
+                                | Fixed::UpperAmPm
+                                | Fixed::Nanosecond
+                                | Fixed::RFC2822
+                                | Fixed::RFC3339
+                        )
+                    )
+                });
+                Ok(TimeFormat::Pattern(s, !timed))
             }
             _ => Err(de::Error::custom(format!(
                 "unknown time format {s:?}; expected rfc3339, epoch_s, epoch_ms or a strftime pattern such as \"%Y-%m-%d %H:%M:%S\""
@@ -426,20 +449,22 @@ fn time_of(doc: &serde_json::Value, spec: &TimeSpec) -> Result<i64, Rejection> {
             .filter(|n| n.is_finite())
             .map(|n| n.round() as i64)
             .ok_or_else(bad),
-        TimeFormat::Pattern(p) => {
+        TimeFormat::Pattern(p, date_only) => {
             let s = value.as_str().ok_or_else(bad)?;
             if p.contains("%z") || p.contains("%:z") {
                 chrono::DateTime::parse_from_str(s, p)
                     .map(|t| t.timestamp_millis())
                     .map_err(|_| bad())
             } else {
-                // A pattern with a date only (`%Y-%m-%d`) reads as midnight UTC.
-                chrono::NaiveDateTime::parse_from_str(s, p)
-                    .or_else(|_| {
-                        chrono::NaiveDate::parse_from_str(s, p)
-                            .map(|d| d.and_time(chrono::NaiveTime::MIN))
-                    })
-                    .map(|t| t.and_utc().timestamp_millis())
+                // A pattern with a date only (`%Y-%m-%d`) reads as midnight UTC; one with part
+                // of a time must give a whole time.
+                let time = if *date_only {
+                    chrono::NaiveDate::parse_from_str(s, p)
+                        .map(|d| d.and_time(chrono::NaiveTime::MIN))
+                } else {
+                    chrono::NaiveDateTime::parse_from_str(s, p)
+                };
+                time.map(|t| t.and_utc().timestamp_millis())
                     .map_err(|_| bad())
             }
         }

@@ -99,6 +99,9 @@ mod tests {
             "{}",
             r.message
         );
+        // A number out of range is not relabelled as a missing string.
+        let r = reject(br#"{"time":1e400,"provider":"okta","event_id":"e","activity":"logon","outcome":"success"}"#);
+        assert!(!r.message.contains("expected a string"), "{}", r.message);
         // Broken JSON stays malformed, with no path.
         let r = reject(br#"{"time":1767603600000,"provider":"okta","event_id":"e","activity":0,"#);
         assert_eq!(r.kind, RejectKind::MalformedJson, "{}", r.message);

@@ -100,6 +100,16 @@ fn time_formats_and_constants() {
         )
         .unwrap();
     assert_eq!(e.time, 1_767_571_200_000);
+    // Part of a time of day is not a date only: the time must be whole, never midnight.
+    let m = parse(&MINIMAL.replace("epoch_s", "\"%Y-%m-%d %H\"")).unwrap();
+    let r = m
+        .normalize(
+            br#"{"id":"a","t":"2026-01-05 09","ok":true}"#,
+            0,
+            &Limits::default(),
+        )
+        .unwrap_err();
+    assert_eq!(r.kind, RejectKind::InvalidValue);
     let m = parse(&MINIMAL.replace("epoch_s", "epoch_ms")).unwrap();
     let r = m
         .normalize(br#"{"id":"a","t":"soon","ok":true}"#, 0, &Limits::default())

@@ -465,7 +465,7 @@ fn deep_nesting_in_an_unread_field_changes_nothing() {
         };
         for norm in [format.normalizer(), Format::Auto.normalizer()] {
             let shallow = outcome(norm.normalize(with(1).as_bytes(), 0, &limits));
-            for depth in [20, 33, 100, 20_000] {
+            for depth in [20, 31, 32, 33, 100, 20_000] {
                 let deep = outcome(norm.normalize(with(depth).as_bytes(), 0, &limits));
                 assert_eq!(deep, shallow, "{p} via {}, depth {depth}", norm.name());
             }
