@@ -153,12 +153,7 @@ async fn build_catalog(sources: &SourceArgs, loaded: Option<Loaded>) -> Result<C
         // A local archive that is not there is a wrong path: opening it would create it, and
         // every query would answer "nothing" with success. (An object store prefix with nothing
         // under it is a new archive, as is an empty directory.)
-        let local = match location.split_once("://") {
-            None => Some(location.as_str()),
-            Some(("file", _)) => location.strip_prefix("file://"),
-            Some(_) => None,
-        };
-        if let Some(dir) = local
+        if let Some(dir) = authwatch_query::local_dir(location)
             && !std::path::Path::new(dir).is_dir()
         {
             bail!("--archive {location}: no such directory");

@@ -77,16 +77,25 @@ fn archive_err(location: &str, message: impl std::fmt::Display) -> QueryError {
     }
 }
 
+/// The local directory a location names (a plain path or a `file://` URL), or `None` for an
+/// object store URL.
+pub fn local_dir(location: &str) -> Option<&str> {
+    match location.split_once("://") {
+        None => Some(location),
+        Some(("file", _)) => location.strip_prefix("file://"),
+        Some(_) => None,
+    }
+}
+
 /// Opens the store of a location: `(store, path prefix inside it, URL the catalog registers it
 /// under)`. A plain path is a local directory (created if missing).
 pub fn open_store(
     location: &str,
 ) -> Result<(Arc<dyn ObjectStore>, ObjectPath, url::Url), QueryError> {
     let bad = |m: String| archive_err(location, m);
-    if let Some((scheme, _)) = location.split_once("://")
-        && scheme != "file"
-    {
+    let Some(dir) = local_dir(location) else {
         let url = url::Url::parse(location).map_err(|e| bad(format!("bad URL: {e}")))?;
+        let scheme = url.scheme();
         let bucket = url
             .host_str()
             .ok_or_else(|| bad("the URL names no bucket".into()))?
@@ -120,8 +129,7 @@ pub fn open_store(
         let mut root = url.clone();
         root.set_path("/");
         return Ok((store, prefix, root));
-    }
-    let dir = location.strip_prefix("file://").unwrap_or(location);
+    };
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the directory: {e}")))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
     let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)

@@ -27,7 +27,9 @@ mod stream;
 mod udf;
 mod view_intern;
 
-pub use archive::{ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, open_store};
+pub use archive::{
+    ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, local_dir, open_store,
+};
 pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, QueryResult};
 pub use convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
 pub use count_distinct::DistinctCount;

@@ -107,7 +107,7 @@ impl OktaAdapter {
                 next_link(reply.link.as_deref()),
                 "okta list groups",
             )?;
-            if pages >= MAX_GROUP_PAGES {
+            if next.is_some() && pages >= MAX_GROUP_PAGES {
                 // An incomplete list could miss an allow-listed group: fail rather than act.
                 return Err(AdapterError::Config {
                     key: "respond.allow_list.groups",
