@@ -257,6 +257,25 @@ fn bad_config_and_unreadable_files_fail_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("speed"));
 }
 
+/// `replay` of `inputs`, alerts discarded, dead letters to `dead`; it must succeed.
+fn replay_keeping_dead_letters(
+    dead: &std::path::Path,
+    inputs: &[&std::path::Path],
+) -> std::process::Output {
+    run_ok(
+        authwatch()
+            .args([
+                "replay",
+                "--quiet",
+                "--alerts",
+                "/dev/null",
+                "--dead-letter",
+            ])
+            .arg(dead)
+            .args(inputs),
+    )
+}
+
 /// A gzip recording cut short (an upload interrupted): its lines up to the cut are replayed,
 /// the cut is a dead letter naming the file and line, and the next file is replayed as usual.
 #[test]
@@ -280,19 +299,7 @@ fn a_truncated_gzip_file_keeps_its_lines_and_the_run_goes_on() {
     let next = dir.path().join("next.jsonl");
     std::fs::write(&next, format!("{}\n", line(9999))).unwrap();
     let dead = dir.path().join("dead.jsonl");
-    let out = run_ok(
-        authwatch()
-            .args([
-                "replay",
-                "--quiet",
-                "--alerts",
-                "/dev/null",
-                "--dead-letter",
-            ])
-            .arg(&dead)
-            .arg(&cut)
-            .arg(&next),
-    );
+    let out = replay_keeping_dead_letters(&dead, &[&cut, &next]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unreadable_input 1"), "{stderr}");
     let dead = json_lines(&dead);
@@ -308,18 +315,7 @@ fn a_truncated_gzip_file_keeps_its_lines_and_the_run_goes_on() {
     let bad = dir.path().join("bad.jsonl.gz");
     std::fs::write(&bad, [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let dead = dir.path().join("dead-bad.jsonl");
-    let out = run_ok(
-        authwatch()
-            .args([
-                "replay",
-                "--quiet",
-                "--alerts",
-                "/dev/null",
-                "--dead-letter",
-            ])
-            .arg(&dead)
-            .arg(&bad),
-    );
+    let out = replay_keeping_dead_letters(&dead, &[&bad]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unreadable_input 1"), "{stderr}");
     let dead = json_lines(&dead);

@@ -25,6 +25,17 @@ fn decisions(records: &[authwatch_respond::AuditRecord]) -> Vec<(ResponseAction,
         .collect()
 }
 
+/// An Okta target at `server` (answering [`okta_script`]), its token in `dir`.
+fn okta_config(
+    dir: &std::path::Path,
+    server: &Server,
+) -> authwatch_pipeline::config::RespondConfig {
+    let mut c = config(dir, RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir, "okta", "okta-test-token");
+    c
+}
+
 fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
     assert_eq!(seen.header("authorization"), "SSWS okta-test-token");
     assert_eq!(seen.header("accept"), "application/json");
@@ -66,9 +77,7 @@ fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
 async fn okta_suspends_and_clears_sessions() {
     let server = Server::start(okta_script).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::Okta);
-    c.okta.base_url = Some(server.url.clone());
-    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    let mut c = okta_config(dir.path(), &server);
     c.allow_list.groups = vec!["super admins".to_owned()];
     c.allow_list.users = vec!["boss@example.com".to_owned()];
     c.audit_file = Some(dir.path().join("audit.jsonl"));
@@ -803,10 +812,8 @@ async fn webhook_actions_are_signed() {
 async fn approval_mode_waits_for_a_human() {
     let server = Server::start(okta_script).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::Okta);
+    let mut c = okta_config(dir.path(), &server);
     c.mode = RespondMode::Approval;
-    c.okta.base_url = Some(server.url.clone());
-    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
     let (mut r, _, _) = responder(&c);
     let out = r
         .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
@@ -900,10 +907,8 @@ async fn approval_mode_waits_for_a_human() {
 async fn an_approval_the_store_lost_does_not_wait_for_ever() {
     let server = Server::start(okta_script).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::Okta);
+    let mut c = okta_config(dir.path(), &server);
     c.mode = RespondMode::Approval;
-    c.okta.base_url = Some(server.url.clone());
-    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
     let (mut r, _, _) = responder(&c);
     let out = r
         .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
@@ -934,9 +939,7 @@ async fn an_approval_the_store_lost_does_not_wait_for_ever() {
 async fn a_queued_action_a_human_is_deciding_is_left_to_the_human() {
     let server = Server::start(okta_script).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::Okta);
-    c.okta.base_url = Some(server.url.clone());
-    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
+    let mut c = okta_config(dir.path(), &server);
     c.limits.global_actions = 1;
     let (mut r, _, _) = responder(&c);
     let first = r
@@ -997,10 +1000,8 @@ async fn a_queued_action_a_human_is_deciding_is_left_to_the_human() {
 async fn dry_run_changes_nothing() {
     let server = Server::start(okta_script).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::Okta);
+    let mut c = okta_config(dir.path(), &server);
     c.mode = RespondMode::DryRun;
-    c.okta.base_url = Some(server.url.clone());
-    c.okta.token = secret_file(dir.path(), "okta", "okta-test-token");
     let (mut r, _, _) = responder(&c);
     let out = r
         .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
