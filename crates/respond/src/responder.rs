@@ -133,8 +133,9 @@ pub struct Responder {
     handled: u64,
     last_drain_ms: Option<i64>,
     global_blocked_until_ms: Option<i64>,
-    /// Live: alerts do not drain the queue, and a drain acts on one queued action, so that the
-    /// caller saves the state after every action (see [`Responder::act_one_at_a_time`]).
+    /// Alerts do not drain the queue, and a drain acts on one queued action: the caller drains
+    /// it with `tick`, saving the state after every action (see
+    /// [`Responder::act_one_at_a_time`]).
     one_at_a_time: bool,
 }
 
@@ -594,13 +595,14 @@ impl Responder {
         Ok(())
     }
 
-    /// On a live stream: lets queued actions go out as tokens free up (call every few
-    /// seconds; replay advances the event-time clock with each alert instead).
+    /// Lets queued actions go out as tokens free up: every few seconds on a live stream, and
+    /// before an alert once [`Responder::observe`] has moved the clock to it.
     pub async fn tick(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
         self.drain().await
     }
 
-    /// For a caller that saves the state after each call (the live pipeline): from now on an
+    /// For a caller that saves the state after each call (the responder thread, live or
+    /// replay): from now on an
     /// alert carries out at most its own actions, and [`Responder::tick`] at most one queued
     /// action; call `tick` again (saving in between) while it returns records. A crash then
     /// repeats at most the one action in flight, where a drain that acted on many accounts
