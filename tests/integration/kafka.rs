@@ -1554,12 +1554,20 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
     assert_eq!(after.len(), ids.len(), "n2 read records:\n{log}");
     // Its checkpoint holds the ends it started at, so a later run of the group goes on from
     // there: the loaded partition's end, and 0 for the empty one.
+    let mut committed: Vec<i64> = committed_offsets(&s, 2, &log);
+    committed.sort_unstable();
+    assert_eq!(committed, [0, lines.len() as i64], "{log}");
+}
+
+/// The group's committed offset of each of the input's first `partitions` partitions.
+fn committed_offsets(s: &Scenario, partitions: i32, log: &str) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let group: BaseConsumer = client().set("group.id", &s.group).create().unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(&s.input, 0);
-    tpl.add_partition(&s.input, 1);
-    let mut committed: Vec<i64> = group
+    for p in 0..partitions {
+        tpl.add_partition(&s.input, p);
+    }
+    group
         .committed_offsets(tpl, Duration::from_secs(30))
         .unwrap()
         .elements()
@@ -1572,9 +1580,52 @@ fn n_until_end_stops_at_the_end_each_partition_had() {
                 e.partition()
             ),
         })
-        .collect();
-    committed.sort_unstable();
-    assert_eq!(committed, [0, lines.len() as i64], "{log}");
+        .collect()
+}
+
+/// The state of one partition is lost (its files deleted) while the other's is there: the
+/// assignment looks both up at once, and the one failure stops the run with an error naming
+/// that partition and its committed offset. Nothing is read or committed: the offsets and the
+/// other partition's files are as they were.
+#[test]
+fn p_a_lost_state_of_one_partition_stops_the_run_naming_it() {
+    let _broker = broker();
+    let s = Scenario::new("lost-state", 2);
+    let lines = stream(s.dir.path(), "example", 60, 2, 28);
+    s.produce(&lines, KeyBy::Field("user.name"));
+    let config = s.config("p1", "300ms");
+    let log = run_until_end(&s, "p1", &config);
+    let before = committed_offsets(&s, 2, &log);
+    assert!(before.iter().all(|o| *o > 0), "{before:?}\n{log}");
+    let root = s.dir.path().join("checkpoints").join(&s.group);
+    let topic_dir = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("1").is_dir())
+        .unwrap_or_else(|| panic!("no partition directories under {}", root.display()));
+    std::fs::remove_dir_all(topic_dir.join("1")).unwrap();
+    let kept = checkpoint_files(&topic_dir.join("0"));
+    assert!(!kept.is_empty());
+
+    let config = s.config("p2", "300ms");
+    let mut child = s.spawn("p2", &config, &["--until-end"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            kill9(&mut child);
+            panic!("p2 went on without partition 1's state:\n{}", s.log("p2"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = s.log("p2");
+    assert!(!status.success(), "p2 exited with {status}:\n{log}");
+    let named = format!("/1: the group committed offset {}", before[1]);
+    assert!(log.contains(&named), "no {named:?} in:\n{log}");
+    assert_eq!(committed_offsets(&s, 2, &log), before, "{log}");
+    assert_eq!(checkpoint_files(&topic_dir.join("0")), kept, "{log}");
 }
 
 /// A real OTLP/HTTP collector on loopback: accepts `POST /v1/metrics` (HTTP/1.1, keep-alive)
