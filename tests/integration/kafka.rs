@@ -1491,18 +1491,7 @@ fn finish_after_restart(
 /// Runs `authwatch run --until-end` as `instance` and waits (90 s at most) for it to stop at
 /// the end of every partition; returns its log.
 fn run_until_end(s: &Scenario, instance: &str, config: &Path) -> String {
-    let mut child = s.spawn(instance, config, &["--until-end"]);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            kill9(&mut child);
-            panic!("{instance} did not stop at the end:\n{}", s.log(instance));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = until_end_status(s, instance, config);
     let log = s.log(instance);
     assert!(status.success(), "{instance} exited with {status}:\n{log}");
     assert!(
@@ -1510,6 +1499,22 @@ fn run_until_end(s: &Scenario, instance: &str, config: &Path) -> String {
         "{instance}:\n{log}"
     );
     log
+}
+
+/// Runs `authwatch run --until-end` as `instance`; its exit status, within 90 s.
+fn until_end_status(s: &Scenario, instance: &str, config: &Path) -> std::process::ExitStatus {
+    let mut child = s.spawn(instance, config, &["--until-end"]);
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            kill9(&mut child);
+            panic!("{instance} did not stop within 90 s:\n{}", s.log(instance));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until `instance` holds partitions. After a kill -9 the group first waits out the dead
@@ -1608,18 +1613,7 @@ fn p_a_lost_state_of_one_partition_stops_the_run_naming_it() {
     assert!(!kept.is_empty());
 
     let config = s.config("p2", "300ms");
-    let mut child = s.spawn("p2", &config, &["--until-end"]);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            kill9(&mut child);
-            panic!("p2 went on without partition 1's state:\n{}", s.log("p2"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = until_end_status(&s, "p2", &config);
     let log = s.log("p2");
     assert!(!status.success(), "p2 exited with {status}:\n{log}");
     let named = format!("/1: the group committed offset {}", before[1]);
