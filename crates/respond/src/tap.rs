@@ -283,12 +283,8 @@ fn run(
                     }
                 }
                 Some(Msg::Checkpoint(ack)) => {
-                    let saved = match &mut keeper.persist {
-                        Persist::Saver(saver) => {
-                            save(&responder, saver.as_mut(), &mut keeper.last_saved)
-                        }
-                        Persist::File(_) => Ok(()),
-                    };
+                    // Only a partitioned (Kafka) run sends checkpoints.
+                    let saved = keeper.save(&responder);
                     // The sink may have stopped waiting (the run is ending): nothing to tell.
                     let _ = ack.send(saved.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                     saved?;
