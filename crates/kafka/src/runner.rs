@@ -431,6 +431,7 @@ impl Runtime {
         let producer: ThreadedProducer<DefaultProducerContext> = pc
             .create()
             .map_err(|e| KafkaError::client("creating the producer", e))?;
+        crate::client::connect(&producer, &kafka.audit_topic, timeout)?;
         producer
             .init_transactions(timeout)
             .map_err(|e| KafkaError::client("initializing transactions", e))?;
@@ -739,25 +740,23 @@ impl StateSaver for InstanceState {
 
 /// Logs throughput, lag and checkpoint age every 10 s while a run lasts.
 struct Reporter {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its wait ends at once, not at its next wake-up.
+    stop: Option<crossbeam_channel::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Reporter {
+    const EVERY: Duration = Duration::from_secs(10);
+
     fn start(metrics: Arc<KafkaMetrics>, pipeline: Arc<Metrics>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name("aw-kafka-report".into())
             .spawn(move || {
                 let mut last = (Instant::now(), metrics.records_in());
-                let mut tick = Instant::now();
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if tick.elapsed() < Duration::from_secs(10) {
-                        continue;
-                    }
-                    tick = Instant::now();
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::EVERY)
+                {
                     let records = metrics.records_in();
                     let secs = last.0.elapsed().as_secs_f64().max(1e-3);
                     let rate = ((records - last.1) as f64 / secs) as u64;
@@ -778,13 +777,16 @@ impl Reporter {
                 }
             })
             .ok();
-        Reporter { stop, handle }
+        Reporter {
+            stop: Some(stop),
+            handle,
+        }
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
