@@ -30,6 +30,7 @@ const METRICS: &[&str] = &[
     "authwatch_checkpoint_age_seconds",
     "authwatch_snapshot_store_duration_seconds",
     "authwatch_snapshot_store_failures_total",
+    "authwatch_sql_detection_failures_total",
     "authwatch_batch_duration_seconds",
     "authwatch_throughput_events_per_second",
 ];

@@ -234,6 +234,64 @@ fn a_failing_sql_detection_is_reported_and_fails_the_replay() {
     assert!(err.contains("sql detection divides:"), "{err}");
     assert!(err.contains("sql detection early:"), "{err}");
     assert!(err.contains("failed executions"), "{err}");
+
+    // The same failures as a metric, one series per detection (the ones that never failed
+    // at 0), for the alert rule on `increase()`.
+    std::fs::write(
+        sql_dir.join("fine.sql"),
+        format!(
+            "{}SELECT \"user\".name AS user, min(time) AS first_seen, max(time) AS last_seen \
+             FROM events GROUP BY \"user\".name, window_start HAVING count(*) > 1000000",
+            header("fine")
+        ),
+    )
+    .unwrap();
+    let mut child = authwatch()
+        .args(["replay", "--quiet", "--alerts", "/dev/null", "--sql"])
+        .arg(&sql_dir)
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-linger",
+            "120s",
+        ])
+        .arg(&events)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    let mut log = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.strip_prefix("authwatch: telemetry on http://") {
+            addr = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        let finished = line.contains("run finished; telemetry stays up");
+        log.push(line);
+        if finished {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address in {log:#?}"));
+    let metrics = crate::telemetry::scrape(addr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let failures = |id: &str| {
+        metrics
+            .get(&format!(
+                "authwatch_sql_detection_failures_total{{detection=\"{id}\"}}"
+            ))
+            .copied()
+    };
+    assert!(
+        failures("divides").is_some_and(|n| n >= 1.0),
+        "{metrics:#?}"
+    );
+    assert!(failures("early").is_some_and(|n| n >= 1.0), "{metrics:#?}");
+    assert_eq!(failures("fine"), Some(0.0), "{metrics:#?}");
 }
 
 /// A running `authwatch serve`; killed on drop.

@@ -155,11 +155,21 @@ pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipel
 pub struct SqlFailures(Option<std::sync::Arc<authwatch_query::SqlDetections>>);
 
 impl SqlFailures {
+    /// Exports each detection's failed executions as
+    /// `authwatch_sql_detection_failures_total{detection}`.
+    pub fn export(&self, telemetry: &authwatch_telemetry::Telemetry) {
+        if let Some(detections) = &self.0 {
+            let detections = std::sync::Arc::clone(detections);
+            telemetry.register_sql_detection_failures(move || detections.failures());
+        }
+    }
+
     /// Prints each detection that failed during the run; true if any did. A failed execution is
     /// logged as it happens and the run goes on, but the windows it decided may have missed
     /// alerts: a run with one does not end as a success.
     pub fn report(&self) -> bool {
-        let failed = self.0.as_ref().map(|d| d.failures()).unwrap_or_default();
+        let mut failed = self.0.as_ref().map(|d| d.failures()).unwrap_or_default();
+        failed.retain(|(_, n)| *n > 0);
         for (id, n) in &failed {
             eprintln!(
                 "sql detection {id}: {n} failed executions (the errors are logged above); alerts \
@@ -207,7 +217,7 @@ fn execute(
     let (mut pipeline, sql_failures) =
         with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
     if let Some(t) = &telemetry {
-        pipeline = t.connect(pipeline);
+        pipeline = t.connect(pipeline, &sql_failures);
     }
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = match archive {

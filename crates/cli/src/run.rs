@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let t = Arc::clone(&telemetry);
         runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
     };
-    let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config)?;
+    let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config, &telemetry)?;
     let feed = connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), repartitioned);
     let counts = runtime.response_counts();
     telemetry.register_response_actions(move || {

@@ -307,12 +307,15 @@ pub fn archive_options(config: &Config) -> ArchiveOptions {
 pub fn attach_to_runtime(
     mut runtime: authwatch_kafka::Runtime,
     config: &Config,
+    telemetry: &authwatch_telemetry::Telemetry,
 ) -> Result<authwatch_kafka::Runtime> {
     if config.sql.enabled {
         let rules = authwatch_query::load_dir(&config.sql.dir)?;
-        let detections = SqlDetections::new(rules, config.sql.max_buffered_rows)?;
+        let detections = Arc::new(SqlDetections::new(rules, config.sql.max_buffered_rows)?);
         tracing::info!(rules = ?detections.rule_ids(), "windowed SQL detections");
-        runtime = runtime.with_stream_detectors(Arc::new(detections));
+        let counted = Arc::clone(&detections);
+        telemetry.register_sql_detection_failures(move || counted.failures());
+        runtime = runtime.with_stream_detectors(detections);
     }
     if config.archive.enabled {
         let options = archive_options(config);

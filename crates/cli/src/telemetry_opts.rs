@@ -54,7 +54,8 @@ impl TelemetryOptions {
 impl ReplayTelemetry {
     /// Observes the pipeline. A replay has no state to restore and its input is open, so it is
     /// started and ready at once.
-    pub fn connect(&self, pipeline: Pipeline) -> Pipeline {
+    pub fn connect(&self, pipeline: Pipeline, sql: &crate::replay::SqlFailures) -> Pipeline {
+        sql.export(&self.telemetry);
         let pipeline = pipeline.with_observer(self.telemetry.batch_observer());
         self.telemetry.attach_pipeline(pipeline.metrics());
         let health = self.telemetry.health();

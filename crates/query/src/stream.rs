@@ -292,7 +292,7 @@ impl SqlDetections {
     }
 
     /// Each detection's failed executions so far, over every task (logged as they happen):
-    /// `(id, count)` of the detections that failed at least once.
+    /// `(id, count)` for every detection, 0 for those that never failed.
     pub fn failures(&self) -> Vec<(String, u64)> {
         self.rules
             .iter()
@@ -300,7 +300,6 @@ impl SqlDetections {
                 let n = r.failures.load(std::sync::atomic::Ordering::Relaxed);
                 (r.rule.id.clone(), n)
             })
-            .filter(|(_, n)| *n > 0)
             .collect()
     }
 

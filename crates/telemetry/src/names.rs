@@ -45,6 +45,8 @@ names! {
     SNAPSHOT_STORE_DURATION = "authwatch.snapshot.store.duration" => "authwatch_snapshot_store_duration_seconds";
     /// Snapshot stores that failed.
     SNAPSHOT_STORE_FAILURES = "authwatch.snapshot.store.failures" => "authwatch_snapshot_store_failures_total";
+    /// Failed executions of windowed SQL detections, by `detection`.
+    SQL_DETECTION_FAILURES = "authwatch.sql.detection.failures" => "authwatch_sql_detection_failures_total";
     /// Events a repartitioned detect stage holds back until every source has progressed.
     MERGE_HELD = "authwatch.merge.held" => "authwatch_merge_held";
     /// Time since the last checkpoint.

@@ -47,6 +47,7 @@ type LagSource = Box<dyn Fn() -> Vec<PartitionLag> + Send + Sync>;
 type ActionSource = Box<dyn Fn() -> Vec<ActionCount> + Send + Sync>;
 type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
+type NamedCountSource = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
 /// What the observable instruments read at collection time (a scrape or an OTLP export).
 #[derive(Default)]
@@ -58,6 +59,7 @@ pub(crate) struct Sources {
     checkpoint_age: RwLock<Option<AgeSource>>,
     snapshot_failures: RwLock<Vec<CountSource>>,
     merge_held: RwLock<Vec<CountSource>>,
+    sql_failures: RwLock<Vec<NamedCountSource>>,
     last_checkpoint: Mutex<Option<SystemTime>>,
     /// f64 bits: input records per second over the throughput window.
     throughput: AtomicU64,
@@ -366,6 +368,17 @@ impl Telemetry {
         write(&self.sources.snapshot_failures).push(Box::new(source));
     }
 
+    /// Reports failed executions of windowed SQL detections from running totals kept elsewhere,
+    /// `(detection id, failures)`, read at each collection
+    /// (`authwatch_sql_detection_failures_total{detection}`). Every detection should be listed
+    /// from the start, with 0, so that the first failure is an increase of its series.
+    pub fn register_sql_detection_failures(
+        &self,
+        source: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+    ) {
+        write(&self.sources.sql_failures).push(Box::new(source));
+    }
+
     /// Reports the events a repartitioned detect stage holds back, read at each collection
     /// (`authwatch_merge_held`, exported once a source is registered). Several sources
     /// add up.
@@ -643,6 +656,21 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         )
         .with_callback(move |o| {
             o.observe(read(&s.snapshot_failures).iter().map(|f| f()).sum(), &[]);
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
+        .u64_observable_counter(names::SQL_DETECTION_FAILURES.otel)
+        .with_description(
+            "Failed executions of a windowed SQL detection. The run goes on, but the windows a \
+             failed execution decided may be missing alerts.",
+        )
+        .with_callback(move |o| {
+            for source in read(&s.sql_failures).iter() {
+                for (detection, n) in source() {
+                    o.observe(n, &[KeyValue::new("detection", detection)]);
+                }
+            }
         })
         .build();
     let s = Arc::clone(sources);

@@ -99,6 +99,7 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     t.record_snapshot_store(Duration::from_millis(700), true);
     t.register_snapshot_store_failures(|| 2);
     t.register_snapshot_store_failures(|| 1);
+    t.register_sql_detection_failures(|| vec![("a".into(), 0), ("b".into(), 3)]);
     t.register_merge_held(|| 40);
     t.register_merge_held(|| 2);
     t.record_batch(&BatchReport {
@@ -195,6 +196,15 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     );
     assert_eq!(get("authwatch_snapshot_store_failures_total"), 3.0);
     assert_eq!(get("authwatch_merge_held"), 42.0);
+    // Listed before their first failure, so that the first one is an increase.
+    assert_eq!(
+        get(r#"authwatch_sql_detection_failures_total{detection="a"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(r#"authwatch_sql_detection_failures_total{detection="b"}"#),
+        3.0
+    );
     assert!((get("authwatch_checkpoint_duration_seconds_sum") - 0.04).abs() < 1e-9);
     assert!(get("authwatch_checkpoint_age_seconds") < 60.0);
     assert_eq!(get("authwatch_batch_duration_seconds_count"), 3.0);
