@@ -351,6 +351,28 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
             .arg(&input),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the input"));
+    // The same file under another name (a hard link), and standard input redirected from it.
+    let link = dir.path().join("link.jsonl");
+    std::fs::hard_link(&input, &link).unwrap();
+    let out = run_fail(
+        authwatch()
+            .args(["replay", "--quiet", "--alerts"])
+            .arg(&link)
+            .arg(&input),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the input"));
+    let out = run_fail(
+        authwatch()
+            .args(["replay", "--quiet", "--alerts"])
+            .arg(&input)
+            .arg("-")
+            .stdin(std::fs::File::open(&input).unwrap()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is the input read from standard input"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(&input).unwrap(),
         format!("{line}\n")
