@@ -1,5 +1,6 @@
 //! `authwatch explain`: the help-desk view of one user — recent sign-ins, every failure assigned a
-//! cause class (DESIGN §5) with the next steps, and the alerts that concern the user.
+//! cause class (`user`, `device`, `network`, `system`, `attack`) with the next steps, and the
+//! alerts that concern the user.
 //!
 //! The files go through the very pipeline `authwatch replay` runs (normalize, enrich, profiles,
 //! rules), so what the help desk reads is what the SOC's alerts say. A sink keeps the user's
@@ -363,7 +364,7 @@ fn default_cause(ev: &AuthEvent, around: &Around) -> (CauseClass, Basis) {
         // From the user's own seat a name the provider does not know is a mistyped name or the
         // wrong domain; stuffing with unknown names is an IP-keyed alert.
         (Reason::UnknownUser, ..) => (User, G(UnknownName)),
-        // One wrong or expired code is a user mistake (DESIGN §5); codes that keep failing over
+        // One wrong or expired code is a user mistake; codes that keep failing over
         // hours are clock drift, which the triage rule reports (device) with an alert.
         (Reason::InvalidOtp, ..) => (User, G(WrongCode)),
         // Choosing a method that is not the user's or not allowed is the user's choice at the
@@ -687,7 +688,7 @@ fn assign(events: &[AuthEvent], alerts: &[Alert], user: &str) -> Vec<Group> {
                         || (is_lock(ev) && named_reasons[i].contains(&Reason::InvalidCredentials));
                     let follows = during && family_named;
                     // The wrong passwords that led to a lockout belong to the lockout's story
-                    // (DESIGN §5: lockouts are system; review the threshold, find the old
+                    // (lockouts are a system cause: review the threshold, find the old
                     // password) unless an attack claims them, which outranks it.
                     let leads_to_lock = family(ev.reason) == Reason::InvalidCredentials
                         && named_locks[i]

@@ -1,6 +1,7 @@
 //! Rendering of planned incidents into events and labels.
 //!
-//! Sizes against the DESIGN §6 defaults (attacks exceed a threshold by ≥ 40 %):
+//! Sizes against the thresholds of the built-in rules in `rules/` (attacks exceed a threshold by
+//! ≥ 40 %):
 //! - mfa_fatigue: 7–15 pushes in 3–9 min, every one denied or unanswered (threshold 5 / 10 min);
 //! - credential_stuffing: 36–70 failures over ≥ 34 distinct names in 6–12 min, ≤ 2 tries per
 //!   name, ~90 % unknown users (threshold 25 failures / 15 users / 15 min);

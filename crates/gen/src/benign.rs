@@ -1,7 +1,7 @@
 //! Ordinary days: sign-ins during local working hours, SSO, and the everyday MFA failures of
-//! DESIGN §5 (each labelled `mfa_triage` with its cause class).
+//! the built-in `triage_*` rules (each labelled `mfa_triage` with its cause class).
 //!
-//! Margins against the attack rules (DESIGN §6 defaults): a user's own denied/unanswered pushes
+//! Margins against the attack rules' default thresholds: a user's own denied/unanswered pushes
 //! stay ≤ 3 per day (fatigue fires at 5), password typos ≤ 2 per session and one incident per
 //! user-day (brute force fires at 10), and no address fails for more than 3 users within an hour
 //! (see [`Engine::may_fail`]).

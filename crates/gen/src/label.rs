@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Label {
-    /// Detection category (DESIGN §6 id, e.g. `mfa_fatigue`).
+    /// Detection category (a built-in rule's category, e.g. `mfa_fatigue`).
     pub category: String,
     /// What the alert is about.
     pub entity: Entity,

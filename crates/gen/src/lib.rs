@@ -3,8 +3,9 @@
 //! [`generate`] simulates the Okta System Log of a company with offices in several time zones:
 //! users sign in on weekdays during their local working hours, pass their MFA factor and open
 //! SSO applications; some work from home or over the corporate VPN, some travel between offices.
-//! Into that traffic it mixes every ordinary MFA failure cause of DESIGN §5 (typos, clock drift,
-//! undelivered pushes, blocked push at an office firewall, provider outages, lockouts …) and
+//! Into that traffic it mixes every ordinary MFA failure cause the `triage_*` rules know (typos,
+//! clock drift, undelivered pushes, blocked push at an office firewall, provider outages,
+//! lockouts …) and
 //! attacks (push bombing, credential stuffing, password spraying, brute force, impossible
 //! travel …). It streams the events in time order and returns the [`Label`]s: the alerts a
 //! perfect detector raises. [`evaluate`] scores a detector's alerts against those labels.

@@ -1,5 +1,5 @@
 //! Normalize throughput per format against the `serde_json::Value` baseline over the same lines
-//! (DESIGN §8: parse only what is needed, into borrowed structs), and for the native format the
+//! (parse only what is needed, into borrowed structs), and for the native format the
 //! parsers that could read an `AuthEvent`, side by side.
 //!
 //! `cargo bench -p authwatch-normalize --bench normalize` (`-- native` for the native group)
