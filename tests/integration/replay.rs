@@ -73,8 +73,8 @@ fn gen_replay_eval_finds_every_injected_attack() {
         );
         let report = String::from_utf8_lossy(&out.stdout).into_owned();
         let rows = eval_rows(&report);
-        // Every attack category of the built-in pack is injected, so a perfect score is not
-        // vacuous.
+        // Every category the generator labels (the attacks and the MFA triage) is injected, so
+        // a perfect score is not vacuous.
         for category in [
             "mfa_fatigue",
             "mfa_fatigue_success",
