@@ -12,7 +12,7 @@ key: [tenant]
 suppress: 2h
 summary:
   en: "Lockout wave in tenant {tenant}: {users} accounts locked within {window}."
-  ja: "テナント {tenant} でロックアウトが多発: {window} 以内に {users} アカウントがロックされました。"
+  ja: "テナント {tenant} でロックアウトが多発: {window}以内に {users} アカウントがロックされました。"
 steps:
   en:
     - "Find the common source of the failures (addresses, user agent) in the locked accounts' sign-ins and block it."

@@ -16,7 +16,7 @@ key: [ip]
 suppress: 1h
 summary:
   en: "Credential stuffing from {ip}: {failures} failed sign-ins over {users} accounts ({unknown} unknown) within {window}."
-  ja: "{ip} からのクレデンシャルスタッフィング: {window} 以内に {users} アカウントに対して {failures} 件のサインイン失敗（うち存在しないユーザー {unknown} 件）。"
+  ja: "{ip} からのクレデンシャルスタッフィング: {window}以内に {users} アカウントに対して {failures} 件のサインイン失敗（うち存在しないユーザー {unknown} 件）。"
 steps:
   en:
     - "Block the source address (or its range) at the identity provider or the edge."

@@ -13,7 +13,7 @@ key: [country]
 suppress: 1h
 summary:
   en: "{failures} failed sign-ins from country {country} over {accounts} accounts and {addresses} addresses within {window}."
-  ja: "{window} 以内に国 {country} から {accounts} アカウント・{addresses} アドレスに対して {failures} 件のサインイン失敗。"
+  ja: "{window}以内に国 {country} から {accounts} アカウント・{addresses} アドレスに対して {failures} 件のサインイン失敗。"
 steps:
   en:
     - "Check whether the organization has users in this country; if not, consider a conditional-access block."

@@ -14,7 +14,7 @@ key: [tenant]
 suppress: 1h
 summary:
   en: "Distributed password spraying against tenant {tenant}: {tries} wrong passwords over {users} accounts from {ips} addresses within {window}."
-  ja: "テナント {tenant} への分散型パスワードスプレー: {window} 以内に {ips} 個のアドレスから {users} アカウントへ誤ったパスワード {tries} 件。"
+  ja: "テナント {tenant} への分散型パスワードスプレー: {window}以内に {ips} 個のアドレスから {users} アカウントへ誤ったパスワード {tries} 件。"
 steps:
   en:
     - "List the source addresses in the evidence and block those that are not corporate egress."

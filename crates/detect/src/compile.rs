@@ -6,6 +6,7 @@ use crate::key::KeyField;
 use crate::predicate::{NumField, Predicate};
 use crate::spec::{ConditionSpec, RuleSpec, WindowSpec};
 use crate::template::Template;
+use authwatch_event::Lang;
 use authwatch_event::{CauseClass, Severity};
 use std::path::{Path, PathBuf};
 
@@ -34,7 +35,8 @@ pub struct CompiledRule {
     pub window_kind: WindowKind,
     /// Window size, or the session gap (ms).
     pub window_ms: i64,
-    /// The window as written (`10m`).
+    /// The window as written (`10m`), for listings; summaries render `window_ms` in their
+    /// own language.
     pub window_text: String,
     /// The aggregations.
     pub counters: Vec<Counter>,
@@ -543,8 +545,10 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             .collect::<Result<Vec<_>, _>>()?,
     };
     let summary = (
-        Template::compile(&spec.summary.en, &counter_names).map_err(|m| invalid("summary", m))?,
-        Template::compile(&spec.summary.ja, &counter_names).map_err(|m| invalid("summary", m))?,
+        Template::compile(&spec.summary.en, &counter_names, Lang::En)
+            .map_err(|m| invalid("summary", m))?,
+        Template::compile(&spec.summary.ja, &counter_names, Lang::Ja)
+            .map_err(|m| invalid("summary", m))?,
     );
     if spec.steps.en.is_empty() || spec.steps.en.len() != spec.steps.ja.len() {
         return Err(invalid(

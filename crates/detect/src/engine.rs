@@ -13,7 +13,7 @@ use crate::key::{Key, KeyField, KeyPart};
 use crate::sketch::WindowedSketch;
 use authwatch_event::{
     Activity, Alert, AuthEvent, Localized, LocalizedSteps, MetricValue, Observed, Outcome, Text,
-    Timestamp, Window, format_rfc3339_ms,
+    Timestamp, Window,
 };
 use rustc_hash::FxBuildHasher;
 
@@ -921,8 +921,6 @@ fn build_alert(
             .or_else(|| f.extract(e).map(|p| p.to_string()))
             .unwrap_or_default()
     };
-    let first_seen = format_rfc3339_ms(window_start).unwrap_or_default();
-    let last_seen = format_rfc3339_ms(e.time).unwrap_or_default();
     let src_ip = e.src.ip.map(|ip| ip.to_string()).unwrap_or_default();
     let country = e
         .src
@@ -934,9 +932,9 @@ fn build_alert(
     let values = crate::template::Values {
         counters: &texts,
         key: &key_value,
-        window: &rule.window_text,
-        first_seen: &first_seen,
-        last_seen: &last_seen,
+        window_ms: rule.window_ms,
+        first_seen_ms: window_start,
+        last_seen_ms: e.time,
         src_ip: &src_ip,
         country: &country,
         app: &e.app,

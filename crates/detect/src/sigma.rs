@@ -1591,7 +1591,7 @@ impl Importer<'_> {
                          {{src_ip}})."
                     ),
                     format!(
-                        "Sigma ルール「{title}」が {{user}} について {{last_seen}} に一致しました\
+                        "Sigma ルール「{title}」が {{user}} について {{last_seen}}に一致しました\
                          （送信元 {{src_ip}}）。"
                     ),
                 ),
@@ -1704,7 +1704,7 @@ impl Importer<'_> {
                              {who} within {{window}} (last from {{src_ip}})."
                         ),
                         format!(
-                            "Sigma 相関ルール「{title}」: {{window}} 以内に {who} について一致した\
+                            "Sigma 相関ルール「{title}」: {{window}}以内に {who} について一致した\
                              イベントが {{{counter}}} 件ありました（最終送信元 {{src_ip}}）。"
                         ),
                     ),
@@ -1715,7 +1715,7 @@ impl Importer<'_> {
                             k.name()
                         ),
                         format!(
-                            "Sigma 相関ルール「{title}」: {{window}} 以内に {who} について異なる {} \
+                            "Sigma 相関ルール「{title}」: {{window}}以内に {who} について異なる {} \
                              の値が {{{counter}}} 個ありました。",
                             k.name()
                         ),
@@ -1833,7 +1833,7 @@ impl Importer<'_> {
                                 ),
                                 format!(
                                     "Sigma 相関ルール「{title}」のステップ {}: {who} について\
-                                     「{step}」が {{last_seen}} に発生しました。",
+                                     「{step}」が {{last_seen}}に発生しました。",
                                     k + 1
                                 ),
                             )

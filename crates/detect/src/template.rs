@@ -1,10 +1,18 @@
 //! Summary templates: `{placeholder}` text compiled once at load into literal and value parts.
+//!
+//! A template knows the language it is written in, because durations and times have to read
+//! naturally inside its sentences: `30m` in a Japanese sentence reads as 30 metres, and a raw
+//! RFC 3339 instant is not how the rest of the product shows time to people.
 
 use crate::key::KeyField;
+use authwatch_event::{Lang, duration_text, time_text};
 
 /// A compiled template.
 #[derive(Debug, Clone)]
-pub struct Template(Vec<Segment>);
+pub struct Template {
+    lang: Lang,
+    segments: Vec<Segment>,
+}
 
 #[derive(Debug, Clone)]
 enum Segment {
@@ -25,12 +33,12 @@ pub struct Values<'a> {
     pub counters: &'a [String],
     /// The key fields' text values.
     pub key: &'a dyn Fn(KeyField) -> String,
-    /// The window size as written in the rule (`10m`).
-    pub window: &'a str,
-    /// First and last event time, RFC 3339.
-    pub first_seen: &'a str,
-    /// Last event time, RFC 3339.
-    pub last_seen: &'a str,
+    /// The window size, or the session gap (ms).
+    pub window_ms: i64,
+    /// Start of the window (epoch ms).
+    pub first_seen_ms: i64,
+    /// Time of the deciding event (epoch ms).
+    pub last_seen_ms: i64,
     /// The deciding event's source IP.
     pub src_ip: &'a str,
     /// The deciding event's country.
@@ -55,9 +63,9 @@ pub const PLACEHOLDERS: &[&str] = &[
 ];
 
 impl Template {
-    /// Compiles `text`; `counters` are the rule's counter names. The error names the unknown
-    /// placeholder.
-    pub fn compile(text: &str, counters: &[String]) -> Result<Self, String> {
+    /// Compiles `text`, written in `lang`; `counters` are the rule's counter names. The error
+    /// names the unknown placeholder.
+    pub fn compile(text: &str, counters: &[String], lang: Lang) -> Result<Self, String> {
         let mut segments = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -96,20 +104,20 @@ impl Template {
         if !rest.is_empty() {
             segments.push(Segment::Literal(rest.to_owned()));
         }
-        Ok(Template(segments))
+        Ok(Template { lang, segments })
     }
 
-    /// Fills the template.
+    /// Fills the template, with durations and times in the template's language.
     pub fn render(&self, v: &Values<'_>) -> String {
         let mut out = String::new();
-        for s in &self.0 {
+        for s in &self.segments {
             match s {
                 Segment::Literal(t) => out.push_str(t),
                 Segment::Counter(i) => out.push_str(v.counters.get(*i).map_or("", String::as_str)),
                 Segment::Key(k) => out.push_str(&(v.key)(*k)),
-                Segment::Window => out.push_str(v.window),
-                Segment::FirstSeen => out.push_str(v.first_seen),
-                Segment::LastSeen => out.push_str(v.last_seen),
+                Segment::Window => out.push_str(&duration_text(v.window_ms, self.lang)),
+                Segment::FirstSeen => out.push_str(&time_text(v.first_seen_ms, self.lang)),
+                Segment::LastSeen => out.push_str(&time_text(v.last_seen_ms, self.lang)),
                 Segment::SrcIp => out.push_str(v.src_ip),
                 Segment::Country => out.push_str(v.country),
                 Segment::App => out.push_str(v.app),
@@ -123,34 +131,69 @@ impl Template {
 mod tests {
     use super::*;
 
+    /// 2026-01-06T12:28:51.349Z.
+    const T: i64 = 1_767_702_531_349;
+
+    fn values<'a>(key: &'a dyn Fn(KeyField) -> String, counters: &'a [String]) -> Values<'a> {
+        Values {
+            counters,
+            key,
+            window_ms: 10 * 60_000,
+            first_seen_ms: T - 90_000,
+            last_seen_ms: T,
+            src_ip: "192.0.2.7",
+            country: "JP",
+            app: "",
+        }
+    }
+
+    fn aiko(k: KeyField) -> String {
+        if k == KeyField::User {
+            "aiko".to_owned()
+        } else {
+            String::new()
+        }
+    }
+
     #[test]
     fn renders_counters_keys_and_fixed_values() {
-        let t =
-            Template::compile("{denied} pushes to {user} in {window}", &["denied".into()]).unwrap();
-        let key = |k: KeyField| {
-            if k == KeyField::User {
-                "aiko".to_owned()
-            } else {
-                String::new()
-            }
+        let t = Template::compile(
+            "{denied} pushes to {user} in {window}",
+            &["denied".into()],
+            Lang::En,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&values(&aiko, &["7".to_owned()])),
+            "7 pushes to aiko in 10m"
+        );
+    }
+
+    #[test]
+    fn durations_and_times_follow_the_template_language() {
+        let text = |lang| {
+            Template::compile(
+                "{user}: {window} / {first_seen} / {last_seen} / {src_ip}",
+                &[],
+                lang,
+            )
+            .unwrap()
+            .render(&values(&aiko, &[]))
         };
-        let s = t.render(&Values {
-            counters: &["7".to_owned()],
-            key: &key,
-            window: "10m",
-            first_seen: "",
-            last_seen: "",
-            src_ip: "",
-            country: "",
-            app: "",
-        });
-        assert_eq!(s, "7 pushes to aiko in 10m");
+        assert_eq!(
+            text(Lang::En),
+            "aiko: 10m / 2026-01-06 12:27:21 UTC / 2026-01-06 12:28:51 UTC / 192.0.2.7"
+        );
+        assert_eq!(
+            text(Lang::Ja),
+            "aiko: 10 分 / 2026-01-06 12:27:21（UTC） / 2026-01-06 12:28:51（UTC） / 192.0.2.7"
+        );
     }
 
     #[test]
     fn unknown_placeholder_is_an_error() {
-        let e = Template::compile("{denid} pushes", &["denied".into()]).unwrap_err();
+        let e = Template::compile("{denid} pushes", &["denied".into()], Lang::En).unwrap_err();
         assert!(e.contains("{denid}"), "{e}");
-        assert!(Template::compile("{open", &[]).is_err());
+        assert!(Template::compile("{open", &[], Lang::Ja).is_err());
     }
 }

@@ -597,3 +597,43 @@ steps: { en: ["x"], ja: ["x"] }
             .contains("numeric field")
     );
 }
+
+#[test]
+fn summaries_show_durations_and_times_in_their_own_language() {
+    let text = r#"
+id: push_burst
+severity: low
+cause_class: attack
+key: [user]
+filter: { activity: mfa_verify }
+window: 1d6h
+counters:
+  denied: {}
+fire_when: { any: ["denied >= 3"] }
+summary:
+  en: "{user}: {denied} denials within {window}, {first_seen} to {last_seen}."
+  ja: "{user}: {window} 以内に {denied} 件（{first_seen}〜{last_seen}）。"
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let alerts = run(
+        &mut pack.engine(EngineLimits::default()),
+        &campaign("aiko@x.jp", T0, 3, MIN, Outcome::Denied),
+    );
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(
+        a.summary.en,
+        "aiko@x.jp: 3 denials within 1day 6h, 2026-01-05 09:00:20 UTC to 2026-01-05 09:02:20 UTC."
+    );
+    assert_eq!(
+        a.summary.ja,
+        "aiko@x.jp: 1 日 6 時間 以内に 3 件（2026-01-05 09:00:20（UTC）〜2026-01-05 09:02:20（UTC））。"
+    );
+    // The machine-readable fields keep their exact values.
+    assert_eq!(a.first_seen.millis(), T0 + 20_000);
+    assert_eq!(a.last_seen.millis(), T0 + 2 * MIN + 20_000);
+    let json = serde_json::to_value(a).unwrap();
+    assert_eq!(json["last_seen"], "2026-01-05T09:02:20.000Z");
+}

@@ -22,6 +22,7 @@
 mod alert;
 mod duration;
 mod event;
+mod human;
 pub mod schema;
 mod text;
 mod time;
@@ -30,6 +31,7 @@ mod vocab;
 pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Observed, Window};
 pub use duration::DurationText;
 pub use event::{Anonymizer, AuthEvent, Device, Geo, PreviousSignIn, Src, User, UserContext};
+pub use human::{Lang, duration_text, time_text};
 pub use text::Text;
 pub use time::{TimeError, Timestamp, format_rfc3339_ms, parse_rfc3339_ms};
 pub use vocab::{

@@ -113,7 +113,8 @@ pub struct SqlRule {
     pub attack_technique: Vec<String>,
     /// The window.
     pub window: WindowSpec,
-    /// The window as written (`{window}` in summaries).
+    /// The window as written (`10m`); `{window}` in summaries renders the span in each
+    /// summary's language instead.
     pub window_text: String,
     /// Key fields: result columns of these names identify the entity.
     pub key: Vec<String>,

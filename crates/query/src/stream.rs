@@ -14,8 +14,8 @@ use crate::rule::{SqlRule, WindowSpec};
 use crate::{QueryError, register_udfs};
 use async_trait::async_trait;
 use authwatch_event::{
-    Alert, AuthEvent, Entity, Localized, MetricValue, Observed, Text, Timestamp, Window,
-    format_rfc3339_ms,
+    Alert, AuthEvent, Entity, Lang, Localized, MetricValue, Observed, Text, Timestamp, Window,
+    duration_text, time_text,
 };
 use authwatch_pipeline::{CheckpointError, Checkpointed, DetectorFactory, StreamDetector};
 use datafusion::arrow::array::{
@@ -1150,9 +1150,7 @@ fn build_alert(
             _ => {}
         }
     }
-    let first_text = format_rfc3339_ms(f.first_seen).unwrap_or_default();
-    let last_text = format_rfc3339_ms(f.last_seen).unwrap_or_default();
-    let lookup = |name: &str| -> String {
+    let lookup = |name: &str, lang: Lang| -> String {
         if let Some((_, v)) = f.key_values.iter().find(|(k, _)| k == name) {
             return v.clone();
         }
@@ -1160,9 +1158,9 @@ fn build_alert(
             return metric_text(m);
         }
         match name {
-            "window" => rule.window_text.clone(),
-            "first_seen" => first_text.clone(),
-            "last_seen" => last_text.clone(),
+            "window" => duration_text(rule.window.span_ms(), lang),
+            "first_seen" => time_text(f.first_seen, lang),
+            "last_seen" => time_text(f.last_seen, lang),
             "src_ip" => decided
                 .as_ref()
                 .and_then(|e| e.src.ip)
@@ -1210,8 +1208,8 @@ fn build_alert(
         first_seen: Timestamp(f.first_seen),
         last_seen: Timestamp(f.last_seen),
         summary: Localized {
-            en: render(&rule.summary.en, &lookup),
-            ja: render(&rule.summary.ja, &lookup),
+            en: render(&rule.summary.en, &|name| lookup(name, Lang::En)),
+            ja: render(&rule.summary.ja, &|name| lookup(name, Lang::Ja)),
         },
         steps: rule.steps.clone(),
         related: Vec::new(),

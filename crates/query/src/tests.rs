@@ -291,7 +291,7 @@ window: { kind: tumbling, size: 10m }
 key: [user]
 # Shorter than the gap between the two windows' failures: each window is its own incident.
 suppress: 1m
-summary: { en: "{user}: {n} failures", ja: "{user}: {n} 件" }
+summary: { en: "{user}: {n} failures within {window}, {first_seen} to {last_seen}", ja: "{user}: {window} 以内に {n} 件（{first_seen}〜{last_seen}）" }
 steps: { en: [], ja: [] }
 ---*/
 SELECT coalesce("user".name, "user".id) AS "user", min(time) AS first_seen, max(time) AS last_seen,
@@ -322,7 +322,17 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     sql.on_watermark(T0 + 10 * MIN, &mut out);
     assert_eq!(out.len(), 1, "the first window closed: {out:#?}");
     assert_eq!(out[0].metrics["n"], authwatch_event::MetricValue::Count(5));
-    assert_eq!(out[0].summary.en, "kenji@acme.example: 5 failures");
+    // Durations and times read as words in each language; the alert's own fields stay exact.
+    assert_eq!(
+        out[0].summary.en,
+        "kenji@acme.example: 5 failures within 10m, 2026-01-05 09:00:00 UTC to 2026-01-05 09:04:00 UTC"
+    );
+    assert_eq!(
+        out[0].summary.ja,
+        "kenji@acme.example: 10 分 以内に 5 件（2026-01-05 09:00:00（UTC）〜2026-01-05 09:04:00（UTC））"
+    );
+    assert_eq!(out[0].first_seen.millis(), T0);
+    assert_eq!(out[0].last_seen.millis(), T0 + 4 * MIN);
     assert_eq!(
         out[0].alert_id,
         Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0)
