@@ -5,7 +5,7 @@
 //! JSON.
 
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// Labels of the generated stream: JSON lines `{category, entity: {user|ip|tenant}, note, …}`.
@@ -194,24 +194,7 @@ fn japanese_report_and_json_document() {
     assert_eq!(report["language"], "ja");
     assert_eq!(report["user"], user.as_str());
     assert_eq!(report["recent"].as_array().unwrap().len(), 3);
-    let (attempts, successes, failures, lockouts) = (
-        report["attempts"].as_u64().unwrap(),
-        report["successes"].as_u64().unwrap(),
-        report["failures"].as_u64().unwrap(),
-        report["lockouts"].as_u64().unwrap(),
-    );
-    assert_eq!(attempts, successes + failures);
-    let grouped: u64 = report["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["failures"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        grouped,
-        failures + lockouts,
-        "every failure and lockout is in exactly one group"
-    );
+    assert_counts_agree(&report);
     let device = report["causes"]
         .as_array()
         .unwrap()
@@ -274,4 +257,593 @@ fn since_limits_the_period_to_the_end_of_the_input() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}
+
+// ─── Data made to order ────────────────────────────────────────────────────────────────────────
+//
+// The cases below need one situation each (a three-hour attack, an outage across a tenant, the
+// same name in two tenants), so they write small native-format streams instead of searching a
+// generated one for a user that happens to fit.
+
+/// 2026-01-01T00:00:00Z. The cases start their stories on day 3, after the two days in which a
+/// user profile is still learning (so a new device is new).
+const T0: i64 = 1_767_225_600_000;
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+const MIN: i64 = 60_000;
+const OFFICE: &str = "198.51.100.10";
+const ATTACKER: &str = "45.155.205.7";
+const DESKTOP: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const ATTACK_AGENT: &str =
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0";
+
+/// Who sends the events: an account of a tenant, from an address and a browser.
+#[derive(Clone)]
+struct Actor {
+    tenant: String,
+    user: String,
+    id: String,
+    ip: String,
+    agent: String,
+}
+
+fn actor(tenant: &str, user: &str) -> Actor {
+    Actor {
+        tenant: tenant.to_owned(),
+        user: user.to_owned(),
+        id: format!("00u{:x}", user.len() * 7919 + tenant.len()),
+        ip: OFFICE.to_owned(),
+        agent: DESKTOP.to_owned(),
+    }
+}
+
+impl Actor {
+    /// The same account, seen from elsewhere.
+    fn from(&self, ip: &str, agent: &str) -> Actor {
+        Actor {
+            ip: ip.to_owned(),
+            agent: agent.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    fn event(&self, t: i64, activity: &str, factor: &str, outcome: &str, reason: &str) -> Value {
+        let mut e = json!({
+            "time": t,
+            "provider": "okta",
+            "tenant": self.tenant,
+            "event_id": format!("{}/{}/{t}/{activity}/{outcome}", self.tenant, self.user),
+            "user": {"id": self.id, "name": self.user},
+            "activity": activity,
+            "factor": factor,
+            "outcome": outcome,
+            "src": {"ip": self.ip},
+            "device": {"user_agent": self.agent},
+            "provider_risk": "low",
+        });
+        if !reason.is_empty() {
+            e["reason"] = json!(reason);
+        }
+        e
+    }
+
+    fn wrong_password(&self, t: i64) -> Value {
+        self.event(t, "logon", "password", "failure", "invalid_credentials")
+    }
+
+    fn push(&self, t: i64, outcome: &str, reason: &str) -> Value {
+        self.event(t, "mfa_verify", "push", outcome, reason)
+    }
+
+    /// A sign-in: password, push sent, push approved.
+    fn sign_in(&self, t: i64) -> Vec<Value> {
+        vec![
+            self.event(t, "logon", "password", "success", ""),
+            self.event(t + 5_000, "mfa_challenge", "push", "challenge", ""),
+            self.push(t + 15_000, "success", ""),
+        ]
+    }
+
+    /// One ordinary sign-in at 09:00 on each of `days`.
+    fn routine(&self, days: std::ops::Range<i64>) -> Vec<Value> {
+        days.flat_map(|d| self.sign_in(T0 + d * DAY + 9 * HOUR))
+            .collect()
+    }
+}
+
+/// Writes events as JSON lines in time order.
+fn write_events(path: &Path, mut events: Vec<Value>) -> PathBuf {
+    events.sort_by_key(|e| e["time"].as_i64().unwrap());
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
+fn explain_files(files: &[&Path], user: &str, extra: &[&str]) -> String {
+    let out = run_ok(
+        authwatch()
+            .args(["explain", "--user", user])
+            .args(extra)
+            .args(files),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn report_of(files: &[&Path], user: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let text = explain_files(files, user, &args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Every explanation of the report with its cause class.
+fn explanations(report: &Value) -> Vec<(&str, &Value)> {
+    report["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| {
+            let class = g["cause_class"].as_str().unwrap();
+            g["explanations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |x| (class, x))
+        })
+        .collect()
+}
+
+/// The cause class and explanation of one event.
+fn cause_of<'a>(report: &'a Value, event_id: &str) -> (&'a str, &'a Value) {
+    explanations(report)
+        .into_iter()
+        .find(|(_, x)| {
+            x["event_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|id| id == event_id)
+        })
+        .unwrap_or_else(|| panic!("{event_id} is in no explanation: {report:#}"))
+}
+
+fn id_of(event: &Value) -> String {
+    event["event_id"].as_str().unwrap().to_owned()
+}
+
+/// The report's figures add up: steps are successes and failures, and the cause groups hold
+/// every failure and every lockout exactly once.
+fn assert_counts_agree(report: &Value) {
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(
+        n(&report["steps"]),
+        n(&report["successes"]) + n(&report["failures"]),
+        "{report:#}"
+    );
+    let causes = report["causes"].as_array().unwrap();
+    let sum = |field: &str| causes.iter().map(|g| n(&g[field])).sum::<u64>();
+    assert_eq!(sum("failures"), n(&report["failures"]), "{report:#}");
+    assert_eq!(sum("lockouts"), n(&report["lockouts"]), "{report:#}");
+    for g in causes {
+        let x = g["explanations"].as_array().unwrap();
+        let of = |field: &str| x.iter().map(|x| n(&x[field])).sum::<u64>();
+        assert_eq!(of("failures"), n(&g["failures"]), "{g:#}");
+        assert_eq!(of("lockouts"), n(&g["lockouts"]), "{g:#}");
+    }
+}
+
+/// Three hours of wrong passwords every 20 s from one address, from day 3 00:00, amid the
+/// victim's own ordinary sign-ins (the last one at day 3 09:00).
+fn long_attack(dir: &Path) -> (PathBuf, Actor, Vec<Value>) {
+    let victim = actor("acme", "jia.cruz@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let attack: Vec<Value> = (0..540)
+        .map(|k| attacker.wrong_password(T0 + 3 * DAY + k * 20_000))
+        .collect();
+    let mut events = victim.routine(0..4);
+    events.extend(attack.iter().cloned());
+    (
+        write_events(&dir.join("attack.jsonl"), events),
+        victim,
+        attack,
+    )
+}
+
+#[test]
+fn a_long_attack_is_explained_as_one_incident_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, victim, attack) = long_attack(dir.path());
+    let report = report_of(&[&file], &victim.user, &[]);
+    // The rule alerted once, three minutes in, and kept the incident open: its last wrong
+    // password is the attack's as much as its first.
+    let causes = report["causes"].as_array().unwrap();
+    assert_eq!(
+        causes.len(),
+        1,
+        "no failure is left to the user: {report:#}"
+    );
+    let (class, x) = cause_of(&report, &id_of(&attack[0]));
+    assert_eq!((class, &x["rule_id"]), ("attack", &json!("brute_force")));
+    assert_eq!(x["failures"], 540, "{x:#}");
+    assert_eq!(x["last"], "2026-01-04T02:59:40.000Z", "{x:#}");
+    let alert = &report["alerts"][0];
+    assert_eq!(alert["rule_id"], "brute_force");
+    assert_eq!(
+        alert["went_on_until"], "2026-01-04T02:59:40.000Z",
+        "{alert:#}"
+    );
+    assert_counts_agree(&report);
+
+    let text = explain_files(&[&file], &victim.user, &["--last", "0"]);
+    assert!(
+        text.contains("explained here: 540 failures"),
+        "explain's own count is labelled apart from the alert's:\n{text}"
+    );
+    assert!(!text.contains("USER — "), "{text}");
+    assert!(
+        text.contains("the user's last failure of its kind was at 2026-01-04 02:59:40 UTC"),
+        "{text}"
+    );
+}
+
+#[test]
+fn since_keeps_the_alert_of_an_attack_still_going_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, victim, attack) = long_attack(dir.path());
+    // The input ends at day 3 09:00:15; the last 8 h begin after the alert fired (00:03) and
+    // hold the attack's last two hours.
+    let report = report_of(&[&file], &victim.user, &["--since", "8h"]);
+    let alerts = report["alerts"].as_array().unwrap();
+    assert!(
+        alerts.iter().any(|a| a["rule_id"] == "brute_force"),
+        "{report:#}"
+    );
+    let causes = report["causes"].as_array().unwrap();
+    let x = &causes[0]["explanations"][0];
+    assert_eq!(x["rule_id"], "brute_force", "{report:#}");
+    // The period's wrong passwords: those from 01:00:15 on.
+    let cutoff = T0 + 3 * DAY + 9 * HOUR + 15_000 - 8 * HOUR;
+    let in_period = attack
+        .iter()
+        .filter(|e| e["time"].as_i64().unwrap() >= cutoff)
+        .count();
+    assert_eq!(x["failures"], in_period, "{x:#}");
+    assert_eq!(x["last"], "2026-01-04T02:59:40.000Z", "{x:#}");
+    assert!(
+        report["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["cause_class"] == "attack"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn the_attackers_push_after_a_compromise_is_the_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "aiko.kato@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let start = T0 + 3 * DAY + 4 * HOUR;
+    let mut events = victim.routine(0..5);
+    events.extend((0..12).map(|k| attacker.wrong_password(start + k * MIN)));
+    // Ninety minutes later the attacker gets in, and the MFA push it sets off goes unanswered.
+    let got_in = start + 94 * MIN;
+    events.push(attacker.event(got_in, "logon", "password", "success", ""));
+    events.push(attacker.event(got_in + 5_000, "mfa_challenge", "push", "challenge", ""));
+    let timeout = attacker.push(got_in + 65_000, "timeout", "push_timeout");
+    events.push(timeout.clone());
+    let file = write_events(&dir.path().join("compromise.jsonl"), events);
+
+    let report = report_of(&[&file], &victim.user, &[]);
+    let (class, x) = cause_of(&report, &id_of(&timeout));
+    assert_eq!(class, "attack", "not the user's phone: {report:#}");
+    assert_eq!(x["rule_id"], "credential_compromise", "{x:#}");
+    let text = explain_files(&[&file], &victim.user, &["--lang", "ja"]);
+    assert!(!text.contains("端末を再登録"), "{text}");
+}
+
+#[test]
+fn a_denied_push_is_the_attackers_only_while_an_attack_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "yuki.yamada@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let start = T0 + 2 * DAY + 6 * HOUR;
+    let mut events = victim.routine(0..4);
+    events.extend((0..12).map(|k| attacker.wrong_password(start + k * MIN)));
+    // From the user's own desk: twenty minutes after the attack, then the next night, when a
+    // denied push is followed by an approval half a minute later.
+    let during = victim.push(start + 31 * MIN, "denied", "push_denied");
+    let next_day = start + 21 * HOUR;
+    let later = victim.push(next_day, "denied", "push_denied");
+    events.extend([
+        victim.event(start + 30 * MIN, "mfa_challenge", "push", "challenge", ""),
+        during.clone(),
+        victim.event(next_day - 10_000, "mfa_challenge", "push", "challenge", ""),
+        later.clone(),
+        victim.push(next_day + 30_000, "success", ""),
+    ]);
+    let file = write_events(&dir.path().join("denied.jsonl"), events);
+
+    let report = report_of(&[&file], &victim.user, &[]);
+    let (class, x) = cause_of(&report, &id_of(&during));
+    assert_eq!((class, &x["source"]), ("attack", &json!("reason")), "{x:#}");
+    let (class, x) = cause_of(&report, &id_of(&later));
+    assert_eq!(
+        class, "user",
+        "an attack a day earlier says nothing of it: {x:#}"
+    );
+    assert!(x["summary"].as_str().unwrap().contains("Ask them"), "{x:#}");
+}
+
+/// Twelve users of tenant acme get provider errors within six minutes from three offices;
+/// twenty-one are blocked by the risk policy within 23 minutes; one user of tenant globex meets
+/// both at the same time.
+fn tenant_waves(dir: &Path) -> (PathBuf, Vec<Actor>, Vec<Actor>, Actor) {
+    let outage: Vec<Actor> = (1..=12)
+        .map(|k| {
+            let mut a = actor("acme", &format!("user{k:02}@acme.example"));
+            a.ip = format!("198.51.100.{}", k % 3 + 1);
+            a
+        })
+        .collect();
+    let blocked: Vec<Actor> = (1..=21)
+        .map(|k| actor("acme", &format!("staff{k:02}@acme.example")))
+        .collect();
+    let outsider = actor("globex", "user12@acme.example");
+    let mut events = Vec::new();
+    let at = T0 + 3 * DAY + 10 * HOUR;
+    for (k, a) in outage.iter().enumerate() {
+        events.extend(a.routine(0..3));
+        events.push(a.push(at + k as i64 * 30_000, "failure", "provider_error"));
+    }
+    let wave = T0 + 3 * DAY + 14 * HOUR;
+    for (k, a) in blocked.iter().enumerate() {
+        events.extend(a.routine(0..3));
+        // Ordinary sign-ins blocked at medium risk: a policy change, not travellers.
+        let mut e = a.event(
+            wave + k as i64 * MIN + (k as i64 / 20) * 2 * MIN,
+            "policy_evaluation",
+            "none",
+            "blocked",
+            "risk_blocked",
+        );
+        e["provider_risk"] = json!("medium");
+        events.push(e);
+    }
+    events.extend(outsider.routine(0..3));
+    events.push(outsider.push(at + 330_000, "failure", "provider_error"));
+    let mut e = outsider.event(
+        wave + 5 * MIN,
+        "policy_evaluation",
+        "none",
+        "blocked",
+        "risk_blocked",
+    );
+    e["provider_risk"] = json!("medium");
+    events.push(e);
+    (
+        write_events(&dir.join("waves.jsonl"), events),
+        outage,
+        blocked,
+        outsider,
+    )
+}
+
+#[test]
+fn a_tenant_wide_outage_reaches_users_its_alert_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, outage, _, _) = tenant_waves(dir.path());
+    // The outage alert fires on the tenth user and names those ten; the last two fail after it.
+    let late = &outage[10];
+    let report = report_of(&[&file], &late.user, &[]);
+    let causes = report["causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{report:#}");
+    let x = &causes[0]["explanations"][0];
+    assert_eq!(causes[0]["cause_class"], "system");
+    assert_eq!(x["rule_id"], "triage_provider_outage", "{report:#}");
+}
+
+#[test]
+fn a_user_blocked_in_a_policy_wave_gets_the_waves_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _, blocked, _) = tenant_waves(dir.path());
+    // Blocked after the wave's alert fired: its advice (look for the policy change), not the
+    // single user's "do not weaken the policy for everyone".
+    let late = &blocked[20];
+    let text = explain_files(&[&file], &late.user, &[]);
+    assert!(text.contains("risk_policy_block_wave"), "{text}");
+    assert!(!text.contains("Do not weaken the policy"), "{text}");
+}
+
+#[test]
+fn the_same_name_in_two_tenants_is_flagged_and_tenant_selects_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _, _, outsider) = tenant_waves(dir.path());
+    let user = &outsider.user;
+    let text = explain_files(&[&file], user, &["--last", "4"]);
+    let warning = text
+        .find("Warning: user12@acme.example exists in 2 tenants: acme (10 events), globex (11 events)")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(warning < text.find("Period:").unwrap(), "{text}");
+    assert!(text.contains("TENANT"), "{text}");
+    assert!(text.contains("  globex  "), "{text}");
+
+    let both = report_of(&[&file], user, &[]);
+    assert_eq!(both["tenants"].as_array().unwrap().len(), 2, "{both:#}");
+    // Tenant acme's outage does not explain globex's provider error.
+    let globex_error = outsider.push(
+        T0 + 3 * DAY + 10 * HOUR + 330_000,
+        "failure",
+        "provider_error",
+    );
+    let (_, x) = cause_of(&both, &id_of(&globex_error));
+    assert_eq!(x["source"], "reason", "{x:#}");
+
+    let globex = report_of(&[&file], user, &["--tenant", "GLOBEX"]);
+    assert_eq!(globex["tenant"], "GLOBEX");
+    assert_eq!(globex["events"], 11, "{globex:#}");
+    assert!(
+        globex["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| !a["entity"].as_str().unwrap().contains("tenant=acme")),
+        "{globex:#}"
+    );
+    let acme = report_of(&[&file], user, &["--tenant", "acme"]);
+    assert_eq!(acme["events"], 10, "{acme:#}");
+    let (_, x) = cause_of(
+        &acme,
+        &id_of(&actor("acme", user).push(
+            T0 + 3 * DAY + 10 * HOUR + 330_000,
+            "failure",
+            "provider_error",
+        )),
+    );
+    assert_eq!(x["rule_id"], "triage_provider_outage", "{x:#}");
+}
+
+#[test]
+fn an_input_with_nothing_readable_is_an_error_naming_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"tme\": 1}\nnot json\n{\"time\": \"soon\"}\n").unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = run_fail(
+        authwatch()
+            .args(["explain", "--user", "ken@acme.example"])
+            .args([&bad, &empty]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no event could be read"), "{err}");
+    assert!(err.contains("bad.jsonl: 3 line(s), none readable"), "{err}");
+    assert!(err.contains("empty.jsonl: empty"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Check the spelling"));
+}
+
+#[test]
+fn notes_on_unreadable_lines_come_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = actor("acme", "ken@acme.example");
+    let file = write_events(&dir.path().join("ok.jsonl"), user.routine(0..2));
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("not json\n{\"tme\": 1}\n");
+    std::fs::write(&file, text).unwrap();
+    let out = explain_files(&[&file], &user.user, &[]);
+    let note = out
+        .find("Note: 2 input line(s) could not be read (")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(note < out.find("Period:").unwrap(), "{out}");
+    assert!(out.contains("ok.jsonl 2 of 8"), "{out}");
+}
+
+/// Day files given newest first are read in event-time order: nothing is dropped as late, and
+/// the answer is the ordered stream's.
+#[test]
+fn day_files_in_any_order_give_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "ken@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let mut day1 = victim.routine(0..3);
+    day1.extend((0..12).map(|k| attacker.wrong_password(T0 + DAY + 6 * HOUR + k * MIN)));
+    let d1 = write_events(&dir.path().join("d1.jsonl"), day1);
+    let d2 = write_events(&dir.path().join("d2.jsonl"), victim.routine(3..5));
+    let in_order = report_of(&[&d1, &d2], &victim.user, &[]);
+    assert_eq!(classes(&in_order), ["attack"], "{in_order:#}");
+    let reversed = report_of(&[&d2, &d1], &victim.user, &[]);
+    for field in ["events", "steps", "failures", "causes", "alerts", "input"] {
+        assert_eq!(reversed[field], in_order[field], "{field}");
+    }
+}
+
+/// One tenant's export appended to another's in one file: the second goes back days in time,
+/// and is read as a second ordered run, merged with the first by event time.
+#[test]
+fn tenants_appended_in_one_file_are_read_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme_user = actor("acme", "ken@acme.example");
+    let mut acme = acme_user.routine(0..5);
+    acme.sort_by_key(|e| e["time"].as_i64().unwrap());
+    let other = actor("globex", "ken@globex.example");
+    let attacker = other.from(ATTACKER, ATTACK_AGENT);
+    let mut globex = other.routine(0..5);
+    globex.extend((0..12).map(|k| attacker.wrong_password(T0 + DAY + 6 * HOUR + k * MIN)));
+    globex.sort_by_key(|e| e["time"].as_i64().unwrap());
+    let alone = write_events(&dir.path().join("globex.jsonl"), globex.clone());
+    let concatenated = dir.path().join("both.jsonl");
+    let text: String = acme
+        .iter()
+        .chain(&globex)
+        .map(|e| format!("{e}\n"))
+        .collect();
+    std::fs::write(&concatenated, text).unwrap();
+    let appended = report_of(&[&concatenated], &other.user, &[]);
+    assert_eq!(appended["found"], true, "{appended:#}");
+    assert_eq!(appended["input"]["late_events"], 0);
+    let expected = report_of(&[&alone], &other.user, &[]);
+    for field in ["events", "failures", "causes"] {
+        assert_eq!(appended[field], expected[field], "{field}");
+    }
+}
+
+#[test]
+fn every_figure_says_what_it_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = actor("acme", "ken@acme.example");
+    let mut events = user.routine(0..4);
+    let at = T0 + 3 * DAY + 12 * HOUR;
+    events.extend((0..5).map(|k| user.wrong_password(at + k * MIN)));
+    events.push(user.event(
+        at + 5 * MIN + 1_000,
+        "account_lock",
+        "none",
+        "success",
+        "locked_out",
+    ));
+    let file = write_events(&dir.path().join("locked.jsonl"), events);
+
+    let text = explain_files(&[&file], &user.user, &[]);
+    assert!(
+        text.contains(
+            "Sign-in and MFA steps: 13 (8 succeeded, 5 failed); the account was locked 1 time."
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("In short: 5 failures and 1 lockout by cause: 6 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("explained here: 5 failures and 1 lockout"),
+        "{text}"
+    );
+    let ja = explain_files(&[&file], &user.user, &["--lang", "ja"]);
+    assert!(
+        ja.contains("サインイン・MFA の手順: 13 件（成功 8 件、失敗 5 件）"),
+        "{ja}"
+    );
+    assert!(ja.contains("失敗 5 件とロック 1 件"), "{ja}");
+    let report = report_of(&[&file], &user.user, &[]);
+    assert_eq!(
+        (&report["steps"], &report["failures"], &report["lockouts"]),
+        (&json!(13), &json!(5), &json!(1))
+    );
+    assert_counts_agree(&report);
+}
+
+#[test]
+fn the_user_id_finds_the_account_and_an_empty_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = actor("acme", "ken@acme.example");
+    let file = write_events(&dir.path().join("ids.jsonl"), user.routine(0..2));
+    let by_name = report_of(&[&file], &user.user, &[]);
+    let by_id = report_of(&[&file], &user.id.to_uppercase(), &[]);
+    assert_eq!(by_id["found"], true, "{by_id:#}");
+    assert_eq!(by_id["events"], by_name["events"]);
+
+    let out = run_fail(authwatch().args(["explain", "--user", " "]).arg(&file));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the user is empty"), "{err}");
 }
