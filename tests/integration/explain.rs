@@ -484,6 +484,18 @@ fn a_long_attack_is_explained_as_one_incident_to_its_end() {
         text.contains("the user's last failure of its kind was at 2026-01-04 02:59:40 UTC"),
         "{text}"
     );
+    // The severity reads as in the alert list, in both languages; the Japanese line says whose
+    // failure it was, as the English one does.
+    assert!(text.contains("[MEDIUM] brute_force"), "{text}");
+    assert!(
+        text.contains("(alert brute_force, severity MEDIUM,"),
+        "{text}"
+    );
+    let ja = explain_files(&[&file], &victim.user, &["--last", "0", "--lang", "ja"]);
+    assert!(
+        ja.contains("このユーザーのこの種類の最後の失敗は 2026-01-04 02:59:40（UTC）"),
+        "{ja}"
+    );
 }
 
 #[test]
@@ -574,6 +586,100 @@ fn a_denied_push_is_the_attackers_only_while_an_attack_goes_on() {
         "an attack a day earlier says nothing of it: {x:#}"
     );
     assert!(x["summary"].as_str().unwrap().contains("Ask them"), "{x:#}");
+}
+
+/// A phone with an old password, retrying from the user's own office every 20 minutes after a
+/// brute force on the account ended: the user's, and it does not keep the attack's incident open.
+#[test]
+fn the_users_own_wrong_passwords_do_not_keep_an_attack_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "mei.ono@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let start = T0 + 3 * DAY + 2 * HOUR;
+    let mut events = victim.routine(0..4);
+    let attack: Vec<Value> = (0..12)
+        .map(|k| attacker.wrong_password(start + k * MIN))
+        .collect();
+    let phone: Vec<Value> = (0..15)
+        .map(|k| victim.wrong_password(start + 30 * MIN + k * 20 * MIN))
+        .collect();
+    events.extend(attack.iter().cloned());
+    events.extend(phone.iter().cloned());
+    let file = write_events(&dir.path().join("phone.jsonl"), events);
+
+    let report = report_of(&[&file], &victim.user, &[]);
+    let (class, x) = cause_of(&report, &id_of(&attack[11]));
+    assert_eq!((class, &x["rule_id"]), ("attack", &json!("brute_force")));
+    for e in &phone {
+        let (class, x) = cause_of(&report, &id_of(e));
+        assert_eq!(class, "user", "from the user's own office: {x:#}");
+    }
+    let alert = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule_id"] == "brute_force")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        alert["went_on_until"], "2026-01-04T02:11:00.000Z",
+        "the attacker's last try: {alert:#}"
+    );
+    assert_counts_agree(&report);
+}
+
+/// A spray over many addresses against ten colleagues; twenty minutes later the user mistypes
+/// a new password three times at their own desk and denies a push. The spray named none of the
+/// user's events and none came from its addresses: it is not the user's, explains nothing and
+/// does not make the denied push an attacker's.
+#[test]
+fn a_tenant_wide_spray_does_not_claim_the_users_own_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "hina.watanabe@acme.example");
+    let spray_at = T0 + 3 * DAY + 11 * HOUR;
+    let mut events = victim.routine(0..4);
+    for k in 0..30i64 {
+        let target = actor("acme", &format!("staff{:02}@acme.example", k % 10));
+        let source = target.from(&format!("45.155.205.{}", k % 10 + 1), ATTACK_AGENT);
+        events.push(source.wrong_password(spray_at + k * 20_000));
+    }
+    let typo_at = spray_at + 20 * MIN;
+    let typos: Vec<Value> = (0..3)
+        .map(|k| victim.wrong_password(typo_at + k * MIN))
+        .collect();
+    events.extend(typos.iter().cloned());
+    let denied = victim.push(typo_at + 10 * MIN, "denied", "push_denied");
+    events.push(victim.event(
+        typo_at + 10 * MIN - 10_000,
+        "mfa_challenge",
+        "push",
+        "challenge",
+        "",
+    ));
+    events.push(denied.clone());
+    let file = write_events(&dir.path().join("spray.jsonl"), events);
+
+    // The spray did fire: a colleague's report lists it.
+    let colleague = report_of(&[&file], "staff03@acme.example", &[]);
+    assert!(
+        colleague["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule_id"] == "password_spray_multi_source"),
+        "{colleague:#}"
+    );
+    let report = report_of(&[&file], &victim.user, &[]);
+    assert!(
+        report["alerts"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    for e in &typos {
+        assert_eq!(cause_of(&report, &id_of(e)).0, "user", "{report:#}");
+    }
+    let (class, x) = cause_of(&report, &id_of(&denied));
+    assert_eq!(class, "user", "{x:#}");
+    let text = explain_files(&[&file], &victim.user, &[]);
+    assert!(!text.contains("password_spray"), "{text}");
 }
 
 /// Twelve users of tenant acme get provider errors within six minutes from three offices;

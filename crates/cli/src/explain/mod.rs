@@ -1,0 +1,829 @@
+//! `authwatch explain`: the help-desk view of one user — recent sign-ins, every failure assigned a
+//! cause class (`user`, `device`, `network`, `system`, `attack`) with the next steps, and the
+//! alerts that concern the user.
+//!
+//! The files go through the very pipeline `authwatch replay` runs (normalize, enrich, profiles,
+//! rules), so what the help desk reads is what the SOC's alerts say. The report is written only
+//! once the whole input is read, so nothing forces reading it in the order it is given: it is
+//! read in event-time order ([`OrderedSource`]), and day files named newest first or exports
+//! concatenated into one file give the same answer as one ordered stream. A sink keeps the
+//! user's events, the alerts that name the user or one of those events, and the alerts keyed by
+//! an address, device or tenant that the user's failures may belong to; the report is built from
+//! them once the input has ended, because an alert always arrives after the events it names.
+
+use crate::RulesArg;
+use crate::replay::{self, RunOptions};
+use anyhow::{Context, Result};
+use authwatch_detect::{CompiledRule, KeyField};
+use authwatch_event::{
+    Activity, Alert, AuthEvent, CauseClass, DurationText, Factor, Outcome, Reason, Severity,
+    Timestamp, format_rfc3339_ms,
+};
+use authwatch_normalize::{Limits, Mapping, Normalizer, RejectKind};
+use authwatch_pipeline::{
+    Config, DeadLetter, Language, LateEvent, LineSource, Origin, Pipeline, RawBatch, RawLine,
+    RunSummary, Sink, SinkError, Source, SourceError, Speed, Unreadable,
+};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+mod assign;
+mod incident;
+mod ordered_source;
+mod render_json;
+mod render_text;
+mod report;
+mod sink;
+mod texts;
+use assign::*;
+use incident::*;
+use ordered_source::*;
+use render_text::*;
+use report::*;
+use sink::*;
+use texts::*;
+
+/// The user's events kept in memory: the report covers at most this many (the most recent), so
+/// memory stays bounded whatever the input size.
+const MAX_EVENTS: usize = 10_000;
+/// Alerts kept that name the user or one of the user's events.
+const MAX_ALERTS: usize = 1_000;
+/// Alerts keyed by an address, ASN, device or tenant rather than a user, kept at once to be
+/// matched against the user's failures at the end: such an alert may fire before the user's own
+/// failure, or name other users' events only. One is let go once the input's time has passed its
+/// incident's possible end with no failure of the user in it ([`KeyedAlert`]), so this bounds
+/// only those still open or touching the user; beyond it the oldest are dropped, counted and
+/// noted in the report.
+const MAX_KEYED_ALERTS: usize = 2_000;
+/// Failures of any user remembered with their source, so that a tenant-wide alert's actors are
+/// known: its evidence names other users' events, which the sink does not keep. Only those
+/// within the longest rule window are needed (an alert names events of its window), and never
+/// more than this many.
+const MAX_RECENT_FAILURES: usize = 200_000;
+/// Event ids listed per explanation in the JSON report.
+const MAX_IDS_PER_EXPLANATION: usize = 50;
+/// Sign-in names resembling the requested one, offered when it has no events.
+const MAX_SIMILAR: usize = 5;
+/// How long after an alert's last event the user's further failures still belong to it when
+/// its rule is not in the pack (so its suppression is unknown): most rules suppress for an hour.
+/// Also how long before a lockout the wrong passwords that led to it are looked for.
+const FOLLOW_MS: i64 = 60 * 60 * 1000;
+/// How far outside a network finding's window a push timeout behind the same address is still
+/// put down to it: the finding's window closes on the events that decided it, while the block
+/// lasts as long as the firewall rule does.
+const NETWORK_MARGIN_MS: i64 = 60 * 60 * 1000;
+/// Ordered runs one input is read as, at most. A file whose time goes back more often than this
+/// is shuffled rather than a few ordered exports put together; the rest of it is read as it
+/// comes, and what arrives too late for the rules is counted and noted, as in a replay.
+const MAX_RUNS_PER_INPUT: usize = 64;
+/// Lines each run reads ahead of the merge.
+const LANE_LINES: usize = 256;
+/// Runs read at once, at most: each holds a file open and a read-ahead batch. Runs that overlap
+/// in time beyond this are read after their time (counted and noted in the report).
+const MAX_OPEN_LANES: usize = 32;
+
+/// `authwatch explain`
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The user: login name (UPN or e-mail) or the provider's user id. Matched
+    /// case-insensitively.
+    #[arg(long, value_name = "USER", value_parser = parse_user)]
+    user: String,
+    /// Only the user's account in this tenant (org, realm), matched case-insensitively. Without
+    /// it, a name found in several tenants is reported over all of them, with a warning first and
+    /// the tenant on every row.
+    #[arg(long, value_name = "TENANT")]
+    tenant: Option<String>,
+    /// Recorded files (JSON lines, optionally gzip-compressed); `-` reads standard input. They
+    /// are read in event-time order, whatever order they are given in.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Language of the report: `en` or `ja` (default: output.language of the configuration).
+    #[arg(long, value_name = "en|ja")]
+    lang: Option<String>,
+    /// Configuration file (TOML; see config/authwatch.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    rules: RulesArg,
+    /// Only the last DURATION of the input (`24h`, `7days`), counted back from the input's
+    /// newest event: event time, so that recorded streams give the same answer any day.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    since: Option<DurationText>,
+    /// How many of the user's most recent events the sign-in table shows.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    last: usize,
+    /// Print one JSON document instead of text (for ticketing tools).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<DurationText, String> {
+    use serde::Deserialize;
+    use serde::de::value::{Error, StrDeserializer};
+    DurationText::deserialize(StrDeserializer::<Error>::new(s)).map_err(|e| e.to_string())
+}
+
+/// An empty name would match no one and report "no events" as if it had been misspelt.
+fn parse_user(s: &str) -> Result<String, String> {
+    let user = s.trim();
+    if user.is_empty() {
+        return Err("the user is empty: give a login name (UPN or e-mail) or a user id".to_owned());
+    }
+    Ok(user.to_owned())
+}
+
+/// An unknown user is an answer ("no events"), not a failure: the command exits 0 and says so
+/// (`found: false` in JSON), as a directory search that finds nobody does. An input with no
+/// readable event at all is a failure: there is nobody to search, and saying "check the
+/// spelling" would send the help desk after the wrong problem.
+pub fn run(args: ExplainArgs) -> Result<ExitCode> {
+    let config = load_config(&args)?;
+    let lang = config.output.language;
+    let pack = replay::load_rules(&config)?;
+    // Following an incident past its alert needs the rule's filter, key, evidence counters and
+    // suppression, which the alert does not carry.
+    let rules: HashMap<String, CompiledRule> = pack
+        .rules()
+        .iter()
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect();
+    let mut source = OrderedSource::open(&args.files, &config)?;
+    let longest_window = rules.values().map(|r| r.window_ms).max().unwrap_or(0);
+    let suppress = rules
+        .values()
+        .map(|r| (r.id.clone(), r.suppress_ms))
+        .collect();
+    let sink = UserSink::new(&args.user, args.tenant.as_deref(), longest_window, suppress);
+    let pipeline = Pipeline::new(config, pack)?;
+    let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
+    let input = InputFacts::new(&summary, &source, &sink);
+    if summary.events == 0 {
+        anyhow::bail!("{}", input.nothing_readable(lang));
+    }
+    let report = Report::build(sink, &args, input, &rules);
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&report.to_json(lang))?;
+        s.push('\n');
+        s
+    } else {
+        report.render(lang)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A reader such as `head` that stops early is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Resolves the configuration exactly as `replay` does (file or defaults, environment overrides,
+/// `--rules` and `--lang`, validation). `replay::RunOptions` keeps its fields to itself and also
+/// carries options that mean nothing here (speed, side outputs), so the options explain shares
+/// with it are handed over through clap rather than duplicating the resolution.
+fn load_config(args: &ExplainArgs) -> Result<Config> {
+    use clap::{Args, FromArgMatches};
+    fn opt(name: &str, value: impl Into<OsString>) -> OsString {
+        // `--name=value`, so that a value starting with `-` is not read as an option.
+        let mut arg = OsString::from(format!("--{name}="));
+        arg.push(value.into());
+        arg
+    }
+    let mut argv = vec![OsString::from("explain")];
+    if let Some(p) = &args.config {
+        argv.push(opt("config", p));
+    }
+    if let Some(p) = &args.rules.rules {
+        argv.push(opt("rules", p));
+    }
+    if let Some(l) = &args.lang {
+        argv.push(opt("lang", l));
+    }
+    let matches = RunOptions::augment_args(clap::Command::new("explain"))
+        .try_get_matches_from(argv)
+        .context("internal error: explain options rejected by the replay option parser")?;
+    let options = RunOptions::from_arg_matches(&matches)
+        .context("internal error: explain options rejected by the replay option parser")?;
+    replay::load_config(&options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(reason: Reason, factor: Factor, outcome: Outcome) -> AuthEvent {
+        AuthEvent {
+            reason,
+            factor,
+            outcome,
+            activity: Activity::MfaVerify,
+            ..AuthEvent::default()
+        }
+    }
+
+    const QUIET: Around = Around {
+        network_alert: None,
+        attack_alert: false,
+    };
+
+    #[test]
+    fn default_mapping_follows_the_cause_classes() {
+        let cases = [
+            (
+                Reason::InvalidOtp,
+                Factor::Totp,
+                Outcome::Failure,
+                CauseClass::User,
+            ),
+            (
+                Reason::MethodMismatch,
+                Factor::Sms,
+                Outcome::Failure,
+                CauseClass::User,
+            ),
+            (
+                Reason::PushTimeout,
+                Factor::Push,
+                Outcome::Timeout,
+                CauseClass::Device,
+            ),
+            (
+                Reason::AuthenticatorError,
+                Factor::Webauthn,
+                Outcome::Failure,
+                CauseClass::Device,
+            ),
+            (
+                Reason::FactorNotEnrolled,
+                Factor::Push,
+                Outcome::Failure,
+                CauseClass::System,
+            ),
+            (
+                Reason::RiskBlocked,
+                Factor::None,
+                Outcome::Blocked,
+                CauseClass::System,
+            ),
+            (
+                Reason::PushDenied,
+                Factor::Push,
+                Outcome::Denied,
+                CauseClass::User,
+            ),
+            (
+                Reason::UserReportedFraud,
+                Factor::Push,
+                Outcome::Denied,
+                CauseClass::Attack,
+            ),
+            (
+                Reason::Other,
+                Factor::None,
+                Outcome::Failure,
+                CauseClass::System,
+            ),
+        ];
+        for (reason, factor, outcome, class) in cases {
+            let (got, _) = default_cause(&failure(reason, factor, outcome), &QUIET);
+            assert_eq!(got, class, "{reason}");
+        }
+    }
+
+    #[test]
+    fn context_changes_push_causes() {
+        let timeout = failure(Reason::PushTimeout, Factor::Push, Outcome::Timeout);
+        let net = Around {
+            network_alert: Some(3),
+            attack_alert: false,
+        };
+        assert_eq!(
+            default_cause(&timeout, &net),
+            (CauseClass::Network, Basis::Alert(3))
+        );
+        let denied = failure(Reason::PushDenied, Factor::Push, Outcome::Denied);
+        let attacked = Around {
+            network_alert: None,
+            attack_alert: true,
+        };
+        assert_eq!(default_cause(&denied, &attacked).0, CauseClass::Attack);
+    }
+
+    fn builtin(id: &str) -> CompiledRule {
+        let pack = authwatch_detect::RulePack::builtin().unwrap();
+        pack.rules().iter().find(|r| r.id == id).unwrap().clone()
+    }
+
+    fn wrong_password(user: &str, time: i64) -> AuthEvent {
+        let mut e = named(user, "");
+        e.time = time;
+        e.activity = Activity::Logon;
+        e.factor = Factor::Password;
+        e.outcome = Outcome::Failure;
+        e.reason = Reason::InvalidCredentials;
+        e
+    }
+
+    fn user_alert(rule: &CompiledRule, user: &str, start: i64, fired: i64) -> Alert {
+        Alert {
+            alert_id: "a".into(),
+            rule_id: rule.id.clone(),
+            rule_version: rule.version,
+            category: rule.category.clone(),
+            cause_class: rule.cause_class,
+            severity: rule.severity,
+            attack_technique: Vec::new(),
+            entity: authwatch_event::Entity {
+                user: Some(user.into()),
+                ..Default::default()
+            },
+            window: authwatch_event::Window {
+                start: Timestamp(start),
+                end: Timestamp(fired),
+            },
+            metrics: BTreeMap::new(),
+            evidence: Vec::new(),
+            observed: Default::default(),
+            first_seen: Timestamp(start),
+            last_seen: Timestamp(fired),
+            summary: Default::default(),
+            steps: Default::default(),
+            related: Vec::new(),
+        }
+    }
+
+    /// The rule alerts once and its incident absorbs the rest of the attack: the alert's scope
+    /// follows the failures of its kind while they come less than `suppress` apart, and ends
+    /// `suppress` after the last; other kinds of failure and other accounts do not extend it.
+    #[test]
+    fn an_alerts_scope_goes_on_with_its_incident() {
+        let rule = builtin("brute_force");
+        const MIN: i64 = 60_000;
+        let alert = user_alert(&rule, "jia@acme.example", 0, 3 * MIN);
+        let mut events: Vec<AuthEvent> = (0..540)
+            .map(|k| wrong_password("jia@acme.example", k * 20_000))
+            .collect();
+        // After a gap longer than the rule's suppression (1 h): a new story.
+        let after_gap = wrong_password("jia@acme.example", 180 * MIN + 61 * MIN);
+        let mut other_kind = wrong_password("jia@acme.example", 180 * MIN + 30 * MIN);
+        other_kind.reason = Reason::InvalidOtp;
+        other_kind.activity = Activity::MfaVerify;
+        let other_user = wrong_password("someone@acme.example", 180 * MIN + 40 * MIN);
+        events.extend([other_kind, other_user, after_gap]);
+        events.sort_by_key(|e| e.time);
+        let problems: Vec<&AuthEvent> = events.iter().collect();
+        let who = Who {
+            user: "jia@acme.example".into(),
+            keys: BTreeSet::new(),
+        };
+        let sources = HashMap::new();
+        let actors = Actors {
+            who: &who,
+            familiar: Sources::default(),
+            successes: HashSet::new(),
+            sources: &sources,
+        };
+        let s = scope(&alert, Some(&rule), &problems, &actors);
+        let last = 539 * 20_000;
+        assert_eq!(
+            s,
+            Scope {
+                start: 0,
+                last,
+                until: last + rule.suppress_ms,
+            }
+        );
+        assert!(s.covers(last + 59 * MIN) && !s.covers(last + 61 * MIN));
+        // A rule the pack does not know: its alert is followed for an hour, no further.
+        let s = scope(&alert, None, &problems, &actors);
+        assert_eq!((s.last, s.until), (3 * MIN, 63 * MIN));
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    fn no_one<'a>(who: &'a Who, sources: &'a HashMap<String, Sources>) -> Actors<'a> {
+        Actors {
+            who,
+            familiar: Sources::default(),
+            successes: HashSet::new(),
+            sources,
+        }
+    }
+
+    fn who(user: &str) -> Who {
+        Who {
+            user: user.into(),
+            keys: BTreeSet::new(),
+        }
+    }
+
+    /// Without the provider's device id a fingerprint is the browser most staff use: an alert
+    /// keyed by it names no one. An address the user signs in from is never the attacker's,
+    /// even when an attack came through the same NAT.
+    #[test]
+    fn only_an_identifying_device_and_an_unfamiliar_address_make_an_actor() {
+        let rule = builtin("credential_stuffing_device");
+        let mut alert = user_alert(&rule, "", 0, 60_000);
+        alert.entity.user = None;
+        alert.entity.device_fingerprint = Some("fp-chrome".into());
+        alert.observed.device.fingerprint = "fp-chrome".into();
+        let mut ev = wrong_password("jia@acme.example", 30_000);
+        ev.device.fingerprint = "fp-chrome".into();
+        let who = who("jia@acme.example");
+        let sources = HashMap::new();
+        let actors = no_one(&who, &sources);
+        assert!(!actors.attacker_sent(&alert, &ev));
+        assert!(!actors.came_from_attack_source(&alert, &ev));
+        assert!(!actors.of_incident(&rule, &alert, &ev));
+        alert.observed.device.id = "dev-1".into();
+        ev.device.id = "dev-1".into();
+        assert!(actors.attacker_sent(&alert, &ev));
+
+        let rule = builtin("credential_stuffing");
+        let mut alert = user_alert(&rule, "", 0, 60_000);
+        alert.entity.user = None;
+        alert.entity.ip = ip("198.51.100.10");
+        let mut ev = wrong_password("jia@acme.example", 30_000);
+        ev.src.ip = ip("198.51.100.10");
+        assert!(actors.attacker_sent(&alert, &ev));
+        let mut actors = no_one(&who, &sources);
+        actors.familiar.ips.extend(ip("198.51.100.10"));
+        assert!(!actors.attacker_sent(&alert, &ev));
+        assert!(!actors.came_from_attack_source(&alert, &ev));
+    }
+
+    /// Impossible travel decides on a sign-in that is often the user's own (the office one,
+    /// or the hotel on a real trip): its address is not the attacker's.
+    #[test]
+    fn an_attack_decided_on_the_users_own_sign_in_does_not_claim_its_source() {
+        let rule = builtin("impossible_travel");
+        let mut alert = user_alert(&rule, "jia@acme.example", 0, 60_000);
+        alert.observed.event_id = "s1".into();
+        alert.observed.src.ip = ip("203.0.113.7");
+        let mut ev = wrong_password("jia@acme.example", 30_000);
+        ev.src.ip = ip("203.0.113.7");
+        let who = who("jia@acme.example");
+        let sources = HashMap::new();
+        let mut actors = no_one(&who, &sources);
+        assert!(actors.came_from_attack_source(&alert, &ev));
+        actors.successes.insert(event_key("", "s1"));
+        assert!(!actors.came_from_attack_source(&alert, &ev));
+    }
+
+    /// A benign finding naming the failure keeps it when an attack only shares its address;
+    /// and an alert names an event of its own tenant only, however the ids collide.
+    #[test]
+    fn a_source_only_match_does_not_overrule_the_alert_naming_the_event() {
+        let mistake = builtin("triage_user_mistake");
+        let mut named = user_alert(&mistake, "jia@acme.example", 0, 60_000);
+        named.alert_id = "m".into();
+        named.evidence = vec!["e1".into()];
+        named.observed.tenant = "t1".into();
+        let mut attack = user_alert(&mistake, "", 0, 60_000);
+        attack.alert_id = "x".into();
+        attack.rule_id = "not_in_the_pack".into();
+        attack.cause_class = CauseClass::Attack;
+        attack.entity.user = None;
+        attack.entity.ip = ip("203.0.113.9");
+        let mut ev = wrong_password("jia@acme.example", 30_000);
+        ev.tenant = "t1".into();
+        ev.event_id = "e1".into();
+        ev.src.ip = ip("203.0.113.9");
+        let mut other = ev.clone();
+        other.tenant = "t2".into();
+        other.src.ip = ip("192.0.2.1");
+        other.time = 500_000;
+        let alerts = vec![named, attack];
+        let scopes = vec![
+            Scope {
+                start: 0,
+                last: 60_000,
+                until: 120_000,
+            };
+            2
+        ];
+        let rules: HashMap<String, CompiledRule> = [(mistake.id.clone(), mistake)].into();
+        let who = who("jia@acme.example");
+        let sources = HashMap::new();
+        let actors = no_one(&who, &sources);
+        let groups = assign(&[&ev, &other], &alerts, &scopes, &rules, &actors);
+        let user = groups
+            .iter()
+            .find(|g| g.class == CauseClass::User)
+            .unwrap_or_else(|| panic!("no user group"));
+        assert!(groups.iter().all(|g| g.class != CauseClass::Attack));
+        // Named by the finding: explained by it. The other tenant's e1: by its reason.
+        assert_eq!(
+            user.explanations.get(&Basis::Alert(0)).map(|x| x.failures),
+            Some(1)
+        );
+        assert_eq!(
+            user.explanations
+                .get(&Basis::Generic(Generic::WrongPassword))
+                .map(|x| x.failures),
+            Some(1)
+        );
+    }
+
+    /// Keyed alerts are let go by time, not by count: one a failure of the user fell in
+    /// survives thousands of later alerts, and only alerts still open beyond the cap are
+    /// dropped, counted.
+    #[test]
+    fn keyed_alerts_are_let_go_when_their_incident_is_over() {
+        let rule = builtin("credential_stuffing");
+        let keyed = |k: i64, t: i64| {
+            let mut a = user_alert(&rule, "", t - 60_000, t);
+            a.alert_id = format!("k{k}");
+            a.entity.user = None;
+            a.entity.ip = ip("203.0.113.9");
+            a
+        };
+        let mut sink = UserSink::new("jia@acme.example", None, 0, HashMap::new());
+        sink.alert(&keyed(0, 60_000)).unwrap();
+        sink.event(&wrong_password("jia@acme.example", 120_000))
+            .unwrap();
+        const HOUR: i64 = 3_600_000;
+        // The pipeline hands the sink each batch's events before its alerts.
+        for k in 1..=3 * MAX_KEYED_ALERTS as i64 {
+            let t = 10 * HOUR + k * 60_000;
+            sink.event(&wrong_password("ken@acme.example", t)).unwrap();
+            sink.alert(&keyed(k, t)).unwrap();
+        }
+        assert_eq!(sink.keyed_dropped, 0);
+        assert_eq!(
+            sink.keyed_alerts.front().map(|k| k.alert.alert_id.as_str()),
+            Some("k0")
+        );
+        // All open at once: beyond the cap the oldest untouched one goes, counted.
+        for k in 0..=MAX_KEYED_ALERTS as i64 {
+            sink.event(&wrong_password("ken@acme.example", 200 * HOUR))
+                .unwrap();
+            sink.alert(&keyed(100_000 + k, 200 * HOUR)).unwrap();
+        }
+        assert!(sink.keyed_dropped > 0);
+        assert_eq!(sink.keyed_alerts.len(), MAX_KEYED_ALERTS);
+        assert_eq!(
+            sink.keyed_alerts.front().map(|k| k.alert.alert_id.as_str()),
+            Some("k0")
+        );
+    }
+
+    /// The user's own sign-ins make their sources familiar; the attacker's way in during a
+    /// push-bombing does not, though no alert names it and the profile learnt its device.
+    #[test]
+    fn the_attackers_way_in_is_not_a_familiar_source() {
+        let success = |t: i64, addr: &str| {
+            let mut e = named("jia@acme.example", "");
+            e.time = t;
+            e.activity = Activity::Logon;
+            e.outcome = Outcome::Success;
+            e.src.ip = ip(addr);
+            e.event_id = format!("s{t}").into();
+            e
+        };
+        const HOUR: i64 = 3_600_000;
+        let mut first_from_attacker = success(10 * HOUR, "45.155.205.7");
+        first_from_attacker.context.new_asn = true;
+        let history = [
+            success(HOUR, "198.51.100.10"),
+            success(2 * HOUR, "198.51.100.10"),
+            first_from_attacker,
+            success(10 * HOUR + 60_000, "45.155.205.7"),
+        ];
+        let rule = builtin("mfa_fatigue");
+        let fatigue = user_alert(&rule, "jia@acme.example", 10 * HOUR - 600_000, 10 * HOUR);
+        let rules: HashMap<String, CompiledRule> = [(rule.id.clone(), rule)].into();
+        let f = familiar(
+            &history,
+            std::slice::from_ref(&fatigue),
+            std::iter::empty(),
+            &rules,
+        );
+        assert_eq!(
+            f.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["198.51.100.10"]
+        );
+    }
+
+    fn lines_of(source: &mut OrderedSource) -> Vec<(u32, u64, i64)> {
+        let mut out = Vec::new();
+        let mut batch = RawBatch::default();
+        while source.fill(&mut batch, 3).unwrap() {
+            for l in &batch.lines {
+                let e = source
+                    .normalizer
+                    .normalize(batch.bytes(l), 0, &source.limits)
+                    .map_or(-1, |e| e.time);
+                out.push((l.origin.input, l.origin.line, e));
+            }
+        }
+        out
+    }
+
+    /// Files given newest first, and an export appended to another in one file, come out in
+    /// event-time order, each line with its own file and line number for dead letters.
+    #[test]
+    fn the_input_is_merged_in_event_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |t: i64| {
+            format!(
+                "{{\"time\":{t},\"provider\":\"okta\",\"event_id\":\"e{t}\",\"activity\":\"logon\",\"outcome\":\"success\"}}\n"
+            )
+        };
+        const DAY: i64 = 86_400_000;
+        const MIN: i64 = 60_000;
+        let t0 = 1_767_225_600_000;
+        let newer = dir.path().join("day2.jsonl");
+        std::fs::write(&newer, [line(t0 + DAY), line(t0 + DAY + 1)].concat()).unwrap();
+        // Tenant A's day 1, then tenant B's day 1 appended (back by more than the 5 min of
+        // lateness), with an unreadable line between.
+        let older = dir.path().join("day1.jsonl");
+        let text = [
+            line(t0 + 10 * MIN),
+            line(t0 + 30 * MIN),
+            "nope\n".to_owned(),
+            line(t0 + 20 * MIN),
+            line(t0 + 40 * MIN),
+        ];
+        std::fs::write(&older, text.concat()).unwrap();
+        let mut source = OrderedSource::open(&[newer, older], &Config::default()).unwrap();
+        assert_eq!(source.lanes.len(), 3, "day1.jsonl is two runs");
+        let got = lines_of(&mut source);
+        assert_eq!(
+            got,
+            [
+                (1, 1, t0 + 10 * MIN),
+                (1, 4, t0 + 20 * MIN),
+                (1, 2, t0 + 30 * MIN),
+                (1, 3, -1),
+                (1, 5, t0 + 40 * MIN),
+                (0, 1, t0 + DAY),
+                (0, 2, t0 + DAY + 1),
+            ]
+        );
+        assert_eq!(source.lines, [2, 5]);
+    }
+
+    fn event_line(t: i64) -> String {
+        format!(
+            "{{\"time\":{t},\"provider\":\"okta\",\"event_id\":\"e{t}\",\"activity\":\"logon\",\"outcome\":\"success\"}}\n"
+        )
+    }
+
+    /// Ten tenants' exports of one day appended into one file: each run is entered at its own
+    /// offset, so the file is read once in the second pass, not once per run from its start;
+    /// gzip is read from its start per run and gives the same lines.
+    #[test]
+    fn a_files_runs_are_read_from_their_offsets() {
+        use std::io::Write as _;
+        const MIN: i64 = 60_000;
+        let t0 = 1_767_225_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (0..10)
+            .flat_map(|_| (0..50).map(move |k| event_line(t0 + k * MIN)))
+            .collect();
+        let plain = dir.path().join("tenants.jsonl");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("tenants.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+
+        let mut source = OrderedSource::open(&[plain], &Config::default()).unwrap();
+        assert_eq!(source.lanes.len(), 10);
+        let got = lines_of(&mut source);
+        assert_eq!(got.len(), 500);
+        assert!(got.windows(2).all(|w| w[0].2 <= w[1].2), "in time order");
+        assert_eq!(
+            source.bytes_read(),
+            text.len() as u64,
+            "each byte read once"
+        );
+        let mut source = OrderedSource::open(&[gz], &Config::default()).unwrap();
+        assert_eq!(lines_of(&mut source), got);
+    }
+
+    /// Day files are opened one at a time as the merge reaches them, not all up front; runs
+    /// overlapping beyond the cap are read late, counted, and nothing is lost.
+    #[test]
+    fn lanes_open_when_due_and_no_more_than_the_cap() {
+        const DAY: i64 = 86_400_000;
+        const MIN: i64 = 60_000;
+        let t0 = 1_767_225_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let days: Vec<PathBuf> = (0..40)
+            .map(|d| {
+                let p = dir.path().join(format!("day{d:02}.jsonl"));
+                let text: String = (0..5).map(|k| event_line(t0 + d * DAY + k * MIN)).collect();
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .rev()
+            .collect();
+        let mut source = OrderedSource::open(&days, &Config::default()).unwrap();
+        let mut batch = RawBatch::default();
+        let mut most_open = 0;
+        let mut n = 0;
+        while source.fill(&mut batch, 1).unwrap() {
+            most_open = most_open.max(source.open_lanes);
+            n += batch.lines.len();
+        }
+        assert_eq!((n, most_open, source.deferred), (200, 1, (0, 0)));
+
+        // Forty runs over the same hour in one file: 32 read together, 8 after them.
+        let text: String = (0..40)
+            .flat_map(|_| (0..30).map(move |k| event_line(t0 + k * 2 * MIN)))
+            .collect();
+        let same = dir.path().join("same.jsonl");
+        std::fs::write(&same, text).unwrap();
+        let mut source = OrderedSource::open(&[same], &Config::default()).unwrap();
+        let got = lines_of(&mut source);
+        assert_eq!(got.len(), 1200);
+        assert_eq!(source.deferred, (8, 8 * 30));
+        assert_eq!(source.open_lanes, 0);
+    }
+
+    #[test]
+    fn every_generic_explanation_has_steps_in_both_languages() {
+        for g in [
+            Generic::WrongPassword,
+            Generic::UnknownName,
+            Generic::WrongCode,
+            Generic::WrongMethod,
+            Generic::MfaNotCompleted,
+            Generic::PasswordExpired,
+            Generic::UnexpectedPush,
+            Generic::PushNotDelivered,
+            Generic::AuthenticatorFault,
+            Generic::NotEnrolled,
+            Generic::ProviderFault,
+            Generic::PolicyBlock,
+            Generic::Lockout,
+            Generic::Disabled,
+            Generic::Throttled,
+            Generic::Unclassified,
+            Generic::PushDeniedDuringAttack,
+            Generic::FraudReported,
+        ] {
+            let (en, ja) = g.texts();
+            assert!(
+                !en.steps.is_empty() && en.steps.len() == ja.steps.len(),
+                "{g:?}"
+            );
+            assert!(ja.summary.ends_with('。'), "{g:?}");
+            assert!(ja.steps.iter().all(|s| s.ends_with('。')), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(width("abc"), 3);
+        assert_eq!(width("成功"), 4);
+        assert_eq!(pad("成功", 6), "成功  ");
+        assert_eq!(clip("プロバイダーのエラー", 7), "プロバ…");
+    }
+
+    fn named(name: &str, id: &str) -> AuthEvent {
+        let mut e = AuthEvent::default();
+        e.user.name = name.into();
+        e.user.id = id.into();
+        e
+    }
+
+    #[test]
+    fn user_matching_ignores_case() {
+        let sink = UserSink::new(" Ken@Contoso.JP ", None, 0, HashMap::new());
+        assert!(sink.is_user(&named("ken@contoso.jp", "")));
+        assert!(sink.is_user(&named("KEN@CONTOSO.JP", "")));
+        assert!(!sink.is_user(&named("ken2@contoso.jp", "")));
+    }
+
+    /// A ticket may quote the provider's user id; events that carry a name match it too.
+    #[test]
+    fn the_user_id_matches_even_when_a_name_is_given() {
+        let sink = UserSink::new("00u43B3A679F928EC09", None, 0, HashMap::new());
+        assert!(sink.is_user(&named("akira@example.co.jp", "00u43b3a679f928ec09")));
+        assert!(!sink.is_user(&named("akira@example.co.jp", "00u0000")));
+    }
+
+    #[test]
+    fn an_empty_user_is_refused() {
+        assert!(parse_user("  ").is_err());
+        assert_eq!(
+            parse_user(" ken@contoso.jp ").as_deref(),
+            Ok("ken@contoso.jp")
+        );
+    }
+}
