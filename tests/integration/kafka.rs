@@ -58,6 +58,8 @@ struct Scenario {
     checkpoint: String,
     /// More environment of the instances (object-store credentials).
     env: Vec<(String, String)>,
+    /// `input.max_line_bytes`.
+    max_line_bytes: usize,
 }
 
 impl Scenario {
@@ -72,13 +74,15 @@ impl Scenario {
             group: format!("{id}.group"),
             checkpoint: String::new(),
             env: Vec::new(),
+            max_line_bytes: 65536,
         };
         admin::ensure_topics(&client(), &[(&s.input, partitions)]).unwrap();
         s
     }
 
-    /// A config for one instance; `interval` is the checkpoint interval. Lines over 64 KiB are
-    /// rejected (the broker's own record limit is 1 MB).
+    /// A config for one instance; `interval` is the checkpoint interval. Lines over
+    /// `max_line_bytes` (64 KiB unless a test says otherwise) are rejected (the broker's own
+    /// record limit is 1 MB).
     fn config(&self, instance: &str, interval: &str) -> PathBuf {
         self.config_as(instance, instance, interval)
     }
@@ -90,12 +94,13 @@ impl Scenario {
         std::fs::write(
             &path,
             format!(
-                "[input]\nmax_line_bytes = 65536\n\n[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
+                "[input]\nmax_line_bytes = {}\n\n[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n\n\
                  [kafka]\nbrokers = {:?}\ngroup_id = {:?}\nalert_topic = {:?}\n\
                  dead_letter_topic = {:?}\naudit_topic = {:?}\nenriched_topic = \"{}.events\"\n\
                  transactional_id = {:?}\n\
                  [[kafka.topics]]\nname = {:?}\nformat = \"auto\"\n\n\
                  [telemetry]\nlisten = \"127.0.0.1:0\"\n\n[checkpoint]\ndir = {:?}\ninterval = {:?}\n{}",
+                self.max_line_bytes,
                 geo.join("GeoIP2-City-Test.mmdb"),
                 geo.join("GeoLite2-ASN-Test.mmdb"),
                 geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
@@ -586,6 +591,7 @@ fn d_two_instances_in_one_group_give_the_same_alerts_as_one() {
         group: format!("{}-one", s.group),
         checkpoint: String::new(),
         env: Vec::new(),
+        max_line_bytes: s.max_line_bytes,
     };
     let solo = {
         let mut run = one.start("solo", "300ms");
@@ -1740,4 +1746,250 @@ fn o_the_final_otlp_export_holds_the_graceful_stops_checkpoint() {
         Some(stored as u64),
         "{counts:?}\n{log}"
     );
+}
+
+fn header<'a>(record: &'a Record, key: &str) -> Option<&'a str> {
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// One input record whose outputs are too large for the producer (`message.max.bytes`, 1 MB):
+/// a deciding event with a user agent of a megabyte, accepted as input (`max_line_bytes` 1 MiB,
+/// the default). Its enriched event becomes an `output_too_large` dead letter and the alerts it
+/// decided are written cut down; nothing stalls, nothing restarts, every other record is
+/// processed, and every alert is committed exactly once.
+#[test]
+fn q_outputs_too_large_for_the_producer_do_not_stall_the_stream() {
+    let _broker = broker();
+    let mut s = Scenario::new("oversize", 1);
+    s.max_line_bytes = 1 << 20;
+    let mut lines = stream(s.dir.path(), "example", 120, 3, 29);
+    // The deciding event of an alert whose rule does not look at devices, so that its alert
+    // stays (with the huge user agent in `observed`).
+    let before = replay_alerts(&s, &lines, &[]);
+    let decider = before
+        .iter()
+        .find(|a| !a["rule_id"].as_str().unwrap().contains("device"))
+        .map(|a| a["observed"]["event_id"].as_str().unwrap().to_owned())
+        .expect("an alert to make huge");
+    let at = lines
+        .iter()
+        .position(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"] == decider)
+        .unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&lines[at]).unwrap();
+    event["device"]["user_agent"] =
+        format!("Mozilla/5.0 (X11; Linux x86_64) {}", "x".repeat(1_010_000)).into();
+    lines[at] = event.to_string();
+    assert!(lines[at].len() < s.max_line_bytes, "{}", lines[at].len());
+    let expected = replay_alerts(&s, &lines, &[]);
+    let huge: BTreeSet<String> = expected
+        .iter()
+        .filter(|a| {
+            a["observed"]["device"]["user_agent"]
+                .as_str()
+                .is_some_and(|ua| ua.len() > 1_000_000)
+        })
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!huge.is_empty(), "no alert carries the huge user agent");
+    let expected: BTreeSet<String> = expected
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    // The provider's producer takes records of a megabyte.
+    let mut feeder = client();
+    feeder.set("message.max.bytes", "2000000");
+    admin::produce_lines(&feeder, &s.input, lines.join("\n").as_bytes(), KeyBy::None).unwrap();
+
+    let config = s.config("q", "300ms");
+    let log = run_until_end(&s, "q", &config);
+    assert!(!log.contains("restarting"), "{log}");
+    let alerts = s.read(&s.alerts, true);
+    assert_exactly_once(&alert_ids(&alerts), &expected, &log);
+    for record in alerts.iter().filter(|r| {
+        let id = header(r, "alert_id").unwrap_or_default();
+        huge.contains(id)
+    }) {
+        assert!(
+            record.payload.len() <= 1_000_000,
+            "{}",
+            record.payload.len()
+        );
+        let full: usize = header(record, "truncated").unwrap().parse().unwrap();
+        assert!(full > 1_000_000, "{full}");
+        let alert: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+        let ua = alert["observed"]["device"]["user_agent"].as_str().unwrap();
+        assert!(
+            ua.starts_with("Mozilla/5.0 (X11; Linux x86_64) xxx"),
+            "{ua:.60}"
+        );
+        assert!(ua.ends_with(" bytes cut]"), "{}", &ua[ua.len() - 40..]);
+    }
+    assert!(
+        alerts.iter().all(|r| {
+            let id = header(r, "alert_id").unwrap_or_default();
+            huge.contains(id) == header(r, "truncated").is_some()
+        }),
+        "only the huge alerts are cut"
+    );
+    // The enriched copy of the huge event is a dead letter that says why, with the head of the
+    // record and its size; every other event is on the enriched topic.
+    let events = format!("{}.events", s.input);
+    let dead: Vec<Record> = s
+        .read(&s.dead, true)
+        .into_iter()
+        .filter(|r| header(r, "reason") == Some("output_too_large"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{log}");
+    let letter: serde_json::Value = serde_json::from_slice(&dead[0].payload).unwrap();
+    assert_eq!(letter["reason"], "output_too_large");
+    let detail = letter["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&events) && detail.contains(&decider),
+        "{detail}"
+    );
+    assert!(detail.contains("message.max.bytes (1000000)"), "{detail}");
+    assert!(letter["raw_len"].as_u64().unwrap() > 1_000_000, "{letter}");
+    assert_eq!(letter["raw"].as_str().unwrap().len(), 4096);
+    assert_eq!(s.read(&events, true).len(), lines.len() - 1, "{log}");
+}
+
+/// A provider's producer that writes in transactions, as the test's own client.
+fn transactional_producer(id: &str) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::Producer;
+    let producer: rdkafka::producer::BaseProducer =
+        client().set("transactional.id", id).create().unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer
+}
+
+/// Begins a transaction of `producer` holding `lines` of `topic`, delivered to the broker but
+/// neither committed nor aborted.
+fn open_transaction(producer: &rdkafka::producer::BaseProducer, topic: &str, lines: &[String]) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    producer.begin_transaction().unwrap();
+    for line in lines {
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload(line.as_str()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A transactional input ends with a transaction marker (a control record, which a consumer
+/// never sees): 12 records in a committed transaction, then 3 in an aborted one, so the end
+/// offset is 17. `--until-end` stops there and commits 17 — not 12, the offset after the last
+/// record read, which it waited forever to pass and which would leave a lag of 1 for good.
+#[test]
+fn r_until_end_stops_on_a_transactional_input_and_commits_past_its_markers() {
+    use rdkafka::producer::Producer;
+    let _broker = broker();
+    let s = Scenario::new("txn-input", 1);
+    let lines = stream(s.dir.path(), "example", 20, 1, 30);
+    let producer = transactional_producer(&format!("{}-provider", s.group));
+    open_transaction(&producer, &s.input, &lines[..12]);
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    open_transaction(&producer, &s.input, &lines[12..15]);
+    producer.abort_transaction(Duration::from_secs(30)).unwrap();
+
+    let config = s.config("r", "300ms");
+    let log = run_until_end(&s, "r", &config);
+    assert_eq!(committed_offsets(&s, 1, &log), [17], "{log}");
+    assert_eq!(s.read(&format!("{}.events", s.input), true).len(), 12);
+}
+
+/// Starts `--until-end` as `instance` with the store write of its last checkpoint (the
+/// snapshot at `end`) bound to fail: a directory where that file's temporary copy goes. Returns
+/// the run once it has logged the restart after that failure; a run that stops instead fails
+/// the test.
+fn until_end_failing_at_the_end(s: &Scenario, instance: &str, end: i64) -> (Child, PathBuf) {
+    let blocker = s
+        .dir
+        .path()
+        .join("checkpoints")
+        .join(&s.group)
+        .join(&s.input)
+        .join("0")
+        .join(format!(".{end}.ckpt.tmp"));
+    std::fs::create_dir_all(&blocker).unwrap();
+    let config = s.config(instance, "300ms");
+    let mut run = s.spawn(instance, &config, &["--until-end"]);
+    let started = Instant::now();
+    while !s
+        .log(instance)
+        .contains("restarting from the last checkpoint")
+    {
+        if let Some(status) = run.try_wait().unwrap() {
+            panic!(
+                "{instance} exited with {status} instead of retrying its last checkpoint:\n{}",
+                s.log(instance)
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{instance} did not fail at its end:\n{}",
+            s.log(instance)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.log(instance)
+            .contains("every partition reached its end offset"),
+        "{}",
+        s.log(instance)
+    );
+    (run, blocker)
+}
+
+/// Waits (60 s at most) for `run` to exit; its status.
+fn exit_status(s: &Scenario, instance: &str, run: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            kill9(run);
+            panic!("{instance} did not stop within 60 s:\n{}", s.log(instance));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--until-end` (a backfill Job) exits 0 only with its end committed. When the last
+/// checkpoint, at the end, fails, the run restarts from the checkpoint before it and reads to
+/// the end again — once the store works again it commits the end and exits 0, each event
+/// processed once. A stop by signal before its end is committed exits with an error.
+#[test]
+fn s_until_end_exits_0_only_with_its_end_committed() {
+    let _broker = broker();
+    let mut s = Scenario::new("end-commit", 1);
+    let lines = stream(s.dir.path(), "example", 20, 1, 31);
+    s.produce(&lines[..20], KeyBy::None);
+
+    let (mut run, blocker) = until_end_failing_at_the_end(&s, "s1", 20);
+    std::fs::remove_dir(&blocker).unwrap();
+    let status = exit_status(&s, "s1", &mut run);
+    let log = s.log("s1");
+    assert!(status.success(), "s1 exited with {status}:\n{log}");
+    assert_eq!(committed_offsets(&s, 1, &log), [20], "{log}");
+    assert_eq!(s.read(&format!("{}.events", s.input), true).len(), 20);
+
+    // Another group over the same records, stopped by SIGTERM while it retries its end.
+    s.group = format!("{}-signal", s.group);
+    let (mut run, _blocker) = until_end_failing_at_the_end(&s, "s2", 20);
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = exit_status(&s, "s2", &mut run);
+    let log = s.log("s2");
+    assert!(!status.success(), "s2 exited with {status}:\n{log}");
+    assert!(log.contains("stopped before every partition"), "{log}");
 }

@@ -18,7 +18,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Stop once every assigned partition is consumed up to the end offset it had when
-    /// assigned (backfills, benchmarks); otherwise run until SIGTERM.
+    /// assigned (backfills, benchmarks); otherwise run until SIGTERM. Exits 0 only once that
+    /// end is committed: a failed last checkpoint restarts from the one before, and a stop by
+    /// signal before the end exits with an error.
     #[arg(long)]
     until_end: bool,
     /// With `[kafka.repartition] enabled`: run the ingest stage (provider topics → internal
@@ -98,6 +100,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             last.alerts,
             report.restarts,
             last.elapsed.as_secs_f64()
+        );
+    }
+    // A backfill (a Kubernetes Job) succeeds only if the end it was asked for is committed; a
+    // stop by signal — committed or not — leaves the rest for the next run.
+    if args.until_end && !report.reached_end {
+        anyhow::bail!(
+            "authwatch run --until-end: stopped before every partition was read to its end and \
+             committed (a signal, or a failure while stopping); the next run resumes from the \
+             group's committed offsets"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -69,6 +69,43 @@ pub(crate) fn instance_id(kafka: &KafkaConfig) -> String {
     format!("authwatch-{}-{host}", kafka.group_id)
 }
 
+/// librdkafka's default `message.max.bytes`, which authwatch's producers keep unless
+/// `kafka.properties` sets it: under the broker's default `max.message.bytes` (1,048,588) by more
+/// than a record batch's framing, so a record librdkafka accepts is one the broker accepts.
+pub(crate) const DEFAULT_MAX_RECORD: usize = 1_000_000;
+
+/// The broker's (and a topic's) default `max.message.bytes`, less the framing of a record
+/// batch around one record and lz4's worst-case growth of it.
+const BROKER_DEFAULT_MAX_RECORD: usize = 1_048_588 - 8 * 1024;
+
+/// The largest record the transactional producer takes (`message.max.bytes`): set in
+/// `kafka.properties` (or the properties file), or librdkafka's default.
+pub(crate) fn producer_max_bytes(config: &ClientConfig) -> Result<usize, KafkaError> {
+    let Some(value) = config.get("message.max.bytes") else {
+        return Ok(DEFAULT_MAX_RECORD);
+    };
+    let bytes = value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1000..=1_000_000_000).contains(n))
+        .ok_or_else(|| {
+            KafkaError::Config(format!(
+                "kafka.properties message.max.bytes = {value:?}: expected a number of bytes \
+                 from 1000 to 1000000000"
+            ))
+        })?;
+    if bytes > BROKER_DEFAULT_MAX_RECORD {
+        tracing::warn!(
+            message_max_bytes = bytes,
+            "message.max.bytes is above the broker's default max.message.bytes: raise it on the \
+             output topics too, or the broker refuses a large record at the commit and the run \
+             restarts over and over"
+        );
+    }
+    Ok(bytes)
+}
+
 /// The input partitions of one run: index (the pipeline's input number) ↔ topic/partition.
 #[derive(Debug, Default)]
 pub struct Inputs {
@@ -181,7 +218,21 @@ pub(crate) fn flush_threaded<C: ProducerContext + 'static>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn producer_max_bytes_is_librdkafkas_default_or_the_configured_one() {
+        let mut c = ClientConfig::new();
+        assert_eq!(producer_max_bytes(&c).unwrap(), DEFAULT_MAX_RECORD);
+        c.set("message.max.bytes", "500000");
+        assert_eq!(producer_max_bytes(&c).unwrap(), 500_000);
+        for bad in ["lots", "999", "2000000000", "-1"] {
+            c.set("message.max.bytes", bad);
+            let e = producer_max_bytes(&c).unwrap_err().to_string();
+            assert!(e.contains("message.max.bytes"), "{e}");
+        }
+    }
 
     #[test]
     fn inputs_number_partitions_in_order() {

@@ -30,6 +30,8 @@ pub struct KafkaMetrics {
     bytes_in: AtomicU64,
     alerts_out: AtomicU64,
     dead_letters_out: AtomicU64,
+    outputs_too_large: AtomicU64,
+    alerts_trimmed: AtomicU64,
     enriched_out: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_failures: AtomicU64,
@@ -114,6 +116,19 @@ impl KafkaMetrics {
     /// Records produced to the dead-letter topic.
     pub fn dead_letters_out(&self) -> u64 {
         self.dead_letters_out.load(Ordering::Relaxed)
+    }
+
+    /// Output records (enriched or routed events, late events, alerts beyond trimming) too
+    /// large for the producer's `message.max.bytes`, written to the dead-letter topic instead
+    /// with reason `output_too_large` (also counted in [`KafkaMetrics::dead_letters_out`]).
+    pub fn outputs_too_large(&self) -> u64 {
+        self.outputs_too_large.load(Ordering::Relaxed)
+    }
+
+    /// Alerts too large for the producer, written with their longest strings and lists cut
+    /// (and a `truncated` header).
+    pub fn alerts_trimmed(&self) -> u64 {
+        self.alerts_trimmed.load(Ordering::Relaxed)
     }
 
     /// Events produced to the enriched-events topic.
@@ -228,6 +243,12 @@ impl KafkaMetrics {
     }
     pub(crate) fn add_dead_letter(&self) {
         self.dead_letters_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_output_too_large(&self) {
+        self.outputs_too_large.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_alert_trimmed(&self) {
+        self.alerts_trimmed.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn add_enriched(&self) {
         self.enriched_out.fetch_add(1, Ordering::Relaxed);

@@ -130,21 +130,25 @@ struct SourceProgress {
     at: Option<i64>,
     /// Progress last written as a marker.
     marked: Option<i64>,
-    /// Position at the last checkpoint.
-    position: Option<i64>,
-    /// When the position last moved.
+    /// Events routed so far.
+    routed: u64,
+    /// `routed` at the last checkpoint.
+    routed_at_checkpoint: u64,
+    /// When the last checkpoint saw an event routed since the one before (or when the source
+    /// was first seen).
     quiet_since: Instant,
-    /// An idle marker was written since the position last moved.
+    /// An idle marker was written since the last event was routed.
     idle_marked: bool,
 }
 
 impl SourceProgress {
-    /// A source seen for the first time at `now`: nothing routed, marked or positioned yet.
+    /// A source seen for the first time at `now`: nothing routed or marked yet.
     fn new(now: Instant) -> Self {
         SourceProgress {
             at: None,
             marked: None,
-            position: None,
+            routed: 0,
+            routed_at_checkpoint: 0,
             quiet_since: now,
             idle_marked: false,
         }
@@ -209,12 +213,14 @@ impl Router {
             RepartitionKey::Global => String::new(),
         };
         let src = self.source_name(origin.input);
-        let now = Instant::now();
         let p = self
             .sources
             .entry(origin.input)
-            .or_insert_with(|| SourceProgress::new(now));
+            .or_insert_with(|| SourceProgress::new(Instant::now()));
         p.at = Some(p.at.map_or(progress, |a| a.max(progress)));
+        // Counted rather than timed: the checkpoint reads the clock once for every source,
+        // instead of once per event here.
+        p.routed += 1;
         let h = header(OwnedHeaders::new_with_capacity(3), H_SRC, &src);
         let h = header(h, H_OFF, &origin.offset.to_string());
         let h = header(h, H_AT, &progress.to_string());
@@ -226,19 +232,23 @@ impl Router {
     }
 
     /// The markers of a checkpoint over `positions` (input → next offset): for every source
-    /// whose progress grew since its last marker, a progress marker; for one whose position has
-    /// not moved for `idle_after`, one idle marker. Each goes to every internal partition.
+    /// whose progress grew since its last marker, a progress marker; for one that has routed no
+    /// event for `idle_after`, one idle marker. Each goes to every internal partition.
+    ///
+    /// Idleness counts routed events, not records read: a partition whose records all become
+    /// dead letters moves its position but gives the merge no progress, and would otherwise
+    /// hold every detect task back for as long as such records keep coming.
     pub(crate) fn markers(&mut self, positions: &BTreeMap<u32, i64>) -> Vec<Routed> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for (input, position) in positions {
+        for input in positions.keys() {
             let src = self.source_name(*input);
             let p = self
                 .sources
                 .entry(*input)
                 .or_insert_with(|| SourceProgress::new(now));
-            if p.position != Some(*position) {
-                p.position = Some(*position);
+            if p.routed != p.routed_at_checkpoint {
+                p.routed_at_checkpoint = p.routed;
                 p.quiet_since = now;
                 p.idle_marked = false;
             }
@@ -767,6 +777,76 @@ mod tests {
         restored.apply(progress("b", 40), 3, &mut y);
         assert_eq!(x, y);
         assert_eq!(x.len(), 1);
+    }
+
+    fn kinds(markers: &[Routed]) -> Vec<String> {
+        markers
+            .iter()
+            .filter(|m| m.partition == 0)
+            .map(|m| {
+                let mut src = String::new();
+                let mut mark = String::new();
+                for h in m.headers.iter() {
+                    let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                    match h.key {
+                        H_SRC => src = v.into_owned(),
+                        H_MARK => mark = v.into_owned(),
+                        _ => {}
+                    }
+                }
+                format!("{src} {mark}")
+            })
+            .collect()
+    }
+
+    // A partition whose records all become dead letters moves its position at every
+    // checkpoint but routes nothing: it must still be declared idle, or every detect task
+    // waits for its progress forever (the merge held every event).
+    #[test]
+    fn a_source_that_routes_nothing_is_idle_even_while_its_position_moves() {
+        let inputs = Inputs::new(vec![("in".into(), 0), ("in".into(), 1)]);
+        let idle_after = Duration::from_millis(40);
+        let mut r = Router::new("t".into(), 2, RepartitionKey::Tenant, idle_after, inputs);
+        let origin = |offset| Origin {
+            input: 0,
+            line: 1,
+            offset,
+        };
+        let e = AuthEvent::default();
+        let mut seen = Vec::new();
+        for step in 0..6_i64 {
+            // Source 0 routes an event per checkpoint; source 1 only has rejected records.
+            r.event(&e, origin(step as u64), 1_000 + step);
+            let positions: BTreeMap<u32, i64> = [(0, step + 1), (1, 10 * (step + 1))].into();
+            seen.extend(kinds(&r.markers(&positions)));
+            std::thread::sleep(idle_after);
+        }
+        assert_eq!(
+            seen.iter().filter(|k| *k == "in/1 idle").count(),
+            1,
+            "one idle marker for the source that routes nothing: {seen:?}"
+        );
+        assert!(!seen.iter().any(|k| k == "in/0 idle"), "{seen:?}");
+        assert_eq!(seen.iter().filter(|k| *k == "in/0 progress").count(), 6);
+        // Once it routes an event again it gives progress, and can be idle again later.
+        r.event(&e, origin(6), 1_006);
+        r.event(
+            &e,
+            Origin {
+                input: 1,
+                line: 1,
+                offset: 70,
+            },
+            5,
+        );
+        let positions: BTreeMap<u32, i64> = [(0, 7), (1, 71)].into();
+        assert_eq!(
+            kinds(&r.markers(&positions)),
+            ["in/0 progress", "in/1 progress"]
+        );
+        std::thread::sleep(idle_after);
+        let after = kinds(&r.markers(&positions));
+        assert!(after.contains(&"in/1 idle".to_owned()), "{after:?}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct RunReport {
     pub last: Option<RunSummary>,
     /// Restarts after failures.
     pub restarts: u64,
+    /// With `--until-end`: the run stopped because every partition was read to its end, and
+    /// that end is committed. False when a signal stopped it first (whatever it committed).
+    pub reached_end: bool,
 }
 
 /// The Kafka runtime of one `authwatch run` process.
@@ -257,7 +260,9 @@ impl Runtime {
     }
 
     /// Stop (gracefully) once every assigned partition is consumed up to the end offset it had
-    /// when assigned: a backfill, or a benchmark over a loaded topic.
+    /// when assigned: a backfill, or a benchmark over a loaded topic. A failed last checkpoint
+    /// restarts from the one before, as any failure does; [`RunReport::reached_end`] tells
+    /// whether the run ended there, with the end committed, or was stopped first.
     pub fn until_end(mut self, yes: bool) -> Self {
         self.until_end = yes;
         self
@@ -290,10 +295,14 @@ impl Runtime {
         loop {
             let started = Instant::now();
             match self.run_once() {
-                Ok(summary) => {
+                Ok((summary, reached_end)) => {
                     report.last = Some(summary);
+                    report.reached_end = reached_end;
                     return Ok(report);
                 }
+                // A backfill that reached its end but failed to commit it is not done: the
+                // source stops there by itself (not through `stop`), so it restarts from the
+                // last checkpoint like any failed run and reads to the end again.
                 Err(e) if e.is_retryable() && !self.stop.load(Ordering::Relaxed) => {
                     report.restarts += 1;
                     self.metrics.add_restart();
@@ -330,7 +339,9 @@ impl Runtime {
         }
     }
 
-    fn run_once(&self) -> Result<RunSummary, KafkaError> {
+    /// One run from the last checkpoint; with the summary, whether it stopped at the end of
+    /// every partition (`--until-end`) with that end committed.
+    fn run_once(&self) -> Result<(RunSummary, bool), KafkaError> {
         let kafka = &self.config.kafka;
         let instance = instance_id(kafka);
         let base = base_config(kafka)?;
@@ -419,8 +430,14 @@ impl Runtime {
         // The transactional producer: initializing it fences (and aborts the open transaction
         // of) a previous incarnation with the same id.
         let txn_timeout_ms = txn_timeout.as_millis();
+        let max_record = crate::client::producer_max_bytes(&base)?;
         let mut pc = base.clone();
-        pc.set("transactional.id", &instance)
+        // Explicit, and known to the sink: a record over it is refused when it is handed to the
+        // producer, so the sink can write it as a dead letter (or trim an alert) and go on.
+        // Over the output topics' `max.message.bytes`, the broker would refuse it instead, at
+        // the commit, which fails the whole transaction every time it is retried.
+        pc.set("message.max.bytes", max_record.to_string())
+            .set("transactional.id", &instance)
             .set("enable.idempotence", "true")
             // A transaction spans one checkpoint interval. An instance that dies and comes back
             // under another id leaves its transaction open this long, holding back
@@ -578,11 +595,16 @@ impl Runtime {
             Arc::clone(&self.metrics),
             timeout,
             sink_down,
+            crate::sink::Limits {
+                max_record,
+                keep_bytes: self.config.input.dead_letter_raw_bytes,
+            },
         )
         .map_err(|e| KafkaError::Store {
             path: store.location(),
             message: format!("starting the snapshot writer thread: {e}"),
         })?;
+        sink = sink.counting_in(pipeline.metrics());
         if let Some(router) = router {
             sink = sink.with_router(router);
         }
@@ -653,7 +675,7 @@ impl Runtime {
             (Ok(summary), None, None) => {
                 audit.record("stopped", Vec::new(), None);
                 audit.flush();
-                Ok(summary)
+                Ok((summary, source.reached_end()))
             }
         }
     }
@@ -772,6 +794,8 @@ impl Reporter {
                         checkpoint_age_s = metrics.checkpoint_age_seconds().unwrap_or(-1.0),
                         checkpoint_ms = metrics.checkpoint_duration_seconds() * 1000.0,
                         merge_held = metrics.merge_held(),
+                        outputs_too_large = metrics.outputs_too_large(),
+                        alerts_trimmed = metrics.alerts_trimmed(),
                         "kafka runtime"
                     );
                 }

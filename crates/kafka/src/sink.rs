@@ -9,19 +9,153 @@
 
 use crate::client::Inputs;
 use crate::metrics::KafkaMetrics;
-use crate::repartition::{Routed, Router};
+use crate::repartition::Router;
 use crate::snapshots::{SnapshotFile, SnapshotWriter};
 use crate::store::CheckpointStore;
 use authwatch_event::{Alert, AuthEvent};
-use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Origin, Sink, SinkError};
+use authwatch_normalize::RejectKind;
+use authwatch_pipeline::{Checkpoint, DeadLetter, LateEvent, Metrics, Origin, Sink, SinkError};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Sizes the sink works within.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The producer's `message.max.bytes`: librdkafka refuses a larger record (key, value and
+    /// headers) when it is handed over.
+    pub max_record: usize,
+    /// `input.dead_letter_raw_bytes`: how much of a record a dead letter keeps.
+    pub keep_bytes: usize,
+}
+
+/// The dead-letter reason of an output record too large for the producer.
+const OUTPUT_TOO_LARGE: &str = RejectKind::OutputTooLarge.as_str();
+
+/// Room left in a record for its key, headers and librdkafka's framing when the value is cut
+/// to fit `message.max.bytes`.
+const HEADROOM: usize = 4096;
+
+/// The longest alert key (the entity) kept when an alert is cut down to fit.
+const TRIMMED_KEY_BYTES: usize = 1024;
+
+/// How an alert too large for the producer is cut down, tried in order until it fits: the
+/// longest strings first (a user agent, a user name or an application of megabytes), then the
+/// lists (evidence is at most 20 event ids, each of which may be long).
+const ALERT_TRIMS: &[(usize, usize)] = &[
+    (16 * 1024, usize::MAX),
+    (1024, usize::MAX),
+    (128, usize::MAX),
+    (128, 8),
+    (64, 2),
+];
+
+/// What the producer did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    Yes,
+    /// Refused for its size (over `message.max.bytes`). librdkafka checks that when the record
+    /// is handed over, so nothing of it is in the transaction, and the transaction can go on.
+    TooLarge,
+}
+
+/// A dead letter as written to the topic: the fields of the pipeline's [`DeadLetter`], so the
+/// sink's own ones (`output_too_large`) and the pipeline's read the same.
+#[derive(serde::Serialize)]
+struct DeadRecord<'a> {
+    file: &'a str,
+    line: u64,
+    offset: u64,
+    reason: &'a str,
+    detail: &'a str,
+    raw: &'a str,
+    raw_len: u64,
+}
+
+/// Where a record that could not be written came from, for its dead letter.
+struct Oversize<'a> {
+    /// The input (`topic/partition`) when the sink knows it, else the output topic.
+    file: &'a str,
+    line: u64,
+    offset: u64,
+    /// What it is, for the detail ("the enriched event okta/abc").
+    what: String,
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `value` with every string over `string_cap` bytes cut there and every list over `list_cap`
+/// items cut to that many, each cut marked in the value itself (a string ends with
+/// `…[N bytes cut]`, a list of strings gets a last item `…[N more cut]`), so a reader sees that
+/// something is missing and where. Map keys (metric names) stay whole.
+fn trim_json(value: &mut serde_json::Value, string_cap: usize, list_cap: usize) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.len() > string_cap => {
+            let keep = head(s, string_cap).len();
+            let cut = s.len() - keep;
+            s.truncate(keep);
+            s.push_str(&format!("…[{cut} bytes cut]"));
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                trim_json(item, string_cap, list_cap);
+            }
+            if items.len() > list_cap {
+                let cut = items.len() - list_cap;
+                let strings = items.iter().all(Value::is_string);
+                items.truncate(list_cap);
+                if strings {
+                    items.push(Value::String(format!("…[{cut} more cut]")));
+                }
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                trim_json(item, string_cap, list_cap);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The alert's JSON cut down (see [`ALERT_TRIMS`]) to at most `budget` bytes; `None` when even
+/// the last cut is over. Deterministic, so a replay after a restart writes the same bytes.
+fn trimmed_alert(alert: &Alert, budget: usize) -> Option<Vec<u8>> {
+    let full = serde_json::to_value(alert).ok()?;
+    ALERT_TRIMS.iter().find_map(|&(string_cap, list_cap)| {
+        let mut value = full.clone();
+        trim_json(&mut value, string_cap, list_cap);
+        serde_json::to_vec(&value)
+            .ok()
+            .filter(|bytes| bytes.len() <= budget)
+    })
+}
+
+fn alert_headers(alert: &Alert) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new_with_capacity(6);
+    h = header(h, "alert_id", &alert.alert_id);
+    h = header(h, "rule_id", &alert.rule_id);
+    h = header(h, "category", &alert.category);
+    h = header(h, "severity", alert.severity.as_str());
+    header(h, "cause_class", alert.cause_class.as_str())
+}
 
 /// Output topics.
 #[derive(Debug, Clone)]
@@ -44,6 +178,8 @@ pub struct KafkaSink {
     down: SinkDown,
     /// The ingest stage of a repartitioned run: events go to the internal topic.
     router: Option<Router>,
+    /// The pipeline's counters, where the sink's own dead letters are counted too.
+    pipeline_metrics: Option<Arc<Metrics>>,
     /// Stores periodic snapshots after their commit.
     writer: SnapshotWriter,
     /// Inputs with a stored snapshot since they were assigned (the one they were restored from,
@@ -53,6 +189,7 @@ pub struct KafkaSink {
     stored: BTreeSet<u32>,
     /// Inputs whose store was looked up for a snapshot since they were assigned.
     looked_up: BTreeSet<u32>,
+    limits: Limits,
 }
 
 fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
@@ -63,6 +200,7 @@ fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
 }
 
 impl KafkaSink {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         producer: ThreadedProducer<DefaultProducerContext>,
         topics: Topics,
@@ -71,8 +209,10 @@ impl KafkaSink {
         metrics: Arc<KafkaMetrics>,
         timeout: Duration,
         down: SinkDown,
+        limits: Limits,
     ) -> std::io::Result<Self> {
         Ok(KafkaSink {
+            limits,
             writer: SnapshotWriter::start(store.clone(), Arc::clone(&metrics))?,
             stored: BTreeSet::new(),
             looked_up: BTreeSet::new(),
@@ -85,35 +225,20 @@ impl KafkaSink {
             buf: Vec::with_capacity(4096),
             down,
             router: None,
+            pipeline_metrics: None,
         })
+    }
+
+    /// Counts the sink's own dead letters with the pipeline's, where `/metrics` reads them.
+    pub(crate) fn counting_in(mut self, metrics: Arc<Metrics>) -> Self {
+        self.pipeline_metrics = Some(metrics);
+        self
     }
 
     /// Routes events to the internal topic (the ingest stage of a repartitioned run).
     pub(crate) fn with_router(mut self, router: Router) -> Self {
         self.router = Some(router);
         self
-    }
-
-    fn send_routed(&self, topic: &str, r: Routed, payload: &[u8]) -> Result<(), SinkError> {
-        let mut record = BaseRecord::to(topic)
-            .partition(r.partition)
-            .key(r.key.as_bytes())
-            .payload(payload)
-            .headers(r.headers);
-        let started = Instant::now();
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((rdkafka::error::KafkaError::MessageProduction(code), rec))
-                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull
-                        && started.elapsed() < self.timeout =>
-                {
-                    record = rec;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(self.failed(fail(topic, e))),
-            }
-        }
     }
 
     /// The sink cannot go on: every later record of this run belongs to a transaction that can
@@ -137,25 +262,36 @@ impl KafkaSink {
         error
     }
 
-    /// Queues one record; waits while librdkafka's queue is full (backpressure).
+    /// Queues one record; waits while librdkafka's queue is full (backpressure). A record
+    /// over `message.max.bytes` is not an error of the sink: the caller writes something that
+    /// fits instead.
     fn send(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: &[u8],
         payload: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Queued, SinkError> {
         let mut record = BaseRecord::to(topic)
             .key(key)
             .payload(payload)
             .headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         let started = Instant::now();
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Queued::Yes),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageSizeTooLarge,
+                    ),
+                    _,
+                )) => return Ok(Queued::TooLarge),
                 Err((rdkafka::error::KafkaError::MessageProduction(code), r))
-                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull
-                        && started.elapsed() < self.timeout =>
+                    if code == RDKafkaErrorCode::QueueFull && started.elapsed() < self.timeout =>
                 {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
@@ -163,6 +299,120 @@ impl KafkaSink {
                 Err((e, _)) => return Err(self.failed(fail(topic, e))),
             }
         }
+    }
+
+    /// Writes a dead letter. One that is itself too large (a long `detail`, or a configured
+    /// `dead_letter_raw_bytes` near `message.max.bytes`, with JSON escapes that can grow the
+    /// raw head sixfold) keeps less of the raw head until it fits; `raw_len` still tells the
+    /// record's whole length.
+    fn send_dead(&mut self, record: DeadRecord<'_>) -> Result<(), SinkError> {
+        let topic = self.topics.dead_letters.clone();
+        let detail = head(record.detail, 4096);
+        let mut raw = record.raw;
+        loop {
+            let dead = DeadRecord {
+                detail,
+                raw,
+                ..record
+            };
+            self.json(&topic, &dead)?;
+            let h = header(OwnedHeaders::new(), "reason", record.reason);
+            let h = header(h, "source", record.file);
+            match self.send(&topic, None, record.file.as_bytes(), &self.buf, h)? {
+                Queued::Yes => {
+                    self.metrics.add_dead_letter();
+                    return Ok(());
+                }
+                Queued::TooLarge if !raw.is_empty() => {
+                    raw = head(raw, (raw.len() / 2).min(self.limits.max_record / 8));
+                }
+                Queued::TooLarge => {
+                    return Err(self.failed(fail(
+                        &topic,
+                        format!(
+                            "a dead letter of {} without its raw head is still over \
+                             message.max.bytes ({})",
+                            record.file, self.limits.max_record
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The record in `self.buf` is too large for the producer: a dead letter with reason
+    /// `output_too_large` takes its place, with the head of the record as `raw` (capped like
+    /// every dead letter's) and its size as `raw_len`, so nothing is lost without a trace and
+    /// the stream goes on. Retrying could not help: the same record would be refused again,
+    /// and the run would restart from its checkpoint over and over.
+    fn oversize(&mut self, topic: &str, what: Oversize<'_>) -> Result<(), SinkError> {
+        let len = self.buf.len();
+        let keep = self.limits.keep_bytes.min(len);
+        let raw = String::from_utf8_lossy(&self.buf[..keep]).into_owned();
+        let detail = format!(
+            "{} is {len} bytes, over the producer's message.max.bytes ({}) for topic {topic}",
+            what.what, self.limits.max_record
+        );
+        tracing::warn!(
+            file = what.file,
+            offset = what.offset,
+            topic,
+            bytes = len,
+            "{}: written to the dead-letter topic as {OUTPUT_TOO_LARGE}",
+            what.what
+        );
+        self.metrics.add_output_too_large();
+        // The pipeline's counter is the one exported as `authwatch_dead_letters_total{reason}`.
+        if let Some(counts) = &self.pipeline_metrics {
+            Metrics::add(&counts.dead_letters[RejectKind::OutputTooLarge.index()], 1);
+        }
+        self.send_dead(DeadRecord {
+            file: what.file,
+            line: what.line,
+            offset: what.offset,
+            reason: OUTPUT_TOO_LARGE,
+            detail: &detail,
+            raw: &raw,
+            raw_len: len as u64,
+        })
+    }
+
+    /// The alert in `self.buf` is too large for the producer. Dropping it would hide an
+    /// incident, and a dead letter is not where a SOC looks: it is written cut down (see
+    /// [`trimmed_alert`]), with every field and its id, rule, entity and severity as they are
+    /// and a `truncated` header holding its full size. Only if even that does not fit does it
+    /// become an `output_too_large` dead letter.
+    fn trimmed(&mut self, topic: &str, alert: &Alert, key: &str) -> Result<(), SinkError> {
+        let full = self.buf.len();
+        let key = head(key, TRIMMED_KEY_BYTES);
+        let budget = self.limits.max_record.saturating_sub(key.len() + HEADROOM);
+        if let Some(bytes) = trimmed_alert(alert, budget) {
+            let h = header(alert_headers(alert), "truncated", &full.to_string());
+            if self.send(topic, None, key.as_bytes(), &bytes, h)? == Queued::Yes {
+                tracing::warn!(
+                    alert_id = %alert.alert_id,
+                    rule_id = %alert.rule_id,
+                    bytes = full,
+                    written = bytes.len(),
+                    "alert too large for the producer: written with its longest fields cut"
+                );
+                self.metrics.add_alert_trimmed();
+                self.metrics.add_alert();
+                return Ok(());
+            }
+        }
+        self.oversize(
+            topic,
+            Oversize {
+                file: topic,
+                line: 0,
+                offset: 0,
+                what: format!(
+                    "alert {} of rule {} ({}), even cut down,",
+                    alert.alert_id, alert.rule_id, alert.entity
+                ),
+            },
+        )
     }
 
     fn json<T: serde::Serialize>(&mut self, topic: &str, value: &T) -> Result<(), SinkError> {
@@ -255,8 +505,16 @@ impl KafkaSink {
             let markers = router.markers(&positions);
             router.release(&checkpoint.barrier.release);
             for m in markers {
-                self.send_routed(&topic, m, &[])
+                let queued = self
+                    .send(&topic, Some(m.partition), m.key.as_bytes(), &[], m.headers)
                     .map_err(|e| e.to_string())?;
+                // A marker is a few headers, far below the smallest `message.max.bytes` (1000).
+                if queued == Queued::TooLarge {
+                    return Err(format!(
+                        "a progress marker is over message.max.bytes ({})",
+                        self.limits.max_record
+                    ));
+                }
             }
         }
         // 3. The offsets join the transaction of the alerts they produced; one commit makes
@@ -326,15 +584,19 @@ impl Sink for KafkaSink {
         let topic = self.topics.alerts.clone();
         self.json(&topic, alert)?;
         let key = alert.entity.to_string();
-        let mut h = OwnedHeaders::new_with_capacity(5);
-        h = header(h, "alert_id", &alert.alert_id);
-        h = header(h, "rule_id", &alert.rule_id);
-        h = header(h, "category", &alert.category);
-        h = header(h, "severity", alert.severity.as_str());
-        h = header(h, "cause_class", alert.cause_class.as_str());
-        self.send(&topic, key.as_bytes(), &self.buf, h)?;
-        self.metrics.add_alert();
-        Ok(())
+        match self.send(
+            &topic,
+            None,
+            key.as_bytes(),
+            &self.buf,
+            alert_headers(alert),
+        )? {
+            Queued::Yes => {
+                self.metrics.add_alert();
+                Ok(())
+            }
+            Queued::TooLarge => self.trimmed(&topic, alert, &key),
+        }
     }
 
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
@@ -342,9 +604,21 @@ impl Sink for KafkaSink {
         self.json(&topic, record)?;
         let h = header(OwnedHeaders::new(), "reason", record.reason.as_str());
         let h = header(h, "source", &record.file);
-        self.send(&topic, record.file.as_bytes(), &self.buf, h)?;
-        self.metrics.add_dead_letter();
-        Ok(())
+        match self.send(&topic, None, record.file.as_bytes(), &self.buf, h)? {
+            Queued::Yes => {
+                self.metrics.add_dead_letter();
+                Ok(())
+            }
+            Queued::TooLarge => self.send_dead(DeadRecord {
+                file: &record.file,
+                line: record.line,
+                offset: record.offset,
+                reason: record.reason.as_str(),
+                detail: &record.detail,
+                raw: &record.raw,
+                raw_len: record.raw_len,
+            }),
+        }
     }
 
     fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
@@ -352,9 +626,24 @@ impl Sink for KafkaSink {
         self.json(&topic, record)?;
         let h = header(OwnedHeaders::new(), "reason", "late_event");
         let h = header(h, "source", &record.file);
-        self.send(&topic, record.file.as_bytes(), &self.buf, h)?;
-        self.metrics.add_dead_letter();
-        Ok(())
+        match self.send(&topic, None, record.file.as_bytes(), &self.buf, h)? {
+            Queued::Yes => {
+                self.metrics.add_dead_letter();
+                Ok(())
+            }
+            Queued::TooLarge => self.oversize(
+                &topic,
+                Oversize {
+                    file: &record.file,
+                    line: record.line,
+                    offset: record.offset,
+                    what: format!(
+                        "the late event {}/{} (behind the watermark {}, not detected on)",
+                        record.event.provider, record.event.event_id, record.watermark
+                    ),
+                },
+            ),
+        }
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -372,9 +661,26 @@ impl Sink for KafkaSink {
         };
         self.json(&topic, event)?;
         let key = event.user.id.as_str().to_owned();
-        self.send(&topic, key.as_bytes(), &self.buf, OwnedHeaders::new())?;
-        self.metrics.add_enriched();
-        Ok(())
+        match self.send(&topic, None, key.as_bytes(), &self.buf, OwnedHeaders::new())? {
+            Queued::Yes => {
+                self.metrics.add_enriched();
+                Ok(())
+            }
+            // The sink is handed processed events without their input partition and offset:
+            // the dead letter names the output topic, and the detail names the event.
+            Queued::TooLarge => self.oversize(
+                &topic,
+                Oversize {
+                    file: &topic,
+                    line: 0,
+                    offset: 0,
+                    what: format!(
+                        "the enriched event {}/{} (detected on; only its copy here is missing)",
+                        event.provider, event.event_id
+                    ),
+                },
+            ),
+        }
     }
 
     fn route(&mut self, event: &AuthEvent, origin: Origin, progress: i64) -> Result<(), SinkError> {
@@ -384,9 +690,36 @@ impl Sink for KafkaSink {
         let routed = router.event(event, origin, progress);
         let topic = router.topic().to_owned();
         self.json(&topic, event)?;
-        self.send_routed(&topic, routed, &self.buf)?;
-        self.metrics.add_enriched();
-        Ok(())
+        match self.send(
+            &topic,
+            Some(routed.partition),
+            routed.key.as_bytes(),
+            &self.buf,
+            routed.headers,
+        )? {
+            Queued::Yes => {
+                self.metrics.add_enriched();
+                Ok(())
+            }
+            Queued::TooLarge => {
+                let source = self
+                    .inputs
+                    .get(origin.input)
+                    .map_or_else(|| topic.clone(), |(t, p)| format!("{t}/{p}"));
+                self.oversize(
+                    &topic,
+                    Oversize {
+                        file: &source,
+                        line: origin.line,
+                        offset: origin.offset,
+                        what: format!(
+                            "the event {}/{} (not routed to detection)",
+                            event.provider, event.event_id
+                        ),
+                    },
+                )
+            }
+        }
     }
 
     fn checkpoint(&mut self, mut checkpoint: Checkpoint) -> Result<(), SinkError> {
@@ -483,4 +816,100 @@ pub(crate) fn sink_latch() -> (SinkDown, SinkWatch) {
         },
         SinkWatch { alive: rx, reason },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn alert(user_agent: &str, evidence: usize) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "alert_id": "7f1c2a9e-0000-5000-8000-000000000001",
+            "rule_id": "mfa_fatigue",
+            "rule_version": 1,
+            "category": "mfa_fatigue",
+            "cause_class": "attack",
+            "severity": "high",
+            "attack_technique": ["T1621"],
+            "entity": {"user": "alice@example.com"},
+            "window": {"start": "2026-01-05T10:00:00.000Z", "end": "2026-01-05T10:10:00.000Z"},
+            "metrics": {"pushes": 12},
+            "evidence": (0..evidence).map(|i| format!("event-{i}-{}", "e".repeat(200))).collect::<Vec<_>>(),
+            "observed": {
+                "event_id": "event-0",
+                "time": "2026-01-05T10:09:00.000Z",
+                "device": {"user_agent": user_agent},
+            },
+            "first_seen": "2026-01-05T10:00:00.000Z",
+            "last_seen": "2026-01-05T10:09:00.000Z",
+            "summary": {"en": "12 pushes", "ja": "12 件"},
+            "steps": {"en": ["call the user"], "ja": ["本人に電話"]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn head_cuts_on_a_character_boundary() {
+        assert_eq!(head("abc", 10), "abc");
+        assert_eq!(head("abc", 2), "ab");
+        // "é" is two bytes: a cut in its middle keeps the character before it.
+        assert_eq!(head("aé", 2), "a");
+        assert_eq!(head("日本", 4), "日");
+        assert_eq!(head("x", 0), "");
+    }
+
+    // An alert made huge by one field of its deciding event (a 1 MB user agent) is written cut
+    // down rather than failing the transaction (and every retry of it): every field is still
+    // there, with the same id, and the cut is marked where it was made.
+    #[test]
+    fn an_oversized_alert_is_cut_to_fit_and_stays_an_alert() {
+        let ua = format!("Mozilla/5.0 {}", "é".repeat(600_000));
+        let big = alert(&ua, 20);
+        let budget = 1_000_000 - 1024 - HEADROOM;
+        assert!(serde_json::to_vec(&big).unwrap().len() > budget);
+        let bytes = trimmed_alert(&big, budget).unwrap();
+        assert!(bytes.len() <= budget, "{}", bytes.len());
+        let back: Alert = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.alert_id, big.alert_id);
+        assert_eq!(back.rule_id, big.rule_id);
+        assert_eq!(back.entity, big.entity);
+        assert_eq!(back.evidence, big.evidence, "short enough to stay whole");
+        let kept = back.observed.device.user_agent.as_str();
+        assert!(kept.starts_with("Mozilla/5.0 éé"), "{}", head(kept, 40));
+        assert!(
+            kept.ends_with(" bytes cut]"),
+            "{}",
+            &kept[kept.len() - 40..]
+        );
+        assert!(kept.len() <= 16 * 1024 + 32);
+        // Deterministic: a replay writes the same bytes.
+        assert_eq!(trimmed_alert(&big, budget).unwrap(), bytes);
+        // A small budget cuts the lists too, marking how much is missing.
+        let bytes = trimmed_alert(&big, 2_500).unwrap();
+        let back: Alert = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.evidence.len(), 9, "{:?}", back.evidence);
+        assert_eq!(back.evidence[8], "…[12 more cut]");
+        assert!(back.evidence[0].ends_with("…[80 bytes cut]"));
+        // An alert that does not fit even cut down is left to the dead-letter path.
+        assert_eq!(trimmed_alert(&big, 300), None);
+    }
+
+    #[test]
+    fn trimming_marks_each_cut_and_leaves_other_values_alone() {
+        let mut v = serde_json::json!({
+            "s": "abcdef",
+            "n": 123456789,
+            "list": ["a", "b", "c", "d"],
+            "objects": [{"k": 1}, {"k": 2}, {"k": 3}],
+            "long_key_is_kept_whole": true,
+        });
+        trim_json(&mut v, 3, 2);
+        assert_eq!(v["s"], "abc…[3 bytes cut]");
+        assert_eq!(v["n"], 123456789);
+        assert_eq!(v["list"], serde_json::json!(["a", "b", "…[2 more cut]"]));
+        // Only a list of strings gets a marker item: another would change the item type.
+        assert_eq!(v["objects"], serde_json::json!([{"k": 1}, {"k": 2}]));
+        assert_eq!(v["long_key_is_kept_whole"], true);
+    }
 }

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Shared {
     pub(crate) controls: Option<ControlSender>,
     pub(crate) inputs: Arc<Inputs>,
-    /// Next offset per input after the records already handed down the pipeline.
+    /// Per input, the consumer's position after the records already handed down the pipeline:
+    /// the next offset to read, past any transaction markers after them.
     pub(crate) sent: BTreeMap<u32, i64>,
     pub(crate) assigned: BTreeSet<u32>,
     /// A rebalance happened during the last poll: the partial batch is stale, and the source's
@@ -645,7 +646,7 @@ pub struct KafkaSource {
     consumer: BaseConsumer<ConsumerCtx>,
     shared: Arc<Mutex<Shared>>,
     names: Vec<String>,
-    /// Next offsets of the records in the batch being filled.
+    /// The consumer's positions after the records in the batch being filled.
     pending: BTreeMap<u32, i64>,
     poll_wait: Duration,
     interval: Duration,
@@ -655,6 +656,9 @@ pub struct KafkaSource {
     max_line_bytes: usize,
     keep_bytes: usize,
     finished: bool,
+    /// `--until-end`: every assigned partition was read to the end it had when assigned, so
+    /// the run stops (with `finished`, that last checkpoint is committed too).
+    reached_end: bool,
     /// The detect stage of a repartitioned run merges the internal partition's records.
     merge: Option<Merge>,
     /// The rebalance callbacks' flag, read per record without the lock.
@@ -732,6 +736,7 @@ impl KafkaSource {
             max_line_bytes,
             keep_bytes,
             finished: false,
+            reached_end: false,
             merge: None,
             rebalanced,
             routing: Routing {
@@ -756,6 +761,40 @@ impl KafkaSource {
     /// The error that stopped the source, if any (the pipeline only sees its message).
     pub(crate) fn take_error(&self) -> Option<KafkaError> {
         self.lock().error.take()
+    }
+
+    /// `--until-end`: the run stopped because every partition was read to its end, and the
+    /// checkpoint of that end is committed. False after a stop by signal, or when that last
+    /// checkpoint failed.
+    pub(crate) fn reached_end(&self) -> bool {
+        self.reached_end && self.finished
+    }
+
+    /// Takes the consumer's positions into the batch's pending ones. A position is past every
+    /// record polled so far and also past the transaction markers (control records) polled
+    /// after them, which `poll` handles without returning. The last record's offset + 1 would
+    /// stay short of a transactional partition's end for good: `--until-end` never stopped on
+    /// one, and the committed offset left a lag of 1 for monitors to see. Only this thread
+    /// polls, so the positions cover exactly the records polled into this batch; a partition
+    /// assigned (or re-assigned) and not read since has no position and keeps what it has.
+    fn take_positions(&mut self) {
+        let positions = match self.consumer.position() {
+            Ok(positions) => positions,
+            Err(e) => {
+                // The records' own offsets still count; only a marker at the end waits.
+                tracing::debug!(error = %e, "consumer positions not read");
+                return;
+            }
+        };
+        for e in positions.elements() {
+            let (Offset::Offset(position), Some(input)) =
+                (e.offset(), self.routing.input_of(e.topic(), e.partition()))
+            else {
+                continue;
+            };
+            let next = self.pending.entry(input).or_insert(position);
+            *next = (*next).max(position);
+        }
     }
 
     /// The consumer, to leave the group after the run.
@@ -833,11 +872,13 @@ impl KafkaSource {
             }
         }
         self.check_error()?;
-        if self.lock().at_end() {
+        // Not the stop flag, which a signal sets: the runner must tell a backfill that reached
+        // its end (and retries a failed last checkpoint) from one stopped before it.
+        if !self.reached_end && self.lock().at_end() {
             tracing::info!("every partition reached its end offset: stopping");
-            self.stop.store(true, Ordering::Relaxed);
+            self.reached_end = true;
         }
-        if self.stop.load(Ordering::Relaxed) {
+        if self.reached_end || self.stop.load(Ordering::Relaxed) {
             // Graceful stop: drain, checkpoint, commit, then end the run.
             let mut shared = self.lock();
             let release: Vec<u32> = shared.assigned.iter().copied().collect();
@@ -865,6 +906,8 @@ impl KafkaSource {
         let deadline = Instant::now() + self.poll_wait;
         let mut records = 0u64;
         let mut bytes = 0u64;
+        // A poll came back empty: the consumer has handed over everything it had.
+        let mut drained = false;
         while batch.lines.len() + self.merge.as_ref().map_or(0, Merge::staged) < max_lines {
             // Take what librdkafka has queued without waiting, and wait (up to the deadline)
             // only when its queue is empty. A poll with a timeout reads the clock more often
@@ -899,6 +942,7 @@ impl KafkaSource {
             }
             match polled {
                 None => {
+                    drained = true;
                     if Instant::now() >= deadline {
                         break;
                     }
@@ -946,6 +990,12 @@ impl KafkaSource {
                     bytes += len as u64;
                 }
             }
+        }
+        // Only when caught up: a marker between records is passed by the next record's offset
+        // anyway, and reading the positions is a round trip to librdkafka's main thread
+        // (its assignment), not worth paying for every batch of a busy stream.
+        if drained {
+            self.take_positions();
         }
         if let Some(merge) = &mut self.merge {
             merge.apply(batch);

@@ -43,13 +43,19 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     backend: Backend,
+    /// Where releases before unambiguous names kept this group's files, when that differs
+    /// (a group id with characters a file name cannot hold): `prepare` points an operator at it.
+    legacy: Option<Backend>,
 }
 
 impl CheckpointStore {
     /// The store under the local directory `dir` for `group` (created on first write).
     pub fn new(dir: &Path, group: &str) -> Self {
+        let legacy = (file_name(group) != sanitize(group))
+            .then(|| Backend::Local(dir.join(sanitize(group))));
         CheckpointStore {
-            backend: Backend::Local(dir.join(sanitize(group))),
+            backend: Backend::Local(dir.join(file_name(group))),
+            legacy,
         }
     }
 
@@ -67,13 +73,18 @@ impl CheckpointStore {
         }
         let (bucket, prefix) =
             Bucket::open(url).map_err(|e| KafkaError::Config(format!("checkpoint.url: {e}")))?;
-        let root = if prefix.is_empty() {
-            sanitize(group)
-        } else {
-            format!("{prefix}/{}", sanitize(group))
+        let under = |name: String| {
+            if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            }
         };
+        let legacy = (file_name(group) != sanitize(group))
+            .then(|| Backend::Object(bucket.clone(), under(sanitize(group))));
         Ok(CheckpointStore {
-            backend: Backend::Object(bucket, root),
+            backend: Backend::Object(bucket, under(file_name(group))),
+            legacy,
         })
     }
 
@@ -89,14 +100,45 @@ impl CheckpointStore {
     /// lists the bucket prefix (a wrong bucket, endpoint or credentials fail here, with the URL,
     /// rather than at the first snapshot).
     pub fn prepare(&self) -> Result<(), KafkaError> {
-        match &self.backend {
+        let empty = match &self.backend {
             Backend::Local(root) => {
-                std::fs::create_dir_all(root).map_err(|e| Self::err(&root.display(), e))
+                let empty = !root.exists();
+                std::fs::create_dir_all(root).map_err(|e| Self::err(&root.display(), e))?;
+                empty
             }
             Backend::Object(bucket, root) => bucket
                 .list(root)
-                .map(|_| ())
-                .map_err(|e| Self::err(&e.url, e.message)),
+                .map_err(|e| Self::err(&e.url, e.message))?
+                .is_empty(),
+        };
+        if empty {
+            self.point_at_legacy();
+        }
+        Ok(())
+    }
+
+    /// Earlier releases mapped every character outside `[A-Za-z0-9._-]` of a group id to `_`,
+    /// so `soc/prod` and `soc_prod` shared one directory. Such a group now has a directory of
+    /// its own; files it left under the old name are not taken over, since another group may
+    /// have written them too — the operator decides, and the log says where they are.
+    fn point_at_legacy(&self) {
+        let found = match &self.legacy {
+            None => None,
+            Some(Backend::Local(old)) => old.is_dir().then(|| old.display().to_string()),
+            Some(Backend::Object(bucket, old)) => bucket
+                .list(old)
+                .ok()
+                .filter(|names| !names.is_empty())
+                .map(|_| bucket.url(old)),
+        };
+        if let Some(old) = found {
+            tracing::warn!(
+                legacy = %old,
+                store = %self.location(),
+                "this group's checkpoints are now stored under a name of their own; an earlier \
+                 release stored them under the legacy name, which other group ids may share: \
+                 move its files to the store if they are this group's"
+            );
         }
     }
 
@@ -109,17 +151,17 @@ impl CheckpointStore {
 
     /// The relative directory of a partition's files.
     fn partition_dir(topic: &str, partition: i32) -> String {
-        format!("{}/{partition}", sanitize(topic))
+        format!("{}/{partition}", file_name(topic))
     }
 
     /// Replaces the instance-wide state of `instance` (the responder's).
     pub fn write_instance(&self, instance: &str, state: &StateParts) -> Result<(), KafkaError> {
-        self.write_file("@instance", &format!("{}.ckpt", sanitize(instance)), state)
+        self.write_file("@instance", &format!("{}.ckpt", file_name(instance)), state)
     }
 
     /// The instance-wide state of `instance`, if it was ever written.
     pub fn load_instance(&self, instance: &str) -> Result<Option<StateParts>, KafkaError> {
-        self.read_file("@instance", &format!("{}.ckpt", sanitize(instance)))
+        self.read_file("@instance", &format!("{}.ckpt", file_name(instance)))
     }
 
     /// Writes the state of `topic/partition` that reflects every record before `offset`.
@@ -352,8 +394,25 @@ fn decode(bytes: &[u8]) -> Result<StateParts, String> {
     Ok(state)
 }
 
+/// The file (or directory, or object key segment) name of a group, topic or instance id: the id
+/// itself when it is made of `[A-Za-z0-9._-]` only (what every release so far used, so upgrades
+/// find their files), else its readable form (see [`sanitize`]) with `~` and an xxh3 of the exact
+/// id. `~` never occurs in a name kept as it is, and the hash tells apart ids that read the same
+/// (`soc/prod`, `soc_prod`, `soc:prod`), which would otherwise share — and prune — one
+/// directory. `.`, `..` and the empty id would name the parent or the store itself.
+fn file_name(name: &str) -> String {
+    let readable = sanitize(name);
+    if readable == name && !matches!(name, "" | "." | "..") {
+        return readable;
+    }
+    format!(
+        "{readable}~{:016x}",
+        xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+    )
+}
+
 /// Topic and group names may hold characters a file name should not (`/` in no valid topic, but
-/// groups are free-form).
+/// groups are free-form): each becomes `_`. Not unique on its own: see [`file_name`].
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -370,6 +429,7 @@ fn sanitize(name: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::collections::BTreeSet;
 
     fn state() -> StateParts {
         let mut s = StateParts::default();
@@ -390,9 +450,53 @@ mod tests {
         assert_eq!(store.offsets("t", 0).unwrap(), vec![10, 20]);
         store.prune("t", 0, 20).unwrap();
         assert_eq!(store.offsets("t", 0).unwrap(), vec![20]);
-        assert!(store.location().ends_with("grp_1"));
+        assert!(store.location().contains("grp_1~"), "{}", store.location());
         assert_eq!(store.load_latest("t", 0, 19).unwrap(), None);
         assert_eq!(store.load_latest("t", 0, 25).unwrap(), Some((20, state())));
+    }
+
+    // `soc/prod` and `soc_prod` used to share the directory `soc_prod`, and one group's prune
+    // deleted the other's snapshots.
+    #[test]
+    fn groups_that_read_the_same_keep_their_files_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["soc_prod", "soc/prod", "soc:prod", "soc prod"];
+        let stores: Vec<CheckpointStore> = names
+            .iter()
+            .map(|g| CheckpointStore::new(dir.path(), g))
+            .collect();
+        for (i, store) in stores.iter().enumerate() {
+            store.write("t", 0, 10 + i as i64, &state()).unwrap();
+        }
+        for (i, store) in stores.iter().enumerate() {
+            store.prune("t", 0, 10 + i as i64).unwrap();
+        }
+        for (i, store) in stores.iter().enumerate() {
+            assert_eq!(
+                store.offsets("t", 0).unwrap(),
+                [10 + i as i64],
+                "{}",
+                names[i]
+            );
+        }
+        let locations: BTreeSet<String> = stores.iter().map(CheckpointStore::location).collect();
+        assert_eq!(locations.len(), names.len(), "{locations:?}");
+        // A safe id keeps the directory every release used, so an upgrade finds its state.
+        assert!(dir.path().join("soc_prod/t/0/10.ckpt").is_file());
+        assert_eq!(file_name("authwatch.group-1_a"), "authwatch.group-1_a");
+        // Ids that name no directory of their own get one; a readable part stays.
+        for odd in ["", ".", ".."] {
+            assert!(file_name(odd).contains('~'), "{odd:?} → {}", file_name(odd));
+        }
+        assert!(file_name("soc/prod").starts_with("soc_prod~"));
+        // Instance files follow the same rule (a default transactional id holds the group).
+        stores[1]
+            .write_instance("authwatch-soc/prod-host", &state())
+            .unwrap();
+        assert_eq!(
+            stores[1].load_instance("authwatch-soc_prod-host").unwrap(),
+            None
+        );
     }
 
     #[test]

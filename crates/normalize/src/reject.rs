@@ -27,6 +27,9 @@ pub enum RejectKind {
     /// The rest of an input could not be read (a truncated or corrupt gzip stream, an I/O
     /// error): the lines before it were read; the input ends here.
     UnreadableInput,
+    /// The event was read, but a record made from it (its enriched form, an alert) is too large
+    /// for the Kafka producer to write: the dead letter keeps its head instead.
+    OutputTooLarge,
 }
 
 impl RejectKind {
@@ -43,10 +46,11 @@ impl RejectKind {
         RejectKind::EmptyLine,
         RejectKind::UnknownFormat,
         RejectKind::UnreadableInput,
+        RejectKind::OutputTooLarge,
     ];
 
     /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RejectKind::InvalidUtf8 => "invalid_utf8",
             RejectKind::MalformedJson => "malformed_json",
@@ -59,6 +63,7 @@ impl RejectKind {
             RejectKind::EmptyLine => "empty_line",
             RejectKind::UnknownFormat => "unknown_format",
             RejectKind::UnreadableInput => "unreadable_input",
+            RejectKind::OutputTooLarge => "output_too_large",
         }
     }
 
