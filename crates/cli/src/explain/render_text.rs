@@ -181,6 +181,20 @@ pub(super) fn write_steps(
 }
 
 impl Report {
+    /// Each tenant the name occurs in, with its event count, as the warnings list them.
+    fn tenant_counts(&self, lang: Language) -> Vec<String> {
+        self.tenants
+            .iter()
+            .map(|(t, n)| {
+                let t = tenant_name(t, lang);
+                match lang {
+                    Language::En => format!("{t} ({n} events)"),
+                    Language::Ja => format!("{t}（{n} 件）"),
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn render(&self, lang: Language) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "authwatch explain — {}", self.user);
@@ -272,17 +286,7 @@ impl Report {
             };
         }
         if self.mixes_tenants() {
-            let tenants: Vec<String> = self
-                .tenants
-                .iter()
-                .map(|(t, n)| {
-                    let t = tenant_name(t, lang);
-                    match lang {
-                        Language::En => format!("{t} ({n} events)"),
-                        Language::Ja => format!("{t}（{n} 件）"),
-                    }
-                })
-                .collect();
+            let tenants = self.tenant_counts(lang);
             let _ = match lang {
                 Language::En => writeln!(
                     out,
@@ -328,17 +332,7 @@ impl Report {
         if let Some(tenant) = &self.tenant
             && !self.tenants.is_empty()
         {
-            let elsewhere: Vec<String> = self
-                .tenants
-                .iter()
-                .map(|(t, n)| {
-                    let t = tenant_name(t, lang);
-                    match lang {
-                        Language::En => format!("{t} ({n} events)"),
-                        Language::Ja => format!("{t}（{n} 件）"),
-                    }
-                })
-                .collect();
+            let elsewhere = self.tenant_counts(lang);
             let _ = match lang {
                 Language::En => writeln!(
                     out,
