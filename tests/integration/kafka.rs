@@ -1993,3 +1993,47 @@ fn s_until_end_exits_0_only_with_its_end_committed() {
     assert!(!status.success(), "s2 exited with {status}:\n{log}");
     assert!(log.contains("stopped before every partition"), "{log}");
 }
+
+/// An output topic whose `max.message.bytes` is below the producer's: the broker would refuse
+/// a large record only at the commit, failing the transaction at every retry (the run restarting
+/// forever, nothing committed). Held to the topic's limit, the producer refuses it when it is
+/// handed over and the sink writes an `output_too_large` dead letter; the rest goes on.
+#[test]
+fn t_an_output_topic_with_a_small_record_limit_gets_dead_letters_not_restarts() {
+    let _broker = broker();
+    let mut s = Scenario::new("smalltopic", 1);
+    s.max_line_bytes = 1_000_000;
+    let enriched = format!("{}.events", s.input);
+    admin::create_topic_with(&client(), &enriched, 1, &[("max.message.bytes", "100000")]).unwrap();
+    let reported = admin::max_message_bytes(&client(), &[&enriched, &s.input]).unwrap();
+    assert_eq!(reported[0], (enriched.clone(), 100_000));
+    let mut lines = stream(s.dir.path(), "example", 10, 1, 31);
+    let big = serde_json::json!({
+        "time": event_time(&lines[5]), "provider": "okta", "tenant": "example",
+        "event_id": "big-1", "provider_event_type": "user.session.start",
+        "user": {"id": "big", "name": "x".repeat(300_000)},
+        "activity": "logon", "outcome": "success", "src": {"ip": "10.0.0.1"}
+    })
+    .to_string();
+    lines.insert(5, big);
+    s.produce(&lines, KeyBy::None);
+    let mut run = s.start("t", "300ms");
+    let started = Instant::now();
+    let (dead, events) = loop {
+        let dead = s.read(&s.dead, true);
+        let events = s.read(&enriched, true);
+        if (!dead.is_empty() && events.len() + 1 >= lines.len())
+            || started.elapsed() > Duration::from_secs(60)
+        {
+            break (dead, events);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    terminate(&mut run, &s, "t");
+    assert_eq!(dead.len(), 1, "{}", s.log("t"));
+    let v: serde_json::Value = serde_json::from_slice(&dead[0].payload).unwrap();
+    assert_eq!(v["reason"], "output_too_large", "{v}");
+    assert!(v["raw_len"].as_u64().unwrap() > 300_000, "{v}");
+    assert_eq!(events.len(), lines.len() - 1, "{}", s.log("t"));
+    assert!(!s.log("t").contains("RecordTooLarge"), "{}", s.log("t"));
+}

@@ -4,7 +4,7 @@
 
 use crate::error::KafkaError;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -50,6 +50,68 @@ pub fn ensure_topics(config: &ClientConfig, topics: &[(&str, i32)]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Creates `topic` with topic-level settings (`max.message.bytes`, …); tests use it to stand up
+/// topics the broker's defaults do not describe.
+pub fn create_topic_with(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| KafkaError::client("creating the admin client", e))?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    for (k, v) in settings {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in block_on(admin.create_topics([&new], &opts))?
+        .map_err(|e| KafkaError::client("creating topics", e))?
+    {
+        if let Err((name, code)) = r {
+            return Err(KafkaError::client(
+                format!("creating topic {name}"),
+                rdkafka::error::KafkaError::AdminOp(code),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each topic's `max.message.bytes` as the broker reports it (the topic's own setting or the
+/// broker's default), in the order given.
+pub fn max_message_bytes(
+    config: &ClientConfig,
+    topics: &[&str],
+) -> Result<Vec<(String, usize)>, KafkaError> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| KafkaError::client("creating the admin client", e))?;
+    let specs: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.describe_configs(&specs, &opts))?
+        .map_err(|e| KafkaError::client("reading the output topics' configs", e))?;
+    let mut out = Vec::with_capacity(topics.len());
+    for (topic, r) in topics.iter().zip(results) {
+        let context = || format!("reading max.message.bytes of topic {topic}");
+        let resource = r.map_err(|code| {
+            KafkaError::client(context(), rdkafka::error::KafkaError::AdminOp(code))
+        })?;
+        let value = resource
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| KafkaError::Config(format!("{}: not reported", context())))?;
+        out.push(((*topic).to_owned(), value));
+    }
+    Ok(out)
 }
 
 /// The topics of `topics` that are not usable yet (unknown to the broker, or reported with an

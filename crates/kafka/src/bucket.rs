@@ -99,6 +99,21 @@ impl Bucket {
         ))
     }
 
+    /// An in-memory bucket, for tests.
+    #[cfg(test)]
+    pub(crate) fn memory() -> Bucket {
+        Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            base: "memory://test".to_owned(),
+            runtime: Arc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("test runtime: {e}")),
+            ),
+        }
+    }
+
     /// The URL of `key`, for messages.
     pub(crate) fn url(&self, key: &str) -> String {
         format!("{}/{key}", self.base)
@@ -147,6 +162,16 @@ impl Bucket {
             .into_iter()
             .filter_map(|o| o.location.filename().map(str::to_owned))
             .collect())
+    }
+
+    /// Whether anything lies under `prefix`: an object or a sub-prefix ("folder").
+    pub(crate) fn has_entries(&self, prefix: &str) -> Result<bool, BucketError> {
+        let path = ObjectPath::from(prefix);
+        let listed = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&path)))
+            .map_err(|e| self.err(prefix, e))?;
+        Ok(!listed.objects.is_empty() || !listed.common_prefixes.is_empty())
     }
 
     /// Deletes `key`; a missing object is not an error.

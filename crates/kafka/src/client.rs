@@ -76,7 +76,16 @@ pub(crate) const DEFAULT_MAX_RECORD: usize = 1_000_000;
 
 /// The broker's (and a topic's) default `max.message.bytes`, less the framing of a record
 /// batch around one record and lz4's worst-case growth of it.
-const BROKER_DEFAULT_MAX_RECORD: usize = 1_048_588 - 8 * 1024;
+const BROKER_DEFAULT_MAX_RECORD: usize = 1_048_588 - BATCH_FRAMING;
+
+/// A record batch's framing around one record, and lz4's worst-case growth of it.
+const BATCH_FRAMING: usize = 8 * 1024;
+
+/// The smallest `message.max.bytes` accepted. What the sink writes in place of a record too
+/// large (a dead letter with up to 4 KiB of detail, JSON-escaped; an alert cut down to fit with
+/// 4 KiB of headroom and a key of up to 1 KiB) must itself fit, or the too-large path fails and
+/// the run restarts over and over.
+pub(crate) const MIN_MAX_RECORD: usize = 64 * 1024;
 
 /// The largest record the transactional producer takes (`message.max.bytes`): set in
 /// `kafka.properties` (or the properties file), or librdkafka's default.
@@ -88,11 +97,12 @@ pub(crate) fn producer_max_bytes(config: &ClientConfig) -> Result<usize, KafkaEr
         .trim()
         .parse::<usize>()
         .ok()
-        .filter(|n| (1000..=1_000_000_000).contains(n))
+        .filter(|n| (MIN_MAX_RECORD..=1_000_000_000).contains(n))
         .ok_or_else(|| {
             KafkaError::Config(format!(
                 "kafka.properties message.max.bytes = {value:?}: expected a number of bytes \
-                 from 1000 to 1000000000"
+                 from {MIN_MAX_RECORD} (room for the dead letters and cut-down alerts that \
+                 replace a record too large) to 1000000000"
             ))
         })?;
     if bytes > BROKER_DEFAULT_MAX_RECORD {
@@ -104,6 +114,31 @@ pub(crate) fn producer_max_bytes(config: &ClientConfig) -> Result<usize, KafkaEr
         );
     }
     Ok(bytes)
+}
+
+/// The largest record the sink may hand the producer: `producer` (its `message.max.bytes`), or
+/// less when an output topic's `max.message.bytes` (`topics`) leaves less room after a record
+/// batch's framing. The broker checks the topic's limit only at the commit, where a refusal
+/// fails the whole transaction every time it is retried; held to the smallest limit, the
+/// producer refuses the record when it is handed over, and the sink writes a dead letter or
+/// cuts the alert down instead. A topic too small for even those is a configuration error.
+pub(crate) fn fit_to_topics(
+    producer: usize,
+    topics: &[(String, usize)],
+) -> Result<usize, KafkaError> {
+    let mut limit = producer;
+    for (topic, max) in topics {
+        let room = max.saturating_sub(BATCH_FRAMING);
+        if room < MIN_MAX_RECORD {
+            return Err(KafkaError::Config(format!(
+                "topic {topic} has max.message.bytes = {max}: authwatch needs at least {} \
+                 (room for the dead letters and cut-down alerts that replace a record too large)",
+                MIN_MAX_RECORD + BATCH_FRAMING
+            )));
+        }
+        limit = limit.min(room);
+    }
+    Ok(limit)
 }
 
 /// The input partitions of one run: index (the pipeline's input number) ↔ topic/partition.
@@ -227,11 +262,38 @@ mod tests {
         assert_eq!(producer_max_bytes(&c).unwrap(), DEFAULT_MAX_RECORD);
         c.set("message.max.bytes", "500000");
         assert_eq!(producer_max_bytes(&c).unwrap(), 500_000);
-        for bad in ["lots", "999", "2000000000", "-1"] {
+        c.set("message.max.bytes", "65536");
+        assert_eq!(producer_max_bytes(&c).unwrap(), MIN_MAX_RECORD);
+        // Below 64 KiB the dead letter or cut-down alert that replaces a record too large
+        // could itself be too large (up to 4 KiB of detail, 4 KiB of headroom).
+        for bad in ["lots", "999", "1000", "5000", "65535", "2000000000", "-1"] {
             c.set("message.max.bytes", bad);
             let e = producer_max_bytes(&c).unwrap_err().to_string();
-            assert!(e.contains("message.max.bytes"), "{e}");
+            assert!(
+                e.contains("message.max.bytes") && e.contains("65536"),
+                "{e}"
+            );
         }
+    }
+
+    // An output topic with a smaller max.message.bytes than the producer's would refuse a
+    // large record only at the commit, failing the transaction at every retry.
+    #[test]
+    fn the_record_limit_is_held_to_the_smallest_output_topic() {
+        let topics = vec![
+            ("alerts".to_owned(), 1_048_588),
+            ("dead".to_owned(), 200_000),
+        ];
+        assert_eq!(
+            fit_to_topics(1_000_000, &topics).unwrap(),
+            200_000 - 8 * 1024
+        );
+        assert_eq!(fit_to_topics(100_000, &topics).unwrap(), 100_000);
+        assert_eq!(fit_to_topics(1_000_000, &[]).unwrap(), 1_000_000);
+        let e = fit_to_topics(1_000_000, &[("tiny".to_owned(), 20_000)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tiny") && e.contains("max.message.bytes"), "{e}");
     }
 
     #[test]

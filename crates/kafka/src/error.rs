@@ -55,7 +55,7 @@ pub enum KafkaError {
     /// silently forget detector state, so the run stops.
     #[error(
         "{topic}/{partition}: the group committed offset {offset} but {dir} has no state at or \
-         before it; point checkpoint.dir (or checkpoint.url) at the group's shared store, or \
+         before it{legacy}; point checkpoint.dir (or checkpoint.url) at the group's shared store, or \
          reset the group's offsets to start over"
     )]
     MissingState {
@@ -67,6 +67,25 @@ pub enum KafkaError {
         offset: i64,
         /// The checkpoint directory or URL.
         dir: String,
+        /// Where an earlier release kept this group's state, when that holds files (else
+        /// empty).
+        legacy: String,
+    },
+    /// The responder's state is missing under its instance's name but an earlier release left
+    /// it under the legacy one (a `transactional_id` with characters a file name cannot hold).
+    /// Starting empty would silently forget pending approvals, so the run stops.
+    #[error(
+        "responder state for {instance:?} is missing at {path}, but an earlier release stored it \
+         at {legacy}, a name other instance ids may share: move that file to {path} if it is \
+         this instance's, or delete it to start the responder empty"
+    )]
+    LegacyInstanceState {
+        /// The instance (transactional) id.
+        instance: String,
+        /// Where its state is read now.
+        path: String,
+        /// Where an earlier release wrote it.
+        legacy: String,
     },
     /// The responder could not start or stopped on an error (audit output or its state file
     /// not writable, a secret missing); the run restarts from the last checkpoint.

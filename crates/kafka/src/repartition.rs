@@ -32,7 +32,7 @@ use authwatch_pipeline::config::{KafkaTopic, RepartitionKey};
 use authwatch_pipeline::{Config, Origin, RawBatch, RawLine, StateParts};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,8 @@ struct SourceProgress {
     routed: u64,
     /// `routed` at the last checkpoint.
     routed_at_checkpoint: u64,
+    /// The position at the last checkpoint.
+    position: Option<i64>,
     /// When the last checkpoint saw an event routed since the one before (or when the source
     /// was first seen).
     quiet_since: Instant,
@@ -149,6 +151,7 @@ impl SourceProgress {
             marked: None,
             routed: 0,
             routed_at_checkpoint: 0,
+            position: None,
             quiet_since: now,
             idle_marked: false,
         }
@@ -235,28 +238,46 @@ impl Router {
     /// whose progress grew since its last marker, a progress marker; for one that has routed no
     /// event for `idle_after`, one idle marker. Each goes to every internal partition.
     ///
-    /// Idleness counts routed events, not records read: a partition whose records all become
-    /// dead letters moves its position but gives the merge no progress, and would otherwise
-    /// hold every detect task back for as long as such records keep coming.
-    pub(crate) fn markers(&mut self, positions: &BTreeMap<u32, i64>) -> Vec<Routed> {
+    /// `caught_up` holds the inputs known to be at their end (lag 0).
+    ///
+    /// For a caught-up source idleness counts routed events, not records read: a partition
+    /// whose new records all become dead letters moves its position but gives the merge no
+    /// progress, and would otherwise hold every detect task back for as long as such records
+    /// keep coming. A source still reading a backlog is idle only while its position stands
+    /// still: valid events may lie behind the rejected records it is reading through, and
+    /// declaring it idle would let the other sources move the merge past them (they would
+    /// arrive late). One that falls behind again after an idle marker gets a progress marker,
+    /// which makes it hold the merge again.
+    pub(crate) fn markers(
+        &mut self,
+        positions: &BTreeMap<u32, i64>,
+        caught_up: &BTreeSet<u32>,
+    ) -> Vec<Routed> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for input in positions.keys() {
+        for (input, position) in positions {
             let src = self.source_name(*input);
             let p = self
                 .sources
                 .entry(*input)
                 .or_insert_with(|| SourceProgress::new(now));
+            let moved = p.position.replace(*position) != Some(*position);
+            let mut wake = false;
             if p.routed != p.routed_at_checkpoint {
                 p.routed_at_checkpoint = p.routed;
                 p.quiet_since = now;
                 p.idle_marked = false;
+            } else if moved && !caught_up.contains(input) {
+                p.quiet_since = now;
+                wake = std::mem::take(&mut p.idle_marked);
             }
             let mark = match p.at {
                 Some(at) if p.marked.is_none_or(|m| at > m) => {
                     p.marked = Some(at);
                     Some(("progress", at))
                 }
+                // Progress is never lowered by a marker: this only clears the idle flag.
+                _ if wake => Some(("progress", p.at.unwrap_or(i64::MIN))),
                 _ if !p.idle_marked && now.duration_since(p.quiet_since) >= self.idle_after => {
                     p.idle_marked = true;
                     Some(("idle", p.at.unwrap_or(i64::MIN)))
@@ -813,12 +834,13 @@ mod tests {
             offset,
         };
         let e = AuthEvent::default();
+        let both: BTreeSet<u32> = [0, 1].into();
         let mut seen = Vec::new();
         for step in 0..6_i64 {
             // Source 0 routes an event per checkpoint; source 1 only has rejected records.
             r.event(&e, origin(step as u64), 1_000 + step);
             let positions: BTreeMap<u32, i64> = [(0, step + 1), (1, 10 * (step + 1))].into();
-            seen.extend(kinds(&r.markers(&positions)));
+            seen.extend(kinds(&r.markers(&positions, &both)));
             std::thread::sleep(idle_after);
         }
         assert_eq!(
@@ -841,12 +863,52 @@ mod tests {
         );
         let positions: BTreeMap<u32, i64> = [(0, 7), (1, 71)].into();
         assert_eq!(
-            kinds(&r.markers(&positions)),
+            kinds(&r.markers(&positions, &both)),
             ["in/0 progress", "in/1 progress"]
         );
         std::thread::sleep(idle_after);
-        let after = kinds(&r.markers(&positions));
+        let after = kinds(&r.markers(&positions, &both));
         assert!(after.contains(&"in/1 idle".to_owned()), "{after:?}");
+    }
+
+    // During a backlog, a partition reading through rejected records may still have valid
+    // events behind them: declared idle, the other sources would move the merge past those
+    // events and the detect stage would treat them as late.
+    #[test]
+    fn a_source_behind_its_end_is_not_idle_while_its_position_moves() {
+        let inputs = Inputs::new(vec![("in".into(), 0), ("in".into(), 1)]);
+        let idle_after = Duration::from_millis(40);
+        let mut r = Router::new("t".into(), 1, RepartitionKey::Tenant, idle_after, inputs);
+        let e = AuthEvent::default();
+        let only0: BTreeSet<u32> = [0].into();
+        let mut seen = Vec::new();
+        for step in 0..4_i64 {
+            r.event(
+                &e,
+                Origin {
+                    input: 0,
+                    line: 1,
+                    offset: step as u64,
+                },
+                1_000 + step,
+            );
+            let positions: BTreeMap<u32, i64> = [(0, step + 1), (1, 10 * (step + 1))].into();
+            seen.extend(kinds(&r.markers(&positions, &only0)));
+            std::thread::sleep(idle_after);
+        }
+        assert!(!seen.iter().any(|k| k == "in/1 idle"), "{seen:?}");
+        // Standing still, it is idle as before.
+        let still: BTreeMap<u32, i64> = [(0, 4), (1, 40)].into();
+        assert_eq!(
+            kinds(&r.markers(&still, &only0)),
+            ["in/0 idle", "in/1 idle"]
+        );
+        // Caught up, then behind again: a progress marker makes it hold the merge again.
+        let both: BTreeSet<u32> = [0, 1].into();
+        let moved: BTreeMap<u32, i64> = [(0, 4), (1, 50)].into();
+        assert!(r.markers(&moved, &both).is_empty());
+        let behind: BTreeMap<u32, i64> = [(0, 4), (1, 60)].into();
+        assert_eq!(kinds(&r.markers(&behind, &only0)), ["in/1 progress"]);
     }
 
     #[test]
@@ -874,7 +936,8 @@ mod tests {
         assert!((0..8).contains(&p0));
         // Progress markers for both sources, to every partition; none again until progress.
         let positions: BTreeMap<u32, i64> = [(0, 6), (1, 6)].into_iter().collect();
-        assert_eq!(r.markers(&positions).len(), 16);
-        assert!(r.markers(&positions).is_empty());
+        let none = BTreeSet::new();
+        assert_eq!(r.markers(&positions, &none).len(), 16);
+        assert!(r.markers(&positions, &none).is_empty());
     }
 }

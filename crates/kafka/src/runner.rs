@@ -430,7 +430,32 @@ impl Runtime {
         // The transactional producer: initializing it fences (and aborts the open transaction
         // of) a previous incarnation with the same id.
         let txn_timeout_ms = txn_timeout.as_millis();
-        let max_record = crate::client::producer_max_bytes(&base)?;
+        // The topics this producer writes: a record over any one's `max.message.bytes` would
+        // be refused by the broker at the commit, so the producer's limit is held to theirs.
+        let mut written: Vec<&str> = vec![kafka.dead_letter_topic.as_str()];
+        if self.stage != Stage::Ingest {
+            written.push(kafka.alert_topic.as_str());
+        }
+        if let Some(t) = &kafka.enriched_topic {
+            written.push(t.as_str());
+        }
+        if self.stage == Stage::Ingest {
+            written.push(internal.as_str());
+        }
+        // Reading topic configs needs the DescribeConfigs permission, which a least-privilege
+        // principal may lack: without it the run still starts, held to the producer's own limit
+        // only, as before this check existed.
+        let limits = crate::admin::max_message_bytes(&base, &written).unwrap_or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "cannot read the output topics' max.message.bytes; records are held to the \
+                 producer's message.max.bytes only, and one over a smaller topic limit fails \
+                 its checkpoint"
+            );
+            Vec::new()
+        });
+        let max_record =
+            crate::client::fit_to_topics(crate::client::producer_max_bytes(&base)?, &limits)?;
         let mut pc = base.clone();
         // Explicit, and known to the sink: a record over it is refused when it is handed to the
         // producer, so the sink can write it as a dead letter (or trim an alert) and go on.

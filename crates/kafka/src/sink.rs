@@ -379,8 +379,9 @@ impl KafkaSink {
 
     /// The alert in `self.buf` is too large for the producer. Dropping it would hide an
     /// incident, and a dead letter is not where a SOC looks: it is written cut down (see
-    /// [`trimmed_alert`]), with every field and its id, rule, entity and severity as they are
-    /// and a `truncated` header holding its full size. Only if even that does not fit does it
+    /// [`trimmed_alert`]: every string over a cap is cut, the entity's fields included; the
+    /// id, rule, category, severity and cause are short and also in the headers), with its key
+    /// (the entity) kept to 1 KiB and a `truncated` header holding its full size. Only if even that does not fit does it
     /// become an `output_too_large` dead letter.
     fn trimmed(&mut self, topic: &str, alert: &Alert, key: &str) -> Result<(), SinkError> {
         let full = self.buf.len();
@@ -502,13 +503,21 @@ impl KafkaSink {
         //    same transaction as the events it covers.
         if let Some(router) = &mut self.router {
             let topic = router.topic().to_owned();
-            let markers = router.markers(&positions);
+            // Lag from the consumer's statistics (every 5 s); unknown counts as behind, where
+            // only a position standing still makes a source idle.
+            let lags = self.metrics.consumer_lag();
+            let caught_up: BTreeSet<u32> = lags
+                .iter()
+                .filter(|l| l.lag == 0)
+                .filter_map(|l| self.inputs.index(&l.topic, l.partition))
+                .collect();
+            let markers = router.markers(&positions, &caught_up);
             router.release(&checkpoint.barrier.release);
             for m in markers {
                 let queued = self
                     .send(&topic, Some(m.partition), m.key.as_bytes(), &[], m.headers)
                     .map_err(|e| e.to_string())?;
-                // A marker is a few headers, far below the smallest `message.max.bytes` (1000).
+                // A marker is a few headers, far below the smallest `message.max.bytes` (64 KiB).
                 if queued == Queued::TooLarge {
                     return Err(format!(
                         "a progress marker is over message.max.bytes ({})",

@@ -471,6 +471,7 @@ impl Lookup<'_> {
                         partition,
                         offset: o,
                         dir: self.store.location(),
+                        legacy: self.store.legacy_hint(),
                     });
                 }
             },

@@ -73,6 +73,11 @@ impl CheckpointStore {
         }
         let (bucket, prefix) =
             Bucket::open(url).map_err(|e| KafkaError::Config(format!("checkpoint.url: {e}")))?;
+        Ok(Self::in_bucket(bucket, &prefix, group))
+    }
+
+    /// The store for `group` under `prefix` in `bucket`.
+    fn in_bucket(bucket: Bucket, prefix: &str, group: &str) -> Self {
         let under = |name: String| {
             if prefix.is_empty() {
                 name
@@ -82,10 +87,10 @@ impl CheckpointStore {
         };
         let legacy = (file_name(group) != sanitize(group))
             .then(|| Backend::Object(bucket.clone(), under(sanitize(group))));
-        Ok(CheckpointStore {
+        CheckpointStore {
             backend: Backend::Object(bucket, under(file_name(group))),
             legacy,
-        })
+        }
     }
 
     /// The group's directory or URL, for messages.
@@ -100,38 +105,18 @@ impl CheckpointStore {
     /// lists the bucket prefix (a wrong bucket, endpoint or credentials fail here, with the URL,
     /// rather than at the first snapshot).
     pub fn prepare(&self) -> Result<(), KafkaError> {
+        // Whether the store holds anything, not whether its directory exists: `prepare`
+        // creates it, and the warning must not end with the first start.
         let empty = match &self.backend {
             Backend::Local(root) => {
-                let empty = !root.exists();
                 std::fs::create_dir_all(root).map_err(|e| Self::err(&root.display(), e))?;
-                empty
+                !Self::local_has_entries(root).map_err(|e| Self::err(&root.display(), e))?
             }
-            Backend::Object(bucket, root) => bucket
-                .list(root)
-                .map_err(|e| Self::err(&e.url, e.message))?
-                .is_empty(),
+            Backend::Object(bucket, root) => !bucket
+                .has_entries(root)
+                .map_err(|e| Self::err(&e.url, e.message))?,
         };
-        if empty {
-            self.point_at_legacy();
-        }
-        Ok(())
-    }
-
-    /// Earlier releases mapped every character outside `[A-Za-z0-9._-]` of a group id to `_`,
-    /// so `soc/prod` and `soc_prod` shared one directory. Such a group now has a directory of
-    /// its own; files it left under the old name are not taken over, since another group may
-    /// have written them too — the operator decides, and the log says where they are.
-    fn point_at_legacy(&self) {
-        let found = match &self.legacy {
-            None => None,
-            Some(Backend::Local(old)) => old.is_dir().then(|| old.display().to_string()),
-            Some(Backend::Object(bucket, old)) => bucket
-                .list(old)
-                .ok()
-                .filter(|names| !names.is_empty())
-                .map(|_| bucket.url(old)),
-        };
-        if let Some(old) = found {
+        if empty && let Some(old) = self.legacy_location() {
             tracing::warn!(
                 legacy = %old,
                 store = %self.location(),
@@ -140,6 +125,41 @@ impl CheckpointStore {
                  move its files to the store if they are this group's"
             );
         }
+        Ok(())
+    }
+
+    fn local_has_entries(dir: &Path) -> std::io::Result<bool> {
+        Ok(std::fs::read_dir(dir)?.next().is_some())
+    }
+
+    /// Earlier releases mapped every character outside `[A-Za-z0-9._-]` of a group id to `_`,
+    /// so `soc/prod` and `soc_prod` shared one directory. Such a group now has a directory of
+    /// its own; files it left under the old name are not taken over, since another group may
+    /// have written them too — the operator decides, and the log (or the missing-state
+    /// error) says where they are: this, when that legacy directory or prefix holds anything.
+    pub(crate) fn legacy_location(&self) -> Option<String> {
+        match self.legacy.as_ref()? {
+            Backend::Local(old) => Self::local_has_entries(old)
+                .unwrap_or(false)
+                .then(|| old.display().to_string()),
+            // A group's prefix holds only "folders" (`<topic>/<p>/…`, `@instance/…`), so
+            // sub-prefixes count as entries.
+            Backend::Object(bucket, old) => bucket
+                .has_entries(old)
+                .unwrap_or(false)
+                .then(|| bucket.url(old)),
+        }
+    }
+
+    /// For errors about missing state: where an earlier release may have left it.
+    pub(crate) fn legacy_hint(&self) -> String {
+        self.legacy_location().map_or_else(String::new, |old| {
+            format!(
+                " (an earlier release stored this group's checkpoints under {old}, which other \
+                 group ids may share: move its files to {} if they are this group's)",
+                self.location()
+            )
+        })
     }
 
     fn err(location: &dyn std::fmt::Display, message: impl std::fmt::Display) -> KafkaError {
@@ -160,8 +180,49 @@ impl CheckpointStore {
     }
 
     /// The instance-wide state of `instance`, if it was ever written.
+    ///
+    /// An error when it is missing but an earlier release's file is there (under the id's
+    /// readable form, in this group's directory or the group's legacy one): that file may be
+    /// another instance's (ids that read the same shared it), and starting empty would lose
+    /// pending approvals without a word, so the operator decides.
     pub fn load_instance(&self, instance: &str) -> Result<Option<StateParts>, KafkaError> {
-        self.read_file("@instance", &format!("{}.ckpt", file_name(instance)))
+        let name = format!("{}.ckpt", file_name(instance));
+        if let Some(state) = self.read_file("@instance", &name)? {
+            return Ok(Some(state));
+        }
+        let old = format!("{}.ckpt", sanitize(instance));
+        let candidates = [(old != name).then_some(&self.backend), self.legacy.as_ref()];
+        for backend in candidates.into_iter().flatten() {
+            if let Some(legacy) = Self::existing(backend, "@instance", &old)? {
+                return Err(KafkaError::LegacyInstanceState {
+                    instance: instance.to_owned(),
+                    path: Self::file_location(&self.backend, "@instance", &name),
+                    legacy,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where `dir/name` is (or would be) in `backend`, for messages.
+    fn file_location(backend: &Backend, dir: &str, name: &str) -> String {
+        match backend {
+            Backend::Local(root) => root.join(dir).join(name).display().to_string(),
+            Backend::Object(bucket, root) => bucket.url(&format!("{root}/{dir}/{name}")),
+        }
+    }
+
+    /// The location of `dir/name` in `backend` when that file exists.
+    fn existing(backend: &Backend, dir: &str, name: &str) -> Result<Option<String>, KafkaError> {
+        let here = Self::file_location(backend, dir, name);
+        let found = match backend {
+            Backend::Local(root) => root.join(dir).join(name).is_file(),
+            Backend::Object(bucket, root) => bucket
+                .get(&format!("{root}/{dir}/{name}"))
+                .map_err(|e| Self::err(&e.url, e.message))?
+                .is_some(),
+        };
+        Ok(found.then_some(here))
     }
 
     /// Writes the state of `topic/partition` that reflects every record before `offset`.
@@ -396,8 +457,9 @@ fn decode(bytes: &[u8]) -> Result<StateParts, String> {
 
 /// The file (or directory, or object key segment) name of a group, topic or instance id: the id
 /// itself when it is made of `[A-Za-z0-9._-]` only (what every release so far used, so upgrades
-/// find their files), else its readable form (see [`sanitize`]) with `~` and an xxh3 of the exact
-/// id. `~` never occurs in a name kept as it is, and the hash tells apart ids that read the same
+/// find their files), else its readable form (see [`sanitize`]) with `=` and an xxh3 of the exact
+/// id. `=` never occurs in a name kept as it is, and object_store leaves it unencoded in keys
+/// (`~` would become `%7E`, a key no message shows); the hash tells apart ids that read the same
 /// (`soc/prod`, `soc_prod`, `soc:prod`), which would otherwise share — and prune — one
 /// directory. `.`, `..` and the empty id would name the parent or the store itself.
 fn file_name(name: &str) -> String {
@@ -406,7 +468,7 @@ fn file_name(name: &str) -> String {
         return readable;
     }
     format!(
-        "{readable}~{:016x}",
+        "{readable}={:016x}",
         xxhash_rust::xxh3::xxh3_64(name.as_bytes())
     )
 }
@@ -450,7 +512,7 @@ mod tests {
         assert_eq!(store.offsets("t", 0).unwrap(), vec![10, 20]);
         store.prune("t", 0, 20).unwrap();
         assert_eq!(store.offsets("t", 0).unwrap(), vec![20]);
-        assert!(store.location().contains("grp_1~"), "{}", store.location());
+        assert!(store.location().contains("grp_1="), "{}", store.location());
         assert_eq!(store.load_latest("t", 0, 19).unwrap(), None);
         assert_eq!(store.load_latest("t", 0, 25).unwrap(), Some((20, state())));
     }
@@ -486,9 +548,9 @@ mod tests {
         assert_eq!(file_name("authwatch.group-1_a"), "authwatch.group-1_a");
         // Ids that name no directory of their own get one; a readable part stays.
         for odd in ["", ".", ".."] {
-            assert!(file_name(odd).contains('~'), "{odd:?} → {}", file_name(odd));
+            assert!(file_name(odd).contains('='), "{odd:?} → {}", file_name(odd));
         }
-        assert!(file_name("soc/prod").starts_with("soc_prod~"));
+        assert!(file_name("soc/prod").starts_with("soc_prod="));
         // Instance files follow the same rule (a default transactional id holds the group).
         stores[1]
             .write_instance("authwatch-soc/prod-host", &state())
@@ -497,6 +559,106 @@ mod tests {
             stores[1].load_instance("authwatch-soc_prod-host").unwrap(),
             None
         );
+    }
+
+    // object_store percent-encodes some characters of a key segment (`~` → `%7E`): a group's
+    // directory name must be the key authwatch really uses, or messages and docs point
+    // operators at keys it never reads.
+    #[test]
+    fn directory_names_are_object_keys_as_they_are() {
+        for id in ["soc/prod", "soc:prod", "a b", "", ".", "..", "x~y", "plain"] {
+            let name = file_name(id);
+            let key = object_store::path::Path::from(format!("pre/{name}/t/0"));
+            assert_eq!(key.as_ref(), format!("pre/{name}/t/0"), "{id:?}");
+        }
+        let store = CheckpointStore::in_bucket(Bucket::memory(), "pre", "soc/prod");
+        store.write("t", 0, 5, &state()).unwrap();
+        let expected = format!("memory://test/pre/{}", file_name("soc/prod"));
+        assert_eq!(store.location(), expected);
+        assert!(store.location().contains("soc_prod="));
+    }
+
+    // A group's prefix holds only sub-prefixes (`<topic>/<p>/…`), which a listing of the
+    // objects directly under it does not return.
+    #[test]
+    fn the_legacy_prefix_is_found_in_a_bucket() {
+        let bucket = Bucket::memory();
+        let old = CheckpointStore::in_bucket(bucket.clone(), "pre", "soc_prod");
+        old.write("t", 0, 5, &state()).unwrap();
+        let new = CheckpointStore::in_bucket(bucket.clone(), "pre", "soc/prod");
+        assert_eq!(
+            new.legacy_location().as_deref(),
+            Some("memory://test/pre/soc_prod")
+        );
+        assert!(new.legacy_hint().contains("memory://test/pre/soc_prod"));
+        new.prepare().unwrap();
+        // A group with a safe id has no legacy name.
+        assert_eq!(old.legacy_location(), None);
+        assert_eq!(old.legacy_hint(), "");
+    }
+
+    // `prepare` creates the store's directory, so "it does not exist" held only on the first
+    // start; the test is whether it holds anything.
+    #[test]
+    fn the_legacy_directory_is_named_after_a_restart_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = CheckpointStore::new(dir.path(), "soc_prod");
+        old.write("t", 0, 5, &state()).unwrap();
+        let new = CheckpointStore::new(dir.path(), "soc/prod");
+        new.prepare().unwrap();
+        new.prepare().unwrap();
+        let legacy = dir.path().join("soc_prod").display().to_string();
+        assert_eq!(new.legacy_location(), Some(legacy.clone()));
+        let err = KafkaError::MissingState {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            dir: new.location(),
+            legacy: new.legacy_hint(),
+        }
+        .to_string();
+        assert!(err.contains(&legacy), "{err}");
+        assert!(err.contains(&new.location()), "{err}");
+    }
+
+    // An earlier release named the responder's file by the id's readable form; finding only
+    // that file, starting empty would drop pending approvals without a word.
+    #[test]
+    fn a_legacy_instance_file_stops_the_start_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = "authwatch-soc/prod-host";
+        // Same group directory (a safe group id), legacy instance file name.
+        let store = CheckpointStore::new(dir.path(), "soc_prod");
+        let old = dir
+            .path()
+            .join("soc_prod/@instance/authwatch-soc_prod-host.ckpt");
+        store
+            .write_instance("authwatch-soc_prod-host", &state())
+            .unwrap();
+        let err = store.load_instance(instance).unwrap_err();
+        assert!(
+            matches!(err, KafkaError::LegacyInstanceState { .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&old.display().to_string()), "{text}");
+        let new = dir
+            .path()
+            .join("soc_prod/@instance")
+            .join(format!("{}.ckpt", file_name(instance)));
+        assert!(text.contains(&new.display().to_string()), "{text}");
+        assert!(!err.is_retryable());
+        // Moved by the operator: restored.
+        std::fs::rename(&old, &new).unwrap();
+        assert_eq!(store.load_instance(instance).unwrap(), Some(state()));
+        // The group's legacy directory counts too.
+        let odd = CheckpointStore::new(dir.path(), "g/1");
+        CheckpointStore::new(dir.path(), "g_1")
+            .write_instance("i_1", &state())
+            .unwrap();
+        let err = odd.load_instance("i/1").unwrap_err().to_string();
+        assert!(err.contains("g_1/@instance/i_1.ckpt"), "{err}");
+        assert_eq!(odd.load_instance("other").unwrap(), None);
     }
 
     #[test]
