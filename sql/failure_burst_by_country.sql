@@ -19,7 +19,7 @@ steps:
     - "Check whether the organization has users in this country; if not, consider a conditional-access block."
     - "Look for password_spray and credential_stuffing alerts from the same addresses."
   ja:
-    - "この国に利用者がいるか確認し、いなければ条件付きアクセスでのブロックを検討してください。"
+    - "この国にユーザーがいるか確認し、いなければ条件付きアクセスでのブロックを検討してください。"
     - "同じアドレスからの password_spray や credential_stuffing のアラートを確認してください。"
 ---*/
 SELECT src.geo.country AS country,

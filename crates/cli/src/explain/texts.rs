@@ -11,7 +11,7 @@ pub(super) fn tr(lang: Language, en: &'static str, ja: &'static str) -> &'static
 
 pub(super) fn class_name(c: CauseClass, lang: Language) -> &'static str {
     match c {
-        CauseClass::User => tr(lang, "User", "利用者"),
+        CauseClass::User => tr(lang, "User", "ユーザー"),
         CauseClass::Device => tr(lang, "Device", "端末"),
         CauseClass::Network => tr(lang, "Network", "ネットワーク"),
         CauseClass::System => tr(lang, "System", "システム"),
@@ -30,7 +30,7 @@ pub(super) fn class_meaning(c: CauseClass, lang: Language) -> &'static str {
         CauseClass::Network => tr(
             lang,
             "the network between the user and the MFA service",
-            "利用者と MFA サービスの間のネットワークの問題",
+            "ユーザーと MFA サービスの間のネットワークの問題",
         ),
         CauseClass::System => tr(
             lang,
