@@ -113,9 +113,6 @@ pub struct SqlRule {
     pub attack_technique: Vec<String>,
     /// The window.
     pub window: WindowSpec,
-    /// The window as written (`10m`); `{window}` in summaries renders the span in each
-    /// summary's language instead.
-    pub window_text: String,
     /// Key fields: result columns of these names identify the entity.
     pub key: Vec<String>,
     /// An incident absorbs further findings of its key until this much quiet (ms).
@@ -176,13 +173,10 @@ impl SqlRule {
                 .ok_or_else(|| bad(format!("header: window.{field}: bad duration {v:?}")))
         };
         let w = &header.window;
-        let (window, window_text) = match w.kind.as_str() {
-            "tumbling" => (
-                WindowSpec::Tumbling {
-                    size_ms: dur("size", &w.size)?,
-                },
-                w.size.clone().unwrap_or_default(),
-            ),
+        let window = match w.kind.as_str() {
+            "tumbling" => WindowSpec::Tumbling {
+                size_ms: dur("size", &w.size)?,
+            },
             "hopping" => {
                 let size_ms = dur("size", &w.size)?;
                 let slide_ms = dur("slide", &w.slide)?;
@@ -191,17 +185,11 @@ impl SqlRule {
                         "header: window.slide must divide window.size (and not exceed it)".into(),
                     ));
                 }
-                (
-                    WindowSpec::Hopping { size_ms, slide_ms },
-                    w.size.clone().unwrap_or_default(),
-                )
+                WindowSpec::Hopping { size_ms, slide_ms }
             }
-            "session" => (
-                WindowSpec::Session {
-                    gap_ms: dur("gap", &w.gap)?,
-                },
-                w.gap.clone().unwrap_or_default(),
-            ),
+            "session" => WindowSpec::Session {
+                gap_ms: dur("gap", &w.gap)?,
+            },
             other => {
                 return Err(bad(format!(
                     "header: window.kind {other:?}: expected tumbling, hopping or session"
@@ -242,7 +230,6 @@ impl SqlRule {
             cause_class: header.cause_class,
             attack_technique: header.attack_technique,
             window,
-            window_text,
             key: header.key,
             suppress_ms,
             summary: header.summary,
