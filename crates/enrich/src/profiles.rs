@@ -8,7 +8,7 @@
 use crate::config::ProfileConfig;
 use crate::error::SnapshotError;
 use crate::recency::RecencyMap;
-use authwatch_event::{Activity, AuthEvent, Outcome, PreviousSignIn, Text, UserContext};
+use authwatch_event::{Activity, AuthEvent, Factor, Outcome, PreviousSignIn, Text, UserContext};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::net::IpAddr;
@@ -109,6 +109,67 @@ struct Profile {
     /// Bit h set: a successful sign-in happened in UTC hour h.
     hours: u32,
     successes: u32,
+    /// A password-only sign-in that has not yet taught the profile (see [`Lesson`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unconfirmed: Option<Unconfirmed>,
+}
+
+/// What a successful sign-in teaches a profile, taken from the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Lesson {
+    time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "text_is_empty")]
+    country: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    asn: Option<u32>,
+    #[serde(default, skip_serializing_if = "text_is_empty")]
+    fingerprint: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lat: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lon: Option<f64>,
+    #[serde(default)]
+    accuracy_km: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    internal: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    anonymous: bool,
+}
+
+impl Lesson {
+    fn of(event: &AuthEvent) -> Lesson {
+        let geo = event.src.geo.as_ref();
+        Lesson {
+            time: event.time,
+            ip: event.src.ip,
+            country: geo.map(|g| g.country.clone()).unwrap_or_default(),
+            asn: event.src.asn,
+            fingerprint: event.device.fingerprint.clone(),
+            lat: geo.and_then(|g| g.lat),
+            lon: geo.and_then(|g| g.lon),
+            accuracy_km: geo.and_then(|g| g.accuracy_km).unwrap_or(0),
+            internal: event.src.internal,
+            anonymous: event.src.anonymizer.anonymous,
+        }
+    }
+}
+
+/// A successful password-only sign-in, held back until the sign-in turns out to be complete.
+///
+/// Providers log the password step as a successful sign-in before the MFA prompt (Okta's
+/// `user.session.start`). An attacker with a stolen password gets that far, and then the victim
+/// denies the push: had the password step taught the profile, the attacker's device, country and
+/// network would be "known" from then on, and the victim's next sign-in from home would be
+/// measured against the attacker's place as impossible travel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Unconfirmed {
+    lesson: Lesson,
+    /// An MFA prompt or answer for the user followed the sign-in: only a successful MFA step
+    /// confirms it now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    challenged: bool,
 }
 
 /// Counters of the profile store.
@@ -158,10 +219,37 @@ impl std::fmt::Debug for UserProfiles {
     }
 }
 
-/// Whether an event teaches the profile where and how the user normally signs in.
-fn is_success(event: &AuthEvent) -> bool {
-    event.outcome == Outcome::Success
-        && matches!(event.activity, Activity::Logon | Activity::MfaVerify)
+/// How long a password-only sign-in waits for an MFA prompt before it counts as complete. MFA
+/// prompts follow the password within seconds and expire after a few minutes (Okta and Entra
+/// push: 5 minutes); a sign-in with no prompt by then needed none.
+const CONFIRM_MS: i64 = 10 * 60_000;
+
+/// What an event means for the profile's learning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A completed sign-in: it teaches the profile at once.
+    Complete,
+    /// A successful sign-in by password alone (or by no factor the provider named): it teaches
+    /// the profile once it proves complete.
+    PasswordOnly,
+    /// A successful MFA step: it confirms an unconfirmed sign-in.
+    MfaSuccess,
+    /// An MFA prompt, or an MFA step that did not succeed.
+    MfaOther,
+    /// Anything else.
+    Other,
+}
+
+fn kind(event: &AuthEvent) -> Kind {
+    match (event.activity, event.outcome) {
+        (Activity::Logon, Outcome::Success) => match event.factor {
+            Factor::Password | Factor::None => Kind::PasswordOnly,
+            _ => Kind::Complete,
+        },
+        (Activity::MfaVerify, Outcome::Success) => Kind::MfaSuccess,
+        (Activity::MfaChallenge | Activity::MfaVerify, _) => Kind::MfaOther,
+        _ => Kind::Other,
+    }
 }
 
 /// Great-circle distance in km (haversine, mean Earth radius).
@@ -251,10 +339,15 @@ impl UserProfiles {
 
     /// Fills `event.context` from the user's profile, then updates the profile with the event.
     ///
-    /// Keyed by `event.user.key()`; events without a user are left alone. Only successful
-    /// `logon` / `mfa_verify` events create a profile or teach it places, devices, hours and
-    /// the last sign-in; other events only keep an existing profile alive. So failures for
-    /// made-up user names (credential stuffing) cannot flush real users out of the store.
+    /// Keyed by `event.user.key()`; events without a user are left alone. Only completed
+    /// sign-ins create a profile or teach it places, devices, hours and the last sign-in; other
+    /// events only keep an existing profile alive. So failures for made-up user names
+    /// (credential stuffing) cannot flush real users out of the store.
+    ///
+    /// A sign-in is complete when it used a second factor, when an MFA step succeeded after it,
+    /// or when no MFA prompt followed its password within 10 minutes. A password step followed
+    /// by a denied, failed or unanswered prompt teaches nothing: that is what an attacker with
+    /// a stolen password looks like (see [`Unconfirmed`]).
     ///
     /// The hour check uses the event's UTC hour: the user's time zone is not known, and a
     /// user's working hours are as regular in UTC as in local time.
@@ -271,19 +364,20 @@ impl UserProfiles {
 
         self.touch_counter += 1;
         let touched = self.touch_counter;
-        let success = is_success(event);
+        let kind = kind(event);
         let max_set = self.config.max_per_user_set;
         let (ttl_ms, clock) = (self.ttl_ms, self.max_time);
 
         // One hash lookup for the usual case, a known user whose profile is alive.
         if let Some(p) = self.users.get_mut(key, touched) {
             if clock.saturating_sub(p.last_seen) <= ttl_ms {
+                // A held-back sign-in this event decides teaches before the event is judged,
+                // as it would have had it been complete when it happened.
+                settle(p, now, kind, max_set);
                 event.context = context(Some(&*p), event, true, self.learning_ms);
                 p.last_seen = p.last_seen.max(now);
                 p.touched = touched;
-                if success {
-                    learn(p, event, max_set);
-                }
+                take(p, event, kind, max_set);
                 return;
             }
             // An expired profile that was not yet swept is expired now, before it is read.
@@ -292,7 +386,7 @@ impl UserProfiles {
         }
 
         event.context = context(None, event, false, self.learning_ms);
-        if !success {
+        if !matches!(kind, Kind::Complete | Kind::MfaSuccess | Kind::PasswordOnly) {
             return;
         }
         let mut p = Profile {
@@ -305,8 +399,9 @@ impl UserProfiles {
             last_success: None,
             hours: 0,
             successes: 0,
+            unconfirmed: None,
         };
-        learn(&mut p, event, max_set);
+        take(&mut p, event, kind, max_set);
         self.created += 1;
         if self.users.insert(key, p, touched).is_some() {
             self.evictions += 1;
@@ -430,34 +525,80 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
     ctx
 }
 
-/// Learns from a successful sign-in.
-fn learn(p: &mut Profile, event: &AuthEvent, max_set: usize) {
-    let geo = event.src.geo.as_ref();
-    if let Some(c) = geo.map(|g| &g.country).filter(|c| !c.is_empty()) {
-        p.countries.touch(c, max_set);
+/// Decides a held-back password-only sign-in as far as `kind`, at time `now`, tells: a
+/// successful MFA step confirms it, a prompt or a failed MFA step marks it challenged (then only
+/// a successful step confirms it), and once it is older than [`CONFIRM_MS`] or another
+/// password-only sign-in follows it, it teaches unless it was challenged.
+fn settle(p: &mut Profile, now: i64, kind: Kind, max_set: usize) {
+    let Some(u) = &mut p.unconfirmed else {
+        return;
+    };
+    // Events up to a few minutes out of order: an MFA step logged before the password step it
+    // belongs to still counts.
+    let near = now.abs_diff(u.lesson.time) <= CONFIRM_MS as u64;
+    let confirmed = match kind {
+        Kind::MfaSuccess if near => true,
+        Kind::MfaOther if near => {
+            u.challenged = true;
+            false
+        }
+        _ if !near || kind == Kind::PasswordOnly => !u.challenged,
+        _ => return,
+    };
+    if let Some(u) = p.unconfirmed.take()
+        && confirmed
+    {
+        learn(p, &u.lesson, max_set);
     }
-    if let Some(asn) = event.src.asn {
+}
+
+/// Lets the profile take what `event` teaches, once `settle` has run for it.
+fn take(p: &mut Profile, event: &AuthEvent, kind: Kind, max_set: usize) {
+    match kind {
+        Kind::Complete | Kind::MfaSuccess => learn(p, &Lesson::of(event), max_set),
+        Kind::PasswordOnly => {
+            p.unconfirmed = Some(Unconfirmed {
+                lesson: Lesson::of(event),
+                challenged: false,
+            });
+        }
+        Kind::MfaOther | Kind::Other => {}
+    }
+}
+
+/// Learns from a completed sign-in.
+fn learn(p: &mut Profile, lesson: &Lesson, max_set: usize) {
+    if !lesson.country.is_empty() {
+        p.countries.touch(&lesson.country, max_set);
+    }
+    if let Some(asn) = lesson.asn {
         p.asns.touch(&asn, max_set);
     }
-    if !event.device.fingerprint.is_empty() {
-        p.devices.touch(&event.device.fingerprint, max_set);
+    if !lesson.fingerprint.is_empty() {
+        p.devices.touch(&lesson.fingerprint, max_set);
     }
-    p.hours |= 1 << utc_hour(event.time);
+    p.hours |= 1 << utc_hour(lesson.time);
     p.successes = p.successes.saturating_add(1);
-    // Out-of-order events still teach places and devices, but "last" stays the newest. An
-    // anonymizer (VPN, Tor, proxy, hosting) says nothing about where the user is, so it never
-    // becomes the place travel is measured from.
-    if !event.src.anonymizer.anonymous
-        && p.last_success.as_ref().is_none_or(|l| event.time >= l.time)
+    // Travel is measured from the last sign-in with a place: one without coordinates (an
+    // address the databases lack, an internal one) would otherwise leave the next far-away
+    // sign-in with nothing to measure against, and an attacker could send one on purpose. An
+    // anonymizer (VPN, Tor, proxy, hosting) says nothing about where the user is. Out-of-order
+    // events still teach places and devices, but "last" stays the newest.
+    let located = lesson.lat.is_some() && lesson.lon.is_some() && !lesson.internal;
+    if located
+        && !lesson.anonymous
+        && p.last_success
+            .as_ref()
+            .is_none_or(|l| lesson.time >= l.time)
     {
         p.last_success = Some(LastSuccess {
-            time: event.time,
-            ip: event.src.ip,
-            country: geo.map(|g| g.country.clone()).unwrap_or_default(),
-            lat: geo.and_then(|g| g.lat),
-            lon: geo.and_then(|g| g.lon),
-            accuracy_km: geo.and_then(|g| g.accuracy_km).unwrap_or(0),
-            internal: event.src.internal,
+            time: lesson.time,
+            ip: lesson.ip,
+            country: lesson.country.clone(),
+            lat: lesson.lat,
+            lon: lesson.lon,
+            accuracy_km: lesson.accuracy_km,
+            internal: false,
         });
     }
 }
@@ -705,10 +846,149 @@ mod tests {
         e.src.internal = true;
         s.observe(&mut e);
         assert_eq!(e.context.distance_km, None);
+        // The internal sign-in is not a place to measure from: the next one is measured from
+        // the last located sign-in (Linköping), so an address without a place cannot reset it.
         let mut e = ok("aiko", T0 + 40 * MIN, changchun(), "laptop");
         s.observe(&mut e);
-        assert_eq!(e.context.distance_km, None, "previous success was internal");
-        assert!(e.context.previous.is_some());
+        assert!(e.context.distance_km.is_some_and(|km| km > 6_800.0));
+        let prev = e.context.previous.as_ref().unwrap();
+        assert_eq!((prev.time, prev.country.as_str()), (T0 + 20 * MIN, "SE"));
+    }
+
+    #[test]
+    fn a_sign_in_without_a_place_keeps_the_travel_anchor() {
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        // An IPv6 address the databases lack, five minutes later: no coordinates.
+        let mut nowhere = ok("aiko", T0 + 5 * MIN, linkoping(), "laptop");
+        nowhere.src.geo = None;
+        nowhere.src.asn = None;
+        s.observe(&mut nowhere);
+        let mut far = ok("aiko", T0 + 20 * MIN, changchun(), "laptop");
+        s.observe(&mut far);
+        assert!(
+            far.context.speed_kmh.is_some_and(|v| v > 2_000.0),
+            "{:?}",
+            far.context
+        );
+        assert_eq!(far.context.previous.as_ref().map(|p| p.time), Some(T0));
+    }
+
+    /// The attacker's steps in push bombing: the stolen password works, the push is denied.
+    fn attacker_push_denied(s: &mut UserProfiles, at: i64) {
+        s.observe(&mut ok("aiko", at, changchun(), "attacker"));
+        let mut denied = ev("aiko", at + MIN, Outcome::Denied, changchun(), "attacker");
+        denied.activity = Activity::MfaVerify;
+        denied.factor = Factor::Push;
+        s.observe(&mut denied);
+    }
+
+    #[test]
+    fn a_password_step_whose_push_is_denied_teaches_nothing() {
+        let mut s = store();
+        for d in 0..3 {
+            s.observe(&mut ok("aiko", T0 + d * DAY, linkoping(), "laptop"));
+        }
+        attacker_push_denied(&mut s, T0 + 3 * DAY);
+        // The victim, from home two hours later: no travel from the attacker's place.
+        let mut home = ok("aiko", T0 + 3 * DAY + 2 * HOUR, linkoping(), "laptop");
+        s.observe(&mut home);
+        assert_eq!(
+            home.context.previous.as_ref().map(|p| p.country.as_str()),
+            Some("SE")
+        );
+        assert!(
+            home.context.speed_kmh.is_some_and(|v| v < 1.0),
+            "{:?}",
+            home.context
+        );
+        // The attacker, a day later: still a new device, country and network.
+        let mut again = ok("aiko", T0 + 4 * DAY, changchun(), "attacker");
+        s.observe(&mut again);
+        let c = &again.context;
+        assert!(c.new_device && c.new_country && c.new_asn, "{c:?}");
+    }
+
+    #[test]
+    fn a_password_step_confirmed_by_mfa_or_by_no_prompt_teaches() {
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        // Approved push: the sign-in is confirmed at once, and the push itself is familiar.
+        s.observe(&mut ok("aiko", T0 + DAY, changchun(), "phone"));
+        let mut push = ev(
+            "aiko",
+            T0 + DAY + MIN,
+            Outcome::Success,
+            changchun(),
+            "phone",
+        );
+        push.activity = Activity::MfaVerify;
+        push.factor = Factor::Push;
+        s.observe(&mut push);
+        assert!(
+            !push.context.new_device && !push.context.new_country,
+            "{:?}",
+            push.context
+        );
+        // A password-only sign-in (no MFA prompt follows) teaches at the user's next event.
+        s.observe(&mut ok("aiko", T0 + 2 * DAY, milton(), "tablet"));
+        let mut next = ok("aiko", T0 + 2 * DAY + HOUR, milton(), "tablet");
+        s.observe(&mut next);
+        assert!(
+            !next.context.new_device && !next.context.new_country,
+            "{:?}",
+            next.context
+        );
+        // A denied push followed by an approved one within minutes: the user's own sign-in.
+        s.observe(&mut ok(
+            "aiko",
+            T0 + 3 * DAY,
+            place("JP", 35.7, 139.7, 2516),
+            "kiosk",
+        ));
+        for (minute, outcome) in [(1, Outcome::Denied), (2, Outcome::Success)] {
+            let mut e = ev(
+                "aiko",
+                T0 + 3 * DAY + minute * MIN,
+                outcome,
+                place("JP", 35.7, 139.7, 2516),
+                "kiosk",
+            );
+            e.activity = Activity::MfaVerify;
+            s.observe(&mut e);
+        }
+        let mut later = ok(
+            "aiko",
+            T0 + 4 * DAY,
+            place("JP", 35.7, 139.7, 2516),
+            "kiosk",
+        );
+        s.observe(&mut later);
+        assert!(!later.context.new_device, "{:?}", later.context);
+    }
+
+    #[test]
+    fn an_unconfirmed_sign_in_survives_a_snapshot() {
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        s.observe(&mut ok("aiko", T0 + DAY, changchun(), "attacker"));
+        let mut restored = store();
+        restored.restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.snapshot(), s.snapshot());
+        for store in [&mut s, &mut restored] {
+            let mut denied = ev(
+                "aiko",
+                T0 + DAY + MIN,
+                Outcome::Denied,
+                changchun(),
+                "attacker",
+            );
+            denied.activity = Activity::MfaVerify;
+            store.observe(&mut denied);
+            let mut again = ok("aiko", T0 + 2 * DAY, changchun(), "attacker");
+            store.observe(&mut again);
+            assert!(again.context.new_device, "{:?}", again.context);
+        }
     }
 
     #[test]
