@@ -88,6 +88,21 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Outcome::Failure,
         Reason::UnknownUser,
     ),
+    // Cross-origin authentication (embedded login from a SPA): the same sign-in as `s` / `f`.
+    (
+        "scoa",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "fcoa",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Failure,
+        Reason::Other,
+    ),
     (
         "fsa",
         Activity::Logon,
@@ -272,7 +287,10 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
     ),
 ];
 
-/// Description phrases that refine a generic failure code (`f`, `gd_auth_failed`), in order.
+/// Log types whose failure is generic and refined by [`PHRASES`] of the description.
+const REFINED: &[&str] = &["f", "fcoa", "gd_auth_failed"];
+
+/// Description phrases that refine a generic failure code ([`REFINED`]), in order.
 const PHRASES: &[(&str, Outcome, Reason)] = &[
     ("fraud", Outcome::Denied, Reason::UserReportedFraud),
     ("timed out", Outcome::Timeout, Reason::PushTimeout),
@@ -374,13 +392,8 @@ impl Normalizer for Auth0 {
             .iter()
             .find(|(c, ..)| *c == kind)
             .map(|(_, a, f, o, r)| (*a, *f, *o, *r))
-            .unwrap_or((
-                Activity::Other,
-                Factor::None,
-                Outcome::Failure,
-                Reason::Other,
-            ));
-        if matches!(kind, "f" | "gd_auth_failed")
+            .unwrap_or_else(|| unknown_type(kind));
+        if REFINED.contains(&kind)
             && let Some((_, o, r)) = PHRASES.iter().find(|(p, ..)| contains_ci(description, p))
         {
             outcome = *o;
@@ -441,6 +454,34 @@ impl Normalizer for Auth0 {
             ..AuthEvent::default()
         };
         common::finish(ev, ingest_time, limits)
+    }
+}
+
+/// A log type authwatch does not know (Auth0 adds them often): Auth0 names successes `s…` and
+/// failures `f…` (`sertft`, `fertft`, `scoa`, `fcoa`, …), so the first letter gives the outcome.
+/// Other types (`cls` code sent, `w` warning, `du` user deleted, …) are no attempt at all: a
+/// neutral outcome (challenge, which no success- or failure-counting rule reads), never a
+/// failure that would feed the password-attack rules.
+fn unknown_type(kind: &str) -> (Activity, Factor, Outcome, Reason) {
+    match kind.as_bytes().first() {
+        Some(b's') => (
+            Activity::Other,
+            Factor::None,
+            Outcome::Success,
+            Reason::None,
+        ),
+        Some(b'f') => (
+            Activity::Other,
+            Factor::None,
+            Outcome::Failure,
+            Reason::Other,
+        ),
+        _ => (
+            Activity::Other,
+            Factor::None,
+            Outcome::Challenge,
+            Reason::None,
+        ),
     }
 }
 
@@ -511,4 +552,39 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(line: &str) -> String {
+        let e = Auth0
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap();
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn cross_origin_logins_are_logons() {
+        let failed = r#"{"log_id":"a-fcoa","data":{"date":"2026-01-05T00:00:01.000Z","type":"fcoa","description":"Wrong email or password.","connection":"Username-Password-Authentication","client_name":"SPA","ip":"198.51.100.7","user_name":"ken@example.jp","user_id":"","log_id":"a-fcoa"}}"#;
+        assert_eq!(
+            summary(failed),
+            "logon/password/failure/invalid_credentials"
+        );
+        let unknown = r#"{"log_id":"a-fcoa2","data":{"date":"2026-01-05T00:00:01.000Z","type":"fcoa","description":"User does not exist.","ip":"198.51.100.7","user_name":"nobody@example.jp","log_id":"a-fcoa2"}}"#;
+        assert_eq!(summary(unknown), "logon/password/failure/unknown_user");
+        let ok = r#"{"log_id":"a-scoa","data":{"date":"2026-01-05T00:00:02.000Z","type":"scoa","description":"","client_name":"SPA","ip":"203.0.113.5","user_name":"ken@example.jp","user_id":"auth0|1","log_id":"a-scoa"}}"#;
+        assert_eq!(summary(ok), "logon/password/success/none");
+    }
+
+    #[test]
+    fn unknown_types_take_their_outcome_from_the_prefix() {
+        let s = r#"{"log_id":"a-seacft","data":{"date":"2026-01-05T00:00:03.000Z","type":"seacft","description":"Authorization Code for Access Token","client_name":"SPA","ip":"203.0.113.5","user_name":"ken@example.jp","user_id":"auth0|1","log_id":"a-seacft"}}"#;
+        assert_eq!(summary(s), "other/none/success/none");
+        let f = r#"{"log_id":"a-feacft","data":{"date":"2026-01-05T00:00:03.000Z","type":"feacft","description":"Invalid authorization code","ip":"203.0.113.5","user_name":"ken@example.jp","log_id":"a-feacft"}}"#;
+        assert_eq!(summary(f), "other/none/failure/other");
+        let neutral = r#"{"log_id":"a-cls","data":{"date":"2026-01-05T00:00:04.000Z","type":"cls","description":"","ip":"203.0.113.5","user_name":"ken@example.jp","log_id":"a-cls"}}"#;
+        assert_eq!(summary(neutral), "other/none/challenge/none");
+    }
 }

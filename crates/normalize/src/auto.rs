@@ -42,7 +42,7 @@ impl Default for Auto {
 }
 
 /// What the dead-letter reason lists when nothing matches.
-const KEYS_HINT: &str = "class_uid (ocsf), admin#reports#activity (google), eventType+published or eventType+uuid (okta), \
+const KEYS_HINT: &str = "class_uid (ocsf), kind admin#reports#activity (google), eventType+published or eventType+uuid (okta), \
 createdDateTime or activityDisplayName (entra), txid (duo), realmId (keycloak), log_id or \
 date+type+user_name (auth0), @timestamp (ecs), activity+outcome (native)";
 
@@ -51,7 +51,7 @@ impl Auto {
     pub fn new() -> Self {
         Auto {
             class_uid: Finder::new(b"\"class_uid\""),
-            google_kind: Finder::new(b"admin#reports#activity"),
+            google_kind: Finder::new(b"\"kind\""),
             event_type: Finder::new(b"\"eventType\""),
             published: Finder::new(b"\"published\""),
             uuid: Finder::new(b"\"uuid\""),
@@ -83,7 +83,12 @@ impl Auto {
             Some(Format::Okta)
         } else if has(&self.created) || has(&self.activity_name) {
             Some(Format::Entra)
-        } else if self.google_kind.find(line).is_some() {
+        } else if has_key_value(&self.google_kind, line, GOOGLE_KIND)
+            // Elastic's Google Workspace integration copies the value into ECS documents
+            // (`google_workspace.kind`): those are ECS, which always have `@timestamp` and the
+            // Reports API never does.
+            && !has(&self.timestamp)
+        {
             Some(Format::Google)
         } else if has(&self.txid) {
             Some(Format::Duo)
@@ -114,6 +119,26 @@ fn looks_native(line: &[u8]) -> bool {
     digits > 0
         && (rest[digits..].starts_with(b",\"provider\":")
             || rest[digits..].starts_with(b",\"ingest_time\":"))
+}
+
+/// The Reports API's `kind` of an activity, as a JSON string.
+const GOOGLE_KIND: &[u8] = b"\"admin#reports#activity\"";
+
+/// `"key"` occurs as an object key whose value is exactly the JSON string `value` (quotes
+/// included), blanks allowed around the `:`.
+fn has_key_value(finder: &Finder<'_>, line: &[u8], value: &[u8]) -> bool {
+    let n = finder.needle().len();
+    let after_blanks = |from: usize| {
+        line.get(from..)
+            .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
+            .map(|skip| from + skip)
+    };
+    finder.find_iter(line).any(|at| {
+        after_blanks(at + n)
+            .filter(|&colon| line[colon] == b':')
+            .and_then(|colon| after_blanks(colon + 1))
+            .is_some_and(|v| line[v..].starts_with(value))
+    })
 }
 
 /// `"key"` occurs followed (after optional blanks) by `:`, i.e. as an object key.
@@ -182,4 +207,26 @@ fn unknown(line: &[u8]) -> Rejection {
         format!("no known format: not a JSON object (starts with {head:?})")
     };
     Rejection::new(RejectKind::UnknownFormat, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_needs_its_kind_as_a_key_and_ecs_wins_for_ecs_documents() {
+        let auto = Auto::new();
+        let google = br#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:01.000Z","uniqueQualifier":"111","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp"},"events":[{"name":"login_success"}]}"#;
+        assert_eq!(auto.detect(google), Some(Format::Google));
+        let spaced = br#"{"kind" : "admin#reports#activity","id":{}}"#;
+        assert_eq!(auto.detect(spaced), Some(Format::Google));
+        // Elastic's Google Workspace integration: google_workspace.kind and event.original.
+        let ecs = br#"{"@timestamp":"2026-01-05T00:00:03Z","event":{"id":"x3","category":["authentication"],"type":["start"],"outcome":"failure","action":"login_failure","original":"{\"kind\":\"admin#reports#activity\",\"id\":{\"time\":\"2026-01-05T00:00:03Z\"}}"},"google_workspace":{"kind":"admin#reports#activity"},"source":{"ip":"10.0.0.1"},"user":{"name":"ken"}}"#;
+        assert_eq!(auto.detect(ecs), Some(Format::Ecs));
+        // The text alone, in a value or under another key, is not Google's.
+        let text = br#"{"@timestamp":"2026-01-05T00:00:03Z","message":"admin#reports#activity"}"#;
+        assert_eq!(auto.detect(text), Some(Format::Ecs));
+        let other_kind = br#"{"kind":"admin#reports#usageReport","x":1}"#;
+        assert_eq!(auto.detect(other_kind), None);
+    }
 }

@@ -20,6 +20,11 @@ impl<'a> Str<'a> {
     pub(crate) fn borrowed(s: &'a str) -> Self {
         Str(Cow::Borrowed(s))
     }
+
+    /// An owned string (one the JSON had to unescape).
+    pub(crate) fn owned(s: String) -> Self {
+        Str(Cow::Owned(s))
+    }
 }
 
 impl std::ops::Deref for Str<'_> {

@@ -78,9 +78,17 @@ pub(crate) const FACTORS: &[(&str, Factor)] = &[
     ("sms_passcode", Factor::Sms),
     ("sms_refresh", Factor::Sms),
     ("duo_mobile_passcode", Factor::Totp),
+    // Duo Mobile's passcodes by algorithm: both are codes from the app, a software OTP.
+    ("duo_mobile_passcode_totp", Factor::Totp),
+    ("duo_mobile_passcode_hotp", Factor::Totp),
     ("passcode", Factor::Totp),
     ("hardware_token", Factor::HardwareToken),
     ("yubikey_code", Factor::HardwareToken),
+    ("yubikey_passcode", Factor::HardwareToken),
+    ("digipass_go_7_token", Factor::HardwareToken),
+    // A one-time code an admin issued: an MFA answer like other providers' backup codes
+    // (Google `backup_code`, Auth0 `recovery-code`), not a sign-in without MFA.
+    ("bypass_code", Factor::HardwareToken),
     ("webauthn_security_key", Factor::Webauthn),
     ("u2f_token", Factor::Webauthn),
     ("webauthn_credential", Factor::Biometric),
@@ -336,4 +344,26 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(line: &str) -> String {
+        let e = Duo
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap();
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn duo_mobile_passcodes_and_bypass_codes_are_one_time_codes() {
+        let totp = r#"{"txid":"d1","timestamp":1767571200,"isotimestamp":"2026-01-05T00:00:00.123456+00:00","user":{"name":"ken"},"factor":"duo_mobile_passcode_totp","result":"denied","reason":"invalid_passcode","access_device":{"ip":"198.51.100.7"}}"#;
+        assert_eq!(summary(totp), "mfa_verify/totp/failure/invalid_otp");
+        let hotp = r#"{"txid":"d1h","timestamp":1767571200,"user":{"name":"ken"},"factor":"duo_mobile_passcode_hotp","result":"success","reason":"valid_passcode"}"#;
+        assert_eq!(summary(hotp), "mfa_verify/totp/success/none");
+        let bypass = r#"{"txid":"d2","timestamp":1767571200,"isotimestamp":"2026-01-05T00:00:00+00:00","user":{"name":"ken"},"factor":"bypass_code","result":"success","reason":"valid_passcode","access_device":{"ip":"198.51.100.7"}}"#;
+        assert_eq!(summary(bypass), "mfa_verify/hardware_token/success/none");
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::common::{self, EncodeError, Str, domain_of, ip_or_null, or_null, t};
 use crate::ocsf::{Extension, extension, vocab};
-use crate::{Limits, Normalizer, Rejection};
+use crate::{Limits, Normalizer, RejectKind, Rejection};
 use authwatch_event::{
     Activity, AuthEvent, Device, DeviceType, Factor, Outcome, Reason, RiskLevel, Src, Text, User,
 };
@@ -44,8 +44,52 @@ struct Event<'a> {
     reason: Option<Str<'a>>,
     #[serde(borrow)]
     provider: Option<Str<'a>>,
+    // ECS defines both as arrays, but shippers (and ECS's own examples) often write one string.
     #[serde(borrow, rename = "type")]
-    types: Option<Vec<Str<'a>>>,
+    types: Option<OneOrMany<'a>>,
+    #[serde(borrow)]
+    category: Option<OneOrMany<'a>>,
+}
+
+/// A keyword field that ECS allows as one string or an array of strings.
+struct OneOrMany<'a>(Vec<Str<'a>>);
+
+impl OneOrMany<'_> {
+    fn contains(&self, word: &str) -> bool {
+        self.0.iter().any(|w| w.as_ref() == word)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OneOrMany<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = OneOrMany<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![Str::borrowed(s)]))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![Str::owned(s.to_owned())]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(w) = seq.next_element::<Str<'a>>()? {
+                    all.push(w);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,12 +139,30 @@ impl Normalizer for Ecs {
         )?;
         let event = w.event.as_ref().ok_or_else(|| common::missing("event"))?;
         let event_id = common::required("event.id", event.id.as_ref())?;
+        // An ECS stream carries every kind of event (network flows, processes…); only
+        // authentication events are sign-ins.
+        match &event.category {
+            None => return Err(common::missing("event.category")),
+            Some(c) if !c.contains("authentication") => {
+                return Err(Rejection::new(
+                    RejectKind::InvalidValue,
+                    format!(
+                        "`event.category` is {:?}, not an authentication event (it must contain \"authentication\")",
+                        c.0.iter().map(|w| w.as_ref()).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
         let empty = Extension::default();
         let ext = w.authwatch.as_ref().unwrap_or(&empty);
-        let is_end = event.types.iter().flatten().any(|t| t.as_ref() == "end");
+        let is_end = event.types.as_ref().is_some_and(|t| t.contains("end"));
+        // Only `failure` is a failure: `unknown` (ECS's third value) or no outcome is neutral
+        // (challenge, which no success- or failure-counting rule reads).
         let derived_outcome = match event.outcome.as_deref() {
             Some("success") => Outcome::Success,
-            _ => Outcome::Failure,
+            Some("failure") => Outcome::Failure,
+            _ => Outcome::Challenge,
         };
         let outcome = vocab("authwatch.outcome", ext.outcome.as_ref(), derived_outcome)?;
         let derived_reason = match (outcome, event.reason.as_deref()) {
@@ -202,4 +264,57 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(line: &str) -> Result<AuthEvent, Rejection> {
+        Ecs.normalize(line.as_bytes(), 0, &Limits::default())
+    }
+
+    fn summary(e: &AuthEvent) -> String {
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn only_authentication_events_are_read() {
+        let flow = r#"{"@timestamp":"2026-01-05T00:00:01Z","event":{"id":"x1","category":["network"],"type":["connection"],"outcome":"unknown","action":"flow"},"source":{"ip":"10.0.0.1"},"user":{"name":"ken"}}"#;
+        let r = norm(flow).unwrap_err();
+        assert_eq!(r.kind, RejectKind::InvalidValue);
+        assert!(r.message.contains("event.category"), "{}", r.message);
+        assert!(r.message.contains("network"), "{}", r.message);
+        let none = r#"{"@timestamp":"2026-01-05T00:00:01Z","event":{"id":"x0","outcome":"success"},"user":{"name":"ken"}}"#;
+        let r = norm(none).unwrap_err();
+        assert_eq!(r.kind, RejectKind::MissingField);
+        assert!(r.message.contains("event.category"), "{}", r.message);
+    }
+
+    #[test]
+    fn type_and_category_may_be_strings() {
+        let line = r#"{"@timestamp":"2026-01-05T00:00:02Z","event":{"id":"x2","category":"authentication","type":"start","outcome":"success","action":"logged-in"},"source":{"ip":"10.0.0.1"},"user":{"name":"ken"}}"#;
+        assert_eq!(summary(&norm(line).unwrap()), "logon/none/success/none");
+        let end = r#"{"@timestamp":"2026-01-05T00:00:02Z","event":{"id":"x3","category":"authentication","type":"end","outcome":"success"},"user":{"name":"ken"}}"#;
+        assert_eq!(summary(&norm(end).unwrap()), "logoff/none/success/none");
+    }
+
+    #[test]
+    fn only_failure_is_a_failure() {
+        let unknown = r#"{"@timestamp":"2026-01-05T00:00:02Z","event":{"id":"x4","category":["authentication"],"type":["start"],"outcome":"unknown"},"user":{"name":"ken"}}"#;
+        assert_eq!(
+            summary(&norm(unknown).unwrap()),
+            "logon/none/challenge/none"
+        );
+        let missing = r#"{"@timestamp":"2026-01-05T00:00:02Z","event":{"id":"x5","category":["authentication"],"type":["start"]},"user":{"name":"ken"}}"#;
+        assert_eq!(
+            summary(&norm(missing).unwrap()),
+            "logon/none/challenge/none"
+        );
+        let failed = r#"{"@timestamp":"2026-01-05T00:00:02Z","event":{"id":"x6","category":["authentication"],"type":["start"],"outcome":"failure","reason":"invalid_credentials"},"user":{"name":"ken"}}"#;
+        assert_eq!(
+            summary(&norm(failed).unwrap()),
+            "logon/none/failure/invalid_credentials"
+        );
+    }
 }

@@ -34,7 +34,8 @@ struct Wire<'a> {
     risk: Option<Str<'a>>,
     #[serde(borrow, rename = "userAgent")]
     user_agent: Option<Str<'a>>,
-    status: Option<Status>,
+    #[serde(borrow)]
+    status: Option<Status<'a>>,
     #[serde(borrow, rename = "deviceDetail")]
     device: Option<DeviceDetail<'a>>,
     #[serde(borrow, rename = "authenticationDetails")]
@@ -61,13 +62,19 @@ struct Wire<'a> {
     initiated_by: Option<InitiatedBy<'a>>,
     #[serde(borrow, rename = "additionalDetails")]
     additional: Option<Vec<KeyValue<'a>>>,
+    #[serde(borrow, rename = "targetResources")]
+    targets: Option<Vec<TargetResource<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct Status {
-    // Only the code is read: `failureReason` is a sentence for people and changes wording.
+struct Status<'a> {
+    // `failureReason` is not read: it is a sentence for people and changes wording.
     #[serde(rename = "errorCode")]
     error_code: Option<i64>,
+    /// Graph v1.0 has no `authenticationDetails`: the result of a failed MFA step
+    /// ("MFA denied; user declined the authentication") is only here.
+    #[serde(borrow, rename = "additionalDetails")]
+    additional_details: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +140,17 @@ struct AuditUser<'a> {
     ip: Option<Str<'a>>,
 }
 
+/// An object a directory audit changed (`targetResources[]`).
+#[derive(Deserialize)]
+struct TargetResource<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, rename = "userPrincipalName")]
+    upn: Option<Str<'a>>,
+}
+
 #[derive(Deserialize)]
 struct KeyValue<'a> {
     #[serde(borrow)]
@@ -195,8 +213,16 @@ const CODES: &[(i64, Option<Activity>, Outcome, Reason)] = &[
         Outcome::Blocked,
         Reason::PolicyDenied,
     ),
+    // BlockedByConditionalAccessOnSecurityPolicy: a tenant security policy, not a risk verdict.
     (
         530032,
+        Some(Activity::PolicyEvaluation),
+        Outcome::Blocked,
+        Reason::PolicyDenied,
+    ),
+    // "User blocked due to risk on home tenant."
+    (
+        53011,
         Some(Activity::PolicyEvaluation),
         Outcome::Blocked,
         Reason::RiskBlocked,
@@ -221,6 +247,14 @@ const DETAILS: &[(&str, Outcome, Reason)] = &[
     ),
     ("too many", Outcome::Failure, Reason::RateLimited),
 ];
+
+/// The outcome and reason a 500121 detail phrase stands for, if it is a known one.
+fn mfa_detail(detail: &str) -> Option<(Outcome, Reason)> {
+    DETAILS
+        .iter()
+        .find(|(k, _, _)| contains_ci(detail, k))
+        .map(|(_, o, r)| (*o, *r))
+}
 
 /// The detail written for each reason of a failed strong authentication (500121).
 fn detail_text(r: Reason) -> &'static str {
@@ -289,38 +323,83 @@ fn sign_in_event(w: &Wire<'_>, outer_tenant: Text) -> Result<AuthEvent, Rejectio
         "createdDateTime",
         common::required("createdDateTime", w.created.as_ref())?,
     )?;
-    let code = w.status.as_ref().and_then(|s| s.error_code).unwrap_or(0);
+    let status = w.status.as_ref();
+    let code = status.and_then(|s| s.error_code).unwrap_or(0);
     // The last authentication step is the one the record's status is about.
     let step = w.steps.as_ref().and_then(|s| s.0.as_ref());
     let method = step.and_then(|s| s.method.as_deref()).unwrap_or("");
-    let factor = factor_of(method);
+    let step_factor = factor_of(method);
     let primary = step.is_none_or(|s| {
         s.requirement
             .as_deref()
             .is_some_and(|r| contains_ci(r, "primary"))
-            || factor == Factor::Password
+            || step_factor == Factor::Password
     });
     let step_activity = if primary {
         Activity::Logon
     } else {
         Activity::MfaVerify
     };
-    let detail = step.and_then(|s| s.detail.as_deref()).unwrap_or("");
-    let (activity, outcome, reason) = match code {
-        0 => (step_activity, Outcome::Success, Reason::None),
-        50074 | 50076 if !primary => (Activity::MfaChallenge, Outcome::Challenge, Reason::None),
-        50074 | 50076 => (Activity::Logon, Outcome::Challenge, Reason::MfaRequired),
+    // The second factor the record names, if its last step is one.
+    let mfa_factor = if primary { Factor::None } else { step_factor };
+    let (activity, factor, outcome, reason) = match code {
+        // A record with code 0 is a completed sign-in, whatever its last step: Entra writes one
+        // record for the password and the MFA that completed it. The MFA method stays as the
+        // factor, so a push approval is logon/push/success (rules that look for approvals match
+        // logon as well as mfa_verify).
+        0 => (Activity::Logon, step_factor, Outcome::Success, Reason::None),
+        // "Strong authentication is required": the MFA step was asked for, whatever the steps
+        // say (Graph v1.0 has none). Without an MFA method the record says only that MFA is
+        // required.
+        50074 | 50076 => (
+            Activity::MfaChallenge,
+            mfa_factor,
+            Outcome::Challenge,
+            if mfa_factor == Factor::None {
+                Reason::MfaRequired
+            } else {
+                Reason::None
+            },
+        ),
+        // The MFA step failed, whatever the steps say (Graph v1.0 has none, and its detail is
+        // only in `status.additionalDetails`). One exception: a passwordless primary step
+        // (FIDO2, Windows Hello) is the sign-in and its strong authentication at once, so its
+        // failure is a failed logon.
         500121 => {
-            let (o, r) = DETAILS
-                .iter()
-                .find(|(k, _, _)| contains_ci(detail, k))
-                .map(|(_, o, r)| (*o, *r))
+            let (o, r) = step
+                .and_then(|s| s.detail.as_deref())
+                .and_then(mfa_detail)
+                .or_else(|| {
+                    status
+                        .and_then(|s| s.additional_details.as_deref())
+                        .and_then(mfa_detail)
+                })
                 .unwrap_or((Outcome::Failure, Reason::Other));
-            (step_activity, o, r)
+            let passwordless = primary && step.is_some() && step_factor != Factor::Password;
+            let f = if step_factor == Factor::Password {
+                Factor::None
+            } else {
+                step_factor
+            };
+            // Without a method (v1.0), a denied, unanswered or reported prompt is a push: the
+            // details name the phone app's notification.
+            let f = match (f, r) {
+                (
+                    Factor::None,
+                    Reason::PushDenied | Reason::PushTimeout | Reason::UserReportedFraud,
+                ) => Factor::Push,
+                (f, _) => f,
+            };
+            let a = if passwordless && f != Factor::None {
+                Activity::Logon
+            } else {
+                Activity::MfaVerify
+            };
+            (a, f, o, r)
         }
         _ => match CODES.iter().find(|(c, ..)| *c == code) {
-            Some((_, a, o, r)) => (a.unwrap_or(step_activity), *o, *r),
-            None => (step_activity, Outcome::Failure, Reason::Other),
+            Some((_, a, o, r)) => (a.unwrap_or(step_activity), step_factor, *o, *r),
+            None => (step_activity, step_factor, Outcome::Failure, Reason::Other),
         },
     };
     let name = t(w.upn.as_ref());
@@ -413,8 +492,27 @@ fn audit_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
             .map(|kv| t(kv.value.as_ref()))
             .unwrap_or_default()
     };
-    let user = w.initiated_by.as_ref().and_then(|i| i.user.as_ref());
-    let upn = t(user.and_then(|u| u.upn.as_ref()));
+    let initiator = w.initiated_by.as_ref().and_then(|i| i.user.as_ref());
+    // An account change is about the account changed (the first `User` target), not the admin
+    // who made it, as for Keycloak's admin events: an admin disabling ken is ken's
+    // account_disable. A sign-out has no target; it is the initiator's.
+    let target = w
+        .targets
+        .iter()
+        .flatten()
+        .filter(|_| activity != Activity::Logoff)
+        .find(|r| {
+            r.kind
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case("user"))
+        });
+    let (user_id, upn) = match target {
+        Some(r) => (t(r.id.as_ref()), t(r.upn.as_ref())),
+        None => (
+            t(initiator.and_then(|u| u.id.as_ref())),
+            t(initiator.and_then(|u| u.upn.as_ref())),
+        ),
+    };
     let failed = w.result.as_deref().is_some_and(|r| r != "success");
     let reason_raw = t(w.result_reason.as_ref());
     Ok(AuthEvent {
@@ -424,7 +522,7 @@ fn audit_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
         event_id: Text::new(event_id),
         provider_event_type: Text::new(name),
         user: User {
-            id: t(user.and_then(|u| u.id.as_ref())),
+            id: user_id,
             domain: domain_of(&upn),
             name: upn,
         },
@@ -437,10 +535,11 @@ fn audit_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
         },
         reason: if failed { Reason::Other } else { Reason::None },
         reason_raw,
+        // Where the change came from: the initiator's address, as Keycloak's admin events.
         src: Src {
             ip: common::ip(
                 "initiatedBy.user.ipAddress",
-                user.and_then(|u| u.ip.as_ref()),
+                initiator.and_then(|u| u.ip.as_ref()),
             )?,
             ..Src::default()
         },
@@ -507,17 +606,27 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     let primary_req = "Primary authentication";
     let mfa_req = "Multifactor authentication";
     let method = method_name(ev.factor);
-    let step = |succeeded: bool, detail: &str, req: &str| json!([{"authenticationStepDateTime": time, "authenticationMethod": method, "succeeded": succeeded, "authenticationStepResultDetail": detail, "authenticationStepRequirement": req}]);
+    let password = json!({"authenticationStepDateTime": time, "authenticationMethod": "Password", "succeeded": true, "authenticationStepResultDetail": "Correct password", "authenticationStepRequirement": primary_req});
     let is_primary = ev.activity == A::Logon || ev.factor == Factor::Password;
-    let req = if is_primary { primary_req } else { mfa_req };
+    // Entra writes the steps of the whole sign-in in one record: an MFA step comes after the
+    // password that preceded it.
+    let step = |succeeded: bool, detail: &str| {
+        let req = if is_primary { primary_req } else { mfa_req };
+        let this = json!({"authenticationStepDateTime": time, "authenticationMethod": method, "succeeded": succeeded, "authenticationStepResultDetail": detail, "authenticationStepRequirement": req});
+        if is_primary {
+            json!([this])
+        } else {
+            json!([password, this])
+        }
+    };
     let no_steps = json!([]);
     let (code, steps) = match (ev.activity, ev.outcome, ev.reason) {
         (A::AccountLock, _, _) => (50053, no_steps),
-        (A::PolicyEvaluation, _, Reason::RiskBlocked) => (530032, no_steps),
+        (A::PolicyEvaluation, _, Reason::RiskBlocked) => (53011, no_steps),
         (A::PolicyEvaluation, Outcome::Blocked | Outcome::Failure, _) => (53003, no_steps),
         (A::PolicyEvaluation, _, _) => (0, no_steps),
-        (A::MfaChallenge, _, _) => (50074, step(false, "MFA required in Azure AD", mfa_req)),
-        (_, Outcome::Challenge, _) => (50076, step(true, "Correct password", primary_req)),
+        (A::MfaChallenge, _, _) => (50074, step(false, "MFA required in Azure AD")),
+        (_, Outcome::Challenge, _) => (50076, json!([password])),
         (_, Outcome::Success, _) if ev.factor == Factor::None => (0, no_steps),
         (_, Outcome::Success, _) => (
             0,
@@ -528,7 +637,6 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
                 } else {
                     "MFA successfully completed"
                 },
-                req,
             ),
         ),
         (_, _, r) => {
@@ -541,10 +649,16 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
             let steps = if ev.factor == Factor::None {
                 no_steps
             } else {
-                step(false, detail, req)
+                step(false, detail)
             };
             (code, steps)
         }
+    };
+    // Graph repeats a failed MFA step's detail in `status.additionalDetails` (v1.0 has only that).
+    let additional = if code == 500121 {
+        json!(detail_text(ev.reason))
+    } else {
+        serde_json::Value::Null
     };
     let failure_reason = match code {
         0 => "Other.",
@@ -554,7 +668,11 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         }
         50074 => "Strong Authentication is required.",
         500121 => "Authentication failed during strong authentication request.",
+        50076 => {
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access the resource."
+        }
         53003 => "Access has been blocked by Conditional Access policies.",
+        53011 => "User blocked due to risk on home tenant.",
         _ => "See error code.",
     };
     let v = json!({
@@ -574,11 +692,152 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         "riskLevelDuringSignIn": if ev.provider_risk == RiskLevel::None { "none" } else { ev.provider_risk.as_str() },
         "riskState": "none",
         "resourceTenantId": or_null(&ev.tenant),
-        "status": {"errorCode": code, "failureReason": failure_reason, "additionalDetails": null},
+        "status": {"errorCode": code, "failureReason": failure_reason, "additionalDetails": additional},
         "deviceDetail": {"deviceId": ev.device.id.as_str(), "displayName": "", "operatingSystem": ev.device.os.as_str(), "browser": ev.device.browser.as_str()},
         "location": {"city": null, "state": null, "countryOrRegion": null},
         "authenticationDetails": steps,
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(line: &str) -> AuthEvent {
+        Entra
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap()
+    }
+
+    /// `activity/factor/outcome/reason user`.
+    fn summary(e: &AuthEvent) -> String {
+        format!(
+            "{}/{}/{}/{} {}",
+            e.activity, e.factor, e.outcome, e.reason, e.user.name
+        )
+    }
+
+    #[test]
+    fn a_sign_in_completed_by_mfa_is_a_successful_logon() {
+        // Graph beta: the password step, then the push that completed the sign-in.
+        let line = r#"{"id":"e-mfa-ok","createdDateTime":"2026-01-05T00:00:01Z","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","appDisplayName":"Office 365 Exchange Online","ipAddress":"203.0.113.20","status":{"errorCode":0},"authenticationDetails":[{"authenticationMethod":"Password","succeeded":true,"authenticationStepResultDetail":"Correct password","authenticationStepRequirement":"Primary authentication"},{"authenticationMethod":"Mobile app notification","succeeded":true,"authenticationStepResultDetail":"MFA successfully completed","authenticationStepRequirement":"Multifactor authentication"}]}"#;
+        let ev = norm(line);
+        assert_eq!(summary(&ev), "logon/push/success/none aiko@contoso.co.jp");
+        assert_eq!(ev.reason_raw, "");
+    }
+
+    #[test]
+    fn graph_v1_failed_mfa_reads_status_additional_details() {
+        // Graph v1.0 has no authenticationDetails.
+        let declined = r#"{"id":"v1-500121","createdDateTime":"2026-01-05T00:00:01Z","userPrincipalName":"ken@contoso.co.jp","userId":"u2","ipAddress":"192.0.2.50","status":{"errorCode":500121,"failureReason":"Authentication failed during strong authentication request.","additionalDetails":"MFA denied; user declined the authentication"}}"#;
+        assert_eq!(
+            summary(&norm(declined)),
+            "mfa_verify/push/denied/push_denied ken@contoso.co.jp"
+        );
+        let fraud = r#"{"id":"v1-fraud","createdDateTime":"2026-01-05T00:00:02Z","userPrincipalName":"ken@contoso.co.jp","userId":"u2","ipAddress":"192.0.2.50","status":{"errorCode":500121,"failureReason":"Authentication failed during strong authentication request.","additionalDetails":"MFA denied; Phone App Reported Fraud"}}"#;
+        assert_eq!(
+            summary(&norm(fraud)),
+            "mfa_verify/push/denied/user_reported_fraud ken@contoso.co.jp"
+        );
+        // A detail that names no known cause: still the MFA step, with no factor guessed.
+        let other = r#"{"id":"v1-other","createdDateTime":"2026-01-05T00:00:03Z","userPrincipalName":"ken@contoso.co.jp","ipAddress":"192.0.2.50","status":{"errorCode":500121,"additionalDetails":"Something new"}}"#;
+        assert_eq!(
+            summary(&norm(other)),
+            "mfa_verify/none/failure/other ken@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn failed_mfa_is_the_mfa_step_even_after_a_password_step() {
+        // The step's own detail wins; the (vaguer) additionalDetails is the fallback.
+        let line = r#"{"id":"b-500121","createdDateTime":"2026-01-05T00:01:00Z","userPrincipalName":"ken@contoso.co.jp","ipAddress":"192.0.2.50","status":{"errorCode":500121,"additionalDetails":"The user didn't complete the MFA prompt."},"authenticationDetails":[{"authenticationMethod":"Password","succeeded":true,"authenticationStepRequirement":"Primary authentication"}]}"#;
+        assert_eq!(
+            summary(&norm(line)),
+            "mfa_verify/none/failure/other ken@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn mfa_required_is_the_mfa_challenge_whatever_the_steps() {
+        let password_only = r#"{"id":"e-50076","createdDateTime":"2026-01-05T00:08:00Z","userPrincipalName":"aiko@contoso.co.jp","ipAddress":"203.0.113.20","status":{"errorCode":50076,"additionalDetails":"MFA required"},"authenticationDetails":[{"authenticationMethod":"Password","succeeded":true,"authenticationStepResultDetail":"Correct password","authenticationStepRequirement":"Primary authentication"}]}"#;
+        assert_eq!(
+            summary(&norm(password_only)),
+            "mfa_challenge/none/challenge/mfa_required aiko@contoso.co.jp"
+        );
+        let v1 = r#"{"id":"e-50074","createdDateTime":"2026-01-05T00:08:00Z","userPrincipalName":"aiko@contoso.co.jp","status":{"errorCode":50074}}"#;
+        assert_eq!(
+            summary(&norm(v1)),
+            "mfa_challenge/none/challenge/mfa_required aiko@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn risk_block_on_home_tenant_and_security_policy_block() {
+        let risk = r#"{"id":"e-53011","createdDateTime":"2026-01-05T00:00:02Z","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","ipAddress":"185.220.101.6","riskLevelDuringSignIn":"high","status":{"errorCode":53011,"failureReason":"User blocked due to risk on home tenant."}}"#;
+        let ev = norm(risk);
+        assert_eq!(
+            summary(&ev),
+            "policy_evaluation/none/blocked/risk_blocked aiko@contoso.co.jp"
+        );
+        assert_eq!(ev.reason_raw, "53011");
+        let policy = r#"{"id":"e-530032","createdDateTime":"2026-01-05T00:00:03Z","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","ipAddress":"203.0.113.20","status":{"errorCode":530032,"failureReason":"BlockedByConditionalAccessOnSecurityPolicy"}}"#;
+        assert_eq!(
+            summary(&norm(policy)),
+            "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn an_admin_action_is_charged_to_the_account_changed() {
+        let line = r#"{"time":"2026-01-05T00:10:00.0000000Z","category":"AuditLogs","tenantId":"t1","properties":{"id":"Directory_x1","result":"success","activityDisplayName":"Disable account","activityDateTime":"2026-01-05T00:10:00.0000000Z","initiatedBy":{"user":{"id":"admin-id","userPrincipalName":"admin@contoso.co.jp","ipAddress":"198.51.100.9"}},"targetResources":[{"id":"victim-id","type":"User","userPrincipalName":"ken@contoso.co.jp"}]}}"#;
+        let ev = norm(line);
+        assert_eq!(
+            summary(&ev),
+            "account_disable/none/success/none ken@contoso.co.jp"
+        );
+        assert_eq!(ev.user.id, "victim-id");
+        // The change came from the admin's address.
+        assert_eq!(ev.src.ip, "198.51.100.9".parse().ok());
+        // A sign-out is the initiator's own.
+        let logoff = r#"{"id":"Directory_x2","result":"success","activityDisplayName":"User signed out","activityDateTime":"2026-01-05T00:11:00Z","initiatedBy":{"user":{"id":"u1","userPrincipalName":"aiko@contoso.co.jp"}},"targetResources":[{"id":"app","type":"ServicePrincipal"}]}"#;
+        assert_eq!(
+            summary(&norm(logoff)),
+            "logoff/none/success/none aiko@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn an_mfa_answer_is_written_after_its_password_step() {
+        let ev = AuthEvent {
+            time: 1_767_571_200_000,
+            provider: Text::new("okta"),
+            event_id: Text::new("e1"),
+            user: User {
+                name: Text::new("aiko@contoso.co.jp"),
+                ..User::default()
+            },
+            activity: Activity::MfaVerify,
+            factor: Factor::Push,
+            outcome: Outcome::Denied,
+            reason: Reason::PushDenied,
+            ..AuthEvent::default()
+        };
+        let mut out = Vec::new();
+        encode(&ev, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let steps = v["authenticationDetails"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0]["authenticationMethod"], "Password");
+        assert_eq!(steps[1]["authenticationMethod"], "Mobile app notification");
+        assert_eq!(
+            v["status"]["additionalDetails"],
+            "MFA denied; user declined the authentication"
+        );
+        assert_eq!(
+            summary(&norm(std::str::from_utf8(&out).unwrap())),
+            "mfa_verify/push/denied/push_denied aiko@contoso.co.jp"
+        );
+    }
 }

@@ -292,6 +292,20 @@ const METHODS: &[(&str, Factor)] = &[
     ("backup_code", Factor::HardwareToken),
 ];
 
+/// What "Challenge Failed" means for the challenge's method: Google gives no finer result, so
+/// a failed prompt is a denied push, a failed password a wrong password and a failed code a
+/// wrong code. A security key or an unknown method says nothing about why.
+fn challenge_failed(factor: Factor) -> (Outcome, Reason) {
+    match factor {
+        Factor::Push => (Outcome::Denied, Reason::PushDenied),
+        Factor::Password => (Outcome::Failure, Reason::InvalidCredentials),
+        Factor::Totp | Factor::Sms | Factor::Voice | Factor::Email | Factor::HardwareToken => {
+            (Outcome::Failure, Reason::InvalidOtp)
+        }
+        Factor::Webauthn | Factor::Biometric | Factor::None => (Outcome::Failure, Reason::Other),
+    }
+}
+
 impl Normalizer for Google {
     fn name(&self) -> &'static str {
         "google"
@@ -345,15 +359,21 @@ impl Normalizer for Google {
             };
         }
         if matches!(name, "login_challenge" | "login_verification") {
+            // A password challenge ("verify it's you" with the password) checks the primary
+            // credential: a sign-in step, as for the other providers.
+            let answered = if factor == Factor::Password {
+                Activity::Logon
+            } else {
+                Activity::MfaVerify
+            };
             match param("login_challenge_status") {
                 Some(s) if contains_ci(s, "passed") => {
-                    activity = Activity::MfaVerify;
+                    activity = answered;
                     outcome = Outcome::Success;
                 }
                 Some(s) if contains_ci(s, "failed") => {
-                    activity = Activity::MfaVerify;
-                    outcome = Outcome::Failure;
-                    reason = Reason::InvalidOtp;
+                    activity = answered;
+                    (outcome, reason) = challenge_failed(factor);
                 }
                 _ => {}
             }
@@ -454,8 +474,15 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         .find(|(c, ..)| *c == name)
         .map(|(_, _, _, r)| *r)
         .unwrap_or(Reason::None);
+    // The reason "Challenge Failed" implies for the method written: only a different one needs a
+    // `login_failure_type`.
     let default_reason = if name == "login_verification" && ev.outcome != Outcome::Success {
-        Reason::InvalidOtp
+        let written = if method.is_some() && ev.factor != Factor::Password {
+            ev.factor
+        } else {
+            Factor::None
+        };
+        challenge_failed(written).1
     } else {
         table_reason
     };
@@ -481,4 +508,31 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(line: &str) -> String {
+        let e = Google
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap();
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn a_failed_challenge_is_read_by_its_method() {
+        let prompt = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:01.000Z","uniqueQualifier":"111","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp","profileId":"p1"},"ipAddress":"198.51.100.7","events":[{"type":"login","name":"login_verification","parameters":[{"name":"login_challenge_method","multiValue":["google_prompt"]},{"name":"login_challenge_status","value":"Challenge Failed"}]}]}"#;
+        assert_eq!(summary(prompt), "mfa_verify/push/denied/push_denied");
+        let password = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:02.000Z","uniqueQualifier":"112","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp","profileId":"p1"},"ipAddress":"198.51.100.7","events":[{"type":"login","name":"login_challenge","parameters":[{"name":"login_challenge_method","multiValue":["password"]},{"name":"login_challenge_status","value":"Challenge Failed"}]}]}"#;
+        assert_eq!(
+            summary(password),
+            "logon/password/failure/invalid_credentials"
+        );
+        let code = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:03.000Z","uniqueQualifier":"113","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp","profileId":"p1"},"ipAddress":"198.51.100.7","events":[{"type":"login","name":"login_verification","parameters":[{"name":"login_challenge_method","multiValue":["google_authenticator"]},{"name":"login_challenge_status","value":"Challenge Failed"}]}]}"#;
+        assert_eq!(summary(code), "mfa_verify/totp/failure/invalid_otp");
+        let key = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:04.000Z","uniqueQualifier":"114","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp","profileId":"p1"},"ipAddress":"198.51.100.7","events":[{"type":"login","name":"login_verification","parameters":[{"name":"login_challenge_method","multiValue":["security_key"]},{"name":"login_challenge_status","value":"Challenge Failed"}]}]}"#;
+        assert_eq!(summary(key), "mfa_verify/webauthn/failure/other");
+    }
 }

@@ -107,8 +107,10 @@ const ERRORS: &[(&str, Outcome, Reason)] = &[
         Reason::LockedOut,
     ),
     ("invalid_totp", Outcome::Failure, Reason::InvalidOtp),
-    ("invalid_code", Outcome::Failure, Reason::InvalidOtp),
-    ("expired_code", Outcome::Failure, Reason::InvalidOtp),
+    // Not one-time passwords: the login-action code of a form (expired after a back button or a
+    // long pause) and the OAuth authorization code. Nothing the user typed was wrong.
+    ("invalid_code", Outcome::Failure, Reason::Other),
+    ("expired_code", Outcome::Failure, Reason::Other),
     ("access_denied", Outcome::Blocked, Reason::PolicyDenied),
     ("not_allowed", Outcome::Blocked, Reason::PolicyDenied),
     (
@@ -412,4 +414,27 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(line: &str) -> String {
+        let e = Keycloak
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap();
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn expired_and_invalid_codes_are_not_one_time_passwords() {
+        let expired = r#"{"id":"k1","time":1767571200000,"type":"LOGIN_ERROR","realmId":"r","clientId":"app","userId":"u1","ipAddress":"198.51.100.7","error":"expired_code","details":{"username":"ken","auth_method":"openid-connect"}}"#;
+        assert_eq!(summary(expired), "logon/none/failure/other");
+        let invalid = r#"{"id":"k2","time":1767571200001,"type":"CODE_TO_TOKEN_ERROR","realmId":"r","clientId":"app","userId":"u1","ipAddress":"198.51.100.7","error":"invalid_code","details":{"username":"ken"}}"#;
+        assert_eq!(summary(invalid), "other/none/failure/other");
+        // A wrong one-time password is still one.
+        let otp = r#"{"id":"k3","time":1767571200002,"type":"LOGIN_ERROR","realmId":"r","userId":"u1","error":"invalid_user_credentials","details":{"username":"ken","credential_type":"otp"}}"#;
+        assert_eq!(summary(otp), "mfa_verify/totp/failure/invalid_otp");
+    }
 }

@@ -108,8 +108,12 @@ struct DebugData<'a> {
 
 #[derive(Deserialize)]
 struct Target<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
     #[serde(borrow, rename = "type")]
     kind: Option<Str<'a>>,
+    #[serde(borrow, rename = "alternateId")]
+    alternate_id: Option<Str<'a>>,
     #[serde(borrow, rename = "displayName")]
     display_name: Option<Str<'a>>,
 }
@@ -169,9 +173,21 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
         Some((o, _)) => o,
         None => outcome_of(result, reason),
     };
-    let (name, id) = match &w.actor {
-        Some(a) => (t(a.alternate_id.as_ref()), t(a.id.as_ref())),
-        None => (Text::default(), Text::default()),
+    // An account change is about the account changed (`target[]` of type `User`), not the
+    // actor, who is often an admin: an admin suspending ken is ken's account_disable. Keycloak's
+    // admin events are read the same way.
+    let changed = is_account_change(activity)
+        .then(|| {
+            w.target
+                .iter()
+                .flatten()
+                .find(|t| t.kind.as_deref() == Some("User"))
+        })
+        .flatten();
+    let (name, id) = match (changed, &w.actor) {
+        (Some(u), _) => (t(u.alternate_id.as_ref()), t(u.id.as_ref())),
+        (None, Some(a)) => (t(a.alternate_id.as_ref()), t(a.id.as_ref())),
+        (None, None) => (Text::default(), Text::default()),
     };
     let (src_ip, ua, os, browser, kind) = match &w.client {
         Some(c) => {
@@ -284,6 +300,19 @@ fn classify_type(event_type: &str, result: &str) -> (Activity, Factor, Option<(O
     }
 }
 
+/// Activities that change an account, which may be done to it by someone else.
+fn is_account_change(a: Activity) -> bool {
+    matches!(
+        a,
+        Activity::AccountLock
+            | Activity::AccountUnlock
+            | Activity::PasswordReset
+            | Activity::MfaEnroll
+            | Activity::MfaReset
+            | Activity::AccountDisable
+    )
+}
+
 /// A factor message that was sent is a challenge issued, not a success of the sign-in.
 fn sent(result: &str) -> Option<(Outcome, Reason)> {
     matches!(result, "SUCCESS" | "").then_some((Outcome::Challenge, Reason::None))
@@ -358,8 +387,12 @@ const REASONS: &[(&str, Reason)] = &[
     ("PASSWORD_EXPIRED", Reason::PasswordExpired),
 ];
 
-/// Free-text reasons Okta writes in place of codes in some event types.
+/// Free-text reasons Okta writes in place of codes in some event types, matched in order at the
+/// start of a word (so "rate limit" still finds "rate limited", but "locked" is not found in
+/// "unlocked"). An unlock comes first and is no failure at all: "User unlocked by admin" must
+/// not read as a lockout.
 const REASON_WORDS: &[(&str, Reason)] = &[
+    ("unlock", Reason::None),
     ("rejected", Reason::PushDenied),
     ("suspicious", Reason::UserReportedFraud),
     ("timeout", Reason::PushTimeout),
@@ -390,9 +423,24 @@ fn reason_of(raw: &str, factor: Factor) -> Reason {
     }
     REASON_WORDS
         .iter()
-        .find(|(w, _)| contains_ci(raw, w))
+        .find(|(w, _)| starts_a_word_ci(raw, w))
         .map(|(_, r)| *r)
         .unwrap_or(Reason::Other)
+}
+
+/// `phrase` occurs in `text` (ASCII case-insensitive) where a word starts, i.e. not right after
+/// a letter or digit: "locked" is in "Account locked" but not in "unlocked".
+fn starts_a_word_ci(text: &str, phrase: &str) -> bool {
+    let (t, p) = (text.as_bytes(), phrase.as_bytes());
+    if p.is_empty() || t.len() < p.len() {
+        return false;
+    }
+    (0..=t.len() - p.len()).any(|i| {
+        t[i..i + p.len()].eq_ignore_ascii_case(p)
+            && i.checked_sub(1)
+                .and_then(|j| t.get(j))
+                .is_none_or(|b| !b.is_ascii_alphanumeric())
+    })
 }
 
 fn reason_code(r: Reason, raw: &str) -> String {
@@ -406,15 +454,17 @@ fn reason_code(r: Reason, raw: &str) -> String {
 }
 
 fn outcome_of(result: &str, reason: Reason) -> Outcome {
-    match result {
-        "SUCCESS" | "ALLOW" | "SKIPPED" => Outcome::Success,
-        "CHALLENGE" => Outcome::Challenge,
-        "DENY" => Outcome::Blocked,
-        _ => match reason {
-            Reason::PushTimeout => Outcome::Timeout,
-            Reason::PushDenied | Reason::UserReportedFraud => Outcome::Denied,
-            _ => Outcome::Failure,
-        },
+    match (result, reason) {
+        ("SUCCESS" | "ALLOW" | "SKIPPED", _) => Outcome::Success,
+        ("CHALLENGE", _) => Outcome::Challenge,
+        ("DENY", _) => Outcome::Blocked,
+        (_, Reason::PushTimeout) => Outcome::Timeout,
+        (_, Reason::PushDenied | Reason::UserReportedFraud) => Outcome::Denied,
+        ("FAILURE", _) => Outcome::Failure,
+        // UNKNOWN, absent or new: Okta does not say it failed. A neutral outcome (challenge,
+        // which no success- or failure-counting rule reads) rather than a failure that would
+        // feed the password-attack rules, or a success that would count as an approval.
+        _ => Outcome::Challenge,
     }
 }
 
@@ -509,6 +559,10 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         debug.insert("risk".into(), risk);
     }
     let mut targets = Vec::new();
+    // Okta names the account an account change is about as a `User` target.
+    if is_account_change(ev.activity) {
+        targets.push(json!({"id": or_null(&ev.user.id), "type": "User", "alternateId": ev.user.name.as_str(), "displayName": ev.user.name.as_str()}));
+    }
     if !ev.app.is_empty() {
         targets.push(json!({"id": "0oa-app", "type": "AppInstance", "alternateId": ev.app.as_str(), "displayName": ev.app.as_str()}));
     }
@@ -548,4 +602,90 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &envelope);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(line: &str) -> AuthEvent {
+        Okta.normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap()
+    }
+
+    fn summary(e: &AuthEvent) -> String {
+        format!(
+            "{}/{}/{}/{} {}",
+            e.activity, e.factor, e.outcome, e.reason, e.user.name
+        )
+    }
+
+    #[test]
+    fn an_admin_action_is_charged_to_the_target_user() {
+        let suspend = r#"{"uuid":"o7","published":"2026-01-05T00:00:00.000Z","eventType":"user.lifecycle.suspend","outcome":{"result":"SUCCESS"},"actor":{"id":"00uADMIN","type":"User","alternateId":"admin@example.jp"},"target":[{"id":"00uVICTIM","type":"User","alternateId":"ken@example.jp","displayName":"Ken"}],"client":{"ipAddress":"198.51.100.9"}}"#;
+        let ev = norm(suspend);
+        assert_eq!(
+            summary(&ev),
+            "account_disable/none/success/none ken@example.jp"
+        );
+        assert_eq!(ev.user.id, "00uVICTIM");
+        assert_eq!(ev.user.domain, "example.jp");
+        let reset = r#"{"uuid":"o8","published":"2026-01-05T00:00:00.000Z","eventType":"user.mfa.factor.reset_all","outcome":{"result":"SUCCESS"},"actor":{"id":"00uADMIN","type":"User","alternateId":"admin@example.jp"},"target":[{"id":"00uVICTIM","type":"User","alternateId":"ken@example.jp","displayName":"Ken"}]}"#;
+        assert_eq!(
+            summary(&norm(reset)),
+            "mfa_reset/none/success/none ken@example.jp"
+        );
+        // A sign-in is the actor's own, whatever its targets.
+        let sso = r#"{"uuid":"o9","published":"2026-01-05T00:00:00.000Z","eventType":"user.authentication.sso","outcome":{"result":"SUCCESS"},"actor":{"id":"00uA","type":"User","alternateId":"aiko@example.jp"},"target":[{"id":"0oa1","type":"AppInstance","displayName":"Slack"}]}"#;
+        assert_eq!(
+            summary(&norm(sso)),
+            "logon/none/success/none aiko@example.jp"
+        );
+    }
+
+    #[test]
+    fn unlocked_is_not_a_lockout() {
+        let unlock = r#"{"uuid":"o1","published":"2026-01-05T00:00:00.000Z","eventType":"user.account.unlock","outcome":{"result":"SUCCESS","reason":"User unlocked by admin"},"actor":{"alternateId":"ken@example.jp"}}"#;
+        assert_eq!(
+            summary(&norm(unlock)),
+            "account_unlock/none/success/none ken@example.jp"
+        );
+        assert_eq!(
+            reason_of("Account locked after 5 attempts", Factor::None),
+            Reason::LockedOut
+        );
+        assert_eq!(
+            reason_of("User unlocked by admin", Factor::None),
+            Reason::None
+        );
+        assert_eq!(reason_of("Unlocked", Factor::None), Reason::None);
+        // At the start of a word, so inflections still match.
+        assert_eq!(
+            reason_of("Request rate limited", Factor::None),
+            Reason::RateLimited
+        );
+        assert_eq!(
+            reason_of("Sign-on policy: deny", Factor::None),
+            Reason::PolicyDenied
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_result_is_not_a_failure() {
+        let unknown = r#"{"uuid":"o2","published":"2026-01-05T00:00:00.000Z","eventType":"user.authentication.auth_via_mfa","outcome":{"result":"UNKNOWN"},"actor":{"alternateId":"ken@example.jp"},"debugContext":{"debugData":{"factor":"OKTA_VERIFY_PUSH"}}}"#;
+        assert_eq!(
+            summary(&norm(unknown)),
+            "mfa_verify/push/challenge/none ken@example.jp"
+        );
+        let missing = r#"{"uuid":"o3","published":"2026-01-05T00:00:00.000Z","eventType":"user.session.start","actor":{"alternateId":"ken@example.jp"}}"#;
+        assert_eq!(
+            summary(&norm(missing)),
+            "logon/password/challenge/none ken@example.jp"
+        );
+        let failure = r#"{"uuid":"o4","published":"2026-01-05T00:00:00.000Z","eventType":"user.session.start","outcome":{"result":"FAILURE","reason":"INVALID_CREDENTIALS"},"actor":{"alternateId":"ken@example.jp"}}"#;
+        assert_eq!(
+            summary(&norm(failure)),
+            "logon/password/failure/invalid_credentials ken@example.jp"
+        );
+    }
 }

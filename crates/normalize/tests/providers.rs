@@ -76,6 +76,8 @@ fn okta_fixtures() {
             "mfa_verify/totp/failure/invalid_otp ken.suzuki@example.co.jp 192.0.2.44",
             "logoff/none/success/none aiko.tanaka@example.co.jp 203.0.113.10",
             "mfa_challenge/sms/challenge/none ken.suzuki@example.co.jp 192.0.2.44",
+            // An admin suspends ken: ken's account is the one disabled.
+            "account_disable/none/success/none ken.suzuki@example.co.jp 198.51.100.9",
         ],
     );
     let first = &evs[0];
@@ -100,6 +102,7 @@ fn okta_fixtures() {
     // The EventBridge envelope names the org.
     assert_eq!(evs[10].tenant, "example-corp");
     assert_eq!(evs[10].time, 1_767_571_560_321);
+    assert_eq!(evs[13].user.id, "00u9z8y7x6W5v4U3t2s1");
 }
 
 #[test]
@@ -111,7 +114,8 @@ fn entra_fixtures() {
             "logon/password/success/none aiko@contoso.co.jp 203.0.113.20",
             "logon/password/failure/invalid_credentials aiko@contoso.co.jp 198.51.100.30",
             "mfa_challenge/push/challenge/none aiko@contoso.co.jp 203.0.113.20",
-            "mfa_verify/push/success/none aiko@contoso.co.jp 203.0.113.20",
+            // One record for the password and the push that completed the sign-in.
+            "logon/push/success/none aiko@contoso.co.jp 203.0.113.20",
             "mfa_verify/push/denied/push_denied ken@contoso.co.jp 192.0.2.50",
             "mfa_verify/push/timeout/push_timeout ken@contoso.co.jp 192.0.2.50",
             "mfa_verify/push/denied/user_reported_fraud ken@contoso.co.jp 192.0.2.50",
@@ -119,9 +123,14 @@ fn entra_fixtures() {
             "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp 185.220.101.6",
             "policy_evaluation/none/blocked/risk_blocked aiko@contoso.co.jp 185.220.101.6",
             "logon/password/failure/account_disabled former@contoso.co.jp 192.0.2.51",
-            "logon/password/challenge/mfa_required aiko@contoso.co.jp 203.0.113.20",
+            "mfa_challenge/none/challenge/mfa_required aiko@contoso.co.jp 203.0.113.20",
             "mfa_verify/totp/failure/invalid_otp ken@contoso.co.jp 192.0.2.50",
             "mfa_enroll/push/success/none aiko@contoso.co.jp 203.0.113.20",
+            "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp 198.51.100.32",
+            // Graph v1.0: no authenticationDetails, the detail in status.additionalDetails.
+            "mfa_verify/push/denied/push_denied ken@contoso.co.jp 192.0.2.50",
+            // An admin disables ken, from the admin's address.
+            "account_disable/none/success/none ken@contoso.co.jp 198.51.100.9",
         ],
     );
     assert_eq!(evs[0].time, 1_767_571_201_123, "7-digit fractions keep ms");
@@ -130,11 +139,13 @@ fn entra_fixtures() {
     assert_eq!(evs[0].device.browser, "Edge 131.0.0");
     assert_eq!(evs[1].reason_raw, "50126");
     assert_eq!(evs[9].provider_risk, authwatch_event::RiskLevel::High);
-    assert_eq!(evs[9].reason_raw, "530032");
+    assert_eq!(evs[9].reason_raw, "53011");
+    assert_eq!(evs[14].reason_raw, "530032");
     // Azure Monitor export: the tenant is the envelope's.
     assert_eq!(evs[10].tenant, "72f988bf-86f1-41af-91ab-2d7cd011db47");
     assert!(evs[10].device.user_agent.starts_with("Mozilla/5.0"));
     assert_eq!(evs[13].provider_event_type, "User registered security info");
+    assert_eq!(evs[16].user.id, "1f0e2d3c-0000-0000-0000-00000000beef");
 }
 
 #[test]
@@ -156,6 +167,7 @@ fn duo_fixtures() {
             "mfa_verify/sms/success/none shiro@example.co.jp 203.0.113.33",
             "mfa_enroll/push/success/none newhire@example.co.jp 203.0.113.34",
             "mfa_verify/voice/timeout/push_timeout goro@example.co.jp 203.0.113.35",
+            "mfa_verify/totp/failure/invalid_otp taro@example.co.jp 203.0.113.31",
         ],
     );
     assert_eq!(evs[0].time, 1_767_571_201_512, "isotimestamp keeps ms");
@@ -185,6 +197,8 @@ fn auth0_fixtures() {
             "logon/none/blocked/rate_limited  198.51.100.50",
             "logon/password/blocked/risk_blocked sora@example.co.jp 203.0.113.42",
             "logoff/none/success/none mei@example.co.jp 203.0.113.40",
+            // Cross-origin (embedded) login.
+            "logon/password/failure/invalid_credentials mei@example.co.jp 198.51.100.50",
         ],
     );
     assert_eq!(evs[0].tenant, "example-jp");
@@ -214,6 +228,8 @@ fn keycloak_fixtures() {
             "logon/none/failure/invalid_credentials riku@example.co.jp 198.51.100.61",
             "account_disable/none/success/none  192.0.2.70",
             "account_unlock/none/success/none  192.0.2.70",
+            // A login-action code that expired: no secret was wrong.
+            "logon/none/failure/other riku@example.co.jp 203.0.113.50",
         ],
     );
     assert_eq!(evs[0].tenant, "acme");
@@ -247,6 +263,8 @@ fn google_fixtures() {
             "mfa_enroll/none/success/none nao@example.co.jp 203.0.113.60",
             "policy_evaluation/password/blocked/policy_denied nao@example.co.jp 198.51.100.71",
             "password_reset/none/success/none nao@example.co.jp 203.0.113.60",
+            // A Google prompt that failed: the user said no.
+            "mfa_verify/push/denied/push_denied kai@example.co.jp 192.0.2.80",
         ],
     );
     assert_eq!(evs[0].tenant, "C03az79cb");
@@ -301,6 +319,8 @@ fn ecs_fixtures() {
             "mfa_verify/push/denied/user_reported_fraud hana@example.co.jp 185.220.101.7",
             "account_lock/none/success/locked_out ken.suzuki@example.co.jp 198.51.100.23",
             "policy_evaluation/none/blocked/policy_denied aiko.tanaka@example.co.jp 185.220.101.5",
+            // One string for category and type; an unknown outcome is no failure.
+            "logon/none/challenge/none ken@contoso.jp 192.0.2.52",
         ],
     );
     assert_eq!(evs[0].provider, "okta");

@@ -117,6 +117,11 @@ fn key(format: Format, e: &AuthEvent) -> Vec<(&'static str, String)> {
     if format == Format::Duo && activity == A::Logon && !matches!(e.factor, F::Password | F::None) {
         activity = A::MfaVerify;
     }
+    // Entra writes one record per sign-in: the MFA answer that completed it is that record, a
+    // successful logon (with the MFA method as its factor).
+    if format == Format::Entra && activity == A::MfaVerify && e.outcome == O::Success {
+        activity = A::Logon;
+    }
     let lost_ua =
         matches!(format, Format::Duo | Format::Google) || (format == Format::Entra && audit_only);
     let lost_app = format == Format::Google || (format == Format::Entra && audit_only);
