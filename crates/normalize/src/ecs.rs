@@ -139,23 +139,25 @@ impl Normalizer for Ecs {
         )?;
         let event = w.event.as_ref().ok_or_else(|| common::missing("event"))?;
         let event_id = common::required("event.id", event.id.as_ref())?;
+        let empty = Extension::default();
+        let ext = w.authwatch.as_ref().unwrap_or(&empty);
         // An ECS stream carries every kind of event (network flows, processes…); only
-        // authentication events are sign-ins.
+        // authentication events are sign-ins. A document that names its activity in the
+        // `authwatch` extension says what it is (a lockout filed under `iam`, say).
         match &event.category {
+            _ if ext.activity.is_some() => {}
             None => return Err(common::missing("event.category")),
             Some(c) if !c.contains("authentication") => {
                 return Err(Rejection::new(
                     RejectKind::InvalidValue,
                     format!(
-                        "`event.category` is {:?}, not an authentication event (it must contain \"authentication\")",
+                        "`event.category` is {:?}, not an authentication event (it must contain \"authentication\", or `authwatch.activity` must say what it is)",
                         c.0.iter().map(|w| w.as_ref()).collect::<Vec<_>>()
                     ),
                 ));
             }
             Some(_) => {}
         }
-        let empty = Extension::default();
-        let ext = w.authwatch.as_ref().unwrap_or(&empty);
         let is_end = event.types.as_ref().is_some_and(|t| t.contains("end"));
         // Only `failure` is a failure: `unknown` (ECS's third value) or no outcome is neutral
         // (challenge, which no success- or failure-counting rule reads).
@@ -289,6 +291,9 @@ mod tests {
         let r = norm(none).unwrap_err();
         assert_eq!(r.kind, RejectKind::MissingField);
         assert!(r.message.contains("event.category"), "{}", r.message);
+        // A lockout filed under `iam` that names its activity in the extension is read.
+        let lock = r#"{"@timestamp":"2026-01-05T00:00:01Z","event":{"id":"x7","category":["iam"],"type":["change"],"outcome":"success"},"authwatch":{"activity":"account_lock"},"user":{"name":"ken"}}"#;
+        assert_eq!(norm(lock).unwrap().activity, Activity::AccountLock);
     }
 
     #[test]
