@@ -471,11 +471,97 @@ fn serve_answers_tokio_postgres_and_psql_read_only_with_scram() {
     );
 }
 
+/// Runs psql against a local endpoint with `sslmode`; returns its output.
+fn psql(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
+    Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "authwatch", "-d", "authwatch"])
+        .args(args)
+        .env("PGPASSWORD", "s3cret-pass")
+        .env("PGSSLMODE", sslmode)
+        .output()
+        .expect("psql is installed (scripts/test installs postgresql-client)")
+}
+
+/// Regression: describe (a prepared statement) ran DDL that a comment hid from the read-only
+/// guard, and results were collected whole before `serve.max_rows` cut them, without telling
+/// the client.
 #[test]
-fn serve_with_tls_for_psql() {
+fn serve_describes_without_running_and_says_when_it_cuts() {
     let dir = tempfile::tempdir().unwrap();
     let _ = archive(dir.path());
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let server = start_server(
+        dir.path(),
+        &[("AUTHWATCH__SERVE__MAX_ROWS", "3".to_owned())],
+    );
+    let port = server.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("authwatch")
+            .password("s3cret-pass")
+            .dbname("authwatch")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        // `prepare` is Parse + Describe: neither may run the statement.
+        for stmt in [
+            "/* /* */ SELECT */ DROP TABLE events",
+            "/* /* */ SELECT */ CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV \
+             LOCATION '/etc/passwd'",
+            "/* /* */ SELECT */ SET datafusion.execution.batch_size = 1",
+        ] {
+            let e = client.prepare(stmt).await.expect_err("refused");
+            let db = e.as_db_error().expect("a server error");
+            assert_eq!(db.code().code(), "25006", "{stmt}: {db:?}");
+        }
+        let rows = client
+            .query("SELECT count(*) AS n FROM events", &[])
+            .await
+            .expect("events is still there");
+        assert!(rows[0].get::<_, i64>("n") > 3);
+        assert!(client.query("SELECT * FROM passwd", &[]).await.is_err());
+        // Cut at serve.max_rows, over the extended protocol too.
+        let rows = client
+            .query("SELECT event_id FROM events", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+    });
+    let out = psql(
+        port,
+        "disable",
+        &["-A", "-t", "-c", "SELECT event_id FROM events"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING:") && stderr.contains("result cut at 3 rows"),
+        "{stderr}"
+    );
+    // A result that fits is not announced.
+    let out = psql(port, "disable", &["-A", "-t", "-c", "SELECT 1"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed certificate and key for localhost, in `dir`.
+fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     let ok = Command::new("openssl")
         .args([
             "req",
@@ -499,6 +585,14 @@ fn serve_with_tls_for_psql() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    (cert, key)
+}
+
+#[test]
+fn serve_with_tls_for_psql() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = archive(dir.path());
+    let (cert, key) = tls_files(dir.path());
     let server = start_server(
         dir.path(),
         &[
@@ -506,30 +600,21 @@ fn serve_with_tls_for_psql() {
             ("AUTHWATCH__SERVE__TLS_KEY", key.display().to_string()),
         ],
     );
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "authwatch",
-            "-d",
-            "authwatch",
-            "-c",
-            "SELECT count(*) > 0 FROM events",
-        ])
-        .env("PGPASSWORD", "s3cret-pass")
-        .env("PGSSLMODE", "require")
-        .output()
-        .unwrap();
+    let out = psql(
+        server.port,
+        "require",
+        &["-A", "-t", "-c", "SELECT count(*) > 0 FROM events"],
+    );
     assert!(
         out.status.success(),
         "psql over TLS: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+    // Regression: with TLS configured, a plaintext startup was served (and its password proof
+    // sent in the clear). It is refused before authentication.
+    let out = psql(server.port, "disable", &["-A", "-t", "-c", "SELECT 1"]);
+    assert!(!out.status.success(), "served without TLS");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("requires TLS"), "{stderr}");
 }

@@ -7,8 +7,8 @@ use authwatch_pipeline::{
     Config, DeadLetter, LateEvent, LineSource, Pipeline, Sink, SinkError, Speed,
 };
 use authwatch_query::{
-    ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow, OutputFormat, SqlDetections,
-    server::ServerOptions, write_result,
+    ARCHIVE_LISTING_TTL, ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow,
+    OutputFormat, SqlDetections, server, server::ServerOptions, write_result,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,9 +146,14 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
     }))
 }
 
-/// The catalog: archive tables, then what the inputs produced (and `live_events`).
-async fn build_catalog(sources: &SourceArgs, loaded: Option<Loaded>) -> Result<Catalog> {
-    let mut catalog = Catalog::new()?;
+/// The catalog: archive tables, then what the inputs produced (and `live_events`); with
+/// `memory_limit`, the most memory its queries hold together (the endpoint's).
+async fn build_catalog(
+    sources: &SourceArgs,
+    loaded: Option<Loaded>,
+    memory_limit: Option<usize>,
+) -> Result<Catalog> {
+    let mut catalog = Catalog::with_limits(ARCHIVE_LISTING_TTL, memory_limit)?;
     if let Some(location) = &sources.archive {
         // A local archive that is not there is a wrong path: opening it would create it, and
         // every query would answer "nothing" with success. (An object store prefix with nothing
@@ -183,7 +188,8 @@ pub fn run_sql(args: SqlArgs) -> Result<ExitCode> {
     let loaded = load_inputs(&args.sources, &config)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let catalog = build_catalog(&args.sources, loaded).await?;
+        // The analyst's own process: no memory limit but the machine's.
+        let catalog = build_catalog(&args.sources, loaded, None).await?;
         if let Some(n) = args.bench {
             let mut best = std::time::Duration::MAX;
             let mut rows = 0;
@@ -269,7 +275,9 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let loaded = load_inputs(&args.sources, &config)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let catalog = Arc::new(build_catalog(&args.sources, loaded).await?);
+        let catalog = Arc::new(
+            build_catalog(&args.sources, loaded, Some(server::default_memory_limit())).await?,
+        );
         let listener = tokio::net::TcpListener::bind(&config.serve.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.serve.listen))?;
@@ -353,7 +361,11 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         .spawn(move || {
             let started = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let mut catalog = Catalog::new()?;
+                    // Bounded: the endpoint shares the process with the pipeline.
+                    let mut catalog = Catalog::with_limits(
+                        ARCHIVE_LISTING_TTL,
+                        Some(server::default_memory_limit()),
+                    )?;
                     if let Some(location) = &archive {
                         catalog
                             .add_archive(location)

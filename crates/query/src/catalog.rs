@@ -21,10 +21,14 @@ use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement as SqlStatement};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,8 +131,9 @@ fn add_partitions(batch: &RecordBatch, time_column: &str) -> Result<RecordBatch,
     RecordBatch::try_new(with_partitions(&batch.schema()), columns).map_err(conv)
 }
 
-/// A DataFusion session with authwatch's tables and functions. Read-only: [`Catalog::query`]
-/// refuses DDL, DML and session statements.
+/// A DataFusion session with authwatch's tables and functions. Read-only: [`Catalog::plan`]
+/// (behind [`Catalog::query`] and [`Catalog::query_limited`]) refuses DDL, DML and session
+/// statements.
 pub struct Catalog {
     ctx: SessionContext,
     archive_events: bool,
@@ -146,6 +151,15 @@ impl Catalog {
 
     /// [`Catalog::new`] with another lifetime for a listing of the archive's files.
     pub fn with_listing_ttl(ttl: Duration) -> Result<Catalog, QueryError> {
+        Catalog::with_limits(ttl, None)
+    }
+
+    /// [`Catalog::with_listing_ttl`], and with `memory_limit` (bytes) the most memory the
+    /// session's queries hold together, their result rows included
+    /// ([`Catalog::query_limited`]): beyond it sorts and aggregations spill to disk or fail,
+    /// and results are cut. For a long-lived endpoint inside another process (`authwatch
+    /// run`), where one analyst's query must not take the pipeline's memory.
+    pub fn with_limits(ttl: Duration, memory_limit: Option<usize>) -> Result<Catalog, QueryError> {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Spans let planning errors name the line and column of the query.
         config.options_mut().sql_parser.collect_spans = true;
@@ -159,9 +173,14 @@ impl Catalog {
         // (the endpoint of `authwatch run`, next to the archive writer) would never see a new
         // archive file. Listings expire instead; statistics and footers stay cached per file
         // (checked against its size and modification time).
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_ttl(Some(ttl)))
-            .build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_ttl(Some(ttl)));
+        if let Some(bytes) = memory_limit {
+            // DataFusion's greedy pool (reporting its largest consumers when it refuses),
+            // shared by every connection of the endpoint.
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -283,8 +302,9 @@ impl Catalog {
         self.define_views().await
     }
 
-    /// Makes a running pipeline's recent events the `live_events` table (the Kafka runtime and
-    /// `authwatch serve --follow` register theirs here).
+    /// Makes a running pipeline's recent events the `live_events` table (`authwatch run`
+    /// registers its pipeline's window here, `authwatch serve --input …` the window of the
+    /// replay of its files).
     pub fn with_live_window(&mut self, window: LiveWindow) -> Result<(), QueryError> {
         self.ctx.deregister_table("live_events")?;
         self.ctx
@@ -325,24 +345,218 @@ impl Catalog {
         Ok(())
     }
 
-    /// Runs one read-only statement.
+    /// Plans one read-only statement without running anything. Every way in (the endpoint's
+    /// simple query, parse and describe, `authwatch sql`) comes through here.
+    ///
+    /// The text is parsed once with DataFusion's own parser, so what is checked is what would
+    /// run: only a query, `EXPLAIN` of a query, `SHOW TABLES`, `SHOW COLUMNS`, `SHOW` of a
+    /// setting and `DESCRIBE` pass ([`QueryError::ReadOnly`] otherwise). The plan is then made
+    /// with the session state, not with `SessionContext::sql`, which runs DDL and `SET` as it
+    /// plans, and checked again with [`SQLOptions`] (no DDL, DML or session statements): a
+    /// query that would write (`SELECT … INTO`) is refused as well.
+    pub async fn plan(&self, sql: &str) -> Result<LogicalPlan, QueryError> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(|e| sql_error(&e))?;
+        check_statement(&statement)?;
+        let plan = state
+            .statement_to_plan(statement.clone())
+            .await
+            .map_err(|e| sql_error(&e))?;
+        read_only_options()
+            .verify_plan(&plan)
+            .map_err(|_| QueryError::ReadOnly(statement_kind(&statement)))?;
+        Ok(plan)
+    }
+
+    /// Runs one read-only statement ([`Catalog::plan`]) and collects every row (for
+    /// `authwatch sql`, whose output is the caller's to bound).
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        check_read_only(sql)?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
+        let plan = self.plan(sql).await?;
         let df = self
             .ctx
-            .sql_with_options(sql, options)
+            .execute_logical_plan(plan)
             .await
-            .map_err(|e| QueryError::Sql(with_position(&e)))?;
+            .map_err(|e| sql_error(&e))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .collect()
-            .await
-            .map_err(|e| QueryError::Sql(with_position(&e)))?;
+        let batches = df.collect().await.map_err(|e| sql_error(&e))?;
         Ok(QueryResult { schema, batches })
+    }
+
+    /// Runs one read-only statement ([`Catalog::plan`]) and keeps at most `max_rows` rows: the
+    /// result is streamed and no more is pulled once `max_rows + 1` rows (one more tells a cut
+    /// result from one that fits) have arrived, or once the rows kept would exceed the
+    /// session's memory limit ([`Catalog::with_limits`]). The rows kept are reserved in the
+    /// session's memory pool until the result is dropped.
+    pub async fn query_limited(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<LimitedResult, QueryError> {
+        let plan = self.plan(sql).await?;
+        // A limit on top lets DataFusion stop early (a top-k instead of a full sort, scans that
+        // end). EXPLAIN is left alone: its output describes the plan under it.
+        let plan = match plan {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => plan,
+            plan => LogicalPlanBuilder::from(plan)
+                .limit(0, Some(max_rows.saturating_add(1)))
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(|e| sql_error(&e))?,
+        };
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| sql_error(&e))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(|e| sql_error(&e))?;
+        let reservation = MemoryConsumer::new("authwatch result rows")
+            .register(&self.ctx.runtime_env().memory_pool);
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut truncated = None;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| sql_error(&e))?;
+            let (batch, more) = if rows + batch.num_rows() > max_rows {
+                (batch.slice(0, max_rows - rows), true)
+            } else {
+                (batch, false)
+            };
+            if reservation.try_grow(batch.get_array_memory_size()).is_err() {
+                truncated = Some(Truncation::Memory { rows });
+                break;
+            }
+            rows += batch.num_rows();
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+            if more {
+                truncated = Some(Truncation::MaxRows(max_rows));
+                break;
+            }
+        }
+        // Dropping the stream stops the execution: nothing more is read.
+        drop(stream);
+        Ok(LimitedResult {
+            result: QueryResult { schema, batches },
+            truncated,
+            _reservation: reservation,
+        })
+    }
+}
+
+/// Why [`Catalog::query_limited`] returned fewer rows than the query has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// The query has more rows than the limit given (`serve.max_rows`).
+    MaxRows(usize),
+    /// Keeping more rows would have gone beyond the session's memory limit; `rows` were kept.
+    Memory {
+        /// Rows kept.
+        rows: usize,
+    },
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Truncation::MaxRows(n) => write!(
+                f,
+                "result cut at {n} rows (serve.max_rows); add a LIMIT or a narrower WHERE to see the rest"
+            ),
+            Truncation::Memory { rows } => write!(
+                f,
+                "result cut at {rows} rows: more would exceed the endpoint's memory limit; add a LIMIT or select fewer columns"
+            ),
+        }
+    }
+}
+
+/// The rows [`Catalog::query_limited`] kept, and whether it cut them short. Holds their memory
+/// reservation until dropped.
+#[derive(Debug)]
+pub struct LimitedResult {
+    /// The rows kept.
+    pub result: QueryResult,
+    /// Why rows are missing, if they are.
+    pub truncated: Option<Truncation>,
+    /// The rows' share of the session's memory pool, released on drop.
+    _reservation: MemoryReservation,
+}
+
+/// What a read-only session may plan: no DDL (which could also read any file the process can,
+/// through `CREATE EXTERNAL TABLE`), no DML, no `SET` or transactions.
+fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A DataFusion error as a [`QueryError`]: memory refusals apart (the endpoint reports them
+/// with their own SQLSTATE), everything else with its position in the query.
+fn sql_error(e: &datafusion::error::DataFusionError) -> QueryError {
+    match e.find_root() {
+        datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+            QueryError::ResourcesExhausted(with_position(e))
+        }
+        _ => QueryError::Sql(with_position(e)),
+    }
+}
+
+/// Refuses every parsed statement but queries and the catalog's read-only introspection.
+fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
+    let refused = || Err(QueryError::ReadOnly(statement_kind(statement)));
+    match statement {
+        DFStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(q) => {
+                // `SELECT … INTO t` creates a table (also refused by the plan check below;
+                // refused here with a clearer name).
+                if let SetExpr::Select(select) = q.body.as_ref()
+                    && select.into.is_some()
+                {
+                    return Err(QueryError::ReadOnly("SELECT … INTO".into()));
+                }
+                Ok(())
+            }
+            SqlStatement::Explain { statement, .. } => match statement.as_ref() {
+                SqlStatement::Query(_) => Ok(()),
+                _ => refused(),
+            },
+            SqlStatement::ShowTables { .. }
+            | SqlStatement::ShowColumns { .. }
+            | SqlStatement::ShowVariable { .. }
+            | SqlStatement::ExplainTable { .. } => Ok(()),
+            _ => refused(),
+        },
+        DFStatement::Explain(explain) => match explain.statement.as_ref() {
+            inner @ DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {
+                check_statement(inner)
+            }
+            _ => refused(),
+        },
+        DFStatement::CreateExternalTable(_) | DFStatement::CopyTo(_) | DFStatement::Reset(_) => {
+            refused()
+        }
+    }
+}
+
+/// The name of a statement for messages: its first words as the parser prints it back (no
+/// comments left to mislead), e.g. `DROP`, `CREATE EXTERNAL TABLE`, `COPY`.
+fn statement_kind(statement: &DFStatement) -> String {
+    match statement {
+        DFStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE".into(),
+        DFStatement::CopyTo(_) => "COPY".into(),
+        DFStatement::Reset(_) => "RESET".into(),
+        DFStatement::Explain(_) => "EXPLAIN".into(),
+        DFStatement::Statement(s) => s
+            .to_string()
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .find(|w| !w.is_empty())
+            .unwrap_or("this")
+            .to_ascii_uppercase(),
     }
 }
 
@@ -359,70 +573,168 @@ pub(crate) fn with_position(e: &datafusion::error::DataFusionError) -> String {
     }
 }
 
-/// The first keyword of a statement, after comments and whitespace.
-fn first_keyword(sql: &str) -> String {
-    let mut rest = sql.trim_start();
-    loop {
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, r)| r).trim_start();
-        } else {
-            break;
-        }
-    }
-    rest.trim_start_matches('(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase()
-}
-
-/// Refuses anything but queries, with a message naming the statement.
-pub(crate) fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let kw = first_keyword(sql);
-    match kw.as_str() {
-        "SELECT" | "WITH" | "SHOW" | "EXPLAIN" | "DESCRIBE" | "DESC" | "VALUES" | "TABLE" => Ok(()),
-        "" => Err(QueryError::Sql("empty query".into())),
-        // Not a SQL keyword at all: a typo, which deserves a syntax error, not a refusal.
-        other
-            if datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
-                .binary_search(&other)
-                .is_err() =>
-        {
-            Err(QueryError::Sql(format!(
-                "syntax error at line 1: {other:?} does not start a SQL statement; queries start \
-                 with SELECT, WITH, SHOW, EXPLAIN or DESCRIBE"
-            )))
-        }
-        other => Err(QueryError::ReadOnly(other.to_owned())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use datafusion::arrow::array::Int64Array;
 
-    #[test]
-    fn statements_other_than_queries_are_refused() {
-        assert!(check_read_only("SELECT 1").is_ok());
-        assert!(check_read_only("  -- note\n with x as (select 1) select * from x").is_ok());
-        assert!(check_read_only("(SELECT 1)").is_ok());
-        let e = check_read_only("DROP TABLE events")
-            .unwrap_err()
-            .to_string();
+    /// A catalog whose `events` table has one column `n` holding 0..rows, in batches of 100.
+    fn catalog_with(rows: i64, memory_limit: Option<usize>) -> Catalog {
+        let catalog = Catalog::with_limits(ARCHIVE_LISTING_TTL, memory_limit).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batches: Vec<RecordBatch> = (0..rows)
+            .step_by(100)
+            .map(|from| {
+                let values = Int64Array::from_iter_values(from..(from + 100).min(rows));
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values)]).unwrap()
+            })
+            .collect();
+        let table = MemTable::try_new(schema, vec![batches]).unwrap();
+        catalog
+            .context()
+            .register_table("events", Arc::new(table))
+            .unwrap();
+        catalog
+    }
+
+    async fn count(c: &Catalog) -> i64 {
+        let r = c.query("SELECT count(*) AS n FROM events").await.unwrap();
+        r.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[tokio::test]
+    async fn statements_other_than_queries_are_refused() {
+        let c = catalog_with(10, None);
+        for ok in [
+            "SELECT 1",
+            "  -- note\n with x as (select 1) select * from x",
+            "(SELECT 1)",
+            "SELECT n FROM events;",
+            "VALUES (1)",
+            "EXPLAIN SELECT n FROM events",
+            "SHOW TABLES",
+            "SHOW COLUMNS FROM events",
+            "DESCRIBE events",
+        ] {
+            c.plan(ok).await.unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let e = c.plan("DROP TABLE events").await.unwrap_err().to_string();
         assert!(e.contains("read-only: DROP statements are refused"), "{e}");
-        assert!(matches!(
-            check_read_only("/* x */ insert into events values (1)"),
-            Err(QueryError::ReadOnly(k)) if k == "INSERT"
-        ));
-        assert!(matches!(
-            check_read_only("COPY events TO 'x'"),
-            Err(QueryError::ReadOnly(_))
-        ));
-        // A typo is a syntax error, not a refused statement.
-        let e = check_read_only("SELEC 1").unwrap_err();
+        for (sql, kind) in [
+            ("/* x */ insert into events values (1)", "INSERT"),
+            ("COPY events TO 'x.csv'", "COPY"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("SELECT n INTO copy_of_events FROM events", "SELECT … INTO"),
+            ("EXPLAIN DROP TABLE events", "EXPLAIN"),
+            ("BEGIN", "BEGIN"),
+        ] {
+            match c.plan(sql).await {
+                Err(QueryError::ReadOnly(k)) => assert_eq!(k, kind, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        // A typo is a syntax error with its position, not a refused statement.
+        let e = c.plan("SELEC 1").await.unwrap_err();
         assert!(matches!(e, QueryError::Sql(_)), "{e}");
-        assert!(e.to_string().contains("\"SELEC\" does not start"), "{e}");
+        assert!(e.to_string().contains("SELEC"), "{e}");
+        assert_eq!(count(&c).await, 10);
+    }
+
+    /// Regression: a guard that read the first keyword after comments was fooled by nested
+    /// comments, and `SessionContext::sql` ran the DDL it let through.
+    #[tokio::test]
+    async fn nested_comments_do_not_hide_ddl() {
+        let c = catalog_with(10, None);
+        for sql in [
+            "/* /* */ SELECT */ DROP TABLE events",
+            "/* /* */ SELECT */ CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV \
+             LOCATION '/etc/passwd'",
+            "/* /* */ SELECT */ SET datafusion.execution.batch_size = 1",
+        ] {
+            assert!(
+                matches!(c.plan(sql).await, Err(QueryError::ReadOnly(_))),
+                "{sql}"
+            );
+            assert!(
+                matches!(c.query(sql).await, Err(QueryError::ReadOnly(_))),
+                "{sql}"
+            );
+        }
+        assert_eq!(count(&c).await, 10);
+        assert!(c.query("SELECT * FROM passwd").await.is_err());
+        let batch_size = c
+            .context()
+            .state()
+            .config()
+            .options()
+            .execution
+            .batch_size
+            .get();
+        assert_ne!(batch_size, 1);
+        // No file can be read by naming it either.
+        assert!(c.query("SELECT * FROM '/etc/passwd'").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn results_stop_at_max_rows_and_say_so() {
+        let c = catalog_with(1000, None);
+        let r = c.query_limited("SELECT n FROM events", 250).await.unwrap();
+        assert_eq!(r.result.rows(), 250);
+        assert_eq!(r.truncated, Some(Truncation::MaxRows(250)));
+        // Exactly as many rows as allowed is not a cut.
+        let r = c.query_limited("SELECT n FROM events", 1000).await.unwrap();
+        assert_eq!((r.result.rows(), r.truncated), (1000, None));
+        // An ordered result is the first rows of the order.
+        let r = c
+            .query_limited("SELECT n FROM events ORDER BY n DESC", 3)
+            .await
+            .unwrap();
+        let first = r.result.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!((r.result.rows(), first), (3, 999));
+        // EXPLAIN is not cut into.
+        let r = c
+            .query_limited("EXPLAIN SELECT n FROM events", 1000)
+            .await
+            .unwrap();
+        assert!(r.result.rows() >= 2 && r.truncated.is_none());
+    }
+
+    #[tokio::test]
+    async fn results_are_held_within_the_memory_limit() {
+        // Room for a few batches of 100 rows only.
+        let c = catalog_with(100_000, Some(8 * 1024));
+        let r = c
+            .query_limited("SELECT n FROM events", 1_000_000)
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.truncated, Some(Truncation::Memory { rows }) if rows == r.result.rows() && rows < 100_000),
+            "{:?}",
+            r.truncated
+        );
+        // The reservation goes with the result.
+        let pool = Arc::clone(&c.context().runtime_env().memory_pool);
+        assert!(pool.reserved() > 0);
+        drop(r);
+        assert_eq!(pool.reserved(), 0);
+        // A query refused memory fails as such (SQLSTATE 53200 at the endpoint), even when
+        // DataFusion wraps the refusal.
+        let refused = datafusion::error::DataFusionError::ResourcesExhausted("sort".into());
+        let wrapped = datafusion::error::DataFusionError::Context("x".into(), Box::new(refused));
+        assert!(matches!(
+            sql_error(&wrapped),
+            QueryError::ResourcesExhausted(_)
+        ));
     }
 }

@@ -23,6 +23,10 @@ pub enum QueryError {
         "read-only: {0} statements are refused; only SELECT, WITH, SHOW, EXPLAIN and DESCRIBE are allowed"
     )]
     ReadOnly(String),
+    /// A query needed more memory than the session may use (the query's size; retry with a
+    /// narrower query).
+    #[error("{0}")]
+    ResourcesExhausted(String),
     /// Events or alerts could not be converted to Arrow (a bug or a schema change).
     #[error("arrow conversion: {0}")]
     Convert(String),

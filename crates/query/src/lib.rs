@@ -30,7 +30,7 @@ mod view_intern;
 pub use archive::{
     ArchiveOptions, ArchiveSink, ArchiveStats, ArchiveWriter, local_dir, open_store,
 };
-pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, QueryResult};
+pub use catalog::{ARCHIVE_LISTING_TTL, Catalog, LimitedResult, QueryResult, Truncation};
 pub use convert::{alert_schema, alerts_to_batch, event_schema, events_to_batch};
 pub use count_distinct::DistinctCount;
 pub use error::QueryError;

@@ -3,9 +3,15 @@
 //! Any Postgres client (psql, tokio-postgres, JDBC, BI tools) connects with SCRAM-SHA-256 password
 //! authentication and, optionally, TLS. Queries (simple and extended protocol) run on
 //! DataFusion; DDL, DML and session statements are refused with SQLSTATE 25006
-//! (read_only_sql_transaction).
+//! (read_only_sql_transaction). Every statement is planned by [`Catalog::plan`], which never
+//! runs anything, so a describe is as safe as a refusal.
+//!
+//! Bounded: results stop at `serve.max_rows` (and at the catalog's memory limit) with a
+//! `WARNING` notice to the client; at most [`MAX_CONNECTIONS`] clients are served at once, the
+//! next ones refused with SQLSTATE 53300 (too_many_connections). With TLS configured, a client
+//! that did not negotiate TLS is refused before it authenticates.
 
-use crate::catalog::{check_read_only, with_position};
+use crate::catalog::LimitedResult;
 use crate::{Catalog, QueryError};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -13,7 +19,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use futures::{Sink, stream};
+use futures::{Sink, SinkExt, Stream, StreamExt, stream};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
@@ -29,14 +35,59 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 /// PBKDF2 iterations of the SCRAM verifier (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
+
+/// Most clients served at once. Each holds a connection task and, while a query runs, its
+/// share of the catalog's memory; analysts and BI tools need a handful, so this bounds what
+/// many clients (or a client leaking connections) can take from the process (`authwatch run`
+/// serves from inside the pipeline's). PostgreSQL's own default `max_connections` is 100.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The first wait after a failed `accept` (doubled on each failure in a row, up to
+/// [`ACCEPT_BACKOFF_MAX`]). Accept fails when the process runs out of file descriptors or the
+/// kernel of memory: conditions that last a moment, during which retrying at once would spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest wait after failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The memory the endpoint's queries may hold together (sorts, aggregations, the rows of
+/// results being sent), for [`Catalog::with_limits`]: a quarter of what this process may use
+/// (the cgroup's memory limit in a container, else the machine's memory), at least 256 MiB;
+/// 1 GiB when neither can be read. The endpoint may share its process with the pipeline
+/// (`authwatch run`), whose memory one analyst's query must not take.
+pub fn default_memory_limit() -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    // cgroup v2, then v1 (whose "no limit" is a huge number, which the machine's memory caps).
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let machine = read("/proc/meminfo").and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+    });
+    let total = match (cgroup, machine) {
+        (Some(c), Some(m)) => c.min(m),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => 4 * 1024 * MIB,
+    };
+    let limit = (total / 4).max(256 * MIB);
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
 
 /// How the endpoint authenticates and encrypts.
 #[derive(Clone)]
@@ -47,7 +98,8 @@ pub struct ServerOptions {
     pub password: String,
     /// TLS certificate chain and private key (PEM), if TLS is on.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
-    /// Most rows one query returns (the rest is cut, with a notice in the log).
+    /// Most rows one query returns: no more are read, and the client is told with a `WARNING`
+    /// notice (and the log) that the result was cut.
     pub max_rows: usize,
 }
 
@@ -102,11 +154,27 @@ fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// An error that ends the connection, as PostgreSQL refuses a connection.
+fn fatal_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_owned(),
+        code.to_owned(),
+        message.into(),
+    )))
+}
+
 fn query_error(e: QueryError) -> PgWireError {
     match e {
         QueryError::ReadOnly(_) => user_error("25006", e.to_string()),
+        QueryError::ResourcesExhausted(_) => user_error("53200", e.to_string()),
         other => user_error("42000", other.to_string()),
     }
+}
+
+/// A statement with nothing in it but blanks and semicolons (answered with EmptyQueryResponse,
+/// as PostgreSQL does).
+fn is_empty_statement(sql: &str) -> bool {
+    sql.trim().trim_matches(';').trim().is_empty()
 }
 
 /// Query handling over the catalog.
@@ -116,9 +184,17 @@ struct Backend {
     max_rows: usize,
 }
 
-/// Keeps the statement text; planning happens at describe and execute time.
-#[derive(Debug)]
-struct Parser;
+/// Checks a statement at Parse by planning it ([`Catalog::plan`]: nothing runs) and keeps its
+/// text; describe and execute plan it again.
+struct Parser {
+    catalog: Arc<Catalog>,
+}
+
+impl Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Parser")
+    }
+}
 
 #[async_trait]
 impl QueryParser for Parser {
@@ -133,7 +209,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        check_read_only(sql).map_err(query_error)?;
+        if !is_empty_statement(sql) {
+            self.catalog.plan(sql).await.map_err(query_error)?;
+        }
         Ok(Some(sql.to_owned()))
     }
 
@@ -179,108 +257,123 @@ fn fields_of(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
-/// Encodes result batches as data rows of `fields`.
-fn encode(
-    fields: Arc<Vec<FieldInfo>>,
-    batches: &[RecordBatch],
-    max_rows: usize,
-) -> PgWireResult<Vec<PgWireResult<pgwire::messages::data::DataRow>>> {
-    let mut rows = Vec::new();
-    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
+/// Encodes one result batch as data rows of `fields`.
+fn encode_batch(fields: &Arc<Vec<FieldInfo>>, b: &RecordBatch) -> PgWireResult<Vec<DataRow>> {
+    let mut rows = Vec::with_capacity(b.num_rows());
+    let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     let options = FormatOptions::default();
     let api = |e: datafusion::arrow::error::ArrowError| PgWireError::ApiError(Box::new(e));
-    for b in batches {
-        let columns: Vec<(Type, ArrayRef)> = b
-            .columns()
-            .iter()
-            .zip(fields.iter())
-            .map(|(c, f)| {
-                let t = f.datatype().clone();
-                let c = match t {
-                    Type::INT8 => cast(c, &DataType::Int64),
-                    Type::FLOAT8 => cast(c, &DataType::Float64),
-                    _ => Ok(Arc::clone(c)),
-                };
-                c.map(|c| (t, c))
-            })
-            .collect::<Result<_, _>>()
-            .map_err(api)?;
-        let formatters: Vec<ArrayFormatter<'_>> = columns
-            .iter()
-            .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<_, _>>()
-            .map_err(api)?;
-        for row in 0..b.num_rows() {
-            if rows.len() >= max_rows {
-                return Ok(rows);
+    let columns: Vec<(Type, ArrayRef)> = b
+        .columns()
+        .iter()
+        .zip(fields.iter())
+        .map(|(c, f)| {
+            let t = f.datatype().clone();
+            let c = match t {
+                Type::INT8 => cast(c, &DataType::Int64),
+                Type::FLOAT8 => cast(c, &DataType::Float64),
+                _ => Ok(Arc::clone(c)),
+            };
+            c.map(|c| (t, c))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(api)?;
+    let formatters: Vec<ArrayFormatter<'_>> = columns
+        .iter()
+        .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<_, _>>()
+        .map_err(api)?;
+    for row in 0..b.num_rows() {
+        for ((t, c), fmt) in columns.iter().zip(&formatters) {
+            if c.is_null(row) {
+                encoder.encode_field(&None::<String>)?;
+                continue;
             }
-            for ((t, c), fmt) in columns.iter().zip(&formatters) {
-                if c.is_null(row) {
-                    encoder.encode_field(&None::<String>)?;
-                    continue;
+            match *t {
+                Type::BOOL => encoder.encode_field(&c.as_boolean().value(row))?,
+                Type::INT8 => encoder.encode_field(&c.as_primitive::<Int64Type>().value(row))?,
+                Type::FLOAT8 => {
+                    encoder.encode_field(&c.as_primitive::<Float64Type>().value(row))?
                 }
-                match *t {
-                    Type::BOOL => encoder.encode_field(&c.as_boolean().value(row))?,
-                    Type::INT8 => {
-                        encoder.encode_field(&c.as_primitive::<Int64Type>().value(row))?
-                    }
-                    Type::FLOAT8 => {
-                        encoder.encode_field(&c.as_primitive::<Float64Type>().value(row))?
-                    }
-                    _ => encoder.encode_field(&fmt.value(row).to_string())?,
-                }
+                _ => encoder.encode_field(&fmt.value(row).to_string())?,
             }
-            rows.push(Ok(encoder.take_row()));
         }
+        rows.push(encoder.take_row());
     }
     Ok(rows)
 }
 
+/// The data rows of a result, encoded a batch at a time as the client takes them. The result
+/// (and with it the reservation of its rows' memory) lives until the last row is sent.
+fn data_rows(
+    fields: Arc<Vec<FieldInfo>>,
+    mut limited: LimitedResult,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let batches = std::mem::take(&mut limited.result.batches);
+    stream::iter(batches).flat_map(move |b| {
+        let _held = &limited;
+        let rows: Vec<PgWireResult<DataRow>> = match encode_batch(&fields, &b) {
+            Ok(rows) => rows.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        stream::iter(rows)
+    })
+}
+
 impl Backend {
-    async fn run(&self, sql: &str, format: &Format) -> PgWireResult<Response> {
-        let result = self.catalog.query(sql).await.map_err(query_error)?;
-        let fields = Arc::new(fields_of(&result.schema, format));
-        let rows = encode(Arc::clone(&fields), &result.batches, self.max_rows)?;
-        if result.rows() > self.max_rows {
-            tracing::warn!(
-                rows = result.rows(),
-                max = self.max_rows,
-                "serve: result cut at serve.max_rows"
-            );
+    /// Runs one statement; a result cut short is announced to the client with a `WARNING`
+    /// notice before its rows (psql prints it; drivers pass it to their notice handler).
+    async fn run<C>(&self, client: &mut C, sql: &str, format: &Format) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if is_empty_statement(sql) {
+            return Ok(Response::EmptyQuery);
+        }
+        let limited = self
+            .catalog
+            .query_limited(sql, self.max_rows)
+            .await
+            .map_err(query_error)?;
+        let fields = Arc::new(fields_of(&limited.result.schema, format));
+        if let Some(cut) = limited.truncated {
+            tracing::warn!(rows = limited.result.rows(), reason = %cut, "serve: result cut");
+            let notice = ErrorInfo::new("WARNING".to_owned(), "01000".to_owned(), cut.to_string());
+            client
+                .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                    notice,
+                )))
+                .await?;
         }
         Ok(Response::Query(QueryResponse::new(
-            fields,
-            stream::iter(rows),
+            Arc::clone(&fields),
+            data_rows(fields, limited),
         )))
     }
 
+    /// The result columns of a statement, from its plan: nothing is run.
     async fn describe(&self, sql: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-        check_read_only(sql).map_err(query_error)?;
-        let df = self
-            .catalog
-            .context()
-            .sql(sql)
-            .await
-            .map_err(|e| user_error("42000", with_position(&e)))?;
-        Ok(fields_of(df.schema().as_arrow(), format))
+        if is_empty_statement(sql) {
+            return Ok(Vec::new());
+        }
+        let plan = self.catalog.plan(sql).await.map_err(query_error)?;
+        Ok(fields_of(plan.schema().as_arrow(), format))
     }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Backend {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // One statement per query string (DataFusion runs one at a time).
-        let sql = query.trim().trim_end_matches(';');
-        if sql.is_empty() {
-            return Ok(vec![Response::EmptyQuery]);
-        }
-        Ok(vec![self.run(sql, &Format::UnifiedText).await?])
+        // One statement per query string (DataFusion runs one at a time; the parser refuses
+        // more).
+        Ok(vec![self.run(client, query, &Format::UnifiedText).await?])
     }
 }
 
@@ -329,7 +422,7 @@ impl ExtendedQueryHandler for Backend {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<String>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -345,37 +438,101 @@ impl ExtendedQueryHandler for Backend {
                 "query parameters ($1, …) are not supported; inline the values",
             ));
         }
-        self.run(&portal.statement.statement, &portal.result_column_format)
-            .await
+        self.run(
+            client,
+            &portal.statement.statement,
+            &portal.result_column_format,
+        )
+        .await
     }
 }
 
+/// What every connection shares.
 struct Handlers {
     backend: Arc<Backend>,
     secret: Arc<Secret>,
     certificate: Option<Vec<u8>>,
+    /// TLS is configured: clients that did not negotiate it are refused.
+    require_tls: bool,
+    max_connections: usize,
 }
 
-impl PgWireServerHandlers for Handlers {
+/// One connection's handlers: the shared ones, and whether it was admitted (under
+/// [`MAX_CONNECTIONS`]).
+struct Connection {
+    shared: Arc<Handlers>,
+    admitted: bool,
+}
+
+impl PgWireServerHandlers for Connection {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.backend)
+        Arc::clone(&self.shared.backend)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.backend)
+        Arc::clone(&self.shared.backend)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        let mut scram = ScramAuth::new(Arc::clone(&self.secret) as Arc<dyn AuthSource>);
+        let shared = &self.shared;
+        let mut scram = ScramAuth::new(Arc::clone(&shared.secret) as Arc<dyn AuthSource>);
         scram.set_iterations(SCRAM_ITERATIONS);
-        if let Some(cert) = &self.certificate
+        if let Some(cert) = &shared.certificate
             && let Err(e) = scram.configure_certificate(cert)
         {
             tracing::warn!(error = %e, "serve: SCRAM channel binding unavailable");
         }
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = format!("15.0 (authwatch {})", env!("CARGO_PKG_VERSION"));
-        Arc::new(SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram))
+        Arc::new(Gate {
+            inner: SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram),
+            require_tls: shared.require_tls,
+            admitted: self.admitted,
+            max_connections: shared.max_connections,
+        })
+    }
+}
+
+/// Refuses, before authentication, a connection over the limit and, when TLS is configured, one
+/// that did not negotiate TLS (pgwire accepts a plaintext startup even with a TLS acceptor).
+struct Gate<H> {
+    inner: H,
+    require_tls: bool,
+    admitted: bool,
+    max_connections: usize,
+}
+
+#[async_trait]
+impl<H: StartupHandler> StartupHandler for Gate<H> {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !self.admitted {
+            return Err(fatal_error(
+                "53300",
+                format!(
+                    "too many connections: the authwatch SQL endpoint serves {} at once; try again later",
+                    self.max_connections
+                ),
+            ));
+        }
+        // Checked on every startup message, not only the first: nothing of the handshake
+        // (which carries the password proof) goes over a plaintext connection.
+        if self.require_tls && !client.is_secure() {
+            tracing::info!(peer = %client.socket_addr(), "serve: plaintext connection refused (TLS is required)");
+            return Err(fatal_error(
+                "28000",
+                "this endpoint requires TLS: connect with sslmode=require (or verify-ca, verify-full)",
+            ));
+        }
+        self.inner.on_startup(client, message).await
     }
 }
 
@@ -403,12 +560,39 @@ fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<TlsAcceptor, QueryError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Where connections come from: a TCP listener (a trait so that tests can make accept fail).
+trait Accept: Send {
+    /// The next connection.
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
 /// Serves the catalog on `listener` until the future is dropped. Each connection runs on its
-/// own task; a failing connection is logged and does not affect others.
+/// own task; a failing connection is logged and does not affect others, and neither does a
+/// failed `accept` (logged, retried after a short wait). At most [`MAX_CONNECTIONS`] clients
+/// are served at once. Fails only at the start, on unusable options.
 pub async fn serve(
     catalog: Arc<Catalog>,
     options: ServerOptions,
     listener: TcpListener,
+) -> Result<(), QueryError> {
+    serve_on(catalog, options, listener, MAX_CONNECTIONS).await
+}
+
+async fn serve_on(
+    catalog: Arc<Catalog>,
+    options: ServerOptions,
+    listener: impl Accept,
+    max_connections: usize,
 ) -> Result<(), QueryError> {
     if options.password.is_empty() {
         return Err(QueryError::Config(
@@ -421,8 +605,8 @@ pub async fn serve(
     };
     let handlers = Arc::new(Handlers {
         backend: Arc::new(Backend {
-            catalog,
-            parser: Arc::new(Parser),
+            catalog: Arc::clone(&catalog),
+            parser: Arc::new(Parser { catalog }),
             max_rows: options.max_rows.max(1),
         }),
         secret: Arc::new(Secret {
@@ -430,18 +614,196 @@ pub async fn serve(
             password: options.password.clone(),
         }),
         certificate: options.tls.as_ref().map(|(c, _)| c.clone()),
+        require_tls: acceptor.is_some(),
+        max_connections,
     });
+    let admitted = Arc::new(Semaphore::new(max_connections));
+    // Connections over the limit get a task too, to be told why (SQLSTATE 53300) rather than
+    // dropped; as many as that at once, beyond which they are closed without a word.
+    let refusing = Arc::new(Semaphore::new(max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let (socket, peer) = listener.accept().await.map_err(|e| QueryError::Io {
-            path: "serve.listen".into(),
-            source: e,
-        })?;
-        let handlers = Arc::clone(&handlers);
+        let (socket, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "serve: accepting a connection failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let (permit, is_admitted) = match Arc::clone(&admitted).try_acquire_owned() {
+            Ok(p) => (p, true),
+            Err(_) => match Arc::clone(&refusing).try_acquire_owned() {
+                Ok(p) => {
+                    tracing::warn!(%peer, max = max_connections, "serve: too many connections; refusing one");
+                    (p, false)
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, max = max_connections, "serve: too many connections; closing one");
+                    continue;
+                }
+            },
+        };
+        let connection = Connection {
+            shared: Arc::clone(&handlers),
+            admitted: is_admitted,
+        };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+            // Held for the life of the connection.
+            let _permit = permit;
+            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, connection).await {
                 tracing::info!(%peer, error = %e, "serve: connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn options() -> ServerOptions {
+        ServerOptions {
+            user: "authwatch".into(),
+            password: "s3cret".into(),
+            tls: None,
+            max_rows: 10,
+        }
+    }
+
+    fn backend(catalog: Arc<Catalog>) -> Backend {
+        Backend {
+            catalog: Arc::clone(&catalog),
+            parser: Arc::new(Parser { catalog }),
+            max_rows: 10,
+        }
+    }
+
+    /// Regression: describe (extended protocol) planned with `SessionContext::sql`, which runs
+    /// DDL and `SET` while planning, behind a guard that nested comments fooled.
+    #[tokio::test]
+    async fn describe_runs_nothing() {
+        let catalog = Arc::new(Catalog::new().unwrap());
+        let b = backend(Arc::clone(&catalog));
+        for sql in [
+            "/* /* */ SELECT */ CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV \
+             LOCATION '/etc/passwd'",
+            "/* /* */ SELECT */ SET datafusion.execution.batch_size = 1",
+            "CREATE VIEW v AS SELECT 1",
+        ] {
+            let Err(PgWireError::UserError(e)) = b.describe(sql, &Format::UnifiedBinary).await
+            else {
+                panic!("{sql}: described");
+            };
+            assert_eq!(e.code, "25006", "{sql}: {e:?}");
+        }
+        assert!(catalog.query("SELECT * FROM passwd").await.is_err());
+        assert!(catalog.query("SELECT * FROM v").await.is_err());
+        let options = catalog.context().state().config().options().clone();
+        assert_ne!(options.execution.batch_size.get(), 1);
+        // A query is described from its plan.
+        let fields = b
+            .describe("SELECT 1 AS one, 'x' AS two", &Format::UnifiedText)
+            .await
+            .unwrap();
+        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["one", "two"]);
+    }
+
+    /// A listener whose first `accept`s fail.
+    struct Flaky {
+        inner: TcpListener,
+        failures: AtomicUsize,
+    }
+
+    impl Accept for Flaky {
+        async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(std::io::Error::other("too many open files"));
+            }
+            self.inner.accept().await
+        }
+    }
+
+    /// Opens a plaintext connection and sends a startup message; returns the type and body of
+    /// the server's first message, and the connection (open while the caller holds it).
+    async fn start(addr: SocketAddr) -> (u8, Vec<u8>, TcpStream) {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        let mut body = 196_608_i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0authwatch\0database\0authwatch\0\0");
+        let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        msg.extend(body);
+        socket.write_all(&msg).await.unwrap();
+        let kind = socket.read_u8().await.unwrap();
+        let len = socket.read_i32().await.unwrap();
+        let mut body = vec![0; usize::try_from(len).unwrap() - 4];
+        socket.read_exact(&mut body).await.unwrap();
+        (kind, body, socket)
+    }
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    /// Regression: one failed `accept` ended the server.
+    #[tokio::test]
+    async fn a_failed_accept_does_not_end_the_server() {
+        let (inner, addr) = listener().await;
+        let flaky = Flaky {
+            inner,
+            failures: AtomicUsize::new(3),
+        };
+        let catalog = Arc::new(Catalog::new().unwrap());
+        let server = tokio::spawn(serve_on(catalog, options(), flaky, 4));
+        let (kind, _, _socket) = tokio::time::timeout(Duration::from_secs(10), start(addr))
+            .await
+            .expect("served after failed accepts");
+        assert_eq!(kind, b'R', "an authentication request");
+        assert!(!server.is_finished());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_refused() {
+        let (l, addr) = listener().await;
+        let catalog = Arc::new(Catalog::new().unwrap());
+        let server = tokio::spawn(serve_on(catalog, options(), l, 2));
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let (kind, _, socket) = start(addr).await;
+            assert_eq!(kind, b'R');
+            open.push(socket);
+        }
+        let (kind, body, _) = start(addr).await;
+        assert_eq!(kind, b'E');
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("FATAL") && text.contains("53300"), "{text}");
+        assert!(text.contains("too many connections"), "{text}");
+        // A place frees when a client leaves.
+        drop(open.pop());
+        let mut admitted = false;
+        for _ in 0..100 {
+            if start(addr).await.0 == b'R' {
+                admitted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(admitted);
+        server.abort();
     }
 }

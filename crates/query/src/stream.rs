@@ -145,7 +145,8 @@ pub struct SqlRuleStats {
     pub suppressed: u64,
     /// Rows dropped because the buffer was full (`sql.max_buffered_rows`).
     pub evicted: u64,
-    /// Executions that failed (logged).
+    /// Failures (logged): executions that failed, windows whose rows could not be built, and
+    /// result rows that could not become alerts.
     pub errors: u64,
 }
 
@@ -185,10 +186,15 @@ struct PlannedRule {
 impl RuleRun {
     /// Counts a failure of this detection (already logged by the caller).
     fn failed(&mut self) {
-        self.stats.errors += 1;
+        self.failed_by(1);
+    }
+
+    /// Counts `n` failures of this detection (already logged by the caller).
+    fn failed_by(&mut self, n: u64) {
+        self.stats.errors += n;
         self.planned
             .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -291,8 +297,10 @@ impl SqlDetections {
         self.rules.iter().map(|r| r.rule.id.as_str()).collect()
     }
 
-    /// Each detection's failed executions so far, over every task (logged as they happen):
-    /// `(id, count)` for every detection, 0 for those that never failed.
+    /// Each detection's failures so far, over every task (logged as they happen): failed
+    /// executions, and result rows that could not become alerts (unusable times, or a session
+    /// detection's row that matches no session). `(id, count)` for every detection, 0 for
+    /// those that never failed.
     pub fn failures(&self) -> Vec<(String, u64)> {
         self.rules
             .iter()
@@ -414,11 +422,13 @@ impl SqlDetector {
                         add_to_session(r.sessions.entry(k.clone()).or_default(), *t, gap_ms);
                     }
                 }
-            } else if r.next_end.is_none()
-                && let Some(&t) = times.iter().min()
-            {
-                let slide = slide_ms(&r.rule.window);
-                r.next_end = Some(t - t.rem_euclid(slide) + slide);
+            } else if let Some(&t) = times.iter().min() {
+                // The first window still to decide may be earlier than the one the first rows
+                // opened: events come out of order within the allowed lateness. It is never
+                // one already decided: events are never behind the watermark, and windows are
+                // decided only once the watermark passes their end.
+                let end = window_end_after(t, slide_ms(&r.rule.window));
+                r.next_end = Some(r.next_end.map_or(end, |n| n.min(end)));
             }
             r.stats.rows_buffered += keep.len() as u64;
             r.buffered += keep.len();
@@ -453,10 +463,7 @@ impl SqlDetector {
             if rule_due(&self.rules[i]) <= watermark {
                 self.decide(i, watermark, out);
             }
-            let r = &mut self.rules[i];
-            let suppress = r.rule.suppress_ms;
-            r.incidents
-                .retain(|_, inc| inc.last_seen.saturating_add(suppress) >= watermark);
+            forget_incidents(&mut self.rules[i], watermark);
         }
         self.recompute_due();
     }
@@ -469,6 +476,8 @@ impl SqlDetector {
         let mut assigned: Vec<(usize, usize, i64, i64)> = Vec::new();
         // Session windows decided now, per key, in order.
         let mut closed: Vec<(String, i64, i64)> = Vec::new();
+        // Session windows: the index in `closed` of each assigned row's session.
+        let mut assigned_session: Vec<usize> = Vec::new();
         match r.rule.window.clone() {
             WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
                 let slide = slide_ms(&r.rule.window);
@@ -510,18 +519,24 @@ impl SqlDetector {
                     return;
                 }
                 closed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-                let by_key: HashMap<&str, Vec<(i64, i64)>> =
-                    closed.iter().fold(HashMap::new(), |mut m, (k, s, l)| {
-                        m.entry(k.as_str()).or_insert_with(Vec::new).push((*s, *l));
-                        m
-                    });
+                let by_key: HashMap<&str, Vec<(i64, i64, usize)>> =
+                    closed
+                        .iter()
+                        .enumerate()
+                        .fold(HashMap::new(), |mut m, (n, (k, s, l))| {
+                            m.entry(k.as_str())
+                                .or_insert_with(Vec::new)
+                                .push((*s, *l, n));
+                            m
+                        });
                 for (c, chunk) in r.buffer.iter().enumerate() {
                     for (j, (&t, k)) in chunk.times.iter().zip(&chunk.keys).enumerate() {
                         let Some(list) = k.as_deref().and_then(|k| by_key.get(k)) else {
                             continue;
                         };
-                        if let Some(&(s, l)) = list.iter().find(|(s, l)| *s <= t && t <= *l) {
+                        if let Some(&(s, l, n)) = list.iter().find(|(s, l, _)| *s <= t && t <= *l) {
                             assigned.push((c, j, s, l.saturating_add(gap_ms)));
+                            assigned_session.push(n);
                         }
                     }
                 }
@@ -582,17 +597,48 @@ impl SqlDetector {
             ))
         });
         let suppress = r.rule.suppress_ms;
-        if let WindowSpec::Session { .. } = r.rule.window {
+        if let WindowSpec::Session { gap_ms } = r.rule.window {
+            // Which closed session each row is about.
+            let sessions = SessionIndex {
+                closed: &closed,
+                gap_ms,
+                rows: rows.as_ref(),
+                assigned_session: &assigned_session,
+                by_event: std::cell::OnceCell::new(),
+            };
+            let session_of: Vec<Option<usize>> =
+                found.iter().map(|f| sessions.session_of(f)).collect();
+            let unmatched = session_of.iter().filter(|m| m.is_none()).count();
+            if unmatched > 0 {
+                // Each such row is a finding lost: one failure per row.
+                r.failed_by(unmatched as u64);
+                let first = found
+                    .iter()
+                    .zip(&session_of)
+                    .find(|(_, m)| m.is_none())
+                    .map(|(f, _)| f.key.clone())
+                    .unwrap_or_default();
+                tracing::error!(
+                    rule = %r.rule.id,
+                    rows = unmatched,
+                    first_key = %first,
+                    "sql: result rows match no session that closed; they are skipped. The key \
+                     columns must hold the key as the engine computes it (see docs/SQL.md), or \
+                     the row must return its window_start, event_id or evidence"
+                );
+            }
             // An incident spans whole sessions: every event of a session that the incident
             // absorbed extends it, fired or not (as the compiled rules' incidents do).
-            for (key, s, l) in &closed {
+            for (n, (key, s, l)) in closed.iter().enumerate() {
                 let open = r
                     .incidents
                     .get(key)
                     .is_some_and(|inc| *s <= inc.last_seen.saturating_add(suppress));
                 let mut rows_here = found
                     .iter()
-                    .filter(|f| &f.key == key && *s <= f.last_seen && f.last_seen <= *l);
+                    .zip(&session_of)
+                    .filter(|(_, m)| **m == Some(n))
+                    .map(|(f, _)| f);
                 if open {
                     r.stats.suppressed += rows_here.count() as u64;
                     if let Some(inc) = r.incidents.get_mut(key) {
@@ -655,14 +701,50 @@ fn slide_ms(w: &WindowSpec) -> i64 {
     }
 }
 
+/// The end of the first window (aligned to `slide`) that ends after `t`: the earliest window
+/// end of a row at `t`.
+fn window_end_after(t: i64, slide: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(slide)).saturating_add(slide)
+}
+
+/// Forgets the incidents that no window still to decide can extend. An incident absorbs a
+/// finding of its key that starts within `suppress` of its last activity, so it is kept while
+/// such a finding can still come:
+/// - tumbling and hopping: while `last_seen + suppress` reaches the start of the earliest
+///   window not decided yet (a finding's `first_seen` is in its window); rows buffered for
+///   that window may be older than the watermark;
+/// - session: while it reaches the watermark (a new session starts at or after it), or the
+///   start of an open session of its key.
+fn forget_incidents(r: &mut RuleRun, watermark: i64) {
+    let suppress = r.rule.suppress_ms;
+    match r.rule.window {
+        WindowSpec::Session { .. } => {
+            let sessions = &r.sessions;
+            r.incidents.retain(|key, inc| {
+                let reach = inc.last_seen.saturating_add(suppress);
+                reach >= watermark
+                    || sessions
+                        .get(key)
+                        .is_some_and(|open| open.iter().any(|&(start, _)| start <= reach))
+            });
+        }
+        WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
+            let next = window_end_after(watermark, slide_ms(&r.rule.window));
+            let earliest_start = r
+                .next_end
+                .map_or(next, |e| e.min(next))
+                .saturating_sub(size_ms);
+            r.incidents
+                .retain(|_, inc| inc.last_seen.saturating_add(suppress) >= earliest_start);
+        }
+    }
+}
+
 /// The earliest watermark at which a window holding an event at `t` can close.
 fn first_due(w: &WindowSpec, t: i64) -> i64 {
     match w {
         WindowSpec::Session { gap_ms } => t.saturating_add(*gap_ms).saturating_add(1),
-        _ => {
-            let slide = slide_ms(w);
-            t - t.rem_euclid(slide) + slide
-        }
+        _ => window_end_after(t, slide_ms(w)),
     }
 }
 
@@ -950,6 +1032,9 @@ struct Found {
     key_values: Vec<(String, String)>,
     first_seen: i64,
     last_seen: i64,
+    /// The row's `window_start` and `window_end`, when the query returns them.
+    window_start: Option<i64>,
+    window_end: Option<i64>,
     event_id: Option<String>,
     evidence: Vec<String>,
     metrics: BTreeMap<String, MetricValue>,
@@ -1072,6 +1157,8 @@ fn collect_rows(
                 key_values,
                 first_seen,
                 last_seen,
+                window_start: col("window_start").and_then(|a| column_i64(a, i)),
+                window_end: col("window_end").and_then(|a| column_i64(a, i)),
                 event_id: col("event_id").and_then(|a| column_text(a, i)),
                 evidence,
                 metrics,
@@ -1085,6 +1172,90 @@ fn collect_rows(
         )
     });
     Ok((found, bad))
+}
+
+/// Finds the closed session a result row of a session detection is about.
+struct SessionIndex<'a> {
+    /// The sessions decided in this execution: (key, start, last row), sorted.
+    closed: &'a [(String, i64, i64)],
+    gap_ms: i64,
+    /// The rows the query read, and the index in `closed` of each one's session.
+    rows: Option<&'a RecordBatch>,
+    assigned_session: &'a [usize],
+    /// Event id → session, built when a row first needs it.
+    by_event: std::cell::OnceCell<HashMap<String, usize>>,
+}
+
+impl SessionIndex<'_> {
+    /// The session of `f`, tried in this order:
+    /// 1. its key columns hold a session's key (the documented contract): that key's session
+    ///    that starts at the row's `window_start`, else holds its `last_seen`, else its
+    ///    `first_seen` (within the session's window, up to its `window_end`);
+    /// 2. its `event_id`, else the first of its `evidence`, is an event the query read: that
+    ///    event's session;
+    /// 3. its `window_start` (and `window_end`, if returned) is that of exactly one session.
+    fn session_of(&self, f: &Found) -> Option<usize> {
+        let end = |l: i64| l.saturating_add(self.gap_ms);
+        let same_key = || {
+            self.closed
+                .iter()
+                .enumerate()
+                .filter(move |(_, (k, _, _))| *k == f.key)
+        };
+        let holding = |t: i64| {
+            same_key()
+                .find(|(_, (_, s, l))| *s <= t && t <= end(*l))
+                .map(|(n, _)| n)
+        };
+        let by_key = f
+            .window_start
+            .and_then(|ws| same_key().find(|(_, (_, s, _))| *s == ws).map(|(n, _)| n))
+            .or_else(|| holding(f.last_seen))
+            .or_else(|| holding(f.first_seen));
+        if by_key.is_some() {
+            return by_key;
+        }
+        let by_event = self.by_event.get_or_init(|| self.event_sessions());
+        let by_id = f
+            .event_id
+            .iter()
+            .chain(&f.evidence)
+            .find_map(|id| by_event.get(id).copied());
+        if by_id.is_some() {
+            return by_id;
+        }
+        let ws = f.window_start?;
+        let mut bounds = self
+            .closed
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s, l))| *s == ws && f.window_end.is_none_or(|we| we == end(*l)));
+        match (bounds.next(), bounds.next()) {
+            (Some((n, _)), None) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The session of each event id the query read (the first, should an id repeat).
+    fn event_sessions(&self) -> HashMap<String, usize> {
+        let mut map = HashMap::new();
+        let Some(ids) = self
+            .rows
+            .and_then(|b| b.column_by_name("event_id"))
+            .and_then(|c| cast(c, &DataType::Utf8).ok())
+        else {
+            return map;
+        };
+        let Some(ids) = ids.as_string_opt::<i32>() else {
+            return map;
+        };
+        for (i, &n) in self.assigned_session.iter().enumerate() {
+            if i < ids.len() && !ids.is_null(i) {
+                map.entry(ids.value(i).to_owned()).or_insert(n);
+            }
+        }
+        map
+    }
 }
 
 /// The deciding event, looked up among the window rows by id.

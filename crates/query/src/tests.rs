@@ -626,3 +626,259 @@ fn a_detections_directory_without_detections_is_refused() {
     std::fs::copy(&one, dir.path().join("ONE.SQL")).unwrap();
     assert_eq!(load_dir(dir.path()).unwrap().len(), 1);
 }
+
+/// Feeds `stream` to `detector` as the pipeline does (each event, then the watermark when the
+/// newest time grows) and flushes; returns every alert.
+fn drive(detector: &mut crate::SqlDetector, stream: &[AuthEvent]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    let mut newest = i64::MIN;
+    for e in stream {
+        detector.on_event(e, &mut out);
+        if e.time > newest {
+            newest = e.time;
+            detector.on_watermark(newest - LATENESS, &mut out);
+        }
+    }
+    detector.flush(&mut out);
+    out
+}
+
+/// A failed sign-in of `user` with both a provider id and a login name.
+fn failure_with_id(t: i64, id: &str, user_id: &str, name: &str) -> AuthEvent {
+    let line = format!(
+        r#"{{"time":{t},"provider":"okta","tenant":"t1","event_id":"{id}","user":{{"id":"{user_id}","name":"{name}"}},"activity":"logon","factor":"password","outcome":"failure","reason":"invalid_credentials","src":{{"ip":"198.51.100.7"}}}}"#
+    );
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Regression (review repro E): an incident was forgotten once `suppress` had passed since
+/// its last activity, even while a session of its key that started within `suppress` was
+/// still open; that session then alerted a second time where the compiled rule absorbs it.
+#[test]
+fn credential_stuffing_keeps_its_incident_for_a_session_it_absorbs() {
+    for later in [55, 60, 64] {
+        let mut s = Vec::new();
+        background(&mut s, T0, T0 + 3 * 60 * MIN);
+        let mut burst = |start: i64, n: i64, every: i64, tag: &str| {
+            for i in 0..n {
+                let reason = if i % 20 < 8 {
+                    "unknown_user"
+                } else {
+                    "invalid_credentials"
+                };
+                s.push(ev(
+                    start + i * every,
+                    &format!("{tag}{i}"),
+                    "acme",
+                    &format!("{tag}{}@acme.example", i % 20),
+                    "203.0.113.66",
+                    "logon",
+                    "failure",
+                    Some(reason),
+                ));
+            }
+        };
+        // The first burst's incident ends at 4m50s; the second burst starts `later` minutes
+        // in, within the hour of suppression, and lasts past it.
+        burst(T0, 30, 10_000, "u");
+        burst(T0 + later * MIN, 40, 20_000, "v");
+        let (compiled, sql) = both(&sorted(s), "credential_stuffing");
+        assert_eq!(compiled.len(), 1, "{later}: {compiled:#?}");
+        assert_eq!(sql, compiled, "second burst {later} min in");
+    }
+}
+
+/// Regression (review repro C): a session detection's rows whose key column did not hold the
+/// engine's key (`"user".id` where the engine keys by login name), or whose `last_seen` lay
+/// after the session's last row (`window_end`), were dropped without a word.
+#[test]
+fn session_rows_find_their_session_or_count_as_failures() {
+    let detection = |id: &str, select: &str| {
+        SqlRule::parse(
+            Path::new(&format!("{id}.sql")),
+            &format!(
+                r#"/*---
+id: {id}
+severity: medium
+cause_class: attack
+window: {{ kind: session, gap: 10m }}
+key: [user]
+summary: {{ en: "x {{user}}", ja: "x {{user}}" }}
+steps: {{ en: [], ja: [] }}
+---*/
+SELECT {select}, count(*) AS n FROM events WHERE outcome = 'failure'
+GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#
+            ),
+        )
+        .unwrap()
+    };
+    let rules = vec![
+        // The documented key: the login name.
+        detection(
+            "by_name",
+            r#""user".name AS "user", min(time) AS first_seen, max(time) AS last_seen"#,
+        ),
+        // The session's end as last_seen: after its last row.
+        detection(
+            "window_end_last",
+            r#""user".name AS "user", min(time) AS first_seen, window_end AS last_seen"#,
+        ),
+        // Another key text, but the row says which session it is about.
+        detection(
+            "by_id_with_window",
+            r#""user".id AS "user", min(time) AS first_seen, max(time) AS last_seen, window_start"#,
+        ),
+        detection(
+            "by_id_with_event",
+            r#""user".id AS "user", min(time) AS first_seen, max(time) AS last_seen,
+               max(event_id) AS event_id"#,
+        ),
+        // Another key text and nothing else: no session can be told; a failure, not silence.
+        detection(
+            "by_id_alone",
+            r#""user".id AS "user", min(time) AS first_seen, max(time) AS last_seen"#,
+        ),
+    ];
+    let detections = SqlDetections::new(rules, 1000).unwrap();
+    let mut stream: Vec<AuthEvent> = (0..5)
+        .map(|i| {
+            failure_with_id(
+                T0 + i * 2 * MIN,
+                &format!("e{i}"),
+                "00u123",
+                "alice@example.com",
+            )
+        })
+        .collect();
+    // Another user's session at the same times, so that times alone name no session.
+    stream.extend((0..5).map(|i| {
+        failure_with_id(
+            T0 + i * 2 * MIN + 1,
+            &format!("f{i}"),
+            "00u456",
+            "bob@example.com",
+        )
+    }));
+    let alerts = drive(&mut detections.detector(), &sorted(stream));
+    let count = |rule: &str| alerts.iter().filter(|a| a.rule_id == rule).count();
+    assert_eq!(count("by_name"), 2, "{alerts:#?}");
+    assert_eq!(count("window_end_last"), 2, "{alerts:#?}");
+    assert_eq!(count("by_id_with_window"), 2, "{alerts:#?}");
+    assert_eq!(count("by_id_with_event"), 2, "{alerts:#?}");
+    assert_eq!(count("by_id_alone"), 0, "{alerts:#?}");
+    // The alert keeps the key the query returned.
+    assert!(alerts.iter().any(|a| {
+        a.rule_id == "by_id_with_event"
+            && a.entity
+                .user
+                .as_ref()
+                .is_some_and(|u| u.as_str() == "00u123")
+    }));
+    let failures: std::collections::HashMap<String, u64> =
+        detections.failures().into_iter().collect();
+    assert_eq!(failures["by_id_alone"], 2, "one per row: {failures:?}");
+    for ok in [
+        "by_name",
+        "window_end_last",
+        "by_id_with_window",
+        "by_id_with_event",
+    ] {
+        assert_eq!(failures[ok], 0, "{ok}: {failures:?}");
+    }
+}
+
+/// Regression (review repro A): tumbling and hopping windows started at the window of the
+/// first rows buffered, so on-time events that came later, out of order, for an earlier window
+/// were never decided.
+#[test]
+fn out_of_order_rows_of_an_earlier_window_are_decided() {
+    let detection = |text: &str| SqlRule::parse(Path::new("x.sql"), text).unwrap();
+    let burst = detection(
+        r#"/*---
+id: tenant_burst
+severity: medium
+cause_class: attack
+window: { kind: tumbling, size: 1h }
+key: [tenant]
+suppress: 1h
+summary: { en: "burst {tenant} {n}", ja: "burst {tenant} {n}" }
+steps: { en: [], ja: [] }
+---*/
+SELECT tenant, min(time) AS first_seen, max(time) AS last_seen, count(*) AS n
+FROM events WHERE outcome = 'failure' AND tenant = 't1'
+GROUP BY tenant, window_start HAVING count(*) >= 3"#,
+    );
+    let hopping = detection(
+        r#"/*---
+id: tenant_burst_hop
+severity: medium
+cause_class: attack
+window: { kind: hopping, size: 1h, slide: 30m }
+key: [tenant]
+suppress: 1m
+summary: { en: "burst {tenant} {n}", ja: "burst {tenant} {n}" }
+steps: { en: [], ja: [] }
+---*/
+SELECT tenant, min(time) AS first_seen, max(time) AS last_seen, count(*) AS n
+FROM events WHERE outcome = 'failure' AND tenant = 't1'
+GROUP BY tenant, window_start HAVING count(*) >= 3"#,
+    );
+    // A session detection over everything: its windows close every few seconds, so the
+    // detector takes in rows long before the tumbling window's first end.
+    let session = detection(
+        r#"/*---
+id: quiet_session
+severity: low
+cause_class: user
+window: { kind: session, gap: 1s }
+key: [user]
+summary: { en: "x", ja: "x" }
+steps: { en: [], ja: [] }
+---*/
+SELECT "user".name AS "user", min(time) AS first_seen, max(time) AS last_seen
+FROM events GROUP BY "user".name, window_start HAVING count(*) > 1000000"#,
+    );
+    let at = |m: i64, s: i64| T0 + m * MIN + s * 1000;
+    let fail = |t: i64, id: &str| {
+        ev(
+            t,
+            id,
+            "t1",
+            "alice",
+            "198.51.100.7",
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        )
+    };
+    let ok = |t: i64, id: &str| ev(t, id, "t2", "bob", "198.51.100.8", "logon", "success", None);
+    // 10:50 a success; 11:00:30 a failure of the window [11:00, 12:00); then, on time (within
+    // the 5 minutes of lateness), three failures of [10:00, 11:00).
+    let mut stream = vec![
+        ok(at(110, 0), "e1"),
+        fail(at(120, 30), "e2"),
+        fail(at(116, 0), "e3"),
+        fail(at(117, 0), "e4"),
+        fail(at(118, 0), "e5"),
+    ];
+    stream.extend((0..40).map(|i| ok(at(122 + 2 * i, 0), &format!("b{i}"))));
+    let detections = SqlDetections::new(vec![burst, hopping, session], 1000).unwrap();
+    let alerts = drive(&mut detections.detector(), &stream);
+    let burst: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule_id == "tenant_burst")
+        .collect();
+    assert_eq!(burst.len(), 1, "{alerts:#?}");
+    assert_eq!(burst[0].first_seen.millis(), at(116, 0));
+    assert_eq!(
+        burst[0].metrics["n"],
+        authwatch_event::MetricValue::Count(3)
+    );
+    // Hopping: [10:00, 11:00) and [10:30, 11:30) hold the three.
+    let hop: Vec<i64> = alerts
+        .iter()
+        .filter(|a| a.rule_id == "tenant_burst_hop")
+        .map(|a| a.first_seen.millis())
+        .collect();
+    assert_eq!(hop, vec![at(116, 0)], "{alerts:#?}");
+}
