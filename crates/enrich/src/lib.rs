@@ -73,7 +73,7 @@ pub use config::{
 };
 pub use error::{EnrichError, SnapshotError};
 pub use geo::{DatabaseInfo, DbKind, GeoDatabases, IpFacts};
-pub use internal::is_internal;
+pub use internal::{canonical_ip, is_internal};
 pub use profiles::{MIN_SUCCESSES_FOR_HOURS, ProfileStats, UserProfiles, haversine_km};
 pub use ua::{UserAgentFacts, UserAgentParser, device_fingerprint};
 
@@ -139,8 +139,9 @@ impl EventEnricher {
             return;
         }
         if let Some(ip) = event.src.ip {
-            // `::ffff:a.b.c.d` is the IPv4 address a dual-stack listener saw; treat it as such.
-            let ip = ip.to_canonical();
+            // `::ffff:a.b.c.d` is the IPv4 address a dual-stack listener saw (and NAT64 and
+            // IPv4-compatible forms likewise): judge, locate and tag it as that address.
+            let ip = canonical_ip(ip);
             let internal = is_internal(ip);
             event.src.internal |= internal;
             if !internal && self.geo.is_configured() {
