@@ -256,8 +256,10 @@ fn with_major(family: &str, version: &str) -> Text {
 /// The source address is deliberately left out: it changes with every network the same
 /// device joins, and is judged separately (geo, ASN, CIDR tags). See `docs/ENRICHMENT.md`.
 pub fn device_fingerprint(device: &Device) -> Option<Text> {
-    let os = device.os.trim();
-    let browser = device.browser.trim();
+    // Providers that name the OS and browser themselves give full versions ("Edge
+    // 131.0.2903.86", "Safari 17.5"): a point release must not make a new device.
+    let os = major_only(device.os.trim());
+    let browser = major_only(device.browser.trim());
     let id = device.id.trim();
     if os.is_empty() && browser.is_empty() && id.is_empty() && device.kind == DeviceType::Unknown {
         return None;
@@ -275,6 +277,19 @@ pub fn device_fingerprint(device: &Device) -> Option<Text> {
         *out = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
     }
     Some(Text::new(std::str::from_utf8(&hex).unwrap_or_default()))
+}
+
+/// "Edge 131.0.2903.86" → "Edge 131": a name whose last word is a dotted version keeps only
+/// the version's first number, as [`with_major`] does for parsed user agents.
+fn major_only(name: &str) -> &str {
+    let start = name.rfind(' ').map_or(0, |i| i + 1);
+    let version = &name[start..];
+    match version.find('.') {
+        Some(dot) if version.as_bytes()[..dot].iter().all(u8::is_ascii_digit) && dot > 0 => {
+            &name[..start + dot]
+        }
+        _ => name,
+    }
 }
 
 /// The hashed recipe, built in a `String`: `fp1 \0 os \0 browser \0 type \0 device_id`, with OS
@@ -522,6 +537,27 @@ mod tests {
         };
         assert_eq!(device_fingerprint(&d1), device_fingerprint(&d2));
         assert_eq!(device_fingerprint(&Device::default()), None);
+        // Full versions from a provider: point releases keep the device, a major one does not.
+        let provider = |os: &str, browser: &str| {
+            device_fingerprint(&Device {
+                os: os.into(),
+                browser: browser.into(),
+                ..Device::default()
+            })
+        };
+        let edge = provider("Windows 10", "Edge 131.0.2903.86");
+        assert_eq!(edge, provider("Windows 10", "Edge 131.0.2903.112"));
+        assert_eq!(edge, provider("Windows 10", "Edge 131"));
+        assert_ne!(edge, provider("Windows 10", "Edge 132.0.2957.55"));
+        assert_eq!(
+            provider("iOS 17.5", "Safari 17.5"),
+            provider("iOS 17.6.1", "Safari 17.6")
+        );
+        assert_eq!(major_only("Firefox 133.0"), "Firefox 133");
+        assert_eq!(major_only("Windows 10"), "Windows 10");
+        assert_eq!(major_only("Chrome v1.2"), "Chrome v1.2");
+        assert_eq!(major_only("Mac OS X"), "Mac OS X");
+        assert_eq!(major_only(". 5"), ". 5");
     }
 
     #[test]
