@@ -8,7 +8,9 @@
 use crate::config::ProfileConfig;
 use crate::error::SnapshotError;
 use crate::recency::RecencyMap;
-use authwatch_event::{Activity, AuthEvent, Factor, Outcome, PreviousSignIn, Text, UserContext};
+use authwatch_event::{
+    Activity, AuthEvent, Factor, Outcome, PreviousSignIn, Text, User, UserContext,
+};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::net::IpAddr;
@@ -17,7 +19,8 @@ const MS_PER_HOUR: i64 = 3_600_000;
 const MIN_INTERVAL_MS: i64 = 60_000;
 /// Successful sign-ins before the hour-of-day mask is trusted.
 pub const MIN_SUCCESSES_FOR_HOURS: u32 = 5;
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 keys profiles by tenant ([`ProfileKey`]); version 1 snapshots are still read.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// A small set that forgets its least recently seen member when full. At the sizes used
 /// (tens of members) a linear scan beats hashing, and the order is the recency order.
@@ -112,6 +115,68 @@ struct Profile {
     /// A password-only sign-in that has not yet taught the profile (see [`Lesson`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unconfirmed: Option<Unconfirmed>,
+    /// Restored from a snapshot of before profiles had tenants: the first tenant whose user
+    /// of this name signs in takes it over (see [`UserProfiles::restore`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unscoped: bool,
+}
+
+/// Separates the tenant from the user in a profile's key: a control character neither holds.
+const TENANT_SEP: u8 = 0x1f;
+
+/// A profile's key, `tenant \x1f user`, built on the stack (one per event on the detect
+/// thread). The tenant keeps two realms' `admin` apart. The user is the login name, lower-cased
+/// (ASCII) as identity providers compare logins, else the provider's id, which is opaque and
+/// kept exactly.
+struct ProfileKey {
+    bytes: SmallVec<[u8; 96]>,
+    /// Where the user part starts, after the separator.
+    user_at: usize,
+}
+
+impl ProfileKey {
+    fn of(event: &AuthEvent) -> Option<ProfileKey> {
+        ProfileKey::new(&event.tenant, &event.user)
+    }
+
+    fn new(tenant: &str, user: &User) -> Option<ProfileKey> {
+        let (part, fold) = if user.name.is_empty() {
+            (user.id.as_str(), false)
+        } else {
+            (user.name.as_str(), true)
+        };
+        if part.is_empty() {
+            return None;
+        }
+        let mut bytes = SmallVec::with_capacity(tenant.len() + 1 + part.len());
+        bytes.extend_from_slice(tenant.as_bytes());
+        bytes.push(TENANT_SEP);
+        let user_at = bytes.len();
+        bytes.extend_from_slice(part.as_bytes());
+        if fold {
+            bytes[user_at..].make_ascii_lowercase();
+        }
+        Some(ProfileKey { bytes, user_at })
+    }
+
+    /// A key from a version 1 snapshot (the user alone), in no tenant.
+    fn unscoped_from(legacy: &str) -> ProfileKey {
+        let mut bytes = SmallVec::with_capacity(1 + legacy.len());
+        bytes.push(TENANT_SEP);
+        bytes.extend_from_slice(legacy.as_bytes());
+        bytes[1..].make_ascii_lowercase();
+        ProfileKey { bytes, user_at: 1 }
+    }
+
+    fn as_str(&self) -> &str {
+        // UTF-8 strings joined by an ASCII byte, and ASCII-only case changes: always valid.
+        std::str::from_utf8(&self.bytes).unwrap_or_default()
+    }
+
+    /// The same user in no tenant (`\x1f user`), when this key has a tenant.
+    fn unscoped(&self) -> Option<&str> {
+        (self.user_at > 1).then(|| self.as_str().get(self.user_at - 1..))?
+    }
 }
 
 /// What a successful sign-in teaches a profile, taken from the event.
@@ -203,6 +268,9 @@ pub struct UserProfiles {
     ttl_ms: i64,
     learning_ms: i64,
     users: RecencyMap<Profile>,
+    /// Profiles held with `unscoped` set: while there are any, a user not found in their
+    /// tenant is looked for in no tenant.
+    unscoped: usize,
     touch_counter: u64,
     /// Newest event time seen: the store's notion of "now" for expiry.
     max_time: i64,
@@ -288,6 +356,7 @@ impl UserProfiles {
                 ..config.clone()
             },
             users: RecencyMap::new(config.max_users),
+            unscoped: 0,
             touch_counter: 0,
             max_time: i64::MIN,
             created: 0,
@@ -319,7 +388,9 @@ impl UserProfiles {
             if now.saturating_sub(p.last_seen) <= ttl_ms {
                 break;
             }
-            self.users.pop_lru();
+            if let Some((_, p)) = self.users.pop_lru() {
+                self.unscoped = self.unscoped.saturating_sub(usize::from(p.unscoped));
+            }
             self.expiries += 1;
         }
     }
@@ -331,15 +402,15 @@ impl UserProfiles {
     /// [`observe`]: Self::observe
     #[inline]
     pub fn prefetch(&self, event: &AuthEvent) {
-        let key = event.user.key();
-        if !key.is_empty() {
-            self.users.prefetch(key);
+        if let Some(key) = ProfileKey::of(event) {
+            self.users.prefetch(key.as_str());
         }
     }
 
     /// Fills `event.context` from the user's profile, then updates the profile with the event.
     ///
-    /// Keyed by `event.user.key()`; events without a user are left alone. Only completed
+    /// Keyed by tenant and user (the login name, case-insensitive, else the provider id): a
+    /// user name in two tenants is two users. Events without a user are left alone. Only completed
     /// sign-ins create a profile or teach it places, devices, hours and the last sign-in; other
     /// events only keep an existing profile alive. So failures for made-up user names
     /// (credential stuffing) cannot flush real users out of the store.
@@ -352,12 +423,10 @@ impl UserProfiles {
     /// The hour check uses the event's UTC hour: the user's time zone is not known, and a
     /// user's working hours are as regular in UTC as in local time.
     pub fn observe(&mut self, event: &mut AuthEvent) {
-        // Borrowed: a key longer than the inline 24 bytes would otherwise cost an allocation
-        // per event; only a new profile stores it.
-        let key = event.user.key();
-        if key.is_empty() {
+        // On the stack: only a new profile stores its key.
+        let Some(key) = ProfileKey::of(event) else {
             return;
-        }
+        };
         let now = event.time;
         self.max_time = self.max_time.max(now);
         self.expire(self.max_time);
@@ -367,6 +436,10 @@ impl UserProfiles {
         let kind = kind(event);
         let max_set = self.config.max_per_user_set;
         let (ttl_ms, clock) = (self.ttl_ms, self.max_time);
+        if self.unscoped > 0 {
+            self.take_over_unscoped(&key, touched);
+        }
+        let key = key.as_str();
 
         // One hash lookup for the usual case, a known user whose profile is alive.
         if let Some(p) = self.users.get_mut(key, touched) {
@@ -381,7 +454,9 @@ impl UserProfiles {
                 return;
             }
             // An expired profile that was not yet swept is expired now, before it is read.
-            self.users.remove(key);
+            if let Some(p) = self.users.remove(key) {
+                self.unscoped = self.unscoped.saturating_sub(usize::from(p.unscoped));
+            }
             self.expiries += 1;
         }
 
@@ -400,11 +475,33 @@ impl UserProfiles {
             hours: 0,
             successes: 0,
             unconfirmed: None,
+            unscoped: false,
         };
         take(&mut p, event, kind, max_set);
         self.created += 1;
-        if self.users.insert(key, p, touched).is_some() {
+        if let Some((_, evicted)) = self.users.insert(key, p, touched) {
+            self.unscoped = self.unscoped.saturating_sub(usize::from(evicted.unscoped));
             self.evictions += 1;
+        }
+    }
+
+    /// Moves the profile a version 1 snapshot holds for `key`'s user into `key`'s tenant, if
+    /// the tenant has none of its own yet: the first tenant to see the user again is the one
+    /// the profile was learned in, as far as anything can tell.
+    fn take_over_unscoped(&mut self, key: &ProfileKey, touched: u64) {
+        let Some(unscoped) = key.unscoped() else {
+            return;
+        };
+        if self.users.get(key.as_str()).is_some()
+            || !self.users.get(unscoped).is_some_and(|p| p.unscoped)
+        {
+            return;
+        }
+        if let Some(mut p) = self.users.remove(unscoped) {
+            p.unscoped = false;
+            self.unscoped = self.unscoped.saturating_sub(1);
+            // One out, one in: nothing is evicted.
+            self.users.insert(key.as_str(), p, touched);
         }
     }
 
@@ -436,14 +533,26 @@ impl UserProfiles {
     /// than `max_users` loses its least recently active users (counted as evictions).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut s: Snapshot = serde_json::from_slice(bytes)?;
-        if s.version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version {
-                found: s.version,
-                supported: SNAPSHOT_VERSION,
-            });
+        match s.version {
+            SNAPSHOT_VERSION => {}
+            // Keyed by the user alone: each profile goes into no tenant, marked for the first
+            // tenant that sees the user to take over, so an upgrade forgets no one.
+            1 => {
+                for (key, profile) in &mut s.users {
+                    *key = Text::new(ProfileKey::unscoped_from(key).as_str());
+                    profile.unscoped = true;
+                }
+            }
+            found => {
+                return Err(SnapshotError::Version {
+                    found,
+                    supported: SNAPSHOT_VERSION,
+                });
+            }
         }
         s.users.sort_unstable_by_key(|(_, p)| p.touched);
         self.users.clear();
+        self.unscoped = 0;
         self.touch_counter = s.touch_counter;
         self.max_time = s.max_time;
         self.created = s.created;
@@ -451,7 +560,9 @@ impl UserProfiles {
         self.expiries = s.expiries;
         for (key, profile) in s.users {
             let touched = profile.touched;
-            if self.users.insert(key.as_str(), profile, touched).is_some() {
+            self.unscoped += usize::from(profile.unscoped);
+            if let Some((_, evicted)) = self.users.insert(key.as_str(), profile, touched) {
+                self.unscoped = self.unscoped.saturating_sub(usize::from(evicted.unscoped));
                 self.evictions += 1;
             }
         }
@@ -968,6 +1079,79 @@ mod tests {
     }
 
     #[test]
+    fn profiles_are_per_tenant_and_logins_ignore_case() {
+        let mut s = store();
+        let mut acme = ok("Admin", T0, linkoping(), "laptop");
+        acme.tenant = "acme".into();
+        s.observe(&mut acme);
+        // The same name in another tenant, far away 20 minutes later: another user.
+        let mut globex = ok("admin", T0 + 20 * MIN, changchun(), "pc");
+        globex.tenant = "globex".into();
+        s.observe(&mut globex);
+        assert!(!globex.context.known_user, "{:?}", globex.context);
+        assert_eq!(globex.context.speed_kmh, None);
+        // The same login in another case, in the first tenant: the same user.
+        let mut again = ok("ADMIN", T0 + DAY, linkoping(), "laptop");
+        again.tenant = "acme".into();
+        s.observe(&mut again);
+        assert!(
+            again.context.known_user && !again.context.new_device,
+            "{:?}",
+            again.context
+        );
+        // A provider id is opaque: case counts.
+        let id = |id: &str, t: i64| {
+            let mut e = ok("", t, linkoping(), "laptop");
+            e.user.id = id.into();
+            e
+        };
+        s.observe(&mut id("00uAbC", T0));
+        let mut other = id("00uabc", T0 + DAY);
+        s.observe(&mut other);
+        assert!(!other.context.known_user);
+    }
+
+    #[test]
+    fn a_snapshot_of_before_tenants_is_taken_over_by_the_first_tenant() {
+        let mut old = store();
+        old.observe(&mut ok("Aiko@x", T0, linkoping(), "laptop"));
+        old.observe(&mut ok("aiko@x", T0 + HOUR, linkoping(), "laptop"));
+        // The same store as version 1 wrote it: keyed by the user alone.
+        let mut v: serde_json::Value = serde_json::from_slice(&old.snapshot()).unwrap();
+        v["version"] = 1.into();
+        for entry in v["users"].as_array_mut().unwrap() {
+            let key = entry[0]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('\u{1f}')
+                .to_string();
+            entry[0] = key.into();
+        }
+        let mut s = store();
+        s.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+        let mut acme = ok("AIKO@x", T0 + DAY, linkoping(), "laptop");
+        acme.tenant = "acme".into();
+        s.observe(&mut acme);
+        assert!(
+            acme.context.known_user && !acme.context.new_device,
+            "{:?}",
+            acme.context
+        );
+        let mut globex = ok("aiko@x", T0 + DAY, linkoping(), "laptop");
+        globex.tenant = "globex".into();
+        s.observe(&mut globex);
+        assert!(
+            !globex.context.known_user,
+            "taken over by acme: {:?}",
+            globex.context
+        );
+        assert_eq!(s.unscoped, 0);
+        // Version 3 is refused.
+        v["version"] = 3.into();
+        assert!(store().restore(&serde_json::to_vec(&v).unwrap()).is_err());
+    }
+
+    #[test]
     fn an_unconfirmed_sign_in_survives_a_snapshot() {
         let mut s = store();
         s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
@@ -1137,7 +1321,7 @@ mod tests {
         assert!(matches!(b.restore(b"{}"), Err(SnapshotError::Decode(_))));
         let other = String::from_utf8(bytes)
             .unwrap()
-            .replacen("\"version\":1", "\"version\":9", 1);
+            .replacen("\"version\":2", "\"version\":9", 1);
         assert!(matches!(
             b.restore(other.as_bytes()),
             Err(SnapshotError::Version { found: 9, .. })

@@ -132,6 +132,14 @@ impl<V> RecencyMap<V> {
         Some(&mut slot.value)
     }
 
+    /// The value of `key`, leaving the recency order as it is.
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        let hash = self.hash(key);
+        self.table
+            .find(hash, |s| s.key.as_bytes() == key.as_bytes())
+            .map(|s| &s.value)
+    }
+
     /// Starts loading `key`'s entry into the cache and returns at once. A lookup among many
     /// users misses the cache on the entry (perf: three quarters of `get_mut`'s samples on the
     /// load of the slot, about 100 ns per event on the detect thread); issued one event ahead,
