@@ -27,6 +27,9 @@ struct Span<A> {
 #[derive(Debug, Default)]
 pub struct CidrTagger {
     tags: Vec<Text>,
+    /// Tags of lists whose addresses say nothing about where the user is
+    /// ([`CidrListConfig::located`]).
+    unlocated: TagMask,
     v4: Vec<Span<u32>>,
     v6: Vec<Span<u128>>,
 }
@@ -36,6 +39,7 @@ impl CidrTagger {
     /// file and line, so a typo in a deny list cannot silently leave a hole.
     pub fn load(lists: &[CidrListConfig]) -> Result<CidrTagger, EnrichError> {
         let mut tags: Vec<Text> = Vec::new();
+        let mut unlocated: TagMask = 0;
         let mut v4: Vec<(u32, u32, TagMask)> = Vec::new();
         let mut v6: Vec<(u128, u128, TagMask)> = Vec::new();
         for list in lists {
@@ -59,6 +63,9 @@ impl CidrTagger {
                     source,
                 })?;
             let bit: TagMask = 1 << index;
+            if !list.located {
+                unlocated |= bit;
+            }
             for net in parse_list(&list.path, &text)? {
                 match net {
                     IpNet::V4(n) => {
@@ -72,6 +79,7 @@ impl CidrTagger {
         }
         Ok(CidrTagger {
             tags,
+            unlocated,
             v4: flatten(v4),
             v6: flatten(v6),
         })
@@ -85,10 +93,32 @@ impl CidrTagger {
     /// The tags of `ip`, in the order the lists are configured. IPv4-mapped IPv6 addresses
     /// match the IPv4 entries.
     pub fn tags(&self, ip: IpAddr) -> impl Iterator<Item = &Text> + '_ {
-        let mask = match ip.to_canonical() {
+        self.tags_in(self.mask(ip))
+    }
+
+    /// Whether `ip` is on a list whose addresses say nothing about where the user is
+    /// ([`CidrListConfig::located`] `false`).
+    pub fn unlocated(&self, ip: IpAddr) -> bool {
+        self.mask(ip) & self.unlocated != 0
+    }
+
+    /// The tags of `ip` and whether it is [`unlocated`](Self::unlocated), with one search.
+    pub fn lookup(&self, ip: IpAddr) -> (impl Iterator<Item = &Text> + '_, bool) {
+        let mask = self.mask(ip);
+        (self.tags_in(mask), mask & self.unlocated != 0)
+    }
+
+    fn mask(&self, ip: IpAddr) -> TagMask {
+        if self.tags.is_empty() {
+            return 0;
+        }
+        match ip.to_canonical() {
             IpAddr::V4(a) => find(&self.v4, a.to_bits()),
             IpAddr::V6(a) => find(&self.v6, a.to_bits()),
-        };
+        }
+    }
+
+    fn tags_in(&self, mask: TagMask) -> impl Iterator<Item = &Text> + '_ {
         self.tags
             .iter()
             .enumerate()
@@ -234,6 +264,7 @@ mod tests {
         CidrListConfig {
             path,
             tag: tag.into(),
+            located: true,
         }
     }
 
@@ -323,6 +354,7 @@ mod tests {
         let missing = CidrListConfig {
             path: dir.path().join("nope.txt"),
             tag: "deny".into(),
+            located: true,
         };
         let e = CidrTagger::load(&[missing]).unwrap_err();
         assert!(matches!(e, EnrichError::CidrRead { .. }), "{e:?}");

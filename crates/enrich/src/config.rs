@@ -103,6 +103,17 @@ pub struct CidrListConfig {
     /// The tag added to `src.tags` of matching events (`corporate_egress`, `known_vpn`,
     /// `tor_exit`, `deny`, …): lower-case letters, digits, `_`, `-` and `.`.
     pub tag: String,
+    /// Whether an address on the list says where the user is. `false` for corporate VPN
+    /// egress, secure web gateways and cloud proxies, where users from everywhere come out of
+    /// one place: such events keep their country and network but lose their coordinates, so
+    /// travel is never measured to or from them (no impossible travel between the office VPN
+    /// and home). A tag any of whose lists says `false` is not located. Default `true`.
+    #[serde(default = "located_default")]
+    pub located: bool,
+}
+
+fn located_default() -> bool {
+    true
 }
 
 /// `[enrich.user_agents]`
@@ -289,6 +300,7 @@ mod tests {
         c.cidr_lists.push(CidrListConfig {
             path: "x".into(),
             tag: "Bad Tag".into(),
+            located: true,
         });
         assert_eq!(c.validate().unwrap_err().key, "cidr_lists[0].tag");
 

@@ -177,10 +177,18 @@ impl EventEnricher {
                     );
                 }
             }
-            for tag in self.cidr.tags(ip) {
+            let (tags, unlocated) = self.cidr.lookup(ip);
+            for tag in tags {
                 if !event.src.tags.contains(tag) {
                     event.src.tags.push(tag.clone());
                 }
+            }
+            // Users from everywhere come out of a VPN egress in one place: its coordinates
+            // would make impossible travel of every trip to and from the VPN.
+            if unlocated && let Some(geo) = &mut event.src.geo {
+                geo.lat = None;
+                geo.lon = None;
+                geo.accuracy_km = None;
             }
         }
         let device = &mut event.device;

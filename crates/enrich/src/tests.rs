@@ -326,10 +326,12 @@ fn cidr_tags_on_events() {
         CidrListConfig {
             path: egress,
             tag: "corporate_egress".into(),
+            located: true,
         },
         CidrListConfig {
             path: tor,
             tag: "tor_exit".into(),
+            located: true,
         },
     ];
     let en = EventEnricher::new(&c).unwrap();
@@ -350,6 +352,28 @@ fn cidr_tags_on_events() {
     en.enrich(&mut e);
     en.enrich(&mut e);
     assert_eq!(e.src.tags, ["tor_exit"]);
+}
+
+#[test]
+fn vpn_egress_lists_say_nothing_about_where_the_user_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let vpn = dir.path().join("vpn.txt");
+    std::fs::write(&vpn, "216.160.83.56/29\n").unwrap();
+    let mut c = full_config();
+    c.cidr_lists = vec![CidrListConfig {
+        path: vpn,
+        tag: "corporate_vpn".into(),
+        located: false,
+    }];
+    let en = EventEnricher::new(&c).unwrap();
+    let e = enriched(&en, "216.160.83.57");
+    assert_eq!(e.src.tags, ["corporate_vpn"]);
+    let geo = e.src.geo.as_ref().unwrap();
+    assert_eq!(geo.country, "US", "the country and network stay");
+    assert_eq!((geo.lat, geo.lon, geo.accuracy_km), (None, None, None));
+    // Off the list, the same database gives coordinates.
+    let other = enriched(&en, "89.160.20.120");
+    assert!(other.src.geo.as_ref().unwrap().lat.is_some());
 }
 
 #[test]
