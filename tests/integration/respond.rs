@@ -182,3 +182,96 @@ fn replay_with_approval_then_approve_reject_and_replay_again() {
             .contains("integration-secret")
     );
 }
+
+/// `respond approve` decides with the pipeline's config or not at all: without `--config` (or
+/// `AUTHWATCH_CONFIG`) the defaults (dry-run, no target) would mark the action executed while
+/// nothing was called; under a dry-run config nothing may be carried out either.
+#[test]
+fn approve_needs_the_config_and_a_mode_that_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, seen) = receiver();
+    std::fs::write(dir.path().join("hook-secret"), "integration-secret\n").unwrap();
+    let state = dir.path().join("state");
+    let write_config = |name: &str, mode: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[input]\nmax_future_skew = \"0s\"\n\
+                 [respond]\nenabled = true\nmode = \"{mode}\"\ntarget = \"webhook\"\n\
+                 state_dir = \"{state}\"\n\
+                 [respond.webhook]\nurl = \"{url}\"\nsecret = {{ file = \"{secret}\" }}\n",
+                state = state.display(),
+                secret = dir.path().join("hook-secret").display(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let approval = write_config("approval.toml", "approval");
+    let dry = write_config("dry.toml", "dry_run");
+    run_ok(
+        authwatch()
+            .arg("replay")
+            .arg(repo().join("data/demo/authwatch-demo.jsonl.gz"))
+            .arg("--config")
+            .arg(&approval)
+            .arg("--quiet"),
+    );
+    let audit = json_lines(&state.join("audit.jsonl"));
+    let id = audit
+        .iter()
+        .find(|r| r["unmapped"]["decision"] == "pending_approval")
+        .and_then(|r| r["unmapped"]["pending_id"].as_str())
+        .expect("a pending action")
+        .to_owned();
+    let pending = || {
+        let out = run_ok(
+            authwatch()
+                .env_remove("AUTHWATCH_CONFIG")
+                .args(["respond", "list", "--config"])
+                .arg(&approval),
+        );
+        String::from_utf8_lossy(&out.stdout).contains(&id)
+    };
+
+    // No config: refused, and the action still waits.
+    let out = run_fail(
+        authwatch()
+            .env_remove("AUTHWATCH_CONFIG")
+            .args(["respond", "approve", &id, "--by", "tester", "--state-dir"])
+            .arg(&state),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--config") && stderr.contains("AUTHWATCH_CONFIG"),
+        "{stderr}"
+    );
+    assert!(pending(), "approve without a config decided the action");
+
+    // A dry-run config carries nothing out: refused, still waiting.
+    let out = run_fail(
+        authwatch()
+            .env_remove("AUTHWATCH_CONFIG")
+            .args(["respond", "approve", &id, "--by", "tester", "--config"])
+            .arg(&dry),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dry_run"), "{stderr}");
+    assert!(pending(), "approve under dry-run decided the action");
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(
+        !json_lines(&state.join("audit.jsonl"))
+            .iter()
+            .any(|r| r["unmapped"]["decision"] == "executed")
+    );
+
+    // The config from the environment, as the Helm chart sets it in the pod.
+    run_ok(
+        authwatch()
+            .env("AUTHWATCH_CONFIG", &approval)
+            .args(["respond", "approve", &id, "--by", "tester"]),
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2, "suspend and revoke_sessions");
+    assert!(!pending());
+}

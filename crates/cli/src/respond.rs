@@ -1,6 +1,6 @@
 //! `authwatch respond list | approve ID | reject ID`, and the responder beside `replay`.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use authwatch_event::Timestamp;
 use authwatch_pipeline::Config;
 use authwatch_pipeline::config::RespondConfig;
@@ -11,10 +11,17 @@ use authwatch_respond::{
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The environment variable naming the configuration file when `--config` is not given (the
+/// Helm chart sets it in the pod, so that `kubectl exec … authwatch respond approve ID` decides
+/// with the pipeline's own configuration).
+const CONFIG_ENV: &str = "AUTHWATCH_CONFIG";
+
 /// `authwatch respond`
 #[derive(Debug, clap::Args)]
 pub struct RespondArgs {
-    /// Configuration file (TOML; the `[respond]` section).
+    /// Configuration file (TOML; the `[respond]` section): the pipeline's own, so that
+    /// decisions use its target, mode, allow-lists and state directory. Default: the file
+    /// named by $AUTHWATCH_CONFIG. Required (`list` also accepts `--state-dir` alone).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// The state directory (overrides respond.state_dir).
@@ -50,10 +57,27 @@ enum RespondCommand {
     },
 }
 
+/// The pipeline's configuration, from `--config` or `$AUTHWATCH_CONFIG`. Without one the
+/// built-in defaults (dry-run, no target, the default state directory) would decide: an
+/// approval would then carry nothing out yet close the action, so a decision needs the file.
+/// `list` only reads the store, which `--state-dir` alone can name.
 fn load(args: &RespondArgs) -> Result<RespondConfig> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::from_env()?,
+    let path = args.config.clone().or_else(|| {
+        std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let config = match path {
+        Some(path) => Config::load(&path)
+            .with_context(|| format!("cannot load the configuration {}", path.display()))?,
+        None if args.state_dir.is_some() && matches!(args.command, RespondCommand::List { .. }) => {
+            Config::from_env()?
+        }
+        None => bail!(
+            "no configuration: pass --config FILE or set {CONFIG_ENV} to the pipeline's \
+             configuration file (in the Helm chart's pods it is set); `respond` decides with \
+             the pipeline's target, mode, allow-lists and state directory, never with defaults"
+        ),
     };
     let mut respond = config.respond;
     if let Some(dir) = &args.state_dir {

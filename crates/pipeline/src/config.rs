@@ -792,6 +792,9 @@ pub struct RespondLimits {
     pub tenant_period: DurationText,
     /// Actions waiting for a token at most; beyond it new ones are refused (audited). Default 10000.
     pub max_queue: usize,
+    /// Actions waiting for a human (approval mode) at most; beyond it new ones are refused
+    /// (`pending_full`, audited) and a human is paged. Default 1000.
+    pub max_pending: usize,
 }
 
 impl Default for RespondLimits {
@@ -802,6 +805,7 @@ impl Default for RespondLimits {
             tenant_actions: 5,
             tenant_period: DurationText(Duration::from_secs(3600)),
             max_queue: 10_000,
+            max_pending: 1_000,
         }
     }
 }
@@ -819,9 +823,18 @@ pub struct RespondHttp {
     pub backoff_base: DurationText,
     /// Longest backoff between two attempts. Default `30s`.
     pub backoff_max: DurationText,
-    /// Longest `Retry-After` honoured; a longer one fails the call (it is retried later from
-    /// the queue). Default `2m`.
+    /// Longest `Retry-After` honoured within a call; a longer one fails the call at once
+    /// (counting towards the breaker), and the action goes back to the queue until the time the
+    /// server asked for (see `requeue_delay`). Default `2m`.
     pub max_retry_after: DurationText,
+    /// How long an action whose call failed because the provider was unavailable (429, 5xx,
+    /// timeouts, connection errors, a `Retry-After` beyond `max_retry_after`) waits in the queue
+    /// before it is tried again — longer when the provider's `Retry-After` asks for longer. In
+    /// automatic mode only. Default `1m`.
+    pub requeue_delay: DurationText,
+    /// How many times such an action goes back to the queue; after that it stays failed (and
+    /// the account's next alert tries again). 0: never. Default 5.
+    pub max_requeues: u32,
 }
 
 impl Default for RespondHttp {
@@ -832,6 +845,8 @@ impl Default for RespondHttp {
             backoff_base: DurationText(Duration::from_millis(500)),
             backoff_max: DurationText(Duration::from_secs(30)),
             max_retry_after: DurationText(Duration::from_secs(120)),
+            requeue_delay: DurationText(Duration::from_secs(60)),
+            max_requeues: 5,
         }
     }
 }
@@ -904,6 +919,14 @@ pub struct RespondOkta {
     pub base_url: Option<String>,
     /// An API token (sent as `Authorization: SSWS …`).
     pub token: SecretRef,
+    /// The tenants this org serves: alerts whose `tenant` is not listed are refused
+    /// (`tenant_mismatch`) before anything is called, since the same login in another tenant is
+    /// another person. authwatch's Okta normalizer sets `tenant` to the org name of the
+    /// EventBridge source (`aws.partner/okta.com/<org>/…`), and to nothing for System Log
+    /// records read without one: `""` stands for alerts without a tenant. Compared ignoring
+    /// case. No default (Okta logs do not name the org reliably): empty refuses every alert,
+    /// and only mode `dry_run` may start so.
+    pub tenants: Vec<String>,
 }
 
 /// `[respond.graph]`
@@ -920,6 +943,11 @@ pub struct RespondGraph {
     pub authority: String,
     /// The Graph API root. Default `https://graph.microsoft.com/v1.0`.
     pub api_url: String,
+    /// The tenants this directory serves: alerts whose `tenant` is not listed are refused
+    /// (`tenant_mismatch`) before anything is called. authwatch's Entra normalizer sets
+    /// `tenant` to the sign-in's directory id (`tenantId`). Compared ignoring case. Default:
+    /// `[tenant_id]` (set the list when `tenant_id` is a domain name rather than the id).
+    pub tenants: Vec<String>,
 }
 
 impl Default for RespondGraph {
@@ -930,6 +958,7 @@ impl Default for RespondGraph {
             client_secret: SecretRef::default(),
             authority: "https://login.microsoftonline.com".to_owned(),
             api_url: "https://graph.microsoft.com/v1.0".to_owned(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -965,6 +994,12 @@ pub struct RespondKeycloak {
     pub username: Option<String>,
     /// The user's password (password grant).
     pub password: SecretRef,
+    /// The tenants this realm serves: alerts whose `tenant` is not listed are refused
+    /// (`tenant_mismatch`) before anything is called. authwatch's Keycloak normalizer sets
+    /// `tenant` to the event's `realmId`, which is the realm's name unless the realm was given
+    /// another id (a UUID): then list that id. Compared exactly (realm names are
+    /// case-sensitive). Default: `[realm]`.
+    pub tenants: Vec<String>,
 }
 
 impl Default for RespondKeycloak {
@@ -978,6 +1013,7 @@ impl Default for RespondKeycloak {
             client_secret: SecretRef::default(),
             username: None,
             password: SecretRef::default(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -1109,7 +1145,49 @@ impl RespondConfig {
                 "is \"none\": only mode = \"dry_run\" can run without a target",
             );
         }
+        if self.limits.max_pending == 0 {
+            return invalid("respond.limits.max_pending", "must be positive");
+        }
+        if self.mode != RespondMode::DryRun
+            && let Some((key, tenants)) = self.target_tenants()
+            && tenants.is_empty()
+        {
+            // Said at start, not at the first alert: such a responder would refuse every one.
+            return Err(ConfigError::Invalid {
+                key,
+                message: "is empty: every alert would be refused (tenant_mismatch). List the \
+                          tenants the target serves, as authwatch's normalizer writes them in \
+                          the alerts' `tenant` (\"\" for alerts without one); see \
+                          docs/RESPONSE.md, \"Tenants\""
+                    .to_owned(),
+            });
+        }
         Ok(())
+    }
+
+    /// The tenants the target serves, with the key that configures them, after defaults:
+    /// `None` when the target serves any tenant (`webhook` passes the tenant to its receiver;
+    /// `none` acts on nothing).
+    pub fn target_tenants(&self) -> Option<(&'static str, Vec<String>)> {
+        let or_default = |list: &[String], default: Option<&String>| {
+            if list.is_empty() {
+                default.cloned().into_iter().collect()
+            } else {
+                list.to_vec()
+            }
+        };
+        match self.target {
+            RespondTarget::None | RespondTarget::Webhook => None,
+            RespondTarget::Okta => Some(("respond.okta.tenants", self.okta.tenants.clone())),
+            RespondTarget::Graph => Some((
+                "respond.graph.tenants",
+                or_default(&self.graph.tenants, self.graph.tenant_id.as_ref()),
+            )),
+            RespondTarget::Keycloak => Some((
+                "respond.keycloak.tenants",
+                or_default(&self.keycloak.tenants, self.keycloak.realm.as_ref()),
+            )),
+        }
     }
 
     /// The audit file after applying its default.
@@ -1138,6 +1216,7 @@ mod respond_tests {
         let c = parse(
             "[respond]\nenabled = true\nmode = \"approval\"\ntarget = \"okta\"\n\
              [respond.okta]\nbase_url = \"https://x.okta.com\"\ntoken = { env = \"OKTA_TOKEN\" }\n\
+             tenants = [\"x\"]\n\
              [[respond.policy]]\nrules = []\nmin_severity = \"high\"\nactions = [\"notify\"]\n",
         )
         .unwrap();
@@ -1150,6 +1229,63 @@ mod respond_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    /// A provider target that would refuse every alert (no tenant to serve) is said so at
+    /// start, outside dry-run; keycloak and graph default to their realm and directory.
+    #[test]
+    fn the_tenants_a_target_serves_are_checked_at_start() {
+        let parse = |t: &str| Config::from_toml(Path::new("t.toml"), t, Vec::new());
+        let okta = "[respond.okta]\nbase_url = \"https://x.okta.com\"\n";
+        let e = parse(&format!(
+            "[respond]\nmode = \"automatic\"\ntarget = \"okta\"\n{okta}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("respond.okta.tenants") && e.contains("tenant_mismatch"),
+            "{e}"
+        );
+        let dry = parse(&format!(
+            "[respond]\nmode = \"dry_run\"\ntarget = \"okta\"\n{okta}"
+        ))
+        .unwrap();
+        assert_eq!(
+            dry.respond.target_tenants(),
+            Some(("respond.okta.tenants", vec![]))
+        );
+        let c = parse(&format!(
+            "[respond]\nmode = \"automatic\"\ntarget = \"okta\"\n{okta}tenants = [\"example\", \"\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.respond.target_tenants().map(|(_, t)| t),
+            Some(vec!["example".to_owned(), String::new()])
+        );
+        let c = parse(
+            "[respond]\nmode = \"automatic\"\ntarget = \"keycloak\"\n\
+             [respond.keycloak]\nrealm = \"corp\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.respond.target_tenants(),
+            Some(("respond.keycloak.tenants", vec!["corp".to_owned()]))
+        );
+        let c = parse(
+            "[respond]\nmode = \"approval\"\ntarget = \"graph\"\n\
+             [respond.graph]\ntenant_id = \"dir-1\"\ntenants = [\"dir-1\", \"dir-2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.respond.target_tenants().map(|(_, t)| t),
+            Some(vec!["dir-1".to_owned(), "dir-2".to_owned()])
+        );
+        let c = parse("[respond]\nmode = \"automatic\"\ntarget = \"webhook\"\n").unwrap();
+        assert_eq!(c.respond.target_tenants(), None);
+        let e = parse("[respond.limits]\nmax_pending = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_pending"), "{e}");
     }
 
     #[test]

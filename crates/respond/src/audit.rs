@@ -18,11 +18,14 @@ pub enum Decision {
     DryRun,
     /// The account was already in the target state (e.g. already suspended).
     AlreadyDone,
-    /// Refused: allow-listed account or group, no account in the alert, queue full.
+    /// Refused: no account in the alert, a tenant the target does not serve, allow-listed
+    /// account or group, a name the provider resolves to another account, queue or pending
+    /// store full, decided in another mode.
     Refused,
     /// The account already had an action for this incident.
     Duplicate,
-    /// Over the rate limit or the circuit is open: waiting for a token.
+    /// Over the rate limit, the circuit is open, or the provider was unavailable: waiting for a
+    /// token (or for the time the provider asked to wait).
     Queued,
     /// Waiting for a human (`authwatch respond approve ID`).
     PendingApproval,
@@ -158,7 +161,8 @@ pub struct AuditDetails {
     pub mode: RespondMode,
     /// The identity provider (`okta`, `graph`, `keycloak`, `webhook`, `none`).
     pub target: String,
-    /// A stable reason code (`allow_listed_user`, `rate_limited`, `circuit_open`, …).
+    /// A stable reason code (`tenant_mismatch`, `allow_listed_user`, `identity_mismatch`,
+    /// `mode_changed`, `rate_limited`, `circuit_open`, `retry_later`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The pending-approval or queue id, when the action waits.

@@ -30,6 +30,8 @@ pub enum CallError {
         body: String,
         /// Attempts made.
         attempts: u32,
+        /// The last answer's `Retry-After`, if it had one.
+        retry_after: Option<Duration>,
     },
     /// The connection failed (refused, reset, TLS).
     #[error("{what}: {message} ({attempts} attempts)")]
@@ -90,6 +92,15 @@ impl CallError {
             | CallError::Transport { attempts, .. }
             | CallError::RetryAfterTooLong { attempts, .. } => *attempts,
             CallError::Decode { .. } | CallError::Request { .. } => 1,
+        }
+    }
+
+    /// How long the server asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            CallError::RetryAfterTooLong { seconds, .. } => Some(Duration::from_secs(*seconds)),
+            _ => None,
         }
     }
 
@@ -234,6 +245,7 @@ impl Http {
                         status,
                         body: snippet(&body),
                         attempts: attempt,
+                        retry_after,
                     };
                     if !error.retry_later() {
                         return Err(error);

@@ -2,7 +2,8 @@
 //! provider — safely before quickly.
 //!
 //! ```text
-//! alert ─► policy (rule, severity → actions) ─► allow-lists ─► one incident per account
+//! alert ─► policy (rule, severity → actions) ─► tenant served? ─► allow-lists
+//!       ─► one incident per account
 //!       ─► mode (dry-run │ approval → pending store │ automatic)
 //!       ─► circuit breaker ─► rate limits (governor: global, per tenant) ─┬─► adapter ─► IdP
 //!                                                                         └─► queue + page

@@ -47,6 +47,10 @@ pub enum RespondError {
     /// A snapshot could not be restored.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A human's decision that the responder's configuration cannot carry out (approving in
+    /// `dry_run`, or without a target): nothing was decided, the action still waits.
+    #[error("cannot approve: {0}")]
+    CannotApprove(String),
     /// A limit cannot be expressed as a rate.
     #[error("config key {key}: {message}")]
     Config {
@@ -115,6 +119,77 @@ struct Pager {
     interval_ms: i64,
 }
 
+/// The tenants the target serves (an adapter talks to one org, directory or realm; the same
+/// login in another tenant is another person).
+#[derive(Debug, Clone)]
+struct TenantScope {
+    /// The key that configures them, for audit details.
+    key: &'static str,
+    tenants: Vec<String>,
+    /// Okta org names and Entra directory ids are case-insensitive; Keycloak realm ids are not.
+    ignore_case: bool,
+}
+
+impl TenantScope {
+    fn from_config(config: &RespondConfig) -> Option<TenantScope> {
+        let (key, tenants) = config.target_tenants()?;
+        Some(TenantScope {
+            key,
+            tenants,
+            ignore_case: config.target != RespondTarget::Keycloak,
+        })
+    }
+
+    /// Whether an alert of `tenant` (`None`: the alert names none, listed as `""`) is served.
+    fn serves(&self, tenant: Option<&str>) -> bool {
+        let tenant = tenant.unwrap_or_default();
+        self.tenants.iter().any(|t| {
+            if self.ignore_case {
+                t.eq_ignore_ascii_case(tenant)
+            } else {
+                t == tenant
+            }
+        })
+    }
+}
+
+/// Why an action that waits is dropped without acting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    /// Decided in another mode than the responder's.
+    ModeChanged,
+    /// For a tenant the target does not serve (any more).
+    TenantMismatch,
+}
+
+impl DropReason {
+    fn code(self) -> &'static str {
+        match self {
+            DropReason::ModeChanged => "mode_changed",
+            DropReason::TenantMismatch => "tenant_mismatch",
+        }
+    }
+}
+
+/// What carrying out one unit of work came to.
+struct Carried {
+    status: IncidentStatus,
+    records: Vec<AuditRecord>,
+    /// Actions that failed because the provider was unavailable, and how long it asked to
+    /// wait: they may work later.
+    retry: Option<(Vec<ResponseAction>, Option<std::time::Duration>)>,
+}
+
+/// The mode's name as in the config.
+fn mode_name(mode: RespondMode) -> String {
+    match mode {
+        RespondMode::DryRun => "dry_run",
+        RespondMode::Approval => "approval",
+        RespondMode::Automatic => "automatic",
+    }
+    .to_owned()
+}
+
 /// The automated responder. Feed it alerts with [`Responder::handle`]; call
 /// [`Responder::tick`] now and then on a live stream so queued actions go out as tokens free
 /// up; [`Responder::snapshot`] / [`Responder::restore`] join the runtime's checkpoint.
@@ -137,6 +212,11 @@ pub struct Responder {
     /// it with `tick`, saving the state after every action (see
     /// [`Responder::act_one_at_a_time`]).
     one_at_a_time: bool,
+    /// The tenants the target serves; `None`: any (webhook, no target).
+    tenants: Option<TenantScope>,
+    /// The queue was restored: its actions are checked against this responder's mode and
+    /// tenants at the next drain, before any goes out.
+    review_queue: bool,
 }
 
 /// One unit of work: an alert's actions on one account.
@@ -146,6 +226,8 @@ struct Work {
     actions: Vec<ResponseAction>,
     pending_id: Option<String>,
     approver: Option<String>,
+    /// Times it went back to the queue after its provider was unavailable.
+    requeues: u32,
 }
 
 impl Responder {
@@ -176,7 +258,19 @@ impl Responder {
                 None
             }
         };
+        let tenants = TenantScope::from_config(config);
+        if let Some(scope) = tenants.as_ref().filter(|s| s.tenants.is_empty()) {
+            // Only dry-run gets here (the config check refuses it in the other modes).
+            tracing::warn!(
+                key = scope.key,
+                "{} is empty: every alert will be refused (tenant_mismatch); list the tenants \
+                 the target serves (docs/RESPONSE.md, \"Tenants\")",
+                scope.key
+            );
+        }
         Ok(Responder {
+            tenants,
+            review_queue: false,
             policy: Policy::from_config(config),
             limits: Limits::new(config, &clock)?,
             store: PendingStore::open(&config.state_dir)?,
@@ -241,7 +335,30 @@ impl Responder {
         }
         self.last_drain_ms = None;
         self.global_blocked_until_ms = None;
+        self.review_queue = !self.state.queue.is_empty();
         Ok(())
+    }
+
+    /// Whether the target serves `tenant`.
+    fn serves(&self, tenant: Option<&str>) -> bool {
+        self.tenants.as_ref().is_none_or(|s| s.serves(tenant))
+    }
+
+    /// The audit detail of a `tenant_mismatch` refusal.
+    fn tenant_detail(&self, alert: &AlertFacts) -> String {
+        let (key, listed) = self
+            .tenants
+            .as_ref()
+            .map_or(("respond", String::new()), |s| {
+                (s.key, format!("{:?}", s.tenants))
+            });
+        format!(
+            "{} is in tenant {:?}, which the {} target does not serve ({key} = {listed}): the \
+             same name there is another account; nothing called",
+            alert.account,
+            alert.tenant.as_deref().unwrap_or(""),
+            self.target_name()
+        )
     }
 
     fn target_name(&self) -> &'static str {
@@ -366,6 +483,21 @@ impl Responder {
             out.push(self.emit(r, None)?);
             return Ok(out);
         }
+        // Before anything else is spent on it: no incident, no token, no call.
+        if !self.serves(facts.tenant.as_deref()) {
+            let detail = self.tenant_detail(&facts);
+            let r = self.record(
+                &facts,
+                None,
+                &actions,
+                first,
+                Decision::Refused,
+                Some("tenant_mismatch"),
+                detail,
+            );
+            out.push(self.emit(r, None)?);
+            return Ok(out);
+        }
         if self.policy.protects_user(&facts.account) {
             let r = self.record(
                 &facts,
@@ -388,7 +520,7 @@ impl Responder {
         self.settle_decided(&key)?;
         let ttl = self.config.incident_ttl.millis();
         if let Some(open) = self.state.incidents.get(&key).filter(|i| {
-            i.status != IncidentStatus::Failed
+            !i.status.reopens()
                 && (now.saturating_sub(i.opened_ms) < ttl
                     || matches!(
                         i.status,
@@ -419,30 +551,125 @@ impl Responder {
             actions,
             pending_id: None,
             approver: None,
+            requeues: 0,
         };
+        let dry = self.config.mode == RespondMode::DryRun;
         if self.config.mode == RespondMode::Approval {
+            if let Some(r) = self.pending_full(&work).await? {
+                out.push(r);
+                return Ok(out);
+            }
             out.extend(
                 self.wait(work, PendingStatus::AwaitingApproval, "approval")
                     .await?,
             );
             return Ok(out);
         }
-        if self.state.breaker.is_open(now) {
-            out.extend(
-                self.wait(work, PendingStatus::Queued, "circuit_open")
-                    .await?,
-            );
-            return Ok(out);
-        }
-        if self.take_token(&work.key.tenant, None) {
+        let reason = if self.state.breaker.is_open(now) {
+            "circuit_open"
+        } else if self.take_token(&work.key.tenant, None) {
             out.extend(self.act(work, now).await?);
+            return Ok(out);
         } else {
-            out.extend(
-                self.wait(work, PendingStatus::Queued, "rate_limited")
-                    .await?,
-            );
+            "rate_limited"
+        };
+        if dry {
+            // Dry-run queues nothing: a queued action outlives the mode it was decided in.
+            out.extend(self.dry_run_wait(work, now, reason)?);
+        } else {
+            out.extend(self.wait(work, PendingStatus::Queued, reason).await?);
         }
         Ok(out)
+    }
+
+    /// Dry-run over the limit (or with the circuit open): audited as what would have queued;
+    /// nothing is stored or queued, and no one is paged.
+    fn dry_run_wait(
+        &mut self,
+        work: Work,
+        now: i64,
+        reason: &'static str,
+    ) -> Result<Vec<AuditRecord>, RespondError> {
+        let mut out = Vec::new();
+        for &action in &work.actions {
+            let r = self.record(
+                &work.alert,
+                None,
+                &work.actions,
+                action,
+                Decision::DryRun,
+                Some(reason),
+                format!(
+                    "dry-run: would queue {} {} ({reason}); nothing is queued in dry-run",
+                    action.as_str(),
+                    work.alert.account
+                ),
+            );
+            out.push(self.emit(r, None)?);
+        }
+        self.state.incidents.insert(
+            work.key,
+            Incident {
+                alert_id: work.alert.alert_id.clone(),
+                rule_id: work.alert.rule_id.clone(),
+                opened_ms: now,
+                status: IncidentStatus::DryRun,
+                acted_ms: None,
+                pending_id: None,
+            },
+        );
+        Ok(out)
+    }
+
+    /// Refuses `work` (audited, paged) when `respond.limits.max_pending` actions already wait
+    /// for a human: approvals are not rate-limited, and an unbounded store would let an attack
+    /// on the pipeline bury the reviewers (and the disk).
+    async fn pending_full(&mut self, work: &Work) -> Result<Option<AuditRecord>, RespondError> {
+        let max = self.config.limits.max_pending;
+        let waiting = |s: &ResponseState| {
+            s.incidents
+                .values()
+                .filter(|i| i.status == IncidentStatus::PendingApproval)
+                .count()
+        };
+        if waiting(&self.state) >= max {
+            // Humans decide in another process: learn those decisions before refusing.
+            let keys: Vec<AccountKey> = self
+                .state
+                .incidents
+                .iter()
+                .filter(|(_, i)| i.status == IncidentStatus::PendingApproval)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &keys {
+                self.settle_decided(key)?;
+            }
+        }
+        if waiting(&self.state) < max {
+            return Ok(None);
+        }
+        let r = self.record(
+            &work.alert,
+            None,
+            &work.actions,
+            work.actions[0],
+            Decision::Refused,
+            Some("pending_full"),
+            format!(
+                "{max} actions already await approval (respond.limits.max_pending): {} is not \
+                 acted on",
+                work.alert.account
+            ),
+        );
+        let r = self.emit(r, None)?;
+        self.page(
+            "pending_full",
+            "approval",
+            work.alert.tenant.as_deref(),
+            true,
+        )
+        .await;
+        Ok(Some(r))
     }
 
     /// Takes a tenant token, then a global one. governor cannot look without taking, so a
@@ -484,6 +711,10 @@ impl Responder {
     /// alert and by [`Responder::tick`].
     async fn drain(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
         let mut out = Vec::new();
+        if self.review_queue {
+            self.review_queue = false;
+            out.extend(self.review().await?);
+        }
         if self.state.queue.is_empty() {
             return Ok(out);
         }
@@ -503,7 +734,8 @@ impl Responder {
                 break;
             }
             let tenant = self.state.queue[i].key.tenant.clone();
-            if exhausted.contains(&tenant) {
+            let not_yet = self.state.queue[i].not_before_ms.is_some_and(|t| now < t);
+            if not_yet || exhausted.contains(&tenant) {
                 i += 1;
                 continue;
             }
@@ -547,6 +779,7 @@ impl Responder {
                 actions: q.actions,
                 pending_id: Some(q.id),
                 approver: None,
+                requeues: q.requeues,
             };
             out.extend(self.act(work, now).await?);
             drop(claim);
@@ -557,6 +790,109 @@ impl Responder {
             }
         }
         Ok(out)
+    }
+
+    /// Drops restored queued actions this responder must not carry out: decided in another mode
+    /// (e.g. queued in dry-run, or under automatic before a switch to approval), or for a tenant
+    /// the target does not serve. Each is audited (`refused`, `mode_changed` or
+    /// `tenant_mismatch`), closed in the pending store, and its account's incident cancelled so
+    /// that the account's next alert is decided afresh; a human is paged once.
+    async fn review(&mut self) -> Result<Vec<AuditRecord>, RespondError> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.state.queue.len() {
+            let q = &self.state.queue[i];
+            let reason = if q.mode != Some(self.config.mode) {
+                DropReason::ModeChanged
+            } else if !self.serves(q.alert.tenant.as_deref()) {
+                DropReason::TenantMismatch
+            } else {
+                i += 1;
+                continue;
+            };
+            let id = q.id.clone();
+            // Claimed like any queued action: one a human is deciding is left to the human.
+            let claim = match self.store.claim(&id) {
+                Ok((_, claim)) => Some(claim),
+                Err(StoreError::Busy(_)) => {
+                    i += 1;
+                    continue;
+                }
+                // A human decided it meanwhile: that decision stands, as in the drain.
+                Err(StoreError::Decided { status, .. }) => {
+                    if let Some(q) = self.state.queue.remove(i)
+                        && let Some(inc) = self.state.incidents.get_mut(&q.key)
+                    {
+                        inc.status = IncidentStatus::decided(status);
+                    }
+                    continue;
+                }
+                Err(StoreError::Unknown(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(q) = self.state.queue.remove(i) else {
+                break;
+            };
+            out.push(self.drop_waiting(&q, reason)?);
+            drop(claim);
+        }
+        if let Some(first) = out.first() {
+            let reason = first.unmapped.reason.clone().unwrap_or_default();
+            tracing::warn!(
+                dropped = out.len(),
+                mode = ?self.config.mode,
+                "restored queued actions decided in another mode, or for a tenant the target \
+                 does not serve, dropped without acting"
+            );
+            self.page("actions_dropped", &reason, None, true).await;
+        }
+        Ok(out)
+    }
+
+    /// Audits and closes one waiting action dropped for `reason` (see [`Responder::review`]).
+    fn drop_waiting(
+        &mut self,
+        q: &QueuedAction,
+        reason: DropReason,
+    ) -> Result<AuditRecord, RespondError> {
+        let detail = match reason {
+            DropReason::ModeChanged => format!(
+                "{} was queued in mode {} and the responder now runs in mode {}: an action is \
+                 only carried out in the mode that decided it; dropped, nothing called",
+                q.alert.account,
+                q.mode.map_or("unknown (older state)".to_owned(), mode_name),
+                mode_name(self.config.mode)
+            ),
+            DropReason::TenantMismatch => self.tenant_detail(&q.alert),
+        };
+        let mut r = self.record(
+            &q.alert,
+            None,
+            &q.actions,
+            q.actions.first().copied().unwrap_or(ResponseAction::Notify),
+            Decision::Refused,
+            Some(reason.code()),
+            detail,
+        );
+        r.unmapped.pending_id = Some(q.id.clone());
+        let r = self.emit(r, None)?;
+        match self.store.get(&q.id) {
+            Ok(mut p) if p.status.is_open() => {
+                p.status = PendingStatus::Refused;
+                p.decided_ms = Some(self.clock.now_ms());
+                p.detail = Some(r.status_detail.clone());
+                self.store.update(&p)?;
+            }
+            Ok(_) | Err(StoreError::Unknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(inc) = self.state.incidents.get_mut(&q.key)
+            && inc.pending_id.as_deref() == Some(q.id.as_str())
+            && inc.status == IncidentStatus::Queued
+        {
+            inc.status = IncidentStatus::Cancelled;
+        }
+        Ok(r)
     }
 
     /// Takes over what a human decided (`respond approve`/`reject`, another process) for the
@@ -687,6 +1023,8 @@ impl Responder {
             decided_by: None,
             decided_ms: None,
             detail: None,
+            mode: Some(self.config.mode),
+            not_before_ms: None,
         })?;
         self.state.incidents.insert(
             work.key.clone(),
@@ -710,6 +1048,9 @@ impl Responder {
                 alert: work.alert.clone(),
                 actions: work.actions.clone(),
                 queued_ms: now,
+                mode: Some(self.config.mode),
+                not_before_ms: None,
+                requeues: 0,
             });
             (
                 Decision::Queued,
@@ -749,13 +1090,16 @@ impl Responder {
         Ok(vec![r])
     }
 
-    /// Carries out `work` (a token was taken at `now`, or a human approved it).
+    /// Carries out `work` (a token was taken at `now`, or a human approved it). Actions that
+    /// fail because the provider is unavailable go back to the queue (see
+    /// [`Responder::requeue`]).
     async fn act(&mut self, work: Work, now: i64) -> Result<Vec<AuditRecord>, RespondError> {
         // Recorded as done before the provider is called, in the state and in the pending
         // store. The audit record of an action can only be written after the call; if that
         // write fails, the responder stops, and neither its next start (the state is saved even
         // after an error) nor a human's `respond approve` carries the action out again.
-        let done = if self.config.mode == RespondMode::DryRun {
+        let dry = self.config.mode == RespondMode::DryRun;
+        let done = if dry {
             IncidentStatus::DryRun
         } else {
             IncidentStatus::Executed
@@ -769,25 +1113,163 @@ impl Responder {
             },
             None => None,
         };
-        if let Some(p) = &mut pending {
+        let waited_as = pending.as_ref().map(|p| p.status);
+        if let Some(p) = pending.as_mut().filter(|_| !dry) {
             p.status = PendingStatus::Executed;
             p.decided_by = work.approver.clone();
             p.decided_ms = Some(self.clock.now_ms());
             p.detail = Some("being carried out".to_owned());
             self.store.update(p)?;
         }
-        let (status, records) = self.carry_out(&work).await?;
+        let Carried {
+            status,
+            mut records,
+            retry,
+        } = self.carry_out(&work).await?;
+        if let Some((actions, retry_after)) = retry {
+            if let Some(p) = pending.as_mut()
+                && work.approver.is_some()
+            {
+                // A human's approval runs in another process than the pipeline's queue: the
+                // action waits again as it waited before, for the human to approve again (or,
+                // if it was queued, for the pipeline's queue).
+                let reopened = waited_as
+                    .filter(|s| s.is_open())
+                    .unwrap_or(PendingStatus::AwaitingApproval);
+                p.status = reopened;
+                p.decided_by = None;
+                p.decided_ms = None;
+                p.detail = Some(format!(
+                    "{}; the provider was unavailable: still {reopened:?}, approve again later",
+                    records.last().map_or("", |r| r.status_detail.as_str())
+                ));
+                self.store.update(p)?;
+                self.record_incident(&work, now, IncidentStatus::Failed);
+                return Ok(records);
+            }
+            if let Some(r) = self.requeue(&work, actions, retry_after, now).await? {
+                records.push(r);
+                return Ok(records);
+            }
+        }
         self.record_incident(&work, now, status);
         if let Some(mut p) = pending {
             p.status = match status {
                 IncidentStatus::Failed => PendingStatus::Failed,
-                IncidentStatus::Refused => PendingStatus::Refused,
+                // Never `Executed` for what was not carried out (dry-run changes nothing).
+                IncidentStatus::Refused | IncidentStatus::Cancelled | IncidentStatus::DryRun => {
+                    PendingStatus::Refused
+                }
                 _ => PendingStatus::Executed,
             };
             p.detail = records.last().map(|r| r.status_detail.clone());
             self.store.update(&p)?;
         }
         Ok(records)
+    }
+
+    /// Puts the actions of `work` that failed because the provider was unavailable back in the
+    /// queue, not to be tried before the provider's `Retry-After` or
+    /// `respond.http.requeue_delay` (the longer), audited as `queued` (`retry_later`) and paged
+    /// (at most once per `pager.interval`). Automatic mode only, at most
+    /// `respond.http.max_requeues` times and while the queue has room; `None` otherwise (the
+    /// actions stay failed, and the account's next alert tries again).
+    async fn requeue(
+        &mut self,
+        work: &Work,
+        actions: Vec<ResponseAction>,
+        retry_after: Option<std::time::Duration>,
+        now: i64,
+    ) -> Result<Option<AuditRecord>, RespondError> {
+        let requeues = work.requeues.saturating_add(1);
+        if self.config.mode != RespondMode::Automatic
+            || actions.is_empty()
+            || requeues > self.config.http.max_requeues
+            || self.state.queue.len() >= self.config.limits.max_queue
+        {
+            return Ok(None);
+        }
+        let asked = retry_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wait = asked.max(self.config.http.requeue_delay.millis());
+        let not_before = now.saturating_add(wait);
+        let id = work.pending_id.clone().unwrap_or_else(|| {
+            PendingAction::make_id(
+                &work.alert.alert_id,
+                work.alert.tenant.as_deref(),
+                &work.alert.account,
+            )
+        });
+        let detail = format!(
+            "{} back in the queue as {id} after the provider was unavailable: {} tried again \
+             not before {} (retry {requeues} of respond.http.max_requeues = {})",
+            work.alert.account,
+            actions
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            authwatch_event::Timestamp(not_before),
+            self.config.http.max_requeues
+        );
+        let created_ms = match self.store.get(&id) {
+            Ok(p) => p.created_ms,
+            Err(StoreError::Unknown(_)) => now,
+            Err(e) => return Err(e.into()),
+        };
+        self.store.update(&PendingAction {
+            id: id.clone(),
+            status: PendingStatus::Queued,
+            alert: work.alert.clone(),
+            actions: actions.clone(),
+            reason: "retry_later".to_owned(),
+            created_ms,
+            decided_by: None,
+            decided_ms: None,
+            detail: Some(detail.clone()),
+            mode: Some(self.config.mode),
+            not_before_ms: Some(not_before),
+        })?;
+        self.state.incidents.insert(
+            work.key.clone(),
+            Incident {
+                alert_id: work.alert.alert_id.clone(),
+                rule_id: work.alert.rule_id.clone(),
+                opened_ms: now,
+                status: IncidentStatus::Queued,
+                // A token was taken for it: a restart takes it again.
+                acted_ms: Some(now),
+                pending_id: Some(id.clone()),
+            },
+        );
+        self.state.queue.push_back(QueuedAction {
+            id: id.clone(),
+            key: work.key.clone(),
+            alert: work.alert.clone(),
+            actions: actions.clone(),
+            queued_ms: now,
+            mode: Some(self.config.mode),
+            not_before_ms: Some(not_before),
+            requeues,
+        });
+        let mut r = self.record(
+            &work.alert,
+            None,
+            &actions,
+            actions[0],
+            Decision::Queued,
+            Some("retry_later"),
+            detail,
+        );
+        r.unmapped.pending_id = Some(id);
+        let r = self.emit(r, None)?;
+        self.page(
+            "retry_queued",
+            "provider_unavailable",
+            work.alert.tenant.as_deref(),
+            true,
+        )
+        .await;
+        Ok(Some(r))
     }
 
     fn record_incident(&mut self, work: &Work, now: i64, status: IncidentStatus) {
@@ -804,18 +1286,52 @@ impl Responder {
         );
     }
 
-    /// Looks the account up, checks the group allow-list, runs each action; feeds the
-    /// breaker. Dry-run looks up (read-only) but changes nothing.
-    async fn carry_out(
+    /// One `refused` record for `work` (its first action).
+    fn refuse(
         &mut self,
         work: &Work,
-    ) -> Result<(IncidentStatus, Vec<AuditRecord>), RespondError> {
+        uid: Option<&str>,
+        reason: &str,
+        detail: String,
+    ) -> Result<AuditRecord, RespondError> {
+        let r = self.record(
+            &work.alert,
+            uid,
+            &work.actions,
+            work.actions[0],
+            Decision::Refused,
+            Some(reason),
+            detail,
+        );
+        self.emit(r, work.approver.as_deref())
+    }
+
+    /// Checks the tenant, looks the account up, checks the allow-lists and that the provider's
+    /// account is the alert's, runs each action; feeds the breaker. Dry-run looks up
+    /// (read-only) but changes nothing.
+    async fn carry_out(&mut self, work: &Work) -> Result<Carried, RespondError> {
         let dry = self.config.mode == RespondMode::DryRun;
         let approver = work.approver.as_deref();
         let mut out = Vec::new();
+        let refused = |records| Carried {
+            status: IncidentStatus::Refused,
+            records,
+            retry: None,
+        };
+        // Checked here too, for queued and approved actions: the alert was decided by a
+        // responder that may have served other tenants.
+        if !self.serves(work.alert.tenant.as_deref()) {
+            let detail = self.tenant_detail(&work.alert);
+            out.push(self.refuse(work, None, "tenant_mismatch", detail)?);
+            return Ok(refused(out));
+        }
         let subject = match &self.adapter {
             Some(adapter) => match adapter.lookup(&work.alert.account).await {
                 Ok(s) => Some(s),
+                Err(e @ AdapterError::Identity { .. }) => {
+                    out.push(self.refuse(work, None, "identity_mismatch", e.to_string())?);
+                    return Ok(refused(out));
+                }
                 Err(e) => {
                     let retry = e.retry_later();
                     for &action in &work.actions {
@@ -838,7 +1354,11 @@ impl Responder {
                     if retry && !dry {
                         self.breaker_failure().await;
                     }
-                    return Ok((IncidentStatus::Failed, out));
+                    return Ok(Carried {
+                        status: IncidentStatus::Failed,
+                        records: out,
+                        retry: retry.then(|| (work.actions.clone(), e.retry_after())),
+                    });
                 }
             },
             None => None,
@@ -860,29 +1380,35 @@ impl Responder {
                         s.account, s.id
                     ),
                 ))
+            } else if let Some(g) = protected_group {
+                Some((
+                    "allow_listed_group",
+                    format!(
+                        "{} is a member of allow-listed group {g:?}: never touched",
+                        s.account
+                    ),
+                ))
+            } else if !s.is_account(&work.alert.account) {
+                // The provider resolved the name to an account the alert does not name (a
+                // short login, an alias): acting on it would act on someone else.
+                Some((
+                    "identity_mismatch",
+                    format!(
+                        "{} resolved {:?} to the account {} (id {}), which the alert does not \
+                         name: nothing done",
+                        self.target_name(),
+                        work.alert.account,
+                        s.names.first().map_or("without a login", String::as_str),
+                        s.id
+                    ),
+                ))
             } else {
-                protected_group.map(|g| {
-                    (
-                        "allow_listed_group",
-                        format!(
-                            "{} is a member of allow-listed group {g:?}: never touched",
-                            s.account
-                        ),
-                    )
-                })
+                None
             };
             if let Some((reason, detail)) = reason {
-                let r = self.record(
-                    &work.alert,
-                    Some(&s.id),
-                    &work.actions,
-                    work.actions[0],
-                    Decision::Refused,
-                    Some(reason),
-                    detail,
-                );
-                out.push(self.emit(r, approver)?);
-                return Ok((IncidentStatus::Refused, out));
+                let id = s.id.clone();
+                out.push(self.refuse(work, Some(&id), reason, detail)?);
+                return Ok(refused(out));
             }
         }
         let groups_note = match (&subject, self.policy.has_group_allow_list()) {
@@ -900,7 +1426,8 @@ impl Responder {
         };
         let uid = subject.as_ref().map(|s| s.id.clone());
         let mut failed = false;
-        let mut unavailable = false;
+        let mut unavailable = Vec::new();
+        let mut retry_after: Option<std::time::Duration> = None;
         for &action in &work.actions {
             let (decision, reason, detail, attempts) = if dry {
                 (
@@ -932,7 +1459,10 @@ impl Responder {
                     ),
                     Err(e) => {
                         failed = true;
-                        unavailable |= e.retry_later();
+                        if e.retry_later() {
+                            unavailable.push(action);
+                            retry_after = retry_after.max(e.retry_after());
+                        }
                         (
                             Decision::Failed,
                             Some(if e.retry_later() {
@@ -959,7 +1489,7 @@ impl Responder {
             out.push(self.emit(r, approver)?);
         }
         if !dry {
-            if unavailable {
+            if !unavailable.is_empty() {
                 self.breaker_failure().await;
             } else if !failed {
                 self.state.breaker.success();
@@ -970,7 +1500,11 @@ impl Responder {
             (false, true) => IncidentStatus::Failed,
             (false, false) => IncidentStatus::Executed,
         };
-        Ok((status, out))
+        Ok(Carried {
+            status,
+            records: out,
+            retry: (!unavailable.is_empty()).then_some((unavailable, retry_after)),
+        })
     }
 
     async fn execute(
@@ -1071,6 +1605,22 @@ impl Responder {
                 "authwatch: {} keeps failing; the circuit is open and actions queue",
                 self.target_name()
             ),
+            "retry_queued" => format!(
+                "authwatch: {} was unavailable; the failed actions are queued to be tried again \
+                 ({} waiting); review with `authwatch respond list`",
+                self.target_name(),
+                self.state.queue.len()
+            ),
+            "actions_dropped" => format!(
+                "authwatch: queued actions decided in another mode, or for a tenant {} does not \
+                 serve, were dropped without acting ({reason}); see the audit records",
+                self.target_name()
+            ),
+            "pending_full" => format!(
+                "authwatch: {} actions await approval (respond.limits.max_pending); new ones are \
+                 refused until humans decide: `authwatch respond list`",
+                self.config.limits.max_pending
+            ),
             _ => format!("authwatch: responder needs attention ({kind})"),
         };
         let body = serde_json::json!({
@@ -1099,16 +1649,66 @@ impl Responder {
     }
 
     /// A human's decision on a pending or queued action (`authwatch respond approve|reject`).
-    /// Approval carries the actions out at once — the human is the limit — with the
-    /// allow-lists checked again; rejection cancels them. Both are audited with the human's
+    /// Approval carries the actions out at once — the human is the limit — with the tenant and
+    /// the allow-lists checked again; rejection cancels them. Both are audited with the human's
     /// name.
+    ///
+    /// Approval needs a responder that acts: in mode `dry_run` or without a target it fails
+    /// with [`RespondError::CannotApprove`] and leaves the action waiting. An action decided in
+    /// dry-run (or recorded without its mode, unless it waited for approval) is refused
+    /// (`mode_changed`): it was never meant to be carried out.
     pub async fn decide(
         &mut self,
         id: &str,
         approve: bool,
         who: &str,
     ) -> Result<(PendingAction, Vec<AuditRecord>), RespondError> {
+        if approve && (self.config.mode == RespondMode::DryRun || self.adapter.is_none()) {
+            return Err(RespondError::CannotApprove(format!(
+                "the configuration has respond.mode = {:?} and respond.target = {:?}: approving \
+                 would carry nothing out. Run it with the pipeline's configuration (--config \
+                 or AUTHWATCH_CONFIG), in mode \"approval\" or \"automatic\" with a target; \
+                 action {id} still waits",
+                mode_name(self.config.mode),
+                self.target_name()
+            )));
+        }
         let (mut pending, _claim) = self.store.claim(id)?;
+        // Only approval mode writes reason "approval": such an entry from before modes were
+        // recorded was decided for a human.
+        let decided_in = pending
+            .mode
+            .or((pending.reason == "approval").then_some(RespondMode::Approval));
+        if approve
+            && !matches!(
+                decided_in,
+                Some(RespondMode::Approval | RespondMode::Automatic)
+            )
+        {
+            let mut r = self.record(
+                &pending.alert,
+                None,
+                &pending.actions,
+                pending.actions[0],
+                Decision::Refused,
+                Some("mode_changed"),
+                format!(
+                    "{who} approved the action on {}, which was decided in mode {}: only \
+                     actions decided in approval or automatic mode are carried out; nothing \
+                     called",
+                    pending.alert.account,
+                    decided_in.map_or("unknown (older state)".to_owned(), mode_name)
+                ),
+            );
+            r.unmapped.pending_id = Some(id.to_owned());
+            let r = self.emit(r, Some(who))?;
+            pending.status = PendingStatus::Refused;
+            pending.decided_by = Some(who.to_owned());
+            pending.decided_ms = Some(self.clock.now_ms());
+            pending.detail = Some(r.status_detail.clone());
+            self.store.update(&pending)?;
+            return Ok((pending, vec![r]));
+        }
         let key = AccountKey::new(pending.alert.tenant.as_deref(), &pending.alert.account);
         self.state.queue.retain(|q| q.id != id);
         if !approve {
@@ -1159,6 +1759,7 @@ impl Responder {
             actions: pending.actions.clone(),
             pending_id: Some(id.to_owned()),
             approver: Some(who.to_owned()),
+            requeues: 0,
         };
         let now = self.clock.now_ms();
         let records = self.act(work, now).await?;

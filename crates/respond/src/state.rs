@@ -2,7 +2,7 @@
 //! for a token, the circuit breaker and the last page. Snapshot/restore as bytes, so that it
 //! joins the runtime's checkpoint and a restart repeats no action.
 
-use authwatch_pipeline::config::ResponseAction;
+use authwatch_pipeline::config::{RespondMode, ResponseAction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -43,9 +43,18 @@ pub enum IncidentStatus {
     Rejected,
     /// Failed; a later alert for the account tries again.
     Failed,
+    /// Dropped without acting: decided under another mode, or for a tenant the target no
+    /// longer serves. A later alert for the account is decided afresh.
+    Cancelled,
 }
 
 impl IncidentStatus {
+    /// Whether the incident leaves the account open to the next alert (nothing was done, and
+    /// nothing waits).
+    pub fn reopens(self) -> bool {
+        matches!(self, IncidentStatus::Failed | IncidentStatus::Cancelled)
+    }
+
     /// The incident's status for its pending action's: decided ones map to their outcome, open
     /// ones to waiting.
     pub fn decided(status: crate::store::PendingStatus) -> IncidentStatus {
@@ -106,6 +115,21 @@ pub struct QueuedAction {
     pub actions: Vec<ResponseAction>,
     /// When it was queued (ms).
     pub queued_ms: i64,
+    /// The mode it was decided in. Only a responder in that mode carries it out; `None` (a
+    /// state saved before the mode was recorded) matches no mode.
+    #[serde(default)]
+    pub mode: Option<RespondMode>,
+    /// Not tried again before this time (ms): an action whose provider was unavailable waits
+    /// as long as the provider asked (`Retry-After`) or `respond.http.requeue_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+    /// How many times it went back to the queue after its provider was unavailable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeues: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The circuit breaker: closed, open until a time, then half-open for one trial.

@@ -3,7 +3,7 @@
 //! approve ID | reject ID` works on it, from another process than the pipeline's.
 
 use crate::state::AlertFacts;
-use authwatch_pipeline::config::ResponseAction;
+use authwatch_pipeline::config::{RespondMode, ResponseAction};
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum PendingStatus {
     /// Waiting for `approve` or `reject`.
     AwaitingApproval,
-    /// Waiting for a rate-limit token or a closed circuit; a human may approve (act now) or
-    /// reject (cancel) it.
+    /// Waiting for a rate-limit token, a closed circuit, or the time an unavailable provider
+    /// asked to wait; a human may approve (act now) or reject (cancel) it.
     Queued,
     /// Carried out.
     Executed,
@@ -24,7 +24,8 @@ pub enum PendingStatus {
     Rejected,
     /// Tried and failed.
     Failed,
-    /// Not carried out: the account turned out to be protected.
+    /// Not carried out: the account turned out to be protected, not the alert's, of a tenant
+    /// the target does not serve, or the action was decided in another mode.
     Refused,
 }
 
@@ -50,7 +51,7 @@ pub struct PendingAction {
     pub alert: AlertFacts,
     /// The actions.
     pub actions: Vec<ResponseAction>,
-    /// Why it waits (`approval`, `rate_limited`, `circuit_open`).
+    /// Why it waits (`approval`, `rate_limited`, `circuit_open`, `retry_later`).
     pub reason: String,
     /// When it was created (ms).
     pub created_ms: i64,
@@ -63,6 +64,15 @@ pub struct PendingAction {
     /// What happened, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The mode the action was decided in: a responder in another mode never carries it out
+    /// (a human may approve an `approval` or `automatic` one under either of those modes).
+    /// `None`: written before the mode was recorded, matches no mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RespondMode>,
+    /// Not tried again before this time (ms), for an action waiting after its provider was
+    /// unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
 }
 
 impl PendingAction {
@@ -160,26 +170,20 @@ impl PendingStore {
         if path.exists() {
             return Ok(());
         }
-        // Not synced: a new entry is also in the responder's checkpointed state, and a storm
-        // creates hundreds of them at once.
-        self.write(&path, action, false)
+        self.write(&path, action)
     }
 
-    /// Replaces the stored action (atomically: write a temporary file, sync it, then rename).
+    /// Replaces the stored action, durably (see [`write_durably`]).
     pub fn update(&self, action: &PendingAction) -> Result<(), StoreError> {
         let path = self.path(&action.id)?;
-        self.write(&path, action, true)
+        self.write(&path, action)
     }
 
-    fn write(&self, path: &Path, action: &PendingAction, sync: bool) -> Result<(), StoreError> {
-        let tmp = path.with_extension("json.tmp");
+    fn write(&self, path: &Path, action: &PendingAction) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(action).map_err(|e| io(path, e))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
-        if sync {
-            f.sync_all().map_err(|e| io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+        // New entries too: a renamed but unsynced file can be empty after a power loss, and one
+        // unreadable entry makes `respond list` (and the drain's claims) fail for all.
+        write_durably(path, &bytes).map_err(|e| io(path, e))
     }
 
     /// One action.
@@ -239,6 +243,24 @@ impl PendingStore {
     }
 }
 
+/// Replaces `path` with `bytes` so that a crash or power loss leaves the old content or the new,
+/// whole: written to a temporary file beside it and synced, renamed over it, then the directory
+/// synced (a rename is durable only once its directory entry is), as the checkpoint store does.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -261,6 +283,8 @@ mod tests {
             decided_by: None,
             decided_ms: None,
             detail: None,
+            mode: Some(RespondMode::Approval),
+            not_before_ms: None,
         }
     }
 
@@ -293,5 +317,19 @@ mod tests {
             store.get("0123456789abcdef"),
             Err(StoreError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn durable_writes_replace_whole_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_durably(&path, b"one").unwrap();
+        write_durably(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
     }
 }

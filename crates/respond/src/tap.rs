@@ -233,12 +233,11 @@ impl Keeper<'_> {
     }
 }
 
-/// Replaces the state file whole: written beside it, then renamed over it, so an interruption
-/// leaves the old state or the new one.
+/// Replaces the state file whole and durably, so that a crash or power loss leaves the old
+/// state or the new one: an empty or stale file after the actions it records would let a
+/// replay run again repeat them.
 fn save_file(responder: &Responder, path: &Path) -> Result<(), RespondError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, responder.snapshot()?).map_err(|e| state_io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| state_io(path, e))
+    crate::store::write_durably(path, &responder.snapshot()?).map_err(|e| state_io(path, e))
 }
 
 fn run(

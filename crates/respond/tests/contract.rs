@@ -40,20 +40,23 @@ fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
     assert_eq!(seen.header("authorization"), "SSWS okta-test-token");
     assert_eq!(seen.header("accept"), "application/json");
     match (seen.method.as_str(), seen.target.as_str()) {
-        ("GET", "/api/v1/users/alice@example.com") => {
-            Answer::Json(200, json!({"id": "00u1", "status": "ACTIVE"}))
-        }
-        ("GET", "/api/v1/users/root@example.com") => {
-            Answer::Json(200, json!({"id": "00u9", "status": "ACTIVE"}))
-        }
+        ("GET", "/api/v1/users/alice@example.com") => Answer::Json(
+            200,
+            json!({"id": "00u1", "status": "ACTIVE", "profile": {"login": "alice@example.com"}}),
+        ),
+        ("GET", "/api/v1/users/root@example.com") => Answer::Json(
+            200,
+            json!({"id": "00u9", "status": "ACTIVE", "profile": {"login": "root@example.com"}}),
+        ),
         ("GET", "/api/v1/users/boss") => Answer::Json(
             200,
             json!({"id": "00u5", "status": "ACTIVE",
                    "profile": {"login": "boss@example.com", "email": "ceo@example.com"}}),
         ),
-        ("GET", "/api/v1/users/gone@example.com") => {
-            Answer::Json(200, json!({"id": "00u7", "status": "SUSPENDED"}))
-        }
+        ("GET", "/api/v1/users/gone@example.com") => Answer::Json(
+            200,
+            json!({"id": "00u7", "status": "SUSPENDED", "profile": {"login": "gone@example.com"}}),
+        ),
         ("GET", "/api/v1/users/00u9/groups") => Answer::Json(
             200,
             json!([{"id": "00g1", "profile": {"name": "Everyone"}},
@@ -197,12 +200,15 @@ async fn okta_suspends_and_clears_sessions() {
 async fn okta_retries_429_after_retry_after_and_gives_up_on_500() {
     let server = Server::start(
         |seen, n| match (seen.method.as_str(), seen.target.as_str()) {
-            ("GET", "/api/v1/users/alice@example.com") => {
-                Answer::Json(200, json!({"id": "00u1", "status": "ACTIVE"}))
-            }
-            ("GET", "/api/v1/users/bob@example.com") => {
-                Answer::Json(200, json!({"id": "00u2", "status": "ACTIVE"}))
-            }
+            ("GET", "/api/v1/users/alice@example.com") => Answer::Json(
+                200,
+                json!({"id": "00u1", "status": "ACTIVE",
+                       "profile": {"login": "alice@example.com"}}),
+            ),
+            ("GET", "/api/v1/users/bob@example.com") => Answer::Json(
+                200,
+                json!({"id": "00u2", "status": "ACTIVE", "profile": {"login": "bob@example.com"}}),
+            ),
             ("GET", _) => Answer::Json(200, json!([])),
             ("POST", "/api/v1/users/00u1/lifecycle/suspend") if n == 0 => {
                 Answer::WithHeader(429, "retry-after", "1".to_owned())
@@ -239,10 +245,15 @@ async fn okta_retries_429_after_retry_after_and_gives_up_on_500() {
         .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
         .await
         .unwrap();
+    // Failed after its retries; queued to be tried again later (the provider was unavailable).
     assert_eq!(
         decisions(&out),
-        vec![(ResponseAction::Suspend, Decision::Failed)]
+        vec![
+            (ResponseAction::Suspend, Decision::Failed),
+            (ResponseAction::Suspend, Decision::Queued)
+        ]
     );
+    assert_eq!(out[1].unmapped.reason.as_deref(), Some("retry_later"));
     assert_eq!(out[0].unmapped.attempts, 3, "max_attempts = 3");
     assert_eq!(out[0].status_id, 2);
     assert_eq!(
@@ -284,7 +295,15 @@ async fn a_hanging_provider_times_out_and_a_429_beyond_the_bound_fails_fast() {
         took < Duration::from_secs(3),
         "timeout not applied: {took:?}"
     );
-    assert!(out.iter().all(|o| o.unmapped.decision == Decision::Failed));
+    let (failed, requeued): (Vec<_>, Vec<_>) = out
+        .iter()
+        .partition(|o| o.unmapped.decision == Decision::Failed);
+    assert_eq!(failed.len(), 2, "{out:#?}");
+    assert!(
+        requeued
+            .iter()
+            .all(|o| o.unmapped.reason.as_deref() == Some("retry_later"))
+    );
     assert!(
         out[0]
             .status_detail
@@ -305,6 +324,14 @@ async fn a_hanging_provider_times_out_and_a_429_beyond_the_bound_fails_fast() {
         "{}",
         out[0].status_detail
     );
+    // Back in the queue, not before the hour the provider asked for.
+    let last = out.last().unwrap();
+    assert_eq!(last.unmapped.decision, Decision::Queued);
+    assert!(
+        last.status_detail.contains("2026-01-01T01:00:00"),
+        "{}",
+        last.status_detail
+    );
 }
 
 #[tokio::test]
@@ -319,7 +346,10 @@ async fn the_circuit_opens_queues_pages_and_recovers() {
             ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
             ("GET", t) => {
                 let id = t.rsplit('/').next().unwrap().to_owned();
-                Answer::Json(200, json!({"id": id, "status": "ACTIVE"}))
+                Answer::Json(
+                    200,
+                    json!({"id": id, "status": "ACTIVE", "profile": {"login": id}}),
+                )
             }
             ("POST", _) => Answer::Json(200, json!({})),
             other => panic!("unexpected request {other:?}"),
@@ -338,12 +368,19 @@ async fn the_circuit_opens_queues_pages_and_recovers() {
     c.pager.secret = secret_file(dir.path(), "pager", "pager-key");
     let (mut r, _, clock) = responder(&c);
 
+    // Each failure (the provider unavailable) puts the action back in the queue.
     for user in ["u1", "u2"] {
         let out = r
             .handle(&alert("mfa_fatigue_success", user, None, T0))
             .await
             .unwrap();
-        assert_eq!(out[0].unmapped.decision, Decision::Failed);
+        assert_eq!(
+            decisions(&out),
+            vec![
+                (ResponseAction::Suspend, Decision::Failed),
+                (ResponseAction::Suspend, Decision::Queued)
+            ]
+        );
     }
     let calls = idp.seen().len();
     let out = r
@@ -354,32 +391,38 @@ async fn the_circuit_opens_queues_pages_and_recovers() {
     assert_eq!(out[0].unmapped.reason.as_deref(), Some("circuit_open"));
     assert_eq!(idp.seen().len(), calls, "an open circuit makes no call");
     let pages = pager.seen();
-    assert_eq!(pages[0].json()["kind"], "circuit_open");
+    let kinds: Vec<_> = pages.iter().map(|p| p.json()["kind"].clone()).collect();
+    // The first re-queue pages; the circuit opening pages whatever the interval; the queueing
+    // right after is covered by those: at most one throttled page per pager.interval.
+    assert_eq!(kinds, [json!("retry_queued"), json!("circuit_open")]);
     assert!(
-        pages[0]
+        pages[1]
             .header("x-authwatch-signature")
             .starts_with("sha256=")
     );
-    // The queueing right after is covered by that page: at most one per pager.interval.
-    assert_eq!(pages.len(), 1);
 
-    // After the cooldown (event time) the provider is back: the queued action goes out, and
-    // u1 (failed, not done) is tried again on its next alert.
+    // After the cooldown (event time) the provider is back: the queued actions go out, the
+    // failed ones included, oldest first; a later alert for u1 is a duplicate of that.
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
     clock.advance(Duration::from_secs(301));
     let out = r.tick().await.unwrap();
     assert_eq!(
-        decisions(&out),
-        vec![(ResponseAction::Suspend, Decision::Executed)]
+        out.iter()
+            .map(|o| (o.user.name.as_str(), o.unmapped.decision))
+            .collect::<Vec<_>>(),
+        [
+            ("u1", Decision::Executed),
+            ("u2", Decision::Executed),
+            ("u3", Decision::Executed)
+        ]
     );
-    assert_eq!(out[0].user.name, "u3");
     let out = r
         .handle(&alert("mfa_fatigue_success", "u1", None, T0 + 400_000))
         .await
         .unwrap();
     assert_eq!(
         decisions(&out),
-        vec![(ResponseAction::Suspend, Decision::Executed)]
+        vec![(ResponseAction::Suspend, Decision::Duplicate)]
     );
 }
 
@@ -406,10 +449,12 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
                 if auth == "Bearer tok-old" {
                     return Answer::Status(401);
                 }
-                Answer::Json(200, json!({"id": "b-1", "accountEnabled": true}))
+                Answer::Json(200, json!({"id": "b-1", "accountEnabled": true,
+                    "userPrincipalName": "bob@example.com"}))
             }
             ("GET", "/v1.0/users/admin@example.com?%24select=id%2CuserPrincipalName%2CaccountEnabled") => {
-                Answer::Json(200, json!({"id": "a-1", "accountEnabled": true}))
+                Answer::Json(200, json!({"id": "a-1", "accountEnabled": true,
+                    "userPrincipalName": "admin@example.com"}))
             }
             ("GET", "/v1.0/users/b-1/transitiveMemberOf?%24select=id%2CdisplayName") => {
                 Answer::Json(200, json!({"value": [{"id": "g-1", "displayName": "Sales"}]}))
@@ -452,6 +497,8 @@ async fn graph_disables_and_revokes_with_a_client_credentials_token() {
     c.graph.client_secret = secret_file(dir.path(), "graph", "graph-secret");
     c.graph.authority = server.url.clone();
     c.graph.api_url = format!("{}/v1.0", server.url);
+    // The alerts' tenant is a name for the directory tenant-1.
+    c.graph.tenants = vec!["ACME".to_owned()];
     c.allow_list.groups = vec!["Global Administrators".to_owned()];
     let (mut r, audit, _) = responder(&c);
     let out = r
@@ -608,7 +655,7 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
         c.allow_list.users = vec!["boss".to_owned()];
         let (mut r, _, _) = responder(&c);
         let out = r
-            .handle(&alert("credential_compromise", "carol", None, T0))
+            .handle(&alert("credential_compromise", "carol", Some("acme"), T0))
             .await
             .unwrap();
         assert_eq!(
@@ -630,7 +677,12 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
             ]
         );
         let out = r
-            .handle(&alert("credential_compromise", "boss@acme.com", None, T0))
+            .handle(&alert(
+                "credential_compromise",
+                "boss@acme.com",
+                Some("acme"),
+                T0,
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -1022,9 +1074,12 @@ async fn dry_run_changes_nothing() {
 
 #[tokio::test]
 async fn refusals_without_an_account_and_beyond_the_queue() {
+    let server = Server::start(|_, _| Answer::Status(200)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), RespondTarget::None);
-    c.mode = RespondMode::DryRun;
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!("{}/hooks/authwatch", server.url));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
     c.limits.global_actions = 1;
     c.limits.max_queue = 1;
     let (mut r, _, _) = responder(&c);
@@ -1049,7 +1104,7 @@ async fn refusals_without_an_account_and_beyond_the_queue() {
     assert_eq!(
         reasons,
         vec![
-            (Decision::DryRun, Some("dry_run".to_owned())),
+            (Decision::Executed, None),
             (Decision::Queued, Some("rate_limited".to_owned())),
             (Decision::Refused, Some("queue_full".to_owned())),
         ]
@@ -1057,6 +1112,8 @@ async fn refusals_without_an_account_and_beyond_the_queue() {
     assert_eq!(r.queued(), 1);
     // Dry-run without a target says what it could not check.
     let mut c2 = c.clone();
+    c2.mode = RespondMode::DryRun;
+    c2.target = RespondTarget::None;
     c2.allow_list.groups = vec!["admins".to_owned()];
     c2.state_dir = dir.path().join("state2");
     let (mut r2, _, _) = responder(&c2);

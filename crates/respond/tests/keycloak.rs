@@ -163,7 +163,7 @@ async fn keycloak_real_server_disables_logs_out_and_spares_allow_listed_groups()
         .handle(&alert(
             "mfa_fatigue_success",
             "alice@example.com",
-            None,
+            Some(&realm),
             now,
         ))
         .await
@@ -185,7 +185,7 @@ async fn keycloak_real_server_disables_logs_out_and_spares_allow_listed_groups()
     assert_eq!(user["enabled"], false);
 
     let out = r
-        .handle(&alert("mfa_fatigue_success", "root", None, now))
+        .handle(&alert("mfa_fatigue_success", "root", Some(&realm), now))
         .await
         .unwrap();
     assert_eq!(out[0].unmapped.decision, Decision::Refused);
@@ -197,7 +197,7 @@ async fn keycloak_real_server_disables_logs_out_and_spares_allow_listed_groups()
     assert_eq!(user["enabled"], true);
 
     let out = r
-        .handle(&alert("mfa_fatigue_success", "nobody", None, now))
+        .handle(&alert("mfa_fatigue_success", "nobody", Some(&realm), now))
         .await
         .unwrap();
     assert_eq!(out[0].unmapped.decision, Decision::Failed);

@@ -5,5 +5,6 @@
 mod contract;
 mod keycloak;
 mod live;
+mod safety;
 mod storm;
 mod support;

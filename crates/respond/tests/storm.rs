@@ -65,7 +65,11 @@ async fn idp() -> Server {
                     .trim_end_matches("@example.com")
                     .parse()
                     .unwrap();
-                Answer::Json(200, json!({"id": format!("id-{n}"), "status": "ACTIVE"}))
+                Answer::Json(
+                    200,
+                    json!({"id": format!("id-{n}"), "status": "ACTIVE",
+                           "profile": {"login": name.replace("%40", "@")}}),
+                )
             }
             ("POST", _) => Answer::Json(200, json!({})),
             ("DELETE", _) => Answer::Status(204),
@@ -91,6 +95,7 @@ async fn storm_is_rate_limited_allow_lists_hold_and_a_restart_repeats_nothing() 
     let mut c = config(dir.path(), RespondTarget::Okta);
     c.okta.base_url = Some(server.url.clone());
     c.okta.token = secret_file(dir.path(), "okta", "t");
+    c.okta.tenants = TENANTS.iter().map(|t| t.to_string()).collect();
     c.limits.global_actions = GLOBAL;
     c.limits.tenant_actions = PER_TENANT;
     c.allow_list.users = vec!["breakglass-*".to_owned()];

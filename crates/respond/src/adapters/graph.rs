@@ -180,6 +180,7 @@ impl GraphAdapter {
             suspended: user.account_enabled == Some(false),
             id: user.id,
             names: user.user_principal_name.into_iter().collect(),
+            email_login: None,
             groups: Some(groups),
         })
     }

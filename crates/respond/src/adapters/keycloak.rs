@@ -158,39 +158,61 @@ impl KeycloakAdapter {
         .await
     }
 
-    async fn find_user(&self, account: &str) -> Result<Option<KcUser>, AdapterError> {
+    async fn users_by(&self, field: &str, account: &str) -> Result<Vec<KcUser>, AdapterError> {
+        let mut url = self.admin(&["users"]);
+        url.query_pairs_mut()
+            .append_pair(field, account)
+            .append_pair("exact", "true");
+        Ok(self
+            .call("keycloak find user", Method::GET, &url, None)
+            .await?
+            .json("keycloak find user")?)
+    }
+
+    /// The user `account` names, and whether it was found by its e-mail.
+    async fn find_user(&self, account: &str) -> Result<Option<(KcUser, bool)>, AdapterError> {
         // Alerts name accounts by login; in Keycloak that is the username or, with
         // "login with email", the email.
-        for field in ["username", "email"] {
-            let mut url = self.admin(&["users"]);
-            url.query_pairs_mut()
-                .append_pair(field, account)
-                .append_pair("exact", "true");
-            let users: Vec<KcUser> = self
-                .call("keycloak find user", Method::GET, &url, None)
-                .await?
-                .json("keycloak find user")?;
-            let found = users.into_iter().find(|u| {
-                u.username.eq_ignore_ascii_case(account)
-                    || u.email
-                        .as_deref()
-                        .is_some_and(|e| e.eq_ignore_ascii_case(account))
-            });
-            if found.is_some() {
-                return Ok(found);
-            }
+        let by_name = self.users_by("username", account).await?;
+        if let Some(u) = by_name
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(account))
+        {
+            return Ok(Some((u, false)));
         }
-        Ok(None)
+        let mut by_email: Vec<KcUser> = self
+            .users_by("email", account)
+            .await?
+            .into_iter()
+            .filter(|u| {
+                u.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(account))
+            })
+            .collect();
+        // A realm may allow duplicate e-mails: then the e-mail names no one account, and
+        // picking one could act on another person.
+        if by_email.len() > 1 {
+            return Err(AdapterError::Identity {
+                target: "keycloak",
+                account: account.to_owned(),
+                message: format!(
+                    "is the e-mail of {} accounts in the realm: not one account",
+                    by_email.len()
+                ),
+            });
+        }
+        Ok(by_email.pop().map(|u| (u, true)))
     }
 
     pub(super) async fn lookup(&self, account: &str) -> Result<Subject, AdapterError> {
-        let user = self
-            .find_user(account)
-            .await?
-            .ok_or_else(|| AdapterError::NotFound {
-                target: "keycloak",
-                account: account.to_owned(),
-            })?;
+        let (user, by_email) =
+            self.find_user(account)
+                .await?
+                .ok_or_else(|| AdapterError::NotFound {
+                    target: "keycloak",
+                    account: account.to_owned(),
+                })?;
         let mut groups = Vec::new();
         for page in 0..MAX_PAGES {
             let mut url = self.admin(&["users", &user.id, "groups"]);
@@ -222,6 +244,7 @@ impl KeycloakAdapter {
                     account: account.to_owned(),
                     id: user.id,
                     names,
+                    email_login: if by_email { user.email } else { None },
                     suspended: !user.enabled,
                     groups: Some(groups),
                 });

@@ -33,11 +33,29 @@ pub struct Subject {
     /// too. E-mail addresses are not: users can often set their own, and one matching the
     /// allow-list would exempt a compromised account.
     pub names: Vec<String>,
+    /// The account's e-mail when the provider lets users sign in with it and it belongs to this
+    /// account alone (Keycloak, found by `email=`): an alert may name the account by it. Not
+    /// used for the allow-list (see `names`).
+    pub email_login: Option<String>,
     /// Whether the account is already suspended / disabled.
     pub suspended: bool,
     /// Names and ids of the groups it belongs to (directly or not, as the provider reports
     /// them); `None` when the target cannot tell (webhook).
     pub groups: Option<Vec<String>>,
+}
+
+impl Subject {
+    /// Whether the provider's answer is the account `account` names: its id, its unique login
+    /// or its sign-in e-mail, ignoring case. A provider resolves more than that — Okta a login's
+    /// short name, or `me` (the API token's owner) — and acting on what such a name resolved to
+    /// would act on another account than the alert's.
+    pub fn is_account(&self, account: &str) -> bool {
+        let account = account.to_lowercase();
+        std::iter::once(&self.id)
+            .chain(&self.names)
+            .chain(&self.email_login)
+            .any(|n| n.to_lowercase() == account)
+    }
 }
 
 /// What an action did.
@@ -90,6 +108,18 @@ pub enum AdapterError {
         /// What is wrong.
         message: String,
     },
+    /// The name does not name exactly one account the responder may act on: a reserved alias
+    /// (Okta's `me`), or several accounts share it. Not retryable; refused as
+    /// `identity_mismatch`.
+    #[error("{target}: {account:?} {message}")]
+    Identity {
+        /// The provider.
+        target: &'static str,
+        /// The account as the alert names it.
+        account: String,
+        /// Why it is not one account.
+        message: String,
+    },
     /// The provider has no such action.
     #[error("{target} cannot {action}")]
     Unsupported {
@@ -105,6 +135,14 @@ impl AdapterError {
     /// failure counts towards the circuit breaker.
     pub fn retry_later(&self) -> bool {
         matches!(self, AdapterError::Call(e) if e.retry_later())
+    }
+
+    /// How long the provider asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AdapterError::Call(e) => e.retry_after(),
+            _ => None,
+        }
     }
 
     /// HTTP attempts made by the failed call.
@@ -335,6 +373,7 @@ where
         status: 401,
         body: "unauthorized after renewing the token".to_owned(),
         attempts: 2,
+        retry_after: None,
     }))
 }
 

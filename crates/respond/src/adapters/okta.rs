@@ -49,6 +49,10 @@ struct OktaGroupProfile {
 /// Okta answers a lookup by id, login or login short name; guard against a runaway paging loop.
 const MAX_GROUP_PAGES: usize = 50;
 
+/// Names `GET /api/v1/users/{name}` resolves to something else than a user of that name: `me`
+/// is the API token's owner (an administrator), and `.`/`..` would leave the path.
+const RESERVED: &[&str] = &["me", ".", ".."];
+
 impl OktaAdapter {
     /// From `[respond.okta]`.
     pub fn from_config(config: &RespondOkta, http: Arc<Http>) -> Result<Self, AdapterError> {
@@ -68,6 +72,16 @@ impl OktaAdapter {
     }
 
     pub(super) async fn lookup(&self, account: &str) -> Result<Subject, AdapterError> {
+        let trimmed = account.trim();
+        if trimmed.is_empty() || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(trimmed)) {
+            return Err(AdapterError::Identity {
+                target: "okta",
+                account: account.to_owned(),
+                message: "is a name Okta resolves to another account (`me` is the API \
+                          token's owner): not looked up"
+                    .to_owned(),
+            });
+        }
         let url = endpoint(&self.base, &["api", "v1", "users", account]);
         let user: OktaUser = match self
             .http
@@ -121,6 +135,7 @@ impl OktaAdapter {
             suspended: matches!(user.status.as_str(), "SUSPENDED" | "DEPROVISIONED"),
             id: user.id,
             names,
+            email_login: None,
             groups: Some(groups),
         })
     }

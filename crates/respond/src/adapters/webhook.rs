@@ -86,6 +86,7 @@ impl WebhookAdapter {
             account: account.to_owned(),
             id: account.to_owned(),
             names: Vec::new(),
+            email_login: None,
             suspended: false,
             groups: None,
         }

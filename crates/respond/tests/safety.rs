@@ -1,0 +1,692 @@
+//! Regression tests of the response-safety review: an alert's tenant, provider aliases and the
+//! identity a lookup returns, the mode queued actions were decided in, retries of an
+//! unavailable provider, and the bound on actions waiting for approval.
+
+use crate::support::{Answer, Server, alert, config, secret_file};
+use authwatch_pipeline::config::{RespondMode, RespondTarget, ResponseAction};
+use authwatch_respond::{Decision, MemoryAudit, Responder, ResponseClock};
+use serde_json::json;
+use std::time::Duration;
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn responder(
+    c: &authwatch_pipeline::config::RespondConfig,
+) -> (Responder, MemoryAudit, ResponseClock) {
+    let audit = MemoryAudit::default();
+    let clock = ResponseClock::event_time(T0);
+    let r = Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
+    (r, audit, clock)
+}
+
+fn decisions(records: &[authwatch_respond::AuditRecord]) -> Vec<(Decision, Option<String>)> {
+    records
+        .iter()
+        .map(|r| (r.unmapped.decision, r.unmapped.reason.clone()))
+        .collect()
+}
+
+/// An Okta org whose users are `<name>@example.com` → id `id-<name>`, login as asked.
+async fn okta() -> Server {
+    Server::start(
+        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            // What Okta answers for the alias: the API token's owner.
+            ("GET", "/api/v1/users/me") => Answer::Json(
+                200,
+                json!({"id": "00uOWNER", "status": "ACTIVE",
+                       "profile": {"login": "okta-api-admin@example.com"}}),
+            ),
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", t) => {
+                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
+                let name = login.trim_end_matches("@example.com");
+                Answer::Json(
+                    200,
+                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
+                           "profile": {"login": login}}),
+                )
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            ("DELETE", _) => Answer::Status(204),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await
+}
+
+fn okta_config(
+    dir: &std::path::Path,
+    server: &Server,
+) -> authwatch_pipeline::config::RespondConfig {
+    let mut c = config(dir, RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir, "okta", "okta-test-token");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c
+}
+
+/// A Keycloak adapter serves its realm: an alert from another tenant naming a login that also
+/// exists in the realm (`admin` in `customers` vs `admin` in `corp`) must not touch the realm's
+/// account, and spends no rate-limit token.
+#[tokio::test]
+async fn an_alert_from_a_tenant_the_target_does_not_serve_is_refused_without_a_call() {
+    let server = Server::start(|seen, _| {
+        let t = seen.target.as_str();
+        if t.ends_with("/token") {
+            return Answer::Json(200, json!({"access_token": "kc", "expires_in": 60}));
+        }
+        match (seen.method.as_str(), t) {
+            ("GET", "/admin/realms/corp/users?username=admin&exact=true") => Answer::Json(
+                200,
+                json!([{"id": "kc-admin", "username": "admin", "enabled": true}]),
+            ),
+            ("GET", "/admin/realms/corp/users?username=carol&exact=true") => Answer::Json(
+                200,
+                json!([{"id": "kc-carol", "username": "carol", "enabled": true}]),
+            ),
+            ("GET", t) if t.contains("/groups") => Answer::Json(200, json!([])),
+            ("PUT", _) => Answer::Status(204),
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Keycloak);
+    c.keycloak.base_url = Some(server.url.clone());
+    c.keycloak.realm = Some("corp".to_owned());
+    c.keycloak.client_secret = secret_file(dir.path(), "kc", "kc-secret");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c.limits.global_actions = 1;
+    let (mut r, audit, _) = responder(&c);
+
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "admin",
+            Some("customers"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("tenant_mismatch".to_owned()))]
+    );
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+    let rec = &out[0];
+    assert_eq!(rec.class_uid, 3001);
+    assert_eq!(rec.status_id, 99);
+    assert_eq!(rec.user.org.as_deref(), Some("customers"));
+    assert!(rec.status_detail.contains("corp"), "{}", rec.status_detail);
+
+    // The realm's own tenant still acts, with the one global token the refusal did not take.
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "carol", Some("corp"), T0))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Decision::Executed, None)]);
+    assert!(
+        !server.lines().iter().any(|l| l.contains("kc-admin")),
+        "{:?}",
+        server.lines()
+    );
+    assert_eq!(audit.records().len(), 2);
+}
+
+/// `GET /api/v1/users/me` is the API token's owner: the alias is never looked up.
+#[tokio::test]
+async fn okta_never_resolves_the_me_alias() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server);
+    for name in ["me", "ME", " Me "] {
+        let (mut r, _, _) = responder(&c);
+        let out = r
+            .handle(&alert("mfa_fatigue_success", name, None, T0))
+            .await
+            .unwrap();
+        assert_eq!(
+            decisions(&out),
+            vec![(Decision::Refused, Some("identity_mismatch".to_owned()))],
+            "{name}"
+        );
+    }
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+}
+
+/// Whatever the provider resolves a name to, the account acted on must be the alert's: its
+/// login (Okta), UPN (Entra) or username (Keycloak) or its id, ignoring case.
+#[tokio::test]
+async fn a_lookup_that_returns_another_account_is_refused() {
+    // Okta: the login, in another case, is the account.
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server);
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "Alice@Example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Decision::Executed, None)]);
+
+    // A short name Okta resolves to another login, and an answer without a login.
+    let server = Server::start(
+        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            ("GET", "/api/v1/users/carol") => Answer::Json(
+                200,
+                json!({"id": "00uC", "status": "ACTIVE",
+                       "profile": {"login": "carol.admin@example.com"}}),
+            ),
+            ("GET", "/api/v1/users/dave@example.com") => {
+                Answer::Json(200, json!({"id": "00uD", "status": "ACTIVE"}))
+            }
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server);
+    let (mut r, _, _) = responder(&c);
+    for name in ["carol", "dave@example.com"] {
+        let out = r
+            .handle(&alert("mfa_fatigue_success", name, None, T0))
+            .await
+            .unwrap();
+        assert_eq!(
+            decisions(&out),
+            vec![(Decision::Refused, Some("identity_mismatch".to_owned()))],
+            "{name}"
+        );
+    }
+    assert!(server.seen().iter().all(|s| s.method == "GET"));
+
+    // Graph: the UPN returned is not the one asked for.
+    let server = Server::start(|seen, _| {
+        let t = seen.target.as_str();
+        if t.ends_with("/token") {
+            return Answer::Json(200, json!({"access_token": "g", "expires_in": 600}));
+        }
+        match (seen.method.as_str(), t) {
+            ("GET", t) if t.starts_with("/v1.0/users/erin@example.com?") => Answer::Json(
+                200,
+                json!({"id": "g-1", "userPrincipalName": "frank@example.com",
+                       "accountEnabled": true}),
+            ),
+            ("GET", t) if t.contains("transitiveMemberOf") => {
+                Answer::Json(200, json!({"value": []}))
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Graph);
+    c.graph.tenant_id = Some("dir-1".to_owned());
+    c.graph.client_id = Some("app".to_owned());
+    c.graph.client_secret = secret_file(dir.path(), "g", "s");
+    c.graph.authority = server.url.clone();
+    c.graph.api_url = format!("{}/v1.0", server.url);
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "erin@example.com",
+            Some("dir-1"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("identity_mismatch".to_owned()))]
+    );
+    assert!(server.seen().iter().all(|s| s.method != "PATCH"));
+
+    // Keycloak: an e-mail two accounts share names neither.
+    let server = Server::start(|seen, _| {
+        let t = seen.target.as_str();
+        if t.ends_with("/token") {
+            return Answer::Json(200, json!({"access_token": "kc", "expires_in": 60}));
+        }
+        match (seen.method.as_str(), t) {
+            ("GET", "/admin/realms/corp/users?username=ops%40corp.example&exact=true") => {
+                Answer::Json(200, json!([]))
+            }
+            ("GET", "/admin/realms/corp/users?email=ops%40corp.example&exact=true") => {
+                Answer::Json(
+                    200,
+                    json!([{"id": "k-1", "username": "root", "email": "ops@corp.example",
+                            "enabled": true},
+                           {"id": "k-2", "username": "ann", "email": "ops@corp.example",
+                            "enabled": true}]),
+                )
+            }
+            ("GET", t) if t.contains("/groups") => Answer::Json(200, json!([])),
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Keycloak);
+    c.keycloak.base_url = Some(server.url.clone());
+    c.keycloak.realm = Some("corp".to_owned());
+    c.keycloak.client_secret = secret_file(dir.path(), "kc", "kc-secret");
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "ops@corp.example",
+            Some("corp"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("identity_mismatch".to_owned()))]
+    );
+    assert!(
+        server
+            .seen()
+            .iter()
+            .all(|s| s.method == "GET" || s.target.ends_with("/token"))
+    );
+}
+
+/// Dry-run decides and changes nothing, also later: an alert over the limit in dry-run is not
+/// queued, so a restart in automatic mode from that state has nothing to carry out.
+#[tokio::test]
+async fn actions_decided_in_dry_run_are_never_carried_out_after_a_switch_to_automatic() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::DryRun;
+    c.limits.global_actions = 1;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::DryRun);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::DryRun, Some("rate_limited".to_owned()))],
+        "{}",
+        out[0].status_detail
+    );
+    assert_eq!(r.queued(), 0);
+    let snapshot = r.snapshot().unwrap();
+
+    c.mode = RespondMode::Automatic;
+    let (mut live, _, clock) = responder(&c);
+    live.restore(&snapshot).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert!(live.tick().await.unwrap().is_empty());
+    assert!(
+        server.seen().iter().all(|s| s.method == "GET"),
+        "{:?}",
+        server.lines()
+    );
+}
+
+/// An Okta outage: the call fails (a Retry-After beyond `max_retry_after`), the action goes
+/// back to the queue not before the time the provider asked for, a human is paged once, and it
+/// goes out when the provider is back.
+#[tokio::test]
+async fn an_unavailable_provider_gets_the_action_again_after_retry_after() {
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let server = Server::start(
+        move |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            ("POST", _) if d.load(std::sync::atomic::Ordering::SeqCst) => {
+                Answer::WithHeader(429, "retry-after", "600".to_owned())
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", "/api/v1/users/alice@example.com") => Answer::Json(
+                200,
+                json!({"id": "00uA", "status": "ACTIVE",
+                       "profile": {"login": "alice@example.com"}}),
+            ),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.pager.url = Some(pager.url.clone());
+    let (mut r, _, clock) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (Decision::Failed, Some("provider_unavailable".to_owned())),
+            (Decision::Queued, Some("retry_later".to_owned())),
+        ]
+    );
+    assert!(out[1].unmapped.pending_id.is_some());
+    assert_eq!(r.queued(), 1);
+    let pages = pager.seen();
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].json()["kind"], "retry_queued");
+
+    // Not before the provider's 600 s, even with tokens and the provider back.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Duration::from_secs(300));
+    assert!(r.tick().await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(301));
+    let out = r.tick().await.unwrap();
+    assert_eq!(decisions(&out), vec![(Decision::Executed, None)]);
+    assert_eq!(r.queued(), 0);
+    let suspends = server
+        .lines()
+        .iter()
+        .filter(|l| l.ends_with("/lifecycle/suspend"))
+        .count();
+    assert_eq!(suspends, 2);
+    assert_eq!(pager.seen().len(), 1, "paged once");
+}
+
+/// The reviewer's case on Okta: the org serves the tenants listed; an alert of another tenant
+/// is refused, and so is one without a tenant unless `""` is listed.
+#[tokio::test]
+async fn okta_serves_only_the_listed_tenants() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.okta.tenants = vec!["Example".to_owned()];
+    let (mut r, _, _) = responder(&c);
+    for (tenant, expected) in [
+        (
+            Some("customers"),
+            (Decision::Refused, Some("tenant_mismatch")),
+        ),
+        (None, (Decision::Refused, Some("tenant_mismatch"))),
+        (Some("example"), (Decision::Executed, None)),
+    ] {
+        let out = r
+            .handle(&alert(
+                "mfa_fatigue_success",
+                "admin@example.com",
+                tenant,
+                T0,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            decisions(&out),
+            vec![(expected.0, expected.1.map(str::to_owned))],
+            "{tenant:?}"
+        );
+    }
+    let lookups: Vec<String> = server.lines();
+    assert_eq!(
+        lookups.len(),
+        3,
+        "only the served tenant's alert called: {lookups:?}"
+    );
+}
+
+/// Rate-limited in automatic mode, then restarted in approval mode: the queued action is not
+/// carried out by the queue (approval mode wants a human), but dropped with an audit record,
+/// closed in the store, and the account's next alert is decided afresh (waits for a human).
+#[tokio::test]
+async fn a_queued_action_is_dropped_when_the_mode_changed() {
+    let server = okta().await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.limits.global_actions = 1;
+    c.pager.url = Some(pager.url.clone());
+    let (mut r, _, _) = responder(&c);
+    r.handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued);
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let snapshot = r.snapshot().unwrap();
+    let pages_before = pager.seen().len();
+
+    c.mode = RespondMode::Approval;
+    let (mut next, audit, clock) = responder(&c);
+    next.restore(&snapshot).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    let out = next.tick().await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("mode_changed".to_owned()))]
+    );
+    assert_eq!(out[0].unmapped.pending_id.as_deref(), Some(id.as_str()));
+    assert!(
+        out[0].status_detail.contains("automatic"),
+        "{}",
+        out[0].status_detail
+    );
+    assert_eq!(next.queued(), 0);
+    assert_eq!(
+        next.store().get(&id).unwrap().status,
+        authwatch_respond::PendingStatus::Refused
+    );
+    assert!(
+        !server
+            .lines()
+            .iter()
+            .any(|l| l.contains("id-bob/lifecycle"))
+    );
+    let pages = pager.seen();
+    assert_eq!(pages.len(), pages_before + 1);
+    assert_eq!(pages.last().unwrap().json()["kind"], "actions_dropped");
+    let out = next
+        .handle(&alert(
+            "credential_compromise",
+            "bob@example.com",
+            None,
+            T0 + 2 * 3_600_000 + 1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::PendingApproval);
+    assert_eq!(audit.records().len(), 2);
+}
+
+/// A state saved before queued actions recorded their mode: their mode is unknown (they may have
+/// been queued in dry-run), so none is carried out.
+#[tokio::test]
+async fn a_queued_action_of_unknown_mode_is_never_carried_out() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server);
+    let key = json!({"tenant": "", "account": "bob@example.com"});
+    let alert_facts = json!({"alert_id": "a-1", "rule_id": "mfa_fatigue_success",
+                             "severity": "critical", "tenant": null,
+                             "account": "bob@example.com"});
+    let old = json!({"version": 1, "state": {
+        "incidents": [[key, {"alert_id": "a-1", "rule_id": "mfa_fatigue_success",
+                             "opened_ms": T0, "status": "queued", "acted_ms": null,
+                             "pending_id": "00000000000000b0"}]],
+        "queue": [{"id": "00000000000000b0", "key": key, "alert": alert_facts,
+                   "actions": ["suspend"], "queued_ms": T0}],
+        "breaker": {"failures": 0, "open_until_ms": null},
+        "last_page_ms": null, "clock_ms": T0}});
+    let (mut r, _, clock) = responder(&c);
+    r.restore(&serde_json::to_vec(&old).unwrap()).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    let out = r.tick().await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("mode_changed".to_owned()))]
+    );
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+}
+
+/// `respond approve` needs a responder that acts, and an action decided to be acted on: in
+/// dry-run nothing is decided (an error; the action still waits); an action queued in dry-run
+/// by an older version is refused, never carried out.
+#[tokio::test]
+async fn approval_needs_a_mode_that_acts_and_an_action_meant_to_act() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::Approval;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+
+    let mut dry = c.clone();
+    dry.mode = RespondMode::DryRun;
+    let (mut cli, audit, _) = responder(&dry);
+    let e = cli.decide(&id, true, "sam").await.unwrap_err();
+    assert!(e.to_string().contains("dry_run"), "{e}");
+    assert!(audit.records().is_empty());
+    assert_eq!(
+        r.store().get(&id).unwrap().status,
+        authwatch_respond::PendingStatus::AwaitingApproval
+    );
+
+    // An entry queued (rate-limited) without its mode, as dry-run used to queue them.
+    let mut stale = r.store().get(&id).unwrap();
+    stale.id = "00000000000000c0".to_owned();
+    stale.status = authwatch_respond::PendingStatus::Queued;
+    stale.reason = "rate_limited".to_owned();
+    stale.mode = None;
+    stale.alert.account = "bob@example.com".to_owned();
+    r.store().create(&stale).unwrap();
+    let mut automatic = c.clone();
+    automatic.mode = RespondMode::Automatic;
+    let (mut cli, _, _) = responder(&automatic);
+    let (decided, records) = cli.decide(&stale.id, true, "sam").await.unwrap();
+    assert_eq!(decided.status, authwatch_respond::PendingStatus::Refused);
+    assert_eq!(records[0].unmapped.reason.as_deref(), Some("mode_changed"));
+    // The approval-mode entry may be approved under automatic: a human decided it.
+    let (decided, _) = cli.decide(&id, true, "sam").await.unwrap();
+    assert_eq!(decided.status, authwatch_respond::PendingStatus::Executed);
+    let posts: Vec<String> = server
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("POST"))
+        .collect();
+    assert_eq!(posts, ["POST /api/v1/users/id-alice/lifecycle/suspend"]);
+}
+
+/// Approvals are not rate-limited, so what waits for a human is bounded: beyond
+/// `max_pending` new actions are refused (audited) and a human is paged; decisions taken in
+/// another process make room again.
+#[tokio::test]
+async fn actions_waiting_for_approval_are_bounded() {
+    let server = okta().await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::Approval;
+    c.limits.max_pending = 2;
+    c.pager.url = Some(pager.url.clone());
+    c.pager.interval = authwatch_event::DurationText(Duration::ZERO);
+    let (mut r, _, _) = responder(&c);
+    let mut out = Vec::new();
+    for user in ["a", "b", "c"] {
+        out.extend(
+            r.handle(&alert("mfa_fatigue_success", user, None, T0))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (Decision::PendingApproval, Some("approval".to_owned())),
+            (Decision::PendingApproval, Some("approval".to_owned())),
+            (Decision::Refused, Some("pending_full".to_owned())),
+        ]
+    );
+    assert_eq!(pager.seen().last().unwrap().json()["kind"], "pending_full");
+    assert_eq!(r.store().list().unwrap().len(), 2);
+    // A human rejects one (another process): there is room for the next.
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let (mut cli, _, _) = responder(&c);
+    cli.decide(&id, false, "sam").await.unwrap();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "d", None, T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::PendingApproval);
+}
+
+/// Re-queued at most `max_requeues` times: then the action stays failed, and a human approving
+/// an action while the provider is down gets it back to approve again later.
+#[tokio::test]
+async fn retries_are_bounded_and_an_approval_that_fails_can_be_approved_again() {
+    let server = Server::start(
+        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            ("POST", _) => Answer::Status(503),
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", t) => {
+                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
+                Answer::Json(
+                    200,
+                    json!({"id": "00uX", "status": "ACTIVE", "profile": {"login": login}}),
+                )
+            }
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.http.max_attempts = 1;
+    c.http.max_requeues = 1;
+    c.breaker.failures = 100;
+    let (mut r, _, clock) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out.last().unwrap().unmapped.decision, Decision::Queued);
+    clock.advance(Duration::from_secs(61));
+    let out = r.tick().await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Failed, Some("provider_unavailable".to_owned()))]
+    );
+    assert_eq!(r.queued(), 0);
+    let id = out[0].unmapped.pending_id.clone();
+    assert!(id.is_none(), "the failure record names no pending action");
+    let listed = r.store().list().unwrap();
+    assert_eq!(listed[0].status, authwatch_respond::PendingStatus::Failed);
+
+    c.mode = RespondMode::Approval;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let (mut cli, _, _) = responder(&c);
+    let (decided, records) = cli.decide(&id, true, "sam").await.unwrap();
+    assert_eq!(records[0].unmapped.decision, Decision::Failed);
+    assert_eq!(
+        decided.status,
+        authwatch_respond::PendingStatus::AwaitingApproval
+    );
+    assert!(
+        cli.decide(&id, true, "sam").await.is_ok(),
+        "approvable again"
+    );
+}
