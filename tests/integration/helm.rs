@@ -334,6 +334,13 @@ fn the_container_runs_authwatch_run_with_probes_on_the_health_endpoints() {
             Value::from(vec!["run", "--config", "/etc/authwatch/config.toml"]),
             "{name}"
         );
+        // `kubectl exec … authwatch respond approve ID` decides with the same configuration.
+        let env = seq(&c["env"]);
+        assert!(
+            env.iter().any(|e| e["name"] == "AUTHWATCH_CONFIG"
+                && e["value"] == "/etc/authwatch/config.toml"),
+            "{name}: {env:?}"
+        );
         let ports: BTreeMap<&str, &Value> = seq(&c["ports"])
             .iter()
             .map(|p| (str_of(&p["name"]), &p["containerPort"]))
