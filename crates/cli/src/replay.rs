@@ -155,7 +155,7 @@ pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipel
 pub struct SqlFailures(Option<std::sync::Arc<authwatch_query::SqlDetections>>);
 
 impl SqlFailures {
-    /// Exports each detection's failed executions as
+    /// Exports each detection's failures as
     /// `authwatch_sql_detection_failures_total{detection}`.
     pub fn export(&self, telemetry: &authwatch_telemetry::Telemetry) {
         if let Some(detections) = &self.0 {
@@ -172,8 +172,8 @@ impl SqlFailures {
         failed.retain(|(_, n)| *n > 0);
         for (id, n) in &failed {
             eprintln!(
-                "sql detection {id}: {n} failed executions (the errors are logged above); alerts \
-                 of the windows they decided may be missing"
+                "sql detection {id}: {n} failures (failed executions, or result rows that became \
+                 no alert; each is logged above); alerts of the windows they decided may be missing"
             );
         }
         !failed.is_empty()

@@ -662,8 +662,9 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
     meter
         .u64_observable_counter(names::SQL_DETECTION_FAILURES.otel)
         .with_description(
-            "Failed executions of a windowed SQL detection. The run goes on, but the windows a \
-             failed execution decided may be missing alerts.",
+            "Failures of a windowed SQL detection: failed executions, and result rows that \
+             could become no alert. The run goes on, but the windows they decided may be \
+             missing alerts.",
         )
         .with_callback(move |o| {
             for source in read(&s.sql_failures).iter() {
