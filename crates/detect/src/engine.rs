@@ -147,19 +147,19 @@ pub enum SnapshotError {
     /// Encoding or decoding failed.
     #[error("detector snapshot encoding: {0}")]
     Codec(#[from] serde_json::Error),
-    /// The snapshot was taken with another rule set.
-    #[error("detector snapshot is for rules {found:?}, but the loaded rules are {loaded:?}")]
-    RulesChanged {
-        /// Rule ids and versions in the snapshot.
-        found: Vec<String>,
-        /// Rule ids and versions loaded now.
-        loaded: Vec<String>,
-    },
+    /// The snapshot's parts do not fit together (a damaged or hand-edited snapshot).
+    #[error("detector snapshot is inconsistent: {0}")]
+    Inconsistent(String),
 }
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
+    /// `id@version` of each rule, in the engine's order.
     rules: Vec<String>,
+    /// What each rule's state is laid out by ([`state_shape`]); absent in snapshots of before
+    /// it was recorded.
+    #[serde(default)]
+    shapes: Vec<String>,
     watermark: i64,
     next_sweep: i64,
     states: Vec<Vec<(Key, KeyState)>>,
@@ -626,6 +626,7 @@ impl Engine {
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         let snapshot = Snapshot {
             rules: self.rule_versions(),
+            shapes: self.rules.iter().map(state_shape).collect(),
             watermark: self.watermark,
             next_sweep: self.next_sweep,
             states: self
@@ -656,33 +657,91 @@ impl Engine {
         Ok(serde_json::to_vec(&snapshot)?)
     }
 
-    /// Restores state saved by [`Engine::snapshot`] with the same rules.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+    /// Restores state saved by [`Engine::snapshot`], rule by rule: a loaded rule takes the
+    /// state the snapshot holds for the same id and version, laid out the same way (its key
+    /// fields and counters, [`state_shape`]). Other loaded rules start empty, and state of
+    /// rules no longer loaded is dropped: a changed rule pack costs the changed rules one window
+    /// of history, not the whole detector's. Returns the ids of the rules that started empty.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Vec<String>, SnapshotError> {
         let snapshot: Snapshot = serde_json::from_slice(bytes)?;
-        if snapshot.rules != self.rule_versions() || snapshot.states.len() != self.states.len() {
-            return Err(SnapshotError::RulesChanged {
-                found: snapshot.rules,
-                loaded: self.rule_versions(),
-            });
+        let n = snapshot.rules.len();
+        if snapshot.states.len() != n
+            || snapshot.stats.len() != n
+            || !(snapshot.shapes.is_empty() || snapshot.shapes.len() == n)
+        {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{n} rules, {} rule states, {} rule counters, {} shapes",
+                snapshot.states.len(),
+                snapshot.stats.len(),
+                snapshot.shapes.len()
+            )));
+        }
+        // Where each loaded rule's state is in the snapshot, if it is there and fits.
+        let versions = self.rule_versions();
+        let from: Vec<Option<usize>> = self
+            .rules
+            .iter()
+            .zip(&versions)
+            .map(|(rule, version)| {
+                let j = snapshot.rules.iter().position(|v| v == version)?;
+                let shape_fits = snapshot
+                    .shapes
+                    .get(j)
+                    .is_none_or(|shape| *shape == state_shape(rule));
+                // Snapshots without shapes: every key's state must still have one queue per
+                // counter, or the rule starts empty rather than read past its counters.
+                let layout_fits = snapshot.states[j].iter().all(|(_, st)| {
+                    st.recent.len() == rule.counters.len()
+                        && st.sketches.len() <= rule.counters.len()
+                });
+                (shape_fits && layout_fits).then_some(j)
+            })
+            .collect();
+        let mut to = vec![None; n];
+        for (r, j) in from.iter().enumerate() {
+            if let Some(j) = *j {
+                to[j] = Some(r);
+            }
+        }
+        let mut states: Vec<Option<Vec<(Key, KeyState)>>> =
+            snapshot.states.into_iter().map(Some).collect();
+        let mut started_empty = Vec::new();
+        for (r, state) in self.states.iter_mut().enumerate() {
+            match from[r] {
+                Some(j) => {
+                    state.keys = states[j].take().unwrap_or_default().into_iter().collect();
+                    state.stats = snapshot.stats[j];
+                }
+                None => {
+                    *state = RuleState::default();
+                    started_empty.push(self.rules[r].id.clone());
+                }
+            }
         }
         self.watermark = snapshot.watermark;
         self.next_sweep = snapshot.next_sweep;
-        for ((state, keys), stats) in self
-            .states
-            .iter_mut()
-            .zip(snapshot.states)
-            .zip(snapshot.stats)
-        {
-            state.keys = keys.into_iter().collect();
-            state.stats = stats;
-        }
+        let rules = &self.rules;
         self.incidents = snapshot
             .incidents
             .into_iter()
-            .map(|((rule, field, part), i)| (IncidentKey { rule, field, part }, i))
+            .filter_map(|((j, field, part), i)| {
+                let rule = to.get(j).copied().flatten()?;
+                // An incident is indexed by one of its rule's key fields.
+                rules[rule]
+                    .key
+                    .contains(&field)
+                    .then_some((IncidentKey { rule, field, part }, i))
+            })
             .collect();
-        self.pending = snapshot.pending.into_iter().collect();
-        Ok(())
+        self.pending = snapshot
+            .pending
+            .into_iter()
+            .filter_map(|mut p| {
+                p.rule = to.get(p.rule).copied().flatten()?;
+                Some(p)
+            })
+            .collect();
+        Ok(started_empty)
     }
 
     fn rule_versions(&self) -> Vec<String> {
@@ -691,6 +750,23 @@ impl Engine {
             .map(|r| format!("{}@{}", r.id, r.version))
             .collect()
     }
+}
+
+/// What a rule's saved state is laid out by: its key fields (which key and incident parts it
+/// holds) and its counters (one queue and sketch each, by position, with what they keep). A
+/// rule edited without a version bump that changes these must not read the old state.
+fn state_shape(rule: &CompiledRule) -> String {
+    let counters: Vec<String> = rule
+        .counters
+        .iter()
+        .map(|c| format!("{}={:?}", c.name, c.aggregate))
+        .collect();
+    format!(
+        "key={:?};window={:?};counters={}",
+        rule.key,
+        rule.window_kind,
+        counters.join(",")
+    )
 }
 
 /// Adds a distinct value to counter `c`'s sketch, creating it (seeded with the exact values still

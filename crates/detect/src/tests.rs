@@ -252,16 +252,48 @@ fn snapshot_and_restore_mid_stream_gives_the_same_alerts() {
 }
 
 #[test]
-fn restore_refuses_another_rule_set() {
-    let snapshot = engine().snapshot().unwrap();
-    let text = include_str!("../../../rules/mfa_fatigue.yaml");
-    let rules = compile::compile_text(Path::new("x.yaml"), text).unwrap();
-    let mut other = RulePack::from_rules(rules)
-        .unwrap()
-        .engine(EngineLimits::default());
+fn restore_keeps_the_rules_that_did_not_change_and_starts_the_others_empty() {
+    // Three denied pushes in the built-in pack's state.
+    let mut full = engine();
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let e = push(
+            "aiko@x.jp",
+            T0 + i * MIN,
+            Activity::MfaVerify,
+            Outcome::Denied,
+            &format!("d{i}"),
+        );
+        full.on_event(&e, &mut out);
+    }
+    let snapshot = full.snapshot().unwrap();
+    let fatigue = |version: u32, counter: &str| {
+        let text = include_str!("../../../rules/mfa_fatigue.yaml")
+            .replacen("version: 2", &format!("version: {version}"), 1)
+            .replace("unanswered", counter);
+        let rules = compile::compile_text(Path::new("x.yaml"), &text).unwrap();
+        RulePack::from_rules(rules)
+            .unwrap()
+            .engine(EngineLimits::default())
+    };
+    let keys = |e: &Engine| {
+        e.stats()
+            .iter()
+            .find(|(id, _)| *id == "mfa_fatigue")
+            .map(|(_, s)| s.keys)
+    };
+    // The same rule alone: its state is kept; the rules no longer loaded are dropped.
+    let mut same = fatigue(2, "unanswered");
+    assert_eq!(same.restore(&snapshot).unwrap(), Vec::<String>::new());
+    assert_eq!(keys(&same), Some(1));
+    // Re-versioned, or its counters changed without a version bump: it starts empty.
+    for mut changed in [fatigue(3, "unanswered"), fatigue(2, "refused")] {
+        assert_eq!(changed.restore(&snapshot).unwrap(), ["mfa_fatigue"]);
+        assert_eq!(keys(&changed), Some(0));
+    }
     assert!(matches!(
-        other.restore(&snapshot),
-        Err(SnapshotError::RulesChanged { .. })
+        engine().restore(b"{\"rules\":[\"a@1\"],\"watermark\":0,\"next_sweep\":0,\"states\":[],\"stats\":[],\"incidents\":[]}"),
+        Err(SnapshotError::Inconsistent(_))
     ));
 }
 

@@ -243,10 +243,21 @@ impl Checkpointed for authwatch_detect::Engine {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
-        authwatch_detect::Engine::restore(self, bytes).map_err(|e| CheckpointError::Restore {
-            part: "engine".to_owned(),
-            message: e.to_string(),
-        })
+        let started_empty = authwatch_detect::Engine::restore(self, bytes).map_err(|e| {
+            CheckpointError::Restore {
+                part: "engine".to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        if !started_empty.is_empty() {
+            // A new, re-versioned or reshaped rule: it counts only what it sees from now on,
+            // for one window length.
+            tracing::warn!(
+                rules = ?started_empty,
+                "rules not in the checkpoint (new, or changed since) start with empty windows"
+            );
+        }
+        Ok(())
     }
 }
 
