@@ -337,8 +337,9 @@ fn the_container_runs_authwatch_run_with_probes_on_the_health_endpoints() {
         // `kubectl exec … authwatch respond approve ID` decides with the same configuration.
         let env = seq(&c["env"]);
         assert!(
-            env.iter().any(|e| e["name"] == "AUTHWATCH_CONFIG"
-                && e["value"] == "/etc/authwatch/config.toml"),
+            env.iter()
+                .any(|e| e["name"] == "AUTHWATCH_CONFIG"
+                    && e["value"] == "/etc/authwatch/config.toml"),
             "{name}: {env:?}"
         );
         let ports: BTreeMap<&str, &Value> = seq(&c["ports"])
