@@ -442,7 +442,13 @@ impl Engine {
         };
         let key = key.to_owned();
         let key_text = key.canonical(&rule.key);
-        let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, window_start);
+        // Named by when it was decided, not by its window's start: one key's incidents can
+        // share a start (a second approval during one long push-bombing campaign, whose start
+        // both take from the campaign; a rule whose `suppress` is shorter than its window), and
+        // a shared id would let a consumer that deduplicates by id drop the second one. Events
+        // reach the engine in event-time order, so the deciding event is the same in every
+        // replay, restart and instance.
+        let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, e.time);
         let incident = Incident {
             alert_id: alert_id.clone(),
             first_seen: window_start,

@@ -669,3 +669,29 @@ steps: { en: ["x"], ja: ["x"] }
     let json = serde_json::to_value(a).unwrap();
     assert_eq!(json["last_seen"], "2026-01-05T09:02:20.000Z");
 }
+
+#[test]
+fn two_incidents_of_one_key_never_share_an_alert_id() {
+    // One campaign of denied pushes for 90 minutes; the user approves at +6 and at +80 minutes.
+    // Both approvals are compromises, and both take their window's start from the campaign.
+    let mut events = campaign("aiko@x.jp", T0, 90, MIN, Outcome::Denied);
+    for (minute, id) in [(6, "ok1"), (80, "ok2")] {
+        events.push(push(
+            "aiko@x.jp",
+            T0 + minute * MIN + 30_000,
+            Activity::MfaVerify,
+            Outcome::Success,
+            id,
+        ));
+    }
+    events.sort_by_key(|e| e.time);
+    let alerts = run(&mut engine(), &events);
+    let success: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule_id == "mfa_fatigue_success")
+        .collect();
+    assert_eq!(success.len(), 2, "{success:#?}");
+    assert_ne!(success[0].alert_id, success[1].alert_id);
+    // Still deterministic: the same input gives the same ids.
+    assert_eq!(run(&mut engine(), &events), alerts);
+}

@@ -179,20 +179,16 @@ impl LocalizedSteps {
 
 impl Alert {
     /// The deterministic id of an incident: UUID v5 over the rule, its version, the entity key and
-    /// the window start. The same incident always gets the same id, whatever the replay speed,
-    /// restart or instance that found it.
-    pub fn make_id(
-        rule_id: &str,
-        rule_version: u32,
-        entity_key: &str,
-        window_start: i64,
-    ) -> String {
+    /// a time that tells the key's incidents apart (the compiled rules use the time of the
+    /// deciding event, the SQL detections their incident's first event). The same incident
+    /// always gets the same id, whatever the replay speed, restart or instance that found it.
+    pub fn make_id(rule_id: &str, rule_version: u32, entity_key: &str, at: i64) -> String {
         // A fixed namespace for authwatch alert ids (UUID v5 of the DNS name "alerts.authwatch").
         const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
             0x6b, 0x0e, 0x7f, 0x4c, 0x2a, 0x51, 0x5d, 0x8e, 0x9a, 0x43, 0x1c, 0x70, 0x3b, 0xd2,
             0x88, 0x15,
         ]);
-        let name = format!("{rule_id}\u{1f}{rule_version}\u{1f}{entity_key}\u{1f}{window_start}");
+        let name = format!("{rule_id}\u{1f}{rule_version}\u{1f}{entity_key}\u{1f}{at}");
         uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
     }
 }
