@@ -470,8 +470,22 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             }
         }
     }
-    if exact_all {
-        for c in &mut counters {
+    // A counter the condition does not read is only shown (summaries, metrics): it needs no
+    // threshold's worth of events, but its exact value up to the bound, or every alert would
+    // show it as 1.
+    let read: Vec<bool> = (0..counters.len())
+        .map(|i| {
+            condition.comparisons.iter().any(|c| {
+                [Some(c.left), c.divisor]
+                    .into_iter()
+                    .flatten()
+                    .any(|o| o == Operand::Counter(i))
+            })
+        })
+        .collect();
+    for (c, read) in counters.iter_mut().zip(&read) {
+        let shown_only = !read && matches!(c.aggregate, Aggregate::Count | Aggregate::Distinct(_));
+        if exact_all || shown_only {
             c.cap = EXACT_CAP;
         }
     }

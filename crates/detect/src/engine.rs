@@ -320,6 +320,19 @@ impl Engine {
             }
             _ => Vec::new(),
         };
+        // `unless` with `scope: events`: whether an entry is activity another rule already
+        // reported (see `vetoed` below), for keeping the entries that still count.
+        let veto_within = rule
+            .unless
+            .as_ref()
+            .filter(|u| u.per_event)
+            .map(|u| u.within_ms);
+        let (incidents, veto_refs, now) = (&self.incidents, &self.unless_refs[r], e.time);
+        let vetoed = |veto: &[(KeyField, KeyPart)], time: i64| {
+            veto_within
+                .is_some_and(|within| keys_vetoed(incidents, veto_refs, within, veto, time, now))
+        };
+        let this_vetoed = vetoed(&veto_keys, e.time);
         for (c, (counter, recent)) in rule.counters.iter().zip(&mut state.recent).enumerate() {
             if counter.predicate.matches(e) {
                 let value = counter.value_field().and_then(|f| f.extract(e));
@@ -327,7 +340,7 @@ impl Engine {
                     Aggregate::Min(f) | Aggregate::Max(f) => f.get(e),
                     _ => None,
                 };
-                let counted = match counter.aggregate {
+                let mut counted = match counter.aggregate {
                     Aggregate::Count => true,
                     Aggregate::Distinct(_) | Aggregate::First(_) | Aggregate::Last(_) => {
                         value.is_some()
@@ -342,9 +355,25 @@ impl Engine {
                     {
                         sketch_insert(&mut state.sketches, c, rule, recent, v, e.time);
                     }
-                    // One entry per value: its latest event.
+                    // One entry per value: its latest event, so the value stays in the window as
+                    // long as any of its events does. A late event older than the entry leaves
+                    // it. Under a per-event veto, the latest event that still counts: a user
+                    // sprayed from a clean address and later from a reported one is still one
+                    // of the clean spray's users.
                     if let Some(at) = recent.iter().position(|x| x.value.as_ref() == Some(v)) {
-                        recent.remove(at);
+                        let held = &recent[at];
+                        let held_counts = !vetoed(&held.veto, held.time);
+                        let this_counts = !this_vetoed;
+                        let keep_held = if held_counts == this_counts {
+                            held.time > e.time
+                        } else {
+                            held_counts
+                        };
+                        if keep_held {
+                            counted = false;
+                        } else {
+                            recent.remove(at);
+                        }
                     }
                 }
                 if counted {
@@ -367,22 +396,22 @@ impl Engine {
                 recent.pop_front();
             }
             while recent.len() > counter.cap {
-                recent.pop_front();
+                // Activity another rule already reported goes first: it must not push out the
+                // entries that still count (a reported address spraying on would otherwise
+                // hide a distributed spray around it).
+                let drop = match veto_within {
+                    Some(_) => recent
+                        .iter()
+                        .position(|x| vetoed(&x.veto, x.time))
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                recent.remove(drop);
             }
         }
         let start = window_start(rule, state, e.time);
         // `unless` with `scope: events`: activity another rule already reported is left out.
-        let incidents = &self.incidents;
-        let veto_refs = &self.unless_refs[r];
-        let veto_within = rule
-            .unless
-            .as_ref()
-            .filter(|u| u.per_event)
-            .map(|u| u.within_ms);
-        let now = e.time;
-        let vetoed = |x: &Entry| {
-            veto_within.is_some_and(|within| entry_vetoed(incidents, veto_refs, within, x, now))
-        };
+        let vetoed = |x: &Entry| vetoed(&x.veto, x.time);
         let (mut counts, first, last) = window_values(rule, &state.recent, start, e.time, &vetoed);
         for ((count, sketch), counter) in counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
         {
@@ -445,9 +474,9 @@ impl Engine {
         // Named by when it was decided, not by its window's start: one key's incidents can
         // share a start (a second approval during one long push-bombing campaign, whose start
         // both take from the campaign; a rule whose `suppress` is shorter than its window), and
-        // a shared id would let a consumer that deduplicates by id drop the second one. Events
-        // reach the engine in event-time order, so the deciding event is the same in every
-        // replay, restart and instance.
+        // a shared id would let a consumer that deduplicates by id drop the second one. Which
+        // event decides depends only on the events and their order in each input, so it is the
+        // same in every replay, restart and instance.
         let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, e.time);
         let incident = Incident {
             alert_id: alert_id.clone(),
@@ -852,16 +881,17 @@ fn window_values(
     (values, first, last)
 }
 
-/// Whether an incident of a vetoing rule names one of the entry's `unless.on` values and was
-/// recent when the entry happened.
-fn entry_vetoed(
+/// Whether an incident of a vetoing rule names one of an entry's `unless.on` values (`veto`)
+/// and was recent when the entry happened (`time`).
+fn keys_vetoed(
     incidents: &FxHashMap<IncidentKey, Incident>,
     refs: &[usize],
     within_ms: i64,
-    x: &Entry,
+    veto: &[(KeyField, KeyPart)],
+    time: i64,
     now: i64,
 ) -> bool {
-    x.veto.iter().any(|(f, v)| {
+    veto.iter().any(|(f, v)| {
         refs.iter().any(|&target| {
             let probe = IncidentKeyRef {
                 rule: target,
@@ -869,7 +899,7 @@ fn entry_vetoed(
                 part: v.as_ref(),
             };
             incidents.get(&probe).is_some_and(|inc| {
-                inc.first_seen <= now && inc.last_seen.saturating_add(within_ms) >= x.time
+                inc.first_seen <= now && inc.last_seen.saturating_add(within_ms) >= time
             })
         })
     })

@@ -695,3 +695,45 @@ fn two_incidents_of_one_key_never_share_an_alert_id() {
     // Still deterministic: the same input gives the same ids.
     assert_eq!(run(&mut engine(), &events), alerts);
 }
+
+#[test]
+fn a_late_repeat_of_a_value_does_not_move_it_back_in_time() {
+    let text = r#"
+id: distinct_users
+severity: high
+cause_class: attack
+key: [ip]
+filter: { activity: logon, outcome: failure }
+window: 10m
+counters:
+  users: { distinct: user }
+fire_when: { all: ["users >= 3"] }
+summary: { en: "{users} users from {ip}", ja: "{users} users from {ip}" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let fail = |user: &str, t: i64, id: &str| {
+        let mut e = push(user, t, Activity::Logon, Outcome::Failure, id);
+        e.factor = Factor::Password;
+        e
+    };
+    // a@x at 09:00, then a late a@x from 08:58 (within the allowed lateness), then b and c at
+    // 09:09: a@x is still in the 10-minute window through its 09:00 event.
+    let events = [
+        fail("a@x", T0, "e0"),
+        fail("a@x", T0 - 2 * MIN, "late"),
+        fail("b@x", T0 + 9 * MIN, "e1"),
+        fail("c@x", T0 + 9 * MIN + 30_000, "e2"),
+    ];
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    for e in &events {
+        engine.on_event(e, &mut out);
+    }
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(
+        out[0].metrics.get("users"),
+        Some(&authwatch_event::MetricValue::Count(3))
+    );
+}
