@@ -318,6 +318,12 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
     let key = key_fields(&spec.key, "key")?;
     let filter = Predicate::compile(&spec.filter)
         .map_err(|(field, msg)| invalid(&field, format!("filter {field}: {msg}")))?;
+    if let Some(field) = filter.conflict(&Predicate::any()) {
+        return Err(invalid(
+            &field,
+            format!("filter {field}: no value is left, so the rule can never match"),
+        ));
+    }
     let (window_kind, window_text) = match &spec.window {
         WindowSpec::Sliding(size) => (WindowKind::Sliding, size.clone()),
         WindowSpec::Kind(k) => {
@@ -366,6 +372,15 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             let predicate = Predicate::compile(&c.filter).map_err(|(field, msg)| {
                 invalid(&field, format!("counter {name}, {field}: {msg}"))
             })?;
+            // The counter sees only events the filter let through.
+            if let Some(field) = filter.conflict(&predicate) {
+                return Err(invalid(
+                    &field,
+                    format!(
+                        "counter {name}, {field}: no event the rule's filter accepts can match it, so it can never count"
+                    ),
+                ));
+            }
             let key_field = |d: &String, what: &str| {
                 KeyField::parse(d).ok_or_else(|| {
                     invalid(d, format!("counter {name}: {what} takes a key field, not {d:?}"))

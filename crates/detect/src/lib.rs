@@ -230,13 +230,27 @@ impl RulePack {
                     r.source.display()
                 )));
             }
-            for target in r.after.iter().chain(&r.unless).flat_map(|a| &a.rules) {
-                if !rules.iter().any(|o| &o.id == target) {
-                    return Err(RuleError::Pack(format!(
-                        "{}: rule {} follows unknown rule {target}",
-                        r.source.display(),
-                        r.id
-                    )));
+            for (what, seq) in [("after", &r.after), ("unless", &r.unless)] {
+                let Some(seq) = seq else { continue };
+                for target in &seq.rules {
+                    let Some(t) = rules.iter().find(|o| &o.id == target) else {
+                        return Err(RuleError::Pack(format!(
+                            "{}: rule {} follows unknown rule {target}",
+                            r.source.display(),
+                            r.id
+                        )));
+                    };
+                    // Incidents are found by their rule's key fields only: `on` fields none of
+                    // which the target is keyed by would never find one of its incidents.
+                    if !seq.on.iter().any(|f| t.key.contains(f)) {
+                        return Err(RuleError::Pack(format!(
+                            "{}: rule {}'s {what}.on {:?} names none of the key fields of {target} ({:?}), so it can never find {target}'s incidents",
+                            r.source.display(),
+                            r.id,
+                            seq.on.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                            t.key.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                        )));
+                    }
                 }
             }
         }

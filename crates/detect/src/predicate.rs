@@ -17,7 +17,7 @@ pub struct Predicate {
     numbers: Vec<(NumField, Bound)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TextField {
     Provider,
     Tenant,
@@ -25,7 +25,7 @@ enum TextField {
     Country,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlagField {
     Internal,
     Anonymous,
@@ -242,6 +242,92 @@ impl Predicate {
         Ok(p)
     }
 
+    /// The field on which no event can pass both this filter and `other`, if there is one: a
+    /// vocabulary field whose accepted values do not meet (or are none), a flag wanted both
+    /// true and false, text lists with nothing in common, or numeric bounds that leave no
+    /// value. `self.conflict(&Predicate::any())` finds a filter that can never pass at all.
+    ///
+    /// Only what the filters say is compared: a pair this passes may still never meet on real
+    /// events (a push factor with a password reason), but one it refuses certainly cannot.
+    pub fn conflict(&self, other: &Predicate) -> Option<String> {
+        let vocab = [
+            (
+                "activity",
+                self.activity & other.activity,
+                Activity::ALL.len(),
+            ),
+            ("factor", self.factor & other.factor, Factor::ALL.len()),
+            ("outcome", self.outcome & other.outcome, Outcome::ALL.len()),
+            ("reason", self.reason & other.reason, Reason::ALL.len()),
+            (
+                "provider_risk",
+                self.risk & other.risk,
+                RiskLevel::ALL.len(),
+            ),
+        ];
+        for (name, both, len) in vocab {
+            // A negated list sets the bits past the vocabulary too: only real values count.
+            let values = if len >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << len) - 1
+            };
+            if both & values == 0 {
+                return Some(name.to_owned());
+            }
+        }
+        for (field, want) in &self.flags {
+            if other
+                .flags
+                .iter()
+                .chain(&self.flags)
+                .any(|(f, w)| f == field && w != want)
+            {
+                return Some(flag_name(*field).to_owned());
+            }
+        }
+        let texts = self.texts.iter().chain(&other.texts);
+        for (i, (field, values, negated)) in texts.clone().enumerate() {
+            if !negated && values.is_empty() {
+                return Some(text_name(*field).to_owned());
+            }
+            for (other_field, other_values, other_negated) in texts.clone().skip(i + 1) {
+                if other_field == field
+                    && !negated
+                    && !other_negated
+                    && !values.iter().any(|v| other_values.contains(v))
+                {
+                    return Some(text_name(*field).to_owned());
+                }
+            }
+        }
+        let numbers: Vec<&(NumField, Bound)> = self.numbers.iter().chain(&other.numbers).collect();
+        for (field, _) in &numbers {
+            let mut b = Bound {
+                low: f64::NEG_INFINITY,
+                low_inclusive: true,
+                high: f64::INFINITY,
+                high_inclusive: true,
+            };
+            for (_, x) in numbers.iter().filter(|(f, _)| f == field) {
+                if x.low > b.low || (x.low == b.low && !x.low_inclusive) {
+                    (b.low, b.low_inclusive) = (x.low, x.low_inclusive);
+                }
+                if x.high < b.high || (x.high == b.high && !x.high_inclusive) {
+                    (b.high, b.high_inclusive) = (x.high, x.high_inclusive);
+                }
+            }
+            let empty = b.low > b.high
+                || (b.low == b.high && !(b.low_inclusive && b.high_inclusive))
+                || b.low.is_nan()
+                || b.high.is_nan();
+            if empty {
+                return Some(num_name(*field).to_owned());
+            }
+        }
+        None
+    }
+
     /// Whether any event of this activity can pass the filter (used to index rules).
     pub fn accepts_activity(&self, activity: Activity) -> bool {
         bit(self.activity, activity.index())
@@ -293,6 +379,27 @@ impl Predicate {
                 .iter()
                 .all(|(field, bound)| field.get(e).is_some_and(|v| bound.contains(v)))
     }
+}
+
+fn flag_name(field: FlagField) -> &'static str {
+    FLAG_FIELDS
+        .iter()
+        .find(|(_, f)| *f == field)
+        .map_or("a flag", |(n, _)| n)
+}
+
+fn text_name(field: TextField) -> &'static str {
+    TEXT_FIELDS
+        .iter()
+        .find(|(_, f)| *f == field)
+        .map_or("a text field", |(n, _)| n)
+}
+
+fn num_name(field: NumField) -> &'static str {
+    NUM_FIELDS
+        .iter()
+        .find(|(_, f)| *f == field)
+        .map_or("a numeric field", |(n, _)| n)
 }
 
 #[inline]

@@ -737,3 +737,79 @@ steps: { en: ["x"], ja: ["x"] }
         Some(&authwatch_event::MetricValue::Count(3))
     );
 }
+
+#[test]
+fn rules_that_can_never_fire_are_refused() {
+    let rule = |id: &str, key: &str, filter: &str, counters: &str, extra: &str| {
+        format!(
+            "id: {id}\nseverity: info\ncause_class: user\nkey: [{key}]\nfilter: {filter}\n{extra}\
+             window: 15m\ncounters: {counters}\nfire_when: {{ any: [\"n >= 1\"] }}\n\
+             summary: {{ en: \"x\", ja: \"x\" }}\nsteps: {{ en: [\"x\"], ja: [\"x\"] }}\n"
+        )
+    };
+    let refused = |text: &str, says: &str| {
+        let err = compile::compile_text(Path::new("t.yaml"), text)
+            .and_then(RulePack::from_rules)
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{text}"));
+        assert!(err.to_string().contains(says), "{err}");
+    };
+    // A counter that wants what the filter keeps out.
+    refused(
+        &rule(
+            "a",
+            "user",
+            "{ outcome: failure }",
+            "{ n: { where: { outcome: success } } }",
+            "",
+        ),
+        "can never count",
+    );
+    // No value left in a filter.
+    refused(
+        &rule("b", "user", "{ outcome: [] }", "{ n: {} }", ""),
+        "can never match",
+    );
+    refused(
+        &rule(
+            "c",
+            "user",
+            "{ context.speed_kmh: { gt: 900, lt: 100 } }",
+            "{ n: {} }",
+            "",
+        ),
+        "can never match",
+    );
+    refused(
+        &rule(
+            "d",
+            "user",
+            "{ outcome: { not: [success, failure, denied, timeout, challenge, blocked] } }",
+            "{ n: {} }",
+            "",
+        ),
+        "can never match",
+    );
+    // A sequence whose `on` fields the rule it follows is not keyed by.
+    let first = rule("first", "user", "{ outcome: denied }", "{ n: {} }", "");
+    let second = rule(
+        "second",
+        "ip",
+        "{ outcome: success }",
+        "{ n: {} }",
+        "after: { rules: [first], within: 10m, on: [ip] }\n",
+    );
+    refused(
+        &format!("{first}---\n{second}"),
+        "can never find first's incidents",
+    );
+    // What can match is accepted.
+    let ok = rule(
+        "e",
+        "user",
+        "{ activity: logon, context.speed_kmh: { gte: 900 } }",
+        "{ n: { where: { outcome: [success, failure] } } }",
+        "",
+    );
+    assert!(compile::compile_text(Path::new("t.yaml"), &ok).is_ok());
+}
