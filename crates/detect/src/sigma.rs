@@ -387,6 +387,18 @@ fn universe(native: &str) -> Option<Vec<&'static str>> {
     })
 }
 
+/// The value a vocabulary field takes when the provider gave none, if the vocabulary has one.
+/// The event's JSON omits the field then, so it is Sigma's "absent" (`null`, `''`), and
+/// wildcards, which match present values only, never reach it.
+fn empty_value(native: &str) -> Option<&'static str> {
+    match native {
+        "factor" => Some(Factor::None.as_str()),
+        "reason" => Some(Reason::None.as_str()),
+        "provider_risk" => Some(RiskLevel::None.as_str()),
+        _ => None,
+    }
+}
+
 fn key_field_of(name: &str) -> Result<KeyField, String> {
     map_field(name).and_then(|m| m.key).ok_or_else(|| {
         format!(
@@ -549,14 +561,37 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
         Value::Sequence(s) => s.iter().collect(),
         v => vec![v],
     };
+    // `None` is Sigma's `null`: the field is absent.
     let texts = values
         .iter()
-        .map(|v| {
-            scalar_text(v).ok_or_else(|| {
-                fail("values must be strings, numbers or booleans (null is not supported)".into())
-            })
+        .map(|v| match v {
+            Value::Null => Ok(None),
+            v => scalar_text(v)
+                .map(Some)
+                .ok_or_else(|| fail("values must be strings, numbers, booleans or null".into())),
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<Option<String>>, _>>()?;
+    // Only fields whose missing value authwatch stores as a value of its own (`none`, empty
+    // text) can say "absent"; flags read absent as false and numbers never match when absent.
+    if texts.iter().any(Option::is_none) {
+        if let Some(p) = pattern {
+            return Err(fail(format!("null cannot take |{p}")));
+        }
+        let absent_has_a_value = match kind {
+            Kind::Vocab => empty_value(native).is_some(),
+            Kind::Text => true,
+            _ => false,
+        };
+        if !absent_has_a_value {
+            return Err(fail(match kind {
+                Kind::Vocab => format!("{field} always has a value: null never matches"),
+                _ => format!(
+                    "null is not supported on {field}: authwatch does not tell a missing value \
+                     from a present one there"
+                ),
+            }));
+        }
+    }
     if num.is_some() && !matches!(kind, Kind::Num) {
         return Err(fail(format!(
             "|gt, |gte, |lt and |lte apply to numeric fields only, not to {field}"
@@ -582,7 +617,22 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
     match kind {
         Kind::Vocab => {
             let words = universe(native).unwrap_or_default();
+            let empty = empty_value(native);
             for t in &texts {
+                let t = match t.as_deref() {
+                    Some(t) if pattern.is_some() || !t.is_empty() => t,
+                    // Sigma's null and '' both mean "no value": the vocabulary's `none` (null
+                    // with a modifier was rejected above).
+                    _ => {
+                        let Some(empty) = empty else {
+                            return Err(fail(format!(
+                                "{field} always has a value: an empty value never matches"
+                            )));
+                        };
+                        tests.push(lit(Test::In(BTreeSet::from([empty.to_owned()]))));
+                        continue;
+                    }
+                };
                 let lower = t.to_lowercase();
                 let pat = match pattern {
                     Some("contains") => format!("*{lower}*"),
@@ -591,14 +641,26 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
                     _ => lower,
                 };
                 let glob = Glob::parse(&pat);
+                // In Sigma a wildcard or a contains/startswith/endswith matches a present,
+                // non-empty value only; `none` is how authwatch writes an absent one, so a
+                // pattern never reaches it (`reason: '*'` means "has a reason"). A literal
+                // `none` still names it.
+                let wildcard = pattern.is_some() || glob.literal().is_none();
                 let set: BTreeSet<String> = words
                     .iter()
-                    .filter(|w| glob.matches(w))
+                    .filter(|w| glob.matches(w) && !(wildcard && Some(**w) == empty))
                     .map(|w| (*w).to_owned())
                     .collect();
                 if set.is_empty() {
+                    let hint = match empty {
+                        Some(e) if wildcard && glob.matches(e) => format!(
+                            " ({e}, the empty value, is left out of patterns: write \
+                             {field}: null to match events without a {native})"
+                        ),
+                        _ => String::new(),
+                    };
                     return Err(fail(format!(
-                        "{t:?} matches no {native} value; expected one of: {}",
+                        "{t:?} matches no {native} value{hint}; expected one of: {}",
                         words.join(", ")
                     )));
                 }
@@ -606,7 +668,7 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
             }
         }
         Kind::Alias(map_value, accepted) => {
-            for t in &texts {
+            for t in texts.iter().flatten() {
                 let set = map_value(&t.to_lowercase()).ok_or_else(|| {
                     fail(format!(
                         "{t:?} is not a value authwatch maps; expected one of: {accepted}"
@@ -617,6 +679,11 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
         }
         Kind::Text => {
             for t in &texts {
+                // authwatch stores a missing text value as empty text.
+                let Some(t) = t else {
+                    tests.push(lit(Test::In(BTreeSet::from([String::new()]))));
+                    continue;
+                };
                 let glob = Glob::parse(t);
                 let Some(literal) = glob.literal() else {
                     return Err(fail(format!(
@@ -628,7 +695,7 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
             }
         }
         Kind::Flag => {
-            for t in &texts {
+            for t in texts.iter().flatten() {
                 let b = match t.to_lowercase().as_str() {
                     "true" => true,
                     "false" => false,
@@ -638,7 +705,7 @@ fn field_expr(search: &str, key: &str, value: &Value) -> Result<Expr, Located> {
             }
         }
         Kind::Num => {
-            for t in &texts {
+            for t in texts.iter().flatten() {
                 let v: f64 = t
                     .parse()
                     .map_err(|_| fail(format!("{field} takes numbers, not {t:?}")))?;
@@ -1744,6 +1811,25 @@ impl Importer<'_> {
                         "a temporal correlation needs at least two rules".into(),
                     ));
                 }
+                // Sigma's group-by means "the same value of every field", but a native
+                // `after.on` list joins on any one of its fields, and the rule language has no
+                // all-fields join: grouped by user and address, another user's success from the
+                // same address would complete the sequence.
+                if key.len() > 1 {
+                    return Err(self.fail(
+                        doc,
+                        "group-by",
+                        format!(
+                            "temporal correlation {id} is grouped by {} fields ({}), which cannot \
+                             be imported: Sigma joins the steps on the same value of every field, \
+                             but a native `after:` sequence joins on any one of its `on` fields, so \
+                             it would also match other entities sharing a single field; group by \
+                             one field",
+                            key.len(),
+                            c.group_by.join(", ")
+                        ),
+                    ));
+                }
                 if c.kind == "temporal" {
                     self.notes.push(format!(
                         "{}: temporal correlation {id} is imported as an ordered sequence in the \
@@ -1963,32 +2049,38 @@ impl Importer<'_> {
     }
 }
 
+/// The native comparisons for a count condition: lower bounds only.
+///
+/// A native rule decides on the event that makes its condition true and cannot take the alert
+/// back, so `{gte: 3, lte: 5}` would fire at the third event even when ten follow within the
+/// time span. `settle` does not help: it delays the alert for an `unless` veto but does not
+/// count again. Upper bounds (`lte`, `lt`, `eq`, `neq`) are therefore rejected.
 fn fire_when(cond: &SigmaCountCondition, counter: &str) -> Result<Vec<String>, String> {
-    if cond.neq.is_some() {
-        return Err(
-            "neq is not supported: a native rule fires when a count reaches a bound".into(),
-        );
+    let upper: Vec<&str> = [
+        ("lte", cond.lte),
+        ("lt", cond.lt),
+        ("eq", cond.eq),
+        ("neq", cond.neq),
+    ]
+    .into_iter()
+    .filter_map(|(name, n)| n.map(|_| name))
+    .collect();
+    if !upper.is_empty() {
+        return Err(format!(
+            "condition {} cannot be imported: a native rule fires on the event whose count \
+             reaches the lower bound, and cannot take the alert back when later events within \
+             the time span pass an upper bound (lte, lt, eq) or reach an excluded count (neq); \
+             use gte or gt only",
+            upper.join(", ")
+        ));
     }
-    if cond.gte.is_none() && cond.gt.is_none() && cond.eq.is_none() {
-        return Err(
-            "the condition needs gte, gt or eq: the native engine decides on each event, so an \
-             upper bound alone would fire on the first event"
-                .into(),
-        );
+    if cond.gte.is_none() && cond.gt.is_none() {
+        return Err("the condition needs gte or gt".into());
     }
-    let mut v = Vec::new();
-    for (op, n) in [
-        (">=", cond.gte),
-        (">", cond.gt),
-        ("==", cond.eq),
-        ("<=", cond.lte),
-        ("<", cond.lt),
-    ] {
-        if let Some(n) = n {
-            v.push(format!("{counter} {op} {n}"));
-        }
-    }
-    Ok(v)
+    Ok([(">=", cond.gte), (">", cond.gt)]
+        .into_iter()
+        .filter_map(|(op, n)| n.map(|n| format!("{counter} {op} {n}")))
+        .collect())
 }
 
 #[cfg(test)]
@@ -2501,6 +2593,171 @@ mod tests {
         let err = import_err(&corr("  condition: {gte: 3}\n"));
         assert!(err.contains("group-by is required"), "{err}");
         let err = import_err(&corr("  group-by: [user.name]\n  condition: {lt: 3}\n"));
-        assert!(err.contains("needs gte, gt or eq"), "{err}");
+        assert!(err.contains("upper bound"), "{err}");
+        let err = import_err(&corr("  group-by: [user.name]\n  condition: {}\n"));
+        assert!(err.contains("needs gte or gt"), "{err}");
+    }
+
+    /// Regression: `{gte: 3, lte: 5}` fired at the third of ten failures; the upper bound was
+    /// read on the deciding event only, so it never held the alert back.
+    #[test]
+    fn count_upper_bounds_are_rejected() {
+        let corr = |condition: &str| {
+            format!(
+                "title: Wrong password\nname: wrong_pw\ndetection:\n  sel: {{activity: logon, outcome: failure}}\n  condition: sel\n---\ntitle: A few wrong passwords\nname: few_wrong\ncorrelation:\n  type: event_count\n  rules: [wrong_pw]\n  group-by: [user.name]\n  timespan: 30m\n  condition: {condition}\n"
+            )
+        };
+        for condition in [
+            "{gte: 3, lte: 5}",
+            "{gt: 2, lt: 6}",
+            "{eq: 3}",
+            "{gte: 3, neq: 4}",
+        ] {
+            let err = import_err(&corr(condition));
+            assert!(
+                err.starts_with("x.yml:14:3: ")
+                    && err.contains("\"A few wrong passwords\"")
+                    && err.contains("upper bound")
+                    && err.contains("cannot take the alert back"),
+                "{condition}: {err}"
+            );
+        }
+        // Lower bounds alone keep their exact meaning.
+        let imported = import_text(Path::new("x.yml"), &corr("{gte: 3, gt: 3}")).unwrap();
+        let y = yaml_of(&imported, "few_wrong");
+        assert_eq!(
+            y["fire_when"]["all"],
+            serde_yaml_ng::from_str::<Value>("[events >= 3, events > 3]").unwrap()
+        );
+    }
+
+    /// Regression: a temporal correlation grouped by user and address became `after.on: [user,
+    /// ip]`, which joins on either field, so another user's success from the same address (or
+    /// the same user's from another address) completed the sequence.
+    #[test]
+    fn temporal_grouped_by_several_fields_is_rejected() {
+        let text = "title: Wrong password\nname: wrong_pw\ndetection:\n  sel: {activity: logon, outcome: failure}\n  condition: sel\n---\ntitle: Good password\nname: good_pw\ndetection:\n  sel: {activity: logon, outcome: success}\n  condition: sel\n---\ntitle: Failure then success\nname: fail_then_success\ncorrelation:\n  type: temporal_ordered\n  rules: [wrong_pw, good_pw]\n  group-by: [user.name, src.ip]\n  timespan: 10m\n";
+        let err = import_err(text);
+        assert!(
+            err.starts_with("x.yml:18:3: ")
+                && err.contains("\"Failure then success\"")
+                && err.contains("user.name, src.ip")
+                && err.contains("any one"),
+            "{err}"
+        );
+        let unordered = text.replace("temporal_ordered", "temporal");
+        assert!(import_err(&unordered).contains("any one"));
+        // One field (or aliases of one) still imports.
+        let one = text.replace("[user.name, src.ip]", "[user.name, user]");
+        let imported = import_text(Path::new("x.yml"), &one).unwrap();
+        let last = &yaml_of(&imported, "fail_then_success");
+        assert_eq!(
+            last["after"]["on"],
+            serde_yaml_ng::from_str::<Value>("[user]").unwrap()
+        );
+    }
+
+    /// Regression: `reason: '*'` expanded over every reason including `none`, so the constraint
+    /// vanished and every logon matched; `not provider_risk: '*'` was "can never match".
+    #[test]
+    fn vocabulary_star_means_present_and_null_means_none() {
+        let text = "title: Logon with a reason\nname: with_reason\ndetection:\n  sel:\n    activity: logon\n    reason: '*'\n  condition: sel\n---\ntitle: Push without a risk verdict\nname: push_no_risk\ndetection:\n  sel:\n    factor: push\n  with_risk:\n    provider_risk: '*'\n  condition: sel and not with_risk\n";
+        let imported = import_text(Path::new("x.yml"), text).unwrap_or_else(|e| panic!("{e}"));
+        let y = yaml_of(&imported, "with_reason");
+        let reasons = y["filter"]["reason"].as_sequence().unwrap();
+        assert_eq!(reasons.len(), Reason::ALL.len() - 1);
+        assert!(!reasons.contains(&Value::from("none")));
+        let y = yaml_of(&imported, "push_no_risk");
+        assert_eq!(
+            y["filter"]["provider_risk"]["not"],
+            serde_yaml_ng::from_str::<Value>("[high, low, medium]").unwrap()
+        );
+
+        let success = logon(
+            0,
+            "aiko@example.jp",
+            "203.0.113.9",
+            Outcome::Success,
+            Reason::None,
+        );
+        let failure = logon(
+            1,
+            "ken@example.jp",
+            "203.0.113.9",
+            Outcome::Failure,
+            Reason::InvalidCredentials,
+        );
+        let push = |i, user: &str, risk| AuthEvent {
+            activity: Activity::MfaVerify,
+            factor: Factor::Push,
+            provider_risk: risk,
+            ..logon(i, user, "203.0.113.9", Outcome::Success, Reason::None)
+        };
+        let alerts = run(
+            &imported,
+            &[
+                success,
+                failure,
+                push(2, "mei@example.jp", RiskLevel::None),
+                push(3, "sora@example.jp", RiskLevel::High),
+            ],
+        );
+        let fired: Vec<(&str, Option<&str>)> = alerts
+            .iter()
+            .map(|a| (a.rule_id.as_str(), a.entity.user.as_deref()))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                ("with_reason", Some("ken@example.jp")),
+                ("push_no_risk", Some("mei@example.jp")),
+            ]
+        );
+
+        // null and '' are the empty value; their negation is the same as '*'.
+        for empty in ["null", "''", "[null]"] {
+            let imported = import_text(
+                Path::new("x.yml"),
+                &rule_with(&format!("  sel:\n    reason: {empty}\n  condition: sel\n")),
+            )
+            .unwrap_or_else(|e| panic!("{empty}: {e}"));
+            assert_eq!(
+                yaml_of(&imported, "t")["filter"]["reason"],
+                "none",
+                "{empty}"
+            );
+        }
+        let negated = import_text(
+            Path::new("x.yml"),
+            &rule_with("  sel:\n    factor: null\n  condition: not sel\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            yaml_of(&negated, "t")["filter"]["factor"]["not"],
+            serde_yaml_ng::from_str::<Value>("[none]").unwrap()
+        );
+        // Text fields store a missing value as empty text.
+        let imported = import_text(
+            Path::new("x.yml"),
+            &rule_with("  sel:\n    app: null\n  condition: sel\n"),
+        )
+        .unwrap();
+        assert_eq!(yaml_of(&imported, "t")["filter"]["app"], "");
+        // Wildcards and modifiers never reach `none`; fields that always have a value, flags and
+        // numbers reject null.
+        let err = import_err(&rule_with(
+            "  sel:\n    reason|startswith: no\n  condition: sel\n",
+        ));
+        assert!(err.contains("reason: null"), "{err}");
+        for (field, why) in [
+            ("outcome", "always has a value"),
+            ("src.internal", "null is not supported"),
+            ("context.speed_kmh", "null is not supported"),
+        ] {
+            let err = import_err(&rule_with(&format!(
+                "  sel:\n    {field}: null\n  condition: sel\n"
+            )));
+            assert!(err.contains(why), "{field}: {err}");
+        }
     }
 }
