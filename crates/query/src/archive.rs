@@ -1,7 +1,7 @@
 //! The Parquet archive: enriched events and alerts, partitioned by date and hour.
 //!
 //! ```text
-//! <location>/events/dt=2026-01-05/hour=09/part-<run>-<seq>.parquet
+//! <location>/events/dt=2026-01-05/hour=09/part-<run>-<seq>.parquet (run: start ms, pid, random)
 //! <location>/alerts/dt=2026-01-05/hour=09/part-<run>-<seq>.parquet
 //! ```
 //!
@@ -177,8 +177,8 @@ impl ArchiveWriter {
             .enable_all()
             .build()
             .map_err(|e| archive_err(&options.location, e))?;
-        // File names carry the run (start time and process) so that two runs, or two
-        // instances, never write the same name.
+        // File names carry the run (`run_name`) so that two runs, or two instances, never
+        // write the same name.
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -190,7 +190,7 @@ impl ArchiveWriter {
             events: BTreeMap::new(),
             alerts: BTreeMap::new(),
             buffered: 0,
-            run: format!("{started}-{}", std::process::id()),
+            run: run_name(started),
             seq: 0,
             stats: ArchiveStats::default(),
         })
@@ -362,6 +362,17 @@ impl ArchiveWriter {
     }
 }
 
+/// This writer's part of every file name: start time, process id and a random number. The
+/// process id alone does not tell writers apart: in containers every process is pid 1, and two
+/// pods started in the same millisecond would name the same files (a `Create` put then fails).
+fn run_name(started_ms: impl std::fmt::Display) -> String {
+    use std::hash::BuildHasher;
+    // std's hasher keys are drawn at random per `RandomState`: a random number without a
+    // dependency for it.
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{started_ms}-{}-{:08x}", std::process::id(), random as u32)
+}
+
 /// A sink that archives every event and alert, then hands them to the inner sink.
 pub struct ArchiveSink<S> {
     inner: S,
@@ -439,5 +450,21 @@ impl<S: Sink> Sink for ArchiveSink<S> {
             self.inner.event(event)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod run_name_tests {
+    #[test]
+    fn two_writers_of_one_process_and_millisecond_get_different_names() {
+        let (a, b) = (
+            super::run_name(1_767_603_600_000u128),
+            super::run_name(1_767_603_600_000u128),
+        );
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(&format!("1767603600000-{}-", std::process::id())),
+            "{a}"
+        );
     }
 }
