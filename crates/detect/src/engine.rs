@@ -103,6 +103,9 @@ struct KeyState {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Pending {
     rule: usize,
+    /// The key whose incident the alert opened (absent in snapshots of before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<Key>,
     due: i64,
     /// The deciding event's values of the `unless` fields.
     veto_keys: Vec<(KeyField, KeyPart)>,
@@ -538,6 +541,7 @@ impl Engine {
             // queue stays ordered by decision; `due` only grows within a rule.
             self.pending.push_back(Pending {
                 rule: r,
+                key: Some(key.clone()),
                 due: e.time.saturating_add(rule.settle_ms),
                 veto_keys,
                 alert,
@@ -583,8 +587,21 @@ impl Engine {
                 })
             });
             if vetoed {
-                self.states[p.rule].stats.alerts -= 1;
-                self.states[p.rule].stats.suppressed += 1;
+                let state = &mut self.states[p.rule];
+                state.stats.alerts -= 1;
+                state.stats.suppressed += 1;
+                // The vetoed finding opened no incident after all: the key's later activity is
+                // judged afresh (and vetoed again while the other story lasts), instead of being
+                // absorbed, unreported, for as long as it goes on. Rules that follow this one
+                // must not find it either.
+                let id = &p.alert.alert_id;
+                if let Some(st) = p.key.as_ref().and_then(|k| state.keys.get_mut(k))
+                    && st.incident.as_ref().is_some_and(|i| &i.alert_id == id)
+                {
+                    st.incident = None;
+                }
+                self.incidents
+                    .retain(|k, inc| !(k.rule == p.rule && &inc.alert_id == id));
             } else {
                 out.push(p.alert);
             }

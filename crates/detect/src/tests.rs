@@ -493,6 +493,35 @@ steps: { en: ["y"], ja: ["y"] }
     engine.flush(&mut out);
     let rules: Vec<&str> = out.iter().map(|a| a.rule_id.as_str()).collect();
     assert_eq!(rules, ["loud"], "the network finding vetoes the device one");
+
+    // The vetoed finding leaves no incident behind: when the user goes on failing from another
+    // network, where nothing explains it, that is reported, not absorbed into the vetoed one.
+    let mut engine = pack.engine(EngineLimits::default());
+    let mut out = Vec::new();
+    let elsewhere = |t: i64, id: &str| {
+        let mut e = ev("a@x", t, id);
+        e.src.ip = Some("203.0.113.50".parse().unwrap());
+        e
+    };
+    let steps = [
+        ev("a@x", T0, "1"),
+        ev("b@x", T0 + 3 * MIN, "2"),
+        elsewhere(T0 + 6 * MIN, "3"),
+        elsewhere(T0 + 10 * MIN, "4"),
+        elsewhere(T0 + 14 * MIN, "5"),
+    ];
+    for e in &steps {
+        engine.on_event(e, &mut out);
+        engine.on_watermark(e.time, &mut out);
+    }
+    engine.flush(&mut out);
+    let rules: Vec<&str> = out.iter().map(|a| a.rule_id.as_str()).collect();
+    assert_eq!(rules, ["loud", "quiet_then_loud"]);
+    assert_eq!(
+        out[1].last_seen.millis(),
+        T0 + 10 * MIN,
+        "decided afresh after the veto"
+    );
 }
 
 #[test]
