@@ -174,12 +174,18 @@ impl Key {
         }
     }
 
-    /// A canonical text form (`user=a@x ip=1.2.3.4`), used in alert ids.
+    /// A canonical text form (`user=3:a@x ip=7:1.2.3.4`), used in alert ids. Each value is
+    /// prefixed with its length in bytes: values come from the input (a user name is whatever
+    /// an attacker typed), and without the length, a name such as `x ip=1.2.3.4` could spell
+    /// another key's text.
     pub fn canonical(&self, fields: &[KeyField]) -> String {
         fields
             .iter()
             .zip(self.parts())
-            .map(|(f, p)| format!("{}={p}", f.name()))
+            .map(|(f, p)| {
+                let value = p.to_string();
+                format!("{}={}:{value}", f.name(), value.len())
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -371,5 +377,22 @@ mod tests {
         map.extend(Key::extract(&[KeyField::User], &e).map(|k| (k, 1)));
         let probe = KeyRef::extract(&[KeyField::User], &other);
         assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
+    }
+
+    #[test]
+    fn a_value_cannot_spell_another_keys_text() {
+        let fields = [KeyField::User, KeyField::Tenant];
+        let key = |user: &str, tenant: &str| {
+            let mut e = AuthEvent::default();
+            e.user.name = Text::new(user);
+            e.tenant = Text::new(tenant);
+            Key::extract(&fields, &e).map(|k| k.canonical(&fields))
+        };
+        assert_eq!(
+            key("a@x", "acme").as_deref(),
+            Some("user=3:a@x tenant=4:acme")
+        );
+        assert_ne!(key("a@x tenant=4:acme", "b"), key("a@x", "acme tenant=1:b"));
+        assert_ne!(key("x tenant=", "y"), key("x", "tenant=y"));
     }
 }
