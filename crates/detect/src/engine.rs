@@ -97,6 +97,10 @@ struct KeyState {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sketches: Vec<Option<WindowedSketch>>,
     incident: Option<Incident>,
+    /// The last event of the key's previous incident, once it closed: a new incident's id is
+    /// named by a time after it (see `apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closed: Option<i64>,
 }
 
 /// An alert waiting for its rule's `settle` time to pass before it is emitted.
@@ -304,6 +308,7 @@ impl Engine {
                     recent: vec![VecDeque::new(); rule.counters.len()],
                     sketches: Vec::new(),
                     incident: None,
+                    closed: None,
                 },
             );
         }
@@ -444,6 +449,7 @@ impl Engine {
                 }
                 return;
             }
+            state.closed = Some(inc.last_seen);
             state.incident = None;
         }
         if !rule.condition.holds(&counts, span) {
@@ -474,13 +480,18 @@ impl Engine {
         };
         let key = key.to_owned();
         let key_text = key.canonical(&rule.key);
-        // Named by when it was decided, not by its window's start: one key's incidents can
-        // share a start (a second approval during one long push-bombing campaign, whose start
-        // both take from the campaign; a rule whose `suppress` is shorter than its window), and
-        // a shared id would let a consumer that deduplicates by id drop the second one. Which
-        // event decides depends only on the events and their order in each input, so it is the
-        // same in every replay, restart and instance.
-        let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, e.time);
+        // Named by the start of the rule's own window (the SQL detections name theirs alike, so
+        // one incident found by both has one id), but never by a time at or before the key's
+        // previous incident: with `suppress` shorter than the window, a new incident's window
+        // still holds the old one's events, and a shared id would let a consumer that
+        // deduplicates by id drop the second incident. A sequence rule's window starts at the
+        // incident it follows, which two of its incidents can share (two approvals in one long
+        // push-bombing campaign): its id takes its own part of the window.
+        let named_at = match state.closed {
+            Some(closed) => own_start.max(closed.saturating_add(1)),
+            None => own_start,
+        };
+        let alert_id = Alert::make_id(&rule.id, rule.version, &key_text, named_at);
         let incident = Incident {
             alert_id: alert_id.clone(),
             first_seen: window_start,

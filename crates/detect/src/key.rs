@@ -174,20 +174,15 @@ impl Key {
         }
     }
 
-    /// A canonical text form (`user=3:a@x ip=7:1.2.3.4`), used in alert ids. Each value is
-    /// prefixed with its length in bytes: values come from the input (a user name is whatever
-    /// an attacker typed), and without the length, a name such as `x ip=1.2.3.4` could spell
-    /// another key's text.
+    /// The canonical text form (`user=3:a@x ip=7:1.2.3.4`, [`authwatch_event::entity_key_text`]),
+    /// used in alert ids.
     pub fn canonical(&self, fields: &[KeyField]) -> String {
-        fields
-            .iter()
-            .zip(self.parts())
-            .map(|(f, p)| {
-                let value = p.to_string();
-                format!("{}={}:{value}", f.name(), value.len())
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        authwatch_event::entity_key_text(
+            fields
+                .iter()
+                .zip(self.parts())
+                .map(|(f, p)| (f.name(), p.to_string())),
+        )
     }
 
     /// The alert entity for this key.

@@ -842,3 +842,41 @@ fn rules_that_can_never_fire_are_refused() {
     );
     assert!(compile::compile_text(Path::new("t.yaml"), &ok).is_ok());
 }
+
+#[test]
+fn a_new_incident_overlapping_the_last_ones_window_gets_its_own_id() {
+    // `suppress` (5m) shorter than the window (1h): after five quiet minutes, new failures open
+    // a second incident whose window still starts at the first incident's events.
+    let text = r#"
+id: fails
+severity: low
+cause_class: user
+key: [user]
+filter: { activity: logon, outcome: failure }
+window: 1h
+counters:
+  n: {}
+fire_when: { any: ["n >= 3"] }
+suppress: 5m
+summary: { en: "x", ja: "x" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let fail = |t: i64, id: &str| {
+        let mut e = push("a@x", t, Activity::Logon, Outcome::Failure, id);
+        e.factor = Factor::Password;
+        e
+    };
+    let events: Vec<AuthEvent> = [0, 1, 2, 20, 21]
+        .iter()
+        .map(|m| fail(T0 + m * MIN, &format!("f{m}")))
+        .collect();
+    let alerts = run(&mut pack.engine(EngineLimits::default()), &events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(
+        alerts[0].window.start, alerts[1].window.start,
+        "both windows start at 09:00"
+    );
+    assert_ne!(alerts[0].alert_id, alerts[1].alert_id);
+}

@@ -177,11 +177,38 @@ impl LocalizedSteps {
     }
 }
 
+/// The canonical text of an entity key (`user=3:a@x ip=7:1.2.3.4`), the part of an
+/// [`Alert::make_id`] that names the entity. Each value is prefixed with its length in bytes:
+/// values come from the input (a user name is whatever an attacker typed), and without the
+/// length a name such as `x ip=1.2.3.4` could spell another key's text. The compiled rules and
+/// the SQL detections both build it here, so one incident found by both has one id.
+///
+/// ```
+/// use authwatch_event::entity_key_text;
+/// assert_eq!(entity_key_text([("user", "a@x"), ("tenant", "acme")]), "user=3:a@x tenant=4:acme");
+/// ```
+pub fn entity_key_text<'a, V: AsRef<str> + 'a>(
+    parts: impl IntoIterator<Item = (&'a str, V)>,
+) -> String {
+    let mut text = String::new();
+    for (field, value) in parts {
+        let value = value.as_ref();
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(field);
+        text.push('=');
+        text.push_str(&value.len().to_string());
+        text.push(':');
+        text.push_str(value);
+    }
+    text
+}
+
 impl Alert {
-    /// The deterministic id of an incident: UUID v5 over the rule, its version, the entity key and
-    /// a time that tells the key's incidents apart (the compiled rules use the time of the
-    /// deciding event, the SQL detections their incident's first event). The same incident
-    /// always gets the same id, whatever the replay speed, restart or instance that found it.
+    /// The deterministic id of an incident: UUID v5 over the rule, its version, the entity key
+    /// ([`entity_key_text`]) and its window start. The same incident always gets the same id,
+    /// whatever the replay speed, restart or instance that found it.
     pub fn make_id(rule_id: &str, rule_version: u32, entity_key: &str, at: i64) -> String {
         // A fixed namespace for authwatch alert ids (UUID v5 of the DNS name "alerts.authwatch").
         const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([

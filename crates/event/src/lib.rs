@@ -28,7 +28,9 @@ mod text;
 mod time;
 mod vocab;
 
-pub use alert::{Alert, Entity, Localized, LocalizedSteps, MetricValue, Observed, Window};
+pub use alert::{
+    Alert, Entity, Localized, LocalizedSteps, MetricValue, Observed, Window, entity_key_text,
+};
 pub use duration::DurationText;
 pub use event::{Anonymizer, AuthEvent, Device, Geo, PreviousSignIn, Src, User, UserContext};
 pub use human::{Lang, duration_text, time_text};

@@ -256,12 +256,13 @@ fn key_part(field: &str, e: &AuthEvent) -> Option<String> {
     }
 }
 
+/// The event's key text, as the compiled rules write it ([`authwatch_event::entity_key_text`]).
 fn canonical_key(fields: &[String], e: &AuthEvent) -> Option<String> {
-    let parts: Option<Vec<String>> = fields
+    let parts: Option<Vec<(&str, String)>> = fields
         .iter()
-        .map(|f| key_part(f, e).map(|v| format!("{f}={v}")))
+        .map(|f| key_part(f, e).map(|v| (f.as_str(), v)))
         .collect();
-    parts.map(|p| p.join(" "))
+    parts.map(authwatch_event::entity_key_text)
 }
 
 impl SqlDetections {
@@ -1149,11 +1150,9 @@ fn collect_rows(
                 }
             }
             found.push(Found {
-                key: key_values
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                key: authwatch_event::entity_key_text(
+                    key_values.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
                 key_values,
                 first_seen,
                 last_seen,

@@ -335,7 +335,7 @@ GROUP BY 1, window_start, window_end HAVING count(*) >= 3"#,
     assert_eq!(out[0].last_seen.millis(), T0 + 4 * MIN);
     assert_eq!(
         out[0].alert_id,
-        Alert::make_id("fails_per_user", 1, "user=kenji@acme.example", T0)
+        Alert::make_id("fails_per_user", 1, "user=18:kenji@acme.example", T0)
     );
     // A snapshot taken now and restored elsewhere decides the second window the same way.
     let snap = sql.snapshot().unwrap();
