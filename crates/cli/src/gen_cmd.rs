@@ -101,13 +101,13 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         }
         w.flush()?;
     }
+    // Labels are counted only when written: a count without a file reads as if there were one.
     eprintln!(
-        "authwatch gen: {count} events to {}, {} labels{}",
+        "authwatch gen: {count} events to {}{}",
         args.out.display(),
-        labels.len(),
         args.labels
             .as_ref()
-            .map(|p| format!(" to {}", p.display()))
+            .map(|p| format!(", {} labels to {}", labels.len(), p.display()))
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)

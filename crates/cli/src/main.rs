@@ -57,7 +57,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run live over Kafka: consumer group in, alert/dead-letter/audit topics out, checkpointed.
     Run(run::RunArgs),
-    /// List and check detection rules.
+    /// Detection rules: list, check, run their test cases, import Sigma rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     /// Automated response: list, approve or reject pending actions.

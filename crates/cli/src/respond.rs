@@ -220,7 +220,7 @@ impl ReplayResponder {
             parts.push("no alert selected by the policy".to_owned());
         }
         eprintln!(
-            "respond ({:?}): {}; {} queued; audit records in {}; pending actions: authwatch respond list",
+            "respond ({:?}): {}; {} queued; audit records in {}; pending actions: authwatch respond list --config FILE (this run's configuration)",
             self.config.mode,
             parts.join(", "),
             report.queued,

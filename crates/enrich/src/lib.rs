@@ -121,6 +121,16 @@ impl EventEnricher {
     pub fn new(config: &EnrichConfig) -> Result<EventEnricher, EnrichError> {
         config.validate()?;
         let geo = GeoDatabases::open(&config.geo)?;
+        if config.enabled && !geo.is_configured() {
+            // Not an error (a lab may run without them), but the run would look complete while
+            // a third of the detections cannot fire: say so once, at start.
+            tracing::warn!(
+                "no geo databases configured ([enrich.geo] city_db, asn_db, anonymous_db): \
+                 events get no country, network or anonymizer flags, so impossible_travel, \
+                 new_device_geo, anonymizer_login and the other geo-based rules cannot fire \
+                 (config/dev.toml uses the test databases in data/geo)"
+            );
+        }
         let cidr = CidrTagger::load(&config.cidr_lists)?;
         Ok(EventEnricher {
             enabled: config.enabled,

@@ -602,6 +602,23 @@ mod tests {
     }
 
     #[test]
+    fn the_development_config_loads_and_names_files_that_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("config/dev.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dev = Config::from_toml(&path, &text, Vec::new()).unwrap();
+        for db in [
+            &dev.enrich.geo.city_db,
+            &dev.enrich.geo.asn_db,
+            &dev.enrich.geo.anonymous_db,
+        ] {
+            let db = db.as_ref().expect("a geo database");
+            assert!(root.join(db).is_file(), "{}", db.display());
+        }
+        assert_eq!(dev.kafka.brokers, "127.0.0.1:19092", "scripts/kafka's port");
+    }
+
+    #[test]
     fn example_file_documents_exactly_the_defaults() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/authwatch.example.toml");

@@ -16,7 +16,7 @@ pub(crate) struct BatchRecorder {
 
 impl BatchRecorder {
     pub(crate) fn new(meter: &Meter, threshold: Duration, buckets: &[f64]) -> Self {
-        BatchRecorder {
+        let recorder = BatchRecorder {
             duration: meter
                 .f64_histogram(names::BATCH_DURATION.otel)
                 .with_unit("s")
@@ -32,7 +32,11 @@ impl BatchRecorder {
                 .with_description("Batches slower than telemetry.slow_batch (each one is logged).")
                 .build(),
             threshold,
-        }
+        };
+        // Exported at 0 from the start, so `increase()` in an alert rule has a series to read
+        // before the first slow batch (a counter appears only once something is added to it).
+        recorder.slow.add(0, &[]);
+        recorder
     }
 }
 

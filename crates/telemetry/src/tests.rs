@@ -239,6 +239,13 @@ fn checkpoint_age_counts_from_the_restored_checkpoint_or_a_registered_source() {
 }
 
 #[test]
+fn the_slow_batch_counter_is_exported_at_zero_from_the_start() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    let metrics = parse(&t.render_prometheus().unwrap());
+    assert_eq!(metrics.get("authwatch_batch_slow_total"), Some(&0.0));
+}
+
+#[test]
 fn throughput_is_a_rate_over_the_last_ten_seconds() {
     let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
     let m = Arc::new(Metrics::new());
