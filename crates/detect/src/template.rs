@@ -114,16 +114,42 @@ impl Template {
             match s {
                 Segment::Literal(t) => out.push_str(t),
                 Segment::Counter(i) => out.push_str(v.counters.get(*i).map_or("", String::as_str)),
-                Segment::Key(k) => out.push_str(&(v.key)(*k)),
+                Segment::Key(k) => {
+                    let value = (v.key)(*k);
+                    let (en, ja) = match k {
+                        KeyField::User => ("user unknown", "ユーザー不明"),
+                        KeyField::Ip => ("address unknown", "アドレス不明"),
+                        KeyField::Tenant => ("tenant unknown", "テナント不明"),
+                        KeyField::Asn => ("network unknown", "ネットワーク不明"),
+                        KeyField::Device => ("device unknown", "デバイス不明"),
+                        KeyField::Country => ("country unknown", "国不明"),
+                        KeyField::App => ("app unknown", "アプリ不明"),
+                    };
+                    out.push_str(self.known(&value, en, ja));
+                }
                 Segment::Window => out.push_str(&duration_text(v.window_ms, self.lang)),
                 Segment::FirstSeen => out.push_str(&time_text(v.first_seen_ms, self.lang)),
                 Segment::LastSeen => out.push_str(&time_text(v.last_seen_ms, self.lang)),
-                Segment::SrcIp => out.push_str(v.src_ip),
-                Segment::Country => out.push_str(v.country),
-                Segment::App => out.push_str(v.app),
+                Segment::SrcIp => {
+                    out.push_str(self.known(v.src_ip, "address unknown", "アドレス不明"))
+                }
+                Segment::Country => {
+                    out.push_str(self.known(v.country, "country unknown", "国不明"))
+                }
+                Segment::App => out.push_str(self.known(v.app, "app unknown", "アプリ不明")),
             }
         }
         out
+    }
+
+    /// `value`, or words saying it is unknown: an address the geo databases do not know has no
+    /// country, and "(last from 65.1.22.113, )" reads as a broken summary.
+    fn known<'a>(&self, value: &'a str, en: &'static str, ja: &'static str) -> &'a str {
+        match (value.is_empty(), self.lang) {
+            (false, _) => value,
+            (true, Lang::Ja) => ja,
+            (true, _) => en,
+        }
     }
 }
 
@@ -188,6 +214,25 @@ mod tests {
             text(Lang::Ja),
             "aiko: 10 分 / 2026-01-06 12:27:21（UTC） / 2026-01-06 12:28:51（UTC） / 192.0.2.7"
         );
+    }
+
+    #[test]
+    fn facts_the_event_lacks_say_so() {
+        // The event has a user but neither a country nor an address.
+        let key = |k: KeyField| {
+            if k == KeyField::User {
+                "aiko".to_owned()
+            } else {
+                String::new()
+            }
+        };
+        let mut v = values(&key, &[]);
+        v.country = "";
+        v.src_ip = "";
+        let en = Template::compile("{user} from {src_ip} ({country})", &[], Lang::En).unwrap();
+        assert_eq!(en.render(&v), "aiko from address unknown (country unknown)");
+        let ja = Template::compile("{user}：{src_ip}（{country}）", &[], Lang::Ja).unwrap();
+        assert_eq!(ja.render(&v), "aiko：アドレス不明（国不明）");
     }
 
     #[test]
