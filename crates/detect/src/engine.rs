@@ -824,8 +824,15 @@ fn state_shape(rule: &CompiledRule) -> String {
         .iter()
         .map(|c| format!("{}={:?}", c.name, c.aggregate))
         .collect();
+    // Since user keys carry their tenant, a user-keyed rule's saved keys (plain names) would
+    // never be found again: the marker makes such state start empty instead of lingering.
+    let accounts = if rule.key.contains(&KeyField::User) {
+        ";user=account"
+    } else {
+        ""
+    };
     format!(
-        "key={:?};window={:?};counters={}",
+        "key={:?}{accounts};window={:?};counters={}",
         rule.key,
         rule.window_kind,
         counters.join(",")

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 /// A field rules can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyField {
-    /// `user`: the login name (else provider user id).
+    /// `user`: the account, i.e. the login name (else provider user id) within its tenant: the
+    /// same name in two tenants (Okta orgs, Keycloak realms, Entra directories) is two
+    /// accounts, in counts, incidents and `after`/`unless` matches.
     User,
     /// `ip`: the source address.
     Ip,
@@ -60,11 +62,12 @@ impl KeyField {
         }
         match self {
             KeyField::User => {
-                if e.user.name.is_empty() {
-                    text(&e.user.id)
+                let user = if e.user.name.is_empty() {
+                    &e.user.id
                 } else {
-                    text(&e.user.name)
-                }
+                    &e.user.name
+                };
+                (!user.is_empty()).then(|| KeyPartRef::Account(e.tenant.as_str(), user.as_str()))
             }
             KeyField::Ip => e.src.ip.map(KeyPartRef::Ip),
             KeyField::Tenant => text(&e.tenant),
@@ -86,8 +89,10 @@ impl KeyField {
 /// One component of a key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyPart {
-    /// A text value (user, tenant, fingerprint).
+    /// A text value (tenant, fingerprint, country, app).
     Text(Text),
+    /// An account: its tenant (empty when the provider names none) and its login or id.
+    Account(Text, Text),
     /// An address.
     Ip(IpAddr),
     /// A number (ASN).
@@ -108,6 +113,7 @@ impl KeyPart {
     pub fn as_ref(&self) -> KeyPartRef<'_> {
         match self {
             KeyPart::Text(t) => KeyPartRef::Text(t.as_str()),
+            KeyPart::Account(tenant, user) => KeyPartRef::Account(tenant.as_str(), user.as_str()),
             KeyPart::Ip(ip) => KeyPartRef::Ip(*ip),
             KeyPart::Num(n) => KeyPartRef::Num(*n),
         }
@@ -117,6 +123,9 @@ impl KeyPart {
     pub fn hash64(&self) -> u64 {
         match self {
             KeyPart::Text(t) => crate::sketch::hash64(t.as_bytes()),
+            KeyPart::Account(tenant, user) => {
+                crate::sketch::hash64(format!("{tenant}\u{1f}{user}").as_bytes())
+            }
             KeyPart::Ip(std::net::IpAddr::V4(ip)) => crate::sketch::hash64(&ip.octets()),
             KeyPart::Ip(std::net::IpAddr::V6(ip)) => crate::sketch::hash64(&ip.octets()),
             KeyPart::Num(n) => crate::sketch::hash64(&n.to_le_bytes()),
@@ -124,10 +133,13 @@ impl KeyPart {
     }
 }
 
+/// What summaries and texts show: an account as its login alone (its tenant is in the alert's
+/// entity).
 impl std::fmt::Display for KeyPart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeyPart::Text(t) => f.write_str(t),
+            KeyPart::Account(_, user) => f.write_str(user),
             KeyPart::Ip(ip) => write!(f, "{ip}"),
             KeyPart::Num(n) => write!(f, "{n}"),
         }
@@ -177,12 +189,21 @@ impl Key {
     /// The canonical text form (`user=3:a@x ip=7:1.2.3.4`, [`authwatch_event::entity_key_text`]),
     /// used in alert ids.
     pub fn canonical(&self, fields: &[KeyField]) -> String {
-        authwatch_event::entity_key_text(
-            fields
-                .iter()
-                .zip(self.parts())
-                .map(|(f, p)| (f.name(), p.to_string())),
-        )
+        let mut parts: Vec<(&str, String)> = Vec::with_capacity(fields.len() + 1);
+        for (f, p) in fields.iter().zip(self.parts()) {
+            match p {
+                // An account's tenant is part of what it is: the same login in two tenants
+                // must not name one alert.
+                KeyPart::Account(tenant, user) => {
+                    if !tenant.is_empty() && !fields.contains(&KeyField::Tenant) {
+                        parts.push(("tenant", tenant.to_string()));
+                    }
+                    parts.push((f.name(), user.to_string()));
+                }
+                p => parts.push((f.name(), p.to_string())),
+            }
+        }
+        authwatch_event::entity_key_text(parts)
     }
 
     /// The alert entity for this key.
@@ -190,7 +211,12 @@ impl Key {
         let mut entity = Entity::default();
         for (f, p) in fields.iter().zip(self.parts()) {
             match (f, p) {
-                (KeyField::User, KeyPart::Text(t)) => entity.user = Some(t.clone()),
+                (KeyField::User, KeyPart::Account(tenant, user)) => {
+                    entity.user = Some(user.clone());
+                    if !tenant.is_empty() {
+                        entity.tenant = Some(tenant.clone());
+                    }
+                }
                 (KeyField::Tenant, KeyPart::Text(t)) => entity.tenant = Some(t.clone()),
                 (KeyField::Device, KeyPart::Text(t)) => entity.device_fingerprint = Some(t.clone()),
                 (KeyField::Ip, KeyPart::Ip(ip)) => entity.ip = Some(*ip),
@@ -207,6 +233,8 @@ impl Key {
 pub enum KeyPartRef<'a> {
     /// A text value.
     Text(&'a str),
+    /// An account: tenant, login or id.
+    Account(&'a str, &'a str),
     /// An address.
     Ip(IpAddr),
     /// A number (ASN).
@@ -218,6 +246,9 @@ impl KeyPartRef<'_> {
     pub fn into_owned(self) -> KeyPart {
         match self {
             KeyPartRef::Text(t) => KeyPart::Text(Text::new(t)),
+            KeyPartRef::Account(tenant, user) => {
+                KeyPart::Account(Text::new(tenant), Text::new(user))
+            }
             KeyPartRef::Ip(ip) => KeyPart::Ip(ip),
             KeyPartRef::Num(n) => KeyPart::Num(n),
         }

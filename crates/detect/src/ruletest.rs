@@ -1364,11 +1364,11 @@ cases:
             "{text}"
         );
         assert!(
-            text.contains("unexpected mfa_fraud_report user=a@x window +0s..+0s"),
+            text.contains("unexpected mfa_fraud_report tenant=example user=a@x window +0s..+0s"),
             "{text}"
         );
         assert!(
-            text.contains("unexpected mfa_fraud_report user=a@x window +1m..+1m"),
+            text.contains("unexpected mfa_fraud_report tenant=example user=a@x window +1m..+1m"),
             "{text}"
         );
         assert!(

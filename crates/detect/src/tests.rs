@@ -880,3 +880,27 @@ steps: { en: ["x"], ja: ["x"] }
     );
     assert_ne!(alerts[0].alert_id, alerts[1].alert_id);
 }
+
+#[test]
+fn an_account_is_its_login_within_its_tenant() {
+    // Push bombing on `admin` in one tenant; an ordinary approval by `admin` in another.
+    let mut events = campaign("admin", T0, 6, MIN, Outcome::Denied);
+    for e in &mut events {
+        e.tenant = "customers".into();
+    }
+    let mut approval = push(
+        "admin",
+        T0 + 7 * MIN,
+        Activity::MfaVerify,
+        Outcome::Success,
+        "corp-ok",
+    );
+    approval.tenant = "corp".into();
+    events.push(approval);
+    let alerts = run(&mut engine(), &events);
+    let rules: Vec<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
+    assert_eq!(rules, ["mfa_fatigue"], "{alerts:#?}");
+    // The alert names the account's tenant, from its key.
+    assert_eq!(alerts[0].entity.tenant.as_deref(), Some("customers"));
+    assert_eq!(alerts[0].entity.user.as_deref(), Some("admin"));
+}
