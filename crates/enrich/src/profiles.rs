@@ -124,14 +124,16 @@ struct Profile {
 /// Separates the tenant from the user in a profile's key: a control character neither holds.
 const TENANT_SEP: u8 = 0x1f;
 
+/// Starts the key of a profile restored from a version 1 snapshot, followed by the user key
+/// exactly as version 1 wrote it (login or id, case kept): no tenant-scoped key can start so.
+const UNSCOPED: char = '\u{1e}';
+
 /// A profile's key, `tenant \x1f user`, built on the stack (one per event on the detect
 /// thread). The tenant keeps two realms' `admin` apart. The user is the login name, lower-cased
 /// (ASCII) as identity providers compare logins, else the provider's id, which is opaque and
 /// kept exactly.
 struct ProfileKey {
     bytes: SmallVec<[u8; 96]>,
-    /// Where the user part starts, after the separator.
-    user_at: usize,
 }
 
 impl ProfileKey {
@@ -156,27 +158,21 @@ impl ProfileKey {
         if fold {
             bytes[user_at..].make_ascii_lowercase();
         }
-        Some(ProfileKey { bytes, user_at })
-    }
-
-    /// A key from a version 1 snapshot (the user alone), in no tenant.
-    fn unscoped_from(legacy: &str) -> ProfileKey {
-        let mut bytes = SmallVec::with_capacity(1 + legacy.len());
-        bytes.push(TENANT_SEP);
-        bytes.extend_from_slice(legacy.as_bytes());
-        bytes[1..].make_ascii_lowercase();
-        ProfileKey { bytes, user_at: 1 }
+        Some(ProfileKey { bytes })
     }
 
     fn as_str(&self) -> &str {
         // UTF-8 strings joined by an ASCII byte, and ASCII-only case changes: always valid.
         std::str::from_utf8(&self.bytes).unwrap_or_default()
     }
+}
 
-    /// The same user in no tenant (`\x1f user`), when this key has a tenant.
-    fn unscoped(&self) -> Option<&str> {
-        (self.user_at > 1).then(|| self.as_str().get(self.user_at - 1..))?
-    }
+/// Where a version 1 snapshot's profile of `user_key` (`User::key`, verbatim) is held.
+fn unscoped_key(user_key: &str) -> String {
+    let mut key = String::with_capacity(UNSCOPED.len_utf8() + user_key.len());
+    key.push(UNSCOPED);
+    key.push_str(user_key);
+    key
 }
 
 /// What a successful sign-in teaches a profile, taken from the event.
@@ -437,7 +433,7 @@ impl UserProfiles {
         let max_set = self.config.max_per_user_set;
         let (ttl_ms, clock) = (self.ttl_ms, self.max_time);
         if self.unscoped > 0 {
-            self.take_over_unscoped(&key, touched);
+            self.take_over_unscoped(&key, event.user.key(), touched);
         }
         let key = key.as_str();
 
@@ -488,16 +484,12 @@ impl UserProfiles {
     /// Moves the profile a version 1 snapshot holds for `key`'s user into `key`'s tenant, if
     /// the tenant has none of its own yet: the first tenant to see the user again is the one
     /// the profile was learned in, as far as anything can tell.
-    fn take_over_unscoped(&mut self, key: &ProfileKey, touched: u64) {
-        let Some(unscoped) = key.unscoped() else {
-            return;
-        };
-        if self.users.get(key.as_str()).is_some()
-            || !self.users.get(unscoped).is_some_and(|p| p.unscoped)
-        {
+    fn take_over_unscoped(&mut self, key: &ProfileKey, user_key: &str, touched: u64) {
+        if self.users.get(key.as_str()).is_some() {
             return;
         }
-        if let Some(mut p) = self.users.remove(unscoped) {
+        let unscoped = unscoped_key(user_key);
+        if let Some(mut p) = self.users.remove(&unscoped) {
             p.unscoped = false;
             self.unscoped = self.unscoped.saturating_sub(1);
             // One out, one in: nothing is evicted.
@@ -539,7 +531,7 @@ impl UserProfiles {
             // tenant that sees the user to take over, so an upgrade forgets no one.
             1 => {
                 for (key, profile) in &mut s.users {
-                    *key = Text::new(ProfileKey::unscoped_from(key).as_str());
+                    *key = Text::new(unscoped_key(key));
                     profile.unscoped = true;
                 }
             }
@@ -600,40 +592,63 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
             && p.hours & (1 << utc_hour(event.time)) == 0,
         ..UserContext::default()
     };
-    if let Some(last) = &p.last_success {
-        ctx.previous = Some(PreviousSignIn {
-            time: last.time,
-            ip: last.ip,
-            country: last.country.clone(),
-            lat: last.lat,
-            lon: last.lon,
-        });
-        let here = event
-            .src
-            .geo
-            .as_ref()
-            .filter(|_| !event.src.internal)
-            .and_then(|g| Some((g.lat?, g.lon?)));
-        let there = last.lat.zip(last.lon).filter(|_| !last.internal);
-        if let (Some((lat1, lon1)), Some((lat2, lon2))) = (there, here) {
-            let km = haversine_km(lat1, lon1, lat2, lon2);
-            // At least a minute: two sign-ins in the same second are not infinitely fast,
-            // and coordinates are only city-precise anyway.
-            let ms = event.time.abs_diff(last.time).max(MIN_INTERVAL_MS as u64);
-            // Speed is judged on the distance the databases are sure of: both points may lie
-            // anywhere within their accuracy radius (country-level records have large ones).
-            let here_accuracy = event
-                .src
-                .geo
-                .as_ref()
-                .and_then(|g| g.accuracy_km)
-                .unwrap_or(0);
-            let sure_km = (km - f64::from(here_accuracy) - f64::from(last.accuracy_km)).max(0.0);
-            ctx.distance_km = Some(km);
-            ctx.speed_kmh = Some(sure_km / (ms as f64 / MS_PER_HOUR as f64));
+    // Where travel is measured from: the last located sign-in, and a held-back password-only
+    // sign-in after it (not yet confirmed, so it teaches nothing, but it did happen there: a
+    // sign-in from far away minutes later is still impossible travel). The faster one counts.
+    let held = p
+        .unconfirmed
+        .as_ref()
+        .filter(|u| !u.challenged && !u.lesson.anonymous)
+        .map(|u| LastSuccess {
+            time: u.lesson.time,
+            ip: u.lesson.ip,
+            country: u.lesson.country.clone(),
+            lat: u.lesson.lat,
+            lon: u.lesson.lon,
+            accuracy_km: u.lesson.accuracy_km,
+            internal: u.lesson.internal,
+        })
+        .filter(|h| p.last_success.as_ref().is_none_or(|l| h.time > l.time));
+    let mut best: Option<(&LastSuccess, f64, f64)> = None;
+    for from in p.last_success.iter().chain(held.as_ref()) {
+        if let Some((km, kmh)) = travel(from, event)
+            && best.is_none_or(|(_, _, fastest)| kmh > fastest)
+        {
+            best = Some((from, km, kmh));
         }
     }
+    let shown = best.map(|(from, _, _)| from).or(p.last_success.as_ref());
+    if let Some(from) = shown {
+        ctx.previous = Some(PreviousSignIn {
+            time: from.time,
+            ip: from.ip,
+            country: from.country.clone(),
+            lat: from.lat,
+            lon: from.lon,
+        });
+    }
+    if let Some((_, km, kmh)) = best {
+        ctx.distance_km = Some(km);
+        ctx.speed_kmh = Some(kmh);
+    }
     ctx
+}
+
+/// Distance (km) and speed (km/h) from `from` to `event`'s place, when both have coordinates
+/// and neither is internal.
+fn travel(from: &LastSuccess, event: &AuthEvent) -> Option<(f64, f64)> {
+    let geo = event.src.geo.as_ref().filter(|_| !event.src.internal)?;
+    let (lat2, lon2) = (geo.lat?, geo.lon?);
+    let (lat1, lon1) = from.lat.zip(from.lon).filter(|_| !from.internal)?;
+    let km = haversine_km(lat1, lon1, lat2, lon2);
+    // At least a minute: two sign-ins in the same second are not infinitely fast, and
+    // coordinates are only city-precise anyway.
+    let ms = event.time.abs_diff(from.time).max(MIN_INTERVAL_MS as u64);
+    // Speed is judged on the distance the databases are sure of: both points may lie anywhere
+    // within their accuracy radius (country-level records have large ones).
+    let here_accuracy = geo.accuracy_km.unwrap_or(0);
+    let sure_km = (km - f64::from(here_accuracy) - f64::from(from.accuracy_km)).max(0.0);
+    Some((km, sure_km / (ms as f64 / MS_PER_HOUR as f64)))
 }
 
 /// Decides a held-back password-only sign-in as far as `kind`, at time `now`, tells: a
@@ -645,15 +660,17 @@ fn settle(p: &mut Profile, now: i64, kind: Kind, max_set: usize) {
         return;
     };
     // Events up to a few minutes out of order: an MFA step logged before the password step it
-    // belongs to still counts.
+    // belongs to still counts. Only time after the sign-in tells that no prompt came: a late
+    // event from before it says nothing about that.
     let near = now.abs_diff(u.lesson.time) <= CONFIRM_MS as u64;
+    let over = now > u.lesson.time.saturating_add(CONFIRM_MS);
     let confirmed = match kind {
         Kind::MfaSuccess if near => true,
         Kind::MfaOther if near => {
             u.challenged = true;
             false
         }
-        _ if !near || kind == Kind::PasswordOnly => !u.challenged,
+        _ if over || kind == Kind::PasswordOnly => !u.challenged,
         _ => return,
     };
     if let Some(u) = p.unconfirmed.take()
@@ -1129,7 +1146,8 @@ mod tests {
         }
         let mut s = store();
         s.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
-        let mut acme = ok("AIKO@x", T0 + DAY, linkoping(), "laptop");
+        // Taken over under the user key exactly as version 1 wrote it.
+        let mut acme = ok("aiko@x", T0 + DAY, linkoping(), "laptop");
         acme.tenant = "acme".into();
         s.observe(&mut acme);
         assert!(
@@ -1149,6 +1167,105 @@ mod tests {
         // Version 3 is refused.
         v["version"] = 3.into();
         assert!(store().restore(&serde_json::to_vec(&v).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_held_password_step_is_still_a_place_to_measure_travel_from() {
+        let mut s = store();
+        let mut push = |t: i64, at: (Geo, u32)| {
+            let mut e = ok("aiko", t, at, "laptop");
+            e.factor = Factor::Push;
+            s.observe(&mut e);
+            e
+        };
+        push(T0, linkoping());
+        // A password-only sign-in from home, then five minutes later a full sign-in from China.
+        s.observe(&mut ok("aiko", T0 + DAY, linkoping(), "laptop"));
+        let mut far = ok("aiko", T0 + DAY + 5 * MIN, changchun(), "laptop");
+        far.factor = Factor::Push;
+        s.observe(&mut far);
+        assert!(
+            far.context.speed_kmh.is_some_and(|v| v > 50_000.0),
+            "{:?}",
+            far.context
+        );
+        assert_eq!(far.context.previous.map(|p| p.time), Some(T0 + DAY));
+    }
+
+    #[test]
+    fn a_late_event_from_before_a_password_step_does_not_confirm_it() {
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        // The attacker's password step, a late failure from eleven minutes before it, then the
+        // denied push.
+        s.observe(&mut ok("aiko", T0 + DAY, changchun(), "attacker"));
+        s.observe(&mut ev(
+            "aiko",
+            T0 + DAY - 11 * MIN,
+            Outcome::Failure,
+            linkoping(),
+            "laptop",
+        ));
+        let mut denied = ev(
+            "aiko",
+            T0 + DAY + MIN,
+            Outcome::Denied,
+            changchun(),
+            "attacker",
+        );
+        denied.activity = Activity::MfaVerify;
+        s.observe(&mut denied);
+        let mut home = ok("aiko", T0 + DAY + 2 * HOUR, linkoping(), "laptop");
+        s.observe(&mut home);
+        assert!(
+            home.context.speed_kmh.is_some_and(|v| v < 1.0),
+            "{:?}",
+            home.context
+        );
+    }
+
+    #[test]
+    fn version_1_profiles_are_found_under_their_exact_key() {
+        let mut old = store();
+        let mut by_id = ok("", T0, linkoping(), "laptop");
+        by_id.user.id = "00uAbC".into();
+        old.observe(&mut by_id);
+        old.observe(&mut ok("ken@x", T0, linkoping(), "pc"));
+        let mut v: serde_json::Value = serde_json::from_slice(&old.snapshot()).unwrap();
+        v["version"] = 1.into();
+        for entry in v["users"].as_array_mut().unwrap() {
+            let key = entry[0]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('\u{1f}')
+                .to_string();
+            // Version 1 kept the id's case; the name here was already lower case.
+            let key = if key == "00uabc" {
+                "00uAbC".to_string()
+            } else {
+                key
+            };
+            entry[0] = key.into();
+        }
+        let mut s = store();
+        s.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(s.unscoped, 2);
+        // A mixed-case provider id finds its profile.
+        let mut again = ok("", T0 + DAY, linkoping(), "laptop");
+        again.user.id = "00uAbC".into();
+        s.observe(&mut again);
+        assert!(
+            again.context.known_user && !again.context.new_device,
+            "{:?}",
+            again.context
+        );
+        // An event without a tenant takes its profile over too, so no tenant can later.
+        s.observe(&mut ok("ken@x", T0 + DAY, linkoping(), "pc"));
+        assert_eq!(s.unscoped, 0);
+        let mut acme = ok("ken@x", T0 + DAY, linkoping(), "pc");
+        acme.tenant = "acme".into();
+        s.observe(&mut acme);
+        assert!(!acme.context.known_user);
     }
 
     #[test]
