@@ -528,6 +528,8 @@ fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
             SqlStatement::ShowTables { .. }
             | SqlStatement::ShowColumns { .. }
             | SqlStatement::ShowVariable { .. }
+            | SqlStatement::ShowFunctions { .. }
+            | SqlStatement::ShowCreate { .. }
             | SqlStatement::ExplainTable { .. } => Ok(()),
             _ => refused(),
         },

@@ -20,7 +20,7 @@ pub enum QueryError {
     Sql(String),
     /// The statement is not a read-only query (the endpoint and `authwatch sql` only read).
     #[error(
-        "read-only: {0} statements are refused; only SELECT, WITH, SHOW, EXPLAIN and DESCRIBE are allowed"
+        "read-only: {0} statements are refused; only queries (SELECT, WITH, VALUES), EXPLAIN, DESCRIBE and SHOW of tables, columns, functions, settings or a table's definition are allowed"
     )]
     ReadOnly(String),
     /// A query needed more memory than the session may use (the query's size; retry with a

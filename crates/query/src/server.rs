@@ -55,6 +55,53 @@ const SCRAM_ITERATIONS: usize = 4096;
 /// serves from inside the pipeline's). PostgreSQL's own default `max_connections` is 100.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Most connections one address holds at once. A connection takes its place before it
+/// authenticates (pgwire gives a client a minute for that), so without this one host opening
+/// idle sockets could hold every place and lock everyone else out.
+pub const MAX_PER_PEER: usize = 16;
+
+/// One connection's count against its address's [`MAX_PER_PEER`], given back on drop.
+struct PeerSlot {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<PeerSlot> {
+        let mut map = peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: Arc::clone(peers),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// The first wait after a failed `accept` (doubled on each failure in a row, up to
 /// [`ACCEPT_BACKOFF_MAX`]). Accept fails when the process runs out of file descriptors or the
 /// kernel of memory: conditions that last a moment, during which retrying at once would spin.
@@ -585,7 +632,7 @@ pub async fn serve(
     options: ServerOptions,
     listener: TcpListener,
 ) -> Result<(), QueryError> {
-    serve_on(catalog, options, listener, MAX_CONNECTIONS).await
+    serve_on(catalog, options, listener, MAX_CONNECTIONS, MAX_PER_PEER).await
 }
 
 async fn serve_on(
@@ -593,6 +640,7 @@ async fn serve_on(
     options: ServerOptions,
     listener: impl Accept,
     max_connections: usize,
+    max_per_peer: usize,
 ) -> Result<(), QueryError> {
     if options.password.is_empty() {
         return Err(QueryError::Config(
@@ -621,6 +669,7 @@ async fn serve_on(
     // Connections over the limit get a task too, to be told why (SQLSTATE 53300) rather than
     // dropped; as many as that at once, beyond which they are closed without a word.
     let refusing = Arc::new(Semaphore::new(max_connections));
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -635,9 +684,17 @@ async fn serve_on(
                 continue;
             }
         };
-        let (permit, is_admitted) = match Arc::clone(&admitted).try_acquire_owned() {
-            Ok(p) => (p, true),
-            Err(_) => match Arc::clone(&refusing).try_acquire_owned() {
+        let peer_slot = PeerSlot::take(&peers, peer.ip(), max_per_peer);
+        let place = match &peer_slot {
+            Some(_) => Arc::clone(&admitted).try_acquire_owned().ok(),
+            None => {
+                tracing::warn!(%peer, max = max_per_peer, "serve: too many connections from one address");
+                None
+            }
+        };
+        let (permit, is_admitted) = match place {
+            Some(p) => (p, true),
+            None => match Arc::clone(&refusing).try_acquire_owned() {
                 Ok(p) => {
                     tracing::warn!(%peer, max = max_connections, "serve: too many connections; refusing one");
                     (p, false)
@@ -656,6 +713,7 @@ async fn serve_on(
         tokio::spawn(async move {
             // Held for the life of the connection.
             let _permit = permit;
+            let _peer_slot = peer_slot;
             if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, connection).await {
                 tracing::info!(%peer, error = %e, "serve: connection ended with an error");
             }
@@ -768,7 +826,7 @@ mod tests {
             failures: AtomicUsize::new(3),
         };
         let catalog = Arc::new(Catalog::new().unwrap());
-        let server = tokio::spawn(serve_on(catalog, options(), flaky, 4));
+        let server = tokio::spawn(serve_on(catalog, options(), flaky, 4, 4));
         let (kind, _, _socket) = tokio::time::timeout(Duration::from_secs(10), start(addr))
             .await
             .expect("served after failed accepts");
@@ -781,7 +839,7 @@ mod tests {
     async fn connections_beyond_the_limit_are_refused() {
         let (l, addr) = listener().await;
         let catalog = Arc::new(Catalog::new().unwrap());
-        let server = tokio::spawn(serve_on(catalog, options(), l, 2));
+        let server = tokio::spawn(serve_on(catalog, options(), l, 2, 8));
         let mut open = Vec::new();
         for _ in 0..2 {
             let (kind, _, socket) = start(addr).await;
@@ -804,6 +862,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(admitted);
+        server.abort();
+    }
+
+    /// Regression: 64 idle sockets from one host held every place before authenticating.
+    #[tokio::test]
+    async fn one_address_cannot_hold_every_place() {
+        let (l, addr) = listener().await;
+        let catalog = Arc::new(Catalog::new().unwrap());
+        // Four places in all, two per address: this test's one address gets two.
+        let server = tokio::spawn(serve_on(catalog, options(), l, 4, 2));
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let (kind, _, socket) = start(addr).await;
+            assert_eq!(kind, b'R');
+            open.push(socket);
+        }
+        let (kind, body, _) = start(addr).await;
+        assert_eq!(kind, b'E', "the third from one address is refused");
+        assert!(String::from_utf8_lossy(&body).contains("too many connections"));
+        drop(open.pop());
+        let mut admitted = false;
+        for _ in 0..100 {
+            if start(addr).await.0 == b'R' {
+                admitted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(admitted, "its place is given back when it leaves");
         server.abort();
     }
 }
