@@ -58,6 +58,9 @@ pub struct CompiledRule {
     pub suppress_ms: i64,
     /// Counters whose events are evidence.
     pub evidence: Vec<usize>,
+    /// Counters the fire condition does not read: only shown (summaries, metrics), so counted
+    /// only when an alert is built.
+    pub shown_only: Vec<bool>,
     /// Summary templates (en, ja).
     pub summary: (Template, Template),
     /// Steps (en, ja), fixed text.
@@ -498,6 +501,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
             })
         })
         .collect();
+    let shown_only: Vec<bool> = read.iter().map(|r| !r).collect();
     for (c, read) in counters.iter_mut().zip(&read) {
         let shown_only = !read && matches!(c.aggregate, Aggregate::Count | Aggregate::Distinct(_));
         if exact_all || shown_only {
@@ -619,6 +623,7 @@ fn compile_spec(path: &Path, text: &str, spec: RuleSpec) -> Result<CompiledRule,
         lazy_state,
         suppress_ms,
         evidence,
+        shown_only,
         summary,
         steps: (spec.steps.en, spec.steps.ja),
         source: path.to_owned(),

@@ -420,17 +420,25 @@ impl Engine {
         let start = window_start(rule, state, e.time);
         // `unless` with `scope: events`: activity another rule already reported is left out.
         let vetoed = |x: &Entry| vetoed(&x.veto, x.time);
-        let (mut counts, first, last) = window_values(rule, &state.recent, start, e.time, &vetoed);
-        for ((count, sketch), counter) in counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
-        {
-            // Below its bound the exact set is exact (everything it dropped is older than what
-            // it kept); only a saturated set needs the sketch's estimate.
-            if let Some(sketch) = sketch
-                && *count >= counter.cap as f64
+        // Counters the condition reads, on every event; the ones only shown, once an alert is
+        // built (they may hold thousands of entries on a tenant-wide key).
+        let counted = |all: bool| {
+            let (mut counts, first, last) =
+                window_values(rule, &state.recent, start, e.time, &vetoed, all);
+            for ((count, sketch), counter) in
+                counts.iter_mut().zip(&state.sketches).zip(&rule.counters)
             {
-                *count = count.max(sketch.estimate(start, e.time) as f64);
+                // Below its bound the exact set is exact (everything it dropped is older than
+                // what it kept); only a saturated set needs the sketch's estimate.
+                if let Some(sketch) = sketch
+                    && *count >= counter.cap as f64
+                {
+                    *count = count.max(sketch.estimate(start, e.time) as f64);
+                }
             }
-        }
+            (counts, first, last)
+        };
+        let (counts, first, last) = counted(false);
         let span = last.saturating_sub(first).max(0);
         // An open incident absorbs further activity of the key: one alert per incident.
         if let Some(inc) = &mut state.incident {
@@ -514,7 +522,7 @@ impl Engine {
         let shown: Vec<Shown> = rule
             .counters
             .iter()
-            .zip(&counts)
+            .zip(&counted(true).0)
             .zip(&state.recent)
             .map(|((counter, value), q)| match counter.aggregate {
                 Aggregate::Count | Aggregate::Distinct(_) => Shown::Count(*value as u64),
@@ -882,14 +890,28 @@ fn window_values(
     start: i64,
     now: i64,
     vetoed: &dyn Fn(&Entry) -> bool,
+    all: bool,
 ) -> (Vec<f64>, i64, i64) {
     let mut first = i64::MAX;
     let mut last = i64::MIN;
+    let per_event_veto = rule.unless.as_ref().is_some_and(|u| u.per_event);
     let values = rule
         .counters
         .iter()
         .zip(recent)
-        .map(|(counter, q)| {
+        .zip(&rule.shown_only)
+        .map(|((counter, q), &shown_only)| {
+            if shown_only && !all && !per_event_veto {
+                // Not counted now, but its entries still bound the window (first, last): the
+                // queue is sorted by time, so the edges are two binary searches.
+                let from = q.partition_point(|x| x.time < start);
+                let to = q.partition_point(|x| x.time <= now);
+                if from < to {
+                    first = first.min(q[from].time);
+                    last = last.max(q[to - 1].time);
+                }
+                return 0.0;
+            }
             let mut n = 0u64;
             let mut low = f64::INFINITY;
             let mut high = f64::NEG_INFINITY;
