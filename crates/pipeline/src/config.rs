@@ -846,8 +846,8 @@ pub struct RespondHttp {
     pub max_retry_after: DurationText,
     /// How long an action whose call failed because the provider was unavailable (429, 5xx,
     /// timeouts, connection errors, a `Retry-After` beyond `max_retry_after`) waits in the queue
-    /// before it is tried again — longer when the provider's `Retry-After` asks for longer. In
-    /// automatic mode only. Default `1m`.
+    /// before it is tried again — longer when the provider's `Retry-After` asks for longer, up
+    /// to 1 h. In automatic mode only. Default `1m`.
     pub requeue_delay: DurationText,
     /// How many times such an action goes back to the queue; after that it stays failed (and
     /// the account's next alert tries again). 0: never. Default 5.

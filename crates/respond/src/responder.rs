@@ -447,7 +447,7 @@ impl Responder {
                 self.config.max_incidents,
             );
         }
-        let first = actions[0];
+        let first = primary(&actions);
         let facts = AlertFacts {
             alert_id: alert.alert_id.clone(),
             rule_id: alert.rule_id.clone(),
@@ -652,7 +652,7 @@ impl Responder {
             &work.alert,
             None,
             &work.actions,
-            work.actions[0],
+            primary(&work.actions),
             Decision::Refused,
             Some("pending_full"),
             format!(
@@ -739,6 +739,15 @@ impl Responder {
                 i += 1;
                 continue;
             }
+            // Only what this mode decided, for a tenant the target serves, is carried out here,
+            // whatever got it into the queue (a human's failed approval, an older state): the
+            // rest waits for `review`, which drops it with its audit record.
+            let q = &self.state.queue[i];
+            if q.mode != Some(self.config.mode) || !self.serves(q.alert.tenant.as_deref()) {
+                self.review_queue = true;
+                i += 1;
+                continue;
+            }
             // A human may have approved (and carried out) or rejected it meanwhile, or be
             // deciding it right now: the claim (the lock `respond approve` takes too) keeps
             // both from carrying it out, and is held until the store has the outcome.
@@ -811,10 +820,12 @@ impl Responder {
                 continue;
             };
             let id = q.id.clone();
-            // Claimed like any queued action: one a human is deciding is left to the human.
+            // Claimed like any queued action: one a human is deciding is left to the human, and
+            // reviewed again at the next drain (the human may give it back to the queue).
             let claim = match self.store.claim(&id) {
                 Ok((_, claim)) => Some(claim),
                 Err(StoreError::Busy(_)) => {
+                    self.review_queue = true;
                     i += 1;
                     continue;
                 }
@@ -869,7 +880,7 @@ impl Responder {
             &q.alert,
             None,
             &q.actions,
-            q.actions.first().copied().unwrap_or(ResponseAction::Notify),
+            primary(&q.actions),
             Decision::Refused,
             Some(reason.code()),
             detail,
@@ -955,7 +966,7 @@ impl Responder {
         reason: &'static str,
     ) -> Result<Vec<AuditRecord>, RespondError> {
         let now = self.clock.now_ms();
-        let first = work.actions[0];
+        let first = primary(&work.actions);
         if status == PendingStatus::Queued && self.state.queue.len() >= self.config.limits.max_queue
         {
             let r = self.record(
@@ -1190,7 +1201,13 @@ impl Responder {
             return Ok(None);
         }
         let asked = retry_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let wait = asked.max(self.config.http.requeue_delay.millis());
+        // A queued action's incident holds the account's later alerts as duplicates: a
+        // provider asking for a year (or a broken header) must not keep an attacked account
+        // unprotected that long. After the bounded tries it is `failed`, and the account's
+        // next alert decides afresh.
+        let wait = asked
+            .min(MAX_REQUEUE_WAIT_MS)
+            .max(self.config.http.requeue_delay.millis());
         let not_before = now.saturating_add(wait);
         let id = work.pending_id.clone().unwrap_or_else(|| {
             PendingAction::make_id(
@@ -1255,7 +1272,7 @@ impl Responder {
             &work.alert,
             None,
             &actions,
-            actions[0],
+            primary(&actions),
             Decision::Queued,
             Some("retry_later"),
             detail,
@@ -1298,7 +1315,7 @@ impl Responder {
             &work.alert,
             uid,
             &work.actions,
-            work.actions[0],
+            primary(&work.actions),
             Decision::Refused,
             Some(reason),
             detail,
@@ -1689,7 +1706,7 @@ impl Responder {
                 &pending.alert,
                 None,
                 &pending.actions,
-                pending.actions[0],
+                primary(&pending.actions),
                 Decision::Refused,
                 Some("mode_changed"),
                 format!(
@@ -1716,7 +1733,7 @@ impl Responder {
                 &pending.alert,
                 None,
                 &pending.actions,
-                pending.actions[0],
+                primary(&pending.actions),
                 Decision::Rejected,
                 Some("rejected"),
                 format!("{who} rejected the action on {}", pending.alert.account),
@@ -1738,7 +1755,7 @@ impl Responder {
                 &pending.alert,
                 None,
                 &pending.actions,
-                pending.actions[0],
+                primary(&pending.actions),
                 Decision::Refused,
                 Some("allow_listed_user"),
                 format!(
@@ -1771,3 +1788,14 @@ impl Responder {
         self.config.target
     }
 }
+
+/// The action an audit record is about: the first of an alert's actions. A list read back from
+/// a pending file or a restored state may be empty (edited, damaged); its records then name
+/// `notify`, the action that changes nothing, instead of the responder stopping on it.
+fn primary(actions: &[ResponseAction]) -> ResponseAction {
+    actions.first().copied().unwrap_or(ResponseAction::Notify)
+}
+
+/// The longest a failed action waits in the queue before it is tried again, whatever the
+/// provider's `Retry-After` says.
+const MAX_REQUEUE_WAIT_MS: i64 = 3_600_000;

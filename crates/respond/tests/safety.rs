@@ -690,3 +690,86 @@ async fn retries_are_bounded_and_an_approval_that_fails_can_be_approved_again() 
         "approvable again"
     );
 }
+
+/// Found by review: a provider answering `Retry-After: 31536000` queued the action for a year,
+/// and the account's incident turned every later attack into a `duplicate` meanwhile.
+#[tokio::test]
+async fn a_provider_asking_for_a_year_gets_the_action_again_within_the_hour() {
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let server = Server::start(
+        move |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            ("POST", _) if d.load(std::sync::atomic::Ordering::SeqCst) => {
+                Answer::WithHeader(503, "retry-after", "31536000".to_owned())
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", "/api/v1/users/alice@example.com") => Answer::Json(
+                200,
+                json!({"id": "00uA", "status": "ACTIVE",
+                       "profile": {"login": "alice@example.com"}}),
+            ),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server);
+    let (mut r, _, clock) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert!(
+        decisions(&out).contains(&(Decision::Queued, Some("retry_later".to_owned()))),
+        "{:?}",
+        decisions(&out)
+    );
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Duration::from_secs(3601));
+    let out = r.tick().await.unwrap();
+    assert_eq!(decisions(&out), vec![(Decision::Executed, None)]);
+}
+
+/// Found by review: an action a human held while the responder restarted in another mode was
+/// skipped by the review and carried out by a later drain, in a mode that never decided it.
+#[tokio::test]
+async fn an_action_held_during_the_review_is_still_dropped_when_the_mode_changed() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.limits.global_actions = 1;
+    let (mut r, _, _) = responder(&c);
+    r.handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued);
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let snapshot = r.snapshot().unwrap();
+
+    c.mode = RespondMode::Approval;
+    let (mut next, _, clock) = responder(&c);
+    next.restore(&snapshot).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    // A human holds it while the restarted responder first reviews its queue.
+    let (_, claim) = next.store().claim(&id).unwrap();
+    assert!(next.tick().await.unwrap().is_empty());
+    drop(claim);
+    clock.advance(Duration::from_secs(1));
+    let out = next.tick().await.unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Refused, Some("mode_changed".to_owned()))]
+    );
+    assert!(
+        !server
+            .lines()
+            .iter()
+            .any(|l| l.contains("id-bob/lifecycle")),
+        "carried out in a mode that never decided it"
+    );
+}
