@@ -140,6 +140,25 @@ impl TenantScope {
         })
     }
 
+    /// The tenant rate-limit bucket of a served `tenant`. Records without a tenant (`""`, a
+    /// System Log record without EventBridge's source) are the configured org's own, and case
+    /// variants of a case-insensitive name are one name: each alias must not add a tenant's
+    /// worth of actions.
+    fn bucket(&self, tenant: &str) -> String {
+        match self.tenants.iter().find(|t| !t.is_empty()) {
+            Some(org) if tenant.is_empty() => self.fold(org),
+            _ => self.fold(tenant),
+        }
+    }
+
+    fn fold(&self, name: &str) -> String {
+        if self.ignore_case {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_owned()
+        }
+    }
+
     /// Whether an alert of `tenant` (`None`: the alert names none, listed as `""`) is served.
     fn serves(&self, tenant: Option<&str>) -> bool {
         let tenant = tenant.unwrap_or_default();
@@ -684,7 +703,11 @@ impl Responder {
         {
             return false;
         }
-        if self.limits.tenant.check_key(&tenant.to_owned()).is_err() {
+        let bucket = match &self.tenants {
+            Some(scope) => scope.bucket(tenant),
+            None => tenant.to_owned(),
+        };
+        if self.limits.tenant.check_key(&bucket).is_err() {
             if let Some(e) = exhausted {
                 e.insert(tenant.to_owned());
             }
@@ -1476,7 +1499,12 @@ impl Responder {
                     ),
                     Err(e) => {
                         failed = true;
-                        if e.retry_later() {
+                        // `notify` on a provider target went to the pager: the pager being down
+                        // says nothing of the provider, so it neither opens the provider's
+                        // circuit nor goes back to the queue (the account is not waiting on it).
+                        let pager = action == ResponseAction::Notify
+                            && !matches!(self.adapter.as_ref(), Some(Adapter::Webhook(_)));
+                        if e.retry_later() && !pager {
                             unavailable.push(action);
                             retry_after = retry_after.max(e.retry_after());
                         }

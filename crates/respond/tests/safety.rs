@@ -773,3 +773,69 @@ async fn an_action_held_during_the_review_is_still_dropped_when_the_mode_changed
         "carried out in a mode that never decided it"
     );
 }
+
+/// Found by review: with `tenants = ["corp", ""]` each name had its own tenant bucket, so the
+/// one org got twice its limit (and case variants of a name would have too).
+#[tokio::test]
+async fn the_names_of_one_org_share_its_tenant_bucket() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.okta.tenants = vec!["example.com".into(), String::new()];
+    c.limits.tenant_actions = 1;
+    c.limits.global_actions = 100;
+    let (mut r, _, _) = responder(&c);
+    let first = alert(
+        "mfa_fatigue_success",
+        "alice@example.com",
+        Some("example.com"),
+        T0,
+    );
+    let out = r.handle(&first).await.unwrap();
+    assert!(
+        out.iter()
+            .any(|x| x.unmapped.decision == Decision::Executed),
+        "{out:#?}"
+    );
+    let second = alert("mfa_fatigue_success", "bob@example.com", None, T0);
+    let out = r.handle(&second).await.unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued, "{out:#?}");
+}
+
+/// Found by review: `notify` on a provider target goes to the pager, and a pager that was down
+/// opened the provider's circuit, so suspensions queued behind it.
+#[tokio::test]
+async fn a_pager_outage_does_not_open_the_providers_circuit() {
+    let server = okta().await;
+    let pager = Server::start(|_, _| Answer::Status(503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.policy[0].actions = vec![ResponseAction::Suspend, ResponseAction::Notify];
+    c.pager.url = Some(pager.url.clone());
+    c.breaker.failures = 1;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert!(
+        out.iter().any(|x| x.unmapped.decision == Decision::Failed),
+        "the notify failed: {out:#?}"
+    );
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            None,
+            T0 + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        out.iter()
+            .any(|x| x.unmapped.action == ResponseAction::Suspend
+                && x.unmapped.decision == Decision::Executed),
+        "{out:#?}"
+    );
+    assert_eq!(r.queued(), 0, "nothing queued behind the pager");
+}
