@@ -1628,15 +1628,26 @@ impl Responder {
             return;
         };
         let now = self.clock.now_ms();
+        // Pages saying that actions are now refused for want of room have a throttle each: an
+        // `approval_needed` page just sent must not hold back the first `pending_full`. The
+        // others share one, so that one event (a circuit opening and the queueing after it)
+        // pages once.
+        let slot = if matches!(kind, "pending_full" | "queue_full") {
+            kind
+        } else {
+            ""
+        };
         if throttled
             && self
                 .state
-                .last_page_ms
-                .is_some_and(|last| now.saturating_sub(last) < pager.interval_ms)
+                .last_page_by_kind
+                .get(slot)
+                .is_some_and(|last| now.saturating_sub(*last) < pager.interval_ms)
         {
             return;
         }
         self.state.last_page_ms = Some(now);
+        self.state.last_page_by_kind.insert(slot.to_owned(), now);
         let summary = match kind {
             "actions_queued" => format!(
                 "authwatch: response actions over the rate limit are queued ({} waiting); \

@@ -180,8 +180,13 @@ pub struct ResponseState {
     pub queue: VecDeque<QueuedAction>,
     /// The circuit breaker.
     pub breaker: BreakerState,
-    /// When the pager was last called (ms).
+    /// When the pager was last called (ms), of any kind.
     pub last_page_ms: Option<i64>,
+    /// When the pager was last called (ms) per throttle: the pages that say actions are
+    /// refused for want of room (`pending_full`, `queue_full`) have one each, all others share
+    /// `""`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_page_by_kind: BTreeMap<String, i64>,
     /// The responder clock at the last alert handled (ms): an event-time clock resumes from
     /// it. Part of the state (not read at snapshot time) so that one state gives one snapshot.
     #[serde(default)]

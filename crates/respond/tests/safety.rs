@@ -839,3 +839,32 @@ async fn a_pager_outage_does_not_open_the_providers_circuit() {
     );
     assert_eq!(r.queued(), 0, "nothing queued behind the pager");
 }
+
+/// Found by review: one throttle for every kind of page, so the `approval_needed` page just
+/// sent held back the `pending_full` page that says new actions are being refused.
+#[tokio::test]
+async fn a_full_approval_store_is_paged_even_right_after_another_page() {
+    let server = okta().await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::Approval;
+    c.limits.max_pending = 1;
+    c.pager.url = Some(pager.url.clone());
+    let (mut r, _, _) = responder(&c);
+    for user in ["a", "b", "c"] {
+        r.handle(&alert("mfa_fatigue_success", user, None, T0))
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<String> = pager
+        .seen()
+        .iter()
+        .map(|p| p.json()["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["approval_needed", "pending_full"],
+        "one of each, once"
+    );
+}
