@@ -953,3 +953,32 @@ fn the_user_id_finds_the_account_and_an_empty_user_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the user is empty"), "{err}");
 }
+
+/// Found by review: a user key is an account within its tenant, but explain matched an alert
+/// on the user to the name alone, so an attack on `ken` in one tenant claimed the failures of
+/// `ken` in another.
+#[test]
+fn an_attack_on_the_same_name_in_another_tenant_does_not_claim_this_accounts_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "ken@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let namesake = actor("globex", "ken@acme.example");
+    let mut events = victim.routine(0..3);
+    events.extend(namesake.routine(0..3));
+    // Push bombing of acme's ken.
+    events.extend(
+        (0..8).map(|k| attacker.push(T0 + 3 * DAY + 6 * HOUR + k * MIN, "denied", "push_denied")),
+    );
+    // Globex's ken, travelling, misses a push during acme's attack: from an address neither
+    // account knows, so only the (wrong) link to acme's attack could make it an attack.
+    let missed = namesake.from("198.51.100.77", DESKTOP).push(
+        T0 + 3 * DAY + 6 * HOUR + 5 * MIN + 30_000,
+        "timeout",
+        "push_timeout",
+    );
+    events.push(missed.clone());
+    let file = write_events(&dir.path().join("both.jsonl"), events);
+    let report = report_of(&[&file], &victim.user, &[]);
+    let (class, x) = cause_of(&report, &id_of(&missed));
+    assert_ne!(class, "attack", "{x:#}");
+}

@@ -223,7 +223,7 @@ pub(super) fn assign(
             }
         }
     }
-    let on_user: Vec<bool> = alerts.iter().map(|a| actors.on_user(a)).collect();
+    let on_user = |i: usize, ev: &AuthEvent| actors.on_user(&alerts[i], ev);
     let is_attack = |i: usize| alerts[i].cause_class == CauseClass::Attack;
     // The same actor as the alert's incident. For an attack, its attacker
     // ([`Actors::attacker_sent`]). For a benign finding, the incident is the user's own, or the
@@ -232,7 +232,7 @@ pub(super) fn assign(
         if is_attack(i) {
             actors.attacker_sent(&alerts[i], ev)
         } else {
-            on_user[i] || named_sources[i].has(ev)
+            on_user(i, ev) || named_sources[i].has(ev)
         }
     };
 
@@ -313,7 +313,7 @@ pub(super) fn assign(
                 let attack_alert = (0..alerts.len()).any(|i| {
                     is_attack(i)
                         && scopes[i].covers(ev.time)
-                        && (on_user[i] || actors.attacker_sent(&alerts[i], ev))
+                        && (on_user(i, ev) || actors.attacker_sent(&alerts[i], ev))
                 });
                 default_cause(
                     ev,

@@ -75,8 +75,12 @@ pub(super) struct Actors<'a> {
 }
 
 impl Actors<'_> {
-    pub(super) fn on_user(&self, a: &Alert) -> bool {
+    /// Whether `a` is about this user's account in `ev`'s tenant. A user key is an account
+    /// within its tenant: the same name's alert in another tenant is another person's, and its
+    /// attacker did not send this user's failures.
+    pub(super) fn on_user(&self, a: &Alert, ev: &AuthEvent) -> bool {
         a.entity.user.as_deref().is_some_and(|u| self.who.is(u))
+            && same_text(a.entity.tenant.as_deref().unwrap_or_default(), &ev.tenant)
     }
 
     /// Whether the attacker behind `a` may have sent `ev`: never from where the user signs in;
@@ -90,7 +94,7 @@ impl Actors<'_> {
         if has_actor(a) {
             return from_alert_actor(a, ev);
         }
-        self.on_user(a) || self.sources.get(&a.alert_id).is_some_and(|s| s.has(ev))
+        self.on_user(a, ev) || self.sources.get(&a.alert_id).is_some_and(|s| s.has(ev))
     }
 
     /// Whether `ev` keeps `a`'s incident going: of its rule's kind and entity and, for an
@@ -112,7 +116,7 @@ impl Actors<'_> {
         if has_actor(a) {
             return from_alert_actor(a, ev);
         }
-        if !self.on_user(a) {
+        if !self.on_user(a, ev) {
             return false;
         }
         let o = &a.observed;
@@ -132,10 +136,14 @@ pub(super) fn same_key(rule: &CompiledRule, a: &Alert, e: &AuthEvent) -> bool {
     let entity = &a.entity;
     let fp = e.device.fingerprint.as_str();
     rule.key.iter().all(|field| match field {
-        KeyField::User => entity
-            .user
-            .as_deref()
-            .is_some_and(|u| same_text(u, e.user.key())),
+        // An account within its tenant, as the engine keys it.
+        KeyField::User => {
+            entity
+                .user
+                .as_deref()
+                .is_some_and(|u| same_text(u, e.user.key()))
+                && same_text(entity.tenant.as_deref().unwrap_or_default(), &e.tenant)
+        }
         KeyField::Tenant => entity.tenant.as_deref() == Some(e.tenant.as_str()),
         KeyField::Ip => e.src.ip.is_some() && entity.ip == e.src.ip,
         KeyField::Asn => e.src.asn.is_some() && entity.asn == e.src.asn,
