@@ -797,6 +797,11 @@ impl Engine {
             .into_iter()
             .filter_map(|((j, field, part), i)| {
                 let rule = to.get(j).copied().flatten()?;
+                // Indexed under a plain name before user values carried their tenant: no
+                // lookup finds it again, so it is not kept.
+                if field == KeyField::User && !matches!(part, KeyPart::Account(..)) {
+                    return None;
+                }
                 // An incident is indexed by one of its rule's key fields.
                 rules[rule]
                     .key
@@ -832,13 +837,15 @@ fn state_shape(rule: &CompiledRule) -> String {
         .iter()
         .map(|c| format!("{}={:?}", c.name, c.aggregate))
         .collect();
-    // Since user keys carry their tenant, a user-keyed rule's saved keys (plain names) would
-    // never be found again: the marker makes such state start empty instead of lingering.
-    let accounts = if rule.key.contains(&KeyField::User) {
-        ";user=account"
-    } else {
-        ""
-    };
+    // Since user values carry their tenant, state saved with plain names (a user key, or a
+    // counter's users: `distinct: user` would count each user twice, once per form) must not
+    // be read with accounts: the marker makes such a rule start empty once.
+    let holds_users = rule.key.contains(&KeyField::User)
+        || rule
+            .counters
+            .iter()
+            .any(|c| c.value_field() == Some(KeyField::User));
+    let accounts = if holds_users { ";user=account" } else { "" };
     format!(
         "key={:?}{accounts};window={:?};counters={}",
         rule.key,

@@ -904,3 +904,28 @@ fn an_account_is_its_login_within_its_tenant() {
     assert_eq!(alerts[0].entity.tenant.as_deref(), Some("customers"));
     assert_eq!(alerts[0].entity.user.as_deref(), Some("admin"));
 }
+
+#[test]
+fn state_saved_with_plain_user_names_starts_empty() {
+    // A snapshot as written before user values carried their tenant: no marker in the shapes.
+    let mut full = engine();
+    let mut out = Vec::new();
+    for e in campaign("aiko@x.jp", T0, 3, MIN, Outcome::Denied) {
+        full.on_event(&e, &mut out);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&full.snapshot().unwrap()).unwrap();
+    for shape in v["shapes"].as_array_mut().unwrap() {
+        let old = shape.as_str().unwrap().replace(";user=account", "");
+        *shape = old.into();
+    }
+    let mut restored = engine();
+    let empty = restored.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+    // Keyed by user, or counting users: both start empty (every built-in rule does one or
+    // the other).
+    for id in ["mfa_fatigue", "password_spray", "credential_stuffing"] {
+        assert!(empty.iter().any(|r| r == id), "{id}: {empty:?}");
+    }
+    // Its current form is kept.
+    let mut again = engine();
+    assert!(again.restore(&full.snapshot().unwrap()).unwrap().is_empty());
+}
