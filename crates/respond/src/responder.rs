@@ -1637,13 +1637,14 @@ impl Responder {
         } else {
             ""
         };
-        if throttled
-            && self
-                .state
-                .last_page_by_kind
-                .get(slot)
-                .is_some_and(|last| now.saturating_sub(*last) < pager.interval_ms)
-        {
+        // A state from before the throttles were kept apart has only the shared time.
+        let last = self
+            .state
+            .last_page_by_kind
+            .get(slot)
+            .copied()
+            .or(self.state.last_page_ms.filter(|_| slot.is_empty()));
+        if throttled && last.is_some_and(|last| now.saturating_sub(last) < pager.interval_ms) {
             return;
         }
         self.state.last_page_ms = Some(now);

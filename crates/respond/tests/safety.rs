@@ -868,3 +868,31 @@ async fn a_full_approval_store_is_paged_even_right_after_another_page() {
         "one of each, once"
     );
 }
+
+/// A state saved before the page throttles were kept apart still throttles the shared one.
+#[tokio::test]
+async fn an_older_state_keeps_its_page_throttle() {
+    let server = okta().await;
+    let pager = Server::start(|_, _| Answer::Status(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::Approval;
+    c.pager.url = Some(pager.url.clone());
+    let (mut r, _, _) = responder(&c);
+    r.handle(&alert("mfa_fatigue_success", "a", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(pager.seen().len(), 1);
+    let mut state: serde_json::Value = serde_json::from_slice(&r.snapshot().unwrap()).unwrap();
+    let removed = state
+        .as_object_mut()
+        .and_then(|o| o.get_mut("state").and_then(|s| s.as_object_mut()))
+        .map(|s| s.remove("last_page_by_kind"));
+    assert!(removed.flatten().is_some(), "{state:#}");
+    let (mut next, _, _) = responder(&c);
+    next.restore(&serde_json::to_vec(&state).unwrap()).unwrap();
+    next.handle(&alert("mfa_fatigue_success", "b", None, T0 + 1_000))
+        .await
+        .unwrap();
+    assert_eq!(pager.seen().len(), 1, "throttled as before the restart");
+}
