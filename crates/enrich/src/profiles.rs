@@ -200,6 +200,19 @@ struct Lesson {
 }
 
 impl Lesson {
+    /// Where and when the sign-in happened, as travel is measured from it.
+    fn place(&self) -> LastSuccess {
+        LastSuccess {
+            time: self.time,
+            ip: self.ip,
+            country: self.country.clone(),
+            lat: self.lat,
+            lon: self.lon,
+            accuracy_km: self.accuracy_km,
+            internal: self.internal,
+        }
+    }
+
     fn of(event: &AuthEvent) -> Lesson {
         let geo = event.src.geo.as_ref();
         Lesson {
@@ -599,15 +612,7 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
         .unconfirmed
         .as_ref()
         .filter(|u| !u.challenged && !u.lesson.anonymous)
-        .map(|u| LastSuccess {
-            time: u.lesson.time,
-            ip: u.lesson.ip,
-            country: u.lesson.country.clone(),
-            lat: u.lesson.lat,
-            lon: u.lesson.lon,
-            accuracy_km: u.lesson.accuracy_km,
-            internal: u.lesson.internal,
-        })
+        .map(|u| u.lesson.place())
         .filter(|h| p.last_success.as_ref().is_none_or(|l| h.time > l.time));
     let mut best: Option<(&LastSuccess, f64, f64)> = None;
     for from in p.last_success.iter().chain(held.as_ref()) {
@@ -719,15 +724,7 @@ fn learn(p: &mut Profile, lesson: &Lesson, max_set: usize) {
             .as_ref()
             .is_none_or(|l| lesson.time >= l.time)
     {
-        p.last_success = Some(LastSuccess {
-            time: lesson.time,
-            ip: lesson.ip,
-            country: lesson.country.clone(),
-            lat: lesson.lat,
-            lon: lesson.lon,
-            accuracy_km: lesson.accuracy_km,
-            internal: false,
-        });
+        p.last_success = Some(lesson.place());
     }
 }
 
@@ -851,6 +848,18 @@ mod tests {
 
     fn store() -> UserProfiles {
         UserProfiles::new(&ProfileConfig::default())
+    }
+
+    /// `s`'s snapshot as version 1 wrote it: keyed by the user alone, `key` mapping each
+    /// tenant-less key of today to the one version 1 had.
+    fn as_version_1(s: &UserProfiles, key: impl Fn(String) -> String) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(&s.snapshot()).unwrap();
+        v["version"] = 1.into();
+        for entry in v["users"].as_array_mut().unwrap() {
+            let today = entry[0].as_str().unwrap().trim_start_matches('\u{1f}');
+            entry[0] = key(today.to_string()).into();
+        }
+        serde_json::to_vec(&v).unwrap()
     }
 
     #[test]
@@ -1134,18 +1143,9 @@ mod tests {
         old.observe(&mut ok("Aiko@x", T0, linkoping(), "laptop"));
         old.observe(&mut ok("aiko@x", T0 + HOUR, linkoping(), "laptop"));
         // The same store as version 1 wrote it: keyed by the user alone.
-        let mut v: serde_json::Value = serde_json::from_slice(&old.snapshot()).unwrap();
-        v["version"] = 1.into();
-        for entry in v["users"].as_array_mut().unwrap() {
-            let key = entry[0]
-                .as_str()
-                .unwrap()
-                .trim_start_matches('\u{1f}')
-                .to_string();
-            entry[0] = key.into();
-        }
+        let v1 = as_version_1(&old, |key| key);
         let mut s = store();
-        s.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+        s.restore(&v1).unwrap();
         // Taken over under the user key exactly as version 1 wrote it.
         let mut acme = ok("aiko@x", T0 + DAY, linkoping(), "laptop");
         acme.tenant = "acme".into();
@@ -1165,6 +1165,7 @@ mod tests {
         );
         assert_eq!(s.unscoped, 0);
         // Version 3 is refused.
+        let mut v: serde_json::Value = serde_json::from_slice(&v1).unwrap();
         v["version"] = 3.into();
         assert!(store().restore(&serde_json::to_vec(&v).unwrap()).is_err());
     }
@@ -1231,24 +1232,16 @@ mod tests {
         by_id.user.id = "00uAbC".into();
         old.observe(&mut by_id);
         old.observe(&mut ok("ken@x", T0, linkoping(), "pc"));
-        let mut v: serde_json::Value = serde_json::from_slice(&old.snapshot()).unwrap();
-        v["version"] = 1.into();
-        for entry in v["users"].as_array_mut().unwrap() {
-            let key = entry[0]
-                .as_str()
-                .unwrap()
-                .trim_start_matches('\u{1f}')
-                .to_string();
-            // Version 1 kept the id's case; the name here was already lower case.
-            let key = if key == "00uabc" {
+        // Version 1 kept the id's case; the name here was already lower case.
+        let v1 = as_version_1(&old, |key| {
+            if key == "00uabc" {
                 "00uAbC".to_string()
             } else {
                 key
-            };
-            entry[0] = key.into();
-        }
+            }
+        });
         let mut s = store();
-        s.restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+        s.restore(&v1).unwrap();
         assert_eq!(s.unscoped, 2);
         // A mixed-case provider id finds its profile.
         let mut again = ok("", T0 + DAY, linkoping(), "laptop");

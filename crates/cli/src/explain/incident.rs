@@ -79,8 +79,7 @@ impl Actors<'_> {
     /// within its tenant: the same name's alert in another tenant is another person's, and its
     /// attacker did not send this user's failures.
     pub(super) fn on_user(&self, a: &Alert, ev: &AuthEvent) -> bool {
-        a.entity.user.as_deref().is_some_and(|u| self.who.is(u))
-            && same_text(a.entity.tenant.as_deref().unwrap_or_default(), &ev.tenant)
+        a.entity.user.as_deref().is_some_and(|u| self.who.is(u)) && same_tenant(&a.entity, ev)
     }
 
     /// Whether the attacker behind `a` may have sent `ev`: never from where the user signs in;
@@ -130,6 +129,12 @@ impl Actors<'_> {
     }
 }
 
+/// Whether `ev` is of the tenant of an alert's user: the engine keys a user as an account
+/// within its tenant, and an alert without a tenant is of events without one.
+fn same_tenant(entity: &authwatch_event::Entity, ev: &AuthEvent) -> bool {
+    same_text(entity.tenant.as_deref().unwrap_or_default(), &ev.tenant)
+}
+
 /// Whether `e` has the alert's entity as its rule keys it: the entity fields the alert carries,
 /// and the deciding event's values for the fields it does not (country, application).
 pub(super) fn same_key(rule: &CompiledRule, a: &Alert, e: &AuthEvent) -> bool {
@@ -142,7 +147,7 @@ pub(super) fn same_key(rule: &CompiledRule, a: &Alert, e: &AuthEvent) -> bool {
                 .user
                 .as_deref()
                 .is_some_and(|u| same_text(u, e.user.key()))
-                && same_text(entity.tenant.as_deref().unwrap_or_default(), &e.tenant)
+                && same_tenant(entity, e)
         }
         KeyField::Tenant => entity.tenant.as_deref() == Some(e.tenant.as_str()),
         KeyField::Ip => e.src.ip.is_some() && entity.ip == e.src.ip,
