@@ -10,7 +10,10 @@ use std::net::IpAddr;
 pub enum KeyField {
     /// `user`: the account, i.e. the login name (else provider user id) within its tenant: the
     /// same name in two tenants (Okta orgs, Keycloak realms, Entra directories) is two
-    /// accounts, in counts, incidents and `after`/`unless` matches.
+    /// accounts, in counts, incidents and `after`/`unless` matches. Logins compare without
+    /// ASCII case, as identity providers compare them (Entra and Keycloak log the name as
+    /// typed: `Ken@`, `ken@` and `KEN@` are one account, and guessing at one must count as
+    /// one); the key keeps the lower-case form.
     User,
     /// `ip`: the source address.
     Ip,
@@ -229,16 +232,66 @@ impl Key {
 }
 
 /// A key part borrowed from an event: what state maps are probed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// An account's login is borrowed as the event spells it, and hashes and compares without ASCII
+/// case, like the lower-cased owned [`KeyPart::Account`] it finds, so that a lookup needs no
+/// folded copy.
+#[derive(Debug, Clone, Copy)]
 pub enum KeyPartRef<'a> {
     /// A text value.
     Text(&'a str),
-    /// An account: tenant, login or id.
+    /// An account: tenant, login or id (compared without ASCII case).
     Account(&'a str, &'a str),
     /// An address.
     Ip(IpAddr),
     /// A number (ASN).
     Num(u32),
+}
+
+impl PartialEq for KeyPartRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeyPartRef::Text(a), KeyPartRef::Text(b)) => a == b,
+            (KeyPartRef::Account(t1, u1), KeyPartRef::Account(t2, u2)) => {
+                t1 == t2 && u1.eq_ignore_ascii_case(u2)
+            }
+            (KeyPartRef::Ip(a), KeyPartRef::Ip(b)) => a == b,
+            (KeyPartRef::Num(a), KeyPartRef::Num(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeyPartRef<'_> {}
+
+impl Hash for KeyPartRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            KeyPartRef::Text(t) => t.hash(state),
+            KeyPartRef::Account(tenant, user) => {
+                tenant.hash(state);
+                hash_ascii_lowercase(user, state);
+            }
+            KeyPartRef::Ip(ip) => ip.hash(state),
+            KeyPartRef::Num(n) => n.hash(state),
+        }
+    }
+}
+
+/// Hashes `s` as `str::hash` would hash its ASCII lower-case form, without allocating it. The
+/// pieces written depend only on the folded bytes, so `Ken` and `ken` hash alike under any
+/// hasher, including those whose result depends on how the bytes are split between writes.
+fn hash_ascii_lowercase<H: Hasher>(s: &str, state: &mut H) {
+    let mut buf = [0u8; 64];
+    for chunk in s.as_bytes().chunks(buf.len()) {
+        let folded = &mut buf[..chunk.len()];
+        folded.copy_from_slice(chunk);
+        folded.make_ascii_lowercase();
+        state.write(folded);
+    }
+    // `str::hash`'s terminator: keeps `("ab", "c")` and `("a", "bc")` apart.
+    state.write_u8(0xff);
 }
 
 impl KeyPartRef<'_> {
@@ -247,7 +300,7 @@ impl KeyPartRef<'_> {
         match self {
             KeyPartRef::Text(t) => KeyPart::Text(Text::new(t)),
             KeyPartRef::Account(tenant, user) => {
-                KeyPart::Account(Text::new(tenant), Text::new(user))
+                KeyPart::Account(Text::new(tenant), Text::ascii_lowercase(user))
             }
             KeyPartRef::Ip(ip) => KeyPart::Ip(ip),
             KeyPartRef::Num(n) => KeyPart::Num(n),
@@ -403,6 +456,50 @@ mod tests {
         map.extend(Key::extract(&[KeyField::User], &e).map(|k| (k, 1)));
         let probe = KeyRef::extract(&[KeyField::User], &other);
         assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
+    }
+
+    // Entra and Keycloak log the login as typed: guesses at `Ken@`, `ken@` and `KEN@` are
+    // guesses at one account, and must land in one state (a long name too: the hash folds in
+    // pieces). Another tenant's `ken@` stays another account.
+    #[test]
+    fn logins_differing_in_case_are_one_account() {
+        let event = |user: &str, tenant: &str| {
+            let mut e = AuthEvent::default();
+            e.user.name = Text::new(user);
+            e.tenant = Text::new(tenant);
+            e
+        };
+        let long = "Ken.Takahashi.".repeat(10) + "@Example.co.jp";
+        for name in ["Ken@example.co.jp", long.as_str()] {
+            let fields = [KeyField::User];
+            let mut map: hashbrown::HashMap<Key, usize, FxBuildHasher> = Default::default();
+            let first = Key::extract(&fields, &event(name, "acme"));
+            assert_eq!(
+                first.as_ref().map(|k| k.canonical(&fields)),
+                Some(format!(
+                    "tenant=4:acme user={}:{}",
+                    name.len(),
+                    name.to_ascii_lowercase()
+                ))
+            );
+            map.extend(first.map(|k| (k, 1)));
+            for variant in [name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+                let e = event(&variant, "acme");
+                let probe = KeyRef::extract(&fields, &e);
+                assert_eq!(
+                    probe.and_then(|p| map.get(&p).copied()),
+                    Some(1),
+                    "{variant}"
+                );
+                assert_eq!(
+                    Key::extract(&fields, &e).and_then(|k| map.get(&k).copied()),
+                    Some(1)
+                );
+            }
+            let elsewhere = event(name, "other");
+            let probe = KeyRef::extract(&fields, &elsewhere);
+            assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
+        }
     }
 
     #[test]

@@ -132,6 +132,21 @@ fn ordinary_retries_do_not_fire() {
     assert!(alerts.is_empty());
 }
 
+// Entra and Keycloak log the login as the user (or an attacker) typed it: pushes to `Ken@`
+// and `ken@` are pushes to one account, and the alert names it in lower case.
+#[test]
+fn push_bombing_across_letter_cases_is_one_account() {
+    let mut events = campaign("Ken@X.jp", T0, 3, MIN, Outcome::Timeout);
+    events.extend(campaign("ken@x.jp", T0 + 3 * MIN, 3, MIN, Outcome::Timeout));
+    let alerts = run(&mut engine(), &events);
+    let fatigue: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule_id == "mfa_fatigue")
+        .collect();
+    assert_eq!(fatigue.len(), 1, "{alerts:#?}");
+    assert_eq!(fatigue[0].entity.user.as_deref(), Some("ken@x.jp"));
+}
+
 #[test]
 fn ten_pushes_sent_fire_even_if_approved() {
     let alerts = run(

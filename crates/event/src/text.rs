@@ -38,6 +38,19 @@ impl Text {
         Text(CompactString::const_new(s))
     }
 
+    /// `s` with its ASCII letters in lower case: one copy, as [`Text::new`] makes (for logins,
+    /// which identity providers compare without case).
+    ///
+    /// ```
+    /// use authwatch_event::Text;
+    /// assert_eq!(Text::ascii_lowercase("Ken@Example.JP"), "ken@example.jp");
+    /// ```
+    pub fn ascii_lowercase(s: &str) -> Self {
+        let mut text = CompactString::new(s);
+        text.make_ascii_lowercase();
+        Text(text)
+    }
+
     /// Whether the text is empty (for `skip_serializing_if`).
     #[inline]
     pub fn is_empty(&self) -> bool {
