@@ -20,6 +20,7 @@ const METRICS: &[&str] = &[
     "authwatch_events_out_total",
     "authwatch_dead_letters_total",
     "authwatch_late_events_total",
+    "authwatch_duplicate_events_total",
     "authwatch_rule_state_keys",
     "authwatch_rule_evictions_total",
     "authwatch_alerts_total",

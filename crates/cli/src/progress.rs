@@ -69,10 +69,11 @@ fn line(m: &Metrics) -> String {
         format_rfc3339_ms(wm).unwrap_or_default()
     };
     format!(
-        "{} events, {} alerts, {} dead letters, {} late, watermark {wm}",
+        "{} events, {} alerts, {} dead letters, {} late, {} repeated, watermark {wm}",
         Metrics::get(&m.events),
         Metrics::get(&m.alerts),
         m.dead_letter_total(),
         Metrics::get(&m.late_events),
+        Metrics::get(&m.duplicate_events),
     )
 }

@@ -59,8 +59,13 @@ pub fn alerts(alerts: &[Alert], seen: u64, lang: Language) -> String {
 /// The end-of-run summary.
 pub fn summary(s: &RunSummary) -> String {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    // Repeats are rare: named only when there were some.
+    let repeated = match s.duplicate_events {
+        0 => String::new(),
+        n => format!(", {n} repeated events"),
+    };
     let mut out = format!(
-        "{} lines, {} events, {} alerts, {} dead letters, {} late events in {:.2} s ({:.0} events/s)",
+        "{} lines, {} events, {} alerts, {} dead letters, {} late events{repeated} in {:.2} s ({:.0} events/s)",
         s.lines,
         s.events,
         s.alerts,

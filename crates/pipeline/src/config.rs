@@ -185,6 +185,11 @@ pub struct DetectConfig {
     pub max_keys_per_rule: usize,
     /// How often (event time) idle keys are swept. Default `1m`.
     pub sweep_interval: DurationText,
+    /// Events remembered per task to recognise a repeated delivery of one provider record
+    /// (same provider, tenant, event id and time): a repeat is counted and not detected on
+    /// again. Only events within the allowed lateness are remembered, at most this many (16
+    /// bytes each, in memory and in snapshots); 0 turns the check off. Default 500000.
+    pub dedup_capacity: usize,
 }
 
 impl Default for DetectConfig {
@@ -193,6 +198,7 @@ impl Default for DetectConfig {
             rules: None,
             max_keys_per_rule: 1_000_000,
             sweep_interval: DurationText(Duration::from_secs(60)),
+            dedup_capacity: 500_000,
         }
     }
 }

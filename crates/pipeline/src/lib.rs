@@ -31,6 +31,7 @@
 pub mod checkpoint;
 pub mod config;
 mod deadletter;
+mod dedup;
 mod detector;
 mod enrich;
 mod metrics;

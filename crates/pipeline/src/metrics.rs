@@ -23,6 +23,8 @@ pub struct Metrics {
     pub dead_letters: [AtomicU64; RejectKind::ALL.len()],
     /// Events older than the watermark.
     pub late_events: AtomicU64,
+    /// Repeated deliveries of an event already seen (not detected on again).
+    pub duplicate_events: AtomicU64,
     /// Alerts produced.
     pub alerts: AtomicU64,
     /// The current watermark (ms; `i64::MIN` before the first event).
@@ -180,6 +182,11 @@ impl StageMetrics {
     pub fn begin(&self, n: u64) {
         self.events_in.fetch_add(n, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Work on a batch stopped without passing anything on (the run ends on an error).
+    pub fn abandon(&self) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Work on a batch ended with `n` records passed on.

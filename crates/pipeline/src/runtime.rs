@@ -13,6 +13,7 @@ use crate::checkpoint::{
 };
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
+use crate::dedup::Seen;
 use crate::enrich::Enricher;
 use crate::metrics::{BatchObserver, BatchReport, Metrics, Stage};
 use crate::sink::{LateEvent, Sink, SinkError};
@@ -130,6 +131,8 @@ pub struct RunSummary {
     pub dead_letters: Vec<(RejectKind, u64)>,
     /// Events behind the watermark.
     pub late_events: u64,
+    /// Repeated deliveries of an event already seen: counted, not detected on again.
+    pub duplicate_events: u64,
     /// Alerts produced.
     pub alerts: u64,
     /// Per-rule counters at the end.
@@ -366,6 +369,7 @@ impl Pipeline {
             events: Metrics::get(&m.events),
             dead_letters: m.dead_letters_by_reason(),
             late_events: Metrics::get(&m.late_events),
+            duplicate_events: Metrics::get(&m.duplicate_events),
             alerts: Metrics::get(&m.alerts),
             rules,
             profiles,
@@ -682,6 +686,7 @@ impl Pipeline {
                 let mut paced = Duration::ZERO;
                 let received = batch.events.len() as u64;
                 let mut late = 0u64;
+                let mut repeated = 0u64;
                 let mut alerts = 0u64;
                 stage.begin(received);
                 let mut out = SinkBatch {
@@ -786,6 +791,16 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    // A second delivery of one provider record would count twice (five wrong
+                    // passwords become a brute force). Checked in replay too: the state it
+                    // rebuilds must be the committed one.
+                    if task.seen.repeat(&event) {
+                        if !muted {
+                            Metrics::add(&self.metrics.duplicate_events, 1);
+                            repeated += 1;
+                        }
+                        continue;
+                    }
                     // Profiles are read and taught in stream order, before the rules see the
                     // event, so `context` reflects only what came before it.
                     if self.config.enrich.enabled {
@@ -799,6 +814,7 @@ impl Pipeline {
                     if event.time > task.wm.max_time {
                         task.wm.max_time = event.time;
                         task.wm.watermark = event.time.saturating_sub(lateness);
+                        task.seen.expire(task.wm.watermark);
                         if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
                             task.profiles.expire(task.wm.watermark);
                         }
@@ -828,7 +844,7 @@ impl Pipeline {
                     .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
                 self.metrics
                     .publish_rule_state(tasks.values().map(|t| &t.engine));
-                stage.end(received - late);
+                stage.end(received - late - repeated);
                 if let (Some(started), Some(_)) = (started, &self.observer) {
                     report.late_events = late;
                     report.alerts = alerts + out.alerts.len() as u64;
@@ -868,6 +884,7 @@ impl Pipeline {
             }),
             profiles: UserProfiles::new(&self.config.enrich.profiles),
             wm: Watermark::default(),
+            seen: Seen::new(self.config.detect.dedup_capacity),
             detectors: self.detectors.iter().flat_map(|f| f.create()).collect(),
             // A task is checkpointed at its first barrier even without events, so that every
             // committed position has a state file at or before it.
@@ -884,6 +901,8 @@ struct Task {
     engine: authwatch_detect::Engine,
     profiles: UserProfiles,
     wm: Watermark,
+    /// Events seen within the allowed lateness, to drop repeated deliveries.
+    seen: Seen,
     /// Detectors after the rule engine (windowed SQL), in registration order.
     detectors: Vec<Box<dyn crate::StreamDetector>>,
     /// Changed since its last snapshot.
@@ -907,6 +926,7 @@ impl Task {
         parts.add(&self.engine)?;
         parts.add(&self.profiles)?;
         parts.add(&self.wm)?;
+        parts.add(&self.seen)?;
         for d in &self.detectors {
             parts.add(d.as_ref())?;
         }
@@ -914,8 +934,12 @@ impl Task {
     }
 
     fn restore(&mut self, state: &StateParts) -> Result<(), CheckpointError> {
-        let parts: [&mut dyn Checkpointed; 3] =
-            [&mut self.engine, &mut self.profiles, &mut self.wm];
+        let parts: [&mut dyn Checkpointed; 4] = [
+            &mut self.engine,
+            &mut self.profiles,
+            &mut self.wm,
+            &mut self.seen,
+        ];
         let mut own = Vec::with_capacity(parts.len());
         for part in parts {
             state.restore(part)?;
@@ -999,7 +1023,12 @@ impl Pipeline {
             let working = Instant::now();
             let records = batch.records();
             stage.begin(records);
-            write_batch(&mut sink, &batch)?;
+            if let Err(e) = write_batch(&mut sink, &batch) {
+                // A run that stopped on an error is not a stage that hangs: `/livez` would name
+                // it stuck while the Kafka runtime retries.
+                stage.abandon();
+                return Err(e);
+            }
             stage.end(records);
             if let (Some((mut report, started)), Some(observer)) = (batch.report, &self.observer) {
                 report.sink = working.elapsed();

@@ -190,6 +190,38 @@ fn late_events_are_counted_and_side_output_when_configured() {
     assert_eq!(sink.2[0].watermark, T0 + 9 * 60_000 - 5 * 60_000);
 }
 
+// Overlapping exports and re-sending collectors deliver records twice: five wrong answers
+// must stay five (not a push-bombing "attack" of ten), and every repeat is counted.
+#[test]
+fn repeated_deliveries_are_counted_once_and_detected_once() {
+    // Three denied pushes: below mfa_fatigue's five, however often each is delivered.
+    let lines: Vec<String> = bombing("aiko@acme.jp", T0)[..6].to_vec();
+    let (summary, _) = run(Config::default(), join(&lines));
+    assert_eq!((summary.alerts, summary.duplicate_events), (0, 0));
+    // Each delivered twice in a row, and the first three again a few lines later.
+    let mut twice: Vec<String> = lines.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+    twice.extend(lines[..3].iter().cloned());
+    let (summary, sink) = run(Config::default(), join(&twice));
+    assert_eq!(summary.events, 15);
+    assert_eq!(summary.duplicate_events, 9);
+    assert_eq!(summary.alerts, 0, "{:?}", sink.0.kept_alerts().0);
+    // The same record of another tenant is another record.
+    let other: Vec<String> = lines
+        .iter()
+        .map(|l| l.replace(r#""tenant":"acme""#, r#""tenant":"beta""#))
+        .collect();
+    let mut both = lines.clone();
+    both.extend(other);
+    let (summary, _) = run(Config::default(), join(&both));
+    assert_eq!(summary.duplicate_events, 0);
+    // Off, the repeats count: ten pushes sent make an alert.
+    let mut config = Config::default();
+    config.detect.dedup_capacity = 0;
+    let (summary, _) = run(config, join(&twice));
+    assert_eq!(summary.duplicate_events, 0);
+    assert!(summary.alerts > 0);
+}
+
 #[test]
 fn results_do_not_depend_on_threads_or_batch_sizes() {
     let mut lines = Vec::new();
@@ -252,6 +284,9 @@ fn a_failing_sink_stops_the_run_with_its_error() {
     );
     let err = pipeline.run(&mut source, Broken, Speed::Max).err().unwrap();
     assert_eq!(err.to_string(), "alerts.jsonl: write failed: disk full");
+    // Stopped, not stuck: the health check must not report the sink as hanging.
+    let busy = &pipeline.metrics().stages[Stage::Sink.index()].busy;
+    assert_eq!(busy.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -503,7 +538,7 @@ fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
     let (before, positions, tasks) = whole.checkpoints[0].clone();
     assert_eq!(positions, vec![(0, 7), (1, 9)]);
     let names: Vec<&String> = tasks[0].1.parts.keys().collect();
-    assert_eq!(names, ["engine", "profiles", "watermark"]);
+    assert_eq!(names, ["engine", "profiles", "seen", "watermark"]);
     // Restart from the barrier: restored tasks, the rest of each partition.
     let state = |input: u32| tasks.iter().find(|t| t.0 == input).map(|t| t.1.clone());
     let resumed = run_scripted(vec![
@@ -525,6 +560,37 @@ fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
         Step::Lines(1, b2.to_vec()),
     ]);
     assert_ne!(fresh.alerts.len(), expected.len());
+}
+
+// A repeat delivered after a restart is still a repeat: what was seen is part of the task's
+// snapshot, or the restarted run would count what the uninterrupted one did not.
+#[test]
+fn a_repeat_after_a_restore_is_still_a_repeat() {
+    let user = "carol@acme.example";
+    // Four denied pushes; the fifth "denial" is the fourth delivered again.
+    let pushes: Vec<String> = bombing(user, T0)[..8].to_vec();
+    let again = vec![pushes[7].clone()];
+    let whole = run_scripted(vec![
+        Step::Assign(0, None),
+        Step::Lines(0, pushes.clone()),
+        Step::Barrier(vec![]),
+        Step::Lines(0, again.clone()),
+    ]);
+    assert!(whole.alerts.is_empty(), "{:?}", whole.alerts);
+    let (_, _, tasks) = whole.checkpoints[0].clone();
+    let resumed = run_scripted(vec![
+        Step::Assign(0, tasks.first().map(|t| t.1.clone())),
+        Step::Lines(0, again.clone()),
+    ]);
+    assert!(resumed.alerts.is_empty(), "{:?}", resumed.alerts);
+    // Without the remembered events the repeat counts as a fifth denial.
+    let mut forgetful = tasks[0].1.clone();
+    forgetful.parts.remove("seen");
+    let resumed = run_scripted(vec![
+        Step::Assign(0, Some(forgetful)),
+        Step::Lines(0, again),
+    ]);
+    assert_eq!(resumed.alerts.len(), 1);
 }
 
 #[test]

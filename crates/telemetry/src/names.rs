@@ -28,6 +28,8 @@ names! {
     DEAD_LETTERS = "authwatch.dead_letters" => "authwatch_dead_letters_total";
     /// Events behind the watermark.
     LATE_EVENTS = "authwatch.late_events" => "authwatch_late_events_total";
+    /// Repeated deliveries of an event already seen.
+    DUPLICATE_EVENTS = "authwatch.duplicate_events" => "authwatch_duplicate_events_total";
     /// Live detector state keys, by `rule`.
     RULE_STATE_KEYS = "authwatch.rule.state_keys" => "authwatch_rule_state_keys";
     /// Detector keys evicted at the per-rule limit, by `rule`.

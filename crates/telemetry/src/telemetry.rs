@@ -530,6 +530,19 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         .build();
     let s = Arc::clone(sources);
     meter
+        .u64_observable_counter(names::DUPLICATE_EVENTS.otel)
+        .with_description(
+            "Repeated deliveries of an event already seen (same provider, tenant, id and time): \
+             not detected on again.",
+        )
+        .with_callback(move |o| {
+            if let Some(m) = s.pipeline() {
+                o.observe(Metrics::get(&m.duplicate_events), &[]);
+            }
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
         .u64_observable_gauge(names::RULE_STATE_KEYS.otel)
         .with_unit("{key}")
         .with_description("Live detector state keys per rule.")
