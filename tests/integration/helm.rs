@@ -797,6 +797,103 @@ fn keda_scales_the_statefulset_on_lag_within_the_partition_count() {
     assert_eq!(trigger["type"], "prometheus");
     assert!(str_of(&trigger["metadata"]["query"]).contains("authwatch_consumer_lag"));
     assert!(prom.all("TriggerAuthentication").is_empty());
+
+    // The kafka trigger reads the lag from the brokers: it may scale to zero and back. The
+    // prometheus trigger needs a pod to export the lag (bad_values_are_rejected).
+    let to_zero = render(&Values::file(example("keda.yaml")).set("keda.minReplicas=0"));
+    assert_eq!(to_zero.one("ScaledObject")["spec"]["minReplicaCount"], 0);
+    let prom_one = render(
+        &Values::file(example("keda.yaml"))
+            .set("keda.trigger=prometheus")
+            .set("keda.minReplicas=1"),
+    );
+    assert_eq!(prom_one.one("ScaledObject")["spec"]["minReplicaCount"], 1);
+}
+
+/// `envFrom`: whole existing Secrets and ConfigMaps as environment variables, by reference (the
+/// credentials of checkpoint object storage when the ServiceAccount carries no identity), after
+/// the archive's Secret when that is set.
+#[test]
+fn env_from_passes_existing_secrets_and_config_maps_by_reference() {
+    let m = render(&Values::file(example("object-storage.yaml")).set_json(
+        r#"envFrom=[{"secretRef":{"name":"authwatch-checkpoint-s3"}},{"configMapRef":{"name":"authwatch-env","optional":true},"prefix":"AW_"}]"#,
+    ));
+    let env_from = seq(&m.container()["envFrom"]);
+    assert_eq!(env_from.len(), 2, "{env_from:?}");
+    assert_eq!(env_from[0]["secretRef"]["name"], "authwatch-checkpoint-s3");
+    assert!(env_from[0]["secretRef"]["optional"].is_null());
+    assert_eq!(env_from[1]["configMapRef"]["name"], "authwatch-env");
+    assert_eq!(env_from[1]["configMapRef"]["optional"], true);
+    assert_eq!(env_from[1]["prefix"], "AW_");
+    // Only the authwatch container gets them (not a GeoIP updater).
+    for c in seq(&m.pod()["containers"]) {
+        if c["name"] != "authwatch" {
+            assert!(c["envFrom"].is_null(), "{c:?}");
+        }
+    }
+    // The chart still creates no Secret, and the config names none of these.
+    assert!(m.all("Secret").is_empty());
+    assert!(!m.config_toml().contains("authwatch-checkpoint-s3"));
+
+    // With the archive's own Secret: that one first, then these.
+    let both = render(
+        &Values::default()
+            .set("archive.url=s3://acme/archive")
+            .set("archive.existingSecret=authwatch-archive")
+            .set_json(r#"envFrom=[{"secretRef":{"name":"authwatch-checkpoint-s3"}}]"#),
+    );
+    let names: Vec<&str> = seq(&both.container()["envFrom"])
+        .iter()
+        .map(|e| str_of(&e["secretRef"]["name"]))
+        .collect();
+    assert_eq!(names, ["authwatch-archive", "authwatch-checkpoint-s3"]);
+    // And none at all by default.
+    assert!(render(&Values::default()).container()["envFrom"].is_null());
+
+    // The Kubernetes API's types accept it.
+    let validator = tool("AUTHWATCH_KUBE_VALIDATE", "scripts/kube-validate");
+    let out = template_cmd(&Values::file(example("object-storage.yaml")).set_json(
+        r#"envFrom=[{"secretRef":{"name":"s3","optional":false}},{"configMapRef":{"name":"env"},"prefix":"AW_"}]"#,
+    ))
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let mut child = Command::new(&validator)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &out.stdout).unwrap();
+    let result = child.wait_with_output().unwrap();
+    assert!(
+        result.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// A responder in approval or automatic mode needs a target; with one the chart renders it and
+/// authwatch accepts the config.
+#[test]
+fn a_responder_that_acts_renders_only_with_a_target() {
+    let m = render(
+        &Values::default()
+            .set("respond.enabled=true")
+            .set("respond.mode=approval")
+            .set_json(r#"config={"respond":{"target":"webhook","webhook":{"url":"https://soar.example.com/hook","secret":{"file":"/var/run/secrets/authwatch/hook/secret"}}}}"#),
+    );
+    let config = m.config();
+    assert_eq!(config["respond"]["mode"].as_str(), Some("approval"));
+    assert_eq!(config["respond"]["target"].as_str(), Some("webhook"));
+    let respond = toml::to_string(&toml::Table::from_iter([(
+        "respond".to_owned(),
+        config["respond"].clone(),
+    )]))
+    .unwrap();
+    authwatch_pipeline::Config::from_toml(Path::new("respond"), &respond, Vec::new())
+        .unwrap_or_else(|e| panic!("{e}\n{respond}"));
 }
 
 #[test]
@@ -1069,6 +1166,50 @@ fn bad_values_are_rejected() {
         ),
         (&["serve.enabled=true"], &[], "serve.existingSecret"),
         (&["geoip.enabled=true"], &[], "geoip.volume"),
+        // Scaled to zero, no pod exports the lag the prometheus trigger reads.
+        (
+            &[
+                "keda.enabled=true",
+                "keda.trigger=prometheus",
+                "keda.minReplicas=0",
+                "checkpoint.storage=shared",
+            ],
+            &[],
+            "keda.trigger=prometheus with keda.minReplicas=0",
+        ),
+        // authwatch refuses a responder that acts without a target.
+        (
+            &["respond.enabled=true", "respond.mode=approval"],
+            &[],
+            "config.respond.target",
+        ),
+        (
+            &[],
+            &[r#"config={"respond":{"mode":"automatic","target":"none"}}"#],
+            "mode is automatic",
+        ),
+        // envFrom takes references only, each to one Secret or one ConfigMap.
+        (
+            &[],
+            &[r#"envFrom=[{"name":"AWS_SECRET_ACCESS_KEY","value":"x"}]"#],
+            "envFrom",
+        ),
+        (
+            &[],
+            &[r#"envFrom=[{"secretRef":{"name":"s"},"configMapRef":{"name":"c"}}]"#],
+            "envFrom",
+        ),
+        (&[], &[r#"envFrom=[{"prefix":"AWS_"}]"#], "envFrom"),
+        (
+            &[],
+            &[r#"envFrom=[{"secretRef":{"name":"s","key":"password"}}]"#],
+            "envFrom",
+        ),
+        (
+            &[],
+            &[r#"envFrom=[{"secretRef":{"name":"Bad_Name"}}]"#],
+            "envFrom",
+        ),
         (
             &[
                 "respond.enabled=true",

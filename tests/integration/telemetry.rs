@@ -416,3 +416,86 @@ fn replay_serves_metrics_and_logs_json_with_slow_batch_traces() {
         .sum();
     assert_eq!(counted, lines);
 }
+
+/// The error that ends the process is logged in the log format in use: with JSON logs
+/// (`AUTHWATCH_LOG_FORMAT=json`, as the chart sets it, or `[telemetry] log_format` once the
+/// configuration was read) it is one JSON line with the JSON logger's fields, also when
+/// `AUTHWATCH_LOG` filters errors out; with text logs the plain line. Exit status 2 either way.
+#[test]
+fn a_fatal_error_is_one_json_log_line_when_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[telemetry]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let fatal = |cmd: &mut std::process::Command| -> Vec<String> {
+        let out = run_fail(cmd);
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let only_json_error = |lines: &[String], needle: &str| {
+        let objects: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+            .collect();
+        let errors: Vec<&serde_json::Value> =
+            objects.iter().filter(|v| v["level"] == "ERROR").collect();
+        assert_eq!(errors.len(), 1, "{lines:#?}");
+        let e = errors[0];
+        assert_eq!(e["target"], "authwatch", "{e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{e}");
+        assert!(!message.starts_with("authwatch: error"), "{e}");
+        let ts = e["timestamp"].as_str().unwrap();
+        assert!(
+            ts.len() > 20 && ts.ends_with('Z') && ts.contains('T'),
+            "{e}"
+        );
+    };
+
+    // A configuration error, before the configuration could choose anything: the environment's
+    // format, through the logger, and directly when AUTHWATCH_LOG lets no error through.
+    for filter in ["warn", "off", "authwatch_kafka=debug"] {
+        let lines = fatal(
+            authwatch()
+                .args(["replay", "--quiet", "--config"])
+                .arg(&bad)
+                .arg(&missing)
+                .env("AUTHWATCH_LOG_FORMAT", "json")
+                .env("AUTHWATCH_LOG", filter),
+        );
+        only_json_error(&lines, "unknown field `bogus`");
+    }
+
+    // An error after the configuration chose JSON lines itself.
+    let json_config = dir.path().join("json.toml");
+    std::fs::write(&json_config, "[telemetry]\nlog_format = \"json\"\n").unwrap();
+    let lines = fatal(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(&json_config)
+            .arg(&missing)
+            .env_remove("AUTHWATCH_LOG_FORMAT")
+            .env_remove("AUTHWATCH_LOG"),
+    );
+    only_json_error(&lines, "missing.jsonl");
+
+    // Text logs: the plain line, as before.
+    let lines = fatal(
+        authwatch()
+            .args(["replay", "--quiet", "--config"])
+            .arg(&bad)
+            .arg(&missing)
+            .env_remove("AUTHWATCH_LOG_FORMAT")
+            .env_remove("AUTHWATCH_LOG"),
+    );
+    assert!(
+        lines[0].starts_with("authwatch: error: ") && lines[0].contains(&bad.display().to_string()),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("unknown field `bogus`")));
+    assert!(serde_json::from_str::<serde_json::Value>(&lines[0]).is_err());
+}

@@ -89,7 +89,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("authwatch: error: {}", error_text(&e));
+            let text = error_text(&e);
+            // With JSON logs, one JSON line a log collector parses like the others.
+            if !authwatch_telemetry::log_fatal_error(&text) {
+                eprintln!("authwatch: error: {text}");
+            }
             ExitCode::from(2)
         }
     }

@@ -78,9 +78,93 @@ enum Msg {
     Checkpoint(SyncSender<Result<(), String>>),
 }
 
-/// Running totals of decisions by action, shared with a metrics exporter.
+/// Running totals of decisions by action, shared with a metrics exporter: every (action,
+/// decision) pair of [`ACTIONS`] × [`DECISIONS`] from the start, zeros included.
 pub type SharedCounts =
     std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(ResponseAction, Decision), u64>>>;
+
+/// Every response action. The published counts hold each of them from the start, so that an
+/// exporter's series exist at 0 before their first event: a Prometheus `rate()` or
+/// `increase()` ignores a series' first sample, and would miss the first failed or queued
+/// action if its series appeared only with it.
+pub const ACTIONS: [ResponseAction; 4] = [
+    ResponseAction::Suspend,
+    ResponseAction::RevokeSessions,
+    ResponseAction::ResetMfa,
+    ResponseAction::Notify,
+];
+
+/// Every decision (the `result` label of `authwatch_response_actions_total`); see [`ACTIONS`].
+pub const DECISIONS: [Decision; 9] = [
+    Decision::Executed,
+    Decision::DryRun,
+    Decision::AlreadyDone,
+    Decision::Refused,
+    Decision::Duplicate,
+    Decision::Queued,
+    Decision::PendingApproval,
+    Decision::Rejected,
+    Decision::Failed,
+];
+
+/// Where each action stands in [`ACTIONS`]. The match names every variant, so a new action does
+/// not compile until it gets a slot here: give it the next one and list it in [`ACTIONS`] (the
+/// check below rejects a list out of step with the slots).
+const fn action_slot(action: ResponseAction) -> usize {
+    match action {
+        ResponseAction::Suspend => 0,
+        ResponseAction::RevokeSessions => 1,
+        ResponseAction::ResetMfa => 2,
+        ResponseAction::Notify => 3,
+    }
+}
+
+/// Where each decision stands in [`DECISIONS`]; as [`action_slot`].
+const fn decision_slot(decision: Decision) -> usize {
+    match decision {
+        Decision::Executed => 0,
+        Decision::DryRun => 1,
+        Decision::AlreadyDone => 2,
+        Decision::Refused => 3,
+        Decision::Duplicate => 4,
+        Decision::Queued => 5,
+        Decision::PendingApproval => 6,
+        Decision::Rejected => 7,
+        Decision::Failed => 8,
+    }
+}
+
+// Each list holds every variant once, in slot order.
+const _: () = {
+    let mut i = 0;
+    while i < ACTIONS.len() {
+        assert!(
+            action_slot(ACTIONS[i]) == i,
+            "ACTIONS is out of step with action_slot"
+        );
+        i += 1;
+    }
+    let mut i = 0;
+    while i < DECISIONS.len() {
+        assert!(
+            decision_slot(DECISIONS[i]) == i,
+            "DECISIONS is out of step with decision_slot"
+        );
+        i += 1;
+    }
+};
+
+/// `counts` with every other (action, decision) pair at 0.
+fn every_pair(
+    counts: &BTreeMap<(ResponseAction, Decision), u64>,
+) -> BTreeMap<(ResponseAction, Decision), u64> {
+    let mut all: BTreeMap<_, _> = ACTIONS
+        .iter()
+        .flat_map(|&a| DECISIONS.iter().map(move |&d| ((a, d), 0)))
+        .collect();
+    all.extend(counts.iter().map(|(&pair, &n)| (pair, n)));
+    all
+}
 
 /// The responder on its own thread (with a single-threaded Tokio runtime for its HTTP calls).
 pub struct ResponderThread {
@@ -127,7 +211,7 @@ impl ResponderThread {
         tick_every: Option<Duration>,
     ) -> Result<ResponderThread, RespondError> {
         let (tx, rx) = sync_channel::<Msg>(HAND_OFF);
-        let counts = SharedCounts::default();
+        let counts = SharedCounts::new(std::sync::Mutex::new(every_pair(responder.counts())));
         let published = SharedCounts::clone(&counts);
         let join = std::thread::Builder::new()
             .name("respond".to_owned())
@@ -141,6 +225,7 @@ impl ResponderThread {
     }
 
     /// The decisions so far by action and outcome, updated after each decision (for metrics).
+    /// Every pair of [`ACTIONS`] × [`DECISIONS`] is there from the start, zeros included.
     pub fn counts(&self) -> SharedCounts {
         SharedCounts::clone(&self.counts)
     }
@@ -218,7 +303,7 @@ impl Keeper<'_> {
     /// After a call that decided something: the counts are published and the state saved.
     fn decided(&mut self, responder: &Responder) -> Result<(), RespondError> {
         if let Ok(mut counts) = self.published.lock() {
-            counts.clone_from(responder.counts());
+            *counts = every_pair(responder.counts());
         }
         self.save(responder)
     }
@@ -396,5 +481,97 @@ impl<S: Sink> Sink for TeeSink<S> {
         progress: i64,
     ) -> Result<(), SinkError> {
         self.inner.route(event, origin, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ResponseClock;
+    use authwatch_event::{CauseClass, Entity, Severity, Timestamp, Window};
+    use authwatch_pipeline::JsonLinesSink;
+    use authwatch_pipeline::config::RespondConfig;
+
+    const T0: i64 = 1_767_225_600_000;
+
+    fn alert(rule: &str, account: &str) -> Alert {
+        Alert {
+            alert_id: Alert::make_id(rule, 1, account, T0),
+            rule_id: rule.to_owned(),
+            rule_version: 1,
+            category: rule.to_owned(),
+            cause_class: CauseClass::Attack,
+            severity: Severity::Critical,
+            attack_technique: vec!["T1621".to_owned()],
+            entity: Entity {
+                user: Some(account.into()),
+                ..Entity::default()
+            },
+            window: Window {
+                start: Timestamp(T0 - 600_000),
+                end: Timestamp(T0),
+            },
+            metrics: BTreeMap::new(),
+            evidence: vec![],
+            observed: Default::default(),
+            first_seen: Timestamp(T0 - 600_000),
+            last_seen: Timestamp(T0),
+            summary: Default::default(),
+            steps: Default::default(),
+            related: vec![],
+        }
+    }
+
+    /// The published counts hold every (action, decision) pair from the start, at 0, and keep
+    /// the pairs without a decision at 0 after decisions: an exporter's series then exist
+    /// before their first event, which Prometheus' `rate()` would otherwise not see.
+    #[test]
+    fn every_action_and_decision_is_published_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // Dry run without a target: decisions are made and counted, nothing is called.
+        let config = RespondConfig {
+            enabled: true,
+            state_dir: dir.path().join("state"),
+            ..RespondConfig::default()
+        };
+        let responder = Responder::new(&config, ResponseClock::event_time(T0), Vec::new()).unwrap();
+        let thread = ResponderThread::spawn(responder, None).unwrap();
+        let counts = thread.counts();
+        let every: Vec<(ResponseAction, Decision)> = ACTIONS
+            .iter()
+            .flat_map(|&a| DECISIONS.iter().map(move |&d| (a, d)))
+            .collect();
+        assert_eq!(every.len(), 36);
+        {
+            let start = counts.lock().unwrap();
+            assert_eq!(start.keys().copied().collect::<Vec<_>>(), every);
+            assert!(start.values().all(|&n| n == 0), "{start:?}");
+        }
+
+        let mut tee = thread.tee(JsonLinesSink::create(None, None, None).unwrap());
+        tee.alert(&alert("mfa_fatigue_success", "kenji@example.co.jp"))
+            .unwrap();
+        drop(tee);
+        let report = thread.finish().unwrap();
+        assert!(!report.counts.is_empty(), "no decision: {report:?}");
+        let after = counts.lock().unwrap();
+        assert_eq!(after.keys().copied().collect::<Vec<_>>(), every);
+        for (pair, n) in after.iter() {
+            assert_eq!(
+                *n,
+                report.counts.get(pair).copied().unwrap_or(0),
+                "{pair:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lists_name_each_variant_once_by_its_record_name() {
+        let actions: std::collections::BTreeSet<&str> =
+            ACTIONS.iter().map(|a| a.as_str()).collect();
+        assert_eq!(actions.len(), ACTIONS.len());
+        let decisions: std::collections::BTreeSet<&str> =
+            DECISIONS.iter().map(|d| d.as_str()).collect();
+        assert_eq!(decisions.len(), DECISIONS.len());
     }
 }

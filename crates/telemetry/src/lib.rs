@@ -10,7 +10,8 @@
 //!   [`Health`].
 //! - **Traces**: a batch slower than `slow_batch` is logged as a `slow_batch` span and event with
 //!   its numbers and where its time went.
-//! - **Logs**: [`init_logging`] installs text or JSON lines (`AUTHWATCH_LOG_FORMAT=json`).
+//! - **Logs**: [`init_logging`] installs text or JSON lines (`AUTHWATCH_LOG_FORMAT=json`);
+//!   [`log_fatal_error`] writes the error that ends the process in the format in use.
 //!
 //! Everything is served on one port, `[telemetry] listen` (default `0.0.0.0:9464`), by
 //! [`Telemetry::start`]. docs/TELEMETRY.md lists every metric.
@@ -27,7 +28,8 @@ mod telemetry;
 pub use authwatch_pipeline::config::{LogFormat, TelemetryConfig};
 pub use health::{Health, Heartbeat, ProbeResult, StageState};
 pub use logging::{
-    LOG_FILTER_ENV, LOG_FORMAT_ENV, apply_log_format, init_logging, parse_log_format,
+    LOG_FILTER_ENV, LOG_FORMAT_ENV, apply_log_format, init_logging, log_fatal_error,
+    parse_log_format,
 };
 pub use telemetry::{ActionCount, PartitionLag, ResponseActions, Telemetry};
 

@@ -3,10 +3,14 @@
 //!
 //! The format is chosen before the configuration is read (from `AUTHWATCH_LOG_FORMAT`), so that
 //! errors in the configuration itself are logged; [`apply_log_format`] switches to the
-//! configured `[telemetry] log_format` afterwards, unless the environment variable set one.
+//! configured `[telemetry] log_format` afterwards, unless the environment variable set one. The
+//! error that ends the process (a configuration error among them) is written by
+//! [`log_fatal_error`] in the format in use.
 
 use authwatch_pipeline::config::LogFormat;
+use std::fmt::Write as _;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
@@ -28,6 +32,13 @@ struct Installed {
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// Whether the installed subscriber writes JSON lines (kept by [`init_logging`] and
+/// [`apply_log_format`]).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// The target of [`log_fatal_error`]'s line: the binary's.
+const FATAL_TARGET: &str = "authwatch";
 
 fn format_layer(format: LogFormat) -> FormatLayer {
     use std::io::IsTerminal as _;
@@ -78,6 +89,7 @@ pub fn init_logging(default_filter: &str) -> LogFormat {
             handle,
             pinned: parsed.is_some(),
         });
+        JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     }
     if let (Some(text), None) = (&from_env, parsed) {
         tracing::warn!(
@@ -99,7 +111,10 @@ pub fn apply_log_format(format: LogFormat) -> Option<LogFormat> {
             .and_then(parse_log_format);
     }
     match installed.handle.reload(format_layer(format)) {
-        Ok(()) => Some(format),
+        Ok(()) => {
+            JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+            Some(format)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot switch the log format");
             None
@@ -107,9 +122,89 @@ pub fn apply_log_format(format: LogFormat) -> Option<LogFormat> {
     }
 }
 
+/// Writes `message`, the error that ends the process, as one JSON log line when the logs are
+/// JSON (`AUTHWATCH_LOG_FORMAT=json`, or `[telemetry] log_format = "json"` once the
+/// configuration was read), so that a log collector parses it like every other line; returns
+/// false, writing nothing, when the logs are text: the caller prints it as text then.
+///
+/// The line goes through the installed subscriber, at ERROR with target `authwatch`, unless
+/// `AUTHWATCH_LOG` filters that out (or [`init_logging`] installed no subscriber): a fatal error
+/// is never dropped, so it is then written directly, with the JSON logger's fields
+/// (`timestamp`, `level`, `message`, `target`).
+pub fn log_fatal_error(message: &str) -> bool {
+    let json = match INSTALLED.get() {
+        Some(_) => JSON.load(Ordering::Relaxed),
+        None => {
+            std::env::var(LOG_FORMAT_ENV)
+                .ok()
+                .as_deref()
+                .and_then(parse_log_format)
+                == Some(LogFormat::Json)
+        }
+    };
+    if !json {
+        return false;
+    }
+    if INSTALLED.get().is_some() && tracing::enabled!(target: FATAL_TARGET, tracing::Level::ERROR) {
+        tracing::error!(target: FATAL_TARGET, "{message}");
+    } else {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
+        let mut now = String::new();
+        // The JSON logger's clock: RFC 3339 in UTC, microseconds.
+        let _ = SystemTime.format_time(&mut Writer::new(&mut now));
+        eprintln!("{}", fatal_line(&now, message));
+    }
+    true
+}
+
+/// One JSON object in the JSON logger's layout: `timestamp`, `level`, `message`, `target`.
+fn fatal_line(timestamp: &str, message: &str) -> String {
+    let mut line = String::from("{\"timestamp\":");
+    json_string(&mut line, timestamp);
+    line.push_str(",\"level\":\"ERROR\",\"message\":");
+    json_string(&mut line, message);
+    line.push_str(",\"target\":");
+    json_string(&mut line, FATAL_TARGET);
+    line.push('}');
+    line
+}
+
+/// `text` as a JSON string.
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fatal_line_is_one_json_object_with_the_loggers_fields() {
+        let line = fatal_line(
+            "2026-11-25T17:01:24.425449Z",
+            "bad.toml: TOML parse error at line 3\n  | bogus = \"x\\y\"\t\u{1}",
+        );
+        assert_eq!(
+            line,
+            r#"{"timestamp":"2026-11-25T17:01:24.425449Z","level":"ERROR","message":"bad.toml: TOML parse error at line 3\n  | bogus = \"x\\y\"\t\u0001","target":"authwatch"}"#
+        );
+        assert!(!line.contains('\n'));
+    }
 
     #[test]
     fn format_names_parse() {

@@ -31,7 +31,9 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-/// How many response actions ended with one result, as an action source reports it.
+/// How many response actions ended with one result, as an action source reports it. A source
+/// reports every pair it can count from the start, zeros included: a series appears with the
+/// first report of its pair, and Prometheus' `rate()` ignores a series' first sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionCount {
     /// The action (`suspend`, `revoke_sessions`, `reset_mfa`, `notify`).
@@ -144,6 +146,15 @@ impl ResponseActions {
         *lock(&self.sources.action_counts)
             .entry((action.to_owned(), result.to_owned()))
             .or_default() += 1;
+    }
+
+    /// Exports the (action, result) series at 0 until its first [`record`](Self::record), so
+    /// that its first event is an increase (a Prometheus `rate()` ignores a series' first
+    /// sample). Declaring a pair that was recorded already changes nothing.
+    pub fn declare(&self, action: &str, result: &str) {
+        lock(&self.sources.action_counts)
+            .entry((action.to_owned(), result.to_owned()))
+            .or_default();
     }
 }
 

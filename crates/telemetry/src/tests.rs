@@ -247,6 +247,40 @@ fn the_slow_batch_counter_is_exported_at_zero_from_the_start() {
     assert_eq!(metrics.get("authwatch_batch_slow_total"), Some(&0.0));
 }
 
+/// A response-action series exists at 0 before its first event, so that the first failed or
+/// queued action is an increase Prometheus' `rate()` sees: declared through the handle, or
+/// reported at 0 by a source (the responder reports every pair from its start).
+#[test]
+fn response_action_series_exist_at_zero_before_their_first_event() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    let failed = r#"authwatch_response_actions_total{action="suspend",result="failed"}"#;
+    let queued = r#"authwatch_response_actions_total{action="notify",result="queued"}"#;
+    let scrape = |t: &Telemetry| parse(&t.render_prometheus().unwrap());
+    assert_eq!(scrape(&t).get(failed), None, "no responder, no series");
+
+    let actions = t.response_actions();
+    actions.declare("suspend", "failed");
+    assert_eq!(scrape(&t).get(failed), Some(&0.0));
+    actions.record("suspend", "failed");
+    assert_eq!(scrape(&t).get(failed), Some(&1.0));
+    // Declaring again keeps the count.
+    actions.declare("suspend", "failed");
+    assert_eq!(scrape(&t).get(failed), Some(&1.0));
+
+    let reported = Arc::new(std::sync::Mutex::new(0u64));
+    let r = Arc::clone(&reported);
+    t.register_response_actions(move || {
+        vec![ActionCount {
+            action: "notify".into(),
+            result: "queued".into(),
+            count: *r.lock().unwrap(),
+        }]
+    });
+    assert_eq!(scrape(&t).get(queued), Some(&0.0));
+    *reported.lock().unwrap() = 1;
+    assert_eq!(scrape(&t).get(queued), Some(&1.0));
+}
+
 #[test]
 fn throughput_is_a_rate_over_the_last_ten_seconds() {
     let t = Telemetry::build(&TelemetryConfig::default()).unwrap();

@@ -17,10 +17,18 @@ Each failure names the values to change.
 {{- if gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas) }}
 {{- fail (printf "keda.minReplicas (%d) exceeds keda.maxReplicas (%d)" (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
 {{- end }}
+{{- if and (eq .Values.keda.trigger "prometheus") (eq (int .Values.keda.minReplicas) 0) }}
+{{- fail "keda.trigger=prometheus with keda.minReplicas=0: scaled to zero, no pod exports authwatch_consumer_lag, so KEDA would never see lag again and never scale back up; set keda.minReplicas to 1 or more, or use keda.trigger=kafka (it reads the lag from the brokers, with every pod down)" }}
+{{- end }}
 {{- else if gt (int .Values.replicaCount) $partitions }}
 {{- fail (printf "replicaCount (%d) exceeds kafka.partitions (%d): a consumer group never gives a partition to two members, so pods beyond the partition count would sit idle; add partitions to the input topics first" (int .Values.replicaCount) $partitions) }}
 {{- else if and (gt (int .Values.replicaCount) 1) (eq .Values.checkpoint.storage "local") }}
 {{- fail (printf "replicaCount (%d) with checkpoint.storage=local: each pod would keep its partitions' state on its own volume, and a partition that moves to another pod would lose it; use checkpoint.storage=shared (a ReadWriteMany volume) or object (a bucket)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- $respond := dig "respond" dict (include "authwatch.configDict" . | fromJson) }}
+{{- $mode := dig "mode" "dry_run" $respond }}
+{{- if and (ne $mode "dry_run") (eq (dig "target" "none" $respond) "none") }}
+{{- fail (printf "the responder's mode is %s (respond.mode or config.respond.mode) but config.respond.target is \"none\" (its default): authwatch refuses to start so; set config.respond.target (okta, graph, keycloak or webhook) and its section, or respond.mode=dry_run" $mode) }}
 {{- end }}
 {{- if and (eq .Values.checkpoint.storage "object") (not .Values.checkpoint.object.url) }}
 {{- fail "checkpoint.storage=object needs checkpoint.object.url (s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)" }}
