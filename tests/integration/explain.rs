@@ -682,6 +682,57 @@ fn a_tenant_wide_spray_does_not_claim_the_users_own_typos() {
     assert!(!text.contains("password_spray"), "{text}");
 }
 
+/// A spray at night against ten colleagues, the user among them, then a quiet night: the
+/// pipeline's batch holds hours of events after the deciding one and hands its alerts to the
+/// report only after all of them. The addresses of the failures the alert names are not
+/// forgotten by then: the user's wrong password from one of them after the alert is the
+/// spray's, and the report is the same for any `runtime.batch_lines`.
+#[test]
+fn the_report_does_not_depend_on_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "staff03@acme.example");
+    let spray_at = T0 + 3 * DAY + HOUR;
+    let mut events = victim.routine(0..4);
+    for k in 0..30i64 {
+        let target = actor("acme", &format!("staff{:02}@acme.example", k % 10));
+        let source = target.from(&format!("45.155.205.{}", k % 10 + 1), ATTACK_AGENT);
+        events.push(source.wrong_password(spray_at + k * 20_000));
+    }
+    // From the address that sprayed staff08, after the alert fired.
+    let later = victim
+        .from("45.155.205.9", ATTACK_AGENT)
+        .wrong_password(spray_at + 12 * MIN);
+    events.push(later.clone());
+    // Sixteen quiet hours: a night-shift colleague's sign-ins every five minutes.
+    let night = actor("acme", "night@acme.example");
+    for k in 0..200 {
+        events.push(night.event(
+            spray_at + 15 * MIN + k * 5 * MIN,
+            "logon",
+            "password",
+            "success",
+            "",
+        ));
+    }
+    let file = write_events(&dir.path().join("night.jsonl"), events);
+    let small = dir.path().join("small.toml");
+    std::fs::write(&small, "[runtime]\nbatch_lines = 16\n").unwrap();
+    let small = small.to_str().unwrap();
+
+    let report = report_of(&[&file], &victim.user, &[]);
+    let (class, x) = cause_of(&report, &id_of(&later));
+    assert_eq!(class, "attack", "{report:#}");
+    assert_eq!(x["rule_id"], "password_spray_multi_source", "{report:#}");
+    assert_eq!(
+        report_of(&[&file], &victim.user, &["--config", small]),
+        report
+    );
+    assert_eq!(
+        explain_files(&[&file], &victim.user, &["--config", small]),
+        explain_files(&[&file], &victim.user, &[])
+    );
+}
+
 /// Twelve users of tenant acme get provider errors within six minutes from three offices;
 /// twenty-one are blocked by the risk policy within 23 minutes; one user of tenant globex meets
 /// both at the same time.
@@ -892,6 +943,190 @@ fn tenants_appended_in_one_file_are_read_in_time_order() {
     for field in ["events", "failures", "causes"] {
         assert_eq!(appended[field], expected[field], "{field}");
     }
+}
+
+/// An export sorted newest first (an Entra portal download, Okta's descending sort), plain or
+/// gzip-compressed, gives the report of the same events in time order, with nothing late.
+/// Standard input is read as it comes: there the user's events are too late for the rules, and
+/// the report says so and how to fix it, rather than that the name may be misspelt.
+#[test]
+fn an_export_sorted_newest_first_gives_the_ordered_report() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "ken@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let mut events = victim.routine(0..5);
+    events.extend((0..12).map(|k| attacker.wrong_password(T0 + 3 * DAY + 6 * HOUR + k * MIN)));
+    // Colleagues sign in until after the user's last event.
+    for k in 0..3000 {
+        let colleague = actor("acme", &format!("staff{:02}@acme.example", k % 40));
+        events.push(colleague.event(T0 + k * 3 * MIN, "logon", "password", "success", ""));
+    }
+    let ordered = write_events(&dir.path().join("ordered.jsonl"), events);
+    let text = std::fs::read_to_string(&ordered).unwrap();
+    let newest_first: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
+    let plain = dir.path().join("newest-first.jsonl");
+    std::fs::write(&plain, &newest_first).unwrap();
+    let gz = dir.path().join("newest-first.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(newest_first.as_bytes()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+
+    let expected = report_of(&[&ordered], &victim.user, &[]);
+    assert_eq!(classes(&expected), ["attack"], "{expected:#}");
+    for file in [&plain, &gz] {
+        let report = report_of(&[file], &victim.user, &[]);
+        assert_eq!(report["input"]["late_events"], 0, "{report:#}");
+        for field in ["events", "steps", "failures", "causes", "alerts", "recent"] {
+            assert_eq!(report[field], expected[field], "{field}");
+        }
+        assert_eq!(
+            explain_files(&[file], &victim.user, &[]),
+            explain_files(&[&ordered], &victim.user, &[])
+        );
+    }
+
+    let pipe = |file: &Path, extra: &[&str]| {
+        let out = run_ok(
+            authwatch()
+                .args(["explain", "--user", &victim.user])
+                .args(extra)
+                .arg("-")
+                .stdin(std::fs::File::open(file).unwrap()),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let piped = |extra: &[&str]| pipe(&plain, extra);
+    let text = piped(&[]);
+    assert!(
+        text.contains("No events for ken@acme.example could be analysed: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("of this user's events were out of order"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Sort the input by time, oldest first"),
+        "{text}"
+    );
+    assert!(!text.contains("Check the spelling"), "{text}");
+    let ja = piped(&["--lang", "ja"]);
+    assert!(ja.contains("時刻の古い順に並べ替えて"), "{ja}");
+    let report: Value = serde_json::from_str(&piped(&["--json"])).unwrap();
+    assert_eq!(report["found"], false);
+    assert!(
+        report["input"]["user_late_events"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    // Only the user's own events, newest first: the newest few are read, the rest are noted.
+    let own: String = newest_first
+        .lines()
+        .filter(|l| l.contains(&victim.user))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let own_file = dir.path().join("own.jsonl");
+    std::fs::write(&own_file, own).unwrap();
+    let text = pipe(&own_file, &[]);
+    assert!(
+        text.contains("of this user's events were out of order (too far behind newer ones) and are not in this report; sort the input by time, oldest first"),
+        "{text}"
+    );
+}
+
+/// `--tz` writes the report's times in a zone of the tz database, labelled with it; the alert
+/// summaries, written by the rules, keep theirs in UTC, and the report says so once. JSON keeps
+/// UTC times.
+#[test]
+fn times_are_shown_in_the_zone_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = actor("acme", "ken@acme.example");
+    let attacker = victim.from(ATTACKER, ATTACK_AGENT);
+    let mut events = victim.routine(0..4);
+    events.extend((0..12).map(|k| attacker.wrong_password(T0 + 3 * DAY + 6 * HOUR + k * MIN)));
+    let file = write_events(&dir.path().join("attack.jsonl"), events);
+    let report = report_of(&[&file], &victim.user, &[]);
+    let summaries: Vec<&str> = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["summary"].as_str().unwrap())
+        .collect();
+    assert!(!summaries.is_empty(), "{report:#}");
+
+    let text = explain_files(&[&file], &victim.user, &["--tz", "Asia/Tokyo"]);
+    // The routine sign-in at 09:00 UTC is at 18:00 in Tokyo.
+    assert!(text.contains("times in Asia/Tokyo (JST))\n"), "{text}");
+    assert!(text.contains("\n  2026-01-04 18:00:00  "), "{text}");
+    assert!(text.contains("Period: 2026-01-01 18:00:00 → "), "{text}");
+    assert!(
+        text.contains("Times are in Asia/Tokyo (JST); alert summaries, written by the rules, give theirs in UTC."),
+        "{text}"
+    );
+    // UTC appears only in that note and in the summaries.
+    for line in text.lines().filter(|l| l.contains("UTC")) {
+        assert!(
+            line.starts_with("Times are in") || summaries.iter().any(|s| line.contains(s)),
+            "{line}"
+        );
+    }
+    assert!(text.contains(" JST"), "{text}");
+    let ja = explain_files(
+        &[&file],
+        &victim.user,
+        &["--tz", "Asia/Tokyo", "--lang", "ja"],
+    );
+    assert!(
+        ja.contains("時刻は Asia/Tokyo（JST）で表示しています。"),
+        "{ja}"
+    );
+    assert!(ja.contains("（JST）"), "{ja}");
+    assert_eq!(
+        report_of(&[&file], &victim.user, &["--tz", "Asia/Tokyo"]),
+        report
+    );
+    // Without --tz, as before: UTC.
+    let utc = explain_files(&[&file], &victim.user, &[]);
+    assert!(utc.contains("times in UTC)\n"), "{utc}");
+    assert!(!utc.contains("JST"), "{utc}");
+
+    let out = run_fail(
+        authwatch()
+            .args(["explain", "--user", &victim.user, "--tz", "Asia/Tokio"])
+            .arg(&file),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown time zone \"Asia/Tokio\""), "{err}");
+}
+
+/// `--since 24h` reads as words in both languages, not as `1day`.
+#[test]
+fn since_reads_as_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let ken = actor("acme", "ken@acme.example");
+    let aoi = actor("acme", "aoi@acme.example");
+    let mut events = ken.routine(0..4);
+    events.extend(aoi.routine(0..1));
+    let file = write_events(&dir.path().join("days.jsonl"), events);
+    let text = explain_files(&[&file], &ken.user, &["--since", "24h"]);
+    assert!(
+        text.contains("Only the last 24 hours of the input (up to its newest event, "),
+        "{text}"
+    );
+    let ja = explain_files(&[&file], &ken.user, &["--since", "24h", "--lang", "ja"]);
+    assert!(ja.contains("入力の最後の 24 時間のみ"), "{ja}");
+    let text = explain_files(&[&file], &aoi.user, &["--since", "7days"]);
+    assert!(text.contains("Only the last 7 days"), "{text}");
+    let text = explain_files(&[&file], &aoi.user, &["--since", "24h"]);
+    assert!(
+        text.contains("No events for aoi@acme.example in the last 24 hours of the input; 3 older"),
+        "{text}"
+    );
+    let ja = explain_files(&[&file], &aoi.user, &["--since", "24h", "--lang", "ja"]);
+    assert!(
+        ja.contains("入力の最後の 24 時間に aoi@acme.example のイベントはありません"),
+        "{ja}"
+    );
 }
 
 #[test]

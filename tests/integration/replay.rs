@@ -477,3 +477,90 @@ fn one_seed_gives_the_same_alerts_in_every_provider_format() {
         );
     }
 }
+
+/// A stream sorted newest first (as the Entra portal downloads it) leaves every event but the
+/// first minutes behind the watermark: replay still reads it as given (it streams), and its
+/// summary says that the input looks newest first and how to sort it; a shuffled one is told
+/// apart, and an ordered one gets no such note.
+#[test]
+fn a_newest_first_input_gets_a_hint_to_sort_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = generate(dir.path(), 60, 2, 5);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let newest_first = dir.path().join("newest-first.jsonl");
+    let reversed: String = lines.iter().rev().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&newest_first, reversed).unwrap();
+    // Chunks of a hundred lines in time order, the newest chunk first: far out of order, but
+    // mostly going forward.
+    let shuffled = dir.path().join("shuffled.jsonl");
+    let text: String = lines
+        .chunks(100)
+        .rev()
+        .flatten()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&shuffled, text).unwrap();
+    let replay = |file: &std::path::Path, lang: &str| {
+        let out = run_ok(
+            authwatch()
+                .args(["replay", "--quiet", "--lang", lang])
+                .arg(file),
+        );
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = replay(&newest_first, "en");
+    assert!(err.contains("the input looks sorted newest first"), "{err}");
+    assert!(err.contains("tac FILE"), "{err}");
+    let err = replay(&newest_first, "ja");
+    assert!(
+        err.contains("入力は新しい順（降順）に並んでいるようです"),
+        "{err}"
+    );
+    let err = replay(&shuffled, "en");
+    assert!(err.contains("far out of time order"), "{err}");
+    assert!(!err.contains("newest first"), "{err}");
+    let err = replay(&events, "en");
+    assert!(!err.contains("Note:"), "{err}");
+}
+
+/// Labels and alerts saved by Windows tools start with a UTF-8 byte-order mark, as event files
+/// may: eval reads them as every other input does.
+#[test]
+fn eval_accepts_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, labels) = generate(dir.path(), 60, 2, 5);
+    let alerts = dir.path().join("alerts.jsonl");
+    run_ok(
+        authwatch()
+            .args(["replay", "--quiet", "--alerts"])
+            .arg(&alerts)
+            .arg(&events),
+    );
+    let with_bom = |path: &std::path::Path| {
+        let out = dir.path().join(format!(
+            "bom-{}",
+            path.file_name().unwrap().to_str().unwrap()
+        ));
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend(std::fs::read(path).unwrap());
+        std::fs::write(&out, bytes).unwrap();
+        out
+    };
+    let plain = run_ok(
+        authwatch()
+            .args(["eval", "--labels"])
+            .arg(&labels)
+            .arg(&alerts),
+    );
+    let bom = run_ok(
+        authwatch()
+            .args(["eval", "--labels"])
+            .arg(with_bom(&labels))
+            .arg(with_bom(&alerts)),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&bom.stdout),
+        String::from_utf8_lossy(&plain.stdout)
+    );
+}

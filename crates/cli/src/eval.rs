@@ -28,18 +28,23 @@ pub struct EvalArgs {
     strict: bool,
 }
 
-/// Reads JSON lines; a bad line is an error naming the file and line.
+/// Reads JSON lines; a bad line is an error naming the file and line. A UTF-8 byte-order mark
+/// (Windows tools write one) is not part of the first line, as for every other input.
 pub fn read_json_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
+        let line = match line.strip_prefix('\u{feff}') {
+            Some(rest) if i == 0 => rest,
+            _ => line.as_str(),
+        };
         if line.trim().is_empty() {
             continue;
         }
         out.push(
-            serde_json::from_str(&line)
+            serde_json::from_str(line)
                 .with_context(|| format!("{}:{}: not a valid record", path.display(), i + 1))?,
         );
     }
@@ -71,4 +76,25 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        std::fs::write(&path, "\u{feff}{\"a\":1}\r\n\n{\"a\":2}\n").unwrap();
+        let values: Vec<serde_json::Value> = read_json_lines(&path).unwrap();
+        assert_eq!(
+            values,
+            [serde_json::json!({"a": 1}), serde_json::json!({"a": 2})]
+        );
+        // Only at the start of the file: elsewhere it is a bad line, named.
+        std::fs::write(&path, "{\"a\":1}\n\u{feff}{\"a\":2}\n").unwrap();
+        let e = read_json_lines::<serde_json::Value>(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("labels.jsonl:2:"), "{e:#}");
+    }
 }

@@ -341,6 +341,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         config.input.max_line_bytes,
         config.input.dead_letter_raw_bytes,
     )?;
+    let order = OrderCheck::new(&config);
     // Compressed inputs are larger than the files; show bytes without a bar then.
     let compressed = args
         .files
@@ -365,6 +366,9 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         eprintln!("{}", table::alerts(alerts, seen, lang));
     }
     eprintln!("{}", table::summary(&summary));
+    if let Some(hint) = order.hint(&summary, &args.files, lang) {
+        eprintln!("{hint}");
+    }
     if let Some(t) = telemetry {
         t.finish()?;
     }
@@ -372,4 +376,113 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lines read from the start of each input file to tell an input sorted newest first from a
+/// shuffled one.
+const ORDER_SAMPLE_LINES: usize = 1000;
+
+/// What a replay needs to explain, after the run, why most events came too late: a stream is
+/// read in the order given (nothing is buffered), so an export sorted newest first (Entra
+/// portal downloads, Okta's descending sort) leaves every event but the first minutes behind
+/// the watermark, and a summary of "0 alerts" would read as "nothing happened".
+struct OrderCheck {
+    lateness: std::time::Duration,
+    max_line_bytes: usize,
+    keep_bytes: usize,
+    normalizer: Option<Box<dyn authwatch_normalize::Normalizer>>,
+}
+
+impl OrderCheck {
+    fn new(config: &Config) -> OrderCheck {
+        let input = &config.input;
+        let normalizer = match &input.mapping {
+            Some(path) => authwatch_normalize::Mapping::load(path)
+                .ok()
+                .map(|m| Box::new(m) as Box<dyn authwatch_normalize::Normalizer>),
+            None => Some(input.format.normalizer()),
+        };
+        OrderCheck {
+            lateness: config.event_time.allowed_lateness.0,
+            max_line_bytes: input.max_line_bytes,
+            keep_bytes: input.dead_letter_raw_bytes,
+            normalizer,
+        }
+    }
+
+    /// A hint when most events came too late: how to put the input in order.
+    fn hint(&self, summary: &RunSummary, files: &[PathBuf], lang: Language) -> Option<String> {
+        let late = summary.late_events;
+        if late == 0 || late.saturating_mul(2) < summary.events {
+            return None;
+        }
+        let events = summary.events;
+        let lateness = crate::explain::duration_words(self.lateness, lang);
+        let newest_first = self.newest_first(files);
+        Some(match (lang, newest_first) {
+            (Language::Ja, true) => format!(
+                "注: {events} 件中 {late} 件のイベントが新しいイベントより {lateness}（event_time.allowed_lateness）を超えて遅れて届いたため、分析されませんでした。入力は新しい順（降順）に並んでいるようです（Entra ポータルのダウンロードや降順で並べた Okta のエクスポートなど）。replay は入力を与えられた順に読みます。古い順に並べ替えてから実行してください。例: `tac FILE > FILE.asc.jsonl`（gzip は `zcat FILE.gz | tac > FILE.asc.jsonl`）。authwatch explain はファイルを自動で時刻順に読みます。"
+            ),
+            (Language::Ja, false) => format!(
+                "注: {events} 件中 {late} 件のイベントが新しいイベントより {lateness}（event_time.allowed_lateness）を超えて遅れて届いたため、分析されませんでした。入力の時刻の順序が大きく乱れています（シャッフルされているか、複数のエクスポートが連結されています）。replay は入力を与えられた順に読みます。時刻の古い順に並べ替えてから実行してください。authwatch explain はファイルを自動で時刻順に読みます。"
+            ),
+            (_, true) => format!(
+                "Note: {late} of {events} events came more than {lateness} \
+                 (event_time.allowed_lateness) behind newer ones and were not analysed: the \
+                 input looks sorted newest first (as Entra portal downloads and exports sorted \
+                 descending are). replay reads its input in the order given; sort it oldest \
+                 first and replay again, e.g. `tac FILE > FILE.asc.jsonl` (gzip: `zcat FILE.gz | \
+                 tac > FILE.asc.jsonl`). authwatch explain reorders files by itself."
+            ),
+            (_, false) => format!(
+                "Note: {late} of {events} events came more than {lateness} \
+                 (event_time.allowed_lateness) behind newer ones and were not analysed: the \
+                 input is far out of time order (shuffled, or several exports put one after \
+                 another). replay reads its input in the order given; sort it by event time, \
+                 oldest first, and replay again. authwatch explain reorders files by itself."
+            ),
+        })
+    }
+
+    /// Whether the first lines of the input files mostly go back in time. Reads at most
+    /// [`ORDER_SAMPLE_LINES`] lines of each regular file (standard input and pipes were
+    /// consumed by the run).
+    fn newest_first(&self, files: &[PathBuf]) -> bool {
+        let Some(normalizer) = &self.normalizer else {
+            return false;
+        };
+        let limits = authwatch_normalize::Limits::default();
+        let (mut back, mut ahead) = (0u64, 0u64);
+        for path in files {
+            let regular = path != std::path::Path::new("-")
+                && std::fs::metadata(path).is_ok_and(|m| m.is_file());
+            if !regular {
+                continue;
+            }
+            let Ok(mut source) = LineSource::open_files(
+                std::slice::from_ref(path),
+                self.max_line_bytes,
+                self.keep_bytes,
+            ) else {
+                continue;
+            };
+            let mut batch = authwatch_pipeline::RawBatch::default();
+            if !source.fill(&mut batch, ORDER_SAMPLE_LINES).unwrap_or(false) {
+                continue;
+            }
+            let mut previous: Option<i64> = None;
+            for line in &batch.lines {
+                let Ok(e) = normalizer.normalize(batch.bytes(line), 0, &limits) else {
+                    continue;
+                };
+                match previous {
+                    Some(p) if e.time < p => back += 1,
+                    Some(p) if e.time > p => ahead += 1,
+                    _ => {}
+                }
+                previous = Some(e.time);
+            }
+        }
+        back > 0 && back >= ahead.saturating_mul(4)
+    }
 }

@@ -5,11 +5,12 @@
 //! The files go through the very pipeline `authwatch replay` runs (normalize, enrich, profiles,
 //! rules), so what the help desk reads is what the SOC's alerts say. The report is written only
 //! once the whole input is read, so nothing forces reading it in the order it is given: it is
-//! read in event-time order ([`OrderedSource`]), and day files named newest first or exports
-//! concatenated into one file give the same answer as one ordered stream. A sink keeps the
-//! user's events, the alerts that name the user or one of those events, and the alerts keyed by
-//! an address, device or tenant that the user's failures may belong to; the report is built from
-//! them once the input has ended, because an alert always arrives after the events it names.
+//! read in event-time order ([`OrderedSource`]), and day files named newest first, exports
+//! concatenated into one file or sorted newest first give the same answer as one ordered
+//! stream. A sink keeps the user's events, the alerts that name the user or one of those events,
+//! and the alerts keyed by an address, device or tenant that the user's failures may belong to;
+//! the report is built from them once the input has ended, because an alert always arrives after
+//! the events it names.
 
 use crate::RulesArg;
 use crate::replay::{self, RunOptions};
@@ -21,8 +22,8 @@ use authwatch_event::{
 };
 use authwatch_normalize::{Limits, Mapping, Normalizer, RejectKind};
 use authwatch_pipeline::{
-    Config, DeadLetter, Language, LateEvent, LineSource, Origin, Pipeline, RawBatch, RawLine,
-    RunSummary, Sink, SinkError, Source, SourceError, Speed, Unreadable,
+    Config, DeadLetter, Language, LateEvent, LatePolicy, LineSource, Origin, Pipeline, RawBatch,
+    RawLine, RunSummary, Sink, SinkError, Source, SourceError, Speed, Unreadable,
 };
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -80,10 +81,16 @@ const FOLLOW_MS: i64 = 60 * 60 * 1000;
 /// put down to it: the finding's window closes on the events that decided it, while the block
 /// lasts as long as the firewall rule does.
 const NETWORK_MARGIN_MS: i64 = 60 * 60 * 1000;
-/// Ordered runs one input is read as, at most. A file whose time goes back more often than this
-/// is shuffled rather than a few ordered exports put together; the rest of it is read as it
-/// comes, and what arrives too late for the rules is counted and noted, as in a replay.
+/// Ordered runs one input is read as, at most (a run going back in time counts once, however
+/// many blocks it is read in). A file whose time turns more often than this is shuffled rather
+/// than a few ordered exports put together; the rest of it is read as it comes, and what
+/// arrives too late for the rules is counted and noted, as in a replay.
 const MAX_RUNS_PER_INPUT: usize = 64;
+/// A run whose time goes back (an export sorted newest first) is read backwards in blocks of
+/// at most this many lines, each held whole in memory while the merge reads it…
+const BLOCK_LINES: usize = 2048;
+/// …and of about this many bytes (a block ends at the line that reaches it).
+const BLOCK_BYTES: u64 = 2 << 20;
 /// Lines each run reads ahead of the merge.
 const LANE_LINES: usize = 256;
 /// Runs read at once, at most: each holds a file open and a read-ahead batch. Runs that overlap
@@ -118,6 +125,11 @@ pub struct ExplainArgs {
     /// newest event: event time, so that recorded streams give the same answer any day.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     since: Option<DurationText>,
+    /// Time zone of the text report's times: an IANA name such as `Asia/Tokyo` (default UTC).
+    /// Every time is labelled with its zone; alert summaries, written by the rules, stay in
+    /// UTC, and so do the times of `--json`.
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    tz: Option<chrono_tz::Tz>,
     /// How many of the user's most recent events the sign-in table shows.
     #[arg(long, default_value_t = 20, value_name = "N")]
     last: usize,
@@ -146,7 +158,9 @@ fn parse_user(s: &str) -> Result<String, String> {
 /// readable event at all is a failure: there is nobody to search, and saying "check the
 /// spelling" would send the help desk after the wrong problem.
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
+    // Late events come to the sink, which counts the user's: nothing is written anywhere.
+    config.event_time.late_events = LatePolicy::SideOutput;
     let lang = config.output.language;
     let pack = replay::load_rules(&config)?;
     // Following an incident past its alert needs the rule's filter, key, evidence counters and
@@ -157,12 +171,24 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         .map(|r| (r.id.clone(), r.clone()))
         .collect();
     let mut source = OrderedSource::open(&args.files, &config)?;
-    let longest_window = rules.values().map(|r| r.window_ms).max().unwrap_or(0);
+    // An alert names events of its window, decided up to its settling time after the window.
+    let longest_window = rules
+        .values()
+        .map(|r| r.window_ms.saturating_add(r.settle_ms))
+        .max()
+        .unwrap_or(0);
+    let lateness = config.event_time.allowed_lateness.millis();
     let suppress = rules
         .values()
         .map(|r| (r.id.clone(), r.suppress_ms))
         .collect();
-    let sink = UserSink::new(&args.user, args.tenant.as_deref(), longest_window, suppress);
+    let sink = UserSink::new(
+        &args.user,
+        args.tenant.as_deref(),
+        longest_window,
+        lateness,
+        suppress,
+    );
     let pipeline = Pipeline::new(config, pack)?;
     let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
     let input = InputFacts::new(&summary, &source, &sink);
@@ -185,6 +211,41 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// A duration in words, for sentences: `24 hours`, `1 hour 30 minutes`, `7 days` /
+/// `24 時間`, `1 時間 30 分`, `7 日`. Up to two days read in hours (`--since 24h` is "the last
+/// 24 hours", not "the last 1day"), longer ones in days and hours.
+pub(crate) fn duration_words(d: std::time::Duration, lang: Language) -> String {
+    const SECOND: u64 = 1_000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    let total = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let units: &[(u64, &str, &str, &str)] = &[
+        (DAY, "day", "days", "日"),
+        (HOUR, "hour", "hours", "時間"),
+        (MINUTE, "minute", "minutes", "分"),
+        (SECOND, "second", "seconds", "秒"),
+        (1, "millisecond", "milliseconds", "ミリ秒"),
+    ];
+    let units = if total > 2 * DAY { units } else { &units[1..] };
+    let mut rest = total;
+    let mut parts = Vec::new();
+    for &(unit, one, many, ja) in units {
+        let n = rest / unit;
+        rest %= unit;
+        if n > 0 {
+            parts.push(match lang {
+                Language::En => format!("{n} {}", if n == 1 { one } else { many }),
+                Language::Ja => format!("{n} {ja}"),
+            });
+        }
+    }
+    if parts.is_empty() {
+        return tr(lang, "0 seconds", "0 秒").to_owned();
+    }
+    parts.join(" ")
 }
 
 /// Resolves the configuration exactly as `replay` does (file or defaults, environment overrides,
@@ -550,7 +611,7 @@ mod tests {
             a.entity.ip = ip("203.0.113.9");
             a
         };
-        let mut sink = UserSink::new("jia@acme.example", None, 0, HashMap::new());
+        let mut sink = UserSink::new("jia@acme.example", None, 0, 0, HashMap::new());
         sink.alert(&keyed(0, 60_000)).unwrap();
         sink.event(&wrong_password("jia@acme.example", 120_000))
             .unwrap();
@@ -578,6 +639,93 @@ mod tests {
             sink.keyed_alerts.front().map(|k| k.alert.alert_id.as_str()),
             Some("k0")
         );
+    }
+
+    /// The pipeline hands the sink a batch's events before its alerts, and a batch of a quiet
+    /// night spans hours: the sources of the failures an alert names are still known when the
+    /// alert comes after the rest of its batch, whatever the batch size; once the batch's
+    /// alerts were handled, failures older than the window before the watermark are forgotten.
+    #[test]
+    fn an_alerts_sources_outlive_the_rest_of_its_batch() {
+        const MIN: i64 = 60_000;
+        const HOUR: i64 = 60 * MIN;
+        let t0 = 1_767_225_600_000;
+        let spray = |id: &str, start: i64, fired: i64, evidence: &[&str]| Alert {
+            alert_id: id.into(),
+            rule_id: "password_spray_multi_source".into(),
+            rule_version: 1,
+            category: "password_spray".into(),
+            cause_class: CauseClass::Attack,
+            severity: Severity::High,
+            attack_technique: Vec::new(),
+            entity: authwatch_event::Entity {
+                tenant: Some("acme".into()),
+                ..Default::default()
+            },
+            window: authwatch_event::Window {
+                start: Timestamp(start),
+                end: Timestamp(fired),
+            },
+            metrics: BTreeMap::new(),
+            evidence: evidence.iter().map(|&e| e.into()).collect(),
+            observed: authwatch_event::Observed {
+                tenant: "acme".into(),
+                ..Default::default()
+            },
+            first_seen: Timestamp(start),
+            last_seen: Timestamp(fired),
+            summary: Default::default(),
+            steps: Default::default(),
+            related: Vec::new(),
+        };
+        let failure = |user: &str, t: i64, id: &str, addr: &str| {
+            let mut e = wrong_password(user, t);
+            e.tenant = "acme".into();
+            e.event_id = id.into();
+            e.src.ip = ip(addr);
+            e
+        };
+        let mut sink = UserSink::new("jia@acme.example", None, 6 * HOUR, 5 * MIN, HashMap::new());
+        // One batch: the spray's failure, then ten hours of other failures, then its alert.
+        sink.event(&failure("ken@acme.example", t0, "s1", "45.155.205.7"))
+            .unwrap();
+        for k in 1..=60 {
+            let id = format!("n{k}");
+            sink.event(&failure(
+                "aoi@acme.example",
+                t0 + k * 10 * MIN,
+                &id,
+                "198.51.100.10",
+            ))
+            .unwrap();
+        }
+        sink.alert(&spray("a1", t0 - MIN, t0 + MIN, &["s1"]))
+            .unwrap();
+        let ips = |sink: &UserSink, id: &str| -> Vec<String> {
+            sink.sources
+                .get(id)
+                .map(|s| s.ips.iter().map(ToString::to_string).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ips(&sink, "a1"), ["45.155.205.7"]);
+        // The next batch: failures from before the window and the lateness before the newest
+        // event are forgotten, the rest kept.
+        sink.event(&failure(
+            "aoi@acme.example",
+            t0 + 10 * HOUR,
+            "m1",
+            "198.51.100.10",
+        ))
+        .unwrap();
+        assert!(
+            sink.recent
+                .iter()
+                .all(|(t, _)| *t >= t0 + 4 * HOUR - 5 * MIN)
+        );
+        assert_eq!(sink.recent.front().map(|(t, _)| *t), Some(t0 + 4 * HOUR));
+        sink.alert(&spray("a2", t0 + 9 * HOUR, t0 + 10 * HOUR, &["n55", "s1"]))
+            .unwrap();
+        assert_eq!(ips(&sink, "a2"), ["198.51.100.10"]);
     }
 
     /// The user's own sign-ins make their sources familiar; the attacker's way in during a
@@ -715,6 +863,67 @@ mod tests {
         assert_eq!(lines_of(&mut source), got);
     }
 
+    /// An export sorted newest first, with neighbours swapped here and there (within the
+    /// lateness) as exports sorted by a coarser time do, is read backwards block by block:
+    /// oldest first, nothing too far behind, every line once with its own line number, never
+    /// more than two blocks open. A gzip one is decompressed once and gives the same lines.
+    #[test]
+    fn a_newest_first_file_is_read_oldest_first() {
+        use std::io::Write as _;
+        const MIN: i64 = 60_000;
+        let t0 = 1_767_225_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * BLOCK_LINES + 100;
+        let mut times: Vec<i64> = (0..n as i64).rev().map(|k| t0 + k * MIN).collect();
+        for k in (0..n - 1).step_by(7) {
+            times.swap(k, k + 1);
+        }
+        let text: String = times.iter().map(|&t| event_line(t)).collect();
+        let plain = dir.path().join("newest-first.jsonl");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("newest-first.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+
+        let mut source = OrderedSource::open(&[plain], &Config::default()).unwrap();
+        assert_eq!(source.lanes.len(), 4, "blocks of {BLOCK_LINES} lines");
+        assert!(source.lanes.iter().all(|l| l.start.reversed));
+        let mut got = Vec::new();
+        let mut batch = RawBatch::default();
+        let mut most_open = 0;
+        while source.fill(&mut batch, 100).unwrap() {
+            most_open = most_open.max(source.open_lanes);
+            for l in &batch.lines {
+                let e = source
+                    .normalizer
+                    .normalize(batch.bytes(l), 0, &source.limits)
+                    .unwrap();
+                got.push((l.origin.line, e.time));
+            }
+        }
+        assert!(most_open <= 2, "{most_open} blocks open at once");
+        let lateness = Config::default().event_time.allowed_lateness.millis();
+        let mut newest = i64::MIN;
+        for &(_, t) in &got {
+            assert!(t >= newest.saturating_sub(lateness), "{t} behind {newest}");
+            newest = newest.max(t);
+        }
+        assert_eq!(got.first().map(|g| g.1), Some(t0));
+        let mut by_line = got.clone();
+        by_line.sort_unstable();
+        let expected: Vec<(u64, i64)> = (1..).zip(times.iter().copied()).collect();
+        assert_eq!(by_line, expected);
+
+        let mut source = OrderedSource::open(&[gz], &Config::default()).unwrap();
+        assert_eq!(source._spills.len(), 1);
+        let lines: Vec<(u64, i64)> = lines_of(&mut source)
+            .into_iter()
+            .map(|(_, line, t)| (line, t))
+            .collect();
+        assert_eq!(lines, got);
+    }
+
     /// Day files are opened one at a time as the merge reaches them, not all up front; runs
     /// overlapping beyond the cap are read late, counted, and nothing is lost.
     #[test]
@@ -788,6 +997,71 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_as_words_in_both_languages() {
+        use std::time::Duration;
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let cases = [
+            (h(24), "24 hours", "24 時間"),
+            (h(1), "1 hour", "1 時間"),
+            (h(48), "48 hours", "48 時間"),
+            (h(7 * 24), "7 days", "7 日"),
+            (h(60), "2 days 12 hours", "2 日 12 時間"),
+            (
+                Duration::from_secs(5400),
+                "1 hour 30 minutes",
+                "1 時間 30 分",
+            ),
+            (Duration::from_secs(300), "5 minutes", "5 分"),
+            (Duration::from_secs(1), "1 second", "1 秒"),
+            (
+                Duration::from_millis(1500),
+                "1 second 500 milliseconds",
+                "1 秒 500 ミリ秒",
+            ),
+            (Duration::ZERO, "0 seconds", "0 秒"),
+        ];
+        for (d, en, ja) in cases {
+            assert_eq!(duration_words(d, Language::En), en);
+            assert_eq!(duration_words(d, Language::Ja), ja);
+        }
+    }
+
+    /// Times in the zone asked for, each labelled with the zone's abbreviation at that instant
+    /// (or its offset where it has none); a span across a change of daylight saving time labels
+    /// both ends; UTC stays as it always was.
+    #[test]
+    fn the_clock_writes_and_labels_times_in_its_zone() {
+        // 2026-01-05T09:00:00Z.
+        const T: i64 = 1_767_603_600_000;
+        const HOUR: i64 = 3_600_000;
+        let zone = |name: &str| Clock::new(Some(parse_zone(name).unwrap()));
+        let utc = Clock::new(None);
+        assert_eq!(utc.at(T, Language::En), "2026-01-05 09:00:00 UTC");
+        assert_eq!(utc.at(T, Language::Ja), "2026-01-05 09:00:00（UTC）");
+        assert!(!zone("UTC").is_local());
+        let tokyo = zone("asia/TOKYO");
+        assert_eq!(tokyo.name(), "Asia/Tokyo");
+        assert_eq!(tokyo.at(T, Language::En), "2026-01-05 18:00:00 JST");
+        assert_eq!(
+            tokyo.span(T, T + 5 * HOUR, Language::Ja),
+            "2026-01-05 18:00:00 → 23:00:00（JST）"
+        );
+        assert_eq!(
+            tokyo.span(T, T + 6 * HOUR, Language::En),
+            "2026-01-05 18:00:00 → 2026-01-06 00:00:00 JST"
+        );
+        assert_eq!(zone("Asia/Dubai").label(T), "UTC+04:00");
+        // Daylight saving time in New York begins on 2026-03-08 at 02:00 EST.
+        let dst = 1_772_953_200_000; // 2026-03-08T07:00:00Z, 03:00 EDT
+        let ny = zone("America/New_York");
+        assert_eq!(
+            ny.span(dst - 2 * HOUR, dst, Language::En),
+            "2026-03-08 00:00:00 EST → 2026-03-08 03:00:00 EDT"
+        );
+        assert!(parse_zone("Asia/Tokio").is_err());
+    }
+
+    #[test]
     fn wide_characters_take_two_columns() {
         assert_eq!(width("abc"), 3);
         assert_eq!(width("成功"), 4);
@@ -804,7 +1078,7 @@ mod tests {
 
     #[test]
     fn user_matching_ignores_case() {
-        let sink = UserSink::new(" Ken@Contoso.JP ", None, 0, HashMap::new());
+        let sink = UserSink::new(" Ken@Contoso.JP ", None, 0, 0, HashMap::new());
         assert!(sink.is_user(&named("ken@contoso.jp", "")));
         assert!(sink.is_user(&named("KEN@CONTOSO.JP", "")));
         assert!(!sink.is_user(&named("ken2@contoso.jp", "")));
@@ -813,7 +1087,7 @@ mod tests {
     /// A ticket may quote the provider's user id; events that carry a name match it too.
     #[test]
     fn the_user_id_matches_even_when_a_name_is_given() {
-        let sink = UserSink::new("00u43B3A679F928EC09", None, 0, HashMap::new());
+        let sink = UserSink::new("00u43B3A679F928EC09", None, 0, 0, HashMap::new());
         assert!(sink.is_user(&named("akira@example.co.jp", "00u43b3a679f928ec09")));
         assert!(!sink.is_user(&named("akira@example.co.jp", "00u0000")));
     }

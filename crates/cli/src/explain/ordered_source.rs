@@ -8,16 +8,21 @@ use super::*;
 /// newest one, as a live stream must. Explain reports only at the end, so it need not accept
 /// that loss: the day files named newest first, or a second tenant's export appended to the
 /// first, would otherwise lose everything older than what came before. A first pass reads each
-/// file and notes where its time goes back by more than the lateness: there a new ordered run
-/// begins, at a line, a byte offset and an event time. The second pass reads every run as a
-/// lane of its own and hands the pipeline, line by line, the lane whose next event is the oldest
-/// (a heap of the lanes' next times). A lane is opened only when the merge reaches its run's
-/// first time and closed at its run's end, so only runs that overlap in time are open at once,
-/// and a plain file's run starts reading at its offset; a gzip stream cannot be entered in the
-/// middle, so its later runs read it again from the start. At most [`MAX_OPEN_LANES`] are open:
+/// file and splits it into ordered runs, at a line, a byte offset and an event time each: a run
+/// goes on while its time keeps one direction (within the lateness), and a new one begins where
+/// it turns. A run whose time goes back (an export sorted newest first, as the Entra portal
+/// downloads and Okta's descending sort give) is read backwards, as natural merge sort does, in
+/// blocks of at most [`BLOCK_LINES`] lines and [`BLOCK_BYTES`] bytes, each a run of its own read
+/// last line first. The second pass reads every run as a lane of its own and hands the pipeline,
+/// line by line, the lane whose next event is the oldest (a heap of the lanes' next times). A
+/// lane is opened only when the merge reaches its run's first time and closed at its run's end,
+/// so only runs that overlap in time are open at once, and a plain file's run starts reading at
+/// its offset; a gzip stream cannot be entered in the middle, so its later runs read it again
+/// from the start, except that a gzip file with a run read backwards is decompressed once into a
+/// temporary file, which its runs then enter at their offsets. At most [`MAX_OPEN_LANES`] are open:
 /// a run due beyond that waits for one to end, is read after its time, and is counted
-/// ([`OrderedSource::deferred`]) for the report. Memory stays bounded: one read-ahead batch per
-/// open lane. Standard input and pipes cannot be read twice; each is one lane, read as it comes.
+/// ([`OrderedSource::deferred`]) for the report. Memory stays bounded: one read-ahead batch (or
+/// one block read backwards) per open lane. Standard input and pipes cannot be read twice; each is one lane, read as it comes.
 pub(super) struct OrderedSource {
     pub(super) names: Vec<String>,
     /// Every run, in the order the files were given and their runs come.
@@ -42,6 +47,8 @@ pub(super) struct OrderedSource {
     pub(super) deferred: (u64, u64),
     /// Bytes read by lanes already closed.
     pub(super) closed_bytes: u64,
+    /// Gzip inputs decompressed into temporary files, removed when the source is dropped.
+    pub(super) _spills: Vec<tempfile::NamedTempFile>,
 }
 
 /// Where one ordered run of an input begins.
@@ -50,14 +57,18 @@ pub(super) struct RunStart {
     pub(super) line: u64,
     /// Byte offset of that line (in the decompressed stream).
     pub(super) offset: u64,
-    /// Event time of its first readable line (`i64::MIN` when none).
+    /// Event time of its first readable line, or of its oldest when it is read backwards: the
+    /// first it gives either way (`i64::MIN` when none).
     pub(super) time: i64,
+    /// A block of a run whose time goes back, read backwards (its last line first).
+    pub(super) reversed: bool,
 }
 
 /// How a lane reaches its input.
 pub(super) enum LaneInput {
-    /// A plain file, entered at the run's first byte.
-    Seek(PathBuf),
+    /// A plain file (or a gzip file's decompressed copy), entered at the run's first byte; with
+    /// the input's name.
+    Seek(PathBuf, String),
     /// A gzip file, read from its start.
     Stream(PathBuf),
     /// Standard input or a pipe, opened up front and read as it comes.
@@ -106,14 +117,24 @@ impl OrderedSource {
             )
         };
         let mut lanes = Vec::new();
+        let mut spills = Vec::new();
         for (i, path) in paths.iter().enumerate() {
             let input_index = u32::try_from(i).context("too many input files")?;
             let (starts, how) = if can_read_twice(path) {
                 let starts = run_starts(open(path)?, normalizer.as_ref(), &limits, lateness)?;
-                let how = if is_gzip(path) {
-                    LaneInput::Stream(path.clone())
+                let name = path.display().to_string();
+                let how = if !is_gzip(path) {
+                    LaneInput::Seek(path.clone(), name)
+                } else if starts.iter().any(|s| s.reversed)
+                    && let Some(spill) = decompress(path)
+                {
+                    // Read backwards block by block, a gzip stream would be decompressed from
+                    // its start once per block.
+                    let how = LaneInput::Seek(spill.path().to_path_buf(), name);
+                    spills.push(spill);
+                    how
                 } else {
-                    LaneInput::Seek(path.clone())
+                    LaneInput::Stream(path.clone())
                 };
                 (starts, how)
             } else {
@@ -121,6 +142,7 @@ impl OrderedSource {
                     line: 1,
                     offset: 0,
                     time: i64::MIN,
+                    reversed: false,
                 };
                 (vec![start], LaneInput::Open(Some(open(path)?)))
             };
@@ -128,7 +150,7 @@ impl OrderedSource {
                 lanes.push(Lane {
                     input: input_index,
                     how: match &how {
-                        LaneInput::Seek(p) => LaneInput::Seek(p.clone()),
+                        LaneInput::Seek(p, name) => LaneInput::Seek(p.clone(), name.clone()),
                         LaneInput::Stream(p) => LaneInput::Stream(p.clone()),
                         LaneInput::Open(_) => LaneInput::Open(None),
                     },
@@ -166,6 +188,7 @@ impl OrderedSource {
             lines: vec![0; paths.len()],
             deferred: (0, 0),
             closed_bytes: 0,
+            _spills: spills,
         })
     }
 
@@ -226,45 +249,177 @@ pub(super) fn is_gzip(path: &Path) -> bool {
         .is_ok_and(|()| head == [0x1f, 0x8b])
 }
 
-/// Where each ordered run of one input begins: line 1, then every line whose event is older
-/// than the run so far allows (by more than the lateness).
+/// A gzip file decompressed into a temporary file, so that its runs can be entered at their
+/// offsets; `None` when that fails (no room, a corrupt stream: the file is then read as before,
+/// and the corruption reported where it is).
+pub(super) fn decompress(path: &Path) -> Option<tempfile::NamedTempFile> {
+    let mut spill = tempfile::Builder::new()
+        .prefix("authwatch-explain-")
+        .tempfile()
+        .ok()?;
+    let file = std::fs::File::open(path).ok()?;
+    let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+    let mut out = std::io::BufWriter::new(spill.as_file_mut());
+    std::io::copy(&mut gz, &mut out).ok()?;
+    out.flush().ok()?;
+    drop(out);
+    Some(spill)
+}
+
+/// Which way a run's time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Not known yet: every line so far is within the lateness of every other.
+    Either,
+    /// Forward in time (within the lateness of the newest so far).
+    Up,
+    /// Back in time (within the lateness of the oldest so far): read backwards.
+    Down,
+}
+
+/// The run being found by [`run_starts`].
+struct Run {
+    direction: Direction,
+    /// Oldest and newest event time so far.
+    oldest: i64,
+    newest: i64,
+    /// Event time of its first readable line.
+    first: Option<i64>,
+    /// Its blocks so far (the last one still growing), each with the oldest time in it.
+    blocks: Vec<RunStart>,
+    block_lines: usize,
+    block_bytes: u64,
+}
+
+impl Run {
+    fn new(line: u64, offset: u64) -> Run {
+        Run {
+            direction: Direction::Either,
+            oldest: i64::MAX,
+            newest: i64::MIN,
+            first: None,
+            blocks: vec![RunStart {
+                line,
+                offset,
+                time: i64::MAX,
+                reversed: true,
+            }],
+            block_lines: 0,
+            block_bytes: 0,
+        }
+    }
+
+    /// Whether an event at `t` goes on the run, which then takes it.
+    fn takes(&mut self, t: i64, lateness: i64) -> bool {
+        if self.first.is_some() {
+            let up = t >= self.newest.saturating_sub(lateness);
+            let down = t <= self.oldest.saturating_add(lateness);
+            match (self.direction, up, down) {
+                (Direction::Either, true, false) => self.direction = Direction::Up,
+                (Direction::Either, false, true) => self.direction = Direction::Down,
+                (Direction::Either, true, true)
+                | (Direction::Up, true, _)
+                | (Direction::Down, _, true) => {}
+                _ => return false,
+            }
+        }
+        self.first.get_or_insert(t);
+        self.oldest = self.oldest.min(t);
+        self.newest = self.newest.max(t);
+        if let Some(block) = self.blocks.last_mut() {
+            block.time = block.time.min(t);
+        }
+        true
+    }
+
+    /// Counts a line in the current block, after starting a new block when it is full.
+    fn count(&mut self, line: u64, offset: u64, bytes: u64) {
+        if self.block_lines >= BLOCK_LINES || self.block_bytes >= BLOCK_BYTES {
+            self.blocks.push(RunStart {
+                line,
+                offset,
+                time: i64::MAX,
+                reversed: true,
+            });
+            self.block_lines = 0;
+            self.block_bytes = 0;
+        }
+        self.block_lines += 1;
+        self.block_bytes += bytes;
+    }
+
+    /// The run's starts: one when it is read forward, its blocks when backwards.
+    fn finish(self, starts: &mut Vec<RunStart>) {
+        if self.direction == Direction::Down {
+            starts.extend(self.blocks.into_iter().map(|b| RunStart {
+                // A block with no readable line goes out at once (as dead letters).
+                time: if b.time == i64::MAX { i64::MIN } else { b.time },
+                ..b
+            }));
+        } else if let Some(b) = self.blocks.first() {
+            starts.push(RunStart {
+                time: self.first.unwrap_or(i64::MIN),
+                reversed: false,
+                ..*b
+            });
+        }
+    }
+}
+
+/// Where each ordered run of one input begins: line 1, then every line where the time turns
+/// (goes back by more than the lateness in a run going forward, or ahead in one going back).
+/// A run going back is given as its blocks, read backwards. From the
+/// [`MAX_RUNS_PER_INPUT`]th run on, the rest of the input is one run read as it comes.
 pub(super) fn run_starts(
     mut source: LineSource,
     normalizer: &dyn Normalizer,
     limits: &Limits,
     lateness: i64,
 ) -> Result<Vec<RunStart>, SourceError> {
-    let mut starts = vec![RunStart {
-        line: 1,
-        offset: 0,
-        time: i64::MIN,
-    }];
-    let mut newest = i64::MIN;
+    let mut starts = Vec::new();
+    let mut runs = 1;
+    let mut run: Option<Run> = None;
     let mut batch = RawBatch::default();
-    let mut first_seen = false;
-    while source.fill(&mut batch, 4 * LANE_LINES)? {
+    'read: while source.fill(&mut batch, 4 * LANE_LINES)? {
         for line in &batch.lines {
-            if line.origin.line == 1 {
-                starts[0].offset = line.origin.offset;
+            let (number, offset) = (line.origin.line, line.origin.offset);
+            let current = run.get_or_insert_with(|| Run::new(number, offset));
+            if let Ok(e) = normalizer.normalize(batch.bytes(line), 0, limits)
+                && !current.takes(e.time, lateness)
+            {
+                if let Some(done) = run.take() {
+                    done.finish(&mut starts);
+                }
+                runs += 1;
+                if runs == MAX_RUNS_PER_INPUT {
+                    // Shuffled rather than a few ordered exports put together.
+                    starts.push(RunStart {
+                        line: number,
+                        offset,
+                        time: e.time,
+                        reversed: false,
+                    });
+                    break 'read;
+                }
+                let mut next = Run::new(number, offset);
+                next.takes(e.time, lateness);
+                run = Some(next);
             }
-            let Ok(e) = normalizer.normalize(batch.bytes(line), 0, limits) else {
-                continue;
-            };
-            if !first_seen {
-                first_seen = true;
-                starts[0].time = e.time;
-            }
-            if e.time < newest.saturating_sub(lateness) && starts.len() < MAX_RUNS_PER_INPUT {
-                starts.push(RunStart {
-                    line: line.origin.line,
-                    offset: line.origin.offset,
-                    time: e.time,
-                });
-                newest = e.time;
-            } else {
-                newest = newest.max(e.time);
+            if let Some(current) = run.as_mut() {
+                current.count(number, offset, line.len);
             }
         }
+    }
+    if let Some(done) = run.take() {
+        done.finish(&mut starts);
+    }
+    if starts.is_empty() {
+        starts.push(RunStart {
+            line: 1,
+            offset: 0,
+            time: i64::MIN,
+            reversed: false,
+        });
     }
     Ok(starts)
 }
@@ -282,9 +437,9 @@ impl Lane {
                 max_line_bytes,
                 keep_bytes,
             )?),
-            LaneInput::Seek(path) => {
+            LaneInput::Seek(path, name) => {
                 use std::io::{Seek as _, SeekFrom};
-                let name = path.display().to_string();
+                let name = name.clone();
                 let mut file = std::fs::File::open(&*path).map_err(|source| SourceError::Open {
                     name: name.clone(),
                     source,
@@ -321,63 +476,30 @@ impl Lane {
             }
             self.next = 0;
             self.times.clear();
-            let Some(source) = self.source.as_mut() else {
-                self.ended = true;
-                return Ok(false);
-            };
-            // Not past the run's end: the next run reads those lines, and reading them here
-            // too would read the file twice.
-            let next_line = self.shift.0 + self.produced + 1;
-            let want = match self.until {
-                Some(u) if next_line >= u => {
-                    self.ended = true;
-                    return Ok(false);
+            let mut batch = std::mem::take(&mut self.batch);
+            if self.start.reversed {
+                // The whole block at once (it is bounded by BLOCK_LINES and BLOCK_BYTES), its
+                // last line first.
+                batch.data.clear();
+                batch.lines.clear();
+                let mut chunk = RawBatch::default();
+                while self.read_chunk(&mut chunk)? {
+                    for l in &chunk.lines {
+                        let start = batch.data.len();
+                        batch.data.extend_from_slice(chunk.bytes(l));
+                        batch.lines.push(RawLine {
+                            start,
+                            end: batch.data.len(),
+                            ..*l
+                        });
+                    }
                 }
-                Some(u) => usize::try_from(u - next_line).map_or(LANE_LINES, |n| n.min(LANE_LINES)),
-                None => LANE_LINES,
-            };
-            if !source.fill(&mut self.batch, want)? {
-                self.batch.lines.clear();
+                batch.lines.reverse();
                 self.ended = true;
-                return Ok(false);
+            } else if !self.read_chunk(&mut batch)? {
+                batch.lines.clear();
             }
-            self.produced += self.batch.lines.len() as u64;
-            let (lines, bytes) = self.shift;
-            for l in &mut self.batch.lines {
-                l.origin.line += lines;
-                l.origin.offset += bytes;
-            }
-            for u in &mut self.batch.unreadable {
-                u.origin.line += lines;
-                u.origin.offset += bytes;
-            }
-            let (from, until) = (self.start.line, self.until);
-            let before_end = |line: u64| until.is_none_or(|u| line < u);
-            let past_end = self
-                .batch
-                .lines
-                .iter()
-                .map(|l| l.origin.line)
-                .chain(self.batch.unreadable.iter().map(|u| u.origin.line))
-                .any(|line| !before_end(line));
-            if past_end {
-                // The next run reads the rest.
-                self.ended = true;
-            }
-            self.batch
-                .lines
-                .retain(|l| l.origin.line >= from && before_end(l.origin.line));
-            let input = self.input;
-            self.unreadable.extend(
-                self.batch
-                    .unreadable
-                    .drain(..)
-                    .filter(|u| u.origin.line >= from && before_end(u.origin.line))
-                    .map(|mut u| {
-                        u.origin.input = input;
-                        u
-                    }),
-            );
+            self.batch = batch;
             let batch = &self.batch;
             self.times.extend(batch.lines.iter().map(|l| {
                 if !timed || l.len > max_line_bytes as u64 {
@@ -388,6 +510,70 @@ impl Lane {
                     .map_or(i64::MIN, |e| e.time)
             }));
         }
+        Ok(true)
+    }
+
+    /// Reads the run's next lines into `batch` (those before the run's first line are left
+    /// out, so it may hold none); false at the run's end.
+    fn read_chunk(&mut self, batch: &mut RawBatch) -> Result<bool, SourceError> {
+        if self.ended {
+            return Ok(false);
+        }
+        let Some(source) = self.source.as_mut() else {
+            self.ended = true;
+            return Ok(false);
+        };
+        // Not past the run's end: the next run reads those lines, and reading them here too
+        // would read the file twice.
+        let next_line = self.shift.0 + self.produced + 1;
+        let want = match self.until {
+            Some(u) if next_line >= u => {
+                self.ended = true;
+                return Ok(false);
+            }
+            Some(u) => usize::try_from(u - next_line).map_or(LANE_LINES, |n| n.min(LANE_LINES)),
+            None => LANE_LINES,
+        };
+        if !source.fill(batch, want)? {
+            self.ended = true;
+            return Ok(false);
+        }
+        self.produced += batch.lines.len() as u64;
+        let (lines, bytes) = self.shift;
+        for l in &mut batch.lines {
+            l.origin.line += lines;
+            l.origin.offset += bytes;
+        }
+        for u in &mut batch.unreadable {
+            u.origin.line += lines;
+            u.origin.offset += bytes;
+        }
+        let (from, until) = (self.start.line, self.until);
+        let before_end = |line: u64| until.is_none_or(|u| line < u);
+        let past_end = batch
+            .lines
+            .iter()
+            .map(|l| l.origin.line)
+            .chain(batch.unreadable.iter().map(|u| u.origin.line))
+            .any(|line| !before_end(line));
+        if past_end {
+            // The next run reads the rest.
+            self.ended = true;
+        }
+        batch
+            .lines
+            .retain(|l| l.origin.line >= from && before_end(l.origin.line));
+        let input = self.input;
+        self.unreadable.extend(
+            batch
+                .unreadable
+                .drain(..)
+                .filter(|u| u.origin.line >= from && before_end(u.origin.line))
+                .map(|mut u| {
+                    u.origin.input = input;
+                    u
+                }),
+        );
         Ok(true)
     }
 }

@@ -64,6 +64,9 @@ pub(super) struct JsonInput<'a> {
     pub(super) events: u64,
     pub(super) unreadable_lines: u64,
     pub(super) late_events: u64,
+    /// Of `late_events`, the user's (not in this report).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(super) user_late_events: u64,
     /// Ordered runs of the input (and their lines) read after their time, because more than
     /// 32 runs overlapped in time; their events may be among `late_events`.
     #[serde(skip_serializing_if = "is_zero")]
@@ -316,6 +319,7 @@ impl Report {
                 events: self.input.events,
                 unreadable_lines: self.input.unreadable,
                 late_events: self.input.late,
+                user_late_events: self.user_late,
                 runs_read_late: self.input.deferred.0,
                 lines_read_late: self.input.deferred.1,
                 unreadable_by_file: self

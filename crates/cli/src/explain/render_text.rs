@@ -2,25 +2,119 @@
 
 use super::*;
 
-/// `2026-01-05 09:00:00` (UTC).
-pub(super) fn time(ms: i64) -> String {
-    match format_rfc3339_ms(ms) {
-        Ok(s) => s.get(..19).unwrap_or(&s).replace('T', " "),
-        Err(_) => format!("{ms} ms"),
+/// How the report writes times: in UTC, or in the time zone `--tz` names (an IANA name, its
+/// rules from the tz database built into the program). Every time written is labelled with its
+/// zone (`UTC`, or the zone's abbreviation at that instant: `JST`, `EDT`; its offset where the
+/// zone has none: `UTC+04:00`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Clock {
+    zone: Option<chrono_tz::Tz>,
+}
+
+impl Clock {
+    /// `None` and `UTC` are UTC.
+    pub(super) fn new(zone: Option<chrono_tz::Tz>) -> Clock {
+        Clock {
+            zone: zone.filter(|z| !matches!(z.name(), "UTC" | "Etc/UTC")),
+        }
+    }
+
+    /// Whether times are in another zone than UTC.
+    pub(super) fn is_local(&self) -> bool {
+        self.zone.is_some()
+    }
+
+    /// The zone's name: `UTC` or `Asia/Tokyo`.
+    pub(super) fn name(&self) -> &'static str {
+        self.zone.map_or("UTC", |z| z.name())
+    }
+
+    /// `2026-01-05 09:00:00`, in the zone.
+    pub(super) fn time(&self, ms: i64) -> String {
+        let utc = || match format_rfc3339_ms(ms) {
+            Ok(s) => s.get(..19).unwrap_or(&s).replace('T', " "),
+            Err(_) => format!("{ms} ms"),
+        };
+        let Some(zone) = self.zone else {
+            return utc();
+        };
+        match chrono::DateTime::from_timestamp_millis(ms) {
+            Some(t) => t
+                .with_timezone(&zone)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string(),
+            None => utc(),
+        }
+    }
+
+    /// The zone's label at an instant: `UTC`, `JST`, or the offset (`UTC+05:30`) where the tz
+    /// database has no abbreviation.
+    pub(super) fn label(&self, ms: i64) -> String {
+        let Some(zone) = self.zone else {
+            return "UTC".to_owned();
+        };
+        let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
+            return "UTC".to_owned();
+        };
+        let t = t.with_timezone(&zone);
+        let abbreviation = t.format("%Z").to_string();
+        if abbreviation.starts_with(['+', '-']) {
+            format!("UTC{}", t.format("%:z"))
+        } else {
+            abbreviation
+        }
+    }
+
+    /// `text` marked with a zone label the way each language marks it: `… JST`, `…（JST）`.
+    pub(super) fn mark(text: &str, label: &str, lang: Language) -> String {
+        match lang {
+            Language::En => format!("{text} {label}"),
+            Language::Ja => format!("{text}（{label}）"),
+        }
+    }
+
+    /// One instant, labelled.
+    pub(super) fn at(&self, ms: i64, lang: Language) -> String {
+        Clock::mark(&self.time(ms), &self.label(ms), lang)
+    }
+
+    /// `start → end` labelled, the end without its date when it is the same day; or the one
+    /// instant when they are equal. When the zone's label changes between them (daylight
+    /// saving time), each end has its own.
+    pub(super) fn span(&self, start: i64, end: i64, lang: Language) -> String {
+        if start == end {
+            return self.at(start, lang);
+        }
+        let (s, e) = (self.time(start), self.time(end));
+        let (ls, le) = (self.label(start), self.label(end));
+        if ls != le {
+            return format!(
+                "{} → {}",
+                Clock::mark(&s, &ls, lang),
+                Clock::mark(&e, &le, lang)
+            );
+        }
+        let text = match (s.get(..10), e.get(..10), e.get(11..)) {
+            (Some(a), Some(b), Some(clock)) if a == b => format!("{s} → {clock}"),
+            _ => format!("{s} → {e}"),
+        };
+        Clock::mark(&text, &ls, lang)
     }
 }
 
-/// `start → end`, the end without its date when it is the same day.
-pub(super) fn range(start: i64, end: i64) -> String {
-    let (s, e) = (time(start), time(end));
-    match (s.get(..10), e.get(..10), e.get(11..)) {
-        (Some(a), Some(b), Some(clock)) if a == b => format!("{s} → {clock}"),
-        _ => format!("{s} → {e}"),
-    }
-}
-
-pub(super) fn utc(lang: Language) -> &'static str {
-    tr(lang, " UTC", "（UTC）")
+/// A time zone as `--tz` takes it: an IANA name (`Asia/Tokyo`, `UTC`), in any letter case.
+pub(super) fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    let name = s.trim();
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|z| z.name().eq_ignore_ascii_case(name))
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "unknown time zone {name:?}: give an IANA time zone name such as Asia/Tokyo, \
+                 Europe/London or UTC"
+            )
+        })
 }
 
 /// Terminal columns of a character: East Asian wide and full-width characters take two.
@@ -260,12 +354,27 @@ impl Report {
                 Language::En => writeln!(
                     out,
                     "Note: {late} event(s) were too far out of time order to analyse (standard \
-                     input or a pipe is read as it comes; a file only when its time goes back \
-                     very often); authwatch replay --late-events FILE lists them."
+                     input or a pipe is read as it comes; a file only when its time turns very \
+                     often); authwatch replay --late-events FILE lists them."
                 ),
                 Language::Ja => writeln!(
                     out,
-                    "注: 時刻の順序が大きく乱れていたため分析できなかったイベントが {late} 件ありました（標準入力やパイプは届いた順に読みます。ファイルは時刻の逆行が非常に多い場合のみ）。authwatch replay の --late-events FILE で確認できます。"
+                    "注: 時刻の順序が大きく乱れていたため分析できなかったイベントが {late} 件ありました（標準入力やパイプは届いた順に読みます。ファイルは時刻の進む向きが非常に頻繁に変わる場合のみ）。authwatch replay の --late-events FILE で確認できます。"
+                ),
+            };
+        }
+        if self.user_late > 0 && !self.events.is_empty() {
+            let n = self.user_late;
+            let _ = match lang {
+                Language::En => writeln!(
+                    out,
+                    "Note: {n} of this user's events were out of order (too far behind newer \
+                     ones) and are not in this report; sort the input by time, oldest first, \
+                     to include them."
+                ),
+                Language::Ja => writeln!(
+                    out,
+                    "注: このユーザーのイベントのうち {n} 件は時刻の順序が乱れていた（新しいイベントより大きく遅れていた）ため、このレポートに含まれていません。含めるには入力を時刻の古い順に並べ替えてください。"
                 ),
             };
         }
@@ -313,7 +422,7 @@ impl Report {
         let user = &self.user;
         if self.before_since > 0 {
             let since = self.since.map(|d| d.0).unwrap_or_default();
-            let since = humanize(since);
+            let since = duration_words(since, lang);
             let _ = match lang {
                 Language::En => writeln!(
                     out,
@@ -323,8 +432,26 @@ impl Report {
                 ),
                 Language::Ja => writeln!(
                     out,
-                    "入力の最後の {since} に {user} のイベントはありません。それより前のイベントが {} 件あります（--since を付けずに実行すると表示されます）。",
+                    "入力の最後の {since}に {user} のイベントはありません。それより前のイベントが {} 件あります（--since を付けずに実行すると表示されます）。",
                     self.before_since
+                ),
+            };
+            return;
+        }
+        if self.user_late > 0 {
+            let n = self.user_late;
+            let _ = match lang {
+                Language::En => writeln!(
+                    out,
+                    "No events for {user} could be analysed: {n} of this user's events were out \
+                     of order (too far behind newer ones; standard input and pipes are read as \
+                     they come, files in time order unless their time turns very often).\n\
+                     Sort the input by time, oldest first, and run again."
+                ),
+                Language::Ja => writeln!(
+                    out,
+                    "{user} のイベントを分析できませんでした。このユーザーのイベント {n} 件は時刻の順序が乱れていました（新しいイベントより大きく遅れていました。標準入力やパイプは届いた順に読み、ファイルは時刻の進む向きが非常に頻繁に変わる場合を除き時刻順に読みます）。\n\
+                     入力を時刻の古い順に並べ替えてから、もう一度実行してください。"
                 ),
             };
             return;
@@ -375,13 +502,34 @@ impl Report {
             (Some(f), Some(l)) => (f.time, l.time),
             _ => return,
         };
+        let clock = self.clock;
         let _ = writeln!(
             out,
-            "{} {}{}",
+            "{} {}",
             tr(lang, "Period:", "期間:"),
-            range(first, last),
-            utc(lang)
+            clock.span(first, last, lang)
         );
+        if clock.is_local() {
+            // Alert summaries are written by the rules, in UTC: said once, not left to be
+            // guessed from the labels.
+            let (name, label) = (clock.name(), clock.label(last));
+            let zone = match lang {
+                _ if label != clock.label(first) => format!("{name} "),
+                Language::En => format!("{name} ({label}) "),
+                Language::Ja => format!("{name}（{label}）"),
+            };
+            let _ = match lang {
+                Language::En => writeln!(
+                    out,
+                    "Times are in {}; alert summaries, written by the rules, give theirs in UTC.",
+                    zone.trim_end()
+                ),
+                Language::Ja => writeln!(
+                    out,
+                    "時刻は {zone}で表示しています。ルールが作成するアラートの概要文の時刻は UTC です。"
+                ),
+            };
+        }
         if let Some(t) = &self.tenant {
             let _ = writeln!(out, "{} {t}", tr(lang, "Tenant:", "テナント:"));
         }
@@ -454,31 +602,31 @@ impl Report {
             let _ = match lang {
                 Language::En => writeln!(
                     out,
-                    "Act first on: [{}] {} at {} UTC (see \"Alerts concerning this user\" below).",
+                    "Act first on: [{}] {} at {} (see \"Alerts concerning this user\" below).",
                     severity_name(a.severity, lang),
                     alert_name(a),
-                    time(a.last_seen.millis())
+                    clock.at(a.last_seen.millis(), lang)
                 ),
                 Language::Ja => writeln!(
                     out,
-                    "最優先の対応: [{}] {}（{}（UTC））。下の「このユーザーに関するアラート」を参照してください。",
+                    "最優先の対応: [{}] {}（{}）。下の「このユーザーに関するアラート」を参照してください。",
                     severity_name(a.severity, lang),
                     alert_name(a),
-                    time(a.last_seen.millis())
+                    clock.at(a.last_seen.millis(), lang)
                 ),
             };
         }
         if let Some(d) = self.since {
-            let since = humanize(d.0);
-            let newest = self.newest.map(time).unwrap_or_default();
+            let since = duration_words(d.0, lang);
+            let newest = self.newest.map(|t| clock.at(t, lang)).unwrap_or_default();
             let _ = match lang {
                 Language::En => writeln!(
                     out,
-                    "Only the last {since} of the input (up to its newest event, {newest} UTC)."
+                    "Only the last {since} of the input (up to its newest event, {newest})."
                 ),
                 Language::Ja => writeln!(
                     out,
-                    "入力の最後の {since} のみ（最新のイベント {newest}（UTC）まで）を対象にしています。"
+                    "入力の最後の {since}のみ（最新のイベント {newest}まで）を対象にしています。"
                 ),
             };
         }
@@ -503,16 +651,28 @@ impl Report {
             return;
         }
         let shown = &self.events[self.events.len() - n..];
+        let clock = self.clock;
+        // One zone label for the table, or one per row when it changes within it (daylight
+        // saving time).
+        let labels: BTreeSet<String> = shown.iter().map(|e| clock.label(e.time)).collect();
+        let per_row = labels.len() > 1;
+        let zone = match (clock.is_local(), labels.iter().next()) {
+            (true, Some(label)) if !per_row => match lang {
+                Language::En => format!("{} ({label})", clock.name()),
+                Language::Ja => format!("{}（{label}）", clock.name()),
+            },
+            _ => clock.name().to_owned(),
+        };
         let _ = writeln!(out);
         let _ = match lang {
             Language::En => writeln!(
                 out,
-                "Recent sign-ins (last {n} of {} events, oldest first; times in UTC)",
+                "Recent sign-ins (last {n} of {} events, oldest first; times in {zone})",
                 self.events.len()
             ),
             Language::Ja => writeln!(
                 out,
-                "最近のサインイン（全 {} 件のうち最新 {n} 件、古い順、時刻は UTC）",
+                "最近のサインイン（全 {} 件のうち最新 {n} 件、古い順、時刻は {zone}）",
                 self.events.len()
             ),
         };
@@ -533,7 +693,11 @@ impl Report {
         for e in shown {
             let marks = novelty(e, lang);
             rows.push([
-                time(e.time),
+                if per_row {
+                    format!("{} {}", clock.time(e.time), clock.label(e.time))
+                } else {
+                    clock.time(e.time)
+                },
                 clip(tenant_name(&e.tenant, lang), 20),
                 activity_name(e.activity, lang).to_owned(),
                 factor_name(e.factor, lang).to_owned(),
@@ -587,19 +751,20 @@ impl Report {
             );
             return;
         }
+        let clock = self.clock;
         for g in &self.groups {
             let name = class_name(g.class, lang);
             let meaning = class_meaning(g.class, lang);
-            let span = when(g.first, g.last);
+            let span = clock.span(g.first, g.last, lang);
             let _ = writeln!(out);
             let counted = problems_text(g.failures, g.lockouts, lang);
             let _ = match lang {
                 Language::En => writeln!(
                     out,
-                    "  {} — {meaning}: {counted}, {span} UTC",
+                    "  {} — {meaning}: {counted}, {span}",
                     name.to_uppercase(),
                 ),
-                Language::Ja => writeln!(out, "  【{name}】{meaning}: {counted}、{span}（UTC）"),
+                Language::Ja => writeln!(out, "  【{name}】{meaning}: {counted}、{span}"),
             };
             let _ = writeln!(
                 out,
@@ -608,27 +773,27 @@ impl Report {
                 reasons_line(g, lang)
             );
             for (basis, x) in &g.explanations {
-                let span = when(x.first, x.last);
+                let span = clock.span(x.first, x.last, lang);
                 let counted = problems_text(x.failures, x.lockouts, lang);
                 let steps: Vec<&str> = match basis {
                     Basis::Alert(i) => {
                         let a = &self.alerts[*i];
                         let _ = writeln!(out, "    • {}", a.summary.get(lang.code()));
                         let name = alert_name(a);
-                        let fired = time(a.last_seen.millis());
+                        let fired = clock.at(a.last_seen.millis(), lang);
                         // The summary counts what the rule had seen when it fired; explain
                         // counts what the alert explains in this report, often more (the
                         // incident went on without a new alert): both are labelled.
                         let _ = match lang {
                             Language::En => writeln!(
                                 out,
-                                "      (alert {name}, severity {}, fired {fired} UTC with the \
-                                 counts above; explained here: {counted}, {span} UTC)",
+                                "      (alert {name}, severity {}, fired {fired} with the counts \
+                                 above; explained here: {counted}, {span})",
                                 severity_name(a.severity, lang),
                             ),
                             Language::Ja => writeln!(
                                 out,
-                                "      （アラート {name}、重要度 {}。上の件数は {fired}（UTC）の発報時点のものです。ここで説明する対象: {counted}、{span}（UTC））",
+                                "      （アラート {name}、重要度 {}。上の件数は {fired} の発報時点のものです。ここで説明する対象: {counted}、{span}）",
                                 severity_name(a.severity, lang),
                             ),
                         };
@@ -643,12 +808,12 @@ impl Report {
                         let _ = match lang {
                             Language::En => writeln!(
                                 out,
-                                "    • {}\n      (no alert explains these; judged from the reason: {counted}, {span} UTC)",
+                                "    • {}\n      (no alert explains these; judged from the reason: {counted}, {span})",
                                 text.summary,
                             ),
                             Language::Ja => writeln!(
                                 out,
-                                "    • {}\n      （説明するアラートはなく、理由から判断しました。該当: {counted}、{span}（UTC））",
+                                "    • {}\n      （説明するアラートはなく、理由から判断しました。該当: {counted}、{span}）",
                                 text.summary,
                             ),
                         };
@@ -682,9 +847,10 @@ impl Report {
             );
         }
         let explaining = self.explaining();
+        let clock = self.clock;
         for (i, a) in self.alerts.iter().enumerate() {
             let _ = writeln!(out);
-            let span = when(a.window.start.millis(), a.window.end.millis());
+            let span = clock.span(a.window.start.millis(), a.window.end.millis(), lang);
             let e = &a.entity;
             // Alerts keyed by this user alone need no entity; others say what they are about
             // (an address, a tenant) since the user is only part of them.
@@ -700,14 +866,14 @@ impl Report {
             let _ = match lang {
                 Language::En => writeln!(
                     out,
-                    "  [{}] {} — cause: {} — {span} UTC{entity}",
+                    "  [{}] {} — cause: {} — {span}{entity}",
                     severity_name(a.severity, lang),
                     alert_name(a),
                     class_name(a.cause_class, lang).to_lowercase(),
                 ),
                 Language::Ja => writeln!(
                     out,
-                    "  [{}] {} — 原因: {} — {span}（UTC）{entity}",
+                    "  [{}] {} — 原因: {} — {span}{entity}",
                     severity_name(a.severity, lang),
                     alert_name(a),
                     class_name(a.cause_class, lang),
@@ -717,16 +883,16 @@ impl Report {
             if let Some(s) = self.scopes.get(i)
                 && s.last > span_end(a)
             {
-                let last = time(s.last);
+                let last = clock.at(s.last, lang);
                 let _ = match lang {
                     Language::En => writeln!(
                         out,
                         "    The incident went on after the alert, without a new one: the user's \
-                         last failure of its kind was at {last} UTC."
+                         last failure of its kind was at {last}."
                     ),
                     Language::Ja => writeln!(
                         out,
-                        "    インシデントはアラートの後も新たなアラートなしに続きました。このユーザーのこの種類の最後の失敗は {last}（UTC）です。"
+                        "    インシデントはアラートの後も新たなアラートなしに続きました。このユーザーのこの種類の最後の失敗は {last} です。"
                     ),
                 };
             }
@@ -822,17 +988,9 @@ pub(super) fn alerts_en(n: usize) -> String {
     }
 }
 
-/// `start → end`, or the one instant when they are equal.
-pub(super) fn when(start: i64, end: i64) -> String {
-    if start == end {
-        time(start)
-    } else {
-        range(start, end)
-    }
-}
-
+/// A duration as configuration writes it (`1day 12h`), for the JSON report; sentences use
+/// [`duration_words`].
 pub(super) fn humanize(d: std::time::Duration) -> String {
-    // DurationText prints as humantime does (`1day 12h`), which reads fine in both languages.
     serde_json::to_value(DurationText(d))
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

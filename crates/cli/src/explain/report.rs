@@ -127,6 +127,8 @@ pub(super) struct Report {
     /// The user's events before `--since`.
     pub(super) before_since: usize,
     pub(super) evicted: u64,
+    /// The user's events too far out of time order for the rules, left out.
+    pub(super) user_late: u64,
     pub(super) newest: Option<i64>,
     pub(super) alerts: Vec<Alert>,
     /// Each alert's scope, by the index of `alerts`.
@@ -141,6 +143,8 @@ pub(super) struct Report {
     pub(super) lockouts: usize,
     pub(super) groups: Vec<Group>,
     pub(super) similar: Vec<String>,
+    /// The zone the text report writes times in (`--tz`).
+    pub(super) clock: Clock,
 }
 
 impl Report {
@@ -232,6 +236,7 @@ impl Report {
             events,
             before_since,
             evicted: sink.evicted,
+            user_late: sink.late,
             newest: sink.newest,
             alerts,
             scopes,
@@ -243,6 +248,7 @@ impl Report {
             lockouts,
             groups,
             similar: sink.similar.into_iter().collect(),
+            clock: Clock::new(args.tz),
         }
     }
 

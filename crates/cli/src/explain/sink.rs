@@ -52,8 +52,17 @@ pub(super) struct UserSink {
     /// Source of recent failures of every user, by [`event_key`], oldest first.
     pub(super) recent: VecDeque<(i64, String)>,
     pub(super) recent_sources: HashMap<String, (Option<IpAddr>, Option<String>)>,
-    /// How long a failure is remembered in `recent`: the longest rule window.
+    /// How long a failure is remembered in `recent`: the longest rule window (with its
+    /// settling time).
     pub(super) recent_ms: i64,
+    /// `event_time.allowed_lateness`: how far behind the newest event a later alert's deciding
+    /// event may be.
+    pub(super) lateness: i64,
+    /// Failures before this time are forgotten: set once a batch's alerts were handled (see
+    /// [`UserSink::remember`]).
+    pub(super) forget_before: i64,
+    /// Whether alerts came since the last event: the batch they belong to is over.
+    pub(super) settled: bool,
     /// The addresses and identifying devices of the failures each kept alert names, by alert id.
     pub(super) sources: HashMap<String, Sources>,
     pub(super) similar: BTreeSet<String>,
@@ -61,6 +70,8 @@ pub(super) struct UserSink {
     pub(super) tenants: BTreeMap<String, u64>,
     /// Unreadable lines per input.
     pub(super) unreadable: BTreeMap<String, u64>,
+    /// The user's events that came too far behind newer ones for the rules (and this report).
+    pub(super) late: u64,
 }
 
 impl UserSink {
@@ -68,6 +79,7 @@ impl UserSink {
         user: &str,
         tenant: Option<&str>,
         recent_ms: i64,
+        lateness: i64,
         suppress: HashMap<String, i64>,
     ) -> UserSink {
         let user = user.trim().to_lowercase();
@@ -91,10 +103,14 @@ impl UserSink {
             recent: VecDeque::new(),
             recent_sources: HashMap::new(),
             recent_ms,
+            lateness,
+            forget_before: i64::MIN,
+            settled: false,
             sources: HashMap::new(),
             similar: BTreeSet::new(),
             tenants: BTreeMap::new(),
             unreadable: BTreeMap::new(),
+            late: 0,
         }
     }
 
@@ -112,11 +128,17 @@ impl UserSink {
     }
 
     /// Remembers who sent a failure, for the alerts that will name it.
+    ///
+    /// The pipeline hands the sink a batch's events before the batch's alerts, and a batch may
+    /// span hours of event time (a quiet night), so a failure is not forgotten by the time of
+    /// the events that follow it: an alert still to come may name it. Only once a batch's
+    /// alerts were handled ([`UserSink::settle`]) are the failures no later alert can name
+    /// forgotten: those older than the longest window (with its settling time) before the
+    /// watermark the next alerts are decided after. The result is the same for any batch size;
+    /// [`MAX_RECENT_FAILURES`] bounds the memory either way.
     pub(super) fn remember(&mut self, event: &AuthEvent) {
         while let Some((t, _)) = self.recent.front() {
-            if self.recent.len() < MAX_RECENT_FAILURES
-                && *t >= event.time.saturating_sub(self.recent_ms)
-            {
+            if self.recent.len() < MAX_RECENT_FAILURES && *t >= self.forget_before {
                 break;
             }
             if let Some((_, key)) = self.recent.pop_front() {
@@ -130,6 +152,19 @@ impl UserSink {
         let source = (event.src.ip, identifying(&event.device).map(str::to_owned));
         if self.recent_sources.insert(key.clone(), source).is_none() {
             self.recent.push_back((event.time, key));
+        }
+    }
+
+    /// The first event after alerts begins a new batch: the alerts of every event so far were
+    /// handled, and the next ones are decided on events no older than the watermark (the newest
+    /// time less the lateness) or on windows ending after it.
+    pub(super) fn settle(&mut self) {
+        if std::mem::take(&mut self.settled)
+            && let Some(newest) = self.newest
+        {
+            self.forget_before = newest
+                .saturating_sub(self.lateness)
+                .saturating_sub(self.recent_ms);
         }
     }
 
@@ -181,6 +216,7 @@ impl UserSink {
 
 impl Sink for UserSink {
     fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        self.settled = true;
         let e = &alert.entity;
         // Rules key users by name alone, across tenants: with `--tenant`, an alert on the name
         // is this account's when its deciding event was in that tenant.
@@ -263,7 +299,13 @@ impl Sink for UserSink {
         Ok(())
     }
 
-    fn late_event(&mut self, _record: &LateEvent) -> Result<(), SinkError> {
+    /// Explain asks for late events (`late_events = side_output`) to tell the help desk that
+    /// the user's events were out of order, rather than that the name is misspelt.
+    fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
+        let e = &record.event;
+        if self.is_user(e) && self.in_tenant(&e.tenant) {
+            self.late += 1;
+        }
         Ok(())
     }
 
@@ -276,6 +318,7 @@ impl Sink for UserSink {
     }
 
     fn event(&mut self, event: &AuthEvent) -> Result<(), SinkError> {
+        self.settle();
         self.newest = Some(self.newest.map_or(event.time, |n| n.max(event.time)));
         self.remember(event);
         if self.is_user(event) {
