@@ -323,6 +323,9 @@ fn replay_serves_metrics_and_logs_json_with_slow_batch_traces() {
         .arg(&events)
         .env("AUTHWATCH_LOG_FORMAT", "json")
         .env("AUTHWATCH_LOG", "info")
+        // The responder in dry run: its decisions are exported as `run` exports them.
+        .env("AUTHWATCH__RESPOND__ENABLED", "true")
+        .env("AUTHWATCH__RESPOND__STATE_DIR", dir.path().join("respond"))
         // Every batch is slower than a nanosecond: each one leaves a trace.
         .env("AUTHWATCH__TELEMETRY__SLOW_BATCH", "1ns")
         .stderr(std::process::Stdio::piped())
@@ -375,6 +378,19 @@ fn replay_serves_metrics_and_logs_json_with_slow_batch_traces() {
         .map(|(_, v)| *v as u64)
         .sum();
     assert_eq!(exported, written);
+    // Every (action, result) pair of the responder exists, at 0 before its first decision.
+    let responses: Vec<&String> = m
+        .keys()
+        .filter(|k| k.starts_with("authwatch_response_actions_total{"))
+        .collect();
+    assert_eq!(responses.len(), 36, "{responses:#?}");
+    assert_eq!(
+        value(
+            &m,
+            "authwatch_response_actions_total{action=\"suspend\",result=\"failed\"}"
+        ),
+        0
+    );
     let batches = lines.div_ceil(2048);
     assert_eq!(value(&m, "authwatch_batch_slow_total"), batches);
     assert_eq!(get(addr, "/startupz").0, 200);

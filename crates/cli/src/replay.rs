@@ -218,6 +218,9 @@ fn execute(
         with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
     if let Some(t) = &telemetry {
         pipeline = t.connect(pipeline, &sql_failures);
+        if let Some(counts) = responder.counts() {
+            t.register_responder(counts);
+        }
     }
     let progress = (!options.quiet).then(|| Progress::start(pipeline.metrics(), total_bytes));
     let result = match archive {

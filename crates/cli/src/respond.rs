@@ -198,6 +198,12 @@ impl ReplayResponder {
         })
     }
 
+    /// The responder's running totals by action and decision (every pair, zeros included),
+    /// for the metrics endpoint; `None` when the responder is off.
+    pub fn counts(&self) -> Option<authwatch_respond::SharedCounts> {
+        self.thread.as_ref().map(|t| t.counts())
+    }
+
     pub fn tee<S: authwatch_pipeline::Sink>(&self, sink: S) -> authwatch_respond::TeeSink<S> {
         match &self.thread {
             Some(t) => t.tee(sink),

@@ -64,6 +64,23 @@ impl ReplayTelemetry {
         pipeline
     }
 
+    /// Exports the responder's decisions (`authwatch_response_actions_total`), as `run` does.
+    pub fn register_responder(&self, counts: authwatch_respond::SharedCounts) {
+        self.telemetry.register_response_actions(move || {
+            let Ok(counts) = counts.lock() else {
+                return Vec::new();
+            };
+            counts
+                .iter()
+                .map(|((action, decision), n)| authwatch_telemetry::ActionCount {
+                    action: action.as_str().to_owned(),
+                    result: decision.as_str().to_owned(),
+                    count: *n,
+                })
+                .collect()
+        });
+    }
+
     /// After the run: the input is used up (not ready any more); serve for the linger time,
     /// then stop and push the last OTLP export.
     pub fn finish(self) -> Result<()> {
