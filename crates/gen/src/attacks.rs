@@ -13,12 +13,16 @@
 //! - account_lockout wave: 35–45 accounts locked within minutes (threshold 25 / 30 min);
 //! - impossible_travel: ≥ 2000 km in 10–40 min, i.e. ≥ 3000 km/h (threshold 900 km/h);
 //! - risk_policy_block: 5–8 blocks for one user in ≤ 40 min (3 / hour); wave 28–40 users (20).
+//!
+//! The evasive variants of these attacks, which stay under those thresholds on purpose, and
+//! benign look-alikes that cross them are in `variants.rs`.
 
 use crate::benign::{Incident, mfa, sso};
 use crate::engine::*;
 use crate::label::categories as cat;
 use crate::plan::{Kind, Plan};
 use crate::population::{HOUR, MIN, hex_id, mix};
+use crate::variants;
 use crate::world::{
     ATTACK_ASN, ATTACK_CLIENTS, Client, DESKTOPS, JA_FIRST, JA_LAST, MOBILES, OFFICES, WEST_FIRST,
     WEST_LAST, distance_km,
@@ -58,10 +62,16 @@ pub(crate) fn render(eng: &mut Engine<'_>, plan: &Plan) {
         Kind::NetworkWave => network_wave(eng, plan, rng),
         Kind::Outage => outage(eng, plan, rng),
         Kind::BenignLockout => benign_lockout(eng, plan, rng),
+        Kind::SlowFatigue { success } => variants::slow_fatigue(eng, plan, success, rng),
+        Kind::OneTrySpray { compromise } => variants::one_try_spray(eng, plan, compromise, rng),
+        Kind::AsnSpray => variants::asn_spray(eng, plan, rng),
+        Kind::CaseBruteForce => variants::case_brute_force(eng, plan, rng),
+        Kind::OfficeTypos => variants::office_typos(eng, plan, rng),
+        Kind::ApprovedPushes => variants::approved_pushes(eng, plan, rng),
     }
 }
 
-fn user_ip_entity(eng: &Engine<'_>, u: usize, ip: IpAddr) -> Entity {
+pub(crate) fn user_ip_entity(eng: &Engine<'_>, u: usize, ip: IpAddr) -> Entity {
     Entity {
         user: Some(eng.pop.people[u].name.clone()),
         ip: Some(ip),
@@ -69,7 +79,7 @@ fn user_ip_entity(eng: &Engine<'_>, u: usize, ip: IpAddr) -> Entity {
     }
 }
 
-fn ip_entity(ip: IpAddr) -> Entity {
+pub(crate) fn ip_entity(ip: IpAddr) -> Entity {
     Entity {
         ip: Some(ip),
         ..Entity::default()
@@ -77,7 +87,7 @@ fn ip_entity(ip: IpAddr) -> Entity {
 }
 
 /// An attacker acting as account `name` (id empty for names the tenant does not know).
-fn attacker(
+pub(crate) fn attacker(
     eng: &mut Engine<'_>,
     name: Text,
     id: Text,
@@ -95,7 +105,12 @@ fn attacker(
     }
 }
 
-fn attack_victim(eng: &mut Engine<'_>, u: usize, ip: IpAddr, client: &'static Client) -> Actor {
+pub(crate) fn attack_victim(
+    eng: &mut Engine<'_>,
+    u: usize,
+    ip: IpAddr,
+    client: &'static Client,
+) -> Actor {
     let (name, id) = (eng.pop.people[u].name.clone(), eng.pop.people[u].id.clone());
     attacker(eng, name, id, ip, client)
 }
@@ -194,7 +209,7 @@ fn fraud_report(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaCha8Rng) {
 }
 
 /// Names from a leaked list that the tenant does not know.
-fn unknown_name(eng: &Engine<'_>, rng: &mut ChaCha8Rng) -> Text {
+pub(crate) fn unknown_name(eng: &Engine<'_>, rng: &mut ChaCha8Rng) -> Text {
     loop {
         let (first, last) = if rng.random_bool(0.5) {
             (JA_FIRST, JA_LAST)
@@ -305,7 +320,7 @@ fn stuffing(
 }
 
 /// The attacker signs in with a password that worked, from the attacking address.
-fn compromise_at(
+pub(crate) fn compromise_at(
     eng: &mut Engine<'_>,
     v: usize,
     ip: IpAddr,

@@ -4,7 +4,9 @@
 //! Margins against the attack rules' default thresholds: a user's own denied/unanswered pushes
 //! stay ≤ 3 per day (fatigue fires at 5), password typos ≤ 2 per session and one incident per
 //! user-day (brute force fires at 10), and no address fails for more than 3 users within an hour
-//! (see [`Engine::may_fail`]).
+//! (see [`Engine::may_fail`]). The benign look-alikes of `variants.rs` cross some of these on
+//! purpose (colleagues mistyping behind one office egress, ten approved pushes in minutes); they
+//! are planned incidents, not everyday noise.
 
 use crate::engine::*;
 use crate::label::categories as cat;

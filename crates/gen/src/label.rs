@@ -5,8 +5,13 @@ use serde::{Deserialize, Serialize};
 
 /// One incident the generator injected on purpose, as the detector should report it.
 ///
-/// `entity` holds the key fields of the rule (`user`, `ip`, `asn` or `tenant`); `start..=end` is
-/// the span of the events that make up the incident (see each category in [`categories`]).
+/// `entity` holds the key fields of the rule (`user`, `ip`, `asn` or `tenant`; both `tenant` and
+/// `asn` for a spray rotating over one network, which a tenant-wide or a network-keyed detector
+/// may report); `start..=end` is the span of the events that make up the incident (see each
+/// category in [`categories`]).
+///
+/// Benign look-alikes of attacks carry no attack label (at most the `mfa_triage` label of what
+/// they are), so that `evaluate` counts an attack alert on them as a false positive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Label {
@@ -37,7 +42,8 @@ impl Label {
 
 /// The category ids the generator labels.
 pub mod categories {
-    /// ≥ 5 denied/unanswered pushes (or ≥ 10 sent) in 10 min; entity user.
+    /// ≥ 5 denied/unanswered pushes (or ≥ 10 sent) in 10 min, or ≥ 10 refusals paced over
+    /// about an hour; entity user.
     pub const MFA_FATIGUE: &str = "mfa_fatigue";
     /// A push bombing that ended in an approval; entity user.
     pub const MFA_FATIGUE_SUCCESS: &str = "mfa_fatigue_success";
@@ -45,9 +51,10 @@ pub mod categories {
     pub const MFA_FRAUD_REPORT: &str = "mfa_fraud_report";
     /// Leaked-list password failures over many users; entity ip (asn for rotating IPs).
     pub const CREDENTIAL_STUFFING: &str = "credential_stuffing";
-    /// Few passwords over many accounts; entity ip (tenant for the multi-source variant).
+    /// Few passwords over many accounts, or one password once each; entity ip (tenant for the
+    /// multi-source variant, tenant + asn for one rotating over a network's addresses).
     pub const PASSWORD_SPRAY: &str = "password_spray";
-    /// One account hammered; entity user.
+    /// One account hammered (whatever the letter case of the login typed); entity user.
     pub const BRUTE_FORCE: &str = "brute_force";
     /// A success after stuffing/spray/brute force; entity user + ip.
     pub const CREDENTIAL_COMPROMISE: &str = "credential_compromise";

@@ -7,8 +7,15 @@
 //! clock drift, undelivered pushes, blocked push at an office firewall, provider outages,
 //! lockouts …) and
 //! attacks (push bombing, credential stuffing, password spraying, brute force, impossible
-//! travel …). It streams the events in time order and returns the [`Label`]s: the alerts a
-//! perfect detector raises. [`evaluate`] scores a detector's alerts against those labels.
+//! travel …). Besides the classic shapes of each attack it injects evasive variants that stay
+//! under the usual thresholds (push bombing paced over an hour, a spray of one try per account,
+//! a slow spray rotating over one network's addresses, a brute force cycling the login's letter
+//! case) and benign look-alikes that cross them (colleagues mistyping a changed password behind
+//! one office egress, a user approving ten pushes an application asks for in minutes), so that
+//! a detector tuned to the classic shapes does not score perfectly by construction. It streams
+//! the events in time order and returns the [`Label`]s: the alerts a perfect detector raises
+//! (benign look-alikes carry none, so an attack alert on them is a false positive).
+//! [`evaluate`] scores a detector's alerts against those labels.
 //!
 //! The same [`GenConfig`] always produces byte-identical output: all randomness comes from
 //! ChaCha8 streams seeded from `seed`, and nothing depends on the clock or hash-map order.
@@ -41,6 +48,7 @@ mod eval;
 mod label;
 mod plan;
 mod population;
+mod variants;
 mod world;
 
 pub use config::{ConfigError, DEFAULT_START_MS, GenConfig};

@@ -8,7 +8,7 @@
 use crate::benign::Incident;
 use crate::engine::{Engine, rng_for, stream};
 use crate::population::{DAY, HOUR, MIN, Person, Place};
-use crate::world::{ATTACK_ANON, ATTACK_AS721, ATTACK_ROTATING, OFFICES, distance_km};
+use crate::world::{ATTACK_ANON, ATTACK_AS721, ATTACK_ROTATING, OFFICES, SPRAY_POOL, distance_km};
 use authwatch_event::Factor;
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -49,6 +49,22 @@ pub(crate) enum Kind {
     NetworkWave,
     Outage,
     BenignLockout,
+    /// Push bombing paced under mfa_fatigue's 10-minute window, for about an hour.
+    SlowFatigue {
+        success: bool,
+    },
+    /// One password tried once against many existing accounts from one address.
+    OneTrySpray {
+        compromise: bool,
+    },
+    /// A slow spray from a fresh address of one network for every try.
+    AsnSpray,
+    /// Brute force on one account with the login typed in varying letter case.
+    CaseBruteForce,
+    /// Benign: colleagues behind one office egress mistype a changed password, then sign in.
+    OfficeTypos,
+    /// Benign: a user approves every one of 6–9 pushes an application asks for in minutes.
+    ApprovedPushes,
 }
 
 /// One scheduled incident.
@@ -121,24 +137,51 @@ pub(crate) fn plan(eng: &mut Engine<'_>) -> Vec<Plan> {
             kinds.push(Kind::RiskWave);
             kinds.push(Kind::Outage);
         }
+        // Evasive variants of the attacks above and benign look-alikes of them (variants.rs):
+        // what a detector tuned on the classic shapes misses, or raises falsely. They need a
+        // tenant large enough to hold a spray of 50+ accounts beside everything else.
+        if users >= 100 {
+            kinds.push(Kind::SlowFatigue {
+                success: i % 2 == 1,
+            });
+            kinds.push(Kind::CaseBruteForce);
+            kinds.push(Kind::ApprovedPushes);
+            kinds.push(Kind::OneTrySpray {
+                compromise: i % 2 == 0,
+            });
+            kinds.push(Kind::AsnSpray);
+            kinds.push(Kind::OfficeTypos);
+        }
     }
     let mut used_ips = BTreeSet::new();
     let mut plans = Vec::new();
     let first = cfg.start_ms + HOUR;
     let last = cfg.start_ms + days * DAY - 6 * HOUR;
     // Incidents with one victim first: in a small tenant the many-account ones would
-    // otherwise leave nobody free to be the victim.
+    // otherwise leave nobody free to be the victim. The variants come last, so that they take
+    // what the classic incidents leave (and do not move those: the sort is stable, and the
+    // classic ones draw the same numbers as before the variants existed).
     kinds.sort_by_key(|k| match k {
         Kind::Stuffing { .. } | Kind::Spray { .. } => 1,
         Kind::LockoutWave | Kind::RiskWave | Kind::Outage | Kind::NetworkWave => 2,
+        Kind::SlowFatigue { .. } | Kind::CaseBruteForce | Kind::ApprovedPushes => 3,
+        Kind::OneTrySpray { .. } | Kind::AsnSpray | Kind::OfficeTypos => 4,
         _ => 0,
     });
+    // Slow sprays over one network hours apart: two at once would be one faster campaign.
+    let mut network_sprays: Vec<i64> = Vec::new();
     for (k, kind) in kinds.into_iter().enumerate() {
         let seed = rng.random::<u64>() ^ k as u64;
         // A few instants, in case everyone suitable is busy at the first one.
         for _ in 0..4 {
             let t = rng.random_range(first..last);
+            if kind == Kind::AsnSpray && network_sprays.iter().any(|&s| (s - t).abs() < 4 * HOUR) {
+                continue;
+            }
             if let Some(p) = place_incident(eng, &mut rng, &mut used_ips, kind, t, seed) {
+                if kind == Kind::AsnSpray {
+                    network_sprays.push(p.t);
+                }
                 plans.push(p);
                 break;
             }
@@ -584,6 +627,167 @@ fn place_incident(
             })?;
             plan.users.push(u);
         }
+        Kind::SlowFatigue { .. } => {
+            // The campaign lasts up to 70 min, and the approval comes minutes after it.
+            let u = victim(eng, rng, t, HOUR, 3 * HOUR, &|p, pl| {
+                p.factor == Factor::Push && at_home_city(p, pl)
+            })?;
+            plan.users.push(u);
+            plan.ips.push(attack_ip(rng, used, true));
+        }
+        Kind::CaseBruteForce => {
+            let u = victim(eng, rng, t, HOUR, AFTER_CREDENTIAL_ATTACK, &at_home_city)?;
+            plan.users.push(u);
+            plan.ips.push(attack_ip(rng, used, false));
+        }
+        Kind::OneTrySpray { compromise } => {
+            // One pass over the directory the attacker enumerated: 50–150 accounts (at most
+            // two in five of a small tenant), and never fewer than 40 (the rule's 20, doubled).
+            let want = rng.random_range(50..=150).min(eng.pop.people.len() * 2 / 5);
+            if want < 40 {
+                return None;
+            }
+            // Victims stay quiet over the pass (at most 60 min): a victim's own sign-in right
+            // after the attacker's wrong password would read as the victim's own typo.
+            let (before, after) = (15 * MIN, 75 * MIN);
+            let mut users = Vec::new();
+            if compromise {
+                // The account whose password was right: quiet until the attacker comes back.
+                let u = victim(eng, rng, t, before, AFTER_CREDENTIAL_ATTACK, &at_home_city)?;
+                users.push(u);
+            }
+            let rule = Pick {
+                t,
+                before,
+                after,
+                quiet: true,
+                accept: &at_home_city,
+            };
+            let rest = pick_users(eng, rng, want - users.len(), &rule);
+            users.extend(rest);
+            if users.len() < 40 {
+                if compromise {
+                    release(eng, &users[..1], t, (before, AFTER_CREDENTIAL_ATTACK));
+                }
+                release(eng, &users[compromise as usize..], t, (before, after));
+                return None;
+            }
+            plan.users = users;
+            plan.ips.push(attack_ip(rng, used, compromise));
+        }
+        Kind::AsnSpray => {
+            let want = rng.random_range(30..=60).min(eng.pop.people.len() * 2 / 5);
+            if want < 20 {
+                return None;
+            }
+            // The spray lasts up to 2 h.
+            let (before, after) = (15 * MIN, 135 * MIN);
+            let rule = Pick {
+                t,
+                before,
+                after,
+                quiet: true,
+                accept: &at_home_city,
+            };
+            plan.users = pick_users(eng, rng, want, &rule);
+            if plan.users.len() < 20 {
+                release(eng, &plan.users, t, (before, after));
+                return None;
+            }
+            // A fresh address of the proxy pool for every try.
+            while plan.ips.len() < plan.users.len() {
+                let ip = SPRAY_POOL.nth(rng.random_range(0..SPRAY_POOL.len()));
+                if used.insert(ip) {
+                    plan.ips.push(ip);
+                }
+            }
+        }
+        Kind::OfficeTypos => {
+            // A weekday morning after a password change: several colleagues behind one egress
+            // address type the old password first.
+            let day = random_weekday(eng, rng)?;
+            let seed_user = rng.random_range(0..eng.pop.people.len());
+            let (office, egress) = (
+                eng.pop.people[seed_user].office,
+                eng.pop.people[seed_user].egress,
+            );
+            plan.t = office_time(eng, office, day, 8 * HOUR + rng.random_range(30..120) * MIN);
+            let want = rng.random_range(6..=10);
+            // Quiet over the 40 min of sign-ins: the typo session is their own sign-in then.
+            let chosen = pick_users(
+                eng,
+                rng,
+                want,
+                &Pick {
+                    t: plan.t,
+                    before: 0,
+                    after: 40 * MIN,
+                    quiet: true,
+                    accept: &|p, pl| {
+                        p.office == office
+                            && p.egress == egress
+                            && p.factor != Factor::Webauthn
+                            && pl == Place::Office
+                            && !p.traveller()
+                    },
+                },
+            );
+            if chosen.len() < 5 {
+                release(eng, &chosen, plan.t, (0, 40 * MIN));
+                return None;
+            }
+            plan.users = chosen;
+            plan.ips.push(egress);
+        }
+        Kind::ApprovedPushes => {
+            // Working hours of the user's own office.
+            let day = random_weekday(eng, rng)?;
+            let office = eng.pop.people[rng.random_range(0..eng.pop.people.len())].office;
+            plan.t = office_time(eng, office, day, 9 * HOUR + rng.random_range(30..390) * MIN);
+            let u = pick_users(
+                eng,
+                rng,
+                1,
+                &Pick {
+                    t: plan.t,
+                    before: 0,
+                    after: 15 * MIN,
+                    quiet: true,
+                    accept: &|p, pl| {
+                        p.office == office && p.factor == Factor::Push && at_home_city(p, pl)
+                    },
+                },
+            );
+            plan.users.push(*u.first()?);
+        }
     }
     Some(plan)
+}
+
+/// Gives back what [`pick_users`] took for an incident at `t` that is not placed after all:
+/// the users' busy day, and the quiet window `(before, after)` around `t` (if one was set).
+fn release(eng: &mut Engine<'_>, users: &[usize], t: i64, (before, after): (i64, i64)) {
+    for &u in users {
+        let d = eng.pop.local_day(u, t);
+        let p = &mut eng.pop.people[u];
+        p.busy.retain(|&b| b != d);
+        p.quiet.retain(|&w| w != (t - before, t + after));
+    }
+}
+
+/// A random weekday (local day index) of the period, if there is one.
+fn random_weekday(eng: &Engine<'_>, rng: &mut ChaCha8Rng) -> Option<i64> {
+    let start_dow = (eng.cfg.start_ms.div_euclid(DAY) + 3).rem_euclid(7);
+    let weekdays: Vec<i64> = (0..eng.cfg.days as i64)
+        .filter(|d| (start_dow + d) % 7 < 5)
+        .collect();
+    if weekdays.is_empty() || eng.pop.people.is_empty() {
+        return None;
+    }
+    Some(weekdays[rng.random_range(0..weekdays.len())])
+}
+
+/// UTC instant of local time `local` on local day `day` in office `office`.
+fn office_time(eng: &Engine<'_>, office: usize, day: i64, local: i64) -> i64 {
+    eng.cfg.start_ms + day * DAY + local - OFFICES[office].utc_offset_min * MIN
 }

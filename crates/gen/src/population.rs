@@ -85,7 +85,8 @@ pub(crate) struct Person {
     pub start: i64,
     pub apps: Vec<&'static str>,
     pub trip: Option<Trip>,
-    /// Windows without any of the user's own sign-ins (an attack on them is being simulated).
+    /// Windows without any of the user's own ordinary sign-ins (an incident involving them is
+    /// being simulated: an attack on them, or a benign look-alike that stands for their sign-in).
     pub quiet: Vec<(i64, i64)>,
     /// Local days on which a planned incident already involves the user.
     pub busy: Vec<i64>,
