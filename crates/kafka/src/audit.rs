@@ -51,13 +51,14 @@ pub struct Audit {
 
 impl Audit {
     pub(crate) fn new(
-        mut config: ClientConfig,
+        config: ClientConfig,
         topic: &str,
         instance: &str,
         group: &str,
     ) -> Result<Self, KafkaError> {
+        // The operator's properties (in `config`) over authwatch's default.
+        let mut config = crate::client::with_defaults(&config, &[("linger.ms", "5")]);
         config.set("enable.idempotence", "true");
-        config.set("linger.ms", "5");
         let producer = config
             .create()
             .map_err(|e| KafkaError::client("creating the audit producer", e))?;

@@ -114,6 +114,31 @@ impl Bucket {
         }
     }
 
+    /// An S3 bucket at an address where nothing listens, without retries: every call fails as
+    /// a network error does, for tests.
+    #[cfg(test)]
+    pub(crate) fn unreachable() -> Bucket {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint("http://127.0.0.1:9")
+            .with_allow_http(true)
+            .with_bucket_name("unreachable")
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: std::time::Duration::from_millis(200),
+            })
+            .build()
+            .unwrap_or_else(|e| panic!("test bucket: {e}"));
+        Bucket {
+            store: Arc::new(store),
+            base: "s3://unreachable".to_owned(),
+            ..Bucket::memory()
+        }
+    }
+
     /// The URL of `key`, for messages.
     pub(crate) fn url(&self, key: &str) -> String {
         format!("{}/{key}", self.base)

@@ -42,14 +42,105 @@ pub(crate) fn base_config_impl(kafka: &KafkaConfig) -> Result<ClientConfig, Kafk
     Ok(c)
 }
 
+/// The client configuration of a run: the brokers and the operator's properties
+/// (`kafka.properties`, then `kafka.properties_file`), with the keys authwatch must set itself
+/// refused (see [`RESERVED`]).
 pub(crate) fn base_config(kafka: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
-    base_config_impl(kafka)
+    let config = base_config_impl(kafka)?;
+    check_reserved(&config)?;
+    Ok(config)
 }
 
 /// A client configuration for the brokers of `[kafka]` (with its extra and secret properties),
 /// for tools that talk to the same cluster.
 pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
     base_config_impl(kafka)
+}
+
+/// Properties the runtime relies on, with the one value it runs with: an operator's
+/// `kafka.properties` or `kafka.properties_file` may repeat that value but not set another.
+/// `None`: set from another key of the config, never from the properties.
+///
+/// - `group.id`: `kafka.group_id` (a repartitioned run's detect stage adds `.detect`; one
+///   `group.id` would put both stages into one group);
+/// - `transactional.id`: `kafka.transactional_id` (each stage gets its own; one id shared by
+///   two producers fences one of them at every commit);
+/// - `transaction.timeout.ms`: derived from `checkpoint.interval`, and every broker call is
+///   bounded by it (docs/KAFKA.md, "Timeouts");
+/// - `enable.idempotence`: transactions need it;
+/// - `enable.auto.commit`: offsets are committed in the producer's transactions, with the
+///   alerts and state of the records before them; an auto-commit would commit positions whose
+///   results are not committed (lost alerts after a crash);
+/// - `isolation.level`: an aborted transaction of a provider, or of a repartitioned run's ingest
+///   stage, would otherwise be read, and its records processed twice once re-sent;
+///   `--until-end` and the lag read the last stable offset.
+pub(crate) const RESERVED: &[(&str, Option<&str>)] = &[
+    ("group.id", None),
+    ("transactional.id", None),
+    ("transaction.timeout.ms", None),
+    ("enable.idempotence", Some("true")),
+    ("enable.auto.commit", Some("false")),
+    ("isolation.level", Some("read_committed")),
+];
+
+/// Refuses an operator's property that would change what the runtime relies on ([`RESERVED`]),
+/// and the incremental rebalance protocols (the source needs the eager one).
+fn check_reserved(config: &ClientConfig) -> Result<(), KafkaError> {
+    for (key, value) in config.config_map() {
+        let refused = |why: &str| {
+            Err(KafkaError::Config(format!(
+                "kafka.properties (or kafka.properties_file) {key} = {value:?}: {why}"
+            )))
+        };
+        if let Some((_, kept)) = RESERVED.iter().find(|(k, _)| *k == key) {
+            match kept {
+                Some(kept) if value.trim().eq_ignore_ascii_case(kept) => {}
+                Some(kept) => {
+                    return refused(&format!(
+                        "authwatch runs with {key} = {kept:?} and relies on it (docs/KAFKA.md, \
+                         \"Client properties\")"
+                    ));
+                }
+                None => {
+                    let instead = match key {
+                        "group.id" => "set kafka.group_id instead",
+                        "transactional.id" => "set kafka.transactional_id instead",
+                        _ => "it is derived from checkpoint.interval",
+                    };
+                    return refused(&format!("authwatch sets {key} itself; {instead}"));
+                }
+            }
+        }
+        // The source relies on the eager protocol: a revocation takes back every partition
+        // behind one checkpoint, and an assignment may be replaced with explicit start offsets
+        // (`assign`), which the incremental protocols refuse.
+        let incremental = match key {
+            "partition.assignment.strategy" => value.to_ascii_lowercase().contains("cooperative"),
+            "group.protocol" => value.eq_ignore_ascii_case("consumer"),
+            _ => false,
+        };
+        if incremental {
+            return refused(
+                "authwatch needs the eager rebalance protocol (the classic group protocol with a \
+                 non-cooperative assignor)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A client configuration with authwatch's `defaults` under the operator's properties (in
+/// `base`): what `kafka.properties` or `kafka.properties_file` sets wins. The keys the runtime
+/// must set itself ([`RESERVED`], `message.max.bytes`) are set on the result afterwards.
+pub(crate) fn with_defaults(base: &ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
+    for (key, value) in base.config_map() {
+        config.set(key, value);
+    }
+    config
 }
 
 /// This instance's transactional id (also its static group membership id).

@@ -23,6 +23,13 @@ pub enum KafkaError {
         path: String,
         /// What failed.
         message: String,
+        /// The store could not be reached or an I/O call failed (a network error, an object
+        /// store answering 5xx, a full or unmounted volume): the run restarts from its last
+        /// checkpoint and asks again. False when what was read is wrong (a checksum mismatch, a
+        /// file that is not a checkpoint, a state part that does not restore), which a restart
+        /// would only read again, and for a store that cannot be used when the process starts
+        /// (a wrong bucket, endpoint or credentials: the operator's to fix).
+        retryable: bool,
     },
     /// A checkpoint could not be committed (transaction fenced after a rebalance or a session
     /// timeout, broker away too long, state file not writable); the run restarts from the last
@@ -104,12 +111,29 @@ impl KafkaError {
         matches!(
             self,
             KafkaError::Client { .. }
+                | KafkaError::Store {
+                    retryable: true,
+                    ..
+                }
                 | KafkaError::Commit { .. }
                 | KafkaError::FreshState { .. }
                 | KafkaError::Topology(_)
                 | KafkaError::Respond(_)
                 | KafkaError::Pipeline(P::Sink(_) | P::Source(_))
         )
+    }
+
+    /// This error, as one that ends the run instead of restarting it (a store that cannot be
+    /// used when the process starts).
+    pub(crate) fn fatal(self) -> Self {
+        match self {
+            KafkaError::Store { path, message, .. } => KafkaError::Store {
+                path,
+                message,
+                retryable: false,
+            },
+            other => other,
+        }
     }
 
     pub(crate) fn client(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {

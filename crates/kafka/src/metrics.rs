@@ -146,7 +146,10 @@ impl KafkaMetrics {
         self.checkpoint_failures.load(Ordering::Relaxed)
     }
 
-    /// Seconds since the last committed checkpoint; `None` before the first.
+    /// Seconds since everything the stage holds was last committed: since the last committed
+    /// checkpoint, or, while its consumer holds no partition (more instances than partitions,
+    /// or all of them moved to others), since the last checkpoint interval, as nothing is left
+    /// to commit; `None` before either.
     pub fn checkpoint_age_seconds(&self) -> Option<f64> {
         match self.last_checkpoint_ms.load(Ordering::Relaxed) {
             0 => None,
@@ -266,6 +269,13 @@ impl KafkaMetrics {
             }
             q.push_back(duration);
         }
+    }
+    /// A checkpoint interval passed while the consumer held no partition: nothing is left to
+    /// commit, so the age counts from now, as after a commit (the checkpoint counters do not
+    /// move). Without it the age of an instance that lost every partition grew for as long as
+    /// it held none, and the stale-checkpoint alert fired on a healthy scaled-out group.
+    pub(crate) fn nothing_to_commit(&self) {
+        self.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed);
     }
     pub(crate) fn snapshot_stored(&self, store: SnapshotStore) {
         if let Ok(mut q) = self.recent_snapshot_stores.lock() {

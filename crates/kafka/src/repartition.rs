@@ -12,8 +12,8 @@
 //!   partition, as without repartitioning, behind a merge. An internal partition holds an
 //!   interleaving of events from every source partition, and that interleaving depends on how
 //!   many ingest instances run and how fast they are. The merge makes detection independent of
-//!   it: it holds events back and releases them only up to the lowest progress over the
-//!   non-idle sources, in (progress, source, source offset) order — Flink's per-channel
+//!   it: it holds events back and releases them only strictly below the lowest progress over
+//!   the non-idle sources, in (progress, source, source offset) order — Flink's per-channel
 //!   watermark alignment, with the progress of each source as its watermark. Within a source
 //!   that order is the source's own, and across sources it depends only on the records, so a
 //!   task sees the same sequence whatever the interleaving. The held events and the progress
@@ -96,6 +96,12 @@ pub(crate) fn stage_config(config: &Config, stage: &Stage, instance: &str) -> Co
                 name: internal,
                 format: Format::Native,
             }];
+            // `input.max_line_bytes` bounds provider records, and the ingest stage applies it.
+            // The internal topic holds authwatch's own records, each bounded by the ingest
+            // producer's record limit; an enriched event is larger than the provider record it
+            // came from (a few hundred bytes of enrichment), so a provider record just under
+            // the limit became a `line_too_long` dead letter here, after it had been accepted.
+            c.input.max_line_bytes = usize::MAX;
         }
     }
     c
@@ -327,6 +333,16 @@ struct Held {
     payload: String,
 }
 
+/// An event the merge released, with the source record it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Released {
+    /// The source partition (`topic/partition`).
+    src: String,
+    /// Its offset there.
+    off: i64,
+    payload: String,
+}
+
 /// The merge of one detect task (one internal partition).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct MergeTask {
@@ -402,18 +418,26 @@ impl MergeTask {
         })
     }
 
-    /// The lowest progress over the sources that hold the merge back.
-    fn frontier(&self) -> i64 {
+    /// The lowest progress over the sources that hold the merge back; `None` when every source
+    /// is idle.
+    fn frontier(&self) -> Option<i64> {
         self.sources
             .values()
             .filter(|s| !s.idle)
             .map(|s| s.progress)
             .min()
-            .unwrap_or(i64::MAX)
     }
 
     /// Applies one record; returns the events it releases, in merge order.
-    fn apply(&mut self, record: Record, offset: i64, out: &mut Vec<(i64, String)>) {
+    ///
+    /// An event is released once its progress is strictly below the frontier: every source
+    /// that holds the merge back has then progressed past it, so each event still to come
+    /// sorts after it, and the order released is the same whatever the interleaving. An event
+    /// *at* the frontier waits: the source at the frontier may still send one with the same
+    /// progress and a lower (source, offset), which would have to go first (an interleaving
+    /// that brought it earlier would have released it first). When every source is idle
+    /// nothing holds the merge back and everything held is released.
+    fn apply(&mut self, record: Record, offset: i64, out: &mut Vec<Released>) {
         self.changed = true;
         match record {
             Record::Event {
@@ -441,10 +465,11 @@ impl MergeTask {
         }
         let frontier = self.frontier();
         while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > frontier {
+            if frontier.is_some_and(|f| entry.key().0 >= f) {
                 break;
             }
-            out.push(entry.remove());
+            let ((_, src, off), (_, payload)) = entry.remove_entry();
+            out.push(Released { src, off, payload });
         }
     }
 }
@@ -514,6 +539,11 @@ impl Record {
 pub(crate) struct Merger {
     known: Vec<String>,
     tasks: BTreeMap<u32, MergeTask>,
+    /// Per released line not muted, by its task (input), the offset of the internal record
+    /// that released it and its position among that record's releases (`line` - 1): the source
+    /// record it was read from, for the sink's dead letters and late events. The sink forgets
+    /// what a checkpoint covers.
+    origins: BTreeMap<(u32, i64), Vec<(String, i64)>>,
 }
 
 /// A handle on the [`Merger`].
@@ -526,6 +556,7 @@ impl MergeHandle {
         MergeHandle(Arc::new(Mutex::new(Merger {
             known,
             tasks: BTreeMap::new(),
+            origins: BTreeMap::new(),
         })))
     }
 
@@ -547,7 +578,34 @@ impl MergeHandle {
 
     /// Tasks handed to another owner.
     pub(crate) fn release(&self, input: u32) {
-        self.lock().tasks.remove(&input);
+        let mut m = self.lock();
+        m.tasks.remove(&input);
+        m.origins.retain(|(i, _), _| *i != input);
+    }
+
+    /// The source record (`topic/partition`, offset) of the event released as line `line` by
+    /// the record at `offset` of task `input`, while the sink has not passed it.
+    pub(crate) fn source_of(&self, input: u32, offset: i64, line: u64) -> Option<(String, i64)> {
+        let index = usize::try_from(line.checked_sub(1)?).ok()?;
+        self.lock()
+            .origins
+            .get(&(input, offset))?
+            .get(index)
+            .cloned()
+    }
+
+    /// The sink has passed every line of `input` released before `offset` (a checkpoint at
+    /// that position).
+    pub(crate) fn forget_before(&self, input: u32, offset: i64) {
+        let mut m = self.lock();
+        let passed: Vec<(u32, i64)> = m
+            .origins
+            .range((input, i64::MIN)..(input, offset))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in passed {
+            m.origins.remove(&key);
+        }
     }
 
     /// The merge parts of the tasks that changed since their last checkpoint.
@@ -579,7 +637,7 @@ pub(crate) struct Merge {
     handle: MergeHandle,
     metrics: Arc<crate::metrics::KafkaMetrics>,
     staged: Vec<(u32, i64, Record)>,
-    released: Vec<(i64, String)>,
+    released: Vec<Released>,
 }
 
 impl Merge {
@@ -608,14 +666,17 @@ impl Merge {
     }
 
     /// Applies the round to the tasks and fills `batch` with what it releases, in order.
-    pub(crate) fn apply(&mut self, batch: &mut RawBatch) {
+    /// `muted` holds the tasks replaying after a restore, with the offset their outputs are
+    /// muted before (nothing of a muted line reaches the sink, so its source is not kept).
+    pub(crate) fn apply(&mut self, batch: &mut RawBatch, muted: &BTreeMap<u32, i64>) {
         let mut m = self.handle.lock();
+        let Merger { tasks, origins, .. } = &mut *m;
         for (input, offset, record) in self.staged.drain(..) {
-            let Some(task) = m.tasks.get_mut(&input) else {
+            let Some(task) = tasks.get_mut(&input) else {
                 continue;
             };
             if let Record::Plain { payload } = &record {
-                push_line(batch, input, offset, payload);
+                push_line(batch, input, offset, 1, payload);
                 task.changed = true;
                 continue;
             }
@@ -623,16 +684,25 @@ impl Merge {
             // A released line carries the offset of the record that released it, not its own:
             // what a barrier at offset C covers is what records before C released, and a replay
             // after a restore mutes exactly that (a line held across C is released after it).
-            for (_, payload) in self.released.drain(..) {
-                push_line(batch, input, offset, payload.as_bytes());
+            // Its line number is its place among that record's releases.
+            let kept = muted.get(&input).is_none_or(|before| offset >= *before);
+            let mut sources = Vec::new();
+            for (line, released) in (1..).zip(self.released.drain(..)) {
+                push_line(batch, input, offset, line, released.payload.as_bytes());
+                if kept {
+                    sources.push((released.src, released.off));
+                }
+            }
+            if !sources.is_empty() {
+                origins.insert((input, offset), sources);
             }
         }
-        let held: usize = m.tasks.values().map(|t| t.held.len()).sum();
+        let held: usize = tasks.values().map(|t| t.held.len()).sum();
         self.metrics.set_merge_held(held as u64);
     }
 }
 
-fn push_line(batch: &mut RawBatch, input: u32, offset: i64, payload: &[u8]) {
+fn push_line(batch: &mut RawBatch, input: u32, offset: i64, line: u64, payload: &[u8]) {
     let start = batch.data.len();
     batch.data.extend_from_slice(payload);
     batch.lines.push(RawLine {
@@ -640,7 +710,7 @@ fn push_line(batch: &mut RawBatch, input: u32, offset: i64, payload: &[u8]) {
         end: batch.data.len(),
         origin: Origin {
             input,
-            line: 1,
+            line,
             offset: u64::try_from(offset).unwrap_or(0),
         },
         len: payload.len() as u64,
@@ -734,7 +804,7 @@ mod tests {
         for (i, r) in records.into_iter().enumerate() {
             task.apply(r, i as i64, &mut out);
         }
-        out.into_iter().map(|(_, p)| p).collect()
+        out.into_iter().map(|r| r.payload).collect()
     }
 
     // Two interleavings of the same two source streams release the same sequence: what the
@@ -755,15 +825,80 @@ mod tests {
         let one = run(first);
         let two = run(second);
         assert_eq!(one, two);
-        // Up to the lowest progress (b at 40): in progress order, ties by source then offset.
-        assert_eq!(one, ["a@0", "b@0", "b@1", "a@1", "b@2"]);
+        // Below the lowest progress (b at 40): in progress order, ties by source then offset.
+        // b@2, at 40 itself, waits: b may still send another event at 40.
+        assert_eq!(one, ["a@0", "b@0", "b@1", "a@1"]);
+    }
+
+    // The reviewer's case (rk_ties): equal progress values from two sources. Released up to
+    // and including the frontier, one interleaving gave b@0, c@0, b@1 and the other b@0, b@1,
+    // c@0 — the detector's order depended on which ingest instance was faster.
+    #[test]
+    fn ties_release_in_one_order_whatever_the_interleaving() {
+        let known = vec!["b".to_owned(), "c".to_owned()];
+        let feed = |records: Vec<Record>| {
+            let mut task = MergeTask::new(&known);
+            let mut out = Vec::new();
+            for (i, r) in records.into_iter().enumerate() {
+                task.apply(r, i as i64, &mut out);
+            }
+            out.into_iter().map(|r| r.payload).collect::<Vec<_>>()
+        };
+        // b: two events whose progress is 100 (same millisecond, or the second out of order);
+        // c: one event at 100.
+        let one = feed(vec![
+            event("b", 0, 100),
+            event("c", 0, 100),
+            event("b", 1, 100),
+        ]);
+        let two = feed(vec![
+            event("b", 0, 100),
+            event("b", 1, 100),
+            event("c", 0, 100),
+        ]);
+        assert_eq!(one, two);
+        assert!(one.is_empty(), "nothing is below the frontier yet: {one:?}");
+        // Once both sources are past 100 (or idle), all three go, in (progress, source,
+        // offset) order, in both interleavings.
+        let tail = [progress("b", 101), progress("c", 101)];
+        let one = feed(
+            [event("b", 0, 100), event("c", 0, 100), event("b", 1, 100)]
+                .into_iter()
+                .chain(tail.clone())
+                .collect(),
+        );
+        let two = feed(
+            [event("b", 0, 100), event("b", 1, 100), event("c", 0, 100)]
+                .into_iter()
+                .chain(tail)
+                .collect(),
+        );
+        assert_eq!(one, ["b@0", "b@1", "c@0"]);
+        assert_eq!(one, two);
+        let idle = feed(vec![
+            event("b", 0, 100),
+            event("c", 0, 100),
+            event("b", 1, 100),
+            idle("b"),
+            idle("c"),
+        ]);
+        assert_eq!(idle, ["b@0", "b@1", "c@0"]);
     }
 
     #[test]
     fn a_silent_source_holds_back_until_it_is_idle() {
         let out = run(vec![event("a", 0, 10), event("a", 1, 20)]);
         assert!(out.is_empty(), "b has not spoken: {out:?}");
+        // b idle: a alone holds the merge back; its event at its own progress (20) waits for
+        // it to move past 20 (it may send another event at 20), or to go idle too.
         let out = run(vec![event("a", 0, 10), event("a", 1, 20), idle("b")]);
+        assert_eq!(out, ["a@0"]);
+        let out = run(vec![
+            event("a", 0, 10),
+            event("a", 1, 20),
+            idle("b"),
+            idle("a"),
+        ]);
         assert_eq!(out, ["a@0", "a@1"]);
         // b comes back: it holds the merge back again from its own progress on.
         let out = run(vec![
@@ -771,6 +906,14 @@ mod tests {
             event("a", 0, 10),
             event("b", 0, 15),
             event("a", 1, 20),
+        ]);
+        assert_eq!(out, ["a@0"]);
+        let out = run(vec![
+            idle("b"),
+            event("a", 0, 10),
+            event("b", 0, 15),
+            event("a", 1, 20),
+            progress("b", 16),
         ]);
         assert_eq!(out, ["a@0", "b@0"]);
     }
@@ -786,8 +929,9 @@ mod tests {
         {
             task.apply(r, i as i64, &mut out);
         }
-        assert_eq!(out.len(), 2);
-        assert_eq!(task.held.len(), 1);
+        // Below b's 20: a@0 only.
+        assert_eq!(out.len(), 1);
+        assert_eq!(task.held.len(), 2);
         let bytes = task.snapshot().unwrap();
         let mut restored = MergeTask::restore(&bytes, &known).unwrap();
         assert_eq!(restored.sources, task.sources);
@@ -797,7 +941,75 @@ mod tests {
         task.apply(progress("b", 40), 3, &mut x);
         restored.apply(progress("b", 40), 3, &mut y);
         assert_eq!(x, y);
+        // Below a's 30: b@0.
         assert_eq!(x.len(), 1);
+    }
+
+    // A late event or dead letter of the detect stage names the provider record it came from:
+    // each released line's number is its place among the releases of the record at its
+    // offset, and the merge keeps the source of every line not muted until the sink passes it.
+    #[test]
+    fn released_lines_name_their_source_record_until_the_sink_passes_them() {
+        let handle = MergeHandle::new(vec!["a".to_owned(), "b".to_owned()]);
+        handle.assign(0, None).unwrap();
+        handle.assign(1, None).unwrap();
+        let mut merge = Merge::new(
+            handle.clone(),
+            Arc::new(crate::metrics::KafkaMetrics::new()),
+        );
+        merge.staged = vec![
+            (0, 10, event("a", 5, 100)),
+            (0, 11, event("a", 6, 150)),
+            (0, 12, progress("a", 250)),
+            // Releases a@5 and a@6 (below min(250, 300)): lines 1 and 2 at offset 13.
+            (0, 13, event("b", 7, 300)),
+            (0, 14, progress("a", 400)),
+            // Releases b@7 (below min(400, 301)).
+            (0, 15, progress("b", 301)),
+            // Task 1 replays up to its committed offset 50: muted, no source kept.
+            (1, 20, event("a", 8, 100)),
+            (1, 21, event("b", 9, 300)),
+            (1, 22, progress("a", 350)),
+        ];
+        let mut batch = RawBatch::default();
+        let muted = BTreeMap::from([(1, 50)]);
+        merge.apply(&mut batch, &muted);
+        let origins: Vec<(u32, u64, u64)> = batch
+            .lines
+            .iter()
+            .map(|l| (l.origin.input, l.origin.offset, l.origin.line))
+            .collect();
+        assert_eq!(origins, [(0, 13, 1), (0, 13, 2), (0, 15, 1), (1, 22, 1)]);
+        assert_eq!(handle.source_of(0, 13, 1), Some(("a".to_owned(), 5)));
+        assert_eq!(handle.source_of(0, 13, 2), Some(("a".to_owned(), 6)));
+        assert_eq!(handle.source_of(0, 15, 1), Some(("b".to_owned(), 7)));
+        assert_eq!(handle.source_of(0, 13, 3), None);
+        assert_eq!(handle.source_of(0, 13, 0), None);
+        assert_eq!(handle.source_of(1, 22, 1), None, "muted");
+        // A checkpoint at 14 passes the lines of offset 13; a hand-over forgets the task.
+        handle.forget_before(0, 14);
+        assert_eq!(handle.source_of(0, 13, 1), None);
+        assert_eq!(handle.source_of(0, 15, 1), Some(("b".to_owned(), 7)));
+        handle.release(0);
+        assert_eq!(handle.source_of(0, 15, 1), None);
+    }
+
+    // The detect stage reads authwatch's own records, each an enriched event that is larger
+    // than the provider record it came from: the provider's line limit must not apply there.
+    #[test]
+    fn the_detect_stage_does_not_apply_the_provider_line_limit() {
+        let mut config = Config::default();
+        config.input.max_line_bytes = 4096;
+        let detect = stage_config(
+            &config,
+            &Stage::Detect {
+                providers: vec!["in".to_owned()],
+            },
+            "i",
+        );
+        assert_eq!(detect.input.max_line_bytes, usize::MAX);
+        let ingest = stage_config(&config, &Stage::Ingest, "i");
+        assert_eq!(ingest.input.max_line_bytes, 4096);
     }
 
     fn kinds(markers: &[Routed]) -> Vec<String> {

@@ -292,9 +292,12 @@ impl Runtime {
         }
         let mut report = RunReport::default();
         let mut backoff = Duration::from_secs(1);
+        let mut first = true;
         loop {
             let started = Instant::now();
-            match self.run_once() {
+            let result = self.run_once(first);
+            first = false;
+            match result {
                 Ok((summary, reached_end)) => {
                     report.last = Some(summary);
                     report.reached_end = reached_end;
@@ -341,7 +344,11 @@ impl Runtime {
 
     /// One run from the last checkpoint; with the summary, whether it stopped at the end of
     /// every partition (`--until-end`) with that end committed.
-    fn run_once(&self) -> Result<(RunSummary, bool), KafkaError> {
+    ///
+    /// `first`: the process's first run, where a checkpoint store that cannot be used is a
+    /// configuration error (a wrong bucket, endpoint or credentials); at a restart it is
+    /// retried like any other store error.
+    fn run_once(&self, first: bool) -> Result<(RunSummary, bool), KafkaError> {
         let kafka = &self.config.kafka;
         let instance = instance_id(kafka);
         let base = base_config(kafka)?;
@@ -375,7 +382,9 @@ impl Runtime {
             Some(url) => CheckpointStore::open(url, &kafka.group_id)?,
             None => CheckpointStore::new(&self.config.checkpoint.dir, &kafka.group_id),
         };
-        store.prepare()?;
+        store
+            .prepare()
+            .map_err(|e| if first { e.fatal() } else { e })?;
 
         // Output topics are created when missing (broker defaults for partitions); input topics
         // are the providers' and must exist.
@@ -456,20 +465,7 @@ impl Runtime {
         });
         let max_record =
             crate::client::fit_to_topics(crate::client::producer_max_bytes(&base)?, &limits)?;
-        let mut pc = base.clone();
-        // Explicit, and known to the sink: a record over it is refused when it is handed to the
-        // producer, so the sink can write it as a dead letter (or trim an alert) and go on.
-        // Over the output topics' `max.message.bytes`, the broker would refuse it instead, at
-        // the commit, which fails the whole transaction every time it is retried.
-        pc.set("message.max.bytes", max_record.to_string())
-            .set("transactional.id", &instance)
-            .set("enable.idempotence", "true")
-            // A transaction spans one checkpoint interval. An instance that dies and comes back
-            // under another id leaves its transaction open this long, holding back
-            // read-committed consumers of its output partitions.
-            .set("transaction.timeout.ms", txn_timeout_ms.to_string())
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        let pc = producer_config(&base, max_record, &instance, txn_timeout_ms);
         let producer: ThreadedProducer<DefaultProducerContext> = pc
             .create()
             .map_err(|e| KafkaError::client("creating the producer", e))?;
@@ -481,14 +477,12 @@ impl Runtime {
             .begin_transaction()
             .map_err(|e| KafkaError::client("beginning a transaction", e))?;
 
+        let cc = consumer_config(&base, &kafka.group_id);
         let (sink_down, sink_watch) = crate::sink::sink_latch();
         let shared = Arc::new(Mutex::new(Shared {
-            fresh_start: FreshStart::from_reset(
-                kafka
-                    .properties
-                    .get("auto.offset.reset")
-                    .map_or("earliest", String::as_str),
-            ),
+            // The consumer's own value: `kafka.properties` or `kafka.properties_file` over
+            // authwatch's default.
+            fresh_start: FreshStart::from_reset(cc.get("auto.offset.reset").unwrap_or("earliest")),
             controls: None,
             inputs: Arc::clone(&inputs),
             sent: BTreeMap::new(),
@@ -509,43 +503,8 @@ impl Runtime {
             replay: BTreeMap::new(),
             snapshot_interval: self.config.checkpoint.snapshot_interval.0,
             last_snapshot: std::time::Instant::now(),
+            assignment_handled: false,
         }));
-        let mut cc = base.clone();
-        // Dynamic membership: a stopping instance leaves the group at once, a killed one is
-        // replaced after the session timeout. (`group.instance.id` in kafka.properties turns on
-        // static membership for instances with stable names.)
-        cc.set("group.id", &kafka.group_id)
-            .set("session.timeout.ms", "10000")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("statistics.interval.ms", "5000")
-            .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "65536")
-            // librdkafka (2.4+) postpones a partition's next fetch by this much once its local
-            // queue is over `queued.min.messages`; the default, 1 s, leaves a consumer that
-            // drains 100k records in well under a second idle for the rest of it. Measured on
-            // a 2M-record topic: 1 s → 141k records/s (and up to 1 s of added latency), 10 ms →
-            // 400–460k records/s, 0 → more system time for no more speed (docs/KAFKA.md).
-            .set("fetch.queue.backoff.ms", "10");
-        for (k, v) in &kafka.properties {
-            // The source relies on the eager protocol: a revocation takes back every partition
-            // behind one checkpoint, and an assignment may be replaced with explicit start
-            // offsets (`assign`), which the incremental protocols refuse.
-            let incremental = match k.as_str() {
-                "partition.assignment.strategy" => v.to_ascii_lowercase().contains("cooperative"),
-                "group.protocol" => v.eq_ignore_ascii_case("consumer"),
-                _ => false,
-            };
-            if incremental {
-                return Err(KafkaError::Config(format!(
-                    "kafka.properties {k} = {v:?}: authwatch needs the eager rebalance protocol \
-                     (the classic group protocol with a non-cooperative assignor)"
-                )));
-            }
-            cc.set(k, v);
-        }
         let consumer: BaseConsumer<ConsumerCtx> = cc
             .create_with_context(ConsumerCtx {
                 shared: Arc::clone(&shared),
@@ -628,10 +587,14 @@ impl Runtime {
         .map_err(|e| KafkaError::Store {
             path: store.location(),
             message: format!("starting the snapshot writer thread: {e}"),
+            retryable: true,
         })?;
         sink = sink.counting_in(pipeline.metrics());
         if let Some(router) = router {
             sink = sink.with_router(router);
+        }
+        if let Some(handle) = &merge {
+            sink = sink.with_provenance(handle.clone());
         }
         let responder = self.start_responder(&base, &store, &instance)?;
         let sink = match &responder {
@@ -767,6 +730,62 @@ impl Runtime {
     }
 }
 
+/// The transactional producer's configuration: authwatch's defaults, then the operator's
+/// properties (`base`), then what the sink and the checkpoints rely on. `message.max.bytes` is
+/// explicit and known to the sink: a record over it is refused when it is handed to the
+/// producer, so the sink can write it as a dead letter (or trim an alert) and go on; it is the
+/// operator's value held to the output topics' limits (over a topic's `max.message.bytes` the
+/// broker would refuse the record at the commit instead, which fails the whole transaction every
+/// time it is retried).
+fn producer_config(
+    base: &rdkafka::ClientConfig,
+    max_record: usize,
+    instance: &str,
+    txn_timeout_ms: u128,
+) -> rdkafka::ClientConfig {
+    let mut pc =
+        crate::client::with_defaults(base, &[("linger.ms", "5"), ("compression.type", "lz4")]);
+    pc.set("message.max.bytes", max_record.to_string())
+        .set("transactional.id", instance)
+        .set("enable.idempotence", "true")
+        // A transaction spans one checkpoint interval. An instance that dies and comes back
+        // under another id leaves its transaction open this long, holding back read-committed
+        // consumers of its output partitions.
+        .set("transaction.timeout.ms", txn_timeout_ms.to_string());
+    pc
+}
+
+/// The consumer's configuration: authwatch's defaults, then the operator's properties
+/// (`base`, checked for the eager protocol and the reserved keys by `base_config`), then what
+/// the checkpoints rely on (offsets committed only in the producer's transactions, read
+/// committed).
+fn consumer_config(base: &rdkafka::ClientConfig, group_id: &str) -> rdkafka::ClientConfig {
+    let mut cc = crate::client::with_defaults(
+        base,
+        &[
+            // Dynamic membership: a stopping instance leaves the group at once, a killed one is
+            // replaced after the session timeout. (`group.instance.id` in kafka.properties
+            // turns on static membership for instances with stable names.)
+            ("session.timeout.ms", "10000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", "5000"),
+            ("fetch.wait.max.ms", "50"),
+            ("queued.max.messages.kbytes", "65536"),
+            // librdkafka (2.4+) postpones a partition's next fetch by this much once its local
+            // queue is over `queued.min.messages`; the default, 1 s, leaves a consumer that
+            // drains 100k records in well under a second idle for the rest of it. Measured on
+            // a 2M-record topic: 1 s → 141k records/s (and up to 1 s of added latency), 10 ms →
+            // 400–460k records/s, 0 → more system time for no more speed (docs/KAFKA.md).
+            ("fetch.queue.backoff.ms", "10"),
+        ],
+    );
+    cc.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    cc
+}
+
 /// How often the responder lets queued actions go out and checks the breaker when no alert
 /// comes.
 const RESPOND_TICK: Duration = Duration::from_secs(2);
@@ -839,5 +858,124 @@ impl Drop for Reporter {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use authwatch_pipeline::config::KafkaConfig;
+
+    /// A `[kafka]` with `properties` and a properties file holding `file`.
+    fn kafka(
+        dir: &std::path::Path,
+        properties: &[(&str, &str)],
+        file: &[(&str, &str)],
+    ) -> KafkaConfig {
+        let path = dir.join("client.properties");
+        let text: String = file.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        KafkaConfig {
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            properties_file: Some(path),
+            ..KafkaConfig::default()
+        }
+    }
+
+    // authwatch's producer defaults (linger, compression) are defaults: an operator's
+    // `kafka.properties` wins; what the transactions rely on is authwatch's whatever they say.
+    #[test]
+    fn the_operators_producer_properties_win_over_authwatchs_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kafka(
+            dir.path(),
+            &[("linger.ms", "50"), ("compression.type", "zstd")],
+            &[("batch.size", "65536")],
+        );
+        let base = base_config(&k).unwrap();
+        let pc = producer_config(&base, 500_000, "i-1", 30_000);
+        assert_eq!(pc.get("linger.ms"), Some("50"));
+        assert_eq!(pc.get("compression.type"), Some("zstd"));
+        assert_eq!(pc.get("batch.size"), Some("65536"));
+        assert_eq!(pc.get("transactional.id"), Some("i-1"));
+        assert_eq!(pc.get("enable.idempotence"), Some("true"));
+        assert_eq!(pc.get("transaction.timeout.ms"), Some("30000"));
+        assert_eq!(pc.get("message.max.bytes"), Some("500000"));
+        assert_eq!(pc.get("bootstrap.servers"), Some(k.brokers.as_str()));
+        // Without the operator's values, authwatch's.
+        let base = base_config(&kafka(dir.path(), &[], &[])).unwrap();
+        let pc = producer_config(&base, 1_000_000, "i-1", 30_000);
+        assert_eq!(pc.get("linger.ms"), Some("5"));
+        assert_eq!(pc.get("compression.type"), Some("lz4"));
+    }
+
+    // The properties file (secrets, but also any other key) is read like kafka.properties:
+    // over authwatch's consumer defaults, and the fresh start follows its auto.offset.reset.
+    #[test]
+    fn the_operators_consumer_properties_win_over_authwatchs_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kafka(
+            dir.path(),
+            &[("session.timeout.ms", "45000")],
+            &[
+                ("auto.offset.reset", "latest"),
+                ("fetch.wait.max.ms", "200"),
+            ],
+        );
+        let base = base_config(&k).unwrap();
+        let cc = consumer_config(&base, "g");
+        assert_eq!(cc.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(cc.get("fetch.wait.max.ms"), Some("200"));
+        assert_eq!(cc.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(cc.get("group.id"), Some("g"));
+        assert_eq!(cc.get("enable.auto.commit"), Some("false"));
+        assert_eq!(cc.get("isolation.level"), Some("read_committed"));
+        assert_eq!(cc.get("statistics.interval.ms"), Some("5000"));
+        let base = base_config(&kafka(dir.path(), &[], &[])).unwrap();
+        let cc = consumer_config(&base, "g");
+        assert_eq!(cc.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(cc.get("fetch.wait.max.ms"), Some("50"));
+    }
+
+    // What the exactly-once effect relies on cannot be changed by a property: the run stops
+    // with a configuration error naming the key instead.
+    #[test]
+    fn properties_that_would_break_the_checkpoints_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = [
+            ("isolation.level", "read_uncommitted"),
+            ("enable.auto.commit", "true"),
+            ("enable.idempotence", "false"),
+            ("group.id", "other"),
+            ("transactional.id", "shared"),
+            ("transaction.timeout.ms", "900000"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("group.protocol", "consumer"),
+        ];
+        for (key, value) in refused {
+            for k in [
+                kafka(dir.path(), &[(key, value)], &[]),
+                kafka(dir.path(), &[], &[(key, value)]),
+            ] {
+                let e = base_config(&k).unwrap_err();
+                assert!(matches!(e, KafkaError::Config(_)), "{key}: {e}");
+                assert!(!e.is_retryable());
+                assert!(e.to_string().contains(key), "{e}");
+            }
+        }
+        // Repeating the value authwatch runs with is harmless (a copied client config).
+        let same = kafka(
+            dir.path(),
+            &[("isolation.level", "read_committed")],
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.idempotence", "TRUE"),
+            ],
+        );
+        assert!(base_config(&same).is_ok());
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::client::Inputs;
 use crate::metrics::KafkaMetrics;
-use crate::repartition::Router;
+use crate::repartition::{MergeHandle, Router};
 use crate::snapshots::{SnapshotFile, SnapshotWriter};
 use crate::store::CheckpointStore;
 use authwatch_event::{Alert, AuthEvent};
@@ -65,9 +65,10 @@ enum Queued {
     TooLarge,
 }
 
-/// A dead letter as written to the topic: the fields of the pipeline's [`DeadLetter`], so the
-/// sink's own ones (`output_too_large`) and the pipeline's read the same.
-#[derive(serde::Serialize)]
+/// A record of the dead-letter topic: the fields of the pipeline's [`DeadLetter`], so the
+/// pipeline's rejections, the sink's own dead letters (`output_too_large`) and late events
+/// (`late_event`) read the same; a few optional fields follow.
+#[derive(Clone, Copy, serde::Serialize)]
 struct DeadRecord<'a> {
     file: &'a str,
     line: u64,
@@ -76,6 +77,78 @@ struct DeadRecord<'a> {
     detail: &'a str,
     raw: &'a str,
     raw_len: u64,
+    /// The detect stage of a repartitioned run: the provider partition (`topic/partition`) of
+    /// the event, where `file` and `offset` are the internal topic's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    /// ... and its offset there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_offset: Option<i64>,
+    /// A late event: the watermark it was behind (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watermark: Option<i64>,
+    /// A late event: the whole event (`raw` is the head of its JSON, as for every dead letter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a AuthEvent>,
+}
+
+impl<'a> DeadRecord<'a> {
+    /// The record of a pipeline's rejection.
+    fn of(record: &'a DeadLetter) -> Self {
+        DeadRecord {
+            file: &record.file,
+            line: record.line,
+            offset: record.offset,
+            reason: record.reason.as_str(),
+            detail: &record.detail,
+            raw: &record.raw,
+            raw_len: record.raw_len,
+            source: None,
+            source_offset: None,
+            watermark: None,
+            event: None,
+        }
+    }
+
+    /// The record of a late event: reason `late_event`, a detail saying by how much, and the
+    /// head of the event's JSON (`json`) as `raw`, at most `keep` bytes.
+    fn late(record: &'a LateEvent, detail: &'a str, json: &'a str, keep: usize) -> Self {
+        DeadRecord {
+            file: &record.file,
+            line: record.line,
+            offset: record.offset,
+            reason: LATE_EVENT,
+            detail,
+            raw: head(json, keep),
+            raw_len: json.len() as u64,
+            source: None,
+            source_offset: None,
+            watermark: Some(record.watermark),
+            event: Some(&record.event),
+        }
+    }
+
+    fn with_source(self, source: Option<&'a (String, i64)>) -> Self {
+        DeadRecord {
+            source: source.map(|(s, _)| s.as_str()),
+            source_offset: source.map(|(_, o)| *o),
+            ..self
+        }
+    }
+}
+
+/// The dead-letter reason (and `reason` header) of an event behind the watermark.
+const LATE_EVENT: &str = "late_event";
+
+/// The `detail` of a late event's dead letter.
+fn late_detail(record: &LateEvent) -> String {
+    format!(
+        "event time {} is {} ms behind the watermark {} (the newest event time of the partition \
+         less event_time.allowed_lateness): not detected on",
+        record.event.time,
+        record.watermark.saturating_sub(record.event.time),
+        record.watermark
+    )
 }
 
 /// Where a record that could not be written came from, for its dead letter.
@@ -190,6 +263,9 @@ pub struct KafkaSink {
     /// Inputs whose store was looked up for a snapshot since they were assigned.
     looked_up: BTreeSet<u32>,
     limits: Limits,
+    /// The detect stage of a repartitioned run: which source record each released line came
+    /// from, for its dead letters and late events.
+    provenance: Option<MergeHandle>,
 }
 
 fn fail(output: &str, message: impl std::fmt::Display) -> SinkError {
@@ -226,7 +302,24 @@ impl KafkaSink {
             down,
             router: None,
             pipeline_metrics: None,
+            provenance: None,
         })
+    }
+
+    /// Names the source record (provider partition and offset) of the dead letters and late
+    /// events of the detect stage of a repartitioned run, from its merge.
+    pub(crate) fn with_provenance(mut self, merge: MergeHandle) -> Self {
+        self.provenance = Some(merge);
+        self
+    }
+
+    /// The source record of the line at `file` (`topic/partition` of the internal topic),
+    /// `offset` and `line`, in the detect stage of a repartitioned run.
+    fn source_of(&self, file: &str, offset: u64, line: u64) -> Option<(String, i64)> {
+        let merge = self.provenance.as_ref()?;
+        let (topic, partition) = file.rsplit_once('/')?;
+        let input = self.inputs.index(topic, partition.parse().ok()?)?;
+        merge.source_of(input, i64::try_from(offset).ok()?, line)
     }
 
     /// Counts the sink's own dead letters with the pipeline's, where `/metrics` reads them.
@@ -374,6 +467,10 @@ impl KafkaSink {
             detail: &detail,
             raw: &raw,
             raw_len: len as u64,
+            source: None,
+            source_offset: None,
+            watermark: None,
+            event: None,
         })
     }
 
@@ -568,6 +665,13 @@ impl KafkaSink {
                 self.stored.insert(input);
             }
         }
+        // The lines before these positions are all written: their sources are not asked for
+        // again.
+        if let Some(merge) = &self.provenance {
+            for (input, offset) in &positions {
+                merge.forget_before(*input, *offset);
+            }
+        }
         // A partition handed on is another owner's to snapshot and prune.
         for input in &checkpoint.barrier.release {
             self.stored.remove(input);
@@ -609,31 +713,24 @@ impl Sink for KafkaSink {
     }
 
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
-        let topic = self.topics.dead_letters.clone();
-        self.json(&topic, record)?;
-        let h = header(OwnedHeaders::new(), "reason", record.reason.as_str());
-        let h = header(h, "source", &record.file);
-        match self.send(&topic, None, record.file.as_bytes(), &self.buf, h)? {
-            Queued::Yes => {
-                self.metrics.add_dead_letter();
-                Ok(())
-            }
-            Queued::TooLarge => self.send_dead(DeadRecord {
-                file: &record.file,
-                line: record.line,
-                offset: record.offset,
-                reason: record.reason.as_str(),
-                detail: &record.detail,
-                raw: &record.raw,
-                raw_len: record.raw_len,
-            }),
-        }
+        let source = self.source_of(&record.file, record.offset, record.line);
+        let dead = DeadRecord::of(record).with_source(source.as_ref());
+        // The whole record first; one too large keeps less of its raw head.
+        self.send_dead(dead)
     }
 
     fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
         let topic = self.topics.dead_letters.clone();
-        self.json(&topic, record)?;
-        let h = header(OwnedHeaders::new(), "reason", "late_event");
+        let source = self.source_of(&record.file, record.offset, record.line);
+        let json = match serde_json::to_string(&record.event) {
+            Ok(json) => json,
+            Err(e) => return Err(self.failed(fail(&topic, e))),
+        };
+        let detail = late_detail(record);
+        let dead = DeadRecord::late(record, &detail, &json, self.limits.keep_bytes)
+            .with_source(source.as_ref());
+        self.json(&topic, &dead)?;
+        let h = header(OwnedHeaders::new(), "reason", LATE_EVENT);
         let h = header(h, "source", &record.file);
         match self.send(&topic, None, record.file.as_bytes(), &self.buf, h)? {
             Queued::Yes => {
@@ -920,5 +1017,71 @@ mod tests {
         // Only a list of strings gets a marker item: another would change the item type.
         assert_eq!(v["objects"], serde_json::json!([{"k": 1}, {"k": 2}]));
         assert_eq!(v["long_key_is_kept_whole"], true);
+    }
+
+    // A consumer of the dead-letter topic reads every record the same way: a late event has
+    // the fields of a rejection (`reason` = `late_event`, a detail, the head of the event as
+    // `raw`), plus the watermark and the whole event.
+    #[test]
+    fn a_late_event_reads_like_every_dead_letter() {
+        let record = LateEvent {
+            file: "okta/0".to_owned(),
+            line: 1,
+            offset: 42,
+            watermark: 5_000,
+            event: AuthEvent {
+                time: 1_000,
+                ..AuthEvent::default()
+            },
+        };
+        let detail = late_detail(&record);
+        let json = serde_json::to_string(&record.event).unwrap();
+        let v = serde_json::to_value(DeadRecord::late(&record, &detail, &json, 16)).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for key in [
+            "file", "line", "offset", "reason", "detail", "raw", "raw_len",
+        ] {
+            assert!(keys.contains(&key), "{key} missing: {v}");
+        }
+        assert_eq!(v["reason"], "late_event");
+        assert_eq!(v["file"], "okta/0");
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["raw"].as_str().unwrap(), &json[..16]);
+        assert_eq!(v["raw_len"], json.len());
+        assert_eq!(v["watermark"], 5_000);
+        assert_eq!(v["event"]["time"], 1_000);
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("4000 ms behind the watermark 5000"),
+            "{detail}"
+        );
+        assert!(v.get("source").is_none(), "{v}");
+        // The detect stage of a repartitioned run names the provider record too.
+        let source = ("okta.system-log/3".to_owned(), 17);
+        let v = serde_json::to_value(
+            DeadRecord::late(&record, "d", &json, 4096).with_source(Some(&source)),
+        )
+        .unwrap();
+        assert_eq!(v["source"], "okta.system-log/3");
+        assert_eq!(v["source_offset"], 17);
+        assert_eq!(v["raw"].as_str().unwrap(), json);
+    }
+
+    // The pipeline's rejections are written exactly as before (the pipeline's own JSON).
+    #[test]
+    fn a_rejection_is_written_as_the_pipelines_dead_letter() {
+        let dead = DeadLetter {
+            file: "okta/0".to_owned(),
+            line: 1,
+            offset: 7,
+            reason: RejectKind::MalformedJson,
+            detail: "expected value at line 1 column 1".to_owned(),
+            raw: "{oops".to_owned(),
+            raw_len: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&DeadRecord::of(&dead)).unwrap(),
+            serde_json::to_string(&dead).unwrap()
+        );
     }
 }

@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     pub(crate) last_snapshot: Instant,
     /// Where a partition without a committed offset starts (`auto.offset.reset`).
     pub(crate) fresh_start: FreshStart,
+    /// An assignment (possibly empty) was handled in this run: an empty `assigned` then means
+    /// the group gave this consumer nothing, rather than that it has not joined yet.
+    pub(crate) assignment_handled: bool,
 }
 
 /// Where a partition new to the group starts, from `auto.offset.reset`.
@@ -287,6 +290,19 @@ impl Shared {
                 )));
                 return;
             };
+            // The request can succeed while a partition's own answer is an error (e.g. a topic
+            // the principal may not describe): librdkafka puts it in the element and leaves the
+            // offset invalid, which must not read as "new to the group" (that stores an empty
+            // state over the partition's snapshots and starts it over from the reset). Ask
+            // again at a restart. (A pending transactional commit, `UNSTABLE_OFFSET_COMMIT`,
+            // librdkafka retries until the request's timeout, which fails it as a whole.)
+            if let Err(err) = e.error() {
+                self.fail(KafkaError::client(
+                    format!("reading the committed offset of {topic}/{partition}"),
+                    err,
+                ));
+                return;
+            }
             let offset = match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
@@ -385,9 +401,11 @@ impl Shared {
             if let Some(merge) = &self.merge
                 && let Err(message) = merge.assign(input, state.as_ref())
             {
+                // The stored merge state does not restore: reading it again would not help.
                 self.fail(KafkaError::Store {
                     path: self.store.location(),
                     message: format!("{topic}/{partition} at offset {offset:?}: {message}"),
+                    retryable: false,
                 });
                 return;
             }
@@ -418,6 +436,7 @@ impl Shared {
         // committed offset: not ready before then (the barrier that sees it there says so).
         self.metrics.set_restored(self.replay.is_empty());
         self.metrics.set_started();
+        self.assignment_handled = true;
         self.audit.record("assigned", audit, None);
     }
 }
@@ -896,9 +915,14 @@ impl KafkaSource {
         if self.last_barrier.elapsed() >= self.interval {
             self.last_barrier = Instant::now();
             let mut shared = self.lock();
-            if !shared.assigned.is_empty()
-                && let Err(e) = shared.barrier(&self.consumer, Vec::new(), false)
-            {
+            if shared.assigned.is_empty() {
+                // Nothing to commit once the group has given this consumer an empty assignment
+                // (not before its first one, nor in a run that is failing): its checkpoint is as
+                // fresh as a committed one.
+                if shared.assignment_handled && shared.error.is_none() {
+                    shared.metrics.nothing_to_commit();
+                }
+            } else if let Err(e) = shared.barrier(&self.consumer, Vec::new(), false) {
                 shared.fail(e);
             }
         }
@@ -999,7 +1023,8 @@ impl KafkaSource {
             self.take_positions();
         }
         if let Some(merge) = &mut self.merge {
-            merge.apply(batch);
+            let muted = lock(&self.shared).replay.clone();
+            merge.apply(batch, &muted);
         }
         self.bytes += bytes;
         self.lock().metrics.add_records(records, bytes);

@@ -162,10 +162,21 @@ impl CheckpointStore {
         })
     }
 
+    /// An I/O or object-store call failed: retryable (the run restarts and asks again).
     fn err(location: &dyn std::fmt::Display, message: impl std::fmt::Display) -> KafkaError {
         KafkaError::Store {
             path: location.to_string(),
             message: message.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// What was read is not a valid checkpoint: reading it again would not help.
+    fn corrupt(location: &dyn std::fmt::Display, message: impl std::fmt::Display) -> KafkaError {
+        KafkaError::Store {
+            path: location.to_string(),
+            message: format!("corrupt checkpoint file: {message}"),
+            retryable: false,
         }
     }
 
@@ -285,7 +296,7 @@ impl CheckpointStore {
         };
         decode(&bytes)
             .map(Some)
-            .map_err(|m| Self::err(&location, format!("corrupt checkpoint file: {m}")))
+            .map_err(|m| Self::corrupt(&location, m))
     }
 
     /// The state of `topic/partition` at exactly `offset`, if a file holds it.
@@ -702,5 +713,50 @@ mod tests {
         std::fs::write(&path, b"AW").unwrap();
         let e = store.load("t", 3, 7).unwrap_err().to_string();
         assert!(e.contains("too short"), "{e}");
+    }
+
+    // A store that cannot be read at an assignment (a network error, an object store's 5xx, a
+    // volume gone for a moment) must restart the run, not end the process; a file that is
+    // read but wrong must end it (reading it again would give the same).
+    #[test]
+    fn a_store_that_cannot_be_read_is_retryable_and_a_corrupt_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), "g");
+        // The partition's directory is a file: listing it fails with an I/O error other than
+        // "not found" (root reads every directory, so permissions cannot make one fail).
+        std::fs::create_dir_all(dir.path().join("g/t")).unwrap();
+        std::fs::write(dir.path().join("g/t/0"), b"not a directory").unwrap();
+        let unreadable = store.load_latest("t", 0, 10).unwrap_err();
+        assert!(unreadable.is_retryable(), "{unreadable}");
+        assert!(unreadable.to_string().contains("g/t/0"), "{unreadable}");
+        // Writing there fails the same way.
+        let unwritable = store.write("t", 0, 10, &state()).unwrap_err();
+        assert!(unwritable.is_retryable(), "{unwritable}");
+        // The same error from the start's check of the store ends the run: a wrong bucket,
+        // endpoint or credentials are the operator's to fix.
+        assert!(!unreadable.fatal().is_retryable());
+
+        store.write("t", 1, 7, &state()).unwrap();
+        let path = dir.path().join("g/t/1/7.ckpt");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let corrupt = store.load_latest("t", 1, 10).unwrap_err();
+        assert!(
+            corrupt.to_string().contains("checksum mismatch"),
+            "{corrupt}"
+        );
+        assert!(!corrupt.is_retryable(), "{corrupt}");
+    }
+
+    #[test]
+    fn a_bucket_that_cannot_be_reached_is_retryable() {
+        let store = CheckpointStore::in_bucket(Bucket::unreachable(), "p", "g");
+        let e = store.load_latest("t", 0, 10).unwrap_err();
+        assert!(e.to_string().contains("s3://unreachable/p/g/t/0"), "{e}");
+        assert!(e.is_retryable(), "{e}");
+        let e = store.write("t", 0, 10, &state()).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
     }
 }

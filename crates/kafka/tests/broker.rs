@@ -1,0 +1,443 @@
+//! The Kafka runtime in this process against a real broker: what its numbers, its records and
+//! its client configuration are. The broker is found at `AUTHWATCH_TEST_KAFKA` (`scripts/test`
+//! sets it; `scripts/kafka start` runs one on 127.0.0.1:19092); without it these tests return at
+//! once. They run one at a time, on topics and groups of their own. (`tests/integration/kafka.rs`
+//! runs the `authwatch run` binary instead.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use authwatch_detect::RulePack;
+use authwatch_kafka::admin::{self, KeyBy};
+use authwatch_kafka::{ClientConfig, KafkaMetrics, Role, RunReport, Runtime};
+use authwatch_pipeline::Config;
+use authwatch_pipeline::config::{KafkaTopic, LatePolicy, RepartitionConfig};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+static BROKER: Mutex<()> = Mutex::new(());
+
+/// The broker's address and the lock that runs these tests one at a time; `None` (the test
+/// returns) without `AUTHWATCH_TEST_KAFKA`.
+fn broker() -> Option<(MutexGuard<'static, ()>, String)> {
+    let Ok(addr) = std::env::var("AUTHWATCH_TEST_KAFKA") else {
+        eprintln!("AUTHWATCH_TEST_KAFKA is not set: skipped (scripts/test sets it)");
+        return None;
+    };
+    let guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "no Kafka broker at {addr}: run `scripts/kafka start`"
+    );
+    Some((guard, addr))
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bt-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn client(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr);
+    c
+}
+
+/// 2026-01-01T00:00:00Z, in ms.
+const T0: i64 = 1_767_225_600_000;
+
+/// A native event line of tenant `t1` at `time` with `id`, its user agent padded by `pad`
+/// bytes.
+fn event(time: i64, id: &str, pad: usize) -> String {
+    serde_json::json!({
+        "time": time,
+        "provider": "okta",
+        "tenant": "t1",
+        "event_id": id,
+        "user": {"id": "u1", "name": "ann@t1.example", "domain": "t1.example"},
+        "activity": "logon",
+        "factor": "password",
+        "outcome": "success",
+        "src": {"ip": "203.0.113.7"},
+        "device": {"user_agent": format!("Mozilla/5.0 {}", "x".repeat(pad))},
+    })
+    .to_string()
+}
+
+/// Topics, group and checkpoint directory of one test.
+struct Scenario {
+    addr: String,
+    dir: tempfile::TempDir,
+    input: String,
+    group: String,
+}
+
+impl Scenario {
+    fn new(addr: &str, name: &str, partitions: i32) -> Scenario {
+        let id = unique(name);
+        let s = Scenario {
+            addr: addr.to_owned(),
+            dir: tempfile::tempdir().unwrap(),
+            input: format!("{id}.in"),
+            group: format!("{id}.group"),
+        };
+        admin::ensure_topics(&client(addr), &[(s.input.as_str(), partitions)]).unwrap();
+        s
+    }
+
+    fn topic(&self, what: &str) -> String {
+        format!("{}.{what}", self.group)
+    }
+
+    /// A configuration of instance `instance` (its own transactional id, and `client.id`: the
+    /// range assignor gives the partitions to the members in the order of their ids, which
+    /// start with it).
+    fn config(&self, instance: &str) -> Config {
+        let mut c = Config::default();
+        c.kafka.brokers = self.addr.clone();
+        c.kafka.group_id = self.group.clone();
+        c.kafka.topics = vec![KafkaTopic {
+            name: self.input.clone(),
+            format: authwatch_normalize::Format::Native,
+        }];
+        c.kafka.alert_topic = self.topic("alerts");
+        c.kafka.dead_letter_topic = self.topic("dead");
+        c.kafka.audit_topic = self.topic("audit");
+        c.kafka.enriched_topic = Some(self.topic("events"));
+        c.kafka.transactional_id = Some(format!("{}-{instance}", self.group));
+        c.kafka
+            .properties
+            .insert("client.id".to_owned(), instance.to_owned());
+        c.checkpoint.dir = self.dir.path().join("checkpoints");
+        c.checkpoint.interval.0 = Duration::from_millis(300);
+        c
+    }
+
+    fn produce(&self, lines: &[String]) {
+        admin::produce_lines(
+            &client(&self.addr),
+            &self.input,
+            lines.join("\n").as_bytes(),
+            KeyBy::None,
+        )
+        .unwrap();
+    }
+
+    fn read(&self, topic: &str) -> Vec<admin::Record> {
+        admin::read_topic(&client(&self.addr), topic, true, Duration::from_millis(700)).unwrap()
+    }
+
+    /// The offsets of the state files of partition `partition` of `topic` in group `group`.
+    fn state_files(&self, group: &str, topic: &str, partition: i32) -> Vec<i64> {
+        let dir: PathBuf = self
+            .dir
+            .path()
+            .join("checkpoints")
+            .join(group)
+            .join(topic)
+            .join(partition.to_string());
+        let mut offsets: Vec<i64> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".ckpt")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        offsets.sort_unstable();
+        offsets
+    }
+}
+
+/// A runtime running on its own thread until [`Running::stop`].
+struct Running {
+    stop: Arc<AtomicBool>,
+    stages: Vec<Arc<KafkaMetrics>>,
+    thread: Option<JoinHandle<Result<RunReport, authwatch_kafka::KafkaError>>>,
+}
+
+impl Running {
+    fn start(config: Config, role: Role) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pack = RulePack::from_rules(Vec::new()).unwrap();
+        let runtime = Runtime::new(config, pack, Arc::clone(&stop))
+            .unwrap()
+            .role(role);
+        let stages = runtime.stage_metrics();
+        let thread = std::thread::spawn(move || runtime.run());
+        Running {
+            stop,
+            stages,
+            thread: Some(thread),
+        }
+    }
+
+    /// The only stage's (or the detect stage's) numbers.
+    fn metrics(&self) -> &KafkaMetrics {
+        &self.stages[0]
+    }
+
+    /// What `authwatch run` reports on `/readyz` (crates/cli/src/run.rs): every stage restored,
+    /// one holding partitions.
+    fn ready(&self) -> bool {
+        self.stages.iter().all(|m| m.restored()) && self.stages.iter().any(|m| m.assigned())
+    }
+
+    fn stop(mut self) -> RunReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().unwrap();
+        thread.join().unwrap().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Waits until `done` holds, for at most `timeout`; false if it never did.
+fn wait(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+fn json(record: &admin::Record) -> serde_json::Value {
+    serde_json::from_slice(&record.payload).unwrap()
+}
+
+fn header<'a>(record: &'a admin::Record, key: &str) -> Option<&'a str> {
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+// The checkpoint age of an instance that holds no partition (more instances than partitions)
+// stays as fresh as a committing one's: it has nothing to commit. It grew without bound before,
+// and the chart's critical AuthwatchCheckpointStale fired on a healthy scaled-out group.
+#[test]
+fn an_instance_without_partitions_reports_a_fresh_checkpoint_age() {
+    let Some((_guard, addr)) = broker() else {
+        return;
+    };
+    let s = Scenario::new(&addr, "age", 1);
+    s.produce(
+        &(0..5)
+            .map(|i| event(T0 + i, &format!("e{i}"), 0))
+            .collect::<Vec<_>>(),
+    );
+    let one = Running::start(s.config("z-one"), Role::All);
+    assert!(
+        wait(Duration::from_secs(60), || one.metrics().checkpoints() > 2),
+        "the first instance never committed"
+    );
+    // The second one joins and takes the partition (its client id sorts first): the first one
+    // holds nothing from then on.
+    let two = Running::start(s.config("a-two"), Role::All);
+    let settled = || two.metrics().assigned() && !one.metrics().assigned();
+    assert!(wait(Duration::from_secs(60), settled), "no rebalance");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(settled(), "another rebalance");
+    for (name, r) in [("one", &one), ("two", &two)] {
+        let age = r.metrics().checkpoint_age_seconds();
+        assert!(
+            age.is_some_and(|a| a < 2.0),
+            "{name} (assigned: {}) reports a checkpoint age of {age:?} s",
+            r.metrics().assigned()
+        );
+    }
+    two.stop();
+    one.stop();
+}
+
+// `kafka.properties_file` is read like `kafka.properties`: its `auto.offset.reset = latest`
+// reaches the consumer and the starting state of a partition new to the group, instead of
+// being overridden by authwatch's default (`earliest`).
+#[test]
+fn the_properties_file_sets_where_a_new_partition_starts() {
+    let Some((_guard, addr)) = broker() else {
+        return;
+    };
+    let s = Scenario::new(&addr, "props", 1);
+    let lines: Vec<String> = (0..5).map(|i| event(T0 + i, &format!("e{i}"), 0)).collect();
+    s.produce(&lines);
+    let file = s.dir.path().join("client.properties");
+    std::fs::write(&file, "# the operator's\nauto.offset.reset=latest\n").unwrap();
+    let mut config = s.config("one");
+    config.kafka.properties_file = Some(file);
+    let one = Running::start(config, Role::All);
+    assert!(
+        wait(Duration::from_secs(60), || one.metrics().checkpoints() > 2),
+        "never committed"
+    );
+    assert_eq!(
+        s.state_files(&s.group, &s.input, 0),
+        [5],
+        "the starting state is stored where the partition starts: its end"
+    );
+    one.stop();
+    assert!(
+        s.read(&s.topic("events")).is_empty(),
+        "the records before the start were read"
+    );
+}
+
+/// A repartitioned scenario's configuration: one internal partition, sources idle after 1 s,
+/// late events to the dead-letter topic, lines up to `max_line_bytes`.
+fn repartitioned(s: &Scenario, instance: &str, max_line_bytes: usize) -> Config {
+    let mut c = s.config(instance);
+    c.kafka.repartition = RepartitionConfig {
+        enabled: true,
+        partitions: 1,
+        idle_after: authwatch_pipeline::config::DurationText(Duration::from_secs(1)),
+        ..RepartitionConfig::default()
+    };
+    c.input.max_line_bytes = max_line_bytes;
+    c.event_time.late_events = LatePolicy::SideOutput;
+    c
+}
+
+// With repartitioning, the detect stage reads enriched events (larger than the provider records
+// they came from) and must not hold them to the provider's line limit; its dead-letter records
+// of late events read like every dead letter (`reason`, `detail`, `raw`, `raw_len`) and name the
+// provider record, not only the internal topic's.
+#[test]
+fn the_detect_stage_takes_what_ingest_accepted_and_names_the_source_of_late_events() {
+    let Some((_guard, addr)) = broker() else {
+        return;
+    };
+    let s = Scenario::new(&addr, "detect", 1);
+    let limit = 2048;
+    // Just under the limit as a provider record; enriched (ingest time, user agent parsed,
+    // profile context), it is over it.
+    let mut long = event(T0 + 1_000, "long", 0);
+    long = event(T0 + 1_000, "long", limit - 20 - long.len());
+    assert!(
+        long.len() < limit && long.len() > limit - 40,
+        "{}",
+        long.len()
+    );
+    let lines = vec![
+        event(T0, "first", 0),
+        long,
+        // Ten minutes later: the watermark (5 minutes behind) passes the next one.
+        event(T0 + 600_000, "later", 0),
+        event(T0 + 2_000, "late", 0),
+        event(T0 + 600_001, "last", 0),
+    ];
+    s.produce(&lines);
+    let one = Running::start(repartitioned(&s, "one", limit), Role::All);
+    let events = s.topic("events");
+    let done = || {
+        let ids: Vec<String> = s
+            .read(&events)
+            .iter()
+            .map(|r| json(r)["event_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.len() >= 4
+    };
+    let finished = wait(Duration::from_secs(90), done);
+    let dead = s.read(&s.topic("dead"));
+    let detected: Vec<String> = s
+        .read(&events)
+        .iter()
+        .map(|r| json(r)["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    one.stop();
+    let late_headers: Vec<Option<&str>> = dead
+        .iter()
+        .filter(|r| json(r)["event"]["event_id"] == "late")
+        .map(|r| header(r, "reason"))
+        .collect();
+    assert_eq!(late_headers, [Some("late_event")]);
+    let dead: Vec<serde_json::Value> = dead.iter().map(json).collect();
+    assert!(
+        !dead.iter().any(|d| d["reason"] == "line_too_long"),
+        "a record ingest accepted was rejected at detect: {dead:?}"
+    );
+    assert!(finished, "detected {detected:?}; dead letters {dead:?}");
+    assert_eq!(detected, ["first", "long", "later", "last"]);
+    let late: Vec<&serde_json::Value> = dead
+        .iter()
+        .filter(|d| d["event"]["event_id"] == "late")
+        .collect();
+    assert_eq!(late.len(), 1, "{dead:?}");
+    let late = late[0];
+    for key in [
+        "file", "line", "offset", "reason", "detail", "raw", "raw_len",
+    ] {
+        assert!(late.get(key).is_some(), "{key} missing: {late}");
+    }
+    assert_eq!(late["reason"], "late_event", "{late}");
+    assert_eq!(
+        late["file"],
+        format!("{}.events.by-tenant/0", s.group),
+        "{late}"
+    );
+    // The provider record: the fourth of the input's only partition.
+    assert_eq!(late["source"], format!("{}/0", s.input), "{late}");
+    assert_eq!(late["source_offset"], 3, "{late}");
+    let raw = late["raw"].as_str().unwrap();
+    assert!(raw.contains("\"late\""), "{late}");
+}
+
+// `--role all` with fewer internal partitions than instances: an instance whose detect stage
+// holds nothing (never got one, or lost its one) is ready as long as its ingest stage holds a
+// partition and both have handled their assignment (docs/KAFKA.md, "Metrics and readiness").
+#[test]
+fn an_instance_whose_detect_stage_holds_nothing_is_ready() {
+    let Some((_guard, addr)) = broker() else {
+        return;
+    };
+    let s = Scenario::new(&addr, "ready", 2);
+    s.produce(
+        &(0..6)
+            .map(|i| event(T0 + i, &format!("e{i}"), 0))
+            .collect::<Vec<_>>(),
+    );
+    let one = Running::start(repartitioned(&s, "a-one", 65536), Role::All);
+    assert!(
+        wait(Duration::from_secs(60), || one.ready()),
+        "one never ready"
+    );
+    // The second one's client id sorts last: each ingest stage gets one provider partition,
+    // and the internal topic's only partition stays with the first: the second's detect stage
+    // never gets one.
+    let two = Running::start(repartitioned(&s, "z-two", 65536), Role::All);
+    let settled = || {
+        one.stages.iter().chain(&two.stages).all(|m| m.started())
+            && one.stages[1].assigned()
+            && two.stages[1].assigned()
+            && one.stages[0].assigned()
+    };
+    assert!(wait(Duration::from_secs(60), settled), "no rebalance");
+    assert!(!two.stages[0].assigned());
+    for (name, r) in [("one", &one), ("two", &two)] {
+        assert!(
+            wait(Duration::from_secs(10), || r.ready()),
+            "{name} is not ready: detect assigned {} restored {}, ingest assigned {} restored {}",
+            r.stages[0].assigned(),
+            r.stages[0].restored(),
+            r.stages[1].assigned(),
+            r.stages[1].restored()
+        );
+    }
+    two.stop();
+    one.stop();
+}
