@@ -25,7 +25,11 @@ steps:
 ---*/
 WITH f AS (
   SELECT tenant,
-         coalesce(nullif("user".name, ''), nullif("user".id, '')) AS account,
+         -- An account is its login (else the provider's id), compared without ASCII case as the
+         -- compiled rules key users (`Ken@` and `ken@` are one account); `translate` folds ASCII
+         -- letters only, as they do. The tenant is this detection's key.
+         translate(coalesce(nullif("user".name, ''), nullif("user".id, '')),
+                   'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS account,
          time, event_id, window_start
   FROM events
   WHERE activity = 'account_lock' AND tenant IS NOT NULL

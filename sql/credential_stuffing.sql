@@ -28,8 +28,17 @@ steps:
     - "リストに含まれる実在アカウントのパスワードリセットを強制し、漏えいパスワード検出を有効にしてください。"
 ---*/
 WITH f AS (
+  -- An account is its login (else the provider's id) within its tenant, compared without ASCII
+  -- case, as the compiled rules key users: `jsmith` of two tenants tried from one address is two
+  -- accounts, `Ken@` and `ken@` of one tenant one. One string, the tenant ('' when the provider
+  -- names none) prefixed by its length so that no other pair reads the same, keeps
+  -- count(DISTINCT) on strings (crates/query/src/count_distinct.rs); `||` keeps an event without
+  -- a user name or id NULL, uncounted, as the compiled rule leaves it out. `translate` folds
+  -- ASCII letters only, as the compiled key does (`lower` would fold other letters too).
   SELECT src.ip AS ip,
-         coalesce(nullif("user".name, ''), nullif("user".id, '')) AS account,
+         CAST(character_length(coalesce(tenant, '')) AS VARCHAR) || ':' || coalesce(tenant, '')
+           || translate(coalesce(nullif("user".name, ''), nullif("user".id, '')),
+                        'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS account,
          CAST(reason AS VARCHAR) AS reason,
          time, event_id, window_start
   FROM events

@@ -1,9 +1,10 @@
 /*---
 # The SQL version of rules/password_spray_multi_source.yaml (same id, version, thresholds and
 # texts). Unlike the compiled rule it has no `unless` veto (tries from addresses that
-# password_spray or credential_stuffing already reported still count): see docs/SQL.md.
+# password_spray, password_spray_one_try or credential_stuffing already reported still count):
+# see docs/SQL.md. Version 3 as the compiled rule's (its veto changed; the alert id carries it).
 id: password_spray_multi_source
-version: 2
+version: 3
 description: Password spraying spread over several source addresses (tenant-wide)
 category: password_spray
 severity: high
@@ -27,7 +28,11 @@ steps:
 ---*/
 WITH f AS (
   SELECT tenant, src.ip AS ip,
-         coalesce(nullif("user".name, ''), nullif("user".id, '')) AS account,
+         -- An account is its login (else the provider's id), compared without ASCII case as the
+         -- compiled rules key users (`Ken@` and `ken@` are one account); `translate` folds ASCII
+         -- letters only, as they do. The tenant is this detection's key.
+         translate(coalesce(nullif("user".name, ''), nullif("user".id, '')),
+                   'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS account,
          time, event_id, window_start
   FROM events
   WHERE activity = 'logon' AND outcome = 'failure' AND reason = 'invalid_credentials'

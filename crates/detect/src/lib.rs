@@ -95,6 +95,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../rules/mfa_fatigue.yaml"),
     ),
     (
+        "rules/mfa_fatigue_pushes.yaml",
+        include_str!("../../../rules/mfa_fatigue_pushes.yaml"),
+    ),
+    (
+        "rules/mfa_fatigue_slow.yaml",
+        include_str!("../../../rules/mfa_fatigue_slow.yaml"),
+    ),
+    (
         "rules/mfa_fatigue_success.yaml",
         include_str!("../../../rules/mfa_fatigue_success.yaml"),
     ),
@@ -113,6 +121,10 @@ const BUILTIN: &[(&str, &str)] = &[
     (
         "rules/password_spray_multi_source.yaml",
         include_str!("../../../rules/password_spray_multi_source.yaml"),
+    ),
+    (
+        "rules/password_spray_one_try.yaml",
+        include_str!("../../../rules/password_spray_one_try.yaml"),
     ),
     (
         "rules/risk_policy_block.yaml",

@@ -241,6 +241,14 @@ const BUILTIN_CASES: &[(&str, &str)] = &[
         include_str!("../../../rules/tests/mfa_fatigue.yaml"),
     ),
     (
+        "rules/tests/mfa_fatigue_pushes.yaml",
+        include_str!("../../../rules/tests/mfa_fatigue_pushes.yaml"),
+    ),
+    (
+        "rules/tests/mfa_fatigue_slow.yaml",
+        include_str!("../../../rules/tests/mfa_fatigue_slow.yaml"),
+    ),
+    (
         "rules/tests/mfa_fatigue_success.yaml",
         include_str!("../../../rules/tests/mfa_fatigue_success.yaml"),
     ),
@@ -259,6 +267,10 @@ const BUILTIN_CASES: &[(&str, &str)] = &[
     (
         "rules/tests/password_spray_multi_source.yaml",
         include_str!("../../../rules/tests/password_spray_multi_source.yaml"),
+    ),
+    (
+        "rules/tests/password_spray_one_try.yaml",
+        include_str!("../../../rules/tests/password_spray_one_try.yaml"),
     ),
     (
         "rules/tests/risk_policy_block.yaml",

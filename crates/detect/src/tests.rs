@@ -148,19 +148,22 @@ fn push_bombing_across_letter_cases_is_one_account() {
 }
 
 #[test]
-fn ten_pushes_sent_fire_even_if_approved() {
-    let alerts = run(
-        &mut engine(),
+fn ten_pushes_sent_and_approved_are_reported_but_not_as_a_bombing_that_worked() {
+    // A user opening ten applications, approving each push at once: the pushes sent are
+    // reported (mfa_fatigue_pushes, after its settle time), but no push was refused, so the
+    // approvals are not a bombing that worked.
+    let mut engine = engine();
+    let mut alerts = run(
+        &mut engine,
         &campaign("mia@x.jp", T0, 10, 30_000, Outcome::Success),
     );
-    assert_eq!(alerts[0].rule_id, "mfa_fatigue");
+    engine.flush(&mut alerts);
+    let rules: Vec<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
+    assert_eq!(rules, ["mfa_fatigue_pushes"], "{alerts:#?}");
     assert_eq!(
         alerts[0].metrics["sent"],
         authwatch_event::MetricValue::Count(10)
     );
-    // The approval that follows the tenth push is the bombing working.
-    assert_eq!(alerts.len(), 2);
-    assert_eq!(alerts[1].rule_id, "mfa_fatigue_success");
 }
 
 #[test]
@@ -284,7 +287,7 @@ fn restore_keeps_the_rules_that_did_not_change_and_starts_the_others_empty() {
     let snapshot = full.snapshot().unwrap();
     let fatigue = |version: u32, counter: &str| {
         let text = include_str!("../../../rules/mfa_fatigue.yaml")
-            .replacen("version: 2", &format!("version: {version}"), 1)
+            .replacen("version: 3", &format!("version: {version}"), 1)
             .replace("unanswered", counter);
         let rules = compile::compile_text(Path::new("x.yaml"), &text).unwrap();
         RulePack::from_rules(rules)
@@ -298,11 +301,11 @@ fn restore_keeps_the_rules_that_did_not_change_and_starts_the_others_empty() {
             .map(|(_, s)| s.keys)
     };
     // The same rule alone: its state is kept; the rules no longer loaded are dropped.
-    let mut same = fatigue(2, "unanswered");
+    let mut same = fatigue(3, "unanswered");
     assert_eq!(same.restore(&snapshot).unwrap(), Vec::<String>::new());
     assert_eq!(keys(&same), Some(1));
     // Re-versioned, or its counters changed without a version bump: it starts empty.
-    for mut changed in [fatigue(3, "unanswered"), fatigue(2, "refused")] {
+    for mut changed in [fatigue(4, "unanswered"), fatigue(3, "refused")] {
         assert_eq!(changed.restore(&snapshot).unwrap(), ["mfa_fatigue"]);
         assert_eq!(keys(&changed), Some(0));
     }
@@ -445,7 +448,10 @@ fn pack_rejects_duplicates_unknown_references_and_cycles() {
             .to_string()
             .contains("unknown rule mfa_fatigue")
     );
-    let cyc = success.replace("rules: [mfa_fatigue]", "rules: [mfa_fatigue_success]");
+    let cyc = success.replace(
+        "rules: [mfa_fatigue, mfa_fatigue_slow]",
+        "rules: [mfa_fatigue_success]",
+    );
     let cyc = compile::compile_text(Path::new("c.yaml"), &cyc).unwrap();
     assert!(
         RulePack::from_rules(cyc)

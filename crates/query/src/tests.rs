@@ -162,6 +162,71 @@ fn credential_stuffing_sql_equals_compiled() {
 }
 
 #[test]
+fn credential_stuffing_sql_counts_accounts_within_their_tenant_as_compiled() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 3 * 60 * MIN);
+    // 26 failures from one address, 20 s apart, two per name for 13 names (the first three
+    // unknown), each name's two tries given by `account(k)` as (tenant, login).
+    let tries = |s: &mut Vec<AuthEvent>,
+                 ip: &str,
+                 start: i64,
+                 tag: &str,
+                 account: &dyn Fn(i64) -> (&'static str, String)| {
+        for k in 0..26i64 {
+            let reason = if k / 2 < 3 {
+                "unknown_user"
+            } else {
+                "invalid_credentials"
+            };
+            let (tenant, user) = account(k);
+            s.push(ev(
+                start + k * 20_000,
+                &format!("{tag}{k}"),
+                tenant,
+                &user,
+                ip,
+                "logon",
+                "failure",
+                Some(reason),
+            ));
+        }
+    };
+    // The same names in two tenants: 26 accounts (a name in two tenants is two accounts), and
+    // the compiled rule fires at the 25th failure. Counting names alone gave 13 users, under
+    // the threshold of 15, and the SQL version reported nothing.
+    tries(&mut s, "203.0.113.50", T0 + 30 * MIN, "x", &|k| {
+        (
+            ["acme", "globex"][(k % 2) as usize],
+            format!("u{}@example.jp", k / 2),
+        )
+    });
+    // The same names in one tenant, typed in two letter cases: 13 accounts tried twice each
+    // (a login compares without ASCII case), stuffing in neither version.
+    tries(&mut s, "203.0.113.51", T0 + 90 * MIN, "y", &|k| {
+        let user = format!("u{}@example.jp", k / 2);
+        (
+            "acme",
+            if k % 2 == 0 {
+                user
+            } else {
+                user.to_ascii_uppercase()
+            },
+        )
+    });
+    let (compiled, sql) = both(&sorted(s), "credential_stuffing");
+    assert_eq!(compiled.len(), 1, "{compiled:#?}");
+    assert_eq!(
+        compiled[0].entity.ip.map(|ip| ip.to_string()).as_deref(),
+        Some("203.0.113.50")
+    );
+    assert_eq!(
+        compiled[0].metrics["users"],
+        authwatch_event::MetricValue::Count(25)
+    );
+    assert_eq!(sql, compiled);
+}
+
+#[test]
 fn multi_source_password_spray_sql_equals_compiled() {
     let mut s = Vec::new();
     background(&mut s, T0, T0 + 6 * 60 * MIN);
@@ -233,6 +298,61 @@ fn lockout_wave_sql_equals_compiled() {
             "success",
             Some("locked_out"),
         ));
+    }
+    let (compiled, sql) = both(&sorted(s), "account_lockout_wave");
+    assert_eq!(compiled.len(), 1, "{compiled:#?}");
+    assert_eq!(sql, compiled);
+}
+
+/// Entra and Keycloak log the login as typed; the compiled rules count `Ken@` and `ken@` as
+/// one account, and so must their SQL versions.
+#[test]
+fn sql_twins_count_logins_without_ascii_case() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 3 * 60 * MIN);
+    // 25 wrong passwords from five addresses over 8 accounts, each typed in two letter cases:
+    // 8 users, not 16.
+    for i in 0..25i64 {
+        let user = format!("user{}@acme.example", i % 8);
+        let user = if (i / 8) % 2 == 0 {
+            user
+        } else {
+            user.to_ascii_uppercase()
+        };
+        s.push(ev(
+            T0 + 30 * MIN + i * 20_000,
+            &format!("p{i}"),
+            "acme",
+            &user,
+            &format!("203.0.113.{}", 20 + i % 5),
+            "logon",
+            "failure",
+            Some("invalid_credentials"),
+        ));
+    }
+    let (compiled, sql) = both(&sorted(s.clone()), "password_spray_multi_source");
+    assert_eq!(compiled.len(), 1, "{compiled:#?}");
+    assert_eq!(
+        compiled[0].metrics["users"],
+        authwatch_event::MetricValue::Count(8)
+    );
+    assert_eq!(sql, compiled);
+    // 30 accounts locked 40 s apart, each locked again a minute later under its upper-case
+    // login: the wave counts 25 accounts at the 25th account's first lock, not at the 13th.
+    for i in 0..30i64 {
+        let user = format!("locked{i}@acme.example");
+        for (j, user) in [user.clone(), user.to_ascii_uppercase()].iter().enumerate() {
+            s.push(ev(
+                T0 + 2 * 60 * MIN + i * 40_000 + j as i64 * 60_000,
+                &format!("l{i}-{j}"),
+                "acme",
+                user,
+                "198.51.100.9",
+                "account_lock",
+                "success",
+                Some("locked_out"),
+            ));
+        }
     }
     let (compiled, sql) = both(&sorted(s), "account_lockout_wave");
     assert_eq!(compiled.len(), 1, "{compiled:#?}");
