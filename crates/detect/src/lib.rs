@@ -119,6 +119,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../rules/password_spray.yaml"),
     ),
     (
+        "rules/password_spray_asn.yaml",
+        include_str!("../../../rules/password_spray_asn.yaml"),
+    ),
+    (
         "rules/password_spray_multi_source.yaml",
         include_str!("../../../rules/password_spray_multi_source.yaml"),
     ),

@@ -265,6 +265,10 @@ const BUILTIN_CASES: &[(&str, &str)] = &[
         include_str!("../../../rules/tests/password_spray.yaml"),
     ),
     (
+        "rules/tests/password_spray_asn.yaml",
+        include_str!("../../../rules/tests/password_spray_asn.yaml"),
+    ),
+    (
         "rules/tests/password_spray_multi_source.yaml",
         include_str!("../../../rules/tests/password_spray_multi_source.yaml"),
     ),
