@@ -188,7 +188,10 @@ impl Normalizer for Keycloak {
     }
 }
 
-/// Keycloak before 24 gives events no id: a stable one is derived from what identifies them.
+/// Keycloak before 24 gives events no id: a stable one is derived from what identifies them,
+/// and also from what tells two of them apart in one millisecond (the address, the client and the
+/// error): the pipeline drops a repeated id as a second delivery of one record, and a distributed
+/// brute force makes failures of one account from many addresses in the same millisecond.
 fn synthetic_id(parts: &[&str], time: i64) -> Text {
     let mut id = format!("kc-{time}");
     for p in parts {
@@ -259,6 +262,9 @@ fn user_event(w: &Wire<'_>, time: i64) -> Result<AuthEvent, Rejection> {
                 &user_id,
                 &name,
                 w.session_id.as_deref().unwrap_or(""),
+                w.ip.as_deref().unwrap_or(""),
+                w.client_id.as_deref().unwrap_or(""),
+                w.error.as_deref().unwrap_or(""),
             ],
             time,
         ),
@@ -436,5 +442,27 @@ mod tests {
         // A wrong one-time password is still one.
         let otp = r#"{"id":"k3","time":1767571200002,"type":"LOGIN_ERROR","realmId":"r","userId":"u1","error":"invalid_user_credentials","details":{"username":"ken","credential_type":"otp"}}"#;
         assert_eq!(summary(otp), "mfa_verify/totp/failure/invalid_otp");
+    }
+
+    // Without an id (Keycloak before 24), two failures of one account in one millisecond from two
+    // addresses are two events, not one record delivered twice; one record read twice is one.
+    #[test]
+    fn derived_ids_tell_apart_what_differs_in_one_millisecond() {
+        let id = |line: &str| {
+            Keycloak
+                .normalize(line.as_bytes(), 0, &Limits::default())
+                .map(|e| e.event_id.to_string())
+                .unwrap_or_default()
+        };
+        let from = |ip: &str, error: &str| {
+            format!(
+                r#"{{"time":1767571200000,"type":"LOGIN_ERROR","realmId":"r","clientId":"app","userId":"u1","ipAddress":"{ip}","error":"{error}","details":{{"username":"ken"}}}}"#
+            )
+        };
+        let a = id(&from("198.51.100.7", "invalid_user_credentials"));
+        assert!(a.starts_with("kc-1767571200000:"), "{a}");
+        assert_eq!(a, id(&from("198.51.100.7", "invalid_user_credentials")));
+        assert_ne!(a, id(&from("198.51.100.8", "invalid_user_credentials")));
+        assert_ne!(a, id(&from("198.51.100.7", "user_not_found")));
     }
 }

@@ -240,7 +240,7 @@ fn keycloak_fixtures() {
     // No id before Keycloak 24: a stable one is derived.
     assert_eq!(
         evs[9].event_id,
-        "kc-1767571210000:acme:LOGIN_ERROR::riku@example.co.jp:"
+        "kc-1767571210000:acme:LOGIN_ERROR::riku@example.co.jp::198.51.100.61:legacy-app:invalid_user_credentials"
     );
     assert_eq!(evs[10].user.id, "f2a3b4c5-0000-0000-0000-000000000002");
     assert_eq!(evs[11].user.id, "f2a3b4c5-0000-0000-0000-000000000001");

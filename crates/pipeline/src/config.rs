@@ -187,8 +187,9 @@ pub struct DetectConfig {
     pub sweep_interval: DurationText,
     /// Events remembered per task to recognise a repeated delivery of one provider record
     /// (same provider, tenant, event id and time): a repeat is counted and not detected on
-    /// again. Only events within the allowed lateness are remembered, at most this many (16
-    /// bytes each, in memory and in snapshots); 0 turns the check off. Default 500000.
+    /// again. Only events within the allowed lateness are remembered, at most this many per
+    /// partition (about 40 bytes each in memory, 16 in snapshots); 0 turns the check off.
+    /// Default 500000.
     pub dedup_capacity: usize,
 }
 
