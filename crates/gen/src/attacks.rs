@@ -162,32 +162,74 @@ fn fatigue(eng: &mut Engine<'_>, plan: &Plan, success: bool, rng: &mut ChaCha8Rn
     let e = eng.user_entity(v);
     let note = format!("{n} pushes in {} min, all denied or unanswered", span / MIN);
     eng.label(cat::MFA_FATIGUE, e.clone(), first, last, note);
-    let mut last_success = t0;
-    if success {
-        let ta = last + rng.random_range(60..360) * 1000;
-        eng.emit(ta, &a, PUSH_SEND, "");
+    let campaign = FatigueCampaign {
+        actor: &a,
+        victim: v,
+        ip,
+        t0,
+        first,
+        last,
+    };
+    fatigue_ending(
+        eng,
+        &campaign,
+        success.then_some(60..360),
+        &n.to_string(),
+        "push-bombing attacker",
+        rng,
+    );
+}
+
+/// A push-bombing campaign, for [`fatigue_ending`].
+pub(crate) struct FatigueCampaign<'a> {
+    pub actor: &'a Actor,
+    pub victim: usize,
+    pub ip: IpAddr,
+    /// The attacker's password step.
+    pub t0: i64,
+    /// The first push and the last refusal.
+    pub first: i64,
+    pub last: i64,
+}
+
+/// How a push-bombing campaign ends. With `approve_after_s`, the worn-out user approves the next
+/// push that many seconds after the last refusal (labelled `mfa_fatigue_success`; `pushes`
+/// names the campaign's pushes in its note) and the attacker's session is used. Either way the
+/// attacker's sign-in through an anonymizer is labelled (`attacker` names it).
+pub(crate) fn fatigue_ending(
+    eng: &mut Engine<'_>,
+    c: &FatigueCampaign<'_>,
+    approve_after_s: Option<impl rand::distr::uniform::SampleRange<i64>>,
+    pushes: &str,
+    attacker: &str,
+    rng: &mut ChaCha8Rng,
+) {
+    let mut last_success = c.t0;
+    if let Some(after) = approve_after_s {
+        let ta = c.last + rng.random_range(after) * 1000;
+        eng.emit(ta, c.actor, PUSH_SEND, "");
         let ok = ta + rng.random_range(5..20) * 1000;
-        eng.emit(ok, &a, PUSH_OK, "");
+        eng.emit(ok, c.actor, PUSH_OK, "");
         eng.label(
             cat::MFA_FATIGUE_SUCCESS,
-            e,
-            first,
+            eng.user_entity(c.victim),
+            c.first,
             ok,
             format!(
-                "approved push {} s after the last of {n}",
-                (ok - last) / 1000
+                "approved push {} s after the last of {pushes}",
+                (ok - c.last) / 1000
             ),
         );
         last_success = ok + rng.random_range(30..120) * 1000;
-        eng.emit(last_success, &a, SSO, "Office 365");
+        eng.emit(last_success, c.actor, SSO, "Office 365");
     }
-    let e = user_ip_entity(eng, v, ip);
+    let e = user_ip_entity(eng, c.victim, c.ip);
     eng.label(
         cat::ANONYMIZER_LOGIN,
         e,
-        t0,
+        c.t0,
         last_success,
-        "push-bombing attacker signed in through an anonymizer",
+        format!("{attacker} signed in through an anonymizer"),
     );
 }
 

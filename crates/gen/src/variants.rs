@@ -45,7 +45,8 @@
 //! were.
 
 use crate::attacks::{
-    attack_victim, attacker, compromise_at, ip_entity, unknown_name, user_ip_entity,
+    FatigueCampaign, attack_victim, attacker, compromise_at, fatigue_ending, ip_entity,
+    unknown_name,
 };
 use crate::benign::{Incident, mfa, sso};
 use crate::engine::*;
@@ -94,34 +95,23 @@ pub(crate) fn slow_fatigue(eng: &mut Engine<'_>, plan: &Plan, success: bool, rng
          (never 5 in 10 min)",
         (last - first) / MIN
     );
-    eng.label(cat::MFA_FATIGUE, e.clone(), first, last, note);
-    let mut last_success = t0;
-    if success {
-        // The next push of the cadence, and the worn-out user approves it.
-        let ta = last + rng.random_range(95..=140) * 1000;
-        eng.emit(ta, &a, PUSH_SEND, "");
-        let ok = ta + rng.random_range(5..20) * 1000;
-        eng.emit(ok, &a, PUSH_OK, "");
-        eng.label(
-            cat::MFA_FATIGUE_SUCCESS,
-            e,
-            first,
-            ok,
-            format!(
-                "approved push {} s after the last of {n} slowly paced pushes",
-                (ok - last) / 1000
-            ),
-        );
-        last_success = ok + rng.random_range(30..120) * 1000;
-        eng.emit(last_success, &a, SSO, "Office 365");
-    }
-    let e = user_ip_entity(eng, v, ip);
-    eng.label(
-        cat::ANONYMIZER_LOGIN,
-        e,
+    eng.label(cat::MFA_FATIGUE, e, first, last, note);
+    let campaign = FatigueCampaign {
+        actor: &a,
+        victim: v,
+        ip,
         t0,
-        last_success,
-        "slow push-bombing attacker signed in through an anonymizer",
+        first,
+        last,
+    };
+    // The next push of the cadence, and the worn-out user approves it.
+    fatigue_ending(
+        eng,
+        &campaign,
+        success.then_some(95..=140),
+        &format!("{n} slowly paced pushes"),
+        "slow push-bombing attacker",
+        rng,
     );
 }
 
