@@ -128,23 +128,17 @@ impl Checkpointed for Seen {
                 marks.len()
             )));
         }
+        // A smaller capacity than the snapshot's keeps the newest (0: none).
         let mut restored = Seen::new(self.capacity);
-        for chunk in marks.chunks_exact(16) {
+        let stored = marks.len() / 16;
+        let skip = stored - stored.min(self.capacity);
+        for chunk in marks.chunks_exact(16).skip(skip) {
             let (time, hash) = chunk.split_at(8);
             let time = i64::from_le_bytes(time.try_into().map_err(|_| bad("short".into()))?);
             let hash = u64::from_le_bytes(hash.try_into().map_err(|_| bad("short".into()))?);
             if restored.set.insert((time, hash)) {
                 restored.order.push_back((time, hash));
             }
-        }
-        // A smaller capacity than the snapshot's keeps the newest.
-        while restored.capacity > 0 && restored.order.len() > restored.capacity {
-            if let Some(old) = restored.order.pop_front() {
-                restored.set.remove(&old);
-            }
-        }
-        if restored.capacity == 0 {
-            restored = Seen::new(0);
         }
         *self = restored;
         Ok(())
