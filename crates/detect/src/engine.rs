@@ -74,6 +74,20 @@ struct Entry {
     /// For `unless` with `scope: events`: the event's values of the `unless.on` fields.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     veto: Vec<(KeyField, KeyPart)>,
+    /// The verdict on `veto`, kept because recomputing it is a hash lookup per value and
+    /// vetoing rule, for every entry of a busy key on every event: the entry is vetoed when the
+    /// deciding event's time is at least this ([`veto_from`]; `i64::MAX`: not vetoed). Valid as
+    /// of the key's `veto_checked`.
+    #[serde(skip, default = "never")]
+    veto_from: i64,
+    /// One bit per `veto` value ([`veto_bit`]), to find the entries a changed incident may
+    /// concern without hashing their values again.
+    #[serde(skip)]
+    veto_bits: u64,
+}
+
+fn never() -> i64 {
+    i64::MAX
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +115,10 @@ struct KeyState {
     /// named by a time after it (see `apply`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closed: Option<i64>,
+    /// Up to which [`VetoLog`] sequence number the entries' veto verdicts are current (`None`:
+    /// never computed, as after a restore).
+    #[serde(skip)]
+    veto_checked: Option<u64>,
 }
 
 /// An alert waiting for its rule's `settle` time to pass before it is emitted.
@@ -122,6 +140,53 @@ struct RuleState {
     stats: RuleStats,
 }
 
+/// Changes to incidents that per-event vetoes (`unless` with `scope: events`) read, as the
+/// [`veto_hash`] of the changed `(field, value)`, so that each key brings its entries' kept
+/// verdicts up to date when it is next touched, recomputing only the entries a change may
+/// concern. Incidents change far less often than busy keys see events.
+#[derive(Debug, Default)]
+struct VetoLog {
+    /// The most recent changes, oldest first.
+    changed: VecDeque<u64>,
+    /// The sequence number of `changed[0]`.
+    base: u64,
+}
+
+impl VetoLog {
+    /// Changes kept: a key that last looked further back recomputes all its verdicts.
+    const LEN: usize = 4096;
+
+    /// The sequence number of the next change.
+    fn next(&self) -> u64 {
+        self.base + self.changed.len() as u64
+    }
+
+    fn push(&mut self, field: KeyField, part: KeyPartRef<'_>) {
+        if self.changed.len() == Self::LEN {
+            self.changed.pop_front();
+            self.base += 1;
+        }
+        self.changed.push_back(veto_hash(field, part));
+    }
+
+    /// Forgets every change, so that every key recomputes its verdicts.
+    fn reset(&mut self) {
+        self.base = self.next() + 1;
+        self.changed.clear();
+    }
+
+    /// The union of the bits of the changes since `seq`, or `None` when they are no longer
+    /// all kept.
+    fn bits_since(&self, seq: u64) -> Option<u64> {
+        let from = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        Some(
+            self.changed
+                .range(from.min(self.changed.len())..)
+                .fold(0, |bits, &h| bits | veto_bit(h)),
+        )
+    }
+}
+
 /// The rule engine.
 pub struct Engine {
     rules: Vec<CompiledRule>,
@@ -135,6 +200,12 @@ pub struct Engine {
     unless_refs: Vec<Vec<usize>>,
     /// For each rule, how long its incidents must stay findable by `after` (0 = not referenced).
     keep_incidents_ms: Vec<i64>,
+    /// For each rule that a per-event veto names: the shortest `within` of those vetoes.
+    veto_watch: Vec<Option<i64>>,
+    /// Changes to the incidents of the rules in `veto_watch`.
+    veto_log: VetoLog,
+    /// The latest event time seen: no entry is later.
+    max_time: i64,
     states: Vec<RuleState>,
     /// Open and recent incidents of referenced rules, by (rule, entity field, value).
     incidents: FxHashMap<IncidentKey, Incident>,
@@ -199,6 +270,15 @@ impl Engine {
                 }
             }
         }
+        let mut veto_watch: Vec<Option<i64>> = vec![None; rules.len()];
+        for (rule, refs) in rules.iter().zip(&unless_refs) {
+            if let Some(u) = rule.unless.as_ref().filter(|u| u.per_event) {
+                for &target in refs {
+                    veto_watch[target] =
+                        Some(veto_watch[target].map_or(u.within_ms, |w| w.min(u.within_ms)));
+                }
+            }
+        }
         let states = rules.iter().map(|_| RuleState::default()).collect();
         let by_signature = Activity::ALL
             .iter()
@@ -217,6 +297,9 @@ impl Engine {
             after_refs,
             unless_refs,
             keep_incidents_ms,
+            veto_watch,
+            veto_log: VetoLog::default(),
+            max_time: i64::MIN,
             states,
             incidents: FxHashMap::default(),
             pending: VecDeque::new(),
@@ -257,6 +340,7 @@ impl Engine {
     /// Processes one event; alerts it decides are pushed to `out`.
     pub fn on_event(&mut self, e: &AuthEvent, out: &mut Vec<Alert>) {
         self.events_since_sweep += 1;
+        self.max_time = self.max_time.max(e.time);
         let candidates = signature(e.activity, e.outcome);
         for oi in 0..self.by_signature[candidates].len() {
             let r = self.by_signature[candidates][oi];
@@ -309,6 +393,7 @@ impl Engine {
                     sketches: Vec::new(),
                     incident: None,
                     closed: None,
+                    veto_checked: None,
                 },
             );
         }
@@ -320,27 +405,34 @@ impl Engine {
         }
         state.last_time = state.last_time.max(e.time);
         let horizon = window_start(rule, state, state.last_time);
-        let veto_keys: Vec<(KeyField, KeyPart)> = match &rule.unless {
-            Some(u) if u.per_event => {
-                u.on.iter()
-                    .filter_map(|f| f.extract(e).map(|p| (*f, p)))
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
+        let now = e.time;
         // `unless` with `scope: events`: whether an entry is activity another rule already
-        // reported (see `vetoed` below), for keeping the entries that still count.
-        let veto_within = rule
-            .unless
-            .as_ref()
-            .filter(|u| u.per_event)
-            .map(|u| u.within_ms);
-        let (incidents, veto_refs, now) = (&self.incidents, &self.unless_refs[r], e.time);
-        let vetoed = |veto: &[(KeyField, KeyPart)], time: i64| {
-            veto_within
-                .is_some_and(|within| keys_vetoed(incidents, veto_refs, within, veto, time, now))
+        // reported, for keeping the entries that still count and for counting them.
+        let per_event = rule.unless.as_ref().filter(|u| u.per_event);
+        let (veto_keys, this_from, this_bits) = match per_event {
+            Some(u) => {
+                let refs = &self.unless_refs[r];
+                refresh_vetoes(state, &self.veto_log, &self.incidents, refs, u.within_ms);
+                // The kept verdicts must be what a fresh look gives (checked in debug builds,
+                // which the rule tests and the replay tests run on).
+                #[cfg(debug_assertions)]
+                for x in state.recent.iter().flatten() {
+                    let fresh = veto_from(&self.incidents, refs, u.within_ms, &x.veto, x.time);
+                    debug_assert_eq!(x.veto_from, fresh, "stale veto verdict on entry {}", x.id);
+                }
+                let keys: Vec<(KeyField, KeyPart)> =
+                    u.on.iter()
+                        .filter_map(|f| f.extract(e).map(|p| (*f, p)))
+                        .collect();
+                let from = veto_from(&self.incidents, refs, u.within_ms, &keys, e.time);
+                let bits = veto_bits(&keys);
+                (keys, from, bits)
+            }
+            None => (Vec::new(), i64::MAX, 0),
         };
-        let this_vetoed = vetoed(&veto_keys, e.time);
+        let veto_within = per_event.map(|u| u.within_ms);
+        let vetoed = |x: &Entry| veto_within.is_some() && now >= x.veto_from;
+        let this_vetoed = veto_within.is_some() && now >= this_from;
         for (c, (counter, recent)) in rule.counters.iter().zip(&mut state.recent).enumerate() {
             if counter.predicate.matches(e) {
                 let value = counter.value_field().and_then(|f| f.extract(e));
@@ -370,7 +462,7 @@ impl Engine {
                     // of the clean spray's users.
                     if let Some(at) = recent.iter().position(|x| x.value.as_ref() == Some(v)) {
                         let held = &recent[at];
-                        let held_counts = !vetoed(&held.veto, held.time);
+                        let held_counts = !vetoed(held);
                         let this_counts = !this_vetoed;
                         let keep_held = if held_counts == this_counts {
                             held.time > e.time
@@ -396,6 +488,8 @@ impl Engine {
                             value,
                             num,
                             veto: veto_keys.clone(),
+                            veto_from: this_from,
+                            veto_bits: this_bits,
                         },
                     );
                 }
@@ -408,18 +502,13 @@ impl Engine {
                 // entries that still count (a reported address spraying on would otherwise
                 // hide a distributed spray around it).
                 let drop = match veto_within {
-                    Some(_) => recent
-                        .iter()
-                        .position(|x| vetoed(&x.veto, x.time))
-                        .unwrap_or(0),
+                    Some(_) => recent.iter().position(vetoed).unwrap_or(0),
                     None => 0,
                 };
                 recent.remove(drop);
             }
         }
         let start = window_start(rule, state, e.time);
-        // `unless` with `scope: events`: activity another rule already reported is left out.
-        let vetoed = |x: &Entry| vetoed(&x.veto, x.time);
         // Counters the condition reads, on every event; the ones only shown, once an alert is
         // built (they may hold thousands of entries on a tenant-wide key).
         let counted = |all: bool| {
@@ -450,7 +539,13 @@ impl Engine {
                 inc.last_seen = inc.last_seen.max(e.time);
                 let inc = inc.clone();
                 if self.keep_incidents_ms[r] > 0 {
-                    index_incident(&mut self.incidents, r, &rule.key, key.parts(), &inc);
+                    let watch = self.veto_watch[r].map(|within| Watch {
+                        log: &mut self.veto_log,
+                        within,
+                        max_time: self.max_time,
+                    });
+                    let parts = key.parts();
+                    index_incident(&mut self.incidents, r, &rule.key, parts, &inc, watch);
                 }
                 if rule.condition.holds(&counts, span) {
                     state_map.stats.suppressed += 1;
@@ -547,7 +642,12 @@ impl Engine {
         );
         if self.keep_incidents_ms[r] > 0 {
             let parts: Vec<KeyPartRef<'_>> = key.parts().iter().map(KeyPart::as_ref).collect();
-            index_incident(&mut self.incidents, r, &rule.key, &parts, &incident);
+            let watch = self.veto_watch[r].map(|within| Watch {
+                log: &mut self.veto_log,
+                within,
+                max_time: self.max_time,
+            });
+            index_incident(&mut self.incidents, r, &rule.key, &parts, &incident, watch);
         }
         if rule.settle_ms > 0 {
             let veto_keys = rule
@@ -619,8 +719,10 @@ impl Engine {
                 {
                     st.incident = None;
                 }
-                self.incidents
-                    .retain(|k, inc| !(k.rule == p.rule && &inc.alert_id == id));
+                let (log, watch) = (&mut self.veto_log, &self.veto_watch);
+                forget_incidents(&mut self.incidents, log, watch, |k, inc| {
+                    k.rule == p.rule && &inc.alert_id == id
+                });
             } else {
                 out.push(p.alert);
             }
@@ -686,9 +788,10 @@ impl Engine {
                 .retain(|_, s| s.last_time.saturating_add(ttl) >= watermark);
             state.stats.expired += (before - state.keys.len()) as u64;
         }
-        let keep = &self.keep_incidents_ms;
-        self.incidents
-            .retain(|k, inc| inc.last_seen.saturating_add(keep[k.rule]) >= watermark);
+        let (keep, watch) = (&self.keep_incidents_ms, &self.veto_watch);
+        forget_incidents(&mut self.incidents, &mut self.veto_log, watch, |k, inc| {
+            inc.last_seen.saturating_add(keep[k.rule]) < watermark
+        });
         true
     }
 
@@ -791,6 +894,13 @@ impl Engine {
         }
         self.watermark = snapshot.watermark;
         self.next_sweep = snapshot.next_sweep;
+        // Restored entries carry no verdicts: every key computes them when next touched.
+        self.veto_log.reset();
+        self.max_time = self
+            .states
+            .iter()
+            .flat_map(|s| s.keys.values().map(|k| k.last_time))
+            .fold(self.watermark, i64::max);
         let rules = &self.rules;
         self.incidents = snapshot
             .incidents
@@ -945,28 +1055,79 @@ fn window_values(
     (values, first, last)
 }
 
-/// Whether an incident of a vetoing rule names one of an entry's `unless.on` values (`veto`)
-/// and was recent when the entry happened (`time`).
-fn keys_vetoed(
+/// From which deciding-event time on an entry is vetoed: the earliest start of an incident of a
+/// vetoing rule that names one of its `unless.on` values (`veto`) and was recent when it
+/// happened (`time`); `i64::MAX` when there is none. An entry is vetoed at `now` exactly when an
+/// incident that had begun by `now` names it, so one number holds the verdict for every `now`
+/// until the incidents change.
+fn veto_from(
     incidents: &FxHashMap<IncidentKey, Incident>,
     refs: &[usize],
     within_ms: i64,
     veto: &[(KeyField, KeyPart)],
     time: i64,
-    now: i64,
-) -> bool {
-    veto.iter().any(|(f, v)| {
-        refs.iter().any(|&target| {
+) -> i64 {
+    let mut from = i64::MAX;
+    for (f, v) in veto {
+        for &target in refs {
             let probe = IncidentKeyRef {
                 rule: target,
                 field: *f,
                 part: v.as_ref(),
             };
-            incidents.get(&probe).is_some_and(|inc| {
-                inc.first_seen <= now && inc.last_seen.saturating_add(within_ms) >= time
-            })
-        })
-    })
+            if let Some(inc) = incidents.get(&probe)
+                && inc.last_seen.saturating_add(within_ms) >= time
+            {
+                from = from.min(inc.first_seen);
+            }
+        }
+    }
+    from
+}
+
+/// The hash under which [`VetoLog`] records a change to the incidents naming `part`.
+fn veto_hash(field: KeyField, part: KeyPartRef<'_>) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one((field, part))
+}
+
+/// One of 64 bits for a [`veto_hash`]; from its top bits, which Fx mixes best.
+fn veto_bit(hash: u64) -> u64 {
+    1 << (hash >> 58)
+}
+
+/// The bits of an entry's `unless.on` values.
+fn veto_bits(veto: &[(KeyField, KeyPart)]) -> u64 {
+    veto.iter()
+        .fold(0, |bits, (f, v)| bits | veto_bit(veto_hash(*f, v.as_ref())))
+}
+
+/// Brings the kept veto verdicts of a key's entries up to date with the incidents: the entries
+/// whose values a change since the last look may concern are recomputed (all of them when the
+/// log no longer reaches back that far).
+fn refresh_vetoes(
+    state: &mut KeyState,
+    log: &VetoLog,
+    incidents: &FxHashMap<IncidentKey, Incident>,
+    refs: &[usize],
+    within_ms: i64,
+) {
+    let next = log.next();
+    if state.veto_checked == Some(next) {
+        return;
+    }
+    let changed = state.veto_checked.and_then(|seq| log.bits_since(seq));
+    for x in state.recent.iter_mut().flatten() {
+        match changed {
+            Some(bits) if x.veto_bits & bits == 0 => {}
+            Some(_) => x.veto_from = veto_from(incidents, refs, within_ms, &x.veto, x.time),
+            None => {
+                x.veto_bits = veto_bits(&x.veto);
+                x.veto_from = veto_from(incidents, refs, within_ms, &x.veto, x.time);
+            }
+        }
+    }
+    state.veto_checked = Some(next);
 }
 
 /// The value of a `first`/`last` counter in `[start, now]`, as text.
@@ -980,12 +1141,41 @@ fn edge_value(q: &VecDeque<Entry>, aggregate: Aggregate, start: i64, now: i64) -
     entry.and_then(|x| x.value.as_ref()).map(|v| v.to_string())
 }
 
+/// Drops the incidents `forget` selects, recording in `log` those of the rules that per-event
+/// vetoes read (`watch`, [`Engine::veto_watch`]).
+fn forget_incidents(
+    incidents: &mut FxHashMap<IncidentKey, Incident>,
+    log: &mut VetoLog,
+    watch: &[Option<i64>],
+    forget: impl Fn(&IncidentKey, &Incident) -> bool,
+) {
+    incidents.retain(|k, inc| {
+        if !forget(k, inc) {
+            return true;
+        }
+        if watch[k.rule].is_some() {
+            log.push(k.field, k.part.as_ref());
+        }
+        false
+    });
+}
+
+/// Where [`index_incident`] records changes that per-event vetoes must see.
+struct Watch<'a> {
+    log: &'a mut VetoLog,
+    /// The shortest `within` of the vetoes naming the rule.
+    within: i64,
+    /// [`Engine::max_time`].
+    max_time: i64,
+}
+
 fn index_incident(
     index: &mut FxHashMap<IncidentKey, Incident>,
     r: usize,
     fields: &[KeyField],
     parts: &[KeyPartRef<'_>],
     incident: &Incident,
+    mut watch: Option<Watch<'_>>,
 ) {
     for (f, p) in fields.iter().zip(parts) {
         let probe = IncidentKeyRef {
@@ -995,8 +1185,21 @@ fn index_incident(
         };
         // An open incident is re-indexed on every event it absorbs: update in place, and clone
         // the key only for a new entry.
-        match index.get_mut(&probe) {
-            Some(existing) => existing.clone_from(incident),
+        let changes_verdicts = match index.get_mut(&probe) {
+            Some(existing) => {
+                // A verdict reads `first_seen`, and `last_seen + within` against the entry's
+                // time. Absorbing one more event only moves `last_seen` on: that concerns only
+                // entries later than `within` after the incident's previous event, and no entry
+                // is later than the latest event seen.
+                let changes = watch.as_ref().is_some_and(|w| {
+                    existing.first_seen != incident.first_seen
+                        || incident.last_seen < existing.last_seen
+                        || (incident.last_seen > existing.last_seen
+                            && existing.last_seen.saturating_add(w.within) < w.max_time)
+                });
+                existing.clone_from(incident);
+                changes
+            }
             None => {
                 index.insert(
                     IncidentKey {
@@ -1006,7 +1209,11 @@ fn index_incident(
                     },
                     incident.clone(),
                 );
+                true
             }
+        };
+        if changes_verdicts && let Some(w) = watch.as_mut() {
+            w.log.push(*f, *p);
         }
     }
 }

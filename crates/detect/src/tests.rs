@@ -950,3 +950,86 @@ fn state_saved_with_plain_user_names_starts_empty() {
     let mut again = engine();
     assert!(again.restore(&full.snapshot().unwrap()).unwrap().is_empty());
 }
+
+/// Per-event vetoes (`unless` with `scope: events`) keep each counted event's verdict and bring
+/// it up to date when the vetoing incidents change: an incident that opens after an event was
+/// counted takes it out of the count, however many other incidents opened meanwhile (more than
+/// the engine's change log holds), and after a restore.
+#[test]
+fn per_event_vetoes_follow_incidents_opened_after_the_events() {
+    let text = r#"
+id: reported
+severity: low
+cause_class: attack
+key: [user]
+filter: { activity: mfa_verify, outcome: timeout }
+window: 10m
+counters: { n: {} }
+fire_when: { any: ["n >= 1"] }
+summary: { en: "x", ja: "x" }
+steps: { en: ["x"], ja: ["x"] }
+---
+id: spread
+severity: medium
+cause_class: attack
+key: [ip]
+filter: { activity: mfa_challenge }
+window: 6h
+counters:
+  users: { distinct: user }
+fire_when: { any: ["users >= 3"] }
+unless: { rules: [reported], within: 10m, on: [user], scope: events }
+evidence: [users]
+summary: { en: "y", ja: "y" }
+steps: { en: ["y"], ja: ["y"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let challenge =
+        |user: &str, t: i64| push(user, t, Activity::MfaChallenge, Outcome::Challenge, user);
+    let timeout = |user: &str, t: i64| {
+        let id = format!("{user}-timeout");
+        push(user, t, Activity::MfaVerify, Outcome::Timeout, &id)
+    };
+    let noise: Vec<AuthEvent> = (0..5_000)
+        .map(|i| timeout(&format!("n{i}@x"), T0 + MIN + 1 + i))
+        .collect();
+    let before = [challenge("a@x", T0), challenge("b@x", T0 + 1)];
+    let after = [
+        challenge("c@x", T0 + 2 * MIN),
+        challenge("d@x", T0 + 3 * MIN),
+    ];
+
+    let spread = |with_noise: bool, restore: bool| -> Vec<Vec<String>> {
+        let mut engine = pack.engine(EngineLimits::default());
+        let mut out = Vec::new();
+        for e in &before {
+            engine.on_event(e, &mut out);
+        }
+        // a's events are counted by `spread` before `reported` names a.
+        engine.on_event(&timeout("a@x", T0 + MIN), &mut out);
+        if with_noise {
+            for e in &noise {
+                engine.on_event(e, &mut out);
+            }
+        }
+        if restore {
+            let snapshot = engine.snapshot().unwrap();
+            engine = pack.engine(EngineLimits::default());
+            assert!(engine.restore(&snapshot).unwrap().is_empty());
+        }
+        for e in &after {
+            engine.on_event(e, &mut out);
+        }
+        engine.flush(&mut out);
+        out.iter()
+            .filter(|a| a.rule_id == "spread")
+            .map(|a| a.evidence.clone())
+            .collect()
+    };
+    let expected = vec![vec!["b@x".to_string(), "c@x".into(), "d@x".into()]];
+    assert_eq!(spread(false, false), expected, "a is left out, d decides");
+    assert_eq!(spread(true, false), expected, "past the change log");
+    assert_eq!(spread(false, true), expected, "after a restore");
+    assert_eq!(spread(true, true), expected);
+}
