@@ -224,6 +224,8 @@ impl Key {
                 (KeyField::Device, KeyPart::Text(t)) => entity.device_fingerprint = Some(t.clone()),
                 (KeyField::Ip, KeyPart::Ip(ip)) => entity.ip = Some(*ip),
                 (KeyField::Asn, KeyPart::Num(n)) => entity.asn = Some(*n),
+                (KeyField::Country, KeyPart::Text(t)) => entity.country = Some(t.clone()),
+                (KeyField::App, KeyPart::Text(t)) => entity.app = Some(t.clone()),
                 _ => {}
             }
         }
@@ -456,6 +458,34 @@ mod tests {
         map.extend(Key::extract(&[KeyField::User], &e).map(|k| (k, 1)));
         let probe = KeyRef::extract(&[KeyField::User], &other);
         assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
+    }
+
+    // Every key field names the alert's entity: a rule keyed by country or app (the SQL
+    // detection failure_burst_by_country) otherwise alerted on an empty entity, which is an
+    // empty Kafka record key and nothing for a SIEM to group by.
+    #[test]
+    fn every_key_field_is_in_the_entity() {
+        let mut e = AuthEvent::default();
+        e.tenant = Text::new("acme");
+        e.user.name = Text::new("ken@acme.example");
+        e.src.ip = Some(IpAddr::from([192, 0, 2, 7]));
+        e.src.asn = Some(64500);
+        e.src.geo = Some(authwatch_event::Geo {
+            country: Text::new("JP"),
+            ..Default::default()
+        });
+        e.app = Text::new("payroll");
+        e.device.fingerprint = Text::new("fp-1");
+        for (f, name) in KeyField::ALL {
+            let key = Key::extract(&[*f], &e);
+            let entity = key.map(|k| k.entity(&[*f])).unwrap_or_default();
+            assert!(!entity.to_string().is_empty(), "{name}: {entity:?}");
+        }
+        let key = Key::extract(&[KeyField::Country, KeyField::App], &e);
+        let entity = key
+            .map(|k| k.entity(&[KeyField::Country, KeyField::App]))
+            .unwrap_or_default();
+        assert_eq!(entity.to_string(), "country=JP app=payroll");
     }
 
     // Entra and Keycloak log the login as typed: guesses at `Ken@`, `ken@` and `KEN@` are

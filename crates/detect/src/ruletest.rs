@@ -124,6 +124,12 @@ pub struct EntityMatch {
     /// The device fingerprint.
     #[serde(default)]
     pub device: Option<String>,
+    /// The source country.
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The application.
+    #[serde(default)]
+    pub app: Option<String>,
 }
 
 impl EntityMatch {
@@ -141,6 +147,8 @@ impl EntityMatch {
             && same(self.tenant.as_deref(), e.tenant.as_deref())
             && same(self.asn.as_ref(), e.asn.as_ref())
             && same(self.device.as_deref(), e.device_fingerprint.as_deref())
+            && same(self.country.as_deref(), e.country.as_deref())
+            && same(self.app.as_deref(), e.app.as_deref())
     }
 }
 
@@ -153,6 +161,8 @@ impl fmt::Display for EntityMatch {
             ip: self.ip,
             asn: self.asn,
             device_fingerprint: self.device.as_deref().map(authwatch_event::Text::new),
+            country: self.country.as_deref().map(authwatch_event::Text::new),
+            app: self.app.as_deref().map(authwatch_event::Text::new),
         };
         let text = entity.to_string();
         f.write_str(if text.is_empty() { "any entity" } else { &text })

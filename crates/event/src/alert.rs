@@ -97,6 +97,12 @@ pub struct Entity {
     /// Device fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_fingerprint: Option<Text>,
+    /// Source country (ISO 3166-1 alpha-2), for rules keyed by country.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Text>,
+    /// Application, for rules keyed by app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<Text>,
 }
 
 impl std::fmt::Display for Entity {
@@ -116,6 +122,12 @@ impl std::fmt::Display for Entity {
         }
         if let Some(d) = &self.device_fingerprint {
             parts.push(format!("device={d}"));
+        }
+        if let Some(c) = &self.country {
+            parts.push(format!("country={c}"));
+        }
+        if let Some(a) = &self.app {
+            parts.push(format!("app={a}"));
         }
         f.write_str(&parts.join(" "))
     }

@@ -1315,6 +1315,8 @@ fn build_alert(
             "user" => entity.user = Some(Text::from(v.as_str())),
             "tenant" => entity.tenant = Some(Text::from(v.as_str())),
             "device" => entity.device_fingerprint = Some(Text::from(v.as_str())),
+            "country" => entity.country = Some(Text::from(v.as_str())),
+            "app" => entity.app = Some(Text::from(v.as_str())),
             "ip" => entity.ip = v.parse::<IpAddr>().ok(),
             "asn" => entity.asn = v.parse().ok(),
             _ => {}
