@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use authwatch_detect::{RuleError, RulePack};
+use authwatch_event::{Lang, duration_text};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,23 +27,25 @@ pub enum RulesCommand {
 
 fn describe(pack: &RulePack) -> String {
     let mut out = format!(
-        "{:<24} {:>3} {:<9} {:<8} {:<10} {:<6} DESCRIPTION\n",
-        "RULE", "VER", "SEVERITY", "CAUSE", "ATT&CK", "WINDOW"
+        "{:<24} {:>3} {:<9} {:<8} {:<10} {:<6} {:<8} DESCRIPTION\n",
+        "RULE", "VER", "SEVERITY", "CAUSE", "ATT&CK", "WINDOW", "HISTORY"
     );
     for r in pack.rules() {
         out.push_str(&format!(
-            "{:<24} {:>3} {:<9} {:<8} {:<10} {:<6} {}\n",
+            "{:<24} {:>3} {:<9} {:<8} {:<10} {:<6} {:<8} {}\n",
             r.id,
             r.version,
             r.severity.as_str(),
             r.cause_class.as_str(),
             r.attack_technique.join(","),
             r.window_text,
+            duration_text(r.history_ms(), Lang::En),
             r.description
         ));
     }
     out
 }
+
 
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     match cmd {

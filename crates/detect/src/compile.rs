@@ -69,6 +69,21 @@ pub struct CompiledRule {
     pub source: PathBuf,
 }
 
+impl CompiledRule {
+    /// How much event time the rule reads back from a deciding event: its window, how far back
+    /// an `after` or `unless` incident counts, and its `settle` time, whichever is longest. A
+    /// rule that starts with empty state (a new version after an upgrade) is whole again after
+    /// this long; the window alone understates it (`credential_compromise` has a 1m window but
+    /// follows sprays of up to 3h before).
+    pub fn history_ms(&self) -> i64 {
+        let within = |seq: &Option<After>| seq.as_ref().map_or(0, |a| a.within_ms);
+        self.window_ms
+            .max(within(&self.after))
+            .max(within(&self.unless))
+            .max(self.settle_ms)
+    }
+}
+
 /// How a rule's window moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {

@@ -1033,3 +1033,18 @@ steps: { en: ["y"], ja: ["y"] }
     assert_eq!(spread(false, true), expected, "after a restore");
     assert_eq!(spread(true, true), expected);
 }
+
+/// How far back a rule reads is its longest look: the window, an `after`/`unless` incident's
+/// `within`, or `settle` (operators size upgrades and restores by it, `authwatch rules list`).
+#[test]
+fn a_rules_history_is_its_longest_look_back() {
+    let pack = RulePack::builtin().unwrap();
+    let history = |id: &str| {
+        let rule = pack.rules().iter().find(|r| r.id == id).unwrap();
+        (rule.window_ms, rule.history_ms())
+    };
+    assert_eq!(history("credential_compromise"), (MIN, 180 * MIN), "after.within");
+    assert_eq!(history("triage_user_mistake"), (15 * MIN, 360 * MIN), "unless.within");
+    assert_eq!(history("risk_policy_block"), (60 * MIN, 120 * MIN), "settle");
+    assert_eq!(history("brute_force"), (30 * MIN, 30 * MIN), "the window alone");
+}
