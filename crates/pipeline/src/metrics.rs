@@ -25,6 +25,10 @@ pub struct Metrics {
     pub late_events: AtomicU64,
     /// Repeated deliveries of an event already seen (not detected on again).
     pub duplicate_events: AtomicU64,
+    /// Tenants whose events arrived on more than one input partition in this process: state is
+    /// per partition, so detections keyed by address, network, tenant or device saw only part
+    /// of each such tenant's events.
+    pub split_tenants: AtomicU64,
     /// Alerts produced.
     pub alerts: AtomicU64,
     /// The current watermark (ms; `i64::MIN` before the first event).

@@ -20,7 +20,7 @@ use crate::sink::{LateEvent, Sink, SinkError};
 use crate::source::{RawBatch, Source, SourceError};
 use authwatch_detect::{EngineLimits, RulePack, RuleStats};
 use authwatch_enrich::{EnrichError, EventEnricher, ProfileStats, Reloader, UserProfiles};
-use authwatch_event::{Alert, AuthEvent};
+use authwatch_event::{Alert, AuthEvent, Text};
 use authwatch_normalize::mapping::{Mapping, MappingError};
 use authwatch_normalize::{Format, Limits, Normalizer, RejectKind, Rejection};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -594,6 +594,10 @@ impl Pipeline {
                 .cloned()
                 .unwrap_or_else(|| format!("input {input}"))
         };
+        // The first partition each tenant's events arrived on, and the tenants found on a
+        // second one (partitioned detection only).
+        let mut tenant_home: std::collections::HashMap<Text, u32> = Default::default();
+        let mut split_tenants: std::collections::HashSet<Text> = Default::default();
         'batches: for batch in parsed_rx {
             pending.insert(batch.seq, batch);
             while let Some(batch) = pending.remove(&next_seq) {
@@ -736,6 +740,27 @@ impl Pipeline {
                     let task = tasks.entry(key).or_insert_with(|| self.new_task());
                     task.dirty = true;
                     let muted = task.muted(origin.offset);
+                    if partitioned && !route_only && task.tenant.as_ref() != Some(&event.tenant) {
+                        // Checked when a partition's tenant changes, not per event.
+                        task.tenant = Some(event.tenant.clone());
+                        let home = *tenant_home.entry(event.tenant.clone()).or_insert(key);
+                        if home != key && split_tenants.insert(event.tenant.clone()) {
+                            Metrics::add(&self.metrics.split_tenants, 1);
+                            // Named for the first few only: an unkeyed topic splits them all.
+                            if split_tenants.len() <= 10 {
+                                tracing::warn!(
+                                    tenant = %event.tenant,
+                                    first = %input_name(home),
+                                    also = %input_name(key),
+                                    "a tenant's events arrive on more than one input partition: \
+                                     state is per partition, so detections keyed by address, \
+                                     network, tenant or device see only part of them; key the \
+                                     provider topics by tenant or enable kafka.repartition \
+                                     (docs/KAFKA.md, Scale-out)"
+                                );
+                            }
+                        }
+                    }
                     if route_only {
                         // The partition's progress: the newest event time so far, which only
                         // grows, so a merge downstream can order by it deterministically.
@@ -892,6 +917,7 @@ impl Pipeline {
             snapshotted: false,
             mute_before: i64::MIN,
             source_parts: None,
+            tenant: None,
         }
     }
 }
@@ -903,6 +929,8 @@ struct Task {
     wm: Watermark,
     /// Events seen within the allowed lateness, to drop repeated deliveries.
     seen: Seen,
+    /// The tenant of the partition's last event, to notice a tenant on two partitions.
+    tenant: Option<Text>,
     /// Detectors after the rule engine (windowed SQL), in registration order.
     detectors: Vec<Box<dyn crate::StreamDetector>>,
     /// Changed since its last snapshot.

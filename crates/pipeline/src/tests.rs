@@ -779,6 +779,52 @@ fn stage_rule_and_batch_counters_add_up_to_the_summary() {
     }
 }
 
+/// A tenant whose events arrive on two partitions is counted (and named in a warning): each
+/// partition's task sees only part of it, so address- and tenant-keyed detections miss (an
+/// unkeyed provider topic with several partitions). One tenant per partition is not.
+#[test]
+fn a_tenant_split_over_partitions_is_counted() {
+    let split = |second_tenant: &str| {
+        let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap()).unwrap();
+        let metrics = pipeline.metrics();
+        let other = push_line("bob@acme.example", T0 + 1, "logon", "failure", "b1").replace(
+            r#""tenant":"acme""#,
+            &format!(r#""tenant":"{second_tenant}""#),
+        );
+        let mut source = Scripted {
+            names: vec!["t/0".into(), "t/1".into()],
+            steps: vec![
+                Step::Assign(0, None),
+                Step::Assign(1, None),
+                Step::Lines(
+                    0,
+                    vec![push_line("a@acme.example", T0, "logon", "failure", "a1")],
+                ),
+                Step::Lines(1, vec![other.clone(), other.replace("b1", "b2")]),
+                Step::Lines(
+                    0,
+                    vec![push_line(
+                        "a@acme.example",
+                        T0 + 2,
+                        "logon",
+                        "failure",
+                        "a2",
+                    )],
+                ),
+            ]
+            .into(),
+            controls: None,
+            positions: Default::default(),
+        };
+        pipeline
+            .run_with(&mut source, Recorder::default(), &RunOptions::default())
+            .unwrap();
+        Metrics::get(&metrics.split_tenants)
+    };
+    assert_eq!(split("acme"), 1);
+    assert_eq!(split("globex"), 0);
+}
+
 #[test]
 fn rule_state_is_summed_over_the_engines_of_every_task() {
     let pack = RulePack::builtin().unwrap();
