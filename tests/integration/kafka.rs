@@ -936,7 +936,9 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
         range.iter().map(|(_, l)| l.clone()).collect()
     };
 
-    // One instance alone, over the whole stream, in its own group.
+    // One instance alone, over the whole stream, in its own group; a poison record first,
+    // which the ingest stage rejects (it never reaches the internal topic or detection).
+    s.produce(&["this is not json".to_owned()], KeyBy::None);
     s.produce(&text(&lines), KeyBy::Field("user.name"));
     let mut solo = start_repartitioned(&s, "solo", "20s");
     // Every event reaches detection, the last ones once every provider partition is idle.
@@ -949,6 +951,28 @@ fn g_repartitioned_detection_is_the_same_with_one_instance_or_two() {
         Some(&0.0),
         "{metrics:#?}"
     );
+    // The ingest stage's dead letter is exported under its reason, added to the detect
+    // stage's (none here).
+    let dead = s.read(&s.dead, true);
+    assert_eq!(dead.len(), 1, "{}", s.log("solo"));
+    let reason = header(&dead[0], "reason").unwrap();
+    let series = format!("authwatch_dead_letters_total{{reason=\"{reason}\"}}");
+    let total = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("authwatch_dead_letters_total{"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = crate::telemetry::scrape(telemetry_addr(&s, "solo"));
+        if total(&metrics) >= 1.0 || started.elapsed() > Duration::from_secs(30) {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(metrics.get(&series), Some(&1.0), "{metrics:#?}");
+    assert_eq!(total(&metrics), 1.0, "{metrics:#?}");
     let solo_ids = alert_ids(&s.read(&s.alerts, true));
     terminate(&mut solo, &s, "solo");
 
@@ -2036,4 +2060,46 @@ fn t_an_output_topic_with_a_small_record_limit_gets_dead_letters_not_restarts() 
     assert!(v["raw_len"].as_u64().unwrap() > 300_000, "{v}");
     assert_eq!(events.len(), lines.len() - 1, "{}", s.log("t"));
     assert!(!s.log("t").contains("RecordTooLarge"), "{}", s.log("t"));
+}
+
+/// A `--role ingest` process runs only the ingest stage: its pipeline is the one `/metrics`
+/// exports (provider records read, dead letters), not an empty detect stage's.
+#[test]
+fn u_a_role_ingest_process_exports_the_ingest_stages_pipeline() {
+    let _broker = broker();
+    let s = Scenario::new("ingest-role", 2);
+    let mut lines = stream(s.dir.path(), "example", 5, 1, 41);
+    lines.insert(3, "this is not json".to_owned());
+    s.produce(&lines, KeyBy::None);
+    let config = s.config("i", "300ms");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka.repartition]\nenabled = true\npartitions = 2\n");
+    std::fs::write(&config, text).unwrap();
+    let mut run = s.spawn("i", &config, &["--role", "ingest"]);
+    let addr = telemetry_addr(&s, "i");
+    let read = r#"authwatch_events_in_total{stage="source"}"#;
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = crate::telemetry::scrape(addr);
+        if metrics.get(read) >= Some(&(lines.len() as f64))
+            || started.elapsed() > Duration::from_secs(60)
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (status, live) = crate::telemetry::get(addr, "/livez");
+    terminate(&mut run, &s, "i");
+    assert_eq!(
+        metrics.get(read),
+        Some(&(lines.len() as f64)),
+        "{metrics:#?}"
+    );
+    let dead: f64 = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("authwatch_dead_letters_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(dead, 1.0, "{metrics:#?}");
+    assert_eq!(status, 200, "{live}");
 }

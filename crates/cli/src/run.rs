@@ -1,7 +1,7 @@
 //! `authwatch run`: the live pipeline over Kafka (see docs/KAFKA.md).
 
 use anyhow::{Context, Result};
-use authwatch_kafka::{KafkaMetrics, Role, Runtime};
+use authwatch_kafka::{KafkaMetrics, PipelineStage, Role, Runtime};
 use authwatch_pipeline::Config;
 use authwatch_telemetry::{ActionCount, PartitionLag, Telemetry};
 use std::path::PathBuf;
@@ -50,6 +50,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let sql_config = config.clone();
     let repartitioned = config.kafka.repartition.enabled && args.role != RoleArg::Ingest;
+    let both_stages = config.kafka.repartition.enabled && args.role == RoleArg::All;
     let runtime = Runtime::new(config, pack, Arc::clone(&stop))?
         .until_end(args.until_end)
         .role(match args.role {
@@ -60,7 +61,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .with_observer(telemetry.batch_observer());
     let runtime = {
         let t = Arc::clone(&telemetry);
-        runtime.on_pipeline(move |metrics| t.attach_pipeline(metrics))
+        // The one pipeline a process runs is the exported one. A process running both stages
+        // exports the detect stage's, and adds the ingest stage's dead letters (the provider
+        // records it could not read, most of a run's) and liveness to it.
+        runtime.on_pipeline(move |stage, metrics| match stage {
+            PipelineStage::Ingest if both_stages => t.attach_additional_pipeline("ingest", metrics),
+            PipelineStage::Whole | PipelineStage::Ingest | PipelineStage::Detect => {
+                t.attach_pipeline(metrics)
+            }
+        })
     };
     let runtime = crate::sql_cmd::attach_to_runtime(runtime, &sql_config, &telemetry)?;
     let feed = connect_kafka_metrics(&telemetry, &runtime.stage_metrics(), repartitioned);

@@ -48,7 +48,7 @@ pub use metrics::{KafkaMetrics, PartitionLag, SnapshotStore};
 /// librdkafka client settings (re-exported for tools that use [`admin`]).
 pub use rdkafka::ClientConfig;
 pub use repartition::Role;
-pub use runner::{RunReport, Runtime, SinkLayer};
+pub use runner::{PipelineStage, RunReport, Runtime, SinkLayer};
 pub use store::CheckpointStore;
 
 /// librdkafka's own log lines, at the matching tracing level.

@@ -64,8 +64,33 @@ pub type SinkLayer = Arc<
         + Sync,
 >;
 
-/// Called with the counters of every pipeline the runtime builds (one per start or restart).
-type PipelineHook = Arc<dyn Fn(Arc<Metrics>) + Send + Sync>;
+/// Called with the counters of every pipeline the runtime builds (one per start or restart) and
+/// the stage it runs.
+type PipelineHook = Arc<dyn Fn(PipelineStage, Arc<Metrics>) + Send + Sync>;
+
+/// Which stage a pipeline built by the runtime runs, as the [`Runtime::on_pipeline`] hook is
+/// told: a repartitioned process running both stages builds one pipeline for each, and an
+/// exporter must tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineStage {
+    /// Provider topics straight to detection (`[kafka.repartition]` off).
+    Whole,
+    /// A repartitioned run's ingest stage: provider topics → normalize + enrich → internal
+    /// topic. Its dead letters are the provider records that could not be read.
+    Ingest,
+    /// A repartitioned run's detect stage: internal topic → merge → detect → alerts.
+    Detect,
+}
+
+impl PipelineStage {
+    fn of(stage: &Stage) -> PipelineStage {
+        match stage {
+            Stage::Whole => PipelineStage::Whole,
+            Stage::Ingest => PipelineStage::Ingest,
+            Stage::Detect { .. } => PipelineStage::Detect,
+        }
+    }
+}
 
 impl Runtime {
     /// A runtime for `config` and `pack`; set `stop` (e.g. on SIGTERM) to drain, checkpoint,
@@ -133,14 +158,17 @@ impl Runtime {
                 Arc::new(Mutex::new(None))
             },
             until_end: false,
-            // The exporter follows the detect stage's pipeline (events, alerts, rules); the
-            // ingest stage's dead letters are counted in its own numbers and logs.
-            observer: if detect { self.observer.clone() } else { None },
-            on_pipeline: if detect {
-                self.on_pipeline.clone()
+            // Batch durations are those of the process's main pipeline: the detect stage's, or
+            // the ingest stage's in a process that runs only that one. Two stages' batches in
+            // one histogram would mix two different latencies.
+            observer: if detect || self.role == Role::Ingest {
+                self.observer.clone()
             } else {
                 None
             },
+            // Both stages' pipelines go to the hook, tagged with their stage: the exporter
+            // decides what each contributes (the ingest stage's dead letters and liveness).
+            on_pipeline: self.on_pipeline.clone(),
             // SQL detections and the archive (enriched events, alerts) belong to detection.
             detectors: if detect {
                 self.detectors.clone()
@@ -235,9 +263,14 @@ impl Runtime {
         self
     }
 
-    /// Calls `hook` with the counters of each pipeline this runtime builds: a restart builds a
-    /// new pipeline, and an exporter must follow it.
-    pub fn on_pipeline(mut self, hook: impl Fn(Arc<Metrics>) + Send + Sync + 'static) -> Self {
+    /// Calls `hook` with the stage and the counters of each pipeline this runtime builds: a
+    /// restart builds a new pipeline, and an exporter must follow it. A repartitioned process
+    /// with [`Role::All`] calls it for both stages' pipelines, each from its own thread and
+    /// each stage restarting on its own.
+    pub fn on_pipeline(
+        mut self,
+        hook: impl Fn(PipelineStage, Arc<Metrics>) + Send + Sync + 'static,
+    ) -> Self {
         self.on_pipeline = Some(Arc::new(hook));
         self
     }
@@ -274,7 +307,8 @@ impl Runtime {
     }
 
     /// The counters of the pipeline now running (events, dead letters by reason, alerts,
-    /// watermark); `None` between restarts.
+    /// watermark): the detect stage's in a repartitioned process that runs it, `None` in one
+    /// that runs only the ingest stage; `None` before the first start.
     pub fn pipeline_metrics(&self) -> Option<Arc<Metrics>> {
         self.pipeline_metrics.lock().ok().and_then(|m| m.clone())
     }
@@ -528,12 +562,7 @@ impl Runtime {
         for factory in &self.detectors {
             pipeline = pipeline.with_stream_detectors(Arc::clone(factory));
         }
-        if let Some(hook) = &self.on_pipeline {
-            hook(pipeline.metrics());
-        }
-        if let Ok(mut m) = self.pipeline_metrics.lock() {
-            *m = Some(pipeline.metrics());
-        }
+        self.announce(pipeline.metrics());
         let formats: BTreeMap<&str, authwatch_normalize::Format> = kafka
             .topics
             .iter()
@@ -706,6 +735,17 @@ impl Runtime {
             *current = Some(thread.counts());
         }
         Ok(Some(thread))
+    }
+
+    /// A new pipeline is built: tells the hook (with this runtime's stage) and keeps its
+    /// counters for [`Runtime::pipeline_metrics`].
+    fn announce(&self, metrics: Arc<Metrics>) {
+        if let Some(hook) = &self.on_pipeline {
+            hook(PipelineStage::of(&self.stage), Arc::clone(&metrics));
+        }
+        if let Ok(mut m) = self.pipeline_metrics.lock() {
+            *m = Some(metrics);
+        }
     }
 
     /// Numbers every partition of the input topics; a missing topic is a configuration error.
@@ -911,6 +951,84 @@ mod tests {
         let pc = producer_config(&base, 1_000_000, "i-1", 30_000);
         assert_eq!(pc.get("linger.ms"), Some("5"));
         assert_eq!(pc.get("compression.type"), Some("lz4"));
+    }
+
+    /// What a hook was told: each pipeline's stage and the address of its counters.
+    type Seen = Arc<Mutex<Vec<(PipelineStage, usize)>>>;
+
+    /// A runtime over one provider topic, repartitioned or not, running `role`, whose hook
+    /// records the stage of every pipeline it is told about.
+    fn tagged_runtime(repartition: bool, role: Role) -> (Runtime, Seen) {
+        let mut config = Config::default();
+        config.kafka.topics = vec![authwatch_pipeline::config::KafkaTopic {
+            name: "okta".into(),
+            format: authwatch_normalize::Format::Auto,
+        }];
+        config.kafka.repartition.enabled = repartition;
+        let pack = RulePack::from_rules(Vec::new()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let runtime = Runtime::new(config, pack, Arc::new(AtomicBool::new(false)))
+            .unwrap()
+            .role(role)
+            .with_observer(Arc::new(NoObserver))
+            .on_pipeline(move |stage, metrics| {
+                s.lock()
+                    .unwrap()
+                    .push((stage, Arc::as_ptr(&metrics) as usize));
+            });
+        (runtime, seen)
+    }
+
+    struct NoObserver;
+
+    impl authwatch_pipeline::BatchObserver for NoObserver {
+        fn batch_done(&self, _: &authwatch_pipeline::BatchReport) {}
+    }
+
+    // The exporter hears of both stages' pipelines, each tagged with its stage (the ingest
+    // stage's dead letters are most of a repartitioned run's); `pipeline_metrics` and batch
+    // durations stay the detect stage's, or the ingest stage's where it runs alone.
+    #[test]
+    fn the_hook_is_told_the_stage_of_every_pipeline() {
+        let (whole, seen) = tagged_runtime(false, Role::All);
+        let m = Arc::new(Metrics::new());
+        whole.announce(Arc::clone(&m));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(PipelineStage::Whole, Arc::as_ptr(&m) as usize)]
+        );
+        assert!(whole.pipeline_metrics().is_some());
+
+        let (all, seen) = tagged_runtime(true, Role::All);
+        let ingest = all.stage_runtime(Stage::Ingest);
+        let detect = all.stage_runtime(Stage::Detect {
+            providers: vec!["okta".into()],
+        });
+        assert!(ingest.observer.is_none(), "batch durations are detect's");
+        assert!(detect.observer.is_some());
+        let (mi, md) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
+        ingest.announce(Arc::clone(&mi));
+        assert!(
+            all.pipeline_metrics().is_none(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        detect.announce(Arc::clone(&md));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (PipelineStage::Ingest, Arc::as_ptr(&mi) as usize),
+                (PipelineStage::Detect, Arc::as_ptr(&md) as usize),
+            ]
+        );
+        assert!(Arc::ptr_eq(&all.pipeline_metrics().unwrap(), &md));
+
+        let (alone, seen) = tagged_runtime(true, Role::Ingest);
+        let ingest = alone.stage_runtime(Stage::Ingest);
+        assert!(ingest.observer.is_some(), "the only stage's batches");
+        ingest.announce(Arc::new(Metrics::new()));
+        assert_eq!(seen.lock().unwrap()[0].0, PipelineStage::Ingest);
     }
 
     // The properties file (secrets, but also any other key) is read like kafka.properties:

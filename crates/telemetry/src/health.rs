@@ -193,9 +193,27 @@ impl Health {
     /// Watches the four pipeline stages (`source`, `normalize`, `detect`, `sink`) through their
     /// counters in `metrics`, replacing the watches of a previous pipeline.
     pub fn watch_pipeline(&self, metrics: &Arc<Metrics>) {
+        self.watch_stages(None, metrics);
+    }
+
+    /// Watches the four stages of a pipeline named `name` (e.g. a repartitioned run's `ingest`
+    /// stage, beside the pipeline of [`Health::watch_pipeline`]) as `<name>.source`,
+    /// `<name>.normalize`, `<name>.detect` and `<name>.sink`, replacing the watches of a
+    /// previous pipeline of that name (a restart), not those of another.
+    pub fn watch_named_pipeline(&self, name: &str, metrics: &Arc<Metrics>) {
+        self.watch_stages(Some(name), metrics);
+    }
+
+    fn watch_stages(&self, name: Option<&str>, metrics: &Arc<Metrics>) {
         for stage in Stage::ALL {
             let metrics = Arc::clone(metrics);
-            self.watch(stage.as_str(), move || {
+            // The watch name is the replacement key: a re-attach of the same pipeline (a
+            // restart) replaces its watches instead of adding to them.
+            let watch = match name {
+                Some(name) => format!("{name}.{}", stage.as_str()),
+                None => stage.as_str().to_owned(),
+            };
+            self.watch(&watch, move || {
                 let s = metrics.stage(stage);
                 StageState {
                     busy: s.busy.load(Ordering::Relaxed),
@@ -432,6 +450,31 @@ mod tests {
             h.liveness(t0 + Duration::from_secs(100)).ok,
             "old counters are not watched"
         );
+    }
+
+    #[test]
+    fn a_named_pipeline_is_watched_beside_the_main_one_and_replaced_by_its_restart() {
+        let h = Health::new(TIMEOUT);
+        let main = Arc::new(Metrics::new());
+        let ingest = Arc::new(Metrics::new());
+        h.watch_pipeline(&main);
+        h.watch_named_pipeline("ingest", &ingest);
+        assert_eq!(h.watches().len(), 8);
+        let t0 = Instant::now();
+        ingest.stage(Stage::Normalize).begin(10);
+        assert!(h.liveness(t0).ok);
+        let r = h.liveness(t0 + Duration::from_secs(45));
+        assert!(!r.ok);
+        assert!(r.detail.contains("stage ingest.normalize"), "{}", r.detail);
+        // A restart of the named pipeline replaces its watches, and only its watches.
+        let next = Arc::new(Metrics::new());
+        h.watch_named_pipeline("ingest", &next);
+        assert_eq!(h.watches().len(), 8);
+        assert!(h.liveness(t0 + Duration::from_secs(46)).ok);
+        main.stage(Stage::Sink).begin(1);
+        assert!(h.liveness(t0 + Duration::from_secs(47)).ok);
+        let r = h.liveness(t0 + Duration::from_secs(90));
+        assert!(r.detail.contains("stage sink"), "{}", r.detail);
     }
 
     #[test]

@@ -51,10 +51,59 @@ type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
 type NamedCountSource = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
+/// Dead-letter counts by [`RejectKind::index`].
+type DeadLetterCounts = [u64; RejectKind::ALL.len()];
+
+/// The pipelines the instruments read: the exported one and the additional ones (see
+/// [`Telemetry::attach_additional_pipeline`]). One lock for all, so that a collection never
+/// sees a pipeline replaced but its counts not yet carried over.
+#[derive(Default)]
+struct Pipelines {
+    /// The exported pipeline, which every pipeline counter reads.
+    main: Option<Arc<Metrics>>,
+    /// Additional pipelines by name: only their dead letters are exported, added to the main's.
+    additional: BTreeMap<String, Arc<Metrics>>,
+    /// The dead letters of pipelines replaced while an additional one was attached.
+    retired: DeadLetterCounts,
+}
+
+impl Pipelines {
+    /// Keeps `old`'s dead letters in the sum when it is replaced by `new` (a restart). The
+    /// exported total adds counters that restart independently: without this, one stage's
+    /// restart would lower the sum, which Prometheus reads as a counter reset, and the other
+    /// stage's whole total would count as a new increase (a false `AuthwatchDeadLettersHigh`).
+    fn retire(&mut self, old: &Arc<Metrics>, new: &Arc<Metrics>) {
+        // The same counters attached again are still counting: nothing is retired.
+        if Arc::ptr_eq(old, new) {
+            return;
+        }
+        for kind in RejectKind::ALL {
+            let i = kind.index();
+            self.retired[i] = self.retired[i].saturating_add(Metrics::get(&old.dead_letters[i]));
+        }
+    }
+
+    /// The dead letters to export, by reason index: the main pipeline's, plus the additional
+    /// pipelines' and the retired counts; `None` while no pipeline is attached.
+    fn dead_letters(&self) -> Option<DeadLetterCounts> {
+        if self.main.is_none() && self.additional.is_empty() {
+            return None;
+        }
+        let mut sum = self.retired;
+        for m in self.main.iter().chain(self.additional.values()) {
+            for kind in RejectKind::ALL {
+                let i = kind.index();
+                sum[i] = sum[i].saturating_add(Metrics::get(&m.dead_letters[i]));
+            }
+        }
+        Some(sum)
+    }
+}
+
 /// What the observable instruments read at collection time (a scrape or an OTLP export).
 #[derive(Default)]
 pub(crate) struct Sources {
-    pipeline: RwLock<Option<Arc<Metrics>>>,
+    pipelines: RwLock<Pipelines>,
     lag: RwLock<Vec<LagSource>>,
     actions: RwLock<Vec<ActionSource>>,
     action_counts: Mutex<BTreeMap<(String, String), u64>>,
@@ -86,8 +135,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Sources {
+    /// The exported (main) pipeline.
     fn pipeline(&self) -> Option<Arc<Metrics>> {
-        read(&self.pipeline).clone()
+        read(&self.pipelines).main.clone()
     }
 
     /// Records a throughput sample; called once a second by the telemetry thread.
@@ -307,10 +357,39 @@ impl Telemetry {
     /// Observes a pipeline: per-stage events in and out, dead letters by reason, late events,
     /// per-rule state keys and evictions, alerts by category and severity, throughput; and
     /// watches its stages for liveness. A later call replaces the pipeline (its counters start
-    /// from zero, which Prometheus treats as a counter reset).
+    /// from zero, which Prometheus treats as a counter reset) and its liveness watches. Once an
+    /// additional pipeline is attached, the replaced pipeline's dead letters stay in
+    /// `authwatch_dead_letters_total`, which is then a sum (see
+    /// [`Telemetry::attach_additional_pipeline`]).
     pub fn attach_pipeline(&self, metrics: Arc<Metrics>) {
         self.health.watch_pipeline(&metrics);
-        *write(&self.sources.pipeline) = Some(metrics);
+        let mut pipelines = write(&self.sources.pipelines);
+        if let Some(old) = pipelines.main.take() {
+            // Without an additional pipeline the counter is the main's alone and resets with
+            // it, as it always did.
+            if !pipelines.additional.is_empty() {
+                pipelines.retire(&old, &metrics);
+            }
+        }
+        pipelines.main = Some(metrics);
+    }
+
+    /// Observes a second pipeline of the same process under `name` (a repartitioned run's
+    /// `ingest` stage, beside the detect stage's [`Telemetry::attach_pipeline`]): its dead
+    /// letters are added to `authwatch_dead_letters_total` per reason, and its stages are
+    /// watched for liveness as `<name>.source`, `<name>.normalize`, `<name>.detect` and
+    /// `<name>.sink`; its other counters are not exported. A later call with the same `name`
+    /// (a restart) replaces that pipeline and its watches, keeping the dead letters it counted
+    /// in the sum, so that the sum never decreases while both stages run.
+    pub fn attach_additional_pipeline(&self, name: &str, metrics: Arc<Metrics>) {
+        self.health.watch_named_pipeline(name, &metrics);
+        let mut pipelines = write(&self.sources.pipelines);
+        if let Some(old) = pipelines
+            .additional
+            .insert(name.to_owned(), Arc::clone(&metrics))
+        {
+            pipelines.retire(&old, &metrics);
+        }
     }
 
     /// The batch observer for [`authwatch_pipeline::Pipeline::with_observer`]: records
@@ -519,10 +598,10 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         .u64_observable_counter(names::DEAD_LETTERS.otel)
         .with_description("Input records rejected to dead letter, by reason.")
         .with_callback(move |o| {
-            if let Some(m) = s.pipeline() {
+            if let Some(counts) = read(&s.pipelines).dead_letters() {
                 for kind in RejectKind::ALL {
                     o.observe(
-                        Metrics::get(&m.dead_letters[kind.index()]),
+                        counts[kind.index()],
                         &[KeyValue::new("reason", kind.as_str())],
                     );
                 }

@@ -281,6 +281,113 @@ fn response_action_series_exist_at_zero_before_their_first_event() {
     assert_eq!(scrape(&t).get(queued), Some(&1.0));
 }
 
+// A repartitioned process running both stages: the detect stage's pipeline is the exported
+// one, the ingest stage's adds its dead letters (most of them: provider records it could not
+// read) and its liveness.
+#[test]
+fn an_additional_pipeline_adds_its_dead_letters_and_is_watched_for_liveness() {
+    use authwatch_normalize::RejectKind;
+    let config = TelemetryConfig::default();
+    let t = Telemetry::build(&config).unwrap();
+    let dead = |t: &Telemetry, reason: &str| {
+        parse(&t.render_prometheus().unwrap())
+            .get(&format!(
+                "authwatch_dead_letters_total{{reason=\"{reason}\"}}"
+            ))
+            .copied()
+    };
+    // The ingest stage may build its pipeline first: its dead letters are exported at once.
+    let ingest = Arc::new(Metrics::new());
+    set(&ingest.dead_letters[RejectKind::MalformedJson.index()], 7);
+    set(&ingest.dead_letters[RejectKind::MissingField.index()], 2);
+    set(&ingest.stage(Stage::Source).events_in, 1000);
+    t.attach_additional_pipeline("ingest", ingest.clone());
+    assert_eq!(dead(&t, "malformed_json"), Some(7.0));
+    let main = Arc::new(Metrics::new());
+    set(&main.dead_letters[RejectKind::MalformedJson.index()], 1);
+    set(&main.dead_letters[RejectKind::OutputTooLarge.index()], 3);
+    set(&main.stage(Stage::Source).events_in, 900);
+    t.attach_pipeline(main.clone());
+
+    let v = parse(&t.render_prometheus().unwrap());
+    assert_eq!(
+        v[r#"authwatch_dead_letters_total{reason="malformed_json"}"#],
+        8.0
+    );
+    assert_eq!(
+        v[r#"authwatch_dead_letters_total{reason="missing_field"}"#],
+        2.0
+    );
+    assert_eq!(
+        v[r#"authwatch_dead_letters_total{reason="output_too_large"}"#],
+        3.0
+    );
+    assert_eq!(
+        v[r#"authwatch_dead_letters_total{reason="empty_line"}"#],
+        0.0
+    );
+    // The other counters are the main pipeline's only.
+    assert_eq!(v[r#"authwatch_events_in_total{stage="source"}"#], 900.0);
+
+    // A restart of either stage keeps what the replaced pipeline counted: the sum never goes
+    // down, so Prometheus sees no reset that would count the other stage's total again.
+    let ingest2 = Arc::new(Metrics::new());
+    t.attach_additional_pipeline("ingest", ingest2.clone());
+    assert_eq!(dead(&t, "malformed_json"), Some(8.0));
+    set(&ingest2.dead_letters[RejectKind::MalformedJson.index()], 5);
+    assert_eq!(dead(&t, "malformed_json"), Some(13.0));
+    let main2 = Arc::new(Metrics::new());
+    t.attach_pipeline(main2.clone());
+    assert_eq!(dead(&t, "malformed_json"), Some(13.0));
+    assert_eq!(dead(&t, "output_too_large"), Some(3.0));
+    assert_eq!(dead(&t, "missing_field"), Some(2.0));
+    // The main pipeline's own counters start again, as they always did.
+    let v = parse(&t.render_prometheus().unwrap());
+    assert_eq!(v[r#"authwatch_events_in_total{stage="source"}"#], 0.0);
+    // Attaching the same counters again retires nothing.
+    t.attach_additional_pipeline("ingest", ingest2.clone());
+    assert_eq!(dead(&t, "malformed_json"), Some(13.0));
+
+    // Liveness watches the ingest stage too, under its own names; its restart replaced the
+    // watches of the pipeline before it (a stall there is no longer seen).
+    let t0 = Instant::now();
+    ingest.stage(Stage::Normalize).begin(10);
+    ingest2.stage(Stage::Sink).begin(10);
+    assert!(t.health().liveness(t0).ok);
+    let r = t
+        .health()
+        .liveness(t0 + config.stall_timeout.0 + Duration::from_secs(2));
+    assert!(!r.ok);
+    assert!(r.detail.contains("stage ingest.sink"), "{}", r.detail);
+    assert!(!r.detail.contains("ingest.normalize"), "{}", r.detail);
+    assert!(!r.detail.contains("stage sink"), "{}", r.detail);
+    ingest2.stage(Stage::Sink).end(10);
+    assert!(
+        t.health()
+            .liveness(t0 + config.stall_timeout.0 + Duration::from_secs(3))
+            .ok
+    );
+}
+
+// Without an additional pipeline, a new pipeline's dead letters start from zero, like its other
+// counters (a counter reset), as before additional pipelines existed.
+#[test]
+fn a_lone_pipelines_dead_letters_reset_with_it() {
+    let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
+    let m = Arc::new(Metrics::new());
+    set(
+        &m.dead_letters[authwatch_normalize::RejectKind::MalformedJson.index()],
+        4,
+    );
+    t.attach_pipeline(m);
+    t.attach_pipeline(Arc::new(Metrics::new()));
+    let v = parse(&t.render_prometheus().unwrap());
+    assert_eq!(
+        v[r#"authwatch_dead_letters_total{reason="malformed_json"}"#],
+        0.0
+    );
+}
+
 #[test]
 fn throughput_is_a_rate_over_the_last_ten_seconds() {
     let t = Telemetry::build(&TelemetryConfig::default()).unwrap();
