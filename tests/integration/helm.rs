@@ -21,6 +21,7 @@ const METRICS: &[&str] = &[
     "authwatch_dead_letters_total",
     "authwatch_late_events_total",
     "authwatch_duplicate_events_total",
+    "authwatch_split_tenants",
     "authwatch_rule_state_keys",
     "authwatch_rule_evictions_total",
     "authwatch_alerts_total",

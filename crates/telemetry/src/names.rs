@@ -30,6 +30,8 @@ names! {
     LATE_EVENTS = "authwatch.late_events" => "authwatch_late_events_total";
     /// Repeated deliveries of an event already seen.
     DUPLICATE_EVENTS = "authwatch.duplicate_events" => "authwatch_duplicate_events_total";
+    /// Tenants whose events arrived on more than one input partition of this process.
+    SPLIT_TENANTS = "authwatch.split_tenants" => "authwatch_split_tenants";
     /// Live detector state keys, by `rule`.
     RULE_STATE_KEYS = "authwatch.rule.state_keys" => "authwatch_rule_state_keys";
     /// Detector keys evicted at the per-rule limit, by `rule`.

@@ -633,6 +633,21 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         .build();
     let s = Arc::clone(sources);
     meter
+        .u64_observable_gauge(names::SPLIT_TENANTS.otel)
+        .with_unit("{tenant}")
+        .with_description(
+            "Tenants whose events arrived on more than one input partition of this process: \
+             state is per partition, so detections keyed by address, network, tenant or device \
+             saw only part of them (key the provider topics by tenant, or repartition).",
+        )
+        .with_callback(move |o| {
+            if let Some(m) = s.pipeline() {
+                o.observe(Metrics::get(&m.split_tenants), &[]);
+            }
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
         .u64_observable_gauge(names::RULE_STATE_KEYS.otel)
         .with_unit("{key}")
         .with_description("Live detector state keys per rule.")
