@@ -538,6 +538,7 @@ impl Runtime {
             snapshot_interval: self.config.checkpoint.snapshot_interval.0,
             last_snapshot: std::time::Instant::now(),
             assignment_handled: false,
+            restoring_since: None,
         }));
         let consumer: BaseConsumer<ConsumerCtx> = cc
             .create_with_context(ConsumerCtx {

@@ -73,6 +73,10 @@ pub(crate) struct Shared {
     /// An assignment (possibly empty) was handled in this run: an empty `assigned` then means
     /// the group gave this consumer nothing, rather than that it has not joined yet.
     pub(crate) assignment_handled: bool,
+    /// When the assignment being restored arrived, until its partitions are restored (state
+    /// read and any muted replay up to the committed offsets done): its duration is logged,
+    /// for sizing `startupz` and the pod's start-up probe.
+    pub(crate) restoring_since: Option<Instant>,
 }
 
 /// Where a partition new to the group starts, from `auto.offset.reset`.
@@ -108,6 +112,17 @@ impl Shared {
                 let end = self.ends.get(i).copied().unwrap_or(0);
                 end <= 0 || self.sent.get(i).is_some_and(|s| *s >= end)
             })
+    }
+
+    /// Logs how long the last assignment took to restore, once.
+    fn log_restored(&mut self) {
+        if let Some(since) = self.restoring_since.take() {
+            tracing::info!(
+                partitions = self.assigned.len(),
+                seconds = since.elapsed().as_secs_f64(),
+                "partitions restored: state read and replayed up to the committed offsets"
+            );
+        }
     }
 
     fn fail(&mut self, e: KafkaError) {
@@ -147,6 +162,7 @@ impl Shared {
             .collect();
         if self.replay.is_empty() && !self.metrics.restored() {
             self.metrics.set_restored(true);
+            self.log_restored();
         }
         let snapshot =
             !release.is_empty() || self.last_snapshot.elapsed() >= self.snapshot_interval;
@@ -274,6 +290,7 @@ impl Shared {
             return;
         }
         self.metrics.set_restored(false);
+        self.restoring_since = Some(Instant::now());
         let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
             Ok(c) => c,
             Err(e) => {
@@ -435,6 +452,9 @@ impl Shared {
         // A partition replaying from an older snapshot is not restored until it is back at its
         // committed offset: not ready before then (the barrier that sees it there says so).
         self.metrics.set_restored(self.replay.is_empty());
+        if self.replay.is_empty() {
+            self.log_restored();
+        }
         self.metrics.set_started();
         self.assignment_handled = true;
         self.audit.record("assigned", audit, None);
