@@ -8,6 +8,7 @@ mod common;
 mod explain;
 mod kafka;
 mod replay;
+mod replay_respond;
 mod respond;
 mod sql;
 mod telemetry;

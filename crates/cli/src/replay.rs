@@ -49,6 +49,13 @@ pub struct RunOptions {
     /// Also run the windowed SQL detections of this directory (sets sql.enabled and sql.dir).
     #[arg(long, value_name = "DIR")]
     sql: Option<PathBuf>,
+    /// With `[respond]` in mode "automatic": act at the identity provider for real. Without
+    /// it the replay's responder runs in "dry_run" (it decides and audits everything and
+    /// changes nothing), and says so: a replay paces actions by the alerts' own times, so
+    /// replaying last month would suspend a month's worth of accounts within seconds. No
+    /// effect in the other modes.
+    #[arg(long)]
+    respond_live: bool,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
@@ -202,7 +209,8 @@ fn execute(
     SqlFailures,
 )> {
     let pack = load_rules(&config)?;
-    let responder = crate::respond::ReplayResponder::start(&config)?;
+    crate::respond::check_responder(&config, &pack)?;
+    let responder = crate::respond::ReplayResponder::start(&config, options.respond_live)?;
     let sink = responder.tee(
         JsonLinesSink::create(
             config.output.alerts.as_ref(),

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use authwatch_event::Timestamp;
 use authwatch_pipeline::Config;
-use authwatch_pipeline::config::RespondConfig;
+use authwatch_pipeline::config::{RespondConfig, RespondMode};
 use authwatch_respond::{
     AuditSink, JsonLinesAudit, PendingStatus, PendingStore, Responder, ResponderThread,
     ResponseClock, RunReport,
@@ -164,26 +164,69 @@ fn decide(config: &RespondConfig, id: &str, approve: bool, who: String) -> Resul
     })
 }
 
+/// Refuses to start a responder whose configuration could not work as written, before
+/// anything runs (`run`, `replay`, `demo`): what [`Responder::new`] refuses (`incident_ttl` of
+/// 0, `notify` on a provider target without a pager), and a policy naming a rule id that
+/// neither `pack` nor the run's windowed SQL detections have — alerts carry only those ids, so
+/// automatic mode would silently never act on that entry.
+pub fn check_responder(config: &Config, pack: &authwatch_detect::RulePack) -> Result<()> {
+    if !config.respond.enabled {
+        return Ok(());
+    }
+    authwatch_respond::responder::check_config(&config.respond)
+        .context("cannot start the responder")?;
+    let sql = if config.sql.enabled {
+        authwatch_query::load_dir(&config.sql.dir)?
+    } else {
+        Vec::new()
+    };
+    let known: Vec<&str> = pack
+        .rules()
+        .iter()
+        .map(|r| r.id.as_str())
+        .chain(sql.iter().map(|r| r.id.as_str()))
+        .collect();
+    authwatch_respond::policy::check_rule_ids(&config.respond, &known)
+        .context("cannot start the responder")?;
+    Ok(())
+}
+
 /// The responder beside `replay`, when `[respond] enabled`.
 ///
 /// Time is event time: the limits, incident expiry and the breaker run on the alerts' own
 /// times, so that a replay shows what the responder would have done live, at any replay
 /// speed, and two replays of one file decide alike. The state is kept in
 /// `<state_dir>/replay-state.json` between runs, so replaying a file again repeats no action.
+///
+/// Mode `automatic` runs as `dry_run` unless the operator passed `--respond-live`: limits in
+/// event time let a replay of last month act on a month's worth of accounts within seconds
+/// of real time, which no one should get by replaying with the live configuration.
 pub struct ReplayResponder {
     thread: Option<ResponderThread>,
     config: RespondConfig,
+    /// The configured mode, when the replay runs the responder in dry-run instead.
+    downgraded_from: Option<RespondMode>,
 }
 
 impl ReplayResponder {
-    pub fn start(config: &Config) -> Result<ReplayResponder> {
-        let respond = config.respond.clone();
+    pub fn start(config: &Config, live: bool) -> Result<ReplayResponder> {
+        let mut respond = config.respond.clone();
         if !respond.enabled {
             return Ok(ReplayResponder {
                 thread: None,
                 config: respond,
+                downgraded_from: None,
             });
         }
+        let downgraded_from = (respond.mode == RespondMode::Automatic && !live).then(|| {
+            eprintln!(
+                "respond: mode \"automatic\" runs as \"dry_run\" in this replay (decided and \
+                 audited, nothing changed at the identity provider): a replay paces actions by \
+                 the alerts' own times, so replaying a month would act on a month's worth of \
+                 accounts in seconds. Pass --respond-live to act for real."
+            );
+            std::mem::replace(&mut respond.mode, RespondMode::DryRun)
+        });
         let responder = Responder::new(
             &respond,
             ResponseClock::event_time(0),
@@ -195,6 +238,7 @@ impl ReplayResponder {
         Ok(ReplayResponder {
             thread: Some(thread),
             config: respond,
+            downgraded_from,
         })
     }
 
@@ -225,9 +269,15 @@ impl ReplayResponder {
         if parts.is_empty() {
             parts.push("no alert selected by the policy".to_owned());
         }
+        let mode = match self.downgraded_from {
+            Some(configured) => format!(
+                "{:?}, not the configured {configured:?}: replay acts only with --respond-live",
+                self.config.mode
+            ),
+            None => format!("{:?}", self.config.mode),
+        };
         eprintln!(
-            "respond ({:?}): {}; {} queued; audit records in {}; pending actions: authwatch respond list --config FILE (this run's configuration)",
-            self.config.mode,
+            "respond ({mode}): {}; {} queued; audit records in {}; pending actions: authwatch respond list --config FILE (this run's configuration)",
             parts.join(", "),
             report.queued,
             self.config.audit_path().display()

@@ -41,6 +41,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
     authwatch_telemetry::apply_log_format(config.telemetry.log_format);
     let pack = crate::replay::load_rules(&config)?;
+    // Before anything connects: the runtime builds the responder only after joining Kafka.
+    crate::respond::check_responder(&config, &pack)?;
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(Arc::clone(&stop))?;
     let telemetry =

@@ -32,6 +32,11 @@ pub enum CallError {
         attempts: u32,
         /// The last answer's `Retry-After`, if it had one.
         retry_after: Option<Duration>,
+        /// An earlier attempt got no answer after its request may have reached the server (a
+        /// timeout, a connection broken after sending): the server may have carried that
+        /// attempt out, and this answer may be its refusal of a repeat (Okta answers 400 to
+        /// suspending a user it just suspended).
+        after_unanswered: bool,
     },
     /// The connection failed (refused, reset, TLS).
     #[error("{what}: {message} ({attempts} attempts)")]
@@ -102,6 +107,19 @@ impl CallError {
             CallError::RetryAfterTooLong { seconds, .. } => Some(Duration::from_secs(*seconds)),
             _ => None,
         }
+    }
+
+    /// Whether the server refused the call after an earlier attempt of it went unanswered, so
+    /// that the refusal may be of a repeat of a request already carried out: a caller of a
+    /// call that is not idempotent reads the state back before calling it a failure.
+    pub fn maybe_applied(&self) -> bool {
+        matches!(
+            self,
+            CallError::Status {
+                after_unanswered: true,
+                ..
+            }
+        )
     }
 
     /// The HTTP status, when the server answered.
@@ -182,6 +200,8 @@ impl Http {
     ) -> Result<Reply, CallError> {
         let max = self.settings.max_attempts.max(1);
         let mut attempt = 0;
+        // Whether an attempt may have reached the server without its answer reaching us.
+        let mut unanswered = false;
         loop {
             attempt += 1;
             // reqwest's own timeout covers the request; this one also bounds reading the body.
@@ -203,34 +223,45 @@ impl Http {
             })
             .await;
             let (error, retry_after) = match outcome {
-                Err(_elapsed) => (
-                    CallError::Timeout {
-                        what: what.to_owned(),
-                        attempts: attempt,
-                    },
-                    None,
-                ),
-                Ok(Err(e)) if e.is_timeout() => (
-                    CallError::Timeout {
-                        what: what.to_owned(),
-                        attempts: attempt,
-                    },
-                    None,
-                ),
+                Err(_elapsed) => {
+                    unanswered = true;
+                    (
+                        CallError::Timeout {
+                            what: what.to_owned(),
+                            attempts: attempt,
+                        },
+                        None,
+                    )
+                }
+                Ok(Err(e)) if e.is_timeout() => {
+                    unanswered = true;
+                    (
+                        CallError::Timeout {
+                            what: what.to_owned(),
+                            attempts: attempt,
+                        },
+                        None,
+                    )
+                }
                 Ok(Err(e)) if e.is_builder() => {
                     return Err(CallError::Request {
                         what: what.to_owned(),
-                        message: e.to_string(),
+                        message: describe(e),
                     });
                 }
-                Ok(Err(e)) => (
-                    CallError::Transport {
-                        what: what.to_owned(),
-                        message: error_chain(&e),
-                        attempts: attempt,
-                    },
-                    None,
-                ),
+                Ok(Err(e)) => {
+                    // A connection never made sent nothing; any other break may have come
+                    // after the request was sent.
+                    unanswered |= !e.is_connect();
+                    (
+                        CallError::Transport {
+                            what: what.to_owned(),
+                            message: describe(e),
+                            attempts: attempt,
+                        },
+                        None,
+                    )
+                }
                 Ok(Ok((status, retry_after, link, body))) => {
                     if (200..300).contains(&status) {
                         return Ok(Reply {
@@ -246,6 +277,7 @@ impl Http {
                         body: snippet(&body),
                         attempts: attempt,
                         retry_after,
+                        after_unanswered: unanswered,
                     };
                     if !error.retry_later() {
                         return Err(error);
@@ -310,6 +342,23 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
     text.replace(['\n', '\r'], " ")
+}
+
+/// A transport error as a sentence without its URL: reqwest names the whole URL, and webhook
+/// URLs (Slack, Teams, pager services) carry their credentials in the path or query. The
+/// message goes to audit records (`status_detail`) and logs, so it names only the scheme, host
+/// and port.
+fn describe(e: reqwest::Error) -> String {
+    let origin = e
+        .url()
+        .map(|u| u.origin())
+        .filter(|o| o.is_tuple())
+        .map(|o| o.ascii_serialization());
+    let chain = error_chain(&e.without_url());
+    match origin {
+        Some(origin) => format!("{chain} (to {origin})"),
+        None => chain,
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

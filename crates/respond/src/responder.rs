@@ -257,6 +257,7 @@ impl Responder {
         clock: ResponseClock,
         audit: Vec<Box<dyn AuditSink>>,
     ) -> Result<Responder, RespondError> {
+        check_config(config)?;
         let http = Arc::new(Http::new(&config.http)?);
         let adapter = Adapter::from_config(config, http.clone())?;
         let pager = match &config.pager.url {
@@ -338,24 +339,64 @@ impl Responder {
     /// before the snapshot are taken again, so that a restart (or a crash loop) cannot act on
     /// more accounts than the limits allow.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RespondError> {
-        self.state = ResponseState::restore(bytes)?;
-        self.clock.observe(self.state.clock_ms);
+        let mut state = ResponseState::restore(bytes)?;
+        self.clock.observe(state.clock_ms);
         let now = self.clock.now_ms();
-        for (key, incident) in &self.state.incidents {
-            let Some(acted) = incident.acted_ms else {
-                continue;
-            };
-            if now.saturating_sub(acted) < self.limits.tenant_period_ms {
-                let _ = self.limits.tenant.check_key(&key.tenant);
+        // From the bucket `take_token` took it from: with `tenants = ["example", ""]` an alert
+        // without a tenant spent the org's token, and a restart (the Kafka runner restarts the
+        // responder after every transient error) must take that one again, not refill it. What
+        // dry-run decided spent nothing.
+        for (key, incident) in &state.incidents {
+            if incident.spent_within(now, self.limits.tenant_period_ms) {
+                let _ = self.limits.tenant.check_key(&self.bucket(&key.tenant));
             }
-            if now.saturating_sub(acted) < self.limits.global_period_ms {
+            if incident.spent_within(now, self.limits.global_period_ms) {
                 let _ = self.limits.global.check();
             }
         }
+        // A state saved before tenants were folded in account keys: its case variants of one
+        // tenant become one account, as they are for the alerts from now on.
+        if let Some(scope) = &self.tenants {
+            state.fold_tenants(|t| scope.fold(t));
+        }
+        self.state = state;
         self.last_drain_ms = None;
         self.global_blocked_until_ms = None;
         self.review_queue = !self.state.queue.is_empty();
         Ok(())
+    }
+
+    /// The rate-limit bucket of `tenant` (see [`TenantScope::bucket`]): the one name under
+    /// which tokens are taken and, after a restart, taken again.
+    fn bucket(&self, tenant: &str) -> String {
+        match &self.tenants {
+            Some(scope) => scope.bucket(tenant),
+            None => tenant.to_owned(),
+        }
+    }
+
+    /// `tenant` as the target compares tenant names: folded for Okta and Entra, whose names
+    /// ignore case, as given for Keycloak realms and for targets without tenants.
+    fn fold_tenant(&self, tenant: &str) -> String {
+        match &self.tenants {
+            Some(scope) => scope.fold(tenant),
+            None => tenant.to_owned(),
+        }
+    }
+
+    /// The key of `account` in `tenant`, the tenant folded: `Example` and `example` are one
+    /// served tenant for matching and buckets, so one account and one incident too.
+    fn account_key(&self, tenant: Option<&str>, account: &str) -> AccountKey {
+        AccountKey::new(
+            Some(self.fold_tenant(tenant.unwrap_or_default()).as_str()),
+            account,
+        )
+    }
+
+    /// The pending-store id of `alert`'s action, the tenant folded as in the account key.
+    fn pending_id(&self, alert: &AlertFacts) -> String {
+        let tenant = alert.tenant.as_deref().map(|t| self.fold_tenant(t));
+        PendingAction::make_id(&alert.alert_id, tenant.as_deref(), &alert.account)
     }
 
     /// Whether the target serves `tenant`.
@@ -535,17 +576,16 @@ impl Responder {
         }
         let key = self
             .state
-            .incident_key(AccountKey::new(facts.tenant.as_deref(), &facts.account));
+            .incident_key(self.account_key(facts.tenant.as_deref(), &facts.account));
         self.settle_decided(&key)?;
-        let ttl = self.config.incident_ttl.millis();
-        if let Some(open) = self.state.incidents.get(&key).filter(|i| {
-            !i.status.reopens()
-                && (now.saturating_sub(i.opened_ms) < ttl
-                    || matches!(
-                        i.status,
-                        IncidentStatus::Queued | IncidentStatus::PendingApproval
-                    ))
-        }) {
+        out.extend(self.supersede(&key)?);
+        let (ttl, mode) = (self.config.incident_ttl.millis(), self.config.mode);
+        if let Some(open) = self
+            .state
+            .incidents
+            .get(&key)
+            .filter(|i| i.holds(now, ttl, mode))
+        {
             let (first_alert, status) = (open.alert_id.clone(), open.status);
             let mut r = self.record(
                 &facts,
@@ -635,6 +675,7 @@ impl Responder {
                 status: IncidentStatus::DryRun,
                 acted_ms: None,
                 pending_id: None,
+                mode: Some(RespondMode::DryRun),
             },
         );
         Ok(out)
@@ -703,10 +744,7 @@ impl Responder {
         {
             return false;
         }
-        let bucket = match &self.tenants {
-            Some(scope) => scope.bucket(tenant),
-            None => tenant.to_owned(),
-        };
+        let bucket = self.bucket(tenant);
         if self.limits.tenant.check_key(&bucket).is_err() {
             if let Some(e) = exhausted {
                 e.insert(tenant.to_owned());
@@ -891,8 +929,9 @@ impl Responder {
     ) -> Result<AuditRecord, RespondError> {
         let detail = match reason {
             DropReason::ModeChanged => format!(
-                "{} was queued in mode {} and the responder now runs in mode {}: an action is \
-                 only carried out in the mode that decided it; dropped, nothing called",
+                "the action on {} was decided in mode {} and the responder now runs in mode {}: \
+                 an action is only carried out in the mode that decided it; dropped, nothing \
+                 called",
                 q.alert.account,
                 q.mode.map_or("unknown (older state)".to_owned(), mode_name),
                 mode_name(self.config.mode)
@@ -922,11 +961,68 @@ impl Responder {
         }
         if let Some(inc) = self.state.incidents.get_mut(&q.key)
             && inc.pending_id.as_deref() == Some(q.id.as_str())
-            && inc.status == IncidentStatus::Queued
+            && matches!(
+                inc.status,
+                IncidentStatus::Queued | IncidentStatus::PendingApproval
+            )
         {
             inc.status = IncidentStatus::Cancelled;
         }
         Ok(r)
+    }
+
+    /// Closes the account's pending approval when it was decided in another mode than this
+    /// responder's (approval mode, before a switch to automatic — or back to dry-run), so that
+    /// the account's new alert is decided in the current mode instead of waiting for ever for a
+    /// human: audited `refused` (`mode_changed`), closed as `Refused` in the pending store (a
+    /// human can no longer approve it, which would act a second time), the incident cancelled.
+    /// One a human is deciding right now is left to the human: it still holds the account.
+    fn supersede(&mut self, key: &AccountKey) -> Result<Option<AuditRecord>, RespondError> {
+        let Some(inc) = self.state.incidents.get(key) else {
+            return Ok(None);
+        };
+        if inc.status != IncidentStatus::PendingApproval
+            || inc.decided_in() == Some(self.config.mode)
+        {
+            return Ok(None);
+        }
+        let Some(id) = inc.pending_id.clone() else {
+            // Nothing in the store to close, nothing anyone can approve.
+            if let Some(inc) = self.state.incidents.get_mut(key) {
+                inc.status = IncidentStatus::Cancelled;
+            }
+            return Ok(None);
+        };
+        let (pending, claim) = match self.store.claim(&id) {
+            Ok(claimed) => claimed,
+            Err(StoreError::Busy(_)) => return Ok(None),
+            Err(StoreError::Decided { status, .. }) => {
+                if let Some(inc) = self.state.incidents.get_mut(key) {
+                    inc.status = IncidentStatus::decided(status);
+                }
+                return Ok(None);
+            }
+            Err(StoreError::Unknown(_)) => {
+                if let Some(inc) = self.state.incidents.get_mut(key) {
+                    inc.status = IncidentStatus::Cancelled;
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let waiting = QueuedAction {
+            id,
+            key: key.clone(),
+            alert: pending.alert,
+            actions: pending.actions,
+            queued_ms: pending.created_ms,
+            mode: pending.mode.or(Some(RespondMode::Approval)),
+            not_before_ms: None,
+            requeues: 0,
+        };
+        let r = self.drop_waiting(&waiting, DropReason::ModeChanged)?;
+        drop(claim);
+        Ok(Some(r))
     }
 
     /// Takes over what a human decided (`respond approve`/`reject`, another process) for the
@@ -1009,14 +1105,21 @@ impl Responder {
                 .await;
             return Ok(vec![r]);
         }
-        let id = PendingAction::make_id(
+        let id = self.pending_id(&work.alert);
+        // Before tenants were folded the id was made of the tenant as the alert spelled it: a
+        // store written then may hold this action under that id.
+        let legacy = PendingAction::make_id(
             &work.alert.alert_id,
             work.alert.tenant.as_deref(),
             &work.alert.account,
         );
         // The store outlives the process: a human may already have decided this very action
         // (e.g. the state was lost, or a replay runs again without its state file).
-        match self.store.get(&id) {
+        let found = match self.store.get(&id) {
+            Err(StoreError::Unknown(_)) if legacy != id => self.store.get(&legacy),
+            other => other,
+        };
+        match found {
             Ok(existing) if !existing.status.is_open() => {
                 let mut r = self.record(
                     &work.alert,
@@ -1030,7 +1133,7 @@ impl Responder {
                         work.alert.account, existing.status
                     ),
                 );
-                r.unmapped.pending_id = Some(id);
+                r.unmapped.pending_id = Some(existing.id.clone());
                 self.state.incidents.insert(
                     work.key,
                     Incident {
@@ -1040,6 +1143,7 @@ impl Responder {
                         status: IncidentStatus::decided(existing.status),
                         acted_ms: None,
                         pending_id: Some(existing.id.clone()),
+                        mode: existing.mode,
                     },
                 );
                 return Ok(vec![self.emit(r, None)?]);
@@ -1073,6 +1177,7 @@ impl Responder {
                 },
                 acted_ms: None,
                 pending_id: Some(id.clone()),
+                mode: Some(self.config.mode),
             },
         );
         let (decision, detail) = if status == PendingStatus::Queued {
@@ -1232,13 +1337,10 @@ impl Responder {
             .min(MAX_REQUEUE_WAIT_MS)
             .max(self.config.http.requeue_delay.millis());
         let not_before = now.saturating_add(wait);
-        let id = work.pending_id.clone().unwrap_or_else(|| {
-            PendingAction::make_id(
-                &work.alert.alert_id,
-                work.alert.tenant.as_deref(),
-                &work.alert.account,
-            )
-        });
+        let id = work
+            .pending_id
+            .clone()
+            .unwrap_or_else(|| self.pending_id(&work.alert));
         let detail = format!(
             "{} back in the queue as {id} after the provider was unavailable: {} tried again \
              not before {} (retry {requeues} of respond.http.max_requeues = {})",
@@ -1279,6 +1381,7 @@ impl Responder {
                 // A token was taken for it: a restart takes it again.
                 acted_ms: Some(now),
                 pending_id: Some(id.clone()),
+                mode: Some(self.config.mode),
             },
         );
         self.state.queue.push_back(QueuedAction {
@@ -1313,6 +1416,10 @@ impl Responder {
     }
 
     fn record_incident(&mut self, work: &Work, now: i64, status: IncidentStatus) {
+        // A human's approval takes no token; nor does dry-run, whose buckets only rehearse the
+        // limits within its own process: neither leaves a token for a restart to take again
+        // (which, after a switch from dry-run, would hold back real actions).
+        let spent = work.approver.is_none() && self.config.mode != RespondMode::DryRun;
         self.state.incidents.insert(
             work.key.clone(),
             Incident {
@@ -1320,8 +1427,9 @@ impl Responder {
                 rule_id: work.alert.rule_id.clone(),
                 opened_ms: now,
                 status,
-                acted_ms: work.approver.is_none().then_some(now),
+                acted_ms: spent.then_some(now),
                 pending_id: work.pending_id.clone(),
+                mode: Some(self.config.mode),
             },
         );
     }
@@ -1766,7 +1874,7 @@ impl Responder {
             self.store.update(&pending)?;
             return Ok((pending, vec![r]));
         }
-        let key = AccountKey::new(pending.alert.tenant.as_deref(), &pending.alert.account);
+        let key = self.account_key(pending.alert.tenant.as_deref(), &pending.alert.account);
         self.state.queue.retain(|q| q.id != id);
         if !approve {
             let mut r = self.record(
@@ -1827,6 +1935,50 @@ impl Responder {
     pub fn target(&self) -> RespondTarget {
         self.config.target
     }
+}
+
+/// What the configuration check of `[respond]` (`RespondConfig::validate`, run when the
+/// configuration loads) lets through but a responder must not start with; every way of building
+/// one (`run`, `replay`, `respond approve`) goes through [`Responder::new`], which calls this.
+/// The policy's rule ids need the loaded rules: [`crate::policy::check_rule_ids`].
+pub fn check_config(config: &RespondConfig) -> Result<(), RespondError> {
+    if config.incident_ttl.0.is_zero() {
+        return Err(RespondError::Config {
+            key: "respond.incident_ttl",
+            message: "must be positive: an incident that lasts no time makes every alert for \
+                      an account act on it again, and one action per account per incident is \
+                      what keeps a burst of alerts from repeating an action"
+                .to_owned(),
+        });
+    }
+    let provider = match config.target {
+        RespondTarget::Okta => Some("okta"),
+        RespondTarget::Graph => Some("graph"),
+        RespondTarget::Keycloak => Some("keycloak"),
+        // The webhook's receiver gets `notify` itself; `none` calls nothing (dry-run only).
+        RespondTarget::Webhook | RespondTarget::None => None,
+    };
+    if let Some(target) = provider
+        && config.pager.url.is_none()
+    {
+        let notify = config
+            .policy
+            .iter()
+            .position(|p| p.actions.contains(&ResponseAction::Notify));
+        if let Some(i) = notify {
+            // Otherwise every alert the entry selects fails its `notify`, and says so only in
+            // the audit.
+            return Err(RespondError::Config {
+                key: "respond.pager.url",
+                message: format!(
+                    "is not set, but respond.policy[{i}] has the action \"notify\", which on a \
+                     provider target (here {target}) goes to the pager: set \
+                     respond.pager.url, or remove \"notify\" from the policy"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The action an audit record is about: the first of an alert's actions. A list read back from

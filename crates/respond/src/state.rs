@@ -6,7 +6,10 @@ use authwatch_pipeline::config::{RespondMode, ResponseAction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-/// An account, per tenant. Names are compared case-insensitively (providers do).
+/// An account, per tenant. Names are compared case-insensitively (providers do). The tenant is
+/// as the responder's target compares it: the responder builds keys with the tenant folded
+/// (Okta org names and Entra directory ids ignore case), so that case variants of one served
+/// tenant are one account, not two incidents and two actions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AccountKey {
     /// The tenant (`""` when the alert names none).
@@ -16,7 +19,8 @@ pub struct AccountKey {
 }
 
 impl AccountKey {
-    /// The key of `account` in `tenant`.
+    /// The key of `account` in `tenant`, the tenant as given (the caller folds it as its
+    /// target compares tenants).
     pub fn new(tenant: Option<&str>, account: &str) -> AccountKey {
         AccountKey {
             tenant: tenant.unwrap_or_default().to_owned(),
@@ -85,6 +89,51 @@ pub struct Incident {
     pub acted_ms: Option<i64>,
     /// Its pending-approval / queue id.
     pub pending_id: Option<String>,
+    /// The mode that decided it. `None` in a state saved before it was recorded: see
+    /// [`Incident::decided_in`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RespondMode>,
+}
+
+impl Incident {
+    /// The mode that decided the incident: the one recorded, or, for a state saved before the
+    /// mode was recorded, the one its status tells (only dry-run records `DryRun`, only approval
+    /// mode waits for approval).
+    pub fn decided_in(&self) -> Option<RespondMode> {
+        self.mode.or(match self.status {
+            IncidentStatus::DryRun => Some(RespondMode::DryRun),
+            IncidentStatus::PendingApproval => Some(RespondMode::Approval),
+            _ => None,
+        })
+    }
+
+    /// Whether the incident makes the account's next alert a duplicate for a responder in
+    /// `mode`, at `now_ms`: a waiting one always (its action is still owed), a finished one
+    /// within `ttl_ms` of its opening. A failed or cancelled one never (nothing was done), nor
+    /// one decided in dry-run once the responder acts: dry-run changed nothing, and after the
+    /// documented rollout (dry-run, then approval or automatic) the account's next alert must
+    /// be decided in the new mode, not be held for `incident_ttl` by a rehearsal.
+    pub fn holds(&self, now_ms: i64, ttl_ms: i64, mode: RespondMode) -> bool {
+        if self.status.reopens()
+            || (self.decided_in() == Some(RespondMode::DryRun) && mode != RespondMode::DryRun)
+        {
+            return false;
+        }
+        matches!(
+            self.status,
+            IncidentStatus::Queued | IncidentStatus::PendingApproval
+        ) || now_ms.saturating_sub(self.opened_ms) < ttl_ms
+    }
+
+    /// Whether a rate-limit token was taken for the incident within `period_ms` before
+    /// `now_ms`. What dry-run decided took none that counts (its buckets are a rehearsal within
+    /// its own process), even in a state written before dry-run stopped recording `acted_ms`.
+    pub fn spent_within(&self, now_ms: i64, period_ms: i64) -> bool {
+        self.decided_in() != Some(RespondMode::DryRun)
+            && self
+                .acted_ms
+                .is_some_and(|acted| now_ms.saturating_sub(acted) < period_ms)
+    }
 }
 
 /// The alert facts a queued or pending action keeps.
@@ -273,6 +322,46 @@ impl ResponseState {
         }
     }
 
+    /// Rewrites every account key's tenant with `fold` (the target's comparison of tenant
+    /// names), for a state saved before keys were folded: its `Example` and `example` incidents
+    /// become one account's. When two incidents meet, the one that waits (its action is still
+    /// owed), else the later one, is kept.
+    pub fn fold_tenants(&mut self, fold: impl Fn(&str) -> String) {
+        if self.incidents.keys().all(|k| fold(&k.tenant) == k.tenant)
+            && self
+                .queue
+                .iter()
+                .all(|q| fold(&q.key.tenant) == q.key.tenant)
+        {
+            return;
+        }
+        let waiting = |i: &Incident| {
+            matches!(
+                i.status,
+                IncidentStatus::Queued | IncidentStatus::PendingApproval
+            )
+        };
+        let mut folded: BTreeMap<AccountKey, Incident> = BTreeMap::new();
+        for (key, incident) in std::mem::take(&mut self.incidents) {
+            let key = AccountKey {
+                tenant: fold(&key.tenant),
+                account: key.account,
+            };
+            match folded.get(&key) {
+                Some(kept)
+                    if (waiting(kept), kept.opened_ms)
+                        >= (waiting(&incident), incident.opened_ms) => {}
+                _ => {
+                    folded.insert(key, incident);
+                }
+            }
+        }
+        self.incidents = folded;
+        for q in &mut self.queue {
+            q.key.tenant = fold(&q.key.tenant);
+        }
+    }
+
     /// The state as bytes (versioned JSON: small, and readable when investigating).
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         serde_json::to_vec(&SnapshotOut {
@@ -335,6 +424,7 @@ mod tests {
             status,
             acted_ms: None,
             pending_id: None,
+            mode: None,
         }
     }
 
@@ -367,6 +457,63 @@ mod tests {
             s.incident_key(key(Some("acme"), "zed")),
             key(Some("acme"), "zed")
         );
+    }
+
+    #[test]
+    fn what_dry_run_decided_holds_only_in_dry_run_and_spent_nothing() {
+        let ttl = 1_000;
+        let mut dry = incident(0, IncidentStatus::DryRun);
+        dry.acted_ms = Some(0); // as a state of an older version has it
+        assert!(dry.holds(10, ttl, RespondMode::DryRun));
+        assert!(!dry.holds(10, ttl, RespondMode::Approval));
+        assert!(!dry.holds(10, ttl, RespondMode::Automatic));
+        assert!(!dry.spent_within(10, ttl));
+        // Refused in dry-run (mode recorded): a rehearsal too.
+        let mut refused = incident(0, IncidentStatus::Refused);
+        refused.mode = Some(RespondMode::DryRun);
+        assert!(!refused.holds(10, ttl, RespondMode::Automatic));
+        // What a mode that acts decided holds in every mode, for the ttl.
+        let mut done = incident(0, IncidentStatus::Executed);
+        done.acted_ms = Some(0);
+        done.mode = Some(RespondMode::Automatic);
+        for mode in [
+            RespondMode::DryRun,
+            RespondMode::Approval,
+            RespondMode::Automatic,
+        ] {
+            assert!(done.holds(10, ttl, mode));
+            assert!(!done.holds(ttl, ttl, mode));
+        }
+        assert!(done.spent_within(10, ttl));
+        assert!(!done.spent_within(ttl, ttl));
+        // A waiting one holds past the ttl (its action is owed; a pending approval of another
+        // mode is closed by the responder before the account's next alert is decided).
+        let pending = incident(0, IncidentStatus::PendingApproval);
+        assert_eq!(pending.decided_in(), Some(RespondMode::Approval));
+        assert!(pending.holds(10 * ttl, ttl, RespondMode::Approval));
+    }
+
+    #[test]
+    fn an_older_states_tenant_case_variants_fold_into_one_account() {
+        let mut s = ResponseState::default();
+        let key = |t: &str| AccountKey::new(Some(t), "bob");
+        s.incidents
+            .insert(key("Example"), incident(5, IncidentStatus::Executed));
+        s.incidents
+            .insert(key("EXAMPLE"), incident(1, IncidentStatus::Queued));
+        s.incidents
+            .insert(key("example"), incident(9, IncidentStatus::Failed));
+        s.incidents
+            .insert(key("Other"), incident(1, IncidentStatus::Executed));
+        s.fold_tenants(|t| t.to_ascii_lowercase());
+        assert_eq!(s.incidents.len(), 2);
+        // The waiting one wins over later finished ones: its action is still owed.
+        assert_eq!(s.incidents[&key("example")].status, IncidentStatus::Queued);
+        assert!(s.incidents.contains_key(&key("other")));
+        // Already folded: nothing changes.
+        let before = s.clone();
+        s.fold_tenants(|t| t.to_ascii_lowercase());
+        assert_eq!(s, before);
     }
 
     #[test]

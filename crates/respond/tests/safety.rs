@@ -896,3 +896,496 @@ async fn an_older_state_keeps_its_page_throttle() {
         .unwrap();
     assert_eq!(pager.seen().len(), 1, "throttled as before the restart");
 }
+
+/// The suspend calls the server received.
+fn suspends(server: &Server) -> usize {
+    server
+        .lines()
+        .iter()
+        .filter(|l| l.ends_with("/lifecycle/suspend"))
+        .count()
+}
+
+/// Found by review: after the documented rollout (dry-run, then automatic) an account that had a
+/// dry-run incident was not acted on for `incident_ttl`: its next alert was a `duplicate` of a
+/// rehearsal.
+#[tokio::test]
+async fn after_dry_run_the_accounts_next_alert_is_decided_in_the_new_mode() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::DryRun;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::DryRun, Some("dry_run".to_owned()))]
+    );
+    // Within dry-run, the incident still holds the account (what the audit shows).
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "alice@example.com",
+            None,
+            T0 + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Duplicate, Some("same_incident".to_owned()))]
+    );
+    let snapshot = r.snapshot().unwrap();
+
+    c.mode = RespondMode::Automatic;
+    let (mut live, _, _) = responder(&c);
+    live.restore(&snapshot).unwrap();
+    let out = live
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Executed, None)],
+        "{out:#?}"
+    );
+    assert_eq!(suspends(&server), 1);
+}
+
+/// Found by review: dry-run recorded the token it rehearsed with as spent, so the first restart
+/// in automatic mode took those tokens again and queued real actions dry-run never made room
+/// for. A state written so (by an older version) must not count either.
+#[tokio::test]
+async fn dry_run_leaves_no_token_for_a_restart_to_take_again() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::DryRun;
+    c.limits.global_actions = 2;
+    let (mut r, _, _) = responder(&c);
+    for user in ["alice@example.com", "bob@example.com"] {
+        let out = r
+            .handle(&alert("mfa_fatigue_success", user, None, T0))
+            .await
+            .unwrap();
+        assert_eq!(out[0].unmapped.decision, Decision::DryRun);
+    }
+    let snapshot = r.snapshot().unwrap();
+    // The same state as an older version wrote it: dry-run incidents with a token time.
+    let mut older: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+    for pair in older["state"]["incidents"].as_array_mut().unwrap() {
+        let incident = pair[1].as_object_mut().unwrap();
+        assert!(incident["acted_ms"].is_null(), "{incident:?}");
+        incident.insert("acted_ms".into(), json!(T0));
+        incident.remove("mode");
+    }
+    let older = serde_json::to_vec(&older).unwrap();
+
+    c.mode = RespondMode::Automatic;
+    for state in [snapshot, older] {
+        let server_before = suspends(&server);
+        let (mut live, _, _) = responder(&c);
+        live.restore(&state).unwrap();
+        for user in ["carol@example.com", "dave@example.com"] {
+            let out = live
+                .handle(&alert("mfa_fatigue_success", user, None, T0 + 1_000))
+                .await
+                .unwrap();
+            assert_eq!(decisions(&out), vec![(Decision::Executed, None)], "{user}");
+        }
+        assert_eq!(suspends(&server), server_before + 2);
+    }
+}
+
+/// Found by review: after a switch from approval to automatic, an account whose action still
+/// waited for a human was never acted on again: every alert was a `duplicate` of the pending
+/// approval. Now the pending action is closed (`mode_changed`, so no human approves it into a
+/// second action later) and the alert is decided in automatic mode.
+#[tokio::test]
+async fn an_unanswered_approval_does_not_hold_the_account_after_the_switch_to_automatic() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.mode = RespondMode::Approval;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::PendingApproval);
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    let snapshot = r.snapshot().unwrap();
+
+    c.mode = RespondMode::Automatic;
+    let (mut live, _, _) = responder(&c);
+    live.restore(&snapshot).unwrap();
+    let out = live
+        .handle(&alert(
+            "credential_compromise",
+            "alice@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (Decision::Refused, Some("mode_changed".to_owned())),
+            (Decision::Executed, None),
+        ],
+        "{out:#?}"
+    );
+    assert_eq!(out[0].unmapped.pending_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        live.store().get(&id).unwrap().status,
+        authwatch_respond::PendingStatus::Refused
+    );
+    assert!(live.decide(&id, true, "alice-oncall").await.is_err());
+    assert_eq!(suspends(&server), 1);
+    // The new incident is automatic mode's: the next alert is a duplicate of it.
+    let out = live
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            None,
+            T0 + 120_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Duplicate, Some("same_incident".to_owned()))]
+    );
+}
+
+/// Found by review: with `tenants = ["example", ""]` (Okta events without a tenant are the org's)
+/// a restart took the tokens of alerts without a tenant back from a bucket `""` no action takes
+/// from, so every restart (the Kafka runner restarts the responder after each transient error)
+/// refilled the org's bucket.
+#[tokio::test]
+async fn a_restart_takes_the_org_token_an_alert_without_tenant_spent() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.okta.tenants = vec!["example".into(), String::new()];
+    c.limits.tenant_actions = 2;
+    let (mut r, _, _) = responder(&c);
+    for user in ["u0@example.com", "u1@example.com"] {
+        let out = r
+            .handle(&alert("mfa_fatigue_success", user, None, T0))
+            .await
+            .unwrap();
+        assert_eq!(decisions(&out), vec![(Decision::Executed, None)], "{user}");
+    }
+    let snapshot = r.snapshot().unwrap();
+    let (mut next, _, _) = responder(&c);
+    next.restore(&snapshot).unwrap();
+    let out = next
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "u2@example.com",
+            Some("example"),
+            T0 + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Queued, Some("rate_limited".to_owned()))],
+        "{out:#?}"
+    );
+    assert_eq!(suspends(&server), 2);
+}
+
+/// Found by review: `Example` and `example` were one served tenant for matching and buckets but
+/// two incidents, so the account was acted on twice.
+#[tokio::test]
+async fn case_variants_of_a_tenant_are_one_account() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.okta.tenants = vec!["example".into()];
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            Some("Example"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Decision::Executed, None)]);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            Some("example"),
+            T0 + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Duplicate, Some("same_incident".to_owned()))]
+    );
+    assert_eq!(suspends(&server), 1);
+    // The audit keeps the tenant as the alert spelled it.
+    assert_eq!(out[0].user.org.as_deref(), Some("example"));
+}
+
+/// A state saved before tenants were folded has its incident under `Example`: read, it is the
+/// account's incident in `example` too (and a Keycloak realm, whose names are case-sensitive,
+/// stays as it is).
+#[tokio::test]
+async fn an_older_state_with_an_unfolded_tenant_is_folded_on_load() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.okta.tenants = vec!["example".into()];
+    let key = json!({"tenant": "Example", "account": "alice@example.com"});
+    let old = json!({"version": 1, "state": {
+        "incidents": [[key, {"alert_id": "a-1", "rule_id": "mfa_fatigue_success",
+                             "opened_ms": T0, "status": "executed", "acted_ms": T0,
+                             "pending_id": null}]],
+        "queue": [],
+        "breaker": {"failures": 0, "open_until_ms": null},
+        "last_page_ms": null, "clock_ms": T0}});
+    let (mut r, _, _) = responder(&c);
+    r.restore(&serde_json::to_vec(&old).unwrap()).unwrap();
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "alice@example.com",
+            Some("example"),
+            T0 + 1_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Duplicate, Some("same_incident".to_owned()))]
+    );
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+    let saved: serde_json::Value = serde_json::from_slice(&r.snapshot().unwrap()).unwrap();
+    assert_eq!(saved["state"]["incidents"][0][0]["tenant"], "example");
+}
+
+/// Found by review: Okta's suspend is not idempotent. An attempt that timed out but was carried
+/// out made the retry get 400 ("Cannot suspend a user that is not active"), audited as a failed
+/// suspension (`provider_refused`) of an account that was suspended. The status read back says
+/// which.
+#[tokio::test]
+async fn a_suspend_that_timed_out_but_was_carried_out_is_not_a_failure() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for carried_out in [true, false] {
+        let suspended = std::sync::Arc::new(AtomicBool::new(false));
+        let s = suspended.clone();
+        let server = Server::start(move |seen, n| {
+            let status = if s.load(Ordering::SeqCst) {
+                "SUSPENDED"
+            } else {
+                "ACTIVE"
+            };
+            match (seen.method.as_str(), seen.target.as_str()) {
+                ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+                ("GET", "/api/v1/users/alice@example.com") => Answer::Json(
+                    200,
+                    json!({"id": "id-alice", "status": status,
+                           "profile": {"login": "alice@example.com"}}),
+                ),
+                ("POST", "/api/v1/users/id-alice/lifecycle/suspend") if n == 0 => {
+                    s.store(carried_out, Ordering::SeqCst);
+                    Answer::Hang
+                }
+                ("POST", "/api/v1/users/id-alice/lifecycle/suspend") => Answer::Json(
+                    400,
+                    json!({"errorCode": "E0000001",
+                           "errorSummary": "Api validation failed: Cannot suspend a user that \
+                                            is not active"}),
+                ),
+                other => panic!("unexpected request {other:?}"),
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = okta_config(dir.path(), &server);
+        c.http.timeout = authwatch_event::DurationText(Duration::from_millis(300));
+        let (mut r, _, _) = responder(&c);
+        let out = r
+            .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+            .await
+            .unwrap();
+        let expected = if carried_out {
+            (Decision::AlreadyDone, Some("already_done".to_owned()))
+        } else {
+            (Decision::Failed, Some("provider_refused".to_owned()))
+        };
+        assert_eq!(decisions(&out), vec![expected], "{out:#?}");
+        assert_eq!(suspends(&server), 2);
+        let lookups = server
+            .lines()
+            .iter()
+            .filter(|l| *l == "GET /api/v1/users/alice@example.com")
+            .count();
+        assert_eq!(
+            lookups,
+            2,
+            "looked up, then read back: {:?}",
+            server.lines()
+        );
+    }
+}
+
+/// The same shape at Keycloak: deleting an MFA credential whose first attempt timed out but was
+/// carried out gets 404 on the retry; the credential is gone, which is what was asked.
+#[tokio::test]
+async fn a_credential_deleted_by_an_unanswered_attempt_is_not_a_failure() {
+    let server = Server::start(|seen, n| {
+        let t = seen.target.as_str();
+        if t.ends_with("/token") {
+            return Answer::Json(200, json!({"access_token": "kc", "expires_in": 60}));
+        }
+        match (seen.method.as_str(), t) {
+            ("GET", "/admin/realms/corp/users?username=carol&exact=true") => Answer::Json(
+                200,
+                json!([{"id": "kc-carol", "username": "carol", "enabled": true}]),
+            ),
+            ("GET", t) if t.contains("/groups") => Answer::Json(200, json!([])),
+            ("GET", "/admin/realms/corp/users/kc-carol/credentials") => Answer::Json(
+                200,
+                json!([{"id": "cred-pw", "type": "password"}, {"id": "cred-otp", "type": "otp"}]),
+            ),
+            ("DELETE", "/admin/realms/corp/users/kc-carol/credentials/cred-otp") if n == 0 => {
+                Answer::Hang
+            }
+            ("DELETE", "/admin/realms/corp/users/kc-carol/credentials/cred-otp") => {
+                Answer::Json(404, json!({"error": "Credential not found"}))
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Keycloak);
+    c.keycloak.base_url = Some(server.url.clone());
+    c.keycloak.realm = Some("corp".to_owned());
+    c.keycloak.client_secret = secret_file(dir.path(), "kc", "kc-secret");
+    c.policy[0].actions = vec![ResponseAction::ResetMfa];
+    c.http.timeout = authwatch_event::DurationText(Duration::from_millis(300));
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "carol", Some("corp"), T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Decision::Executed, None)],
+        "{out:#?}"
+    );
+    let deletes = server
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .count();
+    assert_eq!(deletes, 2);
+}
+
+/// A port on 127.0.0.1 nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Found by review: a failed call's audit detail (and the `paging failed` log) named the whole
+/// URL, and webhook and pager URLs (Slack, Teams) carry their credentials in the path or query.
+#[tokio::test]
+async fn a_failed_call_names_the_host_not_the_url() {
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some(format!(
+        "http://127.0.0.1:{port}/services/T0123/B0456/xoxSECRETpathTOKEN"
+    ));
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-secret");
+    c.http.max_attempts = 1;
+    c.http.max_requeues = 0;
+    let (mut r, audit, _) = responder(&c);
+    r.handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+
+    // `notify` on a provider target goes to the pager.
+    let okta = okta().await;
+    let mut c = okta_config(dir.path(), &okta);
+    c.policy[0].actions = vec![ResponseAction::Notify];
+    c.pager.url = Some(format!(
+        "http://127.0.0.1:{port}/pager/PAGERSECRETpath?token=PAGERSECRETquery"
+    ));
+    c.http.max_attempts = 1;
+    let (mut p, pager_audit, _) = responder(&c);
+    p.handle(&alert("mfa_fatigue_success", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+
+    let records: Vec<_> = audit
+        .records()
+        .into_iter()
+        .chain(pager_audit.records())
+        .collect();
+    let failed: Vec<&str> = records
+        .iter()
+        .filter(|r| r.unmapped.decision == Decision::Failed)
+        .map(|r| r.status_detail.as_str())
+        .collect();
+    assert_eq!(failed.len(), 3, "{records:#?}");
+    for detail in failed {
+        assert!(!detail.contains("SECRET"), "{detail}");
+        assert!(!detail.contains("/services"), "{detail}");
+        assert!(
+            detail.contains(&format!("http://127.0.0.1:{port}")),
+            "names the host: {detail}"
+        );
+    }
+}
+
+/// Found by review: the responder started with `incident_ttl = "0s"` (no incident lasts, so
+/// every alert acts again) and with `notify` on a provider target without a pager (every such
+/// alert fails).
+#[tokio::test]
+async fn a_responder_refuses_to_start_without_incidents_or_with_notify_and_no_pager() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let new = |c: &authwatch_pipeline::config::RespondConfig| {
+        Responder::new(c, ResponseClock::event_time(T0), Vec::new()).map(|_| ())
+    };
+    let mut c = okta_config(dir.path(), &server);
+    c.incident_ttl = authwatch_event::DurationText(Duration::ZERO);
+    let e = new(&c).unwrap_err().to_string();
+    assert!(e.contains("respond.incident_ttl"), "{e}");
+
+    let mut c = okta_config(dir.path(), &server);
+    c.policy[0].actions = vec![ResponseAction::Suspend, ResponseAction::Notify];
+    let e = new(&c).unwrap_err().to_string();
+    assert!(
+        e.contains("respond.pager.url") && e.contains("respond.policy[0]"),
+        "{e}"
+    );
+    c.pager.url = Some("http://127.0.0.1:9/page".to_owned());
+    new(&c).unwrap();
+    // The webhook's receiver gets `notify` itself.
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url = Some("http://127.0.0.1:9/hook".to_owned());
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-secret");
+    c.policy[0].actions = vec![ResponseAction::Notify];
+    new(&c).unwrap();
+}

@@ -221,10 +221,10 @@ impl GraphAdapter {
                         &self.api,
                         &["users", id, "authentication", collection, &m.id],
                     );
-                    attempts += self
+                    let deleted = self
                         .call("graph delete method", Method::DELETE, &url, None)
-                        .await?
-                        .attempts;
+                        .await;
+                    attempts += super::deleted(deleted)?;
                 }
                 return Ok(Outcome::Done { attempts });
             }

@@ -300,15 +300,15 @@ impl KeycloakAdapter {
                     .iter()
                     .filter(|c| MFA_CREDENTIALS.contains(&c.kind.as_str()))
                 {
-                    attempts += self
+                    let deleted = self
                         .call(
                             "keycloak delete credential",
                             Method::DELETE,
                             &self.admin(&["users", id, "credentials", &c.id]),
                             None,
                         )
-                        .await?
-                        .attempts;
+                        .await;
+                    attempts += super::deleted(deleted)?;
                 }
                 return Ok(Outcome::Done { attempts });
             }

@@ -374,7 +374,21 @@ where
         body: "unauthorized after renewing the token".to_owned(),
         attempts: 2,
         retry_after: None,
+        after_unanswered: false,
     }))
+}
+
+/// The attempts of the deletion of one item (a credential, an authentication method), which
+/// is done when the item is gone: a 404 that answers the retry of an attempt that went
+/// unanswered (a timeout) says that attempt deleted it, not that the action failed.
+pub(crate) fn deleted(result: Result<Reply, AdapterError>) -> Result<u32, AdapterError> {
+    match result {
+        Ok(reply) => Ok(reply.attempts),
+        Err(AdapterError::Call(e)) if e.status() == Some(404) && e.maybe_applied() => {
+            Ok(e.attempts())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) fn push_group(groups: &mut Vec<String>, id: &str, name: Option<&str>) {

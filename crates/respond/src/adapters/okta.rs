@@ -132,7 +132,7 @@ impl OktaAdapter {
         let names = user.profile.and_then(|p| p.login).into_iter().collect();
         Ok(Subject {
             account: account.to_owned(),
-            suspended: matches!(user.status.as_str(), "SUSPENDED" | "DEPROVISIONED"),
+            suspended: suspended(&user.status),
             id: user.id,
             names,
             email_login: None,
@@ -181,12 +181,52 @@ impl OktaAdapter {
                 });
             }
         };
-        let reply = self
+        match self
             .http
             .send(what, || self.request(method.clone(), url.clone()))
-            .await?;
-        Ok(Outcome::Done {
-            attempts: reply.attempts,
-        })
+            .await
+        {
+            Ok(reply) => Ok(Outcome::Done {
+                attempts: reply.attempts,
+            }),
+            // Suspending is not idempotent at Okta: an attempt that timed out may have been
+            // carried out, and the retry is then refused (400, "Cannot suspend a user that is
+            // not active"). The user's status says which.
+            Err(e) if action == ResponseAction::Suspend && e.maybe_applied() => {
+                if self.is_suspended(subject).await {
+                    Ok(Outcome::AlreadyDone)
+                } else {
+                    Err(e.into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
+
+    /// Whether `subject` is suspended now, read back as it was looked up (by the alert's name
+    /// of the account, which the lookup checked resolves to this user) and only if the answer
+    /// is the same user; false when it cannot be read: the refusal then stands.
+    async fn is_suspended(&self, subject: &Subject) -> bool {
+        let url = endpoint(&self.base, &["api", "v1", "users", &subject.account]);
+        let user = match self
+            .http
+            .send("okta get user", || self.request(Method::GET, url.clone()))
+            .await
+        {
+            Ok(reply) => reply.json::<OktaUser>("okta get user"),
+            Err(e) => Err(e),
+        };
+        match user {
+            Ok(user) => user.id == subject.id && suspended(&user.status),
+            Err(e) => {
+                tracing::warn!(error = %e, "okta: cannot read back the user's status");
+                false
+            }
+        }
+    }
+}
+
+/// Whether an Okta user status is suspended (or beyond: deprovisioned users cannot sign in).
+fn suspended(status: &str) -> bool {
+    matches!(status, "SUSPENDED" | "DEPROVISIONED")
 }
