@@ -895,6 +895,21 @@ fn a_responder_that_acts_renders_only_with_a_target() {
     .unwrap();
     authwatch_pipeline::Config::from_toml(Path::new("respond"), &respond, Vec::new())
         .unwrap_or_else(|e| panic!("{e}\n{respond}"));
+    // Several pods acting automatically, once the per-pod limits are acknowledged, with the
+    // responder's state on the shared volume (bad_values_are_rejected has the refusals).
+    let m = render(
+        &Values::default()
+            .set("respond.enabled=true")
+            .set("respond.mode=automatic")
+            .set("respond.perPodLimitsAcknowledged=true")
+            .set("replicaCount=3")
+            .set("checkpoint.storage=shared")
+            .set_json(r#"config={"respond":{"target":"webhook","state_dir":"/var/lib/authwatch/checkpoints/respond","webhook":{"url":"https://soar.example.com/hook","secret":{"file":"/var/run/secrets/authwatch/hook/secret"}}}}"#),
+    );
+    assert_eq!(
+        m.config()["respond"]["state_dir"].as_str(),
+        Some("/var/lib/authwatch/checkpoints/respond")
+    );
 }
 
 #[test]
@@ -1110,6 +1125,30 @@ fn bad_values_are_rejected() {
         (&["checkpoint.storage=objectStore"], &[], "storage"),
         // Cross-field checks in the templates.
         (&["replicaCount=7"], &[], "exceeds kafka.partitions (6)"),
+        // The responder's limits are per pod, and its state must outlive the pod.
+        (
+            &[
+                "respond.enabled=true",
+                "respond.mode=automatic",
+                "config.respond.target=webhook",
+                "replicaCount=2",
+                "checkpoint.storage=shared",
+                "config.respond.state_dir=/var/lib/authwatch/checkpoints/respond",
+            ],
+            &[],
+            "its rate limits are per pod",
+        ),
+        (
+            &[
+                "respond.enabled=true",
+                "respond.mode=approval",
+                "config.respond.target=webhook",
+                "checkpoint.storage=object",
+                "checkpoint.object.url=s3://bucket/prefix",
+            ],
+            &[],
+            "is scratch space",
+        ),
         (&["replicaCount=2"], &[], "checkpoint.storage=local"),
         (
             &[],

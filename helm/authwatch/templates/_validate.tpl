@@ -30,6 +30,24 @@ Each failure names the values to change.
 {{- if and (ne $mode "dry_run") (eq (dig "target" "none" $respond) "none") }}
 {{- fail (printf "the responder's mode is %s (respond.mode or config.respond.mode) but config.respond.target is \"none\" (its default): authwatch refuses to start so; set config.respond.target (okta, graph, keycloak or webhook) and its section, or respond.mode=dry_run" $mode) }}
 {{- end }}
+{{- /* The responder's limits are token buckets in each process: N pods act on N times them. */}}
+{{- $pods := ternary (int .Values.keda.maxReplicas) (int .Values.replicaCount) .Values.keda.enabled }}
+{{- if and (dig "enabled" false $respond) (eq $mode "automatic") (gt $pods 1) (not .Values.respond.perPodLimitsAcknowledged) }}
+{{- fail (printf "the responder acts automatically in up to %d pods (%s): its rate limits are per pod, so up to %d times config.respond.limits could be acted on per period; run one pod (replicaCount=1, keda.enabled=false), or divide config.respond.limits by %d and set respond.perPodLimitsAcknowledged=true" $pods (ternary "keda.maxReplicas" "replicaCount" .Values.keda.enabled) $pods $pods) }}
+{{- end }}
+{{- /* Incidents, spent tokens and pending approvals must outlive the pod when the responder acts. */}}
+{{- if and (dig "enabled" false $respond) (ne $mode "dry_run") (ne .Values.checkpoint.storage "local") }}
+{{- $stateDir := printf "%s/" (trimSuffix "/" (dig "state_dir" "/var/lib/authwatch/respond" $respond)) }}
+{{- $kept := and (eq .Values.checkpoint.storage "shared") (hasPrefix "/var/lib/authwatch/checkpoints/" $stateDir) }}
+{{- range .Values.extraVolumeMounts }}
+{{- if hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $stateDir }}
+{{- $kept = true }}
+{{- end }}
+{{- end }}
+{{- if not $kept }}
+{{- fail (printf "the responder's mode is %s but config.respond.state_dir (%s) is scratch space (an emptyDir) with checkpoint.storage=%s: a rescheduled pod would forget its incidents, spent rate-limit tokens and pending approvals, and act on the same accounts again; put config.respond.state_dir on a persistent volume (under /var/lib/authwatch/checkpoints/ with checkpoint.storage=shared, or a volume of extraVolumes/extraVolumeMounts)" $mode (trimSuffix "/" $stateDir) .Values.checkpoint.storage) }}
+{{- end }}
+{{- end }}
 {{- if and (eq .Values.checkpoint.storage "object") (not .Values.checkpoint.object.url) }}
 {{- fail "checkpoint.storage=object needs checkpoint.object.url (s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)" }}
 {{- end }}
