@@ -46,7 +46,6 @@ fn describe(pack: &RulePack) -> String {
     out
 }
 
-
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     match cmd {
         RulesCommand::List { rules } => {

@@ -1043,8 +1043,24 @@ fn a_rules_history_is_its_longest_look_back() {
         let rule = pack.rules().iter().find(|r| r.id == id).unwrap();
         (rule.window_ms, rule.history_ms())
     };
-    assert_eq!(history("credential_compromise"), (MIN, 180 * MIN), "after.within");
-    assert_eq!(history("triage_user_mistake"), (15 * MIN, 360 * MIN), "unless.within");
-    assert_eq!(history("risk_policy_block"), (60 * MIN, 120 * MIN), "settle");
-    assert_eq!(history("brute_force"), (30 * MIN, 30 * MIN), "the window alone");
+    assert_eq!(
+        history("credential_compromise"),
+        (MIN, 180 * MIN),
+        "after.within"
+    );
+    assert_eq!(
+        history("triage_user_mistake"),
+        (15 * MIN, 360 * MIN),
+        "unless.within"
+    );
+    assert_eq!(
+        history("risk_policy_block"),
+        (60 * MIN, 120 * MIN),
+        "settle"
+    );
+    assert_eq!(
+        history("brute_force"),
+        (30 * MIN, 30 * MIN),
+        "the window alone"
+    );
 }
