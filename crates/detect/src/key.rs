@@ -465,8 +465,11 @@ mod tests {
     // empty Kafka record key and nothing for a SIEM to group by.
     #[test]
     fn every_key_field_is_in_the_entity() {
-        let mut e = AuthEvent::default();
-        e.tenant = Text::new("acme");
+        let mut e = AuthEvent {
+            tenant: Text::new("acme"),
+            app: Text::new("payroll"),
+            ..Default::default()
+        };
         e.user.name = Text::new("ken@acme.example");
         e.src.ip = Some(IpAddr::from([192, 0, 2, 7]));
         e.src.asn = Some(64500);
@@ -474,7 +477,6 @@ mod tests {
             country: Text::new("JP"),
             ..Default::default()
         });
-        e.app = Text::new("payroll");
         e.device.fingerprint = Text::new("fp-1");
         for (f, name) in KeyField::ALL {
             let key = Key::extract(&[*f], &e);
