@@ -23,6 +23,8 @@ enum TextField {
     Tenant,
     App,
     Country,
+    /// `src.tags`, the only field with several values: it matches when any tag is listed.
+    Tags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,7 @@ const TEXT_FIELDS: &[(&str, TextField)] = &[
     ("tenant", TextField::Tenant),
     ("app", TextField::App),
     ("src.geo.country", TextField::Country),
+    ("src.tags", TextField::Tags),
 ];
 
 const FLAG_FIELDS: &[(&str, FlagField)] = &[
@@ -292,7 +295,9 @@ impl Predicate {
                 return Some(text_name(*field).to_owned());
             }
             for (other_field, other_values, other_negated) in texts.clone().skip(i + 1) {
+                // An event can carry two tags, one from each list.
                 if other_field == field
+                    && *field != TextField::Tags
                     && !negated
                     && !other_negated
                     && !values.iter().any(|v| other_values.contains(v))
@@ -347,13 +352,15 @@ impl Predicate {
             && bit(self.reason, e.reason.index())
             && bit(self.risk, e.provider_risk.index())
             && self.texts.iter().all(|(field, accepted, negated)| {
-                let value: &str = match field {
-                    TextField::Provider => &e.provider,
-                    TextField::Tenant => &e.tenant,
-                    TextField::App => &e.app,
-                    TextField::Country => e.src.geo.as_ref().map_or("", |g| &g.country),
+                let listed = |value: &str| accepted.iter().any(|a| a.as_str() == value);
+                let hit = match field {
+                    TextField::Provider => listed(&e.provider),
+                    TextField::Tenant => listed(&e.tenant),
+                    TextField::App => listed(&e.app),
+                    TextField::Country => listed(e.src.geo.as_ref().map_or("", |g| &g.country)),
+                    TextField::Tags => e.src.tags.iter().any(|t| listed(t)),
                 };
-                accepted.iter().any(|a| a.as_str() == value) != *negated
+                hit != *negated
             })
             && self.flags.iter().all(|(field, want)| {
                 let a = &e.src.anonymizer;
@@ -496,6 +503,42 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(msg.contains("numeric"), "{msg}");
+    }
+
+    // CIDR tags are the one field with several values: a listed tag among them matches, and
+    // `not` passes only events with none of the listed tags (no tag at all included).
+    #[test]
+    fn tags_match_any_of_the_events_tags() {
+        let tagged = |tags: &[&str]| {
+            let mut e = AuthEvent::default();
+            e.src.tags = tags.iter().map(|t| Text::new(*t)).collect();
+            e
+        };
+        let with = Predicate::compile(&spec(&[(
+            "src.tags",
+            OneOrMany::Many(vec![text("pentest"), text("scanner")]),
+        )]))
+        .unwrap();
+        let without = Predicate::compile(&spec(&[(
+            "src.tags",
+            OneOrMany::Ops(OpsSpec {
+                not: Some(vec![text("corporate_egress")]),
+                ..Default::default()
+            }),
+        )]))
+        .unwrap();
+        assert!(with.matches(&tagged(&["corporate_egress", "scanner"])));
+        assert!(!with.matches(&tagged(&["corporate_egress"])));
+        assert!(!with.matches(&tagged(&[])));
+        assert!(without.matches(&tagged(&[])));
+        assert!(without.matches(&tagged(&["known_vpn"])));
+        assert!(!without.matches(&tagged(&["known_vpn", "corporate_egress"])));
+        // Two tag lists with nothing in common can both hold: an event may carry both tags.
+        let other = Predicate::compile(&spec(&[("src.tags", OneOrMany::One(text("known_vpn")))]))
+            .unwrap();
+        assert_eq!(with.conflict(&other), None);
+        assert!(with.matches(&tagged(&["known_vpn", "pentest"])));
+        assert!(other.matches(&tagged(&["known_vpn", "pentest"])));
     }
 
     #[test]
