@@ -323,6 +323,17 @@ fn kind(event: &AuthEvent) -> Kind {
             Factor::Password | Factor::None => Kind::PasswordOnly,
             _ => Kind::Complete,
         },
+        // A verification whose factor is the password (Okta Identity Engine logs the password
+        // as one of the authenticators it checks) is the password step, not a second factor:
+        // held back like a password-only sign-in, and neither a confirmation nor a prompt for
+        // the one before it. Taken as an MFA success, an attacker's stolen-password step would
+        // teach the profile their place and device at once.
+        (Activity::MfaVerify, Outcome::Success) if event.factor == Factor::Password => {
+            Kind::PasswordOnly
+        }
+        (Activity::MfaChallenge | Activity::MfaVerify, _) if event.factor == Factor::Password => {
+            Kind::Other
+        }
         (Activity::MfaVerify, Outcome::Success) => Kind::MfaSuccess,
         (Activity::MfaChallenge | Activity::MfaVerify, _) => Kind::MfaOther,
         _ => Kind::Other,
@@ -1044,6 +1055,132 @@ mod tests {
         s.observe(&mut again);
         let c = &again.context;
         assert!(c.new_device && c.new_country && c.new_asn, "{c:?}");
+    }
+
+    /// An Okta Identity Engine sign-in: the password is verified as a factor too, then the push.
+    fn verified(
+        user: &str,
+        time: i64,
+        outcome: Outcome,
+        factor: Factor,
+        at: (Geo, u32),
+    ) -> AuthEvent {
+        let mut e = ev(
+            user,
+            time,
+            outcome,
+            at,
+            if factor == Factor::Push {
+                "phone"
+            } else {
+                "browser"
+            },
+        );
+        e.activity = Activity::MfaVerify;
+        e.factor = factor;
+        e
+    }
+
+    #[test]
+    fn a_password_verification_is_no_mfa_success() {
+        let mut s = store();
+        for d in 0..3 {
+            s.observe(&mut verified(
+                "ken",
+                T0 + d * DAY,
+                Outcome::Success,
+                Factor::Password,
+                linkoping(),
+            ));
+            s.observe(&mut verified(
+                "ken",
+                T0 + d * DAY + MIN,
+                Outcome::Success,
+                Factor::Push,
+                linkoping(),
+            ));
+        }
+        // The attacker has the password; the push is denied.
+        let attack = T0 + 3 * DAY;
+        let mut password = verified(
+            "ken",
+            attack,
+            Outcome::Success,
+            Factor::Password,
+            changchun(),
+        );
+        password.device.fingerprint = "attacker".into();
+        s.observe(&mut password);
+        let mut denied = verified(
+            "ken",
+            attack + MIN,
+            Outcome::Denied,
+            Factor::Push,
+            changchun(),
+        );
+        denied.device.fingerprint = "attacker".into();
+        s.observe(&mut denied);
+        assert!(
+            denied.context.new_country,
+            "the password step taught CN: {:?}",
+            denied.context
+        );
+        // The victim, from home two hours later: measured from home, not from the attacker.
+        let mut home = verified(
+            "ken",
+            attack + 2 * HOUR,
+            Outcome::Success,
+            Factor::Password,
+            linkoping(),
+        );
+        s.observe(&mut home);
+        assert_eq!(
+            home.context.previous.as_ref().map(|p| p.country.as_str()),
+            Some("SE"),
+            "{:?}",
+            home.context
+        );
+        assert!(
+            home.context.speed_kmh.is_some_and(|v| v < 1.0),
+            "{:?}",
+            home.context
+        );
+        // The attacker a day later: still a new country and device.
+        let mut again = verified(
+            "ken",
+            attack + DAY,
+            Outcome::Success,
+            Factor::Password,
+            changchun(),
+        );
+        again.device.fingerprint = "attacker".into();
+        s.observe(&mut again);
+        assert!(
+            again.context.new_country && again.context.new_device,
+            "{:?}",
+            again.context
+        );
+        // A wrong password is no MFA prompt: the held password step before it still teaches
+        // once no prompt follows.
+        let mut s = store();
+        s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+        s.observe(&mut ok("aiko", T0 + DAY, milton(), "tablet"));
+        let mut typo = verified(
+            "aiko",
+            T0 + DAY + MIN,
+            Outcome::Failure,
+            Factor::Password,
+            milton(),
+        );
+        typo.device.fingerprint = "tablet".into();
+        s.observe(&mut typo);
+        let mut next = ok("aiko", T0 + DAY + HOUR, milton(), "tablet");
+        s.observe(&mut next);
+        assert!(
+            !next.context.new_country && !next.context.new_device,
+            "{:?}",
+            next.context
+        );
     }
 
     #[test]

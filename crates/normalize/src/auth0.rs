@@ -118,13 +118,6 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Reason::RiskBlocked,
     ),
     (
-        "limit_wc",
-        Activity::AccountLock,
-        Factor::None,
-        Outcome::Success,
-        Reason::LockedOut,
-    ),
-    (
         "limit_sul",
         Activity::AccountLock,
         Factor::None,
@@ -133,6 +126,17 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
     ),
     (
         "limit_mu",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Blocked,
+        Reason::RateLimited,
+    ),
+    // "Blocked Account": brute-force protection blocks one IP address from one account after
+    // 10 failed logins. The account is not locked (the user still signs in from elsewhere): a
+    // login of that user refused to that address, as `limit_mu` is for an address blocked for
+    // all accounts. After `limit_mu`, so that the encoder writes `limit_mu`.
+    (
+        "limit_wc",
         Activity::Logon,
         Factor::None,
         Outcome::Blocked,
@@ -188,6 +192,13 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Reason::ProviderError,
     ),
     (
+        "gd_send_voice_failure",
+        Activity::MfaChallenge,
+        Factor::Voice,
+        Outcome::Failure,
+        Reason::ProviderError,
+    ),
+    (
         "gd_auth_succeed",
         Activity::MfaVerify,
         Factor::None,
@@ -207,6 +218,15 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Factor::Push,
         Outcome::Denied,
         Reason::PushDenied,
+    ),
+    // A wrong recovery code: the recovery code stands in for the second factor
+    // (`details.authenticator` recovery-code is hardware_token).
+    (
+        "gd_recovery_failed",
+        Activity::MfaVerify,
+        Factor::HardwareToken,
+        Outcome::Failure,
+        Reason::InvalidOtp,
     ),
     (
         "gd_otp_rate_limit_exceed",
@@ -278,9 +298,11 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Outcome::Success,
         Reason::None,
     ),
+    // "Successful User Deletion": the account is gone, which no activity names; not a disable
+    // (a disabled account still exists and can be enabled again).
     (
         "sdu",
-        Activity::AccountDisable,
+        Activity::Other,
         Factor::None,
         Outcome::Success,
         Reason::None,
@@ -318,6 +340,10 @@ const PHRASES: &[(&str, Outcome, Reason)] = &[
         Reason::InvalidCredentials,
     ),
     ("user does not exist", Outcome::Failure, Reason::UnknownUser),
+    // A user an administrator blocked (`blocked: true`, how Auth0 offboards): the sign-in of a
+    // disabled account, not a lockout. Before "blocked", which is brute-force protection's
+    // "Your account has been blocked after multiple consecutive login attempts".
+    ("user is blocked", Outcome::Failure, Reason::AccountDisabled),
     ("blocked", Outcome::Success, Reason::LockedOut),
     ("expired", Outcome::Failure, Reason::PasswordExpired),
     ("risk", Outcome::Blocked, Reason::RiskBlocked),
@@ -576,6 +602,44 @@ mod tests {
         assert_eq!(summary(unknown), "logon/password/failure/unknown_user");
         let ok = r#"{"log_id":"a-scoa","data":{"date":"2026-01-05T00:00:02.000Z","type":"scoa","description":"","client_name":"SPA","ip":"203.0.113.5","user_name":"ken@example.jp","user_id":"auth0|1","log_id":"a-scoa"}}"#;
         assert_eq!(summary(ok), "logon/password/success/none");
+    }
+
+    /// A log-stream record of `type` with `description`, as Auth0 writes it.
+    fn line(kind: &str, description: &str) -> String {
+        format!(
+            r#"{{"log_id":"a-{kind}","data":{{"date":"2026-01-05T00:00:01.000Z","type":"{kind}","description":"{description}","connection":"Username-Password-Authentication","client_id":"c1","client_name":"Portal","ip":"198.51.100.7","user_agent":"Chrome 131.0.0 / Windows 10.0.0","details":{{}},"hostname":"example.jp.auth0.com","user_id":"auth0|1","user_name":"ken@example.jp","strategy":"auth0","strategy_type":"database","log_id":"a-{kind}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn blocks_are_no_lockouts_and_deletions_no_disables() {
+        // An administrator blocked the user: every attempt is a disabled account's.
+        assert_eq!(
+            summary(&line("f", "user is blocked")),
+            "logon/password/failure/account_disabled"
+        );
+        // Brute-force protection's block of the account is still a lockout.
+        assert_eq!(
+            summary(&line(
+                "f",
+                "Your account has been blocked after multiple consecutive login attempts."
+            )),
+            "account_lock/none/success/locked_out"
+        );
+        // One address blocked from one account: that address's logins are refused.
+        assert_eq!(
+            summary(&line("limit_wc", "")),
+            "logon/none/blocked/rate_limited"
+        );
+        assert_eq!(summary(&line("sdu", "")), "other/none/success/none");
+        assert_eq!(
+            summary(&line("gd_send_voice_failure", "")),
+            "mfa_challenge/voice/failure/provider_error"
+        );
+        assert_eq!(
+            summary(&line("gd_recovery_failed", "")),
+            "mfa_verify/hardware_token/failure/invalid_otp"
+        );
     }
 
     #[test]

@@ -403,10 +403,17 @@ fn sign_in_event(w: &Wire<'_>, outer_tenant: Text) -> Result<AuthEvent, Rejectio
         },
     };
     let name = t(w.upn.as_ref());
-    let tenant = if outer_tenant.is_empty() {
-        t(w.resource_tenant.as_ref().or(w.home_tenant.as_ref()))
-    } else {
+    // The user's own tenant ("the tenant that the user is a member of"), where their account
+    // and profile live: a guest signing in to a partner's resources is still the same user.
+    // The export's `tenantId` and `resourceTenantId` name the tenant signed in to, so they
+    // only stand in for a record without `homeTenantId`.
+    let home = t(w.home_tenant.as_ref());
+    let tenant = if !home.is_empty() {
+        home
+    } else if !outer_tenant.is_empty() {
         outer_tenant
+    } else {
+        t(w.resource_tenant.as_ref())
     };
     let device = w.device.as_ref();
     Ok(AuthEvent {
@@ -691,6 +698,7 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         "isInteractive": true,
         "riskLevelDuringSignIn": if ev.provider_risk == RiskLevel::None { "none" } else { ev.provider_risk.as_str() },
         "riskState": "none",
+        "homeTenantId": or_null(&ev.tenant),
         "resourceTenantId": or_null(&ev.tenant),
         "status": {"errorCode": code, "failureReason": failure_reason, "additionalDetails": additional},
         "deviceDetail": {"deviceId": ev.device.id.as_str(), "displayName": "", "operatingSystem": ev.device.os.as_str(), "browser": ev.device.browser.as_str()},
@@ -787,6 +795,21 @@ mod tests {
             summary(&norm(policy)),
             "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp"
         );
+    }
+
+    #[test]
+    fn the_tenant_is_the_users_home_tenant() {
+        // A guest sign-in to a partner tenant: the user's own tenant is the home one.
+        let guest = r#"{"id":"e-guest","createdDateTime":"2026-01-05T00:00:01Z","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","ipAddress":"81.2.69.142","homeTenantId":"T-HOME","resourceTenantId":"T-PARTNER","crossTenantAccessType":"b2bCollaboration","status":{"errorCode":0}}"#;
+        assert_eq!(norm(guest).tenant, "T-HOME");
+        // The Azure Monitor export of the partner's logs: the envelope names the partner.
+        let export = r#"{"time":"2026-01-05T00:00:01.0000000Z","resourceId":"/tenants/T-PARTNER/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","tenantId":"T-PARTNER","properties":{"id":"e-guest2","createdDateTime":"2026-01-05T00:00:01Z","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","ipAddress":"81.2.69.142","homeTenantId":"T-HOME","resourceTenantId":"T-PARTNER","status":{"errorCode":0}}}"#;
+        assert_eq!(norm(export).tenant, "T-HOME");
+        // Without a home tenant: the export's tenant, else the resource tenant.
+        let no_home = export.replace(r#""homeTenantId":"T-HOME","#, "");
+        assert_eq!(norm(&no_home).tenant, "T-PARTNER");
+        let bare = r#"{"id":"e-x","createdDateTime":"2026-01-05T00:00:01Z","userPrincipalName":"aiko@contoso.co.jp","resourceTenantId":"T-RES","homeTenantId":"","status":{"errorCode":0}}"#;
+        assert_eq!(norm(bare).tenant, "T-RES");
     }
 
     #[test]

@@ -58,6 +58,68 @@ struct Parameter<'a> {
     value: Option<Str<'a>>,
     #[serde(borrow, rename = "multiValue")]
     multi_value: Option<Vec<Str<'a>>>,
+    #[serde(default, rename = "intValue")]
+    int_value: IntValue,
+}
+
+/// A parameter's `intValue`: an int64, which the Reports API writes as a JSON string
+/// (`"1767600000000000"`) and some shippers as a number. Anything else is no value rather than
+/// a rejected line: most parameters with one are never read.
+#[derive(Default)]
+struct IntValue(Option<i64>);
+
+impl<'de> Deserialize<'de> for IntValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IntValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer, or an integer as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<IntValue, E> {
+                Ok(IntValue(s.trim().parse().ok()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<IntValue, E> {
+                Ok(IntValue(Some(n)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<IntValue, E> {
+                Ok(IntValue(i64::try_from(n).ok()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<IntValue, E> {
+                Ok(IntValue(None))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<IntValue, E> {
+                Ok(IntValue(None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<IntValue, E> {
+                Ok(IntValue(None))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<IntValue, E> {
+                Ok(IntValue(None))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<IntValue, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<IntValue, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IntValue(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<IntValue, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(IntValue(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Event names. `account_locked`, `account_unlocked` and `login_other` are authwatch extensions
@@ -276,6 +338,19 @@ const FAILURES: &[(&str, Outcome, Reason)] = &[
     ),
 ];
 
+/// `login_failure_type` values that are the second factor's failure, not the password's: the
+/// failed step is the MFA answer (`mfa_verify`), as a "Challenge Failed" verification is. Past
+/// the first two they are authwatch extensions. A security-key error is not among them: a
+/// passkey can be the first factor.
+const SECOND_FACTOR_FAILURES: &[&str] = &[
+    "login_failure_invalid_second_factor",
+    "login_failure_missing_second_factor",
+    "login_failure_push_denied",
+    "login_failure_push_timeout",
+    "login_failure_reported_fraud",
+    "login_failure_device_not_registered",
+];
+
 /// `login_challenge_method` values.
 const METHODS: &[(&str, Factor)] = &[
     ("password", Factor::Password),
@@ -321,7 +396,7 @@ impl Normalizer for Google {
         let w: Wire = common::parse(text)?;
         let id = w.id.as_ref().ok_or_else(|| common::missing("id"))?;
         let event_id = common::required("id.uniqueQualifier", id.unique.as_ref())?;
-        let time = common::rfc3339("id.time", common::required("id.time", id.time.as_ref())?)?;
+        let logged = common::rfc3339("id.time", common::required("id.time", id.time.as_ref())?)?;
         // One activity can list several events; the first one is the login step.
         let event = w
             .events
@@ -329,17 +404,26 @@ impl Normalizer for Google {
             .and_then(|e| e.first())
             .ok_or_else(|| common::missing("events"))?;
         let name = common::required("events[0].name", event.name.as_ref())?;
-        let param = |key: &str| -> Option<&str> {
+        let parameter = |key: &str| {
             event
                 .parameters
                 .iter()
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(key))
-                .and_then(|p| {
-                    p.value
-                        .as_deref()
-                        .or_else(|| p.multi_value.as_ref().and_then(|m| m.first()).map(|s| &**s))
-                })
+        };
+        let param = |key: &str| -> Option<&str> {
+            parameter(key).and_then(|p| {
+                p.value
+                    .as_deref()
+                    .or_else(|| p.multi_value.as_ref().and_then(|m| m.first()).map(|s| &**s))
+            })
+        };
+        // When the sign-in happened: an account warning is logged (`id.time`) after the login
+        // it warns of, which `login_timestamp` dates, in microseconds (Elastic's Google
+        // Workspace integration divides it by 1000 for `event.start`).
+        let time = match parameter("login_timestamp").and_then(|p| p.int_value.0) {
+            Some(us) if us > 0 => us.div_euclid(1000),
+            _ => logged,
         };
         let (mut activity, mut outcome, mut reason) = EVENTS
             .iter()
@@ -352,7 +436,12 @@ impl Normalizer for Google {
             .find(|(c, _)| *c == method)
             .map(|(_, f)| *f)
             .unwrap_or(Factor::None);
-        if matches!(name, "login_success" | "login_failure") && factor == Factor::None {
+        let failure_type = param("login_failure_type").unwrap_or("");
+        let second_factor = SECOND_FACTOR_FAILURES.contains(&failure_type);
+        if matches!(name, "login_success" | "login_failure")
+            && factor == Factor::None
+            && !second_factor
+        {
             factor = match param("login_type") {
                 Some("google_password") | None => Factor::Password,
                 Some(_) => Factor::None,
@@ -378,7 +467,6 @@ impl Normalizer for Google {
                 _ => {}
             }
         }
-        let failure_type = param("login_failure_type").unwrap_or("");
         if let Some((_, o, r)) = FAILURES.iter().find(|(c, ..)| *c == failure_type) {
             outcome = *o;
             reason = *r;
@@ -391,8 +479,36 @@ impl Normalizer for Google {
                 _ => {}
             }
         }
+        if second_factor && activity == Activity::Logon {
+            activity = Activity::MfaVerify;
+            // With no method named, a push's refusal still names the push.
+            if factor == Factor::None
+                && matches!(
+                    reason,
+                    Reason::PushDenied | Reason::PushTimeout | Reason::UserReportedFraud
+                )
+            {
+                factor = Factor::Push;
+            }
+        }
         let actor = w.actor.as_ref();
-        let user_name = t(actor.and_then(|a| a.email.as_ref()));
+        let actor_email = actor.and_then(|a| a.email.as_deref()).unwrap_or("");
+        // An account warning (suspicious login, account disabled…) is about the account in
+        // `affected_email_address`; its actor is whoever Google names, an admin or no one.
+        let (user_name, user_id) = match param("affected_email_address") {
+            Some(affected) if !affected.is_empty() => (
+                Text::new(affected),
+                if affected.eq_ignore_ascii_case(actor_email) {
+                    t(actor.and_then(|a| a.profile_id.as_ref()))
+                } else {
+                    Text::default()
+                },
+            ),
+            _ => (
+                Text::new(actor_email),
+                t(actor.and_then(|a| a.profile_id.as_ref())),
+            ),
+        };
         let reason_raw = if reason == Reason::None {
             ""
         } else if failure_type.is_empty() {
@@ -407,7 +523,7 @@ impl Normalizer for Google {
             event_id: Text::new(event_id),
             provider_event_type: Text::new(name),
             user: User {
-                id: t(actor.and_then(|a| a.profile_id.as_ref())),
+                id: user_id,
                 domain: domain_of(&user_name),
                 name: user_name,
             },
@@ -493,6 +609,11 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         params.push(json!({"name": "login_failure_type", "value": c}));
     }
     params.push(json!({"name": "is_suspicious", "boolValue": ev.provider_risk == authwatch_event::RiskLevel::High}));
+    // Account warnings name their account in a parameter, as Google writes them.
+    let warning = name.starts_with("account_") || name.starts_with("suspicious_");
+    if warning {
+        params.push(json!({"name": "affected_email_address", "value": ev.user.name.as_str()}));
+    }
     let v = json!({
         "kind": "admin#reports#activity",
         "id": {
@@ -504,7 +625,7 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
         "etag": "\"authwatch\"",
         "actor": {"callerType": "USER", "email": ev.user.name.as_str(), "profileId": ev.user.id.as_str()},
         "ipAddress": ip_or_null(ev.src.ip),
-        "events": [{"type": if name.starts_with("account_") { "account_warning" } else { "login" }, "name": name, "parameters": params}],
+        "events": [{"type": if warning { "account_warning" } else { "login" }, "name": name, "parameters": params}],
     });
     common::write_json(out, &v);
     Ok(())
@@ -514,11 +635,84 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
 mod tests {
     use super::*;
 
-    fn summary(line: &str) -> String {
-        let e = Google
+    fn norm(line: &str) -> AuthEvent {
+        Google
             .normalize(line.as_bytes(), 0, &Limits::default())
-            .unwrap();
+            .unwrap()
+    }
+
+    fn summary(line: &str) -> String {
+        let e = norm(line);
         format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn an_account_warning_is_about_the_affected_account_when_it_happened() {
+        // Google's own warning: the actor is an admin (or no one); the account is a parameter,
+        // and the warned-of login is dated in microseconds.
+        let warning = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-721","applicationName":"login","customerId":"C01"},"etag":"\"x/y\"","actor":{"callerType":"USER","email":"it-admin@example.jp","profileId":"p9"},"ipAddress":"81.2.69.142","events":[{"type":"account_warning","name":"suspicious_login","parameters":[{"name":"affected_email_address","value":"ken@example.jp"},{"name":"login_timestamp","intValue":"1767600000123456"}]}]}"#;
+        let e = norm(warning);
+        assert_eq!(
+            (
+                e.user.name.as_str(),
+                e.user.id.as_str(),
+                e.user.domain.as_str()
+            ),
+            ("ken@example.jp", "", "example.jp")
+        );
+        assert_eq!(e.time, 1_767_600_000_123);
+        assert_eq!(
+            format!("{}/{}/{}", e.activity, e.outcome, e.reason),
+            "policy_evaluation/blocked/risk_blocked"
+        );
+        // No actor at all (Google acted), and no login time: the log time.
+        let disabled = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-722","applicationName":"login","customerId":"C01"},"actor":{"callerType":"KEY","key":"Google"},"events":[{"type":"account_warning","name":"account_disabled_password_leak","parameters":[{"name":"affected_email_address","value":"ken@example.jp"}]}]}"#;
+        let e = norm(disabled);
+        assert_eq!(e.user.name, "ken@example.jp");
+        assert_eq!(e.time, 1_767_607_200_000);
+        // The user's own warning keeps their profile id; a numeric intValue reads too.
+        let own = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-723","applicationName":"login","customerId":"C01"},"actor":{"email":"Ken@example.jp","profileId":"p1"},"events":[{"type":"account_warning","name":"suspicious_login","parameters":[{"name":"affected_email_address","value":"ken@example.jp"},{"name":"login_timestamp","intValue":1767600000000000}]}]}"#;
+        let e = norm(own);
+        assert_eq!((e.user.id.as_str(), e.time), ("p1", 1_767_600_000_000));
+    }
+
+    #[test]
+    fn a_second_factor_failure_is_the_mfa_step() {
+        let line = |failure: &str, method: &str| {
+            let method = if method.is_empty() {
+                String::new()
+            } else {
+                format!(r#"{{"name":"login_challenge_method","multiValue":["{method}"]}},"#)
+            };
+            format!(
+                r#"{{"kind":"admin#reports#activity","id":{{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-731","applicationName":"login","customerId":"C01"}},"actor":{{"email":"ken@example.jp","profileId":"p1"}},"ipAddress":"81.2.69.142","events":[{{"type":"login","name":"login_failure","parameters":[{{"name":"login_type","value":"google_password"}},{method}{{"name":"login_failure_type","value":"{failure}"}},{{"name":"is_second_factor","boolValue":true}}]}}]}}"#
+            )
+        };
+        assert_eq!(
+            summary(&line(
+                "login_failure_invalid_second_factor",
+                "google_authenticator"
+            )),
+            "mfa_verify/totp/failure/invalid_otp"
+        );
+        // No method named: not the password either.
+        assert_eq!(
+            summary(&line("login_failure_invalid_second_factor", "")),
+            "mfa_verify/none/failure/invalid_otp"
+        );
+        assert_eq!(
+            summary(&line("login_failure_missing_second_factor", "")),
+            "mfa_verify/none/failure/mfa_required"
+        );
+        assert_eq!(
+            summary(&line("login_failure_push_denied", "")),
+            "mfa_verify/push/denied/push_denied"
+        );
+        // The password's own failure stays the sign-in's.
+        assert_eq!(
+            summary(&line("login_failure_invalid_password", "")),
+            "logon/password/failure/invalid_credentials"
+        );
     }
 
     #[test]

@@ -217,6 +217,11 @@ fn user_event(w: &Wire<'_>, time: i64) -> Result<AuthEvent, Rejection> {
         .find(|(c, ..)| *c == kind)
         .map(|(_, a, o)| (*a, *o))
         .unwrap_or((Activity::Other, Outcome::Success));
+    // The generic credential events (the account console's "Signing in" page) are about any
+    // credential: which one is `credential_type`, and a password's is a password change.
+    if matches!(kind, "UPDATE_CREDENTIAL" | "REMOVE_CREDENTIAL") && factor == Factor::Password {
+        activity = Activity::PasswordReset;
+    }
     // A login step whose credential is a second factor is the MFA answer, not the sign-in.
     // WebAuthn and passkeys can be the first factor, so they leave the step a sign-in.
     if activity == Activity::Logon
@@ -442,6 +447,32 @@ mod tests {
         // A wrong one-time password is still one.
         let otp = r#"{"id":"k3","time":1767571200002,"type":"LOGIN_ERROR","realmId":"r","userId":"u1","error":"invalid_user_credentials","details":{"username":"ken","credential_type":"otp"}}"#;
         assert_eq!(summary(otp), "mfa_verify/totp/failure/invalid_otp");
+    }
+
+    #[test]
+    fn a_password_credential_change_is_a_password_change() {
+        let event = |kind: &str, credential: &str| {
+            format!(
+                r#"{{"id":"k-{kind}-{credential}","time":1767571200000,"type":"{kind}","realmId":"acme","clientId":"account-console","userId":"u1","sessionId":"s1","ipAddress":"198.51.100.7","details":{{"username":"ken","credential_type":"{credential}","auth_method":"openid-connect"}}}}"#
+            )
+        };
+        assert_eq!(
+            summary(&event("UPDATE_CREDENTIAL", "password")),
+            "password_reset/password/success/none"
+        );
+        assert_eq!(
+            summary(&event("REMOVE_CREDENTIAL", "password")),
+            "password_reset/password/success/none"
+        );
+        // A second factor's are enrollments and resets.
+        assert_eq!(
+            summary(&event("UPDATE_CREDENTIAL", "otp")),
+            "mfa_enroll/totp/success/none"
+        );
+        assert_eq!(
+            summary(&event("REMOVE_CREDENTIAL", "webauthn")),
+            "mfa_reset/webauthn/success/none"
+        );
     }
 
     // Without an id (Keycloak before 24), two failures of one account in one millisecond from two

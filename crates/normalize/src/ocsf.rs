@@ -231,9 +231,13 @@ impl Normalizer for Ocsf {
             Some(2) => Activity::Logoff,
             _ => Activity::Other,
         };
+        // 0 Unknown, 99 Other (see `status`) or none: the producer did not say it failed. The
+        // neutral outcome (challenge, which no success- or failure-counting rule reads), as
+        // for Okta's UNKNOWN and ECS's unknown, not a failure for the password-attack rules.
         let derived_outcome = match w.status_id {
             Some(1) => Outcome::Success,
-            _ => Outcome::Failure,
+            Some(2) => Outcome::Failure,
+            _ => Outcome::Challenge,
         };
         let detail = w.status_detail.as_deref().unwrap_or("");
         let outcome = vocab(
@@ -374,4 +378,42 @@ pub(crate) fn encode(ev: &AuthEvent, out: &mut Vec<u8>) -> Result<(), EncodeErro
     });
     common::write_json(out, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(line: &str) -> String {
+        let e = Ocsf
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap();
+        format!("{}/{}/{}/{}", e.activity, e.factor, e.outcome, e.reason)
+    }
+
+    #[test]
+    fn an_unknown_status_is_not_a_failure() {
+        let with = |status: &str| {
+            format!(
+                r#"{{"class_uid":3002,"class_name":"Authentication","category_uid":3,"activity_id":1,"activity_name":"Logon","type_uid":300201,"time":1767571200000,{status}"metadata":{{"uid":"o1","version":"1.3.0","product":{{"name":"Acme IdP"}}}},"user":{{"name":"ken@example.jp"}},"src_endpoint":{{"ip":"81.2.69.142"}},"status_detail":"INVALID_CREDENTIALS"}}"#
+            )
+        };
+        assert_eq!(
+            summary(&with(r#""status_id":0,"status":"Unknown","#)),
+            "logon/none/challenge/none"
+        );
+        assert_eq!(summary(&with("")), "logon/none/challenge/none");
+        assert_eq!(
+            summary(&with(r#""status_id":99,"status":"Other","#)),
+            "logon/none/challenge/none"
+        );
+        assert_eq!(
+            summary(&with(r#""status_id":2,"status":"Failure","#)),
+            "logon/none/failure/invalid_credentials"
+        );
+        assert_eq!(
+            summary(&with(r#""status_id":1,"status":"Success","#)),
+            "logon/none/success/none"
+        );
+    }
 }

@@ -159,9 +159,9 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
         None => ("", ""),
     };
     let debug = w.debug_context.as_ref().and_then(|d| d.debug_data.as_ref());
-    let factor_raw = debug.and_then(|d| d.factor.as_deref()).unwrap_or("");
-    let (activity, type_factor, forced) = classify_type(event_type, result);
-    let factor = match factor_of(factor_raw) {
+    let named_factor = factor_of(debug.and_then(|d| d.factor.as_deref()).unwrap_or(""));
+    let (activity, type_factor, forced) = classify_type(event_type, result, named_factor);
+    let factor = match named_factor {
         Factor::None => type_factor,
         f => f,
     };
@@ -253,13 +253,27 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
     })
 }
 
-/// The activity an `eventType` stands for, the factor it implies, and — for event types that
-/// are themselves the verdict (a denied push) — the outcome and reason.
-fn classify_type(event_type: &str, result: &str) -> (Activity, Factor, Option<(Outcome, Reason)>) {
+/// The activity an `eventType` stands for (given the factor `debugData` names), the factor it
+/// implies, and — for event types that are themselves the verdict (a denied push) — the outcome
+/// and reason.
+fn classify_type(
+    event_type: &str,
+    result: &str,
+    factor: Factor,
+) -> (Activity, Factor, Option<(Outcome, Reason)>) {
     use Activity as A;
     match event_type {
         "user.session.start" => (A::Logon, Factor::Password, None),
         "user.authentication.sso" => (A::Logon, Factor::None, None),
+        // Identity Engine logs every authenticator it checks as a factor verification, the
+        // password too (`PASSWORD_AS_FACTOR`). A password step is the sign-in, as Classic's
+        // `user.session.start` is: the password-attack rules count its failures, and a success
+        // is no second factor.
+        "user.authentication.verify" | "user.authentication.auth_via_mfa"
+            if factor == Factor::Password =>
+        {
+            (A::Logon, Factor::Password, None)
+        }
         "user.authentication.verify" => (A::MfaVerify, Factor::None, None),
         "user.authentication.auth_via_mfa" if result == "CHALLENGE" => {
             (A::MfaChallenge, Factor::None, None)
@@ -269,7 +283,8 @@ fn classify_type(event_type: &str, result: &str) -> (Activity, Factor, Option<(O
         "system.sms.send_factor_verify_message" => (A::MfaChallenge, Factor::Sms, sent(result)),
         "system.voice.send_factor_verify_call" => (A::MfaChallenge, Factor::Voice, sent(result)),
         "system.email.send_factor_verify_message" => (A::MfaChallenge, Factor::Email, sent(result)),
-        "user.mfa.okta_verify.deny_push" => (
+        // The second is logged instead when the denying Okta Verify is out of date.
+        "user.mfa.okta_verify.deny_push" | "user.mfa.okta_verify.deny_push_upgrade_needed" => (
             A::MfaVerify,
             Factor::Push,
             Some((Outcome::Denied, Reason::PushDenied)),
@@ -410,6 +425,22 @@ const REASON_WORDS: &[(&str, Reason)] = &[
 fn reason_of(raw: &str, factor: Factor) -> Reason {
     if raw.is_empty() {
         return Reason::None;
+    }
+    // `INVALID_CREDENTIALS` is the wrong password, but Identity Engine writes it for any
+    // authenticator that failed (`user.authentication.auth_via_mfa`): a denied Okta Verify push
+    // too, which the push-bombing rules must see as one.
+    if raw.eq_ignore_ascii_case("INVALID_CREDENTIALS") {
+        return match factor {
+            Factor::Push => Reason::PushDenied,
+            Factor::Totp | Factor::Sms | Factor::Voice | Factor::Email | Factor::HardwareToken => {
+                Reason::InvalidOtp
+            }
+            // The password, no factor named (Classic's `user.session.start`), or an
+            // authenticator with no secret to mistype (WebAuthn, FastPass): as Okta says.
+            Factor::Password | Factor::None | Factor::Webauthn | Factor::Biometric => {
+                Reason::InvalidCredentials
+            }
+        };
     }
     if let Some((_, r)) = REASONS.iter().find(|(c, _)| raw.eq_ignore_ascii_case(c)) {
         return *r;
@@ -667,6 +698,90 @@ mod tests {
         assert_eq!(
             reason_of("Sign-on policy: deny", Factor::None),
             Reason::PolicyDenied
+        );
+    }
+
+    /// An Identity Engine factor verification (`user.authentication.auth_via_mfa`).
+    fn oie(uuid: &str, result: &str, reason: &str, factor: &str) -> String {
+        let reason = if reason.is_empty() {
+            "null".to_owned()
+        } else {
+            format!("\"{reason}\"")
+        };
+        format!(
+            r#"{{"actor":{{"id":"00u1","type":"User","alternateId":"ken@example.jp","displayName":"Ken"}},"client":{{"zone":"null","device":"Computer","ipAddress":"175.16.199.5"}},"authenticationContext":{{"authenticationStep":0,"externalSessionId":"idxAb1"}},"displayMessage":"Authentication of user via MFA","eventType":"user.authentication.auth_via_mfa","outcome":{{"result":"{result}","reason":{reason}}},"published":"2026-01-05T01:00:30.000Z","severity":"WARN","debugContext":{{"debugData":{{"factor":"{factor}","factorIntent":"AUTHENTICATION"}}}},"uuid":"{uuid}","version":"0","target":[{{"id":"pfd1","type":"AuthenticatorEnrollment","alternateId":"unknown","displayName":"Okta Verify"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn identity_engine_wrong_secrets_are_read_by_factor() {
+        // A denied Okta Verify push: Identity Engine says only INVALID_CREDENTIALS.
+        let denied = norm(&oie(
+            "i1",
+            "FAILURE",
+            "INVALID_CREDENTIALS",
+            "OKTA_VERIFY_PUSH",
+        ));
+        assert_eq!(
+            summary(&denied),
+            "mfa_verify/push/denied/push_denied ken@example.jp"
+        );
+        assert_eq!(denied.reason_raw, "INVALID_CREDENTIALS");
+        // A wrong code, whatever delivered it.
+        for factor in [
+            "OKTA_VERIFY_TOTP",
+            "GOOGLE_OTP",
+            "SMS_FACTOR",
+            "CALL_FACTOR",
+            "EMAIL_FACTOR",
+            "YUBIKEY_TOKEN",
+        ] {
+            let e = norm(&oie("i2", "FAILURE", "INVALID_CREDENTIALS", factor));
+            assert_eq!(
+                (e.activity, e.outcome, e.reason),
+                (Activity::MfaVerify, Outcome::Failure, Reason::InvalidOtp),
+                "{factor}"
+            );
+        }
+        // Classic's wrong password keeps its meaning.
+        let classic = r#"{"uuid":"c1","published":"2026-01-05T00:00:00.000Z","eventType":"user.session.start","outcome":{"result":"FAILURE","reason":"INVALID_CREDENTIALS"},"actor":{"alternateId":"ken@example.jp"}}"#;
+        assert_eq!(
+            summary(&norm(classic)),
+            "logon/password/failure/invalid_credentials ken@example.jp"
+        );
+        // An out-of-date Okta Verify logs its denials under another event type.
+        let upgrade = r#"{"uuid":"u1","published":"2026-01-05T00:00:00.000Z","eventType":"user.mfa.okta_verify.deny_push_upgrade_needed","outcome":{"result":"FAILURE","reason":null},"actor":{"alternateId":"ken@example.jp"},"client":{"ipAddress":"175.16.199.5"}}"#;
+        assert_eq!(
+            summary(&norm(upgrade)),
+            "mfa_verify/push/denied/push_denied ken@example.jp"
+        );
+    }
+
+    #[test]
+    fn identity_engine_password_step_is_the_sign_in() {
+        let ok = norm(&oie("p1", "SUCCESS", "", "PASSWORD_AS_FACTOR"));
+        assert_eq!(summary(&ok), "logon/password/success/none ken@example.jp");
+        // A wrong password is what the password-attack rules count.
+        let bad = norm(&oie(
+            "p2",
+            "FAILURE",
+            "INVALID_CREDENTIALS",
+            "PASSWORD_AS_FACTOR",
+        ));
+        assert_eq!(
+            summary(&bad),
+            "logon/password/failure/invalid_credentials ken@example.jp"
+        );
+        let prompt = norm(&oie("p3", "CHALLENGE", "", "PASSWORD_AS_FACTOR"));
+        assert_eq!(
+            summary(&prompt),
+            "logon/password/challenge/none ken@example.jp"
+        );
+        // The push step of the same sign-in is still the MFA answer.
+        let push = norm(&oie("p4", "SUCCESS", "", "OKTA_VERIFY_PUSH"));
+        assert_eq!(
+            summary(&push),
+            "mfa_verify/push/success/none ken@example.jp"
         );
     }
 

@@ -193,7 +193,9 @@ fn auth0_fixtures() {
             "mfa_verify/push/denied/push_denied mei@example.co.jp 185.220.101.9",
             "mfa_verify/totp/failure/invalid_otp yui@example.co.jp 203.0.113.41",
             "mfa_verify/totp/failure/rate_limited yui@example.co.jp 203.0.113.41",
-            "account_lock/none/success/locked_out yui@example.co.jp 198.51.100.50",
+            // limit_wc: brute-force protection blocks this address from this account, the
+            // account itself is not locked.
+            "logon/none/blocked/rate_limited yui@example.co.jp 198.51.100.50",
             "logon/none/blocked/rate_limited  198.51.100.50",
             "logon/password/blocked/risk_blocked sora@example.co.jp 203.0.113.42",
             "logoff/none/success/none mei@example.co.jp 203.0.113.40",
