@@ -13,6 +13,8 @@
 #   /var/lib/authwatch/             state and local checkpoints (writable, a volume)
 #   /var/run/secrets/authwatch/     secrets, one directory per Secret (mounted)
 
+# Declared before the first FROM, so both stages' FROM lines see them: the runtime runs on the
+# Debian suite the binary was built on (its OpenSSL and SASL libraries).
 ARG RUST_VERSION=1.95
 ARG DEBIAN_SUITE=bookworm
 
@@ -37,9 +39,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && find sql -maxdepth 1 -name '*.sql' -exec install -m 0644 {} /out/etc/authwatch/sql/ \; \
  && install -m 0644 config/authwatch.example.toml /out/etc/authwatch/config.toml
 
-FROM debian:12-slim AS runtime
+FROM debian:${DEBIAN_SUITE}-slim AS runtime
 # Shared libraries of the binary (OpenSSL, Cyrus SASL, zlib) and the CA store for TLS to Kafka,
-# object storage and identity providers. Package versions follow Debian 12's security updates.
+# object storage and identity providers. Package versions follow the suite's security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libsasl2-2 libssl3 zlib1g \

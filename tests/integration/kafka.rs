@@ -520,6 +520,8 @@ fn c_broker_restart_mid_stream_recovers_by_itself() {
     let mut run = s.start("c", "300ms");
     let first = wait_alerts(&s, Duration::from_secs(60), |ids| !ids.is_empty());
     assert!(!first.is_empty(), "no committed alert:\n{}", s.log("c"));
+    // The broker restarted is the one under test: scripts/kafka gets its port, and the rest of
+    // the instance (AUTHWATCH_KAFKA_DATA: scripts/test's own broker) from the environment.
     let kafka = repo().join("scripts/kafka");
     run_script(&kafka, "stop");
     // Away longer than the consumer's session timeout (10 s): the group evicts the instance, so
@@ -555,7 +557,15 @@ fn c_broker_restart_mid_stream_recovers_by_itself() {
 }
 
 fn run_script(script: &Path, arg: &str) {
-    let out = Command::new(script).arg(arg).output().unwrap();
+    let addr = bootstrap();
+    let (_, port) = addr
+        .rsplit_once(':')
+        .expect("AUTHWATCH_TEST_KAFKA is HOST:PORT");
+    let out = Command::new(script)
+        .arg(arg)
+        .env("AUTHWATCH_KAFKA_PORT", port)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "scripts/kafka {arg}: {}",

@@ -1,8 +1,8 @@
 //! The Kafka runtime in this process against a real broker: what its numbers, its records and
 //! its client configuration are. The broker is found at `AUTHWATCH_TEST_KAFKA` (`scripts/test`
-//! sets it; `scripts/kafka start` runs one on 127.0.0.1:19092); without it these tests return at
-//! once. They run one at a time, on topics and groups of their own. (`tests/integration/kafka.rs`
-//! runs the `authwatch run` binary instead.)
+//! starts a broker of its own and sets it); without it these tests fail. They run one at a time,
+//! on topics and groups of their own. (`tests/integration/kafka.rs` runs the `authwatch run`
+//! binary instead.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use authwatch_detect::RulePack;
@@ -18,20 +18,22 @@ use std::time::{Duration, Instant};
 
 static BROKER: Mutex<()> = Mutex::new(());
 
-/// The broker's address and the lock that runs these tests one at a time; `None` (the test
-/// returns) without `AUTHWATCH_TEST_KAFKA`.
-fn broker() -> Option<(MutexGuard<'static, ()>, String)> {
-    let Ok(addr) = std::env::var("AUTHWATCH_TEST_KAFKA") else {
-        eprintln!("AUTHWATCH_TEST_KAFKA is not set: skipped (scripts/test sets it)");
-        return None;
-    };
+/// The broker's address and the lock that runs these tests one at a time. Without
+/// `AUTHWATCH_TEST_KAFKA` the test fails: a suite that skipped them would pass without testing.
+fn broker() -> (MutexGuard<'static, ()>, String) {
+    let addr = std::env::var("AUTHWATCH_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "AUTHWATCH_TEST_KAFKA is not set: run scripts/test, or `scripts/kafka start` and \
+             AUTHWATCH_TEST_KAFKA=127.0.0.1:19092"
+        )
+    });
     let guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
             .is_ok(),
         "no Kafka broker at {addr}: run `scripts/kafka start`"
     );
-    Some((guard, addr))
+    (guard, addr)
 }
 
 fn unique(name: &str) -> String {
@@ -233,9 +235,7 @@ fn header<'a>(record: &'a admin::Record, key: &str) -> Option<&'a str> {
 // and the chart's critical AuthwatchCheckpointStale fired on a healthy scaled-out group.
 #[test]
 fn an_instance_without_partitions_reports_a_fresh_checkpoint_age() {
-    let Some((_guard, addr)) = broker() else {
-        return;
-    };
+    let (_guard, addr) = broker();
     let s = Scenario::new(&addr, "age", 1);
     s.produce(
         &(0..5)
@@ -271,9 +271,7 @@ fn an_instance_without_partitions_reports_a_fresh_checkpoint_age() {
 // being overridden by authwatch's default (`earliest`).
 #[test]
 fn the_properties_file_sets_where_a_new_partition_starts() {
-    let Some((_guard, addr)) = broker() else {
-        return;
-    };
+    let (_guard, addr) = broker();
     let s = Scenario::new(&addr, "props", 1);
     let lines: Vec<String> = (0..5).map(|i| event(T0 + i, &format!("e{i}"), 0)).collect();
     s.produce(&lines);
@@ -319,9 +317,7 @@ fn repartitioned(s: &Scenario, instance: &str, max_line_bytes: usize) -> Config 
 // provider record, not only the internal topic's.
 #[test]
 fn the_detect_stage_takes_what_ingest_accepted_and_names_the_source_of_late_events() {
-    let Some((_guard, addr)) = broker() else {
-        return;
-    };
+    let (_guard, addr) = broker();
     let s = Scenario::new(&addr, "detect", 1);
     let limit = 2048;
     // Just under the limit as a provider record; enriched (ingest time, user agent parsed,
@@ -402,9 +398,7 @@ fn the_detect_stage_takes_what_ingest_accepted_and_names_the_source_of_late_even
 // partition and both have handled their assignment (docs/KAFKA.md, "Metrics and readiness").
 #[test]
 fn an_instance_whose_detect_stage_holds_nothing_is_ready() {
-    let Some((_guard, addr)) = broker() else {
-        return;
-    };
+    let (_guard, addr) = broker();
     let s = Scenario::new(&addr, "ready", 2);
     s.produce(
         &(0..6)
