@@ -58,68 +58,6 @@ struct Parameter<'a> {
     value: Option<Str<'a>>,
     #[serde(borrow, rename = "multiValue")]
     multi_value: Option<Vec<Str<'a>>>,
-    #[serde(default, rename = "intValue")]
-    int_value: IntValue,
-}
-
-/// A parameter's `intValue`: an int64, which the Reports API writes as a JSON string
-/// (`"1767600000000000"`) and some shippers as a number. Anything else is no value rather than
-/// a rejected line: most parameters with one are never read.
-#[derive(Default)]
-struct IntValue(Option<i64>);
-
-impl<'de> Deserialize<'de> for IntValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = IntValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an integer, or an integer as a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<IntValue, E> {
-                Ok(IntValue(s.trim().parse().ok()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<IntValue, E> {
-                Ok(IntValue(Some(n)))
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<IntValue, E> {
-                Ok(IntValue(i64::try_from(n).ok()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<IntValue, E> {
-                Ok(IntValue(None))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<IntValue, E> {
-                Ok(IntValue(None))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<IntValue, E> {
-                Ok(IntValue(None))
-            }
-            fn visit_none<E: serde::de::Error>(self) -> Result<IntValue, E> {
-                Ok(IntValue(None))
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<IntValue, D::Error> {
-                d.deserialize_any(V)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<IntValue, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(IntValue(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<IntValue, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(IntValue(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// Event names. `account_locked`, `account_unlocked` and `login_other` are authwatch extensions
@@ -418,13 +356,10 @@ impl Normalizer for Google {
                     .or_else(|| p.multi_value.as_ref().and_then(|m| m.first()).map(|s| &**s))
             })
         };
-        // When the sign-in happened: an account warning is logged (`id.time`) after the login
-        // it warns of, which `login_timestamp` dates, in microseconds (Elastic's Google
-        // Workspace integration divides it by 1000 for `event.start`).
-        let time = match parameter("login_timestamp").and_then(|p| p.int_value.0) {
-            Some(us) if us > 0 => us.div_euclid(1000),
-            _ => logged,
-        };
+        // The event time is when Google logged it (`id.time`), not the warned-of login's
+        // `login_timestamp`: a warning comes hours after that login, and dated back it would
+        // fall behind the watermark and never be detected on.
+        let time = logged;
         let (mut activity, mut outcome, mut reason) = EVENTS
             .iter()
             .find(|(c, ..)| *c == name)
@@ -648,8 +583,7 @@ mod tests {
 
     #[test]
     fn an_account_warning_is_about_the_affected_account_when_it_happened() {
-        // Google's own warning: the actor is an admin (or no one); the account is a parameter,
-        // and the warned-of login is dated in microseconds.
+        // Google's own warning: the actor is an admin (or no one); the account is a parameter.
         let warning = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-721","applicationName":"login","customerId":"C01"},"etag":"\"x/y\"","actor":{"callerType":"USER","email":"it-admin@example.jp","profileId":"p9"},"ipAddress":"81.2.69.142","events":[{"type":"account_warning","name":"suspicious_login","parameters":[{"name":"affected_email_address","value":"ken@example.jp"},{"name":"login_timestamp","intValue":"1767600000123456"}]}]}"#;
         let e = norm(warning);
         assert_eq!(
@@ -660,12 +594,13 @@ mod tests {
             ),
             ("ken@example.jp", "", "example.jp")
         );
-        assert_eq!(e.time, 1_767_600_000_123);
+        // Dated when Google logged it, not at the warned-of login hours before.
+        assert_eq!(e.time, 1_767_607_200_000);
         assert_eq!(
             format!("{}/{}/{}", e.activity, e.outcome, e.reason),
             "policy_evaluation/blocked/risk_blocked"
         );
-        // No actor at all (Google acted), and no login time: the log time.
+        // No actor at all (Google acted).
         let disabled = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-722","applicationName":"login","customerId":"C01"},"actor":{"callerType":"KEY","key":"Google"},"events":[{"type":"account_warning","name":"account_disabled_password_leak","parameters":[{"name":"affected_email_address","value":"ken@example.jp"}]}]}"#;
         let e = norm(disabled);
         assert_eq!(e.user.name, "ken@example.jp");
@@ -673,7 +608,7 @@ mod tests {
         // The user's own warning keeps their profile id; a numeric intValue reads too.
         let own = r#"{"kind":"admin#reports#activity","id":{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-723","applicationName":"login","customerId":"C01"},"actor":{"email":"Ken@example.jp","profileId":"p1"},"events":[{"type":"account_warning","name":"suspicious_login","parameters":[{"name":"affected_email_address","value":"ken@example.jp"},{"name":"login_timestamp","intValue":1767600000000000}]}]}"#;
         let e = norm(own);
-        assert_eq!((e.user.id.as_str(), e.time), ("p1", 1_767_600_000_000));
+        assert_eq!((e.user.id.as_str(), e.time), ("p1", 1_767_607_200_000));
     }
 
     #[test]

@@ -160,7 +160,7 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
     };
     let debug = w.debug_context.as_ref().and_then(|d| d.debug_data.as_ref());
     let named_factor = factor_of(debug.and_then(|d| d.factor.as_deref()).unwrap_or(""));
-    let (activity, type_factor, forced) = classify_type(event_type, result, named_factor);
+    let (activity, type_factor, forced) = classify_type(event_type, result);
     let factor = match named_factor {
         Factor::None => type_factor,
         f => f,
@@ -256,24 +256,16 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
 /// The activity an `eventType` stands for (given the factor `debugData` names), the factor it
 /// implies, and — for event types that are themselves the verdict (a denied push) — the outcome
 /// and reason.
-fn classify_type(
-    event_type: &str,
-    result: &str,
-    factor: Factor,
-) -> (Activity, Factor, Option<(Outcome, Reason)>) {
+fn classify_type(event_type: &str, result: &str) -> (Activity, Factor, Option<(Outcome, Reason)>) {
     use Activity as A;
     match event_type {
         "user.session.start" => (A::Logon, Factor::Password, None),
         "user.authentication.sso" => (A::Logon, Factor::None, None),
         // Identity Engine logs every authenticator it checks as a factor verification, the
-        // password too (`PASSWORD_AS_FACTOR`). A password step is the sign-in, as Classic's
-        // `user.session.start` is: the password-attack rules count its failures, and a success
-        // is no second factor.
-        "user.authentication.verify" | "user.authentication.auth_via_mfa"
-            if factor == Factor::Password =>
-        {
-            (A::Logon, Factor::Password, None)
-        }
+        // password too (`PASSWORD_AS_FACTOR`), and logs the same wrong password again as
+        // `user.session.start` (same transaction, milliseconds apart): the password step stays
+        // an `mfa_verify` with the password factor, so the password-attack rules (activity
+        // `logon`) count each try once, and profiles hold it back like a password-only sign-in.
         "user.authentication.verify" => (A::MfaVerify, Factor::None, None),
         "user.authentication.auth_via_mfa" if result == "CHALLENGE" => {
             (A::MfaChallenge, Factor::None, None)
@@ -758,10 +750,14 @@ mod tests {
     }
 
     #[test]
-    fn identity_engine_password_step_is_the_sign_in() {
+    fn identity_engine_password_step_is_no_second_sign_in() {
+        // Identity Engine logs a wrong password twice: as `user.session.start` and as this
+        // factor verification. Only the first is a logon, or every try would count twice.
         let ok = norm(&oie("p1", "SUCCESS", "", "PASSWORD_AS_FACTOR"));
-        assert_eq!(summary(&ok), "logon/password/success/none ken@example.jp");
-        // A wrong password is what the password-attack rules count.
+        assert_eq!(
+            summary(&ok),
+            "mfa_verify/password/success/none ken@example.jp"
+        );
         let bad = norm(&oie(
             "p2",
             "FAILURE",
@@ -770,14 +766,9 @@ mod tests {
         ));
         assert_eq!(
             summary(&bad),
-            "logon/password/failure/invalid_credentials ken@example.jp"
+            "mfa_verify/password/failure/invalid_credentials ken@example.jp"
         );
-        let prompt = norm(&oie("p3", "CHALLENGE", "", "PASSWORD_AS_FACTOR"));
-        assert_eq!(
-            summary(&prompt),
-            "logon/password/challenge/none ken@example.jp"
-        );
-        // The push step of the same sign-in is still the MFA answer.
+        // The push step of the same sign-in is the MFA answer.
         let push = norm(&oie("p4", "SUCCESS", "", "OKTA_VERIFY_PUSH"));
         assert_eq!(
             summary(&push),

@@ -39,7 +39,7 @@ fn summary(e: &AuthEvent) -> String {
 fn identity_engine_push_bombing_reads_as_push_bombing() {
     let evs = events();
     let got: Vec<String> = evs.iter().map(summary).collect();
-    let mut want = vec!["logon/password/success/none".to_owned()];
+    let mut want = vec!["mfa_verify/password/success/none".to_owned()];
     for _ in 0..6 {
         want.push("mfa_challenge/push/challenge/none".to_owned());
         want.push("mfa_verify/push/denied/push_denied".to_owned());
