@@ -35,8 +35,8 @@ Each failure names the values to change.
 {{- if and (dig "enabled" false $respond) (eq $mode "automatic") (gt $pods 1) (not .Values.respond.perPodLimitsAcknowledged) }}
 {{- fail (printf "the responder acts automatically in up to %d pods (%s): its rate limits are per pod, so up to %d times config.respond.limits could be acted on per period; run one pod (replicaCount=1, keda.enabled=false), or divide config.respond.limits by %d and set respond.perPodLimitsAcknowledged=true" $pods (ternary "keda.maxReplicas" "replicaCount" .Values.keda.enabled) $pods $pods) }}
 {{- end }}
-{{- /* Incidents, spent tokens and pending approvals must outlive the pod when the responder acts. */}}
-{{- if and (dig "enabled" false $respond) (ne $mode "dry_run") (ne .Values.checkpoint.storage "local") }}
+{{- /* Pending approvals live in respond.state_dir (the responder's incidents and spent tokens are in the checkpoint store): they must outlive the pod. */}}
+{{- if and (dig "enabled" false $respond) (eq $mode "approval") (ne .Values.checkpoint.storage "local") }}
 {{- $stateDir := printf "%s/" (trimSuffix "/" (dig "state_dir" "/var/lib/authwatch/respond" $respond)) }}
 {{- $kept := and (eq .Values.checkpoint.storage "shared") (hasPrefix "/var/lib/authwatch/checkpoints/" $stateDir) }}
 {{- range .Values.extraVolumeMounts }}
@@ -45,7 +45,7 @@ Each failure names the values to change.
 {{- end }}
 {{- end }}
 {{- if not $kept }}
-{{- fail (printf "the responder's mode is %s but config.respond.state_dir (%s) is scratch space (an emptyDir) with checkpoint.storage=%s: a rescheduled pod would forget its incidents, spent rate-limit tokens and pending approvals, and act on the same accounts again; put config.respond.state_dir on a persistent volume (under /var/lib/authwatch/checkpoints/ with checkpoint.storage=shared, or a volume of extraVolumes/extraVolumeMounts)" $mode (trimSuffix "/" $stateDir) .Values.checkpoint.storage) }}
+{{- fail (printf "the responder's mode is approval but config.respond.state_dir (%s), where actions wait for approval, is scratch space (an emptyDir) with checkpoint.storage=%s: a rescheduled pod would lose every pending approval; put config.respond.state_dir on a persistent volume (under /var/lib/authwatch/checkpoints/ with checkpoint.storage=shared, or a volume of extraVolumes/extraVolumeMounts)" (trimSuffix "/" $stateDir) .Values.checkpoint.storage) }}
 {{- end }}
 {{- end }}
 {{- if and (eq .Values.checkpoint.storage "object") (not .Values.checkpoint.object.url) }}
