@@ -1116,7 +1116,13 @@ fn refresh_vetoes(
     if state.veto_checked == Some(next) {
         return;
     }
-    let changed = state.veto_checked.and_then(|seq| log.bits_since(seq));
+    // Folding a long stretch of the log costs more than looking up the few entries of a quiet
+    // key again (a lookup is worth some 64 folds).
+    let entries: usize = state.recent.iter().map(VecDeque::len).sum();
+    let changed = state
+        .veto_checked
+        .filter(|seq| next - seq <= (entries as u64).saturating_mul(64))
+        .and_then(|seq| log.bits_since(seq));
     for x in state.recent.iter_mut().flatten() {
         match changed {
             Some(bits) if x.veto_bits & bits == 0 => {}
