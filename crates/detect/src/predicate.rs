@@ -534,8 +534,8 @@ mod tests {
         assert!(without.matches(&tagged(&["known_vpn"])));
         assert!(!without.matches(&tagged(&["known_vpn", "corporate_egress"])));
         // Two tag lists with nothing in common can both hold: an event may carry both tags.
-        let other = Predicate::compile(&spec(&[("src.tags", OneOrMany::One(text("known_vpn")))]))
-            .unwrap();
+        let other =
+            Predicate::compile(&spec(&[("src.tags", OneOrMany::One(text("known_vpn")))])).unwrap();
         assert_eq!(with.conflict(&other), None);
         assert!(with.matches(&tagged(&["known_vpn", "pentest"])));
         assert!(other.matches(&tagged(&["known_vpn", "pentest"])));
