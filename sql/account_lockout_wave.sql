@@ -34,21 +34,38 @@ WITH f AS (
   FROM events
   WHERE activity = 'account_lock' AND tenant IS NOT NULL
 ),
--- At every lock: each account's latest lock within [t - 30m, t] (a wave counts accounts, and
--- an account locked twice counts once, at its latest lock).
+-- At every lock: how many accounts the compiled rule's sliding window [t - 30m, t] of its tenant
+-- holds, as a RANGE frame over the session's rows in time order (1800000 ms = 30 minutes, and
+-- every lock of its own millisecond): linear in the session's rows, where a self-join paired
+-- every lock with every other.
+d AS (
+  SELECT tenant, window_start, time, event_id,
+         count(DISTINCT account) OVER (PARTITION BY tenant, window_start ORDER BY time
+                                       RANGE BETWEEN 1800000 PRECEDING AND CURRENT ROW) AS users
+  FROM f
+),
+-- The earliest lock of each session at which the wave is big enough is the alert; rows before
+-- window_start are context carried from an earlier part of a long session, decided already.
+hit AS (
+  SELECT tenant, window_start, time, event_id,
+         row_number() OVER (PARTITION BY tenant, window_start ORDER BY time, event_id) AS nth
+  FROM d
+  WHERE users >= 25 AND time >= window_start
+),
+-- For the deciding lock alone: each account's latest lock within its window (a wave counts
+-- accounts, and an account locked twice counts once, at its latest lock).
 p AS (
-  SELECT e.tenant, e.window_start, e.time, e.event_id, w.account,
+  SELECT h.tenant, h.window_start, h.time, h.event_id, w.account,
          max(w.time) AS latest,
          last_value(w.event_id ORDER BY w.time, w.event_id) AS latest_id
-  FROM f e
-  JOIN f w ON w.tenant = e.tenant AND w.window_start = e.window_start
-          AND w.time BETWEEN e.time - duration_ms('30m') AND e.time
-  WHERE w.account IS NOT NULL
-  GROUP BY e.tenant, e.window_start, e.time, e.event_id, w.account
+  FROM hit h
+  JOIN f w ON w.tenant = h.tenant AND w.window_start = h.window_start
+          AND w.time BETWEEN h.time - duration_ms('30m') AND h.time
+  WHERE h.nth = 1 AND w.account IS NOT NULL
+  GROUP BY h.tenant, h.window_start, h.time, h.event_id, w.account
 )
-SELECT tenant, min(latest) AS first_seen, time AS last_seen, event_id,
+SELECT tenant, window_start, min(latest) AS first_seen, time AS last_seen, event_id,
        count(*) AS users,
        array_agg(latest_id ORDER BY latest, latest_id) AS evidence
 FROM p
 GROUP BY tenant, window_start, time, event_id
-HAVING count(*) >= 25

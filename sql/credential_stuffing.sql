@@ -10,7 +10,8 @@ severity: high
 cause_class: attack
 attack_technique: [T1110.004]
 # Per source address, a session lasts while failures come at most 15 minutes apart: whatever the
-# compiled rule's sliding 15-minute window holds at a decision lies in one session.
+# compiled rule's sliding 15-minute window holds at a decision lies in one session (and a long
+# session, decided in parts, carries the 15 minutes before each part: docs/SQL.md).
 window: { kind: session, gap: 15m }
 key: [ip]
 suppress: 1h
@@ -46,23 +47,40 @@ WITH f AS (
     AND reason IN ('invalid_credentials', 'unknown_user')
     AND src.ip IS NOT NULL
 ),
--- At every failure: what the sliding window [t - 15m, t] of its address holds.
+-- At every failure: what the compiled rule's sliding window [t - 15m, t] of its address holds.
+-- A RANGE frame over the session's rows in time order is exactly that window (the rows up to
+-- 15 minutes = 900000 ms before, and every row of its own millisecond), and each aggregate
+-- slides along it, adding the rows that enter and retracting those that leave: linear in the
+-- session's rows, where a self-join paired every row with every other.
 d AS (
-  SELECT e.ip, e.time, e.event_id,
-         count(*) AS failures,
-         count(DISTINCT w.account) AS users,
-         sum(CASE WHEN w.reason = 'unknown_user' THEN 1 ELSE 0 END) AS unknown,
-         min(w.time) AS first_seen,
-         array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
-  FROM f e
-  JOIN f w ON w.ip = e.ip AND w.window_start = e.window_start
-          AND w.time BETWEEN e.time - duration_ms('15m') AND e.time
-  GROUP BY e.ip, e.window_start, e.time, e.event_id
+  SELECT ip, window_start, time, event_id,
+         count(*) OVER w AS failures,
+         count(DISTINCT account) OVER w AS users,
+         sum(CASE WHEN reason = 'unknown_user' THEN 1 ELSE 0 END) OVER w AS unknown,
+         min(time) OVER w AS first_seen
+  FROM f
+  WINDOW w AS (PARTITION BY ip, window_start ORDER BY time
+               RANGE BETWEEN 900000 PRECEDING AND CURRENT ROW)
+),
+-- The failures at which the rule's condition holds, numbered in time order per session: the
+-- earliest is the alert (the engine absorbs the later ones into its incident, so they are not
+-- returned). Rows before window_start are earlier rows of a long session, carried as context
+-- for this part and decided already.
+hit AS (
+  SELECT ip, window_start, time, event_id, failures, users, unknown, first_seen,
+         row_number() OVER (PARTITION BY ip, window_start ORDER BY time, event_id) AS nth
+  FROM d
+  WHERE failures >= 25 AND users >= 15 AND failures <= 2 * users AND unknown >= 5
+    AND time >= window_start
 )
--- Every failure at which the rule's condition holds; the earliest of an incident is its alert.
 -- The compiled engine keeps only threshold + 1 entries of a count that is compared with a
 -- threshold alone (`unknown >= 5`), so its alert shows at most 6 for `unknown`; shown the same.
-SELECT ip, first_seen, time AS last_seen, event_id, failures, users, least(unknown, 6) AS unknown,
-       evidence
-FROM d
-WHERE failures >= 25 AND users >= 15 AND failures <= 2 * users AND unknown >= 5
+-- The evidence, the window's failures in order, is gathered for the deciding failure alone.
+SELECT h.ip, h.window_start, h.first_seen, h.time AS last_seen, h.event_id, h.failures, h.users,
+       least(h.unknown, 6) AS unknown,
+       array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
+FROM hit h
+JOIN f w ON w.ip = h.ip AND w.window_start = h.window_start
+        AND w.time BETWEEN h.time - duration_ms('15m') AND h.time
+WHERE h.nth = 1
+GROUP BY h.ip, h.window_start, h.first_seen, h.time, h.event_id, h.failures, h.users, h.unknown

@@ -38,18 +38,32 @@ WITH f AS (
   WHERE activity = 'logon' AND outcome = 'failure' AND reason = 'invalid_credentials'
     AND tenant IS NOT NULL
 ),
+-- At every failure: what the compiled rule's sliding window [t - 15m, t] of its tenant holds,
+-- as a RANGE frame over the session's rows in time order (900000 ms = 15 minutes, and every row
+-- of its own millisecond): linear in the session's rows (see credential_stuffing.sql).
 d AS (
-  SELECT e.tenant, e.time, e.event_id,
-         count(*) AS tries,
-         count(DISTINCT w.account) AS users,
-         count(DISTINCT w.ip) AS ips,
-         min(w.time) AS first_seen,
-         array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
-  FROM f e
-  JOIN f w ON w.tenant = e.tenant AND w.window_start = e.window_start
-          AND w.time BETWEEN e.time - duration_ms('15m') AND e.time
-  GROUP BY e.tenant, e.window_start, e.time, e.event_id
+  SELECT tenant, window_start, time, event_id,
+         count(*) OVER w AS tries,
+         count(DISTINCT account) OVER w AS users,
+         count(DISTINCT ip) OVER w AS ips,
+         min(time) OVER w AS first_seen
+  FROM f
+  WINDOW w AS (PARTITION BY tenant, window_start ORDER BY time
+               RANGE BETWEEN 900000 PRECEDING AND CURRENT ROW)
+),
+-- The earliest failure of each session at which the condition holds is the alert; rows before
+-- window_start are context carried from an earlier part of a long session, decided already.
+hit AS (
+  SELECT tenant, window_start, time, event_id, tries, users, ips, first_seen,
+         row_number() OVER (PARTITION BY tenant, window_start ORDER BY time, event_id) AS nth
+  FROM d
+  WHERE ips >= 5 AND users >= 8 AND tries >= 25 AND time >= window_start
 )
-SELECT tenant, first_seen, time AS last_seen, event_id, tries, users, ips, evidence
-FROM d
-WHERE ips >= 5 AND users >= 8 AND tries >= 25
+SELECT h.tenant, h.window_start, h.first_seen, h.time AS last_seen, h.event_id, h.tries,
+       h.users, h.ips,
+       array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
+FROM hit h
+JOIN f w ON w.tenant = h.tenant AND w.window_start = h.window_start
+        AND w.time BETWEEN h.time - duration_ms('15m') AND h.time
+WHERE h.nth = 1
+GROUP BY h.tenant, h.window_start, h.first_seen, h.time, h.event_id, h.tries, h.users, h.ips

@@ -33,6 +33,9 @@ const METRICS: &[&str] = &[
     "authwatch_snapshot_store_duration_seconds",
     "authwatch_snapshot_store_failures_total",
     "authwatch_sql_detection_failures_total",
+    "authwatch_sql_detection_alerts_total",
+    "authwatch_sql_detection_suppressed_total",
+    "authwatch_sql_detection_evicted_rows_total",
     "authwatch_batch_duration_seconds",
     "authwatch_throughput_events_per_second",
 ];

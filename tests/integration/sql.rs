@@ -5,7 +5,7 @@ use crate::common::{authwatch, generate, json_lines, repo, run_fail, run_ok};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A generated stream replayed with `--archive` and `--sql`; returns the alerts.
 fn archive(dir: &Path) -> Vec<serde_json::Value> {
@@ -471,14 +471,20 @@ fn serve_answers_tokio_postgres_and_psql_read_only_with_scram() {
     );
 }
 
-/// Runs psql against a local endpoint with `sslmode`; returns its output.
-fn psql(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
-    Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
+/// psql against a local endpoint with `sslmode`, to run.
+fn psql_command(port: u16, sslmode: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-U", "authwatch", "-d", "authwatch"])
         .args(args)
         .env("PGPASSWORD", "s3cret-pass")
-        .env("PGSSLMODE", sslmode)
+        .env("PGSSLMODE", sslmode);
+    cmd
+}
+
+/// Runs psql against a local endpoint with `sslmode`; returns its output.
+fn psql(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
+    psql_command(port, sslmode, args)
         .output()
         .expect("psql is installed (scripts/test installs postgresql-client)")
 }
@@ -617,4 +623,278 @@ fn serve_with_tls_for_psql() {
     assert!(!out.status.success(), "served without TLS");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("requires TLS"), "{stderr}");
+}
+
+/// A query that runs for minutes unless stopped, with next to no memory.
+const LONG_QUERY: &str = "SELECT sum(value % 7) FROM range(10000000000)";
+
+/// CPU time (user and system) `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // the 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Duration::from_millis((fields[11] + fields[12]) * 10)
+}
+
+/// Starts LONG_QUERY in psql and returns it once the endpoint is busy with it.
+fn long_psql(server: &Server) -> Child {
+    let before = cpu_time(server.child.id());
+    let child = psql_command(server.port, "disable", &["-c", LONG_QUERY])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql is installed");
+    let started = Instant::now();
+    while cpu_time(server.child.id()) < before + Duration::from_millis(300) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the query did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Regression: psql's cancel request (Ctrl-C) was ignored and a killed client left its query
+/// running to completion, the socket in CLOSE-WAIT and the endpoint burning CPU; there was no
+/// statement timeout.
+#[test]
+fn serve_stops_a_query_on_cancel_when_the_client_goes_and_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = archive(dir.path());
+    let server = start_server(dir.path(), &[]);
+    let pid = server.child.id();
+    // psql's Ctrl-C sends a cancel request on a connection of its own.
+    let child = long_psql(&server);
+    let interrupted = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    // Well before the default statement timeout (1m): the cancel stopped it.
+    assert!(interrupted.elapsed() < Duration::from_secs(20));
+    // A killed client: the endpoint stops working on its query.
+    let mut child = long_psql(&server);
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_time(pid) - before;
+    assert!(
+        busy < Duration::from_millis(500),
+        "the endpoint used {busy:?} of CPU in 2 s after its client was killed"
+    );
+    // tokio-postgres's cancel token, over the extended protocol.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(server.port)
+            .user("authwatch")
+            .password("s3cret-pass")
+            .dbname("authwatch")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let token = client.cancel_token();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        };
+        let (result, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(20), client.query(LONG_QUERY, &[])),
+            cancel
+        );
+        let e = result.expect("canceled in time").expect_err("canceled");
+        assert_eq!(e.as_db_error().unwrap().code().code(), "57014", "{e:?}");
+        // The connection serves the next query.
+        let rows = client.query("SELECT 1 AS one", &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i64>("one"), 1);
+    });
+    // serve.statement_timeout.
+    drop(server);
+    let server = start_server(
+        dir.path(),
+        &[("AUTHWATCH__SERVE__STATEMENT_TIMEOUT", "1s".to_owned())],
+    );
+    let started = Instant::now();
+    let out = psql(server.port, "disable", &["-c", LONG_QUERY]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to statement timeout")
+            && stderr.contains("serve.statement_timeout = 1s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let out = psql(server.port, "disable", &["-A", "-t", "-c", "SELECT 1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+/// Regression: the memory limit only covered operators that reserve memory: a projection such
+/// as `repeat('x', 100000000)` over `range(20)` built gigabytes beyond it. The call is refused,
+/// before it builds anything, with SQLSTATE 53200 and the function's name.
+#[test]
+fn serve_refuses_calls_that_would_build_more_than_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = archive(dir.path());
+    let server = start_server(dir.path(), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(server.port)
+            .user("authwatch")
+            .password("s3cret-pass")
+            .dbname("authwatch")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        // A terabyte: more than any machine's endpoint may hold.
+        for (sql, function) in [
+            (
+                "SELECT repeat('x', 1000000000) FROM range(1000)",
+                "repeat()",
+            ),
+            (
+                "SELECT lpad(event_id, 1000000000) FROM events LIMIT 1000",
+                "lpad()",
+            ),
+        ] {
+            let e = client.simple_query(sql).await.expect_err(sql);
+            let db = e.as_db_error().expect("a server error");
+            assert_eq!(db.code().code(), "53200", "{sql}: {db:?}");
+            assert!(
+                db.message().contains(function) && db.message().contains("memory limit"),
+                "{sql}: {}",
+                db.message()
+            );
+        }
+        // Sensible sizes answer.
+        let rows = client
+            .query("SELECT repeat('ab', 3) AS r, lpad('7', 3, '0') AS p", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, &str>("r"), "ababab");
+        assert_eq!(rows[0].get::<_, &str>("p"), "007");
+    });
+}
+
+/// SQL alerts are counted in the replay summary's "alerts by rule" (a twin marked `(sql)`
+/// beside its compiled rule), and each detection's alerts, suppressed rows and evicted rows
+/// are metrics. A burst of 600 failures from one address within a minute (review repro
+/// mk_burst.py, smaller) gives one alert of each.
+#[test]
+fn sql_alerts_are_in_the_summary_and_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("burst.jsonl");
+    let t0: i64 = 1_767_607_200_000;
+    let lines: Vec<String> = (0..600)
+        .map(|i| {
+            serde_json::json!({
+                "time": t0 + i * 100,
+                "provider": "okta",
+                "tenant": "acme",
+                "event_id": format!("s{i:06}"),
+                "user": {"id": format!("idvictim{i}"), "name": format!("victim{i}@acme.example")},
+                "activity": "logon",
+                "factor": "password",
+                "outcome": "failure",
+                "reason": if i % 3 == 0 { "unknown_user" } else { "invalid_credentials" },
+                "src": {"ip": "203.0.113.66"},
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let sql_dir = dir.path().join("sql");
+    std::fs::create_dir(&sql_dir).unwrap();
+    std::fs::copy(
+        repo().join("sql/credential_stuffing.sql"),
+        sql_dir.join("credential_stuffing.sql"),
+    )
+    .unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let mut child = authwatch()
+        .args(["replay", "--quiet", "--sql"])
+        .arg(&sql_dir)
+        .arg("--alerts")
+        .arg(&alerts)
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-linger",
+            "120s",
+        ])
+        .arg(&events)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    let mut log = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.strip_prefix("authwatch: telemetry on http://") {
+            addr = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        let finished = line.contains("run finished; telemetry stays up");
+        log.push(line);
+        if finished {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address in {log:#?}"));
+    let metrics = crate::telemetry::scrape(addr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l == "alerts by rule: credential_stuffing 1, credential_stuffing (sql) 1"),
+        "{log:#?}"
+    );
+    // The twin's alert is the compiled rule's.
+    let alerts = json_lines(&alerts);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[0], alerts[1]);
+    let series = |name: &str| {
+        metrics
+            .get(&format!("{name}{{detection=\"credential_stuffing\"}}"))
+            .copied()
+    };
+    assert_eq!(
+        series("authwatch_sql_detection_alerts_total"),
+        Some(1.0),
+        "{metrics:#?}"
+    );
+    assert_eq!(
+        series("authwatch_sql_detection_suppressed_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series("authwatch_sql_detection_evicted_rows_total"),
+        Some(0.0)
+    );
+    assert_eq!(series("authwatch_sql_detection_failures_total"), Some(0.0));
 }

@@ -150,9 +150,9 @@ pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipel
         return Ok((pipeline, SqlFailures(None)));
     }
     let rules = authwatch_query::load_dir(&config.sql.dir)?;
-    let detections = std::sync::Arc::new(authwatch_query::SqlDetections::new(
+    let detections = std::sync::Arc::new(authwatch_query::SqlDetections::with_limits(
         rules,
-        config.sql.max_buffered_rows,
+        crate::sql_cmd::sql_limits(config),
     )?);
     let failures = SqlFailures(Some(std::sync::Arc::clone(&detections)));
     Ok((pipeline.with_stream_detectors(detections), failures))
@@ -162,13 +162,18 @@ pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipel
 pub struct SqlFailures(Option<std::sync::Arc<authwatch_query::SqlDetections>>);
 
 impl SqlFailures {
-    /// Exports each detection's failures as
-    /// `authwatch_sql_detection_failures_total{detection}`.
+    /// Exports each detection's failures and counters
+    /// (`authwatch_sql_detection_failures_total{detection}`, …).
     pub fn export(&self, telemetry: &authwatch_telemetry::Telemetry) {
         if let Some(detections) = &self.0 {
-            let detections = std::sync::Arc::clone(detections);
-            telemetry.register_sql_detection_failures(move || detections.failures());
+            crate::sql_cmd::export_sql_metrics(telemetry, detections);
         }
+    }
+
+    /// Each detection's alerts so far, for the run's summary.
+    pub fn alerts(&self) -> Vec<(String, u64)> {
+        let stats = self.0.as_ref().map(|d| d.stats()).unwrap_or_default();
+        stats.into_iter().map(|(id, s)| (id, s.alerts)).collect()
     }
 
     /// Prints each detection that failed during the run; true if any did. A failed execution is
@@ -313,7 +318,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     });
     shown.truncate(args.show);
     println!("{}", table::alerts(&shown, seen, lang));
-    println!("{}", table::summary(&summary));
+    println!("{}", table::summary(&summary, &sql_failures.alerts()));
     println!(
         "All {seen} alerts written as JSON lines to {}",
         args.alerts.display()
@@ -376,7 +381,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         let (alerts, seen) = sink.kept_alerts();
         eprintln!("{}", table::alerts(alerts, seen, lang));
     }
-    eprintln!("{}", table::summary(&summary));
+    eprintln!("{}", table::summary(&summary, &sql_failures.alerts()));
     if let Some(hint) = order.hint(&summary, &args.files, lang) {
         eprintln!("{hint}");
     }

@@ -177,7 +177,17 @@ async fn build_catalog(
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    endpoint_runtime(0)
+}
+
+/// A runtime with `threads` workers (0: one per core). The endpoint's queries run on its
+/// workers and nowhere else, so this caps the cores they take.
+fn endpoint_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -263,6 +273,7 @@ fn server_options(config: &Config) -> Result<ServerOptions> {
         password,
         tls,
         max_rows: config.serve.max_rows,
+        statement_timeout: Some(config.serve.statement_timeout.0).filter(|d| !d.is_zero()),
     })
 }
 
@@ -273,11 +284,15 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     }
     let options = server_options(&config)?;
     let loaded = load_inputs(&args.sources, &config)?;
-    let rt = runtime()?;
+    let threads = config.serve.worker_threads;
+    let rt = endpoint_runtime(threads)?;
     rt.block_on(async {
-        let catalog = Arc::new(
-            build_catalog(&args.sources, loaded, Some(server::default_memory_limit())).await?,
-        );
+        let catalog =
+            build_catalog(&args.sources, loaded, Some(server::default_memory_limit())).await?;
+        if threads > 0 {
+            catalog.set_target_partitions(threads);
+        }
+        let catalog = Arc::new(catalog);
         let listener = tokio::net::TcpListener::bind(&config.serve.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.serve.listen))?;
@@ -308,6 +323,38 @@ pub fn archive_options(config: &Config) -> ArchiveOptions {
     }
 }
 
+/// The SQL detections' limits from `[sql]`.
+pub fn sql_limits(config: &Config) -> authwatch_query::SqlLimits {
+    authwatch_query::SqlLimits {
+        max_buffered_rows: config.sql.max_buffered_rows,
+        max_memory: config.sql.max_memory_mib.saturating_mul(1 << 20),
+    }
+}
+
+/// Exports the SQL detections' counters, summed over every task, by `detection`:
+/// `authwatch_sql_detection_failures_total`, `…_alerts_total`, `…_suppressed_total` and
+/// `…_evicted_rows_total`.
+pub fn export_sql_metrics(
+    telemetry: &authwatch_telemetry::Telemetry,
+    detections: &Arc<SqlDetections>,
+) {
+    let counted = Arc::clone(detections);
+    telemetry.register_sql_detection_failures(move || counted.failures());
+    let counted = Arc::clone(detections);
+    telemetry.register_sql_detection_stats(move || {
+        counted
+            .stats()
+            .into_iter()
+            .map(|(detection, s)| authwatch_telemetry::SqlDetectionCounts {
+                detection,
+                alerts: s.alerts,
+                suppressed: s.suppressed,
+                evicted_rows: s.evicted,
+            })
+            .collect()
+    });
+}
+
 /// `authwatch run`'s SQL side, as `[sql]`, `[archive]` and `[serve]` ask: the windowed SQL
 /// detections in every pipeline, the Parquet archive in front of the Kafka sink, and the
 /// Postgres-wire endpoint over the pipeline's live window (`live_events`) and the archive
@@ -319,10 +366,9 @@ pub fn attach_to_runtime(
 ) -> Result<authwatch_kafka::Runtime> {
     if config.sql.enabled {
         let rules = authwatch_query::load_dir(&config.sql.dir)?;
-        let detections = Arc::new(SqlDetections::new(rules, config.sql.max_buffered_rows)?);
+        let detections = Arc::new(SqlDetections::with_limits(rules, sql_limits(config))?);
         tracing::info!(rules = ?detections.rule_ids(), "windowed SQL detections");
-        let counted = Arc::clone(&detections);
-        telemetry.register_sql_detection_failures(move || counted.failures());
+        export_sql_metrics(telemetry, &detections);
         runtime = runtime.with_stream_detectors(detections);
     }
     if config.archive.enabled {
@@ -355,17 +401,23 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         .archive
         .enabled
         .then(|| config.archive.location.clone());
+    // Few threads: the pipeline keeps the other cores.
+    let threads = match config.serve.worker_threads {
+        0 => 2,
+        n => n,
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr>>();
     std::thread::Builder::new()
         .name("aw-sql-serve".into())
         .spawn(move || {
-            let started = runtime().and_then(|rt| {
+            let started = endpoint_runtime(threads).and_then(|rt| {
                 rt.block_on(async {
                     // Bounded: the endpoint shares the process with the pipeline.
                     let mut catalog = Catalog::with_limits(
                         ARCHIVE_LISTING_TTL,
                         Some(server::default_memory_limit()),
                     )?;
+                    catalog.set_target_partitions(threads);
                     if let Some(location) = &archive {
                         catalog
                             .add_archive(location)

@@ -56,8 +56,9 @@ pub fn alerts(alerts: &[Alert], seen: u64, lang: Language) -> String {
     out
 }
 
-/// The end-of-run summary.
-pub fn summary(s: &RunSummary) -> String {
+/// The end-of-run summary; `sql_alerts` are the windowed SQL detections' alerts by detection
+/// (`s` counts them in its total, not by rule).
+pub fn summary(s: &RunSummary, sql_alerts: &[(String, u64)]) -> String {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     // Repeats are rare: named only when there were some.
     let repeated = match s.duplicate_events {
@@ -86,6 +87,12 @@ pub fn summary(s: &RunSummary) -> String {
     for (id, stats) in &s.rules {
         if stats.alerts > 0 {
             by_category.push((id.clone(), stats.alerts));
+        }
+    }
+    // A SQL twin has its compiled rule's id: marked, so that the two counts read apart.
+    for (id, alerts) in sql_alerts {
+        if *alerts > 0 {
+            by_category.push((format!("{id} (sql)"), *alerts));
         }
     }
     if !by_category.is_empty() {

@@ -312,6 +312,12 @@ impl Config {
         if !(1..=1024).contains(&self.runtime.channel_batches) {
             return invalid("runtime.channel_batches", "must be between 1 and 1024");
         }
+        if self.serve.worker_threads > 256 {
+            return invalid(
+                "serve.worker_threads",
+                "must be at most 256 (0 = 2 inside authwatch run, one per core for authwatch serve)",
+            );
+        }
         if self.detect.max_keys_per_rule == 0 {
             return invalid("detect.max_keys_per_rule", "must be positive");
         }
@@ -1422,6 +1428,11 @@ pub struct SqlConfig {
     /// Most rows one detection buffers for its open windows (after its filter); beyond, the
     /// oldest are dropped and counted. Default 1000000.
     pub max_buffered_rows: usize,
+    /// Memory pool of each detection in MiB: what one execution of its query may hold in
+    /// sorts, joins, aggregations and window functions. An execution that needs more fails
+    /// (logged, counted in `authwatch_sql_detection_failures_total`) and the run goes on.
+    /// Default 256.
+    pub max_memory_mib: usize,
 }
 
 impl Default for SqlConfig {
@@ -1430,6 +1441,7 @@ impl Default for SqlConfig {
             enabled: false,
             dir: PathBuf::from("sql"),
             max_buffered_rows: 1_000_000,
+            max_memory_mib: 256,
         }
     }
 }
@@ -1491,6 +1503,13 @@ pub struct ServeConfig {
     pub live_window: DurationText,
     /// Most events in the live window. Default 1000000.
     pub live_max_rows: usize,
+    /// Longest one statement may plan and run before it is stopped with SQLSTATE 57014 (as
+    /// PostgreSQL's `statement_timeout`); `0s`: no limit. Default `1m`.
+    pub statement_timeout: DurationText,
+    /// Worker threads of the endpoint, on which its queries run. 0 (the default): 2 inside
+    /// `authwatch run`, where the endpoint shares the cores with the pipeline; one per core for
+    /// `authwatch serve`, a process of its own.
+    pub worker_threads: usize,
 }
 
 impl Default for ServeConfig {
@@ -1506,6 +1525,8 @@ impl Default for ServeConfig {
             max_rows: 1_000_000,
             live_window: DurationText(Duration::from_secs(3600)),
             live_max_rows: 1_000_000,
+            statement_timeout: DurationText(Duration::from_secs(60)),
+            worker_threads: 0,
         }
     }
 }

@@ -32,6 +32,8 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod bounds;
+
 /// How long [`Catalog::new`] reuses a listing of the archive's files: a file the archive writer
 /// completes shows in queries after at most this long.
 pub const ARCHIVE_LISTING_TTL: Duration = Duration::from_secs(5);
@@ -159,6 +161,12 @@ impl Catalog {
     /// ([`Catalog::query_limited`]): beyond it sorts and aggregations spill to disk or fail,
     /// and results are cut. For a long-lived endpoint inside another process (`authwatch
     /// run`), where one analyst's query must not take the pipeline's memory.
+    ///
+    /// With a limit, what queries build outside DataFusion's own reservations is bounded too
+    /// (see the `bounds` module): calls of functions whose result an argument multiplies
+    /// (`repeat`, `lpad`, `array_repeat`, `range`, …) check their result's size before they
+    /// build it, a literal too large to repeat over a batch is refused, and the batches that
+    /// projections, joins, unnest and window operators emit are counted in the pool.
     pub fn with_limits(ttl: Duration, memory_limit: Option<usize>) -> Result<Catalog, QueryError> {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Spans let planning errors name the line and column of the query.
@@ -181,13 +189,21 @@ impl Catalog {
             runtime = runtime.with_memory_limit(bytes, 1.0);
         }
         let runtime = runtime.build_arc()?;
-        let state = SessionStateBuilder::new()
+        let pool = Arc::clone(&runtime.memory_pool);
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rules(crate::count_distinct::optimizer_rules())
-            .with_physical_optimizer_rule(Arc::new(InternedAggregation))
-            .build();
+            .with_physical_optimizer_rule(Arc::new(InternedAggregation));
+        if let Some(limit) = memory_limit {
+            // Both last: the guard rewrites calls after type coercion, and the other physical
+            // rules see the plan without the counting wrappers.
+            state = state
+                .with_analyzer_rule(Arc::new(bounds::GuardAmplifiers { pool, limit }))
+                .with_physical_optimizer_rule(Arc::new(bounds::CountOutputs));
+        }
+        let state = state.build();
         let ctx = SessionContext::new_with_state(state);
         register_udfs(&ctx);
         Ok(Catalog {
@@ -197,6 +213,15 @@ impl Catalog {
             input_events: false,
             input_alerts: false,
         })
+    }
+
+    /// Plans queries for at most `partitions` threads (DataFusion's `target_partitions`; one
+    /// per core by default): the endpoint inside `authwatch run` runs on a few threads of its
+    /// own, and more partitions than threads only add buffers.
+    pub fn set_target_partitions(&self, partitions: usize) {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().execution.target_partitions = partitions.max(1);
     }
 
     /// The session (for embedding: the Postgres endpoint, tests).
@@ -499,8 +524,10 @@ fn read_only_options() -> SQLOptions {
 /// with their own SQLSTATE), everything else with its position in the query.
 fn sql_error(e: &datafusion::error::DataFusionError) -> QueryError {
     match e.find_root() {
-        datafusion::error::DataFusionError::ResourcesExhausted(_) => {
-            QueryError::ResourcesExhausted(with_position(e))
+        // The refusal's own words: the rule or task it came through adds nothing for the
+        // analyst ("authwatch_guard_amplifiers caused by …").
+        root @ datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+            QueryError::ResourcesExhausted(root.to_string())
         }
         _ => QueryError::Sql(with_position(e)),
     }
@@ -738,5 +765,122 @@ mod tests {
             sql_error(&wrapped),
             QueryError::ResourcesExhausted(_)
         ));
+    }
+
+    const MIB: usize = 1024 * 1024;
+
+    /// The error of a query the endpoint's catalog must refuse for its size.
+    async fn refused(c: &Catalog, sql: &str) -> String {
+        match c.query_limited(sql, 1_000_000).await {
+            Err(QueryError::ResourcesExhausted(e)) => e,
+            Err(e) => panic!("{sql}: not refused for its size: {e}"),
+            Ok(r) => panic!(
+                "{sql}: answered ({} rows, {:?}) instead of refused",
+                r.result.rows(),
+                r.truncated
+            ),
+        }
+    }
+
+    /// Regression: the pool only saw operators that reserve memory, so
+    /// `SELECT repeat('x', 100000000) FROM range(20)` built 2 GB with the pool at 512 MiB. Calls
+    /// whose result an argument multiplies are checked before they build it, whether the
+    /// argument is a literal or a column.
+    #[tokio::test]
+    async fn amplifying_calls_are_refused_before_they_build() {
+        let c = catalog_with(10, Some(16 * MIB));
+        for (sql, function) in [
+            ("SELECT repeat('x', 10000000) FROM range(20)", "repeat()"),
+            ("SELECT repeat('x', n * 10000000) FROM events", "repeat()"),
+            ("SELECT lpad('x', 100000000)", "lpad()"),
+            (
+                "SELECT rpad(CAST(n AS VARCHAR), 5000000, 'é') FROM events",
+                "rpad()",
+            ),
+            (
+                "SELECT array_repeat(n, 10000000) FROM events",
+                "array_repeat()",
+            ),
+            ("SELECT range(n * 1000000) FROM events", "range()"),
+            (
+                "SELECT generate_series(DATE '1970-01-01', DATE '9999-12-31', INTERVAL '1 second')",
+                "generate_series()",
+            ),
+            ("SELECT array_resize([1, 2], 10000000)", "array_resize()"),
+            (
+                "SELECT array_to_string(range(1000000), repeat('-', 100))",
+                "array_to_string()",
+            ),
+            (
+                "SELECT replace(repeat('ab', 2000), 'a', repeat('z', 10000))",
+                "replace()",
+            ),
+            (
+                "SELECT regexp_replace(repeat('ab', 2000), '', repeat('z', 8000), 'g')",
+                "regexp_replace()",
+            ),
+        ] {
+            let e = refused(&c, sql).await;
+            assert!(e.contains(function) && e.contains("16.0 MiB"), "{sql}: {e}");
+        }
+        // Calls of a sensible size answer as before, columns named as before.
+        let r = c
+            .query_limited(
+                "SELECT repeat('ab', 2) AS r, lpad(CAST(n AS VARCHAR), 3, '0') AS p, \
+                 array_repeat(n, 2) AS a, range(n) AS s, replace('a-b', '-', '+') AS x \
+                 FROM events WHERE n = 2",
+                10,
+            )
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&r.result.batches)
+            .unwrap()
+            .to_string();
+        for value in ["abab", "002", "[2, 2]", "[0, 1]", "a+b"] {
+            assert!(text.contains(value), "{value}: {text}");
+        }
+        drop(r);
+        let r = c.query("SELECT repeat('x', 3)").await.unwrap();
+        assert_eq!(r.schema.field(0).name(), "repeat(Utf8(\"x\"),Int64(3))");
+        drop(r);
+        // What the calls reserved is released with their query.
+        assert_eq!(c.context().runtime_env().memory_pool.reserved(), 0);
+    }
+
+    /// What a chain of steps builds (each doubling its input here) is counted as it leaves
+    /// each projection, and the query refused before it outgrows the pool.
+    #[tokio::test]
+    async fn batches_that_projections_build_are_counted() {
+        let c = catalog_with(10, Some(16 * MIB));
+        let e = refused(
+            &c,
+            "WITH a AS (SELECT repeat('x', 100000) AS s FROM range(8)), \
+                  b AS (SELECT s || s AS s FROM a), c AS (SELECT s || s AS s FROM b), \
+                  d AS (SELECT s || s AS s FROM c), e AS (SELECT s || s AS s FROM d), \
+                  f AS (SELECT s || s AS s FROM e), g AS (SELECT s || s AS s FROM f) \
+             SELECT length(s) FROM g",
+        )
+        .await;
+        assert!(e.contains("ProjectionExec built a batch"), "{e}");
+        assert_eq!(c.context().runtime_env().memory_pool.reserved(), 0);
+        // A literal the size of the limit over a batch is refused as the query is planned.
+        let big = "y".repeat(64 * 1024);
+        let e = refused(&c, &format!("SELECT '{big}' AS s FROM range(10)")).await;
+        assert!(e.starts_with("Resources exhausted: a literal of"), "{e}");
+        // The catalog of `authwatch sql` (no limit) is left alone.
+        let unbounded = catalog_with(10, None);
+        let plan = unbounded
+            .query("EXPLAIN SELECT n + 1 FROM events")
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)
+            .unwrap()
+            .to_string();
+        assert!(!text.contains("CountedOutput"), "{text}");
+        let plan = c.query("EXPLAIN SELECT n + 1 FROM events").await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("CountedOutput"), "{text}");
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// A `.sql` detection file cannot be used (the author's fault): the message names the file
-    /// and, for SQL errors, DataFusion's position in the query.
+    /// and, for SQL errors, the position in it (line and column from the top of the file) where
+    /// DataFusion gives one.
     #[error("{path}: {message}")]
     Rule {
         /// The file.

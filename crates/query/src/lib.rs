@@ -38,7 +38,7 @@ pub use interned_agg::{InternedAggregateExec, InternedAggregation};
 pub use live::{LiveWindow, LiveWindowFeed};
 pub use output::{OutputFormat, write_result};
 pub use rule::{SqlRule, WindowSpec, load_dir};
-pub use stream::{SqlDetections, SqlDetector, SqlRuleStats};
+pub use stream::{DEFAULT_MAX_MEMORY, SqlDetections, SqlDetector, SqlLimits, SqlRuleStats};
 pub use udf::register_udfs;
 
 #[cfg(test)]

@@ -37,6 +37,11 @@ pub enum WindowSpec {
     Session {
         /// Longest quiet time inside one session (ms).
         gap_ms: i64,
+        /// A session that goes on is decided in parts: once the part not decided yet spans
+        /// more than this (ms), its rows are decided, with the `gap` of rows before the part
+        /// as context (header `max_span`, default `gap`). Without it a key with steady
+        /// traffic (a busy tenant) would never be decided.
+        max_span_ms: i64,
     },
 }
 
@@ -46,7 +51,7 @@ impl WindowSpec {
     pub fn span_ms(&self) -> i64 {
         match self {
             WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => *size_ms,
-            WindowSpec::Session { gap_ms } => *gap_ms,
+            WindowSpec::Session { gap_ms, .. } => *gap_ms,
         }
     }
 }
@@ -61,6 +66,8 @@ struct WindowHeader {
     slide: Option<String>,
     #[serde(default)]
     gap: Option<String>,
+    #[serde(default)]
+    max_span: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +130,9 @@ pub struct SqlRule {
     pub steps: LocalizedSteps,
     /// The query (header removed).
     pub sql: String,
+    /// Where the query starts in the file: line and column (1-based) of its first character,
+    /// so that positions in the query can be reported as positions in the file.
+    pub sql_start: (usize, usize),
 }
 
 impl SqlRule {
@@ -142,7 +152,20 @@ impl SqlRule {
             return Err(bad("unterminated header: no closing ---*/".into()));
         };
         let header_text = &rest[..end];
-        let sql = rest[end + 5..].trim().trim_end_matches(';').to_owned();
+        let after_header = &rest[end + 5..];
+        let sql = after_header.trim().trim_end_matches(';').to_owned();
+        // The query's first character in the file: DataFusion counts lines and columns from
+        // the start of the query, an author reads them from the top of the file.
+        let sql_at = text.len() - after_header.trim_start().len();
+        let before = &text[..sql_at];
+        let sql_start = (
+            before.matches('\n').count() + 1,
+            before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |line| line.chars().count())
+                + 1,
+        );
         // Header line numbers: the YAML starts on the file's line of "/*---".
         let offset_lines = text[..text.len() - trimmed.len()].matches('\n').count();
         let header: Header = serde_yaml_ng::from_str(header_text).map_err(|e| {
@@ -187,15 +210,28 @@ impl SqlRule {
                 }
                 WindowSpec::Hopping { size_ms, slide_ms }
             }
-            "session" => WindowSpec::Session {
-                gap_ms: dur("gap", &w.gap)?,
-            },
+            "session" => {
+                let gap_ms = dur("gap", &w.gap)?;
+                let max_span_ms = match &w.max_span {
+                    Some(_) => dur("max_span", &w.max_span)?,
+                    None => gap_ms,
+                };
+                WindowSpec::Session {
+                    gap_ms,
+                    max_span_ms,
+                }
+            }
             other => {
                 return Err(bad(format!(
                     "header: window.kind {other:?}: expected tumbling, hopping or session"
                 )));
             }
         };
+        if w.max_span.is_some() && w.kind != "session" {
+            return Err(bad(
+                "header: window.max_span is for session windows only".into()
+            ));
+        }
         if header.key.is_empty() {
             return Err(bad("header: key must name at least one field".into()));
         }
@@ -235,6 +271,7 @@ impl SqlRule {
             summary: header.summary,
             steps: header.steps,
             sql,
+            sql_start,
         })
     }
 

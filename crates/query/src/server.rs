@@ -10,6 +10,11 @@
 //! `WARNING` notice to the client; at most [`MAX_CONNECTIONS`] clients are served at once, the
 //! next ones refused with SQLSTATE 53300 (too_many_connections). With TLS configured, a client
 //! that did not negotiate TLS is refused before it authenticates.
+//!
+//! A query stops (its DataFusion stream is dropped, which ends its tasks) when it runs longer
+//! than `serve.statement_timeout` (SQLSTATE 57014), when the client sends a cancel request
+//! (psql's Ctrl-C; 57014 too), or when the client's side of the connection closes: a client
+//! that is killed or gives up does not leave its query running.
 
 use crate::catalog::LimitedResult;
 use crate::{Catalog, QueryError};
@@ -25,6 +30,7 @@ use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -34,14 +40,17 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ConnectionManager, ErrorHandler};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::fmt::Debug;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -148,6 +157,9 @@ pub struct ServerOptions {
     /// Most rows one query returns: no more are read, and the client is told with a `WARNING`
     /// notice (and the log) that the result was cut.
     pub max_rows: usize,
+    /// Longest a statement may plan and run before it is stopped (SQLSTATE 57014); `None`: no
+    /// limit.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Debug for ServerOptions {
@@ -157,6 +169,7 @@ impl Debug for ServerOptions {
             .field("user", &self.user)
             .field("tls", &self.tls.is_some())
             .field("max_rows", &self.max_rows)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -224,11 +237,16 @@ fn is_empty_statement(sql: &str) -> bool {
     sql.trim().trim_matches(';').trim().is_empty()
 }
 
-/// Query handling over the catalog.
+/// Query handling over the catalog, for one connection.
 struct Backend {
     catalog: Arc<Catalog>,
     parser: Arc<Parser>,
     max_rows: usize,
+    statement_timeout: Option<Duration>,
+    /// A second handle on the connection's socket (pgwire owns the first), watched while a
+    /// query runs: pgwire reads nothing from the client until the query is answered, so
+    /// without it a client that went away would only be noticed when the rows are sent.
+    peer: Option<TcpStream>,
 }
 
 /// Checks a statement at Parse by planning it ([`Catalog::plan`]: nothing runs) and keeps its
@@ -379,10 +397,8 @@ impl Backend {
             return Ok(Response::EmptyQuery);
         }
         let limited = self
-            .catalog
-            .query_limited(sql, self.max_rows)
-            .await
-            .map_err(query_error)?;
+            .bounded(self.catalog.query_limited(sql, self.max_rows))
+            .await?;
         let fields = Arc::new(fields_of(&limited.result.schema, format));
         if let Some(cut) = limited.truncated {
             tracing::warn!(rows = limited.result.rows(), reason = %cut, "serve: result cut");
@@ -404,8 +420,83 @@ impl Backend {
         if is_empty_statement(sql) {
             return Ok(Vec::new());
         }
-        let plan = self.catalog.plan(sql).await.map_err(query_error)?;
+        let plan = self.bounded(self.catalog.plan(sql)).await?;
         Ok(fields_of(plan.schema().as_arrow(), format))
+    }
+
+    /// Runs `work` until it ends, the statement timeout passes or the client's side of the
+    /// connection closes. In the two latter cases `work` is dropped, and with it the query's
+    /// stream, which stops DataFusion's tasks. (A cancel request drops the whole `do_query`
+    /// future the same way: pgwire races it against the request.)
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, QueryError>>,
+    ) -> PgWireResult<T> {
+        let timeout = async {
+            match self.statement_timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hangup = async {
+            match &self.peer {
+                Some(peer) => hung_up(peer).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = work => r.map_err(query_error),
+            () = timeout => {
+                let after = self.statement_timeout.unwrap_or_default();
+                tracing::warn!(?after, "serve: statement timeout; query stopped");
+                Err(user_error(
+                    "57014",
+                    format!(
+                        "canceling statement due to statement timeout (serve.statement_timeout = {})",
+                        humanize(after)
+                    ),
+                ))
+            }
+            () = hangup => {
+                tracing::info!("serve: the client closed the connection; query stopped");
+                // Nobody reads this: the connection ends when pgwire writes it.
+                Err(fatal_error("08006", "the client closed the connection"))
+            }
+        }
+    }
+}
+
+/// `d` as in the configuration: `1m`, `1m 30s`, `500ms`.
+fn humanize(d: Duration) -> String {
+    let (secs, millis) = (d.as_secs(), d.subsec_millis());
+    let mut parts = Vec::new();
+    for (unit, n) in [("h", secs / 3600), ("m", secs / 60 % 60), ("s", secs % 60)] {
+        if n > 0 {
+            parts.push(format!("{n}{unit}"));
+        }
+    }
+    if millis > 0 || parts.is_empty() {
+        parts.push(format!("{millis}ms"));
+    }
+    parts.join(" ")
+}
+
+/// Resolves once the peer has closed its side of `socket` (or the socket failed). Bytes the
+/// client sends meanwhile (its next messages, pipelined) are left for pgwire to read.
+async fn hung_up(socket: &TcpStream) {
+    loop {
+        match socket.ready(Interest::READABLE).await {
+            Ok(ready) if ready.is_read_closed() => return,
+            Ok(_) => {
+                // Readable, not closed: bytes are waiting. Clear the readiness so that the next
+                // wake-up is a new event (more bytes, or the end of the stream) rather than
+                // this one again; the closed state, once seen, is never cleared.
+                let _ = socket.try_io(Interest::READABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            Err(_) => return,
+        }
     }
 }
 
@@ -496,28 +587,76 @@ impl ExtendedQueryHandler for Backend {
 
 /// What every connection shares.
 struct Handlers {
-    backend: Arc<Backend>,
+    catalog: Arc<Catalog>,
+    parser: Arc<Parser>,
+    max_rows: usize,
+    statement_timeout: Option<Duration>,
     secret: Arc<Secret>,
     certificate: Option<Vec<u8>>,
     /// TLS is configured: clients that did not negotiate it are refused.
     require_tls: bool,
     max_connections: usize,
+    /// Every authenticated connection's cancel key (sent to the client at startup) and the
+    /// handle that stops its running query.
+    cancels: Arc<ConnectionManager>,
 }
 
-/// One connection's handlers: the shared ones, and whether it was admitted (under
-/// [`MAX_CONNECTIONS`]).
+/// One connection's handlers: the shared ones, whether it was admitted (under
+/// [`MAX_CONNECTIONS`]), and its query handler.
 struct Connection {
     shared: Arc<Handlers>,
     admitted: bool,
+    backend: Arc<Backend>,
+}
+
+impl Connection {
+    fn new(shared: Arc<Handlers>, admitted: bool, peer: Option<TcpStream>) -> Connection {
+        let backend = Arc::new(Backend {
+            catalog: Arc::clone(&shared.catalog),
+            parser: Arc::clone(&shared.parser),
+            max_rows: shared.max_rows,
+            statement_timeout: shared.statement_timeout,
+            peer,
+        });
+        Connection {
+            shared,
+            admitted,
+            backend,
+        }
+    }
+}
+
+/// Says what a canceled query is in PostgreSQL's words (pgwire's own is "Query canceled"), and
+/// logs it.
+struct Errors;
+
+impl ErrorHandler for Errors {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        if matches!(error, PgWireError::QueryCanceled) {
+            tracing::info!(peer = %client.socket_addr(), "serve: query canceled by the client");
+            *error = user_error("57014", "canceling statement due to user request");
+        }
+    }
 }
 
 impl PgWireServerHandlers for Connection {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.shared.backend)
+        Arc::clone(&self.backend)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.shared.backend)
+        Arc::clone(&self.backend)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.shared.cancels)))
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(Errors)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -532,7 +671,11 @@ impl PgWireServerHandlers for Connection {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = format!("15.0 (authwatch {})", env!("CARGO_PKG_VERSION"));
         Arc::new(Gate {
-            inner: SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram),
+            // The connection manager gives each connection its cancel key and lets a cancel
+            // request (on a connection of its own) reach the query.
+            inner: SASLAuthStartupHandler::new(Arc::new(parameters))
+                .with_scram(scram)
+                .with_connection_manager(Arc::clone(&shared.cancels)),
             require_tls: shared.require_tls,
             admitted: self.admitted,
             max_connections: shared.max_connections,
@@ -623,6 +766,22 @@ impl Accept for TcpListener {
     }
 }
 
+/// `socket` and a second handle on it for [`hung_up`] (`None` when the process is out of file
+/// descriptors: the connection is served, and a query notices a client gone only when it
+/// answers).
+fn with_hangup_watch(socket: TcpStream) -> std::io::Result<(TcpStream, Option<TcpStream>)> {
+    let socket = socket.into_std()?;
+    let watch = socket.try_clone().and_then(TcpStream::from_std);
+    let socket = TcpStream::from_std(socket)?;
+    match watch {
+        Ok(w) => Ok((socket, Some(w))),
+        Err(e) => {
+            tracing::warn!(error = %e, "serve: cannot watch a connection for a hang-up");
+            Ok((socket, None))
+        }
+    }
+}
+
 /// Serves the catalog on `listener` until the future is dropped. Each connection runs on its
 /// own task; a failing connection is logged and does not affect others, and neither does a
 /// failed `accept` (logged, retried after a short wait). At most [`MAX_CONNECTIONS`] clients
@@ -652,11 +811,10 @@ async fn serve_on(
         None => None,
     };
     let handlers = Arc::new(Handlers {
-        backend: Arc::new(Backend {
-            catalog: Arc::clone(&catalog),
-            parser: Arc::new(Parser { catalog }),
-            max_rows: options.max_rows.max(1),
-        }),
+        catalog: Arc::clone(&catalog),
+        parser: Arc::new(Parser { catalog }),
+        max_rows: options.max_rows.max(1),
+        statement_timeout: options.statement_timeout.filter(|d| !d.is_zero()),
         secret: Arc::new(Secret {
             user: options.user.clone(),
             password: options.password.clone(),
@@ -664,6 +822,7 @@ async fn serve_on(
         certificate: options.tls.as_ref().map(|(c, _)| c.clone()),
         require_tls: acceptor.is_some(),
         max_connections,
+        cancels: Arc::new(ConnectionManager::new()),
     });
     let admitted = Arc::new(Semaphore::new(max_connections));
     // Connections over the limit get a task too, to be told why (SQLSTATE 53300) rather than
@@ -705,10 +864,14 @@ async fn serve_on(
                 }
             },
         };
-        let connection = Connection {
-            shared: Arc::clone(&handlers),
-            admitted: is_admitted,
+        let (socket, watch) = match with_hangup_watch(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "serve: cannot take over a connection; closing it");
+                continue;
+            }
         };
+        let connection = Connection::new(Arc::clone(&handlers), is_admitted, watch);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // Held for the life of the connection.
@@ -734,6 +897,7 @@ mod tests {
             password: "s3cret".into(),
             tls: None,
             max_rows: 10,
+            statement_timeout: None,
         }
     }
 
@@ -742,6 +906,8 @@ mod tests {
             catalog: Arc::clone(&catalog),
             parser: Arc::new(Parser { catalog }),
             max_rows: 10,
+            statement_timeout: None,
+            peer: None,
         }
     }
 
@@ -774,6 +940,74 @@ mod tests {
             .unwrap();
         let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
         assert_eq!(names, ["one", "two"]);
+    }
+
+    /// Runs for minutes unless stopped (no memory to speak of).
+    const LONG_QUERY: &str = "SELECT sum(value % 7) FROM range(10000000000)";
+
+    /// Regression: nothing stopped a statement; it ran to completion however long it took.
+    #[tokio::test]
+    async fn a_statement_stops_at_the_timeout() {
+        let catalog = Arc::new(Catalog::new().unwrap());
+        let mut b = backend(Arc::clone(&catalog));
+        b.statement_timeout = Some(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let Err(PgWireError::UserError(e)) = b.bounded(catalog.query_limited(LONG_QUERY, 10)).await
+        else {
+            panic!("not stopped");
+        };
+        assert_eq!(e.code, "57014", "{e:?}");
+        assert!(
+            e.message.contains("statement timeout") && e.message.contains("300ms"),
+            "{e:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Within the timeout, a statement answers as before.
+        let r = b
+            .bounded(catalog.query_limited("SELECT 1", 10))
+            .await
+            .unwrap();
+        assert_eq!(r.result.rows(), 1);
+    }
+
+    /// Regression: a client that went away (killed, or gave up) left its query running to the
+    /// end, the socket in CLOSE-WAIT: pgwire reads nothing while a query runs.
+    #[tokio::test]
+    async fn a_query_stops_when_the_client_hangs_up() {
+        let (l, addr) = listener().await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server_side, _) = l.accept().await.unwrap();
+        let (_socket, watch) = with_hangup_watch(server_side).unwrap();
+        let catalog = Arc::new(Catalog::new().unwrap());
+        let mut b = backend(Arc::clone(&catalog));
+        b.peer = Some(watch.expect("a second handle on the socket"));
+        // Bytes from a client that stays (its next messages, pipelined) are not a hang-up.
+        client.write_all(b"pipelined").await.unwrap();
+        let answered = tokio::time::timeout(
+            Duration::from_secs(5),
+            b.bounded(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, QueryError>(1)
+            }),
+        )
+        .await;
+        assert!(matches!(answered, Ok(Ok(1))), "{answered:?}");
+        // A client that goes away stops the query.
+        let hang_up = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(client);
+        };
+        let (stopped, ()) = tokio::join!(
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                b.bounded(catalog.query_limited(LONG_QUERY, 10))
+            ),
+            hang_up
+        );
+        match stopped {
+            Ok(Err(PgWireError::UserError(e))) => assert_eq!(e.code, "08006", "{e:?}"),
+            other => panic!("not stopped: {:?}", other.map(|r| r.map(|_| ()))),
+        }
     }
 
     /// A listener whose first `accept`s fail.

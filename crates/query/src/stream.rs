@@ -26,6 +26,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, tree_node::TreeNode, tree_node::TreeNodeRecursion};
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, TableProviderFilterPushDown, utils::conjunction, utils::disjunction,
 };
@@ -38,6 +40,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Events staged before they are converted to Arrow together.
@@ -150,6 +153,67 @@ pub struct SqlRuleStats {
     pub errors: u64,
 }
 
+/// [`SqlRuleStats`] over every task of one detection (each task's detector counts its own),
+/// for metrics and the end of a run.
+#[derive(Debug, Default)]
+struct Totals {
+    rows_buffered: AtomicU64,
+    executions: AtomicU64,
+    alerts: AtomicU64,
+    suppressed: AtomicU64,
+    evicted: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Totals {
+    fn get(&self) -> SqlRuleStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SqlRuleStats {
+            rows_buffered: get(&self.rows_buffered),
+            executions: get(&self.executions),
+            alerts: get(&self.alerts),
+            suppressed: get(&self.suppressed),
+            evicted: get(&self.evicted),
+            errors: get(&self.errors),
+        }
+    }
+}
+
+/// A counter of [`SqlRuleStats`].
+#[derive(Debug, Clone, Copy)]
+enum Stat {
+    RowsBuffered,
+    Executions,
+    Alerts,
+    Suppressed,
+    Evicted,
+}
+
+/// What bounds the detections' memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Most rows one detection buffers for its open windows (after its filter); beyond, the
+    /// oldest are dropped and counted (`sql.max_buffered_rows`).
+    pub max_buffered_rows: usize,
+    /// Most memory (bytes) one execution of a detection's query may hold in DataFusion's
+    /// operators (sorts, joins, aggregations, window functions): each detection has a memory
+    /// pool of this size (`sql.max_memory_mib`). An execution that needs more fails, is counted
+    /// as a failure of the detection, and the run goes on; nothing spills to disk.
+    pub max_memory: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            max_buffered_rows: 1_000_000,
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
+
+/// The default of [`SqlLimits::max_memory`]: 256 MiB per detection.
+pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
 /// One buffered chunk of rows of a detection.
 struct Chunk {
     batch: RecordBatch,
@@ -178,9 +242,8 @@ struct PlannedRule {
     physical: Arc<dyn ExecutionPlan>,
     /// The scan filters of the plan, evaluated at ingestion.
     prefilter: Option<Arc<dyn PhysicalExpr>>,
-    /// Failures over every task (each task's [`SqlRuleStats::errors`] counts its own), for the
-    /// end of a run to report.
-    failures: std::sync::atomic::AtomicU64,
+    /// Counts over every task, for metrics and the end of a run.
+    totals: Totals,
 }
 
 impl RuleRun {
@@ -192,9 +255,23 @@ impl RuleRun {
     /// Counts `n` failures of this detection (already logged by the caller).
     fn failed_by(&mut self, n: u64) {
         self.stats.errors += n;
-        self.planned
-            .failures
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.planned.totals.errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to one of this task's counters and to the detection's totals.
+    fn count(&mut self, stat: Stat, n: u64) {
+        let (own, total) = match stat {
+            Stat::RowsBuffered => (
+                &mut self.stats.rows_buffered,
+                &self.planned.totals.rows_buffered,
+            ),
+            Stat::Executions => (&mut self.stats.executions, &self.planned.totals.executions),
+            Stat::Alerts => (&mut self.stats.alerts, &self.planned.totals.alerts),
+            Stat::Suppressed => (&mut self.stats.suppressed, &self.planned.totals.suppressed),
+            Stat::Evicted => (&mut self.stats.evicted, &self.planned.totals.evicted),
+        };
+        *own += n;
+        total.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -208,6 +285,9 @@ struct RuleRun {
     next_end: Option<i64>,
     /// Session windows: per key, its open sessions (start, last event), ordered.
     sessions: HashMap<String, Vec<(i64, i64)>>,
+    /// Session windows: per key, the last time decided of its open session that was decided
+    /// in part (see [`session_parts`]; at most one session of a key can be).
+    decided: HashMap<String, i64>,
     incidents: HashMap<String, Incident>,
     stats: SqlRuleStats,
 }
@@ -266,10 +346,33 @@ fn canonical_key(fields: &[String], e: &AuthEvent) -> Option<String> {
 }
 
 impl SqlDetections {
-    /// Plans every detection once. Fails, naming the file and DataFusion's position in the
-    /// query, when a query does not plan against the `events` table or lacks the result
-    /// columns an alert needs (the key columns, `first_seen`, `last_seen`).
+    /// Plans every detection once, with the default memory pool
+    /// ([`SqlDetections::with_limits`]).
     pub fn new(rules: Vec<SqlRule>, max_buffered_rows: usize) -> Result<SqlDetections, QueryError> {
+        SqlDetections::with_limits(
+            rules,
+            SqlLimits {
+                max_buffered_rows,
+                ..SqlLimits::default()
+            },
+        )
+    }
+
+    /// Plans every detection once, each in a session with its own memory pool of
+    /// `limits.max_memory`. Fails, naming the file and the position in it (line and column
+    /// from the top of the `.sql` file), when a query does not plan against the `events`
+    /// table or lacks the result columns an alert needs (the key columns, `first_seen`,
+    /// `last_seen`).
+    pub fn with_limits(
+        rules: Vec<SqlRule>,
+        limits: SqlLimits,
+    ) -> Result<SqlDetections, QueryError> {
+        // An empty pool would fail every execution: a mistake, not a limit.
+        if limits.max_memory == 0 {
+            return Err(QueryError::Config(
+                "sql.max_memory_mib must be positive".to_owned(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| QueryError::Sql(format!("cannot start the query runtime: {e}")))?;
@@ -281,7 +384,8 @@ impl SqlDetections {
         let window_schema = Arc::new(Schema::new(fields));
         let mut runs = Vec::with_capacity(rules.len());
         for rule in rules {
-            let run = runtime.block_on(plan_rule(rule, &window_schema, &events))?;
+            let run =
+                runtime.block_on(plan_rule(rule, &window_schema, &events, limits.max_memory))?;
             runs.push(Arc::new(run));
         }
         Ok(SqlDetections {
@@ -289,7 +393,7 @@ impl SqlDetections {
             rules: runs,
             window_schema,
             event_columns,
-            max_buffered_rows: max_buffered_rows.max(1),
+            max_buffered_rows: limits.max_buffered_rows.max(1),
         })
     }
 
@@ -306,9 +410,19 @@ impl SqlDetections {
         self.rules
             .iter()
             .map(|r| {
-                let n = r.failures.load(std::sync::atomic::Ordering::Relaxed);
+                let n = r.totals.errors.load(Ordering::Relaxed);
                 (r.rule.id.clone(), n)
             })
+            .collect()
+    }
+
+    /// Each detection's counters so far, summed over every task (alerts, result rows
+    /// suppressed, rows evicted, failures, …): `(id, counters)` for every detection, in file
+    /// order, zeros included.
+    pub fn stats(&self) -> Vec<(String, SqlRuleStats)> {
+        self.rules
+            .iter()
+            .map(|r| (r.rule.id.clone(), r.totals.get()))
             .collect()
     }
 
@@ -326,6 +440,7 @@ impl SqlDetections {
                     buffered: 0,
                     next_end: None,
                     sessions: HashMap::new(),
+                    decided: HashMap::new(),
                     incidents: HashMap::new(),
                     stats: SqlRuleStats::default(),
                 })
@@ -417,7 +532,7 @@ impl SqlDetector {
                 continue;
             };
             let times: Vec<i64> = keep.iter().map(|&i| staged[i].time).collect();
-            if let WindowSpec::Session { gap_ms } = r.rule.window {
+            if let WindowSpec::Session { gap_ms, .. } = r.rule.window {
                 for (t, k) in times.iter().zip(&keys) {
                     if let Some(k) = k {
                         add_to_session(r.sessions.entry(k.clone()).or_default(), *t, gap_ms);
@@ -431,7 +546,7 @@ impl SqlDetector {
                 let end = window_end_after(t, slide_ms(&r.rule.window));
                 r.next_end = Some(r.next_end.map_or(end, |n| n.min(end)));
             }
-            r.stats.rows_buffered += keep.len() as u64;
+            r.count(Stat::RowsBuffered, keep.len() as u64);
             r.buffered += keep.len();
             r.buffer.push(Chunk {
                 batch: chunk,
@@ -475,10 +590,10 @@ impl SqlDetector {
         let r = &mut self.rules[i];
         // Which rows go to which window: (chunk, row, window start, window end).
         let mut assigned: Vec<(usize, usize, i64, i64)> = Vec::new();
-        // Session windows decided now, per key, in order.
-        let mut closed: Vec<(String, i64, i64)> = Vec::new();
-        // Session windows: the index in `closed` of each assigned row's session.
-        let mut assigned_session: Vec<usize> = Vec::new();
+        // Session windows: the parts decided now, and the index in `parts` of each assigned
+        // row's part.
+        let mut parts: Vec<Part> = Vec::new();
+        let mut assigned_part: Vec<usize> = Vec::new();
         match r.rule.window.clone() {
             WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
                 let slide = slide_ms(&r.rule.window);
@@ -504,40 +619,31 @@ impl SqlDetector {
                 }
                 r.next_end = Some(last_end.saturating_add(slide));
             }
-            WindowSpec::Session { gap_ms } => {
-                for (k, sessions) in &mut r.sessions {
-                    sessions.retain(|&(s, l)| {
-                        if l.saturating_add(gap_ms) < watermark {
-                            closed.push((k.clone(), s, l));
-                            false
-                        } else {
-                            true
-                        }
-                    });
+            WindowSpec::Session {
+                gap_ms,
+                max_span_ms,
+            } => {
+                // No part to decide still goes on to forget rows of sessions that closed.
+                parts = session_parts(r, watermark, gap_ms, max_span_ms);
+                let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+                for (n, p) in parts.iter().enumerate() {
+                    by_key.entry(p.key.clone()).or_default().push(n);
                 }
-                r.sessions.retain(|_, s| !s.is_empty());
-                if closed.is_empty() {
-                    return;
-                }
-                closed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-                let by_key: HashMap<&str, Vec<(i64, i64, usize)>> =
-                    closed
-                        .iter()
-                        .enumerate()
-                        .fold(HashMap::new(), |mut m, (n, (k, s, l))| {
-                            m.entry(k.as_str())
-                                .or_insert_with(Vec::new)
-                                .push((*s, *l, n));
-                            m
-                        });
                 for (c, chunk) in r.buffer.iter().enumerate() {
                     for (j, (&t, k)) in chunk.times.iter().zip(&chunk.keys).enumerate() {
                         let Some(list) = k.as_deref().and_then(|k| by_key.get(k)) else {
                             continue;
                         };
-                        if let Some(&(s, l, n)) = list.iter().find(|(s, l, _)| *s <= t && t <= *l) {
-                            assigned.push((c, j, s, l.saturating_add(gap_ms)));
-                            assigned_session.push(n);
+                        if let Some(&n) = list
+                            .iter()
+                            .find(|&&n| parts[n].from <= t && t <= parts[n].last)
+                        {
+                            assigned.push((c, j, parts[n].start, parts[n].end));
+                            assigned_part.push(n);
+                            if t >= parts[n].start {
+                                let p = &mut parts[n];
+                                p.last_row = Some(p.last_row.map_or(t, |l| l.max(t)));
+                            }
                         }
                     }
                 }
@@ -550,14 +656,19 @@ impl SqlDetector {
                 Ok(b) => Some(b),
                 Err(e) => {
                     r.failed();
-                    tracing::error!(rule = %r.rule.id, error = %e, "sql: window rows could not be built");
+                    tracing::error!(
+                        rule = %r.rule.id,
+                        windows = %describe_windows(&assigned, &parts, &assigned_part),
+                        error = %e,
+                        "sql: window rows could not be built"
+                    );
                     None
                 }
             }
         };
         let results = match &rows {
             Some(rows) => {
-                r.stats.executions += 1;
+                r.count(Stat::Executions, 1);
                 let planned = Arc::clone(&r.planned);
                 let executing = planned.executing.lock();
                 let result = self.runtime.block_on(execute(&planned, rows.clone()));
@@ -566,7 +677,24 @@ impl SqlDetector {
                     Ok(b) => b,
                     Err(e) => {
                         r.failed();
-                        tracing::error!(rule = %r.rule.id, error = %e, "sql: detection query failed on a window");
+                        let windows = describe_windows(&assigned, &parts, &assigned_part);
+                        if matches!(e, QueryError::ResourcesExhausted(_)) {
+                            tracing::error!(
+                                rule = %r.rule.id,
+                                windows = %windows,
+                                error = %e,
+                                "sql: the detection query needed more memory than the \
+                                 detection's pool (sql.max_memory_mib) on these windows; they \
+                                 are not decided"
+                            );
+                        } else {
+                            tracing::error!(
+                                rule = %r.rule.id,
+                                windows = %windows,
+                                error = %e,
+                                "sql: detection query failed on a window"
+                            );
+                        }
                         Vec::new()
                     }
                 }
@@ -598,24 +726,22 @@ impl SqlDetector {
             ))
         });
         let suppress = r.rule.suppress_ms;
-        if let WindowSpec::Session { gap_ms } = r.rule.window {
-            // Which closed session each row is about.
-            let sessions = SessionIndex {
-                closed: &closed,
-                gap_ms,
+        if let WindowSpec::Session { gap_ms, .. } = r.rule.window {
+            // Which part of a session each row is about.
+            let index = SessionIndex {
+                parts: &parts,
                 rows: rows.as_ref(),
-                assigned_session: &assigned_session,
+                assigned_part: &assigned_part,
                 by_event: std::cell::OnceCell::new(),
             };
-            let session_of: Vec<Option<usize>> =
-                found.iter().map(|f| sessions.session_of(f)).collect();
-            let unmatched = session_of.iter().filter(|m| m.is_none()).count();
+            let part_of: Vec<Option<usize>> = found.iter().map(|f| index.part_of(f)).collect();
+            let unmatched = part_of.iter().filter(|m| m.is_none()).count();
             if unmatched > 0 {
                 // Each such row is a finding lost: one failure per row.
                 r.failed_by(unmatched as u64);
                 let first = found
                     .iter()
-                    .zip(&session_of)
+                    .zip(&part_of)
                     .find(|(_, m)| m.is_none())
                     .map(|(f, _)| f.key.clone())
                     .unwrap_or_default();
@@ -629,44 +755,70 @@ impl SqlDetector {
                 );
             }
             // An incident spans whole sessions: every event of a session that the incident
-            // absorbed extends it, fired or not (as the compiled rules' incidents do).
-            for (n, (key, s, l)) in closed.iter().enumerate() {
-                let open = r
-                    .incidents
-                    .get(key)
-                    .is_some_and(|inc| *s <= inc.last_seen.saturating_add(suppress));
+            // absorbed extends it, fired or not (as the compiled rules' incidents do). A long
+            // session's parts follow each other, so its incident absorbs every later part.
+            for (n, p) in parts.iter().enumerate() {
+                // A later part of a session that the incident already reached is the same
+                // session: absorbed whatever `suppress` is.
+                let open = r.incidents.get(&p.key).is_some_and(|inc| {
+                    p.start <= inc.last_seen.saturating_add(suppress)
+                        || (p.start > p.session_start && inc.last_seen >= p.session_start)
+                });
+                // A row whose deciding time is before its part's window_start is about the
+                // context rows carried from the part before, which that part decided with all
+                // of their own context: not decided again.
                 let mut rows_here = found
                     .iter()
-                    .zip(&session_of)
-                    .filter(|(_, m)| **m == Some(n))
+                    .zip(&part_of)
+                    .filter(|(f, m)| **m == Some(n) && f.last_seen >= p.start)
                     .map(|(f, _)| f);
+                let Some(last_row) = p.last_row else {
+                    continue;
+                };
                 if open {
-                    r.stats.suppressed += rows_here.count() as u64;
-                    if let Some(inc) = r.incidents.get_mut(key) {
-                        inc.last_seen = inc.last_seen.max(*l);
+                    let absorbed = rows_here.count() as u64;
+                    r.count(Stat::Suppressed, absorbed);
+                    if let Some(inc) = r.incidents.get_mut(&p.key) {
+                        inc.last_seen = inc.last_seen.max(last_row);
                     }
                     continue;
                 }
                 if let Some(f) = rows_here.next() {
-                    r.stats.suppressed += rows_here.count() as u64;
+                    let absorbed = rows_here.count() as u64;
+                    r.count(Stat::Suppressed, absorbed);
                     r.incidents.insert(
-                        key.clone(),
+                        p.key.clone(),
                         Incident {
                             first_seen: f.first_seen,
-                            last_seen: *l,
+                            last_seen: last_row,
                         },
                     );
-                    r.stats.alerts += 1;
+                    r.count(Stat::Alerts, 1);
                     out.push(build_alert(&r.rule, f, rows.as_ref(), event_columns));
                 }
             }
+            // Forget the rows no part still to decide can read: those of sessions that
+            // closed, and those more than `gap` before the part still to decide of a session
+            // decided in part.
+            let sessions = std::mem::take(&mut r.sessions);
+            let decided = std::mem::take(&mut r.decided);
+            retain_rows(r, |t, k| {
+                k.is_some_and(|k| {
+                    sessions
+                        .get(k)
+                        .is_some_and(|open| open.iter().any(|&(s, l)| s <= t && t <= l))
+                        && decided.get(k).is_none_or(|&d| t > d.saturating_sub(gap_ms))
+                })
+            });
+            r.sessions = sessions;
+            r.decided = decided;
         } else {
             for f in &found {
                 if let Some(inc) = r.incidents.get_mut(&f.key)
                     && f.first_seen <= inc.last_seen.saturating_add(suppress)
                 {
                     inc.last_seen = inc.last_seen.max(f.last_seen);
-                    r.stats.suppressed += 1;
+                    r.count(Stat::Suppressed, 1);
                     continue;
                 }
                 r.incidents.insert(
@@ -676,17 +828,13 @@ impl SqlDetector {
                         last_seen: f.last_seen,
                     },
                 );
-                r.stats.alerts += 1;
+                r.count(Stat::Alerts, 1);
                 out.push(build_alert(&r.rule, f, rows.as_ref(), event_columns));
             }
-        }
-        // Forget rows no open window can read.
-        match r.rule.window {
-            WindowSpec::Session { .. } => {
-                let open: std::collections::HashSet<String> = r.sessions.keys().cloned().collect();
-                retain_rows(r, |_, k| k.is_some_and(|k| open.contains(k)));
-            }
-            WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } => {
+            // Forget rows no open window can read.
+            if let WindowSpec::Tumbling { size_ms } | WindowSpec::Hopping { size_ms, .. } =
+                r.rule.window
+            {
                 let from = r.next_end.map_or(i64::MIN, |e| e.saturating_sub(size_ms));
                 retain_rows(r, |t, _| t >= from);
             }
@@ -694,11 +842,153 @@ impl SqlDetector {
     }
 }
 
+/// A part of one key's session, decided in one execution: the whole session when it closes,
+/// or, while it goes on, the part not decided yet once that spans more than `max_span`.
+#[derive(Debug)]
+struct Part {
+    key: String,
+    /// The first row of its session.
+    session_start: i64,
+    /// The part's `window_start`: the session's first row, or for a later part the time just
+    /// after the part before it.
+    start: i64,
+    /// The first row it reads: `gap` before `start` for a later part (rows that the part
+    /// before decided, carried as context: each row's `[t - gap, t]` is whole), else `start`.
+    from: i64,
+    /// The last row it reads: the session's last row, or the watermark − 1 for a part of a
+    /// session that goes on (every row before the watermark is final: later events that
+    /// early are late).
+    last: i64,
+    /// The part's `window_end`: the session's last row + `gap`, or the watermark.
+    end: i64,
+    /// Its newest row from `start` on (None: it read context rows alone).
+    last_row: Option<i64>,
+}
+
+/// The first time of a session `(s, …)` that is not decided yet, given its key's mark.
+fn undecided_start(s: i64, decided: Option<i64>) -> i64 {
+    match decided {
+        // The mark lies in this session: it was decided in part up to it.
+        Some(d) if d >= s => d.saturating_add(1),
+        _ => s,
+    }
+}
+
+/// The parts of sessions to decide at `watermark`; closed sessions leave `r.sessions`, and
+/// sessions decided in part record how far (`r.decided`).
+///
+/// A session closes once the watermark passes its last row + `gap`: its part not decided yet
+/// is decided. A session that goes on is decided in part once its part not decided yet spans
+/// more than `max_span` (all its rows before the watermark), else a key with steady traffic
+/// (a busy tenant) would be decided never, its rows piling up until the oldest (the attack)
+/// were evicted. Each part after the first also reads the `gap` of rows before it, so that a
+/// row's `[t - gap, t]` is whole wherever it falls, as the compiled rules' sliding window of
+/// `gap` sees it; results about those context rows are not taken again.
+///
+/// A key has at most one open session with rows before the watermark (two such sessions
+/// would be less than `gap` apart, hence one), so one mark per key is enough.
+fn session_parts(r: &mut RuleRun, watermark: i64, gap: i64, max_span: i64) -> Vec<Part> {
+    let mut parts = Vec::new();
+    for (k, sessions) in &mut r.sessions {
+        let decided = r.decided.get(k).copied();
+        let mut decided_now = None;
+        sessions.retain(|&(s, l)| {
+            let start = undecided_start(s, decided);
+            let from = s.max(start.saturating_sub(gap));
+            if l.saturating_add(gap) < watermark {
+                if start <= l {
+                    parts.push(Part {
+                        key: k.clone(),
+                        session_start: s,
+                        start,
+                        from,
+                        last: l,
+                        end: l.saturating_add(gap),
+                        last_row: None,
+                    });
+                }
+                return false;
+            }
+            if watermark > start.saturating_add(max_span) && start <= l {
+                let last = watermark - 1;
+                parts.push(Part {
+                    key: k.clone(),
+                    session_start: s,
+                    start,
+                    from,
+                    last,
+                    end: watermark,
+                    last_row: None,
+                });
+                decided_now = Some(last);
+            }
+            true
+        });
+        if let Some(d) = decided_now {
+            r.decided.insert(k.clone(), d);
+        }
+    }
+    r.sessions.retain(|_, s| !s.is_empty());
+    // A mark goes with its session: once that closed, no open session of the key holds it.
+    let sessions = &r.sessions;
+    r.decided.retain(|k, d| {
+        sessions
+            .get(k)
+            .is_some_and(|open| open.iter().any(|&(s, _)| s <= *d))
+    });
+    parts.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+    parts
+}
+
+/// The windows of an execution, for the log line of its failure: how many, their span, their
+/// rows, and the largest (with its key, for sessions).
+fn describe_windows(
+    assigned: &[(usize, usize, i64, i64)],
+    parts: &[Part],
+    assigned_part: &[usize],
+) -> String {
+    let time = |ms: i64| Timestamp(ms).to_string();
+    let mut rows: BTreeMap<(i64, i64, Option<usize>), usize> = BTreeMap::new();
+    for (n, a) in assigned.iter().enumerate() {
+        *rows
+            .entry((a.2, a.3, assigned_part.get(n).copied()))
+            .or_default() += 1;
+    }
+    let (Some(first), Some(last)) = (
+        assigned.iter().map(|a| a.2).min(),
+        assigned.iter().map(|a| a.3).max(),
+    ) else {
+        return "none".to_owned();
+    };
+    let windows = match rows.len() {
+        1 => "1 window".to_owned(),
+        n => format!("{n} windows"),
+    };
+    let mut text = format!(
+        "{windows} from {} to {}, {} rows",
+        time(first),
+        time(last),
+        assigned.len()
+    );
+    if let Some(((s, e, part), n)) = rows.iter().max_by_key(|(_, n)| **n) {
+        let key = part
+            .and_then(|p| parts.get(p))
+            .map(|p| format!(" of {}", p.key))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "; the largest{key}: {} to {}, {n} rows",
+            time(*s),
+            time(*e)
+        ));
+    }
+    text
+}
+
 fn slide_ms(w: &WindowSpec) -> i64 {
     match w {
         WindowSpec::Tumbling { size_ms } => *size_ms,
         WindowSpec::Hopping { slide_ms, .. } => *slide_ms,
-        WindowSpec::Session { gap_ms } => *gap_ms,
+        WindowSpec::Session { gap_ms, .. } => *gap_ms,
     }
 }
 
@@ -744,7 +1034,12 @@ fn forget_incidents(r: &mut RuleRun, watermark: i64) {
 /// The earliest watermark at which a window holding an event at `t` can close.
 fn first_due(w: &WindowSpec, t: i64) -> i64 {
     match w {
-        WindowSpec::Session { gap_ms } => t.saturating_add(*gap_ms).saturating_add(1),
+        WindowSpec::Session {
+            gap_ms,
+            max_span_ms,
+        } => t
+            .saturating_add((*gap_ms).min(*max_span_ms))
+            .saturating_add(1),
         _ => window_end_after(t, slide_ms(w)),
     }
 }
@@ -752,11 +1047,26 @@ fn first_due(w: &WindowSpec, t: i64) -> i64 {
 /// The earliest watermark at which a buffered window of this detection closes.
 fn rule_due(r: &RuleRun) -> i64 {
     match r.rule.window {
-        WindowSpec::Session { gap_ms } => r
+        WindowSpec::Session {
+            gap_ms,
+            max_span_ms,
+        } => r
             .sessions
-            .values()
-            .flatten()
-            .map(|&(_, l)| l.saturating_add(gap_ms).saturating_add(1))
+            .iter()
+            .flat_map(|(k, open)| {
+                let decided = r.decided.get(k).copied();
+                open.iter().map(move |&(s, l)| {
+                    // It closes once the watermark passes its last row + gap; before, its
+                    // part not decided yet is decided once that spans more than max_span.
+                    let close = l.saturating_add(gap_ms).saturating_add(1);
+                    let start = undecided_start(s, decided);
+                    if start <= l {
+                        close.min(start.saturating_add(max_span_ms).saturating_add(1))
+                    } else {
+                        close
+                    }
+                })
+            })
             .min()
             .unwrap_or(i64::MAX),
         _ if r.buffered == 0 => i64::MAX,
@@ -845,7 +1155,7 @@ fn evict_oldest(r: &mut RuleRun, limit: usize) {
         .unwrap_or(i64::MIN);
     let before = r.buffered;
     retain_rows(r, |t, _| t > cut);
-    r.stats.evicted += (before - r.buffered) as u64;
+    r.count(Stat::Evicted, (before - r.buffered) as u64);
     tracing::warn!(rule = %r.rule.id, limit, "sql: window buffer full; oldest rows dropped (sql.max_buffered_rows)");
 }
 
@@ -885,6 +1195,7 @@ async fn plan_rule(
     rule: SqlRule,
     window_schema: &SchemaRef,
     events: &SchemaRef,
+    max_memory: usize,
 ) -> Result<PlannedRule, QueryError> {
     // One partition: each detector executes on its task's thread (a current-thread runtime),
     // so more partitions would add repartitioning and merging but no parallelism.
@@ -896,7 +1207,22 @@ async fn plan_rule(
     optimizer.enable_join_dynamic_filter_pushdown = false;
     optimizer.enable_topk_dynamic_filter_pushdown = false;
     optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-    let ctx = SessionContext::new_with_config(config);
+    // Spans on the parsed query, so that planning errors can name their position.
+    config.options_mut().sql_parser.collect_spans = true;
+    // A window far larger than usual (a burst, a flood from one address) must fail its own
+    // execution, not take the process and every other detection down: the detection's
+    // operators (sorts, joins, aggregations, window functions) hold at most `max_memory`
+    // together (DataFusion's greedy pool, which names its largest consumers when it refuses).
+    // Nothing spills: a pipeline's disk may be small or read-only, and a detection whose
+    // windows need more than its pool is better told than slowed down by disk.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(max_memory, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(|e| rule_error(&rule, describe_datafusion_error(&e)))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     register_udfs(&ctx);
     let rows = Arc::new(Mutex::new(Vec::new()));
     ctx.register_table(
@@ -910,11 +1236,11 @@ async fn plan_rule(
     let df = ctx
         .sql(&rule.sql)
         .await
-        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
+        .map_err(|e| rule_error(&rule, format!("query: {}", located(&rule, &e))))?;
     let state = ctx.state();
     let plan = state
         .optimize(df.logical_plan())
-        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
+        .map_err(|e| rule_error(&rule, format!("query: {}", located(&rule, &e))))?;
     let out = plan.schema();
     let mut required: Vec<&str> = rule.key.iter().map(String::as_str).collect();
     required.extend(["first_seen", "last_seen"]);
@@ -935,7 +1261,7 @@ async fn plan_rule(
         .query_planner()
         .create_physical_plan(&plan, &state)
         .await
-        .map_err(|e| rule_error(&rule, format!("query: {}", describe_datafusion_error(&e))))?;
+        .map_err(|e| rule_error(&rule, format!("query: {}", located(&rule, &e))))?;
     Ok(PlannedRule {
         rule,
         ctx,
@@ -943,7 +1269,7 @@ async fn plan_rule(
         executing: Mutex::new(()),
         physical,
         prefilter,
-        failures: std::sync::atomic::AtomicU64::new(0),
+        totals: Totals::default(),
     })
 }
 
@@ -1024,7 +1350,119 @@ async fn execute(r: &PlannedRule, rows: RecordBatch) -> Result<Vec<RecordBatch>,
     if let Ok(mut slot) = r.rows.lock() {
         slot.clear();
     }
-    Ok(out?)
+    out.map_err(|e| match e.find_root() {
+        // The detection's memory pool refused: the windows' size, not the query's mistake.
+        datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+            QueryError::ResourcesExhausted(describe_datafusion_error(&e))
+        }
+        _ => QueryError::from(e),
+    })
+}
+
+/// DataFusion's message about a detection's query, with its position counted from the top of
+/// the `.sql` file (DataFusion counts from the start of the query, below the header): the
+/// parser's own "Line: l, Column: c" rewritten, else the span of the error's diagnostic (the
+/// planner's, as `collect_spans` is on) appended.
+fn located(rule: &SqlRule, e: &datafusion::error::DataFusionError) -> String {
+    // "Optimizer rule 'simplify_expressions' failed, caused by …" names DataFusion's
+    // internals; the cause is what the author needs.
+    let text = match e {
+        datafusion::error::DataFusionError::Context(..) => describe_datafusion_error(e.find_root()),
+        _ => describe_datafusion_error(e),
+    };
+    let (first_line, first_column) = rule.sql_start;
+    let in_file = |line: u64, column: u64| {
+        let line = usize::try_from(line).unwrap_or(usize::MAX);
+        let column = usize::try_from(column).unwrap_or(usize::MAX);
+        // The query's first line starts where the header's `---*/` left off (usually column
+        // 1 of the next line); its other lines are the file's lines.
+        if line <= 1 {
+            (
+                first_line,
+                first_column.saturating_add(column.saturating_sub(1)),
+            )
+        } else {
+            (first_line.saturating_add(line - 1), column)
+        }
+    };
+    if let Some(rewritten) = rewrite_parser_positions(&text, in_file) {
+        return rewritten;
+    }
+    match e.diagnostic().and_then(|d| d.span) {
+        Some(span) if span.start.line > 0 => {
+            let (line, column) = in_file(span.start.line, span.start.column);
+            format!("{text} (at line {line}, column {column})")
+        }
+        _ => match misspelt_field(&text, &rule.sql) {
+            // DataFusion checks struct fields while optimizing, with no span: the field's
+            // first use in the query is where the author looks.
+            Some((name, line, column)) => {
+                let (line, column) = in_file(line, column);
+                format!("{text} (.{name}: first at line {line}, column {column})")
+            }
+            None => text,
+        },
+    }
+}
+
+/// For DataFusion's "Field NAME not found in struct": NAME and the line and column (in the
+/// query, 1-based) of its first use as `.NAME`, if the query has one.
+fn misspelt_field<'a>(text: &'a str, sql: &str) -> Option<(&'a str, u64, u64)> {
+    let rest = &text[text.find("Field ")? + "Field ".len()..];
+    let name = &rest[..rest.find(" not found in struct")?];
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let needle = format!(".{name}");
+    let at = sql.match_indices(&needle).map(|(at, _)| at).find(|&at| {
+        sql[at + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !ident(c))
+    })?;
+    // The position of the name, after the dot.
+    let before = &sql[..at + 1];
+    let line = before.matches('\n').count() as u64 + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+    Some((name, line, column))
+}
+
+/// `text` with each "Line: l, Column: c" of the SQL parser as "line L, column C" of the file,
+/// or None when it has none.
+fn rewrite_parser_positions(
+    text: &str,
+    in_file: impl Fn(u64, u64) -> (usize, usize),
+) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut found = false;
+    while let Some(at) = rest.find("Line: ") {
+        let after = &rest[at + "Line: ".len()..];
+        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let n = digits(after);
+        let parsed = after[..n].parse::<u64>().ok().and_then(|line| {
+            let tail = after[n..].strip_prefix(", Column: ")?;
+            let m = digits(tail);
+            let column = tail[..m].parse::<u64>().ok()?;
+            Some((line, column, &tail[m..]))
+        });
+        match parsed {
+            Some((line, column, tail)) => {
+                let (line, column) = in_file(line, column);
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("line {line}, column {column}"));
+                rest = tail;
+                found = true;
+            }
+            None => {
+                out.push_str(&rest[..at + "Line: ".len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    found.then_some(out)
 }
 
 /// One result row.
@@ -1173,48 +1611,46 @@ fn collect_rows(
     Ok((found, bad))
 }
 
-/// Finds the closed session a result row of a session detection is about.
+/// Finds the part of a session a result row of a session detection is about.
 struct SessionIndex<'a> {
-    /// The sessions decided in this execution: (key, start, last row), sorted.
-    closed: &'a [(String, i64, i64)],
-    gap_ms: i64,
-    /// The rows the query read, and the index in `closed` of each one's session.
+    /// The parts of sessions decided in this execution, sorted.
+    parts: &'a [Part],
+    /// The rows the query read, and the index in `parts` of each one's part.
     rows: Option<&'a RecordBatch>,
-    assigned_session: &'a [usize],
-    /// Event id → session, built when a row first needs it.
+    assigned_part: &'a [usize],
+    /// Event id → part, built when a row first needs it.
     by_event: std::cell::OnceCell<HashMap<String, usize>>,
 }
 
 impl SessionIndex<'_> {
-    /// The session of `f`, tried in this order:
-    /// 1. its key columns hold a session's key (the documented contract): that key's session
+    /// The part of `f`, tried in this order:
+    /// 1. its key columns hold a session's key (the documented contract): that key's part
     ///    that starts at the row's `window_start`, else holds its `last_seen`, else its
-    ///    `first_seen` (within the session's window, up to its `window_end`);
+    ///    `first_seen` (from the first row the part reads to its `window_end`);
     /// 2. its `event_id`, else the first of its `evidence`, is an event the query read: that
-    ///    event's session;
-    /// 3. its `window_start` (and `window_end`, if returned) is that of exactly one session.
-    fn session_of(&self, f: &Found) -> Option<usize> {
-        let end = |l: i64| l.saturating_add(self.gap_ms);
+    ///    event's part;
+    /// 3. its `window_start` (and `window_end`, if returned) is that of exactly one part.
+    fn part_of(&self, f: &Found) -> Option<usize> {
         let same_key = || {
-            self.closed
+            self.parts
                 .iter()
                 .enumerate()
-                .filter(move |(_, (k, _, _))| *k == f.key)
+                .filter(move |(_, p)| p.key == f.key)
         };
         let holding = |t: i64| {
             same_key()
-                .find(|(_, (_, s, l))| *s <= t && t <= end(*l))
+                .find(|(_, p)| p.from <= t && t <= p.end)
                 .map(|(n, _)| n)
         };
         let by_key = f
             .window_start
-            .and_then(|ws| same_key().find(|(_, (_, s, _))| *s == ws).map(|(n, _)| n))
+            .and_then(|ws| same_key().find(|(_, p)| p.start == ws).map(|(n, _)| n))
             .or_else(|| holding(f.last_seen))
             .or_else(|| holding(f.first_seen));
         if by_key.is_some() {
             return by_key;
         }
-        let by_event = self.by_event.get_or_init(|| self.event_sessions());
+        let by_event = self.by_event.get_or_init(|| self.event_parts());
         let by_id = f
             .event_id
             .iter()
@@ -1225,18 +1661,18 @@ impl SessionIndex<'_> {
         }
         let ws = f.window_start?;
         let mut bounds = self
-            .closed
+            .parts
             .iter()
             .enumerate()
-            .filter(|(_, (_, s, l))| *s == ws && f.window_end.is_none_or(|we| we == end(*l)));
+            .filter(|(_, p)| p.start == ws && f.window_end.is_none_or(|we| we == p.end));
         match (bounds.next(), bounds.next()) {
             (Some((n, _)), None) => Some(n),
             _ => None,
         }
     }
 
-    /// The session of each event id the query read (the first, should an id repeat).
-    fn event_sessions(&self) -> HashMap<String, usize> {
+    /// The part of each event id the query read (the first, should an id repeat).
+    fn event_parts(&self) -> HashMap<String, usize> {
         let mut map = HashMap::new();
         let Some(ids) = self
             .rows
@@ -1248,7 +1684,7 @@ impl SessionIndex<'_> {
         let Some(ids) = ids.as_string_opt::<i32>() else {
             return map;
         };
-        for (i, &n) in self.assigned_session.iter().enumerate() {
+        for (i, &n) in self.assigned_part.iter().enumerate() {
             if i < ids.len() && !ids.is_null(i) {
                 map.entry(ids.value(i).to_owned()).or_insert(n);
             }
@@ -1395,6 +1831,9 @@ struct RuleState {
     events: Vec<AuthEvent>,
     next_end: Option<i64>,
     sessions: Vec<(String, Vec<(i64, i64)>)>,
+    /// Absent from snapshots written before sessions were decided in part: none was.
+    #[serde(default)]
+    decided: Vec<(String, i64)>,
     incidents: Vec<(String, Incident)>,
 }
 
@@ -1472,6 +1911,7 @@ impl Checkpointed for SqlDetector {
                 events,
                 next_end: r.next_end,
                 sessions: sorted(&r.sessions),
+                decided: sorted(&r.decided),
                 incidents: sorted(&r.incidents),
             });
         }
@@ -1512,6 +1952,7 @@ impl Checkpointed for SqlDetector {
             }
             r.next_end = saved.next_end;
             r.sessions = saved.sessions.into_iter().collect();
+            r.decided = saved.decided.into_iter().collect();
             r.incidents = saved.incidents.into_iter().collect();
         }
         self.staged = state.staged;

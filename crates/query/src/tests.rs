@@ -2,7 +2,7 @@
 //! round-trips; the catalog answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::{ArchiveOptions, ArchiveWriter, Catalog, SqlDetections, SqlRule, load_dir};
+use crate::{ArchiveOptions, ArchiveWriter, Catalog, SqlDetections, SqlLimits, SqlRule, load_dir};
 use authwatch_detect::{EngineLimits, RulePack};
 use authwatch_event::{Alert, AuthEvent};
 use authwatch_pipeline::{Checkpointed, StreamDetector};
@@ -481,6 +481,35 @@ fn bad_detections_name_the_file_and_position() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("slide must divide"), "{e}");
+    // max_span is for sessions: decided in parts once they span more than it (default gap).
+    let e = SqlRule::parse(
+        Path::new("x.sql"),
+        &head.replace(
+            "kind: hopping, size: 10m, slide: 3m",
+            "kind: tumbling, size: 10m, max_span: 1h",
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("max_span is for session windows only"), "{e}");
+    let spans = |window: &str| {
+        let text = head.replace("kind: hopping, size: 10m, slide: 3m", window);
+        SqlRule::parse(Path::new("x.sql"), &text).unwrap().window
+    };
+    assert_eq!(
+        spans("kind: session, gap: 15m"),
+        crate::WindowSpec::Session {
+            gap_ms: 15 * MIN,
+            max_span_ms: 15 * MIN
+        }
+    );
+    assert_eq!(
+        spans("kind: session, gap: 15m, max_span: 2h"),
+        crate::WindowSpec::Session {
+            gap_ms: 15 * MIN,
+            max_span_ms: 120 * MIN
+        }
+    );
     let rule = SqlRule::parse(
         Path::new("y.sql"),
         "/*---\nid: y\nseverity: low\ncause_class: user\nwindow: { kind: session, gap: 10m }\nkey: [user]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\nSELECT nosuch FROM events",
@@ -1001,4 +1030,454 @@ FROM events GROUP BY "user".name, window_start HAVING count(*) > 1000000"#,
         .map(|a| a.first_seen.millis())
         .collect();
     assert_eq!(hop, vec![at(116, 0)], "{alerts:#?}");
+}
+
+/// A detection's load errors name the position in the `.sql` file, counted from its top (the
+/// parser and the planner count from the query's first line, below the YAML header).
+#[test]
+fn load_errors_name_the_line_and_column_in_the_file() {
+    let header = "/*---\nid: pos\nseverity: low\ncause_class: user\nwindow: { kind: tumbling, size: 1h }\nkey: [country]\nsummary: {en: a, ja: b}\nsteps: {en: [], ja: []}\n---*/\n";
+    // The query starts on line 10 of the file.
+    let plan = |query: &str| {
+        let text = format!("{header}{query}");
+        let rule = SqlRule::parse(Path::new("pos.sql"), &text).unwrap();
+        SqlDetections::new(vec![rule], 10)
+            .err()
+            .expect("a load error")
+            .to_string()
+    };
+    // A syntax error on the query's second line (the file's 11th): the parser's own position.
+    let e = plan(
+        "SELECT src.geo.country AS country, min(time) AS first_seen, max(time) AS last_seen\nFROM events WHER x\nGROUP BY 1",
+    );
+    assert!(e.starts_with("pos.sql: query:"), "{e}");
+    assert!(e.contains("found: x at line 11, column 18"), "{e}");
+    assert!(!e.contains("Line:"), "{e}");
+    // A column that does not exist, on the file's 12th line: the planner's span.
+    let e = plan(
+        "SELECT src.geo.country AS country, min(time) AS first_seen,\n       max(time) AS last_seen\nFROM events WHERE countryy IS NOT NULL\nGROUP BY 1",
+    );
+    assert!(e.contains("countryy"), "{e}");
+    assert!(e.ends_with("(at line 12, column 19)"), "{e}");
+    // On the query's first line, which is the file's 10th.
+    let e = plan(
+        "SELECT nosuch AS country, min(time) AS first_seen, max(time) AS last_seen FROM events GROUP BY 1",
+    );
+    assert!(e.ends_with("(at line 10, column 8)"), "{e}");
+    // A struct field that does not exist: DataFusion checks it while optimizing, without a
+    // span, so the field's first use is named.
+    let e = plan(
+        "SELECT src.geo.country AS country, min(time) AS first_seen,\n       max(time) AS last_seen\nFROM events WHERE src.geo.contry IS NOT NULL\nGROUP BY 1",
+    );
+    assert!(
+        e.contains("Field contry not found in struct (.contry: first at line 12, column 27)"),
+        "{e}"
+    );
+    assert!(!e.contains("Optimizer rule"), "{e}");
+    // A query that starts on the header's last line counts its columns from there.
+    let text = format!(
+        "{}---*/ SELECT nosuch AS country, min(time) AS first_seen, max(time) AS last_seen FROM events GROUP BY 1",
+        header.trim_end_matches("---*/\n")
+    );
+    let rule = SqlRule::parse(Path::new("pos.sql"), &text).unwrap();
+    let e = SqlDetections::new(vec![rule], 10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.ends_with("(at line 9, column 14)"), "{e}");
+}
+
+/// As [`both`], with the detections' limits; the SQL side is not flushed when `flush` is false
+/// (`authwatch run` never flushes: only the watermark decides), and with `restore_at` the SQL
+/// detector is snapshot after that many events and the run goes on in a detector restored from
+/// it. Returns the detections too, for their counters.
+fn both_with(
+    stream: &[AuthEvent],
+    rule_id: &str,
+    limits: SqlLimits,
+    flush: bool,
+    restore_at: Option<usize>,
+) -> (Vec<Alert>, Vec<Alert>, SqlDetections) {
+    let pack = RulePack::builtin().unwrap();
+    let mut engine = pack.engine(EngineLimits::default());
+    let detections = SqlDetections::with_limits(vec![sql_rule(rule_id)], limits).unwrap();
+    let mut sql = detections.detector();
+    let (mut compiled, mut from_sql) = (Vec::new(), Vec::new());
+    let mut newest = i64::MIN;
+    for (n, e) in stream.iter().enumerate() {
+        if restore_at == Some(n) {
+            let snap = sql.snapshot().unwrap();
+            sql = detections.detector();
+            sql.restore(&snap).unwrap();
+        }
+        engine.on_event(e, &mut compiled);
+        sql.on_event(e, &mut from_sql);
+        if e.time > newest {
+            newest = e.time;
+            engine.on_watermark(newest - LATENESS, &mut compiled);
+            sql.on_watermark(newest - LATENESS, &mut from_sql);
+        }
+    }
+    engine.flush(&mut compiled);
+    if flush {
+        sql.flush(&mut from_sql);
+    }
+    compiled.retain(|a| a.rule_id == rule_id);
+    let key = |a: &Alert| (a.window.start, a.alert_id.clone());
+    compiled.sort_by_key(key);
+    from_sql.sort_by_key(key);
+    (compiled, from_sql, detections)
+}
+
+/// A failed sign-in from `ip` of `user` of tenant acme.
+fn failure(t: i64, id: &str, user: &str, ip: &str, reason: &str) -> AuthEvent {
+    ev(t, id, "acme", user, ip, "logon", "failure", Some(reason))
+}
+
+/// Regression (review, mk_burst.py): the SQL twins joined every row of a session with every
+/// other and built an evidence list per row, so 5,000 failures from one address in 5 minutes
+/// took 583 s and 5.5 GB. Now window functions slide over the rows in time order and evidence
+/// is gathered for the deciding row alone: 3,000 failures fit in a 16 MiB pool (the self-join
+/// needed hundreds of MiB for them) and give the compiled rule's alert.
+#[test]
+fn a_burst_from_one_address_is_decided_in_linear_memory() {
+    let mut s = Vec::new();
+    background(&mut s, T0, T0 + 2 * 60 * MIN);
+    for i in 0..3000 {
+        let reason = if i % 3 == 0 {
+            "unknown_user"
+        } else {
+            "invalid_credentials"
+        };
+        s.push(failure(
+            T0 + 60 * MIN + i * 100,
+            &format!("s{i:06}"),
+            &format!("victim{i}@acme.example"),
+            "203.0.113.66",
+            reason,
+        ));
+    }
+    let limits = SqlLimits {
+        max_buffered_rows: 1_000_000,
+        max_memory: 16 << 20,
+    };
+    let (compiled, sql, detections) =
+        both_with(&sorted(s), "credential_stuffing", limits, true, None);
+    assert_eq!(compiled.len(), 1, "{compiled:#?}");
+    assert_eq!(sql, compiled);
+    assert_eq!(
+        detections.failures(),
+        vec![("credential_stuffing".into(), 0)]
+    );
+}
+
+/// HEAD's credential_stuffing.sql before the window functions: every failure joined with every
+/// other of its session, an evidence list per failure. Quadratic: a test of the memory pool.
+const SELF_JOIN_STUFFING: &str = r#"/*---
+id: stuffing_self_join
+severity: high
+cause_class: attack
+window: { kind: session, gap: 15m }
+key: [ip]
+suppress: 1h
+summary: { en: "{ip} {failures}", ja: "{ip} {failures}" }
+steps: { en: [], ja: [] }
+---*/
+WITH f AS (
+  SELECT src.ip AS ip, "user".name AS account, CAST(reason AS VARCHAR) AS reason,
+         time, event_id, window_start
+  FROM events
+  WHERE activity = 'logon' AND outcome = 'failure' AND src.ip IS NOT NULL
+),
+d AS (
+  SELECT e.ip, e.time, e.event_id, count(*) AS failures,
+         count(DISTINCT w.account) AS users,
+         sum(CASE WHEN w.reason = 'unknown_user' THEN 1 ELSE 0 END) AS unknown,
+         min(w.time) AS first_seen,
+         array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
+  FROM f e
+  JOIN f w ON w.ip = e.ip AND w.window_start = e.window_start
+          AND w.time BETWEEN e.time - duration_ms('15m') AND e.time
+  GROUP BY e.ip, e.window_start, e.time, e.event_id
+)
+SELECT ip, first_seen, time AS last_seen, event_id, failures, users, evidence
+FROM d
+WHERE failures >= 25 AND users >= 15 AND unknown >= 5"#;
+
+/// Each detection's session has a bounded memory pool (`sql.max_memory_mib`): a window far
+/// larger than usual fails its own execution, counted as a failure of the detection, where it
+/// took the whole process before; the detection goes on deciding the next windows.
+#[test]
+fn an_execution_beyond_the_memory_pool_fails_alone_and_is_counted() {
+    let rule = SqlRule::parse(Path::new("self_join.sql"), SELF_JOIN_STUFFING).unwrap();
+    let detections = SqlDetections::with_limits(
+        vec![rule],
+        SqlLimits {
+            max_buffered_rows: 1_000_000,
+            max_memory: 4 << 20,
+        },
+    )
+    .unwrap();
+    let mut s = Vec::new();
+    // 1,000 failures from one address within 2 minutes: half a million pairs, and an evidence
+    // list of up to 1,000 ids for each failure.
+    for i in 0..1000 {
+        let reason = if i % 3 == 0 {
+            "unknown_user"
+        } else {
+            "invalid_credentials"
+        };
+        s.push(failure(
+            T0 + i * 120,
+            &format!("b{i:05}"),
+            &format!("victim{i}@acme.example"),
+            "203.0.113.66",
+            reason,
+        ));
+    }
+    // An hour later, ordinary stuffing from another address: 40 tries 10 s apart.
+    for i in 0..40 {
+        let reason = if i % 4 == 0 {
+            "unknown_user"
+        } else {
+            "invalid_credentials"
+        };
+        s.push(failure(
+            T0 + 60 * MIN + i * 10_000,
+            &format!("c{i:02}"),
+            &format!("victim{}@acme.example", i % 32),
+            "203.0.113.7",
+            reason,
+        ));
+    }
+    let alerts = drive(&mut detections.detector(), &sorted(s));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        alerts[0].entity.ip.map(|ip| ip.to_string()).as_deref(),
+        Some("203.0.113.7")
+    );
+    assert_eq!(
+        detections.failures(),
+        vec![("stuffing_self_join".into(), 1)],
+        "the burst's execution failed, and only it"
+    );
+    let stats = &detections.stats()[0].1;
+    assert_eq!((stats.executions, stats.alerts, stats.errors), (2, 1, 1));
+}
+
+/// Steady traffic of `key`'s kind around an attack: every `every` ms from `from` to `to`, a
+/// failure (or lock) that no window gathers enough of, so that the key's session never has
+/// `gap` of quiet.
+fn steady(
+    out: &mut Vec<AuthEvent>,
+    from: i64,
+    to: i64,
+    every: i64,
+    make: &dyn Fn(i64, i64) -> AuthEvent,
+) {
+    let mut t = from;
+    let mut i = 0;
+    while t < to {
+        out.push(make(t, i));
+        t += every;
+        i += 1;
+    }
+}
+
+/// Regression (review, mk_busy.py / mk_steady.py): a session closed only after `gap` of quiet,
+/// so under `authwatch run` (never flushed) a key with steady traffic — a busy tenant, a
+/// corporate egress address — never had its session decided, its SQL alert never fired, and
+/// once `sql.max_buffered_rows` was reached the oldest rows (the attack) were dropped. Now a
+/// session is decided in parts once its part not decided yet spans more than `max_span`
+/// (default: `gap`), each part reading the `gap` before it as context: the alerts are the
+/// compiled rules' — same alert_id, window, metrics and evidence — wherever the attack falls
+/// relative to the parts, without a flush, with a buffer of 200 rows, and across a snapshot.
+#[test]
+fn steady_keys_are_decided_in_parts_as_the_compiled_rules_slide() {
+    let limits = SqlLimits {
+        max_buffered_rows: 200,
+        ..SqlLimits::default()
+    };
+    for offset in [
+        0,
+        4 * MIN + 10_000,
+        7 * MIN + 30_000,
+        11 * MIN + 50_000,
+        14 * MIN,
+    ] {
+        let attack = T0 + 3 * 60 * MIN + offset;
+        let end = T0 + 8 * 60 * MIN;
+        // A wrong password every 2 minutes from tenant acme's egress address, by one of two
+        // staff accounts, for 8 hours.
+        let egress = |s: &mut Vec<AuthEvent>| {
+            steady(s, T0, end, 2 * MIN, &|t, i| {
+                failure(
+                    t,
+                    &format!("bg{i}"),
+                    &format!("staff{}@acme.example", i % 2),
+                    "198.51.100.1",
+                    "invalid_credentials",
+                )
+            })
+        };
+        // Credential stuffing through that egress address: 40 tries over 32 names.
+        let mut stuffing = Vec::new();
+        egress(&mut stuffing);
+        for i in 0..40 {
+            let reason = if i % 4 == 0 {
+                "unknown_user"
+            } else {
+                "invalid_credentials"
+            };
+            stuffing.push(failure(
+                attack + i * 10_000 + 1,
+                &format!("cs{i}"),
+                &format!("victim{}@acme.example", i % 32),
+                "198.51.100.1",
+                reason,
+            ));
+        }
+        // A distributed spray against the tenant: 24 tries over 6 accounts from 4 addresses.
+        let mut spray = Vec::new();
+        egress(&mut spray);
+        for i in 0..24 {
+            spray.push(failure(
+                attack + i * 20_000 + 2,
+                &format!("ps{i}"),
+                &format!("user{}@acme.example", i % 6),
+                &format!("203.0.113.{}", 20 + i % 4),
+                "invalid_credentials",
+            ));
+        }
+        // An account of the tenant locked every 7 minutes (one of three), and a wave of 30
+        // accounts locked 40 s apart.
+        let mut wave = Vec::new();
+        steady(&mut wave, T0, end, 7 * MIN, &|t, i| {
+            ev(
+                t,
+                &format!("bg{i}"),
+                "acme",
+                &format!("staff{}@acme.example", i % 3),
+                "198.51.100.1",
+                "account_lock",
+                "success",
+                Some("locked_out"),
+            )
+        });
+        for i in 0..30 {
+            wave.push(ev(
+                attack + i * 40_000 + 3,
+                &format!("lw{i}"),
+                "acme",
+                &format!("locked{i}@acme.example"),
+                "198.51.100.9",
+                "account_lock",
+                "success",
+                Some("locked_out"),
+            ));
+        }
+        for (rule, stream) in [
+            ("credential_stuffing", stuffing),
+            ("password_spray_multi_source", spray),
+            ("account_lockout_wave", wave),
+        ] {
+            let stream = sorted(stream);
+            let half = Some(stream.len() / 2);
+            let (compiled, sql, detections) = both_with(&stream, rule, limits, false, half);
+            assert_eq!(compiled.len(), 1, "{rule} at +{offset} ms: {compiled:#?}");
+            assert_eq!(sql, compiled, "{rule}, attack at +{offset} ms");
+            let stats = &detections.stats()[0].1;
+            assert_eq!(stats.evicted, 0, "{rule}: {stats:?}");
+            assert_eq!(stats.errors, 0, "{rule}: {stats:?}");
+        }
+    }
+}
+
+/// An event that arrives out of order, within the allowed lateness, is counted by the SQL
+/// twin at its own time, where the compiled rule counted the window as it stood when each
+/// event arrived: the SQL twin can then decide at an earlier event, with another first_seen
+/// and so another alert_id (review repro ooo.jsonl; docs/SQL.md, "Where the two differ").
+#[test]
+fn an_out_of_order_event_can_make_the_sql_twin_decide_earlier() {
+    let lock = |t: i64, n: u32| {
+        ev(
+            t,
+            &format!("lk{n:02}"),
+            "acme",
+            &format!("u{n}@acme.example"),
+            "198.51.100.7",
+            "account_lock",
+            "success",
+            Some("locked_out"),
+        )
+    };
+    let at = |m: i64, s: i64| T0 + 60 * MIN + m * MIN + s * 1000;
+    // 10:00 one lock, 10:05 to 10:28 a lock a minute; then 10:30:30 and 10:31, and only then
+    // the lock of 10:29, on time (the watermark is at 10:26).
+    let mut s = vec![lock(at(0, 0), 1)];
+    s.extend((2..=24).map(|n| lock(at(i64::from(n) + 3, 0), n)));
+    s.push(lock(at(30, 30), 25));
+    s.push(lock(at(31, 0), 26));
+    s.push(lock(at(29, 0), 27));
+    let (compiled, sql) = both(&s, "account_lockout_wave");
+    assert_eq!(
+        (compiled.len(), sql.len()),
+        (1, 1),
+        "{compiled:#?} {sql:#?}"
+    );
+    // The compiled rule: 25 accounts at 10:31 (the lock of 10:00 had left its window).
+    assert_eq!(compiled[0].observed.event_id.as_str(), "lk26");
+    assert_eq!(compiled[0].first_seen.millis(), at(5, 0));
+    // SQL: 25 accounts already at 10:29 (the late lock), counting the lock of 10:00.
+    assert_eq!(sql[0].observed.event_id.as_str(), "lk27");
+    assert_eq!(sql[0].first_seen.millis(), at(0, 0));
+    assert_ne!(sql[0].alert_id, compiled[0].alert_id);
+}
+
+/// Regression (review, country.jsonl): failure_burst_by_country grouped by country alone, so two
+/// tenants' failures added up to one alert naming no tenant. Keyed by tenant and country.
+#[test]
+fn failure_burst_by_country_is_per_tenant() {
+    let detections =
+        SqlDetections::new(vec![sql_rule("failure_burst_by_country")], 100_000).unwrap();
+    let mut s = Vec::new();
+    let burst = |s: &mut Vec<AuthEvent>, tenant: &str, n: i64, addresses: i64, tag: &str| {
+        for i in 0..n {
+            s.push(ev(
+                T0 + i * 15_000,
+                &format!("{tag}{i}"),
+                tenant,
+                &format!("user{}@{tenant}.example", i % 50),
+                &format!("81.2.69.{}", 100 + i % addresses),
+                "logon",
+                "failure",
+                Some("invalid_credentials"),
+            ));
+        }
+    };
+    // Two tenants at 120 failures from 15 addresses each: 240 from 30 addresses together, but
+    // neither reaches 200.
+    burst(&mut s, "acme", 120, 15, "a");
+    burst(&mut s, "globex", 120, 15, "g");
+    // A third tenant alone: 220 failures from 25 addresses.
+    burst(&mut s, "initech", 220, 25, "i");
+    let alerts = drive(&mut detections.detector(), &sorted(s));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(a.entity.tenant.as_deref(), Some("initech"));
+    assert_eq!(a.entity.country.as_deref(), Some("JP"));
+    assert_eq!(
+        a.metrics["failures"],
+        authwatch_event::MetricValue::Count(220)
+    );
+    assert!(a.summary.en.contains("tenant initech"), "{}", a.summary.en);
+    assert_eq!(
+        a.alert_id,
+        Alert::make_id(
+            "failure_burst_by_country",
+            2,
+            &authwatch_event::entity_key_text([("tenant", "initech"), ("country", "JP")]),
+            T0
+        )
+    );
 }

@@ -31,7 +31,7 @@ pub use logging::{
     LOG_FILTER_ENV, LOG_FORMAT_ENV, apply_log_format, init_logging, log_fatal_error,
     parse_log_format,
 };
-pub use telemetry::{ActionCount, PartitionLag, ResponseActions, Telemetry};
+pub use telemetry::{ActionCount, PartitionLag, ResponseActions, SqlDetectionCounts, Telemetry};
 
 /// Telemetry that cannot start or export. Whose fault: the operator's for `Bind`, `Config` and
 /// `Otlp` (a taken port, a bad endpoint); the environment's for `Thread`.

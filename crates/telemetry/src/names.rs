@@ -51,6 +51,12 @@ names! {
     SNAPSHOT_STORE_FAILURES = "authwatch.snapshot.store.failures" => "authwatch_snapshot_store_failures_total";
     /// Failed executions of windowed SQL detections, by `detection`.
     SQL_DETECTION_FAILURES = "authwatch.sql.detection.failures" => "authwatch_sql_detection_failures_total";
+    /// Alerts of windowed SQL detections, by `detection`.
+    SQL_DETECTION_ALERTS = "authwatch.sql.detection.alerts" => "authwatch_sql_detection_alerts_total";
+    /// Result rows of windowed SQL detections absorbed by an open incident, by `detection`.
+    SQL_DETECTION_SUPPRESSED = "authwatch.sql.detection.suppressed" => "authwatch_sql_detection_suppressed_total";
+    /// Rows windowed SQL detections dropped at `sql.max_buffered_rows`, by `detection`.
+    SQL_DETECTION_EVICTED_ROWS = "authwatch.sql.detection.evicted_rows" => "authwatch_sql_detection_evicted_rows_total";
     /// Events a repartitioned detect stage holds back until every source has progressed.
     MERGE_HELD = "authwatch.merge.held" => "authwatch_merge_held";
     /// Time since the last checkpoint.

@@ -45,7 +45,22 @@ pub struct ActionCount {
     pub count: u64,
 }
 
+/// One windowed SQL detection's counters, as a source of
+/// [`Telemetry::register_sql_detection_stats`] reports them: running totals over every task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlDetectionCounts {
+    /// The detection's id.
+    pub detection: String,
+    /// Alerts it emitted.
+    pub alerts: u64,
+    /// Result rows an open incident of their key absorbed.
+    pub suppressed: u64,
+    /// Rows dropped because its buffer was full (`sql.max_buffered_rows`).
+    pub evicted_rows: u64,
+}
+
 type LagSource = Box<dyn Fn() -> Vec<PartitionLag> + Send + Sync>;
+type SqlStatsSource = Box<dyn Fn() -> Vec<SqlDetectionCounts> + Send + Sync>;
 type ActionSource = Box<dyn Fn() -> Vec<ActionCount> + Send + Sync>;
 type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
@@ -111,6 +126,7 @@ pub(crate) struct Sources {
     snapshot_failures: RwLock<Vec<CountSource>>,
     merge_held: RwLock<Vec<CountSource>>,
     sql_failures: RwLock<Vec<NamedCountSource>>,
+    sql_stats: RwLock<Vec<SqlStatsSource>>,
     last_checkpoint: Mutex<Option<SystemTime>>,
     /// f64 bits: input records per second over the throughput window.
     throughput: AtomicU64,
@@ -469,6 +485,18 @@ impl Telemetry {
         write(&self.sources.sql_failures).push(Box::new(source));
     }
 
+    /// Reports the counters of windowed SQL detections from running totals kept elsewhere,
+    /// read at each collection: `authwatch_sql_detection_alerts_total`,
+    /// `authwatch_sql_detection_suppressed_total` and
+    /// `authwatch_sql_detection_evicted_rows_total`, each by `detection`. As with failures,
+    /// every detection should be listed from the start, with zeros.
+    pub fn register_sql_detection_stats(
+        &self,
+        source: impl Fn() -> Vec<SqlDetectionCounts> + Send + Sync + 'static,
+    ) {
+        write(&self.sources.sql_stats).push(Box::new(source));
+    }
+
     /// Reports the events a repartitioned detect stage holds back, read at each collection
     /// (`authwatch_merge_held`, exported once a source is registered). Several sources
     /// add up.
@@ -792,6 +820,41 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
             }
         })
         .build();
+    // One instrument per counter of the detections; each reads every source at collection.
+    type Pick = fn(&SqlDetectionCounts) -> u64;
+    let sql_counters: [(names::MetricName, &'static str, Pick); 3] = [
+        (
+            names::SQL_DETECTION_ALERTS,
+            "Alerts of a windowed SQL detection.",
+            |c| c.alerts,
+        ),
+        (
+            names::SQL_DETECTION_SUPPRESSED,
+            "Result rows of a windowed SQL detection that an open incident of their key \
+             absorbed (later decisions of an incident already alerted).",
+            |c| c.suppressed,
+        ),
+        (
+            names::SQL_DETECTION_EVICTED_ROWS,
+            "Rows a windowed SQL detection dropped, oldest first, because its buffer was full \
+             (sql.max_buffered_rows): the windows that held them were decided without them.",
+            |c| c.evicted_rows,
+        ),
+    ];
+    for (name, description, pick) in sql_counters {
+        let s = Arc::clone(sources);
+        meter
+            .u64_observable_counter(name.otel)
+            .with_description(description)
+            .with_callback(move |o| {
+                for source in read(&s.sql_stats).iter() {
+                    for c in source() {
+                        o.observe(pick(&c), &[KeyValue::new("detection", c.detection)]);
+                    }
+                }
+            })
+            .build();
+    }
     let s = Arc::clone(sources);
     meter
         .u64_observable_gauge(names::MERGE_HELD.otel)

@@ -101,6 +101,20 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     t.register_snapshot_store_failures(|| 2);
     t.register_snapshot_store_failures(|| 1);
     t.register_sql_detection_failures(|| vec![("a".into(), 0), ("b".into(), 3)]);
+    t.register_sql_detection_stats(|| {
+        vec![
+            SqlDetectionCounts {
+                detection: "a".into(),
+                ..SqlDetectionCounts::default()
+            },
+            SqlDetectionCounts {
+                detection: "b".into(),
+                alerts: 2,
+                suppressed: 5,
+                evicted_rows: 70,
+            },
+        ]
+    });
     t.register_merge_held(|| 40);
     t.register_merge_held(|| 2);
     t.record_batch(&BatchReport {
@@ -207,6 +221,15 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         get(r#"authwatch_sql_detection_failures_total{detection="b"}"#),
         3.0
     );
+    // Every detection's counters, zeros included (its first alert is then an increase).
+    for (series, a, b) in [
+        ("authwatch_sql_detection_alerts_total", 0.0, 2.0),
+        ("authwatch_sql_detection_suppressed_total", 0.0, 5.0),
+        ("authwatch_sql_detection_evicted_rows_total", 0.0, 70.0),
+    ] {
+        assert_eq!(get(&format!(r#"{series}{{detection="a"}}"#)), a);
+        assert_eq!(get(&format!(r#"{series}{{detection="b"}}"#)), b);
+    }
     assert!((get("authwatch_checkpoint_duration_seconds_sum") - 0.04).abs() < 1e-9);
     assert!(get("authwatch_checkpoint_age_seconds") < 60.0);
     assert_eq!(get("authwatch_batch_duration_seconds_count"), 3.0);
