@@ -188,6 +188,51 @@ fn sql_over_recorded_files_of_another_format() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to query"));
 }
 
+/// Replays `events` with the SQL detections of `sql_dir`, alerts to `alerts`, and scrapes
+/// `/metrics` once the run has finished (the endpoint lingers): the metrics and the log lines.
+fn replay_with_metrics(
+    sql_dir: &Path,
+    alerts: &Path,
+    events: &Path,
+) -> (std::collections::BTreeMap<String, f64>, Vec<String>) {
+    let mut child = authwatch()
+        .args(["replay", "--quiet", "--sql"])
+        .arg(sql_dir)
+        .arg("--alerts")
+        .arg(alerts)
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-linger",
+            "120s",
+        ])
+        .arg(events)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    let mut log = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.strip_prefix("authwatch: telemetry on http://") {
+            addr = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        let finished = line.contains("run finished; telemetry stays up");
+        log.push(line);
+        if finished {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address in {log:#?}"));
+    let metrics = crate::telemetry::scrape(addr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (metrics, log)
+}
+
 /// A detection that fails at run time (a division by zero on some windows, rows whose
 /// first_seen is no event time) is logged, counted and named at the end, and the replay does not
 /// end as a success: its alerts may be missing.
@@ -246,39 +291,7 @@ fn a_failing_sql_detection_is_reported_and_fails_the_replay() {
         ),
     )
     .unwrap();
-    let mut child = authwatch()
-        .args(["replay", "--quiet", "--alerts", "/dev/null", "--sql"])
-        .arg(&sql_dir)
-        .args([
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--metrics-linger",
-            "120s",
-        ])
-        .arg(&events)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    let mut log = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(rest) = line.strip_prefix("authwatch: telemetry on http://") {
-            addr = rest.split('/').next().and_then(|a| a.parse().ok());
-        }
-        let finished = line.contains("run finished; telemetry stays up");
-        log.push(line);
-        if finished {
-            break;
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address in {log:#?}"));
-    let metrics = crate::telemetry::scrape(addr);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (metrics, _) = replay_with_metrics(&sql_dir, Path::new("/dev/null"), &events);
     let failures = |id: &str| {
         metrics
             .get(&format!(
@@ -834,41 +847,7 @@ fn sql_alerts_are_in_the_summary_and_the_metrics() {
     )
     .unwrap();
     let alerts = dir.path().join("alerts.jsonl");
-    let mut child = authwatch()
-        .args(["replay", "--quiet", "--sql"])
-        .arg(&sql_dir)
-        .arg("--alerts")
-        .arg(&alerts)
-        .args([
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--metrics-linger",
-            "120s",
-        ])
-        .arg(&events)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    let mut log = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(rest) = line.strip_prefix("authwatch: telemetry on http://") {
-            addr = rest.split('/').next().and_then(|a| a.parse().ok());
-        }
-        let finished = line.contains("run finished; telemetry stays up");
-        log.push(line);
-        if finished {
-            break;
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address in {log:#?}"));
-    let metrics = crate::telemetry::scrape(addr);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (metrics, log) = replay_with_metrics(&sql_dir, &alerts, &events);
     assert!(
         log.iter()
             .any(|l| l == "alerts by rule: credential_stuffing 1, credential_stuffing (sql) 1"),
