@@ -181,11 +181,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A runtime with `threads` workers (0: one per core). The endpoint's queries run on its
-/// workers and nowhere else, so this caps the cores they take.
+/// workers and, for blocking file reads, on at most four times as many blocking threads (tokio's
+/// default would allow 512; reads mostly wait on the disk, so a few more than the workers keep
+/// scans from queueing behind each other), so this caps the cores they take.
 fn endpoint_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
-        builder.worker_threads(threads);
+        builder
+            .worker_threads(threads)
+            .max_blocking_threads(threads.saturating_mul(4));
     }
     builder
         .enable_all()
