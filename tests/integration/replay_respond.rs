@@ -1,52 +1,10 @@
 //! `authwatch replay` with a responder configured as in production: mode `automatic` acts only
 //! with `--respond-live`, and a policy naming a rule no loaded rule has is refused at start.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use crate::common::authwatch;
+use crate::respond::receiver;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-
-fn authwatch() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authwatch"));
-    cmd.env_remove("AUTHWATCH_CONFIG")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A webhook receiver on 127.0.0.1:0 that answers 200 and records each request's body.
-fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            record
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&body).into_owned());
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, seen)
-}
+use std::process::Output;
 
 /// An MFA push-fatigue attack that succeeds on each of `users` (native events): six denied
 /// pushes a minute apart, then a challenge and an approval — `mfa_fatigue_success`, critical.
@@ -100,6 +58,7 @@ fn write_config(dir: &Path, url: &str, policy: &str) -> PathBuf {
 
 fn replay(config: &Path, events: &Path, extra: &[&str]) -> Output {
     authwatch()
+        .env_remove("AUTHWATCH_CONFIG")
         .arg("replay")
         .arg(events)
         .arg("--config")

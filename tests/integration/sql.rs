@@ -307,6 +307,21 @@ fn a_failing_sql_detection_is_reported_and_fails_the_replay() {
     assert_eq!(failures("fine"), Some(0.0), "{metrics:#?}");
 }
 
+/// A tokio-postgres client of the local endpoint on `port` (its connection driven on the
+/// current runtime).
+async fn connect(port: u16) -> tokio_postgres::Client {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user("authwatch")
+        .password("s3cret-pass")
+        .dbname("authwatch")
+        .connect_timeout(Duration::from_secs(10));
+    let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A running `authwatch serve`; killed on drop.
 struct Server {
     child: Child,
@@ -519,15 +534,7 @@ fn serve_describes_without_running_and_says_when_it_cuts() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(port)
-            .user("authwatch")
-            .password("s3cret-pass")
-            .dbname("authwatch")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
+        let client = connect(port).await;
         // `prepare` is Parse + Describe: neither may run the statement.
         for stmt in [
             "/* /* */ SELECT */ DROP TABLE events",
@@ -716,15 +723,7 @@ fn serve_stops_a_query_on_cancel_when_the_client_goes_and_at_the_timeout() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(server.port)
-            .user("authwatch")
-            .password("s3cret-pass")
-            .dbname("authwatch")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
+        let client = connect(server.port).await;
         let token = client.cancel_token();
         let cancel = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -773,15 +772,7 @@ fn serve_refuses_calls_that_would_build_more_than_its_memory() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(server.port)
-            .user("authwatch")
-            .password("s3cret-pass")
-            .dbname("authwatch")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
+        let client = connect(server.port).await;
         // A terabyte: more than any machine's endpoint may hold.
         for (sql, function) in [
             (
