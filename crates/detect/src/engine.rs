@@ -8,7 +8,7 @@
 //! per-rule key counts are bounded by configuration, with evictions counted.
 
 use crate::compile::{Aggregate, CompiledRule, WindowKind};
-use crate::key::{IncidentKey, IncidentKeyRef, KeyPartRef, KeyRef};
+use crate::key::{EventParts, HashedPart, IncidentKey, IncidentKeyRef, KeyPartRef, KeyRef};
 use crate::key::{Key, KeyField, KeyPart};
 use crate::sketch::WindowedSketch;
 use authwatch_event::{
@@ -342,23 +342,33 @@ impl Engine {
         self.events_since_sweep += 1;
         self.max_time = self.max_time.max(e.time);
         let candidates = signature(e.activity, e.outcome);
+        // Every rule keyed or vetoed by a field looks the event up under the same part: each
+        // part is extracted and hashed once, at its first use.
+        let parts = EventParts::new(e);
         for oi in 0..self.by_signature[candidates].len() {
             let r = self.by_signature[candidates][oi];
             if self.rules[r].filter.matches(e) {
-                self.apply(r, e, out);
+                self.apply(r, &parts, out);
                 self.enforce_capacity(r);
             }
         }
     }
 
-    fn apply(&mut self, r: usize, e: &AuthEvent, out: &mut Vec<Alert>) {
+    fn apply(&mut self, r: usize, parts: &EventParts<'_>, out: &mut Vec<Alert>) {
+        let e = parts.event();
         let rule = &self.rules[r];
-        let Some(key) = KeyRef::extract(&rule.key, e) else {
+        let Some(key) = KeyRef::extract(&rule.key, parts) else {
             return;
         };
         let after = match &rule.after {
             Some(a) => {
-                match find_incident(&self.incidents, &self.after_refs[r], &a.on, a.within_ms, e) {
+                match find_incident(
+                    &self.incidents,
+                    &self.after_refs[r],
+                    &a.on,
+                    a.within_ms,
+                    parts,
+                ) {
                     Some(found) => Some(found.clone()),
                     // A sequence rule only keeps state once its opening incident exists.
                     None => {
@@ -422,7 +432,7 @@ impl Engine {
                 }
                 let keys: Vec<(KeyField, KeyPart)> =
                     u.on.iter()
-                        .filter_map(|f| f.extract(e).map(|p| (*f, p)))
+                        .filter_map(|f| parts.get(*f).map(|p| (*f, p.part.into_owned())))
                         .collect();
                 let from = veto_from(&self.incidents, refs, u.within_ms, &keys, e.time);
                 let bits = veto_bits(&keys);
@@ -564,7 +574,14 @@ impl Engine {
             return;
         }
         if let Some(u) = &rule.unless
-            && find_incident(&self.incidents, &self.unless_refs[r], &u.on, u.within_ms, e).is_some()
+            && find_incident(
+                &self.incidents,
+                &self.unless_refs[r],
+                &u.on,
+                u.within_ms,
+                parts,
+            )
+            .is_some()
         {
             state_map.stats.suppressed += 1;
             return;
@@ -641,7 +658,11 @@ impl Engine {
             after.map(|a| a.alert_id).into_iter().collect(),
         );
         if self.keep_incidents_ms[r] > 0 {
-            let parts: Vec<KeyPartRef<'_>> = key.parts().iter().map(KeyPart::as_ref).collect();
+            let parts: Vec<HashedPart<'_>> = key
+                .parts()
+                .iter()
+                .map(|p| HashedPart::new(p.as_ref()))
+                .collect();
             let watch = self.veto_watch[r].map(|within| Watch {
                 log: &mut self.veto_log,
                 within,
@@ -654,7 +675,7 @@ impl Engine {
                 .unless
                 .iter()
                 .flat_map(|u| &u.on)
-                .filter_map(|f| f.extract(e).map(|p| (*f, p)))
+                .filter_map(|f| parts.get(*f).map(|p| (*f, p.part.into_owned())))
                 .collect();
             // Decisions are made in stream order and all share one settle time per rule, so the
             // queue stays ordered by decision; `due` only grows within a rule.
@@ -693,7 +714,7 @@ impl Engine {
                             .get(&IncidentKeyRef {
                                 rule: target,
                                 field: *f,
-                                part: v.as_ref(),
+                                part: HashedPart::new(v.as_ref()),
                             })
                             .is_some_and(|inc| {
                                 // An incident that began only after the finding was
@@ -1069,11 +1090,12 @@ fn veto_from(
 ) -> i64 {
     let mut from = i64::MAX;
     for (f, v) in veto {
+        let part = HashedPart::new(v.as_ref());
         for &target in refs {
             let probe = IncidentKeyRef {
                 rule: target,
                 field: *f,
-                part: v.as_ref(),
+                part,
             };
             if let Some(inc) = incidents.get(&probe)
                 && inc.last_seen.saturating_add(within_ms) >= time
@@ -1179,7 +1201,7 @@ fn index_incident(
     index: &mut FxHashMap<IncidentKey, Incident>,
     r: usize,
     fields: &[KeyField],
-    parts: &[KeyPartRef<'_>],
+    parts: &[HashedPart<'_>],
     incident: &Incident,
     mut watch: Option<Watch<'_>>,
 ) {
@@ -1211,7 +1233,7 @@ fn index_incident(
                     IncidentKey {
                         rule: r,
                         field: *f,
-                        part: p.into_owned(),
+                        part: p.part.into_owned(),
                     },
                     incident.clone(),
                 );
@@ -1219,7 +1241,7 @@ fn index_incident(
             }
         };
         if changes_verdicts && let Some(w) = watch.as_mut() {
-            w.log.push(*f, *p);
+            w.log.push(*f, p.part);
         }
     }
 }
@@ -1237,12 +1259,13 @@ fn find_incident<'a>(
     refs: &[usize],
     on: &[KeyField],
     within_ms: i64,
-    e: &AuthEvent,
+    parts: &EventParts<'_>,
 ) -> Option<&'a Incident> {
+    let e = parts.event();
     let mut best: Option<&Incident> = None;
     for &r in refs {
         for &f in on {
-            let Some(part) = f.extract_ref(e) else {
+            let Some(part) = parts.get(f) else {
                 continue;
             };
             if let Some(inc) = index.get(&IncidentKeyRef {

@@ -2,6 +2,8 @@
 
 use authwatch_event::{AuthEvent, Entity, Text};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -159,10 +161,11 @@ pub enum Key {
     Many(Box<[KeyPart]>),
 }
 
+// Each part's `part_hash`, so that a `KeyRef` probe can reuse the hashes of its event.
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
         for p in self.parts() {
-            p.hash(state);
+            state.write_u64(p.as_ref().part_hash());
         }
     }
 }
@@ -297,6 +300,14 @@ fn hash_ascii_lowercase<H: Hasher>(s: &str, state: &mut H) {
 }
 
 impl KeyPartRef<'_> {
+    /// The part's own 64-bit hash (an account's login folded to lower case), which keys
+    /// and incident keys hash in place of the part's bytes.
+    #[inline]
+    pub fn part_hash(self) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(self)
+    }
+
     /// The owned part.
     pub fn into_owned(self) -> KeyPart {
         match self {
@@ -316,64 +327,119 @@ impl hashbrown::Equivalent<KeyPart> for KeyPartRef<'_> {
     }
 }
 
-/// A full key borrowed from an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyRef<'a> {
-    /// A one-field key.
-    One(KeyPartRef<'a>),
-    /// A multi-field key, in the rule's key order.
-    Many(Vec<KeyPartRef<'a>>),
+/// A key part with its hash, computed once per event: an event is looked up under the same
+/// part by every rule keyed or vetoed by that field, so hashing the part once (a user name is
+/// folded to lower case byte by byte) instead of once per lookup saves most of the hashing.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedPart<'a> {
+    /// The part.
+    pub part: KeyPartRef<'a>,
+    /// [`KeyPartRef::part_hash`] of it.
+    pub hash: u64,
 }
 
+impl<'a> HashedPart<'a> {
+    /// Hashes `part`.
+    #[inline]
+    pub fn new(part: KeyPartRef<'a>) -> Self {
+        HashedPart {
+            part,
+            hash: part.part_hash(),
+        }
+    }
+}
+
+impl PartialEq for HashedPart<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.part == other.part
+    }
+}
+
+impl Eq for HashedPart<'_> {}
+
+/// The key parts of one event, each extracted and hashed at its first use.
+pub struct EventParts<'a> {
+    event: &'a AuthEvent,
+    cache: [Cell<Option<Option<HashedPart<'a>>>>; KeyField::ALL.len()],
+}
+
+impl<'a> EventParts<'a> {
+    /// Nothing is extracted yet.
+    pub fn new(event: &'a AuthEvent) -> Self {
+        EventParts {
+            event,
+            cache: Default::default(),
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &'a AuthEvent {
+        self.event
+    }
+
+    /// The event's value for `field` with its hash; `None` when the event does not carry it.
+    #[inline]
+    pub fn get(&self, field: KeyField) -> Option<HashedPart<'a>> {
+        let cell = &self.cache[field as usize];
+        if let Some(known) = cell.get() {
+            return known;
+        }
+        let part = field.extract_ref(self.event).map(HashedPart::new);
+        cell.set(Some(part));
+        part
+    }
+}
+
+/// A full key borrowed from an event, with its parts' hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    // Rule keys have one to three fields; more spill to the heap.
+    parts: SmallVec<[HashedPart<'a>; 3]>,
+}
+
+// The same bytes as `Key`'s hash: each part's `part_hash`.
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            KeyRef::One(p) => p.hash(state),
-            KeyRef::Many(ps) => ps.iter().for_each(|p| p.hash(state)),
+        for p in &self.parts {
+            state.write_u64(p.hash);
         }
     }
 }
 
 impl<'a> KeyRef<'a> {
-    /// Extracts the key of `fields` from an event, borrowed; `None` if any field is missing.
+    /// The key of `fields` from an event's parts; `None` if any field is missing.
     #[inline]
-    pub fn extract(fields: &[KeyField], e: &'a AuthEvent) -> Option<KeyRef<'a>> {
-        match fields {
-            [one] => one.extract_ref(e).map(KeyRef::One),
-            many => many
-                .iter()
-                .map(|f| f.extract_ref(e))
-                .collect::<Option<Vec<_>>>()
-                .map(KeyRef::Many),
+    pub fn extract(fields: &[KeyField], parts: &EventParts<'a>) -> Option<KeyRef<'a>> {
+        let mut out = SmallVec::new();
+        for f in fields {
+            out.push(parts.get(*f)?);
         }
+        Some(KeyRef { parts: out })
     }
 
     /// The parts, in key order.
-    pub fn parts(&self) -> &[KeyPartRef<'a>] {
-        match self {
-            KeyRef::One(p) => std::slice::from_ref(p),
-            KeyRef::Many(ps) => ps,
-        }
+    pub fn parts(&self) -> &[HashedPart<'a>] {
+        &self.parts
     }
 
     /// The owned key.
     pub fn to_owned(&self) -> Key {
-        match self {
-            KeyRef::One(p) => Key::One(p.into_owned()),
-            KeyRef::Many(ps) => Key::Many(ps.iter().map(|p| p.into_owned()).collect()),
+        match self.parts.as_slice() {
+            [one] => Key::One(one.part.into_owned()),
+            many => Key::Many(many.iter().map(|p| p.part.into_owned()).collect()),
         }
     }
 }
 
 impl hashbrown::Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        match (self, key) {
-            (KeyRef::One(a), Key::One(b)) => *a == b.as_ref(),
-            (KeyRef::Many(a), Key::Many(b)) => {
-                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| *x == y.as_ref())
-            }
-            _ => false,
-        }
+        let theirs = key.parts();
+        self.parts.len() == theirs.len()
+            && self
+                .parts
+                .iter()
+                .zip(theirs)
+                .all(|(x, y)| x.part == y.as_ref())
     }
 }
 
@@ -393,26 +459,34 @@ impl Hash for IncidentKey {
         IncidentKeyRef {
             rule: self.rule,
             field: self.field,
-            part: self.part.as_ref(),
+            part: HashedPart::new(self.part.as_ref()),
         }
         .hash(state);
     }
 }
 
 /// The borrowed form of [`IncidentKey`], for lookups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IncidentKeyRef<'a> {
     /// The rule's index in the engine.
     pub rule: usize,
     /// The entity field.
     pub field: KeyField,
     /// Its value.
-    pub part: KeyPartRef<'a>,
+    pub part: HashedPart<'a>,
+}
+
+impl Hash for IncidentKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rule.hash(state);
+        self.field.hash(state);
+        state.write_u64(self.part.hash);
+    }
 }
 
 impl hashbrown::Equivalent<IncidentKey> for IncidentKeyRef<'_> {
     fn equivalent(&self, key: &IncidentKey) -> bool {
-        self.rule == key.rule && self.field == key.field && self.part == key.part.as_ref()
+        self.rule == key.rule && self.field == key.field && self.part.part == key.part.as_ref()
     }
 }
 
@@ -440,7 +514,8 @@ mod tests {
             let owned = Key::extract(fields, &e);
             assert!(owned.is_some(), "{fields:?}");
             map.extend(owned.map(|k| (k, 1)));
-            let probe = KeyRef::extract(fields, &e);
+            let parts = EventParts::new(&e);
+            let probe = KeyRef::extract(fields, &parts);
             assert_eq!(
                 probe.as_ref().map(KeyRef::to_owned),
                 Key::extract(fields, &e)
@@ -456,7 +531,8 @@ mod tests {
         other.user.name = Text::new("someone-else@example.co.jp");
         let mut map: hashbrown::HashMap<Key, usize, FxBuildHasher> = Default::default();
         map.extend(Key::extract(&[KeyField::User], &e).map(|k| (k, 1)));
-        let probe = KeyRef::extract(&[KeyField::User], &other);
+        let parts = EventParts::new(&other);
+        let probe = KeyRef::extract(&[KeyField::User], &parts);
         assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
     }
 
@@ -517,7 +593,8 @@ mod tests {
             map.extend(first.map(|k| (k, 1)));
             for variant in [name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
                 let e = event(&variant, "acme");
-                let probe = KeyRef::extract(&fields, &e);
+                let parts = EventParts::new(&e);
+                let probe = KeyRef::extract(&fields, &parts);
                 assert_eq!(
                     probe.and_then(|p| map.get(&p).copied()),
                     Some(1),
@@ -529,7 +606,8 @@ mod tests {
                 );
             }
             let elsewhere = event(name, "other");
-            let probe = KeyRef::extract(&fields, &elsewhere);
+            let parts = EventParts::new(&elsewhere);
+            let probe = KeyRef::extract(&fields, &parts);
             assert_eq!(probe.and_then(|p| map.get(&p).copied()), None);
         }
     }
