@@ -114,6 +114,8 @@ struct AlertRow<'a> {
     entity_ip: Option<String>,
     entity_asn: Option<u32>,
     entity_device: Option<&'a str>,
+    entity_country: Option<&'a str>,
+    entity_app: Option<&'a str>,
     window_start: i64,
     window_end: i64,
     first_seen: i64,
@@ -151,6 +153,10 @@ fn alert_fields() -> Vec<FieldRef> {
         text("entity_ip", true),
         Arc::new(Field::new("entity_asn", DataType::UInt32, true)),
         text("entity_device", true),
+        // Added after the first archives: their files lack these two columns, which then
+        // read as null (the catalog maps file columns to the table's by name).
+        text("entity_country", true),
+        text("entity_app", true),
         int("window_start"),
         int("window_end"),
         int("first_seen"),
@@ -204,6 +210,8 @@ pub fn alerts_to_batch(alerts: &[Alert]) -> Result<RecordBatch, QueryError> {
             entity_ip: a.entity.ip.map(|ip| ip.to_string()),
             entity_asn: a.entity.asn,
             entity_device: a.entity.device_fingerprint.as_deref(),
+            entity_country: a.entity.country.as_deref(),
+            entity_app: a.entity.app.as_deref(),
             window_start: a.window.start.millis(),
             window_end: a.window.end.millis(),
             first_seen: a.first_seen.millis(),

@@ -1481,3 +1481,71 @@ fn failure_burst_by_country_is_per_tenant() {
         )
     );
 }
+
+/// An alert keyed by country or app (the SQL detection `failure_burst_by_country`) names its
+/// entity in the archive's alerts table too; archives written before those columns existed
+/// still answer, with nulls there.
+#[test]
+fn archived_alerts_carry_country_and_app_entities_and_older_files_read_as_null() {
+    let alert: Alert = serde_json::from_str(
+        r#"{"alert_id":"a1","rule_id":"failure_burst_by_country","rule_version":2,
+        "category":"brute_force","cause_class":"attack","severity":"medium",
+        "attack_technique":[],"entity":{"tenant":"example","country":"KP","app":"payroll"},
+        "window":{"start":"2026-01-05T09:00:00.000Z","end":"2026-01-05T09:10:00.000Z"},
+        "metrics":{"failures":40},"evidence":[],
+        "observed":{"event_id":"ev1","time":"2026-01-05T09:10:00.000Z"},
+        "first_seen":"2026-01-05T09:00:00.000Z","last_seen":"2026-01-05T09:10:00.000Z",
+        "summary":{"en":"burst","ja":"burst"},"steps":{"en":[],"ja":[]}}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new").display().to_string();
+    let mut w = ArchiveWriter::open(ArchiveOptions::new(&new)).unwrap();
+    w.add_alert(&alert).unwrap();
+    w.finish().unwrap();
+    // The older layout: the same alert without the two columns.
+    let old = dir.path().join("old");
+    let part = old.join("alerts/dt=2026-01-05/hour=09");
+    std::fs::create_dir_all(&part).unwrap();
+    let batch = crate::alerts_to_batch(std::slice::from_ref(&alert)).unwrap();
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| {
+            !["entity_country", "entity_app"].contains(&batch.schema().field(i).name().as_str())
+        })
+        .collect();
+    let batch = batch.project(&keep).unwrap();
+    let file = std::fs::File::create(part.join("part-old-000001.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let answer = |location: String| {
+        rt.block_on(async {
+            let mut c = Catalog::new().unwrap();
+            c.add_archive(&location).await.unwrap();
+            let r = c
+                .query(
+                    "SELECT entity_tenant, entity_country, entity_app, \
+                     entity_user IS NULL AS no_user FROM alerts",
+                )
+                .await
+                .unwrap();
+            datafusion::arrow::util::pretty::pretty_format_batches(&r.batches)
+                .unwrap()
+                .to_string()
+        })
+    };
+    let new = answer(new);
+    assert!(
+        new.contains("| example       | KP             | payroll    | true    |"),
+        "{new}"
+    );
+    let old = answer(old.display().to_string());
+    assert!(
+        old.contains("| example       |                |            | true    |"),
+        "{old}"
+    );
+}
