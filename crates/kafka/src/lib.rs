@@ -41,7 +41,7 @@ mod snapshots;
 mod source;
 mod store;
 
-pub use audit::{AuditPartition, AuditRecord};
+pub use audit::{AuditPartition, AuditRecord, ResponseAuditTopic};
 pub use client::{Inputs, client_config};
 pub use error::KafkaError;
 pub use metrics::{KafkaMetrics, PartitionLag, SnapshotStore};

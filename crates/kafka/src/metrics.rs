@@ -48,6 +48,7 @@ pub struct KafkaMetrics {
     /// `recent_checkpoints`).
     recent_snapshot_stores: Mutex<std::collections::VecDeque<SnapshotStore>>,
     snapshot_store_failures: AtomicU64,
+    audit_failures: AtomicU64,
 }
 
 /// One store of state snapshots (one or more partitions' files, written together).
@@ -186,6 +187,15 @@ impl KafkaMetrics {
         self.snapshot_store_failures.load(Ordering::Relaxed)
     }
 
+    /// The runtime's own audit records (started, assigned, revoked, restarting, stopped) that
+    /// did not reach the audit topic: not queued, refused by the broker (a record over the
+    /// topic's `max.message.bytes`, no permission to write) or given up after the producer's
+    /// retries. Each is also logged; none stops the run. (The responder's records are not
+    /// counted here: a failed one stops the responder.)
+    pub fn audit_records_failed(&self) -> u64 {
+        self.audit_failures.load(Ordering::Relaxed)
+    }
+
     /// Restarts from the last checkpoint after a broker or transaction failure.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
@@ -203,7 +213,9 @@ impl KafkaMetrics {
         self.merge_held.load(Ordering::Relaxed)
     }
 
-    /// Consumer lag per assigned partition (from the last statistics report).
+    /// Consumer lag per assigned partition (from the last statistics report of the run now
+    /// going; empty between runs: while a run fails, backs off and restarts, and after the
+    /// last one, until the next run's consumer reports again).
     pub fn consumer_lag(&self) -> Vec<PartitionLag> {
         self.lag
             .lock()
@@ -299,6 +311,15 @@ impl KafkaMetrics {
     }
     pub(crate) fn set_throughput(&self, per_second: u64) {
         self.throughput.store(per_second, Ordering::Relaxed);
+    }
+    pub(crate) fn audit_record_failed(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The run's consumer is gone (the run ended, failed or is restarting): the lag it last
+    /// reported no longer describes anything, and left in place it would read as current (a
+    /// healthy 0 while nothing is consumed). Unknown until the next run's consumer reports.
+    pub(crate) fn clear_lag(&self) {
+        self.set_lag(Vec::new());
     }
     pub(crate) fn set_lag(&self, lags: Vec<PartitionLag>) {
         if let Ok(mut m) = self.lag.lock() {

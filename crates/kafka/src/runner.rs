@@ -331,6 +331,11 @@ impl Runtime {
             let started = Instant::now();
             let result = self.run_once(first);
             first = false;
+            // The run's consumer is closed: no statistics report the lag any more, and the last
+            // one (often a healthy 0) would read as current while the run backs off, restarts
+            // or has ended. Cleared here, after the consumer's close, which may still serve a
+            // report.
+            self.metrics.clear_lag();
             match result {
                 Ok((summary, reached_end)) => {
                     report.last = Some(summary);
@@ -468,6 +473,7 @@ impl Runtime {
             &kafka.audit_topic,
             &instance,
             &kafka.group_id,
+            Arc::clone(&self.metrics),
         )?);
 
         // The transactional producer: initializing it fences (and aborts the open transaction
@@ -530,6 +536,7 @@ impl Runtime {
             // One checkpoint is at most a send_offsets_to_transaction and a commit_transaction,
             // each bounded by `timeout`; a sink that completes none for longer is wedged.
             ack_timeout: timeout * 2 + self.config.checkpoint.interval.0,
+            broker_timeout: timeout,
             sink: sink_watch,
             until_end: self.until_end,
             ends: BTreeMap::new(),
@@ -671,26 +678,13 @@ impl Runtime {
         let source_error = source.take_error();
         source.consumer().unsubscribe();
         self.metrics.set_assigned(false);
-        // The source's or the responder's own error names the cause better than the pipeline's
-        // echo of it.
-        match (result, source_error, responder_error) {
-            (_, Some(e), _) => {
+        match run_outcome(result, source_error, responder_error) {
+            Err(e) => {
                 audit.record("restarting", Vec::new(), Some(e.to_string()));
                 audit.flush();
                 Err(e)
             }
-            (_, None, Some(e)) => {
-                let e = KafkaError::Respond(e.to_string());
-                audit.record("restarting", Vec::new(), Some(e.to_string()));
-                audit.flush();
-                Err(e)
-            }
-            (Err(e), None, None) => {
-                audit.record("restarting", Vec::new(), Some(e.to_string()));
-                audit.flush();
-                Err(KafkaError::Pipeline(e))
-            }
-            (Ok(summary), None, None) => {
+            Ok(summary) => {
                 audit.record("stopped", Vec::new(), None);
                 audit.flush();
                 Ok((summary, source.reached_end()))
@@ -768,6 +762,34 @@ impl Runtime {
             partitions.extend(ps.into_iter().map(|p| (t.name.clone(), p)));
         }
         Ok(Inputs::new(partitions))
+    }
+}
+
+/// How a run ended, from the pipeline's result, the source's error and the responder's.
+///
+/// The source's or the responder's own error names the cause better than the pipeline's echo
+/// of it (a failed source reads as a failed read to the pipeline) — except when the pipeline
+/// failed for good on its own (a task state that does not restore, a snapshot that cannot be
+/// taken, a stage that panicked): a source waiting for a barrier then sees only that the
+/// barrier was never committed, a retryable error, and reporting that one would restart the run
+/// over and over (or, on a stop, end it with status 0) instead of stopping it on the cause.
+fn run_outcome(
+    result: Result<RunSummary, authwatch_pipeline::PipelineError>,
+    source_error: Option<KafkaError>,
+    responder_error: Option<authwatch_respond::RespondError>,
+) -> Result<RunSummary, KafkaError> {
+    let result = result.map_err(KafkaError::Pipeline);
+    match (result, source_error, responder_error) {
+        (_, Some(e), _) if !e.is_retryable() => Err(e),
+        (Err(e), source, _) if !e.is_retryable() => {
+            if let Some(source) = source {
+                tracing::warn!(error = %source, "the source failed too");
+            }
+            Err(e)
+        }
+        (_, Some(e), _) => Err(e),
+        (_, None, Some(e)) => Err(KafkaError::Respond(e.to_string())),
+        (result, None, None) => result,
     }
 }
 
@@ -879,6 +901,7 @@ impl Reporter {
                         checkpoint_age_s = metrics.checkpoint_age_seconds().unwrap_or(-1.0),
                         checkpoint_ms = metrics.checkpoint_duration_seconds() * 1000.0,
                         merge_held = metrics.merge_held(),
+                        audit_failures = metrics.audit_records_failed(),
                         outputs_too_large = metrics.outputs_too_large(),
                         alerts_trimmed = metrics.alerts_trimmed(),
                         "kafka runtime"
@@ -1030,6 +1053,73 @@ mod tests {
         assert!(ingest.observer.is_some(), "the only stage's batches");
         ingest.announce(Arc::new(Metrics::new()));
         assert_eq!(seen.lock().unwrap()[0].0, PipelineStage::Ingest);
+    }
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            lines: 0,
+            bytes: 0,
+            events: 0,
+            dead_letters: Vec::new(),
+            late_events: 0,
+            duplicate_events: 0,
+            alerts: 0,
+            rules: Vec::new(),
+            profiles: Default::default(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    // A task state that does not restore fails the detect stage for good; a source waiting for
+    // a barrier meanwhile sees the barrier dropped, a retryable commit error. Reported instead
+    // of the pipeline's, that restarted the run over and over (and a stop exited 0).
+    #[test]
+    fn the_pipelines_own_failure_for_good_wins_over_the_sources_echo() {
+        use authwatch_pipeline::PipelineError;
+        use authwatch_pipeline::checkpoint::CheckpointError;
+        let broken = || {
+            Err(PipelineError::Checkpoint {
+                input: "okta/0".into(),
+                source: CheckpointError::Restore {
+                    part: "engine".into(),
+                    message: "written by other rules".into(),
+                },
+            })
+        };
+        let dropped = || KafkaError::Commit {
+            id: 7,
+            message: "the pipeline stopped before committing it".into(),
+        };
+        let e = run_outcome(broken(), Some(dropped()), None).unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("written by other rules"), "{e}");
+        // A source's error that is final itself stays the one reported.
+        let missing = KafkaError::MissingState {
+            topic: "okta".into(),
+            partition: 0,
+            offset: 9,
+            dir: "/ckpt".into(),
+            legacy: String::new(),
+        };
+        let e = run_outcome(broken(), Some(missing), None).unwrap_err();
+        assert!(matches!(e, KafkaError::MissingState { .. }), "{e}");
+        // The pipeline's echo of a failed source (a failed read) is not the cause.
+        let echo = Err(PipelineError::Source(
+            authwatch_pipeline::SourceError::Read {
+                name: "kafka consumer".into(),
+                offset: 0,
+                source: std::io::Error::other("checkpoint 7 failed"),
+            },
+        ));
+        let e = run_outcome(echo, Some(dropped()), None).unwrap_err();
+        assert!(matches!(e, KafkaError::Commit { id: 7, .. }), "{e}");
+        let responder = authwatch_respond::RespondError::CannotApprove("no target".into());
+        let e = run_outcome(Ok(summary()), None, Some(responder)).unwrap_err();
+        assert!(
+            matches!(e, KafkaError::Respond(_)) && e.is_retryable(),
+            "{e}"
+        );
+        assert!(run_outcome(Ok(summary()), None, None).is_ok());
     }
 
     // The properties file (secrets, but also any other key) is read like kafka.properties:

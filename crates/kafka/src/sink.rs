@@ -657,11 +657,14 @@ impl KafkaSink {
             .begin_transaction()
             .map_err(|e| format!("beginning a transaction: {e}"))?;
         // 4. Older snapshots of the partitions just snapshotted can no longer be resumed from.
+        //    Only older ones are removed, as on the snapshot thread: once the commit is made the
+        //    partition may already belong to another owner (this instance was evicted from the
+        //    group just after its commit), whose newer files must stay. Removing every other
+        //    file could delete the one that owner's committed offset needs, after that owner
+        //    removed this one: no state at or before the offset, and the run stops.
         for (input, offset) in now {
             if let Some((topic, partition)) = self.inputs.get(input) {
-                if let Err(e) = self.store.prune(topic, partition, offset) {
-                    tracing::warn!(error = %e, "old checkpoint files not removed");
-                }
+                prune_committed(&self.store, topic, partition, offset);
                 self.stored.insert(input);
             }
         }
@@ -682,6 +685,18 @@ impl KafkaSink {
             self.writer.submit(later).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// After the commit that made `offset` the partition's committed offset, with its snapshot
+/// stored before: removes the partition's older snapshots, which nothing resumes from any more.
+/// Newer files stay (see `commit`, step 4). One left by a transaction that never committed is
+/// not picked while the committed offset is before it (a restore takes the newest file at or
+/// before that offset); it holds the state at its offset as any run computes it from the same
+/// records, and the partition's next snapshot past it removes it.
+fn prune_committed(store: &CheckpointStore, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = store.prune_before(topic, partition, offset) {
+        tracing::warn!(error = %e, "old checkpoint files not removed");
     }
 }
 
@@ -1065,6 +1080,21 @@ mod tests {
         assert_eq!(v["source"], "okta.system-log/3");
         assert_eq!(v["source_offset"], 17);
         assert_eq!(v["raw"].as_str().unwrap(), json);
+    }
+
+    // The partition may have moved on by the time its committed snapshot's older files are
+    // removed (this instance evicted just after its commit): the next owner's newer files stay,
+    // or its committed offset could be left without a state at or before it.
+    #[test]
+    fn pruning_after_a_commit_leaves_newer_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), "g");
+        let state = authwatch_pipeline::StateParts::default();
+        for offset in [10, 20, 30] {
+            store.write("auth", 0, offset, &state).unwrap();
+        }
+        prune_committed(&store, "auth", 0, 20);
+        assert_eq!(store.offsets("auth", 0).unwrap(), [20, 30]);
     }
 
     // The pipeline's rejections are written exactly as before (the pipeline's own JSON).

@@ -52,6 +52,12 @@ pub(crate) struct Shared {
     /// commits nor fails one): only a wedged pipeline reaches it, a failed sink is seen through
     /// `sink` at once.
     pub(crate) ack_timeout: Duration,
+    /// The bound of the broker calls of an assignment (committed offsets, watermarks): the
+    /// run's transaction timeout. A committed offset pending in a dead owner's open transaction
+    /// is answered only once the broker aborts that transaction, which it does after the
+    /// transaction timeout: a shorter bound failed the assignment (and restarted the run) while
+    /// it waited for exactly that.
+    pub(crate) broker_timeout: Duration,
     /// Fires when the sink has failed: the barrier waited for may never be acknowledged.
     pub(crate) sink: SinkWatch,
     /// Stop once every assigned partition reaches the end it had when assigned (backfills,
@@ -291,7 +297,7 @@ impl Shared {
         }
         self.metrics.set_restored(false);
         self.restoring_since = Some(Instant::now());
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+        let committed = match consumer.committed_offsets(tpl.clone(), self.broker_timeout) {
             Ok(c) => c,
             Err(e) => {
                 self.fail(KafkaError::client("reading committed offsets", e));
@@ -340,6 +346,7 @@ impl Shared {
             fresh_start: self.fresh_start,
             until_end: self.until_end,
             consumer,
+            timeout: self.broker_timeout,
         };
         let answers = parallel_map(&parts, LOOKUP_THREADS, |p| lookup.look_up(p));
         let mut audit = Vec::new();
@@ -495,6 +502,8 @@ struct Lookup<'a> {
     fresh_start: FreshStart,
     until_end: bool,
     consumer: &'a BaseConsumer<ConsumerCtx>,
+    /// The bound of a broker call ([`Shared::broker_timeout`]).
+    timeout: Duration,
 }
 
 impl Lookup<'_> {
@@ -521,7 +530,7 @@ impl Lookup<'_> {
         {
             let marks = self
                 .consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                .fetch_watermarks(topic, partition, self.timeout)
                 .map_err(|e| KafkaError::client("reading the partition's offsets", e))?;
             Some(marks)
         } else {
@@ -817,6 +826,12 @@ impl KafkaSource {
     /// one, and the committed offset left a lag of 1 for monitors to see. Only this thread
     /// polls, so the positions cover exactly the records polled into this batch; a partition
     /// assigned (or re-assigned) and not read since has no position and keeps what it has.
+    /// librdkafka resets a partition's position when its fetcher stops (the unassign of every
+    /// eager rebalance, and the re-assign with start offsets in `on_assign`) and at a seek, and
+    /// drops what was fetched before: after a rebalance a position comes only from a record or
+    /// a transaction marker polled since. (Taking positions only of partitions with a record
+    /// polled since would lose the markers: a partition whose last records are a transaction's
+    /// would never reach its end.)
     fn take_positions(&mut self) {
         let positions = match self.consumer.position() {
             Ok(positions) => positions,

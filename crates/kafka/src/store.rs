@@ -367,16 +367,19 @@ impl CheckpointStore {
         Ok(offsets)
     }
 
-    /// Deletes the files of `topic/partition` other than `committed`'s: once a snapshot's
-    /// offset is committed, older snapshots can never be resumed from, and newer ones belong to
-    /// transactions that did not commit (they would be recomputed identically).
+    /// Deletes the files of `topic/partition` other than the one at `committed`: for the
+    /// starting state of a partition new to the group, stored at its assignment, when every
+    /// other file is from a run whose offsets were never committed or were since deleted. After
+    /// a commit use
+    /// [`CheckpointStore::prune_before`]: the partition may have moved to an owner whose newer
+    /// files must stay.
     pub fn prune(&self, topic: &str, partition: i32, committed: i64) -> Result<(), KafkaError> {
         self.remove(topic, partition, |offset| offset != committed)
     }
 
-    /// Deletes the files of `topic/partition` before `stored`, which is stored: the snapshot
-    /// thread's pruning. It leaves newer files alone: by the time it runs, the partition may
-    /// have moved to an owner that wrote them.
+    /// Deletes the files of `topic/partition` before `stored`, which is stored and committed
+    /// (the snapshot thread's pruning, and the sink's after a commit). It leaves newer files
+    /// alone: by the time it runs, the partition may have moved to an owner that wrote them.
     pub fn prune_before(&self, topic: &str, partition: i32, stored: i64) -> Result<(), KafkaError> {
         self.remove(topic, partition, |offset| offset < stored)
     }

@@ -19,7 +19,9 @@ pub struct Metrics {
     pub bytes_read: AtomicU64,
     /// Lines that became events.
     pub events: AtomicU64,
-    /// Rejected lines, by [`RejectKind`] index.
+    /// Rejected lines handed to the sink as dead letters, by [`RejectKind`] index (plus the
+    /// sink's own, e.g. `output_too_large`). A line of a muted replay (committed input read
+    /// again after a restore) is not counted: its dead letter was written and counted before.
     pub dead_letters: [AtomicU64; RejectKind::ALL.len()],
     /// Events older than the watermark.
     pub late_events: AtomicU64,
@@ -232,7 +234,7 @@ pub struct BatchReport {
     pub lines: u64,
     /// Events that passed normalization.
     pub events: u64,
-    /// Lines rejected to dead letter.
+    /// Lines rejected to dead letter (not those of a muted replay, which are not written).
     pub dead_letters: u64,
     /// Events behind the watermark.
     pub late_events: u64,

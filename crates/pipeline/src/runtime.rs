@@ -524,9 +524,8 @@ impl Pipeline {
                 dead.push(DeadLetter::new(name, u.origin, rejection, &[], 0, keep));
             }
             Metrics::add(&self.metrics.events, events.len() as u64);
-            for d in &dead {
-                Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
-            }
+            // Dead letters are counted by the detect stage, which knows which lines replay
+            // committed input (their dead letters are not written again).
             let mut report = std::mem::take(&mut batch.report);
             report.events = events.len() as u64;
             report.dead_letters = dead.len() as u64;
@@ -714,6 +713,14 @@ impl Pipeline {
                         None => true,
                     });
                 }
+                // Counted once written: a replay's rejections (muted above) were counted by the
+                // run that committed them, and a restore followed by a replay counted them
+                // again (78 malformed records read as 156 in `authwatch_dead_letters_total` and
+                // the summary while the topic held 78).
+                for d in &out.dead {
+                    Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
+                }
+                report.dead_letters = out.dead.len() as u64;
                 let mut events = batch.events;
                 let mut stream = events.drain(..);
                 let mut origins = batch.origins.into_iter();
@@ -1093,4 +1100,137 @@ fn write_batch<S: Sink>(sink: &mut S, batch: &SinkBatch) -> Result<(), SinkError
         sink.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::source::{Origin, RawLine};
+
+    /// One partition (`t/0`) resumed with lines below offset `mute_before` replaying committed
+    /// input, then `lines` at offsets 0, 1, …
+    struct Resumed {
+        names: Vec<String>,
+        mute_before: i64,
+        lines: Option<Vec<String>>,
+        controls: Option<ControlSender>,
+    }
+
+    impl Source for Resumed {
+        fn names(&self) -> &[String] {
+            &self.names
+        }
+        fn bytes_read(&self) -> u64 {
+            0
+        }
+        fn partitioned(&self) -> bool {
+            true
+        }
+        fn attach(&mut self, controls: ControlSender) {
+            self.controls = Some(controls);
+        }
+        fn fill(&mut self, batch: &mut RawBatch, _max: usize) -> Result<bool, SourceError> {
+            batch.data.clear();
+            batch.lines.clear();
+            let Some(lines) = self.lines.take() else {
+                self.controls = None;
+                return Ok(false);
+            };
+            if let Some(controls) = &self.controls {
+                controls.send(Control::Assign {
+                    input: 0,
+                    state: None,
+                    mute_before: Some(self.mute_before),
+                });
+            }
+            for (offset, line) in lines.iter().enumerate() {
+                let start = batch.data.len();
+                batch.data.extend_from_slice(line.as_bytes());
+                batch.lines.push(RawLine {
+                    start,
+                    end: batch.data.len(),
+                    origin: Origin {
+                        input: 0,
+                        line: 1,
+                        offset: offset as u64,
+                    },
+                    len: line.len() as u64,
+                });
+            }
+            Ok(true)
+        }
+    }
+
+    /// Counts the dead letters it is handed.
+    #[derive(Default)]
+    struct Dead(u64);
+
+    impl Sink for Dead {
+        fn alert(&mut self, _: &Alert) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    // After a restore from an older snapshot, the replay up to the committed offset writes no
+    // dead letter, so it must not count one either: the counter (exported as
+    // `authwatch_dead_letters_total`) and the summary counted every malformed record of the
+    // replay a second time.
+    #[test]
+    fn a_muted_replay_counts_no_dead_letters() {
+        let event = |id: &str| {
+            format!(
+                r#"{{"time":1767603600000,"provider":"okta","tenant":"acme","event_id":"{id}","user":{{"name":"ann@acme.example"}},"activity":"logon","outcome":"success","src":{{"ip":"198.51.100.7"}}}}"#
+            )
+        };
+        // Offsets 0–2 replay committed input (two rejections among them), 3–5 are new (two).
+        let lines: Vec<String> = vec![
+            "{broken".into(),
+            "{not json".into(),
+            event("a"),
+            "{broken again".into(),
+            event("b"),
+            "{oops".into(),
+        ];
+        for route_only in [false, true] {
+            let pipeline =
+                Pipeline::new(Config::default(), RulePack::from_rules(Vec::new()).unwrap())
+                    .unwrap();
+            let mut source = Resumed {
+                names: vec!["t/0".into()],
+                mute_before: 3,
+                lines: Some(lines.clone()),
+                controls: None,
+            };
+            let options = RunOptions {
+                flush_at_end: false,
+                route_only,
+                ..RunOptions::default()
+            };
+            let (summary, sink) = pipeline
+                .run_with(&mut source, Dead::default(), &options)
+                .unwrap();
+            assert_eq!(sink.0, 2, "route_only {route_only}: dead letters written");
+            assert_eq!(
+                pipeline.metrics().dead_letter_total(),
+                2,
+                "route_only {route_only}: dead letters counted"
+            );
+            assert_eq!(
+                summary.dead_letters,
+                [(RejectKind::MalformedJson, 2)],
+                "route_only {route_only}"
+            );
+        }
+    }
 }
