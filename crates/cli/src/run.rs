@@ -161,6 +161,10 @@ fn connect_kafka_metrics(
     telemetry.register_snapshot_store_failures(move || {
         failures.iter().map(|km| km.snapshot_store_failures()).sum()
     });
+    let audit = stages.to_vec();
+    telemetry.register_audit_record_failures(move || {
+        audit.iter().map(|km| km.audit_records_failed()).sum()
+    });
     if merge {
         let held = stages.to_vec();
         telemetry.register_merge_held(move || held.iter().map(|km| km.merge_held()).sum());

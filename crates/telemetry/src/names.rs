@@ -49,6 +49,8 @@ names! {
     SNAPSHOT_STORE_DURATION = "authwatch.snapshot.store.duration" => "authwatch_snapshot_store_duration_seconds";
     /// Snapshot stores that failed.
     SNAPSHOT_STORE_FAILURES = "authwatch.snapshot.store.failures" => "authwatch_snapshot_store_failures_total";
+    /// Records for the audit topic that the broker refused or that were given up on.
+    AUDIT_RECORD_FAILURES = "authwatch.audit.record.failures" => "authwatch_audit_record_failures_total";
     /// Failed executions of windowed SQL detections, by `detection`.
     SQL_DETECTION_FAILURES = "authwatch.sql.detection.failures" => "authwatch_sql_detection_failures_total";
     /// Alerts of windowed SQL detections, by `detection`.

@@ -124,6 +124,7 @@ pub(crate) struct Sources {
     action_counts: Mutex<BTreeMap<(String, String), u64>>,
     checkpoint_age: RwLock<Option<AgeSource>>,
     snapshot_failures: RwLock<Vec<CountSource>>,
+    audit_failures: RwLock<Vec<CountSource>>,
     merge_held: RwLock<Vec<CountSource>>,
     sql_failures: RwLock<Vec<NamedCountSource>>,
     sql_stats: RwLock<Vec<SqlStatsSource>>,
@@ -474,6 +475,13 @@ impl Telemetry {
         write(&self.sources.snapshot_failures).push(Box::new(source));
     }
 
+    /// Reports audit-topic records that were not delivered (refused by the broker, or given up
+    /// after retries) from a running total kept elsewhere, read at each collection
+    /// (`authwatch_audit_record_failures_total`, 0 until the first). Several sources add up.
+    pub fn register_audit_record_failures(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
+        write(&self.sources.audit_failures).push(Box::new(source));
+    }
+
     /// Reports failed executions of windowed SQL detections from running totals kept elsewhere,
     /// `(detection id, failures)`, read at each collection
     /// (`authwatch_sql_detection_failures_total{detection}`). Every detection should be listed
@@ -802,6 +810,17 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         )
         .with_callback(move |o| {
             o.observe(read(&s.snapshot_failures).iter().map(|f| f()).sum(), &[]);
+        })
+        .build();
+    let s = Arc::clone(sources);
+    meter
+        .u64_observable_counter(names::AUDIT_RECORD_FAILURES.otel)
+        .with_description(
+            "Records for the audit topic that were not delivered: the broker refused them or \
+             the producer gave up. The audit trail on Kafka is missing them.",
+        )
+        .with_callback(move |o| {
+            o.observe(read(&s.audit_failures).iter().map(|f| f()).sum(), &[]);
         })
         .build();
     let s = Arc::clone(sources);

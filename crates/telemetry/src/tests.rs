@@ -100,6 +100,7 @@ fn every_metric_has_its_contract_name_labels_and_value() {
     t.record_snapshot_store(Duration::from_millis(700), true);
     t.register_snapshot_store_failures(|| 2);
     t.register_snapshot_store_failures(|| 1);
+    t.register_audit_record_failures(|| 4);
     t.register_sql_detection_failures(|| vec![("a".into(), 0), ("b".into(), 3)]);
     t.register_sql_detection_stats(|| {
         vec![
@@ -211,6 +212,7 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         1.0
     );
     assert_eq!(get("authwatch_snapshot_store_failures_total"), 3.0);
+    assert_eq!(get("authwatch_audit_record_failures_total"), 4.0);
     assert_eq!(get("authwatch_merge_held"), 42.0);
     // Listed before their first failure, so that the first one is an increase.
     assert_eq!(
