@@ -7,11 +7,17 @@ use super::*;
 pub(super) enum Generic {
     WrongPassword,
     UnknownName,
+    /// A wrong code of an authenticator app or token (or of a factor not given).
     WrongCode,
-    WrongMethod,
+    /// A wrong code of one sent by SMS, voice call or e-mail: no clock involved.
+    WrongSentCode,
+    MethodNotAllowed,
     MfaNotCompleted,
     PasswordExpired,
+    /// A push the user denied, no attack around.
     UnexpectedPush,
+    /// Another MFA request (call, message) the user declined, no attack around.
+    DeclinedRequest,
     PushNotDelivered,
     AuthenticatorFault,
     NotEnrolled,
@@ -20,9 +26,44 @@ pub(super) enum Generic {
     Lockout,
     Disabled,
     Throttled,
+    /// A reason outside the vocabulary, whose provider code is listed.
     Unclassified,
-    PushDeniedDuringAttack,
+    /// No reason at all.
+    NoReason,
+    /// An MFA request denied while an attack on the account goes on.
+    DeniedDuringAttack,
+    /// A push left unanswered while an attack on the account goes on.
+    UnansweredDuringAttack,
     FraudReported,
+}
+
+impl Generic {
+    /// Every generic explanation, for tests that check their texts.
+    #[cfg(test)]
+    pub(super) const ALL: [Generic; 22] = [
+        Generic::WrongPassword,
+        Generic::UnknownName,
+        Generic::WrongCode,
+        Generic::WrongSentCode,
+        Generic::MethodNotAllowed,
+        Generic::MfaNotCompleted,
+        Generic::PasswordExpired,
+        Generic::UnexpectedPush,
+        Generic::DeclinedRequest,
+        Generic::PushNotDelivered,
+        Generic::AuthenticatorFault,
+        Generic::NotEnrolled,
+        Generic::ProviderFault,
+        Generic::PolicyBlock,
+        Generic::Lockout,
+        Generic::Disabled,
+        Generic::Throttled,
+        Generic::Unclassified,
+        Generic::NoReason,
+        Generic::DeniedDuringAttack,
+        Generic::UnansweredDuringAttack,
+        Generic::FraudReported,
+    ];
 }
 
 /// Why a failure is put in its cause class.
@@ -63,10 +104,13 @@ pub(super) fn is_problem(e: &AuthEvent) -> bool {
 /// The cause of a failure that no alert names, from its reason (and factor and outcome when the
 /// provider gave no reason). Alerts see patterns across events and users; this sees one event,
 /// so each arm picks the most common cause of that signal and its steps say how to confirm it.
+/// The text is chosen by the factor where the advice differs (an SMS code has no clock to
+/// drift; a declined call is not a push).
 pub(super) fn default_cause(ev: &AuthEvent, around: &Around) -> (CauseClass, Basis) {
     use Basis::{Alert, Generic as G};
     use CauseClass::{Attack, Device, Network, System, User};
     use Generic::*;
+    let sent_code = matches!(ev.factor, Factor::Sms | Factor::Voice | Factor::Email);
     match (ev.reason, ev.factor, ev.outcome) {
         // A wrong password is a typo or an old password saved somewhere far more often than an
         // attack; attacks come with their own alerts (brute force, spraying, stuffing).
@@ -74,24 +118,34 @@ pub(super) fn default_cause(ev: &AuthEvent, around: &Around) -> (CauseClass, Bas
         // From the user's own seat a name the provider does not know is a mistyped name or the
         // wrong domain; stuffing with unknown names is an IP-keyed alert.
         (Reason::UnknownUser, ..) => (User, G(UnknownName)),
-        // One wrong or expired code is a user mistake; codes that keep failing over
-        // hours are clock drift, which the triage rule reports (device) with an alert.
+        // One wrong or expired code is a user mistake; app codes that keep failing over
+        // hours are clock drift, which the triage rule reports (device) with an alert. A code
+        // sent by SMS, call or e-mail has no clock on the phone to drift: an old message.
+        (Reason::InvalidOtp, ..) if sent_code => (User, G(WrongSentCode)),
         (Reason::InvalidOtp, ..) => (User, G(WrongCode)),
-        // Choosing a method that is not the user's or not allowed is the user's choice at the
-        // prompt; the fix is showing them the right one.
-        (Reason::MethodMismatch, ..) => (User, G(WrongMethod)),
+        // The providers log a method the policy does not allow for the sign-in (Okta
+        // FACTOR_NOT_ALLOWED, Duo factor_restricted, Entra and Auth0 "not allowed") as a
+        // mismatch: a policy restriction, which the brief puts under system; the administrator
+        // checks the policy and the enrollment, then shows the user the allowed method.
+        (Reason::MethodMismatch, ..) => (System, G(MethodNotAllowed)),
         // The user stopped at the MFA step (closed the prompt, walked away).
         (Reason::MfaRequired, ..) => (User, G(MfaNotCompleted)),
         // An expired password is fixed by the user changing it, not by an administrator.
         (Reason::PasswordExpired, ..) => (User, G(PasswordExpired)),
         // An unanswered push usually never reached the phone (notifications off, battery
-        // optimization): device. When a network finding names the address the push was sent
-        // for, at about that time, several users behind that egress lost their pushes: network.
+        // optimization): device. During an attack on the account, or from its attacker, it was
+        // the attacker's push, which the user ignored or never saw: MFA fatigue counts
+        // unanswered pushes as it counts denied ones. When a network finding names the address
+        // the push was sent for, at about that time, several users behind that egress lost
+        // their pushes: network. An attack outranks the benign finding, as everywhere.
         (Reason::PushTimeout, ..)
         | (Reason::None | Reason::Other, Factor::Push, Outcome::Timeout) => {
-            match around.network_alert {
-                Some(i) => (Network, Alert(i)),
-                None => (Device, G(PushNotDelivered)),
+            if around.attack_alert {
+                (Attack, G(UnansweredDuringAttack))
+            } else if let Some(i) = around.network_alert {
+                (Network, Alert(i))
+            } else {
+                (Device, G(PushNotDelivered))
             }
         }
         // A security key or biometric reader that errors is hardware or its driver.
@@ -109,14 +163,17 @@ pub(super) fn default_cause(ev: &AuthEvent, around: &Around) -> (CauseClass, Bas
         (Reason::AccountDisabled, ..) => (System, G(Disabled)),
         // Throttling is the provider's limit; the retrying client behind it is found in logs.
         (Reason::RateLimited, ..) => (System, G(Throttled)),
-        // A denied push: during an attack on the user, or from the attacker's address, the
-        // push was most likely the attacker's; otherwise only the user knows why they denied
-        // it, so ask them.
+        // A denied push (or call): during an attack on the user, or from the attacker's
+        // address, the request was most likely the attacker's; otherwise it was the user's
+        // own action, for a reason only they know (a mis-tap, or a request they had not
+        // started), so ask them.
         (Reason::PushDenied, ..) | (Reason::None | Reason::Other, _, Outcome::Denied) => {
             if around.attack_alert {
-                (Attack, G(PushDeniedDuringAttack))
-            } else {
+                (Attack, G(DeniedDuringAttack))
+            } else if ev.reason == Reason::PushDenied || ev.factor == Factor::Push {
                 (User, G(UnexpectedPush))
+            } else {
+                (User, G(DeclinedRequest))
             }
         }
         // A fraud report is the user saying "this was not me": an attack even when no rule in
@@ -130,9 +187,11 @@ pub(super) fn default_cause(ev: &AuthEvent, around: &Around) -> (CauseClass, Bas
             Factor::Webauthn | Factor::Biometric | Factor::HardwareToken,
             _,
         ) => (Device, G(AuthenticatorFault)),
-        // Nothing to go on: the provider's own code (listed with the reasons) is looked up in
-        // its admin console, which is the system side.
-        (Reason::None | Reason::Other, ..) => (System, G(Unclassified)),
+        // A code outside the vocabulary: the provider's own code (listed with the reasons) is
+        // looked up in its admin console, which is the system side.
+        (Reason::Other, ..) if !ev.reason_raw.is_empty() => (System, G(Unclassified)),
+        // Nothing to go on at all: the event itself is opened in the admin console.
+        (Reason::None | Reason::Other, ..) => (System, G(NoReason)),
     }
 }
 
@@ -306,10 +365,10 @@ pub(super) fn assign(
                     &named,
                     (0..alerts.len()).filter(|&i| network_covers(&alerts[i], ev)),
                 );
-                // Only an attack going on at the time makes a denied push the attacker's, and
-                // only one on this account or whose attacker sent this very event: an attack
-                // elsewhere in the period says nothing about a push the next day, and a
-                // tenant-wide spray says nothing about one user's push.
+                // Only an attack going on at the time makes a denied or unanswered push the
+                // attacker's, and only one on this account or whose attacker sent this very
+                // event: an attack elsewhere in the period says nothing about a push the next
+                // day, and a tenant-wide spray says nothing about one user's push.
                 let attack_alert = (0..alerts.len()).any(|i| {
                     is_attack(i)
                         && scopes[i].covers(ev.time)

@@ -32,8 +32,13 @@ pub(super) struct Sources {
 
 impl Sources {
     pub(super) fn has(&self, ev: &AuthEvent) -> bool {
-        ev.src.ip.is_some_and(|ip| self.ips.contains(&ip))
-            || identifying(&ev.device).is_some_and(|fp| self.devices.contains(fp))
+        self.has_source(ev.src.ip, &ev.device)
+    }
+
+    /// Whether the address or the identifying device is one of these.
+    pub(super) fn has_source(&self, ip: Option<IpAddr>, device: &authwatch_event::Device) -> bool {
+        ip.is_some_and(|ip| self.ips.contains(&ip))
+            || identifying(device).is_some_and(|fp| self.devices.contains(fp))
     }
 
     pub(super) fn add(&mut self, ev: &AuthEvent) {
@@ -104,9 +109,12 @@ impl Actors<'_> {
     }
 
     /// Whether `ev`, whatever its reason, came from where an attack on this account came from:
-    /// the address or device the alert is keyed by, or its deciding event's when that was not
-    /// one of the user's own successful sign-ins (an impossible-travel or new-place finding
-    /// decides on the user's sign-in, which may well be their own). A tenant-wide alert's
+    /// the address or device the alert is keyed by, or its deciding event's unless that was the
+    /// user's own sign-in. A successful sign-in is the user's own only when it came from one of
+    /// their familiar sources (an impossible-travel finding deciding on the office sign-in
+    /// after a sign-in from abroad): the anonymizer, impossible-travel, new-place and
+    /// fatigue-success findings all decide on a success, and when that success is the
+    /// attacker's, its address is exactly where the attack came from. A tenant-wide alert's
     /// deciding event is some other user's, so it says nothing about this user's source.
     pub(super) fn came_from_attack_source(&self, a: &Alert, ev: &AuthEvent) -> bool {
         if a.cause_class != CauseClass::Attack || self.familiar.has(ev) {
@@ -119,8 +127,9 @@ impl Actors<'_> {
             return false;
         }
         let o = &a.observed;
-        let decided_by_user =
-            !o.event_id.is_empty() && self.successes.contains(&event_key(&o.tenant, &o.event_id));
+        let decided_by_user = !o.event_id.is_empty()
+            && self.successes.contains(&event_key(&o.tenant, &o.event_id))
+            && self.familiar.has_source(o.src.ip, &o.device);
         let fp = identifying(&ev.device);
         (ev.src.ip.is_some() && ev.src.ip == a.entity.ip)
             || (!decided_by_user

@@ -368,8 +368,9 @@ impl Run {
 
 /// Where each ordered run of one input begins: line 1, then every line where the time turns
 /// (goes back by more than the lateness in a run going forward, or ahead in one going back).
-/// A run going back is given as its blocks, read backwards. From the
-/// [`MAX_RUNS_PER_INPUT`]th run on, the rest of the input is one run read as it comes.
+/// A run going back is given as its blocks, read backwards. At most [`MAX_RUNS_PER_INPUT`]
+/// runs: from the turn that would begin one more (the 64th), the rest of the input is one run
+/// read as it comes.
 pub(super) fn run_starts(
     mut source: LineSource,
     normalizer: &dyn Normalizer,
@@ -391,7 +392,7 @@ pub(super) fn run_starts(
                     done.finish(&mut starts);
                 }
                 runs += 1;
-                if runs == MAX_RUNS_PER_INPUT {
+                if runs > MAX_RUNS_PER_INPUT {
                     // Shuffled rather than a few ordered exports put together.
                     starts.push(RunStart {
                         line: number,

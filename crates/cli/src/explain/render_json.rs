@@ -18,9 +18,10 @@ pub(super) struct JsonReport<'a> {
     /// Every tenant the name or id occurs in, with its events there (more than one and no
     /// `--tenant`: the report covers several accounts).
     pub(super) tenants: Vec<JsonTenant<'a>>,
-    /// Sign-in and MFA steps that succeeded or failed (`steps = successes + failures`); not
-    /// sign-ins, since one sign-in takes several steps.
-    pub(super) steps: usize,
+    /// Sign-in and MFA steps that succeeded or failed (`step_count = successes + failures`);
+    /// not sign-ins, since one sign-in takes several steps. Not `steps`, which is a list of
+    /// next steps everywhere else in the report.
+    pub(super) step_count: usize,
     pub(super) successes: usize,
     /// Failed, denied, unanswered or blocked steps.
     pub(super) failures: usize,
@@ -168,7 +169,8 @@ pub(super) struct JsonAlert<'a> {
     pub(super) category: &'a str,
     pub(super) cause_class: CauseClass,
     pub(super) severity: Severity,
-    pub(super) entity: String,
+    /// What the alert is keyed by, as in the alert itself (`user`, `ip`, `tenant`, …).
+    pub(super) entity: &'a authwatch_event::Entity,
     pub(super) window: JsonSpan,
     /// When it fired: the deciding event's time, which its summary's counts reflect.
     pub(super) fired_at: Timestamp,
@@ -226,7 +228,7 @@ impl Report {
                     .iter()
                     .map(|(r, raw)| JsonReason {
                         reason: *r,
-                        label: reason_name(*r, lang),
+                        label: reason_label(*r, lang),
                         provider_codes: raw.iter().cloned().collect(),
                     })
                     .collect(),
@@ -275,7 +277,7 @@ impl Report {
                 category: &a.category,
                 cause_class: a.cause_class,
                 severity: a.severity,
-                entity: a.entity.to_string(),
+                entity: &a.entity,
                 window: JsonSpan {
                     start: a.window.start,
                     end: a.window.end,
@@ -307,7 +309,7 @@ impl Report {
                     events: *events,
                 })
                 .collect(),
-            steps: self.steps,
+            step_count: self.steps,
             successes: self.successes,
             failures: self.failures,
             lockouts: self.lockouts,

@@ -117,6 +117,41 @@ pub(super) fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
         })
 }
 
+/// Text from the input (or the command line) as the text report writes it: C0 and C1 control
+/// characters, DEL, the bidirectional overrides, embeddings, isolates and marks, and the
+/// Unicode line and paragraph separators are written as `\u{1b}`. A login name, a browser
+/// string or a provider's code is the sender's to choose, and an attacker's sign-in is among
+/// the events: as they came, such characters would recolour or clear the help desk's terminal,
+/// hide rows, start a fake line or reorder what follows them. Every input-derived string of the
+/// text report goes through this; the JSON report's encoder escapes controls itself.
+pub(super) fn printable(s: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+            )
+    }
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Terminal columns of a character: East Asian wide and full-width characters take two.
 pub(super) fn char_width(c: char) -> usize {
     match c as u32 {
@@ -244,12 +279,9 @@ pub(super) fn reasons_line(g: &Group, lang: Language) -> String {
         .reasons
         .iter()
         .map(|(r, raw)| {
-            let label = match r {
-                Reason::None => tr(lang, "none given", "理由なし"),
-                r => reason_name(*r, lang),
-            };
+            let label = reason_label(*r, lang);
             let mut codes = vec![r.as_str().to_owned()];
-            codes.extend(raw.iter().cloned());
+            codes.extend(raw.iter().map(|c| printable(c).into_owned()));
             match lang {
                 Language::En => format!("{label} ({})", codes.join(", ")),
                 Language::Ja => format!("{label}（{}）", codes.join(", ")),
@@ -270,7 +302,7 @@ pub(super) fn write_steps(
     }
     let _ = writeln!(out, "{indent}{}", tr(lang, "Next steps:", "次の対応:"));
     for (i, s) in steps.iter().enumerate() {
-        let _ = writeln!(out, "{indent}  {}. {}", i + 1, s.as_ref());
+        let _ = writeln!(out, "{indent}  {}. {}", i + 1, printable(s.as_ref()));
     }
 }
 
@@ -280,7 +312,7 @@ impl Report {
         self.tenants
             .iter()
             .map(|(t, n)| {
-                let t = tenant_name(t, lang);
+                let t = printable(tenant_name(t, lang));
                 match lang {
                     Language::En => format!("{t} ({n} events)"),
                     Language::Ja => format!("{t}（{n} 件）"),
@@ -291,7 +323,7 @@ impl Report {
 
     pub(super) fn render(&self, lang: Language) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "authwatch explain — {}", self.user);
+        let _ = writeln!(out, "authwatch explain — {}", printable(&self.user));
         // What the input lacked and whose accounts are mixed change how everything below reads,
         // so they come before it, not after.
         self.render_notes(&mut out, lang);
@@ -314,8 +346,17 @@ impl Report {
                 .iter()
                 .filter(|f| f.unreadable > 0)
                 .map(|f| match lang {
-                    Language::En => format!("{} {} of {}", f.name, f.unreadable, f.lines),
-                    Language::Ja => format!("{} {} 行中 {} 行", f.name, f.lines, f.unreadable),
+                    Language::En => {
+                        format!("{} {} of {}", printable(&f.name), f.unreadable, f.lines)
+                    }
+                    Language::Ja => {
+                        format!(
+                            "{} {} 行中 {} 行",
+                            printable(&f.name),
+                            f.lines,
+                            f.unreadable
+                        )
+                    }
                 })
                 .collect();
             let bad = self.input.unreadable;
@@ -330,6 +371,21 @@ impl Report {
                     out,
                     "注: 読み取れない入力行が {bad} 行ありました（{}）。検知ルールもこのレポートもそれらの行を見ていません（理由は authwatch replay --dead-letter FILE で確認できます）。",
                     files.join("、")
+                ),
+            };
+        }
+        if self.alerts_dropped > 0 {
+            let n = self.alerts_dropped;
+            let _ = match lang {
+                Language::En => writeln!(
+                    out,
+                    "Note: {n} older alert(s) about this user were not kept (only the \
+                     {MAX_ALERTS} most recent are); a failure one of them would have explained is \
+                     judged here from another alert or from its reason."
+                ),
+                Language::Ja => writeln!(
+                    out,
+                    "注: このユーザーに関する古いアラート {n} 件は保持していません（保持するのは最新の {MAX_ALERTS} 件です）。それらが説明したはずの失敗は、ここでは別のアラートか理由から判断しています。"
                 ),
             };
         }
@@ -402,14 +458,14 @@ impl Report {
                     "Warning: {} exists in {} tenants: {}. These may be different people's \
                      accounts; this report covers all of them, with the tenant on every row. \
                      Use --tenant to see one.",
-                    self.user,
+                    printable(&self.user),
                     self.tenants.len(),
                     tenants.join(", ")
                 ),
                 Language::Ja => writeln!(
                     out,
                     "警告: {} は {} つのテナントに存在します: {}。別の人のアカウントかもしれません。このレポートはすべてを対象にし、各行にテナントを示します。1 つに絞るには --tenant を指定してください。",
-                    self.user,
+                    printable(&self.user),
                     self.tenants.len(),
                     tenants.join("、")
                 ),
@@ -419,7 +475,7 @@ impl Report {
 
     pub(super) fn render_not_found(&self, out: &mut String, lang: Language) {
         let (events, files) = (self.input.events, self.input.files.len());
-        let user = &self.user;
+        let user = printable(&self.user);
         if self.before_since > 0 {
             let since = self.since.map(|d| d.0).unwrap_or_default();
             let since = duration_words(since, lang);
@@ -459,6 +515,7 @@ impl Report {
         if let Some(tenant) = &self.tenant
             && !self.tenants.is_empty()
         {
+            let tenant = printable(tenant);
             let elsewhere = self.tenant_counts(lang);
             let _ = match lang {
                 Language::En => writeln!(
@@ -492,7 +549,11 @@ impl Report {
                 out,
                 "{} {}",
                 tr(lang, "Similar names in the input:", "入力にある似た名前:"),
-                self.similar.join(", ")
+                self.similar
+                    .iter()
+                    .map(|s| printable(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -531,7 +592,7 @@ impl Report {
             };
         }
         if let Some(t) = &self.tenant {
-            let _ = writeln!(out, "{} {t}", tr(lang, "Tenant:", "テナント:"));
+            let _ = writeln!(out, "{} {}", tr(lang, "Tenant:", "テナント:"), printable(t));
         }
         // Steps, not sign-ins: one sign-in is a password step, an MFA step and often several
         // single sign-ons, and providers log each; counting "sign-ins" would be a guess.
@@ -567,27 +628,19 @@ impl Report {
                 }
             })
             .collect();
-        let alerts = self.alerts.len();
+        let alerts = alerts_text(self.alerts.len(), self.alerts_dropped, lang);
         let _ = match (lang, failed + locks) {
-            (Language::En, 0) => writeln!(
-                out,
-                "In short: no failures in this period; {}.",
-                alerts_en(alerts)
-            ),
+            (Language::En, 0) => writeln!(out, "In short: no failures in this period; {alerts}."),
             (Language::En, _) => writeln!(
                 out,
-                "In short: {} by cause: {}; {}.",
+                "In short: {} by cause: {}; {alerts}.",
                 problems_text(failed, locks, lang),
                 by_class.join(", ").to_lowercase(),
-                alerts_en(alerts)
             ),
-            (Language::Ja, 0) => writeln!(
-                out,
-                "まとめ: この期間に失敗はありません。このユーザーに関するアラートは {alerts} 件です。"
-            ),
+            (Language::Ja, 0) => writeln!(out, "まとめ: この期間に失敗はありません。{alerts}"),
             (Language::Ja, _) => writeln!(
                 out,
-                "まとめ: {}の原因の内訳は、{}です。このユーザーに関するアラートは {alerts} 件です。",
+                "まとめ: {}の原因の内訳は、{}です。{alerts}",
                 problems_text(failed, locks, lang),
                 by_class.join("、")
             ),
@@ -698,13 +751,13 @@ impl Report {
                 } else {
                     clock.time(e.time)
                 },
-                clip(tenant_name(&e.tenant, lang), 20),
+                clip(&printable(tenant_name(&e.tenant, lang)), 20),
                 activity_name(e.activity, lang).to_owned(),
                 factor_name(e.factor, lang).to_owned(),
                 outcome_name(e.outcome, lang).to_owned(),
-                clip(&reason_cell(e, lang), 24),
-                clip(&source_text(e, lang), 52),
-                clip(&device_text(e), 28),
+                clip(&printable(&reason_cell(e, lang)), 24),
+                clip(&printable(&source_text(e, lang)), 52),
+                clip(&printable(&device_text(e)), 28),
                 if marks.is_empty() {
                     String::new()
                 } else {
@@ -778,7 +831,7 @@ impl Report {
                 let steps: Vec<&str> = match basis {
                     Basis::Alert(i) => {
                         let a = &self.alerts[*i];
-                        let _ = writeln!(out, "    • {}", a.summary.get(lang.code()));
+                        let _ = writeln!(out, "    • {}", printable(a.summary.get(lang.code())));
                         let name = alert_name(a);
                         let fired = clock.at(a.last_seen.millis(), lang);
                         // The summary counts what the rule had seen when it fired; explain
@@ -805,15 +858,24 @@ impl Report {
                     }
                     Basis::Generic(generic) => {
                         let text = generic.text(lang);
+                        // With alerts let go of, one of them may have explained these: the
+                        // report says only what it knows.
+                        let dropped = self.alerts_dropped + self.keyed_dropped > 0;
+                        let none = match (lang, dropped) {
+                            (Language::En, false) => "no alert explains these",
+                            (Language::En, true) => "no kept alert explains these",
+                            (Language::Ja, false) => "説明するアラートはなく",
+                            (Language::Ja, true) => "保持しているアラートには説明するものがなく",
+                        };
                         let _ = match lang {
                             Language::En => writeln!(
                                 out,
-                                "    • {}\n      (no alert explains these; judged from the reason: {counted}, {span})",
+                                "    • {}\n      ({none}; judged from the reason: {counted}, {span})",
                                 text.summary,
                             ),
                             Language::Ja => writeln!(
                                 out,
-                                "    • {}\n      （説明するアラートはなく、理由から判断しました。該当: {counted}、{span}）",
+                                "    • {}\n      （{none}、理由から判断しました。該当: {counted}、{span}）",
                                 text.summary,
                             ),
                         };
@@ -827,15 +889,21 @@ impl Report {
 
     pub(super) fn render_alerts(&self, out: &mut String, lang: Language) {
         let _ = writeln!(out);
-        let _ = match lang {
-            Language::En => writeln!(out, "Alerts concerning this user ({})", self.alerts.len()),
-            Language::Ja => writeln!(
+        let (n, dropped) = (self.alerts.len(), self.alerts_dropped);
+        let _ = match (lang, dropped) {
+            (Language::En, 0) => writeln!(out, "Alerts concerning this user ({n})"),
+            (Language::En, _) => writeln!(
                 out,
-                "このユーザーに関するアラート（{} 件）",
-                self.alerts.len()
+                "Alerts concerning this user ({n}; {dropped} older not kept, see the note at the top)"
+            ),
+            (Language::Ja, 0) => writeln!(out, "このユーザーに関するアラート（{n} 件）"),
+            (Language::Ja, _) => writeln!(
+                out,
+                "このユーザーに関するアラート（{n} 件。ほかに保持していない古いアラート {dropped} 件。冒頭の注を参照）"
             ),
         };
-        if self.alerts.is_empty() {
+        // "None fired" only when none was let go of: a dropped alert may be this period's.
+        if self.alerts.is_empty() && dropped == 0 {
             let _ = writeln!(
                 out,
                 "  {}",
@@ -861,7 +929,7 @@ impl Report {
             let entity = if only_user {
                 String::new()
             } else {
-                format!(" — {e}")
+                format!(" — {}", printable(&e.to_string()))
             };
             let _ = match lang {
                 Language::En => writeln!(
@@ -879,7 +947,7 @@ impl Report {
                     class_name(a.cause_class, lang),
                 ),
             };
-            let _ = writeln!(out, "    {}", a.summary.get(lang.code()));
+            let _ = writeln!(out, "    {}", printable(a.summary.get(lang.code())));
             if let Some(s) = self.scopes.get(i)
                 && s.last > span_end(a)
             {
@@ -911,30 +979,18 @@ impl Report {
                 write_steps(out, a.steps.get(lang.code()), "    ", lang);
             }
         }
-        if self.alerts_dropped > 0 {
-            let _ = match lang {
-                Language::En => writeln!(
-                    out,
-                    "  … and {} more alerts (only the first {MAX_ALERTS} are kept).",
-                    self.alerts_dropped
-                ),
-                Language::Ja => writeln!(
-                    out,
-                    "  …ほかに {} 件のアラートがあります（保持するのは最初の {MAX_ALERTS} 件です）。",
-                    self.alerts_dropped
-                ),
-            };
-        }
     }
 }
 
-/// The category, and the rule when it says more (`mfa_triage/triage_clock_drift`).
+/// The category, and the rule when it says more (`mfa_triage/triage_clock_drift`), as the text
+/// report writes it ([`printable`]: rule files are input too).
 pub(super) fn alert_name(a: &Alert) -> String {
-    if a.category == a.rule_id {
+    let name = if a.category == a.rule_id {
         a.category.clone()
     } else {
         format!("{}/{}", a.category, a.rule_id)
-    }
+    };
+    printable(&name).into_owned()
 }
 
 /// `5 failures`, `1 lockout`, `5 failures and 1 lockout`: failed steps and lockouts are
@@ -980,11 +1036,20 @@ pub(super) fn count_en(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-pub(super) fn alerts_en(n: usize) -> String {
-    match n {
-        0 => "no alert concerns this user".to_owned(),
-        1 => "1 alert concerns this user".to_owned(),
-        n => format!("{n} alerts concern this user"),
+/// How many alerts concern the user, for the summary line: never "none" when some were let go
+/// of ([`MAX_ALERTS`]), since those may be this period's.
+pub(super) fn alerts_text(n: usize, dropped: u64, lang: Language) -> String {
+    match (lang, n, dropped) {
+        (Language::En, 0, 0) => "no alert concerns this user".to_owned(),
+        (Language::En, 1, 0) => "1 alert concerns this user".to_owned(),
+        (Language::En, n, 0) => format!("{n} alerts concern this user"),
+        (Language::En, n, d) => {
+            format!("{n} kept alert(s) concern this user, and {d} older one(s) were not kept")
+        }
+        (Language::Ja, n, 0) => format!("このユーザーに関するアラートは {n} 件です。"),
+        (Language::Ja, n, d) => format!(
+            "このユーザーに関するアラートは保持している {n} 件と、保持していない古い {d} 件です。"
+        ),
     }
 }
 

@@ -57,10 +57,10 @@ impl InputFacts {
             .files
             .iter()
             .map(|f| match (lang, f.lines) {
-                (Language::En, 0) => format!("{}: empty", f.name),
-                (Language::En, n) => format!("{}: {n} line(s), none readable", f.name),
-                (Language::Ja, 0) => format!("{}: 空", f.name),
-                (Language::Ja, n) => format!("{}: {n} 行、読み取れる行なし", f.name),
+                (Language::En, 0) => format!("{}: empty", printable(&f.name)),
+                (Language::En, n) => format!("{}: {n} line(s), none readable", printable(&f.name)),
+                (Language::Ja, 0) => format!("{}: 空", printable(&f.name)),
+                (Language::Ja, n) => format!("{}: {n} 行、読み取れる行なし", printable(&f.name)),
             })
             .collect();
         let reasons: Vec<String> = self
@@ -167,13 +167,16 @@ impl Report {
         let all_problems: Vec<&AuthEvent> = history.iter().filter(|e| is_problem(e)).collect();
         let rule = |a: &Alert| rules.get(&a.rule_id);
         let who = sink.who;
+        let user_alerts = Vec::from(sink.alerts);
         let actors = Actors {
             familiar: familiar(
                 &history,
-                &sink.alerts,
+                &user_alerts,
                 sink.keyed_alerts.iter().map(|k| &k.alert),
                 rules,
             ),
+            // The deciding sign-in of an attack is the user's own only from a familiar source
+            // ([`Actors::came_from_attack_source`]).
             successes: history
                 .iter()
                 .filter(|e| is_sign_in_success(e))
@@ -195,7 +198,7 @@ impl Report {
                             || (has_actor(a) && actors.attacker_sent(a, e))))
             })
         };
-        let mut alerts: Vec<Alert> = sink.alerts;
+        let mut alerts: Vec<Alert> = user_alerts;
         alerts.extend(
             sink.keyed_alerts
                 .into_iter()
@@ -272,10 +275,11 @@ impl Report {
 
 /// Where the user signs in from ([`Actors::familiar`]): the sources of their successful sign-ins
 /// that no attack alert names or decided on, that came outside the incidents of the attacks on
-/// the user (`on_user`: the alerts naming the user or their events) and that the profile
-/// already knew; an attacker's way in is not the user's. Also the devices their profile knew
-/// before any event. Other alerts keyed by an address or tenant may cover most of a busy
-/// tenant's day, so their incidents do not make the user's sign-ins unfamiliar.
+/// the user (`on_user`: the alerts naming the user or their events), that the profile already
+/// knew and that got through MFA ([`stopped_at_mfa`]); an attacker's way in is not the user's.
+/// Also the devices their profile knew before any event. Other alerts keyed by an address or
+/// tenant may cover most of a busy tenant's day, so their incidents do not make the user's
+/// sign-ins unfamiliar.
 pub(super) fn familiar<'a>(
     history: &[AuthEvent],
     on_user: &'a [Alert],
@@ -307,28 +311,101 @@ pub(super) fn familiar<'a>(
             (start, end.saturating_add(follow))
         })
         .collect();
+    let during_attack = |e: &AuthEvent| incidents.iter().any(|&(a, b)| e.time >= a && e.time <= b);
+    // An approval counts as getting through MFA only when it is not itself the attack's (the
+    // approval a push-bombing wrung from the user is its deciding event).
+    let own_approval =
+        |e: &AuthEvent| !during_attack(e) && !attacks.contains(&event_key(&e.tenant, &e.event_id));
+    let stopped = stopped_at_mfa(history, own_approval);
     let mut s = Sources::default();
-    for e in history {
+    for (i, e) in history.iter().enumerate() {
+        if stopped.contains(&i) {
+            continue;
+        }
         // A sign-in the profile found new in any way (device, network, country) may be the
         // attacker's first way in, which an alert need not name (a push-bombing alert names
         // the pushes, not the password step before them): only a source the user came back to
         // is theirs.
         let novel = e.context.new_device || e.context.new_asn || e.context.new_country;
-        let during_attack = incidents.iter().any(|&(a, b)| e.time >= a && e.time <= b);
         if is_sign_in_success(e)
             && !novel
-            && !during_attack
+            && !during_attack(e)
             && !attacks.contains(&event_key(&e.tenant, &e.event_id))
         {
             s.add(e);
         } else if !e.context.new_device
-            && !during_attack
+            && !during_attack(e)
             && let Some(fp) = identifying(&e.device)
         {
             s.devices.insert(fp.to_owned());
         }
     }
     s
+}
+
+/// The sign-ins that stopped at MFA, as indices into `history` (in time order): a password
+/// step that succeeded and was followed, from the same source, by MFA steps none of which the
+/// user got through (`own_approval`) before the next password step from there or within
+/// [`FOLLOW_MS`]; with those MFA steps. That is an MFA-fatigue attacker's way in: they have the
+/// password, and their pushes are denied or left unanswered. Their password step comes before
+/// the first push the alert counts, so neither the alert nor its incident covers it, and the
+/// profile may find nothing new in it (an address without geo data, a browser without a device
+/// id). A sign-in with no MFA step after it (no MFA asked, a remembered device) is not one: it
+/// tells nothing either way, and it is how many users sign in every day. Neither is a source
+/// only because an attack came from it, since an office NAT is shared with the user.
+pub(super) fn stopped_at_mfa(
+    history: &[AuthEvent],
+    own_approval: impl Fn(&AuthEvent) -> bool,
+) -> HashSet<usize> {
+    let mut stopped = HashSet::new();
+    for (i, e) in history.iter().enumerate() {
+        let password_step = e.activity == Activity::Logon
+            && e.outcome == Outcome::Success
+            && matches!(e.factor, Factor::Password | Factor::None);
+        if !password_step {
+            continue;
+        }
+        let mut steps = Vec::new();
+        let mut through = false;
+        for (j, f) in history.iter().enumerate().skip(i + 1) {
+            if f.time > e.time.saturating_add(FOLLOW_MS) {
+                break;
+            }
+            if !same_sign_in(e, f) {
+                continue;
+            }
+            match f.activity {
+                Activity::Logon => break,
+                Activity::MfaChallenge | Activity::MfaVerify => {
+                    if f.activity == Activity::MfaVerify
+                        && f.outcome == Outcome::Success
+                        && own_approval(f)
+                    {
+                        through = true;
+                        break;
+                    }
+                    steps.push(j);
+                }
+                _ => {}
+            }
+        }
+        if !through && !steps.is_empty() {
+            stopped.insert(i);
+            stopped.extend(steps);
+        }
+    }
+    stopped
+}
+
+/// Whether `f` is a step of the sign-in `e` began: the same session when the provider gave
+/// both an id, else the same tenant and address or identifying device.
+fn same_sign_in(e: &AuthEvent, f: &AuthEvent) -> bool {
+    if !e.session_id.is_empty() && !f.session_id.is_empty() {
+        return e.session_id == f.session_id;
+    }
+    e.tenant == f.tenant
+        && ((e.src.ip.is_some() && e.src.ip == f.src.ip)
+            || identifying(&e.device).is_some_and(|d| identifying(&f.device) == Some(d)))
 }
 
 /// A successful step of signing in (not a sign-out, an unlock or an enrollment).

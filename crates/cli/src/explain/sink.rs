@@ -42,7 +42,10 @@ pub(super) struct UserSink {
     pub(super) evicted: u64,
     /// The newest event time of the whole input: what `--since` counts back from.
     pub(super) newest: Option<i64>,
-    pub(super) alerts: Vec<Alert>,
+    /// The most recent [`MAX_ALERTS`] alerts that name the user or one of the user's events,
+    /// oldest first: like `events`, the newest are kept, since they are about the newest events.
+    pub(super) alerts: VecDeque<Alert>,
+    /// Alerts let go of from `alerts` (the oldest first) over [`MAX_ALERTS`].
     pub(super) alerts_dropped: u64,
     pub(super) keyed_alerts: VecDeque<KeyedAlert>,
     /// Keyed alerts dropped over [`MAX_KEYED_ALERTS`] while they could still concern the user.
@@ -95,7 +98,7 @@ impl UserSink {
             ids: HashMap::new(),
             evicted: 0,
             newest: None,
-            alerts: Vec::new(),
+            alerts: VecDeque::new(),
             alerts_dropped: 0,
             keyed_alerts: VecDeque::new(),
             keyed_dropped: 0,
@@ -218,8 +221,9 @@ impl Sink for UserSink {
     fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
         self.settled = true;
         let e = &alert.entity;
-        // Rules key users by name alone, across tenants: with `--tenant`, an alert on the name
-        // is this account's when its deciding event was in that tenant.
+        // Rules key a user as an account within its tenant, and the alert names that tenant
+        // (else its deciding event's): with `--tenant`, an alert on the name is this account's
+        // only in that tenant.
         let tenant = e
             .tenant
             .as_deref()
@@ -235,13 +239,16 @@ impl Sink for UserSink {
                 .any(|id| self.ids.contains_key(&event_key(tenant, id)))
         };
         let kept = if names_user || names_event() {
-            if self.alerts.len() < MAX_ALERTS {
-                self.alerts.push(alert.clone());
-                true
-            } else {
+            // The oldest goes: the events kept are the most recent, and so must be the alerts
+            // about them.
+            if self.alerts.len() == MAX_ALERTS
+                && let Some(old) = self.alerts.pop_front()
+            {
+                self.sources.remove(&old.alert_id);
                 self.alerts_dropped += 1;
-                false
             }
+            self.alerts.push_back(alert.clone());
+            true
         } else if (has_actor(alert)
             && matches!(alert.cause_class, CauseClass::Network | CauseClass::Attack))
             || (tenant_keyed(alert) && self.in_tenant(tenant))

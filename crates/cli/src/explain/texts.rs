@@ -21,7 +21,13 @@ pub(super) fn class_name(c: CauseClass, lang: Language) -> &'static str {
 
 pub(super) fn class_meaning(c: CauseClass, lang: Language) -> &'static str {
     match c {
-        CauseClass::User => tr(lang, "the user's own mistake", "本人の操作ミス"),
+        // Not "mistake" alone: a push the user denied is their own action, for a reason only
+        // they can tell (a mis-tap, or a request they had not started).
+        CauseClass::User => tr(
+            lang,
+            "the user's own action or mistake",
+            "本人の操作・操作ミス",
+        ),
         CauseClass::Device => tr(
             lang,
             "the user's phone, security key or authenticator",
@@ -109,7 +115,7 @@ pub(super) fn reason_name(r: Reason, lang: Language) -> &'static str {
         Reason::UserReportedFraud => tr(lang, "reported as fraud", "不正として報告"),
         Reason::DeviceNotRegistered => tr(lang, "device not registered", "端末未登録"),
         Reason::FactorNotEnrolled => tr(lang, "method not enrolled", "認証方式未登録"),
-        Reason::MethodMismatch => tr(lang, "wrong method", "認証方式の誤り"),
+        Reason::MethodMismatch => tr(lang, "method not allowed", "認証方式が許可されていない"),
         Reason::PolicyDenied => tr(lang, "denied by policy", "ポリシーで拒否"),
         Reason::RiskBlocked => tr(lang, "blocked as risky", "リスク判定でブロック"),
         Reason::LockedOut => tr(lang, "account locked", "ロックアウト"),
@@ -120,6 +126,14 @@ pub(super) fn reason_name(r: Reason, lang: Language) -> &'static str {
         Reason::PasswordExpired => tr(lang, "password expired", "パスワード期限切れ"),
         Reason::AuthenticatorError => tr(lang, "key/biometric error", "キー・生体認証のエラー"),
         Reason::Other => tr(lang, "other", "その他"),
+    }
+}
+
+/// A reason as the cause groups list it: `none given` where [`reason_name`] is empty.
+pub(super) fn reason_label(r: Reason, lang: Language) -> &'static str {
+    match r {
+        Reason::None => tr(lang, "none given", "理由なし"),
+        r => reason_name(r, lang),
     }
 }
 
@@ -180,30 +194,46 @@ impl Generic {
                     "A one-time code was wrong or had expired.",
                     &[
                         "Ask the user to type the code shown right now, and to wait for a new one if it is about to expire (codes last about 30 seconds).",
-                        "If correct codes keep failing, check the phone's automatic date and time setting (clock drift).",
+                        "If correct codes from an authenticator app or token keep failing, check the phone's automatic date and time setting (clock drift).",
                     ],
                 ),
                 t(
                     "ワンタイムコードが誤っているか、期限切れでした。",
                     &[
                         "いま表示されているコードを入力し、期限が切れそうなときは新しいコードを待つよう案内してください（コードの有効期間は約 30 秒です）。",
-                        "正しいコードでも失敗が続く場合は、スマートフォンの日付と時刻の自動設定を確認してください（時刻ずれ）。",
+                        "認証アプリやトークンの正しいコードでも失敗が続く場合は、スマートフォンの日付と時刻の自動設定を確認してください（時刻ずれ）。",
                     ],
                 ),
             ),
-            Generic::WrongMethod => (
+            Generic::WrongSentCode => (
                 t(
-                    "The user chose an MFA method that is not theirs or not allowed.",
+                    "A code sent by SMS, voice call or e-mail was wrong or had expired.",
                     &[
-                        "Confirm which MFA methods the user has enrolled and which the policy allows.",
-                        "Show the user where to pick the right method at the prompt (\"Sign in another way\").",
+                        "Ask the user to type the code of the latest message or call only: each new request makes the earlier codes invalid, and a code expires after a few minutes.",
+                        "If codes arrive late or not at all, check the phone number or e-mail address on the account and the phone's reception (roaming, SMS filtering).",
                     ],
                 ),
                 t(
-                    "ユーザーが、登録していない、または許可されていない MFA 方式を選びました。",
+                    "SMS・音声通話・メールで送られたコードが誤っているか、期限切れでした。",
                     &[
-                        "ユーザーが登録している MFA 方式と、ポリシーで許可されている方式を確認してください。",
-                        "プロンプトで正しい方式を選ぶ場所（「別の方法でサインイン」など）を案内してください。",
+                        "最後に届いたメッセージまたは通話のコードだけを入力するよう案内してください。新しく要求すると以前のコードは無効になり、コードは数分で期限切れになります。",
+                        "コードが遅れて届く、または届かない場合は、アカウントに登録された電話番号やメールアドレスと、スマートフォンの受信状況（ローミング、SMS フィルター）を確認してください。",
+                    ],
+                ),
+            ),
+            Generic::MethodNotAllowed => (
+                t(
+                    "The MFA method used is not allowed for this sign-in: the sign-on policy restricts it, or it is not enrolled for the account.",
+                    &[
+                        "Check in the admin console which MFA methods the user has enrolled and which the policy allows for this application.",
+                        "If the policy is right, show the user where to pick an allowed method at the prompt (\"Sign in another way\"); if not, correct the policy or the enrollment.",
+                    ],
+                ),
+                t(
+                    "使われた MFA 方式はこのサインインでは許可されていません。サインオンポリシーで制限されているか、アカウントに登録されていない方式です。",
+                    &[
+                        "ユーザーが登録している MFA 方式と、このアプリケーションでポリシーが許可している方式を管理コンソールで確認してください。",
+                        "ポリシーが正しければ、プロンプトで許可された方式を選ぶ場所（「別の方法でサインイン」など）を案内してください。正しくなければ、ポリシーまたは登録を修正してください。",
                     ],
                 ),
             ),
@@ -241,14 +271,30 @@ impl Generic {
             ),
             Generic::UnexpectedPush => (
                 t(
-                    "The user denied a push request, probably one they did not expect; no attack on the account was going on at the time. Ask them.",
+                    "The user denied a push request: a mis-tap, or a request they had not started. No attack on the account was detected at the time. Ask them which.",
                     &[
                         "Ask the user why they denied it: a mis-tap, or a request they had not started?",
                         "If they had not started it, someone else has the password: reset it, revoke all sessions and escalate.",
                     ],
                 ),
                 t(
-                    "ユーザーがプッシュ要求を拒否しました。心当たりのない要求だった可能性があります（その時点でアカウントへの攻撃は検知されていません）。本人に確認してください。",
+                    "ユーザーがプッシュ要求を拒否しました。誤操作か、本人が始めていない要求のどちらかです（その時点でアカウントへの攻撃は検知されていません）。どちらか本人に確認してください。",
+                    &[
+                        "拒否した理由（誤操作か、本人が始めていないサインインの要求か）をユーザーに確認してください。",
+                        "本人が始めたものでなければ第三者がパスワードを知っています。パスワードをリセットし、すべてのセッションを無効化してエスカレーションしてください。",
+                    ],
+                ),
+            ),
+            Generic::DeclinedRequest => (
+                t(
+                    "The user declined an MFA request (a call or message, not a push): a mis-tap, or a request they had not started. No attack on the account was detected at the time. Ask them which.",
+                    &[
+                        "Ask the user why they declined it: a mistake, or a request they had not started?",
+                        "If they had not started it, someone else has the password: reset it, revoke all sessions and escalate.",
+                    ],
+                ),
+                t(
+                    "ユーザーが MFA の要求（プッシュではなく通話やメッセージ）を拒否しました。誤操作か、本人が始めていない要求のどちらかです（その時点でアカウントへの攻撃は検知されていません）。どちらか本人に確認してください。",
                     &[
                         "拒否した理由（誤操作か、本人が始めていないサインインの要求か）をユーザーに確認してください。",
                         "本人が始めたものでなければ第三者がパスワードを知っています。パスワードをリセットし、すべてのセッションを無効化してエスカレーションしてください。",
@@ -409,21 +455,55 @@ impl Generic {
                     ],
                 ),
             ),
-            Generic::PushDeniedDuringAttack => (
+            Generic::NoReason => (
                 t(
-                    "The user denied a push request while an attack on the account was going on, or from the attacker's address: it was most likely not their own sign-in.",
+                    "The provider gave no reason for the failure.",
                     &[
-                        "Tell the user never to approve a push they did not start themselves.",
+                        "Open the event in the admin console's sign-in log (its event id is in the JSON report) to see what the provider recorded.",
+                        "Ask the user what the screen said at that time.",
+                    ],
+                ),
+                t(
+                    "プロバイダーは失敗の理由を記録していません。",
+                    &[
+                        "管理コンソールのサインインログでそのイベント（イベント ID は JSON レポートにあります）を開き、プロバイダーの記録を確認してください。",
+                        "その時に画面に何が表示されたかをユーザーに確認してください。",
+                    ],
+                ),
+            ),
+            Generic::DeniedDuringAttack => (
+                t(
+                    "The user denied an MFA request while an attack on the account was going on, or one from the attacker's address: it was most likely not their own sign-in.",
+                    &[
+                        "Tell the user never to approve a request they did not start themselves.",
                         "Reset the password, revoke all sessions and refresh tokens, and review the account's recent sign-ins.",
                         "Escalate to the security team with the alerts below.",
                     ],
                 ),
                 t(
-                    "アカウントへの攻撃が続いている間に、または攻撃者のアドレスからのプッシュ要求を、ユーザーが拒否しました。本人のサインインではなかった可能性が高いです。",
+                    "アカウントへの攻撃が続いている間に、または攻撃者のアドレスからの MFA 要求を、ユーザーが拒否しました。本人のサインインではなかった可能性が高いです。",
                     &[
-                        "自分で始めていないプッシュは絶対に承認しないようユーザーに伝えてください。",
+                        "自分で始めていない要求は絶対に承認しないようユーザーに伝えてください。",
                         "パスワードをリセットし、すべてのセッションとリフレッシュトークンを無効化して、最近のサインインを確認してください。",
                         "下記のアラートを添えて、セキュリティ担当にエスカレーションしてください。",
+                    ],
+                ),
+            ),
+            Generic::UnansweredDuringAttack => (
+                t(
+                    "A push request went unanswered while an attack on the account was going on, or came from the attacker's address: it was most likely the attacker's sign-in, which the user ignored or never saw. MFA fatigue counts unanswered pushes as it counts denied ones.",
+                    &[
+                        "Confirm with the user by a trusted channel that they did not start these sign-ins, and tell them never to approve a push they did not start themselves.",
+                        "The password is known to the attacker: reset it, revoke all sessions and refresh tokens, and review the account's recent sign-ins.",
+                        "Escalate to the security team with the alerts below; do not re-register the user's phone for this.",
+                    ],
+                ),
+                t(
+                    "アカウントへの攻撃が続いている間に、または攻撃者のアドレスから送られたプッシュ要求に応答がありませんでした。攻撃者のサインインで、ユーザーが無視したか気付かなかった可能性が高いです。MFA 疲労攻撃では、拒否と同じく無応答のプッシュも数えます。",
+                    &[
+                        "信頼できる経路で、これらのサインインを本人が始めていないことを確認し、自分で始めていないプッシュは絶対に承認しないよう伝えてください。",
+                        "攻撃者はパスワードを知っています。パスワードをリセットし、すべてのセッションとリフレッシュトークンを無効化して、最近のサインインを確認してください。",
+                        "下記のアラートを添えて、セキュリティ担当にエスカレーションしてください。これを理由にスマートフォンを再登録しないでください。",
                     ],
                 ),
             ),
