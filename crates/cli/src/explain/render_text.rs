@@ -925,7 +925,9 @@ impl Report {
             let only_user = e.tenant.is_none()
                 && e.ip.is_none()
                 && e.asn.is_none()
-                && e.device_fingerprint.is_none();
+                && e.device_fingerprint.is_none()
+                && e.country.is_none()
+                && e.app.is_none();
             let entity = if only_user {
                 String::new()
             } else {
