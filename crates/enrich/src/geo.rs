@@ -382,10 +382,10 @@ fn decode<'a, T: Deserialize<'a>>(reader: &'a Reader<Mmap>, ip: IpAddr) -> Optio
 
 #[derive(Deserialize)]
 struct CityRecord<'a> {
+    /// Where the address is. (`registered_country`, where the block's holder registered it,
+    /// is not read: it is no place of the user's; see [`CityRecord::into_geo`].)
     #[serde(borrow, default)]
     country: Option<CountryRecord<'a>>,
-    #[serde(borrow, default)]
-    registered_country: Option<CountryRecord<'a>>,
     #[serde(borrow, default)]
     city: Option<CityField<'a>>,
     #[serde(default)]
@@ -498,12 +498,16 @@ struct LocationRecord {
 
 impl CityRecord<'_> {
     fn into_geo(self) -> Option<Geo> {
-        // The country the address is in; failing that (some ranges only carry it), the country
-        // it is registered to.
+        // The country the address is in, never the one it is registered to. Records without a
+        // `country` (blocks the database cannot place, such as some anycast and satellite
+        // ranges) may still carry a `registered_country`: the holder's home, often an ISP or
+        // cloud provider abroad. Taken as the place, it made a "new country" for a user who
+        // never left, and once learned a country of theirs: profiles and the new-device /
+        // new-country rules read `geo.country` as where the user is. No country is "not
+        // known", which is never new.
         let country = self
             .country
             .and_then(|c| c.iso_code)
-            .or(self.registered_country.and_then(|c| c.iso_code))
             .or(self.country_code)
             .unwrap_or("");
         let city = self.city.and_then(CityField::english).unwrap_or("");
@@ -547,4 +551,41 @@ struct AnonymousRecord {
     is_residential_proxy: Option<bool>,
     #[serde(default)]
     is_tor_exit_node: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo_of(record: &str) -> Option<Geo> {
+        serde_json::from_str::<CityRecord<'_>>(record)
+            .unwrap()
+            .into_geo()
+    }
+
+    /// Regression: a record without `country` took `registered_country` (where the block's
+    /// holder registered it) as the place, so a user behind such a block got a "new country"
+    /// they were never in, and the profile learned it as one of theirs.
+    #[test]
+    fn the_registered_country_is_not_where_the_address_is() {
+        // Registered only (a block the database cannot place): no place.
+        assert_eq!(geo_of(r#"{"registered_country":{"iso_code":"US"}}"#), None);
+        // Coordinates without a country: located, with no country.
+        let g = geo_of(
+            r#"{"registered_country":{"iso_code":"US"},
+                "location":{"latitude":1.5,"longitude":2.5,"accuracy_radius":1000}}"#,
+        )
+        .unwrap();
+        assert_eq!(g.country, "");
+        assert_eq!(
+            (g.lat, g.lon, g.accuracy_km),
+            (Some(1.5), Some(2.5), Some(1000))
+        );
+        // Both: the country the address is in (the test databases' 89.160.20.112 is so).
+        let g = geo_of(r#"{"country":{"iso_code":"SE"},"registered_country":{"iso_code":"DE"}}"#);
+        assert_eq!(g.map(|g| g.country), Some("SE".into()));
+        // The flat builds' `country_code` is the location's country.
+        let g = geo_of(r#"{"country_code":"JP","latitude":35.7,"longitude":139.7}"#);
+        assert_eq!(g.map(|g| g.country), Some("JP".into()));
+    }
 }

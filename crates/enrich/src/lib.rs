@@ -3,11 +3,12 @@
 //! Two parts, for the two kinds of pipeline stage (see `docs/ENRICHMENT.md`):
 //!
 //! - [`EventEnricher`] is stateless per event and shared by the parallel worker threads
-//!   (`&self`, `Send + Sync`). For each event it marks internal addresses
-//!   ([`is_internal`], no lookup for those), looks the source address up in the geo-IP, ASN and
-//!   anonymous-IP databases (MaxMind DB format, memory-mapped, swapped in place when a file is
-//!   replaced), tags it from CIDR lists, parses the user agent (woothee, cached) and computes
-//!   the device fingerprint ([`device_fingerprint`]).
+//!   (`&self`, `Send + Sync`). For each event it writes an IPv6 spelling of an IPv4 source
+//!   address (`::ffff:a.b.c.d`, [`canonical_ip`]) back as that IPv4 address, marks internal
+//!   addresses ([`is_internal`], no lookup for those), looks the source address up in the
+//!   geo-IP, ASN and anonymous-IP databases (MaxMind DB format, memory-mapped, swapped in place
+//!   when a file is replaced), tags it from CIDR lists, parses the user agent (woothee, cached)
+//!   and computes the device fingerprint ([`device_fingerprint`]).
 //! - [`UserProfiles`] is the per-user history, run in stream order on the detect stage's single
 //!   thread: it fills `event.context` (new device / country / ASN, unusual hour, distance and
 //!   speed from the previous successful sign-in) from what came before, then learns from the
@@ -90,6 +91,8 @@ use std::time::Duration;
 /// internal addresses) → CIDR tags (internal addresses too: corporate ranges are often
 /// private) → user-agent parse → device fingerprint. Values already on the event (given by the
 /// provider) are kept; enrichment only fills what is empty, and anonymizer flags are added to.
+/// The one exception is the source address itself, which is rewritten to its IPv4 form when it
+/// is an IPv6 spelling of one ([`canonical_ip`]; see [`EventEnricher::enrich`]).
 pub struct EventEnricher {
     enabled: bool,
     geo: GeoDatabases,
@@ -144,14 +147,25 @@ impl EventEnricher {
     }
 
     /// Enriches one event in place.
+    ///
+    /// An IPv6 address that carries an IPv4 one ([`canonical_ip`]: `::ffff:a.b.c.d` and the
+    /// like) is replaced on the event by that IPv4 address, even with enrichment turned off.
     pub fn enrich(&self, event: &mut AuthEvent) {
+        // `::ffff:a.b.c.d` is the IPv4 address a dual-stack listener saw (and NAT64 and
+        // IPv4-compatible forms likewise). Written back, not only used for the lookups: rules
+        // key counters and incidents by `src.ip`, and profiles remember it, so two spellings of
+        // one address would be two sources (a stuffing run split across them stays under every
+        // threshold). Done before the `enabled` check: it is the address's normal form, not a
+        // fact added to it, and the rules run either way. This runs on every event before
+        // detection; a later stage that skips enrichment (the detect side of a repartitioned
+        // Kafka run) receives the address already in this form.
+        if let Some(ip) = &mut event.src.ip {
+            *ip = canonical_ip(*ip);
+        }
         if !self.enabled {
             return;
         }
         if let Some(ip) = event.src.ip {
-            // `::ffff:a.b.c.d` is the IPv4 address a dual-stack listener saw (and NAT64 and
-            // IPv4-compatible forms likewise): judge, locate and tag it as that address.
-            let ip = canonical_ip(ip);
             let internal = is_internal(ip);
             event.src.internal |= internal;
             if !internal && self.geo.is_configured() {

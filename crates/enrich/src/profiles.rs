@@ -98,7 +98,11 @@ struct LastSuccess {
 /// One user's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Profile {
-    /// Event time of the first successful sign-in.
+    /// Event time of the first sign-in learned ([`learn`]), from which the learning period
+    /// runs. While `successes` is 0 nothing has been learned and this means nothing: the
+    /// profile exists only to hold a password step back, and counts as learning. (Set at
+    /// creation for the snapshot's sake: the field has always been there, so checkpoints in
+    /// either direction keep loading.)
     first_seen: i64,
     /// Event time of the newest event of any kind (the TTL runs from here).
     last_seen: i64,
@@ -244,6 +248,52 @@ struct Unconfirmed {
     /// confirms it now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     challenged: bool,
+    /// xxh3-64 of the sign-in's session id, 0 when it had none: tells an MFA step of this
+    /// sign-in from one of another (see [`may_confirm`]). A hash rather than the id: 8 bytes in
+    /// every profile instead of 24, and only equality is asked of it. Absent from snapshots
+    /// written before it existed, which read as "no session".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    session: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The hash [`Unconfirmed::session`] holds for a session id; 0 for none.
+fn session_hash(id: &str) -> u64 {
+    if id.is_empty() {
+        0
+    } else {
+        xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+    }
+}
+
+/// Whether `event`, a successful MFA step, may be the second step of the held sign-in `u`:
+/// nothing it carries says it belongs to another sign-in. It does when both name a session and
+/// the sessions differ, or both carry a source address and the addresses differ.
+///
+/// Without this, the victim's own MFA approval elsewhere (another session, from the office)
+/// minutes after an attacker's password step and denied push would confirm the attacker's
+/// step and teach the profile their device, country and network. An MFA step that carries
+/// neither (some MFA services log approvals so) cannot be told apart and confirms, as the
+/// approval of the sign-in it most likely answers.
+///
+/// Only confirmations are checked, not prompts and denials: a prompt that wrongly marks a
+/// sign-in challenged costs at worst one sign-in not learned, while a provider whose prompt
+/// and password step disagree on the session would otherwise let an attacker's step go
+/// unchallenged and teach.
+fn may_confirm(u: &Unconfirmed, event: &AuthEvent) -> bool {
+    let other_session = u.session != 0
+        && !event.session_id.is_empty()
+        && session_hash(&event.session_id) != u.session;
+    // Both are in canonical form after enrichment; a held step restored from a checkpoint of
+    // before that may not be.
+    let other_address = matches!(
+        (u.lesson.ip, event.src.ip),
+        (Some(held), Some(here)) if crate::canonical_ip(held) != crate::canonical_ip(here)
+    );
+    !other_session && !other_address
 }
 
 /// Counters of the profile store.
@@ -430,15 +480,18 @@ impl UserProfiles {
     /// Fills `event.context` from the user's profile, then updates the profile with the event.
     ///
     /// Keyed by tenant and user (the login name, case-insensitive, else the provider id): a
-    /// user name in two tenants is two users. Events without a user are left alone. Only completed
-    /// sign-ins create a profile or teach it places, devices, hours and the last sign-in; other
-    /// events only keep an existing profile alive. So failures for made-up user names
-    /// (credential stuffing) cannot flush real users out of the store.
+    /// user name in two tenants is two users. Events without a user are left alone. Only
+    /// successful sign-ins create a profile (a password-only one to hold it back), only completed
+    /// ones teach it places, devices, hours and the last sign-in, and the learning period runs
+    /// from the first one learned; other events only keep an existing profile alive. So
+    /// failures for made-up user names (credential stuffing) cannot flush real users out of the
+    /// store.
     ///
-    /// A sign-in is complete when it used a second factor, when an MFA step succeeded after it,
-    /// or when no MFA prompt followed its password within 10 minutes. A password step followed
-    /// by a denied, failed or unanswered prompt teaches nothing: that is what an attacker with
-    /// a stolen password looks like (see [`Unconfirmed`]).
+    /// A sign-in is complete when it used a second factor, when an MFA step of it succeeded
+    /// within 10 minutes (after a prompt or a denial too), or when no MFA prompt followed its
+    /// password within 10 minutes. A password step followed by a denied, failed or unanswered
+    /// prompt and no successful MFA step of its own teaches nothing: that is what an attacker
+    /// with a stolen password looks like (see [`Unconfirmed`], [`may_confirm`]).
     ///
     /// The hour check uses the event's UTC hour: the user's time zone is not known, and a
     /// user's working hours are as regular in UTC as in local time.
@@ -466,7 +519,7 @@ impl UserProfiles {
             if clock.saturating_sub(p.last_seen) <= ttl_ms {
                 // A held-back sign-in this event decides teaches before the event is judged,
                 // as it would have had it been complete when it happened.
-                settle(p, now, kind, max_set);
+                settle(p, event, kind, max_set);
                 event.context = context(Some(&*p), event, true, self.learning_ms);
                 p.last_seen = p.last_seen.max(now);
                 p.touched = touched;
@@ -485,6 +538,8 @@ impl UserProfiles {
             return;
         }
         let mut p = Profile {
+            // Replaced by the first sign-in learned (see `learn`): a password-only sign-in
+            // creates the profile only to hold it back, and may never teach it.
             first_seen: now,
             last_seen: now,
             touched,
@@ -608,7 +663,10 @@ fn context(p: Option<&Profile>, event: &AuthEvent, known: bool, learning_ms: i64
     };
     let mut ctx = UserContext {
         known_user: known,
-        learning: event.time.saturating_sub(p.first_seen) < learning_ms,
+        // Learning until the first sign-in is learned, then for `learning_period` after it: a
+        // profile that only holds a password step (perhaps an attacker's, whose push was then
+        // denied) knows nothing, and its empty sets would make every fact "new".
+        learning: p.successes == 0 || event.time.saturating_sub(p.first_seen) < learning_ms,
         new_device: fingerprint.is_some_and(|f| !p.devices.contains(f)),
         new_country: country.is_some_and(|c| !p.countries.contains(c)),
         new_asn: event.src.asn.is_some_and(|a| !p.asns.contains(&a)),
@@ -667,24 +725,33 @@ fn travel(from: &LastSuccess, event: &AuthEvent) -> Option<(f64, f64)> {
     Some((km, sure_km / (ms as f64 / MS_PER_HOUR as f64)))
 }
 
-/// Decides a held-back password-only sign-in as far as `kind`, at time `now`, tells: a
-/// successful MFA step confirms it, a prompt or a failed MFA step marks it challenged (then only
-/// a successful step confirms it), and once it is older than [`CONFIRM_MS`] or another
+/// Decides a held-back password-only sign-in as far as `event`, of kind `kind`, tells: a
+/// successful MFA step of the same sign-in ([`may_confirm`]) confirms it, a prompt or a failed
+/// MFA step marks it challenged and keeps it held (then only such a successful step within
+/// [`CONFIRM_MS`] of it confirms it), and once it is older than [`CONFIRM_MS`] or another
 /// password-only sign-in follows it, it teaches unless it was challenged.
-fn settle(p: &mut Profile, now: i64, kind: Kind, max_set: usize) {
+fn settle(p: &mut Profile, event: &AuthEvent, kind: Kind, max_set: usize) {
     let Some(u) = &mut p.unconfirmed else {
         return;
     };
+    let now = event.time;
     // Events up to a few minutes out of order: an MFA step logged before the password step it
     // belongs to still counts. Only time after the sign-in tells that no prompt came: a late
     // event from before it says nothing about that.
     let near = now.abs_diff(u.lesson.time) <= CONFIRM_MS as u64;
     let over = now > u.lesson.time.saturating_add(CONFIRM_MS);
     let confirmed = match kind {
-        Kind::MfaSuccess if near => true,
+        Kind::MfaSuccess if near && may_confirm(u, event) => true,
+        // Another sign-in's MFA step: it says nothing about this one, which waits on.
+        Kind::MfaSuccess if near => return,
+        // Held on, not dropped: the prompt is what a real sign-in with MFA looks like too, and
+        // the approval that follows is what confirms it. MFA services often log the prompt and
+        // the approval without the address or user agent, so the approval alone would teach
+        // nothing of the sign-in's device and place. Dropping the step here lost them for
+        // every sign-in that had an MFA prompt.
         Kind::MfaOther if near => {
             u.challenged = true;
-            false
+            return;
         }
         _ if over || kind == Kind::PasswordOnly => !u.challenged,
         _ => return,
@@ -704,6 +771,7 @@ fn take(p: &mut Profile, event: &AuthEvent, kind: Kind, max_set: usize) {
             p.unconfirmed = Some(Unconfirmed {
                 lesson: Lesson::of(event),
                 challenged: false,
+                session: session_hash(&event.session_id),
             });
         }
         Kind::MfaOther | Kind::Other => {}
@@ -712,6 +780,11 @@ fn take(p: &mut Profile, event: &AuthEvent, kind: Kind, max_set: usize) {
 
 /// Learns from a completed sign-in.
 fn learn(p: &mut Profile, lesson: &Lesson, max_set: usize) {
+    // The learning period runs from the first sign-in actually learned, not from the event that
+    // created the profile: a held-back password step creates it too, and may never teach.
+    if p.successes == 0 {
+        p.first_seen = lesson.time;
+    }
     if !lesson.country.is_empty() {
         p.countries.touch(&lesson.country, max_set);
     }
@@ -1181,6 +1254,237 @@ mod tests {
             "{:?}",
             next.context
         );
+    }
+
+    /// A challenged password step is held on, so the victim's own MFA approval in another
+    /// sign-in minutes after the attacker's denied push must not confirm the attacker's step.
+    #[test]
+    fn another_sign_ins_mfa_approval_does_not_confirm_a_held_step() {
+        let attack = T0 + 3 * DAY;
+        // The victim's approval: another session, another address, or both.
+        let approvals = [
+            ("victim", Some(linkoping())),
+            ("victim", None),
+            ("", Some(linkoping())),
+        ];
+        for (session, at) in approvals {
+            let mut s = store();
+            for d in 0..3 {
+                s.observe(&mut ok("aiko", T0 + d * DAY, linkoping(), "laptop"));
+            }
+            let mut password = ok("aiko", attack, changchun(), "attacker");
+            password.src.ip = "175.16.199.5".parse().ok();
+            password.session_id = "s1".into();
+            s.observe(&mut password);
+            for (minute, activity, outcome) in [
+                (0, Activity::MfaChallenge, Outcome::Challenge),
+                (1, Activity::MfaVerify, Outcome::Denied),
+            ] {
+                let mut e = bare_mfa("aiko", attack + minute * MIN, activity, outcome);
+                e.session_id = "s1".into();
+                s.observe(&mut e);
+            }
+            let mut approval = bare_mfa(
+                "aiko",
+                attack + 3 * MIN,
+                Activity::MfaVerify,
+                Outcome::Success,
+            );
+            approval.session_id = session.into();
+            if let Some(at) = at {
+                approval.src.ip = "89.160.20.113".parse().ok();
+                approval.src.geo = Some(at.0);
+                approval.src.asn = Some(at.1);
+                approval.device.fingerprint = "laptop".into();
+            }
+            s.observe(&mut approval);
+            let mut again = ok("aiko", attack + 2 * DAY, changchun(), "attacker");
+            s.observe(&mut again);
+            let c = &again.context;
+            assert!(
+                c.new_device && c.new_country && c.new_asn,
+                "{session:?} {:?}: {c:?}",
+                approval.src.ip
+            );
+        }
+
+        // The same sign-in's approval, in its session or from its address, does confirm.
+        for (session, ip) in [
+            ("s1", None),
+            ("", Some("175.16.199.5")),
+            ("s1", Some("::ffff:175.16.199.5")),
+        ] {
+            let mut s = store();
+            s.observe(&mut ok("aiko", T0, linkoping(), "laptop"));
+            let mut password = ok("aiko", attack, changchun(), "travel");
+            password.src.ip = "175.16.199.5".parse().ok();
+            password.session_id = "s1".into();
+            s.observe(&mut password);
+            let mut prompt = bare_mfa("aiko", attack, Activity::MfaChallenge, Outcome::Challenge);
+            prompt.session_id = "s1".into();
+            s.observe(&mut prompt);
+            let mut approval =
+                bare_mfa("aiko", attack + MIN, Activity::MfaVerify, Outcome::Success);
+            approval.session_id = session.into();
+            approval.src.ip = ip.and_then(|ip| ip.parse().ok());
+            s.observe(&mut approval);
+            let mut again = ok("aiko", attack + DAY, changchun(), "travel");
+            s.observe(&mut again);
+            let c = &again.context;
+            assert!(!c.new_device && !c.new_country, "{session:?} {ip:?}: {c:?}");
+        }
+    }
+
+    /// Regression: the profile an attacker's password step created started the learning clock,
+    /// so two days after a denied push the victim's first sign-in met a "not learning" profile
+    /// with nothing in it, and was new device and new country.
+    #[test]
+    fn learning_starts_at_the_first_sign_in_learned() {
+        let mut s = store();
+        attacker_push_denied(&mut s, T0);
+        let first = T0 + 3 * DAY;
+        let mut e = ok("aiko", first, linkoping(), "laptop");
+        e.factor = Factor::Push;
+        s.observe(&mut e);
+        assert!(e.context.learning, "nothing learned yet: {:?}", e.context);
+        // The clock runs from that first sign-in.
+        let mut e = ok("aiko", first + 2 * DAY - 1, milton(), "phone");
+        e.factor = Factor::Push;
+        s.observe(&mut e);
+        assert!(e.context.learning, "{:?}", e.context);
+        let mut e = ok("aiko", first + 2 * DAY, changchun(), "tablet");
+        e.factor = Factor::Push;
+        s.observe(&mut e);
+        assert!(!e.context.learning, "{:?}", e.context);
+
+        // A held-back password step that proves complete starts it at its own time.
+        let mut s = store();
+        s.observe(&mut ok("ken", T0, linkoping(), "laptop"));
+        let mut e = ok("ken", T0 + 2 * DAY, linkoping(), "laptop");
+        s.observe(&mut e);
+        assert!(!e.context.learning, "{:?}", e.context);
+    }
+
+    /// A checkpoint written before the fix holds profiles that learned nothing but carry the
+    /// time of the password step that created them: they still load (held steps without a
+    /// session hash too), count as learning, and their clock starts at the first sign-in learned.
+    #[test]
+    fn an_older_checkpoint_with_an_empty_profile_is_learning() {
+        let old = serde_json::json!({
+            "version": 2,
+            "touch_counter": 2,
+            "max_time": T0 + MIN,
+            "created": 1,
+            "evictions": 0,
+            "expiries": 0,
+            "users": [["\u{1f}aiko", {
+                "first_seen": T0,
+                "last_seen": T0 + MIN,
+                "touched": 2,
+                "countries": [],
+                "asns": [],
+                "devices": [],
+                "hours": 0,
+                "successes": 0,
+                // Held before held steps had a session hash.
+                "unconfirmed": {
+                    "lesson": { "time": T0, "country": "CN", "fingerprint": "attacker" },
+                    "challenged": true
+                }
+            }]]
+        });
+        let mut s = store();
+        s.restore(&serde_json::to_vec(&old).unwrap()).unwrap();
+        let first = T0 + 3 * DAY;
+        let mut e = ok("aiko", first, linkoping(), "laptop");
+        e.factor = Factor::Push;
+        s.observe(&mut e);
+        assert!(
+            e.context.known_user && e.context.learning,
+            "{:?}",
+            e.context
+        );
+        let mut e = ok("aiko", first + DAY, milton(), "phone");
+        e.factor = Factor::Push;
+        s.observe(&mut e);
+        assert!(e.context.learning, "{:?}", e.context);
+    }
+
+    /// An MFA step as some MFA services log it: no address, no user agent.
+    fn bare_mfa(user: &str, time: i64, activity: Activity, outcome: Outcome) -> AuthEvent {
+        let mut e = AuthEvent {
+            time,
+            activity,
+            outcome,
+            factor: Factor::Push,
+            ..AuthEvent::default()
+        };
+        e.user.name = user.into();
+        e
+    }
+
+    /// Regression: the prompt marked the held password step challenged and then dropped it, so
+    /// the approval after it had nothing to confirm and any MFA prompt lost the sign-in's
+    /// device and place.
+    #[test]
+    fn a_challenged_password_step_is_learned_when_the_mfa_step_succeeds() {
+        let mut s = store();
+        for d in 0..3 {
+            s.observe(&mut ok("aiko", T0 + d * DAY, linkoping(), "laptop"));
+        }
+        let at = T0 + 3 * DAY;
+        s.observe(&mut ok("aiko", at, milton(), "browser"));
+        let mut prompt = bare_mfa(
+            "aiko",
+            at + MIN / 2,
+            Activity::MfaChallenge,
+            Outcome::Challenge,
+        );
+        s.observe(&mut prompt);
+        let mut approved = bare_mfa("aiko", at + MIN, Activity::MfaVerify, Outcome::Success);
+        s.observe(&mut approved);
+        let mut next_day = ok("aiko", at + DAY, milton(), "browser");
+        s.observe(&mut next_day);
+        let c = &next_day.context;
+        assert!(!c.new_device && !c.new_country && !c.new_asn, "{c:?}");
+        assert_eq!(c.previous.as_ref().map(|p| p.time), Some(at), "{c:?}");
+
+        // Challenged and then denied, or never answered: still nothing learned.
+        for last in [Some(Outcome::Denied), None] {
+            let mut s = store();
+            for d in 0..3 {
+                s.observe(&mut ok("aiko", T0 + d * DAY, linkoping(), "laptop"));
+            }
+            s.observe(&mut ok("aiko", at, changchun(), "attacker"));
+            s.observe(&mut bare_mfa(
+                "aiko",
+                at + MIN / 2,
+                Activity::MfaChallenge,
+                Outcome::Challenge,
+            ));
+            if let Some(outcome) = last {
+                s.observe(&mut bare_mfa(
+                    "aiko",
+                    at + MIN,
+                    Activity::MfaVerify,
+                    outcome,
+                ));
+            }
+            // An approval after the window is no answer to this prompt.
+            s.observe(&mut bare_mfa(
+                "aiko",
+                at + 11 * MIN,
+                Activity::MfaVerify,
+                Outcome::Success,
+            ));
+            let mut again = ok("aiko", at + DAY, changchun(), "attacker");
+            s.observe(&mut again);
+            let c = &again.context;
+            assert!(
+                c.new_device && c.new_country && c.new_asn,
+                "{last:?}: {c:?}"
+            );
+        }
     }
 
     #[test]

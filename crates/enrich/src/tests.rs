@@ -451,3 +451,35 @@ fn end_to_end_impossible_travel() {
         first.src.ip
     );
 }
+
+/// Regression: the IPv4-mapped form was located as IPv4 but kept on the event, so rules keyed
+/// by address and the profiles' "previous address" counted `::ffff:a.b.c.d` and `a.b.c.d` as
+/// two sources (stuffing split across the two forms raised nothing).
+#[test]
+fn ipv6_forms_of_an_ipv4_address_are_written_back_as_that_address() {
+    let en = EventEnricher::new(&full_config()).unwrap();
+    for (given, canonical) in [
+        ("::ffff:89.160.20.112", "89.160.20.112"),
+        ("::89.160.20.112", "89.160.20.112"),
+        ("64:ff9b::89.160.20.112", "89.160.20.112"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("89.160.20.112", "89.160.20.112"),
+        ("2a02:ec0::1", "2a02:ec0::1"),
+    ] {
+        let e = enriched(&en, given);
+        assert_eq!(e.src.ip, Some(canonical.parse().unwrap()), "{given}");
+    }
+    assert_eq!(
+        enriched(&en, "::ffff:89.160.20.112"),
+        enriched(&en, "89.160.20.112"),
+        "one address, one event"
+    );
+    // With enrichment off too: it is the address's normal form, not a fact added to it, and
+    // the rules key on it either way.
+    let mut off = full_config();
+    off.enabled = false;
+    let en = EventEnricher::new(&off).unwrap();
+    let e = enriched(&en, "::ffff:89.160.20.112");
+    assert_eq!(e.src.ip, Some("89.160.20.112".parse().unwrap()));
+    assert_eq!(e.src.geo, None, "nothing else is done");
+}
