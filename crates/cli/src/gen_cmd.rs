@@ -25,7 +25,14 @@ pub struct GenArgs {
     /// Labels output: the alerts a perfect detector raises, as JSON lines.
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
-    /// Stop after this many events (benchmarks).
+    /// Also write the tenant's corporate VPN egress addresses, one per line, for an
+    /// `[[enrich.cidr_lists]]` entry with `located = false` (the labels assume a deployment that
+    /// lists its own VPN; without it, travellers working through the VPN look like impossible
+    /// travel).
+    #[arg(long, value_name = "FILE")]
+    vpn_egress: Option<PathBuf>,
+    /// Stop after this many events (benchmarks); labels are written only for incidents whose
+    /// events were all written.
     #[arg(long)]
     max_events: Option<u64>,
     /// Tenant name.
@@ -87,9 +94,14 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         max_events: args.max_events,
         ..GenConfig::default()
     };
+    let mut outputs: Vec<(&str, &std::path::Path)> = vec![("--out", &args.out)];
     if let Some(labels) = &args.labels {
-        crate::paths::refuse_overwrites(&[], &[("--out", &args.out), ("--labels", labels)])?;
+        outputs.push(("--labels", labels));
     }
+    if let Some(vpn) = &args.vpn_egress {
+        outputs.push(("--vpn-egress", vpn));
+    }
+    crate::paths::refuse_overwrites(&[], &outputs)?;
     let mut out = create_output(&args.out)?;
     let (labels, count) = write_events(&cfg, args.format, &mut out)?;
     drop(out);
@@ -98,6 +110,17 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         for l in &labels {
             serde_json::to_writer(&mut w, l)?;
             w.write_all(b"\n")?;
+        }
+        w.flush()?;
+    }
+    if let Some(path) = &args.vpn_egress {
+        let mut w = create_output(path)?;
+        writeln!(
+            w,
+            "# corporate VPN egress of the generated tenant (authwatch gen)"
+        )?;
+        for ip in authwatch_gen::vpn_egress() {
+            writeln!(w, "{ip}")?;
         }
         w.flush()?;
     }
@@ -111,4 +134,35 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vpn_egress_lists_the_generated_concentrators() {
+        let dir = tempfile::tempdir().unwrap();
+        let vpn = dir.path().join("vpn.txt");
+        let args = GenArgs {
+            users: 20,
+            days: 1,
+            seed: 1,
+            out: dir.path().join("events.jsonl"),
+            labels: None,
+            vpn_egress: Some(vpn.clone()),
+            max_events: None,
+            tenant: "example".into(),
+            format: authwatch_normalize::Format::Native,
+        };
+        run(args).unwrap();
+        let text = std::fs::read_to_string(&vpn).unwrap();
+        let ips: Vec<std::net::IpAddr> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(ips, authwatch_gen::vpn_egress());
+        assert!(!ips.is_empty());
+    }
 }

@@ -10,8 +10,8 @@
 
 use crate::engine::*;
 use crate::label::categories as cat;
-use crate::population::{EARLIEST_LOCAL, HOUR, MIN, Place};
-use crate::world::AUTHENTICATORS;
+use crate::population::{EARLIEST_LOCAL, HOUR, MIN, Place, mix};
+use crate::world::{AUTHENTICATORS, OFFICES};
 use authwatch_event::{Factor, RiskLevel};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -53,8 +53,12 @@ pub(crate) fn user_day(eng: &mut Engine<'_>, u: usize, day: i64, rng: &mut ChaCh
         return;
     }
     let weekday = (eng.cfg.start_ms.div_euclid(crate::population::DAY) + day + 3).rem_euclid(7) < 5;
+    let laptop_day = eng.pop.people[u]
+        .laptop
+        .as_ref()
+        .is_some_and(|l| l.day == Some(day));
     let works = if weekday {
-        day < 2 || rng.random_bool(0.96)
+        day < 2 || laptop_day || rng.random_bool(0.96)
     } else {
         rng.random_bool(0.06)
     };
@@ -134,6 +138,22 @@ pub(crate) fn user_day(eng: &mut Engine<'_>, u: usize, day: i64, rng: &mut ChaCh
             }
         }
     }
+    // A first sign-in from a new place or device is not the user's own to their profile: a
+    // failure then is not an everyday mistake (the triage rules rightly hold back), so none is
+    // simulated that day.
+    let p = &eng.pop.people[u];
+    let novel = match place {
+        Place::Away(_) => !p.been_abroad,
+        Place::Vpn => p.vpn_exit != OFFICES[p.office].vpn && !p.used_hub,
+        _ => false,
+    } || p
+        .laptop
+        .as_ref()
+        .is_some_and(|l| !l.used && l.from.is_some_and(|f| f <= morning));
+    if novel {
+        incident = Incident::None;
+        drift = false;
+    }
     if incident != Incident::None && !eng.may_fail(ip, morning, u) {
         incident = Incident::None;
     }
@@ -141,19 +161,46 @@ pub(crate) fn user_day(eng: &mut Engine<'_>, u: usize, day: i64, rng: &mut ChaCh
         drift = false;
     }
 
+    // A loaner laptop handed out on a trip serves from the first working day abroad on.
+    let loaner =
+        matches!(place, Place::Away(_)) && loaner_comes_into_use(eng, u, eng.pop.utc(u, day, 0));
+    let p = &mut eng.pop.people[u];
+    match place {
+        Place::Away(_) => p.been_abroad = true,
+        Place::Vpn if p.vpn_exit != OFFICES[p.office].vpn => p.used_hub = true,
+        _ => {}
+    }
+    if let Some(l) = p
+        .laptop
+        .as_mut()
+        .filter(|l| l.from.is_some_and(|f| f <= morning))
+    {
+        l.used = true;
+    }
     let mut t = morning;
     if risk_block && !eng.pop.people[u].is_quiet(t - 5 * MIN, t + 3 * HOUR) {
         t = traveller_block(eng, u, t, ip, rng);
     }
-    if drift && !eng.pop.people[u].is_quiet(t - 5 * MIN, t + 5 * HOUR) {
-        clock_drift(eng, u, t, ip, rng);
+    let signed_in = if drift && !eng.pop.people[u].is_quiet(t - 5 * MIN, t + 5 * HOUR) {
+        clock_drift(eng, u, t, ip, rng)
     } else {
-        session(eng, u, t, ip, false, incident, rng.random_range(2..=6), rng);
-    }
+        session(eng, u, t, ip, false, incident, rng.random_range(2..=6), rng)
+    };
+    // The day's first sign-in: on a weekend the "morning" one may come after lunch.
+    let mut first = (morning, signed_in);
     if rng.random_bool(0.6) {
         let local = 13 * HOUR + rng.random_range(0..150) * MIN;
         let t = eng.pop.utc(u, day, local);
-        session(
+        // Some travellers work through the corporate VPN after lunch: their sign-ins then come
+        // out at home's VPN egress, half a world from where they signed in this morning. (Not
+        // on a loaner's first day: its first sign-in is the one abroad.)
+        let p = &eng.pop.people[u];
+        let through_vpn = matches!(place, Place::Away(_))
+            && p.travel_vpn
+            && !loaner
+            && mix(eng.cfg.seed ^ 0x7a1 ^ ((u as u64) << 20) ^ day as u64).is_multiple_of(2);
+        let ip = if through_vpn { p.vpn_exit } else { ip };
+        let done = session(
             eng,
             u,
             t,
@@ -163,6 +210,22 @@ pub(crate) fn user_day(eng: &mut Engine<'_>, u: usize, day: i64, rng: &mut ChaCh
             rng.random_range(1..=3),
             rng,
         );
+        if t < first.0 {
+            first = (t, done);
+        }
+    }
+    if loaner {
+        // A new device in a new country: what new_device_geo reports, by design.
+        let e = eng.user_entity(u);
+        let Place::Away(o) = place else {
+            unreachable!("a loaner is used abroad")
+        };
+        let note = format!(
+            "benign, reported by design: first sign-in in {} ({}) on a loaner laptop handed out \
+             on a business trip; the user confirms device and trip",
+            OFFICES[o].country, OFFICES[o].city
+        );
+        eng.label(cat::NEW_DEVICE_GEO, e, first.0, first.1, note);
     }
     let p = &eng.pop.people[u];
     if p.mobile.is_some() && !matches!(place, Place::Away(_)) && rng.random_bool(0.15) {
@@ -183,7 +246,8 @@ pub(crate) fn user_day(eng: &mut Engine<'_>, u: usize, day: i64, rng: &mut ChaCh
     }
 }
 
-/// One sign-in: primary factor, MFA, a few SSO hops. Returns the time of its last event.
+/// One sign-in: primary factor, MFA, a few SSO hops. Returns when the sign-in completed (its
+/// second factor passed), or `t0` when the user is kept quiet then.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn session(
     eng: &mut Engine<'_>,
@@ -198,7 +262,7 @@ pub(crate) fn session(
     if eng.pop.people[u].is_quiet(t0 - 5 * MIN, t0 + HOUR) {
         return t0;
     }
-    let mut a = eng.user_actor(u, ip);
+    let mut a = eng.user_actor(u, ip, t0);
     if let (true, Some(m)) = (mobile, &eng.pop.people[u].mobile) {
         a.client = m.client;
         a.device_id = m.id.clone();
@@ -236,7 +300,7 @@ pub(crate) fn session(
         t += rng.random_range(10..120) * MIN;
         eng.emit(t, &a, LOGOFF, "");
     }
-    t
+    recovered
 }
 
 /// The second factor (and its failures). Returns the time of the successful verification.
@@ -337,6 +401,23 @@ pub(crate) fn sso(
     t
 }
 
+/// Puts a traveller's loaner laptop into use from `t`, the start of their first working day
+/// abroad; true if it is. A loaner needs the user's profile past its learning period (two days
+/// after the first sign-in): earlier, the user keeps the old laptop.
+fn loaner_comes_into_use(eng: &mut Engine<'_>, u: usize, t: i64) -> bool {
+    let learned = eng.cfg.start_ms + 3 * crate::population::DAY;
+    let p = &mut eng.pop.people[u];
+    let Some(l) = p.laptop.as_mut().filter(|l| l.abroad && l.from.is_none()) else {
+        return false;
+    };
+    if t < learned {
+        p.laptop = None;
+        return false;
+    }
+    l.from = Some(t);
+    true
+}
+
 /// A traveller's first sign-in abroad is blocked by the risk policy; after a help-desk call
 /// the user signs in normally. Returns when the normal sign-in starts.
 fn traveller_block(
@@ -346,7 +427,7 @@ fn traveller_block(
     ip: IpAddr,
     rng: &mut ChaCha8Rng,
 ) -> i64 {
-    let mut a = eng.user_actor(u, ip);
+    let mut a = eng.user_actor(u, ip, t);
     a.risk = RiskLevel::High;
     if eng.pop.people[u].factor != Factor::Webauthn {
         eng.emit(t, &a, PW_OK, "");
@@ -370,9 +451,10 @@ fn traveller_block(
 }
 
 /// A phone whose clock drifted: TOTP codes fail in the morning and again later, until the
-/// user turns on automatic time and the next code works.
-fn clock_drift(eng: &mut Engine<'_>, u: usize, t0: i64, ip: IpAddr, rng: &mut ChaCha8Rng) {
-    let a = eng.user_actor(u, ip);
+/// user turns on automatic time and the next code works. Returns when the first sign-in of the
+/// day completed.
+fn clock_drift(eng: &mut Engine<'_>, u: usize, t0: i64, ip: IpAddr, rng: &mut ChaCha8Rng) -> i64 {
+    let a = eng.user_actor(u, ip, t0);
     let mut t = t0;
     eng.emit(t, &a, PW_OK, "");
     for _ in 0..rng.random_range(2..=3) {
@@ -382,15 +464,16 @@ fn clock_drift(eng: &mut Engine<'_>, u: usize, t0: i64, ip: IpAddr, rng: &mut Ch
     // A code at the edge of the drift window finally gets through.
     t += rng.random_range(15..50) * 1000;
     eng.emit(t, &a, TOTP_OK, "");
+    let signed_in = t;
     sso(eng, &a, u, t, 2, rng);
-    let b = eng.user_actor(u, ip);
+    let b = eng.user_actor(u, ip, t);
     t += rng.random_range(120..240) * MIN;
     eng.emit(t, &b, PW_OK, "");
     for _ in 0..rng.random_range(2..=3) {
         t += rng.random_range(15..50) * 1000;
         eng.emit(t, &b, TOTP_BAD, "");
     }
-    let c = eng.user_actor(u, ip);
+    let c = eng.user_actor(u, ip, t);
     t += rng.random_range(15..40) * MIN;
     eng.emit(t, &c, PW_OK, "");
     t += rng.random_range(10..30) * 1000;
@@ -398,4 +481,5 @@ fn clock_drift(eng: &mut Engine<'_>, u: usize, t0: i64, ip: IpAddr, rng: &mut Ch
     let e = eng.user_entity(u);
     eng.label(cat::MFA_TRIAGE, e, t0, t, Incident::ClockDrift.note());
     sso(eng, &c, u, t, 2, rng);
+    signed_in
 }

@@ -21,7 +21,8 @@ pub struct GenConfig {
     pub start_ms: i64,
     /// Tenant (Okta org) name; users are `first.last@<tenant>.co.jp`.
     pub tenant: String,
-    /// Stop after this many events (benchmarks); labels are then cut to the emitted time span.
+    /// Stop after this many events (benchmarks); only the labels of incidents whose events were
+    /// all emitted are then returned.
     pub max_events: Option<u64>,
 }
 

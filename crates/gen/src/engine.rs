@@ -1,7 +1,7 @@
 //! The generation loop: day buckets, time-ordered emission, event construction.
 
 use crate::plan::{Plan, plan};
-use crate::population::{DAY, HOUR, Population, hex_id, mix};
+use crate::population::{DAY, Dev, HOUR, Population, hex_id, mix};
 use crate::world::Client;
 use crate::{GenConfig, GenError, Label};
 use authwatch_event::{
@@ -19,6 +19,7 @@ pub(crate) mod stream {
     pub const PLAN: u64 = 2;
     pub const DAY: u64 = 3;
     pub const INCIDENT: u64 = 4;
+    pub const GEO_NOISE: u64 = 5;
 }
 
 /// A ChaCha8 stream for `(seed, purpose, index)`.
@@ -318,6 +319,34 @@ pub(crate) struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
+    /// The tenant of a validated `cfg`, before anything is planned or generated.
+    pub fn new(cfg: &'a GenConfig) -> Engine<'a> {
+        let mut rng = rng_for(cfg.seed, stream::POPULATION, 0);
+        let domain = cfg.domain();
+        let mut pop = Population::build(
+            cfg.users,
+            cfg.days,
+            cfg.seed,
+            cfg.start_ms,
+            &domain,
+            &mut rng,
+        );
+        pop.add_geo_noise(cfg.days, &mut rng_for(cfg.seed, stream::GEO_NOISE, 0));
+        Engine {
+            cfg,
+            pop,
+            tenant: Text::new(&cfg.tenant),
+            domain: format!("@{domain}"),
+            provider: Text::new("okta"),
+            events: 0,
+            sessions: 0,
+            pending: Vec::new(),
+            labels: Vec::new(),
+            failures: BTreeMap::new(),
+            traveller_blocks: BTreeMap::new(),
+        }
+    }
+
     pub fn new_session(&mut self) -> Text {
         self.sessions += 1;
         hex_id(
@@ -326,15 +355,21 @@ impl<'a> Engine<'a> {
         )
     }
 
-    /// An actor for user `u` on their desktop.
-    pub fn user_actor(&mut self, u: usize, ip: IpAddr) -> Actor {
+    /// User `u`'s desktop at `t`: a new laptop from the day it replaces the old one.
+    pub fn desktop(&self, u: usize, t: i64) -> &Dev {
         let p = &self.pop.people[u];
-        let (name, id, client, device_id) = (
-            p.name.clone(),
-            p.id.clone(),
-            p.desktop.client,
-            p.desktop.id.clone(),
-        );
+        match &p.laptop {
+            Some(l) if l.from.is_some_and(|from| t >= from) => &l.dev,
+            _ => &p.desktop,
+        }
+    }
+
+    /// An actor for user `u` on their desktop at `t`.
+    pub fn user_actor(&mut self, u: usize, ip: IpAddr, t: i64) -> Actor {
+        let dev = self.desktop(u, t);
+        let (client, device_id) = (dev.client, dev.id.clone());
+        let p = &self.pop.people[u];
+        let (name, id) = (p.name.clone(), p.id.clone());
         Actor {
             name,
             id,
@@ -463,33 +498,14 @@ pub fn generate<E>(
     sink: &mut dyn FnMut(&AuthEvent) -> Result<(), E>,
 ) -> Result<Vec<Label>, GenError<E>> {
     cfg.validate()?;
-    let mut rng = rng_for(cfg.seed, stream::POPULATION, 0);
-    let domain = cfg.domain();
-    let pop = Population::build(
-        cfg.users,
-        cfg.days,
-        cfg.seed,
-        cfg.start_ms,
-        &domain,
-        &mut rng,
-    );
-    let mut eng = Engine {
-        cfg,
-        pop,
-        tenant: Text::new(&cfg.tenant),
-        domain: format!("@{domain}"),
-        provider: Text::new("okta"),
-        events: 0,
-        sessions: 0,
-        pending: Vec::new(),
-        labels: Vec::new(),
-        failures: BTreeMap::new(),
-        traveller_blocks: BTreeMap::new(),
-    };
+    let mut eng = Engine::new(cfg);
     let plans: Vec<Plan> = plan(&mut eng);
     let mut next_plan = 0;
     let mut emitted: u64 = 0;
     let mut last_time = i64::MIN;
+    // With `max_events`: the time of the first event not emitted. Every earlier event was
+    // emitted (they leave in time order), so an incident that ends before it is complete.
+    let mut cut_at: Option<i64> = None;
     let limit = cfg.max_events.unwrap_or(u64::MAX);
     let mut order: Vec<(i64, u32)> = Vec::new();
     let mut spare: Vec<AuthEvent> = Vec::new();
@@ -530,6 +546,7 @@ pub fn generate<E>(
                 )));
             }
             if emitted >= limit {
+                cut_at = Some(t);
                 break 'days;
             }
             last_time = t;
@@ -552,8 +569,11 @@ pub fn generate<E>(
         });
     }
     let mut labels = std::mem::take(&mut eng.labels);
-    if emitted >= limit {
-        labels.retain(|l| l.start.0 <= last_time);
+    if let Some(cut) = cut_at {
+        // A cut-off incident keeps no label: only part of its events exist, and a detector
+        // cannot be asked to find what was never written. (Incidents planned past the cut were
+        // never rendered.)
+        labels.retain(|l| l.end.0 < cut);
     }
     labels.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     Ok(labels)
@@ -564,11 +584,13 @@ mod tests {
     use super::*;
     use crate::label::categories as cat;
     use crate::world::{
-        ATTACK_ANON, ATTACK_AS721, ATTACK_ROTATING, OFFICES, SPRAY_ASN, SPRAY_POOL,
-        allowed_networks, distance_km,
+        ATTACK_ANON, ATTACK_AS721, ATTACK_CLIENTS, ATTACK_ROTATING, DESKTOPS, OFFICES, SPRAY_ASN,
+        SPRAY_POOL, allowed_networks, distance_km,
     };
     use authwatch_event::{Activity, Factor, Outcome};
     use std::collections::{BTreeMap, BTreeSet};
+
+    const MIN_MS: i64 = 60_000;
 
     fn run(users: usize, days: u32, seed: u64) -> (Vec<AuthEvent>, Vec<Label>) {
         // GEN_SEED_SWEEP=<n> shifts every seed, to re-run the invariants on other worlds.
@@ -872,6 +894,110 @@ mod tests {
         assert!(addrs.values().all(|s| s.len() <= 2));
     }
 
+    /// Regression: a benign lockout ignored [`Engine::may_fail`], so the forgetful user's
+    /// failures could make their address fail for more users within an hour than ordinary
+    /// traffic ever does (the sign of a spray).
+    #[test]
+    fn benign_password_failures_respect_the_per_address_cap() {
+        let (events, labels) = run(400, 7, 2);
+        // Each everyday failure and each benign lockout starts at the time it was checked
+        // against the cap; planned look-alikes (colleagues behind one egress) and travellers'
+        // risk blocks are not held to it.
+        let mut starts: Vec<(IpAddr, i64, &str)> = Vec::new();
+        let mut lockouts = 0;
+        for l in user_labels(&labels, cat::MFA_TRIAGE) {
+            let Some(user) = l.entity.user.as_deref() else {
+                continue;
+            };
+            if l.note.contains("colleagues") || l.note.contains("traveller") {
+                continue;
+            }
+            let first = events
+                .iter()
+                .find(|e| e.user.name == user && e.time == l.start.0)
+                .unwrap_or_else(|| panic!("nothing opens {l:?}"));
+            starts.push((first.src.ip.unwrap(), first.time, user));
+            lockouts += usize::from(l.note.contains("locked out after repeated"));
+        }
+        assert!(
+            lockouts >= 1 && starts.len() > 50,
+            "{lockouts} benign lockouts"
+        );
+        for &(ip, t, u) in &starts {
+            let others: BTreeSet<&str> = starts
+                .iter()
+                .filter(|&&(i, ft, fu)| i == ip && fu != u && (ft - t).abs() <= 3_600_000)
+                .map(|&(_, _, fu)| fu)
+                .collect();
+            assert!(
+                others.len() <= 2,
+                "{ip}: {u} fails at {t} beside {others:?} within an hour"
+            );
+        }
+    }
+
+    /// Regression: a benign lockout called [`Engine::may_fail`] and went ahead whatever it
+    /// said, so with two colleagues failing behind the same address the hour before, the
+    /// address failed for a third and fourth user within the hour.
+    #[test]
+    fn a_benign_lockout_waits_until_its_address_may_fail_again() {
+        let cfg = GenConfig {
+            users: 60,
+            days: 3,
+            ..GenConfig::default()
+        };
+        let mut eng = Engine::new(&cfg);
+        let t = cfg.start_ms + DAY + 3 * HOUR;
+        let home = |eng: &Engine<'_>, u: usize| {
+            let day = eng.pop.local_day(u, t);
+            let p = &eng.pop.people[u];
+            (p.factor != Factor::Webauthn && !p.traveller())
+                .then(|| eng.pop.ip(u, day, false))
+                .flatten()
+        };
+        let v = (0..60).find(|&u| home(&eng, u).is_some()).unwrap();
+        let ip = home(&eng, v).unwrap();
+        let plan = crate::plan::Plan {
+            t,
+            kind: crate::plan::Kind::BenignLockout,
+            users: vec![v],
+            ips: Vec::new(),
+            seed: 5,
+        };
+        // Two colleagues mistyped from that address 10 min before and 5 min after.
+        let (a, b) = ((v + 1) % 60, (v + 2) % 60);
+        eng.failures
+            .insert(ip, vec![(t - 10 * MIN_MS, a), (t + 5 * MIN_MS, b)]);
+        crate::attacks::render(&mut eng, &plan);
+        let fails: Vec<i64> = eng
+            .pending
+            .iter()
+            .filter(|e| is_pw_failure(e))
+            .map(|e| e.time)
+            .collect();
+        assert!(fails.len() >= 5);
+        // The first attempt at which no more than one of them failed within the hour.
+        assert_eq!(fails[0], t + 60 * MIN_MS);
+        assert!(eng.failures[&ip].contains(&(fails[0], v)));
+        let lock = eng
+            .pending
+            .iter()
+            .find(|e| e.activity == Activity::AccountLock);
+        assert!(lock.unwrap().time > fails[0]);
+        // With a third colleague an hour later there is no free slot: no lockout today.
+        let mut eng = Engine::new(&cfg);
+        eng.failures.insert(
+            ip,
+            vec![
+                (t - 10 * MIN_MS, a),
+                (t + 5 * MIN_MS, b),
+                (t + 61 * MIN_MS, (v + 3) % 60),
+            ],
+        );
+        crate::attacks::render(&mut eng, &plan);
+        assert!(eng.pending.is_empty() && eng.labels.is_empty());
+    }
+
     #[test]
     fn evasive_variants_stay_under_and_benign_look_alikes_cross_the_thresholds() {
         let (events, labels) = run(300, 4, 23);
@@ -994,33 +1120,84 @@ mod tests {
         }) {
             approvals.entry(&e.user.name).or_default().push(e.time);
         }
-        let eager: Vec<&str> = approvals
-            .iter()
-            .filter(|(_, t)| max_in_window(t, 10 * 60_000) >= 6)
-            .map(|(u, _)| *u)
-            .collect();
-        assert!(!eager.is_empty());
-        for u in eager {
-            assert!(
-                !user_labels(&labels, cat::MFA_FATIGUE)
-                    .any(|l| l.entity.user.as_deref() == Some(u))
-            );
+        // (The same user may be push-bombed on another day.)
+        let mut eager = 0;
+        for (u, times) in &approvals {
+            for (i, &t) in times.iter().enumerate() {
+                let burst = times[i..]
+                    .iter()
+                    .take_while(|&&x| x < t + 10 * 60_000)
+                    .count();
+                if burst < 6 {
+                    continue;
+                }
+                eager += 1;
+                assert!(
+                    !user_labels(&labels, cat::MFA_FATIGUE).any(|l| {
+                        l.entity.user.as_deref() == Some(*u)
+                            && l.start.0 <= t + 3_600_000
+                            && l.end.0 >= t - 3_600_000
+                    }),
+                    "{u}: approvals at {t} labelled as push bombing"
+                );
+            }
         }
+        assert!(eager > 0);
+    }
+
+    /// The office whose networks hold `ip`; with `vpn`, corporate VPN egress addresses count
+    /// as where their concentrator is (what a geo-IP lookup says), else as no place at all.
+    fn office_of(ip: IpAddr, vpn: bool) -> Option<usize> {
+        OFFICES
+            .iter()
+            .position(|o| o.egress.contains(ip) || o.home.contains(ip) || (vpn && o.vpn == ip))
+    }
+
+    fn is_vpn(ip: IpAddr) -> bool {
+        OFFICES.iter().any(|o| o.vpn == ip)
+    }
+
+    /// No trivial client rule finds the attacks: benign users never use the tell-tale
+    /// clients, but many attackers name a current browser, some the victim's own.
+    #[test]
+    fn many_attackers_look_like_ordinary_browsers() {
+        let (events, _) = run(300, 4, 29);
+        let ua = |e: &AuthEvent| e.device.user_agent.as_str().to_owned();
+        let tell_tale = |e: &AuthEvent| ATTACK_CLIENTS.iter().any(|c| c.ua == ua(e));
+        let (attack, benign): (Vec<&AuthEvent>, Vec<&AuthEvent>) =
+            events.iter().partition(|e| attacker_ip(e.src.ip.unwrap()));
+        assert!(benign.iter().all(|e| !tell_tale(e)));
+        let browsers = attack
+            .iter()
+            .filter(|e| DESKTOPS.iter().any(|c| c.ua == ua(e)))
+            .count();
+        let tools = attack.iter().filter(|e| tell_tale(e)).count();
+        assert_eq!(browsers + tools, attack.len());
+        assert!(
+            browsers * 10 >= attack.len() && tools * 10 >= attack.len(),
+            "{browsers} {tools}"
+        );
+        // Attackers relaying their victim's own browser string (push bombing, a stolen
+        // password used).
+        let mut own: BTreeMap<&str, String> = BTreeMap::new();
+        for e in &benign {
+            own.entry(&e.user.name).or_insert_with(|| ua(e));
+        }
+        let relayed = attack
+            .iter()
+            .any(|e| own.get(e.user.name.as_str()) == Some(&ua(e)));
+        assert!(relayed);
     }
 
     #[test]
     fn benign_movement_is_never_faster_than_an_airliner() {
         let (events, labels) = run(300, 10, 17);
-        let office_of = |ip: IpAddr| {
-            OFFICES
-                .iter()
-                .position(|o| o.egress.contains(ip) || o.home.contains(ip) || o.vpn == ip)
-        };
+        // Where users physically are: the corporate VPN's egress says nothing about that.
         let mut last: BTreeMap<&str, (i64, usize)> = BTreeMap::new();
         let mut checked = 0;
         let mut far_pairs = 0;
         for e in events.iter().filter(|e| e.outcome == Outcome::Success) {
-            let Some(o) = office_of(e.src.ip.unwrap()) else {
+            let Some(o) = office_of(e.src.ip.unwrap(), false) else {
                 continue;
             };
             if let Some(&(t0, o0)) = last.get(e.user.name.as_str()) {
@@ -1051,24 +1228,182 @@ mod tests {
         );
     }
 
+    /// Benign geography a detector must not take for an attack: the corporate VPN comes out
+    /// in another country (a regional hub; a traveller working through home's VPN), so taken as
+    /// a place it makes users jump faster than any airliner, with no label.
     #[test]
-    fn max_events_stops_early_and_trims_labels() {
+    fn the_corporate_vpn_makes_benign_users_look_fast() {
+        let (events, labels) = run(300, 10, 17);
+        let mut last: BTreeMap<&str, (i64, IpAddr)> = BTreeMap::new();
+        let mut home: BTreeMap<&str, usize> = BTreeMap::new();
+        let (mut hub, mut abroad, mut jumps) = (0, 0, 0);
+        for e in events.iter().filter(|e| e.outcome == Outcome::Success) {
+            let ip = e.src.ip.unwrap();
+            let Some(o) = office_of(ip, true) else {
+                continue;
+            };
+            // Day 0 is spent in the office: the first sign-in says where the user works.
+            let person = *home
+                .entry(&e.user.name)
+                .or_insert_with(|| office_of(ip, false).unwrap());
+            if is_vpn(ip) && OFFICES[o].country != OFFICES[person].country {
+                hub += 1;
+            }
+            if let Some(&(t0, ip0)) = last.get(e.user.name.as_str()) {
+                let o0 = office_of(ip0, true).unwrap();
+                let km = distance_km(&OFFICES[o0], &OFFICES[o]);
+                let hours = (e.time - t0) as f64 / 3_600_000.0;
+                let attack = labels.iter().any(|l| {
+                    l.category != cat::MFA_TRIAGE
+                        && l.entity.user.as_deref() == Some(e.user.name.as_str())
+                        && l.start.0 <= e.time + 3_600_000
+                        && l.end.0 >= t0 - 3_600_000
+                });
+                if km > 500.0 && km / hours > 900.0 && !attack {
+                    // Only ever through the VPN: physically nobody moved that fast.
+                    assert!(
+                        is_vpn(ip) || is_vpn(ip0),
+                        "{}: {km} km in {hours} h",
+                        e.user.name
+                    );
+                    jumps += 1;
+                    if !is_vpn(ip0) && is_vpn(ip) && o == person {
+                        abroad += 1;
+                    }
+                }
+            }
+            last.insert(&e.user.name, (e.time, ip));
+        }
+        assert!(hub > 0, "no sign-in through a VPN hub in another country");
+        assert!(jumps > 0, "no apparent jump through the VPN");
+        assert!(abroad > 0, "no traveller working through home's VPN");
+    }
+
+    /// New laptops: at home a new device in a known country (no label: new_device_geo needs
+    /// both), and a loaner on a trip, first used at the first sign-in abroad (a new device in
+    /// a new country: labelled, since the rule reports exactly that). Any success from a new
+    /// device in a new country after the learning period carries a new_device_geo label.
+    #[test]
+    fn new_laptops_are_labelled_exactly_when_both_device_and_country_are_new() {
+        let (events, labels) = run(400, 10, 19);
+        let (refreshed, loaners) = new_device_geo_labels_are_exact(&events, &labels);
+        assert!(refreshed > 0, "no new laptop at home");
+        assert!(loaners > 0, "no loaner abroad");
+        // Regression: the victim of a new device and country could be a user still learning
+        // (the attack came two days after midnight UTC, not after the victim's first morning:
+        // for the UTC−8 offices, a day and a half), one kept quiet through the first day, or a
+        // VPN-hub user who had come out in that country before.
+        for seed in 1..=20 {
+            let (events, labels) = run(250, 4, seed);
+            new_device_geo_labels_are_exact(&events, &labels);
+        }
+    }
+
+    /// Checks that a success from a new device in a new country, after the two learning days,
+    /// falls in a new_device_geo label, and that every such label holds one. Returns the new
+    /// devices seen at home (refreshed laptops) and the loaners' labelled first sign-ins.
+    fn new_device_geo_labels_are_exact(events: &[AuthEvent], labels: &[Label]) -> (usize, usize) {
+        let ndg: Vec<&Label> = user_labels(labels, cat::NEW_DEVICE_GEO).collect();
+        let in_label = |e: &AuthEvent| {
+            ndg.iter()
+                .filter(|l| {
+                    l.entity.user.as_deref() == Some(e.user.name.as_str())
+                        && l.start.0 <= e.time
+                        && e.time <= l.end.0
+                })
+                .copied()
+                .collect::<Vec<&Label>>()
+        };
+        // Per user: first success, devices and countries seen.
+        type Seen<'e> = (i64, BTreeSet<&'e str>, BTreeSet<&'e str>);
+        let mut seen: BTreeMap<&str, Seen<'_>> = BTreeMap::new();
+        let mut found: BTreeSet<(&str, i64)> = BTreeSet::new();
+        let (mut refreshed, mut loaners) = (0, 0);
+        for e in events
+            .iter()
+            .filter(|e| e.outcome == Outcome::Success && matches!(e.activity, Activity::Logon))
+        {
+            let Some(o) = office_of(e.src.ip.unwrap(), true) else {
+                continue;
+            };
+            let (first, devices, countries) = seen
+                .entry(&e.user.name)
+                .or_insert_with(|| (e.time, BTreeSet::new(), BTreeSet::new()));
+            let learned = e.time - *first >= 2 * DAY;
+            let new_device = !devices.contains(e.device.id.as_str());
+            let new_country = !countries.contains(OFFICES[o].country);
+            if learned && new_device {
+                let labelled = in_label(e);
+                assert_eq!(!labelled.is_empty(), new_country, "{e:?}");
+                for l in &labelled {
+                    found.insert((l.entity.user.as_deref().unwrap(), l.start.0));
+                }
+                if labelled.iter().any(|l| l.note.contains("loaner")) {
+                    loaners += 1;
+                } else if !new_country && !is_vpn(e.src.ip.unwrap()) {
+                    refreshed += 1;
+                }
+            }
+            devices.insert(e.device.id.as_str());
+            countries.insert(OFFICES[o].country);
+        }
+        // Every label holds such a sign-in: none asks for what the rule cannot see.
+        for l in &ndg {
+            assert!(
+                found.contains(&(l.entity.user.as_deref().unwrap(), l.start.0)),
+                "{l:?}"
+            );
+        }
+        (refreshed, loaners)
+    }
+
+    /// Regression: the labels of an incident cut off by `max_events` were kept when it had
+    /// started, so a detector was asked to find an incident of which only part was written.
+    #[test]
+    fn max_events_keeps_only_the_labels_of_complete_incidents() {
+        let (events, labels) = run(120, 3, 11);
+        // Cut in the middle of a slow push-bombing campaign (about an hour long).
+        let slow = user_labels(&labels, cat::MFA_FATIGUE)
+            .filter(|l| l.note.contains("paced"))
+            .last()
+            .expect("a slow push-bombing campaign");
+        let mid = (slow.start.0 + slow.end.0) / 2;
+        let n = events.iter().filter(|e| e.time <= mid).count();
         let cfg = GenConfig {
-            users: 100,
+            users: 120,
             days: 3,
-            max_events: Some(1000),
+            seed: 11
+                + std::env::var("GEN_SEED_SWEEP")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0),
+            max_events: Some(n as u64),
             ..GenConfig::default()
         };
-        let mut n = 0u64;
-        let mut last = 0;
-        let labels = generate(&cfg, &mut |e| {
-            n += 1;
-            last = e.time;
+        let mut cut = Vec::new();
+        let kept = generate(&cfg, &mut |e| {
+            cut.push(e.clone());
             Ok::<(), std::convert::Infallible>(())
         })
         .unwrap();
-        assert_eq!(n, 1000);
-        assert!(labels.iter().all(|l| l.start.0 <= last));
+        assert_eq!(cut[..], events[..n]);
+        assert!(
+            !kept.contains(slow),
+            "the cut-off campaign is still labelled"
+        );
+        // Exactly the incidents whose every event was written: those that end before the
+        // first event that was not.
+        let next = events[n].time;
+        let complete: Vec<Label> = labels.iter().filter(|l| l.end.0 < next).cloned().collect();
+        assert!(!complete.is_empty());
+        assert_eq!(kept, complete);
+        // Nothing is cut when the limit is the whole stream.
+        let all = GenConfig {
+            max_events: Some(events.len() as u64),
+            ..cfg
+        };
+        let whole = generate(&all, &mut |_| Ok::<(), std::convert::Infallible>(())).unwrap();
+        assert_eq!(whole, labels);
     }
 
     #[test]

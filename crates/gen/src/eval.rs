@@ -1,8 +1,7 @@
 //! Scoring: alerts against labels.
 //!
-//! An alert *matches* a label when they have the same category, compatible entities (they
-//! share at least one set key field and every shared field is equal; user names compare
-//! case-insensitively) and overlapping times (the alert's window meets the label's span widened
+//! An alert *matches* a label when they have the same category, compatible entities (see
+//! below) and overlapping times (the alert's window meets the label's span widened
 //! by `slack_ms` on both sides). Each label is credited to at most one alert (a maximum
 //! bipartite matching, so the order of alerts does not change the score); further alerts that
 //! match an already credited label are *duplicates*, alerts that match no label are *false
@@ -84,12 +83,23 @@ pub struct EvalReport {
     pub slack_ms: i64,
 }
 
-/// Do two entities name the same thing? See the module documentation.
-pub fn entities_compatible(a: &Entity, b: &Entity) -> bool {
-    let mut shared = 0;
-    macro_rules! field {
+/// Does an alert about `alert` report the incident that a label names as `label`? See the
+/// module documentation.
+///
+/// Not symmetric: `tenant` is a scope on both sides, but only a label uses it to say that a
+/// tenant-wide alert reports it.
+pub fn entities_compatible(label: &Entity, alert: &Entity) -> bool {
+    if let (Some(x), Some(y)) = (&label.tenant, &alert.tenant)
+        && x != y
+    {
+        return false;
+    }
+    let (mut label_keys, mut alert_keys, mut shared) = (0, 0, 0);
+    macro_rules! key {
         ($f:ident, $eq:expr) => {
-            if let (Some(x), Some(y)) = (&a.$f, &b.$f) {
+            label_keys += usize::from(label.$f.is_some());
+            alert_keys += usize::from(alert.$f.is_some());
+            if let (Some(x), Some(y)) = (&label.$f, &alert.$f) {
                 shared += 1;
                 if !$eq(x, y) {
                     return false;
@@ -97,16 +107,23 @@ pub fn entities_compatible(a: &Entity, b: &Entity) -> bool {
             }
         };
     }
-    field!(tenant, |x: &authwatch_event::Text,
-                    y: &authwatch_event::Text| x
-        == y);
-    field!(user, |x: &authwatch_event::Text,
-                  y: &authwatch_event::Text| x
-        .eq_ignore_ascii_case(y));
-    field!(ip, |x, y| x == y);
-    field!(asn, |x, y| x == y);
-    field!(device_fingerprint, |x, y| x == y);
-    shared > 0
+    let same_text = |x: &authwatch_event::Text, y: &authwatch_event::Text| x == y;
+    let same_name =
+        |x: &authwatch_event::Text, y: &authwatch_event::Text| x.eq_ignore_ascii_case(y);
+    key!(user, same_name);
+    key!(ip, |x, y| x == y);
+    key!(asn, |x, y| x == y);
+    key!(device_fingerprint, same_text);
+    key!(country, same_name);
+    key!(app, same_text);
+    if alert_keys == 0 {
+        // A tenant-wide alert: it reports what its tenant's labels allow to be reported
+        // tenant-wide (a label names its tenant only then).
+        return label.tenant.is_some() && alert.tenant.is_some();
+    }
+    // A keyed alert never reports a tenant-wide label, however many of the tenant's users or
+    // addresses it names.
+    label_keys > 0 && shared > 0
 }
 
 /// Scores `alerts` against `labels`.
@@ -416,6 +433,131 @@ mod tests {
         };
         assert!(!entities_compatible(&both, &asn), "no shared field");
         assert!(!entities_compatible(&Entity::default(), &Entity::default()));
+    }
+
+    fn tenant(t: &str) -> Entity {
+        Entity {
+            tenant: Some(t.into()),
+            ..Entity::default()
+        }
+    }
+
+    fn in_tenant(t: &str, e: Entity) -> Entity {
+        Entity {
+            tenant: Some(t.into()),
+            ..e
+        }
+    }
+
+    #[test]
+    fn tenant_is_a_scope_not_a_key() {
+        let wave = tenant("example");
+        // What rules keyed by user emit: the user and its tenant.
+        let one_user = in_tenant("example", user("a@x"));
+        assert!(
+            !entities_compatible(&wave, &one_user),
+            "one user is no wave"
+        );
+        assert!(entities_compatible(&wave, &tenant("example")));
+        assert!(!entities_compatible(&wave, &tenant("other")));
+        assert!(!entities_compatible(&wave, &Entity::default()));
+        // A user label is reported by the user's alert, with or without its tenant, and only in
+        // that tenant; a tenant-wide alert does not report one user.
+        assert!(entities_compatible(&user("a@x"), &one_user));
+        assert!(entities_compatible(&user("a@x"), &user("A@X")));
+        assert!(!entities_compatible(&user("b@x"), &one_user));
+        assert!(!entities_compatible(
+            &in_tenant("other", user("a@x")),
+            &one_user
+        ));
+        assert!(!entities_compatible(&user("a@x"), &tenant("example")));
+        // A spray rotating over one network: the network's alert reports it, and so does a
+        // tenant-wide one, as the label allows by naming its tenant.
+        let network = Entity {
+            tenant: Some("example".into()),
+            asn: Some(174),
+            ..Entity::default()
+        };
+        let asn = |n| Entity {
+            asn: Some(n),
+            ..Entity::default()
+        };
+        assert!(entities_compatible(&network, &asn(174)));
+        assert!(entities_compatible(
+            &network,
+            &in_tenant("example", asn(174))
+        ));
+        assert!(!entities_compatible(&network, &asn(721)));
+        assert!(entities_compatible(&network, &tenant("example")));
+        assert!(!entities_compatible(&network, &one_user));
+    }
+
+    /// Regression: a tenant-wide label was credited to every user-keyed alert of its category
+    /// within the slack (both carry the tenant), so false alerts near an outage counted as
+    /// duplicates and a missing outage alert was not missed.
+    #[test]
+    fn user_alerts_neither_report_nor_duplicate_a_tenant_wide_label() {
+        let h = 3_600_000;
+        let labels = vec![
+            label("mfa_triage", tenant("example"), 10 * h, 10 * h + 14 * MIN),
+            label(
+                "mfa_triage",
+                user("a@x"),
+                10 * h + 2 * MIN,
+                10 * h + 3 * MIN,
+            ),
+        ];
+        let outage = alert("mfa_triage", tenant("example"), 10 * h, 10 * h + 15 * MIN);
+        let own = alert(
+            "mfa_triage",
+            in_tenant("example", user("a@x")),
+            10 * h + 2 * MIN,
+            10 * h + 3 * MIN,
+        );
+        let ghosts: Vec<Alert> = (0..10)
+            .map(|i| {
+                let u = format!("ghost{i}@x");
+                let t = 10 * h + 20 * MIN;
+                alert("mfa_triage", in_tenant("example", user(&u)), t, t + MIN)
+            })
+            .collect();
+        // Alerts for users nobody labelled are false positives, not duplicates of the outage.
+        let mut alerts = vec![outage.clone(), own.clone()];
+        alerts.extend(ghosts.iter().cloned());
+        let r = evaluate(&labels, &alerts, &EvalOptions::default());
+        let f = row(&r, "mfa_triage");
+        assert_eq!(
+            (f.true_positives, f.duplicates, f.false_positives, f.missed),
+            (2, 0, 10, 0)
+        );
+        assert_eq!(f.precision, 2.0 / 12.0);
+        // Without the tenant-wide alert the outage is missed, whatever the user alerts say.
+        let mut alerts = vec![own];
+        alerts.extend(ghosts);
+        let r = evaluate(&labels, &alerts, &EvalOptions::default());
+        let f = row(&r, "mfa_triage");
+        assert_eq!((f.true_positives, f.false_positives, f.missed), (1, 10, 1));
+        assert_eq!(f.recall, 0.5);
+        // A wave of lockouts: each lock alert is credited to its user's label, and the wave
+        // label needs the wave alert.
+        let labels = vec![
+            label("account_lockout", user("a@x"), 10 * h, 10 * h),
+            label("account_lockout", tenant("example"), 10 * h, 10 * h + MIN),
+        ];
+        let locks: Vec<Alert> = ["a@x", "b@x", "c@x"]
+            .iter()
+            .map(|u| {
+                alert(
+                    "account_lockout",
+                    in_tenant("example", user(u)),
+                    10 * h,
+                    10 * h,
+                )
+            })
+            .collect();
+        let r = evaluate(&labels, &locks, &EvalOptions::default());
+        let f = row(&r, "account_lockout");
+        assert_eq!((f.true_positives, f.false_positives, f.missed), (1, 2, 1));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// `entity` holds the key fields of the rule (`user`, `ip`, `asn` or `tenant`; both `tenant` and
 /// `asn` for a spray rotating over one network, which a tenant-wide or a network-keyed detector
-/// may report); `start..=end` is the span of the events that make up the incident (see each
-/// category in [`categories`]).
+/// may report). A label names its `tenant` only when a tenant-wide alert reports it: an alert
+/// about one user never reports a tenant-wide label (see [`crate::evaluate`]). `start..=end` is
+/// the span of the events that make up the incident (see each category in [`categories`]).
 ///
 /// Benign look-alikes of attacks carry no attack label (at most the `mfa_triage` label of what
 /// they are), so that `evaluate` counts an attack alert on them as a false positive.

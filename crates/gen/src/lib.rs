@@ -12,9 +12,14 @@
 //! a slow spray rotating over one network's addresses, a brute force cycling the login's letter
 //! case) and benign look-alikes that cross them (colleagues mistyping a changed password behind
 //! one office egress, a user approving ten pushes an application asks for in minutes), so that
-//! a detector tuned to the classic shapes does not score perfectly by construction. It streams
-//! the events in time order and returns the [`Label`]s: the alerts a perfect detector raises
-//! (benign look-alikes carry none, so an attack alert on them is a false positive).
+//! a detector tuned to the classic shapes does not score perfectly by construction. Benign
+//! geography that a naive detector takes for an attack is there too (a corporate VPN that
+//! comes out in another country, new laptops at home, a loaner laptop on a trip, which
+//! new_device_geo reports by design and is labelled), and attackers do not all give themselves
+//! away by their client: many name a current browser, some the victim's own. It streams
+//! the events in time order and returns the [`Label`]s: the alerts a perfect detector raises,
+//! one that knows the tenant's corporate VPN egress ([`vpn_egress`]) as a deployment knows its
+//! own (benign look-alikes carry none, so an attack alert on them is a false positive).
 //! [`evaluate`] scores a detector's alerts against those labels.
 //!
 //! The same [`GenConfig`] always produces byte-identical output: all randomness comes from
@@ -55,6 +60,18 @@ pub use config::{ConfigError, DEFAULT_START_MS, GenConfig};
 pub use engine::generate;
 pub use eval::{CategoryScore, EvalOptions, EvalReport, entities_compatible, evaluate};
 pub use label::{Label, categories};
+
+/// The egress addresses of the generated tenant's corporate VPN concentrators (the same for
+/// every [`GenConfig`]).
+///
+/// Some users come out of a concentrator in another country than where they are (a regional
+/// hub; travellers working through the VPN back home), as in real sign-in logs. A deployment
+/// lists its own VPN egress in `enrich.cidr_lists` with `located = false`, so that a sign-in
+/// through it never counts as where the user is; without that, the generated traffic holds
+/// benign impossible travel through the VPN, unlabelled.
+pub fn vpn_egress() -> Vec<std::net::IpAddr> {
+    world::OFFICES.iter().map(|o| o.vpn).collect()
+}
 
 /// Why generation stopped.
 #[derive(Debug, thiserror::Error)]

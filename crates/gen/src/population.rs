@@ -46,6 +46,20 @@ pub(crate) struct Dev {
     pub id: Text,
 }
 
+/// A laptop that replaces the user's desktop during the period.
+#[derive(Debug, Clone)]
+pub(crate) struct Laptop {
+    pub dev: Dev,
+    /// In use from this instant (UTC ms) on; `None` for a loaner until the first sign-in abroad.
+    pub from: Option<i64>,
+    /// A loaner handed out on a business trip, first used at the first sign-in abroad.
+    pub abroad: bool,
+    /// The local day a refreshed laptop is handed out, at the office.
+    pub day: Option<i64>,
+    /// Whether a sign-in used it yet.
+    pub used: bool,
+}
+
 /// A business trip: `out..arrive` and `leave+1..back` are flight days without sign-ins.
 #[derive(Debug, Clone)]
 pub(crate) struct Trip {
@@ -81,6 +95,17 @@ pub(crate) struct Person {
     /// Share of working days spent at home; `vpn` says whether home days go through the VPN.
     pub wfh: f64,
     pub vpn: bool,
+    /// The corporate VPN egress the user's laptop comes out of: the office's own concentrator,
+    /// or a regional hub in another country ([`crate::world::Office::vpn_hub`]).
+    pub vpn_exit: IpAddr,
+    /// A traveller who works through the corporate VPN on some afternoons abroad.
+    pub travel_vpn: bool,
+    /// A new laptop during the period (a refresh at home, or a loaner on a trip).
+    pub laptop: Option<Laptop>,
+    /// Whether the user signed in abroad yet, or through a VPN hub in another country: the
+    /// first such day is a new place to their profile.
+    pub been_abroad: bool,
+    pub used_hub: bool,
     /// Local start of the working day, ms after midnight.
     pub start: i64,
     pub apps: Vec<&'static str>,
@@ -209,6 +234,11 @@ impl Population {
                 home: o.home.nth(rng.random_range(0..o.home.len())),
                 wfh,
                 vpn: rng.random_bool(0.5),
+                vpn_exit: o.vpn,
+                travel_vpn: false,
+                laptop: None,
+                been_abroad: false,
+                used_hub: false,
                 start,
                 apps,
                 trip,
@@ -225,6 +255,90 @@ impl Population {
         }
     }
 
+    /// Gives users the geography real sign-in logs have besides trips, which a detector must
+    /// not mistake for an attack (or, for a loaner laptop abroad, reports by design). Drawn from
+    /// its own stream `rng`, so the people themselves stay as [`Population::build`] made them.
+    /// - Half the VPN users of an office with a regional hub come out of the hub's
+    ///   concentrator, in another country: a naive geo check sees them jump between countries.
+    /// - Three travellers in four (all who use the VPN at home, half the others) work through
+    ///   it abroad on some afternoons: from the visited office in the morning, from home's VPN
+    ///   egress after lunch.
+    /// - 2 % of the users who stay home get a new laptop at the office on a weekday after the
+    ///   learning period: a new device in a known country (nothing else is planned for them that
+    ///   day, see `benign::user_day`).
+    /// - 15 % of the travellers who reach a country their sign-ins never came from, after the
+    ///   learning period, get a loaner laptop there (at least one such traveller when there is
+    ///   one), first used at the first sign-in abroad: a new device in a new country, as
+    ///   new_device_geo is meant to report (and labelled so).
+    pub fn add_geo_noise(&mut self, days: u32, rng: &mut ChaCha8Rng) {
+        let start_dow = self.start_ms.div_euclid(DAY) + 3;
+        let weekday = |d: i64| (start_dow + d).rem_euclid(7) < 5;
+        // Weekdays after the learning period, when a new laptop may be handed out.
+        let weekdays: Vec<i64> = (2..days as i64).filter(|&d| weekday(d)).collect();
+        let mut loaners: Vec<(f64, usize, Dev)> = Vec::new();
+        for (u, p) in self.people.iter_mut().enumerate() {
+            // The same draws for everyone, used or not: one person's traits never shift
+            // another's.
+            let (hub, abroad_vpn, laptop): (f64, f64, f64) =
+                (rng.random(), rng.random(), rng.random());
+            let client = &DESKTOPS[rng.random_range(0..DESKTOPS.len())];
+            let pick = rng.random_range(0..weekdays.len().max(1));
+            let o = &OFFICES[p.office];
+            let mut exit_country = o.country;
+            if let (true, Some(h)) = (p.vpn, o.vpn_hub)
+                && hub < 0.5
+            {
+                p.vpn_exit = OFFICES[h].vpn;
+                exit_country = OFFICES[h].country;
+            }
+            p.travel_vpn = p.traveller() && (p.vpn || abroad_vpn < 0.5);
+            let dev = Dev {
+                client,
+                id: hex_id("guo", mix(self.seed ^ 0x1a9 ^ ((u as u64) << 2))),
+            };
+            match &p.trip {
+                // Arriving on local day 4 or later (past the learning period in every office),
+                // and staying over a weekday (a working day abroad).
+                Some(trip)
+                    if OFFICES[trip.dest].country != o.country
+                        && OFFICES[trip.dest].country != exit_country
+                        && trip.arrive >= 4
+                        && (trip.arrive..=trip.leave).any(weekday) =>
+                {
+                    loaners.push((laptop, u, dev));
+                }
+                None if !weekdays.is_empty() && laptop < 0.02 => {
+                    let day = weekdays[pick];
+                    p.laptop = Some(Laptop {
+                        dev,
+                        from: Some(self.start_ms + day * DAY - p.offset()),
+                        abroad: false,
+                        day: Some(day),
+                        used: false,
+                    });
+                    // Nothing else planned for the user that day.
+                    p.busy.push(day);
+                }
+                _ => {}
+            }
+        }
+        let least = loaners
+            .iter()
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|&(_, u, _)| u);
+        for (draw, u, dev) in loaners {
+            if draw < 0.15 || least == Some(u) {
+                self.people[u].laptop = Some(Laptop {
+                    dev,
+                    from: None,
+                    abroad: true,
+                    day: None,
+                    used: false,
+                });
+            }
+        }
+    }
+
     /// Where user `u` is on their local day `day`.
     pub fn place(&self, u: usize, day: i64) -> Place {
         let p = &self.people[u];
@@ -236,8 +350,9 @@ impl Population {
                 return Place::Away(t.dest);
             }
         }
-        // First two days always in the office: that is the detectors' learning period.
-        if day < 2 || p.wfh == 0.0 {
+        // First two days always in the office: that is the detectors' learning period. A new
+        // laptop is handed out at the office too.
+        if day < 2 || p.wfh == 0.0 || p.laptop.as_ref().is_some_and(|l| l.day == Some(day)) {
             return Place::Office;
         }
         let h = mix(self.seed ^ 0x3fa ^ ((u as u64) << 20) ^ (day as u64));
@@ -257,7 +372,7 @@ impl Population {
             _ if evening => Some(p.home),
             Place::Office => Some(p.egress),
             Place::Home => Some(p.home),
-            Place::Vpn => Some(OFFICES[p.office].vpn),
+            Place::Vpn => Some(p.vpn_exit),
         }
     }
 

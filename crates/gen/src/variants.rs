@@ -45,7 +45,7 @@
 //! were.
 
 use crate::attacks::{
-    FatigueCampaign, attack_victim, attacker, compromise_at, fatigue_ending, ip_entity,
+    FatigueCampaign, attack_victim, attacker, compromise_at, disguise, fatigue_ending, ip_entity,
     unknown_name,
 };
 use crate::benign::{Incident, mfa, sso};
@@ -65,7 +65,13 @@ pub(crate) const SLOW_FATIGUE_MIN_GAP_MS: i64 = 155_000;
 
 pub(crate) fn slow_fatigue(eng: &mut Engine<'_>, plan: &Plan, success: bool, rng: &mut ChaCha8Rng) {
     let (v, ip) = (plan.users[0], plan.ips[0]);
-    let client = &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())];
+    let client = disguise(
+        eng,
+        plan.seed,
+        plan.t,
+        Some(v),
+        &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())],
+    );
     let a = attack_victim(eng, v, ip, client);
     let t0 = plan.t;
     // The attacker already has the password, and keeps the sign-in waiting at the push.
@@ -122,7 +128,13 @@ pub(crate) fn one_try_spray(
     rng: &mut ChaCha8Rng,
 ) {
     let ip = plan.ips[0];
-    let client = &ATTACK_CLIENTS[rng.random_range(0..2)];
+    let client = disguise(
+        eng,
+        plan.seed,
+        plan.t,
+        None,
+        &ATTACK_CLIENTS[rng.random_range(0..2)],
+    );
     // The enumerated directory: every planned account once, and a few people who left.
     let mut list: Vec<(Text, Text)> = plan
         .users
@@ -162,7 +174,13 @@ pub(crate) fn one_try_spray(
 }
 
 pub(crate) fn asn_spray(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaCha8Rng) {
-    let client = &ATTACK_CLIENTS[rng.random_range(0..ATTACK_CLIENTS.len())];
+    let client = disguise(
+        eng,
+        plan.seed,
+        plan.t,
+        None,
+        &ATTACK_CLIENTS[rng.random_range(0..ATTACK_CLIENTS.len())],
+    );
     let mut order = plan.users.clone();
     order.shuffle(rng);
     let (mut first, mut t) = (i64::MAX, plan.t);
@@ -219,7 +237,13 @@ pub(crate) fn case_brute_force(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaC
     // Round-robin over the spellings: at most 9 failures for any one of them.
     let n: i64 = rng.random_range(14..=(9 * k as i64).min(30));
     let span = rng.random_range(8..=25) * MIN;
-    let client = &ATTACK_CLIENTS[rng.random_range(0..ATTACK_CLIENTS.len())];
+    let client = disguise(
+        eng,
+        plan.seed,
+        plan.t,
+        None,
+        &ATTACK_CLIENTS[rng.random_range(0..ATTACK_CLIENTS.len())],
+    );
     let id = eng.pop.people[v].id.clone();
     let mut last = plan.t;
     for i in 0..n {
@@ -254,7 +278,7 @@ pub(crate) fn office_typos(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaCha8R
             continue;
         }
         let factor = eng.pop.people[u].factor;
-        let a = eng.user_actor(u, ip);
+        let a = eng.user_actor(u, ip, plan.t);
         let t0 = plan.t + rng.random_range(0..40 * 60) * 1000;
         let mut t = t0;
         for _ in 0..rng.random_range(1..=2) {
@@ -280,7 +304,7 @@ pub(crate) fn approved_pushes(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaCh
     let Some(ip) = eng.pop.ip(u, day, false) else {
         return;
     };
-    let a = eng.user_actor(u, ip);
+    let a = eng.user_actor(u, ip, plan.t);
     eng.emit(plan.t, &a, PW_OK, "");
     // One application (say, a desktop mail client after a policy change) asks again and again.
     let apps = &eng.pop.people[u].apps;

@@ -64,6 +64,9 @@ pub(crate) struct Office {
     pub egress: Span,
     /// The corporate VPN concentrator's egress address (remote workers on VPN).
     pub vpn: IpAddr,
+    /// The office whose concentrator serves some of this office's VPN users instead (a
+    /// regional hub, in another country): their sign-ins over the VPN resolve there.
+    pub vpn_hub: Option<usize>,
     /// Residential / mobile addresses of the same city (home workers, evening sign-ins).
     pub home: Span,
     /// Relative share of the workforce.
@@ -71,6 +74,8 @@ pub(crate) struct Office {
 }
 
 /// The offices, one per place the city test database resolves (no Tokyo exists there).
+/// Remote access of the Manila and Changchun offices is partly served by the Singapore
+/// concentrator (a regional hub, as companies with small branch offices often run one).
 /// Sources: GeoIP2-City-Test.mmdb networks 89.160.20.112/28 + 89.160.20.128/25 (Linköping),
 /// 216.160.83.56/29 (Milton), 214.78.120.0/22 (San Diego), 214.0.0.0/24 (Singapore),
 /// 214.0.1.0/24 (Melbourne), 175.16.199.0/24 (Changchun), 202.196.224.0/20 (Philippines,
@@ -84,6 +89,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: 8 * 60,
         egress: Span::new([214, 0, 0, 1], [214, 0, 0, 30]),
         vpn: IpAddr::V4(Ipv4Addr::new(214, 0, 0, 40)),
+        vpn_hub: None,
         home: Span::new([214, 0, 0, 64], [214, 0, 0, 254]),
         weight: 20,
     },
@@ -95,6 +101,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: 8 * 60,
         egress: Span::new([202, 196, 224, 1], [202, 196, 224, 30]),
         vpn: IpAddr::V4(Ipv4Addr::new(202, 196, 224, 40)),
+        vpn_hub: Some(0),
         home: Span::new([202, 196, 225, 1], [202, 196, 239, 254]),
         weight: 16,
     },
@@ -106,6 +113,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: 8 * 60,
         egress: Span::new([175, 16, 199, 1], [175, 16, 199, 30]),
         vpn: IpAddr::V4(Ipv4Addr::new(175, 16, 199, 40)),
+        vpn_hub: Some(0),
         home: Span::new([175, 16, 199, 64], [175, 16, 199, 254]),
         weight: 12,
     },
@@ -117,6 +125,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: 10 * 60,
         egress: Span::new([214, 0, 1, 1], [214, 0, 1, 30]),
         vpn: IpAddr::V4(Ipv4Addr::new(214, 0, 1, 40)),
+        vpn_hub: None,
         home: Span::new([214, 0, 1, 64], [214, 0, 1, 254]),
         weight: 14,
     },
@@ -128,6 +137,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: 60,
         egress: Span::new([89, 160, 20, 113], [89, 160, 20, 119]),
         vpn: IpAddr::V4(Ipv4Addr::new(89, 160, 20, 120)),
+        vpn_hub: None,
         home: Span::new([89, 160, 20, 129], [89, 160, 20, 254]),
         weight: 14,
     },
@@ -139,6 +149,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: -8 * 60,
         egress: Span::new([214, 78, 120, 1], [214, 78, 120, 30]),
         vpn: IpAddr::V4(Ipv4Addr::new(214, 78, 120, 40)),
+        vpn_hub: None,
         home: Span::new([214, 78, 121, 1], [214, 78, 123, 254]),
         weight: 16,
     },
@@ -150,6 +161,7 @@ pub(crate) const OFFICES: &[Office] = &[
         utc_offset_min: -8 * 60,
         egress: Span::new([216, 160, 83, 57], [216, 160, 83, 59]),
         vpn: IpAddr::V4(Ipv4Addr::new(216, 160, 83, 60)),
+        vpn_hub: None,
         home: Span::new([216, 160, 83, 61], [216, 160, 83, 62]),
         weight: 8,
     },
@@ -335,7 +347,9 @@ pub(crate) const AUTHENTICATORS: &[Client] = &[
     ),
 ];
 
-/// Clients attackers use: headless tooling and spoofed browsers never seen in the tenant.
+/// Tell-tale clients of attackers: tooling and dated browsers no user of the tenant has. Only
+/// a share of attackers use one; the others name a current browser, or relay the victim's own
+/// (`attacks::disguise`).
 pub(crate) const ATTACK_CLIENTS: &[Client] = &[
     client(
         "python-requests/2.32.3",
