@@ -3,14 +3,24 @@
 use crate::common::*;
 use std::io::Write;
 
-/// A config that enriches with the MaxMind test databases the generator draws addresses from.
+/// A config that enriches with the MaxMind test databases the generator draws addresses from,
+/// and lists the generated tenant's corporate VPN egress as a deployment lists its own
+/// (`located = false`): the labels assume it, and without it travellers working through the
+/// VPN back home look like impossible travel.
 fn geo_config(dir: &std::path::Path) -> std::path::PathBuf {
     let geo = repo().join("data/geo");
+    let vpn = dir.join("vpn-egress.txt");
+    let list: String = authwatch_gen::vpn_egress()
+        .iter()
+        .map(|ip| format!("{ip}\n"))
+        .collect();
+    std::fs::write(&vpn, list).unwrap();
     let path = dir.join("geo.toml");
     std::fs::write(
         &path,
         format!(
-            "[enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n",
+            "[[enrich.cidr_lists]]\npath = {vpn:?}\ntag = \"corporate_vpn\"\nlocated = false\n\n\
+             [enrich.geo]\ncity_db = {:?}\nasn_db = {:?}\nanonymous_db = {:?}\n",
             geo.join("GeoIP2-City-Test.mmdb"),
             geo.join("GeoLite2-ASN-Test.mmdb"),
             geo.join("GeoIP2-Anonymous-IP-Test.mmdb"),
@@ -18,6 +28,22 @@ fn geo_config(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .unwrap();
     path
+}
+
+/// config/dev.toml lists data/gen-vpn-egress.txt for the README's replay of generated traffic:
+/// it must be the generator's list, or that replay shows the VPN as impossible travel.
+#[test]
+fn the_dev_configs_vpn_list_is_the_generators() {
+    let text = std::fs::read_to_string(repo().join("data/gen-vpn-egress.txt")).unwrap();
+    let listed: Vec<std::net::IpAddr> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(listed, authwatch_gen::vpn_egress());
+    let dev = std::fs::read_to_string(repo().join("config/dev.toml")).unwrap();
+    assert!(dev.contains("path = \"data/gen-vpn-egress.txt\""), "{dev}");
 }
 
 /// One row of `authwatch eval`'s table.
