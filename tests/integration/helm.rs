@@ -32,6 +32,7 @@ const METRICS: &[&str] = &[
     "authwatch_checkpoint_age_seconds",
     "authwatch_snapshot_store_duration_seconds",
     "authwatch_snapshot_store_failures_total",
+    "authwatch_audit_record_failures_total",
     "authwatch_sql_detection_failures_total",
     "authwatch_sql_detection_alerts_total",
     "authwatch_sql_detection_suppressed_total",

@@ -121,8 +121,14 @@ fn sql_detections_match_the_compiled_rules_on_a_generated_stream() {
     // The same generated stream (its attacks include credential stuffing, sprays and lockout
     // waves), replayed with the compiled rules only, then with the SQL detections too: each
     // alert of the three rules must come twice, once from each side, with the same alert_id.
+    // The SQL twin of password_spray_multi_source has no `unless` veto (docs/SQL.md): where
+    // the compiled rule leaves out tries from an address another spray rule already reported,
+    // the twin counts them, and may decide earlier under another id. This seed's sprays do not
+    // overlap such an address (seed 23 did once the generator's attackers changed in session
+    // 20), so the twins must agree exactly; the difference itself is pinned in
+    // `multi_source_spray_differs_where_the_compiled_veto_applies` (crates/query).
     let dir = tempfile::tempdir().unwrap();
-    let (events, _) = generate(dir.path(), 300, 3, 23);
+    let (events, _) = generate(dir.path(), 300, 3, 24);
     let replay = |name: &str, sql: bool| {
         let out = dir.path().join(name);
         let mut cmd = authwatch();
