@@ -127,6 +127,21 @@ pub(crate) fn attacker(
     }
 }
 
+/// The attacker of victim `v`, from `ip` at `t`: one of the browser tools, or a disguise
+/// ([`disguise`], drawn by `key`).
+pub(crate) fn victims_attacker(
+    eng: &mut Engine<'_>,
+    v: usize,
+    ip: IpAddr,
+    key: u64,
+    t: i64,
+    rng: &mut ChaCha8Rng,
+) -> Actor {
+    let tool = &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())];
+    let client = disguise(eng, key, t, Some(v), tool);
+    attack_victim(eng, v, ip, client)
+}
+
 pub(crate) fn attack_victim(
     eng: &mut Engine<'_>,
     u: usize,
@@ -158,14 +173,7 @@ fn sign_in(eng: &mut Engine<'_>, a: &Actor, u: usize, t: i64, rng: &mut ChaCha8R
 
 fn fatigue(eng: &mut Engine<'_>, plan: &Plan, success: bool, rng: &mut ChaCha8Rng) {
     let (v, ip) = (plan.users[0], plan.ips[0]);
-    let client = disguise(
-        eng,
-        plan.seed,
-        plan.t,
-        Some(v),
-        &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())],
-    );
-    let a = attack_victim(eng, v, ip, client);
+    let a = victims_attacker(eng, v, ip, plan.seed, plan.t, rng);
     let t0 = plan.t;
     // The attacker already has the password: the sign-in succeeds up to the push.
     eng.emit(t0, &a, PW_OK, "");
@@ -263,14 +271,7 @@ pub(crate) fn fatigue_ending(
 
 fn fraud_report(eng: &mut Engine<'_>, plan: &Plan, rng: &mut ChaCha8Rng) {
     let (v, ip) = (plan.users[0], plan.ips[0]);
-    let client = disguise(
-        eng,
-        plan.seed,
-        plan.t,
-        Some(v),
-        &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())],
-    );
-    let a = attack_victim(eng, v, ip, client);
+    let a = victims_attacker(eng, v, ip, plan.seed, plan.t, rng);
     eng.emit(plan.t, &a, PUSH_SEND, "");
     let tf = plan.t + rng.random_range(8..40) * 1000;
     eng.emit(tf, &a, PUSH_FRAUD, "");
@@ -410,14 +411,7 @@ pub(crate) fn compromise_at(
     after: &str,
     rng: &mut ChaCha8Rng,
 ) {
-    let client = disguise(
-        eng,
-        mix(ts as u64 ^ v as u64),
-        ts,
-        Some(v),
-        &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())],
-    );
-    let a = attack_victim(eng, v, ip, client);
+    let a = victims_attacker(eng, v, ip, mix(ts as u64 ^ v as u64), ts, rng);
     eng.emit(ts, &a, PW_OK, "");
     // The second factor stops the attacker this time; the password is still compromised.
     match eng.pop.people[v].factor {

@@ -46,7 +46,7 @@
 
 use crate::attacks::{
     FatigueCampaign, attack_victim, attacker, compromise_at, disguise, fatigue_ending, ip_entity,
-    unknown_name,
+    unknown_name, victims_attacker,
 };
 use crate::benign::{Incident, mfa, sso};
 use crate::engine::*;
@@ -65,14 +65,7 @@ pub(crate) const SLOW_FATIGUE_MIN_GAP_MS: i64 = 155_000;
 
 pub(crate) fn slow_fatigue(eng: &mut Engine<'_>, plan: &Plan, success: bool, rng: &mut ChaCha8Rng) {
     let (v, ip) = (plan.users[0], plan.ips[0]);
-    let client = disguise(
-        eng,
-        plan.seed,
-        plan.t,
-        Some(v),
-        &ATTACK_CLIENTS[rng.random_range(2..ATTACK_CLIENTS.len())],
-    );
-    let a = attack_victim(eng, v, ip, client);
+    let a = victims_attacker(eng, v, ip, plan.seed, plan.t, rng);
     let t0 = plan.t;
     // The attacker already has the password, and keeps the sign-in waiting at the push.
     eng.emit(t0, &a, PW_OK, "");
