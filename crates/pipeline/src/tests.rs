@@ -514,6 +514,64 @@ fn run_scripted(steps: Vec<Step>) -> Recorder {
         .1
 }
 
+// After a restore from an older snapshot, the replay up to the committed offset writes no
+// dead letter, so it must not count one either: the counter (exported as
+// `authwatch_dead_letters_total`) and the summary counted every malformed record of the
+// replay a second time.
+#[test]
+fn a_muted_replay_counts_no_dead_letters() {
+    let event = |id: &str| {
+        format!(
+            r#"{{"time":1767603600000,"provider":"okta","tenant":"acme","event_id":"{id}","user":{{"name":"ann@acme.example"}},"activity":"logon","outcome":"success","src":{{"ip":"198.51.100.7"}}}}"#
+        )
+    };
+    // Offsets 0–2 replay committed input (two rejections among them), 3–5 are new (two).
+    let lines: Vec<String> = vec![
+        "{broken".into(),
+        "{not json".into(),
+        event("a"),
+        "{broken again".into(),
+        event("b"),
+        "{oops".into(),
+    ];
+    for route_only in [false, true] {
+        let pipeline =
+            Pipeline::new(Config::default(), RulePack::from_rules(Vec::new()).unwrap()).unwrap();
+        let mut source = Scripted {
+            names: vec!["t/0".into()],
+            steps: vec![Step::Resume(0, None, 0, 3), Step::Lines(0, lines.clone())].into(),
+            controls: None,
+            positions: Default::default(),
+        };
+        let options = RunOptions {
+            flush_at_end: false,
+            route_only,
+            ..RunOptions::default()
+        };
+        let sink = Collect(
+            JsonLinesSink::create(None, None, None).unwrap(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let (summary, sink) = pipeline.run_with(&mut source, sink, &options).unwrap();
+        assert_eq!(
+            sink.1.len(),
+            2,
+            "route_only {route_only}: dead letters written"
+        );
+        assert_eq!(
+            pipeline.metrics().dead_letter_total(),
+            2,
+            "route_only {route_only}: dead letters counted"
+        );
+        assert_eq!(
+            summary.dead_letters,
+            [(RejectKind::MalformedJson, 2)],
+            "route_only {route_only}"
+        );
+    }
+}
+
 #[test]
 fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
     // Two partitions, each one user's bombing; a barrier in the middle of both.
