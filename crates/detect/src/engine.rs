@@ -94,7 +94,15 @@ fn never() -> i64 {
 struct Incident {
     alert_id: String,
     first_seen: i64,
+    /// The latest event the incident absorbed: `after` and `unless` measure `within` from it.
     last_seen: i64,
+    /// The latest event at which the rule's condition held. The incident ends after `suppress`
+    /// without one, not after `suppress` without any event of the key: on a busy key (a tenant,
+    /// a shared egress address) stray matching events never stop, and would otherwise keep
+    /// one incident open for ever, absorbing every later attack on the key unreported. `None`
+    /// in snapshots from before it was kept: `last_seen` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<i64>,
     /// Tumbling windows: the incident ends with its bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ends: Option<i64>,
@@ -540,13 +548,18 @@ impl Engine {
         let (counts, first, last) = counted(false);
         let span = last.saturating_sub(first).max(0);
         // An open incident absorbs further activity of the key: one alert per incident.
+        let holds = rule.condition.holds(&counts, span);
         if let Some(inc) = &mut state.incident {
+            let held = inc.held.unwrap_or(inc.last_seen);
             let open = match inc.ends {
                 Some(end) => e.time < end,
-                None => e.time <= inc.last_seen.saturating_add(rule.suppress_ms),
+                None => e.time <= held.saturating_add(rule.suppress_ms),
             };
             if open {
                 inc.last_seen = inc.last_seen.max(e.time);
+                if holds {
+                    inc.held = Some(held.max(e.time));
+                }
                 let inc = inc.clone();
                 if self.keep_incidents_ms[r] > 0 {
                     let watch = self.veto_watch[r].map(|within| Watch {
@@ -557,7 +570,7 @@ impl Engine {
                     let parts = key.parts();
                     index_incident(&mut self.incidents, r, &rule.key, parts, &inc, watch);
                 }
-                if rule.condition.holds(&counts, span) {
+                if holds {
                     state_map.stats.suppressed += 1;
                 }
                 return;
@@ -565,7 +578,7 @@ impl Engine {
             state.closed = Some(inc.last_seen);
             state.incident = None;
         }
-        if !rule.condition.holds(&counts, span) {
+        if !holds {
             return;
         }
         if let Some(t) = rule.trigger
@@ -616,6 +629,7 @@ impl Engine {
             alert_id: alert_id.clone(),
             first_seen: window_start,
             last_seen: e.time,
+            held: Some(e.time),
             ends: (rule.window_kind == WindowKind::Tumbling).then_some(window_end),
         };
         state.incident = Some(incident.clone());

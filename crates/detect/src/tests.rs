@@ -182,6 +182,71 @@ fn one_alert_per_incident_and_a_new_one_after_quiet() {
 }
 
 #[test]
+fn stray_activity_below_the_condition_does_not_keep_an_incident_open() {
+    // A tenant-wide rule: a tenant always has a few wrong passwords somewhere. Those must not
+    // stretch the first spray's incident over the second spray, three hours later.
+    let text = r#"
+id: tenant_fails
+severity: high
+cause_class: attack
+key: [tenant]
+filter: { activity: logon, outcome: failure }
+window: 15m
+counters:
+  n: {}
+fire_when: { any: ["n >= 5"] }
+suppress: 1h
+summary: { en: "x", ja: "x" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+    let rules = compile::compile_text(Path::new("t.yaml"), text).unwrap();
+    let pack = RulePack::from_rules(rules).unwrap();
+    let fail = |t: i64, user: &str| {
+        let mut e = push(
+            user,
+            t,
+            Activity::Logon,
+            Outcome::Failure,
+            &format!("{user}-{t}"),
+        );
+        e.factor = Factor::Password;
+        e.tenant = "t1".into();
+        e
+    };
+    let spray = |start: i64, tag: &str| -> Vec<AuthEvent> {
+        (0..8)
+            .map(|i| fail(start + i * MIN, &format!("{tag}{i}@x")))
+            .collect()
+    };
+    let mut events = spray(T0, "a");
+    // A typo every 20 minutes for four hours: one within any 15 minutes, never five.
+    events.extend((1..=12).map(|i| fail(T0 + 10 * MIN + i * 20 * MIN, "typo@x")));
+    // Still within an hour of the first spray's last event: absorbed.
+    events.extend(spray(T0 + 50 * MIN, "b"));
+    events.extend(spray(T0 + 4 * 60 * MIN + 30 * MIN, "c"));
+    events.sort_by_key(|e| e.time);
+    let mut engine = pack.engine(EngineLimits::default());
+    let alerts = run(&mut engine, &events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[0].window.start.millis(), T0);
+    assert_eq!(alerts[1].last_seen.millis(), T0 + 270 * MIN + 4 * MIN);
+    assert_ne!(alerts[0].alert_id, alerts[1].alert_id);
+
+    // A snapshot from before `held` was kept (no such field) still loads, and the run goes on
+    // to the same alert.
+    let mut engine = pack.engine(EngineLimits::default());
+    let first = run(&mut engine, &events[..8]);
+    assert_eq!(first.len(), 1);
+    let snap = String::from_utf8(engine.snapshot().unwrap()).unwrap();
+    assert!(snap.contains("\"held\""), "{snap}");
+    let old = snap.replace(&format!(",\"held\":{}", T0 + 7 * MIN), "");
+    assert!(!old.contains("\"held\""), "{old}");
+    let mut restored = pack.engine(EngineLimits::default());
+    assert!(restored.restore(old.as_bytes()).unwrap().is_empty());
+    assert_eq!(run(&mut restored, &events[8..]), alerts[1..]);
+}
+
+#[test]
 fn approval_after_bombing_escalates_and_links_the_fatigue_alert() {
     let mut events = campaign("aiko@x.jp", T0, 7, MIN, Outcome::Denied);
     let last = events.last().unwrap().time;
