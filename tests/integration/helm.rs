@@ -815,6 +815,108 @@ fn keda_scales_the_statefulset_on_lag_within_the_partition_count() {
     assert_eq!(prom_one.one("ScaledObject")["spec"]["minReplicaCount"], 1);
 }
 
+/// The replica ceiling is the largest single topic's partition count: librdkafka's default
+/// assignor (range, which authwatch keeps) divides each topic among the members on its own,
+/// always starting from the same members, so pods beyond the largest topic's count get nothing
+/// and never become ready (they would block rollouts and drains through the PDB).
+#[test]
+fn replicas_are_capped_by_the_largest_topic_not_by_the_sum() {
+    const TWO_TOPICS: &str =
+        r#"kafka.topics=[{"name":"okta","partitions":6},{"name":"entra","partitions":6}]"#;
+    let shared = || {
+        Values::default()
+            .set("checkpoint.storage=shared")
+            .set_json(TWO_TOPICS)
+    };
+    let m = render(&shared().set("replicaCount=6"));
+    assert_eq!(m.statefulset()["spec"]["replicas"], 6);
+    // The partition counts are the chart's: authwatch's [[kafka.topics]] has name and format.
+    let config = m.config();
+    let topics = config["kafka"]["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), 2);
+    for t in topics {
+        let table = t.as_table().unwrap();
+        assert!(table.contains_key("name"), "{t:?}");
+        assert!(!table.contains_key("partitions"), "{t:?}");
+    }
+    let err = render_err(&shared().set("replicaCount=12"));
+    assert!(err.contains("replicaCount (12) exceeds 6"), "{err}");
+    let err = render_err(&shared().set("keda.enabled=true").set("keda.maxReplicas=12"));
+    assert!(err.contains("keda.maxReplicas (12) exceeds 6"), "{err}");
+    // Uneven topics: the largest one decides.
+    let uneven = Values::default().set("checkpoint.storage=shared").set_json(
+        r#"kafka.topics=[{"name":"okta","partitions":3},{"name":"entra","partitions":8}]"#,
+    );
+    render(&uneven.clone().set("replicaCount=8"));
+    let err = render_err(&uneven.set("replicaCount=9"));
+    assert!(err.contains("largest input topic, entra, has 8"), "{err}");
+    // The round-robin assignor spreads all topics' partitions over the members: the sum counts.
+    let roundrobin = shared().set(r"kafka.properties.partition\.assignment\.strategy=roundrobin");
+    render(&roundrobin.clone().set("replicaCount=12"));
+    let err = render_err(&roundrobin.set("replicaCount=13"));
+    assert!(err.contains("replicaCount (13) exceeds 12"), "{err}");
+    // With repartitioning, a pod that holds only internal partitions (the detect stage) is ready.
+    let repartitioned = shared()
+        .set("kafka.repartition.enabled=true")
+        .set("kafka.repartition.partitions=12");
+    render(&repartitioned.clone().set("replicaCount=12"));
+    let err = render_err(&repartitioned.set("replicaCount=13"));
+    assert!(
+        err.contains("internal topic of kafka.repartition has 12"),
+        "{err}"
+    );
+}
+
+/// The grace period covers the longest graceful stop docs/KAFKA.md describes ("Timeouts"): the
+/// transaction timeout T = max(2 × checkpoint.interval + 10 s, 30 s) for the pending commit,
+/// max(T / 4, 2 s) for the abort, 10 s for the audit producer's flush.
+#[test]
+fn the_grace_period_covers_a_stop_with_the_broker_away() {
+    // Default interval (500ms): T = 30 s, a stop up to 30 + 7.5 + 10 = 47.5 s, within 60 s.
+    render(&Values::default());
+    render(&Values::default().set("terminationGracePeriodSeconds=48"));
+    let err = render_err(&Values::default().set("terminationGracePeriodSeconds=47"));
+    assert!(err.contains("below the 48 s"), "{err}");
+    // 30s: T = 70 s, a stop up to 70 + 17.5 + 10 = 97.5 s.
+    let thirty = Values::default().set("checkpoint.interval=30s");
+    render(&thirty.clone().set("terminationGracePeriodSeconds=98"));
+    let err = render_err(&thirty.set("terminationGracePeriodSeconds=97"));
+    assert!(err.contains("below the 98 s"), "{err}");
+    assert!(err.contains("= 70 s"), "{err}");
+    // authwatch's duration syntax, compound and with a space.
+    let err = render_err(&Values::default().set("checkpoint.interval=1m 30s"));
+    assert!(err.contains("below the 248 s"), "{err}");
+    render(&Values::default().set("checkpoint.interval=15s"));
+}
+
+/// Every pod's metrics pushed over OTLP carry its pod and namespace (and authwatch adds
+/// `service.instance.id`): without them the pods' cumulative counters collide in the backend.
+#[test]
+fn otlp_resource_attributes_name_the_pod() {
+    for (name, values) in every_values() {
+        let m = render(&values);
+        let env = seq(&m.container()["env"]);
+        let at = |var: &str| env.iter().position(|e| e["name"] == var);
+        let attrs = at("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_else(|| panic!("{name}: {env:?}"));
+        assert_eq!(
+            env[attrs]["value"], "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
+            "{name}"
+        );
+        // Kubernetes expands $(VAR) only from variables defined earlier in the list.
+        for (var, field) in [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+        ] {
+            let i = at(var).unwrap_or_else(|| panic!("{name}: no {var}"));
+            assert!(i < attrs, "{name}: {var} after OTEL_RESOURCE_ATTRIBUTES");
+            assert_eq!(
+                env[i]["valueFrom"]["fieldRef"]["fieldPath"], field,
+                "{name}"
+            );
+        }
+    }
+}
+
 /// `envFrom`: whole existing Secrets and ConfigMaps as environment variables, by reference (the
 /// credentials of checkpoint object storage when the ServiceAccount carries no identity), after
 /// the archive's Secret when that is set.
@@ -1063,6 +1165,27 @@ fn the_alert_rules_use_only_exported_metrics() {
     for n in &names {
         assert!(METRICS.contains(&base_metric(n)), "unknown metric {n}");
     }
+    // The reasons a response action waits in the queue (crates/respond: the rate limit, the
+    // open circuit, a provider that asked to retry later) are named alike in the alert and in
+    // docs/OPERATIONS.md.
+    let queued = seq(&rule["spec"]["groups"])
+        .iter()
+        .flat_map(|g| seq(&g["rules"]))
+        .find(|r| r["alert"] == "AuthwatchResponseQueued")
+        .expect("AuthwatchResponseQueued");
+    let description = str_of(&queued["annotations"]["description"]);
+    let operations = std::fs::read_to_string(repo().join("docs/OPERATIONS.md")).unwrap();
+    let row = operations
+        .lines()
+        .find(|l| l.starts_with("| AuthwatchResponseQueued"))
+        .expect("the alert's row in docs/OPERATIONS.md");
+    for reason in ["rate_limited", "circuit_open", "retry_later"] {
+        assert!(
+            description.contains(reason),
+            "{reason} not in {description}"
+        );
+        assert!(row.contains(reason), "{reason} not in {row}");
+    }
 }
 
 #[test]
@@ -1070,7 +1193,19 @@ fn bad_values_are_rejected() {
     let cases: &[(&[&str], &[&str], &str)] = &[
         // The schema: types, ranges, enums, unknown keys.
         (&["replicaCount=-1"], &[], "replicaCount"),
-        (&["kafka.partitions=0"], &[], "partitions"),
+        (
+            &[],
+            &[r#"kafka.topics=[{"name":"okta","partitions":0}]"#],
+            "/kafka/topics/0/partitions",
+        ),
+        // The total over all topics was the wrong ceiling (the range assignor divides each topic
+        // on its own); the old key says so instead of being ignored.
+        (&["kafka.partitions=12"], &[], "kafka.topics[].partitions"),
+        (
+            &[],
+            &[r#"kafka.topics=[{"name":"okta-system-log"}]"#],
+            "kafka.topics[0] (okta-system-log) has no partitions",
+        ),
         (&["kafka.securityProtocol=sasl"], &[], "securityProtocol"),
         (&["kafka.sasl.mechanism=GSSAPI"], &[], "mechanism"),
         (&["checkpoint.storage=s3"], &[], "storage"),
@@ -1128,7 +1263,13 @@ fn bad_values_are_rejected() {
         ),
         (&["checkpoint.storage=objectStore"], &[], "storage"),
         // Cross-field checks in the templates.
-        (&["replicaCount=7"], &[], "exceeds kafka.partitions (6)"),
+        (&["replicaCount=7"], &[], "replicaCount (7) exceeds 6"),
+        // Two topics of 6 partitions: 12 pods would leave 6 of them without any partition.
+        (
+            &["replicaCount=12", "checkpoint.storage=shared"],
+            &[r#"kafka.topics=[{"name":"okta","partitions":6},{"name":"entra","partitions":6}]"#],
+            "replicaCount (12) exceeds 6, the most pods that all get a partition (the largest input topic",
+        ),
         // The responder's limits are per pod, and its state must outlive the pod.
         (
             &[
@@ -1159,6 +1300,58 @@ fn bad_values_are_rejected() {
             &[r#"kafka.properties={"sasl.password":"hunter2"}"#],
             "sasl.password",
         ),
+        // config.* renders into the ConfigMap too: no secrets there either.
+        (
+            &[r"config.kafka.properties.sasl\.password=hunter2"],
+            &[],
+            r#"kafka.properties "sasl.password" (set in config.kafka.properties) looks like a secret"#,
+        ),
+        (
+            &[r"config.kafka.properties.ssl\.key\.pem=x"],
+            &[],
+            "looks like a secret",
+        ),
+        (
+            &["config.respond.okta.token=hunter2"],
+            &[],
+            "config.respond.okta.token: a secret in clear",
+        ),
+        (
+            &["config.respond.graph.client_secret=hunter2"],
+            &[],
+            "config.respond.graph.client_secret: a secret in clear",
+        ),
+        (
+            &["config.respond.keycloak.password=hunter2"],
+            &[],
+            "config.respond.keycloak.password: a secret in clear",
+        ),
+        (
+            &["config.respond.webhook.secret=hunter2"],
+            &[],
+            "config.respond.webhook.secret: a secret in clear",
+        ),
+        (
+            &["config.respond.pager.secret.value=hunter2"],
+            &[],
+            "takes only file or env",
+        ),
+        (
+            &["config.serve.password=hunter2"],
+            &[],
+            "config.serve.password: a secret in clear",
+        ),
+        // A stop can take longer than the default grace period with a long checkpoint interval.
+        (
+            &["checkpoint.interval=30s"],
+            &[],
+            "terminationGracePeriodSeconds (60) is below the 98 s a stop can take",
+        ),
+        (
+            &["config.checkpoint.interval=1m"],
+            &[],
+            "terminationGracePeriodSeconds (60) is below the 173 s",
+        ),
         (
             &[
                 "keda.enabled=true",
@@ -1176,7 +1369,7 @@ fn bad_values_are_rejected() {
                 "checkpoint.storage=shared",
             ],
             &[],
-            "keda.maxReplicas (8) exceeds kafka.partitions (6)",
+            "keda.maxReplicas (8) exceeds 6",
         ),
         (
             &[

@@ -280,6 +280,66 @@ const CHECKPOINT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// `service.instance.id`, the resource attribute that tells one process's series from
+/// another's (OpenTelemetry semantic conventions).
+const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+
+/// The resource every exported series carries: `service.name` and what the SDK detects
+/// (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`), plus `service.instance.id` from `host`
+/// when those give none. Without an instance id, the cumulative counters that several pods push
+/// over OTLP carry identical resources and collide in the backend (one pod's series overwrites
+/// another's, or they read as counter resets).
+pub(crate) fn resource(host: Option<String>) -> Resource {
+    with_instance_id(
+        Resource::builder().with_service_name("authwatch").build(),
+        host,
+    )
+}
+
+/// `resource` as it is when it names its instance already (the operator's
+/// `OTEL_RESOURCE_ATTRIBUTES` wins); else with `service.instance.id` = `host`, or, without a
+/// host name, an id made of the process id and the start time (unique, though not stable over
+/// restarts).
+pub(crate) fn with_instance_id(resource: Resource, host: Option<String>) -> Resource {
+    if resource
+        .get(&opentelemetry::Key::from_static_str(SERVICE_INSTANCE_ID))
+        .is_some()
+    {
+        return resource;
+    }
+    let id = host.unwrap_or_else(|| {
+        let started = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("authwatch-{}-{started}", std::process::id())
+    });
+    Resource::builder_empty()
+        .with_attributes(
+            resource
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attribute(KeyValue::new(SERVICE_INSTANCE_ID, id))
+        .build()
+}
+
+/// The host name: `HOSTNAME` (in Kubernetes the pod's name, stable for a StatefulSet pod), else
+/// `/etc/hostname`. The same lookup as the Kafka runtime's default `transactional_id`, so an
+/// instance's metrics and its transactions name the same host.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+}
+
 impl Telemetry {
     /// Builds the meter provider (Prometheus reader, plus an OTLP/HTTP push reader when
     /// `otlp_endpoint` is set), binds `listen` and starts serving. Fails when the address cannot
@@ -307,7 +367,7 @@ impl Telemetry {
             .scope_info_enabled(false)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let resource = Resource::builder().with_service_name("authwatch").build();
+        let resource = resource(host_name());
         let mut builder = SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(exporter);

@@ -473,6 +473,73 @@ fn the_example_config_documents_the_optional_otlp_endpoint() {
     assert!(text.contains("\n# otlp_endpoint = \"http://"), "{text}");
 }
 
+mod resource {
+    use crate::telemetry::{resource, with_instance_id};
+    use opentelemetry::{Key, KeyValue, Value};
+    use opentelemetry_sdk::Resource;
+
+    fn get(r: &Resource, key: &'static str) -> Option<Value> {
+        r.get(&Key::from_static_str(key))
+    }
+
+    #[test]
+    fn the_resource_names_the_service_and_its_instance() {
+        let r = resource(Some("aw-authwatch-3".to_owned()));
+        assert_eq!(get(&r, "service.name"), Some(Value::from("authwatch")));
+        // The host name, unless the environment (OTEL_RESOURCE_ATTRIBUTES) named the instance.
+        let from_env = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|v| v.contains("service.instance.id"));
+        if !from_env {
+            assert_eq!(
+                get(&r, "service.instance.id"),
+                Some(Value::from("aw-authwatch-3"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_host_name_becomes_the_instance_id_and_other_attributes_stay() {
+        let detected = Resource::builder_empty()
+            .with_service_name("authwatch")
+            .with_attributes([
+                KeyValue::new("k8s.pod.name", "aw-authwatch-0"),
+                KeyValue::new("k8s.namespace.name", "security"),
+            ])
+            .build();
+        let r = with_instance_id(detected, Some("aw-authwatch-0".to_owned()));
+        assert_eq!(
+            get(&r, "service.instance.id"),
+            Some(Value::from("aw-authwatch-0"))
+        );
+        assert_eq!(get(&r, "service.name"), Some(Value::from("authwatch")));
+        assert_eq!(get(&r, "k8s.pod.name"), Some(Value::from("aw-authwatch-0")));
+        assert_eq!(get(&r, "k8s.namespace.name"), Some(Value::from("security")));
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn an_instance_id_from_the_environment_wins() {
+        let detected = Resource::builder_empty()
+            .with_service_name("authwatch")
+            .with_attribute(KeyValue::new("service.instance.id", "from-env"))
+            .build();
+        let r = with_instance_id(detected.clone(), Some("host".to_owned()));
+        assert_eq!(r, detected);
+    }
+
+    #[test]
+    fn without_a_host_name_the_instance_id_is_still_unique_to_the_process() {
+        let r = with_instance_id(Resource::builder_empty().build(), None);
+        let id = get(&r, "service.instance.id")
+            .expect("an instance id")
+            .to_string();
+        assert!(
+            id.starts_with(&format!("authwatch-{}-", std::process::id())),
+            "{id}"
+        );
+    }
+}
+
 mod otlp {
     use super::*;
     use axum::body::Bytes;
@@ -545,6 +612,14 @@ mod otlp {
                 .iter()
                 .any(|kv| kv.key == "service.name"
                     && format!("{:?}", kv.value).contains("authwatch")),
+            "{resource:?}"
+        );
+        // Each pod pushes its own cumulative counters: the backend tells them apart by this.
+        assert!(
+            resource
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "service.instance.id"),
             "{resource:?}"
         );
         let metrics: Vec<_> = request

@@ -124,11 +124,16 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- $p := include "authwatch.paths" . | fromJson }}
 {{- $s := $p.secrets }}
 {{- $props := deepCopy .Values.kafka.properties }}
+{{- /* A topic's partition count is the chart's (the replica check), not authwatch's. */}}
+{{- $topics := list }}
+{{- range .Values.kafka.topics }}
+{{- $topics = append $topics (omit . "partitions") }}
+{{- end }}
 {{- $_ := set $props "security.protocol" .Values.kafka.securityProtocol }}
 {{- $kafka := dict
   "brokers" (join "," .Values.kafka.brokers)
   "group_id" .Values.kafka.groupId
-  "topics" .Values.kafka.topics
+  "topics" $topics
   "alert_topic" .Values.kafka.alertTopic
   "dead_letter_topic" .Values.kafka.deadLetterTopic
   "audit_topic" .Values.kafka.auditTopic
