@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use authwatch_event::Timestamp;
 use authwatch_pipeline::Config;
-use authwatch_pipeline::config::{RespondConfig, RespondMode};
+use authwatch_pipeline::config::{KafkaConfig, RespondConfig, RespondMode};
 use authwatch_respond::{
     AuditSink, JsonLinesAudit, PendingStatus, PendingStore, Responder, ResponderThread,
     ResponseClock, RunReport,
@@ -60,8 +60,9 @@ enum RespondCommand {
 /// The pipeline's configuration, from `--config` or `$AUTHWATCH_CONFIG`. Without one the
 /// built-in defaults (dry-run, no target, the default state directory) would decide: an
 /// approval would then carry nothing out yet close the action, so a decision needs the file.
-/// `list` only reads the store, which `--state-dir` alone can name.
-fn load(args: &RespondArgs) -> Result<RespondConfig> {
+/// `list` only reads the store, which `--state-dir` alone can name. With `[kafka]`, whose audit
+/// topic a decision's records go to (see [`decision_sinks`]).
+fn load(args: &RespondArgs) -> Result<(RespondConfig, KafkaConfig)> {
     let path = args.config.clone().or_else(|| {
         std::env::var_os(CONFIG_ENV)
             .filter(|v| !v.is_empty())
@@ -83,7 +84,7 @@ fn load(args: &RespondArgs) -> Result<RespondConfig> {
     if let Some(dir) = &args.state_dir {
         respond.state_dir = dir.clone();
     }
-    Ok(respond)
+    Ok((respond, config.kafka))
 }
 
 fn who(by: Option<String>) -> String {
@@ -100,8 +101,26 @@ fn audit_sinks(config: &RespondConfig) -> Result<Vec<Box<dyn AuditSink>>> {
     Ok(vec![Box::new(audit)])
 }
 
+/// The sinks of a human's decision: the audit file and, when the configuration is an
+/// `authwatch run` pipeline's (`[[kafka.topics]]`), the Kafka audit topic, where that
+/// pipeline's responder writes its own decisions: every action and refusal is on the topic,
+/// the humans' too. The topic's producer waits for the broker's acknowledgement of each
+/// record, so an unreachable broker or a refused record fails the command (after the record
+/// is in the file) instead of leaving the topic without it.
+fn decision_sinks(config: &RespondConfig, kafka: &KafkaConfig) -> Result<Vec<Box<dyn AuditSink>>> {
+    let mut sinks = audit_sinks(config)?;
+    if !kafka.topics.is_empty() {
+        let client = authwatch_kafka::client_config(kafka)
+            .context("cannot configure the Kafka client for the audit topic")?;
+        let topic = authwatch_kafka::ResponseAuditTopic::new(client, &kafka.audit_topic)
+            .with_context(|| format!("cannot write to the audit topic {}", kafka.audit_topic))?;
+        sinks.push(Box::new(topic));
+    }
+    Ok(sinks)
+}
+
 pub fn run(args: RespondArgs) -> Result<ExitCode> {
-    let config = load(&args)?;
+    let (config, kafka) = load(&args)?;
     match args.command {
         RespondCommand::List { all } => {
             let store = PendingStore::open(&config.state_dir)?;
@@ -138,16 +157,23 @@ pub fn run(args: RespondArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RespondCommand::Approve { id, by } => decide(&config, &id, true, who(by)),
-        RespondCommand::Reject { id, by } => decide(&config, &id, false, who(by)),
+        RespondCommand::Approve { id, by } => decide(&config, &kafka, &id, true, who(by)),
+        RespondCommand::Reject { id, by } => decide(&config, &kafka, &id, false, who(by)),
     }
 }
 
-fn decide(config: &RespondConfig, id: &str, approve: bool, who: String) -> Result<ExitCode> {
+fn decide(
+    config: &RespondConfig,
+    kafka: &KafkaConfig,
+    id: &str,
+    approve: bool,
+    who: String,
+) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut responder = Responder::new(config, ResponseClock::wall(), audit_sinks(config)?)?;
+    let sinks = decision_sinks(config, kafka)?;
+    let mut responder = Responder::new(config, ResponseClock::wall(), sinks)?;
     let (action, records) = runtime.block_on(responder.decide(id, approve, &who))?;
     for r in &records {
         eprintln!(

@@ -315,8 +315,11 @@ pub trait AuditSink: Send {
     fn record(&mut self, record: &AuditRecord) -> Result<(), AuditError>;
 }
 
-/// Audit records appended to a file as JSON lines, one `write` and flush per record so that a
-/// crash never leaves half a line or loses an acknowledged record.
+/// Audit records appended to a file as JSON lines, one `write` and `fdatasync` per record so
+/// that a crash (of the process or of the machine) never leaves half a line or loses a record
+/// the responder moved on from: the state that records the action is synced too, and an audit
+/// record lost while its action's state survives would be an action nobody can account for.
+/// Audit records are rare (a few per account acted on), so the sync costs little.
 pub struct JsonLinesAudit {
     path: PathBuf,
     file: File,
@@ -332,11 +335,16 @@ impl JsonLinesAudit {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
+        let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(fail)?;
+        if !existed {
+            // A new file's name is durable only once its directory is synced.
+            sync_dir(path).map_err(fail)?;
+        }
         Ok(JsonLinesAudit {
             path: path.to_owned(),
             file,
@@ -373,8 +381,19 @@ impl AuditSink for JsonLinesAudit {
         self.file
             .write_all(&line)
             .map_err(|e| fail(e.to_string()))?;
-        self.file.flush().map_err(|e| fail(e.to_string()))
+        // `flush` of a `File` does nothing (there is no buffer): only a sync puts the record on
+        // the disk before the responder moves on.
+        self.file.sync_data().map_err(|e| fail(e.to_string()))
     }
+}
+
+/// Syncs the directory of `path`, so that a file just created there survives a power loss.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 /// Keeps records in memory, shared: for tests and for callers that forward records elsewhere.

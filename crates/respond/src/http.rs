@@ -168,6 +168,12 @@ impl Http {
         // Another component may have installed a provider first; either is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
+            // A redirect is never followed: an identity provider's API does not redirect its
+            // actions, and one that does (an expired session at a proxy, a wrong base URL)
+            // sends the call to a login page whose `200` would pass for the action's success,
+            // with the token sent along to wherever it points. The 3xx is the answer: a
+            // refusal (`CallError::Status`, not retried).
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout.0)
             .connect_timeout(settings.timeout.0)
             .user_agent(concat!("authwatch/", env!("CARGO_PKG_VERSION")))

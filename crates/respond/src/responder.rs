@@ -111,6 +111,11 @@ impl Limits {
             tenant_period_ms: l.tenant_period.millis(),
         })
     }
+
+    /// The longest time a token taken counts against a limit (ms).
+    fn longest_period_ms(&self) -> i64 {
+        self.global_period_ms.max(self.tenant_period_ms)
+    }
 }
 
 struct Pager {
@@ -346,11 +351,13 @@ impl Responder {
         // without a tenant spent the org's token, and a restart (the Kafka runner restarts the
         // responder after every transient error) must take that one again, not refill it. What
         // dry-run decided spent nothing.
+        // An incident that took more actions later spent a token for each alert that added
+        // to it.
         for (key, incident) in &state.incidents {
-            if incident.spent_within(now, self.limits.tenant_period_ms) {
+            for _ in 0..incident.spent_within(now, self.limits.tenant_period_ms) {
                 let _ = self.limits.tenant.check_key(&self.bucket(&key.tenant));
             }
-            if incident.spent_within(now, self.limits.global_period_ms) {
+            for _ in 0..incident.spent_within(now, self.limits.global_period_ms) {
                 let _ = self.limits.global.check();
             }
         }
@@ -504,6 +511,7 @@ impl Responder {
             self.state.sweep(
                 now,
                 self.config.incident_ttl.millis(),
+                self.limits.longest_period_ms(),
                 self.config.max_incidents,
             );
         }
@@ -580,6 +588,7 @@ impl Responder {
         self.settle_decided(&key)?;
         out.extend(self.supersede(&key)?);
         let (ttl, mode) = (self.config.incident_ttl.millis(), self.config.mode);
+        let mut actions = actions;
         if let Some(open) = self
             .state
             .incidents
@@ -587,22 +596,45 @@ impl Responder {
             .filter(|i| i.holds(now, ttl, mode))
         {
             let (first_alert, status) = (open.alert_id.clone(), open.status);
-            let mut r = self.record(
-                &facts,
-                None,
-                &actions,
-                first,
-                Decision::Duplicate,
-                Some("same_incident"),
-                format!(
-                    "{} already has an incident ({status:?}) opened by alert {first_alert}: no \
-                     second action",
-                    facts.account
-                ),
-            );
-            r.unmapped.incident_alert_id = Some(first_alert);
-            out.push(self.emit(r, None)?);
-            return Ok(out);
+            // Only what the incident covers is a duplicate: a milder earlier action (a
+            // notification, revoked sessions) must not hold back the suspension a later, more
+            // severe alert asks for. The rest goes on as any alert's actions would.
+            let (covered, missing): (Vec<ResponseAction>, Vec<ResponseAction>) =
+                if open.covers(&actions) {
+                    (actions.clone(), Vec::new())
+                } else {
+                    actions.iter().copied().partition(|a| open.covers(&[*a]))
+                };
+            if let Some(&action) = covered.first() {
+                let rest = if missing.is_empty() {
+                    "no second action".to_owned()
+                } else {
+                    format!(
+                        "not repeated; the incident goes on with {}",
+                        names(&missing)
+                    )
+                };
+                let mut r = self.record(
+                    &facts,
+                    None,
+                    &covered,
+                    action,
+                    Decision::Duplicate,
+                    Some("same_incident"),
+                    format!(
+                        "{} already has an incident ({status:?}) opened by alert {first_alert} \
+                         that covers {}: {rest}",
+                        facts.account,
+                        names(&covered)
+                    ),
+                );
+                r.unmapped.incident_alert_id = Some(first_alert);
+                out.push(self.emit(r, None)?);
+            }
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            actions = missing;
         }
         let work = Work {
             key,
@@ -666,7 +698,7 @@ impl Responder {
             );
             out.push(self.emit(r, None)?);
         }
-        self.state.incidents.insert(
+        self.put_incident(
             work.key,
             Incident {
                 alert_id: work.alert.alert_id.clone(),
@@ -676,6 +708,8 @@ impl Responder {
                 acted_ms: None,
                 pending_id: None,
                 mode: Some(RespondMode::DryRun),
+                actions: work.actions.clone(),
+                earlier_acted_ms: Vec::new(),
             },
         );
         Ok(out)
@@ -818,6 +852,7 @@ impl Responder {
                 Err(StoreError::Decided { status, .. }) => {
                     if let Some(q) = self.state.queue.remove(i)
                         && let Some(inc) = self.state.incidents.get_mut(&q.key)
+                        && inc.pending_id.as_deref() == Some(q.id.as_str())
                     {
                         inc.status = IncidentStatus::decided(status);
                     }
@@ -894,6 +929,7 @@ impl Responder {
                 Err(StoreError::Decided { status, .. }) => {
                     if let Some(q) = self.state.queue.remove(i)
                         && let Some(inc) = self.state.incidents.get_mut(&q.key)
+                        && inc.pending_id.as_deref() == Some(q.id.as_str())
                     {
                         inc.status = IncidentStatus::decided(status);
                     }
@@ -1134,7 +1170,7 @@ impl Responder {
                     ),
                 );
                 r.unmapped.pending_id = Some(existing.id.clone());
-                self.state.incidents.insert(
+                self.put_incident(
                     work.key,
                     Incident {
                         alert_id: work.alert.alert_id.clone(),
@@ -1144,6 +1180,8 @@ impl Responder {
                         acted_ms: None,
                         pending_id: Some(existing.id.clone()),
                         mode: existing.mode,
+                        actions: existing.actions.clone(),
+                        earlier_acted_ms: Vec::new(),
                     },
                 );
                 return Ok(vec![self.emit(r, None)?]);
@@ -1164,7 +1202,7 @@ impl Responder {
             mode: Some(self.config.mode),
             not_before_ms: None,
         })?;
-        self.state.incidents.insert(
+        self.put_incident(
             work.key.clone(),
             Incident {
                 alert_id: work.alert.alert_id.clone(),
@@ -1178,6 +1216,8 @@ impl Responder {
                 acted_ms: None,
                 pending_id: Some(id.clone()),
                 mode: Some(self.config.mode),
+                actions: work.actions.clone(),
+                earlier_acted_ms: Vec::new(),
             },
         );
         let (decision, detail) = if status == PendingStatus::Queued {
@@ -1371,7 +1411,7 @@ impl Responder {
             mode: Some(self.config.mode),
             not_before_ms: Some(not_before),
         })?;
-        self.state.incidents.insert(
+        self.put_incident(
             work.key.clone(),
             Incident {
                 alert_id: work.alert.alert_id.clone(),
@@ -1382,6 +1422,8 @@ impl Responder {
                 acted_ms: Some(now),
                 pending_id: Some(id.clone()),
                 mode: Some(self.config.mode),
+                actions: work.actions.clone(),
+                earlier_acted_ms: Vec::new(),
             },
         );
         self.state.queue.push_back(QueuedAction {
@@ -1415,12 +1457,58 @@ impl Responder {
         Ok(Some(r))
     }
 
+    /// Records the account's incident `new` (opened now, with only its own work's actions and
+    /// tokens). When the account's incident still holds and `new` is not a failure, `new`
+    /// extends it: it covers the actions of both, and one of the account's actions that still
+    /// waits (a token, a human) keeps the incident waiting for it. The tokens of the earlier
+    /// incident within the longest limit period are kept in any case, so that a restart takes
+    /// every one of them again.
+    fn put_incident(&mut self, key: AccountKey, mut new: Incident) {
+        let now = new.opened_ms;
+        let (ttl, mode) = (self.config.incident_ttl.millis(), self.config.mode);
+        let longest = self.limits.longest_period_ms();
+        if let Some(prev) = self.state.incidents.get(&key) {
+            // What dry-run decided spent nothing, even if an older version recorded it.
+            if prev.decided_in() != Some(RespondMode::DryRun) {
+                // The same alert's incident recorded again (before and after its call) took
+                // one token, not two.
+                let same = prev.alert_id == new.alert_id && prev.acted_ms == new.acted_ms;
+                new.earlier_acted_ms = prev
+                    .earlier_acted_ms
+                    .iter()
+                    .copied()
+                    .chain(prev.acted_ms.filter(|_| !same))
+                    .filter(|t| now.saturating_sub(*t) < longest)
+                    .collect();
+            }
+            if prev.holds(now, ttl, mode) && !new.status.reopens() {
+                if prev.actions.is_empty() {
+                    // Saved before actions were recorded: it covers every action, and so does
+                    // what extends it.
+                    new.actions.clear();
+                } else {
+                    for &a in &prev.actions {
+                        if !new.actions.contains(&a) {
+                            new.actions.push(a);
+                        }
+                    }
+                }
+                if prev.waiting() && !new.waiting() && prev.pending_id != new.pending_id {
+                    new.status = prev.status;
+                    new.pending_id = prev.pending_id.clone();
+                    new.mode = prev.mode;
+                }
+            }
+        }
+        self.state.incidents.insert(key, new);
+    }
+
     fn record_incident(&mut self, work: &Work, now: i64, status: IncidentStatus) {
         // A human's approval takes no token; nor does dry-run, whose buckets only rehearse the
         // limits within its own process: neither leaves a token for a restart to take again
         // (which, after a switch from dry-run, would hold back real actions).
         let spent = work.approver.is_none() && self.config.mode != RespondMode::DryRun;
-        self.state.incidents.insert(
+        self.put_incident(
             work.key.clone(),
             Incident {
                 alert_id: work.alert.alert_id.clone(),
@@ -1430,6 +1518,8 @@ impl Responder {
                 acted_ms: spent.then_some(now),
                 pending_id: work.pending_id.clone(),
                 mode: Some(self.config.mode),
+                actions: work.actions.clone(),
+                earlier_acted_ms: Vec::new(),
             },
         );
     }
@@ -1893,7 +1983,11 @@ impl Responder {
             pending.decided_ms = Some(self.clock.now_ms());
             pending.detail = Some(r.status_detail.clone());
             self.store.update(&pending)?;
-            if let Some(inc) = self.state.incidents.get_mut(&key) {
+            // Only the incident waiting for this action: another of the account's actions may
+            // be what it waits for now.
+            if let Some(inc) = self.state.incidents.get_mut(&key)
+                && inc.pending_id.as_deref() == Some(id)
+            {
                 inc.status = IncidentStatus::Rejected;
             }
             return Ok((pending, vec![r]));
@@ -1979,6 +2073,15 @@ pub fn check_config(config: &RespondConfig) -> Result<(), RespondError> {
         }
     }
     Ok(())
+}
+
+/// The actions' names, for audit details.
+fn names(actions: &[ResponseAction]) -> String {
+    actions
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The action an audit record is about: the first of an alert's actions. A list read back from

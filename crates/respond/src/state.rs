@@ -93,6 +93,18 @@ pub struct Incident {
     /// [`Incident::decided_in`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RespondMode>,
+    /// The actions the incident carried out or owes (queued, awaiting approval), of every
+    /// alert that added to it: a later alert is a duplicate only for these, and its other
+    /// actions (a suspension after a notification) are still carried out. Empty in a state
+    /// saved before it was recorded: what such an incident covers is unknown, so it covers
+    /// every action, as it did then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ResponseAction>,
+    /// When the incident took rate-limit tokens before the one in `acted_ms` (ms): an incident
+    /// that took more actions later took a token for each alert that added to it, and a
+    /// restart must take all of them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_acted_ms: Vec<i64>,
 }
 
 impl Incident {
@@ -125,14 +137,39 @@ impl Incident {
         ) || now_ms.saturating_sub(self.opened_ms) < ttl_ms
     }
 
-    /// Whether a rate-limit token was taken for the incident within `period_ms` before
+    /// Whether the incident covers every one of `actions`: they were carried out or are owed
+    /// within it, so an alert asking for them is a duplicate. A refused incident covers every
+    /// action (the refusal is about the account: an allow-listed group, another identity), and
+    /// so does one saved before incidents recorded their actions.
+    pub fn covers(&self, actions: &[ResponseAction]) -> bool {
+        self.status == IncidentStatus::Refused
+            || self.actions.is_empty()
+            || actions.iter().all(|a| self.actions.contains(a))
+    }
+
+    /// Whether the incident waits for its action (a token, a human).
+    pub fn waiting(&self) -> bool {
+        matches!(
+            self.status,
+            IncidentStatus::Queued | IncidentStatus::PendingApproval
+        )
+    }
+
+    /// How many rate-limit tokens were taken for the incident within `period_ms` before
     /// `now_ms`. What dry-run decided took none that counts (its buckets are a rehearsal within
     /// its own process), even in a state written before dry-run stopped recording `acted_ms`.
-    pub fn spent_within(&self, now_ms: i64, period_ms: i64) -> bool {
-        self.decided_in() != Some(RespondMode::DryRun)
-            && self
-                .acted_ms
-                .is_some_and(|acted| now_ms.saturating_sub(acted) < period_ms)
+    pub fn spent_within(&self, now_ms: i64, period_ms: i64) -> usize {
+        if self.decided_in() == Some(RespondMode::DryRun) {
+            return 0;
+        }
+        self.tokens_ms()
+            .filter(|acted| now_ms.saturating_sub(*acted) < period_ms)
+            .count()
+    }
+
+    /// When each rate-limit token of the incident was taken (ms).
+    pub fn tokens_ms(&self) -> impl Iterator<Item = i64> + '_ {
+        self.earlier_acted_ms.iter().copied().chain(self.acted_ms)
     }
 }
 
@@ -382,23 +419,22 @@ impl ResponseState {
     }
 
     /// Forgets finished incidents older than `ttl_ms`, then the oldest finished ones beyond
-    /// `max`. Waiting incidents (queued, pending) are kept: their actions are still owed.
-    /// Returns how many were forgotten.
-    pub fn sweep(&mut self, now_ms: i64, ttl_ms: i64, max: usize) -> usize {
+    /// `max`. Waiting incidents (queued, pending) are kept: their actions are still owed. So
+    /// are incidents that took a rate-limit token within `token_period_ms` (the longest limit
+    /// period), past their ttl and beyond `max`: a restart takes back only the tokens of the
+    /// incidents in the state, and forgetting one would let it act on more accounts than the
+    /// limits allow. (They are bounded by the limits themselves; past its ttl such an incident
+    /// no longer holds the account.) Returns how many were forgotten.
+    pub fn sweep(&mut self, now_ms: i64, ttl_ms: i64, token_period_ms: i64, max: usize) -> usize {
         let before = self.incidents.len();
-        let waiting = |i: &Incident| {
-            matches!(
-                i.status,
-                IncidentStatus::Queued | IncidentStatus::PendingApproval
-            )
-        };
+        let kept = |i: &Incident| i.waiting() || i.spent_within(now_ms, token_period_ms) > 0;
         self.incidents
-            .retain(|_, i| waiting(i) || now_ms.saturating_sub(i.opened_ms) < ttl_ms);
+            .retain(|_, i| kept(i) || now_ms.saturating_sub(i.opened_ms) < ttl_ms);
         if self.incidents.len() > max {
             let mut finished: Vec<(i64, AccountKey)> = self
                 .incidents
                 .iter()
-                .filter(|(_, i)| !waiting(i))
+                .filter(|(_, i)| !kept(i))
                 .map(|(k, i)| (i.opened_ms, k.clone()))
                 .collect();
             finished.sort();
@@ -425,6 +461,8 @@ mod tests {
             acted_ms: None,
             pending_id: None,
             mode: None,
+            actions: vec![],
+            earlier_acted_ms: vec![],
         }
     }
 
@@ -467,7 +505,7 @@ mod tests {
         assert!(dry.holds(10, ttl, RespondMode::DryRun));
         assert!(!dry.holds(10, ttl, RespondMode::Approval));
         assert!(!dry.holds(10, ttl, RespondMode::Automatic));
-        assert!(!dry.spent_within(10, ttl));
+        assert_eq!(dry.spent_within(10, ttl), 0);
         // Refused in dry-run (mode recorded): a rehearsal too.
         let mut refused = incident(0, IncidentStatus::Refused);
         refused.mode = Some(RespondMode::DryRun);
@@ -484,8 +522,8 @@ mod tests {
             assert!(done.holds(10, ttl, mode));
             assert!(!done.holds(ttl, ttl, mode));
         }
-        assert!(done.spent_within(10, ttl));
-        assert!(!done.spent_within(ttl, ttl));
+        assert_eq!(done.spent_within(10, ttl), 1);
+        assert_eq!(done.spent_within(ttl, ttl), 0);
         // A waiting one holds past the ttl (its action is owed; a pending approval of another
         // mode is closed by the responder before the account's next alert is decided).
         let pending = incident(0, IncidentStatus::PendingApproval);
@@ -552,10 +590,49 @@ mod tests {
             AccountKey::new(None, "new"),
             incident(900, IncidentStatus::Executed),
         );
-        assert_eq!(s.sweep(1_000, 500, 10), 1);
+        assert_eq!(s.sweep(1_000, 500, 500, 10), 1);
         assert!(s.incidents.contains_key(&AccountKey::new(None, "waiting")));
-        assert_eq!(s.sweep(1_000, 500, 1), 1);
+        assert_eq!(s.sweep(1_000, 500, 500, 1), 1);
         assert_eq!(s.incidents.len(), 1);
+    }
+
+    #[test]
+    fn sweep_keeps_tokens_within_the_longest_period() {
+        let mut s = ResponseState::default();
+        let mut spent = incident(0, IncidentStatus::Executed);
+        spent.acted_ms = Some(0);
+        spent.mode = Some(RespondMode::Automatic);
+        let mut rehearsed = spent.clone();
+        rehearsed.mode = Some(RespondMode::DryRun);
+        let mut escalated = incident(0, IncidentStatus::Executed);
+        escalated.earlier_acted_ms = vec![900];
+        escalated.acted_ms = Some(100);
+        escalated.mode = Some(RespondMode::Automatic);
+        s.incidents.insert(AccountKey::new(None, "spent"), spent);
+        s.incidents
+            .insert(AccountKey::new(None, "rehearsed"), rehearsed);
+        s.incidents
+            .insert(AccountKey::new(None, "escalated"), escalated);
+        // Past the ttl (500), one within the token period (1000): only dry-run's goes.
+        assert_eq!(s.sweep(999, 500, 1_000, 0), 1);
+        assert!(
+            !s.incidents
+                .contains_key(&AccountKey::new(None, "rehearsed"))
+        );
+        // Past the period of `spent`'s token; `escalated` took another at 900.
+        assert_eq!(s.sweep(1_000, 500, 1_000, 0), 1);
+        assert_eq!(
+            s.incidents
+                .keys()
+                .map(|k| k.account.as_str())
+                .collect::<Vec<_>>(),
+            vec!["escalated"]
+        );
+        assert_eq!(
+            s.incidents[&AccountKey::new(None, "escalated")].spent_within(1_000, 1_000),
+            2
+        );
+        assert_eq!(s.sweep(1_900, 500, 1_000, 0), 1);
     }
 
     #[test]

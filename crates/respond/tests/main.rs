@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contract;
+mod escalation;
+mod hardening;
 mod keycloak;
 mod live;
 mod safety;

@@ -1,0 +1,307 @@
+//! Regression tests of an account's incident taking a later, more severe action: a milder
+//! earlier action (notify, revoke sessions) must not make the account's next alert, whose
+//! policy entry suspends, a `duplicate` for `incident_ttl`.
+
+use crate::support::{Answer, Server, alert, config, secret_file};
+use authwatch_event::Severity;
+use authwatch_pipeline::config::{RespondPolicy, RespondTarget, ResponseAction};
+use authwatch_respond::{Decision, MemoryAudit, Responder, ResponseClock};
+use serde_json::json;
+
+pub const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+pub const MINUTE: i64 = 60_000;
+
+/// An Okta org whose users are `<name>@example.com` → id `id-<name>`; the pager at `/page`.
+pub async fn okta() -> Server {
+    Server::start(
+        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", t) => {
+                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
+                let name = login.trim_end_matches("@example.com");
+                Answer::Json(
+                    200,
+                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
+                           "profile": {"login": login}}),
+                )
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            ("DELETE", _) => Answer::Status(204),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await
+}
+
+fn entry(rules: &[&str], min: Severity, actions: &[ResponseAction]) -> RespondPolicy {
+    RespondPolicy {
+        rules: rules.iter().map(|r| (*r).to_owned()).collect(),
+        min_severity: min,
+        actions: actions.to_vec(),
+    }
+}
+
+pub fn okta_config(
+    dir: &std::path::Path,
+    server: &Server,
+    policy: Vec<RespondPolicy>,
+) -> authwatch_pipeline::config::RespondConfig {
+    let mut c = config(dir, RespondTarget::Okta);
+    c.okta.base_url = Some(server.url.clone());
+    c.okta.token = secret_file(dir, "okta", "okta-test-token");
+    c.pager.url = Some(format!("{}/page", server.url));
+    c.policy = policy;
+    c
+}
+
+/// The policy of the finding: suspension for the severe rules, a notification for anything
+/// `high`.
+fn notify_then_suspend() -> Vec<RespondPolicy> {
+    use ResponseAction::{Notify, RevokeSessions, Suspend};
+    vec![
+        entry(
+            &["mfa_fatigue_success", "credential_compromise"],
+            Severity::Critical,
+            &[Suspend, RevokeSessions],
+        ),
+        entry(&[], Severity::High, &[Notify]),
+    ]
+}
+
+pub fn responder(
+    c: &authwatch_pipeline::config::RespondConfig,
+) -> (Responder, MemoryAudit, ResponseClock) {
+    let audit = MemoryAudit::default();
+    let clock = ResponseClock::event_time(T0);
+    let r = Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
+    (r, audit, clock)
+}
+
+fn decisions(
+    records: &[authwatch_respond::AuditRecord],
+) -> Vec<(ResponseAction, Decision, Option<String>)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.unmapped.action,
+                r.unmapped.decision,
+                r.unmapped.reason.clone(),
+            )
+        })
+        .collect()
+}
+
+fn high(rule: &str, account: &str, time_ms: i64) -> authwatch_event::Alert {
+    let mut a = alert(rule, account, None, time_ms);
+    a.severity = Severity::High;
+    a
+}
+
+pub fn count(server: &Server, line: &str) -> usize {
+    server.lines().iter().filter(|l| *l == line).count()
+}
+
+const SUSPEND_BOB: &str = "POST /api/v1/users/id-bob/lifecycle/suspend";
+const REVOKE_BOB: &str = "DELETE /api/v1/users/id-bob/sessions?oauthTokens=true";
+
+/// Found by review: the `mfa_fatigue` alert's notification opened bob's incident, and the
+/// `mfa_fatigue_success` alert five minutes later was recorded `duplicate`: bob was never
+/// suspended within `incident_ttl`.
+#[tokio::test]
+async fn a_notification_does_not_hold_back_the_accounts_suspension() {
+    use ResponseAction::{Notify, RevokeSessions, Suspend};
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server, notify_then_suspend());
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&high("mfa_fatigue", "bob@example.com", T0))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Notify, Decision::Executed, None)]);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            None,
+            T0 + 5 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (Suspend, Decision::Executed, None),
+            (RevokeSessions, Decision::Executed, None)
+        ],
+        "{out:#?}"
+    );
+    // Now everything the policy can ask is done: the account's next alerts are duplicates.
+    for (i, rule) in ["credential_compromise", "mfa_fatigue"].iter().enumerate() {
+        let out = r
+            .handle(&alert(
+                rule,
+                "bob@example.com",
+                None,
+                T0 + (10 + i as i64) * MINUTE,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|r| r.unmapped.decision).collect::<Vec<_>>(),
+            vec![Decision::Duplicate],
+            "{rule}: {out:#?}"
+        );
+    }
+    assert_eq!(count(&server, SUSPEND_BOB), 1);
+    assert_eq!(count(&server, REVOKE_BOB), 1);
+}
+
+/// Found by review: `brute_force` revoked bob's sessions, and `credential_compromise` (suspend,
+/// revoke sessions) was a `duplicate`. Only the missing suspension is carried out; the
+/// sessions are not revoked twice, which the audit says.
+#[tokio::test]
+async fn revoked_sessions_do_not_hold_back_the_accounts_suspension() {
+    use ResponseAction::{RevokeSessions, Suspend};
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = vec![
+        entry(&["brute_force"], Severity::Critical, &[RevokeSessions]),
+        entry(
+            &["credential_compromise"],
+            Severity::Critical,
+            &[Suspend, RevokeSessions],
+        ),
+    ];
+    let c = okta_config(dir.path(), &server, policy);
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("brute_force", "bob@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(RevokeSessions, Decision::Executed, None)]
+    );
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "bob@example.com",
+            None,
+            T0 + 5 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (
+                RevokeSessions,
+                Decision::Duplicate,
+                Some("same_incident".to_owned())
+            ),
+            (Suspend, Decision::Executed, None),
+        ],
+        "{out:#?}"
+    );
+    assert_eq!(count(&server, SUSPEND_BOB), 1);
+    assert_eq!(count(&server, REVOKE_BOB), 1);
+}
+
+/// The missing actions go through the same limits as any: over the global limit they queue
+/// (and go out when a token comes back), and a restart takes back both tokens the account's
+/// incident spent.
+#[tokio::test]
+async fn an_escalation_takes_a_token_and_a_restart_takes_it_back() {
+    use ResponseAction::{Notify, Suspend};
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server, notify_then_suspend());
+    c.limits.global_actions = 2;
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&high("mfa_fatigue", "bob@example.com", T0))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Notify, Decision::Executed, None)]);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            None,
+            T0 + 1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Executed, "{out:#?}");
+    // Both tokens are spent: after a restart carol's suspension waits.
+    let snapshot = r.snapshot().unwrap();
+    let (mut next, _, _) = responder(&c);
+    next.restore(&snapshot).unwrap();
+    let out = next
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "carol@example.com",
+            None,
+            T0 + 2,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Suspend, Decision::Queued, Some("rate_limited".to_owned()))],
+        "{out:#?}"
+    );
+    // And an escalation over the limit queues like any action.
+    let out = next
+        .handle(&high("mfa_fatigue", "dave@example.com", T0 + 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Notify, Decision::Queued, Some("rate_limited".to_owned()))],
+        "{out:#?}"
+    );
+    assert_eq!(count(&server, SUSPEND_BOB), 1);
+}
+
+/// A state saved before incidents recorded their actions: what the incident covered is
+/// unknown, so it holds the account against every action, as it did.
+#[tokio::test]
+async fn an_older_incident_without_its_actions_still_holds_the_account() {
+    let server = okta().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server, notify_then_suspend());
+    let key = json!({"tenant": "", "account": "bob@example.com"});
+    let old = json!({"version": 1, "state": {
+        "incidents": [[key, {"alert_id": "a-1", "rule_id": "mfa_fatigue",
+                             "opened_ms": T0, "status": "executed", "acted_ms": T0,
+                             "pending_id": null, "mode": "automatic"}]],
+        "queue": [],
+        "breaker": {"failures": 0, "open_until_ms": null},
+        "last_page_ms": null, "clock_ms": T0}});
+    let (mut r, _, _) = responder(&c);
+    r.restore(&serde_json::to_vec(&old).unwrap()).unwrap();
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            None,
+            T0 + MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.unmapped.decision).collect::<Vec<_>>(),
+        vec![Decision::Duplicate],
+        "{out:#?}"
+    );
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+    // Saved again, the incident says what it covers no more than it knew.
+    let saved: serde_json::Value = serde_json::from_slice(&r.snapshot().unwrap()).unwrap();
+    assert!(
+        saved["state"]["incidents"][0][1].get("actions").is_none(),
+        "{saved}"
+    );
+}
