@@ -575,7 +575,9 @@ impl Engine {
                 }
                 return;
             }
-            state.closed = Some(inc.last_seen);
+            // Its last decision, not its last absorbed event: events it absorbed below the
+            // condition may already be the next incident's (`named_at` below).
+            state.closed = Some(held);
             state.incident = None;
         }
         if !holds {
@@ -615,7 +617,8 @@ impl Engine {
         let key_text = key.canonical(&rule.key);
         // Named by the start of the rule's own window (the SQL detections name theirs alike, so
         // one incident found by both has one id), but never by a time at or before the key's
-        // previous incident: with `suppress` shorter than the window, a new incident's window
+        // previous incident's last decision (the last event at which its condition held): with
+        // `suppress` shorter than the window, a new incident's window
         // still holds the old one's events, and a shared id would let a consumer that
         // deduplicates by id drop the second incident. A sequence rule's window starts at the
         // incident it follows, which two of its incidents can share (two approvals in one long
