@@ -180,10 +180,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     endpoint_runtime(0)
 }
 
-/// A runtime with `threads` workers (0: one per core). The endpoint's queries run on its
-/// workers and, for blocking file reads, on at most four times as many blocking threads (tokio's
-/// default would allow 512; reads mostly wait on the disk, so a few more than the workers keep
-/// scans from queueing behind each other), so this caps the cores they take.
+/// Workers of the endpoint's own runtime, which serves connections (accept, TLS, SCRAM,
+/// sending rows, timers, cancel requests); its queries execute on threads of their own
+/// (`serve.worker_threads`, [`ServerOptions::query_threads`]).
+const CONNECTION_THREADS: usize = 2;
+
+/// A runtime with `threads` workers (0: one per core), and, for blocking file reads, at most
+/// four times as many blocking threads (tokio's default would allow 512; reads mostly wait on
+/// the disk, so a few more than the workers keep scans from queueing behind each other), so
+/// this caps the cores they take.
 fn endpoint_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
@@ -278,6 +283,8 @@ fn server_options(config: &Config) -> Result<ServerOptions> {
         tls,
         max_rows: config.serve.max_rows,
         statement_timeout: Some(config.serve.statement_timeout.0).filter(|d| !d.is_zero()),
+        // 0: one per core (`authwatch serve`); `authwatch run` sets its own default.
+        query_threads: config.serve.worker_threads,
     })
 }
 
@@ -289,7 +296,7 @@ pub fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let options = server_options(&config)?;
     let loaded = load_inputs(&args.sources, &config)?;
     let threads = config.serve.worker_threads;
-    let rt = endpoint_runtime(threads)?;
+    let rt = endpoint_runtime(CONNECTION_THREADS)?;
     rt.block_on(async {
         let catalog =
             build_catalog(&args.sources, loaded, Some(server::default_memory_limit())).await?;
@@ -399,7 +406,7 @@ pub fn attach_to_runtime(
 /// Starts the endpoint of `authwatch run` on its own thread; returns once it listens (or
 /// with the reason it cannot).
 fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
-    let options = server_options(config)?;
+    let mut options = server_options(config)?;
     let listen = config.serve.listen.clone();
     let archive = config
         .archive
@@ -410,11 +417,12 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         0 => 2,
         n => n,
     };
+    options.query_threads = threads;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr>>();
     std::thread::Builder::new()
         .name("aw-sql-serve".into())
         .spawn(move || {
-            let started = endpoint_runtime(threads).and_then(|rt| {
+            let started = endpoint_runtime(CONNECTION_THREADS).and_then(|rt| {
                 rt.block_on(async {
                     // Bounded: the endpoint shares the process with the pipeline.
                     let mut catalog = Catalog::with_limits(

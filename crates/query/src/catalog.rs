@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod bounds;
+mod yielding;
 
 /// How long [`Catalog::new`] reuses a listing of the archive's files: a file the archive writer
 /// completes shows in queries after at most this long.
@@ -203,7 +204,11 @@ impl Catalog {
                 .with_analyzer_rule(Arc::new(bounds::GuardAmplifiers { pool, limit }))
                 .with_physical_optimizer_rule(Arc::new(bounds::CountOutputs));
         }
-        let state = state.build();
+        // Last of all: joins yield between the batches they emit, so that a query can be
+        // stopped (and share its threads) however much one probe batch matches.
+        let state = state
+            .with_physical_optimizer_rule(Arc::new(yielding::YieldAfterJoins))
+            .build();
         let ctx = SessionContext::new_with_state(state);
         register_udfs(&ctx);
         Ok(Catalog {

@@ -11,10 +11,18 @@
 //! next ones refused with SQLSTATE 53300 (too_many_connections). With TLS configured, a client
 //! that did not negotiate TLS is refused before it authenticates.
 //!
-//! A query stops (its DataFusion stream is dropped, which ends its tasks) when it runs longer
-//! than `serve.statement_timeout` (SQLSTATE 57014), when the client sends a cancel request
-//! (psql's Ctrl-C; 57014 too), or when the client's side of the connection closes: a client
-//! that is killed or gives up does not leave its query running.
+//! Queries execute on threads of their own ([`ServerOptions::query_threads`]), apart from the
+//! tasks that serve connections, read their sockets and keep time: a query that takes every
+//! query thread cannot stop the endpoint from accepting, authenticating, answering other
+//! clients' cancel requests or timing statements out.
+//!
+//! A query stops (its task on the query threads is aborted, and with it its DataFusion stream
+//! and the tasks DataFusion spawned) when it runs longer than `serve.statement_timeout`
+//! (SQLSTATE 57014), when the client sends a cancel request (psql's Ctrl-C; 57014 too), or
+//! when the client's side of the connection closes: a client that is killed or gives up does
+//! not leave its query running. A task stops at its next yield; the catalog's plans yield
+//! after every batch their joins emit as well as at their sources (see `catalog::yielding`), so
+//! that comes within a few batches.
 
 use crate::catalog::LimitedResult;
 use crate::{Catalog, QueryError};
@@ -145,6 +153,96 @@ pub fn default_memory_limit() -> usize {
     usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
+/// The threads the endpoint's queries execute on: a runtime of their own, so that a query
+/// that keeps its threads busy (DataFusion's operators yield only between batches, and a
+/// thread computing a batch answers nothing) never holds up the connections' tasks, whose
+/// timers, socket reads and cancel requests stop it.
+struct QueryRuntime {
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl QueryRuntime {
+    /// `threads` workers (0: one per core), and up to four times as many threads for blocking
+    /// file reads (tokio's default would allow 512; reads mostly wait on the disk, so a few
+    /// more than the workers keep scans from queueing behind each other).
+    fn new(threads: usize) -> Result<QueryRuntime, QueryError> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(threads.saturating_mul(4))
+            .thread_name("aw-sql-query")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                QueryError::Config(format!("serve: cannot start the query threads: {e}"))
+            })?;
+        Ok(QueryRuntime {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` on the query threads. The future answers with its result; dropping it (the
+    /// statement timed out, was canceled, or its client left) aborts `work`.
+    fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+    ) -> Running<T> {
+        match &self.runtime {
+            Some(rt) => Running(Some(rt.spawn(work))),
+            None => Running(None),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // The endpoint can end on a runtime thread (its future dropped, or its last connection
+        // ending), where waiting for the query threads is not allowed; queries left are aborted
+        // at their next yield.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A query running on the [`QueryRuntime`]; aborted when dropped.
+struct Running<T>(Option<tokio::task::JoinHandle<Result<T, QueryError>>>);
+
+impl<T> Future for Running<T> {
+    type Output = Result<T, QueryError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(handle) = self.0.as_mut() else {
+            return std::task::Poll::Ready(Err(QueryError::Config(
+                "serve: the query threads have stopped".into(),
+            )));
+        };
+        match std::pin::Pin::new(handle).poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(Ok(r)) => std::task::Poll::Ready(r),
+            // A panic in DataFusion ends this query, not the endpoint.
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(QueryError::Sql(
+                format!("internal error: the query failed ({e})"),
+            ))),
+        }
+    }
+}
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 /// How the endpoint authenticates and encrypts.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -160,6 +258,9 @@ pub struct ServerOptions {
     /// Longest a statement may plan and run before it is stopped (SQLSTATE 57014); `None`: no
     /// limit.
     pub statement_timeout: Option<Duration>,
+    /// Threads the queries execute on, together (0: one per core). The connections are served
+    /// on the caller's runtime; these are the CPU the endpoint's queries may take at once.
+    pub query_threads: usize,
 }
 
 impl Debug for ServerOptions {
@@ -170,6 +271,7 @@ impl Debug for ServerOptions {
             .field("tls", &self.tls.is_some())
             .field("max_rows", &self.max_rows)
             .field("statement_timeout", &self.statement_timeout)
+            .field("query_threads", &self.query_threads)
             .finish()
     }
 }
@@ -240,6 +342,8 @@ fn is_empty_statement(sql: &str) -> bool {
 /// Query handling over the catalog, for one connection.
 struct Backend {
     catalog: Arc<Catalog>,
+    /// Where its queries execute (shared by every connection).
+    queries: Arc<QueryRuntime>,
     parser: Arc<Parser>,
     max_rows: usize,
     statement_timeout: Option<Duration>,
@@ -396,9 +500,7 @@ impl Backend {
         if is_empty_statement(sql) {
             return Ok(Response::EmptyQuery);
         }
-        let limited = self
-            .bounded(self.catalog.query_limited(sql, self.max_rows))
-            .await?;
+        let limited = self.run_query(sql).await?;
         let fields = Arc::new(fields_of(&limited.result.schema, format));
         if let Some(cut) = limited.truncated {
             tracing::warn!(rows = limited.result.rows(), reason = %cut, "serve: result cut");
@@ -415,19 +517,36 @@ impl Backend {
         )))
     }
 
+    /// Runs one statement on the query threads within [`Backend::bounded`], keeping at most
+    /// `max_rows` rows.
+    async fn run_query(&self, sql: &str) -> PgWireResult<LimitedResult> {
+        let catalog = Arc::clone(&self.catalog);
+        let (sql, max_rows) = (sql.to_owned(), self.max_rows);
+        let work = self
+            .queries
+            .spawn(async move { catalog.query_limited(&sql, max_rows).await });
+        self.bounded(work).await
+    }
+
     /// The result columns of a statement, from its plan: nothing is run.
     async fn describe(&self, sql: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
         if is_empty_statement(sql) {
             return Ok(Vec::new());
         }
-        let plan = self.bounded(self.catalog.plan(sql)).await?;
+        let catalog = Arc::clone(&self.catalog);
+        let sql = sql.to_owned();
+        let plan = self
+            .bounded(self.queries.spawn(async move { catalog.plan(&sql).await }))
+            .await?;
         Ok(fields_of(plan.schema().as_arrow(), format))
     }
 
     /// Runs `work` until it ends, the statement timeout passes or the client's side of the
-    /// connection closes. In the two latter cases `work` is dropped, and with it the query's
-    /// stream, which stops DataFusion's tasks. (A cancel request drops the whole `do_query`
-    /// future the same way: pgwire races it against the request.)
+    /// connection closes. In the two latter cases `work` is dropped, which aborts the query's
+    /// task ([`Running`]) and with it the query's stream and DataFusion's tasks. (A cancel
+    /// request drops the whole `do_query` future the same way: pgwire races it against the
+    /// request.) The timer and the hang-up watch run on the connection's runtime, never held
+    /// up by the query threads.
     async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, QueryError>>,
@@ -588,6 +707,7 @@ impl ExtendedQueryHandler for Backend {
 /// What every connection shares.
 struct Handlers {
     catalog: Arc<Catalog>,
+    queries: Arc<QueryRuntime>,
     parser: Arc<Parser>,
     max_rows: usize,
     statement_timeout: Option<Duration>,
@@ -613,6 +733,7 @@ impl Connection {
     fn new(shared: Arc<Handlers>, admitted: bool, peer: Option<TcpStream>) -> Connection {
         let backend = Arc::new(Backend {
             catalog: Arc::clone(&shared.catalog),
+            queries: Arc::clone(&shared.queries),
             parser: Arc::clone(&shared.parser),
             max_rows: shared.max_rows,
             statement_timeout: shared.statement_timeout,
@@ -783,7 +904,8 @@ fn with_hangup_watch(socket: TcpStream) -> std::io::Result<(TcpStream, Option<Tc
 }
 
 /// Serves the catalog on `listener` until the future is dropped. Each connection runs on its
-/// own task; a failing connection is logged and does not affect others, and neither does a
+/// own task of the caller's runtime, and the queries on threads of their own
+/// ([`ServerOptions::query_threads`]); a failing connection is logged and does not affect others, and neither does a
 /// failed `accept` (logged, retried after a short wait). At most [`MAX_CONNECTIONS`] clients
 /// are served at once. Fails only at the start, on unusable options.
 pub async fn serve(
@@ -812,6 +934,7 @@ async fn serve_on(
     };
     let handlers = Arc::new(Handlers {
         catalog: Arc::clone(&catalog),
+        queries: Arc::new(QueryRuntime::new(options.query_threads)?),
         parser: Arc::new(Parser { catalog }),
         max_rows: options.max_rows.max(1),
         statement_timeout: options.statement_timeout.filter(|d| !d.is_zero()),
@@ -898,12 +1021,19 @@ mod tests {
             tls: None,
             max_rows: 10,
             statement_timeout: None,
+            query_threads: 1,
         }
     }
 
     fn backend(catalog: Arc<Catalog>) -> Backend {
+        backend_on(catalog, Arc::new(QueryRuntime::new(1).unwrap()))
+    }
+
+    /// A backend whose queries run on `queries` (which connections share).
+    fn backend_on(catalog: Arc<Catalog>, queries: Arc<QueryRuntime>) -> Backend {
         Backend {
             catalog: Arc::clone(&catalog),
+            queries,
             parser: Arc::new(Parser { catalog }),
             max_rows: 10,
             statement_timeout: None,
@@ -952,8 +1082,7 @@ mod tests {
         let mut b = backend(Arc::clone(&catalog));
         b.statement_timeout = Some(Duration::from_millis(300));
         let started = std::time::Instant::now();
-        let Err(PgWireError::UserError(e)) = b.bounded(catalog.query_limited(LONG_QUERY, 10)).await
-        else {
+        let Err(PgWireError::UserError(e)) = b.run_query(LONG_QUERY).await else {
             panic!("not stopped");
         };
         assert_eq!(e.code, "57014", "{e:?}");
@@ -963,10 +1092,7 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(10));
         // Within the timeout, a statement answers as before.
-        let r = b
-            .bounded(catalog.query_limited("SELECT 1", 10))
-            .await
-            .unwrap();
+        let r = b.run_query("SELECT 1").await.unwrap();
         assert_eq!(r.result.rows(), 1);
     }
 
@@ -998,15 +1124,81 @@ mod tests {
             drop(client);
         };
         let (stopped, ()) = tokio::join!(
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                b.bounded(catalog.query_limited(LONG_QUERY, 10))
-            ),
+            tokio::time::timeout(Duration::from_secs(10), b.run_query(LONG_QUERY)),
             hang_up
         );
         match stopped {
             Ok(Err(PgWireError::UserError(e))) => assert_eq!(e.code, "08006", "{e:?}"),
             other => panic!("not stopped: {:?}", other.map(|r| r.map(|_| ()))),
+        }
+    }
+
+    /// Runs for hours unless stopped: a join whose every probe row matches half of the build
+    /// side, counted by an aggregate. DataFusion's hash join emits that output without polling
+    /// its input, so nothing in the plan as DataFusion makes it yields to the runtime.
+    const LONG_JOIN: &str = "SELECT count(*) FROM range(200000) a \
+                             JOIN range(200000) b ON a.value % 2 = b.value % 2";
+
+    /// Regression (review): a CPU-bound join ran inside the connection's task and never
+    /// yielded, so its statement timeout never fired, cancel requests and hang-ups went unseen,
+    /// and the runtime's workers starved every other connection (`SELECT 1` got no answer).
+    /// The deadlines here are the test thread's own: a starved runtime fires no timers.
+    #[test]
+    fn a_cpu_bound_join_stops_at_the_timeout_while_others_are_served() {
+        // The connections' runtime with a single worker, as a small endpoint has.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let catalog = Arc::new(Catalog::new().unwrap());
+        // One query thread, shared by both connections.
+        let queries = Arc::new(QueryRuntime::new(1).unwrap());
+        let mut slow = backend_on(Arc::clone(&catalog), Arc::clone(&queries));
+        slow.statement_timeout = Some(Duration::from_secs(2));
+        let other = backend_on(Arc::clone(&catalog), Arc::clone(&queries));
+        let (long_tx, long_rx) = std::sync::mpsc::channel();
+        let (quick_tx, quick_rx) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        rt.spawn(async move {
+            let r = slow.run_query(LONG_JOIN).await.map(|_| ());
+            let _ = long_tx.send((r, started.elapsed()));
+        });
+        // While the join runs (its build side is ready within a few hundred ms).
+        std::thread::sleep(Duration::from_millis(700));
+        rt.spawn(async move {
+            let r = other.run_query("SELECT 1").await.map(|r| r.result.rows());
+            let _ = quick_tx.send(r);
+        });
+        let quick = quick_rx.recv_timeout(Duration::from_secs(1));
+        let long = long_rx.recv_timeout(Duration::from_secs(4));
+        // Never waits for a task that does not yield.
+        rt.shutdown_background();
+        assert!(
+            matches!(quick, Ok(Ok(1))),
+            "another connection's SELECT 1 was not answered within 1 s: {quick:?}"
+        );
+        match long {
+            Ok((Err(PgWireError::UserError(e)), after)) => {
+                assert_eq!(e.code, "57014", "{e:?}");
+                assert!(
+                    after >= Duration::from_secs(2) && after < Duration::from_secs(3),
+                    "stopped after {after:?}"
+                );
+            }
+            Ok((other, after)) => panic!("not stopped by the timeout: {other:?} after {after:?}"),
+            Err(e) => panic!("no answer within 5 s of the 2 s timeout: {e}"),
+        }
+        // The abandoned query stops working soon after: its task and DataFusion's end.
+        let handle = queries.runtime.as_ref().unwrap().handle().clone();
+        let stopped = std::time::Instant::now();
+        while handle.metrics().num_alive_tasks() > 0 {
+            assert!(
+                stopped.elapsed() < Duration::from_secs(2),
+                "{} query tasks still running 2 s after the timeout",
+                handle.metrics().num_alive_tasks()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -754,38 +754,45 @@ impl SqlDetector {
                      the row must return its window_start, event_id or evidence"
                 );
             }
-            // An incident spans whole sessions: every event of a session that the incident
-            // absorbed extends it, fired or not (as the compiled rules' incidents do). A long
-            // session's parts follow each other, so its incident absorbs every later part.
+            // An incident spans whole sessions: a session that fired extends it to its last
+            // event, as a compiled rule's condition, once it holds in a session, holds on each
+            // later event of it. A session is absorbed when it first fires (its deciding row)
+            // within `suppress` of the incident: a compiled incident ends `suppress` after its
+            // condition last held, however much activity below the thresholds goes on, so a
+            // session without a finding neither extends it nor keeps it open. A long session's
+            // parts follow each other, so its incident absorbs every later part.
             for (n, p) in parts.iter().enumerate() {
-                // A later part of a session that the incident already reached is the same
-                // session: absorbed whatever `suppress` is.
-                let open = r.incidents.get(&p.key).is_some_and(|inc| {
-                    p.start <= inc.last_seen.saturating_add(suppress)
-                        || (p.start > p.session_start && inc.last_seen >= p.session_start)
-                });
                 // A row whose deciding time is before its part's window_start is about the
                 // context rows carried from the part before, which that part decided with all
                 // of their own context: not decided again.
-                let mut rows_here = found
+                let rows_here: Vec<_> = found
                     .iter()
                     .zip(&part_of)
                     .filter(|(f, m)| **m == Some(n) && f.last_seen >= p.start)
-                    .map(|(f, _)| f);
+                    .map(|(f, _)| f)
+                    .collect();
                 let Some(last_row) = p.last_row else {
                     continue;
                 };
+                let incident = r.incidents.get(&p.key);
+                // A later part of a session that the incident already reached is the same
+                // session: absorbed whatever `suppress` is.
+                let same_session = incident.is_some_and(|inc| {
+                    p.start > p.session_start && inc.last_seen >= p.session_start
+                });
+                let open = same_session
+                    || incident.zip(rows_here.first()).is_some_and(|(inc, f)| {
+                        f.last_seen <= inc.last_seen.saturating_add(suppress)
+                    });
                 if open {
-                    let absorbed = rows_here.count() as u64;
-                    r.count(Stat::Suppressed, absorbed);
+                    r.count(Stat::Suppressed, rows_here.len() as u64);
                     if let Some(inc) = r.incidents.get_mut(&p.key) {
                         inc.last_seen = inc.last_seen.max(last_row);
                     }
                     continue;
                 }
-                if let Some(f) = rows_here.next() {
-                    let absorbed = rows_here.count() as u64;
-                    r.count(Stat::Suppressed, absorbed);
+                if let Some((f, rest)) = rows_here.split_first() {
+                    r.count(Stat::Suppressed, rest.len() as u64);
                     r.incidents.insert(
                         p.key.clone(),
                         Incident {
@@ -1535,8 +1542,9 @@ fn collect_rows(
             let mut key_values = Vec::new();
             for (k, a) in &keys {
                 // A row without its key names no entity: skipped, as the compiled rules skip
-                // events without the key.
-                let Some(v) = a.and_then(|a| column_text(a, i)) else {
+                // events without the key. The empty text is no key either (as `key_part` has
+                // it for sessions): a key the query computes (`coalesce(…, '')`) can be one.
+                let Some(v) = a.and_then(|a| column_text(a, i)).filter(|v| !v.is_empty()) else {
                     continue 'row;
                 };
                 key_values.push(((*k).clone(), v));
