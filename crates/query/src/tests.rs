@@ -800,6 +800,28 @@ fn failure_with_id(t: i64, id: &str, user_id: &str, name: &str) -> AuthEvent {
     serde_json::from_str(&line).unwrap()
 }
 
+/// `n` failed sign-ins from 203.0.113.66, `every` ms apart from `start`, over 20 accounts of
+/// which 8 are unknown: a credential-stuffing burst once 25 have come.
+fn stuffing_burst(s: &mut Vec<AuthEvent>, start: i64, n: i64, every: i64, tag: &str) {
+    for i in 0..n {
+        let reason = if i % 20 < 8 {
+            "unknown_user"
+        } else {
+            "invalid_credentials"
+        };
+        s.push(ev(
+            start + i * every,
+            &format!("{tag}{i}"),
+            "acme",
+            &format!("{tag}{}@acme.example", i % 20),
+            "203.0.113.66",
+            "logon",
+            "failure",
+            Some(reason),
+        ));
+    }
+}
+
 /// Regression (review repro E): an incident was forgotten once `suppress` had passed since
 /// its last activity, even while a session of its key that started within `suppress` was
 /// still open; that session then alerted a second time where the compiled rule absorbs it.
@@ -808,25 +830,7 @@ fn credential_stuffing_keeps_its_incident_for_a_session_it_absorbs() {
     for later in [55, 60, 64] {
         let mut s = Vec::new();
         background(&mut s, T0, T0 + 3 * 60 * MIN);
-        let mut burst = |start: i64, n: i64, every: i64, tag: &str| {
-            for i in 0..n {
-                let reason = if i % 20 < 8 {
-                    "unknown_user"
-                } else {
-                    "invalid_credentials"
-                };
-                s.push(ev(
-                    start + i * every,
-                    &format!("{tag}{i}"),
-                    "acme",
-                    &format!("{tag}{}@acme.example", i % 20),
-                    "203.0.113.66",
-                    "logon",
-                    "failure",
-                    Some(reason),
-                ));
-            }
-        };
+        let mut burst = |start, n, every, tag| stuffing_burst(&mut s, start, n, every, tag);
         // The first burst's incident ends at 4m50s; the second burst starts `later` minutes
         // in, within the hour of suppression, and lasts past it.
         burst(T0, 30, 10_000, "u");
@@ -847,25 +851,7 @@ fn credential_stuffing_keeps_its_incident_for_a_session_it_absorbs() {
 fn stray_failures_below_the_thresholds_do_not_prolong_an_incident() {
     let mut s = Vec::new();
     background(&mut s, T0, T0 + 3 * 60 * MIN);
-    let mut burst = |start: i64, n: i64, every: i64, tag: &str| {
-        for i in 0..n {
-            let reason = if i % 20 < 8 {
-                "unknown_user"
-            } else {
-                "invalid_credentials"
-            };
-            s.push(ev(
-                start + i * every,
-                &format!("{tag}{i}"),
-                "acme",
-                &format!("{tag}{}@acme.example", i % 20),
-                "203.0.113.66",
-                "logon",
-                "failure",
-                Some(reason),
-            ));
-        }
-    };
+    let mut burst = |start, n, every, tag| stuffing_burst(&mut s, start, n, every, tag);
     burst(T0, 30, 10_000, "u");
     burst(T0 + 50 * MIN, 5, 20_000, "w");
     burst(T0 + 80 * MIN, 30, 10_000, "v");

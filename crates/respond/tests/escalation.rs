@@ -2,36 +2,11 @@
 //! earlier action (notify, revoke sessions) must not make the account's next alert, whose
 //! policy entry suspends, a `duplicate` for `incident_ttl`.
 
-use crate::support::{Answer, Server, alert, config, secret_file};
+use crate::support::{MINUTE, Server, T0, alert, config, count, okta, responder, secret_file};
 use authwatch_event::Severity;
 use authwatch_pipeline::config::{RespondPolicy, RespondTarget, ResponseAction};
-use authwatch_respond::{Decision, MemoryAudit, Responder, ResponseClock};
+use authwatch_respond::Decision;
 use serde_json::json;
-
-pub const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-pub const MINUTE: i64 = 60_000;
-
-/// An Okta org whose users are `<name>@example.com` → id `id-<name>`; the pager at `/page`.
-pub async fn okta() -> Server {
-    Server::start(
-        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
-            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
-            ("GET", t) => {
-                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
-                let name = login.trim_end_matches("@example.com");
-                Answer::Json(
-                    200,
-                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
-                           "profile": {"login": login}}),
-                )
-            }
-            ("POST", _) => Answer::Json(200, json!({})),
-            ("DELETE", _) => Answer::Status(204),
-            other => panic!("unexpected request {other:?}"),
-        },
-    )
-    .await
-}
 
 fn entry(rules: &[&str], min: Severity, actions: &[ResponseAction]) -> RespondPolicy {
     RespondPolicy {
@@ -68,15 +43,6 @@ fn notify_then_suspend() -> Vec<RespondPolicy> {
     ]
 }
 
-pub fn responder(
-    c: &authwatch_pipeline::config::RespondConfig,
-) -> (Responder, MemoryAudit, ResponseClock) {
-    let audit = MemoryAudit::default();
-    let clock = ResponseClock::event_time(T0);
-    let r = Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
-    (r, audit, clock)
-}
-
 fn decisions(
     records: &[authwatch_respond::AuditRecord],
 ) -> Vec<(ResponseAction, Decision, Option<String>)> {
@@ -96,10 +62,6 @@ fn high(rule: &str, account: &str, time_ms: i64) -> authwatch_event::Alert {
     let mut a = alert(rule, account, None, time_ms);
     a.severity = Severity::High;
     a
-}
-
-pub fn count(server: &Server, line: &str) -> usize {
-    server.lines().iter().filter(|l| *l == line).count()
 }
 
 const SUSPEND_BOB: &str = "POST /api/v1/users/id-bob/lifecycle/suspend";

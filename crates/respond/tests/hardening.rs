@@ -1,8 +1,8 @@
 //! Regression tests of the second response-safety review: redirects, the rate-limit tokens a
 //! sweep must not forget, and a durable audit file.
 
-use crate::escalation::{MINUTE, T0, count, okta, okta_config, responder};
-use crate::support::{Answer, Server, alert};
+use crate::escalation::okta_config;
+use crate::support::{Answer, MINUTE, Server, T0, alert, count, decisions, okta, responder};
 use authwatch_event::{DurationText, Severity};
 use authwatch_pipeline::config::{RespondPolicy, ResponseAction};
 use authwatch_respond::Decision;
@@ -15,13 +15,6 @@ fn suspend_only() -> Vec<RespondPolicy> {
         min_severity: Severity::Critical,
         actions: vec![ResponseAction::Suspend],
     }]
-}
-
-fn decisions(records: &[authwatch_respond::AuditRecord]) -> Vec<(Decision, Option<String>)> {
-    records
-        .iter()
-        .map(|r| (r.unmapped.decision, r.unmapped.reason.clone()))
-        .collect()
 }
 
 /// Found by review: redirects were followed, so a suspension answered `302` to the login page

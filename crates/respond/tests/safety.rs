@@ -2,57 +2,11 @@
 //! identity a lookup returns, the mode queued actions were decided in, retries of an
 //! unavailable provider, and the bound on actions waiting for approval.
 
-use crate::support::{Answer, Server, alert, config, secret_file};
+use crate::support::{Answer, Server, T0, alert, config, decisions, okta, responder, secret_file};
 use authwatch_pipeline::config::{RespondMode, RespondTarget, ResponseAction};
-use authwatch_respond::{Decision, MemoryAudit, Responder, ResponseClock};
+use authwatch_respond::{Decision, Responder, ResponseClock};
 use serde_json::json;
 use std::time::Duration;
-
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-
-fn responder(
-    c: &authwatch_pipeline::config::RespondConfig,
-) -> (Responder, MemoryAudit, ResponseClock) {
-    let audit = MemoryAudit::default();
-    let clock = ResponseClock::event_time(T0);
-    let r = Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
-    (r, audit, clock)
-}
-
-fn decisions(records: &[authwatch_respond::AuditRecord]) -> Vec<(Decision, Option<String>)> {
-    records
-        .iter()
-        .map(|r| (r.unmapped.decision, r.unmapped.reason.clone()))
-        .collect()
-}
-
-/// An Okta org whose users are `<name>@example.com` → id `id-<name>`, login as asked.
-async fn okta() -> Server {
-    Server::start(
-        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
-            // What Okta answers for the alias: the API token's owner.
-            ("GET", "/api/v1/users/me") => Answer::Json(
-                200,
-                json!({"id": "00uOWNER", "status": "ACTIVE",
-                       "profile": {"login": "okta-api-admin@example.com"}}),
-            ),
-            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
-            ("GET", t) => {
-                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
-                let name = login.trim_end_matches("@example.com");
-                Answer::Json(
-                    200,
-                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
-                           "profile": {"login": login}}),
-                )
-            }
-            ("POST", _) => Answer::Json(200, json!({})),
-            ("DELETE", _) => Answer::Status(204),
-            other => panic!("unexpected request {other:?}"),
-        },
-    )
-    .await
-}
 
 fn okta_config(
     dir: &std::path::Path,

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -192,4 +193,66 @@ pub fn config(dir: &std::path::Path, target: RespondTarget) -> RespondConfig {
     // tenants lists them).
     c.okta.tenants = vec![String::new()];
     c
+}
+
+/// 2026-01-01T00:00:00Z, where the tests' event-time clocks start.
+pub const T0: i64 = 1_767_225_600_000;
+pub const MINUTE: i64 = 60_000;
+
+/// A responder on an event-time clock at [`T0`], auditing to memory.
+pub fn responder(
+    c: &RespondConfig,
+) -> (
+    authwatch_respond::Responder,
+    authwatch_respond::MemoryAudit,
+    authwatch_respond::ResponseClock,
+) {
+    let audit = authwatch_respond::MemoryAudit::default();
+    let clock = authwatch_respond::ResponseClock::event_time(T0);
+    let r =
+        authwatch_respond::Responder::new(c, clock.clone(), vec![Box::new(audit.clone())]).unwrap();
+    (r, audit, clock)
+}
+
+/// Each record's decision and reason.
+pub fn decisions(
+    records: &[authwatch_respond::AuditRecord],
+) -> Vec<(authwatch_respond::Decision, Option<String>)> {
+    records
+        .iter()
+        .map(|r| (r.unmapped.decision, r.unmapped.reason.clone()))
+        .collect()
+}
+
+/// How many times the server saw exactly this request line.
+pub fn count(server: &Server, line: &str) -> usize {
+    server.lines().iter().filter(|l| *l == line).count()
+}
+
+/// An Okta org whose users are `<name>@example.com` → id `id-<name>`, login as asked.
+pub async fn okta() -> Server {
+    Server::start(
+        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
+            // What Okta answers for the alias: the API token's owner.
+            ("GET", "/api/v1/users/me") => Answer::Json(
+                200,
+                json!({"id": "00uOWNER", "status": "ACTIVE",
+                       "profile": {"login": "okta-api-admin@example.com"}}),
+            ),
+            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+            ("GET", t) => {
+                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
+                let name = login.trim_end_matches("@example.com");
+                Answer::Json(
+                    200,
+                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
+                           "profile": {"login": login}}),
+                )
+            }
+            ("POST", _) => Answer::Json(200, json!({})),
+            ("DELETE", _) => Answer::Status(204),
+            other => panic!("unexpected request {other:?}"),
+        },
+    )
+    .await
 }
