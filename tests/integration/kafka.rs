@@ -713,62 +713,20 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     let s = Scenario::new("respond", 1);
     let lines = stream(s.dir.path(), "example", 300, 3, 7);
 
-    // What the policy selects: the critical alerts of the two suspension-worthy rules.
     let alerts = replay_alerts(&s, &lines, &[]);
     let all_ids: BTreeSet<String> = alerts
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_owned())
         .collect();
-    let selected: BTreeMap<String, String> = alerts
-        .iter()
-        .filter(|a| {
-            a["severity"] == "critical"
-                && ["mfa_fatigue_success", "credential_compromise"]
-                    .contains(&a["rule_id"].as_str().unwrap())
-        })
-        .map(|a| {
-            (
-                a["alert_id"].as_str().unwrap().to_owned(),
-                a["entity"]["user"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let selected = suspension_worthy(&alerts);
     let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
-    assert!(
-        !accounts.is_empty(),
-        "the stream has no suspension-worthy alert"
-    );
 
     let (url, seen) = crate::respond::receiver();
-    std::fs::write(s.dir.path().join("hook-secret"), "integration-secret\n").unwrap();
     let state = s.dir.path().join("respond");
     let start = |instance: &str, interval: &str| -> Child {
-        let config = s.config_as(instance, "r", interval);
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!(
-            "\n[respond]\nenabled = true\nmode = \"automatic\"\ntarget = \"webhook\"\n\
-             state_dir = {state:?}\n\
-             [respond.limits]\nglobal_actions = 1000\ntenant_actions = 1000\n\
-             [respond.webhook]\nurl = {url:?}\nsecret = {{ file = {secret:?} }}\n",
-            secret = s.dir.path().join("hook-secret"),
-        ));
-        std::fs::write(&config, text).unwrap();
-        s.spawn(instance, &config, &[])
+        start_responding(&s, instance, "r", interval, &url, "")
     };
-    // (account, action) of every webhook call.
-    let calls = || -> Vec<(String, String)> {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .map(|(_, body)| {
-                let v: serde_json::Value = serde_json::from_str(body).unwrap();
-                (
-                    v["account"].as_str().unwrap().to_owned(),
-                    v["action"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let calls = || webhook_calls(&seen);
 
     // r1 never reaches a checkpoint (4 minutes): it acts, then dies with nothing committed.
     s.produce(&lines, KeyBy::Field("tenant"));
@@ -879,6 +837,151 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     );
     let file = json_lines(&state.join("audit.jsonl"));
     assert_eq!(file.len(), records.len(), "audit file vs audit topic");
+}
+
+/// What the default policy selects, by alert id → account: the critical alerts of the two
+/// suspension-worthy rules. The stream must have some.
+fn suspension_worthy(alerts: &[serde_json::Value]) -> BTreeMap<String, String> {
+    let selected: BTreeMap<String, String> = alerts
+        .iter()
+        .filter(|a| {
+            a["severity"] == "critical"
+                && ["mfa_fatigue_success", "credential_compromise"]
+                    .contains(&a["rule_id"].as_str().unwrap())
+        })
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_owned(),
+                a["entity"]["user"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        selected.values().any(|a| !a.is_empty()),
+        "the stream has no suspension-worthy alert"
+    );
+    selected
+}
+
+/// Starts `instance` of `s` (with `identity`'s transactional id, which names its responder
+/// state) with the responder on: automatic mode, a webhook target at `url`, generous limits,
+/// state in `<dir>/respond`, and `http`: more `[respond.http]` keys.
+fn start_responding(
+    s: &Scenario,
+    instance: &str,
+    identity: &str,
+    interval: &str,
+    url: &str,
+    http: &str,
+) -> Child {
+    let secret = s.dir.path().join("hook-secret");
+    std::fs::write(&secret, "integration-secret\n").unwrap();
+    let config = s.config_as(instance, identity, interval);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[respond]\nenabled = true\nmode = \"automatic\"\ntarget = \"webhook\"\n\
+         state_dir = {state:?}\n\
+         [respond.limits]\nglobal_actions = 1000\ntenant_actions = 1000\n\
+         [respond.http]\n{http}\n\
+         [respond.webhook]\nurl = {url:?}\nsecret = {{ file = {secret:?} }}\n",
+        state = s.dir.path().join("respond"),
+    ));
+    std::fs::write(&config, text).unwrap();
+    s.spawn(instance, &config, &[])
+}
+
+/// (account, action) of every webhook call `seen`.
+fn webhook_calls(seen: &crate::respond::Received) -> Vec<(String, String)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            (
+                v["account"].as_str().unwrap().to_owned(),
+                v["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// An identity provider that accepts the responder's calls and never answers holds neither the
+/// commits nor the stop: every alert becomes visible while the first call hangs (60 s
+/// timeout, one attempt), SIGTERM stops the instance after the responder's 5 s grace, and the
+/// alerts its responder had not finished wait in its saved state. The next start, with the
+/// provider answering, acts on each selected account once. Before, every checkpoint waited
+/// for the responder, so the hanging call held the transaction past its timeout.
+#[test]
+fn f_a_hanging_provider_holds_no_commit_and_the_next_start_acts() {
+    let _broker = broker();
+    let s = Scenario::new("respond-hang", 1);
+    let lines = stream(s.dir.path(), "example", 300, 3, 7);
+    let alerts = replay_alerts(&s, &lines, &[]);
+    let all_ids: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    let selected = suspension_worthy(&alerts);
+    let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
+
+    let (silent, calls_in_hand) = crate::respond::silent_receiver();
+    s.produce(&lines, KeyBy::Field("tenant"));
+    let mut run = start_responding(
+        &s,
+        "h1",
+        "h",
+        "300ms",
+        &silent,
+        "timeout = \"60s\"\nmax_attempts = 1",
+    );
+    let ids = wait_alerts(&s, Duration::from_secs(60), |ids| {
+        ids.len() >= all_ids.len()
+    });
+    assert_exactly_once(&ids, &all_ids, &s.log("h1"));
+    assert!(
+        calls_in_hand.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the responder never called the provider:\n{}",
+        s.log("h1")
+    );
+    let stopping = Instant::now();
+    terminate(&mut run, &s, "h1");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "the stop took {:?}:\n{}",
+        stopping.elapsed(),
+        s.log("h1")
+    );
+
+    let (url, seen) = crate::respond::receiver();
+    let mut run = start_responding(&s, "h2", "h", "300ms", &url, "");
+    let started = Instant::now();
+    loop {
+        let acted: BTreeSet<String> = webhook_calls(&seen).into_iter().map(|(a, _)| a).collect();
+        if accounts.iter().all(|a| acted.contains(*a)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "acted on {acted:?} of {accounts:?}:\n{}",
+            s.log("h2")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&mut run, &s, "h2");
+    let log = s.log("h2");
+    assert!(log.contains("responder state restored"), "{log}");
+    let calls = webhook_calls(&seen);
+    let mut once = BTreeSet::new();
+    for call in &calls {
+        assert!(
+            once.insert(call.clone()),
+            "{call:?} called twice: {calls:?}"
+        );
+    }
+    let acted: BTreeSet<&String> = calls.iter().map(|(account, _)| account).collect();
+    assert_eq!(acted, accounts, "accounts acted on");
+    // The restart read no input again: every alert was committed before the stop.
+    assert_exactly_once(&alert_ids(&s.read(&s.alerts, true)), &all_ids, &log);
 }
 
 /// Starts `instance` of `s` with `[kafka.repartition]` on (an internal topic of `partitions`

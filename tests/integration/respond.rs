@@ -6,6 +6,23 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+/// A receiver on 127.0.0.1:0 that accepts connections, reads nothing and never answers (an
+/// identity provider that hangs); counts the connections.
+pub(crate) fn silent_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, count)
+}
+
 /// Requests received: (request line and headers, body).
 pub(crate) type Received = Arc<Mutex<Vec<(String, String)>>>;
 

@@ -13,6 +13,7 @@ use authwatch_detect::RulePack;
 use authwatch_pipeline::{Config, Metrics, Pipeline, RunOptions, RunSummary, Speed, StateParts};
 use authwatch_respond::{
     AuditSink, JsonLinesAudit, Responder, ResponderThread, ResponseClock, StateSaver, TeeSink,
+    saved_inbox,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
@@ -714,17 +715,23 @@ impl Runtime {
         // restored is the operator's to fix: restarting would not help.
         let mut responder = Responder::new(config, ResponseClock::wall(), sinks)
             .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+        let mut inbox = Vec::new();
         if let Some(state) = store.load_instance(instance)? {
             state
                 .restore(&mut responder)
                 .map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
-            tracing::info!(instance, "responder state restored");
+            inbox = saved_inbox(&state).map_err(|e| KafkaError::Config(format!("respond: {e}")))?;
+            tracing::info!(
+                instance,
+                unfinished_alerts = inbox.len(),
+                "responder state restored"
+            );
         }
         let saver = InstanceState {
             store: store.clone(),
             instance: instance.to_owned(),
         };
-        let thread = ResponderThread::spawn_live(responder, Box::new(saver), RESPOND_TICK)
+        let thread = ResponderThread::spawn_live(responder, inbox, Box::new(saver), RESPOND_TICK)
             .map_err(|e| respond(&e))?;
         if let Ok(mut current) = self.response_counts.lock() {
             *current = Some(thread.counts());

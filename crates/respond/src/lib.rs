@@ -39,7 +39,10 @@ pub use responder::{RespondError, Responder};
 pub use secret::{Secret, SecretError};
 pub use state::ResponseState;
 pub use store::{PendingAction, PendingStatus, PendingStore, StoreError};
-pub use tap::{ResponderThread, RunReport, STATE_PART, SharedCounts, StateSaver, TeeSink};
+pub use tap::{
+    INBOX_PART, ResponderThread, RunReport, STATE_PART, SharedCounts, StateSaver, TeeSink,
+    saved_inbox,
+};
 
 /// The metric of response decisions (Prometheus form), labelled `action` and `result`.
 pub const ACTIONS_METRIC: &str = "authwatch_response_actions_total";

@@ -1664,6 +1664,7 @@ impl Responder {
         };
         let uid = subject.as_ref().map(|s| s.id.clone());
         let mut failed = false;
+        let mut inapplicable = 0;
         let mut unavailable = Vec::new();
         let mut retry_after: Option<std::time::Duration> = None;
         for &action in &work.actions {
@@ -1695,6 +1696,22 @@ impl Responder {
                         format!("{} was already suspended", work.alert.account),
                         0,
                     ),
+                    // Not a failure of the provider: no breaker, no retry, and the incident
+                    // holds the account like a done action, so later alerts are duplicates
+                    // instead of the same refusal again (each spending a token).
+                    Ok(Outcome::Inapplicable(why)) => {
+                        inapplicable += 1;
+                        (
+                            Decision::Refused,
+                            Some("not_applicable"),
+                            format!(
+                                "{} {} is not possible: {why}; act on the account by hand",
+                                action.as_str(),
+                                work.alert.account
+                            ),
+                            0,
+                        )
+                    }
                     Err(e) => {
                         failed = true;
                         // `notify` on a provider target went to the pager: the pager being down
@@ -1741,6 +1758,8 @@ impl Responder {
         let status = match (dry, failed) {
             (true, _) => IncidentStatus::DryRun,
             (false, true) => IncidentStatus::Failed,
+            // Nothing could be done to the account as it stands: refused, not executed.
+            (false, false) if inapplicable == work.actions.len() => IncidentStatus::Refused,
             (false, false) => IncidentStatus::Executed,
         };
         Ok(Carried {

@@ -9,15 +9,22 @@ use authwatch_pipeline::config::ResponseAction;
 use authwatch_pipeline::{
     Checkpoint, CheckpointError, Checkpointed, DeadLetter, LateEvent, Sink, SinkError, StateParts,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Alerts waiting for the responder at most; beyond it the pipeline's sink waits
 /// (backpressure, never a dropped alert).
 const HAND_OFF: usize = 4096;
+
+/// Handled alerts kept in the inbox at most before the state is taken again (see [`Inbox`]).
+const FOLD_EVERY: usize = 64;
+
+/// How long a live responder may go on at the end of a run to finish the alerts it holds; then
+/// the call in hand is abandoned, and what is left waits in the saved inbox for the next start.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What the responder did during a run.
 #[derive(Debug, Clone, Default)]
@@ -64,18 +71,122 @@ enum Persist {
     /// (replay). Written as each decision is made, not only at the end, so that a replay
     /// interrupted (Ctrl-C, a crash) and run again repeats no action it already took.
     File(Option<PathBuf>),
-    /// Written after every alert or tick that led to an audit record, at every checkpoint and
-    /// at the end, each time unless it is unchanged since last written: the saved state is
-    /// never older than the actions taken, so a restart that processes input again after the
-    /// last checkpoint finds those accounts' incidents and repeats no action.
-    Saver(Box<dyn StateSaver>),
+    /// The live runtime's checkpoint store, shared with the [`TeeSink`] (see [`Shared`]).
+    Saver,
 }
 
-/// What the responder thread is handed, in stream order.
-enum Msg {
-    Alert(Box<Alert>),
-    /// A checkpoint barrier: save the state reflecting every alert before it, then answer.
-    Checkpoint(SyncSender<Result<(), String>>),
+/// The checkpoint part holding the alerts handed to a live responder and not yet reflected in
+/// its state part ([`STATE_PART`]), oldest first, as a JSON array; absent when there are none.
+pub const INBOX_PART: &str = "respond.inbox";
+
+/// The alerts a live responder had not finished when its state was saved ([`INBOX_PART`]), to
+/// hand to [`ResponderThread::spawn_live`] after restoring the responder from the same parts.
+pub fn saved_inbox(parts: &StateParts) -> Result<Vec<Alert>, CheckpointError> {
+    match parts.parts.get(INBOX_PART) {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| CheckpointError::Restore {
+            part: INBOX_PART.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The alerts between the pipeline and a live responder, with the state they apply to.
+///
+/// A checkpoint must save a responder state that accounts for every alert before it, and it
+/// must not wait for an identity provider to get one: a provider that hangs would hold the
+/// commit (and detection with it) for its timeouts and retries, longer than the transaction
+/// may stay open. So the checkpoint saves `state` together with the alerts not yet folded
+/// into it; a restart restores the state and handles those alerts first. The responder thread
+/// takes `state` again between alerts (never in the middle of one), after each decision and
+/// at least every [`FOLD_EVERY`] alerts, and drops the alerts it then reflects.
+struct Inbox {
+    /// The responder's snapshot, reflecting every alert handed over before `alerts`.
+    state: Vec<u8>,
+    /// Alerts handed over and not reflected in `state`, oldest first. The first `handled` have
+    /// been handled since; handling them again after a restart decides nothing new (they led
+    /// to no decision, or their decision is in the state of a later fold).
+    alerts: VecDeque<Alert>,
+    handled: usize,
+    /// The run is ending: no more alerts come.
+    closed: bool,
+    /// The thread has stopped (its error, if any, is reported by [`ResponderThread::finish`]).
+    stopped: bool,
+}
+
+impl Inbox {
+    fn waiting(&self) -> usize {
+        self.alerts.len() - self.handled
+    }
+
+    /// What a checkpoint saves: the state and the alerts still to reflect in it.
+    fn parts(&self) -> Result<StateParts, String> {
+        let mut parts = StateParts::default();
+        parts
+            .parts
+            .insert(STATE_PART.to_owned(), self.state.clone());
+        if !self.alerts.is_empty() {
+            let bytes = serde_json::to_vec(&self.alerts)
+                .map_err(|e| format!("encoding the responder's inbox: {e}"))?;
+            parts.parts.insert(INBOX_PART.to_owned(), bytes);
+        }
+        Ok(parts)
+    }
+}
+
+/// Where a live responder's state goes, and what went there last.
+struct SaverSlot {
+    saver: Box<dyn StateSaver>,
+    last: Option<StateParts>,
+}
+
+/// What the pipeline's sink and the responder thread share.
+struct Shared {
+    inbox: Mutex<Inbox>,
+    /// Signalled whenever the inbox changes (alerts in or out, closed, stopped).
+    changed: Condvar,
+    /// A live responder's saver. Locked before `inbox`, so that saves go out in the order
+    /// their contents were taken: a slower save of an older inbox never overwrites a newer one.
+    saver: Option<Mutex<SaverSlot>>,
+    /// Abandons the call in hand (see [`STOP_GRACE`]).
+    abandon: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// No more alerts come: the thread finishes what it holds, then ends.
+    fn close(&self) {
+        self.inbox().closed = true;
+        self.changed.notify_all();
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // A panic while holding the lock leaves plain data behind, still consistent: every
+        // change under it is a single push, drain or assignment.
+        self.inbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Saves the state and the inbox unless they are what was saved last. A save is a file
+    /// write with its `fsync`s, or an object PUT; most checkpoints carry no alert that changes
+    /// the state, and their commit then waits for no write.
+    fn save(&self) -> Result<(), String> {
+        let Some(slot) = &self.saver else {
+            return Ok(());
+        };
+        let mut slot = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let parts = self.inbox().parts()?;
+        if slot.last.as_ref() == Some(&parts) {
+            return Ok(());
+        }
+        slot.saver
+            .save(&parts)
+            .map_err(|message| format!("saving the responder state: {message}"))?;
+        slot.last = Some(parts);
+        Ok(())
+    }
 }
 
 /// Running totals of decisions by action, shared with a metrics exporter: every (action,
@@ -168,9 +279,13 @@ fn every_pair(
 
 /// The responder on its own thread (with a single-threaded Tokio runtime for its HTTP calls).
 pub struct ResponderThread {
-    tx: Option<SyncSender<Msg>>,
-    join: JoinHandle<Result<RunReport, RespondError>>,
+    shared: Arc<Shared>,
+    /// Taken by [`ResponderThread::finish`].
+    join: Option<JoinHandle<Result<RunReport, RespondError>>>,
     counts: SharedCounts,
+    /// Live (`spawn_live`): [`ResponderThread::finish`] gives the thread [`STOP_GRACE`], not
+    /// for ever.
+    live: bool,
 }
 
 impl ResponderThread {
@@ -189,38 +304,69 @@ impl ResponderThread {
         }
         // The state is saved after every action, not after a whole drain of the queue.
         responder.act_one_at_a_time();
-        Self::start(responder, Persist::File(state_file), None)
+        Self::start(responder, Vec::new(), Persist::File(state_file), None, None)
     }
 
-    /// Starts `responder` (already restored by the caller) beside a live pipeline: `tick` is
-    /// called every `tick_every` so queued actions go out as tokens come back, and the state
-    /// goes to `saver` at every checkpoint the [`TeeSink`] passes on and after every decision.
+    /// Starts `responder` (already restored by the caller, with the alerts of its saved inbox,
+    /// [`saved_inbox`], handled first) beside a live pipeline: `tick` is called every
+    /// `tick_every` so queued actions go out as tokens come back, and the state goes to
+    /// `saver` at every checkpoint the [`TeeSink`] passes on and after every decision. A
+    /// checkpoint never waits for the responder (see [`INBOX_PART`]).
     pub fn spawn_live(
         mut responder: Responder,
+        inbox: Vec<Alert>,
         saver: Box<dyn StateSaver>,
         tick_every: Duration,
     ) -> Result<ResponderThread, RespondError> {
         // The state is saved after every action, not after a whole drain of the queue.
         responder.act_one_at_a_time();
-        Self::start(responder, Persist::Saver(saver), Some(tick_every))
+        let saver = SaverSlot { saver, last: None };
+        Self::start(
+            responder,
+            inbox,
+            Persist::Saver,
+            Some(saver),
+            Some(tick_every),
+        )
     }
 
     fn start(
         responder: Responder,
+        inbox: Vec<Alert>,
         persist: Persist,
+        saver: Option<SaverSlot>,
         tick_every: Option<Duration>,
     ) -> Result<ResponderThread, RespondError> {
-        let (tx, rx) = sync_channel::<Msg>(HAND_OFF);
+        let live = saver.is_some();
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox {
+                state: responder.snapshot()?,
+                alerts: inbox.into(),
+                handled: 0,
+                closed: false,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+            saver: saver.map(Mutex::new),
+            abandon: tokio::sync::Notify::new(),
+        });
         let counts = SharedCounts::new(std::sync::Mutex::new(every_pair(responder.counts())));
         let published = SharedCounts::clone(&counts);
+        let theirs = Arc::clone(&shared);
         let join = std::thread::Builder::new()
             .name("respond".to_owned())
-            .spawn(move || run(responder, rx, persist, tick_every, &published))
+            .spawn(move || {
+                let result = run(responder, &theirs, persist, tick_every, &published);
+                theirs.inbox().stopped = true;
+                theirs.changed.notify_all();
+                result
+            })
             .map_err(|e| state_io(Path::new("<respond thread>"), e))?;
         Ok(ResponderThread {
-            tx: Some(tx),
-            join,
+            shared,
+            join: Some(join),
             counts,
+            live,
         })
     }
 
@@ -234,21 +380,58 @@ impl ResponderThread {
     pub fn tee<S: Sink>(&self, inner: S) -> TeeSink<S> {
         TeeSink {
             inner,
-            tap: self.tx.clone(),
+            tap: Some(Arc::clone(&self.shared)),
         }
     }
 
-    /// Waits for the responder to finish the alerts handed to it (the [`TeeSink`] must have
-    /// been dropped or unwrapped) and saves its state.
+    /// Ends the responder (the [`TeeSink`] must have been dropped or unwrapped) and saves its
+    /// state. A replay's responder finishes every alert handed to it. A live one gets
+    /// [`STOP_GRACE`] to finish the alerts it holds; then the call in hand is abandoned, and
+    /// the alerts not finished stay in the saved inbox for the next start (the call may have
+    /// reached the provider: the next start makes it again, as after a crash).
     pub fn finish(mut self) -> Result<RunReport, RespondError> {
-        self.tx = None;
-        match self.join.join() {
-            Ok(result) => result,
-            Err(_) => Err(RespondError::Config {
+        self.shared.close();
+        if self.live {
+            let deadline = Instant::now() + STOP_GRACE;
+            let mut inbox = self.shared.inbox();
+            while !inbox.stopped {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                inbox = self
+                    .shared
+                    .changed
+                    .wait_timeout(inbox, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            if !inbox.stopped {
+                tracing::warn!(
+                    waiting = inbox.waiting(),
+                    "the responder did not finish within {STOP_GRACE:?}: its call in hand is \
+                     abandoned, and the alerts it holds wait in its saved state"
+                );
+            }
+            drop(inbox);
+            // A permit is kept if no call is in hand yet: the next one ends at once.
+            self.shared.abandon.notify_one();
+        }
+        match self.join.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            None | Some(Err(_)) => Err(RespondError::Config {
                 key: "respond",
                 message: "the responder thread panicked".to_owned(),
             }),
         }
+    }
+}
+
+impl Drop for ResponderThread {
+    /// Without [`ResponderThread::finish`] (an early return), the thread still ends: it
+    /// finishes what it holds and stops, unjoined.
+    fn drop(&mut self) {
+        self.shared.close();
     }
 }
 
@@ -259,42 +442,108 @@ fn state_io(path: &Path, e: std::io::Error) -> RespondError {
     })
 }
 
-/// Saves the responder's state unless it is the state saved last (`last`, updated). A save is
-/// a file write with its `fsync`s, or an object PUT, and the checkpoint's commit, with the
-/// alerts in it, waits for it: most checkpoints carry no alert that changes the state.
-fn save(
-    responder: &Responder,
-    saver: &mut dyn StateSaver,
-    last: &mut Option<StateParts>,
-) -> Result<(), RespondError> {
-    let mut parts = StateParts::default();
-    parts.add(responder).map_err(|e| RespondError::Config {
-        key: "checkpoint",
-        message: e.to_string(),
-    })?;
-    if last.as_ref() == Some(&parts) {
-        return Ok(());
-    }
-    saver.save(&parts).map_err(|message| RespondError::Config {
-        key: "checkpoint.dir",
-        message: format!("saving the responder state: {message}"),
-    })?;
-    *last = Some(parts);
-    Ok(())
+/// What the thread does next.
+enum Next {
+    Alert(Box<Alert>),
+    Tick,
+    End,
 }
 
-/// What the responder thread saves its state with, and the counts it publishes.
+/// The thread's side of [`Shared`]: it takes the alerts, folds its state into the inbox,
+/// saves, and publishes its counts.
 struct Keeper<'a> {
+    shared: &'a Shared,
     persist: Persist,
-    last_saved: Option<StateParts>,
     published: &'a SharedCounts,
 }
 
 impl Keeper<'_> {
+    /// Waits for the next alert, up to `tick` (none: for ever).
+    fn next(&self, tick: Option<Duration>) -> Next {
+        let mut inbox = self.shared.inbox();
+        let deadline = tick.map(|t| Instant::now() + t);
+        loop {
+            if inbox.waiting() > 0 {
+                let alert = inbox.alerts[inbox.handled].clone();
+                return Next::Alert(Box::new(alert));
+            }
+            if inbox.closed {
+                return Next::End;
+            }
+            match deadline {
+                None => {
+                    inbox = self
+                        .shared
+                        .changed
+                        .wait(inbox)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Next::Tick;
+                    }
+                    inbox = self
+                        .shared
+                        .changed
+                        .wait_timeout(inbox, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// The alert taken by [`Keeper::next`] is handled; `decided`: it led to an audit record.
+    fn handled(&mut self, responder: &Responder, decided: bool) -> Result<(), RespondError> {
+        let fold = {
+            let mut inbox = self.shared.inbox();
+            if matches!(self.persist, Persist::Saver) {
+                inbox.handled += 1;
+                decided || inbox.handled >= FOLD_EVERY || inbox.waiting() == 0
+            } else {
+                // A replay saves no inbox: the alert is done with.
+                inbox.alerts.pop_front();
+                false
+            }
+        };
+        self.shared.changed.notify_all();
+        if fold {
+            self.fold(responder)?;
+        }
+        if decided {
+            self.decided(responder)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the state again and drops the alerts it now reflects.
+    fn fold(&self, responder: &Responder) -> Result<(), RespondError> {
+        if !matches!(self.persist, Persist::Saver) {
+            return Ok(());
+        }
+        let state = responder.snapshot()?;
+        {
+            let mut inbox = self.shared.inbox();
+            inbox.state = state;
+            let handled = inbox.handled;
+            inbox.alerts.drain(..handled);
+            inbox.handled = 0;
+        }
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
     /// Saves the state where it is kept (unless unchanged since saved last).
     fn save(&mut self, responder: &Responder) -> Result<(), RespondError> {
-        match &mut self.persist {
-            Persist::Saver(saver) => save(responder, saver.as_mut(), &mut self.last_saved),
+        match &self.persist {
+            Persist::Saver => {
+                self.fold(responder)?;
+                self.shared.save().map_err(|message| RespondError::Config {
+                    key: "checkpoint.dir",
+                    message,
+                })
+            }
             Persist::File(Some(path)) => save_file(responder, path),
             Persist::File(None) => Ok(()),
         }
@@ -316,6 +565,19 @@ impl Keeper<'_> {
         }
         Ok(())
     }
+
+    /// One alert: queued actions go first, at the alert's time, as `handle` alone would take
+    /// them; here one at a time, with the state saved after each.
+    async fn alert(
+        &mut self,
+        responder: &mut Responder,
+        alert: &Alert,
+    ) -> Result<(), RespondError> {
+        responder.observe(alert);
+        self.drain(responder).await?;
+        let decided = !responder.handle(alert).await?.is_empty();
+        self.handled(responder, decided)
+    }
 }
 
 /// Replaces the state file whole and durably, so that a crash or power loss leaves the old
@@ -325,9 +587,15 @@ fn save_file(responder: &Responder, path: &Path) -> Result<(), RespondError> {
     crate::store::write_durably(path, &responder.snapshot()?).map_err(|e| state_io(path, e))
 }
 
+/// What ended a step: done, or abandoned at the end of a live run.
+enum Step {
+    Done,
+    Abandoned,
+}
+
 fn run(
     mut responder: Responder,
-    rx: Receiver<Msg>,
+    shared: &Shared,
     persist: Persist,
     tick_every: Option<Duration>,
     published: &SharedCounts,
@@ -337,55 +605,50 @@ fn run(
         .build()
         .map_err(|e| state_io(Path::new("<tokio runtime>"), e))?;
     let mut keeper = Keeper {
+        shared,
         persist,
-        // The state saved last (none yet: the first save writes, even a state just restored).
-        last_saved: None,
         published,
     };
-    let result = runtime.block_on(async {
+    let result: Result<Step, RespondError> = runtime.block_on(async {
         let mut last_tick = Instant::now();
         loop {
-            let msg = match tick_every {
-                Some(every) => match rx.recv_timeout(every.saturating_sub(last_tick.elapsed())) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(m) => Some(m),
-                    Err(_) => break,
-                },
-            };
-            match msg {
-                Some(Msg::Alert(alert)) => {
-                    // Queued actions go first, at the alert's time, as `handle` alone would
-                    // take them; here one at a time, with the state saved after each.
-                    responder.observe(&alert);
+            let next =
+                keeper.next(tick_every.map(|every| every.saturating_sub(last_tick.elapsed())));
+            let step = async {
+                match &next {
+                    Next::Alert(alert) => keeper.alert(&mut responder, alert).await?,
+                    Next::Tick => {}
+                    Next::End => keeper.drain(&mut responder).await?,
+                }
+                if tick_every.is_some_and(|every| last_tick.elapsed() >= every) {
+                    last_tick = Instant::now();
                     keeper.drain(&mut responder).await?;
-                    if !responder.handle(&alert).await?.is_empty() {
-                        keeper.decided(&responder)?;
-                    }
                 }
-                Some(Msg::Checkpoint(ack)) => {
-                    // Only a partitioned (Kafka) run sends checkpoints.
-                    let saved = keeper.save(&responder);
-                    // The sink may have stopped waiting (the run is ending): nothing to tell.
-                    let _ = ack.send(saved.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                    saved?;
+                Ok::<(), RespondError>(())
+            };
+            // The end of a live run abandons the call in hand (`finish`); the state saved last
+            // and the alerts after it are what the next start resumes from.
+            let step = tokio::select! {
+                done = step => {
+                    done?;
+                    Step::Done
                 }
-                None => {}
-            }
-            if tick_every.is_some_and(|every| last_tick.elapsed() >= every) {
-                last_tick = Instant::now();
-                keeper.drain(&mut responder).await?;
+                () = shared.abandon.notified() => Step::Abandoned,
+            };
+            match (step, next) {
+                (Step::Abandoned, _) => return Ok(Step::Abandoned),
+                (Step::Done, Next::End) => return Ok(Step::Done),
+                (Step::Done, _) => {}
             }
         }
-        keeper.drain(&mut responder).await?;
-        Ok::<(), RespondError>(())
     });
-    // Save even after an error: what was done must not be done again.
-    keeper.save(&responder)?;
-    result?;
+    match result {
+        // Nothing to save: the responder may be halfway through an alert.
+        Ok(Step::Abandoned) => {}
+        // Save even after an error: what was done must not be done again.
+        Ok(Step::Done) | Err(_) => keeper.save(&responder)?,
+    }
+    let _: Step = result?;
     Ok(RunReport {
         counts: responder.counts().clone(),
         queued: responder.queued(),
@@ -402,7 +665,7 @@ fn stopped() -> SinkError {
 /// A sink that also hands every alert to the responder.
 pub struct TeeSink<S> {
     inner: S,
-    tap: Option<SyncSender<Msg>>,
+    tap: Option<Arc<Shared>>,
 }
 
 impl<S> TeeSink<S> {
@@ -420,28 +683,36 @@ impl<S> TeeSink<S> {
 impl<S: Sink> Sink for TeeSink<S> {
     fn alert(&mut self, alert: &Alert) -> Result<(), SinkError> {
         self.inner.alert(alert)?;
-        if let Some(tap) = &self.tap
-            && tap.send(Msg::Alert(Box::new(alert.clone()))).is_err()
-        {
-            // The responder stopped on an error (it reports it at the end): stop the run
-            // rather than let alerts pass unanswered.
-            return Err(stopped());
+        if let Some(tap) = &self.tap {
+            let mut inbox = tap.inbox();
+            while !inbox.stopped && inbox.waiting() >= HAND_OFF {
+                inbox = tap
+                    .changed
+                    .wait(inbox)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if inbox.stopped {
+                // The responder stopped on an error (it reports it at the end): stop the run
+                // rather than let alerts pass unanswered.
+                return Err(stopped());
+            }
+            inbox.alerts.push_back(alert.clone());
+            drop(inbox);
+            tap.changed.notify_all();
         }
         Ok(())
     }
 
-    /// The responder's state joins the checkpoint: it is saved (reflecting every alert before
-    /// the barrier) before the inner sink makes the checkpoint durable, so a committed input
-    /// position never has a responder state older than it.
+    /// The responder's state joins the checkpoint: its state and the alerts it has not yet
+    /// reflected in it are saved before the inner sink makes the checkpoint durable, so a
+    /// committed input position never has a responder state older than it. The responder is
+    /// not waited for (see [`INBOX_PART`]).
     fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), SinkError> {
         if let Some(tap) = &self.tap {
-            let (ack, answer) = sync_channel(1);
-            let saved = if tap.send(Msg::Checkpoint(ack)).is_err() {
+            let saved = if tap.inbox().stopped {
                 Err("the responder stopped; see its error".to_owned())
             } else {
-                answer
-                    .recv()
-                    .unwrap_or_else(|_| Err("the responder stopped; see its error".to_owned()))
+                tap.save()
             };
             if let Err(message) = saved {
                 checkpoint.acknowledge(Err(message.clone()));

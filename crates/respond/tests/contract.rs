@@ -57,6 +57,11 @@ fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
             200,
             json!({"id": "00u7", "status": "SUSPENDED", "profile": {"login": "gone@example.com"}}),
         ),
+        ("GET", "/api/v1/users/expired@example.com") => Answer::Json(
+            200,
+            json!({"id": "00u8", "status": "PASSWORD_EXPIRED",
+                   "profile": {"login": "expired@example.com"}}),
+        ),
         ("GET", "/api/v1/users/00u9/groups") => Answer::Json(
             200,
             json!([{"id": "00g1", "profile": {"name": "Everyone"}},
@@ -72,8 +77,110 @@ fn okta_script(seen: &crate::support::Seen, _n: usize) -> Answer {
         }
         ("DELETE", "/api/v1/users/00u1/sessions?oauthTokens=true") => Answer::Status(204),
         ("DELETE", "/api/v1/users/00u7/sessions?oauthTokens=true") => Answer::Status(204),
+        ("DELETE", "/api/v1/users/00u8/sessions?oauthTokens=true") => Answer::Status(204),
         other => panic!("unexpected request {other:?}"),
     }
+}
+
+/// Okta suspends only `ACTIVE` users: an account whose password expired (which the stolen
+/// password can still renew) is refused `not_applicable` without a call, its sessions are
+/// still cleared, and the account's next alert is a duplicate. Before, the suspend call failed
+/// (400) on every alert again, each taking a rate-limit token.
+#[tokio::test]
+async fn okta_refuses_to_suspend_an_account_that_is_not_active_once() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.limits.global_actions = 1;
+    let memory = MemoryAudit::default();
+    let mut r = Responder::new(
+        &c,
+        ResponseClock::event_time(T0),
+        vec![Box::new(memory.clone())],
+    )
+    .unwrap();
+
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "expired@example.com",
+            None,
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (ResponseAction::Suspend, Decision::Refused),
+            (ResponseAction::RevokeSessions, Decision::Executed)
+        ]
+    );
+    assert_eq!(out[0].unmapped.reason.as_deref(), Some("not_applicable"));
+    assert!(
+        out[0].status_detail.contains("PASSWORD_EXPIRED"),
+        "{}",
+        out[0].status_detail
+    );
+    assert_eq!(
+        server.lines(),
+        vec![
+            "GET /api/v1/users/expired@example.com",
+            "GET /api/v1/users/00u8/groups",
+            "DELETE /api/v1/users/00u8/sessions?oauthTokens=true",
+        ]
+    );
+
+    // The next alert of the incident: a duplicate, no call, no token (the limit is 1).
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "expired@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        out.iter()
+            .all(|rec| rec.unmapped.decision == Decision::Duplicate),
+        "{:?}",
+        decisions(&out)
+    );
+    assert_eq!(server.lines().len(), 3, "{:?}", server.lines());
+
+    // Nothing could be done to an account asked only to be suspended: the incident is refused,
+    // not executed, and still holds the account.
+    let mut c = okta_config(dir.path(), &server);
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    c.state_dir = dir.path().join("state-suspend-only");
+    let mut r = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "expired@example.com",
+            None,
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Refused)]
+    );
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "expired@example.com",
+            None,
+            T0 + 60_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::Suspend, Decision::Duplicate)]
+    );
 }
 
 #[tokio::test]

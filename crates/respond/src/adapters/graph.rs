@@ -181,6 +181,7 @@ impl GraphAdapter {
             id: user.id,
             names: user.user_principal_name.into_iter().collect(),
             email_login: None,
+            status: None,
             groups: Some(groups),
         })
     }

@@ -246,6 +246,7 @@ impl KeycloakAdapter {
                     names,
                     email_login: if by_email { user.email } else { None },
                     suspended: !user.enabled,
+                    status: None,
                     groups: Some(groups),
                 });
             }

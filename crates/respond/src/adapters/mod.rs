@@ -39,6 +39,9 @@ pub struct Subject {
     pub email_login: Option<String>,
     /// Whether the account is already suspended / disabled.
     pub suspended: bool,
+    /// The provider's own status of the account, where its actions depend on it (Okta
+    /// `status`: only an `ACTIVE` user can be suspended).
+    pub status: Option<String>,
     /// Names and ids of the groups it belongs to (directly or not, as the provider reports
     /// them); `None` when the target cannot tell (webhook).
     pub groups: Option<Vec<String>>,
@@ -59,7 +62,7 @@ impl Subject {
 }
 
 /// What an action did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Carried out.
     Done {
@@ -68,6 +71,10 @@ pub enum Outcome {
     },
     /// Nothing to do: the account was already in the target state.
     AlreadyDone,
+    /// The action cannot apply to the account as it stands (Okta suspends only `ACTIVE`
+    /// users; one whose password expired or is in recovery is not). Nothing was called, and
+    /// calling again would fail the same way: a human has to act. The reason says why.
+    Inapplicable(String),
 }
 
 /// The facts of the alert an action answers, for targets that forward them (webhook).

@@ -133,6 +133,7 @@ impl OktaAdapter {
         Ok(Subject {
             account: account.to_owned(),
             suspended: suspended(&user.status),
+            status: Some(user.status),
             id: user.id,
             names,
             email_login: None,
@@ -150,6 +151,19 @@ impl OktaAdapter {
             ResponseAction::Suspend => {
                 if subject.suspended {
                     return Ok(Outcome::AlreadyDone);
+                }
+                // Okta refuses to suspend any other status (400, "Cannot suspend a user that is
+                // not active"), on every alert again; a password-expired or in-recovery
+                // account can still be taken over (the expired password is changed with the
+                // stolen one), so a human must act, and the refusal must say so once.
+                if let Some(status) = subject
+                    .status
+                    .as_deref()
+                    .filter(|s| !s.eq_ignore_ascii_case("ACTIVE"))
+                {
+                    return Ok(Outcome::Inapplicable(format!(
+                        "Okta suspends only ACTIVE users and this one is {status}"
+                    )));
                 }
                 (
                     "okta suspend user",

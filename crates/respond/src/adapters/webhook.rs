@@ -88,6 +88,7 @@ impl WebhookAdapter {
             names: Vec::new(),
             email_login: None,
             suspended: false,
+            status: None,
             groups: None,
         }
     }
