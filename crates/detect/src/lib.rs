@@ -91,8 +91,16 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../rules/impossible_travel.yaml"),
     ),
     (
+        "rules/mfa_code_guessing.yaml",
+        include_str!("../../../rules/mfa_code_guessing.yaml"),
+    ),
+    (
         "rules/mfa_fatigue.yaml",
         include_str!("../../../rules/mfa_fatigue.yaml"),
+    ),
+    (
+        "rules/mfa_fatigue_ignored.yaml",
+        include_str!("../../../rules/mfa_fatigue_ignored.yaml"),
     ),
     (
         "rules/mfa_fatigue_pushes.yaml",
@@ -113,6 +121,10 @@ const BUILTIN: &[(&str, &str)] = &[
     (
         "rules/new_device_geo.yaml",
         include_str!("../../../rules/new_device_geo.yaml"),
+    ),
+    (
+        "rules/new_device_network.yaml",
+        include_str!("../../../rules/new_device_network.yaml"),
     ),
     (
         "rules/password_spray.yaml",

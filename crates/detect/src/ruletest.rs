@@ -247,8 +247,16 @@ const BUILTIN_CASES: &[(&str, &str)] = &[
         include_str!("../../../rules/tests/impossible_travel.yaml"),
     ),
     (
+        "rules/tests/mfa_code_guessing.yaml",
+        include_str!("../../../rules/tests/mfa_code_guessing.yaml"),
+    ),
+    (
         "rules/tests/mfa_fatigue.yaml",
         include_str!("../../../rules/tests/mfa_fatigue.yaml"),
+    ),
+    (
+        "rules/tests/mfa_fatigue_ignored.yaml",
+        include_str!("../../../rules/tests/mfa_fatigue_ignored.yaml"),
     ),
     (
         "rules/tests/mfa_fatigue_pushes.yaml",
@@ -269,6 +277,10 @@ const BUILTIN_CASES: &[(&str, &str)] = &[
     (
         "rules/tests/new_device_geo.yaml",
         include_str!("../../../rules/tests/new_device_geo.yaml"),
+    ),
+    (
+        "rules/tests/new_device_network.yaml",
+        include_str!("../../../rules/tests/new_device_network.yaml"),
     ),
     (
         "rules/tests/password_spray.yaml",

@@ -514,9 +514,12 @@ fn pack_rejects_duplicates_unknown_references_and_cycles() {
             .contains("unknown rule mfa_fatigue")
     );
     let cyc = success.replace(
-        "rules: [mfa_fatigue, mfa_fatigue_slow]",
+        "rules: [mfa_fatigue, mfa_fatigue_slow, mfa_fatigue_ignored]",
         "rules: [mfa_fatigue_success]",
     );
+    // The rule's `after` list is spelled out above: a change to it must show here, not leave
+    // the rule as it is and the cycle untested.
+    assert_ne!(cyc, success, "mfa_fatigue_success's after list changed");
     let cyc = compile::compile_text(Path::new("c.yaml"), &cyc).unwrap();
     assert!(
         RulePack::from_rules(cyc)
