@@ -3,7 +3,7 @@
 # both give the same alert (and alert_id) for the same incident. See docs/SQL.md for where the
 # two can differ.
 id: credential_stuffing
-version: 1
+version: 2
 description: Many accounts tried once or twice from one address, many unknown (leaked list)
 category: credential_stuffing
 severity: high
@@ -16,8 +16,8 @@ window: { kind: session, gap: 15m }
 key: [ip]
 suppress: 1h
 summary:
-  en: "Credential stuffing from {ip}: {failures} failed sign-ins over {users} accounts ({unknown} unknown) within {window}."
-  ja: "{ip} からのクレデンシャルスタッフィング: {window}以内に {users} アカウントに対して {failures} 件のサインイン失敗（うち存在しないユーザー {unknown} 件）。"
+  en: "Credential stuffing from {ip}: {failures} failed sign-ins over {users} accounts ({unknown_names} unknown) within {window}."
+  ja: "{ip} からのクレデンシャルスタッフィング: {window}以内に {users} アカウントに対して {failures} 件のサインイン失敗（うち存在しないユーザー {unknown_names} 件）。"
 steps:
   en:
     - "Block the source address (or its range) at the identity provider or the edge."
@@ -75,9 +75,10 @@ hit AS (
 )
 -- The compiled engine keeps only threshold + 1 entries of a count that is compared with a
 -- threshold alone (`unknown >= 5`), so its alert shows at most 6 for `unknown`; shown the same.
+-- `unknown_names`, the count the summary shows, is the window's whole count in both.
 -- The evidence, the window's failures in order, is gathered for the deciding failure alone.
 SELECT h.ip, h.window_start, h.first_seen, h.time AS last_seen, h.event_id, h.failures, h.users,
-       least(h.unknown, 6) AS unknown,
+       least(h.unknown, 6) AS unknown, h.unknown AS unknown_names,
        array_agg(w.event_id ORDER BY w.time, w.event_id) AS evidence
 FROM hit h
 JOIN f w ON w.ip = h.ip AND w.window_start = h.window_start
