@@ -591,6 +591,62 @@ fn serve_describes_without_running_and_says_when_it_cuts() {
     );
 }
 
+/// Times go out typed: `timestamp` for a naive Arrow timestamp, `timestamptz` for one with a zone,
+/// `date`; and a UInt64 count (`approx_distinct`) as `int8`. Grafana's time column and drivers'
+/// datetime types need them typed: they were all text before (counts too).
+#[test]
+fn serve_sends_times_typed_and_unsigned_counts_as_int8() {
+    use tokio_postgres::types::Type;
+    let dir = tempfile::tempdir().unwrap();
+    let _ = archive(dir.path());
+    let server = start_server(dir.path(), &[]);
+    let port = server.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 2026-01-05T09:00:00.123Z
+    const AT_MS: i64 = 1_767_603_600_123;
+    let query = format!(
+        "SELECT to_timestamp_millis({AT_MS}) AS naive, \
+                arrow_cast(to_timestamp_millis({AT_MS}), 'Timestamp(Millisecond, Some(\"UTC\"))') AS zoned, \
+                CAST(to_timestamp_millis({AT_MS}) AS DATE) AS day, \
+                (SELECT approx_distinct(event_id) FROM events) AS n"
+    );
+    rt.block_on(async {
+        let client = connect(port).await;
+        // tokio-postgres reads results in the binary format.
+        let rows = client.query(query.as_str(), &[]).await.unwrap();
+        let columns: Vec<Type> = rows[0]
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        assert_eq!(
+            columns,
+            [Type::TIMESTAMP, Type::TIMESTAMPTZ, Type::DATE, Type::INT8]
+        );
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(AT_MS as u64);
+        assert_eq!(rows[0].get::<_, std::time::SystemTime>("naive"), at);
+        assert_eq!(rows[0].get::<_, std::time::SystemTime>("zoned"), at);
+        assert!(rows[0].get::<_, i64>("n") > 3);
+    });
+    // psql reads them in the text format: Postgres' ISO style (with all six digits of the
+    // microseconds, which Postgres itself trims; clients read both).
+    let out = psql(port, "disable", &["-A", "-t", "-F", "|", "-c", &query]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let fields: Vec<&str> = line.split('|').collect();
+    assert_eq!(fields[0], "2026-01-05 09:00:00.123000", "{line}");
+    assert_eq!(fields[1], "2026-01-05 09:00:00.123000+00", "{line}");
+    assert_eq!(fields[2], "2026-01-05", "{line}");
+    assert!(fields[3].parse::<i64>().unwrap() > 3, "{line}");
+}
+
 /// A self-signed certificate and key for localhost, in `dir`.
 fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));

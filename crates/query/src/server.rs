@@ -28,8 +28,10 @@ use crate::catalog::LimitedResult;
 use crate::{Catalog, QueryError};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, SinkExt, Stream, StreamExt, stream};
@@ -398,16 +400,26 @@ impl QueryParser for Parser {
     }
 }
 
-/// The Postgres type a column is sent as.
+/// The Postgres type a column is sent as. Times are typed so that clients take them as times
+/// (Grafana's time column, a driver's `datetime`), not as text to parse.
 fn pg_type(t: &DataType) -> Type {
     match t {
         DataType::Boolean => Type::BOOL,
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Type::INT8,
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Type::INT8,
+        // `approx_distinct` and the like count in UInt64; a count never reaches 2^63, and one
+        // that did would fail the query (see `encode_batch`) rather than wrap.
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => Type::FLOAT8,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
         _ => Type::VARCHAR,
     }
 }
+
+/// Postgres keeps times in microseconds: finer units are cut to them, as Postgres rounds its
+/// own input.
+const MICROS: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);
 
 fn fields_of(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
     schema
@@ -426,6 +438,15 @@ fn fields_of(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
+/// A time beyond what chrono (and Postgres) can represent.
+fn out_of_range(value: i64, unit: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_owned(),
+        "22008".to_owned(),
+        format!("{value} {unit} since 1970 is out of the range of a Postgres time"),
+    )))
+}
+
 /// Encodes one result batch as data rows of `fields`.
 fn encode_batch(fields: &Arc<Vec<FieldInfo>>, b: &RecordBatch) -> PgWireResult<Vec<DataRow>> {
     let mut rows = Vec::with_capacity(b.num_rows());
@@ -438,9 +459,17 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, b: &RecordBatch) -> PgWireResult<V
         .zip(fields.iter())
         .map(|(c, f)| {
             let t = f.datatype().clone();
+            // Checked: a value the type cannot hold fails the query instead of turning NULL.
+            let checked = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
             let c = match t {
-                Type::INT8 => cast(c, &DataType::Int64),
+                Type::INT8 => cast_with_options(c, &DataType::Int64, &checked),
                 Type::FLOAT8 => cast(c, &DataType::Float64),
+                // The zone is dropped: the values are UTC instants either way.
+                Type::TIMESTAMPTZ | Type::TIMESTAMP => cast_with_options(c, &MICROS, &checked),
+                Type::DATE => cast_with_options(c, &DataType::Date32, &checked),
                 _ => Ok(Arc::clone(c)),
             };
             c.map(|c| (t, c))
@@ -463,6 +492,24 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, b: &RecordBatch) -> PgWireResult<V
                 Type::INT8 => encoder.encode_field(&c.as_primitive::<Int64Type>().value(row))?,
                 Type::FLOAT8 => {
                     encoder.encode_field(&c.as_primitive::<Float64Type>().value(row))?
+                }
+                Type::TIMESTAMPTZ | Type::TIMESTAMP => {
+                    let micros = c.as_primitive::<TimestampMicrosecondType>().value(row);
+                    let Some(at) = chrono::DateTime::from_timestamp_micros(micros) else {
+                        return Err(out_of_range(micros, "microseconds"));
+                    };
+                    if *t == Type::TIMESTAMPTZ {
+                        encoder.encode_field(&at)?
+                    } else {
+                        encoder.encode_field(&at.naive_utc())?
+                    }
+                }
+                Type::DATE => {
+                    let days = c.as_primitive::<Date32Type>().value(row);
+                    let Some(day) = Date32Type::to_naive_date_opt(days) else {
+                        return Err(out_of_range(i64::from(days), "days"));
+                    };
+                    encoder.encode_field(&day)?
                 }
                 _ => encoder.encode_field(&fmt.value(row).to_string())?,
             }
