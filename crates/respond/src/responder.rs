@@ -1283,6 +1283,15 @@ impl Responder {
         } else {
             IncidentStatus::Executed
         };
+        // The account's incident as it held before this work extended it (a milder action
+        // carried out earlier): what a failure of this work leaves standing.
+        let (ttl, mode) = (self.config.incident_ttl.millis(), self.config.mode);
+        let before = self
+            .state
+            .incidents
+            .get(&work.key)
+            .filter(|p| p.holds(now, ttl, mode) && !p.status.reopens() && !p.actions.is_empty())
+            .cloned();
         self.record_incident(&work, now, done);
         let mut pending = match &work.pending_id {
             Some(id) => match self.store.get(id) {
@@ -1331,7 +1340,12 @@ impl Responder {
                 return Ok(records);
             }
         }
-        self.record_incident(&work, now, status);
+        match before {
+            Some(before) if status == IncidentStatus::Failed => {
+                self.keep_after_failure(&work, before, &records)
+            }
+            _ => self.record_incident(&work, now, status),
+        }
         if let Some(mut p) = pending {
             p.status = match status {
                 IncidentStatus::Failed => PendingStatus::Failed,
@@ -1501,6 +1515,33 @@ impl Responder {
             }
         }
         self.state.incidents.insert(key, new);
+    }
+
+    /// `work` extended the account's holding incident `before` (a later, more severe action
+    /// after a milder one) and an action of it failed: the incident stands as it was, with the
+    /// actions of `work` that did not fail now covered too and the tokens it took counted, so
+    /// the account's next alert tries the failed action again, alone. Recording the failure
+    /// over the incident reopened it: the next alert repeated the milder actions (a second
+    /// notification, sessions revoked again) as if nothing had been done.
+    fn keep_after_failure(&mut self, work: &Work, before: Incident, records: &[AuditRecord]) {
+        let failed: Vec<ResponseAction> = records
+            .iter()
+            .filter(|r| r.unmapped.decision == Decision::Failed)
+            .map(|r| r.unmapped.action)
+            .collect();
+        // Recorded before the call, merged with `before`: its actions and tokens are right but
+        // for the failed actions, and it is the new alert's.
+        if let Some(incident) = self.state.incidents.get_mut(&work.key) {
+            incident
+                .actions
+                .retain(|a| !failed.contains(a) || before.actions.contains(a));
+            incident.alert_id = before.alert_id;
+            incident.rule_id = before.rule_id;
+            incident.opened_ms = before.opened_ms;
+            incident.status = before.status;
+            incident.pending_id = before.pending_id;
+            incident.mode = before.mode;
+        }
     }
 
     fn record_incident(&mut self, work: &Work, now: i64, status: IncidentStatus) {

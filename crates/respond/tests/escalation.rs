@@ -2,7 +2,9 @@
 //! earlier action (notify, revoke sessions) must not make the account's next alert, whose
 //! policy entry suspends, a `duplicate` for `incident_ttl`.
 
-use crate::support::{MINUTE, Server, T0, alert, config, count, okta, responder, secret_file};
+use crate::support::{
+    Answer, MINUTE, Server, T0, alert, config, count, okta, okta_answer, responder, secret_file,
+};
 use authwatch_event::Severity;
 use authwatch_pipeline::config::{RespondPolicy, RespondTarget, ResponseAction};
 use authwatch_respond::Decision;
@@ -266,4 +268,86 @@ async fn an_older_incident_without_its_actions_still_holds_the_account() {
         saved["state"]["incidents"][0][1].get("actions").is_none(),
         "{saved}"
     );
+}
+
+/// Found by review: a failed escalation reopened the whole incident. bob's notification stood,
+/// the suspension five minutes later failed (403), and the account's next alerts were decided
+/// afresh: a second notification, sessions revoked again. Now the incident keeps what was done
+/// and only the failed suspension is tried again.
+#[tokio::test]
+async fn a_failed_suspension_is_tried_again_alone() {
+    use ResponseAction::{Notify, RevokeSessions, Suspend};
+    let server = Server::start(|seen, n| {
+        if seen.line() == SUSPEND_BOB && n == 0 {
+            return Answer::Status(403);
+        }
+        okta_answer(seen)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = okta_config(dir.path(), &server, notify_then_suspend());
+    let (mut r, _, _) = responder(&c);
+    let page = "POST /page";
+
+    let out = r
+        .handle(&high("mfa_fatigue", "bob@example.com", T0))
+        .await
+        .unwrap();
+    assert_eq!(decisions(&out), vec![(Notify, Decision::Executed, None)]);
+    let out = r
+        .handle(&alert(
+            "mfa_fatigue_success",
+            "bob@example.com",
+            None,
+            T0 + 5 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![
+            (
+                Suspend,
+                Decision::Failed,
+                Some("provider_refused".to_owned())
+            ),
+            (RevokeSessions, Decision::Executed, None),
+        ]
+    );
+
+    // Another high alert: the notification was made, it is not made again.
+    let out = r
+        .handle(&high(
+            "mfa_fatigue_slow",
+            "bob@example.com",
+            T0 + 8 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(Notify, Decision::Duplicate, Some("same_incident".to_owned()))]
+    );
+    // The next critical alert: the failed suspension alone is tried again.
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "bob@example.com",
+            None,
+            T0 + 10 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .filter(|rec| rec.unmapped.decision == Decision::Executed)
+            .map(|rec| rec.unmapped.action)
+            .collect::<Vec<_>>(),
+        vec![Suspend],
+        "{:?}",
+        decisions(&out)
+    );
+    assert_eq!(count(&server, SUSPEND_BOB), 2);
+    assert_eq!(count(&server, REVOKE_BOB), 1);
+    assert_eq!(count(&server, page), 1, "{:?}", server.lines());
 }

@@ -231,28 +231,30 @@ pub fn count(server: &Server, line: &str) -> usize {
 
 /// An Okta org whose users are `<name>@example.com` → id `id-<name>`, login as asked.
 pub async fn okta() -> Server {
-    Server::start(
-        |seen, _| match (seen.method.as_str(), seen.target.as_str()) {
-            // What Okta answers for the alias: the API token's owner.
-            ("GET", "/api/v1/users/me") => Answer::Json(
-                200,
-                json!({"id": "00uOWNER", "status": "ACTIVE",
+    Server::start(|seen, _| okta_answer(seen)).await
+}
+
+/// What [`okta`]'s org answers `seen`.
+pub fn okta_answer(seen: &Seen) -> Answer {
+    match (seen.method.as_str(), seen.target.as_str()) {
+        // What Okta answers for the alias: the API token's owner.
+        ("GET", "/api/v1/users/me") => Answer::Json(
+            200,
+            json!({"id": "00uOWNER", "status": "ACTIVE",
                        "profile": {"login": "okta-api-admin@example.com"}}),
-            ),
-            ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
-            ("GET", t) => {
-                let login = t.rsplit('/').next().unwrap().replace("%40", "@");
-                let name = login.trim_end_matches("@example.com");
-                Answer::Json(
-                    200,
-                    json!({"id": format!("id-{name}"), "status": "ACTIVE",
+        ),
+        ("GET", t) if t.ends_with("/groups") => Answer::Json(200, json!([])),
+        ("GET", t) => {
+            let login = t.rsplit('/').next().unwrap().replace("%40", "@");
+            let name = login.trim_end_matches("@example.com");
+            Answer::Json(
+                200,
+                json!({"id": format!("id-{name}"), "status": "ACTIVE",
                            "profile": {"login": login}}),
-                )
-            }
-            ("POST", _) => Answer::Json(200, json!({})),
-            ("DELETE", _) => Answer::Status(204),
-            other => panic!("unexpected request {other:?}"),
-        },
-    )
-    .await
+            )
+        }
+        ("POST", _) => Answer::Json(200, json!({})),
+        ("DELETE", _) => Answer::Status(204),
+        other => panic!("unexpected request {other:?}"),
+    }
 }
