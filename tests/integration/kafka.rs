@@ -1822,7 +1822,10 @@ fn otlp_collector() -> (
 fn o_the_final_otlp_export_holds_the_graceful_stops_checkpoint() {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     let _broker = broker();
-    let s = Scenario::new("otlp", 1);
+    let mut s = Scenario::new("otlp", 1);
+    // The operator's service name is kept (it was overridden with `authwatch`).
+    s.env
+        .push(("OTEL_SERVICE_NAME".to_owned(), "authwatch-eu".to_owned()));
     let lines = stream(s.dir.path(), "example", 40, 2, 31);
     s.produce(&lines, KeyBy::Field("tenant"));
     let (endpoint, exports) = otlp_collector();
@@ -1840,6 +1843,18 @@ fn o_the_final_otlp_export_holds_the_graceful_stops_checkpoint() {
     assert!(
         exports.try_recv().is_err(),
         "more than the final export:\n{log}"
+    );
+    let service: Vec<String> = export
+        .resource_metrics
+        .iter()
+        .filter_map(|r| r.resource.as_ref())
+        .flat_map(|r| &r.attributes)
+        .filter(|kv| kv.key == "service.name")
+        .map(|kv| format!("{:?}", kv.value))
+        .collect();
+    assert!(
+        service.len() == 1 && service[0].contains("authwatch-eu"),
+        "{service:?}"
     );
     // Histogram data point counts by metric name and `when` label.
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();

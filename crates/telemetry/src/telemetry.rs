@@ -284,16 +284,36 @@ const CHECKPOINT_BUCKETS: &[f64] = &[
 /// another's (OpenTelemetry semantic conventions).
 const SERVICE_INSTANCE_ID: &str = "service.instance.id";
 
-/// The resource every exported series carries: `service.name` and what the SDK detects
-/// (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`), plus `service.instance.id` from `host`
-/// when those give none. Without an instance id, the cumulative counters that several pods push
-/// over OTLP carry identical resources and collide in the backend (one pod's series overwrites
-/// another's, or they read as counter resets).
+/// The resource every exported series carries: what the SDK detects (`OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_SERVICE_NAME`), `service.name` = `authwatch` when those name no service, plus
+/// `service.instance.id` from `host` when they give none. Without an instance id, the
+/// cumulative counters that several pods push over OTLP carry identical resources and collide
+/// in the backend (one pod's series overwrites another's, or they read as counter resets).
 pub(crate) fn resource(host: Option<String>) -> Resource {
-    with_instance_id(
-        Resource::builder().with_service_name("authwatch").build(),
-        host,
-    )
+    with_instance_id(named(Resource::builder().build()), host)
+}
+
+/// `detected` with `service.name` = `authwatch` unless the operator named the service
+/// (`OTEL_SERVICE_NAME`, or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`): the SDK's own
+/// default, `unknown_service…`, is replaced. (Setting the name on the builder overrode the
+/// operator's, so two deployments told apart by service name reported as one.)
+pub(crate) fn named(detected: Resource) -> Resource {
+    let key = opentelemetry::Key::from_static_str("service.name");
+    let operator_named = detected
+        .get(&key)
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    if operator_named {
+        return detected;
+    }
+    Resource::builder_empty()
+        .with_attributes(
+            detected
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_service_name("authwatch")
+        .build()
 }
 
 /// `resource` as it is when it names its instance already (the operator's

@@ -474,7 +474,7 @@ fn the_example_config_documents_the_optional_otlp_endpoint() {
 }
 
 mod resource {
-    use crate::telemetry::{resource, with_instance_id};
+    use crate::telemetry::{named, resource, with_instance_id};
     use opentelemetry::{Key, KeyValue, Value};
     use opentelemetry_sdk::Resource;
 
@@ -515,6 +515,23 @@ mod resource {
         assert_eq!(get(&r, "k8s.pod.name"), Some(Value::from("aw-authwatch-0")));
         assert_eq!(get(&r, "k8s.namespace.name"), Some(Value::from("security")));
         assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn the_operators_service_name_wins_and_the_sdk_default_becomes_authwatch() {
+        let by_operator = Resource::builder_empty()
+            .with_service_name("authwatch-eu")
+            .with_attribute(KeyValue::new("deployment.environment", "prod"))
+            .build();
+        assert_eq!(named(by_operator.clone()), by_operator);
+        let sdk_default = Resource::builder_empty()
+            .with_service_name("unknown_service:authwatch")
+            .with_attribute(KeyValue::new("deployment.environment", "prod"))
+            .build();
+        let r = named(sdk_default);
+        assert_eq!(get(&r, "service.name"), Some(Value::from("authwatch")));
+        assert_eq!(get(&r, "deployment.environment"), Some(Value::from("prod")));
+        assert_eq!(r.len(), 2);
     }
 
     #[test]
