@@ -3,9 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `authwatch` binary under test.
+/// The `authwatch` binary under test: this build's, or `AUTHWATCH_TEST_BIN` (to check that a
+/// regression test fails on another build, such as the previous commit's).
 pub fn authwatch() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authwatch"));
+    let bin = std::env::var_os("AUTHWATCH_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_authwatch")));
+    let mut cmd = Command::new(bin);
     // Tests must not depend on the caller's environment overrides.
     for (k, _) in std::env::vars() {
         if k.starts_with("AUTHWATCH__") {
@@ -75,4 +79,39 @@ pub fn generate(dir: &Path, users: u32, days: u32, seed: u64) -> (PathBuf, PathB
             .arg(&labels),
     );
     (events, labels)
+}
+
+/// `authwatch` run in `dir`, without the caller's `AUTHWATCH*` or `RUST_LOG` settings (so its
+/// messages are the default level's).
+pub fn authwatch_in(dir: &Path) -> Command {
+    let mut cmd = authwatch();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTHWATCH") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_BACKTRACE", "1").current_dir(dir);
+    cmd
+}
+
+/// A small recording in `dir`: `events.jsonl` (20 users, one day), its `labels.jsonl`, and the
+/// `alerts.jsonl` a replay of it raises.
+pub fn recording(dir: &Path) {
+    run_ok(authwatch_in(dir).args([
+        "gen",
+        "--users",
+        "20",
+        "--days",
+        "1",
+        "--out",
+        "events.jsonl",
+        "--labels",
+        "labels.jsonl",
+    ]));
+    run_ok(authwatch_in(dir).args(["replay", "-q", "events.jsonl", "--alerts", "alerts.jsonl"]));
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

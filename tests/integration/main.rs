@@ -4,12 +4,15 @@
 // Test helpers outside `#[test]` functions: a failed spawn or read is a test failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod cli;
 mod common;
 mod explain;
 mod kafka;
+mod pipes;
 mod replay;
 mod replay_respond;
 mod respond;
+mod runtime;
 mod sql;
 mod telemetry;
 mod tooling;

@@ -338,11 +338,24 @@ fn a_truncated_gzip_file_keeps_its_lines_and_the_run_goes_on() {
     // Every line before the cut, and the next file's.
     assert!(stderr.contains(&format!("{} events", at)), "{stderr}");
 
-    // Alone, a file unreadable from its first line is still a dead letter, not "0 events".
+    // Alone, a file unreadable from its first line is still a dead letter, not "0 events", and
+    // the run fails (exit 2): it read nothing at all.
     let bad = dir.path().join("bad.jsonl.gz");
     std::fs::write(&bad, [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let dead = dir.path().join("dead-bad.jsonl");
-    let out = replay_keeping_dead_letters(&dead, &[&bad]);
+    let out = run_fail(
+        authwatch()
+            .args([
+                "replay",
+                "--quiet",
+                "--alerts",
+                "/dev/null",
+                "--dead-letter",
+            ])
+            .arg(&dead)
+            .arg(&bad),
+    );
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unreadable_input 1"), "{stderr}");
     let dead = json_lines(&dead);

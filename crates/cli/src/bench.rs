@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use authwatch_detect::RulePack;
 use authwatch_event::AuthEvent;
 use authwatch_pipeline::{Config, JsonLinesSink, LineSource, Pipeline, Speed};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,8 +17,8 @@ use std::time::Instant;
 /// `authwatch bench`
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Number of events to generate and replay.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Number of events to generate and replay (at least 1: ratios of nothing are noise).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
@@ -107,11 +107,12 @@ fn mib(bytes: u64) -> f64 {
 /// thread, watermark advanced per event as the pipeline does.
 fn engine_only(args: &BenchArgs) -> Result<ExitCode> {
     let pack = RulePack::builtin()?;
-    println!(
+    writeln!(
+        crate::stdout(),
         "authwatch bench --engine: {} rules, {} events per run, one thread",
         pack.rules().len(),
         args.events
-    );
+    )?;
     let mut per_event = Vec::new();
     for users in [100_000usize, 1_000_000] {
         let cfg = authwatch_gen::GenConfig {
@@ -140,15 +141,20 @@ fn engine_only(args: &BenchArgs) -> Result<ExitCode> {
         let ns = secs * 1e9 / events.len().max(1) as f64;
         per_event.push(ns);
         let keys: u64 = engine.stats().iter().map(|(_, s)| s.keys).sum();
-        println!(
+        writeln!(
+            crate::stdout(),
             "{users:>9} users ({} active): {:>9.0} events/s  {ns:>6.0} ns/event  {} alerts  {keys} live keys",
             distinct.len(),
             events.len() as f64 / secs.max(1e-9),
             alerts.len()
-        );
+        )?;
     }
     if let [a, b] = per_event[..] {
-        println!("per-event cost 1M / 100k users = {:.2}", b / a);
+        writeln!(
+            crate::stdout(),
+            "per-event cost 1M / 100k users = {:.2}",
+            b / a
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -186,13 +192,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     } else {
         args.workers
     };
-    println!(
+    writeln!(
+        crate::stdout(),
         "authwatch bench: {count} generated events ({:.0} MiB, {:.0} B/event) in {:.1} s; {} cores",
         mib(size),
         size as f64 / count.max(1) as f64,
         started.elapsed().as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    )?;
 
     // Warm the page cache so neither side pays for the disk.
     parse_only(&path)?;
@@ -207,29 +214,34 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let b1_rss = peak_rss();
 
     let rate = |n: u64, s: f64| n as f64 / s.max(1e-9);
-    println!(
+    writeln!(
+        crate::stdout(),
         "(a)  serde_json parse into AuthEvent, 1 thread : {a_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB",
         rate(parsed, a_secs),
         mib(a_rss)
-    );
-    println!(
+    )?;
+    writeln!(
+        crate::stdout(),
         "(b)  full pipeline, {workers} workers             : {b_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB  ({alerts} alerts)",
         rate(events, b_secs),
         mib(b_rss)
-    );
-    println!(
+    )?;
+    writeln!(
+        crate::stdout(),
         "(b1) full pipeline, 1 worker               : {b1_secs:>7.3} s  {:>10.0} events/s  peak RSS {:>6.1} MiB",
         rate(events, b1_secs),
         mib(b1_rss)
-    );
-    println!(
+    )?;
+    writeln!(
+        crate::stdout(),
         "ratio (b)/(a) time  = {:.2}   (below 1: the pipeline beats a single-threaded bare parse)",
         b_secs / a_secs
-    );
-    println!(
+    )?;
+    writeln!(
+        crate::stdout(),
         "ratio (b1)/(a) time = {:.2}   (per-core cost of everything beyond parsing)",
         b1_secs / a_secs
-    );
+    )?;
     if parsed != events {
         anyhow::bail!("the pipeline saw {events} events but the parse saw {parsed}");
     }
@@ -297,7 +309,10 @@ fn enrichment(path: &Path, events: u64, full_city_db: Option<std::path::PathBuf>
             let label = format!("(c3) + full city database ({:.0} MiB)", mib(size));
             phases.push((label, one, Some(2)));
         }
-        None => println!("(c3) skipped: no full-size city database (run scripts/fetch-geo)"),
+        None => writeln!(
+            crate::stdout(),
+            "(c3) skipped: no full-size city database (run scripts/fetch-geo)"
+        )?,
     }
     // A shared 2-core machine drifts by tens of percent between runs: interleave the phases
     // and keep each one's best of three, so a slow moment does not land on one side only.
@@ -322,13 +337,14 @@ fn enrichment(path: &Path, events: u64, full_city_db: Option<std::path::PathBuf>
                 (best_cpu[i] / best_cpu[b] - 1.0) * 100.0
             )
         });
-        println!(
+        writeln!(
+            crate::stdout(),
             "{label:<44} : {:>7.3} s  {:>10.0} events/s  CPU {:>6.3} s  ({} alerts){extra}",
             best[i],
             events as f64 / best[i].max(1e-9),
             best_cpu[i],
             alerts[i]
-        );
+        )?;
     }
     Ok(())
 }

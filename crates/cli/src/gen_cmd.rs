@@ -1,7 +1,7 @@
 //! `authwatch gen`: synthetic traffic and its labels.
 
 use anyhow::{Context, Result};
-use authwatch_gen::{GenConfig, generate};
+use authwatch_gen::{ConfigError, GenConfig, generate};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ pub struct GenArgs {
 /// Opens an output: `-` for stdout, gzip when the name ends in `.gz`.
 pub fn create_output(path: &PathBuf) -> Result<Box<dyn Write + Send>> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(BufWriter::new(std::io::stdout())));
+        return Ok(Box::new(BufWriter::new(crate::shared_stdout())));
     }
     let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let buffered = BufWriter::with_capacity(256 * 1024, file);
@@ -102,8 +102,19 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         outputs.push(("--vpn-egress", vpn));
     }
     crate::paths::refuse_overwrites(&[], &outputs)?;
+    // Checked here too (the generator checks again) to name the option, not the field.
+    cfg.validate().map_err(|e| {
+        let option = match e {
+            ConfigError::Users(_) => "--users",
+            ConfigError::Days(_) => "--days",
+            ConfigError::Tenant(_) => "--tenant",
+            ConfigError::Start(_) => "the start date",
+        };
+        anyhow::anyhow!("{option}: {e}")
+    })?;
     let mut out = create_output(&args.out)?;
-    let (labels, count) = write_events(&cfg, args.format, &mut out)?;
+    let (labels, count) = write_events(&cfg, args.format, &mut out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
     drop(out);
     if let Some(path) = &args.labels {
         let mut w = create_output(path)?;

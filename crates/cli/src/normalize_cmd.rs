@@ -29,7 +29,8 @@ pub struct NormalizeArgs {
     /// Output format: `native`, `ocsf` or `ecs` (any provider format is accepted too).
     #[arg(long, default_value = "native", value_name = "FORMAT")]
     to: Format,
-    /// Where to write events; `-` is standard output, `.gz` compresses.
+    /// Where to write events; `-` is standard output, `.gz` compresses. Every record read is
+    /// written, repeated and out-of-order ones too; a rejected one goes to the dead letters.
     #[arg(long, short, default_value = "-", value_name = "FILE|-")]
     out: PathBuf,
     /// Rejected lines as JSON lines (file, line, offset, reason, detail, raw head).
@@ -50,6 +51,9 @@ struct EncodeSink {
     /// The reader went away (`| head`): stop writing, quietly, as Unix tools do.
     reader_gone: bool,
     dead: JsonLinesSink,
+    /// Dead letters go to `out` too (both are standard output): one writer, each record
+    /// whole, so that neither cuts into the other's lines.
+    dead_to_out: bool,
 }
 
 impl EncodeSink {
@@ -59,6 +63,21 @@ impl EncodeSink {
             source,
         }
     }
+
+    /// Writes the record in `line` to `out`, whole.
+    fn write_line(&mut self) -> Result<(), SinkError> {
+        if self.reader_gone {
+            return Ok(());
+        }
+        match self.out.write_all(&self.line) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.reader_gone = true;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
 }
 
 impl Sink for EncodeSink {
@@ -66,7 +85,14 @@ impl Sink for EncodeSink {
         Ok(())
     }
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
-        self.dead.dead_letter(record)
+        if !self.dead_to_out {
+            return self.dead.dead_letter(record);
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)
+            .map_err(|e| self.fail(std::io::Error::other(e.to_string())))?;
+        self.line.push(b'\n');
+        self.write_line()
     }
     fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
         Ok(())
@@ -82,17 +108,11 @@ impl Sink for EncodeSink {
         encode(self.to, event, &mut self.line)
             .map_err(|e| self.fail(std::io::Error::other(e.to_string())))?;
         self.line.push(b'\n');
-        match self.out.write_all(&self.line) {
-            Ok(()) => {
-                self.written += 1;
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.reader_gone = true;
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e)),
+        self.write_line()?;
+        if !self.reader_gone {
+            self.written += 1;
         }
+        Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.dead.flush()?;
@@ -116,8 +136,13 @@ pub fn run(args: NormalizeArgs) -> Result<ExitCode> {
     };
     config.input.format = args.from;
     config.input.mapping = args.mapping.clone().or(config.input.mapping);
-    // Every event is wanted, however late it arrives: normalizing is not detecting.
+    // Every event is wanted, however late it arrives and however often it is repeated: a
+    // converter writes a line for every record it reads (the input's repeats are the reader's
+    // to judge, as `replay` judges them); normalizing is not detecting.
     config.event_time.allowed_lateness = authwatch_event::DurationText(std::time::Duration::MAX);
+    config.detect.dedup_capacity = 0;
+    // No watermark to protect, and every event teaches the user profiles as it always did.
+    config.event_time.max_jump = authwatch_event::DurationText(std::time::Duration::ZERO);
     config.validate()?;
     let mut outputs = vec![("--out", args.out.as_path())];
     if let Some(dead) = &args.dead_letter {
@@ -129,6 +154,12 @@ pub fn run(args: NormalizeArgs) -> Result<ExitCode> {
         config.input.max_line_bytes,
         config.input.dead_letter_raw_bytes,
     )?;
+    // No rules: the pipeline normalizes, enriches and builds user context, and detects nothing.
+    let pipeline = Pipeline::new(config, RulePack::from_rules(Vec::new())?)?;
+    // Outputs are created (truncated) last, after everything that can fail at start-up.
+    let stdout = std::path::Path::new("-");
+    let dead_to_out = args.out == stdout && args.dead_letter.as_deref() == Some(stdout);
+    let dead_file = args.dead_letter.as_ref().filter(|_| !dead_to_out);
     let sink = EncodeSink {
         to: args.to,
         out: create_output(&args.out)?,
@@ -136,10 +167,9 @@ pub fn run(args: NormalizeArgs) -> Result<ExitCode> {
         line: Vec::with_capacity(2048),
         written: 0,
         reader_gone: false,
-        dead: JsonLinesSink::create(None, args.dead_letter.as_ref(), None)?,
+        dead: JsonLinesSink::create(None, dead_file, None)?,
+        dead_to_out,
     };
-    // No rules: the pipeline normalizes, enriches and builds user context, and detects nothing.
-    let pipeline = Pipeline::new(config, RulePack::from_rules(Vec::new())?)?;
     let (summary, sink) = pipeline
         .run(&mut source, sink, Speed::Max)
         .context("normalize failed")?;

@@ -19,7 +19,8 @@ enum Identity {
 }
 
 /// The file `path` names; `None` for what is not a regular file (`/dev/null`, a pipe, a
-/// terminal) and for `-`, which any number of outputs may share.
+/// terminal) and for `-`, which any number of outputs may share (they write through one
+/// standard-output writer, each record whole: `JsonLinesSink`, `normalize`).
 fn identity(path: &Path) -> Option<Identity> {
     if path.as_os_str() == "-" {
         return None;

@@ -6,7 +6,8 @@ use crate::table;
 use anyhow::{Context, Result};
 use authwatch_detect::RulePack;
 use authwatch_pipeline::{
-    Config, JsonLinesSink, Language, LineSource, Pipeline, RunSummary, Source, Speed,
+    Config, JsonLinesSink, Language, LatePolicy, LineSource, Pipeline, RunSummary, Source, Speed,
+    WatermarkJump,
 };
 use std::io::Read;
 use std::path::PathBuf;
@@ -207,15 +208,27 @@ fn execute(
     total_bytes: Option<u64>,
     options: &RunOptions,
     keep: usize,
-) -> Result<(
-    RunSummary,
-    JsonLinesSink,
-    Option<crate::telemetry_opts::ReplayTelemetry>,
-    SqlFailures,
-)> {
+) -> Result<Executed> {
+    if config.event_time.late_events == LatePolicy::SideOutput
+        && config.output.late_events.is_none()
+    {
+        // `authwatch run` writes them to its dead-letter topic; a replay has only files.
+        tracing::warn!(
+            "event_time.late_events is \"side_output\" but there is no late-events output \
+             (--late-events FILE or output.late_events): late events are counted and not \
+             written anywhere"
+        );
+    }
     let pack = load_rules(&config)?;
     crate::respond::check_responder(&config, &pack)?;
     let responder = crate::respond::ReplayResponder::start(&config, options.respond_live)?;
+    let telemetry = options.telemetry.start(&config)?;
+    let archive = open_archive(&config)?;
+    let location = config.archive.location.clone();
+    let (mut pipeline, sql_failures) =
+        with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
+    // Created (truncated) last: a start-up error above (a bad mapping, enrichment file or SQL
+    // directory) must leave the previous run's outputs as they were.
     let sink = responder.tee(
         JsonLinesSink::create(
             config.output.alerts.as_ref(),
@@ -224,11 +237,6 @@ fn execute(
         )?
         .keep_alerts(keep),
     );
-    let telemetry = options.telemetry.start(&config)?;
-    let archive = open_archive(&config)?;
-    let location = config.archive.location.clone();
-    let (mut pipeline, sql_failures) =
-        with_sql_detections(Pipeline::new(config.clone(), pack)?, &config)?;
     if let Some(t) = &telemetry {
         pipeline = t.connect(pipeline, &sql_failures);
         if let Some(counts) = responder.counts() {
@@ -273,7 +281,23 @@ fn execute(
             s.events, s.alerts, s.files, s.bytes
         );
     }
-    Ok((summary, sink, telemetry, sql_failures))
+    Ok(Executed {
+        summary,
+        sink,
+        telemetry,
+        sql_failures,
+        jump: pipeline.largest_jump(),
+    })
+}
+
+/// What a replay or demo run did.
+struct Executed {
+    summary: RunSummary,
+    sink: JsonLinesSink,
+    telemetry: Option<crate::telemetry_opts::ReplayTelemetry>,
+    sql_failures: SqlFailures,
+    /// Where the stream's time jumped furthest, to name when most events came late.
+    jump: Option<WatermarkJump>,
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -307,8 +331,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     // The bundled stream yields about a hundred alerts: keep them all, then show the most severe
     // first, so a wave of low-severity lockouts does not push the critical ones off the screen.
-    let (summary, sink, telemetry, sql_failures) =
-        execute(config, &mut source, Some(total), &args.options, 100_000)?;
+    let Executed {
+        summary,
+        sink,
+        telemetry,
+        sql_failures,
+        ..
+    } = execute(config, &mut source, Some(total), &args.options, 100_000)?;
     let (alerts, seen) = sink.kept_alerts();
     let mut shown: Vec<_> = alerts.to_vec();
     shown.sort_by(|a, b| {
@@ -326,6 +355,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     if let Some(t) = telemetry {
         t.finish()?;
     }
+    crate::table::require_events(&summary, ["the bundled demo stream"])?;
     if sql_failures.report() {
         return Ok(ExitCode::from(1));
     }
@@ -370,7 +400,13 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         quiet: quiet_progress,
         ..args.options
     };
-    let (summary, sink, telemetry, sql_failures) = execute(
+    let Executed {
+        summary,
+        sink,
+        telemetry,
+        sql_failures,
+        jump,
+    } = execute(
         config,
         &mut source,
         (!compressed).then_some(total),
@@ -382,12 +418,13 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         eprintln!("{}", table::alerts(alerts, seen, lang));
     }
     eprintln!("{}", table::summary(&summary, &sql_failures.alerts()));
-    if let Some(hint) = order.hint(&summary, &args.files, lang) {
+    if let Some(hint) = order.hint(&summary, &args.files, jump.as_ref(), lang) {
         eprintln!("{hint}");
     }
     if let Some(t) = telemetry {
         t.finish()?;
     }
+    crate::table::require_events(&summary, args.files.iter().map(|f| f.display()))?;
     if sql_failures.report() {
         return Ok(ExitCode::from(1));
     }
@@ -402,7 +439,7 @@ const ORDER_SAMPLE_LINES: usize = 1000;
 /// read in the order given (nothing is buffered), so an export sorted newest first (Entra
 /// portal downloads, Okta's descending sort) leaves every event but the first minutes behind
 /// the watermark, and a summary of "0 alerts" would read as "nothing happened".
-struct OrderCheck {
+pub(crate) struct OrderCheck {
     lateness: std::time::Duration,
     max_line_bytes: usize,
     keep_bytes: usize,
@@ -410,7 +447,7 @@ struct OrderCheck {
 }
 
 impl OrderCheck {
-    fn new(config: &Config) -> OrderCheck {
+    pub(crate) fn new(config: &Config) -> OrderCheck {
         let input = &config.input;
         let normalizer = match &input.mapping {
             Some(path) => authwatch_normalize::Mapping::load(path)
@@ -426,8 +463,16 @@ impl OrderCheck {
         }
     }
 
-    /// A hint when most events came too late: how to put the input in order.
-    fn hint(&self, summary: &RunSummary, files: &[PathBuf], lang: Language) -> Option<String> {
+    /// A hint when most events came too late: how to put the input in order, or which event
+    /// moved the stream's time furthest ahead (one wrong timestamp, confirmed by a second or
+    /// with `event_time.max_jump` off, makes every event after it late).
+    pub(crate) fn hint(
+        &self,
+        summary: &RunSummary,
+        files: &[PathBuf],
+        jump: Option<&WatermarkJump>,
+        lang: Language,
+    ) -> Option<String> {
         let late = summary.late_events;
         if late == 0 || late.saturating_mul(2) < summary.events {
             return None;
@@ -435,6 +480,31 @@ impl OrderCheck {
         let events = summary.events;
         let lateness = crate::explain::duration_words(self.lateness, lang);
         let newest_first = self.newest_first(files);
+        // Named when most late events would have been on time without it.
+        let jump = jump.filter(|j| j.late_events.saturating_mul(2) >= late);
+        if let (false, Some(j)) = (newest_first, jump) {
+            let by = std::time::Duration::from_millis(
+                u64::try_from(j.to.saturating_sub(j.from)).unwrap_or(0),
+            );
+            let by = crate::explain::duration_words(by, lang);
+            let at = authwatch_event::format_rfc3339_ms(j.to).unwrap_or_else(|_| j.to.to_string());
+            let (file, line, behind) = (&j.file, j.line, j.late_events);
+            return Some(match lang {
+                Language::Ja => format!(
+                    "注: {events} 件中 {late} 件のイベントが新しいイベントより {lateness}（event_time.allowed_lateness）を超えて遅れて届いたため、分析されませんでした。そのうち {behind} 件は、イベント時刻が {file} の {line} 行目で {at} へ（それまでの最新より {by} 先へ）進んだために遅れとなりました。この時刻が誤り（時計のずれや不正な行）なら、その行を直すか除いてから再度実行してください（event_time.max_jump は先へ飛んだイベント 1 件だけでは透かしを進めず、2 件目で進めます）。誤りでなければ入力の時刻の順序が乱れています。時刻の古い順に並べ替えてから実行してください。"
+                ),
+                _ => format!(
+                    "Note: {late} of {events} events came more than {lateness} \
+                     (event_time.allowed_lateness) behind newer ones and were not analysed; \
+                     {behind} of them were late because the stream's time jumped at {file} line \
+                     {line}, to {at} ({by} ahead of the events before it). If that time is \
+                     wrong (a bad clock, a crafted line), fix or remove that line and replay \
+                     again (event_time.max_jump keeps one such event from moving the watermark, \
+                     not a second). Otherwise the input is out of time order: sort it by event \
+                     time, oldest first."
+                ),
+            });
+        }
         Some(match (lang, newest_first) {
             (Language::Ja, true) => format!(
                 "注: {events} 件中 {late} 件のイベントが新しいイベントより {lateness}（event_time.allowed_lateness）を超えて遅れて届いたため、分析されませんでした。入力は新しい順（降順）に並んでいるようです（Entra ポータルのダウンロードや降順で並べた Okta のエクスポートなど）。replay は入力を与えられた順に読みます。古い順に並べ替えてから実行してください。例: `tac FILE > FILE.asc.jsonl`（gzip は `zcat FILE.gz | tac > FILE.asc.jsonl`）。authwatch explain はファイルを自動で時刻順に読みます。"

@@ -3,12 +3,13 @@
 use anyhow::{Context, Result, bail};
 use authwatch_event::Timestamp;
 use authwatch_pipeline::Config;
-use authwatch_pipeline::config::{KafkaConfig, RespondConfig, RespondMode};
+use authwatch_pipeline::config::{KafkaConfig, RespondConfig, RespondMode, RespondTarget};
 use authwatch_respond::{
     AuditSink, JsonLinesAudit, PendingStatus, PendingStore, Responder, ResponderThread,
     ResponseClock, RunReport,
 };
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The environment variable naming the configuration file when `--config` is not given (the
@@ -70,7 +71,8 @@ fn load(args: &RespondArgs) -> Result<(RespondConfig, KafkaConfig)> {
     });
     let config = match path {
         Some(path) => Config::load(&path)
-            .with_context(|| format!("cannot load the configuration {}", path.display()))?,
+            // The error names the file already.
+            .context("cannot load the configuration")?,
         None if args.state_dir.is_some() && matches!(args.command, RespondCommand::List { .. }) => {
             Config::from_env()?
         }
@@ -122,44 +124,109 @@ fn decision_sinks(config: &RespondConfig, kafka: &KafkaConfig) -> Result<Vec<Box
 pub fn run(args: RespondArgs) -> Result<ExitCode> {
     let (config, kafka) = load(&args)?;
     match args.command {
-        RespondCommand::List { all } => {
-            let store = PendingStore::open(&config.state_dir)?;
-            let actions: Vec<_> = store
-                .list()?
-                .into_iter()
-                .filter(|a| all || a.status.is_open())
-                .collect();
-            if actions.is_empty() {
-                println!(
-                    "No {}actions in {}.",
-                    if all { "" } else { "pending " },
-                    config.state_dir.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  ACTIONS",
-                "ID", "STATUS", "CREATED (UTC)", "ACCOUNT", "TENANT", "RULE"
-            );
-            for a in actions {
-                let created = Timestamp(a.created_ms).to_string();
-                let actions: Vec<&str> = a.actions.iter().map(|x| x.as_str()).collect();
-                println!(
-                    "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  {}",
-                    a.id,
-                    format!("{:?}", a.status),
-                    created,
-                    a.alert.account,
-                    a.alert.tenant.as_deref().unwrap_or("-"),
-                    a.alert.rule_id,
-                    actions.join(",")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        RespondCommand::List { all } => list(&config, all),
         RespondCommand::Approve { id, by } => decide(&config, &kafka, &id, true, who(by)),
         RespondCommand::Reject { id, by } => decide(&config, &kafka, &id, false, who(by)),
     }
+}
+
+/// The store of `state_dir`, without creating anything: `None` when no action was ever
+/// stored there. Listing and deciding only read it, and a typo in `--state-dir` (or a
+/// configuration meant for another host) must say so rather than leave an empty directory
+/// behind, which [`PendingStore::open`] would create.
+fn existing_store(state_dir: &Path) -> Result<Option<PendingStore>> {
+    if !state_dir.is_dir() {
+        bail!(
+            "{}: no such state directory (respond.state_dir, or --state-dir); the responder \
+             creates it when it first stores an action",
+            state_dir.display()
+        );
+    }
+    if !state_dir.join("pending").is_dir() {
+        return Ok(None);
+    }
+    Ok(Some(PendingStore::open(state_dir)?))
+}
+
+fn list(config: &RespondConfig, all: bool) -> Result<ExitCode> {
+    let actions: Vec<_> = match existing_store(&config.state_dir)? {
+        Some(store) => store
+            .list()?
+            .into_iter()
+            .filter(|a| all || a.status.is_open())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut out = crate::stdout();
+    if actions.is_empty() {
+        writeln!(
+            out,
+            "No {}actions in {}.",
+            if all { "" } else { "pending " },
+            config.state_dir.display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  ACTIONS",
+        "ID", "STATUS", "CREATED (UTC)", "ACCOUNT", "TENANT", "RULE"
+    )?;
+    for a in actions {
+        let created = Timestamp(a.created_ms).to_string();
+        let actions: Vec<&str> = a.actions.iter().map(|x| x.as_str()).collect();
+        writeln!(
+            out,
+            "{:<16}  {:<17}  {:<24}  {:<32}  {:<10}  {:<22}  {}",
+            a.id,
+            format!("{:?}", a.status),
+            created,
+            a.alert.account,
+            a.alert.tenant.as_deref().unwrap_or("-"),
+            a.alert.rule_id,
+            actions.join(",")
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What can be known of a decision before anything is opened: the id's form, that the action
+/// exists and is still open, and that an approval could carry something out. Checked before
+/// the audit file and the Kafka producer exist, so that a mistyped id fails at once, with no
+/// broker contacted and no file (audit, lock, state directory) created. The responder checks
+/// all of this again under its claim on the action.
+fn check_decision(config: &RespondConfig, id: &str, approve: bool) -> Result<()> {
+    // The store's own rule: the id names a file, it must not escape the directory.
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{id:?} is not an action id (16 hex digits; see `authwatch respond list`)");
+    }
+    let Some(store) = existing_store(&config.state_dir)? else {
+        bail!(
+            "no pending action {id:?} in {} (see `authwatch respond list`)",
+            config.state_dir.display()
+        );
+    };
+    let action = store.get(id)?;
+    if !action.status.is_open() {
+        bail!("action {id} is already {:?}", action.status);
+    }
+    if approve && (config.mode == RespondMode::DryRun || config.target == RespondTarget::None) {
+        bail!(
+            "the configuration has respond.mode = {} and respond.target = {}: approving \
+             would carry nothing out. Run it with the pipeline's configuration (--config or \
+             {CONFIG_ENV}), in mode \"approval\" or \"automatic\" with a target; action {id} \
+             still waits",
+            setting_text(config.mode),
+            setting_text(config.target)
+        );
+    }
+    Ok(())
+}
+
+/// A setting's value as the configuration file spells it (`"dry_run"`).
+fn setting_text(value: impl serde::Serialize) -> String {
+    serde_json::to_string(&value).unwrap_or_default()
 }
 
 fn decide(
@@ -169,6 +236,7 @@ fn decide(
     approve: bool,
     who: String,
 ) -> Result<ExitCode> {
+    check_decision(config, id, approve)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -183,7 +251,7 @@ fn decide(
             r.status_detail
         );
     }
-    println!("{id}: {:?}", action.status);
+    writeln!(crate::stdout(), "{id}: {:?}", action.status)?;
     Ok(match action.status {
         PendingStatus::Executed | PendingStatus::Rejected => ExitCode::SUCCESS,
         _ => ExitCode::from(1),

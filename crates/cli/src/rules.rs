@@ -3,6 +3,7 @@
 use anyhow::Result;
 use authwatch_detect::{RuleError, RulePack};
 use authwatch_event::{Lang, duration_text};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,7 +54,9 @@ pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
                 Some(p) => RulePack::load(&p)?,
                 None => RulePack::builtin()?,
             };
-            print!("{}", describe(&pack));
+            let mut out = crate::stdout();
+            write!(out, "{}", describe(&pack))?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         RulesCommand::Test(args) => crate::rules_test::run(args),
@@ -61,13 +64,17 @@ pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
         RulesCommand::Check { paths } => {
             if paths.is_empty() {
                 let pack = RulePack::builtin()?;
-                println!("built-in pack: {} rules OK", pack.rules().len());
+                writeln!(
+                    crate::stdout(),
+                    "built-in pack: {} rules OK",
+                    pack.rules().len()
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             let mut failed = false;
             for p in &paths {
                 match check(p) {
-                    Ok(n) => println!("{}: {n} rules OK", p.display()),
+                    Ok(n) => writeln!(crate::stdout(), "{}: {n} rules OK", p.display())?,
                     Err(errors) => {
                         for e in errors {
                             eprintln!("{e}");

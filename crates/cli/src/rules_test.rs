@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use authwatch_detect::RulePack;
 use authwatch_detect::ruletest::{self, CaseFile};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,7 +62,10 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
         anyhow::bail!("no test cases found in {source}");
     }
     let report = ruletest::run_cases(&pack, &files);
-    print!("{report}");
+    let mut out = crate::stdout();
+    write!(out, "{report}")?;
+    out.flush()?;
+    drop(out);
 
     // Coverage is judged only when the whole pack's cases are run.
     let mut gaps = Vec::new();

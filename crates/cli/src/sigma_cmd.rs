@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use serde::Deserialize as _;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,7 +43,9 @@ pub fn run(args: ImportSigmaArgs) -> Result<ExitCode> {
         eprintln!("note: {note}");
     }
     if args.out.as_os_str() == "-" {
-        print!("{}", imported.to_yaml());
+        let mut out = crate::stdout();
+        write!(out, "{}", imported.to_yaml())?;
+        out.flush()?;
     } else {
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("{}: cannot create directory", args.out.display()))?;

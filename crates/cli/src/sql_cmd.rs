@@ -10,16 +10,20 @@ use authwatch_query::{
     ARCHIVE_LISTING_TTL, ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow,
     OutputFormat, SqlDetections, server, server::ServerOptions, write_result,
 };
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// `authwatch sql`
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "authwatch sql [OPTIONS] <QUERY>\n       \
+                            authwatch sql <QUERY> --input <FILE>... [OPTIONS]")]
 pub struct SqlArgs {
     /// One query (SELECT, WITH, SHOW, EXPLAIN, DESCRIBE). Tables: `events`, `alerts`.
+    /// Required: it may also follow `--input FILE…` (`sql --input f.jsonl "SELECT …"`).
     #[arg(value_name = "QUERY")]
-    query: String,
+    query: Option<String>,
     #[command(flatten)]
     sources: SourceArgs,
     /// Output: `table`, `csv` or `json` (one object per line).
@@ -38,7 +42,8 @@ pub struct SourceArgs {
     #[arg(long, value_name = "DIR|URL")]
     archive: Option<String>,
     /// Recorded files of any supported format, replayed through the pipeline (normalized,
-    /// enriched, with the rules' alerts) into the `events` and `alerts` tables.
+    /// enriched, with the rules' alerts) into the `events` and `alerts` tables, in the order
+    /// given (oldest first: events far behind newer ones are left out, and counted).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     input: Vec<PathBuf>,
     /// Configuration file (enrichment, rules, [archive], [serve]).
@@ -56,10 +61,15 @@ pub struct ServeArgs {
     listen: Option<String>,
 }
 
+/// Unreadable lines named one by one on standard error before the summary gives only their
+/// total: a binary file would otherwise print one line for each of its thousands of lines.
+const DEAD_LETTERS_SHOWN: u64 = 10;
+
 /// Keeps what a replay of the inputs produced.
 struct CollectSink {
     events: Vec<AuthEvent>,
     alerts: Vec<Alert>,
+    dead_letters: u64,
 }
 
 impl Sink for CollectSink {
@@ -68,10 +78,13 @@ impl Sink for CollectSink {
         Ok(())
     }
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
-        eprintln!(
-            "authwatch: {}:{}: skipped: {}",
-            record.file, record.line, record.detail
-        );
+        self.dead_letters += 1;
+        if self.dead_letters <= DEAD_LETTERS_SHOWN {
+            eprintln!(
+                "authwatch: {}:{}: skipped: {}",
+                record.file, record.line, record.detail
+            );
+        }
         Ok(())
     }
     fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
@@ -130,20 +143,62 @@ fn load_inputs(sources: &SourceArgs, config: &Config) -> Result<Option<Loaded>> 
     let sink = CollectSink {
         events: Vec::new(),
         alerts: Vec::new(),
+        dead_letters: 0,
     };
+    let order = crate::replay::OrderCheck::new(config);
     let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max)?;
     // The query still runs; the `alerts` table may lack what a failed detection missed.
     sql_failures.report();
-    tracing::info!(
-        events = summary.events,
-        alerts = summary.alerts,
-        "inputs loaded"
-    );
+    // Late events are not in the tables: a count without a word would read as the answer.
+    eprintln!("{}", loaded_summary(&summary, config));
+    let jump = pipeline.largest_jump();
+    if let Some(hint) = order.hint(
+        &summary,
+        &sources.input,
+        jump.as_ref(),
+        config.output.language,
+    ) {
+        eprintln!("{hint}");
+    }
+    crate::table::require_events(&summary, sources.input.iter().map(|f| f.display()))?;
     Ok(Some(Loaded {
         events: sink.events,
         alerts: sink.alerts,
         live,
     }))
+}
+
+/// One line on what `--input` loaded: events, late events left out, unreadable lines by
+/// reason (the same counts `replay` prints).
+fn loaded_summary(summary: &authwatch_pipeline::RunSummary, config: &Config) -> String {
+    let mut line = format!(
+        "authwatch: --input: {} events read, {} alerts",
+        summary.events, summary.alerts
+    );
+    if summary.late_events > 0 {
+        let lateness = crate::explain::duration_words(
+            config.event_time.allowed_lateness.0,
+            config.output.language,
+        );
+        line.push_str(&format!(
+            "; {} of the events left out of the tables as late (more than {lateness} behind \
+             newer ones, event_time.allowed_lateness: give the files oldest first)",
+            summary.late_events
+        ));
+    }
+    let rejected: u64 = summary.dead_letters.iter().map(|(_, n)| n).sum();
+    if rejected > 0 {
+        let parts: Vec<String> = summary
+            .dead_letters
+            .iter()
+            .map(|(k, n)| format!("{} {n}", k.as_str()))
+            .collect();
+        line.push_str(&format!(
+            "; {rejected} unreadable lines skipped ({})",
+            parts.join(", ")
+        ));
+    }
+    line
 }
 
 /// The catalog: archive tables, then what the inputs produced (and `live_events`); with
@@ -202,7 +257,32 @@ fn endpoint_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub fn run_sql(args: SqlArgs) -> Result<ExitCode> {
+/// The query, wherever it was given. `--input` takes several files (`--input a.jsonl
+/// b.jsonl`), so in `sql --input f.jsonl "SELECT …"` it takes the query too: the last `--input`
+/// value is the query when no query was given apart and it is not a file but words.
+fn take_query(args: &mut SqlArgs) -> Result<String> {
+    if let Some(query) = args.query.take() {
+        return Ok(query);
+    }
+    let inputs = &mut args.sources.input;
+    if let Some(last) = inputs.last()
+        && !last.exists()
+        && last
+            .to_str()
+            .is_some_and(|q| q.trim().contains(char::is_whitespace))
+    {
+        let query = last.to_string_lossy().into_owned();
+        inputs.pop();
+        return Ok(query);
+    }
+    bail!(
+        "no QUERY given: authwatch sql QUERY [--input FILE…] [--archive DIR] (a file given to \
+         --input is not a query)"
+    )
+}
+
+pub fn run_sql(mut args: SqlArgs) -> Result<ExitCode> {
+    let query = take_query(&mut args)?;
     let config = load_config(args.sources.config.as_ref())?;
     let loaded = load_inputs(&args.sources, &config)?;
     let rt = runtime()?;
@@ -214,18 +294,29 @@ pub fn run_sql(args: SqlArgs) -> Result<ExitCode> {
             let mut rows = 0;
             for _ in 0..n.max(1) {
                 let started = std::time::Instant::now();
-                let result = catalog.query(&args.query).await?;
+                let result = catalog.query(&query).await?;
                 best = best.min(started.elapsed());
                 rows = result.rows();
             }
-            println!("best_ms={:.1} rows={rows}", best.as_secs_f64() * 1000.0);
+            writeln!(
+                crate::stdout(),
+                "best_ms={:.1} rows={rows}",
+                best.as_secs_f64() * 1000.0
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
-        match catalog.query(&args.query).await {
+        match catalog.query(&query).await {
             Ok(result) => {
-                let stdout = std::io::stdout();
-                let mut out = stdout.lock();
-                write_result(&result, args.format, &mut out)?;
+                let mut out = crate::stdout();
+                let written = write_result(&result, args.format, &mut out)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(out.flush()?));
+                // The JSON writer turns an I/O error into text; the writer remembers
+                // that standard output went away.
+                if written.is_err() && out.closed() {
+                    return Err(crate::StdoutClosed.into());
+                }
+                written?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

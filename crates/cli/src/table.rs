@@ -111,3 +111,57 @@ pub fn summary(s: &RunSummary, sql_alerts: &[(String, u64)]) -> String {
     }
     out
 }
+
+/// The rule `normalize` and `explain` follow, for `replay`, `demo` and `sql --input`: a run that
+/// read no event at all while it rejected lines (a binary file, the wrong `--format`, a corrupt
+/// gzip) fails (exit 2), naming its inputs, instead of succeeding with nothing analysed. An
+/// empty input is not a failure: there was nothing to read. Called at the very end, after the
+/// summary, whose counts by reason say what went wrong.
+pub fn require_events<D: std::fmt::Display>(
+    s: &RunSummary,
+    inputs: impl IntoIterator<Item = D>,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = inputs.into_iter().map(|d| d.to_string()).collect();
+    match nothing_read(s.events, &s.dead_letters, &names) {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => Ok(()),
+    }
+}
+
+fn nothing_read(
+    events: u64,
+    dead_letters: &[(authwatch_normalize::RejectKind, u64)],
+    names: &[String],
+) -> Option<String> {
+    let rejected: u64 = dead_letters.iter().map(|(_, n)| n).sum();
+    (events == 0 && rejected > 0).then(|| {
+        format!(
+            "no event could be read from {}: {rejected} lines rejected, none read (see the \
+             counts by reason); check that the input is authentication logs, and --format or \
+             input.format",
+            names.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authwatch_normalize::RejectKind;
+
+    #[test]
+    fn nothing_readable_fails_and_nothing_at_all_does_not() {
+        let names = vec!["a.bin".to_owned(), "b.gz".to_owned()];
+        assert_eq!(nothing_read(0, &[], &names), None);
+        let rejected = [
+            (RejectKind::MalformedJson, 3),
+            (RejectKind::UnreadableInput, 1),
+        ];
+        let message = nothing_read(0, &rejected, &names).unwrap_or_default();
+        assert!(
+            message.contains("a.bin, b.gz: 4 lines rejected"),
+            "{message}"
+        );
+        assert_eq!(nothing_read(1, &rejected, &names), None);
+    }
+}

@@ -259,7 +259,8 @@ pub fn validate(event: &AuthEvent, limits: &Limits) -> Result<(), Rejection> {
         return Err(Rejection::new(
             RejectKind::ImpossibleTimestamp,
             format!(
-                "event time {} ms is {} ms ahead of ingest time (limit {skew} ms)",
+                "event time {} ms is {} ms ahead of ingest time (limit {skew} ms, \
+                 input.max_future_skew): the source's clock or this host's is wrong",
                 event.time,
                 event.time - event.ingest_time
             ),

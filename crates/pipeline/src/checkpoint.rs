@@ -190,6 +190,10 @@ impl ControlSender {
 pub(crate) struct Watermark {
     pub max_time: i64,
     pub watermark: i64,
+    /// The time of an event that came more than `event_time.max_jump` ahead of `max_time` and
+    /// did not move it: one event alone is not trusted to (a wrong clock would make every later
+    /// event late), a second one beyond the same bound confirms the jump.
+    pub held: Option<i64>,
 }
 
 impl Default for Watermark {
@@ -197,7 +201,93 @@ impl Default for Watermark {
         Watermark {
             max_time: i64::MIN,
             watermark: i64::MIN,
+            held: None,
         }
+    }
+}
+
+/// What one on-time event did to a task's [`Watermark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing: the event is not newer than `max_time`.
+    Stay,
+    /// The event is too far ahead to move `max_time` alone: it is held.
+    Held,
+    /// `max_time` moved forward from `from`; `to_held` says it moved to the held event's time
+    /// (that event, not the current one, is where the stream jumped).
+    Moved { from: i64, to_held: bool },
+}
+
+impl Watermark {
+    /// Takes an event time into account. `lateness` is how far the watermark trails
+    /// `max_time`; an event more than `max_jump` ahead of `max_time` moves it only with a
+    /// second one (`max_jump <= 0`: any event moves it).
+    pub(crate) fn observe(&mut self, time: i64, lateness: i64, max_jump: i64) -> Step {
+        if time <= self.max_time {
+            return Step::Stay;
+        }
+        let from = self.max_time;
+        if from == i64::MIN && max_jump > 0 {
+            // The first event has nothing to be judged against, and an outlier first would
+            // make the whole stream late: the stream starts with two events within
+            // `max_jump` of each other (until then nothing is late). A first event that
+            // disagrees with the next is replaced by it.
+            return match self.held {
+                Some(held) if held.abs_diff(time) <= max_jump.unsigned_abs() => {
+                    self.held = None;
+                    let to = held.max(time);
+                    self.max_time = to;
+                    self.watermark = to.saturating_sub(lateness);
+                    Step::Moved {
+                        from,
+                        to_held: to == held && held != time,
+                    }
+                }
+                _ => {
+                    self.held = Some(time);
+                    Step::Stay
+                }
+            };
+        }
+        let bound = if from == i64::MIN || max_jump <= 0 {
+            i64::MAX
+        } else {
+            from.saturating_add(max_jump)
+        };
+        let (to, to_held) = if time <= bound {
+            (time, false)
+        } else {
+            match self.held.take() {
+                None => {
+                    self.held = Some(time);
+                    return Step::Held;
+                }
+                // Confirmed: two events beyond the bound. The stream moves to the earlier of
+                // the two, so that an outlier confirmed by a genuine jump (or the reverse)
+                // moves it only as far as the genuine one; the later one follows when it is
+                // within reach, and is held otherwise.
+                Some(held) => {
+                    let (low, high) = (held.min(time), held.max(time));
+                    if high <= low.saturating_add(max_jump) {
+                        (high, high == held && held != time)
+                    } else {
+                        self.held = Some(high);
+                        (low, low == held && held != time)
+                    }
+                }
+            }
+        };
+        self.max_time = to;
+        self.watermark = to.saturating_sub(lateness);
+        // A held time the stream has come within reach of confirms nothing any more: the next
+        // jump needs two events again.
+        if self
+            .held
+            .is_some_and(|h| h <= to.saturating_add(max_jump.max(0)))
+        {
+            self.held = None;
+        }
+        Step::Moved { from, to_held }
     }
 }
 
@@ -206,8 +296,14 @@ impl Checkpointed for Watermark {
         "watermark"
     }
 
+    // "max_time watermark", and " held" when an event is held: a state without one reads
+    // as it did before `held` existed, and older states restore unchanged.
     fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
-        Ok(format!("{} {}", self.max_time, self.watermark).into_bytes())
+        let mut text = format!("{} {}", self.max_time, self.watermark);
+        if let Some(held) = self.held {
+            text.push_str(&format!(" {held}"));
+        }
+        Ok(text.into_bytes())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -217,15 +313,23 @@ impl Checkpointed for Watermark {
         };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
         let mut it = text.split(' ').map(str::parse::<i64>);
-        match (it.next(), it.next(), it.next()) {
-            (Some(Ok(max_time)), Some(Ok(watermark)), None) => {
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(Ok(max_time)), Some(Ok(watermark)), held, None) => {
+                let held = match held {
+                    None => None,
+                    Some(Ok(h)) => Some(h),
+                    Some(Err(e)) => return Err(bad(format!("{text:?}: {e}"))),
+                };
                 *self = Watermark {
                     max_time,
                     watermark,
+                    held,
                 };
                 Ok(())
             }
-            _ => Err(bad(format!("expected two integers, found {text:?}"))),
+            _ => Err(bad(format!(
+                "expected two or three integers, found {text:?}"
+            ))),
         }
     }
 }

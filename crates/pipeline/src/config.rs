@@ -104,7 +104,10 @@ pub struct InputConfig {
     /// Longest accepted line in bytes; longer lines go to dead letter. Default 1 MiB.
     pub max_line_bytes: usize,
     /// How far an event may claim to be ahead of the time authwatch read it; further is an
-    /// impossible timestamp. Default `1day`. Set to `0s` to disable (e.g. for synthetic data).
+    /// impossible timestamp. Default `1m`: an accepted event can put the watermark this far
+    /// ahead of real time, taking as much off `event_time.allowed_lateness` for every other
+    /// event until real time catches up, so it stays well below the lateness; clocks kept by
+    /// NTP disagree by milliseconds. Set to `0s` to disable (e.g. for synthetic data).
     pub max_future_skew: DurationText,
     /// How many bytes of a rejected line the dead-letter record keeps. Default 4096.
     pub dead_letter_raw_bytes: usize,
@@ -116,7 +119,7 @@ impl Default for InputConfig {
             format: Format::Auto,
             mapping: None,
             max_line_bytes: 1 << 20,
-            max_future_skew: DurationText(Duration::from_secs(86_400)),
+            max_future_skew: DurationText(Duration::from_secs(60)),
             dead_letter_raw_bytes: 4096,
         }
     }
@@ -142,6 +145,13 @@ pub struct EventTimeConfig {
     pub allowed_lateness: DurationText,
     /// `drop` or `side_output`. Default `drop`.
     pub late_events: LatePolicy,
+    /// How far ahead of the newest event time so far one event may be and still move the
+    /// watermark on its own. An event further ahead (a wrong device or collector clock, a
+    /// crafted line) is detected on but leaves the watermark where it was until a second
+    /// event beyond the same bound confirms the jump (traffic resuming after a quiet night);
+    /// otherwise it would make every later event late. `0s` lets any event move it. Default
+    /// `1h`.
+    pub max_jump: DurationText,
 }
 
 impl Default for EventTimeConfig {
@@ -149,6 +159,7 @@ impl Default for EventTimeConfig {
         EventTimeConfig {
             allowed_lateness: DurationText(Duration::from_secs(300)),
             late_events: LatePolicy::Drop,
+            max_jump: DurationText(Duration::from_secs(3600)),
         }
     }
 }
@@ -477,17 +488,23 @@ impl KafkaConfig {
             return invalid("kafka.poll_wait", "must be between 1ms and 10s");
         }
         self.repartition.validate()?;
-        for key in self.properties.keys() {
-            let k = key.to_ascii_lowercase();
-            if k.contains("password") || k.contains("secret") || k.ends_with(".key") {
-                return invalid(
-                    "kafka.properties",
-                    "holds a secret; put it in kafka.properties_file instead",
-                );
-            }
+        if let Some(key) = self.properties.keys().find(|k| secret_property(k)) {
+            return invalid(
+                "kafka.properties",
+                &format!("{key} is a secret; put it in kafka.properties_file instead"),
+            );
         }
         Ok(())
     }
+}
+
+/// Whether a librdkafka property holds a secret, which a config file (a ConfigMap, a
+/// repository) must not: passwords (`sasl.password`, `ssl.key.password`,
+/// `ssl.keystore.password`), client secrets (`sasl.oauthbearer.client.secret`) and the private
+/// key itself (`ssl.key.pem`). Paths to secret files (`ssl.key.location`) are fine.
+fn secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k == "ssl.key.pem"
 }
 
 /// `[checkpoint]`: detector state, profiles and watermarks saved with the input offsets they
@@ -607,6 +624,32 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("test.toml"), text, Vec::new())
+    }
+
+    #[test]
+    fn secret_kafka_properties_are_refused_and_named() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "SSL.KEY.PEM",
+        ] {
+            let e = parse(&format!("[kafka.properties]\n{key:?} = \"x\"\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        for key in [
+            "ssl.key.location",
+            "ssl.certificate.pem",
+            "ssl.ca.pem",
+            "security.protocol",
+        ] {
+            assert!(
+                parse(&format!("[kafka.properties]\n{key:?} = \"x\"\n")).is_ok(),
+                "{key}"
+            );
+        }
     }
 
     #[test]
@@ -922,9 +965,13 @@ impl SecretRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RespondPager {
-    /// URL to POST the page to (JSON, HMAC-SHA256 signed when `secret` is set). Unset: no
-    /// paging (a warning at start-up when actions can queue).
+    /// URL to POST the page to (JSON, HMAC-SHA256 signed when `secret` is set). Unset (and no
+    /// `url_from`): no paging (a warning at start-up when actions can queue).
     pub url: Option<String>,
+    /// The URL read from a file or an environment variable instead, for a URL that carries its
+    /// credential (a chat or paging service's incoming-webhook URL): never in the config file.
+    /// At most one of `url` and `url_from`.
+    pub url_from: SecretRef,
     /// The signing key.
     pub secret: SecretRef,
     /// At most one page per this interval while the condition lasts. Default `15m`.
@@ -935,6 +982,7 @@ impl Default for RespondPager {
     fn default() -> Self {
         RespondPager {
             url: None,
+            url_from: SecretRef::default(),
             secret: SecretRef::default(),
             interval: DurationText(Duration::from_secs(900)),
         }
@@ -1054,6 +1102,9 @@ impl Default for RespondKeycloak {
 pub struct RespondWebhook {
     /// URL each action is POSTed to as JSON.
     pub url: Option<String>,
+    /// The URL read from a file or an environment variable instead, for a URL that carries its
+    /// credential: never in the config file. At most one of `url` and `url_from`.
+    pub url_from: SecretRef,
     /// The HMAC-SHA256 signing key (required).
     pub secret: SecretRef,
 }

@@ -48,7 +48,9 @@ pub use deadletter::DeadLetter;
 pub use detector::{DetectorFactory, StreamDetector};
 pub use enrich::Enricher;
 pub use metrics::{BatchObserver, BatchReport, Metrics, RuleMetrics, Stage, StageMetrics};
-pub use runtime::{BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed};
+pub use runtime::{
+    BuildError, Pipeline, PipelineError, RunOptions, RunSummary, Speed, WatermarkJump,
+};
 pub use sink::{JsonLinesSink, LateEvent, Sink, SinkError};
 pub use source::{LineSource, Origin, RawBatch, RawLine, Source, SourceError, Unreadable};
 

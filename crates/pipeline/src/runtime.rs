@@ -9,7 +9,7 @@
 //! sequence order before any state is touched, so results do not depend on thread timing.
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Watermark,
+    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Step, Watermark,
 };
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
@@ -199,6 +199,47 @@ pub struct Pipeline {
     detectors: Vec<Arc<dyn crate::DetectorFactory>>,
     /// Re-reads replaced geo databases while the pipeline lives.
     _reloader: Option<Reloader>,
+    /// The largest step forward of the last run's event time (see [`Pipeline::largest_jump`]).
+    last_jump: std::sync::Mutex<Option<WatermarkJump>>,
+}
+
+/// A step forward of a task's newest event time by more than `event_time.max_jump` (and the
+/// lateness), with the event it stepped to and the late events that would have been on time
+/// without it: where to look when most events came late (a wrong timestamp, confirmed by a
+/// second one, moves the watermark past everything after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkJump {
+    /// The input of the event.
+    pub file: String,
+    /// Its 1-based line.
+    pub line: u64,
+    /// The newest event time before it (ms).
+    pub from: i64,
+    /// Its time, the newest after it (ms).
+    pub to: i64,
+    /// Late events dated after `from` minus the lateness: on time but for this step.
+    pub late_events: u64,
+}
+
+/// A task's last big step forward, while late events are counted against it.
+#[derive(Debug, Clone, Copy)]
+struct Jump {
+    from: i64,
+    to: i64,
+    at: crate::source::Origin,
+    late: u64,
+}
+
+impl Jump {
+    /// Keeps in `worst` whichever of it and `other` made more events late (the earlier on a
+    /// tie, so that the result does not depend on anything but the stream).
+    fn keep_worst(worst: &mut Option<Jump>, other: Option<Jump>) {
+        if let Some(o) = other
+            && worst.is_none_or(|w| o.late > w.late)
+        {
+            *worst = Some(o);
+        }
+    }
 }
 
 impl Pipeline {
@@ -227,6 +268,7 @@ impl Pipeline {
             observer: None,
             detectors: Vec::new(),
             _reloader: reloader,
+            last_jump: std::sync::Mutex::new(None),
         })
     }
 
@@ -248,6 +290,16 @@ impl Pipeline {
     pub fn with_enricher(mut self, enricher: Arc<dyn Enricher>) -> Self {
         self.enricher = enricher;
         self
+    }
+
+    /// Of the last run's big steps forward of a task's newest event time, the one most late
+    /// events fell behind (`None` when no late event did). Kept out of [`RunSummary`], which
+    /// other crates build.
+    pub fn largest_jump(&self) -> Option<WatermarkJump> {
+        self.last_jump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Live counters, for progress reports while [`Pipeline::run`] works.
@@ -521,7 +573,11 @@ impl Pipeline {
                     .get(u.origin.input as usize)
                     .map_or("?", |s| s.as_str());
                 let rejection = Rejection::new(RejectKind::UnreadableInput, u.message.clone());
-                dead.push(DeadLetter::new(name, u.origin, rejection, &[], 0, keep));
+                // The head of the line read before the failure, as for any rejected line.
+                let head = batch.data.get(u.start..u.end).unwrap_or_default();
+                dead.push(DeadLetter::new(
+                    name, u.origin, rejection, head, u.len, keep,
+                ));
             }
             Metrics::add(&self.metrics.events, events.len() as u64);
             // Dead letters are counted by the detect stage, which knows which lines replay
@@ -570,6 +626,13 @@ impl Pipeline {
         } = stage;
         let lateness = self.config.event_time.allowed_lateness.millis();
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
+        let max_jump = self.config.event_time.max_jump.millis();
+        // Events held ahead of the stream in this run, and of the steps forward of a task's
+        // time by more than this, the one most late events fell behind (for the replay's
+        // explanation of late events).
+        let mut held = 0u64;
+        let big_step = max_jump.max(lateness);
+        let mut worst_jump: Option<Jump> = None;
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
         let mut next_seq = 0;
         let mut pace: Option<(i64, Instant)> = None;
@@ -778,33 +841,6 @@ impl Pipeline {
                         }
                         continue;
                     }
-                    if let Speed::Factor(factor) = speed {
-                        let (t0, w0) = *pace.get_or_insert((event.time, Instant::now()));
-                        // Saturates: a tiny factor puts the next event beyond any wait
-                        // (the parser bounds it, but a Duration must never panic here).
-                        let due = Duration::try_from_secs_f64(
-                            ((event.time - t0).max(0) as f64) / 1000.0 / factor,
-                        )
-                        .unwrap_or(Duration::MAX);
-                        let ahead = due.saturating_sub(w0.elapsed());
-                        if ahead > Duration::from_millis(2) {
-                            // Make what was decided so far visible before waiting.
-                            alerts += out.alerts.len() as u64;
-                            if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
-                                break 'batches;
-                            }
-                            let sleeping = Instant::now();
-                            // In slices, each a heartbeat: waiting for event time is not stuck.
-                            let mut left = ahead;
-                            while !left.is_zero() {
-                                let slice = left.min(Duration::from_millis(500));
-                                std::thread::sleep(slice);
-                                left -= slice;
-                                stage.beat();
-                            }
-                            paced += sleeping.elapsed();
-                        }
-                    }
                     let watermark = task.wm.watermark;
                     if event.time < watermark {
                         if muted {
@@ -812,6 +848,12 @@ impl Pipeline {
                         }
                         Metrics::add(&self.metrics.late_events, 1);
                         late += 1;
+                        // On time but for the task's last big step forward: that step's doing.
+                        if let Some(j) = &mut task.jump
+                            && event.time >= j.from.saturating_sub(lateness)
+                        {
+                            j.late += 1;
+                        }
                         if side_output {
                             out.late.push(LateEvent {
                                 file: input_name(origin.input),
@@ -833,9 +875,99 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    let step = task.wm.observe(event.time, lateness, max_jump);
+                    match step {
+                        Step::Held => {
+                            task.held_origin = Some(origin);
+                            if !muted {
+                                held += 1;
+                            }
+                            // The first few by name. Not a warning: traffic resuming after a
+                            // quiet hour looks the same until its second event; the harm (most
+                            // events late) is reported where it shows (the replay's closing
+                            // note, the late-event counters).
+                            if !muted && held <= 5 {
+                                tracing::info!(
+                                    input = %input_name(origin.input),
+                                    line = origin.line,
+                                    time = event.time,
+                                    ahead_ms = event.time.saturating_sub(task.wm.max_time),
+                                    "an event far ahead of the stream does not move the \
+                                     watermark until a second one confirms the jump \
+                                     (event_time.max_jump)"
+                                );
+                            }
+                        }
+                        Step::Moved { from, to_held } if from != i64::MIN => {
+                            if task.wm.max_time.saturating_sub(from) > big_step {
+                                let at = match (to_held, task.held_origin) {
+                                    (true, Some(o)) => o,
+                                    _ => origin,
+                                };
+                                let jump = Jump {
+                                    from,
+                                    to: task.wm.max_time,
+                                    at,
+                                    late: 0,
+                                };
+                                Jump::keep_worst(&mut worst_jump, task.jump.replace(jump));
+                            }
+                            if task.wm.held.is_none() {
+                                task.held_origin = None;
+                            }
+                        }
+                        Step::Moved { .. } | Step::Stay => {}
+                    }
+                    if let Speed::Factor(factor) = speed {
+                        // Paced by the stream's time, not each event's: an event held ahead
+                        // does not make the replay wait for it, and after a confirmed jump
+                        // (an outlier first, or a quiet night) pacing starts over from there.
+                        let now = task.wm.max_time;
+                        let restart = match (step, pace) {
+                            (Step::Moved { from, .. }, _) => {
+                                from == i64::MIN
+                                    || (max_jump > 0 && now.saturating_sub(from) > max_jump)
+                            }
+                            (_, None) => now != i64::MIN,
+                            _ => false,
+                        };
+                        if restart {
+                            pace = Some((now, Instant::now()));
+                        }
+                        // Nothing to wait for before the stream has a time.
+                        let (t0, w0) = pace.unwrap_or((now, Instant::now()));
+                        // Saturates: a tiny factor puts the next event beyond any wait
+                        // (the parser bounds it, but a Duration must never panic here).
+                        let due = Duration::try_from_secs_f64(
+                            (now.saturating_sub(t0).max(0) as f64) / 1000.0 / factor,
+                        )
+                        .unwrap_or(Duration::MAX);
+                        let ahead = due.saturating_sub(w0.elapsed());
+                        if ahead > Duration::from_millis(2) {
+                            // Make what was decided so far visible before waiting.
+                            alerts += out.alerts.len() as u64;
+                            if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
+                                // The sink stopped on an error: not a stage that hangs.
+                                stage.abandon();
+                                break 'batches;
+                            }
+                            let sleeping = Instant::now();
+                            // In slices, each a heartbeat: waiting for event time is not stuck.
+                            let mut left = ahead;
+                            while !left.is_zero() {
+                                let slice = left.min(Duration::from_millis(500));
+                                std::thread::sleep(slice);
+                                left -= slice;
+                                stage.beat();
+                            }
+                            paced += sleeping.elapsed();
+                        }
+                    }
                     // Profiles are read and taught in stream order, before the rules see the
-                    // event, so `context` reflects only what came before it.
-                    if self.config.enrich.enabled {
+                    // event, so `context` reflects only what came before it. Not by an event
+                    // held ahead of the stream: the profiles' clock would follow its time, and
+                    // every profile idle for `profiles.ttl` before it would be forgotten.
+                    if self.config.enrich.enabled && step != Step::Held {
                         task.profiles.observe(&mut event);
                     }
                     let before = out.alerts.len();
@@ -843,9 +975,7 @@ impl Pipeline {
                     for d in &mut task.detectors {
                         d.on_event(&event, &mut out.alerts);
                     }
-                    if event.time > task.wm.max_time {
-                        task.wm.max_time = event.time;
-                        task.wm.watermark = event.time.saturating_sub(lateness);
+                    if let Step::Moved { .. } = step {
                         task.seen.expire(task.wm.watermark);
                         if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
                             task.profiles.expire(task.wm.watermark);
@@ -889,6 +1019,20 @@ impl Pipeline {
                 }
             }
         }
+        for task in tasks.values_mut() {
+            Jump::keep_worst(&mut worst_jump, task.jump.take());
+        }
+        let jump = worst_jump.filter(|j| j.late > 0).map(|j| WatermarkJump {
+            file: input_name(j.at.input),
+            line: j.at.line,
+            from: j.from,
+            to: j.to,
+            late_events: j.late,
+        });
+        *self
+            .last_jump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = jump;
         // End of input: alerts still settling are decided now.
         if flush_at_end {
             let mut out = SinkBatch::default();
@@ -925,6 +1069,8 @@ impl Pipeline {
             mute_before: i64::MIN,
             source_parts: None,
             tenant: None,
+            held_origin: None,
+            jump: None,
         }
     }
 }
@@ -938,6 +1084,11 @@ struct Task {
     seen: Seen,
     /// The tenant of the partition's last event, to notice a tenant on two partitions.
     tenant: Option<Text>,
+    /// Where the event held ahead of the stream (`wm.held`) came from, to name it if it turns
+    /// out to be where the stream jumped; not checkpointed (a report, not state).
+    held_origin: Option<crate::source::Origin>,
+    /// The task's last big step forward, counting the late events behind it (a report).
+    jump: Option<Jump>,
     /// Detectors after the rule engine (windowed SQL), in registration order.
     detectors: Vec<Box<dyn crate::StreamDetector>>,
     /// Changed since its last snapshot.

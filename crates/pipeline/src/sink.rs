@@ -53,7 +53,8 @@ pub trait Sink: Send {
     }
 
     /// One processed event, in stream order, after detection saw it. Late events that were
-    /// dropped or side-output do not come here.
+    /// dropped or side-output do not come here, nor do repeated deliveries of an event already
+    /// seen (`detect.dedup_capacity`; `authwatch normalize` turns that check off).
     fn event(&mut self, _event: &AuthEvent) -> Result<(), SinkError> {
         Ok(())
     }
@@ -115,37 +116,63 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
+/// Where one output's records go.
+enum Target {
+    /// A file of its own.
+    File(Box<dyn Write + Send>),
+    /// Standard output, which every output named `-` shares: one writer, so that records of
+    /// two outputs can never split each other (two buffers each flushing when full would cut
+    /// a record of one into the middle of the other's).
+    Stdout,
+}
+
 struct Output {
     name: String,
-    writer: Box<dyn Write + Send>,
+    target: Target,
 }
 
 impl Output {
     fn open(path: &Path) -> Result<Output, SinkError> {
         let name = path.display().to_string();
-        let writer: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(BufWriter::new(std::io::stdout()))
+        let target = if path == Path::new("-") {
+            Target::Stdout
         } else {
             let file = File::create(path).map_err(|source| SinkError {
                 output: name.clone(),
                 source,
             })?;
-            Box::new(BufWriter::with_capacity(256 * 1024, file))
+            Target::File(Box::new(BufWriter::with_capacity(256 * 1024, file)))
         };
-        Ok(Output { name, writer })
+        Ok(Output { name, target })
     }
 
-    fn write<T: Serialize>(&mut self, value: &T) -> Result<(), SinkError> {
+    /// Writes one record as one line: serialized whole first, then handed over in one piece.
+    fn write<T: Serialize>(
+        &mut self,
+        stdout: &mut dyn Write,
+        line: &mut Vec<u8>,
+        value: &T,
+    ) -> Result<(), SinkError> {
         let fail = |source| SinkError {
             output: self.name.clone(),
             source,
         };
-        serde_json::to_writer(&mut self.writer, value).map_err(|e| fail(e.into()))?;
-        self.writer.write_all(b"\n").map_err(fail)
+        line.clear();
+        serde_json::to_writer(&mut *line, value).map_err(|e| fail(e.into()))?;
+        line.push(b'\n');
+        let writer: &mut dyn Write = match &mut self.target {
+            Target::File(w) => w,
+            Target::Stdout => stdout,
+        };
+        writer.write_all(line).map_err(fail)
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError {
+    fn flush(&mut self, stdout: &mut dyn Write) -> Result<(), SinkError> {
+        let writer: &mut dyn Write = match &mut self.target {
+            Target::File(w) => w,
+            Target::Stdout => stdout,
+        };
+        writer.flush().map_err(|source| SinkError {
             output: self.name.clone(),
             source,
         })
@@ -153,11 +180,16 @@ impl Output {
 }
 
 /// JSON-lines files (or standard output) for each kind of result; unset outputs are skipped.
+/// Outputs named `-` share one standard-output writer, each record written whole.
 /// Optionally keeps the alerts in memory for a summary table.
 pub struct JsonLinesSink {
     alerts: Option<Output>,
     dead_letters: Option<Output>,
     late_events: Option<Output>,
+    /// The one writer of every output on standard output.
+    stdout: Box<dyn Write + Send>,
+    /// One record, serialized before it is written.
+    line: Vec<u8>,
     kept: Vec<Alert>,
     keep: usize,
     seen: u64,
@@ -171,10 +203,27 @@ impl JsonLinesSink {
         dead_letters: Option<&PathBuf>,
         late_events: Option<&PathBuf>,
     ) -> Result<Self, SinkError> {
+        Self::create_with_stdout(
+            alerts,
+            dead_letters,
+            late_events,
+            Box::new(BufWriter::new(std::io::stdout())),
+        )
+    }
+
+    /// [`JsonLinesSink::create`] with `stdout` standing for standard output (tests).
+    fn create_with_stdout(
+        alerts: Option<&PathBuf>,
+        dead_letters: Option<&PathBuf>,
+        late_events: Option<&PathBuf>,
+        stdout: Box<dyn Write + Send>,
+    ) -> Result<Self, SinkError> {
         Ok(JsonLinesSink {
             alerts: alerts.map(|p| Output::open(p)).transpose()?,
             dead_letters: dead_letters.map(|p| Output::open(p)).transpose()?,
             late_events: late_events.map(|p| Output::open(p)).transpose()?,
+            stdout,
+            line: Vec::with_capacity(4096),
             kept: Vec::new(),
             keep: 0,
             seen: 0,
@@ -200,21 +249,21 @@ impl Sink for JsonLinesSink {
             self.kept.push(alert.clone());
         }
         match &mut self.alerts {
-            Some(o) => o.write(alert),
+            Some(o) => o.write(&mut self.stdout, &mut self.line, alert),
             None => Ok(()),
         }
     }
 
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError> {
         match &mut self.dead_letters {
-            Some(o) => o.write(record),
+            Some(o) => o.write(&mut self.stdout, &mut self.line, record),
             None => Ok(()),
         }
     }
 
     fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError> {
         match &mut self.late_events {
-            Some(o) => o.write(record),
+            Some(o) => o.write(&mut self.stdout, &mut self.line, record),
             None => Ok(()),
         }
     }
@@ -228,8 +277,82 @@ impl Sink for JsonLinesSink {
         .into_iter()
         .flatten()
         {
-            o.flush()?;
+            o.flush(&mut self.stdout)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authwatch_normalize::{RejectKind, Rejection};
+    use std::sync::{Arc, Mutex};
+
+    /// What a test's "standard output" received, in whatever pieces it came.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Review finding 3: `--alerts - --dead-letter -` gave each its own buffer on standard
+    /// output, and a buffer flushing when full cut one output's record with the other's.
+    #[test]
+    fn two_outputs_on_standard_output_keep_every_record_whole() {
+        let out = Shared::default();
+        let dash = PathBuf::from("-");
+        let mut sink = JsonLinesSink::create_with_stdout(
+            None,
+            Some(&dash),
+            Some(&dash),
+            Box::new(BufWriter::with_capacity(8192, out.clone())),
+        )
+        .unwrap();
+        let origin = crate::source::Origin {
+            input: 0,
+            line: 1,
+            offset: 0,
+        };
+        let raw = vec![b'z'; 3000];
+        let (mut dead, mut late) = (0, 0);
+        for i in 0..200u64 {
+            let rejection = Rejection::new(RejectKind::MalformedJson, format!("bad line {i}"));
+            let record = DeadLetter::new("in.jsonl", origin, rejection, &raw, 3000, 3000);
+            sink.dead_letter(&record).unwrap();
+            dead += 1;
+            if i % 3 == 0 {
+                let record = LateEvent {
+                    file: "in.jsonl".into(),
+                    line: i,
+                    offset: 0,
+                    watermark: 0,
+                    event: AuthEvent::sample_full(),
+                };
+                sink.late_event(&record).unwrap();
+                late += 1;
+            }
+        }
+        sink.flush().unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let (mut got_dead, mut got_late) = (0, 0);
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:.200}"));
+            if v.get("reason").is_some() {
+                got_dead += 1;
+            } else {
+                got_late += 1;
+            }
+        }
+        assert_eq!((got_dead, got_late), (dead, late));
     }
 }

@@ -36,10 +36,17 @@ pub struct RawLine {
 /// Where an input stopped being readable, and why.
 #[derive(Debug, Clone)]
 pub struct Unreadable {
-    /// The line that could not be read, and the decompressed bytes read before it.
+    /// The line that could not be read: its number and the offset of its start.
     pub origin: Origin,
     /// What failed.
     pub message: String,
+    /// The head of the line read before the failure: `data[start..end]` of the batch (empty
+    /// when the failure came between lines), at most the dead-letter head.
+    pub start: usize,
+    /// End of that head in the batch buffer.
+    pub end: usize,
+    /// Bytes of the line read before the failure.
+    pub len: u64,
 }
 
 /// A batch of raw lines.
@@ -231,7 +238,7 @@ impl LineSource {
     }
 
     /// Reads one line into `batch`; returns false at the end of the current input.
-    fn read_line(&mut self, batch: &mut RawBatch) -> Result<bool, SourceError> {
+    fn read_line(&mut self, batch: &mut RawBatch) -> Result<bool, LineReadError> {
         let Some(input) = self.current.as_mut() else {
             return Ok(false);
         };
@@ -239,14 +246,22 @@ impl LineSource {
         let line_offset = input.offset;
         let mut len: u64 = 0;
         let mut saw_any = false;
+        let mut ends_in_cr = false;
+        // One byte more than the limit is held: a line's `\r` before its newline is no content.
+        let within = self.max_line_bytes as u64 + 1;
         loop {
             let buf = match input.reader.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(SourceError::Read {
-                        name: self.names[self.index].clone(),
-                        offset: input.offset,
+                    // The head read so far is the dead letter's raw text, like any rejected
+                    // line's.
+                    batch.data.truncate(start + self.keep_bytes);
+                    return Err(LineReadError {
+                        line_offset,
+                        read_offset: input.offset,
+                        start,
+                        len,
                         source,
                     });
                 }
@@ -259,11 +274,14 @@ impl LineSource {
                 Some(i) => (&buf[..i], true),
                 None => (buf, false),
             };
+            if let Some(&last) = chunk.last() {
+                ends_in_cr = last == b'\r';
+            }
             // Keep the line whole while it is within the limit; past it keep only the head.
-            let limit = if len + chunk.len() as u64 > self.max_line_bytes as u64 {
+            let limit = if len + chunk.len() as u64 > within {
                 self.keep_bytes
             } else {
-                self.max_line_bytes
+                within as usize
             };
             let room = (limit as u64).saturating_sub(batch.data.len() as u64 - start as u64);
             let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
@@ -281,11 +299,15 @@ impl LineSource {
             return Ok(false);
         }
         input.line += 1;
+        // Measured without the `\r` of a CRLF line end, so that a line is accepted or
+        // rejected the same whichever line ends its file has.
+        if ends_in_cr {
+            len -= 1;
+        }
         if len > self.max_line_bytes as u64 {
             batch.data.truncate(start + self.keep_bytes);
-        } else if batch.data.last() == Some(&b'\r') && batch.data.len() > start {
+        } else if ends_in_cr {
             batch.data.pop();
-            len -= 1;
         }
         batch.lines.push(RawLine {
             start,
@@ -314,7 +336,14 @@ impl Source for LineSource {
                 None => match self.next_input() {
                     Ok(true) => continue,
                     Ok(false) => break,
-                    Err(e) => Err(e),
+                    Err(SourceError::Read { source, .. }) => Err(LineReadError {
+                        line_offset: 0,
+                        read_offset: 0,
+                        start: batch.data.len(),
+                        len: 0,
+                        source,
+                    }),
+                    Err(e) => return Err(e),
                 },
             };
             match read {
@@ -326,23 +355,32 @@ impl Source for LineSource {
                 // A truncated or corrupt gzip stream, or an I/O error part-way: the lines read
                 // so far stay in the batch, the failure becomes a dead letter, and the source goes
                 // on with the next input. Stopping here would drop both, silently.
-                Err(SourceError::Read { offset, source, .. }) => {
+                Err(e) => {
                     let line = self.current.as_ref().map_or(0, |i| i.line) + 1;
+                    let LineReadError {
+                        line_offset,
+                        read_offset,
+                        start,
+                        len,
+                        source,
+                    } = e;
                     batch.unreadable.push(Unreadable {
                         origin: Origin {
                             input: self.index as u32,
                             line,
-                            offset,
+                            offset: line_offset,
                         },
                         message: format!(
                             "line {line} and the rest of the input could not be read (after \
-                             byte {offset} of its content): {source}"
+                             byte {read_offset} of its content): {source}"
                         ),
+                        start,
+                        end: batch.data.len(),
+                        len,
                     });
                     self.current = None;
                     self.index += 1;
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(!batch.lines.is_empty() || !batch.unreadable.is_empty())
@@ -354,6 +392,16 @@ impl Source for LineSource {
 }
 
 const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
+
+/// A line whose reading failed part-way: where it starts, how far the input was read, and the
+/// head already in the batch (from `start`).
+struct LineReadError {
+    line_offset: u64,
+    read_offset: u64,
+    start: usize,
+    len: u64,
+    source: std::io::Error,
+}
 
 #[cfg(test)]
 mod tests {
@@ -381,16 +429,33 @@ mod tests {
             10,
         );
         let mut batch = RawBatch::default();
-        let (mut read, mut unreadable) = (Vec::new(), Vec::new());
+        let (mut read, mut unreadable, mut heads) = (Vec::new(), Vec::new(), Vec::new());
         while s.fill(&mut batch, 512).unwrap() {
             read.extend(batch.lines.iter().map(|l| (l.origin.input, l.origin.line)));
             unreadable.extend(batch.unreadable.iter().cloned());
+            heads.extend(
+                batch
+                    .unreadable
+                    .iter()
+                    .map(|u| batch.data[u.start..u.end].to_vec()),
+            );
         }
         assert_eq!(unreadable.len(), 1, "{unreadable:?}");
         let cut = &unreadable[0];
         let first_input = read.iter().filter(|(i, _)| *i == 0).count() as u64;
         assert!(first_input > 4000 && first_input < 5000, "{first_input}");
         assert_eq!((cut.origin.input, cut.origin.line), (0, first_input + 1));
+        // Review finding 9: the offset is where the cut line starts (as for every dead letter),
+        // not how far the input was read, and the part of it that was read is kept.
+        let line_start: usize = text
+            .lines()
+            .take(first_input as usize)
+            .map(|l| l.len() + 1)
+            .sum();
+        assert_eq!(cut.origin.offset, line_start as u64);
+        let whole = text.lines().nth(first_input as usize).unwrap();
+        assert!(cut.len > 0, "the cut falls inside a line: {cut:?}");
+        assert_eq!(heads[0], &whole.as_bytes()[..(cut.len as usize).min(10)]);
         assert!(cut.message.contains("could not be read"), "{}", cut.message);
         assert_eq!(read.last(), Some(&(1, 1)), "the next input was not read");
     }
@@ -448,6 +513,61 @@ mod tests {
         assert_eq!(got[0].2, 5000);
         assert_eq!(got[1].0, b"ok");
         assert_eq!(got[1].1.offset, 5001);
+    }
+
+    /// Review finding 8: a line of exactly the limit was rejected when it ended in CRLF, as
+    /// the `\r` counted against the limit; one byte more is over it either way.
+    #[test]
+    fn a_crlf_line_of_exactly_the_limit_is_whole() {
+        let max = 1024;
+        let exact = vec![b'x'; max];
+        let over = vec![b'y'; max + 1];
+        let mut data = Vec::new();
+        for (line, end) in [
+            (&exact, &b"\n"[..]),
+            (&exact, b"\r\n"),
+            (&over, b"\n"),
+            (&over, b"\r\n"),
+            (&exact, b"\r"),
+        ] {
+            data.extend_from_slice(line);
+            data.extend_from_slice(end);
+        }
+        // Across buffer boundaries too: one byte per read.
+        for per_read in [usize::MAX, 1] {
+            let mut s = LineSource::from_readers(
+                vec![(
+                    "mem".into(),
+                    Box::new(Chunked(std::io::Cursor::new(data.clone()), per_read)),
+                )],
+                max,
+                16,
+            );
+            let got = lines(&mut s, 10);
+            let lens: Vec<(usize, u64)> = got.iter().map(|(b, _, len)| (b.len(), *len)).collect();
+            assert_eq!(
+                lens,
+                [
+                    (max, max as u64),
+                    (max, max as u64),
+                    (16, max as u64 + 1),
+                    (16, max as u64 + 1),
+                    (max, max as u64)
+                ],
+                "per read {per_read}"
+            );
+            assert_eq!(got[1].0, exact);
+        }
+    }
+
+    /// A reader that returns at most `.1` bytes per read.
+    struct Chunked(std::io::Cursor<Vec<u8>>, usize);
+
+    impl Read for Chunked {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1);
+            self.0.read(&mut buf[..n])
+        }
     }
 
     #[test]

@@ -995,3 +995,231 @@ fn route_only_runs_forward_every_event_with_its_progress() {
         assert_eq!(*progress, max);
     }
 }
+
+/// Review finding 1: one event dated 20 hours ahead (a wrong clock, a crafted line) moved the
+/// watermark, and everything after it was late: the push bombing that followed went
+/// undetected. It is still processed, but does not move the watermark alone.
+#[test]
+fn one_event_far_ahead_does_not_make_the_rest_of_the_stream_late() {
+    let outlier = push_line(
+        "ken@acme.jp",
+        T0 + 20 * 3_600_000,
+        "mfa_verify",
+        "denied",
+        "future-1",
+    );
+    // First line of the stream, and in the middle of it.
+    let mut first = vec![outlier.clone()];
+    first.extend(bombing("aiko@acme.jp", T0));
+    let mut middle = bombing("aiko@acme.jp", T0);
+    middle.insert(3, outlier.clone());
+    for lines in [first, middle] {
+        let (summary, sink) = run(Config::default(), join(&lines));
+        assert_eq!(summary.events, 18);
+        assert_eq!(summary.late_events, 0);
+        let categories: Vec<&str> = sink
+            .0
+            .kept_alerts()
+            .0
+            .iter()
+            .map(|a| a.category.as_str())
+            .collect();
+        assert_eq!(categories, ["mfa_fatigue", "mfa_fatigue_success"]);
+    }
+
+    // A hundred ordinary events, the outlier, a hundred more: none of them late.
+    let ordinary = |from: i64| -> Vec<String> {
+        (from..from + 100)
+            .map(|i| {
+                push_line(
+                    &format!("u{i}@acme.jp"),
+                    T0 + i * 1_000,
+                    "mfa_verify",
+                    "success",
+                    &format!("ok-{i}"),
+                )
+            })
+            .collect()
+    };
+    let mut lines = ordinary(0);
+    lines.push(outlier);
+    lines.extend(ordinary(100));
+    let (summary, _) = run(Config::default(), join(&lines));
+    assert_eq!((summary.events, summary.late_events), (201, 0));
+    // What it was before: with the check off, the outlier moves the watermark.
+    let mut config = Config::default();
+    config.event_time.max_jump = crate::config::DurationText(std::time::Duration::ZERO);
+    let (summary, _) = run(config, join(&lines));
+    assert_eq!(summary.late_events, 100);
+}
+
+/// A genuine jump (traffic resuming after a quiet night) moves the watermark at its second
+/// event, whatever the batch boundaries and thread counts, and the replay can name where the
+/// stream jumped.
+#[test]
+fn a_jump_confirmed_by_a_second_event_moves_the_watermark() {
+    let night = 9 * 3_600_000;
+    let mut lines = bombing("aiko@acme.jp", T0);
+    // The morning: two events after the gap, then one dated the evening before (late now).
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 + night,
+        "mfa_verify",
+        "success",
+        "m1",
+    ));
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 + night + 60_000,
+        "mfa_verify",
+        "success",
+        "m2",
+    ));
+    lines.push(push_line(
+        "ken@acme.jp",
+        T0 + 10 * 60_000,
+        "mfa_verify",
+        "denied",
+        "evening",
+    ));
+    lines.extend(bombing("ken@acme.jp", T0 + night + 2 * 60_000));
+    for (workers, batch) in [(1, 4096), (2, 1), (3, 2), (4, 7)] {
+        let mut config = Config::default();
+        config.runtime.workers = workers;
+        config.runtime.batch_lines = batch;
+        let pipeline = Pipeline::new(config.clone(), RulePack::builtin().unwrap()).unwrap();
+        let mut source = LineSource::from_readers(
+            vec![("input.jsonl".into(), Box::new(Cursor::new(join(&lines))))],
+            config.input.max_line_bytes,
+            config.input.dead_letter_raw_bytes,
+        );
+        let sink = JsonLinesSink::create(None, None, None)
+            .unwrap()
+            .keep_alerts(100);
+        let (summary, sink) = pipeline.run(&mut source, sink, Speed::Max).unwrap();
+        assert_eq!(summary.late_events, 1, "workers={workers} batch={batch}");
+        assert_eq!(
+            sink.kept_alerts().0.len(),
+            4,
+            "workers={workers} batch={batch}"
+        );
+        assert_eq!(
+            pipeline.largest_jump(),
+            Some(WatermarkJump {
+                file: "input.jsonl".into(),
+                line: 19,
+                from: T0 + 9 * 60_000,
+                to: T0 + night + 60_000,
+                late_events: 1,
+            }),
+            "workers={workers} batch={batch}"
+        );
+    }
+}
+
+#[test]
+fn the_watermark_holds_one_jump_and_moves_on_the_second() {
+    use crate::checkpoint::{Step, Watermark};
+    let (late, jump) = (300_000, 3_600_000);
+    let mut wm = Watermark::default();
+    // The stream starts with two events that agree; a first one that does not is replaced.
+    assert_eq!(wm.observe(T0 + 86_400_000, late, jump), Step::Stay);
+    assert_eq!(wm.observe(T0, late, jump), Step::Stay);
+    assert_eq!(wm.max_time, i64::MIN);
+    assert!(matches!(
+        wm.observe(T0 + 1_000, late, jump),
+        Step::Moved { .. }
+    ));
+    assert_eq!((wm.max_time, wm.watermark), (T0 + 1_000, T0 + 1_000 - late));
+    // Within reach: moves. Beyond: held, and a second one beyond moves it to the earlier.
+    assert!(matches!(
+        wm.observe(T0 + 60_000, late, jump),
+        Step::Moved { .. }
+    ));
+    assert_eq!(wm.observe(T0 + 20 * jump, late, jump), Step::Held);
+    assert_eq!(wm.max_time, T0 + 60_000);
+    assert_eq!(
+        wm.observe(T0 + 2 * jump, late, jump),
+        Step::Moved {
+            from: T0 + 60_000,
+            to_held: false
+        }
+    );
+    assert_eq!(
+        (wm.max_time, wm.held),
+        (T0 + 2 * jump, Some(T0 + 20 * jump))
+    );
+    // Held across a snapshot.
+    let mut restored = Watermark::default();
+    restored.restore(&wm.snapshot().unwrap()).unwrap();
+    assert_eq!(restored, wm);
+    restored.restore(b"5 4").unwrap();
+    assert_eq!(restored.held, None, "a state written before `held` existed");
+    // Caught up with: forgotten.
+    wm.observe(T0 + 2 * jump + jump / 2, late, jump);
+    wm.observe(T0 + 3 * jump, late, jump);
+    assert_eq!(wm.held, Some(T0 + 20 * jump));
+    for k in 4..20 {
+        wm.observe(T0 + k * jump, late, jump);
+    }
+    assert_eq!(wm.held, None);
+}
+
+/// Review finding 7: a paced replay whose sink failed left the detect stage counted busy (it
+/// left the batch it was working on without saying so), which `/livez` reads as stuck.
+#[test]
+fn a_paced_run_that_loses_its_sink_leaves_no_stage_busy() {
+    struct Broken;
+    impl Sink for Broken {
+        fn alert(&mut self, _: &authwatch_event::Alert) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn dead_letter(&mut self, _: &DeadLetter) -> Result<(), SinkError> {
+            Err(SinkError {
+                output: "dead.jsonl".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        }
+        fn late_event(&mut self, _: &LateEvent) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+    let mut config = Config::default();
+    // A rejected line and an event per batch: the detect stage hands the dead letter over
+    // before it waits for the event's time, and that hand-over finds the sink gone.
+    config.runtime.batch_lines = 2;
+    config.runtime.workers = 1;
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        lines.push("not json".to_owned());
+        lines.push(push_line(
+            "aiko@acme.jp",
+            T0 + i * 10_000,
+            "mfa_verify",
+            "success",
+            &format!("e{i}"),
+        ));
+    }
+    let pipeline = Pipeline::new(config, RulePack::builtin().unwrap()).unwrap();
+    let mut source = LineSource::from_readers(
+        vec![("x".into(), Box::new(Cursor::new(join(&lines))))],
+        1 << 20,
+        100,
+    );
+    let err = pipeline
+        .run(&mut source, Broken, Speed::Factor(1000.0))
+        .err()
+        .unwrap();
+    assert_eq!(err.to_string(), "dead.jsonl: write failed: disk full");
+    for stage in [Stage::Detect, Stage::Sink] {
+        let busy = &pipeline.metrics().stages[stage.index()].busy;
+        assert_eq!(
+            busy.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{stage:?}"
+        );
+    }
+}
