@@ -2,7 +2,7 @@
 //! breaker → rate limits → adapter, with every decision audited.
 
 use crate::adapters::{ActionContext, Adapter, AdapterError, Outcome, Subject};
-use crate::adapters::{base_url, webhook};
+use crate::adapters::{base_url, configured_url, webhook};
 use crate::audit::{AuditFacts, AuditRecord, AuditSink, Decision};
 use crate::clock::ResponseClock;
 use crate::http::{CallError, Http};
@@ -265,9 +265,14 @@ impl Responder {
         check_config(config)?;
         let http = Arc::new(Http::new(&config.http)?);
         let adapter = Adapter::from_config(config, http.clone())?;
-        let pager = match &config.pager.url {
+        let pager_url = configured_url(
+            "respond.pager.url",
+            config.pager.url.as_deref(),
+            &config.pager.url_from,
+        )?;
+        let pager = match pager_url {
             Some(url) => Some(Pager {
-                url: base_url("respond.pager.url", Some(url))?,
+                url: base_url("respond.pager.url", Some(&url))?,
                 secret: if config.pager.secret.is_set() {
                     Some(Secret::load("respond.pager.secret", &config.pager.secret)?)
                 } else {
@@ -2114,6 +2119,7 @@ pub fn check_config(config: &RespondConfig) -> Result<(), RespondError> {
     };
     if let Some(target) = provider
         && config.pager.url.is_none()
+        && !config.pager.url_from.is_set()
     {
         let notify = config
             .policy
@@ -2127,7 +2133,7 @@ pub fn check_config(config: &RespondConfig) -> Result<(), RespondError> {
                 message: format!(
                     "is not set, but respond.policy[{i}] has the action \"notify\", which on a \
                      provider target (here {target}) goes to the pager: set \
-                     respond.pager.url, or remove \"notify\" from the policy"
+                     respond.pager.url (or url_from), or remove \"notify\" from the policy"
                 ),
             });
         }

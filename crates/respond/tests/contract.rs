@@ -810,6 +810,59 @@ async fn keycloak_disables_and_logs_out_with_either_grant() {
     }
 }
 
+/// A webhook or pager URL that carries its credential (an incoming-webhook URL) is read from a
+/// file or the environment (`url_from`), never written in the config; giving both is refused.
+#[tokio::test]
+async fn webhook_and_pager_urls_can_come_from_secret_files() {
+    let server = Server::start(|_, _| Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), RespondTarget::Webhook);
+    c.webhook.url_from = secret_file(
+        dir.path(),
+        "hook-url",
+        &format!("{}/hooks/T0001/B0001/s3cr3t", server.url),
+    );
+    c.webhook.secret = secret_file(dir.path(), "hook", "hook-key");
+    c.pager.url_from = secret_file(
+        dir.path(),
+        "page-url",
+        &format!("{}/page/routing-key", server.url),
+    );
+    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let (mut r, _, _) = responder(&c);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Executed);
+    assert_eq!(server.lines(), vec!["POST /hooks/T0001/B0001/s3cr3t"]);
+
+    // A value that is no URL is refused without being shown.
+    let mut bad = c.clone();
+    bad.webhook.url_from = secret_file(dir.path(), "bad-url", "hooks.example.com/T0001/s3cr3t");
+    let e = Responder::new(&bad, ResponseClock::event_time(T0), Vec::new())
+        .err()
+        .expect("not a URL");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    assert!(e.to_string().contains("respond.webhook.url"), "{e}");
+
+    for both in ["webhook", "pager"] {
+        let mut twice = c.clone();
+        match both {
+            "webhook" => twice.webhook.url = Some(format!("{}/hook", server.url)),
+            _ => twice.pager.url = Some(format!("{}/page", server.url)),
+        }
+        let e = Responder::new(&twice, ResponseClock::event_time(T0), Vec::new())
+            .err()
+            .expect("both url and url_from are refused");
+        assert!(
+            e.to_string().contains(&format!("respond.{both}.url"))
+                && e.to_string().contains("url_from"),
+            "{e}"
+        );
+    }
+}
+
 /// Rules keyed by user carry no tenant in their entity; the deciding event's tenant serves
 /// instead, so per-tenant limits and incidents stay per tenant.
 #[tokio::test]

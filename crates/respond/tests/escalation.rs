@@ -326,7 +326,11 @@ async fn a_failed_suspension_is_tried_again_alone() {
         .unwrap();
     assert_eq!(
         decisions(&out),
-        vec![(Notify, Decision::Duplicate, Some("same_incident".to_owned()))]
+        vec![(
+            Notify,
+            Decision::Duplicate,
+            Some("same_incident".to_owned())
+        )]
     );
     // The next critical alert: the failed suspension alone is tried again.
     let out = r

@@ -240,6 +240,39 @@ pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
 }
 
 /// Parses a configured base URL.
+/// The URL configured as `url`, or read from `url_from` (a file or an environment variable:
+/// for a URL that carries its credential, which must not sit in the config file). Both set is a
+/// configuration error; neither is `None`.
+pub(crate) fn configured_url(
+    key: &'static str,
+    url: Option<&str>,
+    url_from: &authwatch_pipeline::config::SecretRef,
+) -> Result<Option<String>, AdapterError> {
+    match (url, url_from.is_set()) {
+        (Some(_), true) => Err(AdapterError::Config {
+            key,
+            message: "is set twice: give `url` or `url_from`, not both".to_owned(),
+        }),
+        (Some(url), false) => Ok(Some(url.to_owned())),
+        (None, true) => {
+            let url = crate::secret::Secret::load(key, url_from)?
+                .expose()
+                .to_owned();
+            // Checked here, where the error can leave the value out: `base_url` quotes it.
+            if base_url(key, Some(&url)).is_err() {
+                return Err(AdapterError::Config {
+                    key,
+                    message: "from url_from is not an http(s) URL (the value is a secret: not \
+                              shown)"
+                        .to_owned(),
+                });
+            }
+            Ok(Some(url))
+        }
+        (None, false) => Ok(None),
+    }
+}
+
 pub(crate) fn base_url(key: &'static str, value: Option<&str>) -> Result<Url, AdapterError> {
     let value = value.ok_or(AdapterError::Config {
         key,

@@ -4,7 +4,7 @@
 //! `"<timestamp>.<body>"` (the timestamp is signed so that a captured request cannot be replayed
 //! later), and `Idempotency-Key` (the same for every retry of one action).
 
-use super::{ActionContext, AdapterError, Outcome, Subject, base_url};
+use super::{ActionContext, AdapterError, Outcome, Subject, base_url, configured_url};
 use crate::http::Http;
 use crate::secret::Secret;
 use authwatch_pipeline::config::{RespondWebhook, ResponseAction};
@@ -75,7 +75,15 @@ impl WebhookAdapter {
     pub fn from_config(config: &RespondWebhook, http: Arc<Http>) -> Result<Self, AdapterError> {
         Ok(WebhookAdapter {
             http,
-            url: base_url("respond.webhook.url", config.url.as_deref())?,
+            url: base_url(
+                "respond.webhook.url",
+                configured_url(
+                    "respond.webhook.url",
+                    config.url.as_deref(),
+                    &config.url_from,
+                )?
+                .as_deref(),
+            )?,
             secret: Secret::load("respond.webhook.secret", &config.secret)?,
         })
     }
