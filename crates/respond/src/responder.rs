@@ -177,6 +177,10 @@ impl TenantScope {
     }
 }
 
+/// The pending store's detail of an action marked executed before its call: still there after
+/// the call means the run ended before the call did (a crash, or a stop that abandoned it).
+const IN_FLIGHT: &str = "being carried out";
+
 /// Why an action that waits is dropped without acting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DropReason {
@@ -854,6 +858,15 @@ impl Responder {
             let id = self.state.queue[i].id.clone();
             let claim = match self.store.claim(&id) {
                 Ok((_, claim)) => Some(claim),
+                Err(StoreError::Decided {
+                    status: PendingStatus::Executed,
+                    ..
+                }) if self.interrupted(&id)? => {
+                    // Whether the provider got the call is unknown, and the state still queues
+                    // it: carried out again (as after a crash between a call and its record),
+                    // not closed as done when it may never have been.
+                    continue;
+                }
                 Err(StoreError::Decided { status, .. }) => {
                     if let Some(q) = self.state.queue.remove(i)
                         && let Some(inc) = self.state.incidents.get_mut(&q.key)
@@ -960,6 +973,25 @@ impl Responder {
             self.page("actions_dropped", &reason, None, true).await;
         }
         Ok(out)
+    }
+
+    /// Whether the queued action `id` was marked executed by a run that ended during its call
+    /// ([`IN_FLIGHT`]); if so it is put back to `Queued` in the store, to be claimed again.
+    fn interrupted(&mut self, id: &str) -> Result<bool, RespondError> {
+        let mut p = match self.store.get(id) {
+            Ok(p) => p,
+            Err(StoreError::Unknown(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if p.status != PendingStatus::Executed || p.detail.as_deref() != Some(IN_FLIGHT) {
+            return Ok(false);
+        }
+        p.status = PendingStatus::Queued;
+        p.decided_by = None;
+        p.decided_ms = None;
+        p.detail = Some("interrupted while being carried out: carried out again".to_owned());
+        self.store.update(&p)?;
+        Ok(true)
     }
 
     /// Audits and closes one waiting action dropped for `reason` (see [`Responder::review`]).
@@ -1295,7 +1327,14 @@ impl Responder {
             .state
             .incidents
             .get(&work.key)
-            .filter(|p| p.holds(now, ttl, mode) && !p.status.reopens() && !p.actions.is_empty())
+            // A waiting incident is this work's own (queued or awaiting approval): its failure
+            // is recorded as before.
+            .filter(|p| {
+                p.holds(now, ttl, mode)
+                    && !p.status.reopens()
+                    && !p.waiting()
+                    && !p.actions.is_empty()
+            })
             .cloned();
         self.record_incident(&work, now, done);
         let mut pending = match &work.pending_id {
@@ -1311,7 +1350,7 @@ impl Responder {
             p.status = PendingStatus::Executed;
             p.decided_by = work.approver.clone();
             p.decided_ms = Some(self.clock.now_ms());
-            p.detail = Some("being carried out".to_owned());
+            p.detail = Some(IN_FLIGHT.to_owned());
             self.store.update(p)?;
         }
         let Carried {
@@ -1710,7 +1749,6 @@ impl Responder {
         };
         let uid = subject.as_ref().map(|s| s.id.clone());
         let mut failed = false;
-        let mut inapplicable = 0;
         let mut unavailable = Vec::new();
         let mut retry_after: Option<std::time::Duration> = None;
         for &action in &work.actions {
@@ -1745,19 +1783,16 @@ impl Responder {
                     // Not a failure of the provider: no breaker, no retry, and the incident
                     // holds the account like a done action, so later alerts are duplicates
                     // instead of the same refusal again (each spending a token).
-                    Ok(Outcome::Inapplicable(why)) => {
-                        inapplicable += 1;
-                        (
-                            Decision::Refused,
-                            Some("not_applicable"),
-                            format!(
-                                "{} {} is not possible: {why}; act on the account by hand",
-                                action.as_str(),
-                                work.alert.account
-                            ),
-                            0,
-                        )
-                    }
+                    Ok(Outcome::Inapplicable(why)) => (
+                        Decision::Refused,
+                        Some("not_applicable"),
+                        format!(
+                            "{} {} is not possible: {why}; act on the account by hand",
+                            action.as_str(),
+                            work.alert.account
+                        ),
+                        0,
+                    ),
                     Err(e) => {
                         failed = true;
                         // `notify` on a provider target went to the pager: the pager being down
@@ -1804,8 +1839,10 @@ impl Responder {
         let status = match (dry, failed) {
             (true, _) => IncidentStatus::DryRun,
             (false, true) => IncidentStatus::Failed,
-            // Nothing could be done to the account as it stands: refused, not executed.
-            (false, false) if inapplicable == work.actions.len() => IncidentStatus::Refused,
+            // Actions refused `not_applicable` are covered like done ones (asking again would
+            // be refused again, each time taking a token), but only those: a *refused*
+            // incident would cover every action, and a later alert asking to revoke the
+            // sessions or reset the factors must still get them.
             (false, false) => IncidentStatus::Executed,
         };
         Ok(Carried {

@@ -356,10 +356,8 @@ impl ResponderThread {
         let join = std::thread::Builder::new()
             .name("respond".to_owned())
             .spawn(move || {
-                let result = run(responder, &theirs, persist, tick_every, &published);
-                theirs.inbox().stopped = true;
-                theirs.changed.notify_all();
-                result
+                let _stopped = MarkStopped(Arc::clone(&theirs));
+                run(responder, &theirs, persist, tick_every, &published)
             })
             .map_err(|e| state_io(Path::new("<respond thread>"), e))?;
         Ok(ResponderThread {
@@ -440,6 +438,18 @@ fn state_io(path: &Path, e: std::io::Error) -> RespondError {
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// Marks the thread stopped however it ends, a panic included: the sink waiting for room in the
+/// inbox, or a checkpoint, must learn that no one will take its alerts (with the channel of
+/// before, a dead thread's receiver told the sender so by itself).
+struct MarkStopped(Arc<Shared>);
+
+impl Drop for MarkStopped {
+    fn drop(&mut self) {
+        self.0.inbox().stopped = true;
+        self.0.changed.notify_all();
+    }
 }
 
 /// What the thread does next.
@@ -834,6 +844,42 @@ mod tests {
                 "{pair:?}"
             );
         }
+    }
+
+    /// A responder thread that panics leaves no sink waiting for ever: a full inbox's sender is
+    /// told the responder stopped, and the run ends with its error.
+    #[test]
+    fn a_thread_that_panics_is_marked_stopped_and_the_sink_is_told() {
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox {
+                state: Vec::new(),
+                alerts: VecDeque::new(),
+                handled: 0,
+                closed: false,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+            saver: None,
+            abandon: tokio::sync::Notify::new(),
+        });
+        let waiting = alert("mfa_fatigue_success", "kenji@example.co.jp");
+        shared
+            .inbox()
+            .alerts
+            .extend(std::iter::repeat_n(waiting.clone(), HAND_OFF));
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            let _stopped = MarkStopped(theirs);
+            std::thread::sleep(Duration::from_millis(50));
+            panic!("a responder bug");
+        });
+        let mut tee = TeeSink {
+            inner: JsonLinesSink::create(None, None, None).unwrap(),
+            tap: Some(Arc::clone(&shared)),
+        };
+        // The inbox is full: the sink waits, until the panic marks the thread stopped.
+        assert!(tee.alert(&waiting).is_err());
+        assert!(thread.join().is_err());
     }
 
     #[test]

@@ -149,10 +149,19 @@ async fn okta_refuses_to_suspend_an_account_that_is_not_active_once() {
     );
     assert_eq!(server.lines().len(), 3, "{:?}", server.lines());
 
-    // Nothing could be done to an account asked only to be suspended: the incident is refused,
-    // not executed, and still holds the account.
+    // Asked only to suspend: refused once, and a later alert asking the same is a duplicate.
+    // The refusal covers the suspension alone: an alert asking to clear the sessions still gets
+    // it (a refused incident would cover every action).
     let mut c = okta_config(dir.path(), &server);
-    c.policy[0].actions = vec![ResponseAction::Suspend];
+    let only = |rule: &str, action| authwatch_pipeline::config::RespondPolicy {
+        rules: vec![rule.to_owned()],
+        min_severity: authwatch_event::Severity::Critical,
+        actions: vec![action],
+    };
+    c.policy = vec![
+        only("mfa_fatigue_success", ResponseAction::Suspend),
+        only("credential_compromise", ResponseAction::RevokeSessions),
+    ];
     c.state_dir = dir.path().join("state-suspend-only");
     let mut r = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
     let out = r
@@ -180,6 +189,19 @@ async fn okta_refuses_to_suspend_an_account_that_is_not_active_once() {
     assert_eq!(
         decisions(&out),
         vec![(ResponseAction::Suspend, Decision::Duplicate)]
+    );
+    let out = r
+        .handle(&alert(
+            "credential_compromise",
+            "expired@example.com",
+            None,
+            T0 + 120_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(&out),
+        vec![(ResponseAction::RevokeSessions, Decision::Executed)]
     );
 }
 
@@ -1147,6 +1169,60 @@ async fn an_approval_the_store_lost_does_not_wait_for_ever() {
 
 /// The pipeline's queue and a human's `respond approve` never both carry out one action: the
 /// queue drains only actions it can claim, and holds the claim while it acts.
+/// Found by review: a queued action is marked executed in the store before its call; a run that
+/// ended during the call (a crash, or a stop that abandoned it) left it so, and the next drain
+/// closed it as done: the account was never suspended. It is carried out again now.
+#[tokio::test]
+async fn a_queued_action_interrupted_during_its_call_is_carried_out_again() {
+    let server = Server::start(okta_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = okta_config(dir.path(), &server);
+    c.limits.global_actions = 1;
+    let (mut r, _, _) = responder(&c);
+    let first = r
+        .handle(&alert("mfa_fatigue_success", "gone@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(first[0].unmapped.decision, Decision::AlreadyDone);
+    let out = r
+        .handle(&alert("mfa_fatigue_success", "alice@example.com", None, T0))
+        .await
+        .unwrap();
+    assert_eq!(out[0].unmapped.decision, Decision::Queued);
+    let id = out[0].unmapped.pending_id.clone().unwrap();
+    // As a run leaves it that marked the action and ended before the call returned.
+    let mut p = r.store().get(&id).unwrap();
+    p.status = authwatch_respond::PendingStatus::Executed;
+    p.detail = Some("being carried out".to_owned());
+    r.store().update(&p).unwrap();
+
+    let out = r
+        .handle(&alert(
+            "new_device_geo",
+            "bob@example.com",
+            None,
+            T0 + 2 * 3_600_000,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        out.iter().any(|x| x.unmapped.decision == Decision::Executed
+            && x.unmapped.action == ResponseAction::Suspend),
+        "{out:#?}"
+    );
+    assert_eq!(
+        server
+            .lines()
+            .iter()
+            .filter(|l| l.contains("00u1/lifecycle/suspend"))
+            .count(),
+        1
+    );
+    let p = r.store().get(&id).unwrap();
+    assert_eq!(p.status, authwatch_respond::PendingStatus::Executed);
+    assert_ne!(p.detail.as_deref(), Some("being carried out"));
+}
+
 #[tokio::test]
 async fn a_queued_action_a_human_is_deciding_is_left_to_the_human() {
     let server = Server::start(okta_script).await;
