@@ -213,13 +213,23 @@ fn an_event_far_ahead_blinds_nothing_and_two_are_named() {
     assert!(!stderr.contains("Note:"), "{stderr}");
     assert_eq!(lines_of(&got), lines_of(&clean));
 
-    skewed.insert(200, future(&lines[200], "outlier-2"));
+    // A second outlier further on, with traffic between: the two confirm nothing.
+    let mut apart = skewed.clone();
+    apart.insert(200, future(&lines[200], "outlier-2"));
+    let apart_file = dir.path().join("apart.jsonl");
+    std::fs::write(&apart_file, apart.join("\n") + "\n").unwrap();
+    let out = run_ok(authwatch().args(["replay", "-q"]).arg(&apart_file));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" 0 late events"), "{stderr}");
+
+    // Two in a row confirm the jump: the rest is late, and the note names where it jumped.
+    skewed.insert(101, future(&lines[101], "outlier-2"));
     let two = dir.path().join("two.jsonl");
     std::fs::write(&two, skewed.join("\n") + "\n").unwrap();
     let out = run_ok(authwatch().args(["replay", "-q"]).arg(&two));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("jumped at {} line 201", two.display())),
+        stderr.contains(&format!("jumped at {} line 101", two.display())),
         "{stderr}"
     );
     assert!(!stderr.contains("shuffled"), "{stderr}");

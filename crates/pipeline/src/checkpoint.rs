@@ -211,83 +211,80 @@ impl Default for Watermark {
 pub(crate) enum Step {
     /// Nothing: the event is not newer than `max_time`.
     Stay,
-    /// The event is too far ahead to move `max_time` alone: it is held.
+    /// The event is too far ahead to move `max_time` alone (or is the stream's first): it is
+    /// held.
     Held,
-    /// `max_time` moved forward from `from`; `to_held` says it moved to the held event's time
-    /// (that event, not the current one, is where the stream jumped).
-    Moved { from: i64, to_held: bool },
+    /// `max_time` moved forward from `from`. `to_held`: it moved to the time held before this
+    /// event (that event, not this one, is where the stream jumped). `holds_current`: this event
+    /// is held now, beyond the new reach (the stream moved to the earlier of two far-apart
+    /// events).
+    Moved {
+        from: i64,
+        to_held: bool,
+        holds_current: bool,
+    },
+}
+
+impl Step {
+    /// Whether the event that took this step is held ahead of the stream: it is detected on,
+    /// but teaches nothing whose clock would follow its time (the user profiles).
+    pub(crate) fn holds_current(self) -> bool {
+        matches!(
+            self,
+            Step::Held
+                | Step::Moved {
+                    holds_current: true,
+                    ..
+                }
+        )
+    }
 }
 
 impl Watermark {
     /// Takes an event time into account. `lateness` is how far the watermark trails
-    /// `max_time`; an event more than `max_jump` ahead of `max_time` moves it only with a
-    /// second one (`max_jump <= 0`: any event moves it).
+    /// `max_time`. An event within `max_jump` of `max_time` moves it; one further ahead (or the
+    /// stream's first) moves it only with a second one beyond the same reach: then to the
+    /// later of the two if they are within `max_jump` of each other, else to the earlier, the
+    /// later held in turn. An in-reach step forward drops what is held (a lone outlier; a
+    /// later jump needs two events again). `max_jump <= 0`: any event moves it.
     pub(crate) fn observe(&mut self, time: i64, lateness: i64, max_jump: i64) -> Step {
         if time <= self.max_time {
             return Step::Stay;
         }
         let from = self.max_time;
-        if from == i64::MIN && max_jump > 0 {
-            // The first event has nothing to be judged against, and an outlier first would
-            // make the whole stream late: the stream starts with two events within
-            // `max_jump` of each other (until then nothing is late). A first event that
-            // disagrees with the next is replaced by it.
-            return match self.held {
-                Some(held) if held.abs_diff(time) <= max_jump.unsigned_abs() => {
-                    self.held = None;
-                    let to = held.max(time);
-                    self.max_time = to;
-                    self.watermark = to.saturating_sub(lateness);
-                    Step::Moved {
-                        from,
-                        to_held: to == held && held != time,
-                    }
-                }
-                _ => {
-                    self.held = Some(time);
-                    Step::Stay
-                }
+        let in_reach = |low: i64, high: i64| high.saturating_sub(low) <= max_jump;
+        if max_jump <= 0 || (from != i64::MIN && in_reach(from, time)) {
+            self.held = None;
+            self.move_to(time, lateness);
+            return Step::Moved {
+                from,
+                to_held: false,
+                holds_current: false,
             };
         }
-        let bound = if from == i64::MIN || max_jump <= 0 {
-            i64::MAX
-        } else {
-            from.saturating_add(max_jump)
+        let Some(held) = self.held.take() else {
+            self.held = Some(time);
+            return Step::Held;
         };
-        let (to, to_held) = if time <= bound {
-            (time, false)
+        let (low, high) = (held.min(time), held.max(time));
+        let to = if in_reach(low, high) {
+            high
         } else {
-            match self.held.take() {
-                None => {
-                    self.held = Some(time);
-                    return Step::Held;
-                }
-                // Confirmed: two events beyond the bound. The stream moves to the earlier of
-                // the two, so that an outlier confirmed by a genuine jump (or the reverse)
-                // moves it only as far as the genuine one; the later one follows when it is
-                // within reach, and is held otherwise.
-                Some(held) => {
-                    let (low, high) = (held.min(time), held.max(time));
-                    if high <= low.saturating_add(max_jump) {
-                        (high, high == held && held != time)
-                    } else {
-                        self.held = Some(high);
-                        (low, low == held && held != time)
-                    }
-                }
-            }
+            self.held = Some(high);
+            low
         };
-        self.max_time = to;
-        self.watermark = to.saturating_sub(lateness);
-        // A held time the stream has come within reach of confirms nothing any more: the next
-        // jump needs two events again.
-        if self
-            .held
-            .is_some_and(|h| h <= to.saturating_add(max_jump.max(0)))
-        {
-            self.held = None;
+        self.move_to(to, lateness);
+        Step::Moved {
+            from,
+            // At a tie the held event came first: the stream jumped there.
+            to_held: to == held,
+            holds_current: self.held == Some(time) && held != time,
         }
-        Step::Moved { from, to_held }
+    }
+
+    fn move_to(&mut self, time: i64, lateness: i64) {
+        self.max_time = time;
+        self.watermark = time.saturating_sub(lateness);
     }
 }
 

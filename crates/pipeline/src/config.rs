@@ -104,10 +104,11 @@ pub struct InputConfig {
     /// Longest accepted line in bytes; longer lines go to dead letter. Default 1 MiB.
     pub max_line_bytes: usize,
     /// How far an event may claim to be ahead of the time authwatch read it; further is an
-    /// impossible timestamp. Default `1m`: an accepted event can put the watermark this far
-    /// ahead of real time, taking as much off `event_time.allowed_lateness` for every other
-    /// event until real time catches up, so it stays well below the lateness; clocks kept by
-    /// NTP disagree by milliseconds. Set to `0s` to disable (e.g. for synthetic data).
+    /// impossible timestamp. Default `15m`. An accepted event can put the watermark this far
+    /// ahead of real time (`event_time.max_jump` holds only events further ahead than that),
+    /// taking as much off `event_time.allowed_lateness` for the events after it; a tighter
+    /// bound would turn a host clock a few minutes slow into every live event dead-lettered
+    /// (the dead letters say so). Set to `0s` to disable (e.g. for synthetic data).
     pub max_future_skew: DurationText,
     /// How many bytes of a rejected line the dead-letter record keeps. Default 4096.
     pub dead_letter_raw_bytes: usize,
@@ -119,7 +120,7 @@ impl Default for InputConfig {
             format: Format::Auto,
             mapping: None,
             max_line_bytes: 1 << 20,
-            max_future_skew: DurationText(Duration::from_secs(60)),
+            max_future_skew: DurationText(Duration::from_secs(900)),
             dead_letter_raw_bytes: 4096,
         }
     }
@@ -147,10 +148,12 @@ pub struct EventTimeConfig {
     pub late_events: LatePolicy,
     /// How far ahead of the newest event time so far one event may be and still move the
     /// watermark on its own. An event further ahead (a wrong device or collector clock, a
-    /// crafted line) is detected on but leaves the watermark where it was until a second
-    /// event beyond the same bound confirms the jump (traffic resuming after a quiet night);
-    /// otherwise it would make every later event late. `0s` lets any event move it. Default
-    /// `1h`.
+    /// crafted line, or the first after a quiet spell) is detected on but leaves the watermark
+    /// where it was until a second event beyond the same bound confirms the jump; otherwise one
+    /// wrong clock would make every later event late. Default `1h`. After a quiet spell the
+    /// watermark follows at the second event, so alerts that wait for it (`settle`) come one
+    /// event later; a held event more than a day ahead teaches the user profiles nothing (their
+    /// clock would follow it). `0s` lets any event move it.
     pub max_jump: DurationText,
 }
 

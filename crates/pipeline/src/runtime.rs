@@ -203,6 +203,15 @@ pub struct Pipeline {
     last_jump: std::sync::Mutex<Option<WatermarkJump>>,
 }
 
+/// How far ahead of the stream an event held by `event_time.max_jump` may be and still teach
+/// the user profiles.
+const PROFILE_HOLD_MS: i64 = 86_400_000;
+
+/// A confirmed step forward of the stream's time longer than this starts a paced replay's
+/// clock over (`--speed`): a replay does not wait out a quiet night, nor years after an old
+/// first line.
+const PACE_GAP_MS: i64 = 3_600_000;
+
 /// A step forward of a task's newest event time by more than `event_time.max_jump` (and the
 /// lateness), with the event it stepped to and the late events that would have been on time
 /// without it: where to look when most events came late (a wrong timestamp, confirmed by a
@@ -898,8 +907,13 @@ impl Pipeline {
                                 );
                             }
                         }
-                        Step::Moved { from, to_held } if from != i64::MIN => {
-                            if task.wm.max_time.saturating_sub(from) > big_step {
+                        Step::Moved {
+                            from,
+                            to_held,
+                            holds_current,
+                        } => {
+                            if from != i64::MIN && task.wm.max_time.saturating_sub(from) > big_step
+                            {
                                 let at = match (to_held, task.held_origin) {
                                     (true, Some(o)) => o,
                                     _ => origin,
@@ -912,11 +926,14 @@ impl Pipeline {
                                 };
                                 Jump::keep_worst(&mut worst_jump, task.jump.replace(jump));
                             }
-                            if task.wm.held.is_none() {
+                            // What is held now: this event, the one held before, or nothing.
+                            if holds_current {
+                                task.held_origin = Some(origin);
+                            } else if task.wm.held.is_none() {
                                 task.held_origin = None;
                             }
                         }
-                        Step::Moved { .. } | Step::Stay => {}
+                        Step::Stay => {}
                     }
                     if let Speed::Factor(factor) = speed {
                         // Paced by the stream's time, not each event's: an event held ahead
@@ -925,8 +942,7 @@ impl Pipeline {
                         let now = task.wm.max_time;
                         let restart = match (step, pace) {
                             (Step::Moved { from, .. }, _) => {
-                                from == i64::MIN
-                                    || (max_jump > 0 && now.saturating_sub(from) > max_jump)
+                                from == i64::MIN || now.saturating_sub(from) > PACE_GAP_MS
                             }
                             (_, None) => now != i64::MIN,
                             _ => false,
@@ -964,10 +980,16 @@ impl Pipeline {
                         }
                     }
                     // Profiles are read and taught in stream order, before the rules see the
-                    // event, so `context` reflects only what came before it. Not by an event
-                    // held ahead of the stream: the profiles' clock would follow its time, and
-                    // every profile idle for `profiles.ttl` before it would be forgotten.
-                    if self.config.enrich.enabled && step != Step::Held {
+                    // event, so `context` reflects only what came before it. An event held
+                    // ahead of the stream teaches them only when it is within a day of it (the
+                    // first of the morning after a quiet night is an ordinary sign-in): the
+                    // profiles' clock follows what they are taught, and an outlier further
+                    // ahead would age every profile by as much.
+                    let ahead = event.time.saturating_sub(task.wm.max_time);
+                    if self.config.enrich.enabled
+                        && (!step.holds_current()
+                            || (task.wm.max_time != i64::MIN && ahead <= PROFILE_HOLD_MS))
+                    {
                         task.profiles.observe(&mut event);
                     }
                     let before = out.alerts.len();

@@ -1121,29 +1121,31 @@ fn a_jump_confirmed_by_a_second_event_moves_the_watermark() {
 fn the_watermark_holds_one_jump_and_moves_on_the_second() {
     use crate::checkpoint::{Step, Watermark};
     let (late, jump) = (300_000, 3_600_000);
+    let moved = |from, to_held, holds_current| Step::Moved {
+        from,
+        to_held,
+        holds_current,
+    };
     let mut wm = Watermark::default();
-    // The stream starts with two events that agree; a first one that does not is replaced.
-    assert_eq!(wm.observe(T0 + 86_400_000, late, jump), Step::Stay);
-    assert_eq!(wm.observe(T0, late, jump), Step::Stay);
+    // The first event waits for the second. An outlier first line (a day ahead) and the real
+    // stream: it starts at the earlier, the outlier held (not taught to the profiles).
+    assert_eq!(wm.observe(T0 + 86_400_000, late, jump), Step::Held);
     assert_eq!(wm.max_time, i64::MIN);
-    assert!(matches!(
-        wm.observe(T0 + 1_000, late, jump),
-        Step::Moved { .. }
-    ));
-    assert_eq!((wm.max_time, wm.watermark), (T0 + 1_000, T0 + 1_000 - late));
-    // Within reach: moves. Beyond: held, and a second one beyond moves it to the earlier.
-    assert!(matches!(
-        wm.observe(T0 + 60_000, late, jump),
-        Step::Moved { .. }
-    ));
-    assert_eq!(wm.observe(T0 + 20 * jump, late, jump), Step::Held);
+    assert_eq!(wm.observe(T0, late, jump), moved(i64::MIN, false, false));
+    assert_eq!(
+        (wm.max_time, wm.watermark, wm.held),
+        (T0, T0 - late, Some(T0 + 86_400_000))
+    );
+    // An in-reach step forward drops the lone outlier: a later jump needs two events again.
+    assert_eq!(wm.observe(T0 + 60_000, late, jump), moved(T0, false, false));
+    assert_eq!(wm.held, None);
+    // Beyond reach: held; a second one beyond moves it, to the earlier when they are far
+    // apart (the later held in turn, here the current one).
+    assert_eq!(wm.observe(T0 + 2 * jump, late, jump), Step::Held);
     assert_eq!(wm.max_time, T0 + 60_000);
     assert_eq!(
-        wm.observe(T0 + 2 * jump, late, jump),
-        Step::Moved {
-            from: T0 + 60_000,
-            to_held: false
-        }
+        wm.observe(T0 + 20 * jump, late, jump),
+        moved(T0 + 60_000, true, true)
     );
     assert_eq!(
         (wm.max_time, wm.held),
@@ -1155,14 +1157,26 @@ fn the_watermark_holds_one_jump_and_moves_on_the_second() {
     assert_eq!(restored, wm);
     restored.restore(b"5 4").unwrap();
     assert_eq!(restored.held, None, "a state written before `held` existed");
-    // Caught up with: forgotten.
-    wm.observe(T0 + 2 * jump + jump / 2, late, jump);
-    wm.observe(T0 + 3 * jump, late, jump);
-    assert_eq!(wm.held, Some(T0 + 20 * jump));
-    for k in 4..20 {
-        wm.observe(T0 + k * jump, late, jump);
-    }
+    // Traffic going on within reach: the outlier is forgotten.
+    assert_eq!(
+        wm.observe(T0 + 2 * jump + 60_000, late, jump),
+        moved(T0 + 2 * jump, false, false)
+    );
     assert_eq!(wm.held, None);
+    // A quiet night: the first event after it is held, the second moves the stream to the
+    // later of the two (they are within reach of each other).
+    let morning = T0 + 10 * jump;
+    assert_eq!(wm.observe(morning, late, jump), Step::Held);
+    assert_eq!(
+        wm.observe(morning + 30_000, late, jump),
+        moved(T0 + 2 * jump + 60_000, false, false)
+    );
+    assert_eq!((wm.max_time, wm.held), (morning + 30_000, None));
+    // Two unrelated outliers far apart confirm nothing between them while traffic goes on.
+    assert_eq!(wm.observe(morning + 50 * jump, late, jump), Step::Held);
+    wm.observe(morning + 60_000, late, jump);
+    assert_eq!(wm.observe(morning + 90 * jump, late, jump), Step::Held);
+    assert_eq!(wm.max_time, morning + 60_000);
 }
 
 /// Review finding 7: a paced replay whose sink failed left the detect stage counted busy (it
