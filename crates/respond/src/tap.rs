@@ -159,6 +159,32 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// Waits for the inbox to change, until `deadline` (none: for ever); `true` with the guard
+    /// once the deadline has passed.
+    fn wait<'a>(
+        &self,
+        inbox: MutexGuard<'a, Inbox>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, Inbox>, bool) {
+        let Some(deadline) = deadline else {
+            let inbox = self
+                .changed
+                .wait(inbox)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            return (inbox, false);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (inbox, true);
+        }
+        let inbox = self
+            .changed
+            .wait_timeout(inbox, left)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+        (inbox, false)
+    }
+
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         // A panic while holding the lock leaves plain data behind, still consistent: every
         // change under it is a single push, drain or assignment.
@@ -390,19 +416,14 @@ impl ResponderThread {
     pub fn finish(mut self) -> Result<RunReport, RespondError> {
         self.shared.close();
         if self.live {
-            let deadline = Instant::now() + STOP_GRACE;
+            let deadline = Some(Instant::now() + STOP_GRACE);
             let mut inbox = self.shared.inbox();
             while !inbox.stopped {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                let (now, passed) = self.shared.wait(inbox, deadline);
+                inbox = now;
+                if passed {
                     break;
                 }
-                inbox = self
-                    .shared
-                    .changed
-                    .wait_timeout(inbox, left)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
             }
             if !inbox.stopped {
                 tracing::warn!(
@@ -480,27 +501,11 @@ impl Keeper<'_> {
             if inbox.closed {
                 return Next::End;
             }
-            match deadline {
-                None => {
-                    inbox = self
-                        .shared
-                        .changed
-                        .wait(inbox)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Next::Tick;
-                    }
-                    inbox = self
-                        .shared
-                        .changed
-                        .wait_timeout(inbox, left)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
-                }
+            let (now, passed) = self.shared.wait(inbox, deadline);
+            if passed {
+                return Next::Tick;
             }
+            inbox = now;
         }
     }
 
@@ -696,10 +701,7 @@ impl<S: Sink> Sink for TeeSink<S> {
         if let Some(tap) = &self.tap {
             let mut inbox = tap.inbox();
             while !inbox.stopped && inbox.waiting() >= HAND_OFF {
-                inbox = tap
-                    .changed
-                    .wait(inbox)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                inbox = tap.wait(inbox, None).0;
             }
             if inbox.stopped {
                 // The responder stopped on an error (it reports it at the end): stop the run

@@ -28,6 +28,22 @@ impl Saves {
     }
 }
 
+/// `responder` started live with the alerts of `inbox`, its states kept in `saves`; no tick
+/// within a test.
+fn live(
+    responder: Responder,
+    inbox: Vec<authwatch_event::Alert>,
+    saves: &Saves,
+) -> ResponderThread {
+    ResponderThread::spawn_live(
+        responder,
+        inbox,
+        Box::new(saves.clone()),
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+}
+
 fn checkpoint(id: u64) -> Checkpoint {
     Checkpoint {
         barrier: Barrier {
@@ -50,13 +66,7 @@ fn the_state_is_written_at_a_checkpoint_only_when_it_changed() {
     let c = config(dir.path(), RespondTarget::None);
     let responder = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
     let saves = Saves::default();
-    let thread = ResponderThread::spawn_live(
-        responder,
-        Vec::new(),
-        Box::new(saves.clone()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let thread = live(responder, Vec::new(), &saves);
     let mut tee = thread.tee(JsonLinesSink::create(None, None, None).unwrap());
 
     tee.checkpoint(checkpoint(1)).unwrap();
@@ -171,13 +181,7 @@ fn a_hanging_provider_holds_no_checkpoint_and_the_next_start_finishes_its_alert(
     c.http.max_attempts = 1;
     let responder = Responder::new(&c, ResponseClock::event_time(T0), Vec::new()).unwrap();
     let saves = Saves::default();
-    let thread = ResponderThread::spawn_live(
-        responder,
-        Vec::new(),
-        Box::new(saves.clone()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let thread = live(responder, Vec::new(), &saves);
     let mut tee = thread.tee(JsonLinesSink::create(None, None, None).unwrap());
     let a = alert(
         "mfa_fatigue_success",
@@ -223,13 +227,7 @@ fn a_hanging_provider_holds_no_checkpoint_and_the_next_start_finishes_its_alert(
     )
     .unwrap();
     saved.restore(&mut responder).unwrap();
-    let thread = ResponderThread::spawn_live(
-        responder,
-        saved_inbox(&saved).unwrap(),
-        Box::new(saves.clone()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let thread = live(responder, saved_inbox(&saved).unwrap(), &saves);
     thread.finish().unwrap();
     // The policy's two actions for the alert (suspend, revoke sessions), each once.
     let actions: Vec<String> = answering
