@@ -713,13 +713,11 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     let s = Scenario::new("respond", 1);
     let lines = stream(s.dir.path(), "example", 300, 3, 7);
 
-    let alerts = replay_alerts(&s, &lines, &[]);
-    let all_ids: BTreeSet<String> = alerts
-        .iter()
-        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
-        .collect();
-    let selected = suspension_worthy(&alerts);
-    let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
+    let Expected {
+        all_ids,
+        selected,
+        accounts,
+    } = expected_responses(&s, &lines);
 
     let (url, seen) = crate::respond::receiver();
     let state = s.dir.path().join("respond");
@@ -805,15 +803,7 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
 
     // One action per account and action kind, across the kill: none repeated by r2.
     let calls = calls();
-    let mut once = BTreeSet::new();
-    for call in &calls {
-        assert!(
-            once.insert(call.clone()),
-            "{call:?} called twice: {calls:?}"
-        );
-    }
-    let acted: BTreeSet<&String> = calls.iter().map(|(account, _)| account).collect();
-    assert_eq!(acted, accounts, "accounts acted on");
+    assert_each_account_acted_on_once(&calls, &accounts);
     assert!(before > 0 && before <= calls.len());
 
     // Audit records: OCSF 3001 keyed by account, each linking an alert of the stream; every
@@ -839,9 +829,24 @@ fn f_responder_acts_once_per_account_across_a_kill_9() {
     assert_eq!(file.len(), records.len(), "audit file vs audit topic");
 }
 
-/// What the default policy selects, by alert id → account: the critical alerts of the two
-/// suspension-worthy rules. The stream must have some.
-fn suspension_worthy(alerts: &[serde_json::Value]) -> BTreeMap<String, String> {
+/// What a responder scenario's stream must lead to under the default policy.
+struct Expected {
+    /// Every alert of the stream (its replay's).
+    all_ids: BTreeSet<String>,
+    /// The alerts the policy selects, by id → account: the critical alerts of the two
+    /// suspension-worthy rules.
+    selected: BTreeMap<String, String>,
+    /// Their accounts.
+    accounts: BTreeSet<String>,
+}
+
+/// [`Expected`] of `lines`, from their replay; the stream must have suspension-worthy alerts.
+fn expected_responses(s: &Scenario, lines: &[String]) -> Expected {
+    let alerts = replay_alerts(s, lines, &[]);
+    let all_ids = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
     let selected: BTreeMap<String, String> = alerts
         .iter()
         .filter(|a| {
@@ -856,11 +861,33 @@ fn suspension_worthy(alerts: &[serde_json::Value]) -> BTreeMap<String, String> {
             )
         })
         .collect();
+    let accounts: BTreeSet<String> = selected
+        .values()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
     assert!(
-        selected.values().any(|a| !a.is_empty()),
+        !accounts.is_empty(),
         "the stream has no suspension-worthy alert"
     );
-    selected
+    Expected {
+        all_ids,
+        selected,
+        accounts,
+    }
+}
+
+/// Each (account, action) webhook call happened once, and the calls acted on `accounts`.
+fn assert_each_account_acted_on_once(calls: &[(String, String)], accounts: &BTreeSet<String>) {
+    let mut once = BTreeSet::new();
+    for call in calls {
+        assert!(
+            once.insert(call.clone()),
+            "{call:?} called twice: {calls:?}"
+        );
+    }
+    let acted: BTreeSet<String> = calls.iter().map(|(account, _)| account.clone()).collect();
+    assert_eq!(&acted, accounts, "accounts acted on");
 }
 
 /// Starts `instance` of `s` (with `identity`'s transactional id, which names its responder
@@ -916,13 +943,11 @@ fn f_a_hanging_provider_holds_no_commit_and_the_next_start_acts() {
     let _broker = broker();
     let s = Scenario::new("respond-hang", 1);
     let lines = stream(s.dir.path(), "example", 300, 3, 7);
-    let alerts = replay_alerts(&s, &lines, &[]);
-    let all_ids: BTreeSet<String> = alerts
-        .iter()
-        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
-        .collect();
-    let selected = suspension_worthy(&alerts);
-    let accounts: BTreeSet<&String> = selected.values().filter(|a| !a.is_empty()).collect();
+    let Expected {
+        all_ids,
+        selected: _,
+        accounts,
+    } = expected_responses(&s, &lines);
 
     let (silent, calls_in_hand) = crate::respond::silent_receiver();
     s.produce(&lines, KeyBy::Field("tenant"));
@@ -957,7 +982,7 @@ fn f_a_hanging_provider_holds_no_commit_and_the_next_start_acts() {
     let started = Instant::now();
     loop {
         let acted: BTreeSet<String> = webhook_calls(&seen).into_iter().map(|(a, _)| a).collect();
-        if accounts.iter().all(|a| acted.contains(*a)) {
+        if accounts.is_subset(&acted) {
             break;
         }
         assert!(
@@ -971,15 +996,7 @@ fn f_a_hanging_provider_holds_no_commit_and_the_next_start_acts() {
     let log = s.log("h2");
     assert!(log.contains("responder state restored"), "{log}");
     let calls = webhook_calls(&seen);
-    let mut once = BTreeSet::new();
-    for call in &calls {
-        assert!(
-            once.insert(call.clone()),
-            "{call:?} called twice: {calls:?}"
-        );
-    }
-    let acted: BTreeSet<&String> = calls.iter().map(|(account, _)| account).collect();
-    assert_eq!(acted, accounts, "accounts acted on");
+    assert_each_account_acted_on_once(&calls, &accounts);
     // The restart read no input again: every alert was committed before the stop.
     assert_exactly_once(&alert_ids(&s.read(&s.alerts, true)), &all_ids, &log);
 }
