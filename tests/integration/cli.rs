@@ -359,3 +359,173 @@ fn exit_statuses_are_as_documented() {
     // 0: success.
     assert_eq!(run(d, &["rules", "check"]).status.code(), Some(0));
 }
+
+/// Gzip-compressed bytes of `data`.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `eval` reads the gzip labels `gen --labels x.jsonl.gz` writes, and gzip alerts, as it reads
+/// them uncompressed; a bad line in a compressed file is named by file and line.
+#[test]
+fn eval_reads_gzip_labels_and_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    recording(d);
+    // The same stream again (same seed and size), its labels written compressed by gen itself.
+    let out = run(
+        d,
+        &[
+            "gen",
+            "--users",
+            "20",
+            "--days",
+            "1",
+            "--out",
+            "again.jsonl",
+            "--labels",
+            "labels.jsonl.gz",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let alerts = std::fs::read(d.join("alerts.jsonl")).unwrap();
+    std::fs::write(d.join("alerts.jsonl.gz"), gzip(&alerts)).unwrap();
+    let plain = run(d, &["eval", "--labels", "labels.jsonl", "alerts.jsonl"]);
+    assert_eq!(plain.status.code(), Some(0), "{}", stderr_of(&plain));
+    let compressed = run(
+        d,
+        &["eval", "--labels", "labels.jsonl.gz", "alerts.jsonl.gz"],
+    );
+    assert_eq!(
+        compressed.status.code(),
+        Some(0),
+        "{}",
+        stderr_of(&compressed)
+    );
+    assert!(
+        text(&plain.stdout).contains("TOTAL"),
+        "{}",
+        text(&plain.stdout)
+    );
+    assert_eq!(text(&compressed.stdout), text(&plain.stdout));
+    let mut labels = std::fs::read(d.join("labels.jsonl")).unwrap();
+    labels.extend_from_slice(b"{\"not\": \"a label\"}\n");
+    let bad_line = labels.iter().filter(|&&b| b == b'\n').count();
+    std::fs::write(d.join("bad.jsonl.gz"), gzip(&labels)).unwrap();
+    let out = run(d, &["eval", "--labels", "bad.jsonl.gz", "alerts.jsonl"]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("bad.jsonl.gz:{bad_line}: not a valid record")),
+        "{stderr}"
+    );
+}
+
+/// What the user gave is named in the error about it: `eval --slack`, `replay --sql` given a
+/// file, a detection with a bad query.
+#[test]
+fn eval_and_replay_errors_name_the_option_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    recording(d);
+    // A slack so long that the matching's arithmetic on times overflowed (a panic).
+    for slack in ["5", "9223372036854775s"] {
+        let out = run(
+            d,
+            &[
+                "eval",
+                "--labels",
+                "labels.jsonl",
+                "alerts.jsonl",
+                "--slack",
+                slack,
+            ],
+        );
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{slack}: {stderr}");
+        assert!(stderr.contains("--slack"), "{slack}: {stderr}");
+    }
+    let detection = repo().join("sql/credential_stuffing.sql");
+    std::fs::copy(&detection, d.join("stuffing.sql")).unwrap();
+    let out = run(
+        d,
+        &["replay", "-q", "events.jsonl", "--sql", "stuffing.sql"],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--sql stuffing.sql: is a file"), "{stderr}");
+    std::fs::create_dir(d.join("bad")).unwrap();
+    let broken = std::fs::read_to_string(&detection)
+        .unwrap()
+        .replace("GROUP BY", "GROUPY BY");
+    std::fs::write(d.join("bad/stuffing.sql"), broken).unwrap();
+    let out = run(d, &["replay", "-q", "events.jsonl", "--sql", "bad"]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad/stuffing.sql: query: "), "{stderr}");
+    // The parser's message, not its Rust debug form (`ParserError("…")`).
+    assert!(
+        stderr.contains("sql parser error: Expected: end of statement, found: GROUPY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ParserError("), "{stderr}");
+}
+
+/// `sql` prints DataFusion's errors as text, not Rust debug output, and a corrupt Parquet file of
+/// the archive is named.
+#[test]
+fn sql_errors_are_text_and_name_a_corrupt_parquet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    recording(d);
+    let out = run(
+        d,
+        &[
+            "sql",
+            "--input",
+            "events.jsonl",
+            "SELECT count(*) FROM events WHERE",
+        ],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("SQL error: sql parser error: Expected: an expression, found: EOF"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ParserError("), "{stderr}");
+
+    let out = run(d, &["replay", "-q", "events.jsonl", "--archive", "archive"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let mut parts = Vec::new();
+    let mut dirs = vec![d.join("archive/events")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                parts.push(path);
+            }
+        }
+    }
+    parts.sort();
+    // Cut short, as an interrupted copy leaves it.
+    let corrupt = &parts[parts.len() / 2];
+    let bytes = std::fs::read(corrupt).unwrap();
+    std::fs::write(corrupt, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run(
+        d,
+        &["sql", "--archive", "archive", "SELECT count(*) FROM events"],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let name = corrupt.strip_prefix(d).unwrap().display().to_string();
+    assert!(
+        stderr.contains(&format!("--archive archive: {name}: Parquet error: ")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Parquet error: Parquet error"), "{stderr}");
+}

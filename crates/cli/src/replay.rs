@@ -9,8 +9,9 @@ use authwatch_pipeline::{
     Config, JsonLinesSink, Language, LatePolicy, LineSource, Pipeline, RunSummary, Source, Speed,
     WatermarkJump,
 };
+use authwatch_query::QueryError;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The bundled recorded stream: `authwatch gen --users 300 --days 3 --seed 7`, gzip-compressed
@@ -123,6 +124,7 @@ pub(crate) fn load_config(options: &RunOptions) -> Result<Config> {
         config.archive.location = location.clone();
     }
     if let Some(dir) = &options.sql {
+        check_sql_option(dir)?;
         config.sql.enabled = true;
         config.sql.dir = dir.clone();
     }
@@ -145,16 +147,44 @@ pub fn load_rules(config: &Config) -> Result<RulePack> {
     })
 }
 
+/// `--sql DIR`, checked where the option is still known: reading the directory later fails
+/// with the system's words alone ("Not a directory" for `--sql sql/x.sql`), naming neither the
+/// option nor what it takes.
+fn check_sql_option(dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        anyhow::bail!(
+            "--sql {}: is a file; --sql takes the directory of the windowed SQL detections \
+             (its *.sql files, one detection each)",
+            dir.display()
+        );
+    }
+    std::fs::read_dir(dir).with_context(|| format!("--sql {}", dir.display()))?;
+    Ok(())
+}
+
+/// An error of `[sql]`'s detections: one about the directory names the setting (`--sql` was
+/// checked when given: [`check_sql_option`]); one about a detection names its file already, and
+/// its SQL error is mended as `sql` prints one ([`crate::sql_cmd::error_text`]).
+pub(crate) fn sql_dir_error(dir: &Path, e: QueryError) -> anyhow::Error {
+    match e {
+        QueryError::Io { path, source } if path == dir => {
+            anyhow::anyhow!("sql.dir {}: {source}", dir.display())
+        }
+        e => anyhow::Error::msg(crate::sql_cmd::error_text(&e.to_string())),
+    }
+}
+
 /// Registers the windowed SQL detections when `[sql]` is enabled.
 pub fn with_sql_detections(pipeline: Pipeline, config: &Config) -> Result<(Pipeline, SqlFailures)> {
     if !config.sql.enabled {
         return Ok((pipeline, SqlFailures(None)));
     }
-    let rules = authwatch_query::load_dir(&config.sql.dir)?;
-    let detections = std::sync::Arc::new(authwatch_query::SqlDetections::with_limits(
-        rules,
-        crate::sql_cmd::sql_limits(config),
-    )?);
+    let dir = &config.sql.dir;
+    let rules = authwatch_query::load_dir(dir).map_err(|e| sql_dir_error(dir, e))?;
+    let detections = std::sync::Arc::new(
+        authwatch_query::SqlDetections::with_limits(rules, crate::sql_cmd::sql_limits(config))
+            .map_err(|e| sql_dir_error(dir, e))?,
+    );
     let failures = SqlFailures(Some(std::sync::Arc::clone(&detections)));
     Ok((pipeline.with_stream_detectors(detections), failures))
 }

@@ -270,7 +270,8 @@ pub fn check_responder(config: &Config, pack: &authwatch_detect::RulePack) -> Re
     authwatch_respond::responder::check_config(&config.respond)
         .context("cannot start the responder")?;
     let sql = if config.sql.enabled {
-        authwatch_query::load_dir(&config.sql.dir)?
+        let dir = &config.sql.dir;
+        authwatch_query::load_dir(dir).map_err(|e| crate::replay::sql_dir_error(dir, e))?
     } else {
         Vec::new()
     };

@@ -8,10 +8,10 @@ use authwatch_pipeline::{
 };
 use authwatch_query::{
     ARCHIVE_LISTING_TTL, ArchiveOptions, ArchiveSink, ArchiveWriter, Catalog, LiveWindow,
-    OutputFormat, SqlDetections, server, server::ServerOptions, write_result,
+    OutputFormat, QueryError, SqlDetections, server, server::ServerOptions, write_result,
 };
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -289,12 +289,16 @@ pub fn run_sql(mut args: SqlArgs) -> Result<ExitCode> {
     rt.block_on(async {
         // The analyst's own process: no memory limit but the machine's.
         let catalog = build_catalog(&args.sources, loaded, None).await?;
+        let archive = args.sources.archive.as_deref();
         if let Some(n) = args.bench {
             let mut best = std::time::Duration::MAX;
             let mut rows = 0;
             for _ in 0..n.max(1) {
                 let started = std::time::Instant::now();
-                let result = catalog.query(&query).await?;
+                let result = match catalog.query(&query).await {
+                    Ok(result) => result,
+                    Err(e) => bail!("{}", query_failure(&catalog, archive, &e).await),
+                };
                 best = best.min(started.elapsed());
                 rows = result.rows();
             }
@@ -320,11 +324,150 @@ pub fn run_sql(mut args: SqlArgs) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("authwatch sql: {e}");
+                eprintln!(
+                    "authwatch sql: {}",
+                    query_failure(&catalog, archive, &e).await
+                );
                 Ok(ExitCode::from(1))
             }
         }
     })
+}
+
+/// What a failed query tells the analyst: [`error_text`], and for a Parquet error of an
+/// archive, the option and the file. DataFusion's Parquet errors name no file ("Invalid Parquet
+/// file. Corrupt footer"), and an archive holds a file per partition and flush.
+async fn query_failure(catalog: &Catalog, archive: Option<&str>, e: &QueryError) -> String {
+    let text = error_text(&e.to_string());
+    // "Parquet error: …", "Parquet argument error: …": the Parquet crate's words, as
+    // DataFusion passes them on.
+    let Some(location) = archive.filter(|_| text.contains("Parquet")) else {
+        return text;
+    };
+    let bad = match authwatch_query::local_dir(location) {
+        Some(dir) => unreadable_parquet(catalog, Path::new(dir)).await,
+        // A remote archive's objects are listed through the store the catalog keeps to itself:
+        // the option is named, not the object.
+        None => Vec::new(),
+    };
+    match bad.as_slice() {
+        [] => format!("--archive {location}: {text}"),
+        [(file, why)] => format!("--archive {location}: {}: {why}", file.display()),
+        [(file, why), rest @ ..] => format!(
+            "--archive {location}: {}: {why} (and {} more unreadable Parquet files)",
+            file.display(),
+            rest.len()
+        ),
+    }
+}
+
+/// The Parquet files of a local archive's tables whose footer cannot be read, with why, in name
+/// order. Each is read as the failed query read it: by DataFusion, through the catalog's
+/// session. A file whose footer reads but whose data pages are corrupt is not found: finding it
+/// would mean decoding the whole archive again.
+async fn unreadable_parquet(catalog: &Catalog, dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.join("events"), dir.join("alerts")];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            // Not through symbolic links to directories: a link to a parent would never end.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut bad = Vec::new();
+    for file in files {
+        let Some(name) = file.to_str() else {
+            continue;
+        };
+        if let Err(e) = catalog
+            .context()
+            .read_parquet(name, Default::default())
+            .await
+        {
+            let why = error_text(&e.to_string());
+            bad.push((file, why));
+        }
+    }
+    bad
+}
+
+/// A SQL-side error as the user should read it. DataFusion's message for a SQL syntax error
+/// carries the parser's error in its Debug form (`SQL error: ParserError("Expected: …")`: its
+/// own `Display` formats it with `{:?}`), and a Parquet error's prefix comes twice (DataFusion's
+/// and the Parquet crate's). `crates/query` hands these messages on as text, so they are mended
+/// here: the parser's error in its Display form, the prefix once.
+pub(crate) fn error_text(message: &str) -> String {
+    const PARSER: &str = "sql parser error: ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, len)) = ["ParserError(\"", "TokenizerError(\""]
+        .iter()
+        .filter_map(|p| Some((rest.find(p)?, p.len())))
+        .min()
+    {
+        let (before, after) = rest.split_at(at + len);
+        match debug_str(after) {
+            Some((inner, tail)) if tail.starts_with(')') => {
+                out.push_str(&before[..at]);
+                out.push_str(PARSER);
+                out.push_str(&inner);
+                rest = &tail[1..];
+            }
+            _ => {
+                out.push_str(before);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    let out = out.replace(
+        "SQL error: RecursionLimitExceeded",
+        "SQL error: sql parser error: recursion limit exceeded",
+    );
+    out.replace("Parquet error: Parquet error: ", "Parquet error: ")
+}
+
+/// The text of a string literal as `{:?}` writes it, read up to its closing quote: the text and
+/// what follows the quote; `None` if `s` is not such a literal.
+fn debug_str(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut rest = s;
+    loop {
+        let mut chars = rest.chars();
+        let c = chars.next()?;
+        rest = chars.as_str();
+        match c {
+            '"' => return Some((out, rest)),
+            '\\' => {
+                let mut chars = rest.chars();
+                let escaped = chars.next()?;
+                rest = chars.as_str();
+                match escaped {
+                    'n' => out.push('\n'),
+                    'r' => out.push('\r'),
+                    't' => out.push('\t'),
+                    '0' => out.push('\0'),
+                    '\\' | '"' | '\'' => out.push(escaped),
+                    'u' => {
+                        let (hex, after) = rest.strip_prefix('{')?.split_once('}')?;
+                        out.push(char::from_u32(u32::from_str_radix(hex, 16).ok()?)?);
+                        rest = after;
+                    }
+                    _ => return None,
+                }
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 fn read_secret(config: &Config) -> Result<String> {
@@ -467,8 +610,11 @@ pub fn attach_to_runtime(
     telemetry: &authwatch_telemetry::Telemetry,
 ) -> Result<authwatch_kafka::Runtime> {
     if config.sql.enabled {
-        let rules = authwatch_query::load_dir(&config.sql.dir)?;
-        let detections = Arc::new(SqlDetections::with_limits(rules, sql_limits(config))?);
+        let dir = &config.sql.dir;
+        let named = |e| crate::replay::sql_dir_error(dir, e);
+        let rules = authwatch_query::load_dir(dir).map_err(named)?;
+        let detections =
+            Arc::new(SqlDetections::with_limits(rules, sql_limits(config)).map_err(named)?);
         tracing::info!(rules = ?detections.rule_ids(), "windowed SQL detections");
         export_sql_metrics(telemetry, &detections);
         runtime = runtime.with_stream_detectors(detections);
@@ -549,5 +695,63 @@ fn spawn_endpoint(config: &Config, live: LiveWindow) -> Result<()> {
         }
         Ok(Err(e)) => Err(e),
         Err(_) => bail!("the SQL endpoint thread ended before it listened"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_errors_read_as_their_display_text() {
+        let cases = [
+            (
+                r#"SQL error: ParserError("Expected: an expression, found: EOF")"#,
+                "SQL error: sql parser error: Expected: an expression, found: EOF",
+            ),
+            (
+                r#"x.sql: query: SQL error: TokenizerError("Unterminated string literal at Line: 1, Column: 8")"#,
+                "x.sql: query: SQL error: sql parser error: Unterminated string literal at Line: \
+                 1, Column: 8",
+            ),
+            (
+                r#"SQL error: ParserError("Expected: ), found: \"a\\b\"\n\u{1b} at line 2, column 3")"#,
+                "SQL error: sql parser error: Expected: ), found: \"a\\b\"\n\u{1b} at line 2, \
+                 column 3",
+            ),
+            (
+                "SQL error: RecursionLimitExceeded",
+                "SQL error: sql parser error: recursion limit exceeded",
+            ),
+            (
+                "Parquet error: Parquet error: Invalid Parquet file. Corrupt footer",
+                "Parquet error: Invalid Parquet file. Corrupt footer",
+            ),
+            // Not a debug string literal: left as it is.
+            (
+                r#"ParserError("unterminated"#,
+                r#"ParserError("unterminated"#,
+            ),
+            (r#"ParserError("a\q")"#, r#"ParserError("a\q")"#),
+            (
+                "Schema error: No field named nosuch.",
+                "Schema error: No field named nosuch.",
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(error_text(message), expected, "{message}");
+        }
+    }
+
+    /// The text DataFusion itself gives for a syntax error, through the catalog.
+    #[tokio::test]
+    async fn a_syntax_error_of_a_query_is_the_parser_s_text() {
+        let catalog = Catalog::new().unwrap();
+        let e = catalog.query("SELECT 1 WHERE").await.unwrap_err();
+        let text = error_text(&e.to_string());
+        assert!(
+            text.starts_with("SQL error: sql parser error: Expected: an expression"),
+            "{text}"
+        );
     }
 }
