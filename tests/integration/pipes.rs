@@ -93,3 +93,63 @@ fn gen_stops_quietly_when_the_reader_leaves_after_one_line() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+/// `tail -f log | authwatch replay --alerts - -`: an attack's alert comes out while the writer is
+/// still there. A batch went down the pipeline only with 2048 lines or at the end of the input,
+/// so on a quiet live stream the alert waited for thousands more lines.
+#[test]
+fn replay_from_a_live_pipe_alerts_before_the_input_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // Push bombing: six denied pushes, then one approved. mfa_fatigue fires at its threshold,
+    // without waiting for the watermark.
+    let attack =
+        std::fs::read(repo().join("tests/fixtures/providers/okta_oie_push_bombing.jsonl")).unwrap();
+    let mut child = authwatch(dir.path())
+        .args(["replay", "-q", "--alerts", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Dropped at the end or on a failed assertion: the end of input lets the replay stop.
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, alerts) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::io::Write::write_all(&mut stdin, &attack).unwrap();
+    std::io::Write::flush(&mut stdin).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let fatigue = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = alerts.recv_timeout(left) else {
+            panic!("no mfa_fatigue alert within 20 s with the input still open; alerts: {seen:?}");
+        };
+        let alert: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if alert["rule_id"] == "mfa_fatigue" {
+            break alert;
+        }
+        seen.push(line);
+    };
+    assert_eq!(fatigue["entity"]["user"], "ken.suzuki@example.co.jp");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the replay stopped before its input ended"
+    );
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    reading.join().unwrap();
+    assert!(
+        stderr.contains("15 lines, 15 events"),
+        "every line was read: {stderr}"
+    );
+}

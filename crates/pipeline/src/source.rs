@@ -3,6 +3,13 @@
 //! A source fills [`RawBatch`]es: one byte buffer with line boundaries, so a batch of thousands
 //! of lines costs two allocations that are reused. Lines longer than the limit are never held
 //! whole: the source keeps the first bytes for the dead-letter record and skips to the newline.
+//!
+//! A live input (a pipe, a terminal, a socket, a FIFO: anything but a regular file) may not send
+//! the rest of a batch for minutes, while the lines it did send may hold an attack in progress.
+//! So once a batch has something in it, the source reads such an input only as far as the whole
+//! lines already in its buffer go, and hands the batch on rather than wait for the writer.
+//! Regular files and in-memory readers always fill whole batches: their next read never waits
+//! long, and fewer, fuller batches are what keeps a replay fast.
 
 use flate2::read::MultiGzDecoder;
 use std::io::{BufRead, BufReader, Read};
@@ -129,8 +136,49 @@ pub trait Source: Send {
     fn attach(&mut self, _controls: crate::checkpoint::ControlSender) {}
 }
 
+/// An input's buffered reader. Concrete rather than `dyn BufRead`, so that the source can see
+/// whether the next line is already in memory or has to be asked of the operating system.
+enum Reader {
+    Plain(Buffered),
+    /// Boxed: the decoder's state is large, and one allocation per input costs nothing.
+    Gzip(Box<BufReader<MultiGzDecoder<Buffered>>>),
+}
+
+type Buffered = BufReader<Box<dyn Read + Send>>;
+
+impl Reader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self {
+            Reader::Plain(r) => r.fill_buf(),
+            Reader::Gzip(r) => r.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match self {
+            Reader::Plain(r) => r.consume(n),
+            Reader::Gzip(r) => r.consume(n),
+        }
+    }
+
+    /// Whether the next whole line is already in memory, so that reading it cannot wait for
+    /// the writer. A line's head without its newline is not enough: a writer may stop
+    /// mid-line (a full pipe, a flush of a block buffer), and the lines before it should not
+    /// wait for the rest. For gzip only the decompressed bytes are looked at: compressed bytes
+    /// buffered below them may not make a whole line, and the decoder reads (and may wait)
+    /// until they do; a live gzip stream's batch can so still wait inside the decoder for its
+    /// writer's next compressed block, which is how long the writer holds its lines anyway.
+    fn holds_a_line(&self) -> bool {
+        let buffered = match self {
+            Reader::Plain(r) => r.buffer(),
+            Reader::Gzip(r) => r.buffer(),
+        };
+        memchr::memchr(b'\n', buffered).is_some()
+    }
+}
+
 struct Input {
-    reader: Box<dyn BufRead + Send>,
+    reader: Reader,
     line: u64,
     offset: u64,
 }
@@ -139,6 +187,8 @@ struct Input {
 /// the gzip magic bytes, not the file name), read one after another.
 pub struct LineSource {
     names: Vec<String>,
+    /// Per input (indexed like `names`): whether it is live (see the module documentation).
+    live: Vec<bool>,
     pending: Vec<Box<dyn Read + Send>>,
     current: Option<Input>,
     index: usize,
@@ -149,16 +199,19 @@ pub struct LineSource {
 
 impl LineSource {
     /// Opens every file up front, so that a missing or unreadable file fails before any work.
-    /// `-` reads standard input.
+    /// `-` reads standard input. Every input that is not a regular file (standard input from a
+    /// pipe or terminal, a FIFO, a device) is live: see [`LineSource::live`].
     pub fn open_files(
         paths: &[PathBuf],
         max_line_bytes: usize,
         keep_bytes: usize,
     ) -> Result<Self, SourceError> {
         let mut inputs: Vec<(String, Box<dyn Read + Send>)> = Vec::new();
+        let mut live = Vec::new();
         for path in paths {
             let name = path.display().to_string();
             if path == Path::new("-") {
+                live.push(!stdin_is_regular_file());
                 inputs.push((name, Box::new(std::io::stdin())));
                 continue;
             }
@@ -166,18 +219,25 @@ impl LineSource {
                 name: name.clone(),
                 source,
             })?;
-            if file.metadata().is_ok_and(|m| m.is_dir()) {
+            let metadata = file.metadata();
+            if metadata.as_ref().is_ok_and(|m| m.is_dir()) {
                 return Err(SourceError::Open {
                     name,
                     source: std::io::Error::other("is a directory"),
                 });
             }
+            // Of a file whose kind cannot be told, only smaller batches are risked by taking it
+            // for live; taking a pipe for a file would hold its alerts back.
+            live.push(!metadata.is_ok_and(|m| m.file_type().is_file()));
             inputs.push((name, Box::new(file)));
         }
-        Ok(LineSource::from_readers(inputs, max_line_bytes, keep_bytes))
+        let mut source = LineSource::from_readers(inputs, max_line_bytes, keep_bytes);
+        source.live = live;
+        Ok(source)
     }
 
-    /// A source over named readers (in-memory data, tests, the embedded demo stream).
+    /// A source over named readers (in-memory data, tests, the embedded demo stream). None of
+    /// them is live unless marked with [`LineSource::live`].
     pub fn from_readers(
         inputs: Vec<(String, Box<dyn Read + Send>)>,
         max_line_bytes: usize,
@@ -187,6 +247,7 @@ impl LineSource {
         let mut pending = pending;
         pending.reverse();
         LineSource {
+            live: vec![false; names.len()],
             names,
             pending,
             current: None,
@@ -194,6 +255,31 @@ impl LineSource {
             max_line_bytes,
             keep_bytes: keep_bytes.min(max_line_bytes),
             total_read: 0,
+        }
+    }
+
+    /// Marks input `index` (of [`LineSource::names`]) as live: a reader whose next bytes may
+    /// take any time to come, such as a pipe or a socket. A batch holding at least one line (or
+    /// unreadable input) then goes down the pipeline as soon as the input holds no whole line in
+    /// memory, rather than when the batch is full or the input ends. [`LineSource::open_files`]
+    /// marks its inputs itself; an index past the inputs is ignored.
+    pub fn live(mut self, index: usize) -> Self {
+        if let Some(live) = self.live.get_mut(index) {
+            *live = true;
+        }
+        self
+    }
+
+    /// Whether reading the next line may wait for a live input's writer: the input being read
+    /// (or, between inputs, the next one, whose opening reads its first bytes) is live, and the
+    /// next whole line is not in memory.
+    fn next_read_may_wait(&self) -> bool {
+        if !self.live.get(self.index).copied().unwrap_or(false) {
+            return false;
+        }
+        match &self.current {
+            Some(input) => !input.reader.holds_a_line(),
+            None => !self.pending.is_empty(),
         }
     }
 
@@ -208,13 +294,13 @@ impl LineSource {
             offset: 0,
             source,
         })?;
-        let mut reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
-            Box::new(BufReader::with_capacity(
+        let mut reader = if head.starts_with(&[0x1f, 0x8b]) {
+            Reader::Gzip(Box::new(BufReader::with_capacity(
                 256 * 1024,
                 MultiGzDecoder::new(buffered),
-            ))
+            )))
         } else {
-            Box::new(buffered)
+            Reader::Plain(buffered)
         };
         // A UTF-8 byte-order mark (Windows tools write one) is not part of the first line.
         let head = reader.fill_buf().map_err(|source| SourceError::Read {
@@ -331,6 +417,12 @@ impl Source for LineSource {
     fn fill(&mut self, batch: &mut RawBatch, max_lines: usize) -> Result<bool, SourceError> {
         batch.clear();
         while batch.lines.len() < max_lines {
+            // A live input's writer may be silent for minutes: what it has sent goes on now.
+            if (!batch.lines.is_empty() || !batch.unreadable.is_empty())
+                && self.next_read_may_wait()
+            {
+                break;
+            }
             let read = match self.current {
                 Some(_) => self.read_line(batch),
                 None => match self.next_input() {
@@ -392,6 +484,32 @@ impl Source for LineSource {
 }
 
 const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
+
+/// Whether standard input is a regular file (`< file`), rather than a pipe, terminal or socket
+/// whose writer may pause. Asked of a duplicate of its descriptor, as `Stdin` does not give its
+/// metadata; when that fails it counts as live, which costs at most smaller batches.
+fn stdin_is_regular_file() -> bool {
+    #[cfg(unix)]
+    let owned = {
+        use std::os::fd::AsFd;
+        std::io::stdin().as_fd().try_clone_to_owned()
+    };
+    #[cfg(windows)]
+    let owned = {
+        use std::os::windows::io::AsHandle;
+        std::io::stdin().as_handle().try_clone_to_owned()
+    };
+    #[cfg(any(unix, windows))]
+    {
+        owned
+            .and_then(|owned| std::fs::File::from(owned).metadata())
+            .is_ok_and(|m| m.file_type().is_file())
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        false
+    }
+}
 
 /// A line whose reading failed part-way: where it starts, how far the input was read, and the
 /// head already in the batch (from `start`).
@@ -568,6 +686,137 @@ mod tests {
             let n = buf.len().min(self.1);
             self.0.read(&mut buf[..n])
         }
+    }
+
+    /// Fills batches of up to 2048 lines on another thread and sends each batch's lines, so
+    /// that a `fill` waiting for more input fails the test by a timeout instead of hanging it.
+    fn fill_on_a_thread(
+        mut src: LineSource,
+    ) -> (
+        std::sync::mpsc::Receiver<Vec<Vec<u8>>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let filler = std::thread::spawn(move || {
+            let mut batch = RawBatch::default();
+            while src.fill(&mut batch, 2048).unwrap() {
+                let lines = batch.lines.iter().map(|l| batch.bytes(l).to_vec());
+                if tx.send(lines.collect()).is_err() {
+                    return;
+                }
+            }
+        });
+        (rx, filler)
+    }
+
+    fn next_batch(rx: &std::sync::mpsc::Receiver<Vec<Vec<u8>>>, what: &str) -> Vec<Vec<u8>> {
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: no batch within 10 s ({e})"))
+    }
+
+    /// `tail -f log | authwatch replay -`: a batch went on only when full (2048 lines) or at
+    /// the end of the input, so on a quiet stream an attack's lines waited for hours.
+    #[test]
+    fn a_live_input_hands_on_its_lines_without_waiting_for_more() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer
+            .write_all(b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n")
+            .unwrap();
+        let src = LineSource::from_readers(vec![("pipe".into(), Box::new(reader))], 100, 10);
+        let (rx, filler) = fill_on_a_thread(src.live(0));
+        let got = next_batch(&rx, "three lines written, the writer still there");
+        assert_eq!(got, [&b"{\"n\":1}"[..], b"{\"n\":2}", b"{\"n\":3}"]);
+        // A writer stopping mid-line holds back only that line.
+        writer.write_all(b"{\"n\":4}\n{\"n\":").unwrap();
+        assert_eq!(next_batch(&rx, "a line and a head"), [b"{\"n\":4}"]);
+        writer.write_all(b"5}\n").unwrap();
+        drop(writer);
+        assert_eq!(next_batch(&rx, "the rest of the line"), [b"{\"n\":5}"]);
+        filler.join().unwrap();
+        assert!(rx.try_recv().is_err());
+    }
+
+    /// A file, then standard input from a pipe: the file's last lines go on before the source
+    /// waits for the pipe's first bytes.
+    #[test]
+    fn lines_read_go_on_before_a_live_input_is_opened() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let src = LineSource::from_readers(
+            vec![
+                (
+                    "file".into(),
+                    Box::new(std::io::Cursor::new(b"a\nb\n".to_vec())),
+                ),
+                ("-".into(), Box::new(reader)),
+            ],
+            100,
+            10,
+        )
+        .live(1);
+        let (rx, filler) = fill_on_a_thread(src);
+        assert_eq!(next_batch(&rx, "the file's lines"), [b"a", b"b"]);
+        writer.write_all(b"c\n").unwrap();
+        assert_eq!(next_batch(&rx, "the pipe's first line"), [b"c"]);
+        drop(writer);
+        filler.join().unwrap();
+    }
+
+    /// Inputs that are not live keep whole batches however their reads come: the next read of
+    /// a file never waits long, and a batch's fixed costs are paid once per 2048 lines.
+    #[test]
+    fn inputs_not_live_fill_whole_batches() {
+        let data: Vec<u8> = (0..100)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        for live in [false, true] {
+            let mut s = LineSource::from_readers(
+                vec![(
+                    "mem".into(),
+                    Box::new(Chunked(std::io::Cursor::new(data.clone()), 7)),
+                )],
+                100,
+                10,
+            );
+            if live {
+                s = s.live(0);
+            }
+            let mut batch = RawBatch::default();
+            let mut sizes = Vec::new();
+            while s.fill(&mut batch, 2048).unwrap() {
+                sizes.push(batch.lines.len());
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), 100);
+            if live {
+                // A read of 7 bytes completes at most four of these lines: the end of one and
+                // three more.
+                assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+            } else {
+                assert_eq!(sizes, [100]);
+            }
+        }
+    }
+
+    /// `open_files` tells a regular file (not live) from a FIFO (live).
+    #[cfg(unix)]
+    #[test]
+    fn open_files_takes_a_fifo_for_live_and_a_file_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("events.jsonl");
+        std::fs::write(&file, "{}\n").unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("no mkfifo: skipped");
+            return;
+        }
+        // Opening a FIFO for reading waits for a writer.
+        let writing = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+        };
+        let s = LineSource::open_files(&[file, fifo], 100, 10).unwrap();
+        let _writer = writing.join().unwrap().unwrap();
+        assert_eq!(s.live, [false, true]);
     }
 
     #[test]
