@@ -110,6 +110,29 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Outcome::Failure,
         Reason::Other,
     ),
+    // Logins through an AD/LDAP connector and native social logins: the same sign-in as `s` /
+    // `f`, which Auth0 files under the same "Login - Success / Failure" categories.
+    (
+        "fc",
+        Activity::Logon,
+        Factor::Password,
+        Outcome::Failure,
+        Reason::Other,
+    ),
+    (
+        "sens",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "fens",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Failure,
+        Reason::Other,
+    ),
     (
         "pwd_leak",
         Activity::Logon,
@@ -118,14 +141,17 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Reason::RiskBlocked,
     ),
     (
-        "limit_sul",
-        Activity::AccountLock,
-        Factor::None,
-        Outcome::Success,
-        Reason::LockedOut,
-    ),
-    (
         "limit_mu",
+        Activity::Logon,
+        Factor::None,
+        Outcome::Blocked,
+        Reason::RateLimited,
+    ),
+    // "Blocked Account - Logins per IP": the user reached the maximum logins per time period
+    // from one address, and is refused there for a while. Throttling of that address, as
+    // `limit_wc`, not a lockout: the account is usable from anywhere else.
+    (
+        "limit_sul",
         Activity::Logon,
         Factor::None,
         Outcome::Blocked,
@@ -229,6 +255,20 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
         Reason::InvalidOtp,
     ),
     (
+        "gd_recovery_succeed",
+        Activity::MfaVerify,
+        Factor::HardwareToken,
+        Outcome::Success,
+        Reason::None,
+    ),
+    (
+        "gd_recovery_rate_limit_exceed",
+        Activity::MfaVerify,
+        Factor::HardwareToken,
+        Outcome::Failure,
+        Reason::RateLimited,
+    ),
+    (
         "gd_otp_rate_limit_exceed",
         Activity::MfaVerify,
         Factor::Totp,
@@ -310,7 +350,7 @@ const TYPES: &[(&str, Activity, Factor, Outcome, Reason)] = &[
 ];
 
 /// Log types whose failure is generic and refined by [`PHRASES`] of the description.
-const REFINED: &[&str] = &["f", "fcoa", "gd_auth_failed"];
+const REFINED: &[&str] = &["f", "fcoa", "fc", "gd_auth_failed"];
 
 /// Description phrases that refine a generic failure code ([`REFINED`]), in order.
 const PHRASES: &[(&str, Outcome, Reason)] = &[
@@ -632,6 +672,11 @@ mod tests {
             "logon/none/blocked/rate_limited"
         );
         assert_eq!(summary(&line("sdu", "")), "other/none/success/none");
+        // Too many logins of one user from one address: that address is throttled for them.
+        assert_eq!(
+            summary(&line("limit_sul", "")),
+            "logon/none/blocked/rate_limited"
+        );
         assert_eq!(
             summary(&line("gd_send_voice_failure", "")),
             "mfa_challenge/voice/failure/provider_error"
@@ -639,6 +684,25 @@ mod tests {
         assert_eq!(
             summary(&line("gd_recovery_failed", "")),
             "mfa_verify/hardware_token/failure/invalid_otp"
+        );
+    }
+
+    #[test]
+    fn connector_and_native_social_logins_are_logons() {
+        assert_eq!(
+            summary(&line("fc", "Wrong email or password.")),
+            "logon/password/failure/invalid_credentials"
+        );
+        assert_eq!(summary(&line("fc", "")), "logon/password/failure/other");
+        assert_eq!(summary(&line("sens", "")), "logon/none/success/none");
+        assert_eq!(summary(&line("fens", "")), "logon/none/failure/other");
+        assert_eq!(
+            summary(&line("gd_recovery_succeed", "")),
+            "mfa_verify/hardware_token/success/none"
+        );
+        assert_eq!(
+            summary(&line("gd_recovery_rate_limit_exceed", "")),
+            "mfa_verify/hardware_token/failure/rate_limited"
         );
     }
 

@@ -141,6 +141,15 @@ pub(crate) fn diagnose<'a, T: Deserialize<'a>>(text: &'a str) -> Rejection {
                 inner.column()
             ),
         );
+    } else if rejection.kind == RejectKind::MalformedJson
+        && inner.classify() == serde_json::error::Category::Syntax
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    {
+        // Any other "syntax" error in a line whose structure is sound is a string serde_json
+        // cannot turn into text: JSON's grammar allows a lone surrogate escape (`"\ud800"`),
+        // Unicode does not. It is the field's value that is wrong, and the reader needs to
+        // know which field.
+        rejection.kind = RejectKind::InvalidValue;
     }
     if path != "." && rejection.kind != RejectKind::MalformedJson {
         rejection.message = format!("{path}: {}", rejection.message);
@@ -229,12 +238,18 @@ pub(crate) fn ip(field: &str, s: Option<&Str<'_>>) -> Result<Option<IpAddr>, Rej
     match s {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            Rejection::new(
-                RejectKind::InvalidValue,
-                format!("`{field}` is not an IP address: {s:?}"),
-            )
-        }),
+        // An IPv4 client seen through a dual-stack socket is written `::ffff:a.b.c.d` by some
+        // servers and `a.b.c.d` by others: one address, which must be one key for the
+        // per-address rules and one lookup for geo-IP.
+        Some(s) => s
+            .parse()
+            .map(|a: IpAddr| Some(a.to_canonical()))
+            .map_err(|_| {
+                Rejection::new(
+                    RejectKind::InvalidValue,
+                    format!("`{field}` is not an IP address: {s:?}"),
+                )
+            }),
     }
 }
 
@@ -412,6 +427,43 @@ mod tests {
         assert!(shallow(wide.as_bytes()));
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(33), "]".repeat(33));
         assert!(!shallow(deep.as_bytes()));
+    }
+
+    #[test]
+    fn a_string_that_is_no_text_is_an_invalid_value_of_its_field() {
+        use crate::Normalizer;
+        // A lone surrogate escape: grammatical JSON, but no Unicode text.
+        let line = r#"{"uuid":"o1","published":"2026-01-05T00:00:00.000Z","eventType":"user.session.start","outcome":{"result":"FAILURE","reason":"INVALID_CREDENTIALS"},"actor":{"id":"00u1","type":"User","alternateId":"ken\ud800@example.jp"}}"#;
+        let r = crate::Okta
+            .normalize(line.as_bytes(), 0, &Limits::default())
+            .unwrap_err();
+        assert_eq!(r.kind, RejectKind::InvalidValue, "{}", r.message);
+        assert!(
+            r.message.starts_with("actor.alternateId: "),
+            "{}",
+            r.message
+        );
+        // An escape JSON does not have is still broken JSON.
+        let broken = line.replace(r"\ud800", r"\x");
+        let r = crate::Okta
+            .normalize(broken.as_bytes(), 0, &Limits::default())
+            .unwrap_err();
+        assert_eq!(r.kind, RejectKind::MalformedJson, "{}", r.message);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_address() {
+        let mapped = Str::borrowed("::ffff:198.51.100.7");
+        assert_eq!(
+            ip("ipAddress", Some(&mapped)).unwrap(),
+            "198.51.100.7".parse().ok()
+        );
+        // Other IPv6 addresses stay as they are.
+        let v6 = Str::borrowed("2001:db8::7");
+        assert_eq!(
+            ip("ipAddress", Some(&v6)).unwrap(),
+            "2001:db8::7".parse().ok()
+        );
     }
 
     #[test]

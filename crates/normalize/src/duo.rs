@@ -108,11 +108,15 @@ pub(crate) const REASONS: &[(&str, Reason)] = &[
     ("trusted_network", Reason::None),
     ("bypass_user", Reason::None),
     ("allow_unenrolled_user", Reason::None),
+    ("trusted_location", Reason::None),
+    ("allow_unenrolled_user_on_trusted_network", Reason::None),
     ("user_mistake", Reason::PushDenied),
     ("user_cancelled", Reason::PushDenied),
     ("user_marked_fraud", Reason::UserReportedFraud),
     ("no_response", Reason::PushTimeout),
     ("call_timed_out", Reason::PushTimeout),
+    // The call was answered, but no key pressed: as unanswered as a call that timed out.
+    ("no_keys_pressed", Reason::PushTimeout),
     ("invalid_passcode", Reason::InvalidOtp),
     ("deny_unenrolled_user", Reason::FactorNotEnrolled),
     (
@@ -127,6 +131,26 @@ pub(crate) const REASONS: &[(&str, Reason)] = &[
     ("version_restricted", Reason::PolicyDenied),
     ("software_restricted", Reason::PolicyDenied),
     ("user_not_in_permitted_group", Reason::PolicyDenied),
+    // Device health and Trusted Endpoints policies: the device was refused, not the user's
+    // answer.
+    ("rooted_device", Reason::PolicyDenied),
+    ("no_screen_lock", Reason::PolicyDenied),
+    ("touch_id_disabled", Reason::PolicyDenied),
+    ("no_disk_encryption", Reason::PolicyDenied),
+    ("out_of_date", Reason::PolicyDenied),
+    ("endpoint_is_not_trusted", Reason::PolicyDenied),
+    ("endpoint_is_not_in_management_system", Reason::PolicyDenied),
+    ("endpoint_failed_google_verification", Reason::PolicyDenied),
+    (
+        "could_not_determine_if_endpoint_was_trusted",
+        Reason::PolicyDenied,
+    ),
+    ("no_duo_certificate_present", Reason::PolicyDenied),
+    ("user_provided_invalid_certificate", Reason::PolicyDenied),
+    (
+        "invalid_management_certificate_collection_state",
+        Reason::PolicyDenied,
+    ),
     ("anonymous_ip", Reason::RiskBlocked),
     ("anomalous_push", Reason::RiskBlocked),
     ("locked_out", Reason::LockedOut),
@@ -200,15 +224,20 @@ impl Normalizer for Duo {
             .find(|(c, _)| *c == event_type)
             .map(|(_, a)| *a);
         let (activity, outcome) = match result {
-            "success" => (
-                // No factor (a remembered device, a trusted network) is a sign-in without MFA.
-                base.unwrap_or(if matches!(factor, Factor::Password | Factor::None) {
-                    Activity::Logon
-                } else {
-                    Activity::MfaVerify
-                }),
-                Outcome::Success,
-            ),
+            "success" => {
+                // Duo says why it let the user in (`trusted_location`, and whatever it adds
+                // next): never a failure's reason.
+                reason = Reason::None;
+                (
+                    // No factor (a remembered device, a trusted network) is a sign-in without MFA.
+                    base.unwrap_or(if matches!(factor, Factor::Password | Factor::None) {
+                        Activity::Logon
+                    } else {
+                        Activity::MfaVerify
+                    }),
+                    Outcome::Success,
+                )
+            }
             // authwatch extension: Duo logs only the answer, never the push sent.
             "challenge" => (base.unwrap_or(Activity::MfaChallenge), Outcome::Challenge),
             "fraud" => {
@@ -365,5 +394,47 @@ mod tests {
         assert_eq!(summary(hotp), "mfa_verify/totp/success/none");
         let bypass = r#"{"txid":"d2","timestamp":1767571200,"isotimestamp":"2026-01-05T00:00:00+00:00","user":{"name":"ken"},"factor":"bypass_code","result":"success","reason":"valid_passcode","access_device":{"ip":"198.51.100.7"}}"#;
         assert_eq!(summary(bypass), "mfa_verify/hardware_token/success/none");
+    }
+
+    /// A v2 authentication log item as Duo writes it.
+    fn item(factor: &str, result: &str, reason: &str) -> String {
+        format!(
+            r#"{{"access_device":{{"browser":"Chrome","browser_version":"131.0","epkey":null,"hostname":null,"ip":"198.51.100.7","location":{{"city":"Tokyo","country":"Japan","state":"Tokyo"}},"os":"Windows","os_version":"11"}},"alias":"unknown","application":{{"key":"DIAPP","name":"VPN"}},"auth_device":{{"ip":null,"location":{{"city":null,"country":null,"state":null}},"name":"iPhone"}},"email":null,"event_type":"authentication","factor":"{factor}","isotimestamp":"2026-01-05T00:00:00.123456+00:00","ood_software":null,"reason":"{reason}","result":"{result}","timestamp":1767571200,"trusted_endpoint_status":"not trusted","txid":"d-{reason}","user":{{"groups":[],"key":"DU1","name":"ken@example.jp"}}}}"#
+        )
+    }
+
+    #[test]
+    fn every_reason_duo_gives_is_read() {
+        // Why Duo let the user in is no failure.
+        assert_eq!(
+            summary(&item("duo_push", "success", "trusted_location")),
+            "mfa_verify/push/success/none"
+        );
+        assert_eq!(
+            summary(&item(
+                "not_available",
+                "success",
+                "allow_unenrolled_user_on_trusted_network"
+            )),
+            "logon/none/success/none"
+        );
+        // A call answered but never confirmed.
+        assert_eq!(
+            summary(&item("phone_call", "denied", "no_keys_pressed")),
+            "mfa_verify/voice/timeout/push_timeout"
+        );
+        // Device health and Trusted Endpoints refusals are the policy's.
+        for reason in [
+            "endpoint_is_not_trusted",
+            "rooted_device",
+            "no_disk_encryption",
+            "out_of_date",
+        ] {
+            assert_eq!(
+                summary(&item("duo_push", "denied", reason)),
+                "policy_evaluation/push/blocked/policy_denied",
+                "{reason}"
+            );
+        }
     }
 }

@@ -198,6 +198,8 @@ const CODES: &[(i64, Option<Activity>, Outcome, Reason)] = &[
         Reason::LockedOut,
     ),
     (50055, None, Outcome::Failure, Reason::PasswordExpired),
+    // The on-premises password expired (password hash sync).
+    (50144, None, Outcome::Failure, Reason::PasswordExpired),
     (50057, None, Outcome::Failure, Reason::AccountDisabled),
     (50072, None, Outcome::Failure, Reason::FactorNotEnrolled),
     (50079, None, Outcome::Failure, Reason::FactorNotEnrolled),
@@ -205,6 +207,11 @@ const CODES: &[(i64, Option<Activity>, Outcome, Reason)] = &[
     (50125, None, Outcome::Challenge, Reason::Other),
     (50133, None, Outcome::Failure, Reason::Other),
     (50140, None, Outcome::Challenge, Reason::Other),
+    // Interrupts, as 50125 and 50140 are: a silent single sign-on that found no session (the
+    // user is then asked to sign in; among the commonest codes of any tenant) and a
+    // confirmation asked for security reasons. Nothing was refused.
+    (50058, None, Outcome::Challenge, Reason::Other),
+    (50199, None, Outcome::Challenge, Reason::Other),
     (50158, None, Outcome::Failure, Reason::MfaRequired),
     (50196, None, Outcome::Failure, Reason::RateLimited),
     (
@@ -219,6 +226,33 @@ const CODES: &[(i64, Option<Activity>, Outcome, Reason)] = &[
         Some(Activity::PolicyEvaluation),
         Outcome::Blocked,
         Reason::PolicyDenied,
+    ),
+    // Conditional Access requires a compliant device, a domain-joined device, an approved
+    // client app: a policy's block, like 53003.
+    (
+        53000,
+        Some(Activity::PolicyEvaluation),
+        Outcome::Blocked,
+        Reason::PolicyDenied,
+    ),
+    (
+        53001,
+        Some(Activity::PolicyEvaluation),
+        Outcome::Blocked,
+        Reason::PolicyDenied,
+    ),
+    (
+        53002,
+        Some(Activity::PolicyEvaluation),
+        Outcome::Blocked,
+        Reason::PolicyDenied,
+    ),
+    // ProofUpBlockedDueToRisk: MFA registration refused because the sign-in is risky.
+    (
+        53004,
+        Some(Activity::PolicyEvaluation),
+        Outcome::Blocked,
+        Reason::RiskBlocked,
     ),
     // "User blocked due to risk on home tenant."
     (
@@ -794,6 +828,41 @@ mod tests {
         assert_eq!(
             summary(&norm(policy)),
             "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp"
+        );
+    }
+
+    #[test]
+    fn device_policies_block_and_interrupts_refuse_nothing() {
+        let line = |code: i64, reason: &str| {
+            format!(
+                r#"{{"id":"e-{code}","createdDateTime":"2026-01-05T00:00:02.1234567Z","userDisplayName":"Aiko","userPrincipalName":"aiko@contoso.co.jp","userId":"u1","appId":"00000002-0000-0ff1-ce00-000000000000","appDisplayName":"Office 365 Exchange Online","ipAddress":"203.0.113.20","clientAppUsed":"Browser","correlationId":"c1","conditionalAccessStatus":"failure","isInteractive":true,"riskLevelDuringSignIn":"none","status":{{"errorCode":{code},"failureReason":"{reason}","additionalDetails":null}},"deviceDetail":{{"deviceId":"","operatingSystem":"Windows10","browser":"Edge 131.0.0"}},"authenticationDetails":[]}}"#
+            )
+        };
+        for code in [53000, 53001, 53002] {
+            let ev = norm(&line(code, "Device is not in required device state."));
+            assert_eq!(
+                summary(&ev),
+                "policy_evaluation/none/blocked/policy_denied aiko@contoso.co.jp"
+            );
+            assert_eq!(ev.reason_raw.as_str(), code.to_string());
+        }
+        assert_eq!(
+            summary(&norm(&line(53004, "Proof up is blocked due to risk."))),
+            "policy_evaluation/none/blocked/risk_blocked aiko@contoso.co.jp"
+        );
+        assert_eq!(
+            summary(&norm(&line(
+                50058,
+                "Session information is not sufficient for single-sign-on."
+            ))),
+            "logon/none/challenge/other aiko@contoso.co.jp"
+        );
+        assert_eq!(
+            summary(&norm(&line(
+                50144,
+                "User's Active Directory password has expired."
+            ))),
+            "logon/none/failure/password_expired aiko@contoso.co.jp"
         );
     }
 

@@ -365,7 +365,17 @@ impl Normalizer for Google {
             .find(|(c, ..)| *c == name)
             .map(|(_, a, o, r)| (*a, *o, *r))
             .unwrap_or((Activity::Other, Outcome::Success, Reason::None));
-        let method = param("login_challenge_method").unwrap_or("");
+        // Google lists every challenge of the login in order (`["password", "google_prompt"]`):
+        // the last is the step this record is about, the second factor of a completed login.
+        let method = parameter("login_challenge_method")
+            .and_then(|p| {
+                p.multi_value
+                    .as_ref()
+                    .and_then(|m| m.last())
+                    .map(|s| &**s)
+                    .or(p.value.as_deref())
+            })
+            .unwrap_or("");
         let mut factor = METHODS
             .iter()
             .find(|(c, _)| *c == method)
@@ -646,6 +656,44 @@ mod tests {
         // The password's own failure stays the sign-in's.
         assert_eq!(
             summary(&line("login_failure_invalid_password", "")),
+            "logon/password/failure/invalid_credentials"
+        );
+    }
+
+    #[test]
+    fn the_factor_is_the_last_challenge_of_the_login() {
+        let line = |name: &str, methods: &str, extra: &str| {
+            format!(
+                r#"{{"kind":"admin#reports#activity","id":{{"time":"2026-01-05T10:00:00.000Z","uniqueQualifier":"-741","applicationName":"login","customerId":"C01"}},"actor":{{"callerType":"USER","email":"ken@example.jp","profileId":"p1"}},"ipAddress":"81.2.69.142","events":[{{"type":"login","name":"{name}","parameters":[{{"name":"login_type","value":"google_password"}},{{"name":"login_challenge_method","multiValue":[{methods}]}},{extra}{{"name":"is_suspicious","boolValue":false}}]}}]}}"#
+            )
+        };
+        // The password, then the prompt the user approved: a push approval.
+        assert_eq!(
+            summary(&line("login_success", r#""password","google_prompt""#, "")),
+            "logon/push/success/none"
+        );
+        assert_eq!(
+            summary(&line(
+                "login_success",
+                r#""password","password","password","security_key""#,
+                ""
+            )),
+            "logon/webauthn/success/none"
+        );
+        assert_eq!(
+            summary(&line(
+                "login_failure",
+                r#""password","idv_preregistered_phone""#,
+                r#"{"name":"login_failure_type","value":"login_failure_invalid_second_factor"},"#
+            )),
+            "mfa_verify/sms/failure/invalid_otp"
+        );
+        assert_eq!(
+            summary(&line(
+                "login_failure",
+                r#""password""#,
+                r#"{"name":"login_failure_type","value":"login_failure_invalid_password"},"#
+            )),
             "logon/password/failure/invalid_credentials"
         );
     }

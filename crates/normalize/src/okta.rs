@@ -173,6 +173,14 @@ fn to_event(w: &Wire<'_>, tenant: Text) -> Result<AuthEvent, Rejection> {
         Some((o, _)) => o,
         None => outcome_of(result, reason),
     };
+    // Okta explains successes too ("Sign-on policy evaluation resulted in AUTHENTICATED" on an
+    // ALLOW): read as words, that sentence is a policy denial. A success is no failure of any
+    // kind, save the lockout it records.
+    let reason = if outcome == Outcome::Success && activity != Activity::AccountLock {
+        Reason::None
+    } else {
+        reason
+    };
     // An account change is about the account changed (`target[]` of type `User`), not the
     // actor, who is often an admin: an admin suspending ken is ken's account_disable. Keycloak's
     // admin events are read the same way.
@@ -414,6 +422,10 @@ const REASON_WORDS: &[(&str, Reason)] = &[
     ("user not found", Reason::UnknownUser),
 ];
 
+/// How `policy.evaluate_sign_on` words its `outcome.reason`, before the verdict
+/// (`AUTHENTICATED`, `CHALLENGE`, `DENY`, `DENIED`).
+const POLICY_VERDICT: &str = "Sign-on policy evaluation resulted in ";
+
 fn reason_of(raw: &str, factor: Factor) -> Reason {
     if raw.is_empty() {
         return Reason::None;
@@ -436,6 +448,22 @@ fn reason_of(raw: &str, factor: Factor) -> Reason {
     }
     if let Some((_, r)) = REASONS.iter().find(|(c, _)| raw.eq_ignore_ascii_case(c)) {
         return *r;
+    }
+    // `policy.evaluate_sign_on` names the policy's verdict: only a denial is one; a challenge
+    // is the policy asking for another factor.
+    if let Some(verdict) = raw
+        .get(..POLICY_VERDICT.len())
+        .filter(|head| head.eq_ignore_ascii_case(POLICY_VERDICT))
+        .and_then(|_| raw.get(POLICY_VERDICT.len()..))
+        .map(str::trim)
+    {
+        return if verdict.eq_ignore_ascii_case("CHALLENGE") {
+            Reason::MfaRequired
+        } else if starts_a_word_ci(verdict, "DENY") || starts_a_word_ci(verdict, "DENIED") {
+            Reason::PolicyDenied
+        } else {
+            Reason::None
+        };
     }
     // `VERIFICATION_ERROR` is Okta's generic wrong-secret code: which secret depends on the factor.
     if raw.eq_ignore_ascii_case("VERIFICATION_ERROR") {
@@ -773,6 +801,31 @@ mod tests {
         assert_eq!(
             summary(&push),
             "mfa_verify/push/success/none ken@example.jp"
+        );
+    }
+
+    #[test]
+    fn a_sign_on_policy_verdict_is_a_denial_only_when_it_denies() {
+        let policy = |result: &str, verdict: &str| {
+            format!(
+                r#"{{"actor":{{"id":"00u1","type":"User","alternateId":"ken@example.jp","displayName":"Ken"}},"client":{{"device":"Computer","ipAddress":"175.16.199.5"}},"displayMessage":"Evaluation of sign-on policy","eventType":"policy.evaluate_sign_on","outcome":{{"reason":"Sign-on policy evaluation resulted in {verdict}","result":"{result}"}},"published":"2026-01-05T01:00:00.000Z","severity":"INFO","debugContext":{{"debugData":{{"risk":"{{level=LOW}}"}}}},"uuid":"pol-{verdict}","version":"0"}}"#
+            )
+        };
+        assert_eq!(
+            summary(&norm(&policy("ALLOW", "AUTHENTICATED"))),
+            "policy_evaluation/none/success/none ken@example.jp"
+        );
+        assert_eq!(
+            summary(&norm(&policy("CHALLENGE", "CHALLENGE"))),
+            "policy_evaluation/none/challenge/mfa_required ken@example.jp"
+        );
+        assert_eq!(
+            summary(&norm(&policy("DENY", "DENY"))),
+            "policy_evaluation/none/blocked/policy_denied ken@example.jp"
+        );
+        assert_eq!(
+            summary(&norm(&policy("DENY", "DENIED"))),
+            "policy_evaluation/none/blocked/policy_denied ken@example.jp"
         );
     }
 

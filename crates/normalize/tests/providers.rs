@@ -254,7 +254,8 @@ fn google_fixtures() {
         Format::Google,
         "google",
         &[
-            "logon/password/success/none nao@example.co.jp 203.0.113.60",
+            // The password, then the Google prompt: the prompt completed the login.
+            "logon/push/success/none nao@example.co.jp 203.0.113.60",
             "logon/password/failure/invalid_credentials nao@example.co.jp 198.51.100.70",
             "mfa_challenge/push/challenge/none nao@example.co.jp 203.0.113.60",
             "mfa_verify/push/success/none nao@example.co.jp 203.0.113.60",
