@@ -83,18 +83,18 @@ impl Auto {
             Some(Format::Okta)
         } else if has(&self.created) || has(&self.activity_name) {
             Some(Format::Entra)
-        } else if has_key_value(&self.google_kind, line, GOOGLE_KIND)
-            // Elastic's Google Workspace integration copies the value into ECS documents
-            // (`google_workspace.kind`): those are ECS, which always have `@timestamp` and the
-            // Reports API never does.
-            && !has(&self.timestamp)
-        {
+        } else if self.provider_keyed(
+            line,
+            |at| value_follows(line, at + self.google_kind.needle().len(), GOOGLE_KIND),
+            &self.google_kind,
+        ) {
             Some(Format::Google)
-        } else if has(&self.txid) {
+        } else if self.provider_keyed(line, |_| true, &self.txid) {
             Some(Format::Duo)
-        } else if has(&self.realm_id) {
+        } else if self.provider_keyed(line, |_| true, &self.realm_id) {
             Some(Format::Keycloak)
-        } else if has(&self.log_id) || (has(&self.date) && has(&self.kind) && has(&self.user_name))
+        } else if self.provider_keyed(line, |_| true, &self.log_id)
+            || (has(&self.date) && has(&self.kind) && has(&self.user_name))
         {
             Some(Format::Auth0)
         } else if has(&self.timestamp) {
@@ -105,6 +105,80 @@ impl Auto {
             None
         }
     }
+}
+
+impl Auto {
+    /// Whether `finder`'s key occurs as a key (and `accept`s what follows it) the way the
+    /// provider itself writes it. Elastic's integrations keep a provider's fields under a
+    /// namespace of the ECS document (`cisco_duo.auth.txid`, `google_workspace.kind`): in a
+    /// line with `@timestamp`, which no provider writes but every ECS document has, the key
+    /// counts only at the top level, so those documents stay ECS while a provider's own line
+    /// that a shipper stamped with `@timestamp` (Logstash) stays the provider's.
+    fn provider_keyed(
+        &self,
+        line: &[u8],
+        accept: impl Fn(usize) -> bool,
+        finder: &Finder<'_>,
+    ) -> bool {
+        let mut keys = key_positions(finder, line)
+            .filter(|&at| accept(at))
+            .peekable();
+        if keys.peek().is_none() {
+            return false;
+        }
+        // Scanned only for the lines that got this far, and only those an ECS shipper touched.
+        !has_key(&self.timestamp, line) || keys.any(|at| depth_at(line, at) == 1)
+    }
+}
+
+/// Where `"key"` occurs as an object key (followed, after optional blanks, by `:`).
+fn key_positions<'a>(finder: &'a Finder<'_>, line: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let n = finder.needle().len();
+    finder.find_iter(line).filter(move |&at| {
+        line[at + n..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b':')
+    })
+}
+
+/// How many objects and arrays enclose byte `at` (outside strings): 1 for a key of the line's
+/// own object.
+fn depth_at(line: &[u8], at: usize) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in &line[..at.min(line.len())] {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// Whether the JSON string `value` (quotes included) follows the `:` after a key ending at
+/// `from`, blanks allowed around the `:`.
+fn value_follows(line: &[u8], from: usize, value: &[u8]) -> bool {
+    let after_blanks = |from: usize| {
+        line.get(from..)
+            .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
+            .map(|skip| from + skip)
+    };
+    after_blanks(from)
+        .filter(|&colon| line[colon] == b':')
+        .and_then(|colon| after_blanks(colon + 1))
+        .is_some_and(|v| line[v..].starts_with(value))
 }
 
 /// Whether the line starts the way authwatch itself writes native events (`{"time":<ms>,` then
@@ -124,32 +198,9 @@ fn looks_native(line: &[u8]) -> bool {
 /// The Reports API's `kind` of an activity, as a JSON string.
 const GOOGLE_KIND: &[u8] = b"\"admin#reports#activity\"";
 
-/// `"key"` occurs as an object key whose value is exactly the JSON string `value` (quotes
-/// included), blanks allowed around the `:`.
-fn has_key_value(finder: &Finder<'_>, line: &[u8], value: &[u8]) -> bool {
-    let n = finder.needle().len();
-    let after_blanks = |from: usize| {
-        line.get(from..)
-            .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
-            .map(|skip| from + skip)
-    };
-    finder.find_iter(line).any(|at| {
-        after_blanks(at + n)
-            .filter(|&colon| line[colon] == b':')
-            .and_then(|colon| after_blanks(colon + 1))
-            .is_some_and(|v| line[v..].starts_with(value))
-    })
-}
-
 /// `"key"` occurs followed (after optional blanks) by `:`, i.e. as an object key.
 fn has_key(finder: &Finder<'_>, line: &[u8]) -> bool {
-    let n = finder.needle().len();
-    finder.find_iter(line).any(|at| {
-        line[at + n..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b':')
-    })
+    key_positions(finder, line).next().is_some()
 }
 
 impl Normalizer for Auto {
@@ -228,5 +279,30 @@ mod tests {
         assert_eq!(auto.detect(text), Some(Format::Ecs));
         let other_kind = br#"{"kind":"admin#reports#usageReport","x":1}"#;
         assert_eq!(auto.detect(other_kind), None);
+        // A Reports API activity a shipper stamped with `@timestamp` is still Google's.
+        let stamped = br#"{"@timestamp":"2026-01-05T00:00:01.000Z","@version":"1","kind":"admin#reports#activity","id":{"time":"2026-01-05T00:00:01.000Z","uniqueQualifier":"111","applicationName":"login","customerId":"C01"},"actor":{"email":"ken@example.jp"},"events":[{"name":"login_success"}]}"#;
+        assert_eq!(auto.detect(stamped), Some(Format::Google));
+    }
+
+    #[test]
+    fn an_ecs_document_keeping_provider_fields_is_ecs() {
+        let auto = Auto::new();
+        // Elastic's Cisco Duo integration: the Duo fields under `cisco_duo.auth`.
+        let duo_ecs = br#"{"@timestamp":"2026-01-05T00:00:00.123Z","ecs":{"version":"8.11.0"},"data_stream":{"dataset":"cisco_duo.auth","namespace":"default","type":"logs"},"event":{"id":"340a23e3-23f3-4ab0-8e55-9ef5e1f8ebeb","category":["authentication"],"type":["info"],"kind":"event","outcome":"failure","reason":"user_cancelled","dataset":"cisco_duo.auth"},"cisco_duo":{"auth":{"txid":"340a23e3-23f3-4ab0-8e55-9ef5e1f8ebeb","factor":"duo_push","result":"denied","reason":"user_cancelled","event_type":"authentication"}},"source":{"ip":"198.51.100.7"},"user":{"name":"ken@example.jp"}}"#;
+        assert_eq!(auto.detect(duo_ecs), Some(Format::Ecs));
+        let ev = auto.normalize(duo_ecs, 0, &Limits::default()).unwrap();
+        assert_eq!(ev.event_id, "340a23e3-23f3-4ab0-8e55-9ef5e1f8ebeb");
+        // The same for Keycloak's and Auth0's keys kept under a namespace.
+        let kc_ecs = br#"{"@timestamp":"2026-01-05T00:00:00.123Z","event":{"id":"k1","category":["authentication"],"outcome":"failure"},"keycloak":{"event":{"realmId":"acme","type":"LOGIN_ERROR"}},"user":{"name":"ken"}}"#;
+        assert_eq!(auto.detect(kc_ecs), Some(Format::Ecs));
+        let auth0_ecs = br#"{"@timestamp":"2026-01-05T00:00:00.123Z","event":{"id":"a1","category":["authentication"],"outcome":"failure"},"auth0":{"logs":{"log_id":"900200","data":{"type":"fp"}}},"user":{"name":"ken"}}"#;
+        assert_eq!(auto.detect(auth0_ecs), Some(Format::Ecs));
+        // A Duo line a shipper stamped with `@timestamp` (Logstash's json codec) is still Duo's.
+        let stamped = br#"{"@timestamp":"2026-01-05T00:00:00.123Z","@version":"1","txid":"d1","timestamp":1767571200,"isotimestamp":"2026-01-05T00:00:00.123456+00:00","user":{"name":"ken"},"factor":"duo_push","result":"denied","reason":"user_cancelled","event_type":"authentication","access_device":{"ip":"198.51.100.7"}}"#;
+        assert_eq!(auto.detect(stamped), Some(Format::Duo));
+        // Without `@timestamp`, a provider's key counts wherever it is, as before.
+        let plain =
+            br#"{"txid":"d1","timestamp":1767571200,"user":{"name":"ken"},"result":"success"}"#;
+        assert_eq!(auto.detect(plain), Some(Format::Duo));
     }
 }
