@@ -529,3 +529,30 @@ fn sql_errors_are_text_and_name_a_corrupt_parquet_file() {
     );
     assert!(!stderr.contains("Parquet error: Parquet error"), "{stderr}");
 }
+
+/// A gzip output that cannot be written (a full disk) fails the command with status 2, naming
+/// the file, up to its end (the trailer is written by `Output::finish`, which reports errors).
+#[cfg(unix)]
+#[test]
+fn a_gzip_output_that_cannot_be_ended_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    recording(d);
+    std::os::unix::fs::symlink("/dev/full", d.join("full.jsonl.gz")).unwrap();
+    for args in [
+        vec!["gen", "--users", "300", "--days", "3", "--max-events", "50"],
+        vec!["normalize", "events.jsonl"],
+    ] {
+        let out = authwatch(d)
+            .args(&args)
+            .args(["--out", "full.jsonl.gz"])
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("full.jsonl.gz") && stderr.contains("No space left"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

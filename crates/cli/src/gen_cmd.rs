@@ -44,20 +44,63 @@ pub struct GenArgs {
     format: authwatch_normalize::Format,
 }
 
-/// Opens an output: `-` for stdout, gzip when the name ends in `.gz`.
-pub fn create_output(path: &PathBuf) -> Result<Box<dyn Write + Send>> {
+/// An output opened by [`create_output`]: a file or standard output, gzip-compressed when the
+/// file name ends in `.gz`.
+pub enum Output {
+    Plain(Box<dyn Write + Send>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+}
+
+impl Output {
+    /// Ends the output: writes the gzip trailer and flushes, reporting any error. Dropping a
+    /// gzip encoder writes its trailer too but ignores a failure (a full disk), leaving a
+    /// truncated file behind a successful exit.
+    pub fn finish(self) -> std::io::Result<()> {
+        match self {
+            Output::Plain(mut w) => w.flush(),
+            Output::Gzip(g) => g.finish()?.flush(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::Plain(w) => w.write(buf),
+            Output::Gzip(g) => g.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Plain(w) => w.write_all(buf),
+            Output::Gzip(g) => g.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Plain(w) => w.flush(),
+            Output::Gzip(g) => g.flush(),
+        }
+    }
+}
+
+/// Opens an output: `-` for stdout, gzip when the name ends in `.gz`. End it with
+/// [`Output::finish`].
+pub fn create_output(path: &PathBuf) -> Result<Output> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(BufWriter::new(crate::shared_stdout())));
+        return Ok(Output::Plain(Box::new(BufWriter::new(
+            crate::shared_stdout(),
+        ))));
     }
     let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let buffered = BufWriter::with_capacity(256 * 1024, file);
     Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::write::GzEncoder::new(
+        Output::Gzip(flate2::write::GzEncoder::new(
             buffered,
             flate2::Compression::best(),
         ))
     } else {
-        Box::new(buffered)
+        Output::Plain(Box::new(buffered))
     })
 }
 
@@ -115,14 +158,16 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     let mut out = create_output(&args.out)?;
     let (labels, count) = write_events(&cfg, args.format, &mut out)
         .with_context(|| format!("--out {}", args.out.display()))?;
-    drop(out);
+    out.finish()
+        .with_context(|| format!("--out {}", args.out.display()))?;
     if let Some(path) = &args.labels {
         let mut w = create_output(path)?;
         for l in &labels {
             serde_json::to_writer(&mut w, l)?;
             w.write_all(b"\n")?;
         }
-        w.flush()?;
+        w.finish()
+            .with_context(|| format!("--labels {}", path.display()))?;
     }
     if let Some(path) = &args.vpn_egress {
         let mut w = create_output(path)?;
@@ -133,7 +178,8 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         for ip in authwatch_gen::vpn_egress() {
             writeln!(w, "{ip}")?;
         }
-        w.flush()?;
+        w.finish()
+            .with_context(|| format!("--vpn-egress {}", path.display()))?;
     }
     // Labels are counted only when written: a count without a file reads as if there were one.
     eprintln!(
@@ -150,6 +196,25 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip output ended with `finish` is a whole gzip stream (its trailer checked by the
+    /// decoder), with nothing left in a buffer.
+    #[test]
+    fn a_finished_gzip_output_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl.gz");
+        let mut out = create_output(&path).unwrap();
+        assert!(matches!(out, Output::Gzip(_)));
+        out.write_all(b"{\"a\":1}\n").unwrap();
+        out.finish().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(&path).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, "{\"a\":1}\n");
+    }
 
     #[test]
     fn vpn_egress_lists_the_generated_concentrators() {

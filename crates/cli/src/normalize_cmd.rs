@@ -2,7 +2,7 @@
 //! 3002, ECS or a provider format), through the same pipeline as `replay` — with every rejected
 //! line in the dead-letter output and counted.
 
-use crate::gen_cmd::create_output;
+use crate::gen_cmd::{Output, create_output};
 use anyhow::{Context, Result, bail};
 use authwatch_detect::RulePack;
 use authwatch_event::{Alert, AuthEvent};
@@ -44,7 +44,7 @@ pub struct NormalizeArgs {
 /// Writes every processed event in the output format.
 struct EncodeSink {
     to: Format,
-    out: Box<dyn Write + Send>,
+    out: Output,
     name: String,
     line: Vec<u8>,
     written: u64,
@@ -176,10 +176,15 @@ pub fn run(args: NormalizeArgs) -> Result<ExitCode> {
     if sink.reader_gone {
         return Ok(ExitCode::SUCCESS);
     }
+    let (written, name) = (sink.written, sink.name);
+    match sink.out.finish() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => other.with_context(|| format!("--out {name}"))?,
+    }
     let dead: u64 = summary.dead_letters.iter().map(|(_, n)| n).sum();
     let mut line = format!(
         "authwatch normalize: {} events written as {}, {dead} lines rejected",
-        sink.written,
+        written,
         args.to.as_str()
     );
     if dead > 0 {

@@ -167,7 +167,7 @@ fn score_category(
     labels.sort_by_key(|l| l.start);
     let longest = labels
         .iter()
-        .map(|l| l.end.0 - l.start.0)
+        .map(|l| l.end.0.saturating_sub(l.start.0))
         .max()
         .unwrap_or(0);
     // Candidate labels per alert: a label can only overlap if its start lies within
@@ -176,13 +176,14 @@ fn score_category(
         .iter()
         .map(|a| {
             let (s, e) = (a.window.start.0, a.window.end.0.max(a.window.start.0));
-            let lo = labels.partition_point(|l| l.start.0 < s - slack - longest);
-            let hi = labels.partition_point(|l| l.start.0 <= e + slack);
+            let lo = labels
+                .partition_point(|l| l.start.0 < s.saturating_sub(slack).saturating_sub(longest));
+            let hi = labels.partition_point(|l| l.start.0 <= e.saturating_add(slack));
             (lo..hi)
                 .filter(|&i| {
                     let l = labels[i];
-                    s <= l.end.0 + slack
-                        && e >= l.start.0 - slack
+                    s <= l.end.0.saturating_add(slack)
+                        && e >= l.start.0.saturating_sub(slack)
                         && entities_compatible(&l.entity, &a.entity)
                 })
                 .collect()
@@ -358,6 +359,25 @@ mod tests {
 
     fn row<'r>(r: &'r EvalReport, c: &str) -> &'r CategoryScore {
         r.rows.iter().find(|x| x.category == c).unwrap()
+    }
+
+    /// A slack or a time at the ends of the range matches by saturating bounds; it overflowed
+    /// (a panic in debug builds, a wrapped bound in release ones).
+    #[test]
+    fn extreme_slack_and_times_do_not_overflow() {
+        let labels = vec![label(
+            "mfa_fatigue",
+            user("a@x"),
+            i64::MIN + 1,
+            i64::MAX - 1,
+        )];
+        let alerts = vec![alert("mfa_fatigue", user("a@x"), 0, MIN)];
+        let huge = EvalOptions {
+            slack_ms: i64::MAX,
+            only: None,
+        };
+        let f = row(&evaluate(&labels, &alerts, &huge), "mfa_fatigue").clone();
+        assert_eq!((f.true_positives, f.false_positives, f.missed), (1, 0, 0));
     }
 
     #[test]
