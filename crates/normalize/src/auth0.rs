@@ -3,7 +3,9 @@
 
 use crate::common::{self, EncodeError, Str, contains_ci, domain_of, ip_or_null, or_null, t};
 use crate::{Limits, Normalizer, Rejection};
-use authwatch_event::{Activity, AuthEvent, Device, Factor, Outcome, Reason, Src, Text, User};
+use authwatch_event::{
+    Activity, AuthEvent, Device, Factor, Outcome, Reason, RiskLevel, Src, Text, User,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -49,6 +51,28 @@ struct Details<'a> {
     authenticator: Option<Str<'a>>,
     #[serde(borrow)]
     risk: Option<Str<'a>>,
+    /// Adaptive MFA's verdict on a login (`s`, `f`, `mfar`, …).
+    #[serde(borrow, rename = "riskAssessment")]
+    risk_assessment: Option<RiskAssessment<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RiskAssessment<'a> {
+    /// How well the login matches the user's past ones: `low`, `medium`, `high`, `neutral`.
+    #[serde(borrow)]
+    confidence: Option<Str<'a>>,
+}
+
+/// The risk level of Adaptive MFA's overall `confidence`. Auth0 rates how much a login looks
+/// like the user's own (low confidence: nothing matches, MFA is required), which is the inverse
+/// of the risk level the other providers give; `neutral` is reserved and says nothing.
+fn confidence_risk(confidence: &str) -> RiskLevel {
+    match confidence.to_ascii_lowercase().as_str() {
+        "low" => RiskLevel::High,
+        "medium" => RiskLevel::Medium,
+        "high" => RiskLevel::Low,
+        _ => RiskLevel::None,
+    }
 }
 
 /// Log type codes: activity, the factor the code implies, outcome, reason.
@@ -483,7 +507,14 @@ impl Normalizer for Auth0 {
                 },
             );
         let name = t(w.user_name.as_ref());
-        let risk = details.and_then(|d| d.risk.as_deref()).unwrap_or("");
+        // An explicit level (authwatch's own encoding) wins over Adaptive MFA's confidence.
+        let risk = match details.and_then(|d| d.risk.as_deref()) {
+            Some(level) => level.parse().unwrap_or_default(),
+            None => details
+                .and_then(|d| d.risk_assessment.as_ref())
+                .and_then(|r| r.confidence.as_deref())
+                .map_or(RiskLevel::None, confidence_risk),
+        };
         let ev = AuthEvent {
             time,
             provider: Text::new("auth0"),
@@ -516,7 +547,7 @@ impl Normalizer for Auth0 {
             },
             session_id: t(w.session_id.as_ref()),
             app: t(w.client_name.as_ref()),
-            provider_risk: risk.parse().unwrap_or_default(),
+            provider_risk: risk,
             ..AuthEvent::default()
         };
         common::finish(ev, ingest_time, limits)
@@ -685,6 +716,30 @@ mod tests {
             summary(&line("gd_recovery_failed", "")),
             "mfa_verify/hardware_token/failure/invalid_otp"
         );
+    }
+
+    /// Adaptive MFA's `riskAssessment` (as Auth0 documents it in its log events): a low
+    /// confidence is a high risk. It was not read: every Auth0 login had no risk level.
+    #[test]
+    fn adaptive_mfa_confidence_is_the_risk_level() {
+        let risk = |confidence: &str| {
+            let line = format!(
+                r#"{{"log_id":"a-s","data":{{"date":"2026-01-05T00:00:01.000Z","type":"s","description":"Successful login","connection":"Username-Password-Authentication","client_name":"Portal","ip":"198.51.100.7","details":{{"riskAssessment":{{"confidence":"{confidence}","version":"1","assessments":{{"UntrustedIP":{{"confidence":"high","code":"not_found_on_deny_list"}},"NewDevice":{{"confidence":"low","code":"no_match","details":{{"device":"unknown","useragent":"unknown"}}}},"ImpossibleTravel":{{"confidence":"low","code":"impossible_travel_from_last_login"}}}}}}}},"user_id":"auth0|1","user_name":"ken@example.jp","log_id":"a-s"}}}}"#
+            );
+            Auth0
+                .normalize(line.as_bytes(), 0, &Limits::default())
+                .unwrap()
+                .provider_risk
+        };
+        assert_eq!(risk("low"), RiskLevel::High);
+        assert_eq!(risk("medium"), RiskLevel::Medium);
+        assert_eq!(risk("high"), RiskLevel::Low);
+        assert_eq!(risk("neutral"), RiskLevel::None);
+        // No assessment at all (Adaptive MFA off): no level, as before.
+        let plain = Auth0
+            .normalize(line("s", "").as_bytes(), 0, &Limits::default())
+            .unwrap();
+        assert_eq!(plain.provider_risk, RiskLevel::None);
     }
 
     #[test]
