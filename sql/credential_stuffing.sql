@@ -2,8 +2,10 @@
 # The SQL version of rules/credential_stuffing.yaml: same id, version, thresholds and texts, so
 # both give the same alert (and alert_id) for the same incident. See docs/SQL.md for where the
 # two can differ.
+# v3: failures from an address tagged corporate_egress (the operator's own office NAT, from
+# enrich.cidr_lists) are left out, as in the compiled rule.
 id: credential_stuffing
-version: 2
+version: 3
 description: Many accounts tried once or twice from one address, many unknown (leaked list)
 category: credential_stuffing
 severity: high
@@ -46,6 +48,9 @@ WITH f AS (
   WHERE activity = 'logon' AND outcome = 'failure'
     AND reason IN ('invalid_credentials', 'unknown_user')
     AND src.ip IS NOT NULL
+    -- The compiled rule's `src.tags: {not: [corporate_egress]}`: staff behind the operator's own
+    -- NAT are no stuffing source (an event without tags has an empty or null list).
+    AND NOT coalesce(array_has(src.tags, 'corporate_egress'), false)
 ),
 -- At every failure: what the compiled rule's sliding window [t - 15m, t] of its address holds.
 -- A RANGE frame over the session's rows in time order is exactly that window (the rows up to

@@ -2,9 +2,11 @@
 # The SQL version of rules/password_spray_multi_source.yaml (same id, version, thresholds and
 # texts). Unlike the compiled rule it has no `unless` veto (tries from addresses that
 # password_spray, password_spray_one_try or credential_stuffing already reported still count):
-# see docs/SQL.md. Version 3 as the compiled rule's (its veto changed; the alert id carries it).
+# see docs/SQL.md. Version 4 as the compiled rule's (v3: its veto changed; v4: failures from
+# addresses tagged corporate_egress, the operator's own NAT, are left out; the alert id carries
+# the version).
 id: password_spray_multi_source
-version: 3
+version: 4
 description: Password spraying spread over several source addresses (tenant-wide)
 category: password_spray
 severity: high
@@ -37,6 +39,9 @@ WITH f AS (
   FROM events
   WHERE activity = 'logon' AND outcome = 'failure' AND reason = 'invalid_credentials'
     AND tenant IS NOT NULL
+    -- The compiled rule's `src.tags: {not: [corporate_egress]}`: staff behind the operator's own
+    -- NAT are no spray source (an event without tags has an empty or null list).
+    AND NOT coalesce(array_has(src.tags, 'corporate_egress'), false)
 ),
 -- At every failure: what the compiled rule's sliding window [t - 15m, t] of its tenant holds,
 -- as a RANGE frame over the session's rows in time order (900000 ms = 15 minutes, and every row

@@ -579,6 +579,9 @@ struct EventSpec {
     tor: Option<bool>,
     hosting: Option<bool>,
     proxy: Option<bool>,
+    /// `src.tags`, the CIDR-list tags enrichment would have given the address (literal, no
+    /// `{i}` placeholders; `[]` clears the defaults' list).
+    tags: Option<Vec<String>>,
     context: Option<ContextSpec>,
 }
 
@@ -610,7 +613,7 @@ impl EventSpec {
     fn fill_from(&mut self, defaults: &EventSpec) {
         fill!(self, defaults; provider, tenant, user, ip, app, device, user_agent, activity,
               factor, outcome, reason, provider_risk, country, city, lat, lon, accuracy_km, asn,
-              internal, anonymous, vpn, tor, hosting, proxy);
+              internal, anonymous, vpn, tor, hosting, proxy, tags);
         match (&mut self.context, &defaults.context) {
             (Some(mine), Some(theirs)) => {
                 fill!(mine, theirs; known_user, learning, new_device, new_country, new_asn,
@@ -658,6 +661,15 @@ fn build_events(
                 ));
             }
         };
+        if let Some(bad) = spec.tags.iter().flatten().find(|t| !is_tag(t)) {
+            return Err((
+                Some(bad.clone()),
+                format!(
+                    "tags: {bad:?} is not a CIDR-list tag (1 to 64 lower-case letters, digits, \
+                     `_`, `.` and `-`, as enrich.cidr_lists takes them)"
+                ),
+            ));
+        }
         let at = spec.at.map_or(0, |d| d.0);
         for i in 0..i64::from(repeat) {
             let time = base_ms
@@ -669,6 +681,15 @@ fn build_events(
     }
     events.sort_by_key(|e| e.time);
     Ok(events)
+}
+
+/// Whether `t` is a tag enrichment can give (`enrich.cidr_lists`: 1 to 64 of `[a-z0-9_.-]`).
+fn is_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
 }
 
 fn build_event(s: &EventSpec, i: i64, time: i64, id: &str) -> Result<AuthEvent, BuildError> {
@@ -728,6 +749,12 @@ fn build_event(s: &EventSpec, i: i64, time: i64, id: &str) -> Result<AuthEvent, 
                 hosting: s.hosting.unwrap_or(false),
                 proxy: s.proxy.unwrap_or(false),
             },
+            tags: s
+                .tags
+                .iter()
+                .flatten()
+                .map(authwatch_event::Text::new)
+                .collect(),
             ..Default::default()
         },
         device: Device {
@@ -1325,6 +1352,70 @@ cases:
         assert_eq!(e[3].tenant.as_str(), "example");
         assert_eq!(e[3].provider.as_str(), "okta");
         assert_eq!(e[3].src.ip, Some("203.0.113.5".parse().unwrap()));
+    }
+
+    // `tags:` stands for the CIDR-list tags enrichment gives an address (`src.tags`), so rules
+    // that filter on them (`src.tags: {not: [corporate_egress]}`) can be tested: a list, taken
+    // from the defaults like any field, replaced (not merged) by an event's own, `[]` clearing it.
+    #[test]
+    fn tags_set_the_source_tags() {
+        let file = parse(
+            r#"
+rule: password_spray
+defaults: { ip: 198.51.100.7, outcome: failure, tags: [corporate_egress] }
+cases:
+  - name: tags
+    events:
+      - { at: 0s, user: a }
+      - { at: 1s, user: b, tags: [known_vpn, corporate_egress] }
+      - { at: 2s, user: c, tags: [] }
+    expect: []
+"#,
+        )
+        .unwrap();
+        let tags = |i: usize| -> Vec<&str> {
+            file.cases[0].events[i]
+                .src
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect()
+        };
+        assert_eq!(tags(0), ["corporate_egress"]);
+        assert_eq!(tags(1), ["known_vpn", "corporate_egress"]);
+        assert!(tags(2).is_empty());
+        // A rule filtering on the tag sees them: the tagged failures are left out.
+        let rule = r#"
+id: outside_failures
+severity: low
+cause_class: attack
+key: [user]
+filter: { activity: logon, outcome: failure, src.tags: { not: [corporate_egress] } }
+window: 1m
+counters:
+  n: {}
+fire_when: { all: ["n >= 1"] }
+summary: { en: "x", ja: "x" }
+steps: { en: ["x"], ja: ["x"] }
+"#;
+        let rules = crate::compile::compile_text(Path::new("r.yaml"), rule).unwrap();
+        let pack = RulePack::from_rules(rules).unwrap();
+        let alerts = run_case(&pack, &file.cases[0]);
+        let users: Vec<&str> = alerts
+            .iter()
+            .filter_map(|a| a.entity.user.as_deref())
+            .collect();
+        assert_eq!(users, ["c"]);
+        // Not a tag enrichment could give: an error naming the line.
+        let err = parse(
+            "rule: x\ncases:\n  - name: bad tag\n    events:\n      - { tags: [Corporate Egress] }\n    expect: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(":5:") && err.contains("not a CIDR-list tag"),
+            "{err}"
+        );
     }
 
     #[test]
