@@ -48,7 +48,8 @@ pub struct GenArgs {
 /// file name ends in `.gz`.
 pub enum Output {
     Plain(Box<dyn Write + Send>),
-    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    /// Boxed: the encoder's state is large, and an output is opened once.
+    Gzip(Box<flate2::write::GzEncoder<BufWriter<File>>>),
 }
 
 impl Output {
@@ -58,7 +59,7 @@ impl Output {
     pub fn finish(self) -> std::io::Result<()> {
         match self {
             Output::Plain(mut w) => w.flush(),
-            Output::Gzip(g) => g.finish()?.flush(),
+            Output::Gzip(g) => (*g).finish()?.flush(),
         }
     }
 }
@@ -95,10 +96,10 @@ pub fn create_output(path: &PathBuf) -> Result<Output> {
     let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let buffered = BufWriter::with_capacity(256 * 1024, file);
     Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Output::Gzip(flate2::write::GzEncoder::new(
+        Output::Gzip(Box::new(flate2::write::GzEncoder::new(
             buffered,
             flate2::Compression::best(),
-        ))
+        )))
     } else {
         Output::Plain(Box::new(buffered))
     })
