@@ -65,11 +65,6 @@ pub fn summary(s: &RunSummary, sql_alerts: &[(String, u64)]) -> String {
         0 => String::new(),
         n => format!(", {n} repeated events"),
     };
-    // So are events held ahead of the stream that nothing confirmed (a wrong clock).
-    let repeated = match s.held_events_dropped {
-        0 => repeated,
-        n => format!("{repeated}, {n} events far ahead dropped (event_time.max_jump)"),
-    };
     let mut out = format!(
         "{} lines, {} events, {} alerts, {} dead letters, {} late events{repeated} in {:.2} s ({:.0} events/s)",
         s.lines,

@@ -1070,7 +1070,6 @@ mod tests {
             dead_letters: Vec::new(),
             late_events: 0,
             duplicate_events: 0,
-            held_events_dropped: 0,
             alerts: 0,
             rules: Vec::new(),
             profiles: Default::default(),

@@ -142,16 +142,6 @@ const LATE_EVENT: &str = "late_event";
 
 /// The `detail` of a late event's dead letter.
 fn late_detail(record: &LateEvent) -> String {
-    // An event held ahead of the stream and dropped carries the watermark it was dropped at,
-    // which is behind it: it was never late.
-    if record.event.time > record.watermark {
-        return format!(
-            "event time {} was more than event_time.max_jump ahead of the partition's newest \
-             event time and no second event confirmed it (a wrong clock or a crafted line; the \
-             watermark was {}): not detected on",
-            record.event.time, record.watermark
-        );
-    }
     format!(
         "event time {} is {} ms behind the watermark {} (the newest event time of the partition \
          less event_time.allowed_lateness): not detected on",
@@ -1079,21 +1069,6 @@ mod tests {
         assert!(
             detail.contains("4000 ms behind the watermark 5000"),
             "{detail}"
-        );
-        // A held event that no second one confirmed is ahead of its watermark: it is named as
-        // such, not as "-N ms behind".
-        let ahead = LateEvent {
-            watermark: 5_000,
-            event: AuthEvent {
-                time: 90_000_000,
-                ..AuthEvent::default()
-            },
-            ..record.clone()
-        };
-        let said = late_detail(&ahead);
-        assert!(
-            said.contains("max_jump ahead") && !said.contains("behind"),
-            "{said}"
         );
         assert!(v.get("source").is_none(), "{v}");
         // The detect stage of a repartitioned run names the provider record too.

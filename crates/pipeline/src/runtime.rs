@@ -134,9 +134,6 @@ pub struct RunSummary {
     pub late_events: u64,
     /// Repeated deliveries of an event already seen: counted, not detected on again.
     pub duplicate_events: u64,
-    /// Events held ahead of the stream (`event_time.max_jump`) that no second event confirmed:
-    /// counted, written where late events go, not detected on.
-    pub held_events_dropped: u64,
     /// Alerts produced.
     pub alerts: u64,
     /// Per-rule counters at the end.
@@ -431,7 +428,6 @@ impl Pipeline {
             dead_letters: m.dead_letters_by_reason(),
             late_events: Metrics::get(&m.late_events),
             duplicate_events: Metrics::get(&m.duplicate_events),
-            held_events_dropped: Metrics::get(&m.held_events_dropped),
             alerts: Metrics::get(&m.alerts),
             rules,
             profiles,

@@ -28,8 +28,6 @@ names! {
     DEAD_LETTERS = "authwatch.dead_letters" => "authwatch_dead_letters_total";
     /// Events behind the watermark.
     LATE_EVENTS = "authwatch.late_events" => "authwatch_late_events_total";
-    /// Events held ahead of the stream that no second event confirmed (`event_time.max_jump`).
-    HELD_EVENTS_DROPPED = "authwatch.held_events_dropped" => "authwatch_held_events_dropped_total";
     /// Repeated deliveries of an event already seen.
     DUPLICATE_EVENTS = "authwatch.duplicate_events" => "authwatch_duplicate_events_total";
     /// Tenants whose events arrived on more than one input partition of this process.

@@ -736,19 +736,6 @@ fn register_instruments(meter: &Meter, sources: &Arc<Sources>) {
         .build();
     let s = Arc::clone(sources);
     meter
-        .u64_observable_counter(names::HELD_EVENTS_DROPPED.otel)
-        .with_description(
-            "Events more than event_time.max_jump ahead of the stream that no second event \
-             confirmed: not detected on (side-output with the late events).",
-        )
-        .with_callback(move |o| {
-            if let Some(m) = s.pipeline() {
-                o.observe(Metrics::get(&m.held_events_dropped), &[]);
-            }
-        })
-        .build();
-    let s = Arc::clone(sources);
-    meter
         .u64_observable_counter(names::DUPLICATE_EVENTS.otel)
         .with_description(
             "Repeated deliveries of an event already seen (same provider, tenant, id and time): \

@@ -42,7 +42,6 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         4,
     );
     set(&m.late_events, 3);
-    set(&m.held_events_dropped, 6);
     set(&m.duplicate_events, 2);
     // Two rules of one category and severity add up in one series.
     let triage_info: Vec<_> = m
@@ -162,7 +161,6 @@ fn every_metric_has_its_contract_name_labels_and_value() {
         0.0
     );
     assert_eq!(get("authwatch_late_events_total"), 3.0);
-    assert_eq!(get("authwatch_held_events_dropped_total"), 6.0);
     assert_eq!(get("authwatch_duplicate_events_total"), 2.0);
     assert_eq!(
         get(r#"authwatch_alerts_total{category="mfa_triage",severity="info"}"#),
