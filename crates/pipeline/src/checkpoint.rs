@@ -226,8 +226,8 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    /// Whether the event that took this step is held ahead of the stream: it waits in its task,
-    /// neither taught to the profiles nor run through the rules, until its fate is known.
+    /// Whether the event that took this step is held ahead of the stream: it is detected on,
+    /// but teaches nothing whose clock would follow its time (the user profiles).
     pub(crate) fn holds_current(self) -> bool {
         matches!(
             self,
@@ -328,82 +328,6 @@ impl Checkpointed for Watermark {
                 "expected two or three integers, found {text:?}"
             ))),
         }
-    }
-}
-
-/// The event held ahead of the stream (its time is [`Watermark::held`]), buffered in its task
-/// until a second event confirms the jump (it is processed then, before that event) or traffic
-/// within reach drops it. Until then it has touched no state but the watermark's, so it is part
-/// of the task's snapshot: the committed offsets are past its line.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HeldEvent {
-    pub event: authwatch_event::AuthEvent,
-    pub origin: crate::source::Origin,
-}
-
-/// The snapshot form of a [`HeldEvent`] (`Origin` is the source's type, not a serialized one).
-#[derive(serde::Serialize)]
-struct HeldEventOut<'a> {
-    input: u32,
-    line: u64,
-    offset: u64,
-    event: &'a authwatch_event::AuthEvent,
-}
-
-/// [`HeldEventOut`] read back.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeldEventIn {
-    input: u32,
-    line: u64,
-    offset: u64,
-    event: authwatch_event::AuthEvent,
-}
-
-impl HeldEvent {
-    /// The part's name in a task's snapshot. Written only while an event is held, so that a
-    /// task holding nothing snapshots exactly as before the part existed.
-    pub(crate) const PART: &'static str = "held_event";
-
-    /// A held event from its part of a snapshot.
-    pub(crate) fn from_snapshot(bytes: &[u8]) -> Result<HeldEvent, CheckpointError> {
-        let state: HeldEventIn =
-            serde_json::from_slice(bytes).map_err(|e| CheckpointError::Restore {
-                part: Self::PART.to_owned(),
-                message: e.to_string(),
-            })?;
-        Ok(HeldEvent {
-            event: state.event,
-            origin: crate::source::Origin {
-                input: state.input,
-                line: state.line,
-                offset: state.offset,
-            },
-        })
-    }
-}
-
-impl Checkpointed for HeldEvent {
-    fn name(&self) -> &str {
-        Self::PART
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, CheckpointError> {
-        let state = HeldEventOut {
-            input: self.origin.input,
-            line: self.origin.line,
-            offset: self.origin.offset,
-            event: &self.event,
-        };
-        serde_json::to_vec(&state).map_err(|e| CheckpointError::Snapshot {
-            part: Self::PART.to_owned(),
-            message: e.to_string(),
-        })
-    }
-
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
-        *self = HeldEvent::from_snapshot(bytes)?;
-        Ok(())
     }
 }
 

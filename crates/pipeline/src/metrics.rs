@@ -25,10 +25,6 @@ pub struct Metrics {
     pub dead_letters: [AtomicU64; RejectKind::ALL.len()],
     /// Events older than the watermark.
     pub late_events: AtomicU64,
-    /// Events held ahead of the stream (`event_time.max_jump`) that no second event confirmed:
-    /// traffic within reach went on without them, so they were not detected on. Not late
-    /// events (they were never behind the watermark), but written where those go.
-    pub held_events_dropped: AtomicU64,
     /// Repeated deliveries of an event already seen (not detected on again).
     pub duplicate_events: AtomicU64,
     /// Tenants whose events arrived on more than one input partition in this process: state is
@@ -171,10 +167,8 @@ impl Stage {
 ///
 /// The units are the stage's records: lines for `source` (in = read, out = handed to the
 /// workers) and for `normalize`'s input (its output is events; the difference went to dead
-/// letter); events for `detect` (in = received, out = evaluated by the rules, an event held
-/// ahead of the stream once confirmed; the difference was late, repeated, dropped unconfirmed or
-/// is still held); written records (alerts, dead letters, late events, forwarded events) for
-/// `sink`.
+/// letter); events for `detect` (in = received, out = evaluated by the rules; the difference was
+/// late); written records (alerts, dead letters, late events, forwarded events) for `sink`.
 #[derive(Debug, Default)]
 pub struct StageMetrics {
     /// Records the stage took in.

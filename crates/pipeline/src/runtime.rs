@@ -9,8 +9,7 @@
 //! sequence order before any state is touched, so results do not depend on thread timing.
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, HeldEvent, StateParts, Step,
-    Watermark,
+    Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Step, Watermark,
 };
 use crate::config::{Config, LatePolicy};
 use crate::deadletter::DeadLetter;
@@ -203,6 +202,10 @@ pub struct Pipeline {
     /// The largest step forward of the last run's event time (see [`Pipeline::largest_jump`]).
     last_jump: std::sync::Mutex<Option<WatermarkJump>>,
 }
+
+/// How far ahead of the stream an event held by `event_time.max_jump` may be and still teach
+/// the user profiles.
+const PROFILE_HOLD_MS: i64 = 86_400_000;
 
 /// A confirmed step forward of the stream's time longer than this starts a paced replay's
 /// clock over (`--speed`): a replay does not wait out a quiet night, nor years after an old
@@ -637,7 +640,6 @@ impl Pipeline {
         // time by more than this, the one most late events fell behind (for the replay's
         // explanation of late events).
         let mut held = 0u64;
-        let mut dropped = 0u64;
         let big_step = max_jump.max(lateness);
         let mut worst_jump: Option<Jump> = None;
         let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
@@ -689,11 +691,6 @@ impl Pipeline {
                                 // The state is a snapshot on the store already.
                                 task.snapshotted = true;
                                 task.dirty = false;
-                            }
-                            // Input indices are this run's; every line of the task is the
-                            // partition's it is assigned to, the held one too.
-                            if let Some(h) = &mut task.held {
-                                h.origin.input = input;
                             }
                             task.mute_before = mute_before.unwrap_or(i64::MIN);
                             released.remove(&input);
@@ -765,9 +762,6 @@ impl Pipeline {
                 let received = batch.events.len() as u64;
                 let mut late = 0u64;
                 let mut repeated = 0u64;
-                // Events of this batch held, and held events (of this batch or before) confirmed.
-                let mut held_in = 0u64;
-                let mut held_out = 0u64;
                 let mut alerts = 0u64;
                 stage.begin(received);
                 let mut out = SinkBatch {
@@ -805,7 +799,7 @@ impl Pipeline {
                 // Drained side by side rather than zipped, so that the next event can be read in
                 // place (`as_slice`) while this one is processed.
                 while let Some(origin) = origins.next() {
-                    let Some(event) = stream.next() else {
+                    let Some(mut event) = stream.next() else {
                         break;
                     };
                     // The next event's profile starts loading now and is in the cache when its
@@ -891,24 +885,9 @@ impl Pipeline {
                         continue;
                     }
                     let step = task.wm.observe(event.time, lateness, max_jump);
-                    // The event held before this one: confirmed once the stream's time reached
-                    // it, still held while this one did not move the stream, else dropped
-                    // (traffic within reach went on without it). A task restored from a snapshot
-                    // written before held events waited has the time without the event: that
-                    // event went through the rules when it came.
-                    let mut confirmed = None;
-                    let mut unconfirmed = None;
-                    if let Some(h) = task.held.take() {
-                        if h.event.time <= task.wm.max_time {
-                            confirmed = Some(h);
-                        } else if task.wm.held == Some(h.event.time) && !step.holds_current() {
-                            task.held = Some(h);
-                        } else {
-                            unconfirmed = Some(h);
-                        }
-                    }
                     match step {
                         Step::Held => {
+                            task.held_origin = Some(origin);
                             if !muted {
                                 held += 1;
                             }
@@ -922,17 +901,21 @@ impl Pipeline {
                                     line = origin.line,
                                     time = event.time,
                                     ahead_ms = event.time.saturating_sub(task.wm.max_time),
-                                    "an event far ahead of the stream waits, and does not move \
-                                     the watermark, until a second one confirms the jump \
+                                    "an event far ahead of the stream does not move the \
+                                     watermark until a second one confirms the jump \
                                      (event_time.max_jump)"
                                 );
                             }
                         }
-                        Step::Moved { from, to_held, .. } => {
+                        Step::Moved {
+                            from,
+                            to_held,
+                            holds_current,
+                        } => {
                             if from != i64::MIN && task.wm.max_time.saturating_sub(from) > big_step
                             {
-                                let at = match (to_held, &confirmed) {
-                                    (true, Some(h)) => h.origin,
+                                let at = match (to_held, task.held_origin) {
+                                    (true, Some(o)) => o,
                                     _ => origin,
                                 };
                                 let jump = Jump {
@@ -943,39 +926,14 @@ impl Pipeline {
                                 };
                                 Jump::keep_worst(&mut worst_jump, task.jump.replace(jump));
                             }
+                            // What is held now: this event, the one held before, or nothing.
+                            if holds_current {
+                                task.held_origin = Some(origin);
+                            } else if task.wm.held.is_none() {
+                                task.held_origin = None;
+                            }
                         }
                         Step::Stay => {}
-                    }
-                    // Not detected on, and not lost silently: counted, named, and written where
-                    // late events go. Its fate was decided by this event, so this event's line
-                    // says whether a replay of committed input wrote it already.
-                    if let Some(h) = unconfirmed
-                        && !muted
-                    {
-                        Metrics::add(&self.metrics.held_events_dropped, 1);
-                        dropped += 1;
-                        // The first few by name: unlike a held event, one that traffic went on
-                        // without is a wrong clock or a crafted line, not a quiet night.
-                        if dropped <= 5 {
-                            tracing::warn!(
-                                input = %input_name(h.origin.input),
-                                line = h.origin.line,
-                                time = h.event.time,
-                                ahead_ms = h.event.time.saturating_sub(task.wm.max_time),
-                                "an event far ahead of the stream was not confirmed by a second \
-                                 one and is not detected on (event_time.max_jump); it goes \
-                                 where late events go"
-                            );
-                        }
-                        if side_output {
-                            out.late.push(LateEvent {
-                                file: input_name(h.origin.input),
-                                line: h.origin.line,
-                                offset: h.origin.offset,
-                                watermark: task.wm.watermark,
-                                event: h.event,
-                            });
-                        }
                     }
                     if let Speed::Factor(factor) = speed {
                         // Paced by the stream's time, not each event's: an event held ahead
@@ -1021,26 +979,23 @@ impl Pipeline {
                             paced += sleeping.elapsed();
                         }
                     }
-                    // An event held ahead of the stream touches no state until its fate is
-                    // known: run through the rules at once, a line dated a day ahead would put
-                    // its user's and address's windows a day ahead, hiding their later events
-                    // until real time got there.
-                    let current = if step.holds_current() {
-                        held_in += 1;
-                        task.held = Some(HeldEvent { event, origin });
-                        None
-                    } else {
-                        Some(event)
-                    };
+                    // Profiles are read and taught in stream order, before the rules see the
+                    // event, so `context` reflects only what came before it. An event held
+                    // ahead of the stream teaches them only when it is within a day of it (the
+                    // first of the morning after a quiet night is an ordinary sign-in): the
+                    // profiles' clock follows what they are taught, and an outlier further
+                    // ahead would age every profile by as much.
+                    let ahead = event.time.saturating_sub(task.wm.max_time);
+                    if self.config.enrich.enabled
+                        && (!step.holds_current()
+                            || (task.wm.max_time != i64::MIN && ahead <= PROFILE_HOLD_MS))
+                    {
+                        task.profiles.observe(&mut event);
+                    }
                     let before = out.alerts.len();
-                    // In stream order: a confirmed event came before the one confirming it.
-                    let confirmed = confirmed.map(|h| h.event);
-                    held_out += u64::from(confirmed.is_some());
-                    for mut event in confirmed.into_iter().chain(current) {
-                        task.process(&mut event, self.config.enrich.enabled, &mut out.alerts);
-                        if forward_events && !muted {
-                            out.events.push(event);
-                        }
+                    task.engine.on_event(&event, &mut out.alerts);
+                    for d in &mut task.detectors {
+                        d.on_event(&event, &mut out.alerts);
                     }
                     if let Step::Moved { .. } = step {
                         task.seen.expire(task.wm.watermark);
@@ -1057,6 +1012,9 @@ impl Pipeline {
                         continue;
                     }
                     self.metrics.record_alerts(&out.alerts[before..]);
+                    if forward_events {
+                        out.events.push(event);
+                    }
                 }
                 drop(stream);
                 // An empty vector keeps its capacity for the next batch; if the queue is full it
@@ -1070,8 +1028,7 @@ impl Pipeline {
                     .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
                 self.metrics
                     .publish_rule_state(tasks.values().map(|t| &t.engine));
-                // Held events leave the stage when they are confirmed, in whichever batch.
-                stage.end(received - late - repeated - held_in + held_out);
+                stage.end(received - late - repeated);
                 if let (Some(started), Some(_)) = (started, &self.observer) {
                     report.late_events = late;
                     report.alerts = alerts + out.alerts.len() as u64;
@@ -1102,17 +1059,6 @@ impl Pipeline {
         if flush_at_end {
             let mut out = SinkBatch::default();
             for task in tasks.values_mut() {
-                // Nothing came after the held event to confirm or drop it: it was the last word
-                // on the stream's time, and no later event is left for it to hide from the
-                // windows, so it is detected on like the rest.
-                if let Some(h) = task.held.take() {
-                    let mut event = h.event;
-                    task.process(&mut event, self.config.enrich.enabled, &mut out.alerts);
-                    Metrics::add(&stage.events_out, 1);
-                    if forward_events {
-                        out.events.push(event);
-                    }
-                }
                 task.engine.flush(&mut out.alerts);
                 for d in &mut task.detectors {
                     d.flush(&mut out.alerts);
@@ -1145,7 +1091,7 @@ impl Pipeline {
             mute_before: i64::MIN,
             source_parts: None,
             tenant: None,
-            held: None,
+            held_origin: None,
             jump: None,
         }
     }
@@ -1160,10 +1106,9 @@ struct Task {
     seen: Seen,
     /// The tenant of the partition's last event, to notice a tenant on two partitions.
     tenant: Option<Text>,
-    /// The event held ahead of the stream (its time is `wm.held`), not yet taught to the
-    /// profiles nor run through the rules; `None` with `wm.held` set after a restore from a
-    /// snapshot written before held events waited (that one was detected on when it came).
-    held: Option<HeldEvent>,
+    /// Where the event held ahead of the stream (`wm.held`) came from, to name it if it turns
+    /// out to be where the stream jumped; not checkpointed (a report, not state).
+    held_origin: Option<crate::source::Origin>,
     /// The task's last big step forward, counting the late events behind it (a report).
     jump: Option<Jump>,
     /// Detectors after the rule engine (windowed SQL), in registration order.
@@ -1184,27 +1129,12 @@ impl Task {
         i64::try_from(offset).is_ok_and(|o| o < self.mute_before)
     }
 
-    /// Detects on one event of the stream: the profiles first (read and taught in stream
-    /// order, so `context` reflects only what came before it), then the rules.
-    fn process(&mut self, event: &mut AuthEvent, profiles: bool, alerts: &mut Vec<Alert>) {
-        if profiles {
-            self.profiles.observe(event);
-        }
-        self.engine.on_event(event, alerts);
-        for d in &mut self.detectors {
-            d.on_event(event, alerts);
-        }
-    }
-
     fn snapshot(&self) -> Result<StateParts, CheckpointError> {
         let mut parts = StateParts::default();
         parts.add(&self.engine)?;
         parts.add(&self.profiles)?;
         parts.add(&self.wm)?;
         parts.add(&self.seen)?;
-        if let Some(held) = &self.held {
-            parts.add(held)?;
-        }
         for d in &self.detectors {
             parts.add(d.as_ref())?;
         }
@@ -1222,25 +1152,6 @@ impl Task {
         for part in parts {
             state.restore(part)?;
             own.push(part.name().to_owned());
-        }
-        // Absent in a snapshot of a task that held nothing, and in those written before held
-        // events waited: nothing waits.
-        self.held = state
-            .parts
-            .get(HeldEvent::PART)
-            .map(|bytes| HeldEvent::from_snapshot(bytes))
-            .transpose()?;
-        own.push(HeldEvent::PART.to_owned());
-        if let Some(h) = &self.held
-            && self.wm.held != Some(h.event.time)
-        {
-            return Err(CheckpointError::Restore {
-                part: HeldEvent::PART.to_owned(),
-                message: format!(
-                    "the held event's time {} is not the watermark's held time {:?}",
-                    h.event.time, self.wm.held
-                ),
-            });
         }
         for d in &mut self.detectors {
             state.restore(d.as_mut())?;

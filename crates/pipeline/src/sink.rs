@@ -17,9 +17,7 @@ pub struct LateEvent {
     pub line: u64,
     /// Byte offset of the line.
     pub offset: u64,
-    /// The watermark the event was behind (ms). For an event held ahead of the stream
-    /// (`event_time.max_jump`) and dropped unconfirmed, the watermark it was dropped at, which
-    /// is older than its time: that is how the two kinds differ.
+    /// The watermark the event was behind (ms).
     pub watermark: i64,
     /// The event.
     pub event: AuthEvent,
@@ -42,8 +40,7 @@ pub trait Sink: Send {
     fn alert(&mut self, alert: &Alert) -> Result<(), SinkError>;
     /// One rejected line.
     fn dead_letter(&mut self, record: &DeadLetter) -> Result<(), SinkError>;
-    /// One late event, or one held ahead of the stream and dropped unconfirmed (side-output
-    /// policy only; see [`LateEvent::watermark`]).
+    /// One late event (side-output policy only).
     fn late_event(&mut self, record: &LateEvent) -> Result<(), SinkError>;
     /// Called at the end of the run and whenever results should become visible.
     fn flush(&mut self) -> Result<(), SinkError>;
