@@ -2,6 +2,7 @@
 //! normalizer. Keys are matched as JSON keys (`"key"` followed by `:`), so a value that happens
 //! to spell a key does not mislead the choice.
 
+use crate::common;
 use crate::{
     Auth0, Duo, Ecs, Entra, Format, Google, Keycloak, Limits, Native, Normalizer, Ocsf, Okta,
     RejectKind, Rejection,
@@ -145,26 +146,7 @@ fn key_positions<'a>(finder: &'a Finder<'_>, line: &'a [u8]) -> impl Iterator<It
 /// How many objects and arrays enclose byte `at` (outside strings): 1 for a key of the line's
 /// own object.
 fn depth_at(line: &[u8], at: usize) -> usize {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in &line[..at.min(line.len())] {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    depth
+    common::bracket_depth(&line[..at.min(line.len())], |_| {})
 }
 
 /// Whether the JSON string `value` (quotes included) follows the `:` after a key ending at

@@ -168,8 +168,16 @@ fn shallow(line: &[u8]) -> bool {
 /// The deepest nesting of brackets outside strings. Brackets inside strings do not count either
 /// way, so text cannot hide nesting from it.
 fn max_depth(line: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
+    let mut deepest = 0;
+    bracket_depth(line, |depth| deepest = deepest.max(depth));
+    deepest
+}
+
+/// The nesting of brackets (objects and arrays) outside strings at the end of `line`, calling
+/// `opened` with the depth after each opening bracket. One scanner for every question about a
+/// line's nesting (how deep it goes, how deep a key sits), so they agree on strings and escapes.
+pub(crate) fn bracket_depth(line: &[u8], mut opened: impl FnMut(usize)) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in line {
         if in_string {
             if escaped {
@@ -185,13 +193,13 @@ fn max_depth(line: &[u8]) -> usize {
             b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                opened(depth);
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    deepest
+    depth
 }
 
 /// The `{` and `[` bytes of a line, inside strings or not (an upper bound on its nesting).
