@@ -1,6 +1,6 @@
 //! The command line as a contract: exit statuses, summaries, option conflicts, and what
 //! read-only or refused commands leave behind.
-use crate::common::{authwatch_in as authwatch, recording, repo, text};
+use crate::common::{RECORDING_GEN, authwatch_in as authwatch, recording, repo, text};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -26,10 +26,7 @@ fn replay_of_input_with_no_readable_line_fails() {
     )
     .unwrap();
     // A gzip stream cut in its first line: no complete line at all.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&std::fs::read(d.join("events.jsonl")).unwrap())
-        .unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&std::fs::read(d.join("events.jsonl")).unwrap());
     std::fs::write(d.join("cut.jsonl.gz"), &gz[..40]).unwrap();
     for args in [
         vec!["replay", "-q", "binary.bin"],
@@ -375,20 +372,11 @@ fn eval_reads_gzip_labels_and_alerts() {
     let d = dir.path();
     recording(d);
     // The same stream again (same seed and size), its labels written compressed by gen itself.
-    let out = run(
-        d,
-        &[
-            "gen",
-            "--users",
-            "20",
-            "--days",
-            "1",
-            "--out",
-            "again.jsonl",
-            "--labels",
-            "labels.jsonl.gz",
-        ],
-    );
+    let out = authwatch(d)
+        .args(RECORDING_GEN)
+        .args(["--out", "again.jsonl", "--labels", "labels.jsonl.gz"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let alerts = std::fs::read(d.join("alerts.jsonl")).unwrap();
     std::fs::write(d.join("alerts.jsonl.gz"), gzip(&alerts)).unwrap();

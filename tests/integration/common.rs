@@ -94,15 +94,14 @@ pub fn authwatch_in(dir: &Path) -> Command {
     cmd
 }
 
+/// The `gen` command line of [`recording`]'s stream, without its outputs: the same stream again
+/// is this with other `--out`/`--labels`.
+pub const RECORDING_GEN: [&str; 5] = ["gen", "--users", "20", "--days", "1"];
+
 /// A small recording in `dir`: `events.jsonl` (20 users, one day), its `labels.jsonl`, and the
 /// `alerts.jsonl` a replay of it raises.
 pub fn recording(dir: &Path) {
-    run_ok(authwatch_in(dir).args([
-        "gen",
-        "--users",
-        "20",
-        "--days",
-        "1",
+    run_ok(authwatch_in(dir).args(RECORDING_GEN).args([
         "--out",
         "events.jsonl",
         "--labels",

@@ -67,11 +67,15 @@ struct RiskAssessment<'a> {
 /// like the user's own (low confidence: nothing matches, MFA is required), which is the inverse
 /// of the risk level the other providers give; `neutral` is reserved and says nothing.
 fn confidence_risk(confidence: &str) -> RiskLevel {
-    match confidence.to_ascii_lowercase().as_str() {
-        "low" => RiskLevel::High,
-        "medium" => RiskLevel::Medium,
-        "high" => RiskLevel::Low,
-        _ => RiskLevel::None,
+    let is = |word: &str| confidence.eq_ignore_ascii_case(word);
+    if is("low") {
+        RiskLevel::High
+    } else if is("medium") {
+        RiskLevel::Medium
+    } else if is("high") {
+        RiskLevel::Low
+    } else {
+        RiskLevel::None
     }
 }
 
