@@ -173,6 +173,10 @@ impl Default for EventTimeConfig {
 pub struct RuntimeConfig {
     /// Normalize/enrich worker threads; 0 = one per core. Default 0.
     pub workers: usize,
+    /// Detect threads for a partitioned source (`authwatch run`): each input partition's task
+    /// runs on one of them (partition index modulo this), so partitions are detected on side
+    /// by side; 0 = one per core. A recorded stream is one task, on one thread. Default 0.
+    pub detect_threads: usize,
     /// Lines per batch handed between stages. Default 2048.
     pub batch_lines: usize,
     /// Batches each bounded channel holds before its producer waits (backpressure). Default 4.
@@ -183,6 +187,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             workers: 0,
+            detect_threads: 0,
             batch_lines: 2048,
             channel_batches: 4,
         }
@@ -360,10 +365,20 @@ impl Config {
 
     /// Worker threads after resolving 0 to the core count.
     pub fn workers(&self) -> usize {
-        match self.runtime.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        }
+        per_core(self.runtime.workers)
+    }
+
+    /// Detect threads of a partitioned source after resolving 0 to the core count.
+    pub fn detect_threads(&self) -> usize {
+        per_core(self.runtime.detect_threads)
+    }
+}
+
+/// A thread count, 0 meaning one per core.
+fn per_core(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
     }
 }
 

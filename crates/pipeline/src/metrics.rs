@@ -41,6 +41,8 @@ pub struct Metrics {
     pub rules: Vec<RuleMetrics>,
     /// Rule id → position in `rules`.
     rule_index: HashMap<String, usize>,
+    /// Live keys and evictions per rule of each detect shard, summed into `rules`.
+    shard_rule_state: std::sync::Mutex<Vec<Vec<(u64, u64)>>>,
 }
 
 impl Metrics {
@@ -90,16 +92,39 @@ impl Metrics {
     /// Publishes live state keys and evictions per rule, summed over `engines` (one per
     /// partition task, or the one engine of a stream); call after each batch.
     pub fn publish_rule_state<'a>(&self, engines: impl IntoIterator<Item = &'a Engine>) {
-        let mut totals = vec![(0u64, 0u64); self.rules.len()];
+        self.publish_rule_state_of(0, engines);
+    }
+
+    /// [`Metrics::publish_rule_state`] for the engines of one detect shard: the published
+    /// numbers are the sums over every shard's latest.
+    pub fn publish_rule_state_of<'a>(
+        &self,
+        shard: usize,
+        engines: impl IntoIterator<Item = &'a Engine>,
+    ) {
+        let mut mine = vec![(0u64, 0u64); self.rules.len()];
         for engine in engines {
             for (i, (_, keys, evicted)) in engine.state_gauges().enumerate() {
-                if let Some(t) = totals.get_mut(i) {
+                if let Some(t) = mine.get_mut(i) {
                     t.0 += keys;
                     t.1 += evicted;
                 }
             }
         }
-        for (m, (keys, evicted)) in self.rules.iter().zip(totals) {
+        // Per batch, not per event; a shard that panicked left consistent numbers behind.
+        let mut all = self
+            .shard_rule_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if all.len() <= shard {
+            all.resize(shard + 1, Vec::new());
+        }
+        all[shard] = mine;
+        for (i, m) in self.rules.iter().enumerate() {
+            let (keys, evicted) = all
+                .iter()
+                .filter_map(|s| s.get(i))
+                .fold((0, 0), |(k, e), (k2, e2)| (k + k2, e + e2));
             m.keys.store(keys, Ordering::Relaxed);
             m.evictions.store(evicted, Ordering::Relaxed);
         }

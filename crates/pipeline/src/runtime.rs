@@ -149,12 +149,80 @@ struct ParsedBatch {
     /// Numbers and timings so far, for the batch observer.
     report: BatchReport,
     started: Option<Instant>,
+    /// One part per detect shard: the events and rejected lines of the partitions it hosts.
+    parts: Vec<Part>,
+}
+
+/// What one detect shard gets of a batch.
+#[derive(Default)]
+struct Part {
     events: Vec<AuthEvent>,
     /// Where each event came from (for the late-event side output).
     origins: Vec<crate::source::Origin>,
     dead: Vec<DeadLetter>,
 }
 
+impl Part {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// What a detect shard is handed, in stream order.
+enum ShardIn {
+    Data(Part),
+    Assign {
+        input: u32,
+        state: Option<StateParts>,
+        mute_before: Option<i64>,
+    },
+    Barrier(ShardBarrier),
+}
+
+/// A shard's share of a [`crate::checkpoint::Barrier`].
+struct ShardBarrier {
+    /// The inputs whose positions the barrier carries.
+    covered: Arc<std::collections::BTreeSet<u32>>,
+    /// Tasks to drop after it.
+    release: Arc<[u32]>,
+    snapshot: bool,
+    /// The source's own state of this shard's tasks.
+    source_parts: Vec<(u32, StateParts)>,
+}
+
+/// What the sink writes next, in stream order: the outputs of the named shards for one batch,
+/// or a checkpoint once every shard has passed the barrier.
+enum Order {
+    Data {
+        shards: Vec<usize>,
+        /// The batch's numbers so far, when someone observes batches.
+        report: Option<(BatchReport, Instant)>,
+    },
+    Barrier(crate::checkpoint::Barrier),
+}
+
+/// A shard's numbers for its part of a batch, for the batch observer.
+#[derive(Debug, Default, Clone, Copy)]
+struct PartReport {
+    dead_letters: u64,
+    late_events: u64,
+    alerts: u64,
+    paced: Duration,
+    detect: Duration,
+}
+
+impl PartReport {
+    /// Shards run side by side: counts add up, the batch waited for the slowest.
+    fn merge(&mut self, other: PartReport) {
+        self.dead_letters += other.dead_letters;
+        self.late_events += other.late_events;
+        self.alerts += other.alerts;
+        self.paced = self.paced.max(other.paced);
+        self.detect = self.detect.max(other.detect);
+    }
+}
+
+/// What a detect shard hands the sink.
 #[derive(Default)]
 struct SinkBatch {
     events: Vec<AuthEvent>,
@@ -163,19 +231,16 @@ struct SinkBatch {
     alerts: Vec<Alert>,
     dead: Vec<DeadLetter>,
     late: Vec<LateEvent>,
-    checkpoint: Option<Checkpoint>,
-    /// Set on the last part of a source batch when someone observes batches.
-    report: Option<(BatchReport, Instant)>,
+    /// The shard's answer to a barrier: its tasks' snapshots (possibly none).
+    snapshots: Option<Vec<(u32, StateParts)>>,
+    /// More of the same part follows (a paced replay makes alerts visible before it waits).
+    more: bool,
+    part: PartReport,
 }
 
 impl SinkBatch {
     fn is_empty(&self) -> bool {
-        self.checkpoint.is_none()
-            && self.events.is_empty()
-            && self.routed.is_empty()
-            && self.alerts.is_empty()
-            && self.dead.is_empty()
-            && self.late.is_empty()
+        self.snapshots.is_none() && self.records() == 0
     }
 
     fn records(&self) -> u64 {
@@ -185,6 +250,21 @@ impl SinkBatch {
             + self.dead.len()
             + self.late.len()) as u64
     }
+}
+
+/// State the detect shards share: rarely written, so a lock is cheap.
+struct ShardShared {
+    /// The first partition each tenant's events arrived on, and the tenants found on a second
+    /// one (partitioned detection only).
+    tenants: std::sync::Mutex<TenantHomes>,
+    /// Each shard's lowest task watermark (`i64::MAX` without tasks).
+    lows: Vec<std::sync::atomic::AtomicI64>,
+}
+
+#[derive(Default)]
+struct TenantHomes {
+    home: std::collections::HashMap<Text, u32>,
+    split: std::collections::HashSet<Text>,
 }
 
 /// A configured pipeline, ready to run over a source.
@@ -347,11 +427,38 @@ impl Pipeline {
         let (parsed_tx, parsed_rx) = bounded::<ParsedBatch>(cap);
         // Event vectors go back from the detect stage to the workers: a batch of events is a
         // megabyte or two, and allocating it afresh per batch costs page faults and zeroing.
-        let (vectors_tx, vectors_rx) = bounded::<Vec<AuthEvent>>(cap * 2 + workers + 2);
-        let (sink_tx, sink_rx) = bounded::<SinkBatch>(cap);
         let names: Vec<String> = source.names().to_vec();
         let forward_events = sink.wants_events();
         let partitioned = source.partitioned();
+        // Tasks are independent, so a partitioned source's tasks are spread over shards, each on
+        // a thread of its own; one stream is one task, on one shard.
+        let shards = if partitioned {
+            self.config.detect_threads()
+        } else {
+            1
+        };
+        let (vectors_tx, vectors_rx) = bounded::<Vec<AuthEvent>>((cap * 2 + workers + 2) * shards);
+        let mut shard_txs = Vec::with_capacity(shards);
+        let mut shard_rxs = Vec::with_capacity(shards);
+        let mut out_txs = Vec::with_capacity(shards);
+        let mut out_rxs = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = bounded::<ShardIn>(cap);
+            shard_txs.push(tx);
+            shard_rxs.push(rx);
+            let (tx, rx) = bounded::<SinkBatch>(cap);
+            out_txs.push(tx);
+            out_rxs.push(rx);
+        }
+        // Orders wait for the shards' outputs, which are bounded by their own channels: this one
+        // only needs room for what is in flight between them.
+        let (order_tx, order_rx) = bounded::<Order>(cap * (shards + 2) + workers);
+        let shared = ShardShared {
+            tenants: std::sync::Mutex::new(TenantHomes::default()),
+            lows: (0..shards)
+                .map(|_| std::sync::atomic::AtomicI64::new(i64::MAX))
+                .collect(),
+        };
         let normalizers: Vec<Option<Arc<dyn Normalizer>>> = options
             .input_formats
             .iter()
@@ -363,24 +470,45 @@ impl Pipeline {
             seq: Arc::clone(&seq),
         });
 
-        let (source_result, worker_results, detect_result, sink_result) =
+        let (source_result, worker_results, shard_results, sink_result) =
             std::thread::scope(|scope| {
                 // Named threads: `top -H`, perf and debuggers show which stage is busy.
                 let spawn = |name: String| std::thread::Builder::new().name(name);
                 let sink_handle = spawn("aw-sink".into())
-                    .spawn_scoped(scope, move || self.sink_stage(sink, sink_rx));
-                let detect_handle = {
-                    let names = &names;
-                    spawn("aw-detect".into()).spawn_scoped(scope, move || {
-                        let stage = DetectStage {
-                            names,
-                            partitioned,
-                            flush_at_end: options.flush_at_end,
-                            route_only: options.route_only,
-                            forward_events,
-                            vectors: vectors_tx,
+                    .spawn_scoped(scope, move || self.sink_stage(sink, order_rx, out_rxs));
+                let shard_handles: Vec<_> = shard_rxs
+                    .into_iter()
+                    .zip(out_txs)
+                    .enumerate()
+                    .map(|(i, (rx, out_tx))| {
+                        let names = &names;
+                        let shared = &shared;
+                        let vectors = vectors_tx.clone();
+                        // One shard keeps the old thread name: its thread is the detect stage.
+                        let name = if shards == 1 {
+                            "aw-detect".to_owned()
+                        } else {
+                            format!("aw-detect-{i}")
                         };
-                        self.detect_stage(stage, parsed_rx, sink_tx, speed)
+                        spawn(name).spawn_scoped(scope, move || {
+                            let stage = DetectStage {
+                                names,
+                                shard: i,
+                                partitioned,
+                                flush_at_end: options.flush_at_end,
+                                route_only: options.route_only,
+                                forward_events,
+                                vectors,
+                                shared,
+                            };
+                            self.shard_stage(stage, rx, out_tx, speed)
+                        })
+                    })
+                    .collect();
+                let order_handle = {
+                    let vectors = vectors_tx;
+                    spawn("aw-order".into()).spawn_scoped(scope, move || {
+                        self.order_stage(parsed_rx, shard_txs, order_tx, vectors)
                     })
                 };
                 let worker_handles: Vec<_> = (0..workers)
@@ -393,8 +521,11 @@ impl Pipeline {
                         let normalizers = &normalizers;
                         spawn(format!("aw-normalize-{i}")).spawn_scoped(scope, move || {
                             self.worker_stage(
-                                names,
-                                normalizers,
+                                WorkerStage {
+                                    names,
+                                    normalizers,
+                                    shards,
+                                },
                                 raw_rx,
                                 parsed_tx,
                                 recycle_tx,
@@ -410,18 +541,46 @@ impl Pipeline {
                     .into_iter()
                     .map(|h| join_stage(h, "normalize"))
                     .collect();
-                let detect_result = join_stage(detect_handle, "detect");
+                let order_result = join_stage(order_handle, "detect");
+                let mut shard_results: Vec<_> = shard_handles
+                    .into_iter()
+                    .map(|h| join_stage(h, "detect"))
+                    .collect();
+                if let Err(e) = order_result {
+                    shard_results.push(Err(e));
+                }
                 let sink_result = join_stage(sink_handle, "sink");
-                (source_result, worker_results, detect_result, sink_result)
+                (source_result, worker_results, shard_results, sink_result)
             });
 
         // Report the cause, not its echo: a failed sink makes upstream sends fail too.
         let sink = sink_result??;
-        let (rules, profiles) = detect_result??;
+        let mut rules: Vec<(String, RuleStats)> = Vec::new();
+        let mut profiles = ProfileStats::default();
+        let mut worst_jump: Option<Jump> = None;
+        for result in shard_results {
+            let end = result??;
+            add_stats(&mut rules, &mut profiles, end.rules, end.profiles);
+            Jump::keep_worst(&mut worst_jump, end.jump);
+        }
         for w in worker_results {
             w?;
         }
         source_result?;
+        let jump = worst_jump.filter(|j| j.late > 0).map(|j| WatermarkJump {
+            file: names
+                .get(j.at.input as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("input {}", j.at.input)),
+            line: j.at.line,
+            from: j.from,
+            to: j.to,
+            late_events: j.late,
+        });
+        *self
+            .last_jump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = jump;
 
         let m = &self.metrics;
         let summary = RunSummary {
@@ -492,13 +651,17 @@ impl Pipeline {
     /// Normalizes and enriches batches.
     fn worker_stage(
         &self,
-        names: &[String],
-        normalizers: &[Option<Arc<dyn Normalizer>>],
+        stage: WorkerStage<'_>,
         raw_rx: Receiver<RawBatch>,
         parsed_tx: Sender<ParsedBatch>,
         recycle_tx: Sender<RawBatch>,
         vectors_rx: Receiver<Vec<AuthEvent>>,
     ) {
+        let WorkerStage {
+            names,
+            normalizers,
+            shards,
+        } = stage;
         let input = &self.config.input;
         let skew = input.max_future_skew.millis();
         let limits = Limits {
@@ -514,9 +677,7 @@ impl Pipeline {
                     control: Some(control),
                     report: BatchReport::default(),
                     started: None,
-                    events: Vec::new(),
-                    origins: Vec::new(),
-                    dead: Vec::new(),
+                    parts: Vec::new(),
                 };
                 if parsed_tx.send(parsed).is_err() {
                     return;
@@ -528,11 +689,22 @@ impl Pipeline {
             let ingest_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            let mut events = vectors_rx.try_recv().unwrap_or_default();
-            events.reserve(batch.lines.len());
-            let mut origins = Vec::with_capacity(batch.lines.len());
-            let mut dead = Vec::new();
+            // Each line goes to the part of the shard that hosts its partition's task.
+            let share = batch.lines.len().div_ceil(shards);
+            let mut parts: Vec<Part> = (0..shards)
+                .map(|_| {
+                    let mut events = vectors_rx.try_recv().unwrap_or_default();
+                    events.reserve(share);
+                    Part {
+                        events,
+                        origins: Vec::with_capacity(share),
+                        dead: Vec::new(),
+                    }
+                })
+                .collect();
+            let mut events_total = 0u64;
             for line in &batch.lines {
+                let part = &mut parts[shard_of(line.origin.input, shards)];
                 let bytes = batch.bytes(line);
                 let name = names
                     .get(line.origin.input as usize)
@@ -545,7 +717,7 @@ impl Pipeline {
                             line.len, input.max_line_bytes
                         ),
                     );
-                    dead.push(DeadLetter::new(
+                    part.dead.push(DeadLetter::new(
                         name,
                         line.origin,
                         rejection,
@@ -562,11 +734,12 @@ impl Pipeline {
                 match normalizer.normalize(bytes, ingest_time, &limits) {
                     Ok(mut event) => {
                         self.enricher.enrich(&mut event);
-                        events.push(event);
-                        origins.push(line.origin);
+                        part.events.push(event);
+                        part.origins.push(line.origin);
+                        events_total += 1;
                     }
                     Err(rejection) => {
-                        dead.push(DeadLetter::new(
+                        part.dead.push(DeadLetter::new(
                             name,
                             line.origin,
                             rejection,
@@ -584,18 +757,20 @@ impl Pipeline {
                 let rejection = Rejection::new(RejectKind::UnreadableInput, u.message.clone());
                 // The head of the line read before the failure, as for any rejected line.
                 let head = batch.data.get(u.start..u.end).unwrap_or_default();
-                dead.push(DeadLetter::new(
-                    name, u.origin, rejection, head, u.len, keep,
-                ));
+                parts[shard_of(u.origin.input, shards)]
+                    .dead
+                    .push(DeadLetter::new(
+                        name, u.origin, rejection, head, u.len, keep,
+                    ));
             }
-            Metrics::add(&self.metrics.events, events.len() as u64);
+            Metrics::add(&self.metrics.events, events_total);
             // Dead letters are counted by the detect stage, which knows which lines replay
             // committed input (their dead letters are not written again).
             let mut report = std::mem::take(&mut batch.report);
-            report.events = events.len() as u64;
-            report.dead_letters = dead.len() as u64;
+            report.events = events_total;
+            report.dead_letters = parts.iter().map(|p| p.dead.len() as u64).sum();
             report.normalize = working.elapsed();
-            stage.end(events.len() as u64);
+            stage.end(events_total);
             let (seq, started) = (batch.seq, batch.started);
             // The buffer goes back to the source; if its queue is full, it is simply dropped.
             let _ = recycle_tx.try_send(batch);
@@ -605,9 +780,7 @@ impl Pipeline {
                     control: None,
                     report,
                     started,
-                    events,
-                    origins,
-                    dead,
+                    parts,
                 })
                 .is_err()
             {
@@ -616,22 +789,109 @@ impl Pipeline {
         }
     }
 
-    /// Restores batch order, tracks the watermark, handles late events and runs the rules.
-    /// Returns the rule and profile counters of the tasks still held at the end.
-    fn detect_stage(
+    /// Puts batches back in sequence order (workers finish out of order), hands each detect
+    /// shard its part of them in that order, and tells the sink in which order to write what
+    /// the shards make of them.
+    fn order_stage(
+        &self,
+        parsed_rx: Receiver<ParsedBatch>,
+        shard_txs: Vec<Sender<ShardIn>>,
+        order_tx: Sender<Order>,
+        vectors: Sender<Vec<AuthEvent>>,
+    ) {
+        let shards = shard_txs.len();
+        let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
+        let mut next_seq = 0;
+        // A send fails only when a shard or the sink stopped; they report why.
+        for batch in parsed_rx {
+            pending.insert(batch.seq, batch);
+            while let Some(batch) = pending.remove(&next_seq) {
+                next_seq += 1;
+                let order = match batch.control {
+                    Some(Control::Assign {
+                        input,
+                        state,
+                        mute_before,
+                    }) => {
+                        let assign = ShardIn::Assign {
+                            input,
+                            state,
+                            mute_before,
+                        };
+                        if shard_txs[shard_of(input, shards)].send(assign).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Control::Barrier(mut barrier)) => {
+                        // Every shard passes the barrier; the sink checkpoints once all have.
+                        let covered: Arc<std::collections::BTreeSet<u32>> =
+                            Arc::new(barrier.positions.iter().map(|(i, _)| *i).collect());
+                        let release: Arc<[u32]> = barrier.release.as_slice().into();
+                        let mut own: Vec<Vec<(u32, StateParts)>> =
+                            (0..shards).map(|_| Vec::new()).collect();
+                        for (input, parts) in std::mem::take(&mut barrier.source_parts) {
+                            own[shard_of(input, shards)].push((input, parts));
+                        }
+                        for (tx, source_parts) in shard_txs.iter().zip(own) {
+                            let part = ShardBarrier {
+                                covered: Arc::clone(&covered),
+                                release: Arc::clone(&release),
+                                snapshot: barrier.snapshot,
+                                source_parts,
+                            };
+                            if tx.send(ShardIn::Barrier(part)).is_err() {
+                                return;
+                            }
+                        }
+                        Order::Barrier(barrier)
+                    }
+                    None => {
+                        let mut to = Vec::with_capacity(shards);
+                        for (i, part) in batch.parts.into_iter().enumerate() {
+                            if part.is_empty() {
+                                // Its vector keeps its capacity for another batch.
+                                let _ = vectors.try_send(part.events);
+                                continue;
+                            }
+                            if shard_txs[i].send(ShardIn::Data(part)).is_err() {
+                                return;
+                            }
+                            to.push(i);
+                        }
+                        let report = batch
+                            .started
+                            .filter(|_| self.observer.is_some())
+                            .map(|started| (batch.report, started));
+                        Order::Data { shards: to, report }
+                    }
+                };
+                if order_tx.send(order).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One detect shard: tracks its tasks' watermarks, handles late and repeated events, and
+    /// runs the profiles and rules, on its parts of the batches in stream order. Returns the
+    /// rule and profile counters of the tasks still held at the end.
+    fn shard_stage(
         &self,
         stage: DetectStage<'_>,
-        parsed_rx: Receiver<ParsedBatch>,
+        shard_rx: Receiver<ShardIn>,
         sink_tx: Sender<SinkBatch>,
         speed: Speed,
-    ) -> Result<(Vec<(String, RuleStats)>, ProfileStats), PipelineError> {
+    ) -> Result<ShardEnd, PipelineError> {
         let DetectStage {
             names,
+            shard,
             partitioned,
             flush_at_end,
             route_only,
             forward_events,
             vectors,
+            shared,
         } = stage;
         let lateness = self.config.event_time.allowed_lateness.millis();
         let side_output = self.config.event_time.late_events == LatePolicy::SideOutput;
@@ -642,8 +902,6 @@ impl Pipeline {
         let mut held = 0u64;
         let big_step = max_jump.max(lateness);
         let mut worst_jump: Option<Jump> = None;
-        let mut pending: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
-        let mut next_seq = 0;
         let mut pace: Option<(i64, Instant)> = None;
         let stage = self.metrics.stage(Stage::Detect);
         // Task per input partition (partitioned sources) or one task for the whole stream.
@@ -665,396 +923,408 @@ impl Pipeline {
                 .cloned()
                 .unwrap_or_else(|| format!("input {input}"))
         };
-        // The first partition each tenant's events arrived on, and the tenants found on a
-        // second one (partitioned detection only).
-        let mut tenant_home: std::collections::HashMap<Text, u32> = Default::default();
-        let mut split_tenants: std::collections::HashSet<Text> = Default::default();
-        'batches: for batch in parsed_rx {
-            pending.insert(batch.seq, batch);
-            while let Some(batch) = pending.remove(&next_seq) {
-                next_seq += 1;
-                if let Some(control) = batch.control {
-                    match control {
-                        Control::Assign {
-                            input,
-                            state,
-                            mute_before,
-                        } => {
-                            let mut task = self.new_task();
-                            if let Some(state) = &state {
-                                task.restore(state).map_err(|source| {
-                                    PipelineError::Checkpoint {
-                                        input: input_name(input),
-                                        source,
-                                    }
-                                })?;
-                                // The state is a snapshot on the store already.
-                                task.snapshotted = true;
-                                task.dirty = false;
-                            }
-                            task.mute_before = mute_before.unwrap_or(i64::MIN);
-                            released.remove(&input);
-                            tasks.insert(input, task);
+        // What this shard knows of the shared tenant homes, so that the lock is taken once per
+        // tenant and partition, not whenever a partition's tenant changes.
+        let mut homes: std::collections::HashMap<Text, u32> = Default::default();
+        let mut split_here: std::collections::HashSet<Text> = Default::default();
+        'parts: for input in shard_rx {
+            let part = match input {
+                ShardIn::Assign {
+                    input,
+                    state,
+                    mute_before,
+                } => {
+                    let mut task = self.new_task();
+                    if let Some(state) = &state {
+                        task.restore(state)
+                            .map_err(|source| PipelineError::Checkpoint {
+                                input: input_name(input),
+                                source,
+                            })?;
+                        // The state is a snapshot on the store already.
+                        task.snapshotted = true;
+                        task.dirty = false;
+                    }
+                    task.mute_before = mute_before.unwrap_or(i64::MIN);
+                    released.remove(&input);
+                    tasks.insert(input, task);
+                    continue;
+                }
+                ShardIn::Barrier(barrier) => {
+                    let mut snapshots = Vec::new();
+                    let snapshotting = Instant::now();
+                    // The source's own state of a task (a merging source's buffer) joins the
+                    // task's snapshots; a task whose source state changed is snapshotted even
+                    // if no line of it arrived since. It stays with the task: a barrier that
+                    // does not snapshot must not lose it.
+                    for (input, parts) in barrier.source_parts {
+                        if let Some(task) = tasks.get_mut(&input) {
+                            task.source_parts = Some(parts);
+                            task.dirty = true;
                         }
-                        Control::Barrier(mut barrier) => {
-                            let mut snapshots = Vec::new();
-                            let snapshotting = Instant::now();
-                            // The source's own state of a task (a merging source's buffer)
-                            // joins the task's snapshots; a task whose source state changed is
-                            // snapshotted even if no line of it arrived since. It stays with
-                            // the task: a barrier that does not snapshot must not lose it.
-                            for (input, parts) in std::mem::take(&mut barrier.source_parts) {
-                                if let Some(task) = tasks.get_mut(&input) {
-                                    task.source_parts = Some(parts);
-                                    task.dirty = true;
-                                }
-                            }
-                            // Only tasks whose position the barrier carries: a snapshot is named
-                            // by that position (a partition still replaying has none).
-                            let covered: std::collections::BTreeSet<u32> =
-                                barrier.positions.iter().map(|(i, _)| *i).collect();
-                            for (input, task) in tasks.iter_mut().filter(|(i, t)| {
-                                t.dirty
-                                    && (barrier.snapshot || !t.snapshotted)
-                                    && covered.contains(i)
-                            }) {
-                                let mut parts = task.snapshot().map_err(|source| {
-                                    PipelineError::Checkpoint {
-                                        input: input_name(*input),
-                                        source,
-                                    }
+                    }
+                    // Only tasks whose position the barrier carries: a snapshot is named by
+                    // that position (a partition still replaying has none).
+                    for (input, task) in tasks.iter_mut().filter(|(i, t)| {
+                        t.dirty
+                            && (barrier.snapshot || !t.snapshotted)
+                            && barrier.covered.contains(i)
+                    }) {
+                        let mut parts =
+                            task.snapshot()
+                                .map_err(|source| PipelineError::Checkpoint {
+                                    input: input_name(*input),
+                                    source,
                                 })?;
-                                if let Some(extra) = &task.source_parts {
-                                    parts.parts.extend(extra.parts.clone());
-                                }
-                                task.dirty = false;
-                                task.snapshotted = true;
-                                snapshots.push((*input, parts));
-                            }
-                            if !snapshots.is_empty() {
-                                // The detect thread stalls this long: what a snapshot costs.
-                                tracing::debug!(
-                                    tasks = snapshots.len(),
-                                    ms = snapshotting.elapsed().as_millis() as u64,
-                                    "tasks snapshotted"
-                                );
-                            }
-                            for input in &barrier.release {
-                                tasks.remove(input);
-                                released.insert(*input);
-                            }
-                            let out = SinkBatch {
-                                checkpoint: Some(Checkpoint {
-                                    barrier,
-                                    tasks: snapshots,
-                                }),
-                                ..SinkBatch::default()
-                            };
-                            if sink_tx.send(out).is_err() {
-                                break 'batches;
-                            }
+                        if let Some(extra) = &task.source_parts {
+                            parts.parts.extend(extra.parts.clone());
                         }
+                        task.dirty = false;
+                        task.snapshotted = true;
+                        snapshots.push((*input, parts));
+                    }
+                    if !snapshots.is_empty() {
+                        // The shard stalls this long: what a snapshot costs.
+                        tracing::debug!(
+                            shard,
+                            tasks = snapshots.len(),
+                            ms = snapshotting.elapsed().as_millis() as u64,
+                            "tasks snapshotted"
+                        );
+                    }
+                    for input in barrier.release.iter() {
+                        tasks.remove(input);
+                        released.insert(*input);
+                    }
+                    let out = SinkBatch {
+                        snapshots: Some(snapshots),
+                        ..SinkBatch::default()
+                    };
+                    if sink_tx.send(out).is_err() {
+                        break 'parts;
                     }
                     continue;
                 }
-                let working = Instant::now();
-                let mut paced = Duration::ZERO;
-                let received = batch.events.len() as u64;
-                let mut late = 0u64;
-                let mut repeated = 0u64;
-                let mut alerts = 0u64;
-                stage.begin(received);
-                let mut out = SinkBatch {
-                    dead: batch.dead,
-                    ..SinkBatch::default()
-                };
-                let (mut report, started) = (batch.report, batch.started);
-                if partitioned {
-                    // A rejected line advances its partition's position like an event does, so
-                    // the task must be checkpointed at that position too.
-                    out.dead.retain(|d| match input_of.get(d.file.as_str()) {
-                        Some(input) if released.contains(input) => false,
-                        Some(input) => match tasks.get_mut(input) {
-                            Some(task) => {
-                                task.dirty = true;
-                                // Replayed: this dead letter was committed before.
-                                !task.muted(d.offset)
-                            }
-                            None => true,
-                        },
+                ShardIn::Data(part) => part,
+            };
+            let working = Instant::now();
+            let mut paced = Duration::ZERO;
+            let received = part.events.len() as u64;
+            let mut late = 0u64;
+            let mut repeated = 0u64;
+            let mut alerts = 0u64;
+            stage.begin(received);
+            let mut out = SinkBatch {
+                dead: part.dead,
+                ..SinkBatch::default()
+            };
+            if partitioned {
+                // A rejected line advances its partition's position like an event does, so
+                // the task must be checkpointed at that position too.
+                out.dead.retain(|d| match input_of.get(d.file.as_str()) {
+                    Some(input) if released.contains(input) => false,
+                    Some(input) => match tasks.get_mut(input) {
+                        Some(task) => {
+                            task.dirty = true;
+                            // Replayed: this dead letter was committed before.
+                            !task.muted(d.offset)
+                        }
                         None => true,
-                    });
+                    },
+                    None => true,
+                });
+            }
+            // Counted once written: a replay's rejections (muted above) were counted by the
+            // run that committed them, and a restore followed by a replay counted them
+            // again (78 malformed records read as 156 in `authwatch_dead_letters_total` and
+            // the summary while the topic held 78).
+            for d in &out.dead {
+                Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
+            }
+            let dead_letters = out.dead.len() as u64;
+            let mut events = part.events;
+            let mut stream = events.drain(..);
+            let mut origins = part.origins.into_iter();
+            // Drained side by side rather than zipped, so that the next event can be read in
+            // place (`as_slice`) while this one is processed.
+            while let Some(origin) = origins.next() {
+                let Some(mut event) = stream.next() else {
+                    break;
+                };
+                // The next event's profile starts loading now and is in the cache when its
+                // turn comes: the lookup among many users otherwise waits on memory. Read
+                // in place (a peeking iterator would move every event twice more).
+                if self.config.enrich.enabled
+                    && let (Some(next), Some(at)) =
+                        (stream.as_slice().first(), origins.as_slice().first())
+                    && let Some(t) = tasks.get(&if partitioned { at.input } else { 0 })
+                {
+                    t.profiles.prefetch(next);
                 }
-                // Counted once written: a replay's rejections (muted above) were counted by the
-                // run that committed them, and a restore followed by a replay counted them
-                // again (78 malformed records read as 156 in `authwatch_dead_letters_total` and
-                // the summary while the topic held 78).
-                for d in &out.dead {
-                    Metrics::add(&self.metrics.dead_letters[d.reason.index()], 1);
+                let key = if partitioned { origin.input } else { 0 };
+                if released.contains(&key) {
+                    continue;
                 }
-                report.dead_letters = out.dead.len() as u64;
-                let mut events = batch.events;
-                let mut stream = events.drain(..);
-                let mut origins = batch.origins.into_iter();
-                // Drained side by side rather than zipped, so that the next event can be read in
-                // place (`as_slice`) while this one is processed.
-                while let Some(origin) = origins.next() {
-                    let Some(mut event) = stream.next() else {
-                        break;
-                    };
-                    // The next event's profile starts loading now and is in the cache when its
-                    // turn comes: the lookup among many users otherwise waits on memory. Read
-                    // in place (a peeking iterator would move every event twice more).
-                    if self.config.enrich.enabled
-                        && let (Some(next), Some(at)) =
-                            (stream.as_slice().first(), origins.as_slice().first())
-                        && let Some(t) = tasks.get(&if partitioned { at.input } else { 0 })
-                    {
-                        t.profiles.prefetch(next);
-                    }
-                    let key = if partitioned { origin.input } else { 0 };
-                    if released.contains(&key) {
-                        continue;
-                    }
-                    let task = tasks.entry(key).or_insert_with(|| self.new_task());
-                    task.dirty = true;
-                    let muted = task.muted(origin.offset);
-                    if partitioned && !route_only && task.tenant.as_ref() != Some(&event.tenant) {
-                        // Checked when a partition's tenant changes, not per event.
-                        task.tenant = Some(event.tenant.clone());
-                        let home = *tenant_home.entry(event.tenant.clone()).or_insert(key);
-                        if home != key && split_tenants.insert(event.tenant.clone()) {
+                let task = tasks.entry(key).or_insert_with(|| self.new_task());
+                task.dirty = true;
+                let muted = task.muted(origin.offset);
+                if partitioned && !route_only && task.tenant.as_ref() != Some(&event.tenant) {
+                    // Checked when a partition's tenant changes, not per event.
+                    task.tenant = Some(event.tenant.clone());
+                    if !split_here.contains(&event.tenant) {
+                        let home = match homes.get(&event.tenant) {
+                            Some(home) => *home,
+                            None => {
+                                let mut t = shared.lock_tenants();
+                                let home = *t.home.entry(event.tenant.clone()).or_insert(key);
+                                homes.insert(event.tenant.clone(), home);
+                                home
+                            }
+                        };
+                        let newly_split = if home != key {
+                            split_here.insert(event.tenant.clone());
+                            let mut t = shared.lock_tenants();
+                            t.split
+                                .insert(event.tenant.clone())
+                                .then_some(t.split.len())
+                        } else {
+                            None
+                        };
+                        if let Some(split) = newly_split {
                             Metrics::add(&self.metrics.split_tenants, 1);
                             // Named for the first few only: an unkeyed topic splits them all.
-                            if split_tenants.len() <= 10 {
+                            if split <= 10 {
                                 tracing::warn!(
                                     tenant = %event.tenant,
                                     first = %input_name(home),
                                     also = %input_name(key),
-                                    "a tenant's events arrive on more than one input partition: \
-                                     state is per partition, so detections keyed by address, \
-                                     network, tenant or device see only part of them; key the \
-                                     provider topics by tenant or enable kafka.repartition \
-                                     (docs/KAFKA.md, Scale-out)"
+                                    "a tenant's events arrive on more than one input \
+                                     partition: state is per partition, so detections keyed \
+                                     by address, network, tenant or device see only part of \
+                                     them; key the provider topics by tenant or enable \
+                                     kafka.repartition (docs/KAFKA.md, Scale-out)"
                                 );
                             }
                         }
                     }
-                    if route_only {
-                        // The partition's progress: the newest event time so far, which only
-                        // grows, so a merge downstream can order by it deterministically.
-                        task.wm.max_time = task.wm.max_time.max(event.time);
-                        // A replay of committed input was routed already.
-                        if !muted {
-                            out.routed.push((event, origin, task.wm.max_time));
-                        }
-                        continue;
+                }
+                if route_only {
+                    // The partition's progress: the newest event time so far, which only
+                    // grows, so a merge downstream can order by it deterministically.
+                    task.wm.max_time = task.wm.max_time.max(event.time);
+                    // A replay of committed input was routed already.
+                    if !muted {
+                        out.routed.push((event, origin, task.wm.max_time));
                     }
-                    let watermark = task.wm.watermark;
-                    if event.time < watermark {
-                        if muted {
-                            continue;
-                        }
-                        Metrics::add(&self.metrics.late_events, 1);
-                        late += 1;
-                        // On time but for the task's last big step forward: that step's doing.
-                        if let Some(j) = &mut task.jump
-                            && event.time >= j.from.saturating_sub(lateness)
-                        {
-                            j.late += 1;
-                        }
-                        if side_output {
-                            out.late.push(LateEvent {
-                                file: input_name(origin.input),
-                                line: origin.line,
-                                offset: origin.offset,
-                                watermark,
-                                event,
-                            });
-                        }
-                        continue;
-                    }
-                    // A second delivery of one provider record would count twice (five wrong
-                    // passwords become a brute force). Checked in replay too: the state it
-                    // rebuilds must be the committed one.
-                    if task.seen.repeat(&event) {
-                        if !muted {
-                            Metrics::add(&self.metrics.duplicate_events, 1);
-                            repeated += 1;
-                        }
-                        continue;
-                    }
-                    let step = task.wm.observe(event.time, lateness, max_jump);
-                    match step {
-                        Step::Held => {
-                            task.held_origin = Some(origin);
-                            if !muted {
-                                held += 1;
-                            }
-                            // The first few by name. Not a warning: traffic resuming after a
-                            // quiet hour looks the same until its second event; the harm (most
-                            // events late) is reported where it shows (the replay's closing
-                            // note, the late-event counters).
-                            if !muted && held <= 5 {
-                                tracing::info!(
-                                    input = %input_name(origin.input),
-                                    line = origin.line,
-                                    time = event.time,
-                                    ahead_ms = event.time.saturating_sub(task.wm.max_time),
-                                    "an event far ahead of the stream does not move the \
-                                     watermark until a second one confirms the jump \
-                                     (event_time.max_jump)"
-                                );
-                            }
-                        }
-                        Step::Moved {
-                            from,
-                            to_held,
-                            holds_current,
-                        } => {
-                            if from != i64::MIN && task.wm.max_time.saturating_sub(from) > big_step
-                            {
-                                let at = match (to_held, task.held_origin) {
-                                    (true, Some(o)) => o,
-                                    _ => origin,
-                                };
-                                let jump = Jump {
-                                    from,
-                                    to: task.wm.max_time,
-                                    at,
-                                    late: 0,
-                                };
-                                Jump::keep_worst(&mut worst_jump, task.jump.replace(jump));
-                            }
-                            // What is held now: this event, the one held before, or nothing.
-                            if holds_current {
-                                task.held_origin = Some(origin);
-                            } else if task.wm.held.is_none() {
-                                task.held_origin = None;
-                            }
-                        }
-                        Step::Stay => {}
-                    }
-                    if let Speed::Factor(factor) = speed {
-                        // Paced by the stream's time, not each event's: an event held ahead
-                        // does not make the replay wait for it, and after a confirmed jump
-                        // (an outlier first, or a quiet night) pacing starts over from there.
-                        let now = task.wm.max_time;
-                        let restart = match (step, pace) {
-                            (Step::Moved { from, .. }, _) => {
-                                from == i64::MIN || now.saturating_sub(from) > PACE_GAP_MS
-                            }
-                            (_, None) => now != i64::MIN,
-                            _ => false,
-                        };
-                        if restart {
-                            pace = Some((now, Instant::now()));
-                        }
-                        // Nothing to wait for before the stream has a time.
-                        let (t0, w0) = pace.unwrap_or((now, Instant::now()));
-                        // Saturates: a tiny factor puts the next event beyond any wait
-                        // (the parser bounds it, but a Duration must never panic here).
-                        let due = Duration::try_from_secs_f64(
-                            (now.saturating_sub(t0).max(0) as f64) / 1000.0 / factor,
-                        )
-                        .unwrap_or(Duration::MAX);
-                        let ahead = due.saturating_sub(w0.elapsed());
-                        if ahead > Duration::from_millis(2) {
-                            // Make what was decided so far visible before waiting.
-                            alerts += out.alerts.len() as u64;
-                            if !out.is_empty() && sink_tx.send(std::mem::take(&mut out)).is_err() {
-                                // The sink stopped on an error: not a stage that hangs.
-                                stage.abandon();
-                                break 'batches;
-                            }
-                            let sleeping = Instant::now();
-                            // In slices, each a heartbeat: waiting for event time is not stuck.
-                            let mut left = ahead;
-                            while !left.is_zero() {
-                                let slice = left.min(Duration::from_millis(500));
-                                std::thread::sleep(slice);
-                                left -= slice;
-                                stage.beat();
-                            }
-                            paced += sleeping.elapsed();
-                        }
-                    }
-                    // Profiles are read and taught in stream order, before the rules see the
-                    // event, so `context` reflects only what came before it. An event held
-                    // ahead of the stream teaches them only when it is within a day of it (the
-                    // first of the morning after a quiet night is an ordinary sign-in): the
-                    // profiles' clock follows what they are taught, and an outlier further
-                    // ahead would age every profile by as much.
-                    let ahead = event.time.saturating_sub(task.wm.max_time);
-                    if self.config.enrich.enabled
-                        && (!step.holds_current()
-                            || (task.wm.max_time != i64::MIN && ahead <= PROFILE_HOLD_MS))
-                    {
-                        task.profiles.observe(&mut event);
-                    }
-                    let before = out.alerts.len();
-                    task.engine.on_event(&event, &mut out.alerts);
-                    for d in &mut task.detectors {
-                        d.on_event(&event, &mut out.alerts);
-                    }
-                    if let Step::Moved { .. } = step {
-                        task.seen.expire(task.wm.watermark);
-                        if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
-                            task.profiles.expire(task.wm.watermark);
-                        }
-                        for d in &mut task.detectors {
-                            d.on_watermark(task.wm.watermark, &mut out.alerts);
-                        }
-                    }
+                    continue;
+                }
+                let watermark = task.wm.watermark;
+                if event.time < watermark {
                     if muted {
-                        // Replayed to rebuild the state: these alerts were committed before.
-                        out.alerts.truncate(before);
                         continue;
                     }
-                    self.metrics.record_alerts(&out.alerts[before..]);
-                    if forward_events {
-                        out.events.push(event);
+                    Metrics::add(&self.metrics.late_events, 1);
+                    late += 1;
+                    // On time but for the task's last big step forward: that step's doing.
+                    if let Some(j) = &mut task.jump
+                        && event.time >= j.from.saturating_sub(lateness)
+                    {
+                        j.late += 1;
+                    }
+                    if side_output {
+                        out.late.push(LateEvent {
+                            file: input_name(origin.input),
+                            line: origin.line,
+                            offset: origin.offset,
+                            watermark,
+                            event,
+                        });
+                    }
+                    continue;
+                }
+                // A second delivery of one provider record would count twice (five wrong
+                // passwords become a brute force). Checked in replay too: the state it
+                // rebuilds must be the committed one.
+                if task.seen.repeat(&event) {
+                    if !muted {
+                        Metrics::add(&self.metrics.duplicate_events, 1);
+                        repeated += 1;
+                    }
+                    continue;
+                }
+                let step = task.wm.observe(event.time, lateness, max_jump);
+                match step {
+                    Step::Held => {
+                        task.held_origin = Some(origin);
+                        if !muted {
+                            held += 1;
+                        }
+                        // The first few by name. Not a warning: traffic resuming after a
+                        // quiet hour looks the same until its second event; the harm (most
+                        // events late) is reported where it shows (the replay's closing
+                        // note, the late-event counters).
+                        if !muted && held <= 5 {
+                            tracing::info!(
+                                input = %input_name(origin.input),
+                                line = origin.line,
+                                time = event.time,
+                                ahead_ms = event.time.saturating_sub(task.wm.max_time),
+                                "an event far ahead of the stream does not move the \
+                                 watermark until a second one confirms the jump \
+                                 (event_time.max_jump)"
+                            );
+                        }
+                    }
+                    Step::Moved {
+                        from,
+                        to_held,
+                        holds_current,
+                    } => {
+                        if from != i64::MIN && task.wm.max_time.saturating_sub(from) > big_step {
+                            let at = match (to_held, task.held_origin) {
+                                (true, Some(o)) => o,
+                                _ => origin,
+                            };
+                            let jump = Jump {
+                                from,
+                                to: task.wm.max_time,
+                                at,
+                                late: 0,
+                            };
+                            Jump::keep_worst(&mut worst_jump, task.jump.replace(jump));
+                        }
+                        // What is held now: this event, the one held before, or nothing.
+                        if holds_current {
+                            task.held_origin = Some(origin);
+                        } else if task.wm.held.is_none() {
+                            task.held_origin = None;
+                        }
+                    }
+                    Step::Stay => {}
+                }
+                if let Speed::Factor(factor) = speed {
+                    // Paced by the stream's time, not each event's: an event held ahead
+                    // does not make the replay wait for it, and after a confirmed jump
+                    // (an outlier first, or a quiet night) pacing starts over from there.
+                    let now = task.wm.max_time;
+                    let restart = match (step, pace) {
+                        (Step::Moved { from, .. }, _) => {
+                            from == i64::MIN || now.saturating_sub(from) > PACE_GAP_MS
+                        }
+                        (_, None) => now != i64::MIN,
+                        _ => false,
+                    };
+                    if restart {
+                        pace = Some((now, Instant::now()));
+                    }
+                    // Nothing to wait for before the stream has a time.
+                    let (t0, w0) = pace.unwrap_or((now, Instant::now()));
+                    // Saturates: a tiny factor puts the next event beyond any wait
+                    // (the parser bounds it, but a Duration must never panic here).
+                    let due = Duration::try_from_secs_f64(
+                        (now.saturating_sub(t0).max(0) as f64) / 1000.0 / factor,
+                    )
+                    .unwrap_or(Duration::MAX);
+                    let ahead = due.saturating_sub(w0.elapsed());
+                    if ahead > Duration::from_millis(2) {
+                        // Make what was decided so far visible before waiting.
+                        alerts += out.alerts.len() as u64;
+                        if !out.is_empty()
+                            && sink_tx
+                                .send(SinkBatch {
+                                    more: true,
+                                    ..std::mem::take(&mut out)
+                                })
+                                .is_err()
+                        {
+                            // The sink stopped on an error: not a stage that hangs.
+                            stage.abandon();
+                            break 'parts;
+                        }
+                        let sleeping = Instant::now();
+                        // In slices, each a heartbeat: waiting for event time is not stuck.
+                        let mut left = ahead;
+                        while !left.is_zero() {
+                            let slice = left.min(Duration::from_millis(500));
+                            std::thread::sleep(slice);
+                            left -= slice;
+                            stage.beat();
+                        }
+                        paced += sleeping.elapsed();
                     }
                 }
-                drop(stream);
-                // An empty vector keeps its capacity for the next batch; if the queue is full it
-                // is simply dropped.
-                let _ = vectors.try_send(events);
-                // The pipeline's watermark is the slowest task's: no task will alert on
-                // anything older.
-                let low = tasks.values().map(|t| t.wm.watermark).min();
-                self.metrics
-                    .watermark
-                    .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
-                self.metrics
-                    .publish_rule_state(tasks.values().map(|t| &t.engine));
-                stage.end(received - late - repeated);
-                if let (Some(started), Some(_)) = (started, &self.observer) {
-                    report.late_events = late;
-                    report.alerts = alerts + out.alerts.len() as u64;
-                    report.paced = paced;
-                    report.detect = working.elapsed().saturating_sub(paced);
-                    out.report = Some((report, started));
+                // Profiles are read and taught in stream order, before the rules see the
+                // event, so `context` reflects only what came before it. An event held
+                // ahead of the stream teaches them only when it is within a day of it (the
+                // first of the morning after a quiet night is an ordinary sign-in): the
+                // profiles' clock follows what they are taught, and an outlier further
+                // ahead would age every profile by as much.
+                let ahead = event.time.saturating_sub(task.wm.max_time);
+                if self.config.enrich.enabled
+                    && (!step.holds_current()
+                        || (task.wm.max_time != i64::MIN && ahead <= PROFILE_HOLD_MS))
+                {
+                    task.profiles.observe(&mut event);
                 }
-                if (!out.is_empty() || out.report.is_some()) && sink_tx.send(out).is_err() {
-                    break 'batches;
+                let before = out.alerts.len();
+                task.engine.on_event(&event, &mut out.alerts);
+                for d in &mut task.detectors {
+                    d.on_event(&event, &mut out.alerts);
                 }
+                if let Step::Moved { .. } = step {
+                    task.seen.expire(task.wm.watermark);
+                    if task.engine.on_watermark(task.wm.watermark, &mut out.alerts) {
+                        task.profiles.expire(task.wm.watermark);
+                    }
+                    for d in &mut task.detectors {
+                        d.on_watermark(task.wm.watermark, &mut out.alerts);
+                    }
+                }
+                if muted {
+                    // Replayed to rebuild the state: these alerts were committed before.
+                    out.alerts.truncate(before);
+                    continue;
+                }
+                self.metrics.record_alerts(&out.alerts[before..]);
+                if forward_events {
+                    out.events.push(event);
+                }
+            }
+            drop(stream);
+            // An empty vector keeps its capacity for the next batch; if the queue is full it
+            // is simply dropped.
+            let _ = vectors.try_send(events);
+            // The pipeline's watermark is the slowest task's: no task will alert on
+            // anything older.
+            let low = tasks.values().map(|t| t.wm.watermark).min();
+            shared.lows[shard].store(low.unwrap_or(i64::MAX), Ordering::Relaxed);
+            let low = shared
+                .lows
+                .iter()
+                .map(|l| l.load(Ordering::Relaxed))
+                .min()
+                .filter(|&l| l != i64::MAX);
+            self.metrics
+                .watermark
+                .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
+            self.metrics
+                .publish_rule_state_of(shard, tasks.values().map(|t| &t.engine));
+            stage.end(received - late - repeated);
+            out.part = PartReport {
+                dead_letters,
+                late_events: late,
+                alerts: alerts + out.alerts.len() as u64,
+                paced,
+                detect: working.elapsed().saturating_sub(paced),
+            };
+            // Always sent, even empty: the sink waits for the end of every part it is told of.
+            if sink_tx.send(out).is_err() {
+                break 'parts;
             }
         }
         for task in tasks.values_mut() {
             Jump::keep_worst(&mut worst_jump, task.jump.take());
         }
-        let jump = worst_jump.filter(|j| j.late > 0).map(|j| WatermarkJump {
-            file: input_name(j.at.input),
-            line: j.at.line,
-            from: j.from,
-            to: j.to,
-            late_events: j.late,
-        });
-        *self
-            .last_jump
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = jump;
         // End of input: alerts still settling are decided now.
         if flush_at_end {
             let mut out = SinkBatch::default();
@@ -1066,12 +1336,17 @@ impl Pipeline {
             }
             self.metrics.record_alerts(&out.alerts);
             self.metrics
-                .publish_rule_state(tasks.values().map(|t| &t.engine));
+                .publish_rule_state_of(shard, tasks.values().map(|t| &t.engine));
             if !out.is_empty() {
                 let _ = sink_tx.send(out);
             }
         }
-        Ok(task_stats(&tasks))
+        let (rules, profiles) = task_stats(&tasks);
+        Ok(ShardEnd {
+            rules,
+            profiles,
+            jump: worst_jump,
+        })
     }
 
     fn new_task(&self) -> Task {
@@ -1171,25 +1446,61 @@ fn task_stats(tasks: &BTreeMap<u32, Task>) -> (Vec<(String, RuleStats)>, Profile
     let mut rules: Vec<(String, RuleStats)> = Vec::new();
     let mut profiles = ProfileStats::default();
     for task in tasks.values() {
-        for (i, (id, s)) in task.engine.stats().into_iter().enumerate() {
-            if rules.len() <= i {
-                rules.push((id.to_owned(), RuleStats::default()));
-            }
-            let r = &mut rules[i].1;
-            r.events_matched += s.events_matched;
-            r.alerts += s.alerts;
-            r.suppressed += s.suppressed;
-            r.expired += s.expired;
-            r.evicted += s.evicted;
-            r.keys += s.keys;
-        }
-        let p = task.profiles.stats();
-        profiles.users += p.users;
-        profiles.created += p.created;
-        profiles.evictions += p.evictions;
-        profiles.expiries += p.expiries;
+        let these = task
+            .engine
+            .stats()
+            .into_iter()
+            .map(|(id, s)| (id.to_owned(), s));
+        add_stats(&mut rules, &mut profiles, these, task.profiles.stats());
     }
     (rules, profiles)
+}
+
+/// Adds one task's or shard's counters to `rules` (in rule order) and `profiles`.
+fn add_stats(
+    rules: &mut Vec<(String, RuleStats)>,
+    profiles: &mut ProfileStats,
+    these: impl IntoIterator<Item = (String, RuleStats)>,
+    p: ProfileStats,
+) {
+    for (i, (id, s)) in these.into_iter().enumerate() {
+        if rules.len() <= i {
+            rules.push((id, RuleStats::default()));
+        }
+        let r = &mut rules[i].1;
+        r.events_matched += s.events_matched;
+        r.alerts += s.alerts;
+        r.suppressed += s.suppressed;
+        r.expired += s.expired;
+        r.evicted += s.evicted;
+        r.keys += s.keys;
+    }
+    profiles.users += p.users;
+    profiles.created += p.created;
+    profiles.evictions += p.evictions;
+    profiles.expiries += p.expiries;
+}
+
+/// What a detect shard ends with.
+struct ShardEnd {
+    rules: Vec<(String, RuleStats)>,
+    profiles: ProfileStats,
+    /// Its tasks' step forward that made the most events late.
+    jump: Option<Jump>,
+}
+
+/// The detect shard that hosts an input partition's task.
+fn shard_of(input: u32, shards: usize) -> usize {
+    input as usize % shards.max(1)
+}
+
+impl ShardShared {
+    fn lock_tenants(&self) -> std::sync::MutexGuard<'_, TenantHomes> {
+        // The map stays consistent if a shard panicked while holding it (inserts only).
+        self.tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Waits for a stage thread. A thread that could not start (its closure, and the channel ends
@@ -1207,6 +1518,8 @@ fn join_stage<T>(
 /// What the detect stage works on.
 struct DetectStage<'a> {
     names: &'a [String],
+    /// Which shard this is.
+    shard: usize,
     /// One task per input partition.
     partitioned: bool,
     /// Decide settling alerts at the end of input.
@@ -1217,34 +1530,97 @@ struct DetectStage<'a> {
     forward_events: bool,
     /// Where emptied event vectors go back to the workers.
     vectors: Sender<Vec<AuthEvent>>,
+    shared: &'a ShardShared,
+}
+
+/// What a normalize worker works with.
+struct WorkerStage<'a> {
+    names: &'a [String],
+    /// Per-input normalizers (a topic's own format).
+    normalizers: &'a [Option<Arc<dyn Normalizer>>],
+    /// Detect shards: a batch is split into one part per shard.
+    shards: usize,
 }
 
 impl Pipeline {
-    /// Writes results in order; reports each finished batch to the observer.
+    /// Writes results in stream order (the orders say which shards' outputs come next, and
+    /// where the checkpoints go); reports each finished batch to the observer.
     fn sink_stage<S: Sink>(
         &self,
         mut sink: S,
-        sink_rx: Receiver<SinkBatch>,
+        orders: Receiver<Order>,
+        shards: Vec<Receiver<SinkBatch>>,
     ) -> Result<S, SinkError> {
         let stage = self.metrics.stage(Stage::Sink);
-        for batch in sink_rx {
-            let working = Instant::now();
+        let write = |sink: &mut S, batch: &SinkBatch| -> Result<(), SinkError> {
             let records = batch.records();
             stage.begin(records);
-            if let Err(e) = write_batch(&mut sink, &batch) {
+            if let Err(e) = write_batch(sink, batch) {
                 // A run that stopped on an error is not a stage that hangs: `/livez` would name
                 // it stuck while the Kafka runtime retries.
                 stage.abandon();
                 return Err(e);
             }
             stage.end(records);
-            if let (Some((mut report, started)), Some(observer)) = (batch.report, &self.observer) {
-                report.sink = working.elapsed();
-                report.total = started.elapsed();
-                observer.batch_done(&report);
+            Ok(())
+        };
+        // A shard that stopped (on an error it reports) ends the run: what it owes never comes,
+        // and what the others decided after it is not written out of order.
+        let mut complete = true;
+        'orders: for order in orders {
+            match order {
+                Order::Data {
+                    shards: which,
+                    report,
+                } => {
+                    let working = Instant::now();
+                    let mut part = PartReport::default();
+                    for s in which {
+                        loop {
+                            let Ok(batch) = shards[s].recv() else {
+                                complete = false;
+                                break 'orders;
+                            };
+                            write(&mut sink, &batch)?;
+                            part.merge(batch.part);
+                            if !batch.more {
+                                break;
+                            }
+                        }
+                    }
+                    if let (Some((mut report, started)), Some(observer)) = (report, &self.observer)
+                    {
+                        report.dead_letters = part.dead_letters;
+                        report.late_events = part.late_events;
+                        report.alerts = part.alerts;
+                        report.paced = part.paced;
+                        report.detect = part.detect;
+                        report.sink = working.elapsed();
+                        report.total = started.elapsed();
+                        observer.batch_done(&report);
+                    }
+                }
+                Order::Barrier(barrier) => {
+                    let mut tasks = Vec::new();
+                    for rx in &shards {
+                        let Ok(batch) = rx.recv() else {
+                            complete = false;
+                            break 'orders;
+                        };
+                        tasks.extend(batch.snapshots.unwrap_or_default());
+                    }
+                    // In partition order, whichever shard held them.
+                    tasks.sort_by_key(|(input, _)| *input);
+                    sink.checkpoint(Checkpoint { barrier, tasks })?;
+                }
             }
-            if let Some(checkpoint) = batch.checkpoint {
-                sink.checkpoint(checkpoint)?;
+        }
+        // The end of input: what the shards decide last (alerts still settling).
+        if complete {
+            for rx in &shards {
+                for batch in rx {
+                    write(&mut sink, &batch)?;
+                }
             }
         }
         sink.flush()?;

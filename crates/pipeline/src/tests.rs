@@ -366,8 +366,11 @@ fn sinks_that_ask_for_events_get_them_enriched_in_stream_order() {
 }
 
 /// A partitioned source over scripted steps: lines of one input, or a control message.
+#[derive(Clone)]
 enum Step {
     Lines(u32, Vec<String>),
+    /// One batch of lines of several inputs, interleaved.
+    Mixed(Vec<(u32, String)>),
     Assign(u32, Option<StateParts>),
     /// Restored state, the offset it reflects (the next line's) and the offset below which
     /// lines replay committed input.
@@ -435,8 +438,15 @@ impl Source for Scripted {
                         ack: None,
                     }));
                 }
-                Step::Lines(input, lines) => {
-                    for l in lines {
+                Step::Lines(..) | Step::Mixed(..) => {
+                    let lines = match step {
+                        Step::Lines(input, lines) => {
+                            lines.into_iter().map(|l| (input, l)).collect()
+                        }
+                        Step::Mixed(lines) => lines,
+                        _ => Vec::new(),
+                    };
+                    for (input, l) in lines {
                         let pos = self.positions.entry(input).or_insert(0);
                         let start = batch.data.len();
                         batch.data.extend_from_slice(l.as_bytes());
@@ -497,9 +507,13 @@ impl Sink for Recorder {
 }
 
 fn run_scripted(steps: Vec<Step>) -> Recorder {
-    let pipeline = Pipeline::new(Config::default(), RulePack::builtin().unwrap()).unwrap();
+    run_scripted_on(steps, Config::default())
+}
+
+fn run_scripted_on(steps: Vec<Step>, config: Config) -> Recorder {
+    let pipeline = Pipeline::new(config, RulePack::builtin().unwrap()).unwrap();
     let mut source = Scripted {
-        names: vec!["t/0".into(), "t/1".into()],
+        names: vec!["t/0".into(), "t/1".into(), "t/2".into()],
         steps: steps.into(),
         controls: None,
         positions: Default::default(),
@@ -618,6 +632,97 @@ fn a_task_restored_from_a_barrier_continues_with_the_same_alerts() {
         Step::Lines(1, b2.to_vec()),
     ]);
     assert_ne!(fresh.alerts.len(), expected.len());
+}
+
+// Partitions are detected on several threads (`runtime.detect_threads`). The thread count must
+// change nothing the sink sees but the order of alerts within one batch: the same alerts, the
+// same checkpoints after the same number of alerts, the same snapshots, and a snapshot taken
+// with one count restores under another.
+#[test]
+fn detect_threads_change_neither_alerts_nor_checkpoints() {
+    let users = [
+        "alice@acme.example",
+        "bob@acme.example",
+        "carol@acme.example",
+    ];
+    let streams: Vec<Vec<String>> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| bombing(u, T0 + i as i64 * 20_000))
+        .collect();
+    // One batch interleaves lines of all three partitions; each partition stays in order.
+    let mixed = |from: usize, to: usize| {
+        let mut lines = Vec::new();
+        for k in from..to {
+            for (p, s) in streams.iter().enumerate() {
+                if let Some(l) = s.get(k) {
+                    lines.push((p as u32, l.clone()));
+                }
+            }
+        }
+        Step::Mixed(lines)
+    };
+    let tail: Vec<(u32, String)> = users
+        .iter()
+        .enumerate()
+        .map(|(p, u)| {
+            (
+                p as u32,
+                push_line(u, T0 + 86_400_000, "logoff", "success", "z"),
+            )
+        })
+        .collect();
+    let script = vec![
+        Step::Assign(0, None),
+        Step::Assign(1, None),
+        Step::Assign(2, None),
+        mixed(0, 5),
+        Step::Barrier(vec![]),
+        mixed(5, 9),
+        Step::Commit,
+        mixed(9, 40),
+        Step::Mixed(tail.clone()),
+        Step::Barrier(vec![]),
+    ];
+    let on = |threads: usize, steps: Vec<Step>| {
+        let mut config = Config::default();
+        config.runtime.detect_threads = threads;
+        run_scripted_on(steps, config)
+    };
+    let sorted = |r: &Recorder| {
+        let mut a = r.alerts.clone();
+        a.sort();
+        a
+    };
+    let one = on(1, script.clone());
+    // mfa_fatigue and mfa_fatigue_success for each user.
+    assert!(one.alerts.len() >= 6, "{:?}", one.alerts);
+    assert_eq!(one.checkpoints.len(), 3);
+    for threads in [2, 3, 4] {
+        let many = on(threads, script.clone());
+        assert_eq!(sorted(&many), sorted(&one), "{threads} threads");
+        assert_eq!(many.checkpoints, one.checkpoints, "{threads} threads");
+    }
+    // Resumed from the first barrier's snapshots with another thread count.
+    let (before, _, tasks) = on(3, script.clone()).checkpoints[0].clone();
+    let state = |input: u32| tasks.iter().find(|t| t.0 == input).map(|t| t.1.clone());
+    let mut resumed_script = vec![
+        Step::Assign(2, state(2)),
+        Step::Assign(0, state(0)),
+        Step::Assign(1, state(1)),
+    ];
+    resumed_script.extend(script[5..].iter().cloned());
+    let mut rest = one.alerts.clone();
+    rest.drain(..before);
+    rest.sort();
+    for threads in [1, 2] {
+        let steps = resumed_script.clone();
+        assert_eq!(
+            sorted(&on(threads, steps)),
+            rest,
+            "resumed on {threads} threads"
+        );
+    }
 }
 
 // A repeat delivered after a restart is still a repeat: what was seen is part of the task's
