@@ -489,17 +489,19 @@ fn config_renders_as_toml_from_values_and_rolls_the_pods_when_it_changes() {
     let rules = more_rules.named("ConfigMap", "aw-authwatch-rules");
     assert_eq!(rules["data"]["site_vpn.yaml"], "id: site_vpn\n");
 
-    // Workers follow the pod's CPU request, not the node's cores; the config can still say.
-    let workers = |values: &Values| render(values).config()["runtime"]["workers"].as_integer();
-    assert_eq!(workers(&Values::default()), Some(1));
-    assert_eq!(
-        workers(&Values::default().set("resources.requests.cpu=1500m")),
-        Some(2)
-    );
-    assert_eq!(
-        workers(&Values::default().set("config.runtime.workers=6")),
-        Some(6)
-    );
+    // Workers and detect threads follow the pod's CPU request, not the node's cores; the config
+    // can still say.
+    let runtime = |values: &Values, key: &str| render(values).config()["runtime"][key].as_integer();
+    for key in ["workers", "detect_threads"] {
+        assert_eq!(runtime(&Values::default(), key), Some(1), "{key}");
+        assert_eq!(
+            runtime(&Values::default().set("resources.requests.cpu=1500m"), key),
+            Some(2),
+            "{key}"
+        );
+        let six = format!("config.runtime.{key}=6");
+        assert_eq!(runtime(&Values::default().set(&six), key), Some(6), "{key}");
+    }
 
     // Extra read-only files for the config to name.
     let lists = render(

@@ -198,11 +198,12 @@ container, mounted secret files, Kafka and checkpoint settings), then .Values.co
 {{- end }}
 {{- $_ := set $cfg "enrich" (dict "geo" $geo) }}
 {{- end }}
-{{- /* Workers follow the CPU request: without a CPU limit, authwatch's "one per core" would count
-the node's cores, not the pod's share. */}}
+{{- /* Normalize workers and detect threads follow the CPU request: without a CPU limit,
+authwatch's "one per core" would count the node's cores, not the pod's share. */}}
 {{- $cpu := toString (dig "requests" "cpu" "1" .Values.resources) }}
 {{- $millis := hasSuffix "m" $cpu | ternary (trimSuffix "m" $cpu | float64) (mulf (float64 $cpu) 1000) }}
-{{- $_ := set $cfg "runtime" (dict "workers" (max 1 (ceil (divf $millis 1000)) | int)) }}
+{{- $cores := max 1 (ceil (divf $millis 1000)) | int }}
+{{- $_ := set $cfg "runtime" (dict "workers" $cores "detect_threads" $cores) }}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy .Values.config) }}
 {{- if .Values.respond.enabled }}
 {{- range .Values.respond.credentials }}
