@@ -165,6 +165,12 @@ impl ProfileKey {
         Some(ProfileKey { bytes })
     }
 
+    /// For lookups: no UTF-8 check on the per-event path.
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// For storing a new profile's key.
     fn as_str(&self) -> &str {
         // UTF-8 strings joined by an ASCII byte, and ASCII-only case changes: always valid.
         std::str::from_utf8(&self.bytes).unwrap_or_default()
@@ -473,7 +479,7 @@ impl UserProfiles {
     #[inline]
     pub fn prefetch(&self, event: &AuthEvent) {
         if let Some(key) = ProfileKey::of(event) {
-            self.users.prefetch(key.as_str());
+            self.users.prefetch(key.as_bytes());
         }
     }
 
@@ -512,10 +518,8 @@ impl UserProfiles {
         if self.unscoped > 0 {
             self.take_over_unscoped(&key, event.user.key(), touched);
         }
-        let key = key.as_str();
-
         // One hash lookup for the usual case, a known user whose profile is alive.
-        if let Some(p) = self.users.get_mut(key, touched) {
+        if let Some(p) = self.users.get_mut(key.as_bytes(), touched) {
             if clock.saturating_sub(p.last_seen) <= ttl_ms {
                 // A held-back sign-in this event decides teaches before the event is judged,
                 // as it would have had it been complete when it happened.
@@ -527,7 +531,7 @@ impl UserProfiles {
                 return;
             }
             // An expired profile that was not yet swept is expired now, before it is read.
-            if let Some(p) = self.users.remove(key) {
+            if let Some(p) = self.users.remove(key.as_bytes()) {
                 self.unscoped = self.unscoped.saturating_sub(usize::from(p.unscoped));
             }
             self.expiries += 1;
@@ -554,7 +558,7 @@ impl UserProfiles {
         };
         take(&mut p, event, kind, max_set);
         self.created += 1;
-        if let Some((_, evicted)) = self.users.insert(key, p, touched) {
+        if let Some((_, evicted)) = self.users.insert(key.as_str(), p, touched) {
             self.unscoped = self.unscoped.saturating_sub(usize::from(evicted.unscoped));
             self.evictions += 1;
         }
@@ -564,7 +568,7 @@ impl UserProfiles {
     /// the tenant has none of its own yet: the first tenant to see the user again is the one
     /// the profile was learned in, as far as anything can tell.
     fn take_over_unscoped(&mut self, key: &ProfileKey, user_key: &str, touched: u64) {
-        if self.users.get(key.as_str()).is_some() {
+        if self.users.get(key.as_bytes()).is_some() {
             return;
         }
         let unscoped = unscoped_key(user_key);

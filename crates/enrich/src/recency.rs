@@ -109,7 +109,9 @@ impl<V> RecencyMap<V> {
         self.table.len()
     }
 
-    fn hash(&self, key: &str) -> u64 {
+    /// Keys are hashed and compared as bytes: a lookup needs no UTF-8 check of a key built
+    /// from string parts (the profile key), and a `&str` and its bytes find the same entry.
+    fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -121,22 +123,26 @@ impl<V> RecencyMap<V> {
     }
 
     /// The value of `key`, marked most recently used with `stamp`.
-    pub(crate) fn get_mut(&mut self, key: &str, stamp: u64) -> Option<&mut V> {
+    pub(crate) fn get_mut<K: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        key: &K,
+        stamp: u64,
+    ) -> Option<&mut V> {
+        let key = key.as_ref();
         self.make_room();
         let hash = self.hash(key);
-        let slot = self
-            .table
-            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())?;
+        let slot = self.table.find_mut(hash, |s| s.key.as_bytes() == key)?;
         slot.stamp = stamp;
         self.order.push_back((stamp, hash));
         Some(&mut slot.value)
     }
 
     /// The value of `key`, leaving the recency order as it is.
-    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+    pub(crate) fn get<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<&V> {
+        let key = key.as_ref();
         let hash = self.hash(key);
         self.table
-            .find(hash, |s| s.key.as_bytes() == key.as_bytes())
+            .find(hash, |s| s.key.as_bytes() == key)
             .map(|s| &s.value)
     }
 
@@ -149,19 +155,20 @@ impl<V> RecencyMap<V> {
     /// bytes, never the entries, so nothing here waits for memory. A tag shared with another
     /// key (rare) prefetches the wrong entry, which costs nothing but the wasted load.
     #[inline]
-    pub(crate) fn prefetch(&self, key: &str) {
-        let hash = self.hash(key);
+    pub(crate) fn prefetch<K: AsRef<[u8]> + ?Sized>(&self, key: &K) {
+        let hash = self.hash(key.as_ref());
         if let Some(slot) = self.table.find(hash, |_| true) {
             prefetch_lines(slot);
         }
     }
 
     /// Removes `key`; its log record becomes stale.
-    pub(crate) fn remove(&mut self, key: &str) -> Option<V> {
+    pub(crate) fn remove<K: AsRef<[u8]> + ?Sized>(&mut self, key: &K) -> Option<V> {
+        let key = key.as_ref();
         let hash = self.hash(key);
         let entry = self
             .table
-            .find_entry(hash, |s| s.key.as_bytes() == key.as_bytes())
+            .find_entry(hash, |s| s.key.as_bytes() == key)
             .ok()?;
         Some(entry.remove().0.value)
     }
@@ -171,7 +178,7 @@ impl<V> RecencyMap<V> {
     /// repeats one) has its value replaced, and nothing is evicted.
     pub(crate) fn insert(&mut self, key: &str, value: V, stamp: u64) -> Option<(String, V)> {
         self.make_room();
-        let hash = self.hash(key);
+        let hash = self.hash(key.as_bytes());
         if let Some(slot) = self
             .table
             .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
@@ -357,6 +364,8 @@ mod tests {
         }
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(map.get_mut(key, 100 + i as u64).copied(), Some(i), "{key}");
+            // Its bytes are the same key (the profile store looks up by bytes).
+            assert_eq!(map.get(key.as_bytes()).copied(), Some(i), "{key}");
         }
         // A prefix of a stored key, or the key with one more byte, is another key.
         assert!(map.get_mut(&max[1..], 200).is_none());
