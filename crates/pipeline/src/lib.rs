@@ -1,13 +1,15 @@
 //! The authwatch pipeline runtime.
 //!
 //! ```text
-//! source ──► normalize + enrich (N workers) ──► detect (ordered, event time) ──► sink
-//!        bounded                          bounded                          bounded
+//! source ──► normalize + enrich (N workers) ──► order ──► detect (M shards, event time) ──► sink
+//!        bounded                          bounded     bounded                         bounded
 //! ```
 //!
 //! A [`Source`] yields batches of raw lines with their positions; workers turn them into
-//! [`authwatch_event::AuthEvent`]s or [`DeadLetter`]s; the detect stage restores stream order,
-//! advances the event-time watermark (`event_time.allowed_lateness` behind the newest event),
+//! [`authwatch_event::AuthEvent`]s or [`DeadLetter`]s; the order stage restores stream order and
+//! hands each detect shard its partitions' part (one shard for a recorded stream; a partitioned
+//! source's tasks spread over `runtime.detect_threads`); each shard advances its tasks'
+//! event-time watermark (`event_time.allowed_lateness` behind the newest event),
 //! counts late events and drops or side-outputs them, and runs the compiled rules; a [`Sink`]
 //! writes alerts, dead letters and late events. Recorded files use [`LineSource`]; the Kafka
 //! runtime implements [`Source`] and [`Sink`] over topics and runs the same stages.

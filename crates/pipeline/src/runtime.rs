@@ -1,12 +1,14 @@
-//! The pipeline runtime: source → normalize+enrich (parallel) → detect → sink, each stage on its
-//! own thread(s), joined by bounded channels.
+//! The pipeline runtime: source → normalize+enrich (parallel) → order → detect (shards) → sink,
+//! each stage on its own thread(s), joined by bounded channels.
 //!
 //! Backpressure: every channel holds at most `runtime.channel_batches` batches, so a slow sink
 //! stalls detection, which stalls the workers, which stall the source; memory is bounded by
 //! configuration, never by input size. Normalize and enrich are chained on the same worker
 //! thread (as Flink chains operators): both are stateless per event, and a channel between them
-//! would only add a hand-off. Workers finish batches out of order; the detect stage restores
-//! sequence order before any state is touched, so results do not depend on thread timing.
+//! would only add a hand-off. Workers finish batches out of order; the order stage restores
+//! sequence order before any state is touched, so results do not depend on thread timing. A
+//! partitioned source's tasks share nothing, so they run on several detect shards; the sink
+//! writes the shards' outputs back in stream order, and a checkpoint after every shard passed it.
 
 use crate::checkpoint::{
     Checkpoint, CheckpointError, Checkpointed, Control, ControlSender, StateParts, Step, Watermark,
