@@ -325,6 +325,12 @@ impl Config {
         if self.runtime.workers > 256 {
             return invalid("runtime.workers", "must be at most 256 (0 = one per core)");
         }
+        if self.runtime.detect_threads > 256 {
+            return invalid(
+                "runtime.detect_threads",
+                "must be at most 256 (0 = one per core)",
+            );
+        }
         if !(1..=1 << 20).contains(&self.runtime.batch_lines) {
             return invalid("runtime.batch_lines", "must be between 1 and 1048576");
         }
@@ -755,6 +761,13 @@ mod tests {
         assert_eq!(
             e,
             "config key runtime.batch_lines: must be between 1 and 1048576"
+        );
+        let e = parse("[runtime]\ndetect_threads = 257\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key runtime.detect_threads: must be at most 256 (0 = one per core)"
         );
         let e = parse("[output]\nlate_events = \"late.jsonl\"\n")
             .unwrap_err()
