@@ -269,11 +269,12 @@ pub struct BatchReport {
     pub read: Duration,
     /// Normalizing and enriching them (on one worker).
     pub normalize: Duration,
-    /// Ordering, profiles and rules, without pacing.
+    /// Profiles and rules, without pacing: the slowest detect shard's part of the batch (the
+    /// shards work on their parts side by side).
     pub detect: Duration,
     /// Waiting for event time (`--speed`); part of `total`, but on purpose.
     pub paced: Duration,
-    /// Writing the results.
+    /// Writing the results (every shard's), without waiting for them.
     pub sink: Duration,
     /// From the start of the read to the results written, queues included.
     pub total: Duration,

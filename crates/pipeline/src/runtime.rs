@@ -1575,7 +1575,8 @@ impl Pipeline {
                     shards: which,
                     report,
                 } => {
-                    let working = Instant::now();
+                    // Writing only: waiting for a shard is its detect time, not the sink's.
+                    let mut writing = Duration::ZERO;
                     let mut part = PartReport::default();
                     for s in which {
                         loop {
@@ -1583,7 +1584,9 @@ impl Pipeline {
                                 complete = false;
                                 break 'orders;
                             };
+                            let working = Instant::now();
                             write(&mut sink, &batch)?;
+                            writing += working.elapsed();
                             part.merge(batch.part);
                             if !batch.more {
                                 break;
@@ -1597,7 +1600,7 @@ impl Pipeline {
                         report.alerts = part.alerts;
                         report.paced = part.paced;
                         report.detect = part.detect;
-                        report.sink = working.elapsed();
+                        report.sink = writing;
                         report.total = started.elapsed();
                         observer.batch_done(&report);
                     }
