@@ -994,9 +994,14 @@ impl Pipeline {
                             "tasks snapshotted"
                         );
                     }
-                    for input in barrier.release.iter() {
-                        tasks.remove(input);
-                        released.insert(*input);
+                    if !barrier.release.is_empty() {
+                        for input in barrier.release.iter() {
+                            tasks.remove(input);
+                            released.insert(*input);
+                        }
+                        // The gauges must not keep what this shard held before: it may get no batch
+                        // again for a while.
+                        self.publish_shard(shared, shard, &tasks);
                     }
                     let out = SinkBatch {
                         snapshots: Some(snapshots),
@@ -1296,21 +1301,7 @@ impl Pipeline {
             // An empty vector keeps its capacity for the next batch; if the queue is full it
             // is simply dropped.
             let _ = vectors.try_send(events);
-            // The pipeline's watermark is the slowest task's: no task will alert on
-            // anything older.
-            let low = tasks.values().map(|t| t.wm.watermark).min();
-            shared.lows[shard].store(low.unwrap_or(i64::MAX), Ordering::Relaxed);
-            let low = shared
-                .lows
-                .iter()
-                .map(|l| l.load(Ordering::Relaxed))
-                .min()
-                .filter(|&l| l != i64::MAX);
-            self.metrics
-                .watermark
-                .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
-            self.metrics
-                .publish_rule_state_of(shard, tasks.values().map(|t| &t.engine));
+            self.publish_shard(shared, shard, &tasks);
             stage.end(received - late - repeated);
             out.part = PartReport {
                 dead_letters,
@@ -1349,6 +1340,24 @@ impl Pipeline {
             profiles,
             jump: worst_jump,
         })
+    }
+
+    /// Publishes a shard's part of the watermark and rule-state gauges.
+    fn publish_shard(&self, shared: &ShardShared, shard: usize, tasks: &BTreeMap<u32, Task>) {
+        // The pipeline's watermark is the slowest task's: no task will alert on anything older.
+        let low = tasks.values().map(|t| t.wm.watermark).min();
+        shared.lows[shard].store(low.unwrap_or(i64::MAX), Ordering::Relaxed);
+        let low = shared
+            .lows
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .min()
+            .filter(|&l| l != i64::MAX);
+        self.metrics
+            .watermark
+            .store(low.unwrap_or(i64::MIN), Ordering::Relaxed);
+        self.metrics
+            .publish_rule_state_of(shard, tasks.values().map(|t| &t.engine));
     }
 
     fn new_task(&self) -> Task {

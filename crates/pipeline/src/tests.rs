@@ -988,6 +988,60 @@ fn a_tenant_split_over_partitions_is_counted() {
     assert_eq!(split("globex"), 0);
 }
 
+// A shard whose partitions were all released may get no batch again for a long time: its
+// keys must leave the rule-state gauges when the partitions leave, not when it next works.
+#[test]
+fn released_partitions_leave_the_rule_state_gauges_of_their_shard() {
+    let mut config = Config::default();
+    config.runtime.detect_threads = 2;
+    let pipeline = Pipeline::new(config, RulePack::builtin().unwrap()).unwrap();
+    let fatigue_keys = |p: &Pipeline| {
+        let m = p.metrics();
+        let r = m.rules.iter().find(|r| r.id == "mfa_fatigue").unwrap();
+        Metrics::get(&r.keys)
+    };
+    let steps = |release: Vec<u32>| -> std::collections::VecDeque<Step> {
+        vec![
+            Step::Assign(0, None),
+            Step::Assign(1, None),
+            Step::Lines(0, bombing("alice@acme.example", T0)[..4].to_vec()),
+            Step::Lines(1, bombing("bob@acme.example", T0)[..4].to_vec()),
+            Step::Barrier(release),
+            // Only partition 0 (shard 0) goes on.
+            Step::Lines(
+                0,
+                vec![push_line(
+                    "alice@acme.example",
+                    T0 + 60_000,
+                    "logoff",
+                    "success",
+                    "z",
+                )],
+            ),
+        ]
+        .into()
+    };
+    let options = RunOptions {
+        flush_at_end: false,
+        ..RunOptions::default()
+    };
+    let mut kept = Vec::new();
+    for release in [vec![], vec![1]] {
+        let mut source = Scripted {
+            names: vec!["t/0".into(), "t/1".into()],
+            steps: steps(release),
+            controls: None,
+            positions: Default::default(),
+        };
+        pipeline
+            .run_with(&mut source, Recorder::default(), &options)
+            .unwrap();
+        kept.push(fatigue_keys(&pipeline));
+    }
+    // One key per user while both partitions are held; alice's alone once bob's is released.
+    assert_eq!(kept, [2, 1]);
+}
+
 #[test]
 fn rule_state_is_summed_over_the_engines_of_every_task() {
     let pack = RulePack::builtin().unwrap();
